@@ -1,0 +1,260 @@
+"""The `o3d` command line (Typer + rich). Thin: parse, build a config, call stage functions.
+
+Heavy libraries (torch, open3d, ...) are imported inside the commands so that
+`o3d --help` answers at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from o3dcli import __version__
+
+app = typer.Typer(
+    name="o3d",
+    help="Turn folders of object photos into textured 3D assets (Ouroboros3D: recursive multi-view diffusion with 3D-aware feedback).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+presets_app = typer.Typer(help="List and inspect configuration presets.", no_args_is_help=True)
+app.add_typer(presets_app, name="presets")
+
+
+def _register_commands() -> None:
+    # Command modules import only typer at module level; their work is imported lazily.
+    from o3dcli.commands.data import app as data_app
+    from o3dcli.commands.render import render
+
+    app.command("render")(render)
+    app.add_typer(data_app, name="data")
+
+
+_register_commands()
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+PresetOpt = typer.Option("tiny", "--preset", "-p", help="Preset name (see `o3d presets list`) or path to a YAML file (e.g. an asset's config.yaml).")
+SetOpt = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set preprocess.size=128 (repeatable).", metavar="SECTION.KEY=VALUE")
+
+
+def _version_callback(value: bool):
+    if value:
+        typer.echo(f"o3d {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+):
+    """o3d: image-to-3D from the command line."""
+
+
+def _usage_error(message: str) -> typer.Exit:
+    from rich.markup import escape
+
+    from o3dcli.console import console
+
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _load_config(preset: str, sets: Optional[List[str]], extra: list[str] = ()):
+    from o3dcli.config import ConfigError, load_config
+
+    try:
+        return load_config(preset, list(sets or []) + list(extra))
+    except ConfigError as e:
+        raise _usage_error(str(e)) from None
+
+
+def examples_dir() -> Path:
+    return Path(__file__).parent / "assets" / "examples"
+
+
+@app.command()
+def generate(
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images.", show_default=False),
+    output: Path = typer.Option(Path("o3d-output"), "--output", "-o", help="Output folder: one sub-folder per input image."),
+    preset: str = PresetOpt,
+    sets: Optional[List[str]] = SetOpt,
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also take images from sub-folders."),
+    examples: bool = typer.Option(False, "--examples", help="Add the example images shipped with o3d to the inputs."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set runtime.seed=N."),
+    device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV (auto, cpu, cuda, cuda:1, ...)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Shortcut for --set runtime.dtype=float32|float16|bfloat16 (16-bit needs CUDA)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set diffusion.steps=N."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Shortcut for --set diffusion.guidance_max=G (guidance of the last view; the ramp starts at diffusion.guidance_min)."),
+    save_intermediate: bool = typer.Option(False, "--save-intermediate", help="Also write every denoising step's views and RGB/CCM feedback maps (asset/intermediate/)."),
+    stop_after: Optional[str] = typer.Option(None, "--stop-after", help="Run the stages up to this one only (preprocess, diffusion, ...)."),
+    force: bool = typer.Option(False, "--force", help="Recompute every stage even when a cached result exists."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (plain log lines only)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed items."),
+):
+    """Generate a 3D asset for every input image.
+
+    Each asset goes to OUTPUT/<image name>/. Finished stages are cached in
+    OUTPUT/.o3d, so an interrupted batch resumes where it stopped. Exit code:
+    0 = all items succeeded, 1 = some failed, 2 = usage error.
+    """
+    from rich.markup import escape
+
+    from o3dcli.console import console, setup_logging
+    from o3dcli.pipeline import BatchInterrupted, BatchRunner, UserError, assign_names, collect_inputs, run_batch
+    from o3dcli.stages import generate_stages
+
+    setup_logging(verbose)
+    extra = []
+    if seed is not None:
+        extra.append(f"runtime.seed={seed}")
+    if device is not None:
+        extra.append(f"runtime.device={device}")
+    if dtype is not None:
+        extra.append(f"runtime.dtype={dtype}")
+    if steps is not None:
+        extra.append(f"diffusion.steps={steps}")
+    if guidance is not None:
+        extra.append(f"diffusion.guidance_max={guidance}")
+    if save_intermediate:
+        extra.append("diffusion.save_intermediate=true")
+    cfg = _load_config(preset, sets, extra)
+    paths = list(inputs or [])
+    if examples:
+        paths.append(examples_dir())
+    if not paths:
+        raise _usage_error("no inputs: give image files or folders, or --examples")
+    try:
+        sources = collect_inputs(paths, recursive=recursive)
+    except UserError as e:
+        raise _usage_error(str(e)) from None
+    if not sources:
+        raise _usage_error(f"no image files found in {', '.join(map(str, paths))}" + ("" if recursive else " (use --recursive for sub-folders)"))
+    output.mkdir(parents=True, exist_ok=True)
+    items = assign_names(sources, output)
+    try:
+        runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force)
+    except (UserError, ValueError) as e:
+        raise _usage_error(str(e)) from None
+    if cfg.runtime.threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.threads)
+    console.print(f"o3d {__version__}: {len(items)} image(s) -> {escape(str(output))}  (preset {escape(preset)}, device {runner.device})")
+    if any(s.name == "diffusion" for s in runner.stages):
+        from o3dcli.errors import ConfigError
+        from o3dcli.models.build import describe_weights
+
+        try:
+            console.print(f"model weights: {escape(describe_weights(cfg))}", soft_wrap=True)
+        except ConfigError as e:
+            raise _usage_error(str(e)) from None
+
+    def on_done(r):
+        if r.status == "failed":
+            console.print(f"[red]✗ {escape(r.name)}[/red]: {escape(r.error or '')}", soft_wrap=True)
+            if verbose and r.traceback:
+                console.print(escape(r.traceback))
+        for w in r.warnings:
+            console.print(f"[yellow]! {escape(r.name)}[/yellow]: {escape(w)}", soft_wrap=True)
+
+    try:
+        result = run_batch(items, runner, show_progress=not no_progress, on_item_done=on_done)
+    except BatchInterrupted as e:
+        _print_summary(e.result)
+        console.print("[yellow]interrupted[/yellow]: finished stages are cached; run the same command again to resume.")
+        raise typer.Exit(130)
+    _print_summary(result)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_SOME_FAILED)
+
+
+def _print_summary(result) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from o3dcli.console import console
+
+    table = Table(title="o3d generate", show_lines=False)
+    for col in ("item", "status", "seconds", "stages cached", "error"):
+        table.add_column(col, overflow="fold")
+    for r in result.items:
+        colour = {"ok": "green", "failed": "red"}.get(r.status, "yellow")
+        cached = f"{len(r.cached)}/{len(r.timings)}" if r.timings else "-"
+        table.add_row(escape(r.name), f"[{colour}]{r.status}[/{colour}]", f"{sum(r.timings.values()):.2f}", cached, escape(r.error or ""))
+    console.print(table)
+    n_ok = sum(r.status == "ok" for r in result.items)
+    if result.items and result.computed_stages == 0 and n_ok == len(result.items):
+        console.print(f"all {n_ok} item(s) up to date: nothing recomputed (use --force to recompute)")
+    else:
+        console.print(f"{n_ok}/{len(result.items)} succeeded; report: {escape(str(result.report_path))}")
+
+
+@presets_app.command("list")
+def presets_list():
+    """List the available presets."""
+    from rich.table import Table
+
+    from o3dcli.config import available_presets, preset_description
+    from o3dcli.console import console
+
+    table = Table(title="o3d presets")
+    table.add_column("name")
+    table.add_column("description", overflow="fold")
+    for name, path in available_presets().items():
+        table.add_row(name, preset_description(path))
+    console.print(table)
+
+
+@presets_app.command("show")
+def presets_show(
+    name: str = typer.Argument("tiny", help="Preset name or YAML path."),
+    sets: Optional[List[str]] = SetOpt,
+    as_yaml: bool = typer.Option(False, "--yaml", help="Print the resolved config as YAML (usable as a preset)."),
+):
+    """Show every field of a preset after defaults and overrides are applied."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from o3dcli.config import describe, dump_config
+    from o3dcli.console import console
+
+    cfg = _load_config(name, sets)
+    if as_yaml:
+        typer.echo(dump_config(cfg), nl=False)
+        return
+    table = Table(title=f"preset {escape(name)}")
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", overflow="fold", max_width=24)
+    table.add_column("type", overflow="fold", max_width=16)
+    table.add_column("meaning", overflow="fold", ratio=1)
+    for key, value, tname, doc in describe(cfg):
+        table.add_row(key, escape(value), escape(tname), escape(doc))
+    console.print(table)
+
+
+@app.command()
+def info():
+    """Versions, device, rasterizer backend and available model weights."""
+    from rich.table import Table
+
+    from o3dcli.console import console
+    from o3dcli.sysinfo import collect_info
+
+    data = collect_info()
+    table = Table(title=f"o3d {__version__}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for k, v in data.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

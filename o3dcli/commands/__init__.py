@@ -1,0 +1,1 @@
+"""Typer commands that live outside cli.py (each imports heavy modules lazily)."""

@@ -1,0 +1,436 @@
+"""Configuration: one dataclass per stage, nested in one `Config`.
+
+Defaults live in the dataclasses; presets (YAML files in `presets/`) override
+fields; `--set section.key=value` overrides one field from the command line.
+Every field has a docstring right under it: that text is what `o3d presets show`
+prints. Unknown keys and ill-typed values are errors that name the key and the
+closest valid one. YAML is read with `yaml.safe_load` only.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PRESET_META_KEYS = ("description", "base")
+
+
+from o3dcli.errors import ConfigError  # noqa: E402  (re-exported: o3dcli.config.ConfigError)
+from o3dcli.models.configs import DenoiserConfig, ModelConfig, ReconConfig  # noqa: E402
+
+
+def _require(ok: bool, key: str, value, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"bad value for '{key}': {value!r} must be {what}")
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"
+    """Torch device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ..."""
+    seed: int = 0
+    """Base seed; each item's generator is seeded from it and the item's content hash."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Model precision; float16/bfloat16 need CUDA."""
+
+    def check(self) -> None:
+        _require(self.threads >= 0, "runtime.threads", self.threads, "0 or more")
+        ok = self.device in ("auto", "cpu", "mps") or self.device.split(":")[0] == "cuda"
+        _require(ok, "runtime.device", self.device, '"auto", "cpu", "cuda", "cuda:N" or "mps"')
+
+
+@dataclass
+class PreprocessConfig:
+    size: int = 256
+    """Output side in pixels (the model's input size)."""
+    foreground_ratio: float = 0.85
+    """Fraction of the square side that the foreground's longer side occupies."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Colour the foreground is composited on, RGB in [0, 1]."""
+    matting: Literal["auto", "alpha", "rembg", "builtin"] = "auto"
+    """Foreground source: auto = the image's alpha if it has a real one, else rembg if installed, else the built-in estimator."""
+    max_pixels: int = 50_000_000
+    """Images with more pixels than this are refused (decompression-bomb guard)."""
+    alpha_threshold: float = 0.5
+    """Alpha above this counts as foreground for cropping and validation."""
+
+    def check(self) -> None:
+        _require(self.size >= 8, "preprocess.size", self.size, "at least 8")
+        _require(0.05 <= self.foreground_ratio <= 1.0, "preprocess.foreground_ratio", self.foreground_ratio, "in [0.05, 1]")
+        _require(all(0.0 <= c <= 1.0 for c in self.background), "preprocess.background", list(self.background), "RGB values in [0, 1]")
+        _require(self.max_pixels > 0, "preprocess.max_pixels", self.max_pixels, "positive")
+        _require(0.0 < self.alpha_threshold < 1.0, "preprocess.alpha_threshold", self.alpha_threshold, "in (0, 1)")
+
+
+@dataclass
+class CameraConfig:
+    elevations: tuple[float, ...] = (0.0,) * 8
+    """Elevation of each generated view in degrees (view 0 is the input view)."""
+    azimuths: tuple[float, ...] = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 337.5)
+    """Azimuth of each generated view in degrees (0 = the input view, counter-clockwise seen from above)."""
+    radius: float = 1.7417
+    """Distance of the cameras from the object centre (objects fit the unit box)."""
+    fov_deg: float = 39.6
+    """Field of view in degrees."""
+
+    def check(self) -> None:
+        _require(len(self.elevations) == len(self.azimuths), "cameras.elevations", list(self.elevations),
+                 f"as long as cameras.azimuths ({len(self.azimuths)} values)")
+        _require(len(self.azimuths) >= 1, "cameras.azimuths", list(self.azimuths), "at least one view")
+        _require(self.radius > 0, "cameras.radius", self.radius, "positive")
+        _require(0 < self.fov_deg < 180, "cameras.fov_deg", self.fov_deg, "in (0, 180)")
+
+
+@dataclass
+class DiffusionConfig:
+    steps: int = 25
+    """Denoising steps (EDM / Euler on Karras sigmas)."""
+    sigma_min: float = 0.002
+    """Smallest noise level of the schedule."""
+    sigma_max: float = 700.0
+    """Largest noise level of the schedule (SVD: 700; a pixel-space model needs far less)."""
+    guidance_min: float = 1.0
+    """Classifier-free guidance scale of the input view (the ramp's start)."""
+    guidance_max: float = 3.0
+    """Classifier-free guidance scale of the last view (linear ramp across views; 1 and 1 = no guidance)."""
+    feedback: bool = True
+    """3D-aware feedback: condition each step on RGB + CCM maps rendered from the previous step's Gaussians."""
+    feedback_start: int = 0
+    """First step whose prediction is fed back (maps are zero before)."""
+    feedback_every: int = 1
+    """Refresh the maps every N steps (reused in between)."""
+    save_every: int = 5
+    """Save the sampler state to the cache every N steps, so a killed run resumes mid-denoising (0 = never)."""
+    save_intermediate: bool = False
+    """Also write every step's predicted views and RGB/CCM feedback maps as PNGs (asset folder, intermediate/)."""
+
+    def check(self) -> None:
+        _require(self.steps >= 1, "diffusion.steps", self.steps, "at least 1")
+        _require(0 < self.sigma_min < self.sigma_max, "diffusion.sigma_min", self.sigma_min, "positive and below sigma_max")
+        _require(self.guidance_min >= 0 and self.guidance_max >= 0, "diffusion.guidance_max", self.guidance_max, "non-negative")
+        _require(self.feedback_start >= 0, "diffusion.feedback_start", self.feedback_start, "0 or more")
+        _require(self.feedback_every >= 1, "diffusion.feedback_every", self.feedback_every, "at least 1")
+        _require(self.save_every >= 0, "diffusion.save_every", self.save_every, "0 or more")
+
+
+@dataclass
+class Config:
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Device, seed, threads."""
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    """Image loading, matting, recentring and resizing."""
+    cameras: CameraConfig = field(default_factory=CameraConfig)
+    """The multi-view camera rig of generation, training and evaluation."""
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    """The recursive sampler: steps, noise levels, guidance, feedback schedule."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Codec and model weights."""
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    """The multi-view denoiser (UNet, camera MLPs, feedback adapters, image encoder)."""
+    recon: ReconConfig = field(default_factory=ReconConfig.tiny)
+    """The Gaussian reconstructor (U-Net with cross-view attention)."""
+
+    def section(self, name: str):
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(dataclasses.asdict(self))
+
+
+def to_plain(value):
+    """Tuples become lists so the YAML stays plain (and safe_load-able)."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Field documentation (attribute docstrings) and the key space
+
+
+@functools.cache
+def field_docs(cls) -> dict[str, str]:
+    """The docstring written under each field of a dataclass, by field name."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def valid_keys(cls=Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config tree (leaves only)."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        t = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(t):
+            keys += valid_keys(t, f"{prefix}{f.name}.")
+        else:
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def _closest(key: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not close:  # try the last component alone (a key put under the wrong section)
+        last = key.rsplit(".", 1)[-1]
+        close = [c for c in candidates if c.rsplit(".", 1)[-1] == last][:1]
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(candidates)}"
+
+
+def type_name(t) -> str:
+    origin = typing.get_origin(t)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(t))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_name(a) for a in typing.get_args(t))
+    if origin in (tuple, list):
+        args = typing.get_args(t)
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {type_name(args[0])}"
+        if origin is tuple:
+            return f"list of {len(args)} {type_name(args[0])}"
+        return f"list of {type_name(args[0])}"
+    if t is type(None):
+        return "null"
+    return getattr(t, "__name__", str(t))
+
+
+def coerce(value, t, key: str):
+    """Check `value` (from YAML) against the annotation `t` and convert it; ConfigError if it does not fit."""
+
+    def bad(extra: str = ""):
+        return ConfigError(f"bad value for '{key}': {value!r} is not {type_name(t)}{extra}")
+
+    origin = typing.get_origin(t)
+    if origin is Literal:
+        if value not in typing.get_args(t):
+            close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(t)], n=1)
+            raise bad(f"; did you mean {close[0]!r}?" if close else "")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(t):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise bad()
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad()
+        args = typing.get_args(t)
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise bad(f" (needs exactly {len(args)} values)")
+            return tuple(coerce(v, a, key) for v, a in zip(value, args))
+        out = [coerce(v, args[0], key) for v in value]
+        return tuple(out) if origin is tuple else out
+    if t is type(None):
+        if value is not None:
+            raise bad()
+        return None
+    if t is bool:
+        if not isinstance(value, bool):
+            raise bad(" (use true or false)")
+        return value
+    if t is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if t is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        return float(value)
+    if t is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    raise ConfigError(f"internal: unsupported type {t!r} for '{key}'")
+
+
+# ---------------------------------------------------------------------------
+# Applying presets and overrides
+
+
+def apply_dict(cfg, data: dict, source: str, prefix: str = "") -> None:
+    """Set fields of the dataclass `cfg` from a nested dict, checking every key and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {type(data).__name__}")
+    hints = _hints(type(cfg))
+    names = [f.name for f in dataclasses.fields(cfg)]
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise ConfigError(f"{source}: unknown key '{key}'{_closest(key, valid_keys())}")
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            apply_dict(getattr(cfg, k), v, source, f"{key}.")
+        else:
+            try:
+                setattr(cfg, k, coerce(v, t, key))
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`section.key=value` -> (dotted key, YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({e})") from None
+    return key, value
+
+
+def set_dotted(cfg: Config, key: str, value, source: str) -> None:
+    parts = key.split(".")
+    nested: dict = {}
+    cur = nested
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = value
+    if len(parts) < 2:
+        raise ConfigError(f"{source}: unknown key '{key}'{_closest(key, valid_keys())}")
+    apply_dict(cfg, nested, source)
+
+
+def preset_dirs() -> list[Path]:
+    """Where named presets are looked up: the installed o3dcli.presets package
+    (the repo's presets/ folder), or that folder beside a source checkout."""
+    try:
+        from importlib import resources
+
+        return [Path(str(resources.files("o3dcli.presets")))]
+    except ModuleNotFoundError:  # running from a checkout that is not pip-installed
+        return [Path(__file__).resolve().parents[1] / "presets"]
+
+
+def available_presets() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for d in preset_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            out.setdefault(p.stem, p)
+    return out
+
+
+def resolve_preset_path(preset: str | Path) -> Path:
+    p = Path(preset)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"preset file not found: {p}")
+        return p
+    presets = available_presets()
+    if str(preset) not in presets:
+        close = difflib.get_close_matches(str(preset), list(presets), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown preset '{preset}'{hint} (available: {', '.join(presets) or 'none'})")
+    return presets[str(preset)]
+
+
+def read_preset(preset: str | Path, _seen: tuple = ()) -> list[tuple[str, dict]]:
+    """The chain of (source name, overrides) for a preset, base presets first."""
+    path = resolve_preset_path(preset)
+    if path.resolve() in _seen:
+        raise ConfigError(f"preset {path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read preset {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path}: top level must be a mapping of sections")
+    chain = []
+    base = data.pop("base", None)
+    data.pop("description", None)
+    if base is not None:
+        base_ref = base if not str(base).endswith((".yaml", ".yml")) else path.parent / base
+        chain += read_preset(base_ref, _seen + (path.resolve(),))
+    chain.append((str(path.name if path.parent in preset_dirs() else path), data))
+    return chain
+
+
+def preset_description(path: Path) -> str:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ""
+    return str(data.get("description", "")).strip() if isinstance(data, dict) else ""
+
+
+def load_config(preset: str | Path | None = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults -> preset (and its bases) -> `--set` overrides, all checked."""
+    cfg = Config()
+    if preset is not None:
+        for source, data in read_preset(preset):
+            apply_dict(cfg, data, f"preset {source}")
+    for text in overrides:
+        key, value = parse_override(text)
+        set_dotted(cfg, key, value, f"--set {text}")
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg) -> None:
+    """Run every section's range checks (`check()` methods) recursively."""
+    if hasattr(cfg, "check"):
+        cfg.check()
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            check_config(v)
+
+
+def dump_config(cfg: Config, header: str = "") -> str:
+    """YAML text of the resolved config; loading it as a preset reproduces `cfg`."""
+    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return (header + body) if header else body
+
+
+def describe(cfg: Config) -> list[tuple[str, str, str, str]]:
+    """(key, value, type, doc) rows for every leaf field, for `o3d presets show`."""
+    rows = []
+
+    def walk(obj, prefix):
+        docs = field_docs(type(obj))
+        hints = _hints(type(obj))
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                walk(v, f"{prefix}{f.name}.")
+            else:
+                rows.append((f"{prefix}{f.name}", yaml.safe_dump(to_plain(v), default_flow_style=True).strip().removesuffix("\n...").removesuffix("..."), type_name(hints[f.name]), docs.get(f.name, "")))
+
+    walk(cfg, "")
+    return rows

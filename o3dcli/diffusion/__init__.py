@@ -1,0 +1,1 @@
+"""The recursive diffusion: EDM helpers and the sampler with 3D-aware feedback."""

@@ -1,0 +1,86 @@
+"""The triangle mesh data type shared by loaders, renderers, meshing and export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TriMesh:
+    """A triangle mesh in numpy arrays (DESIGN.md section 2).
+
+    vertices: [V, 3] float32, world units (+Y up).
+    faces: [F, 3] int32, counter-clockwise front faces.
+    uv: [V, 2] float32 or None, origin at the texture's bottom-left.
+    texture: [H, W, 3] uint8 or None (sRGB base colour).
+    vertex_colors: [V, 3] float32 in [0, 1] or None.
+    material_color: (3,) float32 in [0, 1]: used when neither texture nor vertex colours exist.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uv: np.ndarray | None = None
+    texture: np.ndarray | None = None
+    vertex_colors: np.ndarray | None = None
+    material_color: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
+
+    def __post_init__(self) -> None:
+        v = np.ascontiguousarray(self.vertices, dtype=np.float32)
+        f = np.ascontiguousarray(self.faces, dtype=np.int32)
+        object.__setattr__(self, "vertices", v)
+        object.__setattr__(self, "faces", f)
+        if v.ndim != 2 or v.shape[1] != 3:
+            raise ValueError(f"TriMesh.vertices must be [V,3], got {v.shape}")
+        if f.ndim != 2 or f.shape[1] != 3:
+            raise ValueError(f"TriMesh.faces must be [F,3], got {f.shape}")
+        if f.size and (f.min() < 0 or f.max() >= len(v)):
+            raise ValueError("TriMesh.faces index outside the vertex array")
+        if self.uv is not None:
+            uv = np.ascontiguousarray(self.uv, dtype=np.float32)
+            if uv.shape != (len(v), 2):
+                raise ValueError(f"TriMesh.uv must be [{len(v)},2], got {uv.shape}")
+            object.__setattr__(self, "uv", uv)
+        if self.vertex_colors is not None:
+            vc = np.ascontiguousarray(self.vertex_colors, dtype=np.float32)
+            if vc.shape != (len(v), 3):
+                raise ValueError(f"TriMesh.vertex_colors must be [{len(v)},3], got {vc.shape}")
+            object.__setattr__(self, "vertex_colors", vc)
+        if self.texture is not None:
+            tex = np.ascontiguousarray(self.texture)
+            if tex.ndim != 3 or tex.shape[2] not in (3, 4):
+                raise ValueError(f"TriMesh.texture must be [H,W,3], got {tex.shape}")
+            if tex.dtype != np.uint8:
+                tex = (np.clip(tex, 0, 1) * 255 + 0.5).astype(np.uint8)
+            object.__setattr__(self, "texture", tex[..., :3])
+        object.__setattr__(self, "material_color", np.asarray(self.material_color, np.float32).reshape(3))
+
+    @property
+    def has_texture(self) -> bool:
+        return self.texture is not None and self.uv is not None
+
+    def replace(self, **kw) -> "TriMesh":
+        return replace(self, **kw)
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.vertices.min(0), self.vertices.max(0)
+
+    def normalized(self) -> "TriMesh":
+        """This mesh moved and scaled into the unit box: bounding-box centre at the
+        origin, longest side 1 (DESIGN.md section 2)."""
+        lo, hi = self.bounds()
+        extent = float((hi - lo).max())
+        if extent <= 0:
+            raise ValueError("cannot normalise a mesh with zero extent")
+        return self.replace(vertices=(self.vertices - (lo + hi) / 2) / extent)
+
+    def face_normals(self) -> np.ndarray:
+        """[F, 3] unit normals (counter-clockwise winding)."""
+        tri = self.vertices[self.faces]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+    def area(self) -> float:
+        tri = self.vertices[self.faces].astype(np.float64)
+        return float(0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum())

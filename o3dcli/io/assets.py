@@ -1,0 +1,55 @@
+"""Open any asset a user may point o3d at: a Gaussian PLY, a mesh file, or an asset folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from o3dcli.geometry.gaussians import Gaussians
+from o3dcli.geometry.mesh import TriMesh
+
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
+# What an o3d asset folder holds, in order of preference for viewing.
+ASSET_FOLDER_FILES = ("model.glb", "model.obj", "gaussians.ply")
+
+
+class AssetError(ValueError):
+    """The path is not an asset o3d can open; the message says why."""
+
+
+def is_gaussian_ply(path: Path) -> bool:
+    """True when a PLY's header has 3D Gaussian Splatting properties (opacity, scales, colour DC)."""
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        return False
+    props = {line.split()[-1] for line in head[:end].split(b"\n") if line.startswith(b"property")}
+    return {b"opacity", b"scale_0", b"rot_0"} <= props
+
+
+def resolve_asset_path(path: Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise AssetError(f"{path}: not found")
+    if path.is_dir():
+        for name in ASSET_FOLDER_FILES:
+            if (path / name).is_file():
+                return path / name
+        if (path / "meshes" / "model.obj").is_file():  # Google Scanned Objects layout
+            return path
+        raise AssetError(f"{path}: folder holds none of {', '.join(ASSET_FOLDER_FILES)} (nor meshes/model.obj)")
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise AssetError(f"{path}: unsupported file type '{path.suffix}' (use .ply, .glb, .gltf or .obj)")
+    return path
+
+
+def load_asset(path: Path) -> Gaussians | TriMesh:
+    """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY, or an asset/GSO folder)."""
+    from o3dcli.io.mesh import load_mesh
+
+    path = resolve_asset_path(path)
+    if path.is_file() and path.suffix.lower() == ".ply" and is_gaussian_ply(path):
+        from o3dcli.io.ply import load_gaussians
+
+        return load_gaussians(path)
+    return load_mesh(path)

@@ -1,0 +1,171 @@
+"""Load and validate input images as straight RGBA float arrays.
+
+Pillow does the decoding; this module adds the checks an unattended batch needs
+(pixel-count limit read from the header before decoding, forced full decode so
+truncated files fail here and not halfway through a stage, a short list of
+allowed formats so Pillow never hands a file to an external program) and turns
+every pixel mode into RGBA in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+# Formats an input may have (Pillow's JPEG opener also returns phone MPO files; a
+# GIF gives its first frame). Everything else (EPS, PSD, ...) is refused so that
+# Pillow never runs Ghostscript or other plug-ins on an untrusted file.
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+DEFAULT_MAX_PIXELS = 50_000_000
+
+_SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+class ImageError(ValueError):
+    """An input image cannot be used; the message names the file, the problem and what to do."""
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image file as straight RGBA float32 `[H, W, 4]` in [0, 1].
+
+    EXIF orientation is applied; palette (with tRNS transparency), grayscale,
+    16-bit, CMYK, LA and RGB images all become RGBA (alpha 1 where the file has
+    none). Raises `ImageError` for missing, unreadable, corrupt or truncated
+    files, non-images, unsupported formats and images over `max_pixels`.
+    """
+    from PIL import Image, ImageFile, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: file not found; check the path.")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a regular file; give the path of an image file.")
+    # Truncated files must fail loudly; another module flipping this global would hide them.
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        raise ImageError(f"{path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, so truncated files "
+                         "cannot be detected; unset it before loading inputs.")
+    with warnings.catch_warnings():
+        # Pillow's own bomb guard only warns between its limit and twice it.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path, formats=list(SUPPORTED_FORMATS)) as im:
+                _check_pixel_count(path, im.size, max_pixels)
+                try:
+                    im.load()  # full decode now: truncated or corrupt data raises here
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning, ImageError, MemoryError):
+                    raise
+                except Exception as err:  # any decoder failure means the file is damaged
+                    raise ImageError(f"{path}: the {im.format} data is corrupt or truncated ({err}); "
+                                     "re-export or re-download the image.") from err
+                rgba = _to_rgba(path, im)
+        except UnidentifiedImageError as err:
+            raise ImageError(f"{path}: not a readable image; supported formats are "
+                             f"{', '.join(SUPPORTED_FORMATS)}.") from err
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise ImageError(f"{path}: refused as a possible decompression bomb ({err}); "
+                             "downscale the image first.") from err
+        except MemoryError as err:
+            raise ImageError(f"{path}: not enough memory to decode this image; downscale it first.") from err
+        except PermissionError as err:
+            raise ImageError(f"{path}: cannot be read ({err}); check its permissions.") from err
+        except ImageError:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError) as err:  # header-level damage
+            raise ImageError(f"{path}: cannot be decoded ({err}); the file is damaged or not an image.") from err
+    return rgba
+
+
+def _check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{path}: the header gives an empty size {width}x{height}; the file is damaged.")
+    if width * height > max_pixels:
+        raise ImageError(f"{path}: {width}x{height} = {width * height:,} pixels is over the limit of "
+                         f"{max_pixels:,}; downscale the image or raise preprocess.max_pixels.")
+
+
+def _to_rgba(path: Path, im) -> np.ndarray:
+    """Loaded PIL image (any mode) -> oriented RGBA float32 [H, W, 4]."""
+    from PIL import ImageOps
+
+    raw = im
+    try:
+        im = ImageOps.exif_transpose(im)
+    except (ValueError, TypeError, KeyError, IndexError, OSError, SyntaxError):
+        # A malformed EXIF block should not cost the image: keep it unrotated.
+        im = raw
+    if im.mode in _SIXTEEN_BIT_GRAY_MODES:
+        # Keep all 16 bits: scale integer gray by the 16-bit range ("I" holds 16-bit PNG/TIFF data).
+        gray = np.asarray(im).astype(np.float32) / 65535.0
+        return _gray_to_rgba(gray, np.ones_like(gray))
+    if im.mode == "F":
+        gray = np.asarray(im, dtype=np.float32)
+        return _gray_to_rgba(gray, np.ones_like(gray))
+    if raw.format == "PNG" and _png_bit_depth_and_colour_type(path) == (16, 2):
+        wide = _read_rgb16_png(path, raw)
+        if wide is not None:
+            rgb = _orient_like(wide, raw)
+            return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=-1)
+    try:
+        converted = im.convert("RGBA")
+    except ValueError:
+        try:  # e.g. LAB: Pillow goes through RGB only
+            converted = im.convert("RGB").convert("RGBA")
+        except ValueError as err:
+            raise ImageError(f"{path}: pixel mode {im.mode} is not supported; convert the image to RGB or RGBA.") from err
+    return np.ascontiguousarray(np.asarray(converted, dtype=np.float32) / 255.0)
+
+
+def _gray_to_rgba(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    gray = np.clip(gray, 0.0, 1.0)
+    return np.ascontiguousarray(np.stack([gray, gray, gray, alpha], axis=-1).astype(np.float32))
+
+
+def _png_bit_depth_and_colour_type(path: Path) -> tuple[int, int]:
+    with open(path, "rb") as f:
+        header = f.read(26)  # 8-byte signature, IHDR length+type, width, height, depth, colour type
+    if len(header) < 26 or header[12:16] != b"IHDR":
+        return (0, 0)
+    return header[24], header[25]
+
+
+def _read_rgb16_png(path: Path, im8) -> np.ndarray | None:
+    """16-bit RGB PNG at full precision, or None to keep Pillow's 8-bit decode.
+
+    Pillow reduces 16-bit RGB to 8 bits; open3d's libpng reader keeps them. libpng
+    may apply a gamma change (gAMA/sRGB chunks), so the result is used only when its
+    high bytes agree with Pillow's decode of the same file.
+    """
+    try:
+        import open3d as o3d
+
+        wide = np.asarray(o3d.io.read_image(str(path)))
+    except (ImportError, RuntimeError, OSError, ValueError):
+        return None
+    narrow = np.asarray(im8.convert("RGB")).astype(np.int32)
+    if wide.dtype != np.uint16 or wide.shape != narrow.shape:
+        return None
+    if np.abs((wide.astype(np.int32) >> 8) - narrow).max() > 1:
+        return None
+    return wide.astype(np.float32) / 65535.0
+
+
+def _orient_like(array: np.ndarray, im) -> np.ndarray:
+    """Apply `im`'s EXIF orientation to a numpy array of the same size.
+
+    Transposes an image of pixel indices with Pillow's own exif_transpose, so the
+    orientation table lives in one place (Pillow).
+    """
+    from PIL import Image, ImageOps
+
+    orientation = im.getexif().get(0x0112, 1)
+    if orientation == 1:
+        return array
+    height, width = array.shape[:2]
+    index = Image.fromarray(np.arange(height * width, dtype=np.int32).reshape(height, width))
+    index.getexif()[0x0112] = orientation
+    moved = np.asarray(ImageOps.exif_transpose(index)).astype(np.int64)
+    return array.reshape(height * width, -1)[moved.ravel()].reshape(*moved.shape, -1)

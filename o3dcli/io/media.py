@@ -1,0 +1,72 @@
+"""Images for people to look at: view grids, turntable GIF and MP4."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from o3dcli.cache import atomic_write_bytes
+
+
+def to_uint8(images) -> np.ndarray:
+    """[..., C, H, W] float tensor/array in [0, 1] -> [..., H, W, C] uint8."""
+    arr = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images, np.float32)
+    arr = np.moveaxis(arr, -3, -1)
+    return (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def image_grid(frames: np.ndarray, cols: int | None = None, pad: int = 0, fill: int = 255) -> np.ndarray:
+    """Tile V images [V, H, W, C] uint8 into one [rows*H, cols*W, C] image, row by row."""
+    v, h, w, c = frames.shape
+    cols = cols or min(v, 4)
+    rows = -(-v // cols)
+    grid = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), fill, np.uint8)
+    for i, f in enumerate(frames):
+        r, k = divmod(i, cols)
+        grid[r * (h + pad): r * (h + pad) + h, k * (w + pad): k * (w + pad) + w] = f
+    return grid
+
+
+def save_png(path: Path, image: np.ndarray) -> Path:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def save_gif(path: Path, frames: np.ndarray, fps: float = 12.0) -> Path:
+    """Looping GIF from [T, H, W, 3] uint8 frames."""
+    from PIL import Image
+
+    imgs = [Image.fromarray(f[..., :3]) for f in frames]
+    buf = io.BytesIO()
+    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=int(round(1000 / fps)), loop=0,
+                 optimize=False, disposal=1)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def mp4_available() -> bool:
+    try:
+        import imageio.v2  # noqa: F401
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def save_mp4(path: Path, frames: np.ndarray, fps: float = 24.0) -> Path:
+    """H.264 MP4 from [T, H, W, 3] uint8 frames (needs the `video` extra: imageio-ffmpeg)."""
+    import imageio.v2 as imageio
+
+    h, w = frames.shape[1:3]
+    frames = frames[:, : h - h % 2, : w - w % 2, :3]  # yuv420p needs even sides
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    imageio.mimwrite(tmp, list(frames), fps=fps, codec="libx264", quality=8, macro_block_size=1)
+    tmp.replace(path)
+    return path

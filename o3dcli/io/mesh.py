@@ -1,0 +1,380 @@
+"""Mesh loaders: OBJ (+MTL +texture, Google Scanned Objects folders), GLB/glTF and PLY -> TriMesh.
+
+The OBJ parser is hand-written: OBJ indexes positions and texture coordinates
+separately, and a renderable mesh needs one vertex per distinct (position, uv)
+pair; writing that split ourselves keeps it exact and fast, and lets a GSO object
+without its texture fall back to the MTL's Kd. GLB/glTF and PLY go through
+trimesh. Loaders never normalise: callers call ``TriMesh.normalized()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from o3dcli.geometry.mesh import TriMesh
+
+MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply")
+
+
+class MeshLoadError(Exception):
+    """A mesh file is missing, corrupt, empty or of an unsupported format (the message names it)."""
+
+
+def load_mesh(path, up: str = "auto") -> TriMesh:
+    """Load a mesh file, or an object folder (Google Scanned Objects: ``meshes/model.obj``).
+
+    Returns the mesh as stored (no normalisation); colour from the texture,
+    vertex colours or material colour, in that order of preference.
+    up: the file's up axis. "y" keeps coordinates (OBJ, glTF and PLY's usual
+    frame, ours); "z" maps a Z-up file to our +Y-up world, (x, y, z) -> (x, z, -y);
+    "auto" is "z" for Gazebo/GSO model folders (a ``model.sdf`` or
+    ``model.config`` beside ``meshes/``; Gazebo is Z-up) and "y" otherwise.
+    """
+    if up not in ("auto", "y", "z"):
+        raise ValueError(f"up must be 'auto', 'y' or 'z', got {up!r}")
+    p = Path(path)
+    if not p.exists():
+        raise MeshLoadError(f"{p}: no such file or folder")
+    if p.is_dir():
+        p = _mesh_in_folder(p)
+    ext = p.suffix.lower()
+    if ext not in MESH_EXTENSIONS:
+        raise MeshLoadError(f"{p}: unsupported mesh format '{ext}' (supported: {', '.join(MESH_EXTENSIONS)})")
+    try:
+        mesh = _load_obj(p) if ext == ".obj" else _load_with_trimesh(p)
+    except MeshLoadError:
+        raise
+    except Exception as e:  # a parser failing deep inside a library: report it against the file
+        raise MeshLoadError(f"{p}: cannot read {ext[1:].upper()} file ({type(e).__name__}: {e})") from e
+    if len(mesh.faces) == 0:
+        raise MeshLoadError(f"{p}: the file holds no triangles")
+    if up == "z" or (up == "auto" and is_gazebo_model(p)):
+        x, y, z = mesh.vertices.T
+        mesh = mesh.replace(vertices=np.stack([x, z, -y], axis=1))
+    return mesh
+
+
+def is_gazebo_model(mesh_path: Path) -> bool:
+    """True for ``<model>/meshes/<file>`` with a Gazebo ``model.sdf`` or ``model.config`` in <model>
+    (the Google Scanned Objects layout), whose meshes are Z-up."""
+    model = Path(mesh_path).parent.parent
+    return Path(mesh_path).parent.name == "meshes" and \
+        ((model / "model.sdf").is_file() or (model / "model.config").is_file())
+
+
+def _mesh_in_folder(folder: Path) -> Path:
+    gso = folder / "meshes" / "model.obj"
+    if gso.is_file():
+        return gso
+    found = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in MESH_EXTENSIONS)
+    if len(found) == 1:
+        return found[0]
+    what = "no mesh file" if not found else f"{len(found)} mesh files ({', '.join(f.name for f in found)})"
+    raise MeshLoadError(f"{folder}: expected meshes/model.obj or a single mesh file, found {what}")
+
+
+# ----------------------------------------------------------------------------------------- OBJ
+
+def _load_obj(path: Path) -> TriMesh:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    v_rows, vt_rows, f_rows, f_nv, f_nt, f_mat = [], [], [], [], [], []
+    materials: dict[str, dict] = {}
+    mat_names: list[str] = []
+    current = -1
+    for line in text.splitlines():  # collect rows as text; numbers are parsed in bulk below
+        head = line[:2]
+        if head == "v ":  # the common keywords first, without splitting the line
+            v_rows.append(line[2:])
+            continue
+        if head == "f ":
+            key, rest = "f", line[2:]
+        elif head == "vt" and line[2:3] == " ":
+            key, rest = "vt", line[3:]
+        elif head == "vn" or head[:1] == "#":  # normals are recomputed from faces when needed
+            continue
+        else:
+            parts = line.split(None, 1)
+            if not parts:
+                continue
+            key, rest = parts[0], (parts[1] if len(parts) > 1 else "")
+        if key == "v":
+            v_rows.append(rest)
+        elif key == "vt":
+            vt_rows.append(rest)
+        elif key == "f":
+            f_rows.append(rest)
+            f_nv.append(len(v_rows))  # for negative (relative) indices
+            f_nt.append(len(vt_rows))
+            f_mat.append(current)
+        elif key == "usemtl":
+            name = rest.strip()
+            if name not in mat_names:
+                mat_names.append(name)
+            current = mat_names.index(name)
+        elif key == "mtllib":
+            rest = rest.strip()
+            for mtl in [rest] if (path.parent / rest).is_file() else rest.split():
+                materials.update(_read_mtl(path.parent / mtl, path))
+    if not f_rows:
+        raise MeshLoadError(f"{path}: the file holds no faces (is it an OBJ file?)")
+    try:
+        pos, colored = _obj_numbers(v_rows, float, min_cols=3)
+        vt, _ = _obj_numbers(vt_rows, float, min_cols=1)
+        vt = np.pad(vt, ((0, 0), (0, 1)))[:, :2].astype(np.float32)  # 'vt u' alone means v = 0
+        idx, tri_face = _obj_faces(f_rows, np.asarray(f_nv), np.asarray(f_nt))
+    except ValueError:
+        raise _locate_parse_error(text, path) from None
+    if (idx[..., 0] < 0).any() or (idx[..., 0] >= len(pos)).any():
+        raise MeshLoadError(f"{path}: a face refers to a vertex outside the {len(pos)} defined")
+    if (idx[..., 1] >= len(vt)).any():
+        raise MeshLoadError(f"{path}: a face refers to a texture coordinate outside the {len(vt)} defined")
+    pos = pos[:, :6] if colored else pos[:, :3]
+    face_mat = np.asarray(f_mat)[tri_face]
+    parts = []
+    for m in np.unique(face_mat):
+        if m >= 0:
+            props = materials.get(mat_names[m], {})
+        else:  # faces before any usemtl: the file's only material if it has one
+            props = next(iter(materials.values())) if len(materials) == 1 else {}
+        parts.append(_obj_part(idx[face_mat == m], pos, vt, colored, props, path))
+    return _merge_parts(parts)
+
+
+def _obj_numbers(rows: list[str], dtype, min_cols: int) -> tuple[np.ndarray, bool]:
+    """Rows of numbers -> ([N, max(C, 6 if all rows have 6)] array, all rows have >= 6 values).
+    Raises ValueError on anything unreadable."""
+    if not rows:
+        return np.zeros((0, max(min_cols, 2))), False
+    values = _fromstring(" ".join(rows), dtype)
+    if values.size % len(rows) == 0:  # the usual case, one row length (a file mixing lengths
+        counts = np.full(len(rows), values.size // len(rows))  # that average out would be malformed)
+    else:
+        counts = np.fromiter((len(r.split()) for r in rows), np.int64, len(rows))
+    if counts.min() < min_cols:
+        raise ValueError("too few values")
+    cols = 6 if counts.min() >= 6 else min(int(counts.min()), 3)  # "v x y z r g b": vertex colours
+    starts = np.cumsum(counts) - counts
+    return values[starts[:, None] + np.arange(cols)], cols == 6
+
+
+def _obj_faces(rows: list[str], nv_at: np.ndarray, nt_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Face rows -> corner indices [T, 3, 2] (0-based position, texcoord or -1) of the
+    fan-triangulated polygons, and the source face of each triangle [T]."""
+    token_list = " ".join(rows).split()
+    n_tok = len(token_list)
+    if n_tok in (3 * len(rows), 4 * len(rows)):  # all triangles or all quads (see _obj_numbers)
+        counts = np.full(len(rows), n_tok // len(rows))
+    else:
+        counts = np.fromiter((len(r.split()) for r in rows), np.int64, len(rows))
+    if counts.min() < 3:
+        raise ValueError("a face with fewer than 3 corners")
+    tokens = " ".join(token_list)
+    slashes, doubles = token_list[0].count("/"), tokens.count("//")
+    if tokens.count("/") == slashes * n_tok and doubles in (0, n_tok):  # one pattern: parse in bulk
+        nums = _fromstring(tokens.replace("//", "/0/").replace("/", " "), np.int64, n_tok * (slashes + 1))
+        nums = nums.reshape(n_tok, slashes + 1)  # 'v//vn' reads as v/0/vn: no texcoord
+        v, t = nums[:, 0], (nums[:, 1] if nums.shape[1] > 1 else np.zeros(n_tok, np.int64))
+    else:  # mixed 'v', 'v/vt', 'v//vn', 'v/vt/vn' corners
+        fields = [tok.split("/") for tok in token_list]
+        v = np.array([int(f[0]) for f in fields], np.int64)
+        t = np.array([int(f[1]) if len(f) > 1 and f[1] else 0 for f in fields], np.int64)
+    row = np.repeat(np.arange(len(rows)), counts)
+    # OBJ indices are 1-based; negative ones count back from the last element defined so far
+    v = np.where(v > 0, v - 1, np.where(v < 0, nv_at[row] + v, -1))
+    t = np.where(t > 0, t - 1, np.where(t < 0, nt_at[row] + t, -1))
+    ntri = counts - 2
+    tri_face = np.repeat(np.arange(len(rows)), ntri)
+    k = np.arange(int(ntri.sum())) - np.repeat(np.cumsum(ntri) - ntri, ntri) + 1
+    first = (np.cumsum(counts) - counts)[tri_face]
+    corner = np.stack([first, first + k, first + k + 1], axis=1)  # fan (0, k, k+1)
+    return np.stack([v[corner], t[corner]], axis=-1), tri_face
+
+
+def _fromstring(text: str, dtype, expected: int | None = None) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when it stops at unreadable text
+        try:
+            out = np.fromstring(text, dtype=dtype, sep=" ")
+        except (ValueError, DeprecationWarning) as e:
+            raise ValueError(str(e)) from e
+    if expected is not None and out.size != expected:
+        raise ValueError("unreadable numbers")
+    return out
+
+
+def _locate_parse_error(text: str, path: Path) -> MeshLoadError:
+    """Re-read line by line (only after the bulk parse failed) to name the offending line."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        try:
+            if parts and parts[0] in ("v", "vt"):
+                [float(x) for x in parts[1:]]
+                if len(parts) < (4 if parts[0] == "v" else 2):
+                    raise ValueError("too few values")
+            elif parts and parts[0] == "f":
+                if len(parts) < 4:
+                    raise ValueError("a face needs 3 corners")
+                [int(x) for tok in parts[1:] for x in tok.split("/") if x]
+        except ValueError as e:
+            return MeshLoadError(f"{path}: line {lineno}: cannot parse {line.strip()[:60]!r} ({e})")
+    return MeshLoadError(f"{path}: cannot parse the OBJ file")
+
+
+def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) -> TriMesh:
+    """One material's faces, with one vertex per distinct (position, texcoord) pair."""
+    keys = idx[..., 0] * (len(vt) + 1) + (idx[..., 1] + 1)
+    uniq, inverse = np.unique(keys.reshape(-1), return_inverse=True)
+    vi, ti = uniq // (len(vt) + 1), uniq % (len(vt) + 1) - 1
+    faces = inverse.reshape(-1, 3)
+    uv = np.where(ti[:, None] >= 0, vt[np.maximum(ti, 0)] if len(vt) else 0.0, 0.0)
+    texture = _read_texture(props["map_Kd"], path) if props.get("map_Kd") else None
+    has_uv = len(vt) > 0 and (ti >= 0).any()
+    return TriMesh(
+        pos[vi, :3], faces,
+        uv=uv if has_uv else None,  # kept without a texture too: one may be supplied later
+        texture=texture if has_uv else None,
+        vertex_colors=np.clip(pos[vi, 3:6], 0, 1) if colored else None,
+        material_color=props.get("Kd", np.ones(3)),
+    )
+
+
+def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
+    """Materials of an MTL file: name -> {"Kd": (3,), "map_Kd": resolved texture Path or None}.
+
+    A missing MTL or texture is not an error: the mesh loads with the colours it has.
+    """
+    if not mtl_path.is_file():
+        return {}
+    out: dict[str, dict] = {}
+    cur = None
+    for line in mtl_path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "newmtl":
+            cur = out.setdefault(line.split(None, 1)[1].strip() if len(parts) > 1 else "", {})
+        elif cur is not None and parts[0] == "Kd" and len(parts) >= 4:
+            cur["Kd"] = np.clip(np.array([float(x) for x in parts[1:4]], np.float32), 0, 1)
+        elif cur is not None and parts[0] == "map_Kd" and len(parts) >= 2:
+            cur["map_Kd"] = _find_texture(parts[-1], mtl_path.parent, obj_path.parent)  # options precede the name
+    return out
+
+
+def _find_texture(name: str, mtl_dir: Path, obj_dir: Path) -> Path | None:
+    base = Path(name.replace("\\", "/")).name
+    candidates = [mtl_dir / name, mtl_dir / base, obj_dir / base,
+                  mtl_dir.parent / "materials" / "textures" / base]  # Google Scanned Objects layout
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(tex_path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise MeshLoadError(f"{mesh_path}: texture {tex_path} cannot be read ({e})") from e
+
+
+# ------------------------------------------------------------------------------ GLB, glTF, PLY
+
+def _load_with_trimesh(path: Path) -> TriMesh:
+    import trimesh
+
+    scene = trimesh.load(str(path), force="scene", process=False)
+    parts = []
+    for node in scene.graph.nodes_geometry:
+        transform, geom_name = scene.graph[node]
+        geom = scene.geometry[geom_name]
+        if not isinstance(geom, trimesh.Trimesh) or len(geom.faces) == 0:
+            continue  # point clouds, lines
+        verts = trimesh.transform_points(np.asarray(geom.vertices, np.float64), transform)
+        faces = np.asarray(geom.faces)
+        if np.linalg.det(transform[:3, :3]) < 0:  # a mirroring node flips the winding
+            faces = faces[:, ::-1]
+        parts.append(_trimesh_part(geom, verts, faces))
+    if not parts:
+        raise MeshLoadError(f"{path}: the file holds no triangles (a point cloud or an empty scene?)")
+    return _merge_parts(parts)
+
+
+def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray) -> TriMesh:
+    vis = geom.visual
+    if vis.kind == "texture":
+        mat = vis.material
+        image = getattr(mat, "baseColorTexture", None) or getattr(mat, "image", None)
+        factor = getattr(mat, "baseColorFactor", None)
+        factor = getattr(mat, "diffuse", None) if factor is None else factor
+        factor = np.ones(3) if factor is None else np.asarray(factor, np.float64)[:3] / 255.0
+        uv = getattr(vis, "uv", None)
+        if image is not None and uv is not None and len(uv) == len(verts):
+            # glTF: the base colour factor multiplies the texture (done on the stored values)
+            tex = np.asarray(image.convert("RGB"), np.float64) * factor
+            return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8))
+        return TriMesh(verts, faces, material_color=factor)
+    if vis.kind == "vertex":
+        return TriMesh(verts, faces, vertex_colors=np.asarray(vis.vertex_colors)[:, :3] / 255.0)
+    if vis.kind == "face":  # one colour per face: give every face its own three vertices
+        fc = np.asarray(vis.face_colors)[:, :3] / 255.0
+        return TriMesh(verts[faces].reshape(-1, 3), np.arange(3 * len(faces)).reshape(-1, 3),
+                       vertex_colors=np.repeat(fc, 3, axis=0))
+    return TriMesh(verts, faces)
+
+
+# ----------------------------------------------------------------------------------- merging
+
+def _merge_parts(parts: list[TriMesh]) -> TriMesh:
+    """One TriMesh from parts with their own colour sources.
+
+    Without textures the parts' colours become vertex colours (or one material
+    colour when they all agree). With textures, the distinct textures are laid
+    side by side in one atlas (plain colours get a small solid tile) and the
+    UVs remapped; UVs that repeat outside [0, 1] are wrapped per vertex there.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [len(p.vertices) for p in parts])
+    verts = np.concatenate([p.vertices for p in parts])
+    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+
+    def plain_color(p: TriMesh) -> np.ndarray:
+        if p.vertex_colors is not None:
+            return p.vertex_colors
+        return np.broadcast_to(p.material_color, (len(p.vertices), 3))
+
+    if not any(p.has_texture for p in parts):
+        if all(p.vertex_colors is None for p in parts) and \
+                all(np.allclose(p.material_color, parts[0].material_color) for p in parts):
+            return TriMesh(verts, faces, material_color=parts[0].material_color)
+        return TriMesh(verts, faces, vertex_colors=np.concatenate([plain_color(p) for p in parts]))
+
+    tiles, tile_of = [], []
+    by_content: dict[tuple, int] = {}
+    for p in parts:
+        tile = p.texture if p.has_texture else np.full((4, 4, 3), np.round(plain_color(p).mean(0) * 255), np.uint8)
+        key = (tile.shape, hashlib.sha1(tile.tobytes()).hexdigest())
+        if key not in by_content:
+            by_content[key] = len(tiles)
+            tiles.append(tile)
+        tile_of.append(by_content[key])
+    if len(tiles) == 1:  # every part samples the same texture: keep UVs as they are
+        return TriMesh(verts, faces, uv=np.concatenate([p.uv for p in parts]), texture=tiles[0])
+    height, width = max(t.shape[0] for t in tiles), sum(t.shape[1] for t in tiles)
+    atlas = np.zeros((height, width, 3), np.uint8)
+    x0 = np.cumsum([0] + [t.shape[1] for t in tiles])
+    for t, x in zip(tiles, x0):
+        atlas[: t.shape[0], x : x + t.shape[1]] = t  # tiles hang from the top edge
+    uvs = []
+    for p, i in zip(parts, tile_of):
+        th, tw = tiles[i].shape[:2]
+        uv = np.full((len(p.vertices), 2), 0.5)
+        if p.has_texture:
+            uv = np.where((p.uv < 0) | (p.uv > 1), p.uv - np.floor(p.uv), p.uv)
+        uvs.append(np.stack([(x0[i] + uv[:, 0] * tw) / width, 1.0 - (1.0 - uv[:, 1]) * th / height], -1))
+    return TriMesh(verts, faces, uv=np.concatenate(uvs), texture=atlas)

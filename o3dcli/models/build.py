@@ -1,0 +1,142 @@
+"""Build the models of a config and load their weights (ours, or the released Ouroboros3D files).
+
+o3d's own weights are one safetensors file holding `denoiser.*` and `recon.*`
+(the state dict of `O3DModel`), with the preset's model sections as metadata.
+`model.weights` names it: "none" (seeded random init), a bare name looked up in
+the weights folders (the package's `assets/weights/`, then $O3D_WEIGHTS_DIR),
+or a path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from o3dcli.config import Config
+from o3dcli.errors import ConfigError
+
+
+class O3DModel(nn.Module):
+    """The two trained networks of o3d under one state dict: `denoiser.*`, `recon.*`."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        from o3dcli.models.denoiser import MultiViewDenoiser
+        from o3dcli.models.reconstructor import GaussianReconstructor
+
+        self.denoiser = MultiViewDenoiser(cfg.denoiser)
+        self.recon = GaussianReconstructor(cfg.recon)
+
+
+@dataclass
+class LoadedModels:
+    model: O3DModel
+    codec: nn.Module
+    weights: str
+    """Where the weights came from, for people ("seeded random init" when untrained)."""
+    trained: bool
+
+
+def model_sections(cfg: Config) -> dict:
+    """The config sections that fix the architecture (stored with the weights)."""
+    return {"denoiser": asdict(cfg.denoiser), "recon": asdict(cfg.recon), "codec": cfg.model.codec}
+
+
+def resolve_weights(spec: str) -> Path | None:
+    """None for "none"; else the weights file for a name or path (ConfigError if not found)."""
+    from o3dcli.sysinfo import weights_dirs
+
+    if spec in ("", "none"):
+        return None
+    p = Path(spec).expanduser()
+    if p.suffix == ".safetensors" or p.parent != Path("."):
+        if not p.is_file():
+            raise ConfigError(f"model.weights: no such file {p}")
+        return p
+    for d in weights_dirs():
+        if (d / f"{spec}.safetensors").is_file():
+            return d / f"{spec}.safetensors"
+    raise ConfigError(f"model.weights: no weights named '{spec}' in {', '.join(map(str, weights_dirs()))}")
+
+
+def describe_weights(cfg: Config) -> str:
+    """Where `build_models` will take the weights from, in words (raises ConfigError if they are missing)."""
+    m = cfg.model
+    if m.published_unet or m.published_recon:
+        for p in (m.published_unet, m.published_recon):
+            if not Path(p).is_file():
+                raise ConfigError(f"model.published_*: no such file {p}")
+        return f"released Ouroboros3D checkpoints ({m.published_unet}, {m.published_recon})"
+    path = resolve_weights(m.weights)
+    if path is None:
+        return "none: seeded random init (model.weights=none), the output is not a trained model's"
+    return str(path)
+
+
+def dtype_of(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def build_models(cfg: Config, device: str = "cpu", dtype: str = "float32", seed: int | None = None) -> LoadedModels:
+    """Models of `cfg` on `device`, weights loaded as `cfg.model` says.
+
+    Without weights the init is seeded (`seed`, default runtime.seed) and does not
+    touch the global RNG, so the same config always gives the same models.
+    """
+    from o3dcli.models.checkpoints import load_published_denoiser, load_weights
+    from o3dcli.models.codecs import build_codec
+    from o3dcli.models.recon_checkpoint import load_published_reconstructor
+
+    m = cfg.model
+    published = bool(m.published_unet or m.published_recon)
+    if published and not (m.published_unet and m.published_recon):
+        raise ConfigError("model.published_unet and model.published_recon must be given together")
+    own = None if published else resolve_weights(m.weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.runtime.seed if seed is None else seed)
+        ctx = torch.device("meta") if published else contextlib.nullcontext()
+        with ctx:
+            model = O3DModel(cfg)
+    if published:
+        load_published_denoiser(m.published_unet, model.denoiser)
+        load_published_reconstructor(m.published_recon, model.recon)
+        source = f"released Ouroboros3D weights ({m.published_unet}, {m.published_recon})"
+    elif own is not None:
+        meta = load_weights(model, own)
+        stored = meta.get("model")
+        if stored and json.loads(stored) != json.loads(json.dumps(model_sections(cfg))):
+            raise ConfigError(f"{own}: these weights were trained with other model settings than this preset's")
+        source = str(own)
+    else:
+        source = "seeded random init (no trained weights loaded)"
+    codec = build_codec(m.codec, m.vae_path or None)
+    model = model.to(device=device, dtype=dtype_of(dtype)).eval()
+    codec = codec.to(device=device, dtype=dtype_of(dtype)).eval()
+    return LoadedModels(model, codec, source, trained=published or own is not None)
+
+
+def save_model(model: O3DModel, cfg: Config, path: Path, extra: dict | None = None) -> Path:
+    """Write o3d weights (safetensors) with the architecture sections as metadata."""
+    from o3dcli.models.checkpoints import save_weights
+
+    meta = {"model": json.dumps(model_sections(cfg))}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    return save_weights(model, path, metadata=meta)
+
+
+def describe_parameters(cfg: Config) -> dict[str, int]:
+    """Parameter counts per module, built on the meta device (no memory, no weights needed)."""
+    from o3dcli.models.checkpoints import count_parameters
+
+    with torch.device("meta"):
+        model = O3DModel(cfg)
+    out = {f"denoiser.{k}": v for k, v in count_parameters(model.denoiser).items() if k != "total"}
+    out["denoiser (total)"] = sum(p.numel() for p in model.denoiser.parameters())
+    out["reconstructor (total)"] = sum(p.numel() for p in model.recon.parameters())
+    out["total"] = out["denoiser (total)"] + out["reconstructor (total)"]
+    return out

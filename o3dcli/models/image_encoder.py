@@ -1,0 +1,84 @@
+"""Image encoders: the condition image -> cross-attention tokens [B, 1, D] for the denoiser.
+
+"clip": the published choice (SVD's CLIP ViT-H/14 image embedding), through
+transformers' `CLIPVisionModelWithProjection`, loaded from a local folder only.
+transformers is optional and never a dependency of o3d: a missing package or
+missing weights fail this encoder alone, with a message saying what to provide.
+"conv": a small trainable conv encoder for the CPU model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# OpenAI CLIP's preprocessing statistics (the defaults of transformers'
+# CLIPImageProcessor, checked against it in the tests when it is installed).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_SIZE = 224
+
+
+class ConvImageEncoder(nn.Module):
+    """[B, 3, H, W] in [0, 1] -> [B, 1, out_dim]: strided convs, global mean, Linear."""
+
+    def __init__(self, out_dim: int, width: int = 32, stages: int = 3):
+        super().__init__()
+        layers, c_in = [], 3
+        for i in range(stages):
+            c_out = width * 2**i
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.SiLU()]
+            c_in = c_out
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Linear(c_in, out_dim)
+
+    def forward(self, image: Tensor) -> Tensor:
+        h = self.convs(image * 2.0 - 1.0)
+        return self.proj(h.mean(dim=(-2, -1)))[:, None]
+
+
+class ClipImageEncoder(nn.Module):
+    """SVD's CLIP image embedding: [B, 3, H, W] in [0, 1] -> image_embeds [B, 1, D]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "ClipImageEncoder":
+        """Load `CLIPVisionModelWithProjection` weights from a local folder (never downloads)."""
+        try:
+            from transformers import CLIPVisionModelWithProjection
+        except ImportError as exc:
+            raise ImportError(
+                "the 'clip' image encoder needs the transformers package: pip install transformers "
+                "(or use denoiser.image_encoder=conv)"
+            ) from exc
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path}: no CLIP image encoder here (expected config.json and weights of a "
+                "CLIPVisionModelWithProjection, e.g. the image_encoder/ folder of SVD img2vid)"
+            )
+        return cls(CLIPVisionModelWithProjection.from_pretrained(path, local_files_only=True))
+
+    def forward(self, image: Tensor) -> Tensor:
+        # SVD resizes with its own anti-aliased bicubic; antialiased bilinear is close, not identical.
+        x = F.interpolate(image.float(), size=(CLIP_SIZE, CLIP_SIZE), mode="bilinear", antialias=True, align_corners=False)
+        x = (x - self.mean) / self.std
+        dtype = next(self.model.parameters()).dtype
+        return self.model(pixel_values=x.to(dtype)).image_embeds[:, None]
+
+
+def build_image_encoder(kind: str, out_dim: int, clip_path: str = "", width: int = 32) -> nn.Module | None:
+    """The encoder named by `kind`; None for "clip" without a path (embeddings must then be given)."""
+    if kind == "conv":
+        return ConvImageEncoder(out_dim, width)
+    if kind == "clip":
+        return ClipImageEncoder.from_pretrained(clip_path) if clip_path else None
+    raise ValueError(f"unknown image encoder {kind!r}: use 'clip' or 'conv'")

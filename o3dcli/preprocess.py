@@ -1,0 +1,241 @@
+"""Preprocess stage: input image -> centred RGBA at the model's input size.
+
+Steps: load and validate (o3dcli.io.images), find the foreground alpha
+(o3dcli.matting), crop to the foreground, pad to a square in which the
+foreground's longer side is `foreground_ratio` of the side and its bounding box
+is centred, resample to `size` on premultiplied colour (so transparent pixels
+add no dark fringe), composite on the background colour.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from o3dcli.config import PreprocessConfig
+from o3dcli.io.images import ImageError, load_image
+from o3dcli.matting import WORK_SIDE, estimate_foreground
+
+# A foreground covering more than this fraction of the frame is no object on a
+# background: the reconstruction would treat the whole photo as the object.
+FULL_FRAME = 0.98
+# Pre-reduce (exact box average) huge crops to about this many times the output
+# side before the final Lanczos resample, to bound memory and time.
+PRE_REDUCE = 3
+# Edge refinement of estimated mattes: the band is this many pixels at the estimator's
+# working size; alpha at or above EDGE_OPAQUE is inside a rembg matte; the compositing
+# equation is solved only where object and background colours differ by this much.
+EDGE_BAND = 2
+EDGE_OPAQUE = 0.99
+MIN_EDGE_CONTRAST = 0.1
+SURE_OBJECT_CONTRAST = 0.15  # near the edge, an object pixel must differ this much from the local background
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Preprocessed input view.
+
+    rgba: [4, S, S] straight RGBA; rgb: [3, S, S] composited on the background;
+    mask: [1, S, S] foreground alpha; crop_box: the square region (x0, y0, x1, y1)
+    of the source image (after EXIF orientation), in source pixels, that maps onto
+    the output (it may reach outside the image, where the output is transparent).
+    """
+
+    rgba: torch.Tensor
+    rgb: torch.Tensor
+    mask: torch.Tensor
+    source_sha256: str
+    matting: str
+    warnings: tuple[str, ...]
+    crop_box: tuple[int, int, int, int]
+
+
+def preprocess_image(path_or_array, cfg: PreprocessConfig) -> PreparedImage:
+    """Load an image file (or take an array) and prepare it as the model's input view.
+
+    `path_or_array`: a path; a numpy array [H, W, C] (C = 1, 3 or 4; uint8 or float in
+    [0, 1]); or a tensor [C, H, W] float in [0, 1]. Raises ImageError naming the
+    file when the image cannot be used.
+    """
+    cfg.check()
+    name, rgba, digest = _read_input(path_or_array, cfg.max_pixels)
+    matte = estimate_foreground(rgba, cfg.matting, cfg.alpha_threshold, name, FULL_FRAME)
+    alpha, colour = matte.alpha, rgba[..., :3]
+    if matte.method != "alpha":
+        colour, alpha = _refine_edge(colour, alpha, solve_alpha=matte.method == "builtin")
+    foreground = alpha > cfg.alpha_threshold
+    fraction = float(foreground.mean())
+    if fraction == 0.0:
+        raise ImageError(f"{name}: the foreground is empty ({matte.method} matting found no object); "
+                         "give an image with an alpha channel that marks the object, or an object on a plain background.")
+    if fraction > FULL_FRAME:
+        raise ImageError(f"{name}: the foreground is the whole frame ({fraction:.1%} of the pixels, from "
+                         f"{matte.method} matting); crop the image so a margin of background surrounds the object, "
+                         "or give a PNG whose alpha channel marks the object.")
+
+    box = _square_box(foreground, cfg.foreground_ratio)
+    premultiplied = np.concatenate([colour * alpha[..., None], alpha[..., None]], axis=-1)
+    out = _resample_square(premultiplied, box, cfg.size)
+    out_alpha = np.clip(out[..., 3], 0.0, 1.0)
+    out_colour = np.clip(out[..., :3], 0.0, out_alpha[..., None])  # premultiplied colour never exceeds alpha
+    background = np.asarray(cfg.background, dtype=np.float32)
+    visible = out_alpha[..., None] > 1.0 / 255.0
+    # (Nearly) transparent pixels carry the background colour, so a careless straight-RGB user sees no black.
+    straight = np.where(visible, out_colour / np.maximum(out_alpha[..., None], 1e-8), background)
+    composite = straight * out_alpha[..., None] + (1.0 - out_alpha[..., None]) * background
+
+    def chw(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(np.clip(a, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32))
+
+    return PreparedImage(
+        rgba=chw(np.concatenate([straight, out_alpha[..., None]], axis=-1)),
+        rgb=chw(composite),
+        mask=chw(out_alpha[..., None]),
+        source_sha256=digest,
+        matting=matte.method,
+        warnings=matte.warnings,
+        crop_box=tuple(int(np.rint(v)) for v in box),
+    )
+
+
+def _read_input(path_or_array, max_pixels: int) -> tuple[str, np.ndarray, str]:
+    """-> (name for messages, RGBA float32 [H, W, 4], sha256 of the source)."""
+    if isinstance(path_or_array, (str, os.PathLike)):
+        name = str(path_or_array)
+        rgba = load_image(path_or_array, max_pixels=max_pixels)
+        digest = hashlib.sha256()
+        with open(path_or_array, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return name, rgba, digest.hexdigest()
+    name = "<array>"
+    if isinstance(path_or_array, torch.Tensor):
+        if path_or_array.ndim != 3:
+            raise ImageError(f"{name}: expected a [C, H, W] tensor, got shape {tuple(path_or_array.shape)}")
+        array = path_or_array.detach().cpu().float().permute(1, 2, 0).numpy()
+    else:
+        array = np.asarray(path_or_array)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ImageError(f"{name}: expected an image array [H, W, 1|3|4], got shape {array.shape}")
+    if array.shape[0] * array.shape[1] > max_pixels:
+        raise ImageError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels is over the limit of {max_pixels:,}")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ImageError(f"{name}: the array holds NaN or infinite values")
+    array = np.clip(array, 0.0, 1.0)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.shape[2] == 3:
+        array = np.concatenate([array, np.ones_like(array[..., :1])], axis=2)
+    array = np.ascontiguousarray(array)
+    header = f"{array.shape}".encode()
+    return name, array, hashlib.sha256(header + array.tobytes()).hexdigest()
+
+
+def _refine_edge(rgb: np.ndarray, alpha: np.ndarray, solve_alpha: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Re-estimate colour (and alpha) in a thin band along the edge of an estimated matte.
+
+    Edge pixels of a photo mix the object's colour F with the background's B:
+    C = a F + (1 - a) B. F is taken from the nearest pixel well inside, B from the
+    nearest pixel well outside; then a = (C - B).(F - B) / |F - B|^2 (least squares)
+    when F and B differ enough, and the colour becomes F, so the old background leaves
+    no rim when the object is composited on another one. A file's own alpha comes with
+    colours meant for it and is not touched; rembg's alpha is kept (solve_alpha=False).
+    Works in place on `rgb` and `alpha`, which the caller owns; returns them.
+    """
+    from scipy import ndimage
+
+    rows, cols = np.flatnonzero((alpha > 0).any(axis=1)), np.flatnonzero((alpha > 0).any(axis=0))
+    if rows.size == 0:
+        return rgb, alpha
+    # The band is about EDGE_BAND pixels at the estimator's working size, scaled to the source.
+    steps = max(1, round(EDGE_BAND * max(alpha.shape) / WORK_SIDE))
+    margin = steps + 2
+    y0, x0 = max(0, rows[0] - margin), max(0, cols[0] - margin)
+    y1, x1 = min(alpha.shape[0], rows[-1] + 1 + margin), min(alpha.shape[1], cols[-1] + 1 + margin)
+    colour, a = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
+    if not solve_alpha:
+        inside = ndimage.binary_erosion(a >= EDGE_OPAQUE, iterations=steps, border_value=1)
+        band = (a > 0) & ~inside
+    else:
+        mask = a > 0.5
+        outside = ~ndimage.binary_dilation(mask, iterations=steps)
+        if not outside.any():
+            return rgb, alpha
+        oy, ox = ndimage.distance_transform_edt(~outside, return_distances=False, return_indices=True)
+        local_bg = colour[oy, ox]
+        # Near the edge, mask pixels that still look like the local background (JPEG chroma
+        # bleed, ringing) are not "surely object": the equation decides their alpha.
+        near_edge = mask & ~ndimage.binary_erosion(mask, iterations=2 * steps, border_value=1)
+        faint = np.linalg.norm(colour - local_bg, axis=-1) < SURE_OBJECT_CONTRAST
+        inside = ndimage.binary_erosion(mask, iterations=1, border_value=1) & ~(near_edge & faint)
+        band = ~inside & ~outside
+    if not inside.any() or not band.any():
+        return rgb, alpha
+    iy, ix = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    fg = colour[iy[band], ix[band]]
+    if solve_alpha:
+        bg = local_bg[band]
+        contrast = ((fg - bg) ** 2).sum(axis=-1)
+        mixed = ((colour[band] - bg) * (fg - bg)).sum(axis=-1) / np.maximum(contrast, 1e-8)
+        a[band] = np.where(contrast > MIN_EDGE_CONTRAST**2, np.clip(mixed, 0.0, 1.0), a[band])
+    colour[band] = fg
+    return rgb, alpha
+
+
+def _square_box(foreground: np.ndarray, ratio: float) -> tuple[float, float, float, float]:
+    """Square (x0, y0, x1, y1) in source pixel-edge coordinates, centred on the foreground bbox."""
+    rows = np.flatnonzero(foreground.any(axis=1))
+    cols = np.flatnonzero(foreground.any(axis=0))
+    x0, x1, y0, y1 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
+    side = max(x1 - x0, y1 - y0) / ratio
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def _resample_square(image: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """Resample the square `box` of `image` [H, W, C] (zero outside it) to [size, size, C].
+
+    Lanczos (Pillow, per channel, float), after an exact box pre-reduction by an
+    integer factor when the box is much larger than the output.
+    """
+    from PIL import Image
+
+    height, width, channels = image.shape
+    side = box[2] - box[0]
+    factor = max(1, int(side // (PRE_REDUCE * size)))
+    # Canvas: the box plus room for the filter's support (3 lobes at this scale), in source pixels.
+    margin = math.ceil(3 * side / size) + 2 * factor
+    cx0, cy0 = math.floor(box[0]) - margin, math.floor(box[1]) - margin
+    cw = math.ceil((math.ceil(box[2]) + margin - cx0) / factor) * factor
+    ch = math.ceil((math.ceil(box[3]) + margin - cy0) / factor) * factor
+    canvas = np.zeros((ch // factor, cw // factor, channels), np.float32)
+    ix0, iy0 = max(0, cx0), max(0, cy0)
+    ix1, iy1 = min(width, cx0 + cw), min(height, cy0 + ch)
+    if ix1 > ix0 and iy1 > iy0:
+        part = image[iy0:iy1, ix0:ix1]
+        if factor > 1:
+            # Pad so the reduction blocks line up with the canvas grid, then average blocks.
+            lx, ly = (ix0 - cx0) % factor, (iy0 - cy0) % factor
+            rx, ry = -(lx + part.shape[1]) % factor, -(ly + part.shape[0]) % factor
+            part = np.pad(part, ((ly, ry), (lx, rx), (0, 0)))
+            part = part.reshape(part.shape[0] // factor, factor, part.shape[1] // factor, factor, channels).mean(axis=(1, 3))
+            ix0, iy0 = ix0 - lx, iy0 - ly
+        ox, oy = (ix0 - cx0) // factor, (iy0 - cy0) // factor
+        canvas[oy:oy + part.shape[0], ox:ox + part.shape[1]] = part
+    region = tuple((v - o) / factor for v, o in zip(box, (cx0, cy0, cx0, cy0)))
+    planes = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(canvas[..., c]), "F")
+                   .resize((size, size), Image.Resampling.LANCZOS, box=region), dtype=np.float32)
+        for c in range(channels)
+    ]
+    return np.stack(planes, axis=-1)

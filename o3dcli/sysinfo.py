@@ -1,0 +1,63 @@
+"""What `o3d info` reports: library versions, device, rasterizer backend, model weights."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = ("torch", "diffusers", "gsplat", "open3d", "pymeshlab", "xatlas", "trimesh", "numpy", "pillow", "safetensors")
+IMPORT_NAMES = {"pillow": "PIL"}
+
+
+def library_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def import_problem(module: str) -> str | None:
+    """None if `module` imports, else the error (e.g. open3d without libusb)."""
+    try:
+        __import__(module)
+    except Exception as e:  # report any import failure, it is what the user needs to see
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched for model weights: the package's own, then $O3D_WEIGHTS_DIR."""
+    dirs = [Path(__file__).parent / "assets" / "weights"]
+    if os.environ.get("O3D_WEIGHTS_DIR"):
+        dirs.append(Path(os.environ["O3D_WEIGHTS_DIR"]))
+    return dirs
+
+
+def available_weights() -> list[Path]:
+    return sorted(p for d in weights_dirs() if d.is_dir() for p in d.glob("*.safetensors"))
+
+
+def collect_info() -> dict[str, str]:
+    import torch
+
+    info: dict[str, str] = {"python": platform.python_version(), "platform": platform.platform()}
+    for lib in LIBRARIES:
+        v = library_version(lib)
+        if v != "not installed" and lib in ("open3d", "pymeshlab", "xatlas"):
+            problem = import_problem(IMPORT_NAMES.get(lib, lib))
+            if problem:
+                v += f" (fails to import: {problem})"
+        info[lib] = v
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        info["device"] = f"cuda ({names}; CUDA {torch.version.cuda})"
+        backend = "gsplat" if library_version("gsplat") != "not installed" else "torch (gsplat not installed)"
+    else:
+        info["device"] = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+        backend = "torch (gsplat needs CUDA)"
+    info["rasterizer"] = backend
+    weights = available_weights()
+    info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
+    return info

@@ -1,0 +1,62 @@
+"""Shared test helpers: small images with known foregrounds (tests make their own data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def disk_rgba(size: int = 96, radius: float = 0.3, center=(0.5, 0.5), color=(200, 40, 40)) -> np.ndarray:
+    """An RGBA uint8 image with an opaque disk on a transparent background."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    inside = (xx - center[0] * size) ** 2 + (yy - center[1] * size) ** 2 <= (radius * size) ** 2
+    img = np.zeros((size, size, 4), np.uint8)
+    img[inside, :3] = color
+    img[inside, 3] = 255
+    return img
+
+
+def disk_on_background(size: int = 96, radius: float = 0.3, bg=(255, 255, 255), color=(30, 90, 200)) -> np.ndarray:
+    """An RGB uint8 photo-like image: a disk on a plain background."""
+    rgba = disk_rgba(size, radius, color=color)
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = bg
+    m = rgba[..., 3] > 0
+    out[m] = rgba[m, :3]
+    return out
+
+
+@pytest.fixture
+def good_images(tmp_path) -> Path:
+    """A folder with three good inputs (two RGBA, one RGB on white)."""
+    d = tmp_path / "images"
+    d.mkdir()
+    Image.fromarray(disk_rgba(96, 0.3, (0.4, 0.5)), "RGBA").save(d / "apple.png")
+    Image.fromarray(disk_rgba(80, 0.2, (0.6, 0.4), (20, 160, 60)), "RGBA").save(d / "pear.png")
+    Image.fromarray(disk_on_background(96, 0.25)).save(d / "plum.jpg", quality=95)
+    return d
+
+
+@pytest.fixture
+def bad_images(tmp_path) -> Path:
+    """A folder of inputs that must each be refused with a clear error."""
+    d = tmp_path / "bad"
+    d.mkdir()
+    good = d / "_src.png"
+    Image.fromarray(disk_rgba(64), "RGBA").save(good)
+    data = good.read_bytes()
+    good.unlink()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    (d / "noise.png").write_bytes(np.random.default_rng(0).integers(0, 256, 500, dtype=np.uint8).tobytes())
+    (d / "notes.jpg").write_text("this is not an image\n")
+    Image.fromarray(np.zeros((64, 64, 4), np.uint8), "RGBA").save(d / "empty.png")
+    full = np.full((64, 64, 4), 255, np.uint8)
+    full[..., :3] = np.random.default_rng(1).integers(0, 256, (64, 64, 3))
+    Image.fromarray(full, "RGBA").save(d / "wholeframe.png")
+    return d

@@ -1,0 +1,103 @@
+import multiprocessing as mp
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from o3dcli.cache import (
+    Cache,
+    ItemLocked,
+    atomic_write_bytes,
+    stage_key,
+)
+
+
+def test_stage_key_depends_on_every_part():
+    k = stage_key("s", 1, {"a": 1}, {"up": "x"}, "h")
+    assert k == stage_key("s", 1, {"a": 1}, {"up": "x"}, "h")
+    others = [
+        stage_key("t", 1, {"a": 1}, {"up": "x"}, "h"),
+        stage_key("s", 2, {"a": 1}, {"up": "x"}, "h"),
+        stage_key("s", 1, {"a": 2}, {"up": "x"}, "h"),
+        stage_key("s", 1, {"a": 1}, {"up": "y"}, "h"),
+        stage_key("s", 1, {"a": 1}, {"up": "x"}, "g"),
+    ]
+    assert len({k, *others}) == 6
+
+
+def test_atomic_write_leaves_no_temp(tmp_path):
+    p = tmp_path / "sub" / "f.bin"
+    atomic_write_bytes(p, b"abc")
+    atomic_write_bytes(p, b"defg")
+    assert p.read_bytes() == b"defg"
+    assert [x.name for x in p.parent.iterdir()] == ["f.bin"]
+
+
+def test_stage_commit_and_abort(tmp_path):
+    ic = Cache(tmp_path).item("chair")
+    assert ic.lookup("pre", "k" * 64) is None
+    w = ic.begin("pre", "k" * 64)
+    (w.dir / "a.txt").write_text("x")
+    assert ic.lookup("pre", "k" * 64) is None  # not visible before commit
+    d = w.commit({"n": 1})
+    assert ic.lookup("pre", "k" * 64) == d
+    assert ic.manifest(d) ["meta"] == {"n": 1}
+    assert ic.manifest(d)["files"] == ["a.txt"]
+    w2 = ic.begin("other", "j" * 64)
+    (w2.dir / "b.txt").write_text("y")
+    w2.abort()
+    assert ic.lookup("other", "j" * 64) is None and not w2.dir.exists()
+
+
+def test_state_store_round_trip_and_corruption(tmp_path):
+    st = Cache(tmp_path).item("x").state("diffusion", "a" * 64)
+    assert st.load() is None
+    st.save({"latents": torch.arange(6.0).reshape(2, 3)}, {"step": 4})
+    tensors, meta = st.load()
+    assert meta == {"step": 4}
+    assert torch.equal(tensors["latents"], torch.arange(6.0).reshape(2, 3))
+    # a tensor file that does not match its metadata (crash between the two writes) is ignored
+    (st.dir / "state.safetensors").write_bytes(b"garbage")
+    assert st.load() is None
+    st.clear()
+    assert not st.dir.exists()
+
+
+def _hold_lock(path, ready):
+    from o3dcli.cache import ItemLock
+
+    lock = ItemLock(path)
+    lock.acquire()
+    ready.set()
+    time.sleep(60)
+
+
+def test_lock_is_exclusive_and_freed_when_holder_is_killed(tmp_path):
+    ic = Cache(tmp_path).item("a")
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(ic.dir / ".lock", ready))
+    p.start()
+    try:
+        assert ready.wait(20)
+        with pytest.raises(ItemLocked):
+            ic.lock().acquire()
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+        lock = ic.lock()
+        lock.acquire(blocking=True, timeout=10)
+        lock.release()
+    finally:
+        if p.is_alive():
+            p.kill()
+
+
+def test_clean_stale_and_invalidate(tmp_path):
+    ic = Cache(tmp_path).item("a")
+    w = ic.begin("mesh", "m" * 64)  # left behind as if its process died
+    ic.begin("bake", "b" * 64).commit({})
+    assert ic.clean_stale() == 1 and not w.dir.exists()
+    ic.invalidate("bake")
+    assert ic.lookup("bake", "b" * 64) is None

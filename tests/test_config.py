@@ -1,0 +1,113 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from o3dcli.config import (
+    Config,
+    ConfigError,
+    available_presets,
+    describe,
+    dump_config,
+    field_docs,
+    load_config,
+    valid_keys,
+)
+
+
+def test_defaults_and_preset_and_overrides():
+    base = Config()
+    assert base.preprocess.size == 256
+    cfg = load_config("tiny")
+    assert cfg.preprocess.size == 32  # the tiny preset overrides the default
+    cfg = load_config("tiny", ["preprocess.size=128", "runtime.seed=7", "preprocess.background=[0, 0.5, 1]"])
+    assert cfg.preprocess.size == 128 and cfg.runtime.seed == 7
+    assert cfg.preprocess.background == (0.0, 0.5, 1.0)
+    assert isinstance(cfg.preprocess.background[0], float)
+
+
+def test_int_accepted_for_float_but_not_the_reverse():
+    assert load_config("tiny", ["preprocess.foreground_ratio=1"]).preprocess.foreground_ratio == 1.0
+    with pytest.raises(ConfigError, match="preprocess.size"):
+        load_config("tiny", ["preprocess.size=64.5"])
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("preprocess.sise=3", "did you mean 'preprocess.size'"),
+        ("preproces.size=3", "did you mean 'preprocess.size'"),
+        ("size=3", "did you mean 'preprocess.size'"),
+        ("preprocess.size=abc", "'abc' is not int"),
+        ("preprocess.matting=rembgg", "did you mean 'rembg'"),
+        ("preprocess.background=[1, 1]", "exactly 3"),
+        ("preprocess.foreground_ratio=1.5", "in [0.05, 1]"),
+        ("cameras.azimuths=[0, 90]", "cameras.elevations"),
+        ("runtime.device=gpu", "runtime.device"),
+        ("preprocess.size", "expected section.key=value"),
+    ],
+)
+def test_override_errors_name_the_key(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", [override])
+    assert needle in str(e.value)
+
+
+def test_unknown_preset_suggests_closest():
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        load_config("tiyn")
+
+
+def test_preset_file_errors(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("preprocess:\n  sizee: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*preprocess.sizee.*preprocess.size"):
+        load_config(p)
+    p.write_text("preprocess: [1, 2]\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(p)
+    p.write_text("a: [\n")
+    with pytest.raises(ConfigError, match="cannot read preset"):
+        load_config(p)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    p = tmp_path / "evil.yaml"
+    p.write_text("runtime:\n  device: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="cannot read preset"):
+        load_config(p)
+
+
+def test_base_chain_and_loop(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: tiny\nruntime:\n  seed: 5\n")
+    cfg = load_config(tmp_path / "a.yaml")
+    assert cfg.runtime.seed == 5 and cfg.preprocess.size == 32
+    (tmp_path / "b.yaml").write_text("base: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "b.yaml")
+
+
+def test_dump_round_trip(tmp_path):
+    cfg = load_config("tiny", ["runtime.seed=11", "preprocess.matting=builtin"])
+    p = tmp_path / "config.yaml"
+    p.write_text(dump_config(cfg, header="# test\n"))
+    assert yaml.safe_load(p.read_text())["runtime"]["seed"] == 11
+    again = load_config(p)
+    assert again == cfg
+
+
+def test_every_field_is_documented():
+    rows = describe(Config())
+    assert {r[0] for r in rows} == set(valid_keys())
+    undocumented = [r[0] for r in rows if not r[3]]
+    assert undocumented == []
+    for f in dataclasses.fields(Config):
+        assert f.name in field_docs(Config)
+
+
+def test_every_shipped_preset_loads():
+    presets = available_presets()
+    assert "tiny" in presets
+    for name in presets:
+        load_config(name)

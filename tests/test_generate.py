@@ -1,0 +1,164 @@
+"""`o3d generate` as a batch: outputs, error isolation, report, cache, names, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from o3dcli.cli import app
+
+runner = CliRunner()
+
+
+def generate(*args):
+    """The batch-runner tests stop after preprocessing (fast); tests/test_generate_full.py runs every stage."""
+    return runner.invoke(app, ["generate", "--no-progress", "--stop-after", "preprocess", *map(str, args)])
+
+
+def report(out: Path) -> dict:
+    return json.loads((out / "o3d-report.json").read_text())
+
+
+def test_mixed_batch_isolates_bad_items(good_images, bad_images, tmp_path):
+    out = tmp_path / "out"
+    res = generate(good_images, bad_images, "-o", out)
+    assert res.exit_code == 1, res.output
+    rep = report(out)
+    status = {Path(i["input"]).name: i for i in rep["items"]}
+    assert {k for k, v in status.items() if v["status"] == "ok"} == {"apple.png", "pear.png", "plum.jpg"}
+    for bad in ("truncated.png", "noise.png", "notes.jpg", "empty.png", "wholeframe.png"):
+        assert status[bad]["status"] == "failed"
+        assert bad in status[bad]["error"], status[bad]["error"]  # the message names the file
+    for name in ("apple", "pear", "plum"):
+        img = Image.open(out / name / "input.png")
+        assert img.size == (32, 32) and img.mode == "RGBA"  # tiny preset: 32 px
+        alpha = np.asarray(img)[..., 3]
+        assert alpha.max() == 255 and alpha[0, 0] == 0  # foreground present, corners empty
+        assert (out / name / "config.yaml").is_file()
+        assert status[f"{name}.{'jpg' if name == 'plum' else 'png'}"]["timings"]["preprocess"] > 0
+
+
+def test_rerun_recomputes_nothing_and_force_recomputes(good_images, tmp_path):
+    out = tmp_path / "out"
+    assert generate(good_images, "-o", out).exit_code == 0
+    first = (out / "apple" / "input.png").read_bytes()
+    res = generate(good_images, "-o", out)
+    assert res.exit_code == 0
+    assert "nothing recomputed" in res.output
+    assert all(i["cached"] == ["preprocess"] for i in report(out)["items"])
+    assert (out / "apple" / "input.png").read_bytes() == first
+    res = generate(good_images, "-o", out, "--force")
+    assert res.exit_code == 0 and all(i["cached"] == [] for i in report(out)["items"])
+    # a changed setting is a new key: recomputed, and the asset follows it
+    res = generate(good_images, "-o", out, "--set", "preprocess.size=48")
+    assert res.exit_code == 0 and all(i["cached"] == [] for i in report(out)["items"])
+    assert Image.open(out / "apple" / "input.png").size == (48, 48)
+    assert "size: 48" in (out / "apple" / "config.yaml").read_text()
+
+
+def test_name_collisions_never_overwrite(tmp_path, good_images):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "chair.png").write_bytes((good_images / "apple.png").read_bytes())
+    (b / "chair.png").write_bytes((good_images / "pear.png").read_bytes())
+    out = tmp_path / "out"
+    assert generate(a / "chair.png", b / "chair.png", "-o", out).exit_code == 0
+    names = {i["name"]: Path(i["input"]) for i in report(out)["items"]}
+    assert names == {"chair": (a / "chair.png").resolve(), "chair-2": (b / "chair.png").resolve()}
+    # a later run with only b's chair must not take over a's folder
+    apple_input = (out / "chair" / "input.png").read_bytes()
+    assert generate(b / "chair.png", "-o", out).exit_code == 0
+    assert report(out)["items"][0]["name"] == "chair-2"
+    assert (out / "chair" / "input.png").read_bytes() == apple_input
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["missing-folder"], "input not found"),
+        (["--set", "preprocess.sise=3"], "did you mean 'preprocess.size'"),
+        (["--preset", "nope"], "unknown preset"),
+        ([], "no inputs"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, args, needle):
+    res = generate(*args, "-o", tmp_path / "out") if args[:1] != ["missing-folder"] else generate(tmp_path / "missing-folder", "-o", tmp_path / "out")
+    assert res.exit_code == 2
+    assert needle in res.output
+
+
+def test_empty_folder_is_usage_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = generate(tmp_path / "empty", "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "no image files" in res.output
+
+
+def test_recursive(tmp_path, good_images):
+    nested = tmp_path / "nest" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "kiwi.png").write_bytes((good_images / "apple.png").read_bytes())
+    res = generate(tmp_path / "nest", "-o", tmp_path / "o1")
+    assert res.exit_code == 2  # no images at the top level
+    assert generate(tmp_path / "nest", "-r", "-o", tmp_path / "o2").exit_code == 0
+    assert (tmp_path / "o2" / "kiwi" / "input.png").is_file()
+
+
+def _o3d(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "o3dcli.cli", *map(str, args), "--stop-after", "preprocess"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, **kw)
+
+
+def _many_images(d: Path, n: int) -> Path:
+    from conftest import disk_rgba
+
+    d.mkdir()
+    for i in range(n):
+        Image.fromarray(disk_rgba(200, 0.1 + 0.3 * i / n, (0.3 + 0.4 * (i % 5) / 5, 0.5)), "RGBA").save(d / f"img{i:03d}.png")
+    return d
+
+
+def _asset_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and ".o3d" not in p.parts and p.name != "o3d-report.json"}
+
+
+def test_real_subprocess_and_sigkill_resume(tmp_path):
+    imgs = _many_images(tmp_path / "imgs", 40)
+    ref = tmp_path / "ref"
+    p = _o3d("generate", imgs, "-o", ref, "--no-progress")
+    out_text = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 0, out_text
+    out = tmp_path / "out"
+    p = _o3d("generate", imgs, "-o", out, "--no-progress")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*/input.png"))) < 3:
+        time.sleep(0.01)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    done_before = len(list(out.glob("*/input.png")))
+    assert 3 <= done_before < 40, "the kill should land mid-batch"
+    p = _o3d("generate", imgs, "-o", out, "--no-progress")
+    text = p.communicate(timeout=300)[0].decode()
+    assert p.returncode == 0, text
+    rep = report(out)
+    assert sum(i["cached"] == ["preprocess"] for i in rep["items"]) >= done_before - 1
+    assert _asset_files(out) == _asset_files(ref)
+    assert not list(out.rglob(".*.tmp-*")) and not list((out / ".o3d").rglob(".tmp-*"))
+
+
+def test_two_processes_share_an_output_folder(tmp_path):
+    imgs = _many_images(tmp_path / "imgs", 24)
+    out = tmp_path / "out"
+    procs = [_o3d("generate", imgs, "-o", out, "--no-progress") for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert len(list(out.glob("*/input.png"))) == 24
+    assert not list(out.rglob(".*.tmp-*"))

@@ -1,0 +1,203 @@
+"""Image loading: every format and pixel mode becomes straight RGBA in [0, 1]; bad files are refused."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from o3dcli.io.images import ImageError, load_image
+
+# Quadrant colours of the test pattern: top-left, top-right, bottom-left, bottom-right.
+RED, GREEN, BLUE, WHITE = (230, 20, 20), (20, 200, 40), (30, 40, 220), (250, 250, 250)
+
+
+def quadrants(height: int = 40, width: int = 60) -> np.ndarray:
+    """An asymmetric uint8 RGB pattern: four flat quadrants (survives JPEG well)."""
+    a = np.zeros((height, width, 3), np.uint8)
+    h, w = height // 2, width // 2
+    a[:h, :w], a[:h, w:], a[h:, :w], a[h:, w:] = RED, GREEN, BLUE, WHITE
+    return a
+
+
+def quadrant_centres(rgba: np.ndarray) -> list[np.ndarray]:
+    h, w = rgba.shape[:2]
+    return [rgba[h // 4, w // 4, :3], rgba[h // 4, 3 * w // 4, :3], rgba[3 * h // 4, w // 4, :3],
+            rgba[3 * h // 4, 3 * w // 4, :3]]
+
+
+def png16(array: np.ndarray, colour_type: int) -> bytes:
+    """A minimal 16-bit PNG (Pillow cannot write 16-bit RGB): IHDR, one IDAT, IEND, filter 0."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    h, w = array.shape[:2]
+    raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("ext,kwargs,tol", [
+    ("png", {}, 0.0), ("bmp", {}, 0.0), ("tif", {}, 0.0),
+    ("webp", {"lossless": True}, 0.0), ("jpg", {"quality": 95}, 0.05),
+])
+def test_formats_read_with_size_and_colour(tmp_path, ext, kwargs, tol):
+    path = tmp_path / f"pattern.{ext}"
+    Image.fromarray(quadrants()).save(path, **kwargs)
+    rgba = load_image(path)
+    assert rgba.shape == (40, 60, 4) and rgba.dtype == np.float32
+    np.testing.assert_array_equal(rgba[..., 3], 1.0)
+    for got, want in zip(quadrant_centres(rgba), (RED, GREEN, BLUE, WHITE)):
+        np.testing.assert_allclose(got, np.array(want) / 255, atol=tol + 1e-6)
+
+
+def test_rgba_png_keeps_straight_alpha(tmp_path):
+    a = np.zeros((8, 8, 4), np.uint8)
+    a[..., :3] = (200, 100, 50)
+    a[..., 3] = np.arange(8)[None, :] * 32
+    Image.fromarray(a, "RGBA").save(tmp_path / "a.png")
+    rgba = load_image(tmp_path / "a.png")
+    np.testing.assert_allclose(rgba[0, :, 3], np.arange(8) * 32 / 255, atol=1e-6)
+    np.testing.assert_allclose(rgba[3, 5, :3], np.array([200, 100, 50]) / 255, atol=1e-6)
+
+
+def test_exif_orientation_6_rotates_clockwise(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored image must be turned 90 degrees clockwise for display
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(quadrants(40, 60)).save(path, quality=95, exif=exif.tobytes())
+    rgba = load_image(path)
+    assert rgba.shape[:2] == (60, 40)
+    # Clockwise: the stored left column (red over blue) becomes the top row (blue, red).
+    want = (BLUE, RED, WHITE, GREEN)
+    for got, colour in zip(quadrant_centres(rgba), want):
+        np.testing.assert_allclose(got, np.array(colour) / 255, atol=0.05)
+    np.testing.assert_allclose(rgba[..., :3], np.rot90(load_image_plain(path), k=-1), atol=1e-6)
+
+
+def load_image_plain(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), np.float32) / 255
+
+
+def test_palette_with_transparency(tmp_path):
+    index = np.zeros((10, 10), np.uint8)
+    index[2:8, 2:8] = 1
+    index[4:6, 4:6] = 2
+    im = Image.fromarray(index, "P")
+    im.putpalette([0, 0, 0, 255, 128, 0, 10, 20, 30] + [0] * (253 * 3))
+    im.save(tmp_path / "p.png", transparency=0)
+    rgba = load_image(tmp_path / "p.png")
+    np.testing.assert_array_equal(rgba[..., 3], (index > 0).astype(np.float32))
+    np.testing.assert_allclose(rgba[3, 3, :3], np.array([255, 128, 0]) / 255, atol=1e-6)
+    np.testing.assert_allclose(rgba[5, 5, :3], np.array([10, 20, 30]) / 255, atol=1e-6)
+
+
+def test_grayscale_and_gray_alpha(tmp_path):
+    gray = (np.arange(16, dtype=np.uint8).reshape(4, 4) * 16)
+    Image.fromarray(gray, "L").save(tmp_path / "l.png")
+    rgba = load_image(tmp_path / "l.png")
+    for c in range(3):
+        np.testing.assert_allclose(rgba[..., c], gray / 255, atol=1e-6)
+    np.testing.assert_array_equal(rgba[..., 3], 1.0)
+
+    la = np.stack([gray, 255 - gray], axis=-1)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    rgba = load_image(tmp_path / "la.png")
+    np.testing.assert_allclose(rgba[..., 1], gray / 255, atol=1e-6)
+    np.testing.assert_allclose(rgba[..., 3], (255 - gray) / 255, atol=1e-6)
+
+
+def test_16bit_gray_keeps_precision(tmp_path):
+    values = np.array([[0, 256, 257, 40000], [65535, 1000, 1001, 32768]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")  # mode I;16
+    Image.fromarray(values).save(tmp_path / "g16.tif")
+    for name in ("g16.png", "g16.tif"):
+        rgba = load_image(tmp_path / name)
+        np.testing.assert_allclose(rgba[..., 0], values / 65535, atol=1e-7)
+        assert rgba[0, 1, 0] != rgba[0, 2, 0]  # 256 and 257 share an 8-bit value but not a 16-bit one
+
+
+def test_16bit_rgb_png_keeps_precision(tmp_path):
+    values = np.zeros((3, 4, 3), np.uint16)
+    values[0, 0] = (65535, 25750, 1000)
+    values[1, 2] = (256, 257, 258)
+    values[2, 3] = (40000, 50000, 60000)
+    (tmp_path / "rgb16.png").write_bytes(png16(values, colour_type=2))
+    rgba = load_image(tmp_path / "rgb16.png")
+    np.testing.assert_allclose(rgba[..., :3], values / 65535, atol=1e-7)
+    np.testing.assert_array_equal(rgba[..., 3], 1.0)
+
+
+@pytest.mark.parametrize("ext,tol", [("jpg", 0.06), ("tif", 1e-6)])
+def test_cmyk_becomes_rgb(tmp_path, ext, tol):
+    path = tmp_path / f"cmyk.{ext}"
+    Image.fromarray(quadrants()).convert("CMYK").save(path)
+    with Image.open(path) as im:
+        assert im.mode == "CMYK"
+    rgba = load_image(path)
+    for got, want in zip(quadrant_centres(rgba), (RED, GREEN, BLUE, WHITE)):
+        np.testing.assert_allclose(got, np.array(want) / 255, atol=tol)
+
+
+def test_truncated_files_are_refused(tmp_path):
+    for ext in ("png", "jpg"):
+        path = tmp_path / f"cut.{ext}"
+        rng = np.random.default_rng(0)  # noise does not compress, so the cut lands in pixel data
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(ImageError, match=f"cut.{ext}.*(corrupt or truncated|cannot be decoded)"):
+            load_image(path)
+
+
+def test_non_images_are_refused(tmp_path):
+    noise = tmp_path / "noise.png"
+    noise.write_bytes(np.random.default_rng(1).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a photo\n")
+    for path in (noise, text):
+        with pytest.raises(ImageError, match=f"{path.name}: not a readable image"):
+            load_image(path)
+    with pytest.raises(ImageError, match="missing.png: file not found"):
+        load_image(tmp_path / "missing.png")
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+def test_unsupported_format_is_refused(tmp_path):
+    Image.fromarray(quadrants()).save(tmp_path / "pattern.ppm")  # Pillow reads PPM, o3d does not accept it
+    with pytest.raises(ImageError, match="pattern.ppm: not a readable image"):
+        load_image(tmp_path / "pattern.ppm")
+
+
+def test_pixel_limit_checked_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.fromarray(quadrants(100, 100)).save(path)
+
+    def no_decode(self):
+        raise AssertionError("decoded an image over the pixel limit")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decode)
+    with pytest.raises(ImageError, match=r"big.png: 100x100 = 10,000 pixels is over the limit of 5,000"):
+        load_image(path, max_pixels=5000)
+
+
+def test_decompression_bomb_warning_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.fromarray(quadrants(40, 40)).save(path)
+    # 1600 pixels: above Pillow's limit (warning range), under twice it (no error from Pillow).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(ImageError, match="bomb.png: refused as a possible decompression bomb"):
+        load_image(path)
+
+
+def test_load_truncated_images_flag_is_refused(tmp_path, monkeypatch):
+    Image.fromarray(quadrants()).save(tmp_path / "ok.png")
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(ImageError, match="LOAD_TRUNCATED_IMAGES"):
+        load_image(tmp_path / "ok.png")

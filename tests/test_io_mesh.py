@@ -1,0 +1,221 @@
+"""Mesh loaders: OBJ (+MTL, texture, GSO layout), GLB via trimesh, PLY, errors."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from o3dcli.io.mesh import MeshLoadError, load_mesh
+
+# Two triangles sharing the edge (v2, v3); v2 carries a different texcoord in each face (a UV seam).
+SEAM_OBJ = """# seam test
+mtllib quad.mtl
+v 0 0 0
+v 1 0 0
+v 1 1 0
+v 0 1 0
+vt 0.0 0.0
+vt 1.0 0.0
+vt 1.0 1.0
+vt 0.0 1.0
+vt 0.5 0.5
+vn 0 0 1
+usemtl tex
+f 1/1/1 2/2/1 3/3/1
+f 1/1/1 3/5/1 4/4/1
+"""
+QUAD_TEXTURE = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 0]]], np.uint8)
+
+
+def corner_table(mesh):
+    """{(position, uv) for every face corner}: what the OBJ faces said, independent of vertex order."""
+    return {(tuple(mesh.vertices[i].round(4)), tuple(mesh.uv[i].round(4))) for i in mesh.faces.reshape(-1)}
+
+
+def write_textured_obj(folder, mtl_texture="quad.png", texture_at="quad.png"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "quad.obj").write_text(SEAM_OBJ)
+    (folder / "quad.mtl").write_text(f"newmtl tex\nKd 0.2 0.4 0.6\nmap_Kd {mtl_texture}\n")
+    if texture_at:
+        Image.fromarray(QUAD_TEXTURE).save(folder / texture_at)
+    return folder / "quad.obj"
+
+
+def test_obj_mtl_texture_and_uv_seam_split(tmp_path):
+    mesh = load_mesh(write_textured_obj(tmp_path))
+    assert mesh.has_texture
+    np.testing.assert_array_equal(mesh.texture, QUAD_TEXTURE)
+    # 4 positions but 5 distinct (position, texcoord) pairs: vertex 3 is split at the seam
+    assert len(mesh.vertices) == 5 and len(mesh.faces) == 2
+    expected = {((0, 0, 0), (0, 0)), ((1, 0, 0), (1, 0)), ((1, 1, 0), (1, 1)),
+                ((1, 1, 0), (0.5, 0.5)), ((0, 1, 0), (0, 1))}
+    assert corner_table(mesh) == expected
+    # winding kept: both faces face +Z
+    np.testing.assert_allclose(mesh.face_normals(), [[0, 0, 1], [0, 0, 1]], atol=1e-6)
+    np.testing.assert_allclose(mesh.material_color, [0.2, 0.4, 0.6])
+
+
+def test_obj_missing_texture_falls_back_to_kd(tmp_path):
+    mesh = load_mesh(write_textured_obj(tmp_path, texture_at=None))
+    assert mesh.texture is None and not mesh.has_texture
+    assert len(mesh.uv) == 5  # the file's UVs stay, for a texture supplied later
+    np.testing.assert_allclose(mesh.material_color, [0.2, 0.4, 0.6])
+
+
+def test_obj_polygons_negative_indices_and_vertex_colors(tmp_path):
+    p = tmp_path / "poly.obj"
+    p.write_text("v 0 0 0 1 0 0\nv 1 0 0 0 1 0\nv 1 1 0 0 0 1\nv 0 1 0 1 1 1\nf -4//1 -3//1 -2//1 -1//1\n")
+    mesh = load_mesh(p)
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2], [0, 2, 3]])  # fan triangulation, no split
+    np.testing.assert_allclose(mesh.vertex_colors, [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]])
+    assert mesh.area() == pytest.approx(1.0)
+
+
+def test_obj_two_plain_materials_become_vertex_colors(tmp_path):
+    (tmp_path / "m.mtl").write_text("newmtl red\nKd 1 0 0\nnewmtl blue\nKd 0 0 1\n")
+    p = tmp_path / "two.obj"
+    p.write_text("mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\n"
+                 "usemtl red\nf 1 2 3\nusemtl blue\nf 2 4 3\n")
+    mesh = load_mesh(p)
+    colors = mesh.vertex_colors[mesh.faces]  # [F, 3 corners, 3]
+    np.testing.assert_allclose(colors[0], [[1, 0, 0]] * 3)
+    np.testing.assert_allclose(colors[1], [[0, 0, 1]] * 3)
+
+
+def test_obj_textured_and_plain_materials_share_an_atlas(tmp_path):
+    from o3dcli.render.mesh import sample_texture
+    import torch
+
+    write_textured_obj(tmp_path)
+    p = tmp_path / "mixed.obj"
+    (tmp_path / "quad.mtl").write_text("newmtl tex\nmap_Kd quad.png\nnewmtl plain\nKd 0 1 1\n")
+    p.write_text(SEAM_OBJ.replace("f 1/1/1 3/5/1 4/4/1", "usemtl plain\nf 1/1/1 3/5/1 4/4/1"))
+    mesh = load_mesh(p)
+    assert mesh.has_texture
+    # texel centres of the original texture, looked up through the remapped UVs
+    tex = torch.from_numpy(mesh.texture).float() / 255
+    corners = mesh.faces[0]
+    bary_centre_of_red = torch.tensor([[0.25, 0.75]])  # uv of the top-left (red) texel centre
+    uv0 = torch.from_numpy(mesh.uv[corners])  # textured face: (0,0), (1,0), (1,1) remapped
+    # map uv (0.25, 0.75) through the affine remap read off the face's corners
+    a, b, c = uv0
+    target = a + (b - a) * bary_centre_of_red[0, 0] + (c - b) * bary_centre_of_red[0, 1]
+    np.testing.assert_allclose(sample_texture(tex, target[None])[0].numpy(), [1, 0, 0], atol=1e-6)
+    plain_uv = torch.from_numpy(mesh.uv[mesh.faces[1]])
+    np.testing.assert_allclose(sample_texture(tex, plain_uv).numpy(), [[0, 1, 1]] * 3, atol=1e-6)
+
+
+def test_gso_folder_layout_with_and_without_texture(tmp_path):
+    obj = tmp_path / "OBJ" / "meshes"
+    write_textured_obj(obj, mtl_texture="texture.png", texture_at=None)
+    (tmp_path / "OBJ" / "model.sdf").write_text("<sdf/>")
+    (obj / "quad.obj").rename(obj / "model.obj")
+    no_tex = load_mesh(tmp_path / "OBJ")
+    assert no_tex.texture is None
+    np.testing.assert_allclose(no_tex.material_color, [0.2, 0.4, 0.6])
+    # GSO meshes are Z-up: (x, y, z) -> (x, z, -y); "y" keeps the file's coordinates
+    raw = load_mesh(obj / "model.obj", up="y")
+    np.testing.assert_allclose(no_tex.vertices, raw.vertices[:, [0, 2, 1]] * [1, 1, -1])
+    assert raw.vertices[:, 2].max() == 0 and no_tex.vertices[:, 1].max() == 0
+    textures = tmp_path / "OBJ" / "materials" / "textures"
+    textures.mkdir(parents=True)
+    Image.fromarray(QUAD_TEXTURE).save(textures / "texture.png")
+    with_tex = load_mesh(tmp_path / "OBJ")
+    np.testing.assert_array_equal(with_tex.texture, QUAD_TEXTURE)
+    assert with_tex.uv is not None and len(with_tex.vertices) == 5
+
+
+def test_glb_texture_scene_transforms_and_vertex_colors(tmp_path):
+    import trimesh
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    uv = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float)
+    material = trimesh.visual.material.PBRMaterial(baseColorTexture=Image.fromarray(QUAD_TEXTURE))
+    quad = trimesh.Trimesh(verts, faces, visual=trimesh.visual.TextureVisuals(uv=uv, material=material),
+                           process=False)
+    quad.export(tmp_path / "quad.glb")
+    mesh = load_mesh(tmp_path / "quad.glb")
+    np.testing.assert_array_equal(mesh.texture, QUAD_TEXTURE)
+    assert corner_table(mesh) == {(tuple(v), tuple(t)) for v, t in zip(verts, uv)}
+
+    colored = trimesh.Trimesh(verts, faces, vertex_colors=[[255, 0, 0, 255]] * 4, process=False)
+    scene = trimesh.Scene()
+    shift = np.eye(4)
+    shift[:3, 3] = [10, 0, 0]
+    scene.add_geometry(colored, node_name="a", geom_name="a")
+    scene.add_geometry(colored.copy(), node_name="b", geom_name="b", transform=shift)
+    scene.export(tmp_path / "two.glb")
+    merged = load_mesh(tmp_path / "two.glb")
+    assert len(merged.faces) == 4
+    np.testing.assert_allclose(merged.bounds()[1], [11, 1, 0], atol=1e-6)  # node transform applied
+    np.testing.assert_allclose(merged.vertex_colors, np.tile([1, 0, 0], (8, 1)), atol=1e-6)
+
+
+def test_glb_base_color_factor_without_texture(tmp_path):
+    import trimesh
+
+    material = trimesh.visual.material.PBRMaterial(baseColorFactor=[0.0, 0.5, 1.0, 1.0])
+    box = trimesh.creation.box()
+    box.visual = trimesh.visual.TextureVisuals(material=material)
+    box.export(tmp_path / "box.glb")
+    mesh = load_mesh(tmp_path / "box.glb")
+    assert mesh.texture is None and mesh.vertex_colors is None
+    np.testing.assert_allclose(mesh.material_color, [0, 0.5, 1], atol=1 / 255)
+    assert mesh.area() == pytest.approx(6.0)
+
+
+def test_ply_vertex_colors(tmp_path):
+    p = tmp_path / "tri.ply"
+    p.write_text(
+        "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nelement face 1\n"
+        "property list uchar int vertex_indices\nend_header\n"
+        "0 0 0 255 0 0\n1 0 0 0 255 0\n0 1 0 0 0 255\n3 0 1 2\n"
+    )
+    mesh = load_mesh(p)
+    np.testing.assert_allclose(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(mesh.faces, [[0, 1, 2]])
+    np.testing.assert_allclose(mesh.vertex_colors, np.eye(3))
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("missing.obj", None, "no such file"),
+        ("empty.obj", "", "no faces"),
+        ("text.obj", "v 0 0 0\nf 1 2 3\n", "outside the 1 defined"),
+        ("bad.obj", "v 0 0 0\nv 0 zero 0\nf 1 2 1\n", "line 2"),
+        ("badface.obj", "v 0 0 0\nf 1 1\n", "line 2"),
+        ("junk.glb", b"\x00\x01 not a glb", "cannot read GLB"),
+        ("cloud.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+                      "property float z\nend_header\n0 0 0\n", "no triangles"),
+        ("mesh.stl", "solid x\nendsolid x\n", "unsupported mesh format"),
+    ],
+)
+def test_bad_files_raise_mesh_load_error_naming_the_file(tmp_path, name, content, message):
+    p = tmp_path / name
+    if isinstance(content, bytes):
+        p.write_bytes(content)
+    elif content is not None:
+        p.write_text(content)
+    with pytest.raises(MeshLoadError, match=message) as err:
+        load_mesh(p)
+    assert name in str(err.value)
+
+
+def test_folder_without_a_mesh_is_an_error(tmp_path):
+    with pytest.raises(MeshLoadError, match="no mesh file"):
+        load_mesh(tmp_path)
+
+
+def test_obj_mixed_corner_patterns_tabs_and_mixed_polygons(tmp_path):
+    p = tmp_path / "mixed.obj"
+    p.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv\t0 1 0\nv 2 0 0\nvt 0 0\nvt\t1 0\nvt 1 1\n"
+                 "f 1/1 2/2 3/3 4\nf 2//1 5//1 3//1\n")
+    mesh = load_mesh(p)
+    assert len(mesh.faces) == 3  # a quad fanned into two triangles plus one triangle
+    assert mesh.area() == pytest.approx(1.5)
+    # corners 1/1, 2/2, 3/3 keep their texcoords; corners without one, and the //vn ones, get (0, 0)
+    assert corner_table(mesh) == {((0, 0, 0), (0, 0)), ((1, 0, 0), (1, 0)), ((1, 1, 0), (1, 1)),
+                                  ((0, 1, 0), (0, 0)), ((1, 0, 0), (0, 0)), ((2, 0, 0), (0, 0)),
+                                  ((1, 1, 0), (0, 0))}

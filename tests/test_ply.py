@@ -1,0 +1,169 @@
+"""Gaussian PLY reading and writing (o3dcli.io.ply)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from o3dcli.geometry.gaussians import Gaussians
+from o3dcli.io.ply import OPACITY_EPS, SH_C0, PlyError, load_gaussians, save_gaussians
+
+STD_NAMES = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+             "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+
+
+def random_gaussians(n: int = 500, seed: int = 0) -> Gaussians:
+    g = torch.Generator().manual_seed(seed)
+    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1)
+    opac = torch.rand(n, generator=g)
+    opac[:4] = torch.tensor([0.0, 1.0, 0.5, 1e-9])  # edge cases: clamped by OPACITY_EPS
+    scales = torch.exp(torch.randn(n, 3, generator=g) * 2 - 4)
+    scales[0] = torch.tensor([1.0, 0.9999, 1.0001])  # log near 0: hardest case for exactness
+    colors = torch.rand(n, 3, generator=g)
+    colors[1] = torch.tensor([0.0, 1.0, 0.5])
+    return Gaussians(torch.randn(n, 3, generator=g), scales, quats, opac, colors)
+
+
+def write_ply(path, fmt: str, props: list[tuple[str, str]], rows: np.ndarray, extra_header=()):
+    """Hand-written PLY: props [(name, ply type)], rows [N, P] of numbers."""
+    lines = ["ply", f"format {fmt} 1.0", *extra_header, f"element vertex {len(rows)}"]
+    lines += [f"property {t} {n}" for n, t in props] + ["end_header"]
+    head = ("\n".join(lines) + "\n").encode()
+    if fmt == "ascii":
+        body = "".join(" ".join(repr(float(x)) for x in r) + "\n" for r in rows).encode()
+    else:
+        codes = {"float": "f4", "double": "f8", "uchar": "u1", "int": "i4"}
+        order = "<" if fmt == "binary_little_endian" else ">"
+        data = np.zeros(len(rows), dtype=[(n, order + codes[t]) for n, t in props])
+        for i, (n, _) in enumerate(props):
+            data[n] = rows[:, i]
+        body = data.tobytes()
+    path.write_bytes(head + body)
+    return path
+
+
+def std_rows(n=3):
+    """Raw stored values for n Gaussians in STD_NAMES order, and their expected activations."""
+    rng = np.random.default_rng(1)
+    rows = np.zeros((n, len(STD_NAMES)))
+    rows[:, 0:3] = rng.normal(size=(n, 3))
+    rows[:, 6:9] = rng.normal(size=(n, 3))
+    rows[:, 9] = rng.normal(size=n) * 3
+    rows[:, 10:13] = rng.normal(size=(n, 3)) - 4
+    rows[:, 13:17] = rng.normal(size=(n, 4)) * 3  # deliberately not unit length
+    expect = {
+        "means": rows[:, 0:3],
+        "colors": np.clip(rows[:, 6:9] * SH_C0 + 0.5, 0, 1),
+        "opacities": 1 / (1 + np.exp(-rows[:, 9])),
+        "scales": np.exp(rows[:, 10:13]),
+        "quats": rows[:, 13:17] / np.linalg.norm(rows[:, 13:17], axis=1, keepdims=True),
+    }
+    return rows, expect
+
+
+def assert_matches(g: Gaussians, expect: dict, rtol=1e-6, atol=1e-6):
+    for k, v in expect.items():
+        np.testing.assert_allclose(getattr(g, k).numpy(), v, rtol=rtol, atol=atol, err_msg=k)
+
+
+def test_round_trip_bytes_and_values(tmp_path):
+    g = random_gaussians()
+    a = save_gaussians(tmp_path / "a.ply", g)
+    loaded = load_gaussians(a)
+    b = save_gaussians(tmp_path / "b.ply", loaded)
+    assert a.read_bytes() == b.read_bytes()  # what we store survives load + save exactly
+    again = load_gaussians(b)
+    for k in ("means", "scales", "quats", "opacities", "colors"):
+        assert torch.equal(getattr(again, k), getattr(loaded, k)), k
+    # tolerances of the float32 log / logit / SH round trip: relative 2e-6, absolute 1e-6
+    clamped = g.opacities.clamp(OPACITY_EPS, 1 - OPACITY_EPS)
+    torch.testing.assert_close(loaded.opacities, clamped, rtol=2e-6, atol=1e-6)
+    torch.testing.assert_close(loaded.means, g.means, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.scales, g.scales, rtol=2e-6, atol=0)
+    torch.testing.assert_close(loaded.colors, g.colors, rtol=0, atol=1e-6)
+    torch.testing.assert_close(loaded.quats, g.quats, rtol=0, atol=1e-6)
+
+
+def test_written_layout_is_standard_3dgs(tmp_path):
+    g = random_gaussians(4)
+    raw = save_gaussians(tmp_path / "g.ply", g).read_bytes()
+    head, body = raw.split(b"end_header\n")
+    assert b"format binary_little_endian 1.0" in head
+    assert [ln.split()[-1].decode() for ln in head.splitlines() if ln.startswith(b"property")] == STD_NAMES
+    data = np.frombuffer(body, dtype=[(n, "<f4") for n in STD_NAMES])
+    np.testing.assert_allclose(data["scale_1"], np.log(g.scales[:, 1].double().numpy()), rtol=1e-6)
+    np.testing.assert_allclose(data["f_dc_2"], (g.colors[:, 2].double().numpy() - 0.5) / 0.28209479, rtol=1e-6, atol=1e-6)
+    # opacity 0 and 1 are clamped to 1e-6 and 1 - 1e-6 (float32 0.99999899), not +-inf:
+    # logit(1e-6) = -13.815510, logit(0.99999899) = 13.802318
+    np.testing.assert_allclose(data["opacity"][:2], [-13.815510, 13.802318], rtol=1e-6)
+    assert (data["nx"] == 0).all() and (data["rot_0"] == g.quats[:, 0].numpy()).all()
+
+
+@pytest.mark.parametrize("fmt", ["ascii", "binary_big_endian", "binary_little_endian"])
+def test_reads_other_formats_and_orders(tmp_path, fmt):
+    rows, expect = std_rows()
+    order = list(reversed(range(len(STD_NAMES))))  # any property order
+    ptype = "double" if fmt == "binary_big_endian" else "float"
+    props = [(STD_NAMES[i], ptype) for i in order]
+    if ptype == "float":
+        rows = rows.astype(np.float32).astype(np.float64)
+        _, expect = std_rows()
+    path = write_ply(tmp_path / f"{fmt}.ply", fmt, props, rows[:, order], extra_header=["comment hand-written"])
+    g, info = load_gaussians(path, return_info=True)
+    assert_matches(g, expect, rtol=2e-6, atol=2e-6)
+    assert info["renormalized_quaternions"] == 3 and info["sh_degree"] == 0
+    assert torch.allclose(g.quats.norm(dim=-1), torch.ones(3))
+
+
+def test_sh_degree_3_keeps_dc_and_reports_dropped(tmp_path):
+    rows, expect = std_rows(5)
+    rest = np.random.default_rng(2).normal(size=(5, 45))
+    names = STD_NAMES + [f"f_rest_{i}" for i in range(45)] + ["filter_3D"]
+    all_rows = np.concatenate([rows, rest, np.ones((5, 1))], axis=1).astype(np.float32)
+    path = write_ply(tmp_path / "sh3.ply", "binary_little_endian", [(n, "float") for n in names], all_rows)
+    g, info = load_gaussians(path, return_info=True)
+    assert info["sh_degree"] == 3
+    assert info["dropped_properties"] == [f"f_rest_{i}" for i in range(45)] + ["filter_3D"]
+    np.testing.assert_allclose(g.colors.numpy(), np.clip(all_rows[:, 6:9] * SH_C0 + 0.5, 0, 1), atol=1e-6)
+    assert isinstance(load_gaussians(path), Gaussians)
+
+
+def test_point_cloud_ply_becomes_small_isotropic_gaussians(tmp_path):
+    xyz = np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.3, 0]], np.float64)
+    rgb = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 51]], np.float64)
+    props = [("x", "float"), ("y", "float"), ("z", "float"), ("red", "uchar"), ("green", "uchar"), ("blue", "uchar")]
+    path = write_ply(tmp_path / "pc.ply", "binary_little_endian", props, np.concatenate([xyz, rgb], 1))
+    g, info = load_gaussians(path, return_info=True)
+    assert info["point_cloud"]
+    np.testing.assert_allclose(g.colors.numpy(), rgb / 255, atol=1e-7)
+    # half the nearest-neighbour distance: 0.05, 0.05, 0.5 * |(0, 0.3) - (0, 0)| = 0.15
+    np.testing.assert_allclose(g.scales[:, 0].numpy(), [0.05, 0.05, 0.15], rtol=1e-6)
+    assert (g.opacities == 1).all() and (g.quats[:, 0] == 1).all()
+
+
+def test_bad_files_raise_ply_error_naming_the_file(tmp_path):
+    not_ply = tmp_path / "notes.ply"
+    not_ply.write_text("hello world\n")
+    with pytest.raises(PlyError, match="notes.ply.*not a PLY"):
+        load_gaussians(not_ply)
+    good = save_gaussians(tmp_path / "good.ply", random_gaussians(10))
+    cut = tmp_path / "cut.ply"
+    cut.write_bytes(good.read_bytes()[:-7])
+    with pytest.raises(PlyError, match="cut.ply.*truncated"):
+        load_gaussians(cut)
+    no_header_end = tmp_path / "nohead.ply"
+    no_header_end.write_bytes(good.read_bytes()[:60])
+    with pytest.raises(PlyError, match="nohead.ply.*end_header"):
+        load_gaussians(no_header_end)
+    rows, _ = std_rows()
+    keep = [i for i, n in enumerate(STD_NAMES) if n != "scale_2"]
+    partial = write_ply(tmp_path / "partial.ply", "ascii", [(STD_NAMES[i], "float") for i in keep], rows[:, keep])
+    with pytest.raises(PlyError, match=r"partial.ply.*\['scale_2'\]"):
+        load_gaussians(partial)
+    short_ascii = write_ply(tmp_path / "short.ply", "ascii", [(n, "float") for n in STD_NAMES], rows)
+    short_ascii.write_bytes(short_ascii.read_bytes().replace(b"element vertex 3", b"element vertex 4"))
+    with pytest.raises(PlyError, match="short.ply.*truncated"):
+        load_gaussians(short_ascii)
+    with pytest.raises(PlyError, match="missing.ply"):
+        load_gaussians(tmp_path / "missing.ply")

@@ -1,0 +1,226 @@
+"""Procedural objects, rendered-object folders and `o3d data synth` (o3dcli.synth, o3dcli.commands.data)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from o3dcli.geometry.cameras import orbit_cameras
+from o3dcli.synth.dataset import RenderedObjectError, load_rendered_object, read_index, write_obj
+from o3dcli.synth.generate import SynthSettings, render_object, straight_rgba, synthesize, view_plan
+from o3dcli.synth.objects import make_object, signed_volume
+from o3dcli.synth.primitives import PRIMITIVE_KINDS, primitive_mesh
+from o3dcli.synth.textures import build_atlas, pattern_weight, tile_uv
+
+SMALL = dict(size=24, extra_views=1)
+
+
+def welded_edges_balanced(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Closed and consistently wound: after welding equal positions, every directed edge
+    (a, b) is matched by exactly one (b, a)."""
+    _, ids = np.unique(np.round(vertices, 6), axis=0, return_inverse=True)
+    f = ids.reshape(-1)[faces]
+    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    fwd = {tuple(e) for e in edges.tolist()}
+    return len(fwd) == len(edges) and all((b, a) in fwd for a, b in fwd)
+
+
+# analytic volumes in the local frame (radius 1 / half-size 1 / height -1..1)
+R_TUBE, R_CAPS = 0.3, 0.5
+VOLUMES = {
+    "box": 8.0, "sphere": 4 / 3 * np.pi, "cylinder": 2 * np.pi, "cone": 2 * np.pi / 3,
+    "torus": 2 * np.pi**2 * (1 - R_TUBE) * R_TUBE**2,
+    "capsule": np.pi * R_CAPS**2 * 2 * (1 - R_CAPS) + 4 / 3 * np.pi * R_CAPS**3,
+}
+
+
+@pytest.mark.parametrize("kind", PRIMITIVE_KINDS)
+def test_primitive_is_closed_outward_with_the_analytic_volume(kind):
+    p = primitive_mesh(kind)
+    assert welded_edges_balanced(p.vertices, p.faces)
+    tri = p.vertices[p.faces]
+    vol = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
+    # inscribed polygons under-estimate: a 32-gon has 0.6% less area than its circle, a
+    # 16-gon 2.5% less, so the torus (16-gon tube swept by a 32-gon) keeps ~96.8%
+    assert VOLUMES[kind] * 0.96 < vol <= VOLUMES[kind] * (1 + 1e-9)
+    assert p.uv.min() >= 0 and p.uv.max() <= 1
+
+
+def test_make_object_is_deterministic_per_seed():
+    a, spec_a = make_object(7)
+    b, spec_b = make_object(7)
+    for k in ("vertices", "faces", "uv", "texture"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    assert spec_a == spec_b
+    c, _ = make_object(8)
+    assert c.vertices.shape != a.vertices.shape or not np.array_equal(c.vertices, a.vertices)
+
+
+@pytest.mark.parametrize("seed", range(0, 40, 3))
+def test_object_in_unit_box_closed_and_outward(seed):
+    mesh, spec = make_object(seed)
+    lo, hi = mesh.bounds()
+    assert abs(float((hi - lo).max()) - 1.0) < 1e-5
+    assert np.abs((lo + hi) / 2).max() < 1e-6
+    assert 1 <= len(spec["primitives"]) <= 4
+    assert signed_volume(mesh) > 0
+    norm = spec["normalization"]
+    normals = mesh.face_normals().astype(np.float64)
+    centroids = mesh.vertices[mesh.faces].astype(np.float64).mean(1) / norm["scale"] + norm["center"]
+    grid = spec["atlas"]["grid"]
+    for k, prim in enumerate(spec["primitives"]):
+        f0, f1 = prim["face_range"]
+        v0, v1 = prim["vertex_range"]
+        assert welded_edges_balanced(mesh.vertices[v0:v1], mesh.faces[f0:f1] - v0)
+        rot, half = np.array(prim["rotation"]), np.array(prim["half_extents"])
+        # faces point away from the primitive's centre (for a torus: its core circle),
+        # tested in the local frame: points map by (R H)^-1, normals by (R H)^T
+        p_local = ((centroids[f0:f1] - prim["translation"]) @ rot) / half
+        n_local = (normals[f0:f1] @ rot) * half
+        centre = np.zeros_like(p_local)
+        if prim["kind"] == "torus":
+            ring = p_local * [1, 0, 1]
+            centre = ring / np.linalg.norm(ring, axis=1, keepdims=True) * prim["anchor"][0]
+        assert (np.einsum("ij,ij->i", n_local, p_local - centre) > 0).all(), prim["kind"]
+        # each primitive's UVs stay inside its own atlas tile
+        uv = mesh.uv[v0:v1]
+        col, row = k % grid, k // grid
+        assert (uv[:, 0] > col / grid).all() and (uv[:, 0] < (col + 1) / grid).all()
+        assert (uv[:, 1] > row / grid).all() and (uv[:, 1] < (row + 1) / grid).all()
+
+
+def test_atlas_tiles_are_placed_where_their_uvs_point():
+    red, blue, green = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]
+    specs = [{"pattern": "checks", "colors": [red, blue], "frequency": [2, 2]},
+             {"pattern": "solid", "colors": [green, green]}]
+    atlas = build_atlas(specs, 32)  # grid 2: tile 0 bottom-left, tile 1 bottom-right
+    local = np.array([[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.5, 0.5]])
+    for tile, want in ((0, [red, blue, blue]), (1, [green, green, green])):
+        uv = tile_uv(local, tile, 2, 32)
+        px = np.floor(uv[:, 0] * 64).astype(int), np.floor((1 - uv[:, 1]) * 64).astype(int)
+        got = atlas[px[1], px[0]] / 255.0
+        np.testing.assert_array_equal(got[:3], want)
+    # checks: cell (0, 0) has colour 0, its neighbours colour 1
+    assert pattern_weight(specs[0], np.array([0.1, 0.6]), np.array([0.1, 0.1])).tolist() == [0, 1]
+
+
+def test_straight_rgba_unpremultiplies_edges():
+    rgb = torch.tensor([0.2, 0.1, 0.05]).reshape(1, 3, 1, 1).repeat(1, 1, 1, 2)
+    alpha = torch.tensor([0.25, 0.0]).reshape(1, 1, 1, 2)
+    out = straight_rgba(rgb, alpha)
+    assert out[0, 0, 0].tolist() == [204, 102, 51, 64]  # 0.8, 0.4, 0.2 straight; alpha 0.25
+    assert out[0, 0, 1].tolist() == [255, 255, 255, 0]  # empty pixels hold the white background
+
+
+def test_view_plan_uses_published_generation_cameras_then_extras():
+    views = view_plan(3, SynthSettings(extra_views=50))
+    assert [v["azimuth"] for v in views[:8]] == [0, 45, 90, 135, 180, 225, 270, 337.5]
+    assert all(v["elevation"] == 0 and v["kind"] == "generation" for v in views[:8])
+    extra = views[8:]
+    assert len(extra) == 50 and all(v["kind"] == "extra" for v in extra)
+    el = np.array([v["elevation"] for v in extra])
+    az = np.array([v["azimuth"] for v in extra])
+    assert el.min() >= -10 and el.max() <= 40 and az.min() >= 0 and az.max() < 360
+    assert el.max() - el.min() > 30 and az.max() - az.min() > 200  # spread over the ranges
+    assert views == view_plan(3, SynthSettings(extra_views=50))
+
+
+def test_folder_round_trip_determinism_and_resume(tmp_path):
+    settings = SynthSettings(**SMALL)
+    events = []
+    folders = synthesize(tmp_path / "a", 2, 5, **SMALL, on_object=lambda *e: events.append(e[:2]))
+    assert [f.name for f in folders] == ["synth_00000005", "synth_00000006"]
+    assert sorted((f.name, s) for f, s in events) == [("synth_00000005", False), ("synth_00000006", False)]
+    obj = load_rendered_object(folders[0])
+    mesh, _, views, cams, rgba = render_object(5, settings)
+    assert obj.images.shape == (9, 4, 24, 24)
+    assert torch.equal(obj.images, torch.from_numpy(rgba).permute(0, 3, 1, 2).float() / 255)
+    expect = orbit_cameras([v["elevation"] for v in views], [v["azimuth"] for v in views], 1.7417, 39.6, 24)
+    for k in ("c2w", "fx", "fy", "cx", "cy"):
+        assert torch.equal(getattr(obj.cameras, k), getattr(expect, k)), k
+    assert obj.kinds == ["generation"] * 8 + ["extra"] and obj.generation_indices == list(range(8))
+    assert obj.meta["shading"] == "lambert" and obj.meta["seed"] == 5
+    alpha = obj.images[:, 3]
+    assert 0.05 < alpha.mean() < 0.6 and alpha.amax() == 1  # the object is in view, not clipped away
+    assert obj.mesh_path.name == "mesh.obj" and (folders[0] / "mesh_texture.png").is_file()
+    index = read_index(tmp_path / "a")
+    assert index["seed_range"] == [5, 6] and [o["seed"] for o in index["objects"]] == [5, 6]
+    # same seeds -> identical bytes; other seeds -> other images
+    synthesize(tmp_path / "b", 1, 5, **SMALL)
+    for f in sorted(p for p in folders[0].rglob("*") if p.is_file()):
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f.name
+    assert (folders[0] / "rgba/000.png").read_bytes() != (folders[1] / "rgba/000.png").read_bytes()
+    # resume: complete objects are skipped, untouched; new seeds are made
+    stamp = (folders[0] / "rgba/000.png").stat().st_mtime_ns
+    events.clear()
+    synthesize(tmp_path / "a", 3, 5, **SMALL, on_object=lambda *e: events.append((e[0].name, e[1])))
+    assert sorted(events) == [("synth_00000005", True), ("synth_00000006", True), ("synth_00000007", False)]
+    assert (folders[0] / "rgba/000.png").stat().st_mtime_ns == stamp
+    assert read_index(tmp_path / "a")["seed_range"] == [5, 7]
+    with pytest.raises(ValueError, match="index.json.*other settings"):
+        synthesize(tmp_path / "a", 1, 5, size=32, extra_views=1)
+
+
+def test_obj_writer_round_trips_through_trimesh(tmp_path):
+    import trimesh
+
+    mesh, _ = make_object(11, tile_px=16)
+    write_obj(tmp_path / "m.obj", mesh)
+    loaded = trimesh.load(tmp_path / "m.obj", process=False, maintain_order=True)
+    np.testing.assert_array_equal(np.asarray(loaded.vertices, np.float32), mesh.vertices)
+    np.testing.assert_array_equal(loaded.faces, mesh.faces)
+    np.testing.assert_array_equal(np.asarray(loaded.visual.uv, np.float32), mesh.uv)
+    assert np.asarray(loaded.visual.material.image).shape[:2] == mesh.texture.shape[:2]
+
+
+def test_reader_errors_name_the_file(tmp_path):
+    with pytest.raises(RenderedObjectError, match="cameras.json.*missing"):
+        load_rendered_object(tmp_path)
+    (tmp_path / "cameras.json").write_text(json.dumps({"format": "something-else", "version": 1}))
+    with pytest.raises(RenderedObjectError, match="cameras.json.*expected format"):
+        load_rendered_object(tmp_path)
+
+
+def test_workers_give_the_same_files(tmp_path):
+    serial = synthesize(tmp_path / "s", 2, 20, **SMALL)
+    parallel = synthesize(tmp_path / "p", 2, 20, **SMALL, workers=2)
+    for a, b in zip(serial, parallel):
+        assert (a / "rgba/008.png").read_bytes() == (b / "rgba/008.png").read_bytes()
+        assert (a / "mesh.obj").read_bytes() == (b / "mesh.obj").read_bytes()
+
+
+def test_cli_synth(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from o3dcli.commands.data import app as data_app
+
+    app = typer.Typer()
+    app.add_typer(data_app, name="data")
+    out = tmp_path / "ds"
+    args = ["data", "synth", "-n", "2", "-o", str(out), "--seed", "3", "--size", "16", "--extra-views", "0",
+            "--shading", "unlit"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    index = read_index(out)
+    assert index["seed_range"] == [3, 4] and index["settings"]["shading"] == "unlit"
+    meta = json.loads((out / "synth_00000003" / "cameras.json").read_text())
+    assert meta["shading"] == "unlit" and len(meta["views"]) == 8 and meta["width"] == 16
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 made, 2 already complete" in again.output
+    bad = CliRunner().invoke(app, args[:-1] + ["phong"])
+    assert bad.exit_code == 2
+
+
+def test_command_module_import_is_cheap():
+    code = ("import sys, o3dcli.commands.data, o3dcli.synth; "
+            "heavy = [m for m in ('torch', 'open3d', 'numpy') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "[]"
