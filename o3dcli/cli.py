@@ -28,8 +28,10 @@ def _register_commands() -> None:
     # Command modules import only typer at module level; their work is imported lazily.
     from o3dcli.commands.data import app as data_app
     from o3dcli.commands.render import render
+    from o3dcli.commands.train import train_cmd
 
     app.command("render")(render)
+    app.command("train")(train_cmd)
     app.add_typer(data_app, name="data")
 
 

@@ -26,6 +26,10 @@ def test_defaults_and_preset_and_overrides():
     assert isinstance(cfg.preprocess.background[0], float)
 
 
+def test_exponent_without_dot_is_a_float():
+    assert load_config("tiny", ["train.lr=1e-3"]).train.lr == 1e-3  # YAML 1.1 would read a string
+
+
 def test_int_accepted_for_float_but_not_the_reverse():
     assert load_config("tiny", ["preprocess.foreground_ratio=1"]).preprocess.foreground_ratio == 1.0
     with pytest.raises(ConfigError, match="preprocess.size"):

@@ -150,7 +150,7 @@ def _coef_vjp(g, parts):
         g3 * a + g4 * b - g5 * lin_x,
         g3 * b + g4 * c - g5 * lin_y,
         -0.5 * g0 + mx * (g3 - 0.5 * g5 * mx),
-        -g1 + g3 * my + g4 * mx - 0.9 * g5 * mx * my,
+        -g1 + g3 * my + g4 * mx - g5 * mx * my,
         -0.5 * g2 + my * (g4 - 0.5 * g5 * my),
         g5,
     ], -1)

@@ -16,8 +16,8 @@ where Sigma2d = J W Sigma W^T J^T + 0.3 I (a 0.3 px^2 low-pass dilation).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -69,7 +69,7 @@ def select_backend(device, backend: str = "auto") -> str:
         return "torch"  # never import gsplat here: it may try to JIT-build its CUDA code
     try:
         import gsplat  # noqa: F401
-    except Exception:  # a broken build is as good as missing: fall back to torch
+    except (ImportError, OSError, RuntimeError):  # a broken build is as good as missing
         return "torch"
     return "gsplat"
 

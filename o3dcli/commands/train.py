@@ -1,0 +1,92 @@
+"""`o3d train`: joint training of the denoiser and the reconstructor, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def train_cmd(
+    data: Path = typer.Option(..., "--data", "-d", help="Folder of rendered objects (o3d data synth, or Objaverse-style renders with meta.json)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run folder: checkpoint.pt, model.safetensors (EMA weights), losses.csv, config.yaml."),
+    preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override a config field (repeatable).", metavar="SECTION.KEY=VALUE"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N (total steps of the run)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set runtime.seed=N."),
+    device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N objects of the data folder."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+):
+    """Train (or resume training) a model on rendered objects.
+
+    Run it again with the same --output to continue from the last checkpoint;
+    Ctrl-C saves a checkpoint before stopping. Works unchanged under torchrun.
+    """
+    import signal
+
+    import torch
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from o3dcli.cli import _load_config, _usage_error
+    from o3dcli.config import dump_config
+    from o3dcli.console import console
+    from o3dcli.pipeline import UserError, resolve_device
+    from o3dcli.train.data import DatasetError, load_dataset
+    from o3dcli.train.trainer import Trainer, train
+
+    extra = [f"train.steps={steps}"] if steps is not None else []
+    extra += [f"runtime.seed={seed}"] if seed is not None else []
+    extra += [f"runtime.device={device}"] if device is not None else []
+    cfg = _load_config(preset, sets, extra)
+    try:
+        dev = resolve_device(cfg.runtime.device)
+    except UserError as e:
+        raise _usage_error(str(e)) from None
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    saved = output / "config.yaml"
+    if saved.is_file() and saved.read_text() != dump_config(cfg):
+        from o3dcli.config import load_config
+
+        old = load_config(saved)
+        if (old.denoiser, old.recon, old.model.codec) != (cfg.denoiser, cfg.recon, cfg.model.codec):
+            raise _usage_error(f"{output} holds a run with another model architecture; use a new --output")
+    try:
+        with console.status("loading training data"):
+            objects = load_dataset(data, cfg, limit=limit)
+    except DatasetError as e:
+        raise _usage_error(str(e)) from None
+    trainer = Trainer(cfg, objects, output, dev)
+    resumed = trainer.load()
+    console.print(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
+                  + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
+                  + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):
+        if stop["flag"]:
+            raise KeyboardInterrupt
+        stop["flag"] = True
+        console.print("stopping after this step; saving a checkpoint (Ctrl-C again to abort without saving)")
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                      TimeRemainingColumn(), console=console, disable=no_progress) as prog:
+            task = prog.add_task("train", total=cfg.train.steps, completed=trainer.step_count, info="")
+
+            def on_step(step, parts, dt):
+                prog.update(task, completed=step, info=f"loss {parts.loss:.4f} diff {parts.diffusion:.4f} "
+                            f"rec {parts.recon_gt:.4f}/{parts.recon_pred:.4f} {dt:.2f}s/step")
+
+            done = train(trainer, cfg.train.steps, on_step, should_stop=lambda: stop["flag"])
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+    console.print(f"step {done}/{cfg.train.steps}; checkpoint {escape(str(output / 'checkpoint.pt'))}, "
+                  f"EMA weights {escape(str(output / 'model.safetensors'))}", soft_wrap=True)
+    raise typer.Exit(0)

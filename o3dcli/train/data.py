@@ -1,0 +1,238 @@
+"""Training data: rendered-object folders (o3d's own, or the published Objaverse render layout).
+
+Each object becomes a `TrainObject` held in memory at the model's resolution:
+the target views at the preset's camera rig (view 0 = the input view), a few
+extra views for novel-view supervision of the reconstruction, the condition
+image prepared exactly as `o3d generate` prepares a user's image (cropped and
+recentred to `preprocess.foreground_ratio`), and, when the ground-truth mesh is
+known, the surface point and mask behind every pixel of the reconstructor's
+input views (direct supervision that keeps the Gaussians from collapsing to
+transparency; NOTES-cpu-model.md).
+
+Two layouts are read:
+- o3d rendered-object folders (`o3d data synth`; format in o3dcli.synth.dataset);
+- the layout of published Objaverse renders: per object `render_XXXX.png|webp`
+  (or `XXX.png`) and `meta.json` with `camera_angle_x` and
+  `locations[].transform_matrix` (Blender/OpenGL convention). A view is used
+  as the input view when the object also has renders at every other rig
+  camera relative to it (same elevation, azimuth offsets of the rig, 1 deg
+  tolerance); the model always sees the preset's fixed rig, as published.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from o3dcli.config import Config
+
+RIG_TOLERANCE_DEG = 1.0
+
+
+class DatasetError(ValueError):
+    """A training folder cannot be used; the message names it."""
+
+
+@dataclass
+class TrainObject:
+    name: str
+    views: Tensor
+    """[V, 4, S, S] straight RGBA at the rig cameras (view 0 = input view)."""
+    cond: list[Tensor]
+    """Condition images [3, S, S] (recentred as generate does), one per foreground ratio."""
+    extra_views: Tensor
+    """[E, 4, S, S] views at other cameras (may be E = 0)."""
+    extra_c2w: Tensor
+    """[E, 4, 4] their camera-to-world matrices (same intrinsics as the rig)."""
+    points: Tensor | None
+    """[Vin, 3, s, s] surface points behind the reconstructor's input pixels (s = splat size), or None."""
+    point_mask: Tensor | None
+    """[Vin, 1, s, s] 1 where a ray of the input view hits the object."""
+
+
+def resize_rgba(rgba: Tensor, size: int) -> Tensor:
+    """[N, 4, H, W] straight RGBA -> [N, 4, size, size], area-averaged on premultiplied colour."""
+    if rgba.shape[-1] == size:
+        return rgba.clone()
+    pre = torch.cat([rgba[:, :3] * rgba[:, 3:], rgba[:, 3:]], 1)
+    pre = F.interpolate(pre, size=(size, size), mode="area")
+    a = pre[:, 3:]
+    rgb = torch.where(a > 1e-6, pre[:, :3] / a.clamp_min(1e-6), torch.zeros_like(pre[:, :3]))
+    return torch.cat([rgb.clamp(0, 1), a.clamp(0, 1)], 1)
+
+
+def composite(rgba: Tensor, background) -> Tensor:
+    """Straight RGBA [..., 4, H, W] over a background colour -> RGB [..., 3, H, W]."""
+    bg = torch.as_tensor(background, dtype=rgba.dtype).reshape(3, 1, 1)
+    return rgba[..., :3, :, :] * rgba[..., 3:, :, :] + bg * (1 - rgba[..., 3:, :, :])
+
+
+def _orbit_params(c2w: Tensor) -> tuple[float, float, float]:
+    """(elevation, azimuth, radius) in degrees of a camera centre (DESIGN.md orbit convention)."""
+    x, y, z = (float(v) for v in c2w[:3, 3])
+    r = math.sqrt(x * x + y * y + z * z)
+    return math.degrees(math.asin(max(-1.0, min(1.0, y / max(r, 1e-9))))), math.degrees(math.atan2(x, z)) % 360.0, r
+
+
+def _angle_diff(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def match_rig(c2ws: Tensor, cfg: Config) -> list[list[int]]:
+    """For each view usable as the input view, the view indices of the whole rig relative to it."""
+    params = [_orbit_params(m) for m in c2ws]
+    rig = list(zip(cfg.cameras.elevations, cfg.cameras.azimuths))
+    matches = []
+    for i, (el_i, az_i, _) in enumerate(params):
+        if abs(el_i - rig[0][0]) > RIG_TOLERANCE_DEG:
+            continue
+        chosen = []
+        for el, az in rig:
+            want = (az_i + az - rig[0][1]) % 360.0
+            hit = [j for j, (e, a, _) in enumerate(params) if abs(e - el) <= RIG_TOLERANCE_DEG and _angle_diff(a, want) <= RIG_TOLERANCE_DEG]
+            if not hit:
+                break
+            chosen.append(hit[0])
+        if len(chosen) == len(rig):
+            matches.append(chosen)
+    return matches
+
+
+def surface_points(mesh_path: Path, cfg: Config) -> tuple[Tensor, Tensor]:
+    """Surface points [Vin, 3, s, s] and hit mask [Vin, 1, s, s] at the reconstructor's input views."""
+    from o3dcli.geometry.cameras import orbit_cameras
+    from o3dcli.io.mesh import load_mesh
+    from o3dcli.render.mesh import MeshRaycaster
+
+    s = cfg.recon.splat_size
+    c = cfg.cameras
+    idx = list(cfg.recon.input_views)
+    cams = orbit_cameras([c.elevations[i] for i in idx], [c.azimuths[i] for i in idx], c.radius, c.fov_deg, s)
+    out = MeshRaycaster(load_mesh(mesh_path)).render(cams)
+    mask = (out.face_ids >= 0).float()[:, None]
+    return out.points * mask, mask
+
+
+def prepare_cond(view0: Tensor, cfg: Config, ratios: tuple[float, ...]) -> list[Tensor]:
+    """The input view as `o3d generate` would see it, at each foreground ratio: [3, S, S] each."""
+    import dataclasses
+
+    from o3dcli.preprocess import preprocess_image
+
+    out = []
+    for r in ratios:
+        pcfg = dataclasses.replace(cfg.preprocess, foreground_ratio=r, matting="alpha")
+        out.append(preprocess_image(view0.permute(1, 2, 0).numpy(), pcfg).rgb.float())
+    return out
+
+
+def load_o3d_object(folder: Path, cfg: Config, ratios) -> TrainObject:
+    from o3dcli.synth.dataset import load_rendered_object
+
+    obj = load_rendered_object(folder)
+    gen = obj.generation_indices
+    matches = match_rig(obj.cameras.c2w[gen], cfg)
+    if not matches or matches[0][0] != 0:
+        raise DatasetError(f"{folder}: its generation views do not match the preset's camera rig "
+                           f"(cameras.elevations/azimuths); re-render it with the preset's cameras")
+    rig = [gen[i] for i in matches[0]]
+    extra = [i for i, k in enumerate(obj.kinds) if k == "extra"]
+    size = cfg.preprocess.size
+    views = resize_rgba(obj.images[rig], size)
+    full0 = obj.images[rig[0]]
+    pts, pmask = surface_points(obj.mesh_path, cfg) if obj.mesh_path.is_file() else (None, None)
+    return TrainObject(folder.name, views, prepare_cond(full0, cfg, ratios),
+                       resize_rgba(obj.images[extra], size) if extra else torch.zeros(0, 4, size, size),
+                       obj.cameras.c2w[extra] if extra else torch.zeros(0, 4, 4), pts, pmask)
+
+
+def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
+    """One object in the published Objaverse render layout (see the module docstring)."""
+    from PIL import Image
+
+    from o3dcli.geometry.convert import cameras_from_blender
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        mats = torch.tensor([loc["transform_matrix"] for loc in meta["locations"]], dtype=torch.float32)
+        angle = float(meta["camera_angle_x"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DatasetError(f"{folder / 'meta.json'}: cannot read camera_angle_x / locations[].transform_matrix ({e})") from e
+    files = []
+    for i in range(len(mats)):
+        cand = [folder / f"render_{i:04d}.{ext}" for ext in ("png", "webp")] + [folder / f"{i:03d}.png"]
+        hit = next((p for p in cand if p.is_file()), None)
+        if hit is None:
+            raise DatasetError(f"{folder}: no render for view {i} (render_{i:04d}.png|webp)")
+        files.append(hit)
+    imgs = []
+    for p in files:
+        with Image.open(p) as im:
+            imgs.append(torch.from_numpy(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0).permute(2, 0, 1))
+    images = torch.stack(imgs)
+    cams = cameras_from_blender(mats, angle, images.shape[-1], images.shape[-2])
+    matches = match_rig(cams.c2w, cfg)
+    if not matches:
+        raise DatasetError(f"{folder}: no view has renders at every camera of the preset's rig relative to it")
+    rig = matches[0]
+    extra = [i for i in range(len(files)) if i not in rig]
+    size = cfg.preprocess.size
+    return TrainObject(folder.name, resize_rgba(images[rig], size), prepare_cond(images[rig[0]], cfg, ratios),
+                       resize_rgba(images[extra], size) if extra else torch.zeros(0, 4, size, size),
+                       cams.c2w[extra] if extra else torch.zeros(0, 4, 4), None, None)
+
+
+def load_dataset(root: Path, cfg: Config, ratios=(0.8, 0.85, 0.9), limit: int | None = None,
+                 on_object=None) -> list[TrainObject]:
+    """Every usable object under `root` (sorted by name); unusable ones raise DatasetError with their name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = [p for p in folders if (p / "cameras.json").is_file() or (p / "meta.json").is_file()]
+    if not folders:
+        raise DatasetError(f"{root}: no object folders (expected <object>/cameras.json or <object>/meta.json)")
+    objects = []
+    for p in folders[:limit]:
+        obj = load_o3d_object(p, cfg, ratios) if (p / "cameras.json").is_file() else load_objaverse_object(p, cfg, ratios)
+        objects.append(obj)
+        if on_object:
+            on_object(obj)
+    return objects
+
+
+@dataclass
+class Batch:
+    views: Tensor        # [B, V, 4, S, S]
+    cond: Tensor         # [B, 3, S, S]
+    extra_views: Tensor  # [B, E, 4, S, S]
+    extra_c2w: Tensor    # [B, E, 4, 4]
+    points: Tensor | None
+    point_mask: Tensor | None
+
+
+def sample_batch(objects: list[TrainObject], batch_size: int, extra: int, gen: torch.Generator) -> Batch:
+    """A random batch (objects, condition variant, extra views) drawn from `gen` only.
+
+    Takes min(extra, fewest extra views of the batch's objects) extra views per object.
+    """
+    idx = torch.randint(len(objects), (batch_size,), generator=gen).tolist()
+    chosen = [objects[i] for i in idx]
+    extra = min([extra] + [len(o.extra_views) for o in chosen])
+    conds, ev, ec = [], [], []
+    for o in chosen:
+        conds.append(o.cond[int(torch.randint(len(o.cond), (1,), generator=gen))])
+        take = torch.randperm(len(o.extra_views), generator=gen)[:extra]
+        ev.append(o.extra_views[take])
+        ec.append(o.extra_c2w[take])
+    has_pts = all(o.points is not None for o in chosen)
+    return Batch(torch.stack([o.views for o in chosen]), torch.stack(conds), torch.stack(ev), torch.stack(ec),
+                 torch.stack([o.points for o in chosen]) if has_pts else None,
+                 torch.stack([o.point_mask for o in chosen]) if has_pts else None)

@@ -1,0 +1,245 @@
+"""The joint trainer: one step of Ouroboros3D's objective, EMA, checkpoints, exact resume.
+
+One step (batch of B objects, V rig views, paper Alg. 1):
+  x0 = encode(views); sigma ~ lnN(p_mean, p_std^2); x = x0 + sigma n
+  F = denoiser(c_in x, c_noise, cond (dropped with cond_drop_p), cameras, zero maps)
+  x0_hat = c_skip x + c_out F
+  G_gt  = recon(views, sigma = 0);  L = recon loss(G_gt) + direct(G_gt)
+  joint: G_hat = recon(decode(x0_hat), sigma) -> + recon loss(G_hat) + direct(G_hat)
+  with p = feedback_p: maps = render(G_hat) (detached unless detach_maps=false),
+      x0_hat' from a second denoiser pass on the same x with the maps; the
+      diffusion loss uses x0_hat' instead of x0_hat
+  L += diffusion loss
+Decoupled (joint = false): the reconstructor learns from ground-truth views only
+and the denoiser from the diffusion loss only, each as if trained alone.
+
+Every random draw comes from one torch.Generator whose state is checkpointed, so
+a run stopped and resumed gives the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from o3dcli.cache import atomic_write_bytes
+from o3dcli.config import Config, dump_config
+from o3dcli.diffusion.edm import edm_coefficients, sample_training_sigma
+from o3dcli.geometry.cameras import Cameras
+from o3dcli.train import losses as L
+from o3dcli.train.data import Batch, TrainObject, composite, sample_batch
+
+CHECKPOINT = "checkpoint.pt"
+EMA_WEIGHTS = "model.safetensors"
+LOSS_CSV = "losses.csv"
+LOSS_FIELDS = ("step", "loss", "diffusion", "recon_gt", "recon_pred", "direct", "feedback", "sigma", "lr", "seconds")
+
+
+@dataclass
+class StepLosses:
+    loss: float
+    diffusion: float
+    recon_gt: float
+    recon_pred: float
+    direct: float
+    feedback: int
+    sigma: float
+
+
+class Trainer:
+    """Holds models, EMA, optimiser and the random state; `step()` runs one optimiser step."""
+
+    def __init__(self, cfg: Config, objects: list[TrainObject], run_dir: Path, device: str = "cpu"):
+        from o3dcli.geometry.rays import plucker_rays, relative_to
+        from o3dcli.models.build import build_models
+        from o3dcli.stages import generation_cameras
+
+        self.cfg, self.objects, self.run_dir, self.device = cfg, objects, Path(run_dir), device
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        built = build_models(cfg, device)
+        self.model, self.codec = built.model.train(), built.codec
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.net = self.model
+        if self.world > 1:  # torchrun: one process per GPU/CPU group, gradients all-reduced by DDP
+            import torch.distributed as dist
+            from torch.nn.parallel import DistributedDataParallel
+
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            self.net = DistributedDataParallel(self.model, find_unused_parameters=True)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.gen = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + self.rank)
+        self.step_count = 0
+        size = cfg.preprocess.size
+        self.rig = generation_cameras(cfg, size).to(device)
+        self.plucker = plucker_rays(relative_to(self.rig, 0))[None].to(device)  # [1, V, 6, S, S]
+        self.map_size = size * cfg.denoiser.adapter_unshuffle
+        self.background = tuple(cfg.preprocess.background)
+
+    # -- one step -------------------------------------------------------------------------
+
+    def _extra_cameras(self, c2w: Tensor) -> list[Cameras | None]:
+        out = []
+        for m in c2w:
+            if len(m) == 0:
+                out.append(None)
+                continue
+            r = self.rig
+            n = len(m)
+            out.append(Cameras(m.to(self.device), r.fx[:1].expand(n), r.fy[:1].expand(n), r.cx[:1].expand(n),
+                               r.cy[:1].expand(n), r.width, r.height))
+        return out
+
+    def losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
+        cfg, t, dev = self.cfg, self.cfg.train, self.device
+        den = self.net.module.denoiser if hasattr(self.net, "module") else self.net.denoiser
+        rec = self.net.module.recon if hasattr(self.net, "module") else self.net.recon
+        views = batch.views.to(dev)
+        B, V = views.shape[:2]
+        rgb = composite(views, self.background)  # [B, V, 3, S, S]
+        x0 = self.codec.encode(rgb.flatten(0, 1)).unflatten(0, (B, V))
+        cond = batch.cond.to(dev)
+        keep = (torch.rand(B, generator=self.gen) >= t.cond_drop_p).float().to(dev)
+        cond_latent = self.codec.encode_condition(cond) * keep.reshape(B, 1, 1, 1)
+        embeds = den.encode_image(cond) * keep.reshape(B, 1, 1)
+        sigma = sample_training_sigma(B, self.gen, t.p_mean, t.p_std).to(dev)
+        noise = torch.randn(x0.shape, generator=self.gen).to(dev)
+        x = x0 + sigma.reshape(B, 1, 1, 1, 1) * noise
+        c_skip, c_out, c_in, c_noise = (c.reshape(-1) for c in edm_coefficients(sigma))
+        bc = lambda c: c.reshape(B, 1, 1, 1, 1)  # noqa: E731
+        plucker = self.plucker.expand(B, -1, -1, -1, -1)
+        zero = torch.zeros(B, V, 3, self.map_size, self.map_size, device=dev)
+        uses_maps = cfg.denoiser.feedback_rgb or cfg.denoiser.feedback_ccm
+        F1 = den(bc(c_in) * x, c_noise, cond_latent, plucker, image_embeds=embeds,
+                 rgb_map=zero if uses_maps else None, ccm_map=zero if uses_maps else None)
+        x0_hat = bc(c_skip) * x + bc(c_out) * F1
+
+        extra_cams = self._extra_cameras(batch.extra_c2w)
+        extra = batch.extra_views.to(dev)
+        pts = batch.points.to(dev) if batch.points is not None else None
+        pmask = batch.point_mask.to(dev) if batch.point_mask is not None else None
+
+        def recon_terms(images: Tensor, s: Tensor) -> tuple[dict, Tensor, Tensor]:
+            p = rec.forward_params(images, self.rig, s)
+            r = L.render_loss(p, self.rig, views, extra_cams, extra, self.background, t.mask_weight)
+            d = L.direct_loss(p, pts, pmask, cfg.recon.splat_size) if pts is not None else r * 0
+            return p, r, d
+
+        _, r_gt, d_gt = recon_terms(rgb, torch.zeros(B, device=dev))
+        r_pred = d_pred = torch.zeros((), device=dev)
+        feedback = 0
+        x0_final = x0_hat
+        if t.joint:
+            pred_images = self.codec.decode(x0_hat.flatten(0, 1)).unflatten(0, (B, V))
+            p_hat, r_pred, d_pred = recon_terms(pred_images, sigma)
+            if uses_maps and float(torch.rand(1, generator=self.gen)) < t.feedback_p:
+                feedback = 1
+                src = {k: v.detach() for k, v in p_hat.items()} if t.detach_maps else p_hat
+                rgb_map, ccm_map = L.feedback_maps(src, self.rig, self.background, self.map_size)
+                F2 = den(bc(c_in) * x, c_noise, cond_latent, plucker, image_embeds=embeds,
+                         rgb_map=rgb_map if cfg.denoiser.feedback_rgb else None,
+                         ccm_map=ccm_map if cfg.denoiser.feedback_ccm else None)
+                x0_final = bc(c_skip) * x + bc(c_out) * F2
+        l_diff = L.diffusion_loss(x0_final, x0, sigma)
+        total = l_diff + t.recon_weight * (r_gt + r_pred) + t.direct_weight * (d_gt + d_pred)
+        f = lambda v: float(v.detach())  # noqa: E731
+        return total, StepLosses(f(total), f(l_diff), f(r_gt), f(r_pred), f(d_gt + d_pred), feedback, f(sigma.mean()))
+
+    def lr_at(self, step: int) -> float:
+        w = self.cfg.train.warmup_steps
+        return self.cfg.train.lr * min(1.0, (step + 1) / max(1, w))
+
+    def step(self) -> StepLosses:
+        t = self.cfg.train
+        batch = sample_batch(self.objects, t.batch_size, t.extra_views, self.gen)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step_count)
+        self.opt.zero_grad(set_to_none=True)
+        total, parts = self.losses(batch)
+        total.backward()
+        if t.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.opt.step()
+        self._update_ema()
+        self.step_count += 1
+        return parts
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        d = min(self.cfg.train.ema_decay, (1 + self.step_count) / (10 + self.step_count))
+        for e, p in zip(self.ema.parameters(), self.model.parameters()):
+            e.lerp_(p.detach(), 1 - d)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write the resumable checkpoint and the EMA weights (atomically; rank 0 only)."""
+        from o3dcli.models.build import save_model
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": torch.tensor(self.step_count),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
+        save_model(self.ema, self.cfg, self.run_dir / EMA_WEIGHTS, extra={"step": self.step_count})
+        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        return self.run_dir / CHECKPOINT
+
+    def load(self) -> bool:
+        """Resume from the run folder's checkpoint if there is one (weights_only: no pickled code)."""
+        path = self.run_dir / CHECKPOINT
+        if not path.is_file():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.step_count = int(state["step"])
+        return True
+
+    def log(self, parts: StepLosses, seconds: float) -> None:
+        path = self.run_dir / LOSS_CSV
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(LOSS_FIELDS)
+            w.writerow([self.step_count, f"{parts.loss:.6f}", f"{parts.diffusion:.6f}", f"{parts.recon_gt:.6f}",
+                        f"{parts.recon_pred:.6f}", f"{parts.direct:.6f}", parts.feedback, f"{parts.sigma:.4f}",
+                        f"{self.lr_at(self.step_count - 1):.3g}", f"{seconds:.3f}"])
+
+
+def train(trainer: Trainer, steps: int, on_step=None, should_stop=lambda: False) -> int:
+    """Run until `steps` total steps (or should_stop()); checkpoint every N steps and at the end."""
+    t = trainer.cfg.train
+    main = trainer.rank == 0
+    while trainer.step_count < steps and not should_stop():
+        t0 = time.perf_counter()
+        parts = trainer.step()
+        dt = time.perf_counter() - t0
+        if main and trainer.step_count % t.log_every == 0:
+            trainer.log(parts, dt)
+        if main and trainer.step_count % t.checkpoint_every == 0:
+            trainer.save()
+        if on_step:
+            on_step(trainer.step_count, parts, dt)
+    if main:
+        trainer.save()
+    return trainer.step_count
