@@ -46,12 +46,14 @@ def shell_gaussians(n: int, seed: int = 0, radius: float = 0.35):
     return Gaussians(normal * radius, scales, quats, opac, normal * 0.5 + 0.5)
 
 
-def _gaussian_worker(n: int, views: int, size: int, backward: bool, repeats: int, tile: int) -> dict:
+def _gaussian_worker(n: int, views: int, size: int, backward: bool, repeats: int, tile: int, threads: int) -> dict:
     """Runs inside the subprocess: one case, returns its timings and memory."""
     import resource
 
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.render import render_gaussians
 
@@ -77,16 +79,16 @@ def _gaussian_worker(n: int, views: int, size: int, backward: bool, repeats: int
     }
 
 
-def bench_gaussians(quick: bool = False, tile: int = 4, repeats: int | None = None) -> list[dict]:
+def bench_gaussians(quick: bool = False, tile: int = 4, repeats: int | None = None, threads: int = 0) -> list[dict]:
     """Rows of {renderer, case, pass, seconds, peak RSS}, one fresh process per row."""
     rows = []
     for n, views, size in GAUSSIAN_CASES_QUICK if quick else GAUSSIAN_CASES:
         for backward in (False, True):
             spec = {"n": n, "views": views, "size": size, "backward": backward, "tile": tile,
-                    "repeats": repeats or (1 if quick else 3)}
+                    "repeats": repeats or (1 if quick else 3), "threads": threads}
             proc = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""},
+                capture_output=True, text=True, check=False, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": ""},
             )
             if proc.returncode != 0:
                 raise RuntimeError(f"bench_render.py: case {spec} failed:\n{proc.stderr[-2000:]}")
@@ -124,14 +126,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small cases, one timed run each")
     parser.add_argument("--tile", type=int, default=4, help="torch rasterizer tile side in pixels")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (best is kept)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per case (0: torch's default)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one case, print JSON
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
         print(json.dumps(_gaussian_worker(spec["n"], spec["views"], spec["size"], spec["backward"],
-                                          spec["repeats"], spec["tile"])))
+                                          spec["repeats"], spec["tile"], spec["threads"])))
         return
-    print_table(bench_gaussians(args.quick, args.tile, args.repeats))
+    print_table(bench_gaussians(args.quick, args.tile, args.repeats, args.threads))
 
 
 if __name__ == "__main__":

@@ -3,11 +3,12 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from o3dcli.geometry.cameras import Cameras, orbit_cameras
+from o3dcli.geometry.cameras import orbit_cameras
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.render import render_gaussians, select_backend
 
@@ -27,8 +28,7 @@ def _quat_z(angle):
 
 
 def _gaussians(means, scales, quats, opac, colors, dtype=torch.float64):
-    t = lambda x: torch.as_tensor(x, dtype=dtype)  # noqa: E731
-    return Gaussians(t(means), t(scales), t(quats), t(opac), t(colors))
+    return Gaussians(*(torch.as_tensor(x, dtype=dtype) for x in (means, scales, quats, opac, colors)))
 
 
 def _pixel_centres(w, h, dtype=torch.float64):
@@ -48,7 +48,8 @@ def test_single_gaussian_matches_analytic_2d_gaussian(scales, angle):
     flip = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
     p = flip @ mean + torch.tensor([0.0, 0.0, RADIUS], dtype=torch.float64)
     f = float(cam.fx[0])
-    jac = torch.tensor([[f / p[2], 0, -f * p[0] / p[2] ** 2], [0, f / p[2], -f * p[1] / p[2] ** 2]], dtype=torch.float64)
+    jac = torch.tensor([[f / p[2], 0, -f * p[0] / p[2] ** 2],
+                        [0, f / p[2], -f * p[1] / p[2] ** 2]], dtype=torch.float64)
     sigma = rot @ torch.diag(torch.tensor(scales, dtype=torch.float64) ** 2) @ rot.T
     cov2d = jac @ flip @ sigma @ flip.T @ jac.T + 0.3 * torch.eye(2, dtype=torch.float64)
     inv = torch.linalg.inv(cov2d)
@@ -125,7 +126,8 @@ def _dense_reference(g, cams, bg):
             x, y, z = p[k]
             if z <= 0.01:
                 continue
-            jac = torch.stack([torch.stack([fx / z, 0 * z, -fx * x / z**2]), torch.stack([0 * z, fy / z, -fy * y / z**2])])
+            jac = torch.stack([torch.stack([fx / z, 0 * z, -fx * x / z**2]),
+                               torch.stack([0 * z, fy / z, -fy * y / z**2])])
             cov = jac @ w2c[:3, :3] @ g.covariances()[k] @ w2c[:3, :3].T @ jac.T + 0.3 * torch.eye(2, dtype=p.dtype)
             inv = torch.linalg.inv(cov)
             du, dv = u - (fx * x / z + cx), v - (fy * y / z + cy)
@@ -133,7 +135,8 @@ def _dense_reference(g, cams, bg):
             alpha_all.append(torch.where(a >= 1 / 255, a.clamp(max=0.999), torch.zeros_like(a)))
             colour_all.append(g.colors[k])
             depth_all.append(float(z))
-        rgb, trans = torch.zeros(3, cams.height, cams.width, dtype=p.dtype), torch.ones(cams.height, cams.width, dtype=p.dtype)
+        rgb = torch.zeros(3, cams.height, cams.width, dtype=p.dtype)
+        trans = torch.ones(cams.height, cams.width, dtype=p.dtype)
         for k in sorted(range(len(depth_all)), key=depth_all.__getitem__):
             a = torch.where(trans * (1 - alpha_all[k]) > 1e-4, alpha_all[k], torch.zeros_like(trans))  # pixel done
             rgb = rgb + (trans * a) * colour_all[k][:, None, None]
@@ -194,12 +197,14 @@ def test_cpu_path_never_imports_gsplat():
         "from o3dcli.geometry.gaussians import Gaussians\n"
         "from o3dcli.geometry.cameras import orbit_cameras\n"
         "from o3dcli.render import render_gaussians\n"
-        "g = Gaussians(torch.zeros(1, 3), torch.full((1, 3), 0.3), torch.tensor([[1.0, 0, 0, 0]]), torch.ones(1), torch.ones(1, 3))\n"
+        "g = Gaussians(torch.zeros(1, 3), torch.full((1, 3), 0.3), torch.tensor([[1.0, 0, 0, 0]]),\n"
+        "              torch.ones(1), torch.ones(1, 3))\n"
         "out = render_gaussians(g, orbit_cameras(0, 0, size=8))\n"
         "assert out.alpha.max() > 0.9\n"
         "assert 'gsplat' not in sys.modules, 'gsplat was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": ".", "PATH": ""})
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=repo, env={"PYTHONPATH": str(repo), "PATH": ""})
 
 
 @pytest.mark.cuda
