@@ -27,11 +27,15 @@ app.add_typer(presets_app, name="presets")
 def _register_commands() -> None:
     # Command modules import only typer at module level; their work is imported lazily.
     from o3dcli.commands.data import app as data_app
+    from o3dcli.commands.eval import eval_cmd
+    from o3dcli.commands.mesh import mesh
     from o3dcli.commands.render import render
     from o3dcli.commands.train import train_cmd
 
     app.command("render")(render)
+    app.command("eval")(eval_cmd)
     app.command("train")(train_cmd)
+    app.command("mesh")(mesh)
     app.add_typer(data_app, name="data")
 
 
@@ -238,7 +242,9 @@ def presets_show(
 
 
 @app.command()
-def info():
+def info(
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Also build this preset's models on the meta device and print parameter counts per module."),
+):
     """Versions, device, rasterizer backend and available model weights."""
     from rich.table import Table
 
@@ -252,6 +258,22 @@ def info():
     for k, v in data.items():
         table.add_row(k, str(v))
     console.print(table)
+    if preset is not None:
+        from o3dcli.errors import ConfigError
+        from o3dcli.models.build import describe_parameters, describe_weights
+
+        cfg = _load_config(preset, None)
+        counts = describe_parameters(cfg)
+        ptable = Table(title=f"preset {preset}: parameters (built on the meta device)")
+        ptable.add_column("module")
+        ptable.add_column("parameters", justify="right")
+        for k, v in counts.items():
+            ptable.add_row(k, f"{v:,}")
+        console.print(ptable)
+        try:
+            console.print(f"weights: {describe_weights(cfg)}", soft_wrap=True)
+        except ConfigError as e:
+            console.print(f"weights: {e}", soft_wrap=True)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ PRESET_META_KEYS = ("description", "base")
 
 
 from o3dcli.errors import ConfigError  # noqa: E402  (re-exported: o3dcli.config.ConfigError)
+from o3dcli.mesh.config import MeshConfig  # noqa: E402
 from o3dcli.models.configs import DenoiserConfig, ModelConfig, ReconConfig  # noqa: E402
 
 
@@ -192,6 +193,8 @@ class Config:
     """The multi-view denoiser (UNet, camera MLPs, feedback adapters, image encoder)."""
     recon: ReconConfig = field(default_factory=ReconConfig.tiny)
     """The Gaussian reconstructor (U-Net with cross-view attention)."""
+    mesh: MeshConfig = field(default_factory=MeshConfig)
+    """Gaussians -> mesh, cleanup and decimation, UV unwrapping, texture bake, export."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Joint training (o3d train)."""
 

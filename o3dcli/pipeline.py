@@ -69,7 +69,7 @@ class Stage:
     version: int
     """Bump when the stage's output format or algorithm changes: old cache entries stop matching."""
     sections: tuple[str, ...]
-    """Config sections whose values go into the key."""
+    """Config sections ("mesh") or single fields ("mesh.target_faces") whose values go into the key."""
     run: Callable[[StageContext], dict[str, Any]]
     publish: dict[str, str] = field(default_factory=dict)
     """Files of the stage folder copied into the asset folder: {cache file: asset file}."""
@@ -183,6 +183,14 @@ def check_dtype(device: str, dtype: str) -> None:
         raise UserError(f"runtime.dtype={dtype} needs a CUDA device (device is {device}); use float32 on the CPU")
 
 
+def config_value(cfg: dict, dotted: str):
+    """cfg["a"]["b"] for "a.b" (a whole section for "a")."""
+    value = cfg
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
 class BatchRunner:
     def __init__(self, out_dir: Path, config: Config, stages: list[Stage], force: bool = False,
                  on_progress: Callable[[str, str], None] | None = None):
@@ -243,7 +251,7 @@ class BatchRunner:
         for stage in self.stages:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
-            key = stage_key(stage.name, stage.version, {s: cfg[s] for s in stage.sections}, dict(keys), input_hash)
+            key = stage_key(stage.name, stage.version, {s: config_value(cfg, s) for s in stage.sections}, dict(keys), input_hash)
             if self.force and stage.name not in res.cached:
                 ic.invalidate(stage.name)
             done = ic.lookup(stage.name, key)

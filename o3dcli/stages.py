@@ -115,9 +115,105 @@ DIFFUSION = Stage(
 )
 
 
+# -- meshing: Gaussians -> mesh -> simplified -> UV -> baked -> exported, each cached ---------
+
+MESH_FUSION_FIELDS = ("method", "fusion_views", "fusion_size", "fusion_fov_deg", "fusion_max_angle_deg", "resolution",
+                      "depth_trunc_voxels", "alpha_threshold", "opacity_smoothing", "bounds_quantile",
+                      "min_component_ratio", "max_hole_edges")
+MESH_SIMPLIFY_FIELDS = ("target_faces", "remesh", "remesh_edge_ratio")
+MESH_UV_FIELDS = ("texture_size", "uv_padding", "uv_chart_area")
+MESH_BAKE_FIELDS = ("texture_size", "bake_angle_power", "bake_depth_tolerance", "fusion_views", "fusion_size",
+                    "fusion_fov_deg", "fusion_max_angle_deg")
+MESH_EXPORT_FIELDS = ("formats",)
+
+
+def save_trimesh(path, mesh) -> None:
+    """A TriMesh as .npz (the cache's exchange format between mesh stages)."""
+    import numpy as np
+
+    arrays = {"vertices": mesh.vertices, "faces": mesh.faces, "material_color": mesh.material_color}
+    for k in ("uv", "texture", "vertex_colors"):
+        if getattr(mesh, k) is not None:
+            arrays[k] = getattr(mesh, k)
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_trimesh(path):
+    import numpy as np
+
+    from o3dcli.geometry.mesh import TriMesh
+
+    with np.load(path) as z:
+        return TriMesh(**{k: z[k] for k in z.files})
+
+
+def _gaussians(ctx: StageContext):
+    from o3dcli.io.ply import load_gaussians
+
+    return load_gaussians(ctx.upstream["diffusion"] / "gaussians.ply")
+
+
+def run_mesh_fusion(ctx: StageContext) -> dict:
+    """Gaussians -> closed surface (mesh.method: opacity field or TSDF), main components, small holes filled."""
+    from o3dcli.mesh.fusion import gaussians_to_mesh
+
+    mesh = gaussians_to_mesh(_gaussians(ctx), ctx.config.mesh)
+    save_trimesh(ctx.work_dir / "mesh.npz", mesh)
+    return {"faces": int(len(mesh.faces)), "vertices": int(len(mesh.vertices))}
+
+
+def run_mesh_simplify(ctx: StageContext) -> dict:
+    """Cleanup and quadric decimation to mesh.target_faces."""
+    from o3dcli.mesh.cleanup import simplify_mesh
+
+    mesh = simplify_mesh(load_trimesh(ctx.upstream["mesh_fusion"] / "mesh.npz"), ctx.config.mesh)
+    save_trimesh(ctx.work_dir / "mesh.npz", mesh)
+    return {"faces": int(len(mesh.faces))}
+
+
+def run_mesh_uv(ctx: StageContext) -> dict:
+    """UV atlas with xatlas."""
+    from o3dcli.mesh.uv import unwrap_uv
+
+    mesh = unwrap_uv(load_trimesh(ctx.upstream["mesh_simplify"] / "mesh.npz"), ctx.config.mesh)
+    save_trimesh(ctx.work_dir / "mesh.npz", mesh)
+    return {"vertices": int(len(mesh.vertices))}
+
+
+def run_mesh_bake(ctx: StageContext) -> dict:
+    """Base-colour texture baked from renders of the Gaussians."""
+    from o3dcli.mesh.bake import bake_texture
+
+    mesh = bake_texture(load_trimesh(ctx.upstream["mesh_uv"] / "mesh.npz"), _gaussians(ctx), ctx.config.mesh)
+    save_trimesh(ctx.work_dir / "mesh.npz", mesh)
+    return {"texture": list(mesh.texture.shape[:2]) if mesh.texture is not None else None}
+
+
+def run_export(ctx: StageContext) -> dict:
+    """model.glb (PBR base colour) and model.obj/.mtl/.png, as mesh.formats says."""
+    from o3dcli.io.export import export_mesh
+
+    mesh = load_trimesh(ctx.upstream["mesh_bake"] / "mesh.npz")
+    files = export_mesh(mesh, ctx.work_dir, "model", tuple(ctx.config.mesh.formats))
+    return {"files": [f.name for f in files]}
+
+
+def _mesh_fields(fields):
+    return tuple(f"mesh.{f}" for f in fields)
+
+
+MESH_FUSION = Stage("mesh_fusion", 1, _mesh_fields(MESH_FUSION_FIELDS), run_mesh_fusion)
+MESH_SIMPLIFY = Stage("mesh_simplify", 1, _mesh_fields(MESH_SIMPLIFY_FIELDS), run_mesh_simplify)
+MESH_UV = Stage("mesh_uv", 1, _mesh_fields(MESH_UV_FIELDS), run_mesh_uv)
+MESH_BAKE = Stage("mesh_bake", 1, _mesh_fields(MESH_BAKE_FIELDS), run_mesh_bake)
+EXPORT = Stage("export", 1, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
+               publish={f: f for f in ("model.glb", "model.obj", "model.mtl", "model.png")})
+
+
 def generate_stages(stop_after: str | None = None) -> list[Stage]:
     """The stages `o3d generate` runs, in order (up to and including `stop_after`)."""
-    stages = [PREPROCESS, DIFFUSION]
+    stages = [PREPROCESS, DIFFUSION, MESH_FUSION, MESH_SIMPLIFY, MESH_UV, MESH_BAKE, EXPORT]
     if stop_after is not None:
         names = [s.name for s in stages]
         if stop_after not in names:

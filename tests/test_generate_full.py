@@ -11,16 +11,22 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
+from gltf_validator import gltf_validator  # noqa: F401  (fixture)
 from o3dcli.cli import app
+from o3dcli.io.mesh import load_mesh
 from o3dcli.io.ply import load_gaussians
 
 SMALL = ["--set", "preprocess.size=16", "--no-progress"]
 
 
-def test_generate_writes_every_asset(good_images, tmp_path):
+MESH_SMALL = ["--set", "mesh.texture_size=256", "--set", "mesh.resolution=64", "--set", "mesh.fusion_views=8",
+              "--set", "mesh.fusion_size=64", "--set", "mesh.target_faces=2000"]
+
+
+def test_generate_writes_every_asset(good_images, tmp_path, gltf_validator):
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(out), "--steps", "2",
-                                   "--save-intermediate", *SMALL])
+                                   "--save-intermediate", *SMALL, *MESH_SMALL])
     assert res.exit_code == 0, res.output
     assert "seeded random init" in res.output  # said plainly while no weights are shipped
     a = out / "apple"
@@ -34,6 +40,24 @@ def test_generate_writes_every_asset(good_images, tmp_path):
     assert Image.open(a / "intermediate" / "step_000.png").size == (8 * 16, 3 * 16)  # views, RGB map, CCM map
     rep = json.loads((out / "o3d-report.json").read_text())["items"][0]
     assert rep["stages"]["diffusion"]["steps_run"] == 2 and rep["stages"]["diffusion"]["num_gaussians"] == 1024
+    # the textured mesh: decimated to the target, UV-mapped, baked, valid glTF; the OBJ says the same
+    glb, obj = load_mesh(a / "model.glb"), load_mesh(a / "model.obj")
+    assert 0 < len(glb.faces) <= 2000 and glb.has_texture and glb.texture.shape[:2] == (256, 256)
+    assert len(obj.faces) == len(glb.faces) and (a / "model.png").is_file()
+    report = gltf_validator(a / "model.glb")
+    assert report["errors"] == 0 and report["warnings"] == 0, report
+    assert set(rep["timings"]) == {"preprocess", "diffusion", "mesh_fusion", "mesh_simplify", "mesh_uv", "mesh_bake", "export"}
+
+
+def test_changing_a_mesh_setting_reuses_the_diffusion(good_images, tmp_path):
+    out = tmp_path / "out"
+    args = ["generate", str(good_images / "apple.png"), "-o", str(out), "--steps", "1", *SMALL, *MESH_SMALL]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    res = CliRunner().invoke(app, args[:-2] + ["--set", "mesh.target_faces=1000"])  # was the last override
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "o3d-report.json").read_text())["items"][0]
+    assert rep["cached"] == ["preprocess", "diffusion", "mesh_fusion"]  # only simplify and later re-ran
+    assert len(load_mesh(out / "apple" / "model.glb").faces) <= 1000
 
 
 def torch_all_finite(t) -> bool:

@@ -1,0 +1,138 @@
+"""`o3d eval`: score generated (or any tool's) 3D assets against ground truth with one documented protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _split(text: Optional[str]) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    base, n = name, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return name
+
+
+def eval_cmd(
+    benchmark: str = typer.Option("synthetic", "--benchmark", "-b", help="gso (a Google Scanned Objects folder), synthetic (procedural objects, seeds 1,000,000+; nothing to download) or folder (any folder of GLB/OBJ/PLY meshes)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder (gso and folder benchmarks)."),
+    objects: Optional[str] = typer.Option(None, "--objects", help="Comma-separated object names to evaluate (default: all, in sorted order; synthetic: the first 10)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N objects."),
+    predictions: Optional[str] = typer.Option(None, "--predictions", help="Score assets already in DIR (DIR/<object>/model.glb|model.obj|gaussians.ply or DIR/<object>.glb|.obj|.ply) instead of generating; comma-separated DIRs are compared side by side."),
+    preset: str = typer.Option("tiny", "--preset", "-p", help="Preset (or YAML file) to generate with."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field of generation, e.g. --set diffusion.steps=10 (repeatable).", metavar="SECTION.KEY=VALUE"),
+    variants: Optional[str] = typer.Option(None, "--variants", help="Comma-separated presets / YAML files (e.g. two checkpoints) to generate with and compare; each gets its own assets folder."),
+    lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="Local LPIPS-VGG weights: torchvision vgg16 features + LPIPS lin0..4 heads, one file or two comma-separated. Without it LPIPS is n/a."),
+    align: str = typer.Option("none", "--align", help="none (score in the protocol's camera frame), box (move the prediction's bounding box to the unit box, as the ground truth's) or icp (box, then ICP with scale onto the ground truth)."),
+    views: Optional[int] = typer.Option(None, "--views", min=1, help="Score N views at elevation 0, azimuths 360*i/N (default: the 8 generation cameras, azimuths 0..337.5)."),
+    size: int = typer.Option(256, "--size", min=16, help="Side in pixels of the input view and the scored views."),
+    points: int = typer.Option(100_000, "--points", min=100, help="Surface points sampled per mesh for Chamfer, F-score and normal consistency."),
+    mesh_shading: str = typer.Option("lambert", "--mesh-shading", help="How predicted meshes are rendered: lambert (colours are albedo, like the ground truth) or unlit (colours already hold lighting)."),
+    output: Path = typer.Option(Path("o3d-eval"), "--output", "-o", help="Output folder: inputs/, assets/, renders/, eval.json, eval.csv, eval.md."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Generation seed (shortcut for --set runtime.seed=N)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed objects."),
+):
+    """Evaluate image-to-3D results: image metrics (PSNR, SSIM, LPIPS, mask IoU) and geometry metrics (Chamfer, F-score, volume IoU, normal consistency) under one fixed protocol (docs/eval-protocol.md).
+
+    Without --predictions, each object's input view is rendered to OUTPUT/inputs/ and o3d generate runs on it (cached: a re-run only scores). Exit code: 0 = every object scored, 1 = some failed, 2 = usage error.
+    """
+    from rich.markup import escape
+
+    from o3dcli.console import console, setup_logging
+
+    setup_logging(verbose)
+
+    def usage(message: str) -> typer.Exit:
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+        return typer.Exit(EXIT_USAGE)
+
+    from o3dcli.eval.benchmarks import BENCHMARKS, BenchmarkError, benchmark_objects
+    from o3dcli.eval.protocol import EvalProtocol
+
+    if benchmark not in BENCHMARKS:
+        raise usage(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got '{benchmark}'")
+    if align not in ("none", "box", "icp"):
+        raise usage(f"--align must be none, box or icp, got '{align}'")
+    if mesh_shading not in ("lambert", "unlit"):
+        raise usage(f"--mesh-shading must be lambert or unlit, got '{mesh_shading}'")
+    if predictions and variants:
+        raise usage("--predictions scores existing assets and --variants generates new ones: give one of them")
+    try:
+        objs = benchmark_objects(benchmark, data, _split(objects) or None, limit)
+    except BenchmarkError as e:
+        raise usage(str(e)) from None
+    protocol = EvalProtocol(size=size, surface_points=points, align=align, mesh_shading=mesh_shading)
+    if views is not None:
+        protocol = protocol.with_views(views)
+
+    from o3dcli.eval.runner import EvalUsageError, Variant, run_eval
+
+    chosen: list[Variant] = []
+    taken: set[str] = set()
+    if predictions:
+        for d in _split(predictions):
+            p = Path(d)
+            if not p.is_dir():
+                raise usage(f"--predictions {p}: not a folder")
+            chosen.append(Variant(_unique(p.resolve().name, taken), source=str(p), predictions=p))
+    else:
+        from o3dcli.config import ConfigError, load_config
+
+        extra = [f"runtime.seed={seed}"] if seed is not None else []
+        for ref in _split(variants) or [preset]:
+            try:
+                cfg = load_config(ref, list(sets or []) + extra)
+            except ConfigError as e:
+                raise usage(str(e)) from None
+            chosen.append(Variant(_unique(Path(ref).stem, taken), config=cfg, source=ref))
+
+    lpips_model = None
+    if lpips_weights:
+        from o3dcli.eval.lpips import LpipsWeightsError, load_lpips
+
+        try:
+            lpips_model = load_lpips(_split(lpips_weights))
+        except LpipsWeightsError as e:
+            raise usage(str(e)) from None
+
+    def on_result(r) -> None:
+        if r.status == "failed":
+            console.print(f"[red]✗ {escape(r.object)}[/red] ({escape(r.variant)}): {escape(r.error or '')}", soft_wrap=True)
+            if verbose and r.traceback:
+                console.print(escape(r.traceback))
+
+    console.print(f"o3d eval: {len(objs)} object(s) of benchmark {benchmark}, {len(chosen)} variant(s) "
+                  f"({', '.join(escape(v.name) for v in chosen)}) -> {escape(str(output))}")
+    try:
+        run = run_eval(benchmark, data, objs, chosen, protocol, output, lpips_model, lpips_weights,
+                       show_progress=not no_progress, on_result=on_result)
+    except EvalUsageError as e:
+        raise usage(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]: generated stages are cached; run the same command again to resume.")
+        raise typer.Exit(130) from None
+
+    from o3dcli.eval.report import comparison_table, object_table, write_reports
+
+    paths = write_reports(run, output)
+    for v in run.variants:
+        console.print(object_table(run, v))
+    if len(run.variants) > 1:
+        console.print(comparison_table(run))
+    if lpips_model is None:
+        console.print("LPIPS: n/a (give --lpips-weights to compute it)")
+    n_failed = sum(r.status != "ok" for r in run.results)
+    console.print(f"{len(run.results) - n_failed}/{len(run.results)} scored; report: "
+                  + ", ".join(escape(str(p)) for p in paths), soft_wrap=True)
+    raise typer.Exit(EXIT_OK if run.ok else EXIT_SOME_FAILED)

@@ -1,0 +1,123 @@
+"""`o3d mesh`: Gaussians or meshes -> decimated, UV-textured GLB / OBJ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
+    """The resolved full config and its mesh section, with the command-line shortcuts applied."""
+    import dataclasses
+
+    from o3dcli.config import load_config
+    from o3dcli.mesh.config import MeshConfig
+
+    cfg = load_config(preset, sets)
+    mesh_cfg = getattr(cfg, "mesh", None) or MeshConfig()
+    changes = {}
+    if decimate is not None:
+        changes["target_faces"] = decimate
+    if texture_size is not None:
+        changes["texture_size"] = texture_size
+    if formats is not None:
+        changes["formats"] = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
+    mesh_cfg = dataclasses.replace(mesh_cfg, **changes)
+    mesh_cfg.check()
+    if hasattr(cfg, "mesh"):
+        cfg.mesh = mesh_cfg
+    return cfg, mesh_cfg
+
+
+def _source(path: Path) -> Path:
+    """What to mesh for an input: an o3d asset folder's gaussians.ply (re-meshed from the
+    Gaussians, not from the folder's previous mesh), else the path itself."""
+    if path.is_dir() and (path / "gaussians.ply").is_file():
+        return path / "gaussians.ply"
+    return path
+
+
+def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg) -> list[Path]:
+    """Mesh one input into out_dir. Returns the files written; raises with a message naming the file."""
+    import dataclasses
+
+    import yaml
+
+    from o3dcli.cache import atomic_write_text
+    from o3dcli.config import dump_config, to_plain
+    from o3dcli.geometry.gaussians import Gaussians
+    from o3dcli.io.assets import load_asset
+    from o3dcli.io.export import export_mesh
+    from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
+
+    src = _source(path)
+    asset = load_asset(src)
+    if isinstance(asset, Gaussians):
+        if len(asset) == 0:
+            raise ValueError(f"{src}: the PLY holds no Gaussians")
+        mesh = mesh_from_gaussians(asset, mesh_cfg)
+    else:
+        mesh = remesh_mesh(asset, mesh_cfg)
+    written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats)
+    text = dump_config(cfg) if hasattr(cfg, "mesh") else yaml.safe_dump(
+        {"mesh": to_plain(dataclasses.asdict(mesh_cfg))}, sort_keys=False)
+    atomic_write_text(out_dir / "config.yaml", text)
+    return written + [out_dir / "config.yaml"]
+
+
+def mesh(
+    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY).", show_default=False),
+    decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N)."),
+    texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S)."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj (default: both)."),
+    output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", help="Output folder: one sub-folder per input."),
+    preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed inputs."),
+):
+    """Turn Gaussians or meshes into decimated, UV-textured meshes.
+
+    Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned,
+    decimated, unwrapped and baked; meshes are decimated keeping their texture.
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) and config.yaml.
+    Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error.
+    """
+    import traceback
+
+    from rich.markup import escape
+
+    from o3dcli.config import ConfigError
+    from o3dcli.console import console
+    from o3dcli.pipeline import safe_name
+
+    try:
+        cfg, mesh_cfg = _mesh_config(preset, list(sets or []), decimate, texture_size, formats)
+    except ConfigError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE)
+    output.mkdir(parents=True, exist_ok=True)
+    failed, used = 0, set()
+    for path in inputs:
+        name = safe_name(path.stem if path.is_file() else path.resolve().name)
+        base, n = name, 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        try:
+            written = mesh_one(path, output / name, mesh_cfg, cfg)
+            console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
+                          + f" (+{len(written) - 1} files)", soft_wrap=True)
+        except Exception as e:  # one bad input never stops the others
+            failed += 1
+            message = str(e) or type(e).__name__
+            if str(path) not in message:
+                message = f"{path}: {message}"
+            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(message)}", highlight=False, soft_wrap=True)
+            if verbose:
+                console.print(escape(traceback.format_exc()))
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)

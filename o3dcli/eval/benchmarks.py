@@ -1,0 +1,170 @@
+"""Benchmarks: the ground-truth objects of an evaluation, and where each one's prediction is.
+
+- ``gso``: a folder in the official Google Scanned Objects layout, one folder per
+  object with ``meshes/model.obj`` (+ ``materials/textures/texture.png``, which may
+  be missing: the object is then scored on geometry and silhouettes only). Meshes
+  are Z-up there and loaded into o3d's +Y-up world (``load_mesh(up="auto")``).
+  Folders without ``meshes/model.obj`` are not objects and are skipped.
+- ``synthetic``: procedural objects (``o3dcli.synth.make_object``) from seeds
+  1,000,000 + i, a range the training data (seeds 0..999,999) and the shipped
+  examples (2,000,000+) never use; made on the fly, nothing to download.
+- ``folder``: every GLB/glTF/OBJ/PLY file at the top of a folder.
+
+Objects are in sorted name order (synthetic: seed order); ``limit`` keeps the first N.
+Every ground-truth mesh is normalised to the unit box before use.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from o3dcli.geometry.mesh import TriMesh
+
+BENCHMARKS = ("gso", "synthetic", "folder")
+SYNTHETIC_FIRST_SEED = 1_000_000
+SYNTHETIC_LAST_SEED = 1_999_999
+SYNTHETIC_DEFAULT_COUNT = 10
+PREDICTION_FILES = ("model.glb", "model.obj", "gaussians.ply")
+"""Files looked for in an o3d asset folder ``DIR/<object>/``, in order of preference."""
+PREDICTION_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
+"""Any tool's ``DIR/<object><suffix>``, in order of preference."""
+
+
+class BenchmarkError(ValueError):
+    """A benchmark cannot be set up (missing folder, unknown object); a usage error."""
+
+
+@dataclass(frozen=True)
+class BenchmarkObject:
+    name: str
+    source: str
+    """Where the ground truth comes from: a path, or "synthetic seed N"."""
+    loader: Callable[[], TriMesh]
+    appearance: bool = True
+    """False when the object has no real colour (image metrics other than mask IoU are n/a)."""
+    seed: int | None = None
+
+    def load(self) -> TriMesh:
+        """The ground-truth mesh in the unit box."""
+        return self.loader().normalized()
+
+
+def _select(objects: list[BenchmarkObject], names: list[str] | None, limit: int | None, where: str) -> list[BenchmarkObject]:
+    if names:
+        by_name = {o.name: o for o in objects}
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(by_name), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise BenchmarkError(f"{where}: no object named {', '.join(unknown)}{hint}")
+        objects = [by_name[n] for n in dict.fromkeys(names)]
+    if limit is not None:
+        objects = objects[:limit]
+    if not objects:
+        raise BenchmarkError(f"{where}: no objects to evaluate")
+    return objects
+
+
+def _need_folder(data: Path | None, benchmark: str) -> Path:
+    if data is None:
+        raise BenchmarkError(f"--benchmark {benchmark} needs --data PATH (the folder of objects)")
+    data = Path(data)
+    if not data.is_dir():
+        raise BenchmarkError(f"--data {data}: not a folder")
+    return data
+
+
+def gso_objects(data: Path | None, names: list[str] | None = None, limit: int | None = None) -> list[BenchmarkObject]:
+    from o3dcli.io.mesh import load_mesh
+
+    root = _need_folder(data, "gso")
+    objects = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / "meshes" / "model.obj").is_file()):
+        textured = (d / "materials" / "textures" / "texture.png").is_file()
+        objects.append(BenchmarkObject(d.name, str(d), lambda d=d: load_mesh(d, up="auto"), appearance=textured))
+    return _select(objects, names, limit, f"GSO folder {root}")
+
+
+def synthetic_objects(names: list[str] | None = None, limit: int | None = None) -> list[BenchmarkObject]:
+    """Objects from seeds 1,000,000 + i; names are ``synth_<seed>`` (o3dcli.synth.object_id)."""
+    from o3dcli.synth.dataset import object_id
+
+    def make(seed: int) -> BenchmarkObject:
+        def load(seed=seed) -> TriMesh:
+            from o3dcli.synth.objects import make_object
+
+            return make_object(seed)[0]
+
+        return BenchmarkObject(object_id(seed), f"synthetic seed {seed}", load, seed=seed)
+
+    if names:
+        seeds = []
+        for n in names:
+            digits = n.removeprefix("synth_")
+            seed = int(digits) if digits.isdigit() else -1
+            if not SYNTHETIC_FIRST_SEED <= seed <= SYNTHETIC_LAST_SEED:
+                raise BenchmarkError(f"synthetic benchmark: '{n}' is not an object of it "
+                                     f"(names are {object_id(SYNTHETIC_FIRST_SEED)} .. {object_id(SYNTHETIC_LAST_SEED)})")
+            seeds.append(seed)
+        return _select([make(s) for s in dict.fromkeys(seeds)], None, limit, "synthetic benchmark")
+    count = SYNTHETIC_DEFAULT_COUNT if limit is None else limit
+    return _select([make(SYNTHETIC_FIRST_SEED + i) for i in range(count)], None, None, "synthetic benchmark")
+
+
+def folder_objects(data: Path | None, names: list[str] | None = None, limit: int | None = None) -> list[BenchmarkObject]:
+    from o3dcli.io.mesh import load_mesh
+    from o3dcli.pipeline import safe_name
+
+    root = _need_folder(data, "folder")
+    objects, taken = [], set()
+    for f in sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES):
+        name, base, n = safe_name(f.stem), safe_name(f.stem), 1
+        while name in taken:  # chair.obj and chair.glb
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        objects.append(BenchmarkObject(name, str(f), lambda f=f: load_mesh(f, up="y")))
+    return _select(objects, names, limit, f"mesh folder {root}")
+
+
+def benchmark_objects(benchmark: str, data: Path | None = None, names: list[str] | None = None,
+                      limit: int | None = None) -> list[BenchmarkObject]:
+    """The benchmark's objects, in its fixed order. Raises BenchmarkError for a usage problem."""
+    if benchmark == "gso":
+        return gso_objects(data, names, limit)
+    if benchmark == "synthetic":
+        return synthetic_objects(names, limit)
+    if benchmark == "folder":
+        return folder_objects(data, names, limit)
+    raise BenchmarkError(f"unknown benchmark '{benchmark}' (choose {', '.join(BENCHMARKS)})")
+
+
+def find_prediction(pred_dir: Path, name: str) -> Path:
+    """The prediction of object ``name`` in ``pred_dir``: an o3d asset folder ``<name>/`` (model.glb,
+    model.obj or gaussians.ply), a GSO-layout folder ``<name>/meshes/model.obj``, a folder with a
+    single mesh file, or any tool's ``<name>.glb|.gltf|.obj|.ply``. FileNotFoundError names what was tried."""
+    folder = Path(pred_dir) / name
+    if folder.is_dir():
+        for f in PREDICTION_FILES:
+            if (folder / f).is_file():
+                return folder / f
+        if (folder / "meshes" / "model.obj").is_file():
+            return folder
+        meshes = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES]
+        if len(meshes) == 1:
+            return meshes[0]
+    for suffix in PREDICTION_SUFFIXES:
+        if (Path(pred_dir) / f"{name}{suffix}").is_file():
+            return Path(pred_dir) / f"{name}{suffix}"
+    raise FileNotFoundError(f"no prediction for '{name}' in {pred_dir} (looked for {name}/{{{','.join(PREDICTION_FILES)}}}, "
+                            f"{name}/meshes/model.obj and {name}{{{','.join(PREDICTION_SUFFIXES)}}})")
+
+
+def load_prediction(path: Path):
+    """Gaussians (a 3DGS PLY) or a TriMesh (anything else; GSO folders are turned Y-up)."""
+    from o3dcli.io.assets import load_asset
+
+    return load_asset(Path(path))

@@ -1,0 +1,234 @@
+"""The evaluation report: eval.json (everything), eval.csv (one row per object and variant, plus
+means), eval.md (readable tables with the protocol), and rich tables for the terminal.
+
+Means are over the objects scored successfully, per metric, ignoring n/a values;
+a perfect PSNR (identical renders) is infinite and written as the string "inf" in
+JSON, so the file stays standard JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from o3dcli.eval.protocol import higher_is_better
+from o3dcli.eval.runner import EvalRun, Variant
+
+REPORT_FORMAT = "o3d-eval"
+REPORT_VERSION = 1
+DOC = "docs/eval-protocol.md"
+
+
+def versions() -> dict[str, str]:
+    from o3dcli import __version__
+    from o3dcli.sysinfo import library_version
+
+    out = {"o3dcli": __version__, "python": platform.python_version()}
+    for lib in ("torch", "numpy", "scipy", "open3d", "trimesh"):
+        out[lib] = library_version(lib)
+    return out
+
+
+def variant_summary(run: EvalRun, v: Variant) -> dict:
+    """Mean of every metric over the variant's successful objects, counts and mean timings."""
+    rows = [r for r in run.results if r.variant == v.name]
+    ok = [r for r in rows if r.status == "ok"]
+    mean = {}
+    for key in run.protocol.metric_keys():
+        vals = [r.metrics[key] for r in ok if r.metrics.get(key) is not None]
+        mean[key] = sum(vals) / len(vals) if vals else None
+
+    def avg(vals):
+        vals = [x for x in vals if x is not None]
+        return round(sum(vals) / len(vals), 3) if vals else None
+
+    return {"mean": mean, "objects_ok": len(ok), "objects_failed": len(rows) - len(ok),
+            "gen_seconds_mean": avg(r.gen_seconds for r in rows), "eval_seconds_mean": avg(r.eval_seconds for r in ok)}
+
+
+def _jsonable(x):
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def to_json(run: EvalRun) -> dict:
+    return _jsonable({
+        "format": REPORT_FORMAT, "version": REPORT_VERSION,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.started)), "seconds": run.seconds,
+        "benchmark": {"name": run.benchmark, "data": run.data,
+                      "objects": [{"name": o.name, "source": o.source, "seed": o.seed, "appearance": o.appearance}
+                                  for o in run.objects]},
+        "protocol": {**run.protocol.to_json(), "document": DOC},
+        "lpips_weights": run.lpips,
+        "versions": versions(),
+        "variants": [{"name": v.name, "source": v.source, "assets": str(v.assets_dir or v.predictions or ""),
+                      "meta": v.meta, **variant_summary(run, v)} for v in run.variants],
+        "results": [asdict(r) for r in run.results],
+    })
+
+
+def fmt(key: str, value) -> str:
+    """A metric for people: n/a, inf, or rounded to what its scale needs."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if key.startswith("psnr"):
+        return f"{value:.2f}"
+    if key.startswith("chamfer"):
+        return f"{value:.5f}"
+    if key.endswith("seconds"):
+        return f"{value:.2f}"
+    return f"{value:.4f}"
+
+
+def header(key: str) -> str:
+    return f"{key} {'↑' if higher_is_better(key) else '↓'}"
+
+
+def to_csv(run: EvalRun) -> str:
+    keys = run.protocol.metric_keys()
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["variant", "object", "status", "kind", *keys, "gen_seconds", "gen_cached", "eval_seconds",
+                "align_scale", "error"])
+    for v in run.variants:
+        for r in (r for r in run.results if r.variant == v.name):
+            scale = r.alignment["scale"] if r.alignment else ""
+            w.writerow([v.name, r.object, r.status, r.kind or "", *(fmt(k, r.metrics.get(k)) for k in keys),
+                        fmt("seconds", r.gen_seconds), "" if r.gen_cached is None else r.gen_cached,
+                        fmt("seconds", r.eval_seconds), scale, r.error or ""])
+        s = variant_summary(run, v)
+        w.writerow([v.name, "MEAN", f"{s['objects_ok']} ok, {s['objects_failed']} failed", "",
+                    *(fmt(k, s["mean"][k]) for k in keys), fmt("seconds", s["gen_seconds_mean"]), "",
+                    fmt("seconds", s["eval_seconds_mean"]), "", ""])
+    return buf.getvalue()
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(run: EvalRun) -> str:
+    p = run.protocol
+    keys = p.metric_keys()
+    out = [f"# o3d eval: {run.benchmark}", "",
+           f"{len(run.objects)} object(s), {len(run.variants)} variant(s), {run.seconds:.1f} s. "
+           f"Protocol {p.version} ({DOC}): {len(p.azimuths)} views at elevation(s) "
+           f"{sorted(set(p.elevations))}, azimuths {list(p.azimuths)}, radius {p.radius}, fov {p.fov_deg} deg, "
+           f"{p.size} px, GT {p.shading} shading, predicted meshes {p.mesh_shading}; {p.surface_points} surface "
+           f"points (seed {p.sample_seed}); volume IoU at {p.iou_resolution}^3; alignment: {p.align}; "
+           f"LPIPS: {'VGG, ' + run.lpips if run.lpips else 'n/a (no --lpips-weights)'}.", ""]
+    if len(run.variants) > 1:
+        rows = [[v.name, *(fmt(k, variant_summary(run, v)["mean"][k]) for k in keys)] for v in run.variants]
+        out += ["## Means by variant", "", _md_table(["variant", *map(header, keys)], rows), ""]
+    for v in run.variants:
+        s = variant_summary(run, v)
+        meta = ", ".join(f"{k} {val}" for k, val in v.meta.items())
+        out += [f"## {v.name}", "", f"Source: `{v.source}`" + (f"; {meta}" if meta else "") +
+                f". {s['objects_ok']} ok, {s['objects_failed']} failed; mean seconds per object: generation "
+                f"{fmt('seconds', s['gen_seconds_mean'])}, scoring {fmt('seconds', s['eval_seconds_mean'])}.", ""]
+        rows = []
+        for r in (r for r in run.results if r.variant == v.name):
+            rows.append([r.object, r.status, r.kind or "", *(fmt(k, r.metrics.get(k)) for k in keys),
+                         fmt("seconds", r.gen_seconds), (r.error or "")[:120]])
+        rows.append(["**mean**", "", "", *(fmt(k, s["mean"][k]) for k in keys), fmt("seconds", s["gen_seconds_mean"]), ""])
+        out += [_md_table(["object", "status", "kind", *map(header, keys), "gen s", "error"], rows), ""]
+    out += ["## Versions", "", ", ".join(f"{k} {val}" for k, val in versions().items()), ""]
+    return "\n".join(out)
+
+
+def write_reports(run: EvalRun, out: Path) -> list[Path]:
+    """eval.json, eval.csv and eval.md in ``out`` (written atomically)."""
+    from o3dcli.cache import atomic_write_text
+
+    out = Path(out)
+    paths = [out / "eval.json", out / "eval.csv", out / "eval.md"]
+    atomic_write_text(paths[0], json.dumps(to_json(run), indent=1, allow_nan=False))
+    atomic_write_text(paths[1], to_csv(run))
+    atomic_write_text(paths[2], to_markdown(run))
+    return paths
+
+
+TABLE_KEYS = ("psnr", "ssim", "lpips", "mask_iou", "chamfer", "volume_iou", "normal_consistency")
+SHORT = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "mask_iou": "mIoU", "chamfer": "CD", "volume_iou": "vIoU",
+         "normal_consistency": "NC"}
+
+
+def _table_keys(run: EvalRun) -> list[str]:
+    """The terminal's subset of the metrics (the files hold all): the middle F-score threshold
+    only, and no column that is n/a everywhere (e.g. LPIPS without weights)."""
+    f = [k for k in run.protocol.metric_keys() if k.startswith("fscore@")]
+    keys = list(TABLE_KEYS)
+    keys = keys[:5] + f[len(f) // 2:len(f) // 2 + 1] + keys[5:]
+    return [k for k in keys if any(r.metrics.get(k) is not None for r in run.results)] or keys
+
+
+def _new_table(run: EvalRun, title: str, first: str, names: list[str], show_gen: bool):
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    t.add_column(first, overflow="fold", min_width=min(24, max(map(len, names + [first]))))
+    for k in _table_keys(run):
+        name = SHORT.get(k, k.replace("fscore", "F"))
+        t.add_column(f"{name}{'↑' if higher_is_better(k) else '↓'}", justify="right", no_wrap=True)
+    if show_gen:
+        t.add_column("gen s", justify="right", no_wrap=True)
+    return t
+
+
+def _cells(run: EvalRun, values: dict) -> list[str]:
+    return [fmt(k, values.get(k)) if k != "chamfer" or values.get(k) is None else f"{values[k]:.4f}"
+            for k in _table_keys(run)]
+
+
+def object_table(run: EvalRun, v: Variant):
+    """A rich table: one row per object and the mean (the terminal's subset of the metrics)."""
+    from rich.markup import escape
+
+    show_gen = v.config is not None
+    rows = [r for r in run.results if r.variant == v.name]
+    t = _new_table(run, f"o3d eval: {escape(run.benchmark)} / {escape(v.name)}", "object",
+                   [r.object for r in rows], show_gen)
+    n = len(_table_keys(run))
+    for r in rows:
+        gen = [fmt("seconds", r.gen_seconds)] if show_gen else []
+        if r.status == "ok":
+            t.add_row(escape(r.object), *_cells(run, r.metrics), *gen)
+        else:  # the error itself was printed when it happened and is in the report files
+            t.add_row(escape(r.object), "[red]failed[/red]", *[""] * (n - 1), *gen)
+    s = variant_summary(run, v)
+    gen = [fmt("seconds", s["gen_seconds_mean"])] if show_gen else []
+    t.add_section()
+    t.add_row("[bold]mean[/bold]", *_cells(run, s["mean"]), *gen)
+    return t
+
+
+def comparison_table(run: EvalRun):
+    """Variants side by side (means)."""
+    from rich.markup import escape
+
+    show_gen = any(v.config is not None for v in run.variants)
+    t = _new_table(run, "o3d eval: variants (means)", "variant", [v.name for v in run.variants], show_gen)
+    t.add_column("ok", justify="right", no_wrap=True)
+    for v in run.variants:
+        s = variant_summary(run, v)
+        gen = [fmt("seconds", s["gen_seconds_mean"])] if show_gen else []
+        t.add_row(escape(v.name), *_cells(run, s["mean"]), *gen, f"{s['objects_ok']}/{s['objects_ok'] + s['objects_failed']}")
+    return t

@@ -1,0 +1,230 @@
+"""Running an evaluation: render the inputs, generate (or find) each variant's assets, score them.
+
+Layout of the output folder OUT:
+    inputs/<object>.png            the input view of each object (only when generating)
+    assets/[<variant>/]<object>/   generated assets (o3d generate's layout; its cache in .o3d/)
+    renders/<variant>/<object>.png ground truth (top row) and prediction (bottom row) at the scored views
+    eval.json, eval.csv, eval.md   the report (o3dcli.eval.report)
+One object's failure (a GT that does not load, a generation or a scoring error)
+is recorded and the run goes on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from o3dcli.eval.benchmarks import BenchmarkObject, find_prediction, load_prediction
+from o3dcli.eval.protocol import EvalProtocol, prepare_reference, render_input_view, score_prediction
+
+
+class EvalUsageError(ValueError):
+    """A problem with the settings found before any work was done (exit code 2)."""
+
+
+@dataclass
+class Variant:
+    """One column of the comparison: a generation config, or a folder of existing predictions."""
+
+    name: str
+    config: object | None = None
+    """o3dcli.config.Config to generate with, or None when scoring ``predictions``."""
+    source: str = ""
+    """The preset / YAML file, or the predictions folder (for the report)."""
+    predictions: Path | None = None
+    assets_dir: Path | None = None
+    meta: dict = field(default_factory=dict)
+    """Seed, model weights, ... (for the report)."""
+
+
+@dataclass
+class ObjectResult:
+    object: str
+    variant: str
+    status: str = "pending"  # ok | failed
+    error: str | None = None
+    traceback: str | None = None
+    metrics: dict = field(default_factory=dict)
+    asset: str | None = None
+    kind: str | None = None
+    alignment: dict | None = None
+    gen_seconds: float | None = None
+    gen_cached: bool | None = None
+    eval_seconds: float | None = None
+
+
+@dataclass
+class EvalRun:
+    benchmark: str
+    data: str | None
+    protocol: EvalProtocol
+    objects: list[BenchmarkObject]
+    variants: list[Variant]
+    results: list[ObjectResult]
+    lpips: str | None
+    started: float
+    seconds: float = 0.0
+
+    def result(self, obj: str, variant: str) -> ObjectResult:
+        return next(r for r in self.results if r.object == obj and r.variant == variant)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == "ok" for r in self.results)
+
+
+def _error_text(e: Exception) -> str:
+    return str(e) if isinstance(e, (ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}"
+
+
+def _fail(r: ObjectResult, e: Exception, with_traceback: bool = True) -> None:
+    r.status, r.error = "failed", _error_text(e)
+    if with_traceback and not isinstance(e, (FileNotFoundError,)):
+        r.traceback = traceback.format_exc()
+
+
+def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
+    """BatchRunners of the generating variants, built before any work (a bad device or setting
+    is a usage error). Each variant writes into OUT/assets/ (one variant) or OUT/assets/<name>/."""
+    from o3dcli.pipeline import BatchRunner, UserError
+    from o3dcli.stages import generate_stages
+
+    runners = {}
+    generating = [v for v in variants if v.config is not None]
+    for v in generating:
+        v.assets_dir = out / "assets" if len(generating) == 1 else out / "assets" / v.name
+        v.assets_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            runners[v.name] = BatchRunner(v.assets_dir, v.config, generate_stages())
+        except (UserError, ValueError) as e:
+            raise EvalUsageError(f"variant {v.name}: {e}") from None
+        v.meta["seed"] = v.config.runtime.seed
+    return runners
+
+
+def write_inputs(objects: list[BenchmarkObject], protocol: EvalProtocol, out: Path,
+                 results: dict[tuple[str, str], ObjectResult], variants: list[Variant]) -> dict[str, Path]:
+    """Render each object's input view to OUT/inputs/<object>.png (rewritten only when its bytes
+    change, so generate's cache keys stay the same on a re-run)."""
+    import io
+
+    from PIL import Image
+
+    from o3dcli.cache import atomic_write_bytes
+
+    (out / "inputs").mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for obj in objects:
+        try:
+            rgba = render_input_view(obj.load(), protocol)
+            buf = io.BytesIO()
+            Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+            path = out / "inputs" / f"{obj.name}.png"
+            if not (path.is_file() and path.read_bytes() == buf.getvalue()):
+                atomic_write_bytes(path, buf.getvalue())
+            paths[obj.name] = path
+        except Exception as e:  # a GT that does not load fails this object for every variant
+            for v in variants:
+                if v.config is not None:
+                    _fail(results[obj.name, v.name], e)
+    return paths
+
+
+def generate_assets(variant: Variant, runner, inputs: dict[str, Path], results: dict[tuple[str, str], ObjectResult],
+                    show_progress: bool = True) -> None:
+    """Run o3d generate's stages over the inputs; record each object's asset folder and timings."""
+    import torch
+
+    from o3dcli.pipeline import assign_names, run_batch
+
+    names = list(inputs)
+    items = assign_names([inputs[n] for n in names], variant.assets_dir)
+    if variant.config.runtime.threads:
+        torch.set_num_threads(variant.config.runtime.threads)
+    batch = run_batch(items, runner, show_progress=show_progress)
+    for name, item, r in zip(names, items, batch.items):
+        res = results[name, variant.name]
+        res.gen_seconds = round(sum(r.timings.values()), 3)
+        res.gen_cached = bool(r.timings) and len(r.cached) == len(r.timings)
+        if r.status != "ok":
+            res.status, res.error, res.traceback = "failed", f"generation: {r.error or r.status}", r.traceback
+        else:
+            res.asset = str(variant.assets_dir / item.name)
+        diffusion = r.stages.get("diffusion", {})
+        if "weights" in diffusion:
+            variant.meta.setdefault("weights", diffusion["weights"])
+            variant.meta.setdefault("trained", diffusion.get("trained"))
+
+
+def _save_comparison(path: Path, ref_views, pred_views) -> None:
+    import torch
+
+    from o3dcli.io.media import image_grid, save_png, to_uint8
+
+    frames = to_uint8(torch.cat([ref_views.rgb, pred_views.rgb]))
+    save_png(path, image_grid(frames, cols=len(ref_views.rgb)))
+
+
+def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol: EvalProtocol, out: Path,
+              results: dict[tuple[str, str], ObjectResult], lpips_model=None, show_progress: bool = True,
+              on_result: Callable[[ObjectResult], None] | None = None) -> None:
+    """Score every (object, variant) whose asset exists; the GT is rendered and sampled once per object."""
+    from o3dcli.console import batch_progress
+
+    with batch_progress(disable=not show_progress) as prog:
+        task = prog.add_task("scoring", total=len(objects) * len(variants), stage="")
+        for obj in objects:
+            todo = [v for v in variants if results[obj.name, v.name].status == "pending"]
+            ref = None
+            if todo:
+                prog.update(task, description=obj.name, stage="ground truth")
+                try:
+                    ref = prepare_reference(obj.load(), protocol, obj.appearance)
+                except Exception as e:
+                    for v in todo:
+                        _fail(results[obj.name, v.name], e)
+            for v in variants:
+                res = results[obj.name, v.name]
+                if res.status == "pending" and ref is not None:
+                    prog.update(task, description=obj.name, stage=v.name)
+                    t0 = time.perf_counter()
+                    try:
+                        path = find_prediction(v.predictions, obj.name) if v.predictions else \
+                            find_prediction(v.assets_dir, Path(res.asset).name)
+                        res.asset = str(path)
+                        score = score_prediction(ref, load_prediction(path), protocol, lpips_model)
+                        res.metrics, res.kind, res.alignment = score.metrics, score.kind, score.alignment.to_json()
+                        _save_comparison(out / "renders" / v.name / f"{obj.name}.png", ref.views, score.views)
+                        res.status = "ok"
+                    except Exception as e:  # isolate the object: record and go on
+                        _fail(res, e)
+                    res.eval_seconds = round(time.perf_counter() - t0, 3)
+                prog.advance(task)
+                if on_result:
+                    on_result(res)
+        prog.update(task, description="done", stage="")
+
+
+def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], variants: list[Variant],
+             protocol: EvalProtocol, out: Path, lpips_model=None, lpips_source: str | None = None,
+             show_progress: bool = True, on_result: Callable[[ObjectResult], None] | None = None) -> EvalRun:
+    """Generate (for variants with a config) and score every object; returns the run (see report.py to write it)."""
+    started = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runners = prepare_generation(variants, out)
+    results = {(o.name, v.name): ObjectResult(o.name, v.name) for o in objects for v in variants}
+    if runners:
+        inputs = write_inputs(objects, protocol, out, results, variants)
+        for v in variants:
+            if v.name in runners:
+                todo = {n: p for n, p in inputs.items() if results[n, v.name].status == "pending"}
+                if todo:
+                    generate_assets(v, runners[v.name], todo, results, show_progress)
+    score_all(objects, variants, protocol, out, results, lpips_model, show_progress, on_result)
+    ordered = [results[o.name, v.name] for v in variants for o in objects]
+    return EvalRun(benchmark, str(data) if data else None, protocol, objects, variants, ordered, lpips_source,
+                   started, round(time.time() - started, 3))

@@ -1,0 +1,127 @@
+"""Mesh export: GLB (glTF 2.0 binary, PBR metallic-roughness) and OBJ + MTL + PNG.
+
+Our world frame is glTF's (+Y up, objects facing +Z; DESIGN.md section 2), so
+vertices are written as they are. UVs have their origin at the texture's
+bottom-left like OBJ's; glTF's is top-left, and trimesh's glTF writer flips v
+(tests check the file itself). open3d's GLB writer is not used: its files fail
+the Khronos validator. The OBJ writer is hand-written because it is a few lines
+and keeps the three file names and their atomic writes under our control.
+Every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from o3dcli.cache import atomic_write_bytes
+from o3dcli.geometry.mesh import TriMesh
+
+MESH_FORMATS = ("glb", "obj")
+ROUGHNESS = 1.0
+"""Baked colour already holds the lighting the Gaussians saw: export it as fully rough, non-metal."""
+
+
+def _png_bytes(texture: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(texture[..., :3])).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def smooth_normals(mesh: TriMesh) -> np.ndarray:
+    """[V, 3] unit vertex normals of the welded surface, so UV seams do not show in the shading."""
+    from o3dcli.mesh.cleanup import weld_vertices
+    from o3dcli.mesh.fusion import vertex_normals
+
+    welded, old_to_new = weld_vertices(mesh)
+    n = vertex_normals(welded)[old_to_new]
+    bad = np.linalg.norm(n, axis=1) < 0.5  # isolated or degenerate vertices: any unit vector is valid
+    n[bad] = (0.0, 1.0, 0.0)
+    return n.astype(np.float32)
+
+
+def glb_bytes(mesh: TriMesh) -> bytes:
+    """The mesh as a GLB: base colour from the texture (with UVs), else vertex colours (COLOR_0),
+    else the material colour; metallic 0, roughness 1; smooth normals."""
+    import trimesh
+    from PIL import Image
+
+    if len(mesh.faces) == 0:
+        raise ValueError("cannot export a mesh with no faces")
+    if mesh.has_texture:
+        material = trimesh.visual.material.PBRMaterial(
+            name="material0", baseColorTexture=Image.fromarray(mesh.texture), metallicFactor=0.0,
+            roughnessFactor=ROUGHNESS,
+        )
+        visual = trimesh.visual.TextureVisuals(uv=mesh.uv, material=material)
+    elif mesh.vertex_colors is not None:
+        rgba = np.concatenate([mesh.vertex_colors, np.ones((len(mesh.vertices), 1), np.float32)], 1)
+        visual = trimesh.visual.ColorVisuals(vertex_colors=(np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8))
+    else:
+        color = np.append(np.clip(mesh.material_color, 0, 1), 1.0)
+        material = trimesh.visual.material.PBRMaterial(
+            name="material0", baseColorFactor=(color * 255 + 0.5).astype(np.uint8), metallicFactor=0.0,
+            roughnessFactor=ROUGHNESS,
+        )
+        visual = trimesh.visual.TextureVisuals(material=material)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual, process=False)
+    return trimesh.Scene(tm).export(file_type="glb", include_normals=True)
+
+
+def save_mesh_glb(path, mesh: TriMesh) -> Path:
+    """Write ``mesh`` to ``path`` as a GLB (atomic). Returns the path."""
+    path = Path(path)
+    atomic_write_bytes(path, glb_bytes(mesh))
+    return path
+
+
+def save_mesh_obj(path, mesh: TriMesh) -> Path:
+    """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, ``<stem>.png`` beside
+    it (each atomic; the texture and material first, so a finished .obj never points at nothing).
+    Untextured meshes keep vertex colours as 'v x y z r g b' and the material colour as Kd."""
+    path = Path(path)
+    if len(mesh.faces) == 0:
+        raise ValueError("cannot export a mesh with no faces")
+    stem = path.stem
+    kd = " ".join(f"{c:.6f}" for c in (np.ones(3) if mesh.has_texture else mesh.material_color))
+    mtl = [f"newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
+    if mesh.has_texture:
+        atomic_write_bytes(path.with_suffix(".png"), _png_bytes(mesh.texture))
+        mtl.append(f"map_Kd {stem}.png")
+    atomic_write_bytes(path.with_suffix(".mtl"), ("\n".join(mtl) + "\n").encode())
+    lines = ["# written by o3d", f"mtllib {stem}.mtl"]
+    if mesh.vertex_colors is not None and not mesh.has_texture:
+        rows = np.concatenate([mesh.vertices, np.clip(mesh.vertex_colors, 0, 1)], 1)
+        lines += [f"v {a:.6f} {b:.6f} {c:.6f} {r:.4f} {g:.4f} {bl:.4f}" for a, b, c, r, g, bl in rows.tolist()]
+    else:
+        lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in mesh.vertices.tolist()]
+    f1 = mesh.faces + 1
+    if mesh.has_texture:
+        lines += [f"vt {u:.6f} {v:.6f}" for u, v in mesh.uv.tolist()]
+        lines.append("usemtl material0")
+        lines += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in f1.tolist()]
+    else:
+        lines.append("usemtl material0")
+        lines += [f"f {a} {b} {c}" for a, b, c in f1.tolist()]
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=MESH_FORMATS) -> list[Path]:
+    """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj"). Returns the files
+    written (model.glb; model.obj, model.mtl and, when textured, model.png)."""
+    out_dir = Path(out_dir)
+    unknown = [f for f in formats if f not in MESH_FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"unknown mesh format(s) {unknown or list(formats)}: choose from {', '.join(MESH_FORMATS)}")
+    written = []
+    if "glb" in formats:
+        written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh))
+    if "obj" in formats:
+        obj = save_mesh_obj(out_dir / f"{stem}.obj", mesh)
+        written += [obj, obj.with_suffix(".mtl")] + ([obj.with_suffix(".png")] if mesh.has_texture else [])
+    return written

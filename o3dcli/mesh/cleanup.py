@@ -1,0 +1,174 @@
+"""Mesh cleanup and simplification with pymeshlab: floaters, holes, duplicates, non-manifold
+parts, isotropic remeshing and quadric edge-collapse decimation (texture-aware for textured meshes)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from o3dcli.geometry.mesh import TriMesh
+from o3dcli.mesh.config import MeshConfig
+
+QUALITY_THRESHOLD = 0.3
+"""Quadric collapse: penalise collapses that create triangles less regular than this (pymeshlab's default)."""
+MAX_DECIMATION_PASSES = 3
+"""Quadric collapse sometimes stops a little above the target; it is re-run at most this often."""
+
+
+def _meshset(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None):
+    import pymeshlab
+
+    kw = {}
+    if colors is not None:
+        kw["v_color_matrix"] = np.concatenate([colors, np.ones((len(colors), 1))], 1).astype(np.float64)
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(vertices.astype(np.float64), faces.astype(np.int32), **kw))
+    return ms
+
+
+def _result(ms, like: TriMesh, keep_colors: bool) -> TriMesh:
+    m = ms.current_mesh()
+    colors = m.vertex_color_matrix()[:, :3] if keep_colors and m.has_vertex_color() else None
+    return TriMesh(m.vertex_matrix(), m.face_matrix(), vertex_colors=colors, material_color=like.material_color)
+
+
+def weld_vertices(mesh: TriMesh) -> tuple[TriMesh, np.ndarray]:
+    """The mesh with vertices at identical positions merged (UVs and colours dropped), and the
+    map old vertex -> new vertex [V]."""
+    uniq, inverse = np.unique(mesh.vertices, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return TriMesh(uniq, inverse[mesh.faces], material_color=mesh.material_color), inverse
+
+
+def face_components(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    """Connected component label [F] of every face (faces sharing a vertex are connected)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows = np.concatenate([faces[:, 0], faces[:, 1]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2]])
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(num_vertices, num_vertices))
+    _, labels = connected_components(graph, directed=False)
+    return labels[faces[:, 0]]
+
+
+def keep_main_components(mesh: TriMesh, min_ratio: float) -> TriMesh:
+    """Drop connected parts with fewer faces than ``min_ratio`` x the largest part's (floaters)."""
+    if len(mesh.faces) == 0 or min_ratio <= 0:
+        return mesh
+    labels = face_components(mesh.faces, len(mesh.vertices))
+    counts = np.bincount(labels)
+    keep = counts[labels] >= min_ratio * counts.max()
+    return _drop_unreferenced(mesh.replace(faces=mesh.faces[keep]))
+
+
+def _drop_unreferenced(mesh: TriMesh) -> TriMesh:
+    used = np.zeros(len(mesh.vertices), bool)
+    used[mesh.faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    kw = {k: getattr(mesh, k)[used] for k in ("uv", "vertex_colors") if getattr(mesh, k) is not None}
+    return mesh.replace(vertices=mesh.vertices[used], faces=remap[mesh.faces], **kw)
+
+
+def _repair(ms) -> None:
+    """Duplicates, zero-area faces and non-manifold parts out (in that order: each can cause the next)."""
+    ms.meshing_remove_duplicate_vertices()
+    ms.meshing_remove_duplicate_faces()
+    ms.meshing_remove_null_faces()
+    ms.meshing_repair_non_manifold_edges(method="Remove Faces")
+    ms.meshing_repair_non_manifold_vertices()
+    ms.meshing_remove_unreferenced_vertices()
+
+
+def fill_holes(mesh: TriMesh, max_hole_edges: int) -> TriMesh:
+    """Close holes bounded by at most ``max_hole_edges`` edges (after making the mesh manifold,
+    which hole filling needs). Returns the repaired mesh without UVs."""
+    import pymeshlab
+
+    ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
+    _repair(ms)
+    if max_hole_edges >= 3:
+        try:
+            ms.meshing_close_holes(maxholesize=max_hole_edges, newfaceselected=False, selfintersection=False)
+        except pymeshlab.PyMeshLabException:  # hole filling refuses some borders: keep them open
+            pass
+    return _result(ms, mesh, mesh.vertex_colors is not None)
+
+
+def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
+    """Repair (duplicates, non-manifold parts), optionally remesh, and decimate to at most
+    cfg.target_faces faces with quadric edge collapse, preserving boundaries and normals.
+
+    A textured mesh is decimated with the texture-aware collapse and keeps its texture
+    (and UVs); an untextured one keeps its vertex colours.
+    """
+    cfg = cfg or MeshConfig()
+    if mesh.has_texture:
+        return _simplify_textured(mesh, cfg)
+    ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
+    _repair(ms)
+    if cfg.remesh:
+        import pymeshlab
+
+        diag = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
+        ms.meshing_isotropic_explicit_remeshing(iterations=3, targetlen=pymeshlab.PureValue(cfg.remesh_edge_ratio * diag))
+    for _ in range(MAX_DECIMATION_PASSES):
+        if ms.current_mesh().face_number() <= cfg.target_faces:
+            break
+        ms.meshing_decimation_quadric_edge_collapse(
+            targetfacenum=cfg.target_faces, qualitythr=QUALITY_THRESHOLD, preserveboundary=True,
+            preservenormal=True, optimalplacement=True, planarquadric=True, autoclean=True,
+        )
+    ms.meshing_remove_unreferenced_vertices()
+    return _result(ms, mesh, mesh.vertex_colors is not None)
+
+
+def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
+    """Texture-aware quadric collapse: UV seams are stored per face corner (wedges) so the
+    collapse sees one connected surface and keeps each corner's texture coordinate.
+
+    The mesh goes in through a temporary OBJ (welded positions, one vt per corner):
+    pymeshlab's texture-aware collapse needs per-wedge texture indices, which only its
+    file importers set (a Mesh built from arrays is refused as "faces without texture").
+    """
+    import tempfile
+    from pathlib import Path
+
+    import pymeshlab
+    from PIL import Image
+
+    welded, old_to_new = weld_vertices(mesh)
+    with tempfile.TemporaryDirectory(prefix="o3d-decimate-") as tmp:
+        obj = Path(tmp) / "mesh.obj"
+        Image.new("RGB", (1, 1)).save(Path(tmp) / "tex.png")  # content unused: the real texture is kept
+        (Path(tmp) / "mesh.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd tex.png\n")
+        v1, t1 = old_to_new[mesh.faces] + 1, mesh.faces + 1
+        lines = ["mtllib mesh.mtl"]
+        lines += [f"v {a:.9g} {b:.9g} {c:.9g}" for a, b, c in welded.vertices.tolist()]
+        lines += [f"vt {u:.9g} {v:.9g}" for u, v in mesh.uv.tolist()]
+        lines.append("usemtl m")
+        lines += [f"f {a}/{d} {b}/{e} {c}/{f}" for (a, b, c), (d, e, f) in zip(v1.tolist(), t1.tolist())]
+        obj.write_text("\n".join(lines) + "\n")
+        ms = pymeshlab.MeshSet()
+        ms.load_new_mesh(str(obj))
+    ms.meshing_remove_null_faces()
+    for _ in range(MAX_DECIMATION_PASSES):
+        if ms.current_mesh().face_number() <= cfg.target_faces:
+            break
+        ms.meshing_decimation_quadric_edge_collapse_with_texture(
+            targetfacenum=cfg.target_faces, qualitythr=QUALITY_THRESHOLD, extratcoordw=1.0,
+            preserveboundary=True, optimalplacement=True, preservenormal=True,
+        )
+    m = ms.current_mesh()
+    faces, wedges = m.face_matrix(), m.wedge_tex_coord_matrix().reshape(-1, 3, 2)
+    return split_wedges(m.vertex_matrix(), faces, wedges, mesh.texture, mesh.material_color)
+
+
+def split_wedges(vertices, faces, wedge_uv, texture, material_color=None) -> TriMesh:
+    """Per-corner UVs wedge_uv [F, 3, 2] -> one vertex per distinct (position, uv) pair."""
+    corner_v = faces.reshape(-1)
+    uv = wedge_uv.reshape(-1, 2).astype(np.float32)
+    keys = np.concatenate([corner_v[:, None].astype(np.float64), uv.astype(np.float64)], 1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    kw = {} if material_color is None else {"material_color": material_color}
+    return TriMesh(np.asarray(vertices)[uniq[:, 0].astype(np.int64)], inverse.reshape(-1, 3),
+                   uv=uniq[:, 1:], texture=texture, **kw)

@@ -1,0 +1,89 @@
+"""Settings of the mesh stages: Gaussians -> mesh, cleanup, decimation, UV, bake, export.
+
+A pure dataclass (no torch, no mesh libraries imported here) so the config
+system and `o3d --help` stay fast. Nested into `Config` as the section `mesh`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from o3dcli.errors import ConfigError
+
+MESH_FORMATS = ("glb", "obj")
+
+
+def _require(ok: bool, key: str, value, what: str) -> None:
+    if not ok:
+        raise ConfigError(f"bad value for 'mesh.{key}': {value!r} must be {what}")
+
+
+@dataclass
+class MeshConfig:
+    method: Literal["tsdf", "opacity"] = "opacity"
+    """Surface extraction: "opacity" = marching cubes on the Gaussians' opacity field, snapped onto the Gaussians' ridge (most accurate: ~0.1% of the object's size on test shapes); "tsdf" = fusion of depth renders (open3d VoxelBlockGrid; ~0.7% outward bias from splatted depth)."""
+    fusion_views: int = 24
+    """Views on a sphere (Fibonacci spiral) rendered for TSDF fusion and texture baking."""
+    fusion_size: int = 160
+    """Side in pixels of each fusion / bake render."""
+    fusion_fov_deg: float = 30.0
+    """Field of view of the fusion cameras; their distance is chosen so the object's bounding sphere fills the frame."""
+    fusion_max_angle_deg: float = 60.0
+    """tsdf: pixels seeing the surface more obliquely than this (angle between the view ray and the depth map's normal) are not fused: Gaussian depth is biased towards the camera there."""
+    resolution: int = 128
+    """Voxels along the longest side of the object's bounding box (voxel size = that side / resolution)."""
+    depth_trunc_voxels: float = 4.0
+    """TSDF truncation distance, in voxels."""
+    alpha_threshold: float = 0.5
+    """tsdf: rendered alpha above which a pixel's depth is fused; opacity: opacity level of the extracted surface."""
+    opacity_smoothing: float = 0.75
+    """opacity: each Gaussian is widened by this many voxels (standard deviation) before sampling, so thin surfaces are not missed between grid points."""
+    bounds_quantile: float = 0.001
+    """Fraction of the Gaussians ignored at each end of every axis when fitting the object's bounds (far floaters do not stretch the grid)."""
+    min_component_ratio: float = 0.05
+    """Connected parts with fewer faces than this fraction of the largest part are dropped (floaters)."""
+    max_hole_edges: int = 64
+    """Holes bounded by at most this many edges are closed (0 = leave holes)."""
+    target_faces: int = 20000
+    """Face count the mesh is decimated to (quadric edge collapse); meshes already below it are kept."""
+    remesh: bool = False
+    """Isotropic remeshing before decimation (more even triangles, slower)."""
+    remesh_edge_ratio: float = 0.01
+    """Target edge length of the isotropic remesh, as a fraction of the bounding-box diagonal."""
+    texture_size: int = 1024
+    """Side of the baked base-colour texture in pixels."""
+    uv_padding: int = 4
+    """Gap between UV charts in texels (seams are dilated into it)."""
+    uv_chart_area: float = 0.01
+    """Largest UV chart as a fraction of the surface area (smaller charts unwrap much faster, at the cost of more seams)."""
+    bake_angle_power: float = 4.0
+    """Views are weighted by cos(view angle) to this power when baking (higher favours head-on views)."""
+    bake_depth_tolerance: float = 2.0
+    """A texel counts as visible in a view when its depth is within this many voxels of the rendered depth."""
+    formats: tuple[str, ...] = MESH_FORMATS
+    """Files to write: "glb" (PBR base colour) and/or "obj" (+ .mtl + .png)."""
+
+    def check(self) -> None:
+        _require(self.method in ("tsdf", "opacity"), "method", self.method, '"tsdf" or "opacity"')
+        _require(self.fusion_views >= 4, "fusion_views", self.fusion_views, "at least 4")
+        _require(self.fusion_size >= 16, "fusion_size", self.fusion_size, "at least 16")
+        _require(5.0 <= self.fusion_fov_deg <= 120.0, "fusion_fov_deg", self.fusion_fov_deg, "in [5, 120]")
+        _require(0.0 < self.fusion_max_angle_deg <= 90.0, "fusion_max_angle_deg", self.fusion_max_angle_deg, "in (0, 90]")
+        _require(16 <= self.resolution <= 1024, "resolution", self.resolution, "in [16, 1024]")
+        _require(self.depth_trunc_voxels >= 1.0, "depth_trunc_voxels", self.depth_trunc_voxels, "at least 1")
+        _require(0.0 < self.alpha_threshold < 1.0, "alpha_threshold", self.alpha_threshold, "in (0, 1)")
+        _require(self.opacity_smoothing >= 0.0, "opacity_smoothing", self.opacity_smoothing, "0 or more")
+        _require(0.0 <= self.bounds_quantile < 0.5, "bounds_quantile", self.bounds_quantile, "in [0, 0.5)")
+        _require(0.0 <= self.min_component_ratio <= 1.0, "min_component_ratio", self.min_component_ratio, "in [0, 1]")
+        _require(self.max_hole_edges >= 0, "max_hole_edges", self.max_hole_edges, "0 or more")
+        _require(self.target_faces >= 4, "target_faces", self.target_faces, "at least 4")
+        _require(0.0 < self.remesh_edge_ratio < 1.0, "remesh_edge_ratio", self.remesh_edge_ratio, "in (0, 1)")
+        _require(16 <= self.texture_size <= 16384, "texture_size", self.texture_size, "in [16, 16384]")
+        _require(0 <= self.uv_padding <= 64, "uv_padding", self.uv_padding, "in [0, 64]")
+        _require(0.0 < self.uv_chart_area <= 1.0, "uv_chart_area", self.uv_chart_area, "in (0, 1]")
+        _require(self.bake_angle_power >= 0.0, "bake_angle_power", self.bake_angle_power, "0 or more")
+        _require(self.bake_depth_tolerance > 0.0, "bake_depth_tolerance", self.bake_depth_tolerance, "positive")
+        bad = [f for f in self.formats if f not in MESH_FORMATS]
+        _require(not bad and len(self.formats) > 0, "formats", list(self.formats),
+                 f"one or more of {', '.join(MESH_FORMATS)}")

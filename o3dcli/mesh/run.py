@@ -1,0 +1,75 @@
+"""The mesh stages chained for one asset: Gaussians -> textured mesh, and mesh -> decimated mesh.
+
+`o3d generate` runs the stages one by one through its cache; these helpers are for
+`o3d mesh` and the benchmark, which run them straight through.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from o3dcli.geometry.gaussians import Gaussians
+from o3dcli.geometry.mesh import TriMesh
+from o3dcli.mesh.config import MeshConfig
+
+
+@contextmanager
+def _timed(timings: dict | None, name: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def mesh_from_gaussians(gaussians: Gaussians, cfg: MeshConfig | None = None, timings: dict | None = None) -> TriMesh:
+    """gaussians_to_mesh -> simplify_mesh -> unwrap_uv -> bake_texture.
+
+    timings: if given, receives seconds per stage ("fusion" includes the renders
+    for the tsdf method; "bake" includes them for the opacity method).
+    """
+    from o3dcli.mesh.bake import bake_texture
+    from o3dcli.mesh.cleanup import simplify_mesh
+    from o3dcli.mesh.fusion import gaussians_to_mesh
+    from o3dcli.mesh.uv import unwrap_uv
+
+    cfg = cfg or MeshConfig()
+    cfg.check()
+    with _timed(timings, "fusion"):
+        mesh = gaussians_to_mesh(gaussians, cfg)
+    with _timed(timings, "decimation"):
+        mesh = simplify_mesh(mesh, cfg)
+    with _timed(timings, "unwrap"):
+        mesh = unwrap_uv(mesh, cfg)
+    with _timed(timings, "bake"):
+        return bake_texture(mesh, gaussians, cfg)
+
+
+def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
+    """Decimate an existing mesh to cfg.target_faces faces, keeping its look.
+
+    Textured: texture-aware quadric collapse keeps the texture image and UVs (if the
+    collapse fails, falls back to a re-bake). Vertex-coloured: decimated, unwrapped and
+    re-baked into a cfg.texture_size texture. Plain material colour: decimated only.
+    """
+    import pymeshlab
+
+    from o3dcli.mesh.bake import bake_texture_from_mesh
+    from o3dcli.mesh.cleanup import simplify_mesh, weld_vertices
+    from o3dcli.mesh.uv import unwrap_uv
+
+    cfg = cfg or MeshConfig()
+    cfg.check()
+    if mesh.has_texture:
+        if len(mesh.faces) <= cfg.target_faces:
+            return mesh
+        try:
+            return simplify_mesh(mesh, cfg)
+        except pymeshlab.PyMeshLabException:
+            pass  # e.g. a UV layout the texture-aware collapse refuses: re-bake below
+    if not mesh.has_texture and mesh.vertex_colors is None:
+        return simplify_mesh(weld_vertices(mesh)[0], cfg) if len(mesh.faces) > cfg.target_faces else mesh
+    geometry = simplify_mesh(weld_vertices(mesh)[0], cfg)
+    return bake_texture_from_mesh(unwrap_uv(geometry, cfg), mesh, cfg)

@@ -1,0 +1,179 @@
+"""`o3d eval` through the CLI: benchmarks, scoring existing predictions, reports, exit codes."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from o3dcli.cli import app
+from o3dcli.eval.benchmarks import find_prediction, folder_objects, gso_objects, synthetic_objects
+from o3dcli.synth.dataset import write_obj
+from o3dcli.synth.objects import make_object
+
+FAST = ["--size", "32", "--points", "2000", "--no-progress"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, ["eval", *map(str, args)])
+
+
+def write_gso_object(root, name, mesh, textured: bool):
+    """One object in the Google Scanned Objects layout: Z-up OBJ in meshes/, MTL naming texture.png,
+    the texture in materials/textures/ (left out when not textured), model.sdf and model.config."""
+    d = root / name
+    (d / "meshes").mkdir(parents=True)
+    x, y, z = mesh.vertices.T
+    write_obj(d / "meshes" / "model.obj", mesh.replace(vertices=np.stack([x, -z, y], 1)))  # our Y-up -> Z-up
+    mtl = d / "meshes" / "model.mtl"
+    mtl.write_text(mtl.read_text().replace("map_Kd model_texture.png", "map_Kd texture.png"))
+    tex = d / "meshes" / "model_texture.png"
+    if textured:
+        (d / "materials" / "textures").mkdir(parents=True)
+        shutil.move(tex, d / "materials" / "textures" / "texture.png")
+    else:
+        tex.unlink()
+    (d / "model.sdf").write_text(f"<sdf version='1.6'><model name='{name}'></model></sdf>\n")
+    (d / "model.config").write_text(f"<model><name>{name}</name></model>\n")
+    return d
+
+
+@pytest.fixture
+def gso(tmp_path):
+    """Two GSO objects in metres-like units (not the unit box), one without its texture, and a stray folder."""
+    root = tmp_path / "gso"
+    root.mkdir()
+    for name, seed, textured in (("b_plain", 1_000_004, False), ("a_textured", 1_000_003, True)):
+        m = make_object(seed)[0]
+        write_gso_object(root, name, m.replace(vertices=m.vertices * 0.2 + np.array([0.05, 0.1, -0.02])), textured)
+    (root / "a_renders").mkdir()  # not an object: no meshes/model.obj
+    return root
+
+
+def test_gso_loader_turns_z_up_into_y_up_and_flags_missing_textures(gso):
+    objs = gso_objects(gso)
+    assert [o.name for o in objs] == ["a_textured", "b_plain"]  # sorted; the stray folder skipped
+    assert [o.appearance for o in objs] == [True, False]
+    want = make_object(1_000_003)[0]
+    got = objs[0].load()
+    # rotated back and normalised (the OBJ reader merges repeated corners: compare triangles)
+    assert np.allclose(got.vertices[got.faces], want.vertices[want.faces], atol=1e-5)
+    assert got.has_texture and np.array_equal(got.texture, want.texture)
+    assert not objs[1].load().has_texture
+    assert [o.name for o in gso_objects(gso, limit=1)] == ["a_textured"]
+
+
+def test_synthetic_benchmark_seeds_and_names():
+    objs = synthetic_objects(limit=3)
+    assert [o.seed for o in objs] == [1_000_000, 1_000_001, 1_000_002]
+    assert objs[1].name == "synth_01000001"
+    assert [o.seed for o in synthetic_objects(["synth_01000042"])] == [1_000_042]
+    with pytest.raises(ValueError, match="not an object"):
+        synthetic_objects(["synth_00000042"])  # a training seed
+
+
+def test_gso_predictions_that_are_the_ground_truth_score_perfectly(gso, tmp_path):
+    preds = tmp_path / "preds"
+    shutil.copytree(gso, preds)  # another tool's output in its own units: --align box brings it home
+    out = tmp_path / "out"
+    res = run("--benchmark", "gso", "--data", gso, "--predictions", preds, "--align", "box", "-o", out, *FAST)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "eval.json").read_text())
+    by = {r["object"]: r for r in rep["results"]}
+    for r in by.values():
+        m = r["metrics"]
+        assert r["status"] == "ok" and r["kind"] == "mesh"
+        assert m["chamfer"] < 1e-6 and m["fscore@0.02"] == 1.0 and m["volume_iou"] == 1.0 and m["mask_iou"] == 1.0
+        assert m["normal_consistency"] == pytest.approx(1.0)
+        assert r["alignment"]["scale"] == pytest.approx(1 / (0.2 * 1.0), rel=1e-3)
+    textured = by["a_textured"]["metrics"]
+    assert textured["psnr"] == "inf" or textured["psnr"] > 40
+    assert textured["ssim"] == pytest.approx(1.0, abs=1e-3)
+    plain = by["b_plain"]["metrics"]  # no texture: geometry and silhouettes only
+    assert plain["psnr"] is None and plain["ssim"] is None and plain["lpips"] is None
+    assert rep["protocol"]["align"] == "box" and rep["benchmark"]["objects"][1]["appearance"] is False
+    grid = Image.open(out / "renders" / "preds" / "a_textured.png")
+    assert grid.size == (8 * 32, 2 * 32)  # GT row over prediction row, 8 views
+
+
+def _lpips_file(tmp_path):
+    from o3dcli.eval.lpips import LPIPS
+
+    torch.manual_seed(0)
+    sd = LPIPS().state_dict()
+    path = tmp_path / "lpips_random.pth"
+    # the LPIPS package's names for the heads (lin0.model.1.weight), which are >= 0 there
+    torch.save({(f"{k.split('.')[0]}.model.1.weight" if k.startswith("lin") else k): (v.abs() if k.startswith("lin") else v)
+                for k, v in sd.items()}, path)
+    return path
+
+
+def test_synthetic_predictions_with_gt_meshes_and_lpips(tmp_path):
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for o in synthetic_objects(limit=2):
+        write_obj(preds / f"{o.name}.obj", o.load())  # any tool's layout: DIR/<object>.obj
+    out = tmp_path / "out"
+    res = run("--benchmark", "synthetic", "--limit", "2", "--predictions", preds, "-o", out,
+              "--lpips-weights", _lpips_file(tmp_path), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "eval.json").read_text())
+    assert [o["seed"] for o in rep["benchmark"]["objects"]] == [1_000_000, 1_000_001]
+    for r in rep["results"]:
+        m = r["metrics"]
+        assert m["psnr"] == "inf" and m["ssim"] == 1.0 and m["lpips"] == 0.0
+        assert m["chamfer"] == 0.0 and m["fscore@0.05"] == 1.0 and m["volume_iou"] == 1.0
+    mean = rep["variants"][0]["mean"]
+    assert mean["chamfer"] == 0.0 and mean["psnr"] == "inf" and rep["variants"][0]["objects_ok"] == 2
+    rows = list(csv.DictReader((out / "eval.csv").open()))
+    assert [r["object"] for r in rows] == ["synth_01000000", "synth_01000001", "MEAN"]
+    assert rows[0]["psnr"] == "inf" and rows[0]["lpips"] == "0.0000" and rows[0]["gen_seconds"] == "n/a"
+    md = (out / "eval.md").read_text()
+    assert "o3d-eval-1" in md and "| **mean** |" in md and "synth_01000001" in md
+    assert "synth_01000000" in res.output and "mean" in res.output
+
+
+def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
+    import trimesh
+
+    data = tmp_path / "meshes"
+    data.mkdir()
+    a = make_object(1_000_005)[0]
+    write_obj(data / "chair.obj", a)
+    b = make_object(1_000_006)[0]
+    trimesh.Trimesh(b.vertices, b.faces).export(data / "chair.ply")  # same stem: named chair-2
+    assert [o.name for o in folder_objects(data)] == ["chair", "chair-2"]
+    preds = tmp_path / "preds"
+    (preds / "chair").mkdir(parents=True)
+    write_obj(preds / "chair" / "model.obj", a)  # an o3d asset folder
+    assert find_prediction(preds, "chair") == preds / "chair" / "model.obj"
+    out = tmp_path / "out"
+    res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", out, *FAST)
+    assert res.exit_code == 1, res.output
+    assert "no prediction for 'chair-2'" in res.output
+    rep = json.loads((out / "eval.json").read_text())
+    by = {r["object"]: r for r in rep["results"]}
+    assert by["chair"]["status"] == "ok" and by["chair"]["metrics"]["chamfer"] == 0.0
+    assert by["chair-2"]["status"] == "failed" and "chair-2" in by["chair-2"]["error"]
+    assert rep["variants"][0]["objects_failed"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--benchmark", "gso"], "needs --data"),
+    (["--benchmark", "folder", "--data", "/nonexistent-o3d"], "not a folder"),
+    (["--benchmark", "lsun"], "--benchmark must be"),
+    (["--objects", "synth_01000001,nope"], "not an object"),
+    (["--align", "umeyama"], "--align must be"),
+    (["--predictions", ".", "--variants", "tiny"], "give one of them"),
+    (["--predictions", "/nonexistent-o3d"], "not a folder"),
+    (["--lpips-weights", "/nonexistent-o3d/vgg.pth", "--predictions", "."], "not found"),
+    (["--set", "diffusion.stepz=1"], "unknown key"),
+])
+def test_usage_errors_exit_2(args, message, tmp_path):
+    res = run(*args, "-o", tmp_path / "out", "--no-progress")
+    assert res.exit_code == 2, res.output
+    assert message in res.output

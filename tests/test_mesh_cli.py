@@ -1,0 +1,126 @@
+"""`o3d mesh` through Typer's CliRunner: foreign 3DGS PLYs, textured meshes, batches and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gltf_validator import gltf_validator  # noqa: F401  (fixture)
+from o3dcli.cli import app
+from o3dcli.io.export import save_mesh_glb
+from o3dcli.io.mesh import load_mesh
+from o3dcli.io.ply import save_gaussians
+from o3dcli.mesh.surface_gaussians import reference_shape, surface_gaussians
+from test_mesh_pipeline import chamfer, render_psnr
+
+SH_C0 = 0.28209479177387814
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def write_foreign_ply(path, gaussians) -> None:
+    """A PLY as other 3DGS trainers write it: SH degree 3 (45 f_rest), quaternions scaled
+    away from unit length, an extra property, logit opacity and log scales."""
+    n = len(gaussians)
+    rng = np.random.default_rng(0)
+    names = (["x", "y", "z", "nx", "ny", "nz"] + [f"f_dc_{i}" for i in range(3)]
+             + [f"f_rest_{i}" for i in range(45)] + ["opacity"] + [f"scale_{i}" for i in range(3)]
+             + [f"rot_{i}" for i in range(4)] + ["filter_3D"])
+    data = np.zeros(n, dtype=[(k, "<f4") for k in names])
+    for i, k in enumerate("xyz"):
+        data[k] = gaussians.means[:, i].numpy()
+    for i in range(3):
+        data[f"f_dc_{i}"] = (gaussians.colors[:, i].numpy() - 0.5) / SH_C0
+        data[f"scale_{i}"] = np.log(gaussians.scales[:, i].numpy())
+    for i in range(45):
+        data[f"f_rest_{i}"] = rng.normal(0, 0.01, n)
+    op = gaussians.opacities.numpy().clip(1e-4, 1 - 1e-4)
+    data["opacity"] = np.log(op / (1 - op))
+    quats = gaussians.quats.numpy() * rng.uniform(0.5, 3.0, (n, 1))  # unnormalised
+    for i in range(4):
+        data[f"rot_{i}"] = quats[:, i]
+    header = "ply\nformat binary_little_endian 1.0\nelement vertex %d\n" % n
+    header += "".join(f"property float {k}\n" for k in names) + "end_header\n"
+    path.write_bytes(header.encode() + data.tobytes())
+
+
+def test_foreign_gaussian_ply_meshes(tmp_path, gltf_validator):  # noqa: F811
+    source = reference_shape("sphere", soft=0.08)
+    ply = tmp_path / "scan.ply"
+    write_foreign_ply(ply, surface_gaussians(source, 16384, seed=2))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["mesh", str(ply), "--decimate", "2000", "--texture-size", "256", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    files = {p.name for p in (out / "scan").iterdir()}
+    assert files == {"model.glb", "model.obj", "model.mtl", "model.png", "config.yaml"}
+    mesh = load_mesh(out / "scan" / "model.glb")
+    assert 0 < len(mesh.faces) <= 2000 and mesh.texture.shape == (256, 256, 3)
+    assert chamfer(mesh, source) <= 0.01
+    assert render_psnr(mesh, source) >= 25.0
+    report = gltf_validator(out / "scan" / "model.glb")
+    assert report["errors"] == 0 and report["warnings"] == 0, report
+
+
+def test_textured_mesh_is_decimated_keeping_its_texture(tmp_path):
+    source = reference_shape("torus", detail=2, soft=0.08)  # ~12k faces
+    path = save_mesh_glb(tmp_path / "ring.glb", source)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["mesh", str(path), "-d", "2000", "--formats", "glb", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "ring").iterdir()) == ["config.yaml", "model.glb"]
+    mesh = load_mesh(out / "ring" / "model.glb")
+    assert len(mesh.faces) <= 2000 < len(source.faces)
+    assert np.array_equal(mesh.texture, source.texture)  # the texture-aware collapse keeps the image
+    assert render_psnr(mesh, source) >= 25.0
+
+
+def test_asset_folder_remeshes_its_gaussians_and_batch_isolates_errors(tmp_path):
+    source = reference_shape("box", soft=0.08)
+    asset = tmp_path / "assets" / "crate"
+    asset.mkdir(parents=True)
+    save_gaussians(asset / "gaussians.ply", surface_gaussians(source, 8192, seed=4))
+    save_mesh_glb(asset / "model.glb", reference_shape("sphere"))  # stale mesh: must not be used
+    other = tmp_path / "other" / "crate"
+    other.mkdir(parents=True)
+    save_gaussians(other / "gaussians.ply", surface_gaussians(source, 8192, seed=5))
+    missing = tmp_path / "missing.ply"
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["mesh", str(asset), str(missing), str(other), "-d", "1000",
+                                      "--texture-size", "128", "--formats", "obj", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "missing.ply" in result.output and "not found" in result.output
+    assert {p.name for p in out.iterdir()} == {"crate", "crate-2"}
+    mesh = load_mesh(out / "crate" / "model.obj")
+    assert len(mesh.faces) <= 1000 and chamfer(mesh, source) <= 0.01  # the box, not the stale sphere
+
+
+def test_usage_errors_exit_2(tmp_path):
+    ply = tmp_path / "g.ply"
+    save_gaussians(ply, surface_gaussians(reference_shape("sphere"), 100))
+    result = CliRunner().invoke(app, ["mesh", str(ply), "--formats", "fbx", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "mesh.formats" in result.output
+    result = CliRunner().invoke(app, ["mesh", str(ply), "--set", "nosuch.key=1", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "nosuch.key" in result.output
+
+
+def test_set_overrides_the_mesh_section(tmp_path):
+    from o3dcli.config import Config
+
+    if not hasattr(Config(), "mesh"):
+        pytest.skip("Config has no mesh section yet (the main session nests MeshConfig into Config)")
+    ply = tmp_path / "g.ply"
+    save_gaussians(ply, surface_gaussians(reference_shape("sphere"), 4096))
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["mesh", str(ply), "--set", "mesh.target_faces=500", "--set",
+                                      "mesh.texture_size=64", "--formats", "glb", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    mesh = load_mesh(out / "g" / "model.glb")
+    assert len(mesh.faces) <= 500 and mesh.texture.shape == (64, 64, 3)

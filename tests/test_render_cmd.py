@@ -1,0 +1,44 @@
+"""`o3d render`: turntable GIF and view grid of Gaussian PLYs and meshes; bad inputs are isolated."""
+
+import numpy as np
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from o3dcli.cli import app
+from o3dcli.geometry.gaussians import Gaussians
+from o3dcli.io.ply import save_gaussians
+
+
+def _blob(n=400, offset=(0.0, 0.0, 0.0)) -> Gaussians:
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(n, 3, generator=g) * 0.15 + torch.tensor(offset)
+    return Gaussians(means, torch.full((n, 3), 0.03), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                     torch.full((n,), 0.9), torch.tensor([[0.9, 0.2, 0.1]]).repeat(n, 1))
+
+
+def test_render_gaussians_and_mesh(tmp_path):
+    import trimesh
+
+    ply = tmp_path / "blob.ply"
+    save_gaussians(ply, _blob(offset=(3.0, 1.0, 0.0)))  # off-centre and small: the view is normalised
+    box = tmp_path / "box.glb"
+    mesh = trimesh.creation.box(extents=(2.0, 1.0, 1.0))
+    mesh.visual.vertex_colors = [30, 60, 200, 255]
+    mesh.export(box)
+    (tmp_path / "bad.ply").write_text("not a ply\n")
+    out = tmp_path / "renders"
+    res = CliRunner().invoke(app, ["render", str(ply), str(box), str(tmp_path / "bad.ply"), "-o", str(out),
+                                   "--frames", "6", "--size", "48", "--no-mp4"])
+    assert res.exit_code == 1, res.output  # the bad file fails, the others are rendered
+    assert "bad.ply" in res.output
+    for name in ("blob", "box"):
+        gif = Image.open(out / f"{name}_turntable.gif")
+        assert gif.n_frames == 6 and gif.size == (48, 48)
+        grid = np.asarray(Image.open(out / f"{name}_views.png").convert("RGB"))
+        assert grid.shape == (2 * 48, 4 * 48, 3)
+        centre = grid[24, 24].astype(int)  # first view's centre: the object, not the white background
+        assert (255 - centre).sum() > 60
+        assert grid[0, 0].tolist() == [255, 255, 255]
+    blob = np.asarray(Image.open(out / "blob_views.png").convert("RGB"))[:48, :48].astype(int)
+    assert blob[24, 24, 0] > blob[24, 24, 2] + 60  # red Gaussians
