@@ -135,6 +135,21 @@ def safe_name(stem: str) -> str:
     return cleaned or "item"
 
 
+def unique_names(paths: list[Path]) -> list[str]:
+    """One output name per input path (file stem, or folder name), collisions suffixed -2, -3, ..."""
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        base = safe_name(path.stem if path.is_file() else Path(path).resolve().name)
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}-{n}"
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     """Asset names from file stems; collisions get -2, -3, ... in sorted order.
 

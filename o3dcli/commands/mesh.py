@@ -92,7 +92,7 @@ def mesh(
 
     from o3dcli.config import ConfigError
     from o3dcli.console import console
-    from o3dcli.pipeline import safe_name
+    from o3dcli.pipeline import unique_names
 
     try:
         cfg, mesh_cfg = _mesh_config(preset, list(sets or []), decimate, texture_size, formats)
@@ -100,14 +100,8 @@ def mesh(
         console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE)
     output.mkdir(parents=True, exist_ok=True)
-    failed, used = 0, set()
-    for path in inputs:
-        name = safe_name(path.stem if path.is_file() else path.resolve().name)
-        base, n = name, 1
-        while name in used:
-            n += 1
-            name = f"{base}-{n}"
-        used.add(name)
+    failed = 0
+    for path, name in zip(inputs, unique_names(inputs)):
         try:
             written = mesh_one(path, output / name, mesh_cfg, cfg)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])

@@ -28,7 +28,7 @@ def render(
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.io.assets import load_asset
     from o3dcli.io.media import image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
-    from o3dcli.pipeline import safe_name
+    from o3dcli.pipeline import unique_names
     from o3dcli.render.turntable import render_asset, turntable_frames
 
     output.mkdir(parents=True, exist_ok=True)
@@ -36,14 +36,7 @@ def render(
         console.print("note: MP4 needs the `video` extra (pip install 'o3dcli[video]'); writing GIFs only")
         mp4 = False
     failed = 0
-    used: set[str] = set()
-    for path in inputs:
-        name = safe_name(path.stem if path.is_file() else path.name)
-        base, n = name, 1
-        while name in used:
-            n += 1
-            name = f"{base}-{n}"
-        used.add(name)
+    for path, name in zip(inputs, unique_names(inputs)):
         try:
             asset = load_asset(path)
             clip = turntable_frames(asset, frames, size, elevation)
