@@ -42,3 +42,16 @@ def test_render_gaussians_and_mesh(tmp_path):
         assert grid[0, 0].tolist() == [255, 255, 255]
     blob = np.asarray(Image.open(out / "blob_views.png").convert("RGB"))[:48, :48].astype(int)
     assert blob[24, 24, 0] > blob[24, 24, 2] + 60  # red Gaussians
+
+
+def test_render_mp4_with_the_video_extra(tmp_path):
+    import pytest
+
+    iio = pytest.importorskip("imageio.v2", reason="the `video` extra (imageio, imageio-ffmpeg) is not installed")
+    pytest.importorskip("imageio_ffmpeg", reason="the `video` extra (imageio-ffmpeg) is not installed")
+    ply = tmp_path / "blob.ply"
+    save_gaussians(ply, _blob())
+    res = CliRunner().invoke(app, ["render", str(ply), "-o", str(tmp_path / "r"), "--frames", "5", "--size", "32"])
+    assert res.exit_code == 0, res.output
+    reader = iio.get_reader(tmp_path / "r" / "blob_turntable.mp4")
+    assert reader.count_frames() == 5 and tuple(reader.get_meta_data()["size"]) == (32, 32)
