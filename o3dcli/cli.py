@@ -21,25 +21,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 presets_app = typer.Typer(help="List and inspect configuration presets.", no_args_is_help=True)
-app.add_typer(presets_app, name="presets")
 
 
-def _register_commands() -> None:
-    # Command modules import only typer at module level; their work is imported lazily.
-    from o3dcli.commands.data import app as data_app
-    from o3dcli.commands.eval import eval_cmd
-    from o3dcli.commands.mesh import mesh
-    from o3dcli.commands.render import render
-    from o3dcli.commands.train import train_cmd
-
-    app.command("render")(render)
-    app.command("eval")(eval_cmd)
-    app.command("train")(train_cmd)
-    app.command("mesh")(mesh)
-    app.add_typer(data_app, name="data")
-
-
-_register_commands()
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -241,7 +224,6 @@ def presets_show(
     console.print(table)
 
 
-@app.command()
 def info(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Also build this preset's models on the meta device and print parameter counts per module."),
 ):
@@ -274,6 +256,27 @@ def info(
             console.print(f"weights: {describe_weights(cfg)}", soft_wrap=True)
         except ConfigError as e:
             console.print(f"weights: {e}", soft_wrap=True)
+
+
+def _register_commands() -> None:
+    # Command modules import only typer at module level; their work is imported lazily.
+    # Registration order is the order `o3d --help` lists them in.
+    from o3dcli.commands.data import app as data_app
+    from o3dcli.commands.eval import eval_cmd
+    from o3dcli.commands.mesh import mesh
+    from o3dcli.commands.render import render
+    from o3dcli.commands.train import train_cmd
+
+    app.command("mesh")(mesh)
+    app.command("render")(render)
+    app.command("eval")(eval_cmd)
+    app.command("train")(train_cmd)
+    app.add_typer(data_app, name="data")
+    app.add_typer(presets_app, name="presets")
+    app.command("info")(info)
+
+
+_register_commands()
 
 
 def main() -> None:

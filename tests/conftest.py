@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from gltf_validator import gltf_validator  # noqa: E402,F401  (the fixture, shared by every test file)
+
 torch.set_num_threads(2)
 
 

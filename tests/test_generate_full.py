@@ -11,7 +11,6 @@ import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
 
-from gltf_validator import gltf_validator  # noqa: F401  (fixture)
 from o3dcli.cli import app
 from o3dcli.io.mesh import load_mesh
 from o3dcli.io.ply import load_gaussians

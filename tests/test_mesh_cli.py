@@ -7,7 +7,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gltf_validator import gltf_validator  # noqa: F401  (fixture)
 from o3dcli.cli import app
 from o3dcli.io.export import save_mesh_glb
 from o3dcli.io.mesh import load_mesh

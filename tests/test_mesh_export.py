@@ -8,7 +8,6 @@ import struct
 import numpy as np
 import pytest
 
-from gltf_validator import gltf_validator  # noqa: F401  (fixture)
 from o3dcli.geometry.cameras import orbit_cameras
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.io.export import export_mesh, save_mesh_glb, save_mesh_obj

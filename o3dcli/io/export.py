@@ -88,7 +88,7 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
         raise ValueError("cannot export a mesh with no faces")
     stem = path.stem
     kd = " ".join(f"{c:.6f}" for c in (np.ones(3) if mesh.has_texture else mesh.material_color))
-    mtl = [f"newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
+    mtl = ["newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
     if mesh.has_texture:
         atomic_write_bytes(path.with_suffix(".png"), _png_bytes(mesh.texture))
         mtl.append(f"map_Kd {stem}.png")
