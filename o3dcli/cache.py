@@ -193,7 +193,8 @@ class StateStore:
         from safetensors.torch import save
 
         self.dir.mkdir(parents=True, exist_ok=True)
-        blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+        # clone: safetensors refuses tensors that share memory (e.g. the same zero map under two names)
+        blob = save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()})
         digest = hashlib.sha256(blob).hexdigest()
         atomic_write_bytes(self.dir / "state.safetensors", blob)
         # The metadata names the tensors' hash: a crash between the two writes is detected on load.

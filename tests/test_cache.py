@@ -63,6 +63,9 @@ def test_state_store_round_trip_and_corruption(tmp_path):
     assert st.load() is None
     st.clear()
     assert not st.dir.exists()
+    zeros = torch.zeros(3)
+    st.save({"rgb_map": zeros, "ccm_map": zeros}, {})  # one tensor under two names (a model without adapters)
+    assert torch.equal(st.load()[0]["ccm_map"], zeros)
 
 
 def _hold_lock(path, ready):

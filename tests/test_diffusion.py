@@ -154,6 +154,20 @@ def test_deterministic_and_seed_dependent(tiny):
     assert a.views.shape == (8, 3, SIZE, SIZE) and len(a.gaussians) == cfg.recon.num_gaussians
 
 
+def test_resume_without_feedback_adapters(tmp_path):
+    cfg = load_config("tiny", [f"preprocess.size={SIZE}", "diffusion.steps=3", "diffusion.save_every=1",
+                               "denoiser.feedback_rgb=false", "denoiser.feedback_ccm=false", "diffusion.feedback=false"])
+    models = build_models(cfg, "cpu")
+    cams, cond = generation_cameras(cfg, SIZE), torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    s = RecursiveSampler(models.model.denoiser, models.model.recon, models.codec, cfg.diffusion)
+    ref = s.sample(cond, cams, torch.Generator().manual_seed(2))
+    store = StateStore(tmp_path / "state")
+    with pytest.raises(KeyboardInterrupt):
+        s.sample(cond, cams, torch.Generator().manual_seed(2), state=store, interrupt_after=1)
+    out = s.sample(cond, cams, torch.Generator().manual_seed(0), state=store)
+    assert out.resumed_from == 1 and (out.views - ref.views).abs().max() <= 1e-6
+
+
 @pytest.mark.parametrize("stop_after", [1, 2, 3])
 def test_mid_denoising_resume_matches_uninterrupted(tiny, tmp_path, stop_after):
     cfg, models, cams, cond = tiny
