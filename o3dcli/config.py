@@ -23,17 +23,15 @@ from typing import Any, Literal
 
 import yaml
 
+# Every stage's dataclass (pure dataclasses: importing them costs no torch).
+from o3dcli.diffusion.config import DiffusionConfig
+from o3dcli.errors import ConfigError  # noqa: F401  (re-exported: o3dcli.config.ConfigError)
+from o3dcli.errors import require as _require
+from o3dcli.mesh.config import MeshConfig
+from o3dcli.models.configs import DenoiserConfig, ModelConfig, ReconConfig
+from o3dcli.train.config import TrainConfig
+
 PRESET_META_KEYS = ("description", "base")
-
-
-from o3dcli.errors import ConfigError  # noqa: E402  (re-exported: o3dcli.config.ConfigError)
-from o3dcli.mesh.config import MeshConfig  # noqa: E402
-from o3dcli.models.configs import DenoiserConfig, ModelConfig, ReconConfig  # noqa: E402
-
-
-def _require(ok: bool, key: str, value, what: str) -> None:
-    if not ok:
-        raise ConfigError(f"bad value for '{key}': {value!r} must be {what}")
 
 
 @dataclass
@@ -93,88 +91,6 @@ class CameraConfig:
         _require(len(self.azimuths) >= 1, "cameras.azimuths", list(self.azimuths), "at least one view")
         _require(self.radius > 0, "cameras.radius", self.radius, "positive")
         _require(0 < self.fov_deg < 180, "cameras.fov_deg", self.fov_deg, "in (0, 180)")
-
-
-@dataclass
-class DiffusionConfig:
-    steps: int = 25
-    """Denoising steps (EDM / Euler on Karras sigmas)."""
-    sigma_min: float = 0.002
-    """Smallest noise level of the schedule."""
-    sigma_max: float = 700.0
-    """Largest noise level of the schedule (SVD: 700; a pixel-space model needs far less)."""
-    guidance_min: float = 1.0
-    """Classifier-free guidance scale of the input view (the ramp's start)."""
-    guidance_max: float = 3.0
-    """Classifier-free guidance scale of the last view (linear ramp across views; 1 and 1 = no guidance)."""
-    feedback: bool = True
-    """3D-aware feedback: condition each step on RGB + CCM maps rendered from the previous step's Gaussians."""
-    feedback_start: int = 0
-    """First step whose prediction is fed back (maps are zero before)."""
-    feedback_every: int = 1
-    """Refresh the maps every N steps (reused in between)."""
-    save_every: int = 5
-    """Save the sampler state to the cache every N steps, so a killed run resumes mid-denoising (0 = never)."""
-    save_intermediate: bool = False
-    """Also write every step's predicted views and RGB/CCM feedback maps as PNGs (asset folder, intermediate/)."""
-
-    def check(self) -> None:
-        _require(self.steps >= 1, "diffusion.steps", self.steps, "at least 1")
-        _require(0 < self.sigma_min < self.sigma_max, "diffusion.sigma_min", self.sigma_min, "positive and below sigma_max")
-        _require(self.guidance_min >= 0 and self.guidance_max >= 0, "diffusion.guidance_max", self.guidance_max, "non-negative")
-        _require(self.feedback_start >= 0, "diffusion.feedback_start", self.feedback_start, "0 or more")
-        _require(self.feedback_every >= 1, "diffusion.feedback_every", self.feedback_every, "at least 1")
-        _require(self.save_every >= 0, "diffusion.save_every", self.save_every, "0 or more")
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 20000
-    """Optimiser steps of a training run (a stopped run resumes from its last checkpoint)."""
-    batch_size: int = 2
-    """Objects per step."""
-    lr: float = 2e-4
-    """AdamW learning rate (published: 1e-5 for fine-tuning SVD; a model trained from scratch needs more)."""
-    warmup_steps: int = 200
-    """Linear learning-rate warm-up."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    grad_clip: float = 1.0
-    """Clip the global gradient norm to this (0 = off)."""
-    ema_decay: float = 0.999
-    """Decay of the exponential moving average of the weights (the EMA weights are what generate uses)."""
-    p_mean: float = 1.0
-    """EDM training noise: ln sigma ~ N(p_mean, p_std^2) (published: 1.0)."""
-    p_std: float = 1.6
-    """EDM training noise spread (published: 1.6)."""
-    joint: bool = True
-    """Joint training: also reconstruct from the denoiser's x0 prediction and back-propagate that loss into the denoiser (false = decoupled)."""
-    feedback_p: float = 0.5
-    """Probability of the self-conditioning pass: re-run the denoiser on maps rendered from its own reconstruction, replacing the diffusion loss (0 = never)."""
-    detach_maps: bool = True
-    """Detach the feedback maps (the paper's algorithm) or let gradients flow through them (the released code)."""
-    cond_drop_p: float = 0.1
-    """Probability of dropping the image condition (classifier-free guidance training)."""
-    recon_weight: float = 1.0
-    """Weight of the reconstruction render loss (L1 RGB + mask) on each reconstruction."""
-    mask_weight: float = 1.0
-    """Weight of the alpha-vs-mask term inside the reconstruction loss."""
-    direct_weight: float = 1.0
-    """Weight of the per-pixel loss on the input views (opacity vs mask, position vs surface point)."""
-    extra_views: int = 4
-    """Random extra views per object rendered for the reconstruction loss (novel-view supervision)."""
-    checkpoint_every: int = 250
-    """Save a resumable checkpoint every N steps (and on Ctrl-C)."""
-    log_every: int = 10
-    """Append a row to losses.csv every N steps."""
-
-    def check(self) -> None:
-        _require(self.steps >= 1 and self.batch_size >= 1, "train.steps", self.steps, "at least 1 (and batch_size at least 1)")
-        _require(self.lr > 0, "train.lr", self.lr, "positive")
-        _require(0 <= self.feedback_p <= 1, "train.feedback_p", self.feedback_p, "in [0, 1]")
-        _require(0 <= self.cond_drop_p < 1, "train.cond_drop_p", self.cond_drop_p, "in [0, 1)")
-        _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
-        _require(self.checkpoint_every >= 1 and self.log_every >= 1, "train.checkpoint_every", self.checkpoint_every, "at least 1")
 
 
 @dataclass

@@ -3,3 +3,9 @@
 
 class ConfigError(ValueError):
     """A preset, a config file or an override is invalid; the message says which key and why."""
+
+
+def require(ok: bool, key: str, value, what: str) -> None:
+    """Raise ConfigError "bad value for 'key': value must be what" unless ok."""
+    if not ok:
+        raise ConfigError(f"bad value for '{key}': {value!r} must be {what}")

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from o3dcli.config import DiffusionConfig
+from o3dcli.diffusion.config import DiffusionConfig
 from o3dcli.diffusion.edm import edm_coefficients, edm_x0, guidance_ramp, make_scheduler
 from o3dcli.geometry.cameras import Cameras
 from o3dcli.geometry.gaussians import Gaussians

@@ -1,0 +1,57 @@
+"""Settings of joint training (section `train` of the config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from o3dcli.errors import require as _require
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    """Optimiser steps of a training run (a stopped run resumes from its last checkpoint)."""
+    batch_size: int = 2
+    """Objects per step."""
+    lr: float = 2e-4
+    """AdamW learning rate (published: 1e-5 for fine-tuning SVD; a model trained from scratch needs more)."""
+    warmup_steps: int = 200
+    """Linear learning-rate warm-up."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of the weights (the EMA weights are what generate uses)."""
+    p_mean: float = 1.0
+    """EDM training noise: ln sigma ~ N(p_mean, p_std^2) (published: 1.0)."""
+    p_std: float = 1.6
+    """EDM training noise spread (published: 1.6)."""
+    joint: bool = True
+    """Joint training: also reconstruct from the denoiser's x0 prediction and back-propagate that loss into the denoiser (false = decoupled)."""
+    feedback_p: float = 0.5
+    """Probability of the self-conditioning pass: re-run the denoiser on maps rendered from its own reconstruction, replacing the diffusion loss (0 = never)."""
+    detach_maps: bool = True
+    """Detach the feedback maps (the paper's algorithm) or let gradients flow through them (the released code)."""
+    cond_drop_p: float = 0.1
+    """Probability of dropping the image condition (classifier-free guidance training)."""
+    recon_weight: float = 1.0
+    """Weight of the reconstruction render loss (L1 RGB + mask) on each reconstruction."""
+    mask_weight: float = 1.0
+    """Weight of the alpha-vs-mask term inside the reconstruction loss."""
+    direct_weight: float = 1.0
+    """Weight of the per-pixel loss on the input views (opacity vs mask, position vs surface point)."""
+    extra_views: int = 4
+    """Random extra views per object rendered for the reconstruction loss (novel-view supervision)."""
+    checkpoint_every: int = 250
+    """Save a resumable checkpoint every N steps (and on Ctrl-C)."""
+    log_every: int = 10
+    """Append a row to losses.csv every N steps."""
+
+    def check(self) -> None:
+        _require(self.steps >= 1 and self.batch_size >= 1, "train.steps", self.steps, "at least 1 (and batch_size at least 1)")
+        _require(self.lr > 0, "train.lr", self.lr, "positive")
+        _require(0 <= self.feedback_p <= 1, "train.feedback_p", self.feedback_p, "in [0, 1]")
+        _require(0 <= self.cond_drop_p < 1, "train.cond_drop_p", self.cond_drop_p, "in [0, 1)")
+        _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
+        _require(self.checkpoint_every >= 1 and self.log_every >= 1, "train.checkpoint_every", self.checkpoint_every, "at least 1")
