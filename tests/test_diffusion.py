@@ -183,3 +183,15 @@ def test_mid_denoising_resume_matches_uninterrupted(tiny, tmp_path, stop_after):
     assert (out.views - ref.views).abs().max() <= 1e-6
     assert (out.gaussians.means - ref.gaussians.means).abs().max() <= 1e-6
     assert (out.gaussians.colors - ref.gaussians.colors).abs().max() <= 1e-6
+
+
+def test_reduced_precision_models_sample(tmp_path):
+    """bfloat16 weights on the CPU take the same dtype casts as float16 on CUDA (which needs a GPU to test)."""
+    cfg = load_config("tiny", [f"preprocess.size={SIZE}", "diffusion.steps=2"])
+    models = build_models(cfg, "cpu", "bfloat16")
+    assert next(models.model.parameters()).dtype == torch.bfloat16
+    s = RecursiveSampler(models.model.denoiser, models.model.recon, models.codec, cfg.diffusion)
+    cond = torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    out = s.sample(cond, generation_cameras(cfg, SIZE), torch.Generator().manual_seed(0))
+    assert out.views.dtype == torch.float32 and out.gaussians.means.dtype == torch.float32
+    assert torch.isfinite(out.views).all() and torch.isfinite(out.gaussians.means).all()

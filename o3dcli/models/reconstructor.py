@@ -160,7 +160,9 @@ class GaussianReconstructor(nn.Module):
         ray_in = rays if cfg.plucker_layout == "d_m" else torch.cat([rays[:, 3:], rays[:, :3]], dim=1)
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=rgb.device).reshape(-1).expand(b)
         t = noise_timestep(sigma, cfg.clean_timestep).repeat_interleave(vin)
-        x = self.conv(self.unet(torch.cat([rgb, ray_in], dim=1), t, vin))  # [B*V_in, 14, h, w]
+        # the network runs in its weights' dtype (fp16/bf16 on a GPU); activations in float32
+        net_in = torch.cat([rgb, ray_in], dim=1).to(self.conv.weight.dtype)
+        x = self.conv(self.unet(net_in, t, vin)).float()  # [B*V_in, 14, h, w]
         h = x.shape[-1]
         x = x.reshape(b, vin, GAUSSIAN_CHANNELS, h, h).permute(0, 1, 3, 4, 2).reshape(b, -1, GAUSSIAN_CHANNELS)
         if cfg.position_mode != "ray":
