@@ -95,6 +95,14 @@ def test_usage_errors_exit_2(tmp_path, args, needle):
     assert needle in res.output
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the CPU-only messages")
+def test_cuda_options_without_cuda_are_usage_errors(good_images, tmp_path):
+    res = generate(good_images, "-o", tmp_path / "o", "--device", "cuda")
+    assert res.exit_code == 2 and "CUDA is not available" in res.output
+    res = generate(good_images, "-o", tmp_path / "o", "--dtype", "float16")
+    assert res.exit_code == 2 and "needs a CUDA device" in res.output
+
+
 def test_empty_folder_is_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     res = generate(tmp_path / "empty", "-o", tmp_path / "out")
