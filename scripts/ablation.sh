@@ -44,6 +44,6 @@ for variant in "${ORDER[@]}"; do
     PRESETS+=("$preset")
   done
 done
-o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval" --no-progress \
+o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval" --no-progress --asset "${ASSET:-auto}" \
   --variants "$(IFS=,; echo "${PRESETS[*]}")"
 echo "results: $OUT/eval/eval.md"

@@ -177,3 +177,33 @@ def test_usage_errors_exit_2(args, message, tmp_path):
     res = run(*args, "-o", tmp_path / "out", "--no-progress")
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+def test_asset_option_picks_the_mesh_or_the_gaussians(tmp_path):
+    from o3dcli.eval.geometry import sample_surface
+    from o3dcli.geometry.gaussians import Gaussians
+    from o3dcli.io.ply import save_gaussians
+
+    obj = synthetic_objects(limit=1)[0]
+    mesh = obj.load()
+    folder = tmp_path / "preds" / obj.name  # an o3d asset folder holding both
+    folder.mkdir(parents=True)
+    write_obj(folder / "model.obj", mesh)
+    pts = torch.from_numpy(sample_surface(mesh, 4000, seed=0).points).float()
+    n = len(pts)
+    save_gaussians(folder / "gaussians.ply", Gaussians(pts, torch.full((n, 3), 0.01), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                                                       torch.full((n,), 0.9), torch.full((n, 3), 0.5)))
+    kinds = {}
+    for asset in ("auto", "mesh", "gaussians"):
+        out = tmp_path / asset
+        res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "preds", "-o", out,
+                  "--asset", asset, *FAST)
+        assert res.exit_code == 0, res.output
+        rep = json.loads((out / "eval.json").read_text())
+        assert rep["protocol"]["asset"] == asset
+        kinds[asset] = (rep["results"][0]["kind"], rep["results"][0]["metrics"]["chamfer"])
+    assert kinds["auto"][0] == kinds["mesh"][0] == "mesh" and kinds["auto"][1] == 0.0
+    assert kinds["gaussians"][0] == "gaussians" and 0 < kinds["gaussians"][1] < 0.02  # points on the surface
+    res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "preds", "-o", tmp_path / "x",
+              "--asset", "nope", *FAST)
+    assert res.exit_code == 2 and "--asset" in res.output

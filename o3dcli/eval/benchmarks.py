@@ -142,15 +142,21 @@ def benchmark_objects(benchmark: str, data: Path | None = None, names: list[str]
     raise BenchmarkError(f"unknown benchmark '{benchmark}' (choose {', '.join(BENCHMARKS)})")
 
 
-def find_prediction(pred_dir: Path, name: str) -> Path:
+ASSET_CHOICES = {"auto": PREDICTION_FILES, "mesh": ("model.glb", "model.obj"), "gaussians": ("gaussians.ply",)}
+
+
+def find_prediction(pred_dir: Path, name: str, asset: str = "auto") -> Path:
     """The prediction of object ``name`` in ``pred_dir``: an o3d asset folder ``<name>/`` (model.glb,
     model.obj or gaussians.ply), a GSO-layout folder ``<name>/meshes/model.obj``, a folder with a
-    single mesh file, or any tool's ``<name>.glb|.gltf|.obj|.ply``. FileNotFoundError names what was tried."""
+    single mesh file, or any tool's ``<name>.glb|.gltf|.obj|.ply``. ``asset`` picks the file of an o3d
+    asset folder (see EvalProtocol.asset). FileNotFoundError names what was tried."""
     folder = Path(pred_dir) / name
     if folder.is_dir():
-        for f in PREDICTION_FILES:
+        for f in ASSET_CHOICES[asset]:
             if (folder / f).is_file():
                 return folder / f
+        if asset != "auto" and any((folder / f).is_file() for f in PREDICTION_FILES):
+            raise FileNotFoundError(f"{folder}: no {' or '.join(ASSET_CHOICES[asset])} to score (--asset {asset})")
         if (folder / "meshes" / "model.obj").is_file():
             return folder
         meshes = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES]

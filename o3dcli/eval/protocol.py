@@ -57,8 +57,13 @@ class EvalProtocol:
     gaussian_min_opacity: float = 0.5
     mask_threshold: float = 0.5
     align: str = "none"
+    asset: str = "auto"
+    """Which file of an o3d asset folder is scored: auto (model.glb, else model.obj, else
+    gaussians.ply), mesh (model.glb / model.obj) or gaussians (gaussians.ply)."""
 
     def __post_init__(self) -> None:
+        if self.asset not in ("auto", "mesh", "gaussians"):
+            raise ValueError(f"protocol: asset must be auto, mesh or gaussians, got {self.asset!r}")
         if len(self.elevations) != len(self.azimuths) or not self.azimuths:
             raise ValueError("protocol: elevations and azimuths must be non-empty and of one length")
         if self.size < 16:

@@ -192,8 +192,8 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
                     prog.update(task, description=obj.name, stage=v.name)
                     t0 = time.perf_counter()
                     try:
-                        path = find_prediction(v.predictions, obj.name) if v.predictions else \
-                            find_prediction(v.assets_dir, Path(res.asset).name)
+                        path = find_prediction(v.predictions, obj.name, protocol.asset) if v.predictions else \
+                            find_prediction(v.assets_dir, Path(res.asset).name, protocol.asset)
                         res.asset = str(path)
                         score = score_prediction(ref, load_prediction(path), protocol, lpips_model)
                         res.metrics, res.kind, res.alignment = score.metrics, score.kind, score.alignment.to_json()
