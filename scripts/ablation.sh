@@ -7,7 +7,8 @@
 #
 #   DATA=data/synth-train OUT=runs/ablation STEPS=5000 SEEDS="0 1 2" LIMIT=20 scripts/ablation.sh
 #
-# Results: $OUT/eval/eval.md (+ .json, .csv); docs/ablation.md discusses them.
+# Results: $OUT/eval-mesh/eval.md and $OUT/eval-gaussians/eval.md (+ .json, .csv);
+# docs/ablation.md discusses them.
 set -euo pipefail
 DATA="${DATA:-data/synth-train}"
 OUT="${OUT:-runs/ablation}"
@@ -44,6 +45,12 @@ for variant in "${ORDER[@]}"; do
     PRESETS+=("$preset")
   done
 done
-o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval" --no-progress --asset "${ASSET:-auto}" \
+# Generate with every variant and score the meshes; then score the Gaussian renders of the
+# same generated assets (no second generation).
+o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-mesh" --no-progress --asset mesh \
   --variants "$(IFS=,; echo "${PRESETS[*]}")"
-echo "results: $OUT/eval/eval.md"
+ASSETS=()
+for p in "${PRESETS[@]}"; do ASSETS+=("$OUT/eval-mesh/assets/$(basename "$p" .yaml)"); done
+o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-gaussians" --no-progress --asset gaussians \
+  --predictions "$(IFS=,; echo "${ASSETS[*]}")"
+echo "results: $OUT/eval-mesh/eval.md, $OUT/eval-gaussians/eval.md"
