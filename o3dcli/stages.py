@@ -109,7 +109,12 @@ def run_diffusion(ctx: StageContext) -> dict:
 
 
 DIFFUSION = Stage(
-    "diffusion", 1, ("runtime", "cameras", "diffusion", "model", "denoiser", "recon"), run_diffusion,
+    "diffusion", 1,
+    # every setting that changes the result (not runtime.threads, not diffusion.save_every)
+    ("runtime.seed", "runtime.device", "runtime.dtype", "cameras", "model", "denoiser", "recon",
+     *(f"diffusion.{k}" for k in ("steps", "sigma_min", "sigma_max", "guidance_min", "guidance_max", "feedback",
+                                  "feedback_start", "feedback_every", "save_intermediate"))),
+    run_diffusion,
     publish={"gaussians.ply": "gaussians.ply", "views.png": "views.png", "turntable.gif": "turntable.gif",
              "intermediate": "intermediate"},
 )
