@@ -35,6 +35,16 @@ def disk_on_background(size: int = 96, radius: float = 0.3, bg=(255, 255, 255), 
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: the torch splatter slows down many times over when
+    its 2 threads share busy cores (e.g. with the other pytest-xdist worker)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
 def good_images(tmp_path) -> Path:
     """A folder with three good inputs (two RGBA, one RGB on white)."""
     d = tmp_path / "images"

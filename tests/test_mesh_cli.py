@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from o3dcli.cli import app
@@ -17,12 +16,7 @@ from test_mesh_pipeline import chamfer, render_psnr
 SH_C0 = 0.28209479177387814
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_foreign_ply(path, gaussians) -> None:

@@ -17,13 +17,7 @@ from o3dcli.mesh.surface_gaussians import reference_shape, surface_gaussians
 SMALL = dict(resolution=96, fusion_views=16, fusion_size=128, texture_size=256, target_faces=3000)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # the torch splatter slows down many times over when its 2 threads share busy cores
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def surface_distance(points: np.ndarray, mesh) -> np.ndarray:

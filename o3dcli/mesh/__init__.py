@@ -4,6 +4,8 @@ Light on purpose: the stage functions are re-exported lazily, so importing
 ``o3dcli.mesh`` (or its config) loads no torch, open3d, pymeshlab or xatlas.
 """
 
+from o3dcli._lazy import lazy_exports
+
 _EXPORTS = {
     "MeshConfig": "o3dcli.mesh.config",
     "gaussians_to_mesh": "o3dcli.mesh.fusion",
@@ -17,11 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'o3dcli.mesh' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

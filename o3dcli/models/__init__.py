@@ -7,7 +7,7 @@ diffusers load only when a model is used).
 
 from __future__ import annotations
 
-import importlib
+from o3dcli._lazy import lazy_exports
 
 _EXPORTS = {
     "DenoiserConfig": "o3dcli.models.denoiser",
@@ -28,12 +28,5 @@ _EXPORTS = {
     "count_parameters": "o3dcli.models.checkpoints",
 }
 
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'o3dcli.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
 __all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

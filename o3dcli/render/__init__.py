@@ -3,14 +3,15 @@
 Submodules import their heavy dependencies lazily; import from here for the public API.
 """
 
+from o3dcli._lazy import lazy_exports
 
-def __getattr__(name):  # lazy re-exports keep `import o3dcli.render` cheap
-    if name in ("render_gaussians", "GaussianRender", "select_backend"):
-        from o3dcli.render import gaussians
+_EXPORTS = {
+    "render_gaussians": "gaussians",
+    "GaussianRender": "gaussians",
+    "select_backend": "gaussians",
+    "render_mesh": "mesh",
+    "MeshRender": "mesh",
+}
 
-        return getattr(gaussians, name)
-    if name in ("render_mesh", "MeshRender"):
-        from o3dcli.render import mesh
-
-        return getattr(mesh, name)
-    raise AttributeError(name)
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

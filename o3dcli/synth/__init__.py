@@ -4,6 +4,8 @@ The folder format is documented in :mod:`o3dcli.synth.dataset`. Submodules load
 lazily so ``import o3dcli.synth`` stays cheap (no torch, no open3d).
 """
 
+from o3dcli._lazy import lazy_exports
+
 _EXPORTS = {
     "make_object": "objects",
     "signed_volume": "objects",
@@ -23,11 +25,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(f"o3dcli.synth.{_EXPORTS[name]}"), name)
-    raise AttributeError(name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
