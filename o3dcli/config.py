@@ -324,7 +324,9 @@ def available_presets() -> dict[str, Path]:
 
 def resolve_preset_path(preset: str | Path) -> Path:
     p = Path(preset)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    # A path is a YAML file (or names one explicitly); a bare name is a preset even when
+    # a folder of that name (say, a run called "tiny") sits in the working directory.
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise ConfigError(f"preset file not found: {p}")
         return p

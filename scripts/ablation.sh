@@ -48,9 +48,11 @@ done
 # Generate with every variant and score the meshes; then score the Gaussian renders of the
 # same generated assets (no second generation).
 o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-mesh" --no-progress --asset mesh \
+  --set "runtime.threads=$THREADS" \
   --variants "$(IFS=,; echo "${PRESETS[*]}")"
 ASSETS=()
 for p in "${PRESETS[@]}"; do ASSETS+=("$OUT/eval-mesh/assets/$(basename "$p" .yaml)"); done
 o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-gaussians" --no-progress --asset gaussians \
+  --set "runtime.threads=$THREADS" \
   --predictions "$(IFS=,; echo "${ASSETS[*]}")"
 echo "results: $OUT/eval-mesh/eval.md, $OUT/eval-gaussians/eval.md"

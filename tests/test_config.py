@@ -62,6 +62,15 @@ def test_unknown_preset_suggests_closest():
         load_config("tiyn")
 
 
+def test_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
+    # e.g. a training run called "tiny" in the working directory
+    (tmp_path / "tiny").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny").preprocess.size == 32
+    with pytest.raises(ConfigError, match="preset file not found"):
+        load_config("missing.yaml")
+
+
 def test_preset_file_errors(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("preprocess:\n  sizee: 3\n")

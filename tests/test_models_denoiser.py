@@ -17,8 +17,8 @@ from o3dcli.geometry.rays import plucker_rays
 from o3dcli.models.adapters import FeedbackAdapter
 from o3dcli.models.camera_embed import harmonic_embedding, plucker_features, resize_plucker
 from o3dcli.models.checkpoints import (
-    CheckpointError, count_parameters, load_published_denoiser, load_weights, published_key, save_weights,
-    state_dict_shapes,
+    CheckpointError, convert_weights, count_parameters, load_published_denoiser, load_weights, published_key,
+    read_metadata, save_weights, state_dict_shapes,
 )
 from o3dcli.models.codecs import PixelCodec, VAECodec
 from o3dcli.models.denoiser import DenoiserConfig, MultiViewDenoiser
@@ -333,6 +333,23 @@ def test_safetensors_round_trip_and_strict_errors(tiny, tmp_path):
         load_weights(nn.Linear(3, 5), tmp_path / "lin.safetensors")
     with pytest.raises(CheckpointError, match="no such weights file"):
         load_weights(tiny, tmp_path / "missing.safetensors")
+
+
+def test_float16_export_loads_into_a_float32_model(tiny, tmp_path):
+    src = save_weights(tiny, tmp_path / "full.safetensors", metadata={"step": "12"})
+    dst = convert_weights(src, tmp_path / "half.safetensors", torch.float16)
+    assert dst.stat().st_size < 0.6 * src.stat().st_size
+    meta = read_metadata(dst)
+    assert meta["dtype"] == "float16" and meta["step"] == "12" and meta["config"] == read_metadata(src)["config"]
+    fresh = build(seed=7)
+    load_weights(fresh, dst)
+    got, want = fresh.state_dict(), tiny.state_dict()
+    assert all(got[k].dtype == want[k].dtype for k in want)  # cast back to the model's dtype
+    assert all(torch.equal(got[k], want[k].half().to(want[k].dtype)) for k in want)
+    inp = make_inputs()
+    with torch.no_grad():
+        a, b = fresh(**inp), tiny(**inp)
+    assert (a - b).abs().max() <= 1e-2 * b.abs().max()
 
 
 # --- codecs --------------------------------------------------------------------------------

@@ -162,6 +162,25 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
     return path
 
 
+def convert_weights(src: str | Path, dst: str | Path, dtype: torch.dtype) -> Path:
+    """Copy an o3d weights file with its floating-point tensors cast to `dtype`.
+
+    Metadata is kept (plus "dtype"); loading casts back to the model's dtype, so a
+    float16 file halves the size on disk and works on any device.
+    """
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    meta = read_metadata(src)
+    meta["dtype"] = str(dtype).removeprefix("torch.")
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in load_file(str(src)).items()}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, dst)
+    return dst
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata of a safetensors file (o3d stores "format" and "config")."""
     from safetensors import safe_open

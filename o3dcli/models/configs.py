@@ -22,7 +22,7 @@ GAUSSIAN_CHANNELS = 14
 class DenoiserConfig:
     latent_channels: int = 3
     """Channels of the codec's latents (3 = pixel space, 4 = SVD VAE); the UNet sees twice this (noisy + condition)."""
-    block_out_channels: tuple[int, ...] = (32, 64, 128)
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
     """UNet width per resolution level; multiples of 32 (GroupNorm with 32 groups)."""
     down_block_types: tuple[str, ...] = ("DownBlockSpatioTemporal",) + ("CrossAttnDownBlockSpatioTemporal",) * 2
     """diffusers block per level, finest first; keep attention-free blocks at full resolution (R^2 tokens)."""
@@ -62,14 +62,14 @@ class DenoiserConfig:
     """Build the CCM-map adapter (cond_encoder.1); off = no adapter and no influence of ccm_map."""
     adapter_unshuffle: int = 1
     """Map-to-latent size ratio (PixelUnshuffle factor): 8 for the SVD VAE, 1 in pixel space."""
-    adapter_res_blocks: int = 3
-    """Res-blocks per adapter stage."""
+    adapter_res_blocks: int = 1
+    """Res-blocks per adapter stage (published: 3)."""
     adapter_kernel: int = 1
     """Kernel of the adapters' in_conv and block2 (1 published)."""
 
     @classmethod
     def tiny(cls) -> "DenoiserConfig":
-        """CPU model: pixel space, 8 views, (32, 64, 128), about 8 M parameters."""
+        """CPU model: pixel space, 8 views, (32, 64, 64), 3.5 M parameters."""
         return cls()
 
     @classmethod
@@ -79,7 +79,7 @@ class DenoiserConfig:
             latent_channels=4, block_out_channels=(320, 640, 1280, 1280), down_block_types=_SVD_DOWN,
             up_block_types=_SVD_UP, layers_per_block=2, num_attention_heads=(5, 10, 20, 20),
             cross_attention_dim=1024, addition_time_embed_dim=256, image_encoder="clip",
-            plucker_moment_first=True, plucker_transpose=True, adapter_unshuffle=8,
+            plucker_moment_first=True, plucker_transpose=True, adapter_unshuffle=8, adapter_res_blocks=3,
         )
 
     def check(self) -> None:

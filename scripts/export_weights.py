@@ -1,0 +1,50 @@
+"""Export a training run's EMA weights for shipping: cast to float16 (half the size) and
+report what the cast changes.
+
+    python scripts/export_weights.py runs/tiny/model.safetensors o3dcli/assets/weights/tiny.safetensors
+
+Prints the sizes, the parameter count and the largest relative rounding error of the cast.
+The architecture metadata is kept, so `build_models` still checks the file against the preset.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from o3dcli.models.build import dtype_of
+from o3dcli.models.checkpoints import convert_weights, read_metadata
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("src", type=Path, help="weights to export (a run's model.safetensors)")
+    ap.add_argument("dst", type=Path, help="where to write them")
+    ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    a = ap.parse_args()
+    if not a.src.is_file():
+        raise SystemExit(f"error: {a.src}: no such weights file")
+    convert_weights(a.src, a.dst, dtype_of(a.dtype))
+    before, after = load_file(str(a.src)), load_file(str(a.dst))
+    params = sum(v.numel() for v in before.values())
+    worst = 0.0
+    for k, v in before.items():
+        if v.is_floating_point() and v.numel():
+            err = (after[k].float() - v.float()).abs().max() / v.float().abs().max().clamp_min(1e-12)
+            worst = max(worst, float(err))
+    meta = read_metadata(a.dst)
+    print(f"{'file':<10}{'size (MB)':>12}")
+    print(f"{'source':<10}{a.src.stat().st_size / 1e6:>12.2f}")
+    print(f"{'exported':<10}{a.dst.stat().st_size / 1e6:>12.2f}")
+    print(f"parameters: {params:,}; dtype {meta.get('dtype')}; training step {meta.get('step', '?')}")
+    print(f"largest rounding error relative to the tensor's largest value: {worst:.2e}")
+    finite = all(torch.isfinite(v.float()).all() for v in after.values() if v.is_floating_point())
+    if not finite:
+        raise SystemExit("error: the cast produced inf/nan (values beyond the dtype's range); keep float32")
+
+
+if __name__ == "__main__":
+    main()
