@@ -7,8 +7,9 @@
 #
 #   DATA=data/synth-train OUT=runs/ablation STEPS=5000 SEEDS="0 1 2" LIMIT=20 scripts/ablation.sh
 #
-# Results: $OUT/eval-mesh/eval.md and $OUT/eval-gaussians/eval.md (+ .json, .csv);
-# docs/ablation.md discusses them.
+# Results: $OUT/eval-mesh/eval.md (the meshes), $OUT/eval-gaussians/eval.md (the Gaussian
+# renders), $OUT/eval-views/eval.md (the generated views), each + .json/.csv, and
+# $OUT/ablation-table.md (mean and spread over seeds per variant); docs/ablation.md discusses them.
 set -euo pipefail
 DATA="${DATA:-data/synth-train}"
 OUT="${OUT:-runs/ablation}"
@@ -45,8 +46,8 @@ for variant in "${ORDER[@]}"; do
     PRESETS+=("$preset")
   done
 done
-# Generate with every variant and score the meshes; then score the Gaussian renders of the
-# same generated assets (no second generation).
+# Generate with every variant and score the meshes; then score the Gaussian renders and the
+# generated views of the same assets (no second generation).
 o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-mesh" --no-progress --asset mesh \
   --set "runtime.threads=$THREADS" \
   --variants "$(IFS=,; echo "${PRESETS[*]}")"
@@ -55,4 +56,8 @@ for p in "${PRESETS[@]}"; do ASSETS+=("$OUT/eval-mesh/assets/$(basename "$p" .ya
 o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-gaussians" --no-progress --asset gaussians \
   --set "runtime.threads=$THREADS" \
   --predictions "$(IFS=,; echo "${ASSETS[*]}")"
-echo "results: $OUT/eval-mesh/eval.md, $OUT/eval-gaussians/eval.md"
+o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-views" --no-progress --asset views \
+  --set "runtime.threads=$THREADS" \
+  --predictions "$(IFS=,; echo "${ASSETS[*]}")"
+python "$(dirname "$0")/ablation_table.py" "$OUT" > "$OUT/ablation-table.md"
+echo "results: $OUT/eval-{mesh,gaussians,views}/eval.md; per variant over seeds: $OUT/ablation-table.md"

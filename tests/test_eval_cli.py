@@ -207,3 +207,37 @@ def test_asset_option_picks_the_mesh_or_the_gaussians(tmp_path):
     res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "preds", "-o", tmp_path / "x",
               "--asset", "nope", *FAST)
     assert res.exit_code == 2 and "--asset" in res.output
+
+
+def test_asset_views_scores_the_generated_images(tmp_path):
+    import torch.nn.functional as F
+    import yaml
+
+    from o3dcli.eval.protocol import EvalProtocol, prepare_reference
+    from o3dcli.io.media import image_grid, save_png, to_uint8
+
+    obj = synthetic_objects(limit=1)[0]
+    ref = prepare_reference(obj.load(), EvalProtocol(size=32))
+    small = F.interpolate(ref.views.rgb, size=(16, 16), mode="area")  # what a 16 px model would draw if perfect
+    for name, views in (("exact", small), ("rolled", small.roll(1, 0))):  # rolled: every view at the wrong camera
+        (tmp_path / name / obj.name).mkdir(parents=True)
+        save_png(tmp_path / name / obj.name / "views.png", image_grid(to_uint8(views), cols=8))
+    res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", f"{tmp_path / 'exact'},{tmp_path / 'rolled'}",
+              "-o", tmp_path / "out", "--asset", "views", *FAST)
+    assert res.exit_code == 0, res.output
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "out" / "eval.json").read_text())["results"]}
+    exact, rolled = rows["exact"]["metrics"], rows["rolled"]["metrics"]
+    assert rows["exact"]["kind"] == "views" and exact["chamfer"] is None and exact["mask_iou"] is None
+    assert exact["psnr"] > 45 and exact["ssim"] > 0.99  # only 8-bit rounding differs
+    assert rolled["psnr"] < exact["psnr"] - 20 and rolled["ssim"] < exact["ssim"]
+    # views made at other cameras are refused, naming the file; and views cannot be aligned
+    cams = {"elevations": [0.0] * 8, "azimuths": [0, 30, 60, 90, 120, 150, 180, 210], "fov_deg": 39.6, "radius": 1.7417}
+    (tmp_path / "exact" / obj.name / "config.yaml").write_text(yaml.safe_dump({"cameras": cams}))
+    res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "exact", "-o", tmp_path / "o2",
+              "--asset", "views", *FAST)
+    assert res.exit_code == 1
+    err = json.loads((tmp_path / "o2" / "eval.json").read_text())["results"][0]["error"]
+    assert "views.png" in err and "other cameras" in err
+    res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "exact", "-o", tmp_path / "o3",
+              "--asset", "views", "--align", "icp", *FAST)
+    assert res.exit_code == 2 and "cannot be aligned" in res.output

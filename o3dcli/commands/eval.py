@@ -37,7 +37,7 @@ def eval_cmd(
     views: Optional[int] = typer.Option(None, "--views", min=1, help="Score N views at elevation 0, azimuths 360*i/N (default: the 8 generation cameras, azimuths 0..337.5)."),
     size: int = typer.Option(256, "--size", min=16, help="Side in pixels of the input view and the scored views."),
     points: int = typer.Option(100_000, "--points", min=100, help="Surface points sampled per mesh for Chamfer, F-score and normal consistency."),
-    asset: str = typer.Option("auto", "--asset", help="What to score in o3d asset folders: auto (model.glb, else model.obj, else gaussians.ply), mesh, or gaussians (the Gaussian renders)."),
+    asset: str = typer.Option("auto", "--asset", help="What to score in o3d asset folders: auto (model.glb, else model.obj, else gaussians.ply), mesh, gaussians (the Gaussian renders) or views (views.png, the diffusion's own images: PSNR/SSIM only)."),
     mesh_shading: str = typer.Option("lambert", "--mesh-shading", help="How predicted meshes are rendered: lambert (colours are albedo, like the ground truth) or unlit (colours already hold lighting)."),
     output: Path = typer.Option(Path("o3d-eval"), "--output", "-o", help="Output folder: inputs/, assets/, renders/, eval.json, eval.csv, eval.md."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Generation seed (shortcut for --set runtime.seed=N)."),
@@ -59,7 +59,7 @@ def eval_cmd(
         return typer.Exit(EXIT_USAGE)
 
     from o3dcli.eval.benchmarks import BENCHMARKS, BenchmarkError, benchmark_objects
-    from o3dcli.eval.protocol import EvalProtocol
+    from o3dcli.eval.protocol import ASSET_KINDS, EvalProtocol
 
     if benchmark not in BENCHMARKS:
         raise usage(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got '{benchmark}'")
@@ -73,8 +73,10 @@ def eval_cmd(
         objs = benchmark_objects(benchmark, data, _split(objects) or None, limit)
     except BenchmarkError as e:
         raise usage(str(e)) from None
-    if asset not in ("auto", "mesh", "gaussians"):
-        raise usage(f"--asset must be auto, mesh or gaussians, got '{asset}'")
+    if asset not in ASSET_KINDS:
+        raise usage(f"--asset must be one of {', '.join(ASSET_KINDS)}, got '{asset}'")
+    if asset == "views" and align != "none":
+        raise usage("--asset views scores images at the protocol's cameras: they cannot be aligned (use --align none)")
     protocol = EvalProtocol(size=size, surface_points=points, align=align, mesh_shading=mesh_shading, asset=asset)
     if views is not None:
         protocol = protocol.with_views(views)

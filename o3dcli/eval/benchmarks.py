@@ -142,7 +142,8 @@ def benchmark_objects(benchmark: str, data: Path | None = None, names: list[str]
     raise BenchmarkError(f"unknown benchmark '{benchmark}' (choose {', '.join(BENCHMARKS)})")
 
 
-ASSET_CHOICES = {"auto": PREDICTION_FILES, "mesh": ("model.glb", "model.obj"), "gaussians": ("gaussians.ply",)}
+ASSET_CHOICES = {"auto": PREDICTION_FILES, "mesh": ("model.glb", "model.obj"), "gaussians": ("gaussians.ply",),
+                 "views": ("views.png",)}
 
 
 def find_prediction(pred_dir: Path, name: str, asset: str = "auto") -> Path:
@@ -169,8 +170,31 @@ def find_prediction(pred_dir: Path, name: str, asset: str = "auto") -> Path:
                             f"{name}/meshes/model.obj and {name}{{{','.join(PREDICTION_SUFFIXES)}}})")
 
 
+def load_generated_views(path: Path):
+    """An o3d views.png (V square RGB views left to right) as GeneratedViews."""
+    import torch
+
+    from o3dcli.eval.protocol import GeneratedViews
+    from o3dcli.io.images import load_image
+
+    img = torch.from_numpy(load_image(path)).permute(2, 0, 1)  # [4, H, W] in [0, 1]
+    h, w = img.shape[-2:]
+    if w % h:
+        raise ValueError(f"{path}: {w}x{h} is not square views side by side")
+    rgb = img[:3] * img[3:] + (1 - img[3:])  # over white, as the protocol's renders
+    cameras = None
+    if (path.parent / "config.yaml").is_file():  # the asset's resolved config: which cameras made the views
+        import yaml
+
+        cameras = (yaml.safe_load((path.parent / "config.yaml").read_text()) or {}).get("cameras")
+    return GeneratedViews(rgb.unflatten(2, (w // h, h)).permute(2, 0, 1, 3).contiguous(), str(path), cameras)
+
+
 def load_prediction(path: Path):
-    """Gaussians (a 3DGS PLY) or a TriMesh (anything else; GSO folders are turned Y-up)."""
+    """Gaussians (a 3DGS PLY), GeneratedViews (an o3d views.png: square views side by side) or a
+    TriMesh (anything else; GSO folders are turned Y-up)."""
+    if Path(path).suffix.lower() == ".png":
+        return load_generated_views(Path(path))
     from o3dcli.io.assets import load_asset
 
     return load_asset(Path(path))

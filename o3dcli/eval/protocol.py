@@ -25,6 +25,7 @@ PROTOCOL_VERSION = "o3d-eval-1"
 # The published Ouroboros3D generation cameras (DESIGN.md section 1), which are also the tiny preset's.
 VIEW_AZIMUTHS = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 337.5)
 
+ASSET_KINDS = ("auto", "mesh", "gaussians", "views")
 IMAGE_KEYS = ("psnr", "psnr_masked", "ssim", "ssim_masked", "lpips", "mask_iou")
 HIGHER_IS_BETTER = {"psnr": True, "psnr_masked": True, "ssim": True, "ssim_masked": True, "lpips": False,
                     "mask_iou": True, "chamfer": False, "chamfer_pred_to_gt": False, "chamfer_gt_to_pred": False,
@@ -59,11 +60,12 @@ class EvalProtocol:
     align: str = "none"
     asset: str = "auto"
     """Which file of an o3d asset folder is scored: auto (model.glb, else model.obj, else
-    gaussians.ply), mesh (model.glb / model.obj) or gaussians (gaussians.ply)."""
+    gaussians.ply), mesh (model.glb / model.obj), gaussians (gaussians.ply) or views (views.png,
+    the multi-view diffusion's own images: image metrics only, at the images' resolution)."""
 
     def __post_init__(self) -> None:
-        if self.asset not in ("auto", "mesh", "gaussians"):
-            raise ValueError(f"protocol: asset must be auto, mesh or gaussians, got {self.asset!r}")
+        if self.asset not in ASSET_KINDS:
+            raise ValueError(f"protocol: asset must be one of {', '.join(ASSET_KINDS)}, got {self.asset!r}")
         if len(self.elevations) != len(self.azimuths) or not self.azimuths:
             raise ValueError("protocol: elevations and azimuths must be non-empty and of one length")
         if self.size < 16:
@@ -128,7 +130,49 @@ class Score:
     alignment: Alignment
     views: Views
     kind: str
-    """"mesh" or "gaussians": what was scored."""
+    """"mesh", "gaussians" or "views": what was scored."""
+
+
+@dataclass(frozen=True)
+class GeneratedViews:
+    """The multi-view diffusion's images of one asset (views.png): rgb [V,3,h,w] over white,
+    at the protocol's cameras (the generation cameras), at the model's own resolution."""
+
+    rgb: Tensor
+    source: str = ""
+    cameras: dict | None = None
+    """The generating config's `cameras` section, when known (checked against the protocol's views)."""
+
+
+def score_views(ref: Reference, pred: GeneratedViews, protocol: EvalProtocol, lpips_model=None) -> Score:
+    """PSNR / SSIM (and LPIPS) of generated views against the GT views, compared at the generated
+    views' resolution (the GT area-downsampled to it); no masks, no geometry."""
+    import torch.nn.functional as F
+
+    V, h = len(protocol.azimuths), pred.rgb.shape[-2]
+    if pred.rgb.shape[0] != V:
+        raise ValueError(f"{pred.source or 'views'}: {pred.rgb.shape[0]} views, the protocol scores {V}")
+    if pred.cameras is not None:
+        want = {"elevations": protocol.elevations, "azimuths": protocol.azimuths, "fov_deg": protocol.fov_deg,
+                "radius": protocol.radius}
+        if any(not np.allclose(np.asarray(pred.cameras.get(k, np.nan), float), np.asarray(v, float), atol=1e-3)
+               for k, v in want.items()):
+            raise ValueError(f"{pred.source}: generated at other cameras than the protocol's views ({pred.cameras})")
+    if protocol.align != "none":
+        raise ValueError("views are images at the protocol's cameras: they cannot be aligned (use --align none)")
+    gt = quantize8(F.interpolate(ref.views.rgb, size=tuple(pred.rgb.shape[-2:]), mode="area"))
+    rgb = quantize8(pred.rgb.float())
+    m: dict[str, float | None] = {k: None for k in protocol.metric_keys()}
+    if ref.appearance:
+        m["psnr"] = mean_over_views(psnr(rgb, gt))
+        m["ssim"] = mean_over_views(ssim_mean(ssim_map(rgb, gt))) if h >= 11 else None
+        if lpips_model is not None:
+            from o3dcli.eval.lpips import lpips_per_view
+
+            m["lpips"] = mean_over_views(lpips_per_view(lpips_model, rgb, gt))
+    # shown beside the GT in renders/: upsampled without smoothing, so the pixels are visible
+    big = F.interpolate(rgb, size=tuple(ref.views.rgb.shape[-2:]), mode="nearest")
+    return Score(m, IDENTITY, Views(big, torch.ones_like(big[:, :1])), "views")
 
 
 def _render_mesh(mesh: TriMesh, cams: Cameras, protocol: EvalProtocol, shading: str, background=(1.0, 1.0, 1.0)):
@@ -175,8 +219,11 @@ def prediction_surface(asset: TriMesh | Gaussians, protocol: EvalProtocol) -> Po
     return gaussian_points(asset.to("cpu", torch.float32), protocol.gaussian_min_opacity)
 
 
-def score_prediction(ref: Reference, asset: TriMesh | Gaussians, protocol: EvalProtocol, lpips_model=None) -> Score:
+def score_prediction(ref: Reference, asset: TriMesh | Gaussians | GeneratedViews, protocol: EvalProtocol,
+                     lpips_model=None) -> Score:
     """All metrics of one prediction against one reference (after the protocol's alignment)."""
+    if isinstance(asset, GeneratedViews):
+        return score_views(ref, asset, protocol, lpips_model)
     surface = prediction_surface(asset, protocol)
     alignment = IDENTITY
     if protocol.align != "none":
