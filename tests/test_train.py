@@ -92,3 +92,41 @@ def test_losses_fall_when_overfitting_one_object(dataset, tmp_path):
     mean = lambda xs, k: sum(getattr(x, k) for x in xs) / len(xs)  # noqa: E731
     assert mean(last, "recon_gt") < 0.8 * mean(first, "recon_gt")
     assert mean(last, "direct") < 0.8 * mean(first, "direct")
+
+
+def _ddp_worker(rank, world, dataset, run, init_file):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        cfg, objs = objects(dataset, "train.lr=1e-3")
+        t = Trainer(cfg, objs, run)
+        train(t, 2)
+        torch.save({"params": _params(t.model), "ema": _params(t.ema), "gen": t.gen.get_state()}, f"{run}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torchrun_ranks_stay_in_sync(dataset, tmp_path):
+    """Two gloo processes (as torchrun starts them): each draws its own batches, gradients are
+    averaged, so both replicas end identical; the checkpoint keeps every rank's random state."""
+    import torch.multiprocessing as mp
+
+    run = tmp_path / "ddp"
+    run.mkdir()
+    mp.spawn(_ddp_worker, args=(2, dataset, run, tmp_path / "init"), nprocs=2, join=True)
+    r0, r1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert torch.equal(r0["params"], r1["params"]) and torch.equal(r0["ema"], r1["ema"])
+    assert not torch.equal(r0["gen"], r1["gen"])  # different data on each rank
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert int(ckpt["step"]) == 2 and len(ckpt["generators"]) == 2
+    assert torch.equal(ckpt["generators"][1], r1["gen"])
+    # the same two steps in one process (rank 0's batches only) end elsewhere: the gradients were shared
+    cfg, objs = objects(dataset, "train.lr=1e-3")
+    alone = Trainer(cfg, objs, tmp_path / "alone")
+    train(alone, 2)
+    assert not torch.allclose(_params(alone.model), r0["params"])

@@ -61,7 +61,8 @@ def train_cmd(
         raise _usage_error(str(e)) from None
     trainer = Trainer(cfg, objects, output, dev)
     resumed = trainer.load()
-    console.print(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
+    say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
+    say(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
                   + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
                   + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
     stop = {"flag": False}
@@ -70,13 +71,13 @@ def train_cmd(
         if stop["flag"]:
             raise KeyboardInterrupt
         stop["flag"] = True
-        console.print("stopping after this step; saving a checkpoint (Ctrl-C again to abort without saving)")
+        say("stopping after this step; saving a checkpoint (Ctrl-C again to abort without saving)")
 
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     try:
         with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeRemainingColumn(), console=console, disable=no_progress) as prog:
+                      TimeRemainingColumn(), console=console, disable=no_progress or trainer.rank != 0) as prog:
             task = prog.add_task("train", total=cfg.train.steps, completed=trainer.step_count, info="")
 
             def on_step(step, parts, dt):
@@ -87,6 +88,6 @@ def train_cmd(
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    console.print(f"step {done}/{cfg.train.steps}; checkpoint {escape(str(output / 'checkpoint.pt'))}, "
+    say(f"step {done}/{cfg.train.steps}; checkpoint {escape(str(output / 'checkpoint.pt'))}, "
                   f"EMA weights {escape(str(output / 'model.safetensors'))}", soft_wrap=True)
     raise typer.Exit(0)

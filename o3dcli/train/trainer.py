@@ -69,14 +69,12 @@ class Trainer:
         built = build_models(cfg, device)
         self.model, self.codec = built.model.train(), built.codec
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.net = self.model
-        if self.world > 1:  # torchrun: one process per GPU/CPU group, gradients all-reduced by DDP
+        if self.world > 1:  # torchrun: one process per GPU/CPU group, gradients averaged over ranks
             import torch.distributed as dist
-            from torch.nn.parallel import DistributedDataParallel
 
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-            self.net = DistributedDataParallel(self.model, find_unused_parameters=True)
+            self._broadcast_state()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + self.rank)
         self.step_count = 0
@@ -102,8 +100,8 @@ class Trainer:
 
     def losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
         cfg, t, dev = self.cfg, self.cfg.train, self.device
-        den = self.net.module.denoiser if hasattr(self.net, "module") else self.net.denoiser
-        rec = self.net.module.recon if hasattr(self.net, "module") else self.net.recon
+        den = self.model.denoiser
+        rec = self.model.recon
         views = batch.views.to(dev)
         B, V = views.shape[:2]
         rgb = composite(views, self.background)  # [B, V, 3, S, S]
@@ -155,6 +153,49 @@ class Trainer:
         f = lambda v: float(v.detach())  # noqa: E731
         return total, StepLosses(f(total), f(l_diff), f(r_gt), f(r_pred), f(d_gt + d_pred), feedback, f(sigma.mean()))
 
+    # -- several processes (torchrun) -------------------------------------------------------
+    # A step calls the denoiser up to twice and the reconstructor up to three times, on inner
+    # modules, so DistributedDataParallel's forward hooks would not see them: gradients are
+    # instead averaged explicitly after backward, in buckets (same result, any call pattern).
+
+    def _broadcast_state(self) -> None:
+        """Every rank starts from rank 0's weights (they are seeded alike; this makes it certain)."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for t in list(self.model.state_dict().values()) + list(self.ema.state_dict().values()):
+                dist.broadcast(t, 0)
+
+    def _average_gradients(self, bucket: int = 1 << 24) -> None:
+        import torch.distributed as dist
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:  # unused this step on this rank: contributes zeros
+                p.grad = torch.zeros_like(p)
+        i = 0
+        while i < len(params):
+            group, n = [], 0
+            while i < len(params) and (not group or n + params[i].numel() <= bucket):
+                group.append(params[i])
+                n += params[i].numel()
+                i += 1
+            flat = torch.cat([p.grad.reshape(-1) for p in group])
+            dist.all_reduce(flat)
+            flat /= self.world
+            for p, g in zip(group, flat.split([p.numel() for p in group])):
+                p.grad.copy_(g.view_as(p))
+
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (so all ranks stop after the same step)."""
+        if self.world == 1:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t)
+        return bool(t.item())
+
     def lr_at(self, step: int) -> float:
         w = self.cfg.train.warmup_steps
         return self.cfg.train.lr * min(1.0, (step + 1) / max(1, w))
@@ -167,6 +208,8 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         total, parts = self.losses(batch)
         total.backward()
+        if self.world > 1:
+            self._average_gradients()
         if t.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.opt.step()
@@ -183,16 +226,26 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def save(self) -> Path:
-        """Write the resumable checkpoint and the EMA weights (atomically; rank 0 only)."""
+        """Write the resumable checkpoint and the EMA weights (atomically). Called on every rank:
+        the ranks' random states are gathered (each draws its own batches), rank 0 writes."""
         from o3dcli.models.build import save_model
 
+        gens = [self.gen.get_state()]
+        if self.world > 1:
+            import torch.distributed as dist
+
+            gens = [None] * self.world
+            dist.all_gather_object(gens, self.gen.get_state())
+        if self.rank != 0:
+            return self.run_dir / CHECKPOINT
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "step": torch.tensor(self.step_count),
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.opt.state_dict(),
-            "generator": self.gen.get_state(),
+            "generator": gens[0],
+            "generators": list(gens),
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -210,7 +263,11 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["optimizer"])
-        self.gen.set_state(state["generator"])
+        gens = state.get("generators") or [state["generator"]]
+        if self.rank < len(gens):
+            self.gen.set_state(gens[self.rank])
+        else:  # more ranks than the run was saved with: a fresh stream per rank and step
+            self.gen.manual_seed(self.cfg.runtime.seed * 1000 + self.rank + 1_000_003 * int(state["step"]))
         self.step_count = int(state["step"])
         return True
 
@@ -230,16 +287,15 @@ def train(trainer: Trainer, steps: int, on_step=None, should_stop=lambda: False)
     """Run until `steps` total steps (or should_stop()); checkpoint every N steps and at the end."""
     t = trainer.cfg.train
     main = trainer.rank == 0
-    while trainer.step_count < steps and not should_stop():
+    while trainer.step_count < steps and not trainer.any_rank(should_stop()):
         t0 = time.perf_counter()
         parts = trainer.step()
         dt = time.perf_counter() - t0
         if main and trainer.step_count % t.log_every == 0:
             trainer.log(parts, dt)
-        if main and trainer.step_count % t.checkpoint_every == 0:
+        if trainer.step_count % t.checkpoint_every == 0:
             trainer.save()
         if on_step:
             on_step(trainer.step_count, parts, dt)
-    if main:
-        trainer.save()
+    trainer.save()
     return trainer.step_count
