@@ -5,7 +5,7 @@
 # synthetic` on the same held-out objects (seeds 1,000,000+; training uses 0..999).
 # Every step resumes: run the script again after an interruption.
 #
-#   DATA=data/synth-train OUT=runs/ablation STEPS=5000 SEEDS="0 1 2" LIMIT=20 scripts/ablation.sh
+#   DATA=data/synth-train OUT=runs/ablation STEPS=5000 SEEDS="0 1 2" LIMIT=20 THREADS=1 scripts/ablation.sh
 #
 # Results: $OUT/eval-mesh/eval.md (the meshes), $OUT/eval-gaussians/eval.md (the Gaussian
 # renders), $OUT/eval-views/eval.md (the generated views), each + .json/.csv, and
@@ -18,6 +18,7 @@ SEEDS="${SEEDS:-0 1 2}"
 LIMIT="${LIMIT:-20}"
 THREADS="${THREADS:-0}"
 N_OBJECTS="${N_OBJECTS:-1000}"
+EXTRA_SETS="${EXTRA_SETS:-}"  # key=value overrides for every variant, e.g. "train.p_mean=-1.2 train.p_std=1.2"
 
 # variant name -> config overrides (training and sampling)
 declare -A VARIANTS=(
@@ -36,7 +37,7 @@ for variant in "${ORDER[@]}"; do
   for seed in $SEEDS; do
     run="$OUT/${variant}-s${seed}"
     sets=()
-    for kv in ${VARIANTS[$variant]}; do sets+=(--set "$kv"); done
+    for kv in $EXTRA_SETS ${VARIANTS[$variant]}; do sets+=(--set "$kv"); done
     o3d train --preset tiny --data "$DATA" -o "$run" --steps "$STEPS" --seed "$seed" \
       --set "runtime.threads=$THREADS" "${sets[@]}" --no-progress
     # a preset = the run's resolved config + its EMA weights

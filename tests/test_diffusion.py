@@ -156,7 +156,8 @@ def test_deterministic_and_seed_dependent(tiny):
 
 def test_resume_without_feedback_adapters(tmp_path):
     cfg = load_config("tiny", [f"preprocess.size={SIZE}", "diffusion.steps=3", "diffusion.save_every=1",
-                               "denoiser.feedback_rgb=false", "denoiser.feedback_ccm=false", "diffusion.feedback=false"])
+                               "denoiser.feedback_rgb=false", "denoiser.feedback_ccm=false", "diffusion.feedback=false",
+                               "model.weights=none"])  # another architecture than the shipped weights'
     models = build_models(cfg, "cpu")
     cams, cond = generation_cameras(cfg, SIZE), torch.rand(3, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
     s = RecursiveSampler(models.model.denoiser, models.model.recon, models.codec, cfg.diffusion)

@@ -27,7 +27,7 @@ def test_generate_writes_every_asset(good_images, tmp_path, gltf_validator):
     res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(out), "--steps", "2",
                                    "--save-intermediate", *SMALL, *MESH_SMALL])
     assert res.exit_code == 0, res.output
-    assert "seeded random init" in res.output  # said plainly while no weights are shipped
+    assert "tiny.safetensors" in res.output  # the shipped weights, named
     a = out / "apple"
     g = load_gaussians(a / "gaussians.ply")
     assert len(g) == 1024 and torch_all_finite(g.means)
@@ -126,3 +126,11 @@ def test_every_setting_is_in_some_stage_key():
     unkeyed = {f"{sec.name}.{f.name}" for sec in dataclasses.fields(Config) if sec.name != "train"
                for f in dataclasses.fields(getattr(Config(), sec.name))} - keyed
     assert unkeyed == {"runtime.threads", "diffusion.save_every"}
+
+
+def test_shipped_weights_refuse_another_architecture(good_images, tmp_path):
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(tmp_path / "o"),
+                                   "--set", "denoiser.feedback_rgb=false", "--no-progress"])
+    assert res.exit_code == 2
+    assert "tiny.safetensors" in res.output and "denoiser.feedback_rgb" in res.output and "model.weights=none" in res.output
+    assert not (tmp_path / "o" / "apple").exists()  # refused before any work

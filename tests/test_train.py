@@ -130,3 +130,19 @@ def test_torchrun_ranks_stay_in_sync(dataset, tmp_path):
     alone = Trainer(cfg, objs, tmp_path / "alone")
     train(alone, 2)
     assert not torch.allclose(_params(alone.model), r0["params"])
+
+
+def test_a_new_run_starts_from_scratch_not_from_the_shipped_weights(dataset, tmp_path):
+    import dataclasses
+
+    from o3dcli.models.build import build_models
+
+    cfg, objs = objects(dataset)
+    assert cfg.model.weights == "tiny"  # the preset generates with the shipped weights...
+    t = Trainer(cfg, objs, tmp_path / "r")
+    scratch = build_models(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights="none"))).model
+    shipped = build_models(cfg).model
+    assert torch.equal(_params(t.model), _params(scratch))  # ...but training starts from train.init = none
+    assert not torch.equal(_params(t.model), _params(shipped))
+    cfg, objs = objects(dataset, "train.init=tiny")  # fine-tuning is asked for explicitly
+    assert torch.equal(_params(Trainer(cfg, objs, tmp_path / "ft").model), _params(shipped))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -41,6 +43,9 @@ def train_cmd(
     extra += [f"runtime.seed={seed}"] if seed is not None else []
     extra += [f"runtime.device={device}"] if device is not None else []
     cfg = _load_config(preset, sets, extra)
+    # A run starts from train.init (default: from scratch), never silently from the preset's
+    # shipped weights; the run's config.yaml records what it started from.
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=cfg.train.init))
     try:
         dev = resolve_device(cfg.runtime.device)
     except UserError as e:

@@ -75,7 +75,35 @@ def describe_weights(cfg: Config) -> str:
     path = resolve_weights(m.weights)
     if path is None:
         return "none: seeded random init (model.weights=none), the output is not a trained model's"
+    check_weights_fit(path, cfg)
     return str(path)
+
+
+def check_weights_fit(path: Path, cfg: Config) -> None:
+    """ConfigError naming the settings that differ when `path` was trained with another architecture."""
+    from o3dcli.models.checkpoints import CheckpointError, read_metadata
+
+    try:
+        stored = read_metadata(path).get("model")
+    except Exception as e:  # not a safetensors file: load_weights says so in its own words
+        raise ConfigError(str(CheckpointError(f"{path}: not a readable safetensors file ({e})"))) from None
+    if stored:
+        differ = _differing_keys(json.loads(stored), json.loads(json.dumps(model_sections(cfg))))
+        if differ:
+            raise ConfigError(
+                f"{path}: these weights were trained with other model settings ({', '.join(differ[:6])}"
+                f"{', ...' if len(differ) > 6 else ''}); undo those --set overrides, or set model.weights=none "
+                "to run the changed model untrained")
+
+
+def _differing_keys(a, b, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (the stored vs the current model sections)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _differing_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
 
 
 def dtype_of(name: str) -> torch.dtype:
@@ -107,10 +135,8 @@ def build_models(cfg: Config, device: str = "cpu", dtype: str = "float32", seed:
         load_published_reconstructor(m.published_recon, model.recon)
         source = f"released Ouroboros3D weights ({m.published_unet}, {m.published_recon})"
     elif own is not None:
-        meta = load_weights(model, own)
-        stored = meta.get("model")
-        if stored and json.loads(stored) != json.loads(json.dumps(model_sections(cfg))):
-            raise ConfigError(f"{own}: these weights were trained with other model settings than this preset's")
+        check_weights_fit(own, cfg)
+        load_weights(model, own)
         source = str(own)
     else:
         source = "seeded random init (no trained weights loaded)"

@@ -20,6 +20,7 @@ a run stopped and resumed gives the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import csv
 import io
 import os
@@ -66,7 +67,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
-        built = build_models(cfg, device)
+        # from train.init (default "none": a seeded random init), not from the preset's shipped weights
+        start = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=cfg.train.init))
+        built = build_models(start, device)
         self.model, self.codec = built.model.train(), built.codec
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         if self.world > 1:  # torchrun: one process per GPU/CPU group, gradients averaged over ranks
