@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from pathlib import Path
 from typing import List, Optional
@@ -50,6 +51,9 @@ def train_cmd(
         dev = resolve_device(cfg.runtime.device)
     except UserError as e:
         raise _usage_error(str(e)) from None
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and dev == "cuda":  # torchrun: one GPU per process
+        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(dev)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     saved = output / "config.yaml"

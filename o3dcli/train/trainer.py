@@ -20,8 +20,8 @@ a run stopped and resumed gives the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import csv
+import dataclasses
 import io
 import os
 import time
