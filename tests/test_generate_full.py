@@ -134,3 +134,12 @@ def test_shipped_weights_refuse_another_architecture(good_images, tmp_path):
     assert res.exit_code == 2
     assert "tiny.safetensors" in res.output and "denoiser.feedback_rgb" in res.output and "model.weights=none" in res.output
     assert not (tmp_path / "o" / "apple").exists()  # refused before any work
+
+
+def test_unreadable_weights_file_is_a_usage_error(good_images, tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(tmp_path / "o"),
+                                   "--set", f"model.weights={bad}", "--no-progress"])
+    assert res.exit_code == 2
+    assert "broken.safetensors" in res.output and "not a readable safetensors file" in res.output

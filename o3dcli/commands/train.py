@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-
 from pathlib import Path
 from typing import List, Optional
 
@@ -72,8 +71,8 @@ def train_cmd(
     resumed = trainer.load()
     say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
     say(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
-                  + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
-                  + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
+        + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
+        + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
     stop = {"flag": False}
 
     def on_signal(signum, frame):
@@ -98,5 +97,5 @@ def train_cmd(
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
     say(f"step {done}/{cfg.train.steps}; checkpoint {escape(str(output / 'checkpoint.pt'))}, "
-                  f"EMA weights {escape(str(output / 'model.safetensors'))}", soft_wrap=True)
+        f"EMA weights {escape(str(output / 'model.safetensors'))}", soft_wrap=True)
     raise typer.Exit(0)

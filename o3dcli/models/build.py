@@ -81,12 +81,12 @@ def describe_weights(cfg: Config) -> str:
 
 def check_weights_fit(path: Path, cfg: Config) -> None:
     """ConfigError naming the settings that differ when `path` was trained with another architecture."""
-    from o3dcli.models.checkpoints import CheckpointError, read_metadata
+    from o3dcli.models.checkpoints import read_metadata
 
     try:
         stored = read_metadata(path).get("model")
-    except Exception as e:  # not a safetensors file: load_weights says so in its own words
-        raise ConfigError(str(CheckpointError(f"{path}: not a readable safetensors file ({e})"))) from None
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ConfigError(f"{path}: not a readable safetensors file ({e})") from None
     if stored:
         differ = _differing_keys(json.loads(stored), json.loads(json.dumps(model_sections(cfg))))
         if differ:
