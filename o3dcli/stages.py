@@ -160,7 +160,7 @@ def _gaussians(ctx: StageContext):
 
 
 def run_mesh_fusion(ctx: StageContext) -> dict:
-    """Gaussians -> closed surface (mesh.method: opacity field or TSDF), main components, small holes filled."""
+    """Gaussians -> closed surface (mesh.method: carved silhouettes, opacity field or TSDF), main components, small holes filled."""
     from o3dcli.mesh.fusion import gaussians_to_mesh
 
     mesh = gaussians_to_mesh(_gaussians(ctx), ctx.config.mesh)

@@ -81,6 +81,18 @@ def test_variants_switch_their_terms(dataset, tmp_path):
     assert Trainer(cfg, objs, tmp_path / "nofb").step().feedback == 0  # no adapters: no feedback pass
 
 
+def test_recon_only_training_leaves_the_denoiser_alone(dataset, tmp_path):
+    torch.set_num_threads(1)
+    cfg, objs = objects(dataset, "train.modules=recon", "train.lr=1e-3")
+    t = Trainer(cfg, objs[:1], tmp_path / "rec")
+    den0, rec0 = _params(t.model.denoiser), _params(t.model.recon)
+    parts = [t.step() for _ in range(31)]
+    assert all(p.diffusion == 0 and p.recon_pred == 0 and p.feedback == 0 for p in parts)
+    assert torch.equal(_params(t.model.denoiser), den0)  # not run, not decayed
+    assert not torch.equal(_params(t.model.recon), rec0)
+    assert sum(p.loss for p in parts[-3:]) < 0.8 * sum(p.loss for p in parts[:3])
+
+
 def test_losses_fall_when_overfitting_one_object(dataset, tmp_path):
     torch.set_num_threads(1)
     cfg, objs = objects(dataset, "train.lr=1e-3")

@@ -103,8 +103,8 @@ def bake_from_renders(texels: Texels, renders, cfg: MeshConfig) -> tuple[np.ndar
     """Colours [M, 3] and total view weight [M] of the texels from the fusion renders.
 
     A view counts for a texel when the texel faces it, projects inside the image
-    on a pixel with alpha > cfg.alpha_threshold, and its depth is within
-    cfg.bake_depth_tolerance voxels of the rendered depth; its weight is
+    on a pixel with alpha > cfg.alpha_threshold, and its depth is at most
+    cfg.bake_depth_tolerance voxels behind the rendered depth; its weight is
     cos(angle between normal and view direction) ** cfg.bake_angle_power.
     Colour is read bilinearly from the premultiplied render and divided by the
     bilinear alpha, so silhouette pixels do not darken it.
@@ -130,7 +130,9 @@ def bake_from_renders(texels: Texels, renders, cfg: MeshConfig) -> tuple[np.ndar
         y = ks[i, 1, 1] * cam[:, 1] / z + ks[i, 1, 2]
         ok = np.flatnonzero((cam[:, 2] > 0) & (x >= 0) & (x < w) & (y >= 0) & (y < h))
         px, py = x[ok].astype(np.int64), y[ok].astype(np.int64)
-        seen = (renders.alpha[i][py, px] > cfg.alpha_threshold) & (np.abs(renders.depth[i][py, px] - z[ok]) < tol)
+        # not behind the rendered surface (a mesh may lie in front of its Gaussians: carving puts it
+        # about a splat footprint outside them; what is behind by more than tol is occluded)
+        seen = (renders.alpha[i][py, px] > cfg.alpha_threshold) & (z[ok] < renders.depth[i][py, px] + tol)
         ok = ok[seen]
         if len(ok) == 0:
             continue

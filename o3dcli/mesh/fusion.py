@@ -1,11 +1,12 @@
-"""Gaussians -> triangle mesh: TSDF fusion of depth renders, or marching cubes on the opacity field.
+"""Gaussians -> triangle mesh: TSDF fusion of depth renders, marching cubes on the opacity field,
+or carving the solid inside the Gaussians' rendered silhouettes.
 
-Both methods end in open3d's ``VoxelBlockGrid`` marching cubes. Its older
+All three methods end in open3d's ``VoxelBlockGrid`` marching cubes. Its older
 ``ScalableTSDFVolume`` returns no triangles at all in open3d 0.20 (and
 ``UniformTSDFVolume`` is ~4x slower and less accurate here), so fusion uses the
 tensor ``VoxelBlockGrid``; ``tests/test_mesh_fusion.py`` checks it returns a
 surface. The opacity method writes its own field into a ``VoxelBlockGrid`` so the
-same (maintained) marching cubes extracts it: only the splatting of the
+same (maintained) marching cubes extracts it (so does the carving method): only the splatting of the
 Gaussians onto the grid is written here, in vectorised torch.
 """
 
@@ -15,6 +16,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
@@ -37,6 +39,8 @@ RIDGE_STEP = 0.25
 """Sampling step of that search, in voxels."""
 RIDGE_DROP = 0.1
 """A density maximum counts as a shell's ridge when the density behind it falls by this fraction."""
+CARVE_SMOOTH_VOXELS = 1.0
+"""Standard deviation (voxels) of the blur applied to the carved solid before meshing (no voxel stairs)."""
 ALPHA_MAX = 0.999  # as the rasterizer: one Gaussian never makes a point fully opaque
 
 
@@ -154,6 +158,26 @@ def opacity_field(gaussians: Gaussians, bounds: ObjectBounds, voxel: float, smoo
     return (-acc).reshape(*dims.tolist()).numpy(), origin
 
 
+def level_set_mesh(field: np.ndarray, origin: np.ndarray, voxel: float) -> TriMesh:
+    """Marching cubes of the zero level of ``field`` [X, Y, Z] (negative inside, positive outside),
+    sampled at (origin + ijk) * voxel; origin and every side must be multiples of BLOCK voxels."""
+    import open3d as o3d
+
+    nb = np.array(field.shape) // BLOCK
+    if (nb * BLOCK != np.array(field.shape)).any() or (np.asarray(origin) % BLOCK).any():
+        raise ValueError(f"level_set_mesh: grid {field.shape} / origin {origin} not in blocks of {BLOCK}")
+    blocks = field.reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], BLOCK).transpose(0, 2, 4, 5, 3, 1)
+    blocks = blocks.reshape(-1, BLOCK, BLOCK, BLOCK)  # [block, z, y, x]: open3d's voxel order
+    coords = np.stack(np.meshgrid(*(np.arange(n) for n in nb), indexing="ij"), -1).reshape(-1, 3)
+    coords = coords + np.asarray(origin) // BLOCK
+    vbg = _vbg(voxel, block_count=len(blocks) + 16)  # every block: marching cubes reads across block faces
+    buf, _ = vbg.hashmap().activate(o3d.core.Tensor(coords.astype(np.int32)))
+    buf = buf.numpy().astype(np.int64)
+    vbg.attribute("tsdf").numpy()[buf, ..., 0] = blocks
+    vbg.attribute("weight").numpy()[buf] = 1.0
+    return _to_trimesh(vbg.extract_triangle_mesh(weight_threshold=0.5))
+
+
 def opacity_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None) -> TriMesh:
     """Marching cubes of the opacity field at cfg.alpha_threshold, with enclosed empty space
     filled (a closed shell of flat Gaussians becomes a solid, so one surface comes out, not two)."""
@@ -166,23 +190,49 @@ def opacity_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds 
     occupied = alpha >= cfg.alpha_threshold
     solid = ndimage.binary_fill_holes(occupied)
     alpha[solid & ~occupied] = 1.0
-    # signed like a TSDF (positive outside), written block by block into a VoxelBlockGrid
-    field = (cfg.alpha_threshold - alpha).astype(np.float32)
-    nb = np.array(field.shape) // BLOCK
-    blocks = field.reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], BLOCK).transpose(0, 2, 4, 5, 3, 1)
-    blocks = blocks.reshape(-1, BLOCK, BLOCK, BLOCK)  # [block, z, y, x]: open3d's voxel order
-    coords = np.stack(np.meshgrid(*(np.arange(n) for n in nb), indexing="ij"), -1).reshape(-1, 3)
-    coords = coords + origin // BLOCK
-    import open3d as o3d
-
-    vbg = _vbg(voxel, block_count=len(blocks) + 16)  # every block: marching cubes reads across block faces
-
-    buf, _ = vbg.hashmap().activate(o3d.core.Tensor(coords.astype(np.int32)))
-    buf = buf.numpy().astype(np.int64)
-    vbg.attribute("tsdf").numpy()[buf, ..., 0] = blocks
-    vbg.attribute("weight").numpy()[buf] = 1.0
-    mesh = _to_trimesh(vbg.extract_triangle_mesh(weight_threshold=0.5))
+    mesh = level_set_mesh((cfg.alpha_threshold - alpha).astype(np.float32), origin, voxel)
     return snap_to_ridge(mesh, density, origin, voxel) if len(mesh.faces) else mesh
+
+
+def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None) -> TriMesh:
+    """The solid inside the Gaussians' silhouette in every fusion view (their visual hull), smoothed
+    by CARVE_SMOOTH_VOXELS and meshed at its half level: always closed, one surface per part.
+
+    A grid point is kept when, in each of the cfg.fusion_views renders, it projects onto a pixel
+    whose alpha is at least cfg.alpha_threshold. Hollows that no view sees into are filled;
+    holes seen through (a handle, a torus) stay open. The surface lies about one splat
+    footprint outside the Gaussians' centres (where their rendered alpha falls to the threshold).
+    """
+    from scipy import ndimage
+
+    renders = fusion_renders(gaussians, cfg.fusion_views, cfg.fusion_size, cfg.fusion_fov_deg, cfg.bounds_quantile)
+    bounds = bounds or renders.bounds
+    voxel = bounds.extent / cfg.resolution
+    lo_idx = np.floor(bounds.lo / voxel).astype(np.int64) - 2
+    hi_idx = np.ceil(bounds.hi / voxel).astype(np.int64) + 3
+    origin = (lo_idx // BLOCK) * BLOCK
+    dims = ((hi_idx - origin + BLOCK - 1) // BLOCK) * BLOCK
+    axes = [torch.arange(int(n), dtype=torch.float32) for n in dims]
+    ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    points = (ijk + torch.from_numpy(origin).float()) * voxel
+    cams = renders.cameras
+    w2c = torch.linalg.inv(cams.c2w.double()).float()
+    alpha = torch.from_numpy(renders.alpha)
+    keep = torch.ones(len(points), dtype=torch.bool)
+    for v in range(len(cams)):
+        idx = torch.nonzero(keep).squeeze(1)  # only points still inside: each view carves the rest
+        pc = points[idx] @ w2c[v, :3, :3].T + w2c[v, :3, 3]
+        z = pc[:, 2].clamp_min(1e-6)
+        u = (cams.fx[v] * pc[:, 0] / z + cams.cx[v]) / cams.width * 2 - 1
+        w = (cams.fy[v] * pc[:, 1] / z + cams.cy[v]) / cams.height * 2 - 1
+        a = F.grid_sample(alpha[v][None, None], torch.stack([u, w], -1)[None, None], mode="bilinear",
+                          padding_mode="zeros", align_corners=False)[0, 0, 0]
+        keep[idx[(a < cfg.alpha_threshold) | (pc[:, 2] <= 0)]] = False
+    solid = keep.reshape(*dims.tolist()).numpy()
+    if not solid.any():
+        return TriMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))
+    smooth = ndimage.gaussian_filter(solid.astype(np.float32), CARVE_SMOOTH_VOXELS)
+    return level_set_mesh((0.5 - smooth).astype(np.float32), origin, voxel)
 
 
 def vertex_normals(mesh: TriMesh) -> np.ndarray:
@@ -228,11 +278,21 @@ def snap_to_ridge(mesh: TriMesh, density: np.ndarray, origin: np.ndarray, voxel:
     return mesh.replace(vertices=mesh.vertices - (depth * voxel)[:, None] * normals)
 
 
+def resolve_method(cfg: MeshConfig, gaussians: Gaussians) -> str:
+    """cfg.method, with "auto" decided by the number of Gaussians (mesh.config.CARVE_BELOW)."""
+    from o3dcli.mesh.config import CARVE_BELOW
+
+    if cfg.method != "auto":
+        return cfg.method
+    return "carve" if len(gaussians) < CARVE_BELOW else "opacity"
+
+
 def gaussians_to_mesh(gaussians: Gaussians, cfg: MeshConfig | None = None) -> TriMesh:
     """An untextured, cleaned surface mesh of ``gaussians`` (same world frame).
 
     cfg.method "tsdf": renders cfg.fusion_views views and fuses their depth; "opacity":
-    marching cubes on the opacity field. Then keeps the main connected part(s)
+    marching cubes on the opacity field; "carve": the solid inside their rendered
+    silhouettes; "auto": carve for sparse sets, opacity for dense ones. Then keeps the main connected part(s)
     (cfg.min_component_ratio) and closes holes up to cfg.max_hole_edges edges.
     Raises ValueError naming the cause when no surface comes out.
     """
@@ -248,10 +308,12 @@ def gaussians_to_mesh(gaussians: Gaussians, cfg: MeshConfig | None = None) -> Tr
             raise ValueError(f"the Gaussians render no pixel with alpha above {cfg.alpha_threshold}: nothing to fuse "
                              "(are they all transparent?)")
         mesh = tsdf_fuse(renders, cfg)
+    elif resolve_method(cfg, gaussians) == "carve":
+        mesh = carve_surface(gaussians, cfg)
     else:
         mesh = opacity_surface(gaussians, cfg)
     if len(mesh.faces) == 0:
-        raise ValueError(f"{cfg.method} meshing found no surface (try a lower mesh.alpha_threshold "
+        raise ValueError(f"{resolve_method(cfg, gaussians)} meshing found no surface (try a lower mesh.alpha_threshold "
                          "or a higher mesh.resolution)")
     mesh = keep_main_components(mesh, cfg.min_component_ratio)
     return fill_holes(mesh, cfg.max_hole_edges)

@@ -12,6 +12,8 @@ One step (batch of B objects, V rig views, paper Alg. 1):
   L += diffusion loss
 Decoupled (joint = false): the reconstructor learns from ground-truth views only
 and the denoiser from the diffusion loss only, each as if trained alone.
+Reconstructor only (modules = "recon"): L = recon loss(G_gt) + direct(G_gt); the
+denoiser is not run (LGM-style pre-training of the reconstructor).
 
 Every random draw comes from one torch.Generator whose state is checkpointed, so
 a run stopped and resumed gives the same weights as an uninterrupted run.
@@ -101,8 +103,23 @@ class Trainer:
                                r.cy[:1].expand(n), r.width, r.height))
         return out
 
+    def recon_losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
+        """train.modules = "recon": the reconstructor alone, from the ground-truth views at sigma 0."""
+        cfg, t, dev = self.cfg, self.cfg.train, self.device
+        views = batch.views.to(dev)
+        B = views.shape[0]
+        p = self.model.recon.forward_params(composite(views, self.background), self.rig, torch.zeros(B, device=dev))
+        r = L.render_loss(p, self.rig, views, self._extra_cameras(batch.extra_c2w), batch.extra_views.to(dev),
+                          self.background, t.mask_weight)
+        d = (L.direct_loss(p, batch.points.to(dev), batch.point_mask.to(dev), cfg.recon.splat_size)
+             if batch.points is not None else r * 0)
+        total = t.recon_weight * r + t.direct_weight * d
+        return total, StepLosses(float(total.detach()), 0.0, float(r.detach()), 0.0, float(d.detach()), 0, 0.0)
+
     def losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
         cfg, t, dev = self.cfg, self.cfg.train, self.device
+        if t.modules == "recon":
+            return self.recon_losses(batch)
         den = self.model.denoiser
         rec = self.model.recon
         views = batch.views.to(dev)
