@@ -123,7 +123,7 @@ DIFFUSION = Stage(
 # -- meshing: Gaussians -> mesh -> simplified -> UV -> baked -> exported, each cached ---------
 
 MESH_FUSION_FIELDS = ("method", "fusion_views", "fusion_size", "fusion_fov_deg", "fusion_max_angle_deg", "resolution",
-                      "depth_trunc_voxels", "alpha_threshold", "opacity_smoothing", "bounds_quantile",
+                      "depth_trunc_voxels", "alpha_threshold", "carve_alpha", "opacity_smoothing", "bounds_quantile",
                       "min_component_ratio", "max_hole_edges")
 MESH_SIMPLIFY_FIELDS = ("target_faces", "remesh", "remesh_edge_ratio")
 MESH_UV_FIELDS = ("texture_size", "uv_padding", "uv_chart_area")

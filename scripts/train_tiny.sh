@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
-# Reproduce the shipped `tiny` weights: synthetic data + joint training on the CPU, then the
-# float16 export into the package. Every step resumes: run the script again after an
-# interruption and it continues where it stopped.
-#   DATA (default data/synth-train), RUN (default runs/tiny), STEPS (default 0: the shipped
-#   weights' step count, see o3dcli/assets/weights/README.md)
-# The shipped run used one thread (runtime.threads=1, as here); other thread counts give
+# Reproduce the shipped `tiny` weights: synthetic data, joint training on the CPU, then
+# reconstructor pre-training, then the float16 export into the package. Every step resumes:
+# run the script again after an interruption and it continues where it stopped.
+#   DATA (default data/synth-train), RUN (default runs/tiny: the joint run; the
+#   reconstructor run goes to $RUN-recon), JOINT_STEPS and RECON_STEPS (defaults: the
+#   shipped weights', see o3dcli/assets/weights/README.md; RECON_STEPS=0 skips that phase)
+# The shipped runs used one thread (runtime.threads=1, as here); other thread counts give
 # equivalent weights, not bit-identical ones (floating-point sums are ordered differently).
 set -euo pipefail
 DATA="${DATA:-data/synth-train}"
 RUN="${RUN:-runs/tiny}"
-STEPS="${STEPS:-0}"
+JOINT_STEPS="${JOINT_STEPS:-2587}"
+RECON_STEPS="${RECON_STEPS:-12605}"
 PHASE1=1112   # steps trained with EDM's pixel-space noise before the preset's (see presets/tiny.yaml)
-[ "$STEPS" -gt 0 ] || STEPS=$(python -c "from o3dcli.models.checkpoints import read_metadata; from o3dcli.sysinfo import weights_dirs; print(read_metadata(weights_dirs()[0] / 'tiny.safetensors')['step'])")
 
 # 1,000 procedural objects, seeds 0..999 (the synthetic benchmark uses 1,000,000+, examples 2,000,000+).
 o3d data synth -n 1000 -o "$DATA" --seed 0 --size 64 --extra-views 4
-# Joint training with feedback (train.joint=true, train.feedback_p=0.5), seed 0, in two phases.
-if [ "$STEPS" -gt "$PHASE1" ]; then
+# Joint training with feedback (train.joint=true, train.feedback_p=0.5), seed 0, in two noise phases.
+if [ "$JOINT_STEPS" -gt "$PHASE1" ]; then
   o3d train --preset tiny --data "$DATA" -o "$RUN" --seed 0 --steps "$PHASE1" --no-progress \
     --set runtime.threads=1 --set train.p_mean=-1.2 --set train.p_std=1.2
 fi
-o3d train --preset tiny --data "$DATA" -o "$RUN" --seed 0 --steps "$STEPS" --set runtime.threads=1
+o3d train --preset tiny --data "$DATA" -o "$RUN" --seed 0 --steps "$JOINT_STEPS" --set runtime.threads=1
+WEIGHTS="$RUN/model.safetensors"
+# The reconstructor alone on the ground-truth views (train.modules=recon), starting from the
+# joint run's EMA weights: the denoiser is carried over unchanged.
+if [ "$RECON_STEPS" -gt 0 ]; then
+  o3d train --preset tiny --data "$DATA" -o "$RUN-recon" --seed 0 --steps "$RECON_STEPS" \
+    --set runtime.threads=1 --set train.modules=recon --set "train.init=$WEIGHTS"
+  WEIGHTS="$RUN-recon/model.safetensors"
+fi
 # The EMA weights, in float16, where `o3d generate` finds them.
-python "$(dirname "$0")/export_weights.py" "$RUN/model.safetensors" o3dcli/assets/weights/tiny.safetensors
+python "$(dirname "$0")/export_weights.py" "$WEIGHTS" o3dcli/assets/weights/tiny.safetensors

@@ -66,6 +66,16 @@ def test_training_resumes_exactly(dataset, tmp_path):
     assert torch.equal(_params(straight.ema), _params(resumed.ema))
     rows = (tmp_path / "b" / "losses.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 5
+    # killed between checkpoints: rows logged after the last checkpoint are dropped on resume, not repeated
+    killed = Trainer(cfg, objs, tmp_path / "b")
+    assert killed.load()
+    train(killed, 6, should_stop=lambda: killed.step_count >= 5)  # stops (and saves) at 5
+    with open(tmp_path / "b" / "losses.csv", "a") as f:
+        f.write("6,9.9,0,0,0,0,0,0,0,0\n")  # as if step 6 was logged, then the process was killed
+    again = Trainer(cfg, objs, tmp_path / "b")
+    assert again.load() and again.step_count == 5
+    steps = [int(r.split(",")[0]) for r in (tmp_path / "b" / "losses.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4, 5]
 
 
 def test_variants_switch_their_terms(dataset, tmp_path):

@@ -199,7 +199,7 @@ def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | 
     by CARVE_SMOOTH_VOXELS and meshed at its half level: always closed, one surface per part.
 
     A grid point is kept when, in each of the cfg.fusion_views renders, it projects onto a pixel
-    whose alpha is at least cfg.alpha_threshold. Hollows that no view sees into are filled;
+    whose alpha is at least cfg.carve_alpha. Hollows that no view sees into are filled;
     holes seen through (a handle, a torus) stay open. The surface lies about one splat
     footprint outside the Gaussians' centres (where their rendered alpha falls to the threshold).
     """
@@ -227,7 +227,7 @@ def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | 
         w = (cams.fy[v] * pc[:, 1] / z + cams.cy[v]) / cams.height * 2 - 1
         a = F.grid_sample(alpha[v][None, None], torch.stack([u, w], -1)[None, None], mode="bilinear",
                           padding_mode="zeros", align_corners=False)[0, 0, 0]
-        keep[idx[(a < cfg.alpha_threshold) | (pc[:, 2] <= 0)]] = False
+        keep[idx[(a < cfg.carve_alpha) | (pc[:, 2] <= 0)]] = False
     solid = keep.reshape(*dims.tolist()).numpy()
     if not solid.any():
         return TriMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))

@@ -177,6 +177,9 @@ def convert_weights(src: str | Path, dst: str | Path, dtype: torch.dtype) -> Pat
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600: weights to ship must be readable by all
     os.replace(tmp, dst)
     return dst
 

@@ -289,7 +289,19 @@ class Trainer:
         else:  # more ranks than the run was saved with: a fresh stream per rank and step
             self.gen.manual_seed(self.cfg.runtime.seed * 1000 + self.rank + 1_000_003 * int(state["step"]))
         self.step_count = int(state["step"])
+        if self.rank == 0:
+            self._trim_log()
         return True
+
+    def _trim_log(self) -> None:
+        """Drop losses.csv rows logged after the checkpoint (a kill between checkpoints): they are re-run."""
+        path = self.run_dir / LOSS_CSV
+        if not path.is_file():
+            return
+        lines = path.read_text().splitlines(keepends=True)
+        keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) <= self.step_count]
+        if len(keep) != len(lines):
+            atomic_write_bytes(path, "".join(keep).encode())
 
     def log(self, parts: StepLosses, seconds: float) -> None:
         path = self.run_dir / LOSS_CSV
