@@ -6,8 +6,8 @@ All three methods end in open3d's ``VoxelBlockGrid`` marching cubes. Its older
 ``UniformTSDFVolume`` is ~4x slower and less accurate here), so fusion uses the
 tensor ``VoxelBlockGrid``; ``tests/test_mesh_fusion.py`` checks it returns a
 surface. The opacity method writes its own field into a ``VoxelBlockGrid`` so the
-same (maintained) marching cubes extracts it (so does the carving method): only the splatting of the
-Gaussians onto the grid is written here, in vectorised torch.
+same (maintained) marching cubes extracts it, as does the carving method: only the
+splatting of the Gaussians onto the grid and the carving are written here, in torch.
 """
 
 from __future__ import annotations
@@ -292,8 +292,9 @@ def gaussians_to_mesh(gaussians: Gaussians, cfg: MeshConfig | None = None) -> Tr
 
     cfg.method "tsdf": renders cfg.fusion_views views and fuses their depth; "opacity":
     marching cubes on the opacity field; "carve": the solid inside their rendered
-    silhouettes; "auto": carve for sparse sets, opacity for dense ones. Then keeps the main connected part(s)
-    (cfg.min_component_ratio) and closes holes up to cfg.max_hole_edges edges.
+    silhouettes; "auto": carve for sparse sets, opacity for dense ones. Then keeps the
+    main connected part(s) (cfg.min_component_ratio) and closes holes up to
+    cfg.max_hole_edges edges.
     Raises ValueError naming the cause when no surface comes out.
     """
     from o3dcli.mesh.cleanup import fill_holes, keep_main_components

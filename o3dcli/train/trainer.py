@@ -299,7 +299,8 @@ class Trainer:
         if not path.is_file():
             return
         lines = path.read_text().splitlines(keepends=True)
-        keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) <= self.step_count]
+        step = lambda ln: ln.split(",", 1)[0]  # noqa: E731
+        keep = lines[:1] + [ln for ln in lines[1:] if step(ln).isdigit() and int(step(ln)) <= self.step_count]
         if len(keep) != len(lines):
             atomic_write_bytes(path, "".join(keep).encode())
 
