@@ -103,16 +103,27 @@ class Trainer:
                                r.cy[:1].expand(n), r.width, r.height))
         return out
 
+    def _supervision(self, batch: Batch) -> tuple:
+        """What the reconstruction losses compare against: rig views, extra cameras and views, surface points."""
+        dev = self.device
+        pts = batch.points.to(dev) if batch.points is not None else None
+        pmask = batch.point_mask.to(dev) if batch.point_mask is not None else None
+        return batch.views.to(dev), self._extra_cameras(batch.extra_c2w), batch.extra_views.to(dev), pts, pmask
+
+    def _recon_terms(self, images: Tensor, sigma: Tensor, sup: tuple) -> tuple[dict, Tensor, Tensor]:
+        """Reconstruct from `images` at noise level `sigma`: (parameters, render loss, direct loss)."""
+        views, extra_cams, extra, pts, pmask = sup
+        t = self.cfg.train
+        p = self.model.recon.forward_params(images, self.rig, sigma)
+        r = L.render_loss(p, self.rig, views, extra_cams, extra, self.background, t.mask_weight)
+        d = L.direct_loss(p, pts, pmask, self.cfg.recon.splat_size) if pts is not None else r * 0
+        return p, r, d
+
     def recon_losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
         """train.modules = "recon": the reconstructor alone, from the ground-truth views at sigma 0."""
-        cfg, t, dev = self.cfg, self.cfg.train, self.device
-        views = batch.views.to(dev)
-        B = views.shape[0]
-        p = self.model.recon.forward_params(composite(views, self.background), self.rig, torch.zeros(B, device=dev))
-        r = L.render_loss(p, self.rig, views, self._extra_cameras(batch.extra_c2w), batch.extra_views.to(dev),
-                          self.background, t.mask_weight)
-        d = (L.direct_loss(p, batch.points.to(dev), batch.point_mask.to(dev), cfg.recon.splat_size)
-             if batch.points is not None else r * 0)
+        t, sup = self.cfg.train, self._supervision(batch)
+        B = sup[0].shape[0]
+        _, r, d = self._recon_terms(composite(sup[0], self.background), torch.zeros(B, device=self.device), sup)
         total = t.recon_weight * r + t.direct_weight * d
         return total, StepLosses(float(total.detach()), 0.0, float(r.detach()), 0.0, float(d.detach()), 0, 0.0)
 
@@ -121,7 +132,6 @@ class Trainer:
         if t.modules == "recon":
             return self.recon_losses(batch)
         den = self.model.denoiser
-        rec = self.model.recon
         views = batch.views.to(dev)
         B, V = views.shape[:2]
         rgb = composite(views, self.background)  # [B, V, 3, S, S]
@@ -142,16 +152,8 @@ class Trainer:
                  rgb_map=zero if uses_maps else None, ccm_map=zero if uses_maps else None)
         x0_hat = bc(c_skip) * x + bc(c_out) * F1
 
-        extra_cams = self._extra_cameras(batch.extra_c2w)
-        extra = batch.extra_views.to(dev)
-        pts = batch.points.to(dev) if batch.points is not None else None
-        pmask = batch.point_mask.to(dev) if batch.point_mask is not None else None
-
-        def recon_terms(images: Tensor, s: Tensor) -> tuple[dict, Tensor, Tensor]:
-            p = rec.forward_params(images, self.rig, s)
-            r = L.render_loss(p, self.rig, views, extra_cams, extra, self.background, t.mask_weight)
-            d = L.direct_loss(p, pts, pmask, cfg.recon.splat_size) if pts is not None else r * 0
-            return p, r, d
+        sup = self._supervision(batch)
+        recon_terms = lambda images, s: self._recon_terms(images, s, sup)  # noqa: E731
 
         _, r_gt, d_gt = recon_terms(rgb, torch.zeros(B, device=dev))
         r_pred = d_pred = torch.zeros((), device=dev)
