@@ -60,5 +60,5 @@ o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-gaussians" --no-pr
 o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-views" --no-progress --asset views \
   --set "runtime.threads=$THREADS" \
   --predictions "$(IFS=,; echo "${ASSETS[*]}")"
-python "$(dirname "$0")/ablation_table.py" "$OUT" > "$OUT/ablation-table.md"
+python "$(dirname "$0")/ablation_table.py" "$OUT" --save "$OUT/ablation-results.json" > "$OUT/ablation-table.md"
 echo "results: $OUT/eval-{mesh,gaussians,views}/eval.md; per variant over seeds: $OUT/ablation-table.md"

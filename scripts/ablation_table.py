@@ -1,19 +1,26 @@
 """The ablation table: every variant of scripts/ablation.sh, mean over its seeds and the spread.
 
     python scripts/ablation_table.py runs/ablation > runs/ablation/ablation-table.md
+    python scripts/ablation_table.py runs/ablation --save docs/ablation/round2-s0.json
+    python scripts/ablation_table.py docs/ablation/round2-s*.json      # seeds run in different sessions
 
-Reads OUT/eval-views, OUT/eval-gaussians and OUT/eval-mesh (eval.json each; a missing one
-gives n/a columns). Variants are named "<variant>-s<seed>"; each cell is the mean over seeds of
-the per-seed mean over objects, followed by "± half the range over seeds" when there are several.
-Also prints, per object, how often each variant beats the decoupled baseline (paired by object
-and seed), which is what a small benchmark can resolve better than the means.
+Each SOURCE is an ablation output folder (its eval-views, eval-gaussians and eval-mesh
+eval.json; a missing one gives n/a columns) or a results file written by --save, which keeps
+only what the table needs (one record per object, variant, seed and metric, plus the seconds
+per object), so seeds trained in different sessions, whose run folders are gone, still make
+one table. Sources must not score the same variant and seed twice (an error names it).
+
+Variants are named "<variant>-s<seed>"; each cell is the mean over seeds of the per-seed mean
+over objects, followed by "± half the range over seeds" when there are several. Also prints, per
+object, how often each variant beats the decoupled baseline (paired by object and seed), which
+is what a small benchmark can resolve better than the means.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,6 +35,7 @@ COLUMNS = [  # (eval folder, metric, header, decimals, higher is better)
     ("eval-mesh", "fscore@0.05", "F@0.05", 3, True),
     ("eval-mesh", "fscore@0.1", "F@0.1", 3, True),
 ]
+RESULTS_FORMAT = "o3d-ablation-results"
 
 
 def split_name(name: str) -> tuple[str, int | None]:
@@ -35,9 +43,57 @@ def split_name(name: str) -> tuple[str, int | None]:
     return (m.group(1), int(m.group(2))) if m else (name, None)
 
 
-def load(out: Path, folder: str) -> dict | None:
-    p = out / folder / "eval.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+def results_from_folder(out: Path) -> dict:
+    """The table's inputs from OUT/eval-*/eval.json: records [folder, metric, variant, seed, object, value]
+    and seconds [variant, seed, mean generation seconds per object]."""
+    records, seconds = [], []
+    found = False
+    for folder in sorted({c[0] for c in COLUMNS}):
+        p = out / folder / "eval.json"
+        if not p.is_file():
+            continue
+        found = True
+        rep = json.loads(p.read_text())
+        wanted = {c[1] for c in COLUMNS if c[0] == folder}
+        for r in rep["results"]:
+            if r["status"] != "ok":
+                continue
+            base, seed = split_name(r["variant"])
+            for key in sorted(wanted):
+                val = r["metrics"].get(key)
+                if val is not None:
+                    records.append([folder, key, base, seed, r["object"], val])
+        if folder == "eval-mesh":
+            for v in rep["variants"]:
+                if v.get("gen_seconds_mean") is not None:
+                    seconds.append([*split_name(v["name"]), v["gen_seconds_mean"]])
+    if not found:
+        raise SystemExit(f"error: no eval-*/eval.json under {out}")
+    return {"format": RESULTS_FORMAT, "version": 1, "records": records, "seconds": seconds}
+
+
+def load_source(path: Path) -> dict:
+    if path.is_dir():
+        return results_from_folder(path)
+    data = json.loads(path.read_text())
+    if data.get("format") != RESULTS_FORMAT:
+        raise SystemExit(f"error: {path} is neither an ablation folder nor a file written by --save")
+    return data
+
+
+def merge(sources: dict[str, dict]) -> dict:
+    """One results dict from several; a (variant, seed) scored by two sources is an error."""
+    owner: dict[tuple[str, int | None], str] = {}
+    records, seconds = [], []
+    for name, data in sources.items():
+        runs = {(r[2], r[3]) for r in data["records"]}
+        for run in sorted(runs, key=str):
+            if run in owner:
+                raise SystemExit(f"error: {run[0]} seed {run[1]} is in both {owner[run]} and {name}")
+            owner[run] = name
+        records += data["records"]
+        seconds += data["seconds"]
+    return {"format": RESULTS_FORMAT, "version": 1, "records": records, "seconds": seconds}
 
 
 def cell(values: list[float], decimals: int) -> str:
@@ -50,48 +106,38 @@ def cell(values: list[float], decimals: int) -> str:
     return text
 
 
-def main(out: Path) -> None:
-    reports = {f: load(out, f) for f in {c[0] for c in COLUMNS}}
-    if not any(reports.values()):
-        raise SystemExit(f"error: no eval-*/eval.json under {out}")
-    # per-seed means: table[variant][(folder, metric)] -> [mean of seed 0, mean of seed 1, ...]
-    table: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
-    seeds: dict[str, set[int | None]] = defaultdict(set)
-    seconds: dict[str, list[float]] = defaultdict(list)
+def table(data: dict) -> str:
+    # per_object[(folder, metric)][(variant, seed, object)] = value
     per_object: dict[tuple[str, str], dict[tuple[str, int | None, str], float]] = defaultdict(dict)
-    for folder, rep in reports.items():
-        if rep is None:
-            continue
-        for v in rep["variants"]:
-            base, seed = split_name(v["name"])
+    for folder, key, base, seed, obj, val in data["records"]:
+        per_object[folder, key][base, seed, obj] = val
+    # per-seed means over objects: seed_means[variant][(folder, metric)] -> [mean of each seed]
+    seed_means: dict[str, dict[tuple[str, str], list[float]]] = defaultdict(lambda: defaultdict(list))
+    seeds: dict[str, set] = defaultdict(set)
+    for fk, vals in per_object.items():
+        groups: dict[tuple[str, int | None], list[float]] = defaultdict(list)
+        for (base, seed, _), v in vals.items():
+            groups[base, seed].append(v)
             seeds[base].add(seed)
-            for key, val in (v.get("mean") or {}).items():
-                if val is not None:
-                    table[base][folder, key].append(val)
-            if folder == "eval-mesh" and v.get("gen_seconds_mean") is not None:
-                seconds[base].append(v["gen_seconds_mean"])
-        for r in rep["results"]:
-            if r["status"] == "ok":
-                base, seed = split_name(r["variant"])
-                for key, val in r["metrics"].items():
-                    if val is not None:
-                        per_object[folder, key][base, seed, r["object"]] = val
-    names = [n for n in ORDER if n in table] + sorted(n for n in table if n not in ORDER)
+        for (base, seed), vs in sorted(groups.items(), key=str):
+            seed_means[base][fk].append(sum(vs) / len(vs))
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for base, _, s in data["seconds"]:
+        seconds[base].append(s)
+    names = [n for n in ORDER if n in seeds] + sorted(n for n in seeds if n not in ORDER)
     n_obj = max((len({k[2] for k in d}) for d in per_object.values()), default=0)
-    print(f"{n_obj} held-out synthetic objects; cells: mean over seeds ± half the range over seeds\n")
+    lines = [f"{n_obj} held-out synthetic objects; cells: mean over seeds ± half the range over seeds", ""]
     head = ["variant", "seeds"] + [c[2] + (" ↑" if c[4] else " ↓") for c in COLUMNS] + ["s/object"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + "---|" * len(head))
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for n in names:
         row = [n, ",".join(str(s) for s in sorted(s for s in seeds[n] if s is not None)) or "-"]
-        row += [cell(table[n].get((f, k), []), d) for f, k, _, d, _ in COLUMNS]
+        row += [cell(seed_means[n].get((f, k), []), d) for f, k, _, d, _ in COLUMNS]
         row.append(cell(seconds[n], 1))
-        print("| " + " | ".join(row) + " |")
+        lines.append("| " + " | ".join(row) + " |")
     if "decoupled" in names:
-        print("\nPaired with decoupled (same object, same seed): share of pairs where the variant is better\n")
+        lines += ["", "Paired with decoupled (same object, same seed): share of pairs where the variant is better", ""]
         head = ["variant"] + [c[2] for c in COLUMNS]
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n in names:
             if n == "decoupled":
                 continue
@@ -102,10 +148,21 @@ def main(out: Path) -> None:
                          if b == n and ("decoupled", s, o) in vals]
                 wins = sum((a > b) if up else (a < b) for a, b in pairs)
                 row.append(f"{wins}/{len(pairs)}" if pairs else "n/a")
-            print("| " + " | ".join(row) + " |")
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sources", nargs="+", type=Path, help="ablation output folders or --save files")
+    ap.add_argument("--save", type=Path, help="also write the merged results here (JSON)")
+    args = ap.parse_args(argv)
+    data = merge({str(p): load_source(p) for p in args.sources})
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(data, indent=0) + "\n")
+    print(table(data))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    main(Path(sys.argv[1]))
+    main()

@@ -1,0 +1,90 @@
+"""scripts/ablation_table.py: per-seed means, spread, paired wins, and merging seeds run apart."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation_table.py"
+
+
+@pytest.fixture(scope="module")
+def abl():
+    spec = importlib.util.spec_from_file_location("ablation_table", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def write_eval(out: Path, folder: str, rows: list[tuple[str, str, dict]], seconds: dict[str, float] | None = None):
+    """rows: (variant-sN, object, metrics)."""
+    results = [{"object": o, "variant": v, "status": "ok", "metrics": m} for v, o, m in rows]
+    results.append({"object": "broken", "variant": rows[0][0], "status": "failed", "metrics": {}})
+    names = sorted({v for v, _, _ in rows})
+    variants = [{"name": n, "gen_seconds_mean": (seconds or {}).get(n)} for n in names]
+    (out / folder).mkdir(parents=True, exist_ok=True)
+    (out / folder / "eval.json").write_text(json.dumps({"variants": variants, "results": results}))
+
+
+def make_round(out: Path, seeds: list[int]) -> None:
+    """decoupled scores F 0.4 + 0.1 seed; joint scores 0.5 on object a and 0.3 on b (+0.1 seed)."""
+    rows, secs = [], {}
+    for s in seeds:
+        rows += [(f"decoupled-s{s}", "a", {"fscore@0.05": 0.4 + 0.1 * s, "chamfer": 0.1}),
+                 (f"decoupled-s{s}", "b", {"fscore@0.05": 0.4 + 0.1 * s, "chamfer": 0.1}),
+                 (f"joint-s{s}", "a", {"fscore@0.05": 0.5 + 0.1 * s, "chamfer": 0.05}),
+                 (f"joint-s{s}", "b", {"fscore@0.05": 0.3 + 0.1 * s, "chamfer": 0.2})]
+        secs.update({f"decoupled-s{s}": 10.0 + s, f"joint-s{s}": 20.0})
+    write_eval(out, "eval-mesh", rows, secs)
+
+
+def row(text: str, variant: str) -> list[str]:
+    line = next(ln for ln in text.splitlines() if ln.startswith(f"| {variant} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_folder_table_means_spread_and_wins(abl, tmp_path):
+    make_round(tmp_path, [0, 2])
+    text = abl.table(abl.load_source(tmp_path))
+    head = row(text, "variant")
+    dec, joint = row(text, "decoupled"), row(text, "joint")
+    f = head.index("F@0.05 ↑")
+    # decoupled: seed 0 mean 0.4, seed 2 mean 0.6 -> 0.5 ± 0.1; joint: 0.4 and 0.6 as well
+    assert dec[1] == "0,2" and dec[f] == "0.500 ± 0.100" and joint[f] == "0.500 ± 0.100"
+    assert dec[head.index("CD ↓")] == "0.1000 ± 0.0000"
+    assert dec[-1] == "11.0 ± 1.0" and joint[-1] == "20.0 ± 0.0"
+    assert head[:3] == ["variant", "seeds", "views PSNR ↑"] and head[-1] == "s/object"
+    wins = text.split("Paired with decoupled")[1]
+    cells = row(wins, "joint")
+    heads = row(wins, "variant")
+    # joint beats decoupled on object a only, in both seeds: 2 of 4 pairs; Chamfer likewise
+    assert cells[heads.index("F@0.05")] == "2/4" and cells[heads.index("CD")] == "2/4"
+    assert cells[heads.index("views PSNR")] == "n/a"  # no eval-views folder
+    assert text.startswith("2 held-out synthetic objects")
+
+
+def test_saved_seeds_merge_into_the_same_table(abl, tmp_path):
+    make_round(tmp_path / "both", [0, 2])
+    make_round(tmp_path / "s0", [0])
+    make_round(tmp_path / "s2", [2])
+    abl.main([str(tmp_path / "s0"), "--save", str(tmp_path / "s0.json")])
+    abl.main([str(tmp_path / "s2"), "--save", str(tmp_path / "s2.json")])
+    merged = abl.merge({p: abl.load_source(tmp_path / p) for p in ("s0.json", "s2.json")})
+    assert abl.table(merged) == abl.table(abl.load_source(tmp_path / "both"))
+
+
+def test_the_same_run_from_two_sources_is_refused(abl, tmp_path):
+    make_round(tmp_path / "x", [1])
+    make_round(tmp_path / "y", [1])
+    with pytest.raises(SystemExit, match="decoupled seed 1 is in both"):
+        abl.merge({"x": abl.load_source(tmp_path / "x"), "y": abl.load_source(tmp_path / "y")})
+
+
+def test_unknown_sources_are_refused(abl, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no eval"):
+        abl.load_source(tmp_path / "empty")
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(SystemExit, match="neither an ablation folder"):
+        abl.load_source(tmp_path / "other.json")
