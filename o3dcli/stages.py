@@ -123,8 +123,8 @@ DIFFUSION = Stage(
 # -- meshing: Gaussians -> mesh -> simplified -> UV -> baked -> exported, each cached ---------
 
 MESH_FUSION_FIELDS = ("method", "fusion_views", "fusion_size", "fusion_fov_deg", "fusion_max_angle_deg", "resolution",
-                      "depth_trunc_voxels", "alpha_threshold", "carve_alpha", "opacity_smoothing", "bounds_quantile",
-                      "min_component_ratio", "max_hole_edges")
+                      "depth_trunc_voxels", "alpha_threshold", "carve_alpha", "input_silhouette", "opacity_smoothing",
+                      "bounds_quantile", "min_component_ratio", "max_hole_edges")
 MESH_SIMPLIFY_FIELDS = ("target_faces", "remesh", "remesh_edge_ratio")
 MESH_UV_FIELDS = ("texture_size", "uv_padding", "uv_chart_area")
 MESH_BAKE_FIELDS = ("texture_size", "bake_angle_power", "bake_depth_tolerance", "fusion_views", "fusion_size",
@@ -159,11 +159,26 @@ def _gaussians(ctx: StageContext):
     return load_gaussians(ctx.upstream["diffusion"] / "gaussians.ply")
 
 
+def input_silhouettes(rgba, cfg):
+    """The input image's alpha (prepared RGBA [4, S, S]) as seen from generation camera 0, where the
+    model placed the input view: a `Silhouettes` for meshing."""
+    from o3dcli.mesh.fusion import Silhouettes
+
+    return Silhouettes(generation_cameras(cfg, int(rgba.shape[-1]))[:1], rgba[3:4].float().numpy())
+
+
 def run_mesh_fusion(ctx: StageContext) -> dict:
-    """Gaussians -> closed surface (mesh.method: carved silhouettes, opacity field or TSDF), main components, small holes filled."""
+    """Gaussians -> closed surface (mesh.method: carved silhouettes, opacity field or TSDF), cut to the
+    input's silhouette (mesh.input_silhouette), main components, small holes filled."""
+    from safetensors.torch import load_file
+
     from o3dcli.mesh.fusion import gaussians_to_mesh
 
-    mesh = gaussians_to_mesh(_gaussians(ctx), ctx.config.mesh)
+    sil = None
+    if ctx.config.mesh.input_silhouette:
+        rgba = load_file(str(ctx.upstream["preprocess"] / "prepared.safetensors"))["rgba"]
+        sil = input_silhouettes(rgba, ctx.config)
+    mesh = gaussians_to_mesh(_gaussians(ctx), ctx.config.mesh, silhouettes=sil)
     save_trimesh(ctx.work_dir / "mesh.npz", mesh)
     return {"faces": int(len(mesh.faces)), "vertices": int(len(mesh.vertices))}
 

@@ -112,6 +112,31 @@ def test_carve_method_gives_a_closed_surface_that_keeps_see_through_holes(kind):
     assert float((mesh.face_normals() * mesh.vertices[mesh.faces].mean(1)).sum(1).mean()) > 0.2
 
 
+@pytest.mark.parametrize("method,count", [("carve", 3000), ("opacity", 16384)])
+def test_input_silhouette_cuts_the_surface_to_the_known_outline(method, count):
+    # a sphere of radius 0.5 seen from the input camera (+Z) through the outline of one of radius 0.3:
+    # the mesh keeps the sphere's depth but nothing outside the narrower outline's cone
+    from o3dcli.mesh.fusion import Silhouettes, gaussians_to_mesh
+    from o3dcli.render.mesh import render_mesh
+
+    source = reference_shape("sphere")
+    gaussians = surface_gaussians(source, count, seed=5)
+    cam = orbit_cameras([0.0], [0.0], radius=1.7417, fov_deg=39.6, size=64)
+    small = source.replace(vertices=source.vertices * 0.6)
+    outline = Silhouettes(cam, render_mesh(small, cam).alpha[:, 0].numpy())
+    cfg = MeshConfig(method=method, **SMALL)
+    free, cut = gaussians_to_mesh(gaussians, cfg), gaussians_to_mesh(gaussians, cfg, silhouettes=outline)
+    radial = lambda m: np.linalg.norm(m.vertices[:, :2], axis=1)  # noqa: E731  distance from the view axis
+    assert radial(free).max() > 0.48
+    # the outline's cone widens with depth: at most 0.3 * (d + 0.5) / sqrt(d^2 - 0.3^2) ~ 0.39 at the far side
+    assert radial(cut).max() < 0.41
+    assert cut.vertices[:, 2].max() > 0.45 and cut.vertices[:, 2].min() < -0.45  # front and back kept
+    # an outline covering the whole frame changes nothing
+    full = Silhouettes(cam, np.ones((1, 64, 64), np.float32))
+    same = gaussians_to_mesh(gaussians, cfg, silhouettes=full)
+    assert np.allclose(np.sort(same.vertices, axis=0), np.sort(free.vertices, axis=0))
+
+
 def test_auto_method_carves_sparse_gaussians_and_keeps_the_opacity_field_for_dense_ones():
     from o3dcli.mesh.fusion import gaussians_to_mesh, resolve_method
 

@@ -38,6 +38,22 @@ def test_dataset_shapes_and_supervision(dataset):
     assert hit.any() and o.points.permute(0, 2, 3, 1)[hit].abs().max() <= 0.5 + 1e-4
 
 
+def test_condition_images_are_recentred_around_the_presets_foreground_ratio(dataset):
+    from o3dcli.train.data import cond_ratios
+
+    cfg = load_config("tiny", SMALL + ["preprocess.foreground_ratio=0.6", "preprocess.size=32"])
+    assert cond_ratios(cfg) == pytest.approx((0.55, 0.6, 0.65))
+    o = load_dataset(dataset, cfg, limit=1)[0]
+    # the object's extent (non-white pixels) in each condition image follows its ratio
+    extent = []
+    for c in o.cond:
+        fg = (c < 0.98).any(0)
+        rows, cols = fg.any(1).nonzero(), fg.any(0).nonzero()
+        extent.append(max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) + 1)
+    assert extent[0] < extent[1] < extent[2]
+    assert abs(extent[1] - 0.6 * 32) <= 2
+
+
 def test_rig_matching_finds_the_input_view():
     cfg = load_config("tiny")
     from o3dcli.stages import generation_cameras

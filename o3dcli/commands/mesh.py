@@ -41,6 +41,29 @@ def _source(path: Path) -> Path:
     return path
 
 
+def asset_silhouettes(path: Path, mesh_cfg):
+    """An o3d asset folder's input silhouette (its input.png seen from generation camera 0 of its own
+    config.yaml), or None when mesh.input_silhouette is off or the folder lacks either file."""
+    if not (mesh_cfg.input_silhouette and path.is_dir()):
+        return None
+    image, conf = path / "input.png", path / "config.yaml"
+    if not (image.is_file() and conf.is_file()):
+        return None
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from o3dcli.config import load_config
+    from o3dcli.stages import input_silhouettes
+
+    try:
+        with Image.open(image) as im:
+            rgba = torch.from_numpy(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0).permute(2, 0, 1)
+    except OSError as e:
+        raise ValueError(f"{image}: cannot read the asset's input image ({e})") from None
+    return input_silhouettes(rgba, load_config(conf))
+
+
 def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg) -> list[Path]:
     """Mesh one input into out_dir. Returns the files written; raises with a message naming the file."""
     import dataclasses
@@ -59,7 +82,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg) -> list[Path]:
     if isinstance(asset, Gaussians):
         if len(asset) == 0:
             raise ValueError(f"{src}: the PLY holds no Gaussians")
-        mesh = mesh_from_gaussians(asset, mesh_cfg)
+        mesh = mesh_from_gaussians(asset, mesh_cfg, silhouettes=asset_silhouettes(path, mesh_cfg))
     else:
         mesh = remesh_mesh(asset, mesh_cfg)
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats)

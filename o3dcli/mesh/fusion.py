@@ -13,11 +13,14 @@ splatting of the Gaussians onto the grid and the carving are written here, in to
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
+from o3dcli.geometry.cameras import Cameras
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
@@ -178,14 +181,22 @@ def level_set_mesh(field: np.ndarray, origin: np.ndarray, voxel: float) -> TriMe
     return _to_trimesh(vbg.extract_triangle_mesh(weight_threshold=0.5))
 
 
-def opacity_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None) -> TriMesh:
+def opacity_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None,
+                    silhouettes: Silhouettes | None = None) -> TriMesh:
     """Marching cubes of the opacity field at cfg.alpha_threshold, with enclosed empty space
-    filled (a closed shell of flat Gaussians becomes a solid, so one surface comes out, not two)."""
+    filled (a closed shell of flat Gaussians becomes a solid, so one surface comes out, not two).
+    Grid points outside ``silhouettes`` (alpha below cfg.carve_alpha) are emptied first."""
     from scipy import ndimage
 
     bounds = bounds or gaussian_bounds(gaussians, cfg.bounds_quantile)
     voxel = bounds.extent / cfg.resolution
     density, origin = opacity_field(gaussians, bounds, voxel, cfg.opacity_smoothing)
+    if silhouettes is not None:
+        axes = [torch.arange(int(n), dtype=torch.float32) for n in density.shape]
+        ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        keep = torch.ones(len(ijk), dtype=torch.bool)
+        carve_points((ijk + torch.from_numpy(origin).float()) * voxel, keep, silhouettes, cfg.carve_alpha)
+        density = np.where(keep.reshape(density.shape).numpy(), density, 0.0).astype(np.float32)
     alpha = -np.expm1(-density)
     occupied = alpha >= cfg.alpha_threshold
     solid = ndimage.binary_fill_holes(occupied)
@@ -194,7 +205,34 @@ def opacity_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds 
     return snap_to_ridge(mesh, density, origin, voxel) if len(mesh.faces) else mesh
 
 
-def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None) -> TriMesh:
+@dataclass(frozen=True)
+class Silhouettes:
+    """Known outlines of the object: alpha [V, H, W] (numpy, in [0, 1]) seen by ``cameras`` (V views, in the
+    Gaussians' world frame). Meshing keeps only what lies inside every one of them."""
+
+    cameras: Cameras
+    alpha: np.ndarray
+
+
+def carve_points(points: Tensor, keep: Tensor, silhouettes: Silhouettes, threshold: float) -> None:
+    """Clear ``keep`` [N] (bool, in place) for points [N, 3] that project onto a pixel of alpha below
+    ``threshold`` (bilinear; outside the image counts as 0) or lie behind a camera, in any view."""
+    cams = silhouettes.cameras
+    w2c = torch.linalg.inv(cams.c2w.double()).float()
+    alpha = torch.as_tensor(np.asarray(silhouettes.alpha, dtype=np.float32))
+    for v in range(len(cams)):
+        idx = torch.nonzero(keep).squeeze(1)  # only points still inside: each view carves the rest
+        pc = points[idx] @ w2c[v, :3, :3].T + w2c[v, :3, 3]
+        z = pc[:, 2].clamp_min(1e-6)
+        u = (cams.fx[v] * pc[:, 0] / z + cams.cx[v]) / cams.width * 2 - 1
+        w = (cams.fy[v] * pc[:, 1] / z + cams.cy[v]) / cams.height * 2 - 1
+        a = F.grid_sample(alpha[v][None, None], torch.stack([u, w], -1)[None, None], mode="bilinear",
+                          padding_mode="zeros", align_corners=False)[0, 0, 0]
+        keep[idx[(a < threshold) | (pc[:, 2] <= 0)]] = False
+
+
+def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None,
+                  silhouettes: Silhouettes | None = None) -> TriMesh:
     """The solid inside the Gaussians' silhouette in every fusion view (their visual hull), smoothed
     by CARVE_SMOOTH_VOXELS and meshed at its half level: always closed, one surface per part.
 
@@ -202,6 +240,7 @@ def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | 
     whose alpha is at least cfg.carve_alpha. Hollows that no view sees into are filled;
     holes seen through (a handle, a torus) stay open. The surface lies about one splat
     footprint outside the Gaussians' centres (where their rendered alpha falls to the threshold).
+    ``silhouettes`` (known outlines, e.g. the input image's) carve at the same threshold.
     """
     from scipy import ndimage
 
@@ -215,19 +254,9 @@ def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | 
     axes = [torch.arange(int(n), dtype=torch.float32) for n in dims]
     ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     points = (ijk + torch.from_numpy(origin).float()) * voxel
-    cams = renders.cameras
-    w2c = torch.linalg.inv(cams.c2w.double()).float()
-    alpha = torch.from_numpy(renders.alpha)
     keep = torch.ones(len(points), dtype=torch.bool)
-    for v in range(len(cams)):
-        idx = torch.nonzero(keep).squeeze(1)  # only points still inside: each view carves the rest
-        pc = points[idx] @ w2c[v, :3, :3].T + w2c[v, :3, 3]
-        z = pc[:, 2].clamp_min(1e-6)
-        u = (cams.fx[v] * pc[:, 0] / z + cams.cx[v]) / cams.width * 2 - 1
-        w = (cams.fy[v] * pc[:, 1] / z + cams.cy[v]) / cams.height * 2 - 1
-        a = F.grid_sample(alpha[v][None, None], torch.stack([u, w], -1)[None, None], mode="bilinear",
-                          padding_mode="zeros", align_corners=False)[0, 0, 0]
-        keep[idx[(a < cfg.carve_alpha) | (pc[:, 2] <= 0)]] = False
+    for sil in [Silhouettes(renders.cameras, renders.alpha)] + ([silhouettes] if silhouettes is not None else []):
+        carve_points(points, keep, sil, cfg.carve_alpha)
     solid = keep.reshape(*dims.tolist()).numpy()
     if not solid.any():
         return TriMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64))
@@ -287,14 +316,16 @@ def resolve_method(cfg: MeshConfig, gaussians: Gaussians) -> str:
     return "carve" if len(gaussians) < CARVE_BELOW else "opacity"
 
 
-def gaussians_to_mesh(gaussians: Gaussians, cfg: MeshConfig | None = None) -> TriMesh:
+def gaussians_to_mesh(gaussians: Gaussians, cfg: MeshConfig | None = None,
+                      silhouettes: Silhouettes | None = None) -> TriMesh:
     """An untextured, cleaned surface mesh of ``gaussians`` (same world frame).
 
     cfg.method "tsdf": renders cfg.fusion_views views and fuses their depth; "opacity":
     marching cubes on the opacity field; "carve": the solid inside their rendered
     silhouettes; "auto": carve for sparse sets, opacity for dense ones. Then keeps the
     main connected part(s) (cfg.min_component_ratio) and closes holes up to
-    cfg.max_hole_edges edges.
+    cfg.max_hole_edges edges. ``silhouettes``: known outlines (the input image's) that the carve
+    and opacity methods cut the solid to; the tsdf method does not use them.
     Raises ValueError naming the cause when no surface comes out.
     """
     from o3dcli.mesh.cleanup import fill_holes, keep_main_components
@@ -310,9 +341,9 @@ def gaussians_to_mesh(gaussians: Gaussians, cfg: MeshConfig | None = None) -> Tr
                              "(are they all transparent?)")
         mesh = tsdf_fuse(renders, cfg)
     elif resolve_method(cfg, gaussians) == "carve":
-        mesh = carve_surface(gaussians, cfg)
+        mesh = carve_surface(gaussians, cfg, silhouettes=silhouettes)
     else:
-        mesh = opacity_surface(gaussians, cfg)
+        mesh = opacity_surface(gaussians, cfg, silhouettes=silhouettes)
     if len(mesh.faces) == 0:
         raise ValueError(f"{resolve_method(cfg, gaussians)} meshing found no surface (try a lower mesh.alpha_threshold "
                          "or a higher mesh.resolution)")

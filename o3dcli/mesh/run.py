@@ -24,8 +24,9 @@ def _timed(timings: dict | None, name: str):
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
-def mesh_from_gaussians(gaussians: Gaussians, cfg: MeshConfig | None = None, timings: dict | None = None) -> TriMesh:
-    """gaussians_to_mesh -> simplify_mesh -> unwrap_uv -> bake_texture.
+def mesh_from_gaussians(gaussians: Gaussians, cfg: MeshConfig | None = None, timings: dict | None = None,
+                        silhouettes=None) -> TriMesh:
+    """gaussians_to_mesh (cut to ``silhouettes`` if given) -> simplify_mesh -> unwrap_uv -> bake_texture.
 
     timings: if given, receives seconds per stage ("fusion" includes the renders
     for the tsdf method; "bake" includes them for the opacity method).
@@ -38,7 +39,7 @@ def mesh_from_gaussians(gaussians: Gaussians, cfg: MeshConfig | None = None, tim
     cfg = cfg or MeshConfig()
     cfg.check()
     with _timed(timings, "fusion"):
-        mesh = gaussians_to_mesh(gaussians, cfg)
+        mesh = gaussians_to_mesh(gaussians, cfg, silhouettes=silhouettes)
     with _timed(timings, "decimation"):
         mesh = simplify_mesh(mesh, cfg)
     with _timed(timings, "unwrap"):

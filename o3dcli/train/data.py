@@ -189,9 +189,22 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
                        cams.c2w[extra] if extra else torch.zeros(0, 4, 4), None, None)
 
 
-def load_dataset(root: Path, cfg: Config, ratios=(0.8, 0.85, 0.9), limit: int | None = None,
+COND_RATIO_SPREAD = 0.05
+"""Condition images are prepared at preprocess.foreground_ratio and this much either side of it
+(augmentation: a user's photo is recentred to that ratio, the object's true size is unknown)."""
+
+
+def cond_ratios(cfg: Config) -> tuple[float, ...]:
+    r = cfg.preprocess.foreground_ratio
+    return tuple(min(max(x, 0.05), 1.0) for x in (r - COND_RATIO_SPREAD, r, r + COND_RATIO_SPREAD))
+
+
+def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = None, limit: int | None = None,
                  on_object=None) -> list[TrainObject]:
-    """Every usable object under `root` (sorted by name); unusable ones raise DatasetError with their name."""
+    """Every usable object under `root` (sorted by name); unusable ones raise DatasetError with their name.
+
+    ratios: foreground ratios of the condition images (default: `cond_ratios(cfg)`)."""
+    ratios = ratios or cond_ratios(cfg)
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
