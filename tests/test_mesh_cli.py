@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 from typer.testing import CliRunner
 
@@ -117,3 +118,36 @@ def test_set_overrides_the_mesh_section(tmp_path):
     assert result.exit_code == 0, result.output
     mesh = load_mesh(out / "g" / "model.glb")
     assert len(mesh.faces) <= 500 and mesh.texture.shape == (64, 64, 3)
+
+
+def test_asset_folder_silhouette_comes_from_its_input_image_and_config(tmp_path):
+    import dataclasses
+
+    from PIL import Image
+
+    from o3dcli.commands.mesh import asset_silhouettes
+    from o3dcli.config import dump_config, load_config
+    from o3dcli.mesh.config import MeshConfig
+    from o3dcli.stages import generation_cameras
+
+    asset = tmp_path / "chair"
+    asset.mkdir()
+    cfg = load_config("tiny", ["cameras.radius=2.5"])  # the asset's own rig, not the preset's
+    (asset / "config.yaml").write_text(dump_config(cfg))
+    rgba = np.zeros((24, 24, 4), np.uint8)
+    rgba[6:18, 4:12] = 255
+    Image.fromarray(rgba, "RGBA").save(asset / "input.png")
+    sil = asset_silhouettes(asset, MeshConfig())
+    assert sil.alpha.shape == (1, 24, 24) and sil.alpha.sum() == 12 * 8
+    assert sil.alpha[0, 6, 4] == 1.0 and sil.alpha[0, 5, 4] == 0.0
+    expected = generation_cameras(cfg, 24)[:1]
+    assert torch.allclose(sil.cameras.c2w, expected.c2w) and sil.cameras.width == 24
+    assert float(sil.cameras.c2w[0, :3, 3].norm()) == pytest.approx(2.5)
+    # off, a foreign PLY, or a folder without its input image: no silhouette
+    assert asset_silhouettes(asset, dataclasses.replace(MeshConfig(), input_silhouette=False)) is None
+    assert asset_silhouettes(asset / "gaussians.ply", MeshConfig()) is None
+    (asset / "input.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="input.png"):
+        asset_silhouettes(asset, MeshConfig())
+    (asset / "input.png").unlink()
+    assert asset_silhouettes(asset, MeshConfig()) is None
