@@ -181,30 +181,6 @@ def level_set_mesh(field: np.ndarray, origin: np.ndarray, voxel: float) -> TriMe
     return _to_trimesh(vbg.extract_triangle_mesh(weight_threshold=0.5))
 
 
-def opacity_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None,
-                    silhouettes: Silhouettes | None = None) -> TriMesh:
-    """Marching cubes of the opacity field at cfg.alpha_threshold, with enclosed empty space
-    filled (a closed shell of flat Gaussians becomes a solid, so one surface comes out, not two).
-    Grid points outside ``silhouettes`` (alpha below cfg.carve_alpha) are emptied first."""
-    from scipy import ndimage
-
-    bounds = bounds or gaussian_bounds(gaussians, cfg.bounds_quantile)
-    voxel = bounds.extent / cfg.resolution
-    density, origin = opacity_field(gaussians, bounds, voxel, cfg.opacity_smoothing)
-    if silhouettes is not None:
-        axes = [torch.arange(int(n), dtype=torch.float32) for n in density.shape]
-        ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        keep = torch.ones(len(ijk), dtype=torch.bool)
-        carve_points((ijk + torch.from_numpy(origin).float()) * voxel, keep, silhouettes, cfg.carve_alpha)
-        density = np.where(keep.reshape(density.shape).numpy(), density, 0.0).astype(np.float32)
-    alpha = -np.expm1(-density)
-    occupied = alpha >= cfg.alpha_threshold
-    solid = ndimage.binary_fill_holes(occupied)
-    alpha[solid & ~occupied] = 1.0
-    mesh = level_set_mesh((cfg.alpha_threshold - alpha).astype(np.float32), origin, voxel)
-    return snap_to_ridge(mesh, density, origin, voxel) if len(mesh.faces) else mesh
-
-
 @dataclass(frozen=True)
 class Silhouettes:
     """Known outlines of the object: alpha [V, H, W] (numpy, in [0, 1]) seen by ``cameras`` (V views, in the
@@ -212,6 +188,13 @@ class Silhouettes:
 
     cameras: Cameras
     alpha: np.ndarray
+
+
+def grid_points(origin: np.ndarray, dims, voxel: float) -> Tensor:
+    """World positions [X*Y*Z, 3] of the grid points (origin + ijk) * voxel, ijk in C order."""
+    axes = [torch.arange(int(n), dtype=torch.float32) for n in dims]
+    ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    return (ijk + torch.from_numpy(np.asarray(origin)).float()) * voxel
 
 
 def carve_points(points: Tensor, keep: Tensor, silhouettes: Silhouettes, threshold: float) -> None:
@@ -229,6 +212,28 @@ def carve_points(points: Tensor, keep: Tensor, silhouettes: Silhouettes, thresho
         a = F.grid_sample(alpha[v][None, None], torch.stack([u, w], -1)[None, None], mode="bilinear",
                           padding_mode="zeros", align_corners=False)[0, 0, 0]
         keep[idx[(a < threshold) | (pc[:, 2] <= 0)]] = False
+
+
+def opacity_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None,
+                    silhouettes: Silhouettes | None = None) -> TriMesh:
+    """Marching cubes of the opacity field at cfg.alpha_threshold, with enclosed empty space
+    filled (a closed shell of flat Gaussians becomes a solid, so one surface comes out, not two).
+    Grid points outside ``silhouettes`` (alpha below cfg.carve_alpha) are emptied first."""
+    from scipy import ndimage
+
+    bounds = bounds or gaussian_bounds(gaussians, cfg.bounds_quantile)
+    voxel = bounds.extent / cfg.resolution
+    density, origin = opacity_field(gaussians, bounds, voxel, cfg.opacity_smoothing)
+    if silhouettes is not None:
+        keep = torch.ones(density.size, dtype=torch.bool)
+        carve_points(grid_points(origin, density.shape, voxel), keep, silhouettes, cfg.carve_alpha)
+        density = np.where(keep.reshape(density.shape).numpy(), density, 0.0).astype(np.float32)
+    alpha = -np.expm1(-density)
+    occupied = alpha >= cfg.alpha_threshold
+    solid = ndimage.binary_fill_holes(occupied)
+    alpha[solid & ~occupied] = 1.0
+    mesh = level_set_mesh((cfg.alpha_threshold - alpha).astype(np.float32), origin, voxel)
+    return snap_to_ridge(mesh, density, origin, voxel) if len(mesh.faces) else mesh
 
 
 def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | None = None,
@@ -251,9 +256,7 @@ def carve_surface(gaussians: Gaussians, cfg: MeshConfig, bounds: ObjectBounds | 
     hi_idx = np.ceil(bounds.hi / voxel).astype(np.int64) + 3
     origin = (lo_idx // BLOCK) * BLOCK
     dims = ((hi_idx - origin + BLOCK - 1) // BLOCK) * BLOCK
-    axes = [torch.arange(int(n), dtype=torch.float32) for n in dims]
-    ijk = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    points = (ijk + torch.from_numpy(origin).float()) * voxel
+    points = grid_points(origin, dims, voxel)
     keep = torch.ones(len(points), dtype=torch.bool)
     for sil in [Silhouettes(renders.cameras, renders.alpha)] + ([silhouettes] if silhouettes is not None else []):
         carve_points(points, keep, sil, cfg.carve_alpha)
