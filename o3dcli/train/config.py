@@ -41,6 +41,8 @@ class TrainConfig:
     """Detach the feedback maps (the paper's algorithm) or let gradients flow through them (the released code)."""
     cond_drop_p: float = 0.1
     """Probability of dropping the image condition (classifier-free guidance training)."""
+    cond_image: str = "view"
+    """The condition image: "view" = the input view as rendered, pixel-aligned with view 0's target (the object at its true size at the rig's distance; o3d generate's recentring to preprocess.foreground_ratio approximates that size); "recentred" = the input view recentred as o3d generate prepares a photo, at foreground_ratio and 0.05 either side (not aligned with the targets: the denoiser cannot copy the input into view 0)."""
     recon_weight: float = 1.0
     """Weight of the reconstruction render loss (L1 RGB + mask) on each reconstruction."""
     mask_weight: float = 1.0
@@ -60,5 +62,6 @@ class TrainConfig:
         _require(self.modules in ("all", "recon"), "train.modules", self.modules, 'one of "all", "recon"')
         _require(0 <= self.feedback_p <= 1, "train.feedback_p", self.feedback_p, "in [0, 1]")
         _require(0 <= self.cond_drop_p < 1, "train.cond_drop_p", self.cond_drop_p, "in [0, 1)")
+        _require(self.cond_image in ("view", "recentred"), "train.cond_image", self.cond_image, 'one of "view", "recentred"')
         _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
         _require(self.checkpoint_every >= 1 and self.log_every >= 1, "train.checkpoint_every", self.checkpoint_every, "at least 1")

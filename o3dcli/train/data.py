@@ -3,8 +3,8 @@
 Each object becomes a `TrainObject` held in memory at the model's resolution:
 the target views at the preset's camera rig (view 0 = the input view), a few
 extra views for novel-view supervision of the reconstruction, the condition
-image prepared exactly as `o3d generate` prepares a user's image (cropped and
-recentred to `preprocess.foreground_ratio`), and, when the ground-truth mesh is
+image (train.cond_image: the input view itself, pixel-aligned with view 0's
+target, or recentred as `o3d generate` prepares a photo), and, when the ground-truth mesh is
 known, the surface point and mask behind every pixel of the reconstructor's
 input views (direct supervision that keeps the Gaussians from collapsing to
 transparency; NOTES-cpu-model.md).
@@ -46,7 +46,7 @@ class TrainObject:
     views: Tensor
     """[V, 4, S, S] straight RGBA at the rig cameras (view 0 = input view)."""
     cond: list[Tensor]
-    """Condition images [3, S, S] (recentred as generate does), one per foreground ratio."""
+    """Condition images [3, S, S] (train.cond_image: the input view itself, or recentred at several ratios)."""
     extra_views: Tensor
     """[E, 4, S, S] views at other cameras (may be E = 0)."""
     extra_c2w: Tensor
@@ -121,11 +121,15 @@ def surface_points(mesh_path: Path, cfg: Config) -> tuple[Tensor, Tensor]:
 
 
 def prepare_cond(view0: Tensor, cfg: Config, ratios: tuple[float, ...]) -> list[Tensor]:
-    """The input view as `o3d generate` would see it, at each foreground ratio: [3, S, S] each."""
+    """Condition images [3, S, S] from the full-size input view [4, H, W] (train.cond_image):
+    "view": the view itself at the model's size (one image, aligned with view 0's target);
+    "recentred": as `o3d generate` would prepare it, one per foreground ratio."""
     import dataclasses
 
     from o3dcli.preprocess import preprocess_image
 
+    if cfg.train.cond_image == "view":
+        return [composite(resize_rgba(view0[None], cfg.preprocess.size)[0], cfg.preprocess.background)]
     out = []
     for r in ratios:
         pcfg = dataclasses.replace(cfg.preprocess, foreground_ratio=r, matting="alpha")
