@@ -2,6 +2,11 @@
 report what the cast changes.
 
     python scripts/export_weights.py runs/tiny/model.safetensors o3dcli/assets/weights/tiny.safetensors
+    python scripts/export_weights.py runs/tiny/checkpoint.pt raw.safetensors   # the current, non-EMA weights
+
+A run's checkpoint.pt gives its current (non-EMA) weights, with the metadata of the run's
+model.safetensors: for comparing them with the EMA, which lags behind for about
+1 / (1 - train.ema_decay) steps after a change of the training setup.
 
 Prints the sizes, the parameter count and the largest relative rounding error of the cast.
 The architecture metadata is kept, so `build_models` still checks the file against the preset.
@@ -19,16 +24,37 @@ from o3dcli.models.build import dtype_of
 from o3dcli.models.checkpoints import convert_weights, read_metadata
 
 
+def raw_weights(checkpoint: Path, out: Path) -> Path:
+    """The training checkpoint's current weights ("model", not "ema") as an o3d weights file."""
+    from safetensors.torch import save_file
+
+    ema = checkpoint.with_name("model.safetensors")
+    if not ema.is_file():
+        raise SystemExit(f"error: {ema}: missing (it holds the architecture metadata of {checkpoint})")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    meta = read_metadata(ema)
+    meta.update(step=str(int(state["step"])), weights="current (not EMA)")
+    save_file({k: v.contiguous() for k, v in state["model"].items()}, str(out), metadata=meta)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("src", type=Path, help="weights to export (a run's model.safetensors)")
+    ap.add_argument("src", type=Path, help="weights to export (a run's model.safetensors, or its checkpoint.pt)")
     ap.add_argument("dst", type=Path, help="where to write them")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     a = ap.parse_args()
     if not a.src.is_file():
         raise SystemExit(f"error: {a.src}: no such weights file")
-    convert_weights(a.src, a.dst, dtype_of(a.dtype))
-    before, after = load_file(str(a.src)), load_file(str(a.dst))
+    src = a.src
+    if a.src.suffix == ".pt":
+        src = raw_weights(a.src, a.dst.with_name(a.dst.name + ".raw.tmp"))
+    try:
+        convert_weights(src, a.dst, dtype_of(a.dtype))
+        before, after = load_file(str(src)), load_file(str(a.dst))
+    finally:
+        if src != a.src:
+            src.unlink(missing_ok=True)
     params = sum(v.numel() for v in before.values())
     worst, worst_abs, tiny = 0.0, 0.0, []
     for k, v in before.items():
