@@ -13,9 +13,8 @@ RUN="${RUN:-runs/tiny}"
 JOINT_STEPS="${JOINT_STEPS:-2587}"
 RECON_STEPS="${RECON_STEPS:-12605}"
 PHASE1=1112   # steps trained with EDM's pixel-space noise before the preset's (see presets/tiny.yaml)
-# The shipped weights were trained when the condition images were recentred as generate prepares
-# a photo (train.cond_image=recentred) and tiny recentred to 0.85: at 0.8/0.85/0.9
-# (o3dcli.train.data.cond_ratios: the preset's ratio and 0.05 either side).
+# The shipped weights were trained when tiny recentred inputs to 0.85: their condition images were
+# recentred to 0.8/0.85/0.9 (o3dcli.train.data.cond_ratios: the preset's ratio and 0.05 either side).
 OLD_COND="--set train.cond_image=recentred --set preprocess.foreground_ratio=0.85"
 
 # 1,000 procedural objects, seeds 0..999 (the synthetic benchmark uses 1,000,000+, examples 2,000,000+).

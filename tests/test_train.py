@@ -30,7 +30,7 @@ def test_dataset_shapes_and_supervision(dataset):
     cfg, objs = objects(dataset)
     o = objs[0]
     assert o.views.shape == (8, 4, 16, 16) and o.extra_views.shape == (2, 4, 16, 16)
-    assert o.cond[0].shape == (3, 16, 16) and len(o.cond) == 1
+    assert o.cond[0].shape == (3, 16, 16) and len(o.cond) == 3
     s = cfg.recon.splat_size
     assert o.points.shape == (4, 3, s, s) and o.point_mask.shape == (4, 1, s, s)
     # the surface points lie in the unit box, and the hit mask agrees with the rendered alpha
@@ -41,8 +41,8 @@ def test_dataset_shapes_and_supervision(dataset):
 def test_condition_images_are_recentred_around_the_presets_foreground_ratio(dataset):
     from o3dcli.train.data import cond_ratios
 
-    cfg = load_config("tiny", SMALL + ["preprocess.foreground_ratio=0.6", "preprocess.size=32",
-                                       "train.cond_image=recentred"])
+    cfg = load_config("tiny", SMALL + ["preprocess.foreground_ratio=0.6", "preprocess.size=32"])
+    assert cfg.train.cond_image == "recentred"
     assert cond_ratios(cfg) == pytest.approx((0.55, 0.6, 0.65))
     o = load_dataset(dataset, cfg, limit=1)[0]
     # the object's extent (non-white pixels) in each condition image follows its ratio
@@ -58,8 +58,7 @@ def test_condition_images_are_recentred_around_the_presets_foreground_ratio(data
 def test_condition_image_is_the_input_view_aligned_with_view_0(dataset):
     from o3dcli.train.data import composite
 
-    cfg, objs = objects(dataset)
-    assert cfg.train.cond_image == "view"
+    cfg, objs = objects(dataset, "train.cond_image=view")
     for o in objs:
         assert len(o.cond) == 1
         assert torch.equal(o.cond[0], composite(o.views[0], cfg.preprocess.background))
