@@ -42,7 +42,7 @@ class TrainConfig:
     cond_drop_p: float = 0.1
     """Probability of dropping the image condition (classifier-free guidance training)."""
     cond_image: str = "recentred"
-    """The condition image: "recentred" = the input view recentred as o3d generate prepares a photo, at preprocess.foreground_ratio and 0.05 either side (the shipped weights'); "view" = the input view as rendered, pixel-aligned with view 0's target, so the denoiser can copy it into view 0. Measured (tiny, 936 fine-tuning steps from the shipped weights): "view" reproduced the input in view 0 at 18.2 dB (was 14.1) but scored F-score@0.05 0.506 against 0.532 on the synthetic benchmark."""
+    """The condition image: "recentred" = the input view recentred as o3d generate prepares a photo, at preprocess.foreground_ratio and 0.05 either side (the shipped weights'); "view" = the input view as rendered, pixel-aligned with view 0's target, so the denoiser can copy it into view 0. Measured (tiny, 936 fine-tuning steps from the shipped weights): "view" reproduced the input in view 0 at 18.2 dB (was 14.1) but scored F-score@0.05 0.506 against 0.532 on the synthetic benchmark (0.535 against 0.537 after ICP alignment: placement and size, not shape)."""
     recon_weight: float = 1.0
     """Weight of the reconstruction render loss (L1 RGB + mask) on each reconstruction."""
     mask_weight: float = 1.0
