@@ -48,6 +48,8 @@ def test_int_accepted_for_float_but_not_the_reverse():
         ("preprocess.foreground_ratio=1.5", "in [0.05, 1]"),
         ("cameras.azimuths=[0, 90]", "cameras.elevations"),
         ("runtime.device=gpu", "runtime.device"),
+        ("train.sigma_sampling=uniform", 'one of "lognormal", "schedule"'),
+        ("train.modules=unet", 'one of "all", "recon", "denoiser"'),
         ("preprocess.size", "expected section.key=value"),
     ],
 )

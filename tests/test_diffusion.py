@@ -9,7 +9,14 @@ import torch
 
 from o3dcli.cache import StateStore
 from o3dcli.config import load_config
-from o3dcli.diffusion.edm import edm_coefficients, edm_x0, guidance_ramp, loss_weight, make_scheduler
+from o3dcli.diffusion.edm import (
+    edm_coefficients,
+    edm_x0,
+    guidance_ramp,
+    loss_weight,
+    make_scheduler,
+    sample_schedule_sigma,
+)
 from o3dcli.diffusion.sampler import RecursiveSampler, feedback_at
 from o3dcli.models.build import build_models
 from o3dcli.stages import generation_cameras
@@ -59,6 +66,16 @@ def test_scheduler_is_karras_euler():
     sched.set_begin_index(3)
     out = sched.step(x0, sched.timesteps[3], x).prev_sample
     torch.testing.assert_close(out, x + (x - x0) / s[3] * (s[4] - s[3]))
+
+
+def test_schedule_sigma_sampling_matches_where_the_sampler_steps():
+    """train.sigma_sampling=schedule: the share of draws above a step's sigma is that step's place in the schedule."""
+    steps = make_scheduler(25, 0.002, 80.0).sigmas[:-1]
+    draws = sample_schedule_sigma(24000, torch.Generator().manual_seed(0), 0.002, 80.0)
+    assert float(draws.min()) >= 0.002 and float(draws.max()) <= 80.0
+    for k in (3, 6, 12, 18, 21):
+        above = float((draws >= steps[k]).double().mean())
+        assert abs(above - k / 24) < 0.015, (k, above)
 
 
 def test_guidance_ramp_and_feedback_schedule():

@@ -7,7 +7,7 @@ import torch
 
 from o3dcli.config import load_config
 from o3dcli.synth.generate import synthesize
-from o3dcli.train.data import load_dataset, match_rig
+from o3dcli.train.data import load_dataset, match_rig, sample_batch
 from o3dcli.train.trainer import Trainer, train
 
 SMALL = ["preprocess.size=16", "train.batch_size=1", "train.extra_views=2", "train.warmup_steps=1",
@@ -127,6 +127,26 @@ def test_recon_only_training_leaves_the_denoiser_alone(dataset, tmp_path):
     assert torch.equal(_params(t.model.denoiser), den0)  # not run, not decayed
     assert not torch.equal(_params(t.model.recon), rec0)
     assert sum(p.loss for p in parts[-3:]) < 0.8 * sum(p.loss for p in parts[:3])
+
+
+def test_denoiser_only_training_keeps_the_reconstructor_and_still_uses_feedback(dataset, tmp_path):
+    torch.set_num_threads(1)
+    cfg, objs = objects(dataset, "train.modules=denoiser", "train.feedback_p=0.5", "train.sigma_sampling=schedule")
+    t = Trainer(cfg, objs, tmp_path / "den")
+    den0, rec0 = _params(t.model.denoiser), _params(t.model.recon)
+    parts = [t.step() for _ in range(6)]
+    assert all(p.recon_gt == 0 and p.recon_pred == 0 and p.loss == p.diffusion > 0 for p in parts)
+    assert {p.feedback for p in parts} == {0, 1}  # both the plain and the self-conditioned pass ran
+    assert torch.equal(_params(t.model.recon), rec0)  # frozen: no gradient, no weight decay
+    assert torch.equal(_params(t.ema.recon), rec0)
+    assert not torch.equal(_params(t.model.denoiser), den0)
+    # the self-conditioned pass sees maps rendered from the reconstruction: they change its output
+    b = sample_batch(objs, 1, 0, torch.Generator().manual_seed(0))
+    n = t._noised(b)
+    with torch.no_grad():
+        pred = t.codec.decode(t._denoise(n).flatten(0, 1)).unflatten(0, (1, 8))
+        maps = t._feedback_maps(t.model.recon.forward_params(pred, t.rig, n["sigma"]))
+        assert not torch.allclose(t._denoise(n, *maps), t._denoise(n))
 
 
 def test_losses_fall_when_overfitting_one_object(dataset, tmp_path):

@@ -36,6 +36,15 @@ def sample_training_sigma(n: int, generator: torch.Generator | None = None, p_me
     return torch.exp(p_mean + p_std * torch.randn(n, generator=generator, device=device))
 
 
+def sample_schedule_sigma(n: int, generator: torch.Generator | None = None, sigma_min: float = 0.002,
+                          sigma_max: float = 80.0, rho: float = 7.0) -> Tensor:
+    """[n] noise levels spread as the sampler's Karras schedule spreads its steps:
+    sigma = (sigma_max^(1/rho) + u (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho, u ~ U(0, 1)."""
+    u = torch.rand(n, generator=generator)
+    hi, lo = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return (hi + u * (lo - hi)) ** rho
+
+
 def loss_weight(sigma: Tensor) -> Tensor:
     """EDM's lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 with sigma_data = 1."""
     return (sigma * sigma + 1.0) / (sigma * sigma)

@@ -14,6 +14,8 @@ Decoupled (joint = false): the reconstructor learns from ground-truth views only
 and the denoiser from the diffusion loss only, each as if trained alone.
 Reconstructor only (modules = "recon"): L = recon loss(G_gt) + direct(G_gt); the
 denoiser is not run (LGM-style pre-training of the reconstructor).
+Denoiser only (modules = "denoiser"): L = diffusion loss; the reconstructor is frozen and
+only renders the feedback maps (with p = feedback_p, from recon(decode(x0_hat), sigma)).
 
 Every random draw comes from one torch.Generator whose state is checkpointed, so
 a run stopped and resumed gives the same weights as an uninterrupted run.
@@ -35,7 +37,7 @@ from torch import Tensor
 
 from o3dcli.cache import atomic_write_bytes
 from o3dcli.config import Config, dump_config
-from o3dcli.diffusion.edm import edm_coefficients, sample_training_sigma
+from o3dcli.diffusion.edm import edm_coefficients, sample_schedule_sigma, sample_training_sigma
 from o3dcli.geometry.cameras import Cameras
 from o3dcli.train import losses as L
 from o3dcli.train.data import Batch, TrainObject, composite, sample_batch
@@ -73,6 +75,8 @@ class Trainer:
         start = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=cfg.train.init))
         built = build_models(start, device)
         self.model, self.codec = built.model.train(), built.codec
+        if cfg.train.modules == "denoiser":  # frozen: it only renders the feedback maps
+            self.model.recon.eval().requires_grad_(False)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         if self.world > 1:  # torchrun: one process per GPU/CPU group, gradients averaged over ranks
             import torch.distributed as dist
@@ -80,7 +84,7 @@ class Trainer:
             if not dist.is_initialized():
                 dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
             self._broadcast_state()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + self.rank)
         self.step_count = 0
         size = cfg.preprocess.size
@@ -127,10 +131,16 @@ class Trainer:
         total = t.recon_weight * r + t.direct_weight * d
         return total, StepLosses(float(total.detach()), 0.0, float(r.detach()), 0.0, float(d.detach()), 0, 0.0)
 
-    def losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
-        cfg, t, dev = self.cfg, self.cfg.train, self.device
-        if t.modules == "recon":
-            return self.recon_losses(batch)
+    def _draw_sigma(self, n: int) -> Tensor:
+        t, d = self.cfg.train, self.cfg.diffusion
+        if t.sigma_sampling == "schedule":
+            return sample_schedule_sigma(n, self.gen, d.sigma_min, d.sigma_max)
+        return sample_training_sigma(n, self.gen, t.p_mean, t.p_std)
+
+    def _noised(self, batch: Batch) -> dict:
+        """The denoiser's inputs for one batch: clean and noisy views, condition (dropped with
+        cond_drop_p), noise levels and EDM coefficients (random draws in a fixed order)."""
+        t, dev = self.cfg.train, self.device
         den = self.model.denoiser
         views = batch.views.to(dev)
         B, V = views.shape[:2]
@@ -140,37 +150,65 @@ class Trainer:
         keep = (torch.rand(B, generator=self.gen) >= t.cond_drop_p).float().to(dev)
         cond_latent = self.codec.encode_condition(cond) * keep.reshape(B, 1, 1, 1)
         embeds = den.encode_image(cond) * keep.reshape(B, 1, 1)
-        sigma = sample_training_sigma(B, self.gen, t.p_mean, t.p_std).to(dev)
+        sigma = self._draw_sigma(B).to(dev)
         noise = torch.randn(x0.shape, generator=self.gen).to(dev)
         x = x0 + sigma.reshape(B, 1, 1, 1, 1) * noise
-        c_skip, c_out, c_in, c_noise = (c.reshape(-1) for c in edm_coefficients(sigma))
-        bc = lambda c: c.reshape(B, 1, 1, 1, 1)  # noqa: E731
-        plucker = self.plucker.expand(B, -1, -1, -1, -1)
-        zero = torch.zeros(B, V, 3, self.map_size, self.map_size, device=dev)
-        uses_maps = cfg.denoiser.feedback_rgb or cfg.denoiser.feedback_ccm
-        F1 = den(bc(c_in) * x, c_noise, cond_latent, plucker, image_embeds=embeds,
-                 rgb_map=zero if uses_maps else None, ccm_map=zero if uses_maps else None)
-        x0_hat = bc(c_skip) * x + bc(c_out) * F1
+        c_skip, c_out, c_in, c_noise = (c.reshape(B, 1, 1, 1, 1) for c in edm_coefficients(sigma))
+        return dict(B=B, V=V, rgb=rgb, x0=x0, x=x, sigma=sigma, c_skip=c_skip, c_out=c_out, c_in=c_in,
+                    c_noise=c_noise.reshape(-1), cond_latent=cond_latent, embeds=embeds,
+                    plucker=self.plucker.expand(B, -1, -1, -1, -1))
 
+    def _denoise(self, n: dict, rgb_map: Tensor | None = None, ccm_map: Tensor | None = None) -> Tensor:
+        """x0_hat from one denoiser pass on the batch `n` (from _noised); a map left None counts as zeros."""
+        d = self.cfg.denoiser
+        F = self.model.denoiser(n["c_in"] * n["x"], n["c_noise"], n["cond_latent"], n["plucker"],
+                                image_embeds=n["embeds"], rgb_map=rgb_map if d.feedback_rgb else None,
+                                ccm_map=ccm_map if d.feedback_ccm else None)
+        return n["c_skip"] * n["x"] + n["c_out"] * F
+
+    def _feedback_maps(self, params: dict) -> tuple[Tensor, Tensor]:
+        return L.feedback_maps(params, self.rig, self.background, self.map_size)
+
+    def denoiser_losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
+        """train.modules = "denoiser": the diffusion loss alone; the frozen reconstructor renders the maps."""
+        cfg, t = self.cfg, self.cfg.train
+        n = self._noised(batch)
+        uses_maps = cfg.denoiser.feedback_rgb or cfg.denoiser.feedback_ccm
+        feedback = uses_maps and float(torch.rand(1, generator=self.gen)) < t.feedback_p
+        maps = (None, None)
+        if feedback:  # the first pass only feeds the reconstructor: no gradient needed
+            with torch.no_grad():
+                pred = self.codec.decode(self._denoise(n).flatten(0, 1)).unflatten(0, (n["B"], n["V"]))
+                maps = self._feedback_maps(self.model.recon.forward_params(pred, self.rig, n["sigma"]))
+        l_diff = L.diffusion_loss(self._denoise(n, *maps), n["x0"], n["sigma"])
+        f = float(l_diff.detach())
+        return l_diff, StepLosses(f, f, 0.0, 0.0, 0.0, int(feedback), float(n["sigma"].mean()))
+
+    def losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
+        cfg, t, dev = self.cfg, self.cfg.train, self.device
+        if t.modules == "recon":
+            return self.recon_losses(batch)
+        if t.modules == "denoiser":
+            return self.denoiser_losses(batch)
+        n = self._noised(batch)
+        B, sigma = n["B"], n["sigma"]
+        x0_hat = self._denoise(n)
         sup = self._supervision(batch)
         recon_terms = lambda images, s: self._recon_terms(images, s, sup)  # noqa: E731
 
-        _, r_gt, d_gt = recon_terms(rgb, torch.zeros(B, device=dev))
+        _, r_gt, d_gt = recon_terms(n["rgb"], torch.zeros(B, device=dev))
         r_pred = d_pred = torch.zeros((), device=dev)
         feedback = 0
         x0_final = x0_hat
         if t.joint:
-            pred_images = self.codec.decode(x0_hat.flatten(0, 1)).unflatten(0, (B, V))
+            pred_images = self.codec.decode(x0_hat.flatten(0, 1)).unflatten(0, (B, n["V"]))
             p_hat, r_pred, d_pred = recon_terms(pred_images, sigma)
+            uses_maps = cfg.denoiser.feedback_rgb or cfg.denoiser.feedback_ccm
             if uses_maps and float(torch.rand(1, generator=self.gen)) < t.feedback_p:
                 feedback = 1
                 src = {k: v.detach() for k, v in p_hat.items()} if t.detach_maps else p_hat
-                rgb_map, ccm_map = L.feedback_maps(src, self.rig, self.background, self.map_size)
-                F2 = den(bc(c_in) * x, c_noise, cond_latent, plucker, image_embeds=embeds,
-                         rgb_map=rgb_map if cfg.denoiser.feedback_rgb else None,
-                         ccm_map=ccm_map if cfg.denoiser.feedback_ccm else None)
-                x0_final = bc(c_skip) * x + bc(c_out) * F2
-        l_diff = L.diffusion_loss(x0_final, x0, sigma)
+                x0_final = self._denoise(n, *self._feedback_maps(src))
+        l_diff = L.diffusion_loss(x0_final, n["x0"], sigma)
         total = l_diff + t.recon_weight * (r_gt + r_pred) + t.direct_weight * (d_gt + d_pred)
         f = lambda v: float(v.detach())  # noqa: E731
         return total, StepLosses(f(total), f(l_diff), f(r_gt), f(r_pred), f(d_gt + d_pred), feedback, f(sigma.mean()))
