@@ -1,0 +1,38 @@
+"""scripts/probe_denoiser.py: the x0 error per noise level against the mean-image reference."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from o3dcli.config import load_config
+from o3dcli.synth.generate import synthesize
+from o3dcli.train.data import composite, load_dataset
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "probe_denoiser.py"
+SMALL = ("preprocess.size=16",)
+
+
+@pytest.fixture(scope="module")
+def probe_mod():
+    spec = importlib.util.spec_from_file_location("probe_denoiser", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_probe_rows_and_mean_image_reference(probe_mod, tmp_path):
+    synthesize(tmp_path, 3, seed=5, size=32, extra_views=1)
+    rows, mean_err = probe_mod.probe("none", tmp_path, "tiny", n_objects=3, seed=0, overrides=SMALL)
+    assert [r[0] for r in rows] == list(probe_mod.SIGMAS)
+    # the reference is the spread of the clean views around their mean (pixel codec: the images)
+    cfg = load_config("tiny", list(SMALL))
+    views = torch.stack([o.views for o in load_dataset(tmp_path, cfg, limit=3)])
+    x0 = composite(views, tuple(cfg.preprocess.background)) * 2 - 1  # the pixel codec's latents
+    assert mean_err == pytest.approx(float(((x0 - x0.mean(0, keepdim=True)) ** 2).mean()), rel=1e-4)
+    # whatever the network, EDM's skip connection keeps the lowest noise level nearly exact
+    low = rows[0]
+    assert all(0 <= e < 1e-2 for e in low[1:]) and low[1] < mean_err / 10
+    # an untrained network at the highest noise level is no better than the mean image
+    assert rows[-1][1] > mean_err * 0.9
