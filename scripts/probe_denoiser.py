@@ -19,8 +19,8 @@ import torch
 
 from o3dcli.config import load_config
 from o3dcli.diffusion.edm import edm_coefficients
-from o3dcli.train.data import composite, load_dataset
-from o3dcli.train.losses import feedback_maps
+from o3dcli.errors import ConfigError
+from o3dcli.train.data import DatasetError, composite, load_dataset
 from o3dcli.train.trainer import Trainer
 
 SIGMAS = (0.02, 0.1, 0.5, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
@@ -33,44 +33,31 @@ def probe(weights: Path | str, data: Path, preset: str = "tiny", n_objects: int 
     objects = load_dataset(data, cfg, limit=n_objects)
     with tempfile.TemporaryDirectory() as tmp:  # the trainer wants a run folder; nothing is written to it
         tr = Trainer(cfg, objects, Path(tmp), "cpu")
-    model, codec = tr.ema.eval(), tr.codec
-    model.load_state_dict(tr.model.state_dict())  # the weights as loaded (EMA starts equal to them)
-    den, gen = model.denoiser, torch.Generator().manual_seed(seed)
+    tr.model.eval()  # the weights as loaded; the trainer's own passes run on it
+    codec, den, gen = tr.codec, tr.model.denoiser, torch.Generator().manual_seed(seed)
     views = torch.stack([o.views for o in objects])
     cond = torch.stack([o.cond[len(o.cond) // 2] for o in objects])
     B, V = views.shape[:2]
     x0 = codec.encode(composite(views, tr.background).flatten(0, 1)).unflatten(0, (B, V))
     noise = torch.randn(x0.shape, generator=gen)
-    plucker = tr.plucker.expand(B, -1, -1, -1, -1)
     mean_err = float(((x0 - x0.mean(0, keepdim=True)) ** 2).mean())
-    conds = {
-        "cond": (codec.encode_condition(cond), den.encode_image(cond)),
-        "null": (codec.encode_condition(cond) * 0, den.encode_image(cond) * 0),
-    }
+    cond_latent, embeds = codec.encode_condition(cond), den.encode_image(cond)
     rows = []
     for s in SIGMAS:
         sigma = torch.full((B,), s)
-        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma)
-        c_skip, c_out, c_in = (c.reshape(B, 1, 1, 1, 1) for c in (c_skip, c_out, c_in))
-        x = x0 + s * noise
-        lat, emb = conds["cond"]
-
-        def x0_pred(lat, emb, **maps):
-            F = den(c_in * x, c_noise.reshape(-1), lat, plucker, image_embeds=emb, **maps)
-            return c_skip * x + c_out * F
-
-        with_cond = x0_pred(lat, emb)
-        null = x0_pred(*conds["null"])
+        c_skip, c_out, c_in, c_noise = (c.reshape(B, 1, 1, 1, 1) for c in edm_coefficients(sigma))
+        n = dict(B=B, V=V, x=x0 + s * noise, sigma=sigma, c_skip=c_skip, c_out=c_out, c_in=c_in,
+                 c_noise=c_noise.reshape(-1), cond_latent=cond_latent, embeds=embeds,
+                 plucker=tr.plucker.expand(B, -1, -1, -1, -1))
+        with_cond = tr._denoise(n)
+        null = tr._denoise({**n, "cond_latent": cond_latent * 0, "embeds": embeds * 0})
         pred = codec.decode(with_cond.flatten(0, 1)).unflatten(0, (B, V))
-        rgb, ccm = feedback_maps(model.recon.forward_params(pred, tr.rig, sigma), tr.rig, tr.background, tr.map_size)
-        fed = x0_pred(lat, emb, rgb_map=rgb if cfg.denoiser.feedback_rgb else None,
-                      ccm_map=ccm if cfg.denoiser.feedback_ccm else None)
-        errs = [float(((e - x0) ** 2).mean()) for e in (with_cond, null, fed)]
-        rows.append((s, *errs))
+        fed = tr._denoise(n, *tr._feedback_maps(tr.model.recon.forward_params(pred, tr.rig, sigma)))
+        rows.append((s, *(float(((e - x0) ** 2).mean()) for e in (with_cond, null, fed))))
     return rows, mean_err
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("weights", type=Path)
     ap.add_argument("--data", type=Path, required=True, help="an `o3d data synth` folder (held-out objects are best)")
@@ -78,8 +65,11 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    a = ap.parse_args()
-    rows, mean_err = probe(a.weights, a.data, a.preset, a.objects, a.seed, tuple(a.set))
+    a = ap.parse_args(argv)
+    try:
+        rows, mean_err = probe(a.weights, a.data, a.preset, a.objects, a.seed, tuple(a.set))
+    except (ConfigError, DatasetError) as e:  # bad weights, preset, --set or data folder
+        raise SystemExit(f"probe_denoiser: {e}") from None
     print(f"x0 MSE of {a.weights} on {a.objects} objects of {a.data} (mean image: {mean_err:.4f})")
     print("| sigma | with condition | null condition | with feedback maps | mean image |")
     print("|---:|---:|---:|---:|---:|")

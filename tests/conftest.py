@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,20 @@ def disk_on_background(size: int = 96, radius: float = 0.3, bg=(255, 255, 255), 
     m = rgba[..., 3] > 0
     out[m] = rgba[m, :3]
     return out
+
+
+@pytest.fixture(scope="session")
+def script_module():
+    """Import scripts/<name>.py as a module (the scripts are not a package): script_module("name")."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
 
 
 @pytest.fixture

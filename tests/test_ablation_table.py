@@ -1,20 +1,14 @@
 """scripts/ablation_table.py: per-seed means, spread, paired wins, and merging seeds run apart."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation_table.py"
-
 
 @pytest.fixture(scope="module")
-def abl():
-    spec = importlib.util.spec_from_file_location("ablation_table", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def abl(script_module):
+    return script_module("ablation_table")
 
 
 def write_eval(out: Path, folder: str, rows: list[tuple[str, str, dict]], seconds: dict[str, float] | None = None):

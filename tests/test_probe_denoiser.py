@@ -1,8 +1,5 @@
 """scripts/probe_denoiser.py: the x0 error per noise level against the mean-image reference."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -10,16 +7,12 @@ from o3dcli.config import load_config
 from o3dcli.synth.generate import synthesize
 from o3dcli.train.data import composite, load_dataset
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "probe_denoiser.py"
 SMALL = ("preprocess.size=16",)
 
 
 @pytest.fixture(scope="module")
-def probe_mod():
-    spec = importlib.util.spec_from_file_location("probe_denoiser", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def probe_mod(script_module):
+    return script_module("probe_denoiser")
 
 
 def test_probe_rows_and_mean_image_reference(probe_mod, tmp_path):
@@ -36,3 +29,13 @@ def test_probe_rows_and_mean_image_reference(probe_mod, tmp_path):
     assert all(0 <= e < 1e-2 for e in low[1:]) and low[1] < mean_err / 10
     # an untrained network at the highest noise level is no better than the mean image
     assert rows[-1][1] > mean_err * 0.9
+
+
+def test_probe_refuses_a_missing_weights_file_or_data_folder_by_name(probe_mod, tmp_path):
+    with pytest.raises(SystemExit, match="no object folders"):
+        probe_mod.main(["none", "--data", str(tmp_path)])
+    synthesize(tmp_path / "data", 1, seed=5, size=32, extra_views=1)
+    with pytest.raises(SystemExit, match="no such file .*missing.safetensors"):
+        probe_mod.main([str(tmp_path / "missing.safetensors"), "--data", str(tmp_path / "data"), "--set", SMALL[0]])
+    with pytest.raises(SystemExit, match="nowhere: not a folder"):
+        probe_mod.main(["none", "--data", str(tmp_path / "nowhere")])
