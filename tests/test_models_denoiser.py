@@ -377,3 +377,40 @@ def test_tiny_vae_codec_shapes_and_condition_scaling():
     assert out.shape == img.shape and out.min() >= 0 and out.max() <= 1
     sampled = codec.encode(img, generator=torch.Generator().manual_seed(0))
     assert sampled.shape == z.shape and not torch.equal(sampled, z)
+
+
+def test_grid_image_tokens_carry_where_things_are():
+    from o3dcli.models.image_encoder import ConvImageEncoder
+
+    torch.manual_seed(0)
+    pooled = ConvImageEncoder(64, 8)
+    grid = ConvImageEncoder(64, 8, grid=4)
+    grid.load_state_dict(pooled.state_dict(), strict=False)
+    img = torch.rand(2, 3, 32, 32)
+    tokens = grid(img)
+    assert tokens.shape == (2, 17, 64)  # pooled token + 4 x 4 cells
+    assert torch.equal(tokens[:, :1], pooled(img))  # token 0 is the pooled one, unchanged
+    # moving the object moves the cell tokens but hardly the pooled one
+    shifted = torch.roll(img, 16, dims=-1)
+    moved = grid(shifted)
+    assert (moved[:, 1:] - tokens[:, 1:]).abs().mean() > 5 * (moved[:, 0] - tokens[:, 0]).abs().mean()
+    # another input size resizes the position grid instead of failing
+    assert grid(torch.rand(1, 3, 64, 64)).shape == (1, 65, 64)
+
+
+def test_weights_from_before_a_setting_existed_still_fit_its_default(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from o3dcli.config import load_config
+    from o3dcli.models.build import check_weights_fit, resolve_weights
+    from o3dcli.models.checkpoints import read_metadata
+
+    src = resolve_weights("tiny")
+    meta = read_metadata(src)
+    model = json.loads(meta["model"])
+    model["denoiser"].pop("conv_encoder_grid", None)  # as written before the setting was added
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(src)), str(old), metadata={**meta, "model": json.dumps(model)})
+    check_weights_fit(old, load_config("tiny"))  # the default (0) is what those weights were trained with
+    with pytest.raises(ConfigError, match="denoiser.conv_encoder_grid"):
+        check_weights_fit(old, load_config("tiny", ["denoiser.conv_encoder_grid=4"]))

@@ -214,3 +214,21 @@ def test_a_new_run_starts_from_scratch_not_from_the_shipped_weights(dataset, tmp
     assert not torch.equal(_params(t.model), _params(shipped))
     cfg, objs = objects(dataset, "train.init=tiny")  # fine-tuning is asked for explicitly
     assert torch.equal(_params(Trainer(cfg, objs, tmp_path / "ft").model), _params(shipped))
+
+
+def test_fine_tuning_can_add_modules_the_weights_lack(dataset, tmp_path):
+    from o3dcli.models.build import build_models
+    from o3dcli.models.checkpoints import CheckpointError
+
+    shipped = build_models(load_config("tiny", SMALL)).model
+    cfg, objs = objects(dataset, "train.init=tiny", "denoiser.conv_encoder_grid=4")
+    t = Trainer(cfg, objs, tmp_path / "grow")
+    assert t.new_parameters == ["denoiser.image_encoder.pos"]
+    grown = dict(t.model.named_parameters())
+    for name, p in shipped.named_parameters():  # everything the file has is loaded...
+        assert torch.equal(grown[name], p), name
+    assert t.model.denoiser.encode_image(torch.rand(1, 3, 16, 16)).shape == (1, 5, 64)  # ...plus 2x2 cells
+    # a file that does not fit (a tensor of another shape) is refused, naming the file
+    cfg, objs = objects(dataset, "train.init=tiny", "denoiser.cross_attention_dim=32")
+    with pytest.raises(CheckpointError, match="tiny.safetensors"):
+        Trainer(cfg, objs, tmp_path / "bad")

@@ -67,12 +67,21 @@ def train_cmd(
             objects = load_dataset(data, cfg, limit=limit)
     except DatasetError as e:
         raise _usage_error(str(e)) from None
-    trainer = Trainer(cfg, objects, output, dev)
+    from o3dcli.models.checkpoints import CheckpointError
+
+    try:
+        trainer = Trainer(cfg, objects, output, dev)
+    except CheckpointError as e:
+        raise _usage_error(str(e)) from None
     resumed = trainer.load()
     say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
     say(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
         + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
         + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
+    if trainer.new_parameters and not resumed:
+        names = sorted({".".join(n.split(".")[:3]) for n in trainer.new_parameters})
+        say(f"{escape(cfg.train.init)} lacks {len(trainer.new_parameters)} tensors of this model; "
+            f"they start from the seeded init: {escape(', '.join(names))}", soft_wrap=True)
     stop = {"flag": False}
 
     def on_signal(signum, frame):

@@ -88,12 +88,26 @@ def check_weights_fit(path: Path, cfg: Config) -> None:
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise ConfigError(f"{path}: not a readable safetensors file ({e})") from None
     if stored:
-        differ = _differing_keys(json.loads(stored), json.loads(json.dumps(model_sections(cfg))))
+        # a setting added after the file was written is absent from its metadata: the file was
+        # trained with that setting's default, so compare against the default there
+        defaults = json.loads(json.dumps(model_sections(Config())))
+        stored_full = _fill_missing(json.loads(stored), defaults)
+        differ = _differing_keys(stored_full, json.loads(json.dumps(model_sections(cfg))))
         if differ:
             raise ConfigError(
                 f"{path}: these weights were trained with other model settings ({', '.join(differ[:6])}"
                 f"{', ...' if len(differ) > 6 else ''}); undo those --set overrides, or set model.weights=none "
                 "to run the changed model untrained")
+
+
+def _fill_missing(stored, defaults):
+    """`stored` with the keys it lacks taken from `defaults` (nested dicts)."""
+    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
+        return stored
+    out = dict(stored)
+    for k, v in defaults.items():
+        out[k] = _fill_missing(stored[k], v) if k in stored else v
+    return out
 
 
 def _differing_keys(a, b, prefix: str = "") -> list[str]:
@@ -144,6 +158,34 @@ def build_models(cfg: Config, device: str = "cpu", dtype: str = "float32", seed:
     model = model.to(device=device, dtype=dtype_of(dtype)).eval()
     codec = codec.to(device=device, dtype=dtype_of(dtype)).eval()
     return LoadedModels(model, codec, source, trained=published or own is not None)
+
+
+def load_init_weights(model: nn.Module, cfg: Config, spec: str) -> list[str]:
+    """Fine-tuning start: load the weights `spec` into `model`; returns the parameters they lack.
+
+    Every tensor of the file must fit the model (same names and shapes). The model
+    may have more: modules a changed setting adds (e.g. denoiser.conv_encoder_grid)
+    keep their seeded init, and their names are returned so the caller can say so.
+    Without such additions the stored settings must also match (check_weights_fit).
+    """
+    from o3dcli.models.checkpoints import CheckpointError, compare_shapes, load_weights, state_dict_shapes
+    from safetensors import safe_open
+
+    path = resolve_weights(spec)
+    if path is None:
+        return []
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise ConfigError(f"{path}: not a readable safetensors file ({e})") from None
+    diff = compare_shapes(shapes, state_dict_shapes(model))
+    if diff.unexpected or diff.mismatched:
+        raise CheckpointError(f"{path}: weights do not fit this model: {diff.describe()}")
+    if not diff.missing:
+        check_weights_fit(path, cfg)
+    load_weights(model, path, strict=False)
+    return list(diff.missing)
 
 
 def save_model(model: O3DModel, cfg: Config, path: Path, extra: dict | None = None) -> Path:

@@ -48,6 +48,8 @@ class DenoiserConfig:
     """Local folder of a CLIPVisionModelWithProjection (SVD's image_encoder/); never downloaded."""
     conv_encoder_width: int = 32
     """Width of the first layer of the "conv" image encoder."""
+    conv_encoder_grid: int = 0
+    """0: the "conv" encoder gives one pooled token; g > 0: also one token per cell of its last feature map, with g x g learned positions."""
     plucker: bool = True
     """Condition on cameras through per-block Plucker MLPs."""
     plucker_frequencies: int = 6

@@ -62,7 +62,8 @@ class MultiViewDenoiser(nn.Module):
             self.mid_plucker = PluckerEmbedding(dim, chans[-1])
         if image_encoder is None:
             image_encoder = build_image_encoder(
-                config.image_encoder, config.cross_attention_dim, config.clip_path, config.conv_encoder_width
+                config.image_encoder, config.cross_attention_dim, config.clip_path, config.conv_encoder_width,
+                config.conv_encoder_grid,
             )
         self.image_encoder = image_encoder
 
@@ -71,7 +72,7 @@ class MultiViewDenoiser(nn.Module):
         self.unet.enable_gradient_checkpointing()
 
     def encode_image(self, image: Tensor) -> Tensor:
-        """Condition image [B, 3, H, W] in [0, 1] -> cross-attention tokens [B, 1, cross_attention_dim]."""
+        """Condition image [B, 3, H, W] in [0, 1] -> cross-attention tokens [B, T, cross_attention_dim]."""
         if self.image_encoder is None:
             raise RuntimeError(
                 "no CLIP image encoder loaded: set denoiser.clip_path to a local CLIPVisionModelWithProjection "

@@ -23,9 +23,16 @@ CLIP_SIZE = 224
 
 
 class ConvImageEncoder(nn.Module):
-    """[B, 3, H, W] in [0, 1] -> [B, 1, out_dim]: strided convs, global mean, Linear."""
+    """[B, 3, H, W] in [0, 1] -> [B, T, out_dim]: strided convs, then Linear.
 
-    def __init__(self, out_dim: int, width: int = 32, stages: int = 3):
+    grid = 0: one token, the global mean of the last feature map (T = 1, like CLIP's
+    single image embedding). grid = g > 0: that token followed by every cell of the
+    last feature map (H/8 x W/8 at 3 stages), each plus a learned position embedding
+    of g x g cells (resized when the map has another size), so the UNet's
+    cross-attention can look up *where* in the input image something is.
+    """
+
+    def __init__(self, out_dim: int, width: int = 32, stages: int = 3, grid: int = 0):
         super().__init__()
         layers, c_in = [], 3
         for i in range(stages):
@@ -34,10 +41,19 @@ class ConvImageEncoder(nn.Module):
             c_in = c_out
         self.convs = nn.Sequential(*layers)
         self.proj = nn.Linear(c_in, out_dim)
+        self.grid = grid
+        if grid:
+            self.pos = nn.Parameter(torch.randn(1, c_in, grid, grid) * 0.02)
 
     def forward(self, image: Tensor) -> Tensor:
         h = self.convs(image * 2.0 - 1.0)
-        return self.proj(h.mean(dim=(-2, -1)))[:, None]
+        pooled = self.proj(h.mean(dim=(-2, -1)))[:, None]
+        if not self.grid:
+            return pooled
+        pos = self.pos if self.pos.shape[-2:] == h.shape[-2:] else F.interpolate(
+            self.pos, size=h.shape[-2:], mode="bilinear", align_corners=False)
+        cells = self.proj((h + pos.to(h.dtype)).flatten(2).transpose(1, 2))
+        return torch.cat([pooled, cells], dim=1)
 
 
 class ClipImageEncoder(nn.Module):
@@ -75,10 +91,10 @@ class ClipImageEncoder(nn.Module):
         return self.model(pixel_values=x.to(dtype)).image_embeds[:, None]
 
 
-def build_image_encoder(kind: str, out_dim: int, clip_path: str = "", width: int = 32) -> nn.Module | None:
+def build_image_encoder(kind: str, out_dim: int, clip_path: str = "", width: int = 32, grid: int = 0) -> nn.Module | None:
     """The encoder named by `kind`; None for "clip" without a path (embeddings must then be given)."""
     if kind == "conv":
-        return ConvImageEncoder(out_dim, width)
+        return ConvImageEncoder(out_dim, width, grid=grid)
     if kind == "clip":
         return ClipImageEncoder.from_pretrained(clip_path) if clip_path else None
     raise ValueError(f"unknown image encoder {kind!r}: use 'clip' or 'conv'")

@@ -64,7 +64,7 @@ class Trainer:
 
     def __init__(self, cfg: Config, objects: list[TrainObject], run_dir: Path, device: str = "cpu"):
         from o3dcli.geometry.rays import plucker_rays, relative_to
-        from o3dcli.models.build import build_models
+        from o3dcli.models.build import build_models, load_init_weights
         from o3dcli.stages import generation_cameras
 
         self.cfg, self.objects, self.run_dir, self.device = cfg, objects, Path(run_dir), device
@@ -72,8 +72,8 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         # from train.init (default "none": a seeded random init), not from the preset's shipped weights
-        start = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=cfg.train.init))
-        built = build_models(start, device)
+        built = build_models(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights="none")), device)
+        self.new_parameters = load_init_weights(built.model, cfg, cfg.train.init)
         self.model, self.codec = built.model.train(), built.codec
         if cfg.train.modules == "denoiser":  # frozen: it only renders the feedback maps
             self.model.recon.eval().requires_grad_(False)
