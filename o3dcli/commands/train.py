@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """'90m', '2h', '1h30m', '45s', '1.5h' -> seconds (> 0). ValueError with the reason otherwise."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise ValueError(f"{text!r} is not a duration; write it with units, e.g. 45s, 90m, 2h, 1h30m")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    seconds = 3600 * h + 60 * mi + s
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the time limit must be positive")
+    return seconds
 
 
 def train_cmd(
@@ -19,6 +35,9 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set runtime.seed=N."),
     device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N objects of the data folder."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", metavar="DURATION",
+                                             help="Stop once this much wall time has passed (e.g. 90m, 2h, 1h30m; checked between "
+                                                  "steps), saving a checkpoint; run the same command again to continue."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ):
     """Train (or resume training) a model on rendered objects.
@@ -27,6 +46,7 @@ def train_cmd(
     Ctrl-C saves a checkpoint before stopping. Works unchanged under torchrun.
     """
     import signal
+    import time
 
     import torch
     from rich.markup import escape
@@ -39,6 +59,13 @@ def train_cmd(
     from o3dcli.train.data import DatasetError, load_dataset
     from o3dcli.train.trainer import Trainer, train
 
+    started = time.monotonic()  # the limit counts data loading too: it is the job's wall time
+    limit_s = None
+    if time_limit is not None:
+        try:
+            limit_s = parse_duration(time_limit)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--time-limit") from None
     extra = [f"train.steps={steps}"] if steps is not None else []
     extra += [f"runtime.seed={seed}"] if seed is not None else []
     extra += [f"runtime.device={device}"] if device is not None else []
@@ -82,7 +109,13 @@ def train_cmd(
         names = sorted({".".join(n.split(".")[:3]) for n in trainer.new_parameters})
         say(f"{escape(cfg.train.init)} lacks {len(trainer.new_parameters)} tensors of this model; "
             f"they start from the seeded init: {escape(', '.join(names))}", soft_wrap=True)
-    stop = {"flag": False}
+    stop = {"flag": False, "timed_out": False}
+    deadline = None if limit_s is None else started + limit_s
+
+    def should_stop() -> bool:
+        if deadline is not None and not stop["flag"] and time.monotonic() >= deadline:
+            stop["timed_out"] = True
+        return stop["flag"] or stop["timed_out"]
 
     def on_signal(signum, frame):
         if stop["flag"]:
@@ -101,10 +134,12 @@ def train_cmd(
                 prog.update(task, completed=step, info=f"loss {parts.loss:.4f} diff {parts.diffusion:.4f} "
                             f"rec {parts.recon_gt:.4f}/{parts.recon_pred:.4f} {dt:.2f}s/step")
 
-            done = train(trainer, cfg.train.steps, on_step, should_stop=lambda: stop["flag"])
+            done = train(trainer, cfg.train.steps, on_step, should_stop=should_stop)
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+    if done < cfg.train.steps and stop["timed_out"]:
+        say(f"time limit {escape(time_limit)} reached; run the same command again to continue from step {done}")
     say(f"step {done}/{cfg.train.steps}; checkpoint {escape(str(output / 'checkpoint.pt'))}, "
         f"EMA weights {escape(str(output / 'model.safetensors'))}", soft_wrap=True)
     raise typer.Exit(0)

@@ -1,0 +1,82 @@
+"""`o3d train` through the CLI: a run, its resume, --time-limit, and the refusals."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from typer.testing import CliRunner
+
+from o3dcli.cli import app
+from o3dcli.commands.train import parse_duration
+from o3dcli.synth.generate import synthesize
+
+SMALL = ["preprocess.size=16", "train.batch_size=1", "train.extra_views=2", "train.warmup_steps=1",
+         "train.checkpoint_every=1000", "train.log_every=1", "runtime.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, 2, seed=0, size=32, extra_views=2)
+    return root
+
+
+def train(data, out, *args):
+    sets = [a for kv in SMALL for a in ("--set", kv)]
+    return CliRunner().invoke(app, ["train", "--data", str(data), "-o", str(out), "--no-progress", *sets, *map(str, args)])
+
+
+def logged_steps(run):
+    with open(run / "losses.csv") as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_a_run_writes_its_files_and_the_same_command_continues_it(data, tmp_path):
+    res = train(data, tmp_path / "r", "--steps", 2)
+    assert res.exit_code == 0, res.output
+    assert "starting at step 0 of 2" in res.output
+    for name in ("checkpoint.pt", "model.safetensors", "losses.csv", "config.yaml"):
+        assert (tmp_path / "r" / name).is_file(), name
+    res = train(data, tmp_path / "r", "--steps", 3)
+    assert res.exit_code == 0, res.output
+    assert "resuming at step 2 of 3" in res.output and "step 3/3" in res.output
+    assert logged_steps(tmp_path / "r") == [1, 2, 3]
+
+
+def test_time_limit_stops_with_a_checkpoint_and_the_run_continues(data, tmp_path):
+    res = train(data, tmp_path / "t", "--steps", 100000, "--time-limit", "1s")
+    assert res.exit_code == 0, res.output
+    assert "time limit 1s reached" in res.output
+    done = logged_steps(tmp_path / "t")[-1]
+    assert 0 < done < 100000 and f"continue from step {done}" in res.output
+    res = train(data, tmp_path / "t", "--steps", done + 1)
+    assert res.exit_code == 0, res.output
+    assert f"resuming at step {done} of {done + 1}" in res.output and "time limit" not in res.output
+    assert logged_steps(tmp_path / "t")[-1] == done + 1
+
+
+@pytest.mark.parametrize("text", ["90", "abc", "0s", "1h-5m", ""])
+def test_time_limits_without_units_or_not_positive_are_usage_errors(data, tmp_path, text):
+    res = train(data, tmp_path / "bad", "--steps", 1, "--time-limit", text)
+    assert res.exit_code == 2
+    assert "--time-limit" in res.output
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_parse_duration():
+    assert parse_duration("45s") == 45
+    assert parse_duration("90m") == 5400
+    assert parse_duration("2h") == 7200
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration(" 1.5H ") == 5400
+    assert parse_duration("1h0m10s") == 3610
+    for bad in ("90", "m", "1x", "-5m", "0m"):
+        with pytest.raises(ValueError, match="duration|positive"):
+            parse_duration(bad)
+
+
+def test_a_missing_data_folder_is_a_usage_error_naming_it(tmp_path):
+    res = train(tmp_path / "nowhere", tmp_path / "r", "--steps", 1)
+    assert res.exit_code == 2
+    assert "nowhere" in res.output
