@@ -14,6 +14,8 @@
 #   2. scripts/gpu_checks.py: gsplat vs torch (agreement, gradients, ms per render), fp32/fp16/bf16
 #      sampling with the shipped model (s per image, peak memory, PSNR against fp32), and training
 #      throughput at batch 2/16/64; all of it in $OUT/gpu_checks.json (or .gpu/out/ without $OUT).
+# With this workplace's device tool: run(command="bash scripts/gpu_session.sh run", carry=[".gpu"],
+# timeout_s=580); expected: a few minutes for gsplat's compile, then about as much for the checks.
 # gsplat compiles its CUDA kernels at first use (minutes); the first render timing includes none of it
 # (the checks warm up first), and the compile time is printed on its own.
 set -euo pipefail
