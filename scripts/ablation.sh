@@ -7,6 +7,9 @@
 #
 #   DATA=data/synth-train OUT=runs/ablation STEPS=5000 SEEDS="0 1 2" LIMIT=20 THREADS=1 scripts/ablation.sh
 #
+# JOBS=N trains N variants at a time (default 1; on a 2-core machine JOBS=2 THREADS=1 keeps both
+# cores busy: each run's result does not depend on what runs beside it).
+#
 # Results: $OUT/eval-mesh/eval.md (the meshes), $OUT/eval-gaussians/eval.md (the Gaussian
 # renders), $OUT/eval-views/eval.md (the generated views), each + .json/.csv, and
 # $OUT/ablation-table.md (mean and spread over seeds per variant); docs/ablation.md discusses them.
@@ -18,6 +21,7 @@ SEEDS="${SEEDS:-0 1 2}"
 LIMIT="${LIMIT:-20}"
 THREADS="${THREADS:-0}"
 N_OBJECTS="${N_OBJECTS:-1000}"
+JOBS="${JOBS:-1}"
 EXTRA_SETS="${EXTRA_SETS:-}"  # key=value overrides for every variant, e.g. "train.p_mean=-1.2 train.p_std=1.2"
 
 # variant name -> config overrides (training and sampling)
@@ -33,19 +37,30 @@ ORDER=(decoupled joint joint+ccm joint+rgb joint+ccm+rgb)
 o3d data synth -n "$N_OBJECTS" -o "$DATA" --seed 0 --size 64 --extra-views 4
 mkdir -p "$OUT"
 PRESETS=()
+PIDS=()
 for variant in "${ORDER[@]}"; do
   for seed in $SEEDS; do
     run="$OUT/${variant}-s${seed}"
     sets=()
     for kv in $EXTRA_SETS ${VARIANTS[$variant]}; do sets+=(--set "$kv"); done
-    o3d train --preset tiny --data "$DATA" -o "$run" --steps "$STEPS" --seed "$seed" \
-      --set "runtime.threads=$THREADS" "${sets[@]}" --no-progress
+    cmd=(o3d train --preset tiny --data "$DATA" -o "$run" --steps "$STEPS" --seed "$seed"
+         --set "runtime.threads=$THREADS" "${sets[@]}" --no-progress)
+    if [ "$JOBS" -le 1 ]; then
+      "${cmd[@]}"
+    else  # at most JOBS at a time; their exit codes are checked below
+      while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+      "${cmd[@]}" > "$run.log" 2>&1 &
+      PIDS+=("$!")
+    fi
     # a preset = the run's resolved config + its EMA weights
     preset="$OUT/${variant}-s${seed}.yaml"
     printf 'description: ablation variant %s, seed %s, %s steps\nbase: %s\nmodel:\n  weights: %s\n' \
-      "$variant" "$seed" "$STEPS" "$(realpath "$run/config.yaml")" "$(realpath "$run/model.safetensors")" > "$preset"
+      "$variant" "$seed" "$STEPS" "$(realpath -m "$run/config.yaml")" "$(realpath -m "$run/model.safetensors")" > "$preset"
     PRESETS+=("$preset")
   done
+done
+for pid in "${PIDS[@]}"; do
+  wait "$pid" || { echo "a training run failed (its log: $OUT/<variant>-s<seed>.log); fix it and run again" >&2; exit 1; }
 done
 # Generate with every variant and score the meshes; then score the Gaussian renders and the
 # generated views of the same assets (no second generation).
