@@ -160,9 +160,12 @@ class StageWriter:
     dir: Path
     final: Path
 
-    def commit(self, meta: dict[str, Any]) -> Path:
+    def commit(self, meta: dict[str, Any], seconds: float | None = None) -> Path:
+        """Publish the stage; `seconds` (what computing it took) is kept in the manifest, so a
+        later run that finds the stage cached can still say how long it took to make."""
         files = sorted(str(p.relative_to(self.dir)) for p in self.dir.rglob("*") if p.is_file())
-        manifest = {"complete": True, "files": files, "meta": meta, "finished": time.time()}
+        manifest = {"complete": True, "files": files, "meta": meta, "finished": time.time(),
+                    "seconds": None if seconds is None else round(seconds, 4)}
         atomic_write_text(self.dir / MANIFEST, json.dumps(manifest, indent=1, default=str))
         try:
             os.rename(self.dir, self.final)

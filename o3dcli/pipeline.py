@@ -88,6 +88,9 @@ class ItemResult:
     warnings: list[str] = field(default_factory=list)
     stages: dict[str, dict] = field(default_factory=dict)
     """Metadata each stage returned (e.g. which weights, steps run, resumed from)."""
+    computed_seconds: dict[str, float | None] = field(default_factory=dict)
+    """Seconds each stage took when it was computed: in this run, or for a cached stage in the run
+    that computed it (None for caches written before o3d recorded it). `timings` is this run's."""
 
 
 @dataclass
@@ -282,11 +285,13 @@ class BatchRunner:
                 except BaseException:
                     writer.abort()
                     raise
-                done = writer.commit(meta)
+                done = writer.commit(meta, seconds=time.perf_counter() - t0)
                 ctx.state.clear()
             keys[stage.name] = key
             dirs[stage.name] = done
-            metas[stage.name] = ic.manifest(done).get("meta", {})
+            manifest = ic.manifest(done)
+            metas[stage.name] = manifest.get("meta", {})
+            res.computed_seconds[stage.name] = manifest.get("seconds")
             res.stages[stage.name] = {k: v for k, v in metas[stage.name].items() if k != "warnings"}
             res.warnings += [w for w in metas[stage.name].get("warnings", []) if w not in res.warnings]
             res.timings[stage.name] = round(time.perf_counter() - t0, 4)

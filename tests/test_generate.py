@@ -50,10 +50,14 @@ def test_rerun_recomputes_nothing_and_force_recomputes(good_images, tmp_path):
     out = tmp_path / "out"
     assert generate(good_images, "-o", out).exit_code == 0
     first = (out / "apple" / "input.png").read_bytes()
+    made = {i["name"]: i["computed_seconds"] for i in report(out)["items"]}
+    assert all(0 <= t["preprocess"] <= 60 for t in made.values())
     res = generate(good_images, "-o", out)
     assert res.exit_code == 0
     assert "nothing recomputed" in res.output
     assert all(i["cached"] == ["preprocess"] for i in report(out)["items"])
+    # a cached stage still reports what computing it took (kept in its manifest)
+    assert {i["name"]: i["computed_seconds"] for i in report(out)["items"]} == made
     assert (out / "apple" / "input.png").read_bytes() == first
     res = generate(good_images, "-o", out, "--force")
     assert res.exit_code == 0 and all(i["cached"] == [] for i in report(out)["items"])

@@ -142,7 +142,7 @@ def to_markdown(run: EvalRun) -> str:
         meta = ", ".join(f"{k} {val}" for k, val in v.meta.items())
         out += [f"## {v.name}", "", f"Source: `{v.source}`" + (f"; {meta}" if meta else "") +
                 f". {s['objects_ok']} ok, {s['objects_failed']} failed; mean seconds per object: generation "
-                f"{fmt('seconds', s['gen_seconds_mean'])}, scoring {fmt('seconds', s['eval_seconds_mean'])}.", ""]
+                f"{fmt('seconds', s['gen_seconds_mean'])} (when computed, cached or not), scoring {fmt('seconds', s['eval_seconds_mean'])}.", ""]
         rows = []
         for r in (r for r in run.results if r.variant == v.name):
             rows.append([r.object, r.status, r.kind or "", *(fmt(k, r.metrics.get(k)) for k in keys),
