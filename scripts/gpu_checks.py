@@ -209,22 +209,26 @@ def check_sample(device: str, quick: bool) -> list[dict]:
                                    background=cfg.preprocess.background)
         seconds, psnrs, finite = [], [], True
         _peak_reset(device)
-        for k, path in enumerate(images):
-            prep = preprocess_image(path, cfg.preprocess)
-            cond = prep.rgb.to(device, next(models.model.parameters()).dtype)
-            cams = generation_cameras(cfg, cond.shape[-1]).to(device)
-            gen = torch.Generator(device=device).manual_seed(1000 + k)
-            with torch.no_grad():
-                _sync(device)
-                t0 = time.perf_counter()
-                views = sampler.sample(cond, cams, gen).views.float().cpu()
-                _sync(device)
-            seconds.append(time.perf_counter() - t0)
-            finite &= bool(torch.isfinite(views).all())
-            if dtype == "float32":
-                reference[path.name] = views
-            else:
-                psnrs.append(_psnr(views, reference[path.name]))
+        try:
+            for k, path in enumerate(images):
+                prep = preprocess_image(path, cfg.preprocess)
+                cond = prep.rgb.to(device, next(models.model.parameters()).dtype)
+                cams = generation_cameras(cfg, cond.shape[-1]).to(device)
+                gen = torch.Generator(device=device).manual_seed(1000 + k)
+                with torch.no_grad():
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    views = sampler.sample(cond, cams, gen).views.float().cpu()
+                    _sync(device)
+                seconds.append(time.perf_counter() - t0)
+                finite &= bool(torch.isfinite(views).all())
+                if dtype == "float32":
+                    reference[path.name] = views
+                elif path.name in reference:
+                    psnrs.append(_psnr(views, reference[path.name]))
+        except Exception as e:  # noqa: BLE001 - e.g. a dtype mismatch in 16-bit: the other dtypes' rows stay
+            rows.append({"dtype": dtype, "error": f"{type(e).__name__}: {e}"})
+            continue
         row = {"dtype": dtype, "images": len(images), "steps": cfg.diffusion.steps,
                "first_image_s": seconds[0], "s_per_image": statistics.median(seconds[1:] or seconds),
                "peak_mb": _peak_mb(device), "finite": finite}
