@@ -7,6 +7,9 @@
 #
 #   DATA=data/synth-train OUT=runs/ablation STEPS=5000 SEEDS="0 1 2" LIMIT=20 THREADS=1 scripts/ablation.sh
 #
+# TIME_LIMIT=DURATION (e.g. 50m, 2h) stops the training runs cleanly once that much time has
+# passed since the script started (checkpoints saved) and skips the scoring until every run has
+# all its STEPS: for sessions shorter than the whole ablation, run it again to continue.
 # JOBS=N trains N variants at a time (default 1; on a 2-core machine JOBS=2 THREADS=1 keeps both
 # cores busy: each run's result does not depend on what runs beside it).
 #
@@ -22,6 +25,10 @@ LIMIT="${LIMIT:-20}"
 THREADS="${THREADS:-0}"
 N_OBJECTS="${N_OBJECTS:-1000}"
 JOBS="${JOBS:-1}"
+TIME_LIMIT="${TIME_LIMIT:-}"
+if [ -n "$TIME_LIMIT" ]; then
+  DEADLINE=$(( $(date +%s) + $(python3 -c "import sys; from o3dcli.commands.train import parse_duration as p; print(int(p(sys.argv[1])))" "$TIME_LIMIT") ))
+fi
 EXTRA_SETS="${EXTRA_SETS:-}"  # key=value overrides for every variant, e.g. "train.p_mean=-1.2 train.p_std=1.2"
 
 # variant name -> config overrides (training and sampling)
@@ -45,6 +52,12 @@ for variant in "${ORDER[@]}"; do
     for kv in $EXTRA_SETS ${VARIANTS[$variant]}; do sets+=(--set "$kv"); done
     cmd=(o3d train --preset tiny --data "$DATA" -o "$run" --steps "$STEPS" --seed "$seed"
          --set "runtime.threads=$THREADS" "${sets[@]}" --no-progress)
+    if [ -n "$TIME_LIMIT" ]; then
+      while [ "$JOBS" -gt 1 ] && [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+      left=$(( DEADLINE - $(date +%s) ))
+      [ "$left" -ge 1 ] || left=1  # too late to start: load, save a checkpoint at once, stop
+      cmd+=(--time-limit "${left}s")
+    fi
     if [ "$JOBS" -le 1 ]; then
       "${cmd[@]}"
     else  # at most JOBS at a time; their exit codes are checked below
@@ -62,6 +75,16 @@ done
 for pid in "${PIDS[@]}"; do
   wait "$pid" || { echo "a training run failed (its log: $OUT/<variant>-s<seed>.log); fix it and run again" >&2; exit 1; }
 done
+if [ -n "$TIME_LIMIT" ]; then  # score only complete runs: all of them have STEPS steps
+  for p in "${PRESETS[@]}"; do
+    w="$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['model']['weights'])" "$p")"
+    step="$(python3 -c "import sys; from safetensors import safe_open; print(safe_open(sys.argv[1], 'pt').metadata().get('step', 0))" "$w")"
+    if [ "$step" -lt "$STEPS" ]; then
+      echo "TIME_LIMIT $TIME_LIMIT reached: $(basename "$p" .yaml) is at step $step of $STEPS; run this again to continue"
+      exit 0
+    fi
+  done
+fi
 # Generate with every variant and score the meshes; then score the Gaussian renders and the
 # generated views of the same assets (no second generation).
 o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-mesh" --no-progress --asset mesh \
