@@ -9,7 +9,8 @@
 #
 # TIME_LIMIT=DURATION (e.g. 50m, 2h) stops the training runs cleanly once that much time has
 # passed since the script started (checkpoints saved) and skips the scoring until every run has
-# all its STEPS: for sessions shorter than the whole ablation, run it again to continue.
+# all its STEPS (exit code 3: not finished yet): for sessions shorter than the whole ablation,
+# run it again to continue.
 # JOBS=N trains N variants at a time (default 1; on a 2-core machine JOBS=2 THREADS=1 keeps both
 # cores busy: each run's result does not depend on what runs beside it).
 #
@@ -81,7 +82,7 @@ if [ -n "$TIME_LIMIT" ]; then  # score only complete runs: all of them have STEP
     step="$(python3 -c "import sys; from safetensors import safe_open; print(safe_open(sys.argv[1], 'pt').metadata().get('step', 0))" "$w")"
     if [ "$step" -lt "$STEPS" ]; then
       echo "TIME_LIMIT $TIME_LIMIT reached: $(basename "$p" .yaml) is at step $step of $STEPS; run this again to continue"
-      exit 0
+      exit 3
     fi
   done
 fi
