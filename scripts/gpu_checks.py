@@ -13,7 +13,7 @@ Three sections, each printed as a table and written to --json (all measured, not
 - sample: the shipped `tiny` model sampling the bundled example images at every dtype the
   device supports (float32 everywhere; float16 and bfloat16 on CUDA): seconds per image
   (the recursive sampler only: no meshing), peak device memory, and the PSNR of each
-  dtype's views against float32's (same seed, same noise).
+  dtype's views against float32's (o3d eval's PSNR, mean over views; same seed, same noise).
 - train: `o3d train`'s step (joint objective with feedback, the tiny preset) on a few
   freshly synthesised objects at several batch sizes: seconds per step, objects per
   second, peak device memory.
@@ -182,14 +182,10 @@ def agreement(a_run, b_run) -> dict:
 
 # -- sample ------------------------------------------------------------------------------
 
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.float() - b.float()) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
-
-
 def check_sample(device: str, quick: bool) -> list[dict]:
     from o3dcli.config import load_config
     from o3dcli.diffusion.sampler import RecursiveSampler
+    from o3dcli.eval.metrics import psnr
     from o3dcli.models.build import build_models
     from o3dcli.preprocess import preprocess_image
     from o3dcli.stages import generation_cameras
@@ -225,7 +221,7 @@ def check_sample(device: str, quick: bool) -> list[dict]:
                 if dtype == "float32":
                     reference[path.name] = views
                 elif path.name in reference:
-                    psnrs.append(_psnr(views, reference[path.name]))
+                    psnrs.append(float(psnr(views, reference[path.name]).mean()))  # o3d eval's PSNR, per view
         except Exception as e:  # noqa: BLE001 - e.g. a dtype mismatch in 16-bit: the other dtypes' rows stay
             rows.append({"dtype": dtype, "error": f"{type(e).__name__}: {e}"})
             continue
