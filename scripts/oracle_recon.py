@@ -10,7 +10,13 @@ gap between this table and `o3d eval --benchmark synthetic` is what the generate
 lose. The mesh is cut to the input view's outline as in o3d generate (mesh.input_silhouette).
 Rows: "gaussians" = the Gaussian centres with opacity > 0.5; "mesh" = the mesh.
 
-  python scripts/oracle_recon.py --limit 20 [--weights FILE] [--set mesh.carve_alpha=0.7 ...]
+`--floor` adds the other end of the scale: what the input view's outline alone gives, with no
+model at all. A fixed solid (a cube, a ball, or a ball squashed to half depth along the input
+camera's axis, all filling the unit box) is cut to the ground-truth outline of view 0 and
+meshed exactly as o3d generate meshes. A model whose meshes do not beat these rows has not
+learnt shape beyond the silhouette it was given.
+
+  python scripts/oracle_recon.py --limit 20 [--floor] [--weights FILE] [--set mesh.carve_alpha=0.7 ...]
 """
 
 from __future__ import annotations
@@ -31,6 +37,27 @@ def precision_recall(pred: np.ndarray, gt: np.ndarray, t: float) -> tuple[float,
     return p, r
 
 
+PRIORS = ("cube", "ball", "half-depth ball")
+
+
+def prior_gaussians(kind: str, n: int = 12):
+    """Opaque grey Gaussians on an n^3 grid filling a solid in the unit box: "cube" (all of it), "ball"
+    (radius 0.5), "half-depth ball" (the ball squashed to half along z, the input camera's axis)."""
+    from o3dcli.geometry.gaussians import Gaussians
+
+    ax = (torch.arange(n) + 0.5) / n - 0.5
+    p = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1).reshape(-1, 3)
+    if kind == "ball":
+        p = p[p.norm(dim=1) <= 0.5]
+    elif kind == "half-depth ball":
+        p = p[(p * torch.tensor([1.0, 1.0, 2.0])).norm(dim=1) <= 0.5]
+    elif kind != "cube":
+        raise ValueError(f"unknown prior {kind!r}; expected one of {', '.join(PRIORS)}")
+    k = len(p)
+    return Gaussians(p, torch.full((k, 3), 0.75 / n), torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(k, 1),
+                     torch.ones(k), torch.full((k, 3), 0.5))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
@@ -38,6 +65,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--set", action="append", default=[], dest="sets", metavar="SECTION.KEY=VALUE")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--floor", action="store_true",
+                    help="also mesh fixed solids cut to the input outline (no model): the silhouette-only floor")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -62,7 +91,9 @@ def main() -> None:
     rig = generation_cameras(cfg, size)
 
     rows = {"gaussians": [], "mesh": []}
-    print(f"{'object':>16} | {'gauss F@.05':>11} {'P':>5} {'R':>5} | {'mesh F@.05':>10} {'P':>5} {'R':>5} {'CD':>6} | s")
+    floors = {f"floor, {k}": [] for k in PRIORS} if args.floor else {}
+    print(f"{'object':>16} | {'gauss F@.05':>11} {'P':>5} {'R':>5} | {'mesh F@.05':>10} {'P':>5} {'R':>5} {'CD':>6} | s"
+          + "".join(f" | {k}" for k in floors))
     for obj in synthetic_objects(limit=args.limit):
         start = time.perf_counter()
         gt = obj.load()
@@ -84,8 +115,18 @@ def main() -> None:
             rows[kind].append((m["fscore@0.05"], p, r, m["chamfer"]))
             cells.append((m["fscore@0.05"], p, r, m["chamfer"]))
         (gf, gp, gr, _), (mf, mp, mr, mcd) = cells
-        print(f"{obj.name:>16} | {gf:11.3f} {gp:5.2f} {gr:5.2f} | {mf:10.3f} {mp:5.2f} {mr:5.2f} {mcd:6.3f} | {time.perf_counter() - start:.1f}")
-    for kind, vals in rows.items():
+        seconds = time.perf_counter() - start
+        floor_cells = ""
+        for kind, prior in zip(floors, PRIORS):
+            solid = gaussians_to_mesh(prior_gaussians(prior), cfg.mesh, silhouettes=input_silhouettes(views[0], cfg))
+            pts = sample_surface(solid, 100_000, seed=0)
+            m = surface_metrics(pts, gt_pts)
+            p, r = precision_recall(pts.points, gt_pts.points, 0.05)
+            floors[kind].append((m["fscore@0.05"], p, r, m["chamfer"]))
+            floor_cells += f" | {m['fscore@0.05']:.3f}"
+        print(f"{obj.name:>16} | {gf:11.3f} {gp:5.2f} {gr:5.2f} | {mf:10.3f} {mp:5.2f} {mr:5.2f} {mcd:6.3f} | {seconds:.1f}"
+              + floor_cells)
+    for kind, vals in {**rows, **floors}.items():
         cols = list(zip(*vals))
         print(f"mean {kind:>10}: F@0.05 {statistics.fmean(cols[0]):.3f}  precision {statistics.fmean(cols[1]):.3f}  "
               f"recall {statistics.fmean(cols[2]):.3f}  Chamfer {statistics.fmean(cols[3]):.4f}")
