@@ -108,22 +108,20 @@ def main() -> None:
         # the input view's outline, as o3d generate cuts with (mesh.input_silhouette)
         sil = input_silhouettes(views[0], cfg) if cfg.mesh.input_silhouette else None
         mesh = gaussians_to_mesh(g, cfg.mesh, silhouettes=sil)
-        cells = []
-        for kind, pts in (("gaussians", gaussian_points(g)), ("mesh", sample_surface(mesh, 100_000, seed=0))):
+
+        def score(pts):  # (F@0.05, precision, recall, Chamfer) against the ground-truth surface
             m = surface_metrics(pts, gt_pts)
-            p, r = precision_recall(pts.points, gt_pts.points, 0.05)
-            rows[kind].append((m["fscore@0.05"], p, r, m["chamfer"]))
-            cells.append((m["fscore@0.05"], p, r, m["chamfer"]))
-        (gf, gp, gr, _), (mf, mp, mr, mcd) = cells
+            return (m["fscore@0.05"], *precision_recall(pts.points, gt_pts.points, 0.05), m["chamfer"])
+
+        for kind, pts in (("gaussians", gaussian_points(g)), ("mesh", sample_surface(mesh, 100_000, seed=0))):
+            rows[kind].append(score(pts))
+        (gf, gp, gr, _), (mf, mp, mr, mcd) = rows["gaussians"][-1], rows["mesh"][-1]
         seconds = time.perf_counter() - start
         floor_cells = ""
         for kind, prior in zip(floors, PRIORS):
             solid = gaussians_to_mesh(prior_gaussians(prior), cfg.mesh, silhouettes=input_silhouettes(views[0], cfg))
-            pts = sample_surface(solid, 100_000, seed=0)
-            m = surface_metrics(pts, gt_pts)
-            p, r = precision_recall(pts.points, gt_pts.points, 0.05)
-            floors[kind].append((m["fscore@0.05"], p, r, m["chamfer"]))
-            floor_cells += f" | {m['fscore@0.05']:.3f}"
+            floors[kind].append(score(sample_surface(solid, 100_000, seed=0)))
+            floor_cells += f" | {floors[kind][-1][0]:.3f}"
         print(f"{obj.name:>16} | {gf:11.3f} {gp:5.2f} {gr:5.2f} | {mf:10.3f} {mp:5.2f} {mr:5.2f} {mcd:6.3f} | {seconds:.1f}"
               + floor_cells)
     for kind, vals in {**rows, **floors}.items():

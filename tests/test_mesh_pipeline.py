@@ -11,6 +11,7 @@ import torch
 
 from o3dcli.errors import ConfigError
 from o3dcli.geometry.cameras import orbit_cameras
+from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
 from o3dcli.mesh.surface_gaussians import reference_shape, surface_gaussians
 
@@ -201,3 +202,34 @@ def test_empty_gaussians_are_refused():
     g = surface_gaussians(reference_shape("sphere"), 10)
     with pytest.raises(ValueError, match="empty"):
         gaussians_to_mesh(g[:0], MeshConfig(**SMALL))
+
+
+def test_canonical_order_is_the_same_mesh_whatever_order_it_came_in():
+    from o3dcli.mesh.fusion import canonical_order
+
+    torus = reference_shape("torus")
+    # distinct vertex positions, as marching cubes gives (the reference torus repeats its seam's)
+    welded, index = np.unique(torus.vertices, axis=0, return_inverse=True)
+    source = TriMesh(welded, index.reshape(-1)[torus.faces])
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(source.vertices))  # new index of each old vertex
+    inverse = np.argsort(perm)
+    vertices = source.vertices[inverse]
+    faces = perm[source.faces]
+    faces = np.roll(faces, 1, axis=1)[rng.permutation(len(faces))]  # rotate corners, shuffle faces
+    a, b = canonical_order(source.vertices, source.faces), canonical_order(vertices, faces)
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+    # the same surface, with every face's winding kept
+    assert np.allclose(np.sort(a.face_normals(), axis=0), np.sort(source.face_normals(), axis=0), atol=1e-6)
+    assert (np.diff(a.vertices[:, 0]) >= 0).all()
+
+
+@pytest.mark.parametrize("method,count", [("carve", 3000), ("opacity", 16384)])
+def test_meshing_is_deterministic(method, count):
+    # open3d's marching cubes emits vertices in hash-map order, which used to change from run to run
+    from o3dcli.mesh.fusion import gaussians_to_mesh
+
+    gaussians = surface_gaussians(reference_shape("sphere"), count, seed=6)
+    cfg = MeshConfig(method=method, **SMALL)
+    a, b = gaussians_to_mesh(gaussians, cfg), gaussians_to_mesh(gaussians, cfg)
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)

@@ -57,12 +57,30 @@ def _vbg(voxel: float, block_count: int):
     )
 
 
+def canonical_order(vertices: np.ndarray, faces: np.ndarray) -> TriMesh:
+    """The same mesh with vertices sorted by position (x, then y, then z) and faces sorted after
+    rotating each to start at its smallest index (winding kept). open3d's marching cubes emits
+    its vertices in hash-map order, which changes from run to run: this makes one input give one
+    byte-identical mesh (and so identical decimation, UVs and files downstream). Vertex positions
+    must be distinct, as marching cubes gives them: coincident ones keep their input order."""
+    v = np.asarray(vertices)
+    f = np.asarray(faces)
+    order = np.lexsort(v.T[::-1])
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    f = rank[f]
+    if len(f):
+        first = np.argmin(f, axis=1)
+        rows = np.arange(len(f))
+        f = np.stack([f[rows, (first + k) % 3] for k in range(3)], 1)
+        f = f[np.lexsort(f.T[::-1])]
+    return TriMesh(v[order], f)
+
+
 def _to_trimesh(o3d_mesh) -> TriMesh:
     if "positions" not in o3d_mesh.vertex or "indices" not in o3d_mesh.triangle:
         return TriMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32))
-    v = o3d_mesh.vertex.positions.numpy()
-    f = o3d_mesh.triangle.indices.numpy()
-    return TriMesh(v, f)
+    return canonical_order(o3d_mesh.vertex.positions.numpy(), o3d_mesh.triangle.indices.numpy())
 
 
 def view_cosines(renders: FusionRenders, valid: np.ndarray) -> np.ndarray:
