@@ -48,8 +48,11 @@ def test_time_limit_stops_with_a_checkpoint_and_the_run_continues(data, tmp_path
     res = train(data, tmp_path / "t", "--steps", 100000, "--time-limit", "1s")
     assert res.exit_code == 0, res.output
     assert "time limit 1s reached" in res.output
-    done = logged_steps(tmp_path / "t")[-1]
-    assert 0 < done < 100000 and f"continue from step {done}" in res.output
+    assert (tmp_path / "t" / "checkpoint.pt").is_file()
+    # the limit counts from the command's start: on a busy machine loading alone can take it all,
+    # and the run then stops before its first step (trainer-level stopping: tests/test_train.py)
+    done = logged_steps(tmp_path / "t")[-1] if (tmp_path / "t" / "losses.csv").exists() else 0
+    assert 0 <= done < 100000 and f"continue from step {done}" in res.output
     res = train(data, tmp_path / "t", "--steps", done + 1)
     assert res.exit_code == 0, res.output
     assert f"resuming at step {done} of {done + 1}" in res.output and "time limit" not in res.output
