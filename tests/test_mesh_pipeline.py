@@ -224,6 +224,25 @@ def test_canonical_order_is_the_same_mesh_whatever_order_it_came_in():
     assert (np.diff(a.vertices[:, 0]) >= 0).all()
 
 
+def test_canonical_order_welds_coincident_vertices_whatever_their_order():
+    # marching cubes puts several vertices on a grid point where the field is exactly at the level;
+    # the order of those came from open3d's hash map and made the opacity meshing differ between runs
+    from o3dcli.mesh.fusion import canonical_order
+
+    # a square fan around the centre, whose centre vertex is split into two coincident copies
+    corners = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], np.float32)
+    centre = np.array([[0.5, 0.5, 0]], np.float32)
+    vertices = np.concatenate([corners, centre, centre])  # 4 and 5 coincide
+    faces = np.array([[0, 1, 4], [1, 2, 4], [2, 3, 5], [3, 0, 5], [4, 5, 1]])  # the last collapses
+    swapped = faces.copy()
+    swapped[faces == 4], swapped[faces == 5] = 5, 4
+    a, b = canonical_order(vertices, faces), canonical_order(vertices, swapped)
+    assert np.array_equal(a.vertices, b.vertices) and np.array_equal(a.faces, b.faces)
+    assert len(a.vertices) == 5 and len(a.faces) == 4  # welded, the collapsed face dropped
+    assert np.allclose(a.face_normals(), [0, 0, 1])  # winding kept
+    assert np.isclose(a.area(), 1.0)  # the whole square still covered
+
+
 @pytest.mark.parametrize("method,count", [("carve", 3000), ("opacity", 16384)])
 def test_meshing_is_deterministic(method, count):
     # open3d's marching cubes emits vertices in hash-map order, which used to change from run to run

@@ -61,20 +61,24 @@ def canonical_order(vertices: np.ndarray, faces: np.ndarray) -> TriMesh:
     """The same mesh with vertices sorted by position (x, then y, then z) and faces sorted after
     rotating each to start at its smallest index (winding kept). open3d's marching cubes emits
     its vertices in hash-map order, which changes from run to run: this makes one input give one
-    byte-identical mesh (and so identical decimation, UVs and files downstream). Vertex positions
-    must be distinct, as marching cubes gives them: coincident ones keep their input order."""
+    byte-identical mesh (and so identical decimation, UVs and files downstream).
+
+    Coincident vertices are welded into one, and the faces this collapses are dropped. Marching
+    cubes gives them where the field is exactly at the level on a grid point (every edge through
+    that point puts a vertex there); left apart, their relative order would be the hash map's."""
     v = np.asarray(vertices)
-    f = np.asarray(faces)
-    order = np.lexsort(v.T[::-1])
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    f = rank[f]
+    f = np.asarray(faces).reshape(-1, 3)
+    if len(v) == 0:
+        return TriMesh(v.reshape(0, 3), f.astype(np.int64))
+    v, rank = np.unique(v, axis=0, return_inverse=True)  # sorted by x, then y, then z
+    f = rank.reshape(-1)[f]
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
     if len(f):
         first = np.argmin(f, axis=1)
         rows = np.arange(len(f))
         f = np.stack([f[rows, (first + k) % 3] for k in range(3)], 1)
         f = f[np.lexsort(f.T[::-1])]
-    return TriMesh(v[order], f)
+    return TriMesh(v, f)
 
 
 def _to_trimesh(o3d_mesh) -> TriMesh:
