@@ -13,7 +13,9 @@ one table. Sources must not score the same variant and seed twice (an error name
 Variants are named "<variant>-s<seed>"; each cell is the mean over seeds of the per-seed mean
 over objects, followed by "± half the range over seeds" when there are several. Also prints, per
 object, how often each variant beats the decoupled baseline (paired by object and seed), which
-is what a small benchmark can resolve better than the means.
+is what a small benchmark can resolve better than the means; with several seeds, the per-seed
+means of the headline metrics; and the paired differences in the paper's metric (PSNR of the
+Gaussian renders) against decoupled and against joint, with their standard errors.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ COLUMNS = [  # (eval folder, metric, header, decimals, higher is better)
     ("eval-mesh", "fscore@0.05", "F@0.05", 3, True),
     ("eval-mesh", "fscore@0.1", "F@0.1", 3, True),
 ]
+SEED_COLUMNS = [("eval-gaussians", "psnr", "Gaussians PSNR", 2), ("eval-views", "psnr", "views PSNR", 2),
+                ("eval-mesh", "fscore@0.05", "F@0.05", 3)]
+PAIRED = ("eval-gaussians", "psnr", "Gaussians PSNR", "dB")  # the paper's Table 2 metric
 RESULTS_FORMAT = "o3d-ablation-results"
 
 
@@ -149,7 +154,66 @@ def table(data: dict) -> str:
                 wins = sum((a > b) if up else (a < b) for a, b in pairs)
                 row.append(f"{wins}/{len(pairs)}" if pairs else "n/a")
             lines.append("| " + " | ".join(row) + " |")
+    lines += seed_table(per_object, names, seeds) + paired_table(per_object, names)
     return "\n".join(lines)
+
+
+def seed_table(per_object: dict, names: list[str], seeds: dict[str, set]) -> list[str]:
+    """Per variant, the mean over objects of each seed, side by side (only with several seeds)."""
+    all_seeds = sorted({s for n in names for s in seeds[n] if s is not None})
+    cols = [c for c in SEED_COLUMNS if (c[0], c[1]) in per_object]
+    if len(all_seeds) < 2 or not cols:
+        return []
+    label = " / ".join(str(s) for s in all_seeds)
+    lines = ["", "Seed by seed (mean over the objects)", ""]
+    head = ["variant"] + [f"{c[2]}, seed {label}" for c in cols]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        row = [n]
+        for f, k, _, d in cols:
+            parts = []
+            for s in all_seeds:
+                vs = [v for (b, ss, _), v in per_object[f, k].items() if b == n and ss == s]
+                parts.append(f"{sum(vs) / len(vs):.{d}f}" if vs else "-")
+            row.append(" / ".join(parts))
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def paired_difference(vals: dict, variant: str, reference: str) -> tuple[float, float | None, int, int] | None:
+    """(mean, standard error of the mean or None, wins, pairs) of variant - reference over the
+    (seed, object) pairs both scored; None without pairs."""
+    diffs = [v - vals[(reference, s, o)] for (b, s, o), v in vals.items()
+             if b == variant and (reference, s, o) in vals]
+    if not diffs:
+        return None
+    n = len(diffs)
+    mean = sum(diffs) / n
+    se = (sum((x - mean) ** 2 for x in diffs) / (n - 1) / n) ** 0.5 if n > 1 else None
+    return mean, se, sum(x > 0 for x in diffs), n
+
+
+def paired_table(per_object: dict, names: list[str]) -> list[str]:
+    """Paired differences in the paper's metric against decoupled and against joint."""
+    f, k, label, unit = PAIRED
+    vals = per_object.get((f, k), {})
+    refs = [r for r in ("decoupled", "joint") if r in names]
+    if not vals or not refs:
+        return []
+    lines = ["", f"Paired differences in {label} (same object, same seed): mean ± standard error of the mean "
+             "over the pairs, treating them as independent (pairs that share a seed are not, so this "
+             "understates the uncertainty), and the pairs where the variant is higher", ""]
+    head = ["variant"] + [f"vs {r}" for r in refs] + [f"higher than {r}" for r in refs]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for n in names:
+        if n == "decoupled":
+            continue
+        diffs = [paired_difference(vals, n, r) if r != n else None for r in refs]
+        cells = [("-" if d is None else f"{d[0]:+.2f}" + (f" ± {d[1]:.2f}" if d[1] is not None else "") + f" {unit}")
+                 for d in diffs]
+        cells += ["-" if d is None else f"{d[2]}/{d[3]}" for d in diffs]
+        lines.append("| " + " | ".join([n] + cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

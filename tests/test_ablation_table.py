@@ -82,3 +82,28 @@ def test_unknown_sources_are_refused(abl, tmp_path):
     (tmp_path / "other.json").write_text("{}")
     with pytest.raises(SystemExit, match="neither an ablation folder"):
         abl.load_source(tmp_path / "other.json")
+
+
+def test_seed_by_seed_and_paired_differences_in_the_papers_metric(abl, tmp_path):
+    # Gaussians PSNR: decoupled 10, joint +1 on object a and +0.5 on b, joint+rgb joint's
+    # +0.2 on a and -0.2 on b; every score +0.1 on seed 1
+    offsets = {"decoupled": {"a": 0.0, "b": 0.0}, "joint": {"a": 1.0, "b": 0.5}, "joint+rgb": {"a": 1.2, "b": 0.3}}
+    rows = [(f"{v}-s{s}", o, {"psnr": 10.0 + d + 0.1 * s}) for v, per in offsets.items() for o, d in per.items()
+            for s in (0, 1)]
+    write_eval(tmp_path, "eval-gaussians", rows)
+    text = abl.table(abl.load_source(tmp_path))
+    seed_part = text.split("Seed by seed")[1].split("Paired differences")[0]
+    assert row(seed_part, "variant") == ["variant", "Gaussians PSNR, seed 0 / 1"]
+    assert row(seed_part, "decoupled")[1] == "10.00 / 10.10" and row(seed_part, "joint")[1] == "10.75 / 10.85"
+    paired = text.split("Paired differences in Gaussians PSNR")[1]
+    assert row(paired, "variant") == ["variant", "vs decoupled", "vs joint", "higher than decoupled", "higher than joint"]
+    # joint - decoupled: 1, 0.5, 1, 0.5 -> mean 0.75, sd 0.289, standard error 0.144
+    assert row(paired, "joint") == ["joint", "+0.75 ± 0.14 dB", "-", "4/4", "-"]
+    # joint+rgb - joint: +0.2, -0.2 twice -> mean 0, standard error 0.115; higher on 2 of 4
+    assert row(paired, "joint+rgb") == ["joint+rgb", "+0.75 ± 0.26 dB", "+0.00 ± 0.12 dB", "4/4", "2/4"]
+
+
+def test_one_seed_gives_no_seed_table(abl, tmp_path):
+    make_round(tmp_path, [0])
+    text = abl.table(abl.load_source(tmp_path))
+    assert "Seed by seed" not in text and "Paired differences" not in text  # no Gaussians PSNR scored
