@@ -9,7 +9,9 @@ Layout under the output folder::
         .tmp-<stage>-<key16>-<pid>/  a stage being written (renamed when complete)
 
 A stage key is the SHA-256 of (stage name, stage format version, the stage's
-resolved config, the upstream stage keys, the input file's hash). A stage
+resolved config, the upstream stage keys, the input file's hash, and the hashes of
+the other files the stage reads, such as model weights: retraining weights in place
+must not give back results of the old ones). A stage
 folder exists only complete: it is filled under a temporary name and renamed
 after its manifest is written, so a crash never leaves a half stage that looks
 finished. The lock is an advisory `fcntl.flock`, released by the kernel when the
@@ -40,13 +42,30 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def stage_key(stage: str, version: int, config: Any, upstream: dict[str, str], input_hash: str) -> str:
-    """Deterministic key of a stage's result (see the module docstring)."""
-    payload = json.dumps(
-        {"stage": stage, "version": version, "config": config, "upstream": upstream, "input": input_hash},
-        sort_keys=True,
-        default=str,
-    )
+class FileDigests:
+    """SHA-256 of files, each read once per (path, size, mtime): a batch hashes its model weights
+    once, not once per item, and a file rewritten in place is hashed again."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, int, int], str] = {}
+
+    def __call__(self, path: Path) -> str:
+        p = Path(path).resolve()
+        st = p.stat()
+        stamp = (str(p), st.st_size, st.st_mtime_ns)
+        if stamp not in self._known:
+            self._known[stamp] = sha256_file(p)
+        return self._known[stamp]
+
+
+def stage_key(stage: str, version: int, config: Any, upstream: dict[str, str], input_hash: str,
+              files: dict[str, str] | None = None) -> str:
+    """Deterministic key of a stage's result (see the module docstring); ``files``: {role: SHA-256}
+    of the files the stage reads besides the input."""
+    content = {"stage": stage, "version": version, "config": config, "upstream": upstream, "input": input_hash}
+    if files:
+        content["files"] = files
+    payload = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from o3dcli import __version__
 from o3dcli.cache import (
     Cache,
+    FileDigests,
     ItemLocked,
     StateStore,
     atomic_copy,
@@ -73,6 +74,9 @@ class Stage:
     run: Callable[[StageContext], dict[str, Any]]
     publish: dict[str, str] = field(default_factory=dict)
     """Files of the stage folder copied into the asset folder: {cache file: asset file}."""
+    files: Callable[[Config], dict[str, Path]] | None = None
+    """Files the stage reads besides the input (e.g. model weights), {role: path}: their contents'
+    hashes go into the key, so new weights at the same path are not answered from the cache."""
 
 
 @dataclass
@@ -222,6 +226,7 @@ class BatchRunner:
         check_dtype(self.device, config.runtime.dtype)
         self.config_text = dump_config(config, header=f"# resolved o3d {__version__} config; reuse with --preset <this file>\n")
         self.resources: dict[str, Any] = {}
+        self.digests = FileDigests()
 
     def run_item(self, item: Item, blocking: bool = False) -> ItemResult:
         """Run every stage of one item; never raises for the item's own problems."""
@@ -269,7 +274,9 @@ class BatchRunner:
         for stage in self.stages:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
-            key = stage_key(stage.name, stage.version, {s: config_value(cfg, s) for s in stage.sections}, dict(keys), input_hash)
+            files = {role: self.digests(p) for role, p in stage.files(self.config).items()} if stage.files else None
+            key = stage_key(stage.name, stage.version, {s: config_value(cfg, s) for s in stage.sections}, dict(keys),
+                            input_hash, files)
             if self.force and stage.name not in res.cached:
                 ic.invalidate(stage.name)
             done = ic.lookup(stage.name, key)

@@ -108,6 +108,29 @@ def run_diffusion(ctx: StageContext) -> dict:
             "resumed_from": result.resumed_from, "num_gaussians": len(g)}
 
 
+def model_files(cfg) -> dict:
+    """The files whose bytes make the models, {role: path}: o3d weights (resolved as `model.weights`
+    says) or the released checkpoints, and the files of a local VAE folder. Raises ConfigError for
+    missing o3d weights; other missing files are left to the model loader, which names them."""
+    from pathlib import Path
+
+    from o3dcli.models.build import resolve_weights
+
+    m = cfg.model
+    files = {}
+    if m.published_unet or m.published_recon:
+        files.update({"published_unet": m.published_unet, "published_recon": m.published_recon})
+    else:
+        own = resolve_weights(m.weights)
+        if own is not None:
+            files["weights"] = own
+    out = {role: Path(p) for role, p in files.items() if Path(p).is_file()}
+    if m.vae_path and Path(m.vae_path).is_dir():  # a diffusers folder: every file in it
+        root = Path(m.vae_path)
+        out.update({f"vae/{f.relative_to(root).as_posix()}": f for f in sorted(root.rglob("*")) if f.is_file()})
+    return out
+
+
 DIFFUSION = Stage(
     "diffusion", 1,
     # every setting that changes the result (not runtime.threads, not diffusion.save_every)
@@ -117,6 +140,7 @@ DIFFUSION = Stage(
     run_diffusion,
     publish={"gaussians.ply": "gaussians.ply", "views.png": "views.png", "turntable.gif": "turntable.gif",
              "intermediate": "intermediate"},
+    files=model_files,
 )
 
 

@@ -8,6 +8,7 @@ import torch
 
 from o3dcli.cache import (
     Cache,
+    FileDigests,
     ItemLocked,
     atomic_write_bytes,
     stage_key,
@@ -25,6 +26,23 @@ def test_stage_key_depends_on_every_part():
         stage_key("s", 1, {"a": 1}, {"up": "x"}, "g"),
     ]
     assert len({k, *others}) == 6
+    # the files a stage reads (model weights) are part of the key; none given keeps the old key
+    assert stage_key("s", 1, {"a": 1}, {"up": "x"}, "h", {}) == k
+    with_w = stage_key("s", 1, {"a": 1}, {"up": "x"}, "h", {"weights": "d1"})
+    assert with_w not in {k, *others} and with_w != stage_key("s", 1, {"a": 1}, {"up": "x"}, "h", {"weights": "d2"})
+
+
+def test_file_digests_follow_a_file_rewritten_in_place(tmp_path):
+    import hashlib
+
+    w = tmp_path / "w.bin"
+    w.write_bytes(b"old weights")
+    digests = FileDigests()
+    first = digests(w)
+    assert first == hashlib.sha256(b"old weights").hexdigest() and digests(tmp_path / "." / "w.bin") == first
+    w.write_bytes(b"new weights, same path")
+    os.utime(w, ns=(time.time_ns(), time.time_ns() + 1))  # a rewrite within the clock's resolution
+    assert digests(w) == hashlib.sha256(b"new weights, same path").hexdigest()
 
 
 def test_atomic_write_leaves_no_temp(tmp_path):

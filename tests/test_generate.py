@@ -68,6 +68,40 @@ def test_rerun_recomputes_nothing_and_force_recomputes(good_images, tmp_path):
     assert "size: 48" in (out / "apple" / "config.yaml").read_text()
 
 
+def test_new_weights_at_the_same_path_are_not_answered_from_the_cache(good_images, tmp_path):
+    # a model retrained in place (a training run's model.safetensors) must not give back the old one's results
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from o3dcli.models.build import resolve_weights
+
+    shipped = resolve_weights("tiny")
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(shipped.read_bytes())
+    apple = good_images / "apple.png"
+    out = tmp_path / "out"
+    args = ["--set", f"model.weights={weights}", "--steps", "2", "-o", out]
+
+    def run():
+        res = runner.invoke(app, ["generate", "--no-progress", "--stop-after", "diffusion", str(apple), *map(str, args)])
+        assert res.exit_code == 0, res.output
+        return report(out)["items"][0]["cached"], (out / "apple" / "views.png").read_bytes()
+
+    cached, views = run()
+    assert cached == []
+    assert run() == (["preprocess", "diffusion"], views)  # the same weights: all cached
+    with safe_open(str(shipped), "pt") as f:  # other weights, same architecture, written to the same path
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    gen = torch.Generator().manual_seed(0)
+    tensors = {k: v + 0.05 * torch.randn(v.shape, generator=gen).to(v.dtype) if v.is_floating_point() else v
+               for k, v in tensors.items()}
+    save_file(tensors, str(weights), metadata=meta)
+    cached, new_views = run()
+    assert cached == ["preprocess"] and new_views != views
+
+
 def test_name_collisions_never_overwrite(tmp_path, good_images):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
