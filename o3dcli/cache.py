@@ -44,18 +44,32 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 class FileDigests:
     """SHA-256 of files, each read once per (path, size, mtime): a batch hashes its model weights
-    once, not once per item, and a file rewritten in place is hashed again."""
+    once, not once per item, and a file rewritten in place is hashed again. With ``store`` (a JSON
+    file, e.g. OUT/.o3d/digests.json) the digests outlive the process, so multi-GB checkpoints are
+    not read again by every run on the same output folder."""
 
-    def __init__(self) -> None:
-        self._known: dict[tuple[str, int, int], str] = {}
+    def __init__(self, store: Path | None = None) -> None:
+        self.store = store
+        self._known: dict[str, list] = {}  # path -> [size, mtime_ns, digest]
+        if store is not None and store.is_file():
+            try:
+                data = json.loads(store.read_text())
+                self._known = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 3}
+            except (OSError, ValueError, AttributeError):
+                self._known = {}  # unreadable: hash again
 
     def __call__(self, path: Path) -> str:
         p = Path(path).resolve()
         st = p.stat()
-        stamp = (str(p), st.st_size, st.st_mtime_ns)
-        if stamp not in self._known:
-            self._known[stamp] = sha256_file(p)
-        return self._known[stamp]
+        known = self._known.get(str(p))
+        if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
+            return known[2]
+        digest = sha256_file(p)
+        self._known[str(p)] = [st.st_size, st.st_mtime_ns, digest]
+        if self.store is not None:
+            self.store.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.store, json.dumps(self._known, indent=0))
+        return digest
 
 
 def stage_key(stage: str, version: int, config: Any, upstream: dict[str, str], input_hash: str,

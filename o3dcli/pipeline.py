@@ -226,7 +226,7 @@ class BatchRunner:
         check_dtype(self.device, config.runtime.dtype)
         self.config_text = dump_config(config, header=f"# resolved o3d {__version__} config; reuse with --preset <this file>\n")
         self.resources: dict[str, Any] = {}
-        self.digests = FileDigests()
+        self.digests = FileDigests(self.cache.root / "digests.json")
 
     def run_item(self, item: Item, blocking: bool = False) -> ItemResult:
         """Run every stage of one item; never raises for the item's own problems."""

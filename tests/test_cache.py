@@ -45,6 +45,23 @@ def test_file_digests_follow_a_file_rewritten_in_place(tmp_path):
     assert digests(w) == hashlib.sha256(b"new weights, same path").hexdigest()
 
 
+def test_file_digests_are_remembered_across_processes_in_their_store(tmp_path, monkeypatch):
+    import hashlib
+
+    import o3dcli.cache as cache
+
+    w, store = tmp_path / "w.bin", tmp_path / ".o3d" / "digests.json"
+    w.write_bytes(b"weights")
+    assert FileDigests(store)(w) == hashlib.sha256(b"weights").hexdigest() and store.is_file()
+    reads = []
+    monkeypatch.setattr(cache, "sha256_file", lambda p: reads.append(p) or "re-read")
+    assert FileDigests(store)(w) == hashlib.sha256(b"weights").hexdigest() and reads == []  # from the store
+    os.utime(w, ns=(time.time_ns(), time.time_ns() + 1))  # touched or rewritten: read again
+    assert FileDigests(store)(w) == "re-read" and len(reads) == 1
+    store.write_text("{not json")
+    assert FileDigests(store)(w) == "re-read"  # a damaged store is only a lost memo
+
+
 def test_atomic_write_leaves_no_temp(tmp_path):
     p = tmp_path / "sub" / "f.bin"
     atomic_write_bytes(p, b"abc")
