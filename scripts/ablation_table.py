@@ -149,8 +149,7 @@ def table(data: dict) -> str:
             row = [n]
             for f, k, _, _, up in COLUMNS:
                 vals = per_object.get((f, k), {})
-                pairs = [(v, vals[("decoupled", s, o)]) for (b, s, o), v in vals.items()
-                         if b == n and ("decoupled", s, o) in vals]
+                pairs = paired(vals, n, "decoupled")
                 wins = sum((a > b) if up else (a < b) for a, b in pairs)
                 row.append(f"{wins}/{len(pairs)}" if pairs else "n/a")
             lines.append("| " + " | ".join(row) + " |")
@@ -180,11 +179,15 @@ def seed_table(per_object: dict, names: list[str], seeds: dict[str, set]) -> lis
     return lines
 
 
+def paired(vals: dict, variant: str, reference: str) -> list[tuple[float, float]]:
+    """(variant's value, reference's value) for every (seed, object) both scored."""
+    return [(v, vals[(reference, s, o)]) for (b, s, o), v in vals.items() if b == variant and (reference, s, o) in vals]
+
+
 def paired_difference(vals: dict, variant: str, reference: str) -> tuple[float, float | None, int, int] | None:
     """(mean, standard error of the mean or None, wins, pairs) of variant - reference over the
     (seed, object) pairs both scored; None without pairs."""
-    diffs = [v - vals[(reference, s, o)] for (b, s, o), v in vals.items()
-             if b == variant and (reference, s, o) in vals]
+    diffs = [a - b for a, b in paired(vals, variant, reference)]
     if not diffs:
         return None
     n = len(diffs)
