@@ -93,7 +93,16 @@ def generate(
     from rich.markup import escape
 
     from o3dcli.console import console, setup_logging
-    from o3dcli.pipeline import BatchInterrupted, BatchRunner, UserError, assign_names, collect_inputs, run_batch
+    from o3dcli.pipeline import (
+        BatchInterrupted,
+        BatchRunner,
+        UserError,
+        assign_names,
+        check_output_dir,
+        collect_inputs,
+        has_subfolders,
+        run_batch,
+    )
     from o3dcli.stages import generate_stages
 
     setup_logging(verbose)
@@ -117,30 +126,36 @@ def generate(
     if not paths:
         raise _usage_error("no inputs: give image files or folders, or --examples")
     try:
-        sources = collect_inputs(paths, recursive=recursive)
+        check_output_dir(output)
+        sources = collect_inputs(paths, recursive=recursive, exclude=output)
     except UserError as e:
         raise _usage_error(str(e)) from None
     if not sources:
-        raise _usage_error(f"no image files found in {', '.join(map(str, paths))}" + ("" if recursive else " (use --recursive for sub-folders)"))
-    output.mkdir(parents=True, exist_ok=True)
+        hint = " (use --recursive for sub-folders)" if not recursive and has_subfolders(paths) else ""
+        raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}")
     items = assign_names(sources, output)
     try:
-        runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force)
+        runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force, all_stages=generate_stages())
     except (UserError, ValueError) as e:
         raise _usage_error(str(e)) from None
-    if cfg.runtime.threads:
-        import torch
-
-        torch.set_num_threads(cfg.runtime.threads)
-    console.print(f"o3d {__version__}: {len(items)} image(s) -> {escape(str(output))}  (preset {escape(preset)}, device {runner.device})")
+    weights = None
     if any(s.name == "diffusion" for s in runner.stages):
         from o3dcli.errors import ConfigError
         from o3dcli.models.build import describe_weights
 
         try:
-            console.print(f"model weights: {escape(describe_weights(cfg))}", soft_wrap=True)
+            weights = describe_weights(cfg)
         except ConfigError as e:
             raise _usage_error(str(e)) from None
+    # the output folder is made only once the settings are known to be usable
+    output.mkdir(parents=True, exist_ok=True)
+    if cfg.runtime.threads:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.threads)
+    console.print(f"o3d {__version__}: {len(items)} image(s) -> {escape(str(output))}  (preset {escape(preset)}, device {runner.device})")
+    if weights is not None:
+        console.print(f"model weights: {escape(weights)}", soft_wrap=True)
 
     def on_done(r):
         if r.status == "failed":
@@ -187,14 +202,14 @@ def presets_list():
     from rich.table import Table
 
     from o3dcli.config import available_presets, preset_description
-    from o3dcli.console import console
+    from o3dcli.console import out
 
     table = Table(title="o3d presets")
     table.add_column("name")
     table.add_column("description", overflow="fold")
     for name, path in available_presets().items():
         table.add_row(name, preset_description(path))
-    console.print(table)
+    out.print(table)
 
 
 @presets_app.command("show")
@@ -208,7 +223,7 @@ def presets_show(
     from rich.table import Table
 
     from o3dcli.config import describe, dump_config
-    from o3dcli.console import console
+    from o3dcli.console import out
 
     cfg = _load_config(name, sets)
     if as_yaml:
@@ -221,41 +236,42 @@ def presets_show(
     table.add_column("meaning", overflow="fold", ratio=1)
     for key, value, tname, doc in describe(cfg):
         table.add_row(key, escape(value), escape(tname), escape(doc))
-    console.print(table)
+    out.print(table)
 
 
 def info(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Also build this preset's models on the meta device and print parameter counts per module."),
 ):
     """Versions, device, rasterizer backend and available model weights."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from o3dcli.console import console
+    from o3dcli.console import out
     from o3dcli.sysinfo import collect_info
 
+    cfg = _load_config(preset, None) if preset is not None else None  # a bad preset is an error before any output
     data = collect_info()
     table = Table(title=f"o3d {__version__}", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")
     for k, v in data.items():
-        table.add_row(k, str(v))
-    console.print(table)
-    if preset is not None:
+        table.add_row(k, escape(str(v)))
+    out.print(table)
+    if cfg is not None:
         from o3dcli.errors import ConfigError
         from o3dcli.models.build import describe_parameters, describe_weights
 
-        cfg = _load_config(preset, None)
         counts = describe_parameters(cfg)
-        ptable = Table(title=f"preset {preset}: parameters (built on the meta device)")
+        ptable = Table(title=f"preset {escape(preset)}: parameters (built on the meta device)")
         ptable.add_column("module")
         ptable.add_column("parameters", justify="right")
         for k, v in counts.items():
             ptable.add_row(k, f"{v:,}")
-        console.print(ptable)
+        out.print(ptable)
         try:
-            console.print(f"weights: {describe_weights(cfg)}", soft_wrap=True)
+            out.print(f"weights: {escape(describe_weights(cfg))}", soft_wrap=True)
         except ConfigError as e:
-            console.print(f"weights: {e}", soft_wrap=True)
+            out.print(f"weights: {escape(str(e))}", soft_wrap=True)
 
 
 def _register_commands() -> None:

@@ -176,7 +176,14 @@ def _closest(key: str, candidates: list[str]) -> str:
     if not close:  # try the last component alone (a key put under the wrong section)
         last = key.rsplit(".", 1)[-1]
         close = [c for c in candidates if c.rsplit(".", 1)[-1] == last][:1]
-    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(candidates)}"
+    if close:
+        return f"; did you mean '{close[0]}'?"
+    section = key.split(".", 1)[0]
+    same = [c for c in candidates if c.split(".", 1)[0] == section and "." in c]
+    if "." in key and same:
+        return f"; keys of '{section}': {', '.join(same)}"
+    sections = list(dict.fromkeys(c.split(".", 1)[0] for c in candidates))
+    return f"; sections: {', '.join(sections)} (`o3d presets show` lists every key)"
 
 
 def type_name(t) -> str:

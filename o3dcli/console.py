@@ -12,6 +12,9 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True, highlight=False)
+"""Progress, log lines, per-item results and errors: stderr, so that stdout stays clean."""
+out = Console(highlight=False)
+"""What a command is asked for (`o3d info`, `o3d presets`): stdout, to pipe or redirect."""
 log = logging.getLogger("o3d")
 
 

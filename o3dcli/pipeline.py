@@ -29,10 +29,13 @@ from o3dcli.cache import (
     stage_key,
 )
 from o3dcli.config import Config, dump_config
+from o3dcli.errors import ConfigError
 
 REPORT_NAME = "o3d-report.json"
 ASSET_META = "o3d-asset.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+RESERVED_NAMES = frozenset({REPORT_NAME})
+"""Names in the output folder that belong to o3d, never to an asset."""
 
 
 class UserError(Exception):
@@ -83,7 +86,7 @@ class Stage:
 class ItemResult:
     input: str
     name: str
-    status: str = "pending"  # ok | failed | not-run
+    status: str = "pending"  # ok | failed | interrupted | not-run
     error: str | None = None
     traceback: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -115,13 +118,17 @@ class BatchResult:
 # Inputs and names
 
 
-def collect_inputs(inputs: list[Path], recursive: bool = False) -> list[Path]:
+def collect_inputs(inputs: list[Path], recursive: bool = False, exclude: Path | None = None) -> list[Path]:
     """Files given directly plus image files inside given folders, sorted, without duplicates.
 
+    A folder scan skips hidden files and everything inside hidden folders (o3d's cache
+    `.o3d/`, `.git/`, ...) and, when `exclude` is given (the output folder), everything
+    under it, so an output folder inside the input folder never feeds o3d's own files back in.
     Raises UserError for a path that does not exist (nothing has run yet, so
     failing early loses nothing and catches typos).
     """
     found: dict[Path, None] = {}
+    skip = Path(exclude).resolve() if exclude is not None else None
     for p in inputs:
         p = Path(p)
         if not p.exists():
@@ -129,11 +136,40 @@ def collect_inputs(inputs: list[Path], recursive: bool = False) -> list[Path]:
         if p.is_dir():
             pattern = "**/*" if recursive else "*"
             for f in sorted(p.glob(pattern)):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                    found.setdefault(f.resolve(), None)
+                if not (f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES):
+                    continue
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue
+                resolved = f.resolve()
+                if skip is not None and resolved.is_relative_to(skip):
+                    continue
+                found.setdefault(resolved, None)
         else:
             found.setdefault(p.resolve(), None)
     return sorted(found)
+
+
+def has_subfolders(paths: list[Path]) -> bool:
+    """Whether any of the folders among `paths` has a (non-hidden) sub-folder."""
+    return any(Path(p).is_dir() and any(c.is_dir() and not c.name.startswith(".") for c in Path(p).iterdir())
+               for p in paths)
+
+
+def item_message(path: Path, error: BaseException) -> str:
+    """An item's error for a line that already starts with its path: the message without a
+    leading "<path>: " (errors name their file, so the path is not said twice)."""
+    message = str(error) or type(error).__name__
+    for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+def check_output_dir(path: Path) -> None:
+    """UserError when `path` cannot be an output folder (it exists and is not a folder)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a folder; give a folder with -o")
 
 
 def safe_name(stem: str) -> str:
@@ -142,14 +178,33 @@ def safe_name(stem: str) -> str:
     return cleaned or "item"
 
 
-def unique_names(paths: list[Path]) -> list[str]:
-    """One output name per input path (file stem, or folder name), collisions suffixed -2, -3, ..."""
+GENERIC_STEMS = frozenset({"gaussians", "model", "mesh", "point_cloud", "scene", "splat"})
+"""File names that say what a file is, not which object: o3d's own outputs and other 3DGS tools'."""
+
+
+def asset_stem(path: Path) -> str:
+    """The name an input goes by: a folder's name; a file's stem, or for a generic file name
+    (an asset folder's gaussians.ply or model.glb) the name of the folder holding it."""
+    path = Path(path)
+    if path.is_dir():
+        return path.resolve().name
+    if path.stem.lower() in GENERIC_STEMS and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return path.stem
+
+
+def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None) -> list[str]:
+    """One output name per input path (`asset_stem`), collisions suffixed -2, -3, ...
+
+    `owned_by_other(name, path)` says whether an earlier run wrote `name` for another input:
+    such a name is skipped too, so no input overwrites another's results.
+    """
     used: set[str] = set()
     names = []
     for path in paths:
-        base = safe_name(path.stem if path.is_file() else Path(path).resolve().name)
+        base = safe_name(asset_stem(path))
         name, n = base, 1
-        while name in used:
+        while name in used or (owned_by_other is not None and owned_by_other(name, path)):
             n += 1
             name = f"{base}-{n}"
         used.add(name)
@@ -168,7 +223,7 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     for src in sources:
         base = safe_name(src.stem)
         name, n = base, 1
-        while name in taken or _owned_by_other(out_dir / name, src):
+        while name in taken or name.lower() in RESERVED_NAMES or _owned_by_other(out_dir / name, src):
             n += 1
             name = f"{base}-{n}"
         taken.add(name)
@@ -177,13 +232,19 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
 
 
 def _owned_by_other(asset_dir: Path, src: Path) -> bool:
+    """Whether `asset_dir`'s o3d-asset.json names another source than `src`."""
     meta = asset_dir / ASSET_META
     if not meta.is_file():
         return False
     try:
         return json.loads(meta.read_text()).get("source") != str(src)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return False
+
+
+def write_asset_meta(asset_dir: Path, src: Path) -> None:
+    """Mark `asset_dir` as the results for `src` (see `_owned_by_other`)."""
+    atomic_write_text(asset_dir / ASSET_META, json.dumps({"source": str(src), "o3d": __version__}, indent=1))
 
 
 # ---------------------------------------------------------------------------
@@ -215,10 +276,16 @@ def config_value(cfg: dict, dotted: str):
 
 class BatchRunner:
     def __init__(self, out_dir: Path, config: Config, stages: list[Stage], force: bool = False,
-                 on_progress: Callable[[str, str], None] | None = None):
+                 on_progress: Callable[[str, str], None] | None = None, all_stages: list[Stage] | None = None):
+        """`stages` are run; `all_stages` (default: the same), of which `stages` is the start, are
+        what an asset folder can hold: after a shorter run (--stop-after) the later stages' files
+        are published from the cache when it has them for these settings, and removed otherwise."""
         self.out_dir = Path(out_dir)
         self.config = config
         self.stages = stages
+        self.all_stages = list(all_stages) if all_stages is not None else list(stages)
+        if [s.name for s in self.all_stages[:len(stages)]] != [s.name for s in stages]:
+            raise ValueError("the stages run must be the first of all_stages")
         self.force = force
         self.cache = Cache(self.out_dir)
         self.on_progress = on_progress or (lambda name, text: None)
@@ -243,14 +310,30 @@ class BatchRunner:
             self._claim_asset_dir(item)
             self._run_stages(item, ic, res)
             res.status = "ok"
+        except KeyboardInterrupt:
+            res.status = "interrupted"
+            res.error = "interrupted: finished stages (and the sampler's saved steps) are cached; run again to resume"
+            raise ItemInterrupted(res) from None
         except Exception as e:  # isolate the item: report and go on with the batch
             res.status = "failed"
             res.error = str(e) if isinstance(e, (UserError, ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}"
             if not isinstance(e, UserError):
                 res.traceback = traceback.format_exc()
+            self._drop_if_empty(self.out_dir / item.name)
         finally:
             lock.release()
         return res
+
+    @staticmethod
+    def _drop_if_empty(asset_dir: Path) -> None:
+        """Remove an asset folder that holds nothing but its o3d-asset.json (an item that failed
+        before publishing anything), so that only real assets have folders."""
+        try:
+            if asset_dir.is_dir() and [p.name for p in asset_dir.iterdir()] == [ASSET_META]:
+                (asset_dir / ASSET_META).unlink()
+                asset_dir.rmdir()
+        except OSError:
+            pass
 
     def _claim_asset_dir(self, item: Item) -> None:
         asset_dir = self.out_dir / item.name
@@ -260,7 +343,12 @@ class BatchRunner:
         for stale in asset_dir.rglob(".*.tmp-*"):  # left by a process killed mid-write (we hold the lock)
             if stale.is_file():
                 stale.unlink(missing_ok=True)
-        atomic_write_text(asset_dir / ASSET_META, json.dumps({"source": str(item.source), "o3d": __version__}, indent=1))
+        write_asset_meta(asset_dir, item.source)
+
+    def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str) -> str:
+        files = {role: self.digests(p) for role, p in stage.files(self.config).items()} if stage.files else None
+        return stage_key(stage.name, stage.version, {s: config_value(cfg, s) for s in stage.sections}, dict(keys),
+                         input_hash, files)
 
     def _run_stages(self, item: Item, ic, res: ItemResult) -> None:
         try:
@@ -271,12 +359,11 @@ class BatchRunner:
         dirs: dict[str, Path] = {}
         metas: dict[str, dict] = {}
         cfg = self.config.to_dict()
+        published: set[str] = set()
         for stage in self.stages:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
-            files = {role: self.digests(p) for role, p in stage.files(self.config).items()} if stage.files else None
-            key = stage_key(stage.name, stage.version, {s: config_value(cfg, s) for s in stage.sections}, dict(keys),
-                            input_hash, files)
+            key = self._key(stage, cfg, keys, input_hash)
             if self.force and stage.name not in res.cached:
                 ic.invalidate(stage.name)
             done = ic.lookup(stage.name, key)
@@ -302,20 +389,55 @@ class BatchRunner:
             res.stages[stage.name] = {k: v for k, v in metas[stage.name].items() if k != "warnings"}
             res.warnings += [w for w in metas[stage.name].get("warnings", []) if w not in res.warnings]
             res.timings[stage.name] = round(time.perf_counter() - t0, 4)
-            for src_name, dst_name in stage.publish.items():
-                src = done / src_name
-                if src.is_dir():  # a folder of outputs (e.g. intermediate/): publish each file
-                    for f in sorted(p for p in src.rglob("*") if p.is_file()):
-                        rel = f.relative_to(src)
-                        self._publish(f, self.out_dir / item.name / dst_name / rel)
-                        res.outputs.append(f"{item.name}/{dst_name}/{rel}")
-                elif src.is_file():  # optional outputs may be absent
-                    self._publish(src, self.out_dir / item.name / dst_name)
-                    res.outputs.append(f"{item.name}/{dst_name}")
+            published |= self._publish_stage(stage, done, item, res)
+        # The stages not run this time (--stop-after): their files for these settings when the
+        # cache has them; whatever else o3d once published here is from other settings, and goes,
+        # so that the folder holds what its config.yaml makes.
+        for stage in self.all_stages[len(self.stages):]:
+            try:
+                key = keys[stage.name] = self._key(stage, cfg, keys, input_hash)
+            except (ConfigError, OSError):  # e.g. model files not given: checked only when the stage runs
+                break
+            done = ic.lookup(stage.name, key)
+            if done is not None:
+                published |= self._publish_stage(stage, done, item, res)
+        self._prune(self.out_dir / item.name, published)
         cfg_path = self.out_dir / item.name / "config.yaml"
         if not (cfg_path.is_file() and cfg_path.read_text() == self.config_text):
             atomic_write_text(cfg_path, self.config_text)
         res.outputs.append(f"{item.name}/config.yaml")
+
+    def _publish_stage(self, stage: Stage, done: Path, item: Item, res: ItemResult) -> set[str]:
+        """Copy a finished stage's published files into the asset folder; their paths in it."""
+        written = set()
+        for src_name, dst_name in stage.publish.items():
+            src = done / src_name
+            if src.is_dir():  # a folder of outputs (e.g. intermediate/): publish each file
+                for f in sorted(p for p in src.rglob("*") if p.is_file()):
+                    rel = (Path(dst_name) / f.relative_to(src)).as_posix()
+                    self._publish(f, self.out_dir / item.name / rel)
+                    written.add(rel)
+            elif src.is_file():  # optional outputs may be absent
+                self._publish(src, self.out_dir / item.name / dst_name)
+                written.add(dst_name)
+        res.outputs += [f"{item.name}/{rel}" for rel in sorted(written)]
+        return written
+
+    def _prune(self, asset_dir: Path, keep: set[str]) -> None:
+        """Remove the files o3d publishes (any stage's) that this run did not publish."""
+        import shutil
+
+        for stage in self.all_stages:
+            for dst_name in stage.publish.values():
+                target = asset_dir / dst_name
+                if target.is_dir():
+                    for f in sorted(p for p in target.rglob("*") if p.is_file()):
+                        if f.relative_to(asset_dir).as_posix() not in keep:
+                            f.unlink()
+                    if not any(p.is_file() for p in target.rglob("*")):
+                        shutil.rmtree(target)
+                elif target.is_file() and dst_name not in keep:
+                    target.unlink()
 
     @staticmethod
     def _publish(src: Path, dst: Path) -> None:
@@ -370,14 +492,24 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
             for it in deferred:
                 prog.update(task, description=it.name, stage="waiting for another o3d process")
                 finish(it, runner.run_item(it, blocking=True))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             interrupted = True
+            if isinstance(e, ItemInterrupted):
+                results[e.result.name] = e.result
         prog.update(task, description="done", stage="")
     ordered = [results[it.name] for it in items]
     path = runner.write_report(ordered, started, interrupted)
     if interrupted:
         raise BatchInterrupted(BatchResult(ordered, path))
     return BatchResult(ordered, path)
+
+
+class ItemInterrupted(KeyboardInterrupt):
+    """Ctrl-C while an item ran; carries that item's result (status "interrupted", its finished stages)."""
+
+    def __init__(self, result: ItemResult):
+        super().__init__()
+        self.result = result
 
 
 class BatchInterrupted(KeyboardInterrupt):

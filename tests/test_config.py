@@ -59,6 +59,29 @@ def test_override_errors_name_the_key(override, needle):
     assert needle in str(e.value)
 
 
+def test_unknown_key_with_nothing_close_lists_what_there_is():
+    with pytest.raises(ConfigError) as e:  # no such section: the sections, not every key
+        load_config("tiny", ["foo.bar=1"])
+    assert "sections: runtime, preprocess" in str(e.value) and "mesh.target_faces" not in str(e.value)
+    with pytest.raises(ConfigError) as e:  # a known section: its own keys only
+        load_config("tiny", ["mesh.zzzzqq=1"])
+    assert "keys of 'mesh'" in str(e.value) and "mesh.target_faces" in str(e.value)
+    assert "preprocess.size" not in str(e.value)
+
+
+def test_info_and_presets_answer_on_stdout():
+    # what these commands are asked for can be piped; errors and progress go to stderr
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    for args, needle in ((["info"], "torch"), (["presets", "list"], "tiny"), (["presets", "show", "tiny"], "mesh.target_faces")):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0 and needle in res.stdout and res.stderr == "", (args, res.stderr)
+    res = CliRunner().invoke(app, ["info", "--preset", "nope"])
+    assert res.exit_code == 2 and "unknown preset" in res.stderr and res.stdout == ""  # refused before any table
+
+
 def test_unknown_preset_suggests_closest():
     with pytest.raises(ConfigError, match="did you mean 'tiny'"):
         load_config("tiyn")

@@ -241,3 +241,10 @@ def test_asset_views_scores_the_generated_images(tmp_path):
     res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "exact", "-o", tmp_path / "o3",
               "--asset", "views", "--align", "icp", *FAST)
     assert res.exit_code == 2 and "cannot be aligned" in res.output
+
+
+def test_an_output_that_is_a_file_is_a_usage_error(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    res = run("--benchmark", "synthetic", "--limit", "1", "-o", afile, "--no-progress")
+    assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "keep me"

@@ -37,6 +37,7 @@ def test_mixed_batch_isolates_bad_items(good_images, bad_images, tmp_path):
     for bad in ("truncated.png", "noise.png", "notes.jpg", "empty.png", "wholeframe.png"):
         assert status[bad]["status"] == "failed"
         assert bad in status[bad]["error"], status[bad]["error"]  # the message names the file
+        assert not (out / Path(bad).stem).exists()  # a failed item leaves no asset folder behind
     for name in ("apple", "pear", "plum"):
         img = Image.open(out / name / "input.png")
         assert img.size == (32, 32) and img.mode == "RGBA"  # tiny preset: 32 px
@@ -118,6 +119,98 @@ def test_name_collisions_never_overwrite(tmp_path, good_images):
     assert (out / "chair" / "input.png").read_bytes() == apple_input
 
 
+def test_asset_folder_holds_only_what_its_config_makes(good_images, tmp_path):
+    # after a shorter or a changed run, files from other settings must not sit next to config.yaml
+    apple, out = good_images / "apple.png", tmp_path / "out"
+
+    def run(*args):
+        res = runner.invoke(app, ["generate", "--no-progress", str(apple), "--steps", "2", "-o", str(out), *args])
+        assert res.exit_code == 0, res.output
+        return report(out)["items"][0]
+
+    run("--stop-after", "diffusion", "--save-intermediate")
+    asset = out / "apple"
+    made = {p: (asset / p).read_bytes() for p in ("gaussians.ply", "views.png", "turntable.gif")}
+    assert any((asset / "intermediate").rglob("*.png"))
+    # the same settings, stopping earlier: the later stage's files are the cache's for these settings
+    item = run("--stop-after", "preprocess", "--save-intermediate")
+    assert item["cached"] == ["preprocess"] and "apple/gaussians.ply" in item["outputs"]
+    assert {p: (asset / p).read_bytes() for p in made} == made
+    # without intermediates: that diffusion result is not cached, so its files go, intermediates too
+    item = run("--stop-after", "preprocess", "--seed", "5")
+    assert not any((asset / p).exists() for p in made) and not (asset / "intermediate").exists()
+    assert "seed: 5" in (asset / "config.yaml").read_text()
+    assert sorted(p.name for p in asset.iterdir()) == ["config.yaml", "input.png", "o3d-asset.json"]
+    # back to the first settings: republished from the cache, nothing recomputed
+    item = run("--stop-after", "diffusion", "--save-intermediate")
+    assert item["cached"] == ["preprocess", "diffusion"]
+    assert {p: (asset / p).read_bytes() for p in made} == made and any((asset / "intermediate").rglob("*.png"))
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_back(good_images, tmp_path):
+    out = good_images / "out"
+    assert generate(good_images, "-o", out).exit_code == 0
+    res = generate(good_images, "-r", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert sorted(i["name"] for i in report(out)["items"]) == ["apple", "pear", "plum"]
+    # hidden folders are skipped in any scanned folder, not only o3d's
+    hidden = good_images / "sub" / ".thumbnails"
+    hidden.mkdir(parents=True)
+    (hidden / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    from o3dcli.pipeline import collect_inputs
+
+    found = collect_inputs([good_images], recursive=True, exclude=out)
+    assert [p.name for p in found] == ["apple.png", "pear.png", "plum.jpg"]
+    assert len(collect_inputs([good_images], recursive=True)) > 3  # without exclude, the output's files are images too
+
+
+def test_reserved_names_are_never_asset_names(tmp_path, good_images):
+    from o3dcli.pipeline import assign_names
+
+    src = tmp_path / "o3d-report.json.png"
+    src.write_bytes((good_images / "apple.png").read_bytes())
+    assert [i.name for i in assign_names([src], tmp_path / "out")] == ["o3d-report.json-2"]
+    out = tmp_path / "out"
+    res = generate(src, good_images / "apple.png", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert (out / "o3d-report.json").is_file() and (out / "o3d-report.json-2" / "input.png").is_file()
+
+
+def test_bad_output_and_late_usage_errors_leave_nothing(tmp_path, good_images):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    res = generate(good_images, "-o", afile)
+    assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "x"
+    # settings the shipped weights do not fit: refused before the output folder is made
+    res = runner.invoke(app, ["generate", str(good_images), "-o", str(tmp_path / "o"), "--set", "denoiser.num_views=4"])
+    assert res.exit_code == 2 and "denoiser.num_views" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
+    from o3dcli.config import load_config
+    from o3dcli.pipeline import BatchInterrupted, BatchRunner, Stage, assign_names, collect_inputs, run_batch
+
+    def stage_run(ctx):
+        if ctx.item.name == "pear":
+            raise KeyboardInterrupt
+        (ctx.work_dir / "x.txt").write_text(ctx.item.name)
+        return {}
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stage = Stage("touch", 1, (), stage_run, publish={"x.txt": "x.txt"})
+    runner_ = BatchRunner(out, load_config("tiny"), [stage])
+    items = assign_names(collect_inputs([good_images]), out)
+    with pytest.raises(BatchInterrupted) as caught:
+        run_batch(items, runner_, show_progress=False)
+    status = {r.name: r.status for r in caught.value.result.items}
+    assert status == {"apple": "ok", "pear": "interrupted", "plum": "not-run"}
+    rep = report(out)
+    assert rep["interrupted"] and rep["summary"] == {"ok": 1, "interrupted": 1, "not-run": 1}
+    assert "run again to resume" in rep["items"][1]["error"]
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -145,6 +238,7 @@ def test_empty_folder_is_usage_error(tmp_path):
     (tmp_path / "empty").mkdir()
     res = generate(tmp_path / "empty", "-o", tmp_path / "out")
     assert res.exit_code == 2 and "no image files" in res.output
+    assert "--recursive" not in res.output  # no sub-folders to recurse into
 
 
 def test_recursive(tmp_path, good_images):

@@ -69,7 +69,7 @@ def test_textured_mesh_is_decimated_keeping_its_texture(tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["mesh", str(path), "-d", "2000", "--formats", "glb", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (out / "ring").iterdir()) == ["config.yaml", "model.glb"]
+    assert sorted(p.name for p in (out / "ring").iterdir()) == ["config.yaml", "model.glb", "o3d-asset.json"]
     mesh = load_mesh(out / "ring" / "model.glb")
     assert len(mesh.faces) <= 2000 < len(source.faces)
     assert np.array_equal(mesh.texture, source.texture)  # the texture-aware collapse keeps the image
@@ -85,12 +85,13 @@ def test_asset_folder_remeshes_its_gaussians_and_batch_isolates_errors(tmp_path)
     other = tmp_path / "other" / "crate"
     other.mkdir(parents=True)
     save_gaussians(other / "gaussians.ply", surface_gaussians(source, 8192, seed=5))
-    missing = tmp_path / "missing.ply"
+    broken = tmp_path / "broken.ply"
+    broken.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\n")  # cut off in its header
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["mesh", str(asset), str(missing), str(other), "-d", "1000",
+    result = CliRunner().invoke(app, ["mesh", str(asset), str(broken), str(other), "-d", "1000",
                                       "--texture-size", "128", "--formats", "obj", "-o", str(out)])
     assert result.exit_code == 1, result.output
-    assert "missing.ply" in result.output and "not found" in result.output
+    assert "broken.ply" in result.output and "end_header" in result.output
     assert {p.name for p in out.iterdir()} == {"crate", "crate-2"}
     mesh = load_mesh(out / "crate" / "model.obj")
     assert len(mesh.faces) <= 1000 and chamfer(mesh, source) <= 0.01  # the box, not the stale sphere
@@ -103,6 +104,34 @@ def test_usage_errors_exit_2(tmp_path):
     assert result.exit_code == 2 and "mesh.formats" in result.output
     result = CliRunner().invoke(app, ["mesh", str(ply), "--set", "nosuch.key=1", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "nosuch.key" in result.output
+    # a missing input is a usage error (a typo), found before anything runs
+    result = CliRunner().invoke(app, ["mesh", str(ply), str(tmp_path / "missing.ply"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "missing.ply" in result.output and not (tmp_path / "o").exists()
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(app, ["mesh", str(ply), "-o", str(tmp_path / "afile")])
+    assert result.exit_code == 2 and "not a folder" in result.output
+
+
+def test_names_follow_the_asset_folder_never_overwrite_and_drop_stale_formats(tmp_path):
+    for folder in ("a/crate", "b/crate"):
+        (tmp_path / folder).mkdir(parents=True)
+        save_gaussians(tmp_path / folder / "gaussians.ply", surface_gaussians(reference_shape("sphere"), 2000, seed=1))
+    out = tmp_path / "out"
+    opts = ["-d", "500", "--texture-size", "64", "--set", "mesh.resolution=32", "--set", "mesh.fusion_size=32",
+            "-o", str(out)]
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "a/crate/gaussians.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert (out / "crate" / "model.obj").is_file()
+    first = (out / "crate" / "model.glb").read_bytes()
+    # another input of the same name, in a later run: -2, the first one's files untouched
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "b/crate/gaussians.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert (out / "crate-2" / "model.glb").is_file() and (out / "crate" / "model.glb").read_bytes() == first
+    # the same input again, glb only: its own folder, and the obj it no longer asks for is gone
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "a/crate"), "--formats", "glb", *opts])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "crate").iterdir()) == ["config.yaml", "model.glb", "o3d-asset.json"]
+    assert not (out / "crate-3").exists()
 
 
 def test_set_overrides_the_mesh_section(tmp_path):

@@ -64,7 +64,8 @@ def test_tiny_preset_one_step(tmp_path):
 def test_published_preset_structure_one_step(tmp_path, toy_vae):
     cfg = load_config("ouroboros3d-svd-lgm", PUBLISHED_TOY)
     assert cfg.model.codec == "vae" and cfg.denoiser.adapter_unshuffle == 8 and cfg.denoiser.plucker_moment_first
-    item = _run(tmp_path, "ouroboros3d-svd-lgm", PUBLISHED_TOY + [f"model.vae_path={toy_vae}"])
+    # model.weights=none: the toy widths cannot take the released checkpoints, so run it untrained
+    item = _run(tmp_path, "ouroboros3d-svd-lgm", PUBLISHED_TOY + [f"model.vae_path={toy_vae}", "model.weights=none"])
     assert item["stages"]["diffusion"]["num_gaussians"] == 4 * 32 * 32  # 4 input views x (64 / 2)^2
 
 
@@ -74,3 +75,23 @@ def test_published_preset_without_local_files_is_a_clear_error(tmp_path):
                                    "ouroboros3d-svd-lgm", "--set", "model.published_unet=/nope/mv_model_unet.pth",
                                    "--set", "model.published_recon=/nope/recon_model.pth"])
     assert res.exit_code == 2 and "/nope/mv_model_unet.pth" in res.output
+    # every missing file is named at once, and nothing was started
+    assert "model.vae_path" in res.output and "denoiser.clip_path" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_published_preset_without_its_checkpoints_is_refused_before_running(tmp_path, toy_vae):
+    # the released architecture untrained is 2.2 B parameters of noise: without the checkpoints the
+    # preset stops with the keys to set, unless model.weights=none asks for it untrained
+    Image.fromarray(disk_rgba(64), "RGBA").save(tmp_path / "ball.png")
+    res = CliRunner().invoke(app, ["generate", str(tmp_path), "-o", str(tmp_path / "o"), "--preset",
+                                   "ouroboros3d-svd-lgm", "--set", f"model.vae_path={toy_vae}",
+                                   "--set", f"denoiser.clip_path={toy_vae}"])
+    assert res.exit_code == 2, res.output
+    assert "model.published_unet" in res.output and "model.published_recon" in res.output
+    assert not (tmp_path / "o").exists()
+    # checking the crops needs no model files
+    res = CliRunner().invoke(app, ["generate", str(tmp_path / "ball.png"), "-o", str(tmp_path / "o"), "--preset",
+                                   "ouroboros3d-svd-lgm", "--stop-after", "preprocess", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "ball" / "input.png").is_file()

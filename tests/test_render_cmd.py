@@ -55,3 +55,32 @@ def test_render_mp4_with_the_video_extra(tmp_path):
     assert res.exit_code == 0, res.output
     reader = iio.get_reader(tmp_path / "r" / "blob_turntable.mp4")
     assert reader.count_frames() == 5 and tuple(reader.get_meta_data()["size"]) == (32, 32)
+
+
+def test_render_names_follow_the_asset_folder_and_never_overwrite(tmp_path):
+    # asset folders all hold a gaussians.ply: each render is named after its folder, and a later run
+    # for another input of the same name gets -2 instead of replacing the first one's files
+    for folder, offset in (("a/chair", (0.0, 0.0, 0.0)), ("b/chair", (2.0, 0.0, 0.0)), ("fox", (0.0, 1.0, 0.0))):
+        (tmp_path / folder).mkdir(parents=True)
+        save_gaussians(tmp_path / folder / "gaussians.ply", _blob(100, offset))
+    out = tmp_path / "r"
+    opts = ["-o", str(out), "--frames", "2", "--size", "16", "--no-mp4"]
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "a/chair/gaussians.ply"), str(tmp_path / "fox"), *opts]).exit_code == 0
+    first = (out / "chair_views.png").read_bytes()
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "b/chair/gaussians.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert (out / "chair-2_views.png").is_file() and (out / "chair_views.png").read_bytes() == first
+    assert (out / "fox_views.png").is_file()
+    # the same input again takes its own name back
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "a/chair"), *opts]).exit_code == 0
+    assert not (out / "chair-3_views.png").exists()
+
+
+def test_render_usage_errors(tmp_path):
+    ply = tmp_path / "g.ply"
+    save_gaussians(ply, _blob(50))
+    res = CliRunner().invoke(app, ["render", str(ply), str(tmp_path / "missing.ply"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "missing.ply" in res.output and not (tmp_path / "o").exists()
+    (tmp_path / "afile").write_text("x")
+    res = CliRunner().invoke(app, ["render", str(ply), "-o", str(tmp_path / "afile")])
+    assert res.exit_code == 2 and "not a folder" in res.output

@@ -83,3 +83,12 @@ def test_a_missing_data_folder_is_a_usage_error_naming_it(tmp_path):
     res = train(tmp_path / "nowhere", tmp_path / "r", "--steps", 1)
     assert res.exit_code == 2
     assert "nowhere" in res.output
+
+
+def test_an_output_that_is_a_file_is_a_usage_error(data, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    res = train(data, afile, "--steps", 1)
+    assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "keep me"
+    res = CliRunner().invoke(app, ["data", "synth", "-n", "1", "-o", str(afile), "--size", "16"])
+    assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "keep me"

@@ -41,6 +41,9 @@ def synth(
     from o3dcli.console import batch_progress, console
     from o3dcli.synth.generate import synthesize
 
+    if output.exists() and not output.is_dir():
+        console.print(f"[red]error:[/red] output {escape(str(output))} exists and is not a folder; give a folder with -o")
+        raise typer.Exit(2)
     counts = {"made": 0, "skipped": 0, "seconds": 0.0}
     start = time.perf_counter()
     with batch_progress() as progress:

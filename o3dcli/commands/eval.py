@@ -69,6 +69,12 @@ def eval_cmd(
         raise usage(f"--mesh-shading must be lambert or unlit, got '{mesh_shading}'")
     if predictions and variants:
         raise usage("--predictions scores existing assets and --variants generates new ones: give one of them")
+    from o3dcli.pipeline import UserError, check_output_dir
+
+    try:
+        check_output_dir(output)
+    except UserError as e:
+        raise usage(str(e)) from None
     try:
         objs = benchmark_objects(benchmark, data, _split(objects) or None, limit)
     except BenchmarkError as e:

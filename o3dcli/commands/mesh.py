@@ -86,6 +86,9 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg) -> list[Path]:
     else:
         mesh = remesh_mesh(asset, mesh_cfg)
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats)
+    for stale in ("model.glb", "model.obj", "model.mtl", "model.png"):  # a format asked for last time, not now
+        if out_dir / stale not in written:
+            (out_dir / stale).unlink(missing_ok=True)
     text = dump_config(cfg) if hasattr(cfg, "mesh") else yaml.safe_dump(
         {"mesh": to_plain(dataclasses.asdict(mesh_cfg))}, sort_keys=False)
     atomic_write_text(out_dir / "config.yaml", text)
@@ -106,7 +109,9 @@ def mesh(
 
     Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned,
     decimated, unwrapped and baked; meshes are decimated keeping their texture.
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) and config.yaml.
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) and config.yaml; <name> is the
+    input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ...
+    when an earlier run wrote that name for another input.
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error.
     """
     import traceback
@@ -115,26 +120,39 @@ def mesh(
 
     from o3dcli.config import ConfigError
     from o3dcli.console import console
-    from o3dcli.pipeline import unique_names
+    from o3dcli.pipeline import UserError, _owned_by_other, check_output_dir, item_message, unique_names, write_asset_meta
+
+    def usage_error(message: str) -> typer.Exit:
+        console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+        return typer.Exit(EXIT_USAGE)
 
     try:
         cfg, mesh_cfg = _mesh_config(preset, list(sets or []), decimate, texture_size, formats)
-    except ConfigError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE)
+        check_output_dir(output)
+    except (ConfigError, UserError) as e:
+        raise usage_error(str(e)) from None
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise usage_error(f"input not found: {', '.join(missing)}")
+    threads = getattr(getattr(cfg, "runtime", None), "threads", 0)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     output.mkdir(parents=True, exist_ok=True)
     failed = 0
-    for path, name in zip(inputs, unique_names(inputs)):
+    # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
+    names = unique_names(inputs, lambda name, path: _owned_by_other(output / name, _source(path).resolve()))
+    for path, name in zip(inputs, names):
         try:
             written = mesh_one(path, output / name, mesh_cfg, cfg)
+            write_asset_meta(output / name, _source(path).resolve())
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
         except Exception as e:  # one bad input never stops the others
             failed += 1
-            message = str(e) or type(e).__name__
-            if str(path) not in message:
-                message = f"{path}: {message}"
-            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(message)}", highlight=False, soft_wrap=True)
+            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", highlight=False,
+                          soft_wrap=True)
             if verbose:
                 console.print(escape(traceback.format_exc()))
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)

@@ -7,6 +7,9 @@ from typing import List
 
 import typer
 
+MANIFEST = "o3d-renders.json"
+"""Which input each name in a render folder belongs to."""
+
 
 def render(
     inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY) or o3d asset folders."),
@@ -20,23 +23,53 @@ def render(
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 
     Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and
-    OUTPUT/<name>_views.png. Exit code: 0 = all rendered, 1 = some failed.
+    OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or
+    model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another
+    input (OUTPUT/o3d-renders.json records which). Exit code: 0 = all rendered, 1 = some
+    failed, 2 = usage error.
     """
+    import json
+
     from rich.markup import escape
 
+    from o3dcli.cache import atomic_write_text
     from o3dcli.console import console
     from o3dcli.geometry.cameras import orbit_cameras
-    from o3dcli.io.assets import load_asset
+    from o3dcli.io.assets import AssetError, load_asset, resolve_asset_path
     from o3dcli.io.media import image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
-    from o3dcli.pipeline import unique_names
+    from o3dcli.pipeline import UserError, check_output_dir, item_message, unique_names
     from o3dcli.render.turntable import render_asset, turntable_frames
 
+    def usage_error(message: str) -> typer.Exit:
+        console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+        return typer.Exit(2)
+
+    try:
+        check_output_dir(output)
+    except UserError as e:
+        raise usage_error(str(e)) from None
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise usage_error(f"input not found: {', '.join(missing)}")
     output.mkdir(parents=True, exist_ok=True)
+    manifest_path = output / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        manifest = manifest if isinstance(manifest, dict) else {}
+    except (OSError, ValueError):
+        manifest = {}
     if mp4 and not mp4_available():
         console.print("note: MP4 needs the `video` extra (pip install 'o3dcli[video]'); writing GIFs only")
         mp4 = False
     failed = 0
-    for path, name in zip(inputs, unique_names(inputs)):
+    def source(path: Path) -> str:  # what is rendered: an asset folder and its gaussians.ply are one input
+        try:
+            return str(resolve_asset_path(path).resolve())
+        except AssetError:  # reported when it is loaded
+            return str(path.resolve())
+
+    names = unique_names(inputs, lambda name, path: manifest.get(name, source(path)) != source(path))
+    for path, name in zip(inputs, names):
         try:
             asset = load_asset(path)
             clip = turntable_frames(asset, frames, size, elevation)
@@ -45,8 +78,10 @@ def render(
                 written.append(save_mp4(output / f"{name}_turntable.mp4", clip, fps))
             cams = orbit_cameras([elevation] * 8, [0, 45, 90, 135, 180, 225, 270, 315], size=size)
             written.append(save_png(output / f"{name}_views.png", image_grid(to_uint8(render_asset(asset, cams)), cols=4)))
+            manifest[name] = source(path)
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(p.name) for p in written))
         except Exception as e:  # one bad asset never stops the others
             failed += 1
-            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(str(e) or type(e).__name__)}")
+            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", soft_wrap=True)
     raise typer.Exit(1 if failed else 0)

@@ -48,6 +48,11 @@ def load_asset(path: Path) -> Gaussians | TriMesh:
     from o3dcli.io.mesh import load_mesh
 
     path = resolve_asset_path(path)
+    if path.is_file() and path.suffix.lower() == ".ply":
+        with open(path, "rb") as f:
+            head = f.read(65536)
+        if head.startswith(b"ply") and b"end_header" not in head:
+            raise AssetError(f"{path}: PLY header has no 'end_header' line (truncated or not a PLY file)")
     if path.is_file() and path.suffix.lower() == ".ply" and is_gaussian_ply(path):
         from o3dcli.io.ply import load_gaussians
 

@@ -47,12 +47,20 @@ def model_sections(cfg: Config) -> dict:
     return {"denoiser": asdict(cfg.denoiser), "recon": asdict(cfg.recon), "codec": cfg.model.codec}
 
 
+RELEASED = "released"
+"""`model.weights` value of the published preset: the weights come from model.published_unet/_recon."""
+
+
 def resolve_weights(spec: str) -> Path | None:
     """None for "none"; else the weights file for a name or path (ConfigError if not found)."""
     from o3dcli.sysinfo import weights_dirs
 
     if spec in ("", "none"):
         return None
+    if spec == RELEASED:
+        raise ConfigError("model.weights=released takes the released Ouroboros3D checkpoints: set "
+                          "model.published_unet=PATH/mv_model_unet.pth and model.published_recon=PATH/recon_model.pth "
+                          "(or model.weights=none to run this architecture untrained)")
     p = Path(spec).expanduser()
     if p.suffix == ".safetensors" or p.parent != Path("."):
         if not p.is_file():
@@ -64,8 +72,38 @@ def resolve_weights(spec: str) -> Path | None:
     raise ConfigError(f"model.weights: no weights named '{spec}' in {', '.join(map(str, weights_dirs()))}")
 
 
+def check_local_files(cfg: Config) -> None:
+    """ConfigError naming every local file or folder the models need that is not set or not there
+    (SVD's VAE for the "vae" codec, its CLIP encoder for denoiser.image_encoder=clip, the released
+    checkpoints for model.weights=released): found before anything runs, not per item."""
+    m, d = cfg.model, cfg.denoiser
+    problems = []
+    if m.codec == "vae":
+        if not m.vae_path:
+            problems.append("model.vae_path is not set (a local folder of SVD's VAE: vae/)")
+        elif not Path(m.vae_path).is_dir():
+            problems.append(f"model.vae_path: no such folder {m.vae_path}")
+    if d.image_encoder == "clip":
+        if not d.clip_path:
+            problems.append("denoiser.clip_path is not set (a local folder of SVD's CLIP encoder: image_encoder/)")
+        elif not Path(d.clip_path).is_dir():
+            problems.append(f"denoiser.clip_path: no such folder {d.clip_path}")
+    given = [p for p in (m.published_unet, m.published_recon) if p]
+    if given:
+        if len(given) == 1:
+            problems.append("model.published_unet and model.published_recon must be given together")
+        problems += [f"model.published_*: no such file {p}" for p in given if not Path(p).is_file()]
+    elif m.weights == RELEASED:
+        problems.append("model.weights=released needs model.published_unet=PATH/mv_model_unet.pth and "
+                        "model.published_recon=PATH/recon_model.pth (or model.weights=none to run it untrained)")
+    if problems:
+        raise ConfigError("the model's local files are missing (nothing is downloaded): " + "; ".join(problems))
+
+
 def describe_weights(cfg: Config) -> str:
-    """Where `build_models` will take the weights from, in words (raises ConfigError if they are missing)."""
+    """Where `build_models` will take the weights from, in words (raises ConfigError if they, or
+    other files the models need, are missing)."""
+    check_local_files(cfg)
     m = cfg.model
     if m.published_unet or m.published_recon:
         for p in (m.published_unet, m.published_recon):
