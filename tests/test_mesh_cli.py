@@ -54,7 +54,7 @@ def test_foreign_gaussian_ply_meshes(tmp_path, gltf_validator):  # noqa: F811
     result = CliRunner().invoke(app, ["mesh", str(ply), "--decimate", "2000", "--texture-size", "256", "-o", str(out)])
     assert result.exit_code == 0, result.output
     files = {p.name for p in (out / "scan").iterdir()}
-    assert files == {"model.glb", "model.obj", "model.mtl", "model.png", "config.yaml"}
+    assert files == {"model.glb", "model.obj", "model.mtl", "model.png", "config.yaml", "o3d-asset.json"}
     mesh = load_mesh(out / "scan" / "model.glb")
     assert 0 < len(mesh.faces) <= 2000 and mesh.texture.shape == (256, 256, 3)
     assert chamfer(mesh, source) <= 0.01
