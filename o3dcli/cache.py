@@ -1,4 +1,4 @@
-"""Content-addressed stage cache, atomic writes and per-item locks (DESIGN.md section 5).
+"""Content-addressed stage cache, atomic writes and per-item locks (docs/design.md section 5).
 
 Layout under the output folder::
 

@@ -74,7 +74,7 @@ def generate(
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Also take images from sub-folders."),
     examples: bool = typer.Option(False, "--examples", help="Add the example images shipped with o3d to the inputs."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set runtime.seed=N."),
-    device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV (auto, cpu, cuda, cuda:1, ...)."),
+    device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV (auto, cpu, cuda, cuda:1, ..., mps)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Shortcut for --set runtime.dtype=float32|float16|bfloat16 (16-bit needs CUDA)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set diffusion.steps=N."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Shortcut for --set diffusion.guidance_max=G (guidance of the last view; the ramp starts at diffusion.guidance_min)."),
@@ -88,7 +88,7 @@ def generate(
 
     Each asset goes to OUTPUT/<image name>/. Finished stages are cached in
     OUTPUT/.o3d, so an interrupted batch resumes where it stopped. Exit code:
-    0 = all items succeeded, 1 = some failed, 2 = usage error.
+    0 = all items succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
     """
     from rich.markup import escape
 

@@ -37,7 +37,7 @@ PRESET_META_KEYS = ("description", "base")
 @dataclass
 class RuntimeConfig:
     device: str = "auto"
-    """Torch device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ..."""
+    """Torch device: "auto" (CUDA when available, else CPU; never MPS), "cpu", "cuda", "cuda:1", ..., or "mps" (Apple GPUs: accepted, but not part of o3d's tested set)."""
     seed: int = 0
     """Base seed; each item's generator is seeded from it and the item's content hash."""
     threads: int = 0

@@ -6,7 +6,7 @@
 Gaussian part: the torch backend, forward and forward+backward, on scenes that
 look like a trained reconstructor's output (a shell of small, fairly opaque
 Gaussians around the origin) rather than random init blobs, which overstate the
-cost (see shared/NOTES-cpu-model.md). Peak memory is the process's peak RSS
+cost (see docs/design.md section 6). Peak memory is the process's peak RSS
 (``resource.getrusage``), measured in a fresh subprocess per case, next to the
 RSS before the render so the rasterizer's own share is visible.
 """

@@ -23,3 +23,17 @@ def test_help_does_not_import_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_documents_the_code_cites_are_in_the_repository():
+    # source files point readers to docs/*.md for conventions and protocols; each must exist
+    import re
+
+    cited = {}
+    for path in list((ROOT / "o3dcli").rglob("*.py")) + list((ROOT / "scripts").glob("*")):
+        if path.is_file():
+            for name in re.findall(r"\bdocs/[\w./-]+\.md\b", path.read_text(errors="replace")):
+                cited.setdefault(name, path.relative_to(ROOT))
+    assert "docs/design.md" in cited  # the conventions page is what most modules cite
+    missing = {name: str(where) for name, where in cited.items() if not (ROOT / name).is_file()}
+    assert not missing, missing

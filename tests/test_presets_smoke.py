@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 
 import pytest
@@ -77,6 +79,8 @@ def test_published_preset_without_local_files_is_a_clear_error(tmp_path):
     assert res.exit_code == 2 and "/nope/mv_model_unet.pth" in res.output
     # every missing file is named at once, and nothing was started
     assert "model.vae_path" in res.output and "denoiser.clip_path" in res.output
+    # the CLIP encoder's package is an extra: its absence is named with the rest, not found mid-run
+    assert ("o3dcli[clip]" in res.output) == (importlib.util.find_spec("transformers") is None)
     assert not (tmp_path / "o").exists()
 
 

@@ -37,7 +37,7 @@ def eval_cmd(
     views: Optional[int] = typer.Option(None, "--views", min=1, help="Score N views at elevation 0, azimuths 360*i/N (default: the 8 generation cameras, azimuths 0..337.5)."),
     size: int = typer.Option(256, "--size", min=16, help="Side in pixels of the input view and the scored views."),
     points: int = typer.Option(100_000, "--points", min=100, help="Surface points sampled per mesh for Chamfer, F-score and normal consistency."),
-    asset: str = typer.Option("auto", "--asset", help="What to score in o3d asset folders: auto (model.glb, else model.obj, else gaussians.ply), mesh, gaussians (the Gaussian renders) or views (views.png, the diffusion's own images: PSNR/SSIM only)."),
+    asset: str = typer.Option("auto", "--asset", help="What to score in o3d asset folders: auto (model.glb, else model.obj, else gaussians.ply), mesh, gaussians (the Gaussian renders) or views (views.png, the diffusion's own images: PSNR/SSIM, and LPIPS with --lpips-weights; no geometry)."),
     mesh_shading: str = typer.Option("lambert", "--mesh-shading", help="How predicted meshes are rendered: lambert (colours are albedo, like the ground truth) or unlit (colours already hold lighting)."),
     output: Path = typer.Option(Path("o3d-eval"), "--output", "-o", help="Output folder: inputs/, assets/, renders/, eval.json, eval.csv, eval.md."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Generation seed (shortcut for --set runtime.seed=N)."),

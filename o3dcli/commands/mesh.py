@@ -109,9 +109,9 @@ def mesh(
 
     Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned,
     decimated, unwrapped and baked; meshes are decimated keeping their texture.
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) and config.yaml; <name> is the
-    input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ...
-    when an earlier run wrote that name for another input.
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png), config.yaml and o3d-asset.json
+    (the input it came from); <name> is the input's name (for an asset's gaussians.ply or
+    model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input.
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error.
     """
     import traceback

@@ -33,7 +33,7 @@ def train_cmd(
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override a config field (repeatable).", metavar="SECTION.KEY=VALUE"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N (total steps of the run)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set runtime.seed=N."),
-    device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV."),
+    device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV (auto, cpu, cuda, cuda:1, ..., mps)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N objects of the data folder."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", metavar="DURATION",
                                              help="Stop once this much wall time has passed (e.g. 90m, 2h, 1h30m; checked between "

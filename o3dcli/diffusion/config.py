@@ -22,7 +22,7 @@ class DiffusionConfig:
     feedback: bool = True
     """3D-aware feedback: condition each step on RGB + CCM maps rendered from the previous step's Gaussians."""
     feedback_start: int = 0
-    """First step whose prediction is fed back (maps are zero before)."""
+    """First step that receives fed-back maps (rendered from the previous step's prediction); the maps are zero before it."""
     feedback_every: int = 1
     """Refresh the maps every N steps (reused in between)."""
     save_every: int = 5

@@ -1,6 +1,6 @@
 """RecursiveSampler: multi-view EDM/Euler sampling where every step is lifted to 3D.
 
-Ouroboros3D's inference (paper section 3.3, DESIGN.md section 4), per step i:
+Ouroboros3D's inference (paper section 3.3, docs/design.md section 4), per step i:
     x0_i   = D(x_i; sigma_i, image, cameras, maps_i)          (CFG ramped per view)
     G_i    = reconstruct(decode(x0_i), cameras, sigma_i)
     maps_{i+1} = render(G_i, all views) -> RGB (over the background) + CCM (xyz + 0.5 over grey)
@@ -26,7 +26,7 @@ from o3dcli.diffusion.edm import edm_coefficients, edm_x0, guidance_ramp, make_s
 from o3dcli.geometry.cameras import Cameras
 from o3dcli.geometry.gaussians import Gaussians
 
-CCM_BACKGROUND = 0.5  # DESIGN.md: empty space reads as the origin's colour
+CCM_BACKGROUND = 0.5  # docs/design.md: empty space reads as the origin's colour
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class RecursiveSampler:
         """Generate V views and Gaussians from one condition image.
 
         cond_image: [3, H, W] in [0, 1], composited on the background (view 0's content).
-        cameras: V cameras, view 0 the input view, world frame (DESIGN.md).
+        cameras: V cameras, view 0 the input view, world frame (docs/design.md).
         generator: seeded; its state is saved with the sampler state.
         state: a cache StateStore (or None): loaded to resume, written every cfg.save_every steps.
         on_step: called with each step's StepRecord (for --save-intermediate).

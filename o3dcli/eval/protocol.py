@@ -22,7 +22,7 @@ from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
 
 PROTOCOL_VERSION = "o3d-eval-1"
-# The published Ouroboros3D generation cameras (DESIGN.md section 1), which are also the tiny preset's.
+# The published Ouroboros3D generation cameras (docs/design.md section 1), which are also the tiny preset's.
 VIEW_AZIMUTHS = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 337.5)
 
 ASSET_KINDS = ("auto", "mesh", "gaussians", "views")
@@ -41,7 +41,7 @@ class EvalProtocol:
     """Side in pixels of the input view and of every scored view."""
     elevations: tuple[float, ...] = (0.0,) * 8
     azimuths: tuple[float, ...] = VIEW_AZIMUTHS
-    """Scored views (degrees, DESIGN.md orbit convention); view 0 is the input view."""
+    """Scored views (degrees, docs/design.md orbit convention); view 0 is the input view."""
     radius: float = 1.7417
     fov_deg: float = 39.6
     shading: str = "lambert"

@@ -1,4 +1,4 @@
-"""Cameras, orbits, Plucker rays and transforms (conventions: DESIGN.md section 2)."""
+"""Cameras, orbits, Plucker rays and transforms (conventions: docs/design.md section 2)."""
 
 from o3dcli.geometry.cameras import (
     Cameras,

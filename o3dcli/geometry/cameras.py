@@ -1,6 +1,6 @@
 """A batch of pinhole cameras and orbit construction.
 
-Conventions (DESIGN.md section 2): world is right-handed, +Y up, objects face +Z.
+Conventions (docs/design.md section 2): world is right-handed, +Y up, objects face +Z.
 Camera axes are OpenCV's: x right, y down, z forward. ``c2w`` maps camera
 coordinates to world coordinates; gsplat's ``viewmats`` are its inverse.
 Orbit azimuth 0 puts the camera on +Z looking at the origin and grows

@@ -1,4 +1,4 @@
-"""Converters between other projects' camera conventions and ours (DESIGN.md section 2).
+"""Converters between other projects' camera conventions and ours (docs/design.md section 2).
 
 Ours: world +Y up with objects facing +Z; OpenCV camera axes (x right, y down,
 z forward); ``Cameras.c2w`` maps camera to world.

@@ -1,4 +1,4 @@
-"""The 3D Gaussians data type (DESIGN.md section 2)."""
+"""The 3D Gaussians data type (docs/design.md section 2)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TriMesh:
-    """A triangle mesh in numpy arrays (DESIGN.md section 2).
+    """A triangle mesh in numpy arrays (docs/design.md section 2).
 
     vertices: [V, 3] float32, world units (+Y up).
     faces: [F, 3] int32, counter-clockwise front faces.
@@ -68,7 +68,7 @@ class TriMesh:
 
     def normalized(self) -> "TriMesh":
         """This mesh moved and scaled into the unit box: bounding-box centre at the
-        origin, longest side 1 (DESIGN.md section 2)."""
+        origin, longest side 1 (docs/design.md section 2)."""
         lo, hi = self.bounds()
         extent = float((hi - lo).max())
         if extent <= 0:

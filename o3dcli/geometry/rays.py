@@ -1,4 +1,4 @@
-"""Per-pixel camera rays and Plucker coordinates (DESIGN.md section 2).
+"""Per-pixel camera rays and Plucker coordinates (docs/design.md section 2).
 
 Rays go through pixel centres: pixel (u, v) covers [u, u+1) x [v, v+1), so its
 centre is (u + 0.5, v + 0.5) in the same pixel frame as ``cx, cy``.

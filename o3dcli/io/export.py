@@ -1,6 +1,6 @@
 """Mesh export: GLB (glTF 2.0 binary, PBR metallic-roughness) and OBJ + MTL + PNG.
 
-Our world frame is glTF's (+Y up, objects facing +Z; DESIGN.md section 2), so
+Our world frame is glTF's (+Y up, objects facing +Z; docs/design.md section 2), so
 vertices are written as they are. UVs have their origin at the texture's
 bottom-left like OBJ's; glTF's is top-left, and trimesh's glTF writer flips v
 (tests check the file itself). open3d's GLB writer is not used: its files fail

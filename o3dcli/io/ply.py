@@ -6,7 +6,7 @@ small and we need exact control over the bytes for an exact round trip.
 Written layout (binary little endian, one ``vertex`` element of float32):
 ``x y z nx ny nz f_dc_0 f_dc_1 f_dc_2 opacity scale_0 scale_1 scale_2 rot_0..rot_3``
 with ``opacity`` = logit(alpha), ``scale_i`` = log(scale), ``rot`` = (w, x, y, z),
-``f_dc`` = (rgb - 0.5) / SH_C0 and the normals zero (DESIGN.md section 2).
+``f_dc`` = (rgb - 0.5) / SH_C0 and the normals zero (docs/design.md section 2).
 
 Exact round trip: the activations (exp, sigmoid, affine SH) are not injective in
 float32, so ``save_gaussians`` stores, per value, a fixed point of

@@ -39,7 +39,7 @@ class MeshConfig:
     depth_trunc_voxels: float = 4.0
     """TSDF truncation distance, in voxels."""
     alpha_threshold: float = 0.5
-    """tsdf: rendered alpha above which a pixel's depth is fused; opacity: opacity level of the extracted surface."""
+    """tsdf: rendered alpha above which a pixel's depth is fused; opacity: opacity level of the extracted surface; texture baking (every method): rendered alpha above which a view's pixel may colour a texel."""
     carve_alpha: float = 0.8
     """carve: rendered alpha at which a pixel counts as inside the silhouette (higher trims semi-transparent floaters: on the synthetic benchmark's generated Gaussians 0.5 gave F-score@0.05 0.42, 0.8 gave 0.47)."""
     input_silhouette: bool = True

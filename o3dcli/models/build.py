@@ -10,6 +10,7 @@ or a path.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,6 +89,9 @@ def check_local_files(cfg: Config) -> None:
             problems.append("denoiser.clip_path is not set (a local folder of SVD's CLIP encoder: image_encoder/)")
         elif not Path(d.clip_path).is_dir():
             problems.append(f"denoiser.clip_path: no such folder {d.clip_path}")
+        if importlib.util.find_spec("transformers") is None:
+            problems.append("denoiser.image_encoder=clip needs the transformers package "
+                            "(pip install 'o3dcli[clip]')")
     given = [p for p in (m.published_unet, m.published_recon) if p]
     if given:
         if len(given) == 1:

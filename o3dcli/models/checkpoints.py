@@ -3,7 +3,7 @@
 The released `mv_model_unet.pth` is a pickled state dict whose names are our
 module's names once wrapper prefixes are stripped (`unet.*` = diffusers' SVD
 UNet, `cond_encoder.{0,1}.*`, `{down,mid,up}_plucker.*`; see
-shared/data/ouroboros3d_checkpoint_keys). Import is a plain key mapping, no
+the name and shape lists in tests/data/*.keys.json). Import is a plain key mapping, no
 reshaping; every mismatch is reported by name before anything is loaded.
 """
 

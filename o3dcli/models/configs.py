@@ -149,7 +149,7 @@ class ReconConfig:
     normalize_imagenet: bool = True
     """Normalise RGB with the ImageNet mean/std inside the model (as LGM does)."""
     plucker_layout: Literal["d_m", "m_d"] = "m_d"
-    """Order of the 6 ray channels after RGB: d_m = (direction, moment) as in DESIGN.md, m_d = (moment, direction) as LGM."""
+    """Order of the 6 ray channels after RGB: d_m = (direction, moment) as in docs/design.md, m_d = (moment, direction) as LGM."""
     position_mode: Literal["absolute", "ray"] = "absolute"
     """absolute: world xyz from 3 channels (LGM); ray: along the pixel's input-camera ray plus a small sideways offset."""
     position_activation: Literal["clamp", "tanh"] = "clamp"

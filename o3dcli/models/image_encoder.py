@@ -2,7 +2,7 @@
 
 "clip": the published choice (SVD's CLIP ViT-H/14 image embedding), through
 transformers' `CLIPVisionModelWithProjection`, loaded from a local folder only.
-transformers is optional and never a dependency of o3d: a missing package or
+transformers is optional (the `clip` extra), not a core dependency of o3d: a missing package or
 missing weights fail this encoder alone, with a message saying what to provide.
 "conv": a small trainable conv encoder for the CPU model.
 """
@@ -72,7 +72,7 @@ class ClipImageEncoder(nn.Module):
             from transformers import CLIPVisionModelWithProjection
         except ImportError as exc:
             raise ImportError(
-                "the 'clip' image encoder needs the transformers package: pip install transformers "
+                "the 'clip' image encoder needs the transformers package: pip install 'o3dcli[clip]' "
                 "(or use denoiser.image_encoder=conv)"
             ) from exc
         path = Path(path)

@@ -23,7 +23,7 @@ cameras.json::
     {"format": "o3d-rendered-object", "version": 1, "width": W, "height": H,
      "views": [{"file": "rgba/000.png", "c2w": 4x4 (OpenCV camera axes, world +Y up),
                 "fx", "fy", "cx", "cy" (pixels, pixel centres at +0.5),
-                "elevation", "azimuth" (degrees, DESIGN.md orbit convention), "radius",
+                "elevation", "azimuth" (degrees, docs/design.md orbit convention), "radius",
                 "kind": "generation" | "extra"}, ...],
      "shading": "lambert" | "unlit", "ambient": 0.3, "light": "headlight",
      "ssaa": 2, "seed": 42, "background": [1, 1, 1], "mesh": "mesh.obj"}

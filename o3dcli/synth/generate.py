@@ -20,7 +20,7 @@ import numpy as np
 
 from o3dcli.synth.dataset import object_id, read_index, write_index, write_rendered_object
 
-# The published Ouroboros3D generation cameras (DESIGN.md section 1); 337.5, not 315, is right.
+# The published Ouroboros3D generation cameras (docs/design.md section 1); 337.5, not 315, is right.
 GENERATION_AZIMUTHS = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 337.5)
 GENERATION_ELEVATIONS = (0.0,) * 8
 CAMERA_RADIUS = 1.7417

@@ -7,7 +7,7 @@ image (train.cond_image: the input view itself, pixel-aligned with view 0's
 target, or recentred as `o3d generate` prepares a photo), and, when the ground-truth mesh is
 known, the surface point and mask behind every pixel of the reconstructor's
 input views (direct supervision that keeps the Gaussians from collapsing to
-transparency; NOTES-cpu-model.md).
+transparency; docs/design.md section 6).
 
 Two layouts are read:
 - o3d rendered-object folders (`o3d data synth`; format in o3dcli.synth.dataset);
@@ -75,7 +75,7 @@ def composite(rgba: Tensor, background) -> Tensor:
 
 
 def _orbit_params(c2w: Tensor) -> tuple[float, float, float]:
-    """(elevation, azimuth, radius) in degrees of a camera centre (DESIGN.md orbit convention)."""
+    """(elevation, azimuth, radius) in degrees of a camera centre (docs/design.md orbit convention)."""
     x, y, z = (float(v) for v in c2w[:3, 3])
     r = math.sqrt(x * x + y * y + z * z)
     return math.degrees(math.asin(max(-1.0, min(1.0, y / max(r, 1e-9))))), math.degrees(math.atan2(x, z)) % 360.0, r

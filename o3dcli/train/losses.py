@@ -1,4 +1,4 @@
-"""Losses of the joint objective (Ouroboros3D section 3.2; DESIGN.md section 1).
+"""Losses of the joint objective (Ouroboros3D section 3.2; docs/design.md section 1).
 
 - diffusion: EDM-weighted MSE on x0, lambda(sigma) = (sigma^2 + 1) / sigma^2;
 - reconstruction: the Gaussians rendered at the rig and extra cameras against the
@@ -7,7 +7,7 @@
 - direct: per pixel of the reconstructor's input views, opacity against the
   ground-truth mask (BCE) and Gaussian position against the surface point behind
   the pixel (L1, where the ray hits the object). Without it the reconstructor
-  collapses to transparent Gaussians (NOTES-cpu-model.md).
+  collapses to transparent Gaussians (docs/design.md section 6).
 """
 
 from __future__ import annotations
