@@ -60,7 +60,7 @@ for variant in "${ORDER[@]}"; do
       cmd+=(--time-limit "${left}s")
     fi
     if [ "$JOBS" -le 1 ]; then
-      "${cmd[@]}"
+      "${cmd[@]}" || { rc=$?; [ "$rc" -eq 3 ] || exit "$rc"; }  # 3: stopped by --time-limit (checked below)
     else  # at most JOBS at a time; their exit codes are checked below
       while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
       "${cmd[@]}" > "$run.log" 2>&1 &
@@ -74,7 +74,8 @@ for variant in "${ORDER[@]}"; do
   done
 done
 for pid in "${PIDS[@]}"; do
-  wait "$pid" || { echo "a training run failed (its log: $OUT/<variant>-s<seed>.log); fix it and run again" >&2; exit 1; }
+  wait "$pid" || { rc=$?; [ "$rc" -eq 3 ] || {  # 3: stopped by --time-limit (checked below)
+    echo "a training run failed or was interrupted (exit $rc; its log: $OUT/<variant>-s<seed>.log); run this again" >&2; exit 1; }; }
 done
 if [ -n "$TIME_LIMIT" ]; then  # score only complete runs: all of them have STEPS steps
   for p in "${PRESETS[@]}"; do

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
 
 import pytest
 from typer.testing import CliRunner
@@ -46,7 +48,7 @@ def test_a_run_writes_its_files_and_the_same_command_continues_it(data, tmp_path
 
 def test_time_limit_stops_with_a_checkpoint_and_the_run_continues(data, tmp_path):
     res = train(data, tmp_path / "t", "--steps", 100000, "--time-limit", "1s")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 3, res.output  # not finished: a script chaining runs must not go on
     assert "time limit 1s reached" in res.output
     assert (tmp_path / "t" / "checkpoint.pt").is_file()
     # the limit counts from the command's start: on a busy machine loading alone can take it all,
@@ -57,6 +59,33 @@ def test_time_limit_stops_with_a_checkpoint_and_the_run_continues(data, tmp_path
     assert res.exit_code == 0, res.output
     assert f"resuming at step {done} of {done + 1}" in res.output and "time limit" not in res.output
     assert logged_steps(tmp_path / "t")[-1] == done + 1
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_with_a_checkpoint_and_a_nonzero_exit(data, tmp_path, monkeypatch, signum, code):
+    # Ctrl-C (or a scheduler's SIGTERM) at step 1: the run saves and exits 128 + signal, so a script
+    # chaining runs (scripts/train_tiny.sh) stops instead of going on from an unfinished one
+    import o3dcli.train.trainer as trainer_mod
+
+    real = trainer_mod.train
+
+    def train_with_signal(trainer, steps, on_step=None, should_stop=lambda: False):
+        def step_hook(step, parts, dt):
+            if step == 1:
+                os.kill(os.getpid(), signum)
+            if on_step is not None:
+                on_step(step, parts, dt)
+        return real(trainer, steps, step_hook, should_stop=should_stop)
+
+    monkeypatch.setattr(trainer_mod, "train", train_with_signal)
+    res = train(data, tmp_path / "s", "--steps", 5)
+    assert res.exit_code == code, res.output
+    assert "continue from step 1" in res.output
+    assert logged_steps(tmp_path / "s") == [1] and (tmp_path / "s" / "checkpoint.pt").is_file()
+    monkeypatch.setattr(trainer_mod, "train", real)
+    res = train(data, tmp_path / "s", "--steps", 2)
+    assert res.exit_code == 0, res.output
+    assert "resuming at step 1 of 2" in res.output
 
 
 @pytest.mark.parametrize("text", ["90", "abc", "0s", "1h-5m", ""])

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+EXIT_UNFINISHED = 3
+"""`o3d train`'s exit code when --time-limit stopped the run before its last step."""
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
 
@@ -44,6 +46,9 @@ def train_cmd(
 
     Run it again with the same --output to continue from the last checkpoint;
     Ctrl-C saves a checkpoint before stopping. Works unchanged under torchrun.
+    Exit code: 0 = the run has all its steps, 3 = --time-limit stopped it first (checkpoint
+    saved; run the same command again), 130 = Ctrl-C (143 = SIGTERM) stopped it (checkpoint
+    saved once training had started), 1 = error, 2 = usage error.
     """
     import signal
     import time
@@ -96,6 +101,9 @@ def train_cmd(
             objects = load_dataset(data, cfg, limit=limit)
     except DatasetError as e:
         raise _usage_error(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow] while loading the training data; nothing to save")
+        raise typer.Exit(130) from None
     from o3dcli.models.checkpoints import CheckpointError
 
     try:
@@ -111,7 +119,7 @@ def train_cmd(
         names = sorted({".".join(n.split(".")[:3]) for n in trainer.new_parameters})
         say(f"{escape(cfg.train.init)} lacks {len(trainer.new_parameters)} tensors of this model; "
             f"they start from the seeded init: {escape(', '.join(names))}", soft_wrap=True)
-    stop = {"flag": False, "timed_out": False}
+    stop = {"flag": False, "timed_out": False, "signal": 0}
     deadline = None if limit_s is None else started + limit_s
 
     def should_stop() -> bool:
@@ -123,6 +131,7 @@ def train_cmd(
         if stop["flag"]:
             raise KeyboardInterrupt
         stop["flag"] = True
+        stop["signal"] = signum
         say("stopping after this step; saving a checkpoint (Ctrl-C again to abort without saving)")
 
     old_int = signal.signal(signal.SIGINT, on_signal)
@@ -140,8 +149,13 @@ def train_cmd(
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
-    if done < cfg.train.steps and stop["timed_out"]:
+    if done < cfg.train.steps and stop["timed_out"] and not stop["flag"]:
         say(f"time limit {escape(time_limit)} reached; run the same command again to continue from step {done}")
+    elif done < cfg.train.steps:
+        say(f"interrupted; run the same command again to continue from step {done}")
     say(f"step {done}/{cfg.train.steps}; checkpoint {escape(str(output / 'checkpoint.pt'))}, "
         f"EMA weights {escape(str(output / 'model.safetensors'))}", soft_wrap=True)
-    raise typer.Exit(0)
+    # scripts chaining runs must not go on from an unfinished one: 0 only when it has every step
+    if done >= cfg.train.steps:
+        raise typer.Exit(0)
+    raise typer.Exit(128 + int(stop["signal"]) if stop["flag"] else EXIT_UNFINISHED)
