@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import pytest
@@ -95,6 +97,27 @@ def test_asset_folder_remeshes_its_gaussians_and_batch_isolates_errors(tmp_path)
     assert {p.name for p in out.iterdir()} == {"crate", "crate-2"}
     mesh = load_mesh(out / "crate" / "model.obj")
     assert len(mesh.faces) <= 1000 and chamfer(mesh, source) <= 0.01  # the box, not the stale sphere
+
+
+def test_ctrl_c_stops_the_batch_with_130_keeping_the_finished_inputs(tmp_path, monkeypatch):
+    import o3dcli.commands.mesh as mesh_cmd
+
+    meshes = []
+    for name in ("a", "b"):
+        meshes.append(save_mesh_glb(tmp_path / f"{name}.glb", reference_shape("sphere")))
+    real = mesh_cmd.mesh_one
+
+    def mesh_then_ctrl_c(path, out_dir, mesh_cfg, cfg):
+        if Path(path).stem == "b":
+            raise KeyboardInterrupt
+        return real(path, out_dir, mesh_cfg, cfg)
+
+    monkeypatch.setattr(mesh_cmd, "mesh_one", mesh_then_ctrl_c)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mesh", *map(str, meshes), "--formats", "glb", "-o", str(out)])
+    assert res.exit_code == 130, res.output
+    assert "interrupted" in res.output and "b.glb" in res.output
+    assert (out / "a" / "model.glb").is_file() and not (out / "b").exists()
 
 
 def test_usage_errors_exit_2(tmp_path):

@@ -33,6 +33,7 @@ def synth(
     Each object gets OUTPUT/synth_<seed>/ with RGBA views, cameras.json, the
     ground-truth mesh (OBJ) and spec.json; OUTPUT/index.json lists them. Complete
     objects are skipped, so an interrupted run continues where it stopped.
+    Exit code: 0 = done, 2 = usage error, 130 = interrupted (Ctrl-C).
     """
     import time
 
@@ -60,6 +61,12 @@ def synth(
         except ValueError as e:
             console.print(f"[red]error:[/red] {escape(str(e))}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            counts["interrupted"] = True
+    if counts.get("interrupted"):
+        console.print(f"[yellow]interrupted[/yellow]: {counts['made']} objects made this time; complete ones "
+                      "are kept, run the same command again to make the rest")
+        raise typer.Exit(130)
     wall = time.perf_counter() - start
     per = f", {counts['seconds'] / counts['made']:.2f} s/object" if counts["made"] else ""
     console.print(f"[green]✓[/green] {counts['made']} made, {counts['skipped']} already complete in "

@@ -112,7 +112,7 @@ def mesh(
     Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png), config.yaml and o3d-asset.json
     (the input it came from); <name> is the input's name (for an asset's gaussians.ply or
     model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input.
-    Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error.
+    Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
     """
     import traceback
 
@@ -149,6 +149,10 @@ def mesh(
             write_asset_meta(output / name, _source(path).resolve())
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
+                          "run the command again for the rest", soft_wrap=True)
+            raise typer.Exit(130) from None
         except Exception as e:  # one bad input never stops the others
             failed += 1
             console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", highlight=False,

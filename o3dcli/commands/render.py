@@ -26,7 +26,7 @@ def render(
     OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or
     model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another
     input (OUTPUT/o3d-renders.json records which). Exit code: 0 = all rendered, 1 = some
-    failed, 2 = usage error.
+    failed, 2 = usage error, 130 = interrupted (Ctrl-C).
     """
     import json
 
@@ -81,6 +81,10 @@ def render(
             manifest[name] = source(path)
             atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(p.name) for p in written))
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
+                          "run the command again for the rest", soft_wrap=True)
+            raise typer.Exit(130) from None
         except Exception as e:  # one bad asset never stops the others
             failed += 1
             console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", soft_wrap=True)
