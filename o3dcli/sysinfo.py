@@ -9,6 +9,11 @@ from pathlib import Path
 
 LIBRARIES = ("torch", "diffusers", "gsplat", "open3d", "pymeshlab", "xatlas", "trimesh", "numpy", "pillow", "safetensors")
 IMPORT_NAMES = {"pillow": "PIL"}
+EXTRAS = (  # optional packages: (distribution, o3d extra that installs it, what it is for)
+    ("transformers", "clip", "the published preset's CLIP image encoder"),
+    ("rembg", "rembg", "background removal of photos without alpha"),
+    ("imageio-ffmpeg", "video", "MP4 turntables"),
+)
 
 
 def library_version(dist: str) -> str:
@@ -50,6 +55,10 @@ def collect_info() -> dict[str, str]:
             if problem:
                 v += f" (fails to import: {problem})"
         info[lib] = v
+    for dist, extra, use in EXTRAS:
+        v = library_version(dist)
+        info[f"{dist} (optional)"] = (f"not installed; {use} needs it: pip install 'o3dcli[{extra}]'"
+                                      if v == "not installed" else v)
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         info["device"] = f"cuda ({names}; CUDA {torch.version.cuda})"

@@ -149,3 +149,14 @@ def test_every_shipped_preset_loads():
     assert "tiny" in presets
     for name in presets:
         load_config(name)
+
+
+def test_info_says_which_optional_packages_are_missing_and_how_to_get_them(monkeypatch):
+    from o3dcli import sysinfo
+
+    real = sysinfo.library_version
+    monkeypatch.setattr(sysinfo, "library_version", lambda d: "not installed" if d == "transformers" else real(d))
+    info = sysinfo.collect_info()
+    assert "pip install 'o3dcli[clip]'" in info["transformers (optional)"]
+    monkeypatch.setattr(sysinfo, "library_version", lambda d: "9.9" if d == "transformers" else real(d))
+    assert sysinfo.collect_info()["transformers (optional)"] == "9.9"
