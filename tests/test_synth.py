@@ -137,6 +137,7 @@ def test_folder_round_trip_determinism_and_resume(tmp_path):
     folders = synthesize(tmp_path / "a", 2, 5, **SMALL, on_object=lambda *e: events.append(e[:2]))
     assert [f.name for f in folders] == ["synth_00000005", "synth_00000006"]
     assert sorted((f.name, s) for f, s in events) == [("synth_00000005", False), ("synth_00000006", False)]
+    assert not (tmp_path / "a" / ".tmp").exists()  # the staging folder goes once every object is in place
     obj = load_rendered_object(folders[0])
     mesh, _, views, cams, rgba = render_object(5, settings)
     assert obj.images.shape == (9, 4, 24, 24)

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+SKIPS_SHOWN = 10
+"""Unusable training objects named one by one; the rest are counted."""
 EXIT_UNFINISHED = 3
 """`o3d train`'s exit code when --time-limit stopped the run before its last step."""
 
@@ -36,7 +38,7 @@ def train_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N (total steps of the run)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set runtime.seed=N."),
     device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV (auto, cpu, cuda, cuda:1, ..., mps)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N objects of the data folder."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N usable objects of the data folder."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", metavar="DURATION",
                                              help="Stop once this much wall time has passed (e.g. 90m, 2h, 1h30m; checked between "
                                                   "steps), saving a checkpoint; run the same command again to continue."),
@@ -96,9 +98,16 @@ def train_cmd(
         old = load_config(saved)
         if (old.denoiser, old.recon, old.model.codec) != (cfg.denoiser, cfg.recon, cfg.model.codec):
             raise _usage_error(f"{output} holds a run with another model architecture; use a new --output")
+    skipped = []
+
+    def on_skip(folder, message):
+        skipped.append(folder)
+        if len(skipped) <= SKIPS_SHOWN and os.environ.get("RANK", "0") == "0":  # torchrun: one rank reports
+            console.print(f"[yellow]skipped[/yellow] {escape(message)}", soft_wrap=True)
+
     try:
         with console.status("loading training data"):
-            objects = load_dataset(data, cfg, limit=limit)
+            objects = load_dataset(data, cfg, limit=limit, on_skip=on_skip)
     except DatasetError as e:
         raise _usage_error(str(e)) from None
     except KeyboardInterrupt:
@@ -112,6 +121,14 @@ def train_cmd(
         raise _usage_error(str(e)) from None
     resumed = trainer.load()
     say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
+    if skipped:
+        shown = "the reasons are above" if len(skipped) <= SKIPS_SHOWN else f"the first {SKIPS_SHOWN} reasons are above"
+        say(f"[yellow]{len(skipped)} object folder(s) skipped[/yellow] ({shown}); "
+            f"training on the {len(objects)} usable ones", soft_wrap=True)
+    meshless = sum(o.points is None for o in objects)
+    if meshless:
+        say(f"{meshless} of {len(objects)} objects have no ground-truth mesh: the reconstructor learns from "
+            "their images only, without the per-pixel surface-point loss", soft_wrap=True)
     say(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
         + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
         + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)

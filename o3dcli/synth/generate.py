@@ -10,6 +10,7 @@ numpy stream of the same seed so the object itself does not depend on the views.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -190,4 +191,6 @@ def synthesize(
                         on_object(*result)
     finally:
         write_index(root, settings.to_json())
+        with contextlib.suppress(OSError):  # the staging folder, once empty (another process may still use it)
+            (root / ".tmp").rmdir()
     return [root / object_id(s) for s in seeds]

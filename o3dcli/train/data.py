@@ -105,6 +105,45 @@ def match_rig(c2ws: Tensor, cfg: Config) -> list[list[int]]:
     return matches
 
 
+FOV_TOLERANCE_DEG = 0.5
+RADIUS_TOLERANCE = 0.02
+"""Relative difference allowed between a training camera's distance and cameras.radius."""
+
+
+def rig_requirement(cfg: Config) -> str:
+    """The preset's camera rig in words, for messages about training data that does not fit it."""
+    c = cfg.cameras
+    offsets = ", ".join(f"{(a - c.azimuths[0]) % 360:g}" for a in c.azimuths)
+    els = sorted(set(c.elevations))
+    el = f"elevation {els[0]:g}" if len(els) == 1 else "elevations " + ", ".join(f"{e:g}" for e in c.elevations)
+    return (f"renders at {el} and azimuths {offsets} degrees relative to one of its views (within "
+            f"{RIG_TOLERANCE_DEG:g} degree), fov {c.fov_deg:g} degrees, distance {c.radius:g}")
+
+
+def describe_views(c2ws: Tensor) -> str:
+    """Where an object's cameras are, in words: how many, their elevations and distances."""
+    params = [_orbit_params(m) for m in c2ws]
+    els = sorted({round(e, 1) for e, _, _ in params})
+    rs = [r for _, _, r in params]
+    el_text = ", ".join(f"{e:g}" for e in els[:6]) + (", ..." if len(els) > 6 else "")
+    return f"{len(params)} views at elevation {el_text} degrees, distance {min(rs):.3g}-{max(rs):.3g}"
+
+
+def check_intrinsics(where: Path, fov_deg: float, c2ws: Tensor, cfg: Config) -> None:
+    """DatasetError when the rig views' field of view or distance is not the preset's: the model
+    has one fixed rig, and views taken otherwise would teach it the wrong geometry."""
+    c = cfg.cameras
+    if abs(fov_deg - c.fov_deg) > FOV_TOLERANCE_DEG:
+        hint = " (camera_angle_x is in radians; this looks like degrees)" if fov_deg > 180 else ""
+        raise DatasetError(f"{where}: field of view {fov_deg:.2f} degrees{hint}, the preset's cameras have "
+                           f"{c.fov_deg:g} (cameras.fov_deg); render with it, or train a preset with yours")
+    radii = [_orbit_params(m)[2] for m in c2ws]
+    off = max(radii, key=lambda r: abs(r - c.radius))
+    if abs(off - c.radius) > RADIUS_TOLERANCE * c.radius:
+        raise DatasetError(f"{where}: a camera is {off:.4g} from the origin, the preset's cameras are at "
+                           f"{c.radius:g} (cameras.radius); render at that distance, or train a preset with yours")
+
+
 def surface_points(mesh_path: Path, cfg: Config) -> tuple[Tensor, Tensor]:
     """Surface points [Vin, 3, s, s] and hit mask [Vin, 1, s, s] at the reconstructor's input views."""
     from o3dcli.geometry.cameras import orbit_cameras
@@ -138,15 +177,22 @@ def prepare_cond(view0: Tensor, cfg: Config, ratios: tuple[float, ...]) -> list[
 
 
 def load_o3d_object(folder: Path, cfg: Config, ratios) -> TrainObject:
-    from o3dcli.synth.dataset import load_rendered_object
+    from o3dcli.synth.dataset import RenderedObjectError, load_rendered_object
 
-    obj = load_rendered_object(folder)
+    try:
+        obj = load_rendered_object(folder)
+    except RenderedObjectError as e:
+        raise DatasetError(str(e)) from None
     gen = obj.generation_indices
     matches = match_rig(obj.cameras.c2w[gen], cfg)
     if not matches or matches[0][0] != 0:
-        raise DatasetError(f"{folder}: its generation views do not match the preset's camera rig "
-                           f"(cameras.elevations/azimuths); re-render it with the preset's cameras")
+        raise DatasetError(f"{folder}: its generation views ({describe_views(obj.cameras.c2w[gen])}) do not match "
+                           f"the preset's camera rig, which needs {rig_requirement(cfg)}; re-render it with the "
+                           "preset's cameras")
     rig = [gen[i] for i in matches[0]]
+    cams = obj.cameras
+    check_intrinsics(folder / "cameras.json", math.degrees(2 * math.atan(0.5 * cams.width / float(cams.fx[rig[0]]))),
+                     cams.c2w[rig], cfg)
     extra = [i for i, k in enumerate(obj.kinds) if k == "extra"]
     size = cfg.preprocess.size
     views = resize_rgba(obj.images[rig], size)
@@ -157,10 +203,27 @@ def load_o3d_object(folder: Path, cfg: Config, ratios) -> TrainObject:
                        obj.cameras.c2w[extra] if extra else torch.zeros(0, 4, 4), pts, pmask)
 
 
-def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
-    """One object in the published Objaverse render layout (see the module docstring)."""
+def read_render(path: Path) -> Tensor:
+    """A training render as straight RGBA [4, H, W] in [0, 1]; DatasetError naming the file when it
+    cannot be read or has no alpha (the object's mask comes from it)."""
     from PIL import Image
 
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if not (im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info):
+                raise DatasetError(f"{path}: no alpha channel (mode {im.mode}); training renders need a "
+                                   "transparent background, the object's mask is read from it")
+            arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+    except DatasetError:
+        raise
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"{path}: cannot read the image ({e})") from None
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
+    """One object in the published Objaverse render layout (see the module docstring)."""
     from o3dcli.geometry.convert import cameras_from_blender
 
     try:
@@ -176,16 +239,21 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
         if hit is None:
             raise DatasetError(f"{folder}: no render for view {i} (render_{i:04d}.png|webp)")
         files.append(hit)
-    imgs = []
-    for p in files:
-        with Image.open(p) as im:
-            imgs.append(torch.from_numpy(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0).permute(2, 0, 1))
+    imgs = [read_render(p) for p in files]
+    for p, im in zip(files, imgs):
+        if im.shape[-1] != im.shape[-2]:
+            raise DatasetError(f"{p}: {im.shape[-1]}x{im.shape[-2]} pixels; renders must be square")
+        if im.shape != imgs[0].shape:
+            raise DatasetError(f"{folder}: renders of different sizes ({imgs[0].shape[-1]} px in {files[0].name}, "
+                               f"{im.shape[-1]} px in {p.name})")
     images = torch.stack(imgs)
     cams = cameras_from_blender(mats, angle, images.shape[-1], images.shape[-2])
     matches = match_rig(cams.c2w, cfg)
     if not matches:
-        raise DatasetError(f"{folder}: no view has renders at every camera of the preset's rig relative to it")
+        raise DatasetError(f"{folder}: its cameras ({describe_views(cams.c2w)}) do not include the preset's rig, "
+                           f"which needs {rig_requirement(cfg)}")
     rig = matches[0]
+    check_intrinsics(folder / "meta.json", math.degrees(angle), cams.c2w[rig], cfg)
     extra = [i for i in range(len(files)) if i not in rig]
     size = cfg.preprocess.size
     return TrainObject(folder.name, resize_rgba(images[rig], size), prepare_cond(images[rig[0]], cfg, ratios),
@@ -204,24 +272,47 @@ def cond_ratios(cfg: Config) -> tuple[float, ...]:
 
 
 def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = None, limit: int | None = None,
-                 on_object=None) -> list[TrainObject]:
-    """Every usable object under `root` (sorted by name); unusable ones raise DatasetError with their name.
+                 on_object=None, on_skip=None) -> list[TrainObject]:
+    """The usable objects under `root`, sorted by name (the first `limit` of them when given).
 
+    An object that cannot be used (unreadable files, cameras off the preset's rig) is skipped:
+    `on_skip(folder, message)` hears of it (default: a logged warning). DatasetError when `root`
+    has no object folders or none is usable.
     ratios: foreground ratios of the condition images (default: `cond_ratios(cfg)`)."""
     ratios = ratios or cond_ratios(cfg)
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    folders = [p for p in folders if (p / "cameras.json").is_file() or (p / "meta.json").is_file()]
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = [p for p in subdirs if (p / "cameras.json").is_file() or (p / "meta.json").is_file()]
     if not folders:
         raise DatasetError(f"{root}: no object folders (expected <object>/cameras.json or <object>/meta.json)")
-    objects = []
-    for p in folders[:limit]:
-        obj = load_o3d_object(p, cfg, ratios) if (p / "cameras.json").is_file() else load_objaverse_object(p, cfg, ratios)
+    if on_skip is None:
+        from o3dcli.console import log
+
+        on_skip = lambda folder, message: log.warning("skipped %s", message)  # noqa: E731
+    objects, skipped = [], []
+    for p in subdirs:
+        if p not in folders:
+            on_skip(p, f"{p}: neither cameras.json nor meta.json, not an object folder")
+    for p in folders:
+        if limit is not None and len(objects) >= limit:
+            break
+        try:
+            if (p / "cameras.json").is_file():
+                obj = load_o3d_object(p, cfg, ratios)
+            else:
+                obj = load_objaverse_object(p, cfg, ratios)
+        except (ValueError, OSError) as e:  # DatasetError, or an image the preprocessing refuses
+            message = str(e) if str(p) in str(e) else f"{p}: {e}"
+            skipped.append(message)
+            on_skip(p, message)
+            continue
         objects.append(obj)
         if on_object:
             on_object(obj)
+    if not objects:
+        raise DatasetError(f"{root}: none of its {len(skipped)} object folders can be used; the first: {skipped[0]}")
     return objects
 
 
