@@ -121,3 +121,12 @@ def test_an_output_that_is_a_file_is_a_usage_error(data, tmp_path):
     assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "keep me"
     res = CliRunner().invoke(app, ["data", "synth", "-n", "1", "-o", str(afile), "--size", "16"])
     assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "keep me"
+
+
+def test_the_last_step_is_logged_between_log_every_steps(data, tmp_path):
+    res = train(data, tmp_path / "l", "--steps", 3, "--set", "train.log_every=10")
+    assert res.exit_code == 0, res.output
+    assert logged_steps(tmp_path / "l") == [3]
+    res = train(data, tmp_path / "l", "--steps", 4, "--set", "train.log_every=2")
+    assert res.exit_code == 0, res.output
+    assert logged_steps(tmp_path / "l") == [3, 4]

@@ -360,15 +360,21 @@ def train(trainer: Trainer, steps: int, on_step=None, should_stop=lambda: False)
     """Run until `steps` total steps (or should_stop()); checkpoint every N steps and at the end."""
     t = trainer.cfg.train
     main = trainer.rank == 0
+    last = None
     while trainer.step_count < steps and not trainer.any_rank(should_stop()):
         t0 = time.perf_counter()
         parts = trainer.step()
         dt = time.perf_counter() - t0
+        last = None
         if main and trainer.step_count % t.log_every == 0:
             trainer.log(parts, dt)
+        else:
+            last = (parts, dt)
         if trainer.step_count % t.checkpoint_every == 0:
             trainer.save()
         if on_step:
             on_step(trainer.step_count, parts, dt)
+    if main and last is not None:  # the run's last step is always in losses.csv, between log_every steps too
+        trainer.log(*last)
     trainer.save()
     return trainer.step_count
