@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,9 +132,11 @@ def test_synthetic_predictions_with_gt_meshes_and_lpips(tmp_path):
     assert mean["chamfer"] == 0.0 and mean["psnr"] == "inf" and rep["variants"][0]["objects_ok"] == 2
     rows = list(csv.DictReader((out / "eval.csv").open()))
     assert [r["object"] for r in rows] == ["synth_01000000", "synth_01000001", "MEAN"]
-    assert rows[0]["psnr"] == "inf" and rows[0]["lpips"] == "0.0000" and rows[0]["gen_seconds"] == "n/a"
+    assert rows[0]["psnr"] == "inf" and rows[0]["lpips"] == "0.0000" and rows[0]["gen_seconds"] == ""
+    assert rows[2]["status"] == "mean" and float(rows[2]["chamfer"]) == 0.0  # numeric columns stay numeric
     md = (out / "eval.md").read_text()
     assert "o3d-eval-1" in md and "| **mean** |" in md and "synth_01000001" in md
+    assert "## Columns" in md and "fscore@t** (t = 0.02, 0.05, 0.1)" in md
     assert "synth_01000000" in res.output and "mean" in res.output
 
 
@@ -166,6 +169,7 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     (["--benchmark", "gso"], "needs --data"),
     (["--benchmark", "folder", "--data", "/nonexistent-o3d"], "not a folder"),
     (["--benchmark", "lsun"], "--benchmark must be"),
+    (["--benchmark", "gso", "--data", str(Path(__file__).parent)], "use --benchmark folder"),  # not the GSO layout
     (["--objects", "synth_01000001,nope"], "not an object"),
     (["--align", "umeyama"], "--align must be"),
     (["--predictions", ".", "--variants", "tiny"], "give one of them"),
@@ -248,3 +252,16 @@ def test_an_output_that_is_a_file_is_a_usage_error(tmp_path):
     afile.write_text("keep me")
     res = run("--benchmark", "synthetic", "--limit", "1", "-o", afile, "--no-progress")
     assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "keep me"
+
+
+def test_predictions_with_nothing_to_score_are_a_usage_error_that_points_inside(tmp_path):
+    # an eval output folder given instead of its assets/: refused up front, pointing at assets/
+    preds = tmp_path / "ev" / "assets"
+    (preds / "synth_01000000").mkdir(parents=True)
+    write_obj(preds / "synth_01000000" / "model.obj", make_object(1_000_000)[0])
+    (tmp_path / "ev" / "eval.json").write_text("{}")
+    res = run("--benchmark", "synthetic", "--limit", "2", "--predictions", tmp_path / "ev", "-o", tmp_path / "o", *FAST)
+    assert res.exit_code == 2, res.output
+    assert "none of the 2 benchmark objects has a prediction" in res.output
+    assert "no prediction for 'synth_01000000'" in res.output and str(preds) in res.output
+    assert not (tmp_path / "o").exists()

@@ -23,6 +23,21 @@ def _unique(name: str, taken: set[str]) -> str:
     return name
 
 
+def _no_prediction_at_all(pred_dir: Path, objs, asset: str) -> str | None:
+    """None when `pred_dir` has a prediction for at least one object, else why the first has none
+    (a folder with nothing to score is a usage error, not a table of failures)."""
+    from o3dcli.eval.benchmarks import find_prediction
+
+    first = None
+    for o in objs:
+        try:
+            find_prediction(pred_dir, o.name, asset)
+            return None
+        except OSError as e:
+            first = first or str(e)
+    return first
+
+
 def eval_cmd(
     benchmark: str = typer.Option("synthetic", "--benchmark", "-b", help="gso (a Google Scanned Objects folder), synthetic (procedural objects, seeds 1,000,000+; nothing to download) or folder (any folder of GLB/OBJ/PLY meshes)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder (gso and folder benchmarks)."),
@@ -89,6 +104,15 @@ def eval_cmd(
 
     from o3dcli.eval.runner import EvalUsageError, Variant, run_eval
 
+    lpips_model = None
+    if lpips_weights:
+        from o3dcli.eval.lpips import LpipsWeightsError, load_lpips
+
+        try:
+            lpips_model = load_lpips(_split(lpips_weights))
+        except LpipsWeightsError as e:
+            raise usage(str(e)) from None
+
     chosen: list[Variant] = []
     taken: set[str] = set()
     if predictions:
@@ -96,6 +120,14 @@ def eval_cmd(
             p = Path(d)
             if not p.is_dir():
                 raise usage(f"--predictions {p}: not a folder")
+            problem = _no_prediction_at_all(p, objs, asset)
+            if problem:
+                inner = [d for d in [p / "assets", *sorted((p / "assets").glob("*"))]
+                         if d.is_dir() and _no_prediction_at_all(d, objs, asset) is None]
+                hint = (f"; it looks like an o3d eval output, whose assets are in {', '.join(str(d) for d in inner)}"
+                        if inner else "")
+                raise usage(f"--predictions {p}: none of the {len(objs)} benchmark objects has a prediction there "
+                            f"(the first: {problem}){hint}")
             chosen.append(Variant(_unique(p.resolve().name, taken), source=str(p), predictions=p))
     else:
         from o3dcli.config import ConfigError, load_config
@@ -107,15 +139,6 @@ def eval_cmd(
             except ConfigError as e:
                 raise usage(str(e)) from None
             chosen.append(Variant(_unique(Path(ref).stem, taken), config=cfg, source=ref))
-
-    lpips_model = None
-    if lpips_weights:
-        from o3dcli.eval.lpips import LpipsWeightsError, load_lpips
-
-        try:
-            lpips_model = load_lpips(_split(lpips_weights))
-        except LpipsWeightsError as e:
-            raise usage(str(e)) from None
 
     def on_result(r) -> None:
         if r.status == "failed":

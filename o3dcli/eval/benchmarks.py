@@ -85,6 +85,9 @@ def gso_objects(data: Path | None, names: list[str] | None = None, limit: int | 
     for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / "meshes" / "model.obj").is_file()):
         textured = (d / "materials" / "textures" / "texture.png").is_file()
         objects.append(BenchmarkObject(d.name, str(d), lambda d=d: load_mesh(d, up="auto"), appearance=textured))
+    if not objects:
+        raise BenchmarkError(f"GSO folder {root}: no objects in the GSO layout (<object>/meshes/model.obj); "
+                             "for a folder of mesh files use --benchmark folder")
     return _select(objects, names, limit, f"GSO folder {root}")
 
 

@@ -99,7 +99,15 @@ def header(key: str) -> str:
     return f"{key} {'↑' if higher_is_better(key) else '↓'}"
 
 
+def _csv(key: str, value) -> str:
+    """A metric for a CSV cell: empty when there is none (so the column stays numeric), else as fmt."""
+    text = fmt(key, value)
+    return "" if text == "n/a" else text
+
+
 def to_csv(run: EvalRun) -> str:
+    """One row per object and variant, then each variant's MEAN row (status "mean"); an empty cell
+    is a metric that does not apply or was not computed."""
     keys = run.protocol.metric_keys()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -108,13 +116,12 @@ def to_csv(run: EvalRun) -> str:
     for v in run.variants:
         for r in (r for r in run.results if r.variant == v.name):
             scale = r.alignment["scale"] if r.alignment else ""
-            w.writerow([v.name, r.object, r.status, r.kind or "", *(fmt(k, r.metrics.get(k)) for k in keys),
-                        fmt("seconds", r.gen_seconds), "" if r.gen_cached is None else r.gen_cached,
-                        fmt("seconds", r.eval_seconds), scale, r.error or ""])
+            w.writerow([v.name, r.object, r.status, r.kind or "", *(_csv(k, r.metrics.get(k)) for k in keys),
+                        _csv("seconds", r.gen_seconds), "" if r.gen_cached is None else r.gen_cached,
+                        _csv("seconds", r.eval_seconds), scale, r.error or ""])
         s = variant_summary(run, v)
-        w.writerow([v.name, "MEAN", f"{s['objects_ok']} ok, {s['objects_failed']} failed", "",
-                    *(fmt(k, s["mean"][k]) for k in keys), fmt("seconds", s["gen_seconds_mean"]), "",
-                    fmt("seconds", s["eval_seconds_mean"]), "", ""])
+        w.writerow([v.name, "MEAN", "mean", "", *(_csv(k, s["mean"][k]) for k in keys),
+                    _csv("seconds", s["gen_seconds_mean"]), "", _csv("seconds", s["eval_seconds_mean"]), "", ""])
     return buf.getvalue()
 
 
@@ -139,18 +146,48 @@ def to_markdown(run: EvalRun) -> str:
         out += ["## Means by variant", "", _md_table(["variant", *map(header, keys)], rows), ""]
     for v in run.variants:
         s = variant_summary(run, v)
-        meta = ", ".join(f"{k} {val}" for k, val in v.meta.items())
+        meta = ", ".join(_meta_text(k, val) for k, val in v.meta.items())
         out += [f"## {v.name}", "", f"Source: `{v.source}`" + (f"; {meta}" if meta else "") +
                 f". {s['objects_ok']} ok, {s['objects_failed']} failed; mean seconds per object: generation "
                 f"{fmt('seconds', s['gen_seconds_mean'])} (when computed, cached or not), scoring {fmt('seconds', s['eval_seconds_mean'])}.", ""]
         rows = []
         for r in (r for r in run.results if r.variant == v.name):
             rows.append([r.object, r.status, r.kind or "", *(fmt(k, r.metrics.get(k)) for k in keys),
-                         fmt("seconds", r.gen_seconds), (r.error or "")[:120]])
+                         fmt("seconds", r.gen_seconds), " ".join((r.error or "").split())])
         rows.append(["**mean**", "", "", *(fmt(k, s["mean"][k]) for k in keys), fmt("seconds", s["gen_seconds_mean"]), ""])
         out += [_md_table(["object", "status", "kind", *map(header, keys), "gen s", "error"], rows), ""]
+    out += ["## Columns", "", *column_key(run), ""]
     out += ["## Versions", "", ", ".join(f"{k} {val}" for k, val in versions().items()), ""]
     return "\n".join(out)
+
+
+def _meta_text(key: str, value) -> str:
+    if key == "trained":
+        return "trained weights" if value else "UNTRAINED (seeded random init)"
+    return f"{key} {value}"
+
+
+def column_key(run: EvalRun) -> list[str]:
+    """What each column of the tables means, with its units (full text: docs/eval-protocol.md)."""
+    p = run.protocol
+    ts = ", ".join(k.split("@")[1] for k in p.metric_keys() if k.startswith("fscore@"))
+    return [
+        "↑ higher is better, ↓ lower is better; means are over the objects scored, ignoring n/a. "
+        f"Lengths are in units of the ground truth's longest side (normalised to 1). Definitions: {DOC}.",
+        "",
+        "- **kind**: what was scored: `mesh`, `gaussians` (their renders and centres) or `views` (the "
+        "generated images).",
+        f"- **psnr** (dB) and **ssim**: the {len(p.azimuths)} scored views against the ground truth's, "
+        "over every pixel on white; **\_masked**: over the pixels either silhouette covers. **lpips**: "
+        "VGG LPIPS, n/a without `--lpips-weights`. **mask_iou**: IoU of the silhouettes (alpha > 0.5).",
+        f"- **chamfer**: the mean of **chamfer_pred_to_gt** (accuracy) and **chamfer_gt_to_pred** "
+        f"(completeness), mean L2 distances between {p.surface_points:,} surface samples of each side.",
+        f"- **fscore@t** (t = {ts}): harmonic mean of the share of predicted samples within t of the ground "
+        "truth and the share of ground-truth samples within t of the prediction.",
+        f"- **volume_iou**: IoU of the insides on a {p.iou_resolution}^3 grid (n/a for Gaussians). "
+        "**normal_consistency**: mean |cos| between each sample's normal and its nearest neighbour's.",
+        "- **gen s**: seconds to generate the asset (n/a when scoring existing predictions).",
+    ]
 
 
 def write_reports(run: EvalRun, out: Path) -> list[Path]:
