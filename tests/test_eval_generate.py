@@ -33,6 +33,15 @@ def test_generate_then_score_one_synthetic_object(tmp_path):
     assert m["volume_iou"] is None or 0 <= m["volume_iou"] <= 1
     assert r["gen_seconds"] > 0 and r["gen_cached"] is False
     assert rep["variants"][0]["name"] == "tiny" and rep["variants"][0]["meta"]["seed"] == 0
+    # the report keeps the config that made the assets and the digest of the weights' bytes
+    import hashlib
+
+    from o3dcli.models.build import resolve_weights
+
+    assert rep["variants"][0]["config"]["diffusion"]["steps"] == 1
+    weights = resolve_weights("tiny")
+    assert rep["variants"][0]["meta"]["sha256"] == {"weights": hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert f"sha256 weights {rep['variants'][0]['meta']['sha256']['weights'][:12]}" in (out / "eval.md").read_text()
     # a re-run reuses generate's cache (same input bytes, same config) and gives the same scores
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

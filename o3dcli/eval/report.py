@@ -75,7 +75,8 @@ def to_json(run: EvalRun) -> dict:
         "lpips_weights": run.lpips,
         "versions": versions(),
         "variants": [{"name": v.name, "source": v.source, "assets": str(v.assets_dir or v.predictions or ""),
-                      "meta": v.meta, **variant_summary(run, v)} for v in run.variants],
+                      "meta": v.meta, "config": v.config.to_dict() if v.config is not None else None,
+                      **variant_summary(run, v)} for v in run.variants],
         "results": [asdict(r) for r in run.results],
     })
 
@@ -164,6 +165,8 @@ def to_markdown(run: EvalRun) -> str:
 def _meta_text(key: str, value) -> str:
     if key == "trained":
         return "trained weights" if value else "UNTRAINED (seeded random init)"
+    if key == "sha256" and isinstance(value, dict):
+        return "sha256 " + ", ".join(f"{role} {digest[:12]}" for role, digest in value.items() if "/" not in role)
     return f"{key} {value}"
 
 

@@ -104,6 +104,14 @@ def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
         except (UserError, ValueError) as e:
             raise EvalUsageError(f"variant {v.name}: {e}") from None
         v.meta["seed"] = v.config.runtime.seed
+        try:  # which bytes made the models: a weights file retrained in place keeps its path
+            from o3dcli.stages import model_files
+
+            files = model_files(v.config)
+            if files:
+                v.meta["sha256"] = {role: runners[v.name].digests(Path(p)) for role, p in files.items()}
+        except (OSError, ValueError):
+            pass  # missing model files fail the generation itself, with their names
     return runners
 
 
