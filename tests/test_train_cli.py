@@ -123,6 +123,12 @@ def test_an_output_that_is_a_file_is_a_usage_error(data, tmp_path):
     assert res.exit_code == 2 and "not a folder" in res.output and afile.read_text() == "keep me"
 
 
+def test_without_a_progress_bar_each_checkpoint_prints_a_line(data, tmp_path):
+    res = train(data, tmp_path / "p", "--steps", 4, "--set", "train.checkpoint_every=2")
+    assert res.exit_code == 0, res.output
+    assert "step 2/4: loss " in res.output and "step 4/4: loss " in res.output and "step 3/4:" not in res.output
+
+
 def test_the_last_step_is_logged_between_log_every_steps(data, tmp_path):
     res = train(data, tmp_path / "l", "--steps", 3, "--set", "train.log_every=10")
     assert res.exit_code == 0, res.output

@@ -159,8 +159,11 @@ def train_cmd(
             task = prog.add_task("train", total=cfg.train.steps, completed=trainer.step_count, info="")
 
             def on_step(step, parts, dt):
-                prog.update(task, completed=step, info=f"loss {parts.loss:.4f} diff {parts.diffusion:.4f} "
-                            f"rec {parts.recon_gt:.4f}/{parts.recon_pred:.4f} {dt:.2f}s/step")
+                info = (f"loss {parts.loss:.4f} diff {parts.diffusion:.4f} "
+                        f"rec {parts.recon_gt:.4f}/{parts.recon_pred:.4f} {dt:.2f}s/step")
+                prog.update(task, completed=step, info=info)
+                if no_progress and step % cfg.train.checkpoint_every == 0:  # a line per checkpoint for logs
+                    say(f"step {step}/{cfg.train.steps}: {info}; checkpoint saved")
 
             done = train(trainer, cfg.train.steps, on_step, should_stop=should_stop)
     finally:
