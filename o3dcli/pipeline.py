@@ -10,6 +10,7 @@ asset folder `OUT/<name>/`, and records status, errors and timings per item in
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -166,10 +167,18 @@ def item_message(path: Path, error: BaseException) -> str:
 
 
 def check_output_dir(path: Path) -> None:
-    """UserError when `path` cannot be an output folder (it exists and is not a folder)."""
+    """UserError when `path` cannot be an output folder: it exists and is not a folder, or the
+    folder it would be made in is a file or not writable (found before any work, not at the end)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"output {path} exists and is not a folder; give a folder with -o")
+    base = Path(os.path.abspath(path))
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"output {path} cannot be made: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"output {path}: no permission to write in {base}")
 
 
 def safe_name(stem: str) -> str:

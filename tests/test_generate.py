@@ -187,6 +187,18 @@ def test_bad_output_and_late_usage_errors_leave_nothing(tmp_path, good_images):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", [["generate", "IMAGES"], ["mesh", "IMAGES"], ["render", "IMAGES"],
+                                     ["data", "synth", "-n", "1"], ["train", "--data", "IMAGES"],
+                                     ["eval", "--limit", "1"]])
+def test_an_output_inside_a_file_is_a_usage_error_for_every_command(tmp_path, good_images, command):
+    # -o under a file cannot be made: said up front (it ended in a NotADirectoryError traceback)
+    (tmp_path / "afile").write_text("x")
+    args = [str(good_images) if a == "IMAGES" else a for a in command]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "afile" / "sub")])
+    assert res.exit_code == 2, res.output
+    assert "cannot be made" in res.output and "is a file, not a folder" in res.output
+
+
 def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
     from o3dcli.config import load_config
     from o3dcli.pipeline import BatchInterrupted, BatchRunner, Stage, assign_names, collect_inputs, run_batch

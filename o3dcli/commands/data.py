@@ -42,9 +42,13 @@ def synth(
     from o3dcli.console import batch_progress, console
     from o3dcli.synth.generate import synthesize
 
-    if output.exists() and not output.is_dir():
-        console.print(f"[red]error:[/red] output {escape(str(output))} exists and is not a folder; give a folder with -o")
-        raise typer.Exit(2)
+    from o3dcli.pipeline import UserError, check_output_dir
+
+    try:
+        check_output_dir(output)
+    except UserError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     counts = {"made": 0, "skipped": 0, "seconds": 0.0}
     start = time.perf_counter()
     with batch_progress() as progress:
@@ -59,7 +63,7 @@ def synth(
             synthesize(output, n, seed, size=size, extra_views=extra_views, workers=workers,
                        shading=shading.value, on_object=on_object)
         except ValueError as e:
-            console.print(f"[red]error:[/red] {escape(str(e))}")
+            console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             counts["interrupted"] = True

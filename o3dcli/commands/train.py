@@ -89,8 +89,12 @@ def train_cmd(
         torch.cuda.set_device(dev)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
-    if output.exists() and not output.is_dir():
-        raise _usage_error(f"output {output} exists and is not a folder; give a folder with -o")
+    from o3dcli.pipeline import check_output_dir
+
+    try:
+        check_output_dir(output)
+    except UserError as e:
+        raise _usage_error(str(e)) from None
     saved = output / "config.yaml"
     if saved.is_file() and saved.read_text() != dump_config(cfg):
         from o3dcli.config import load_config
