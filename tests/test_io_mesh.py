@@ -219,3 +219,42 @@ def test_obj_mixed_corner_patterns_tabs_and_mixed_polygons(tmp_path):
     assert corner_table(mesh) == {((0, 0, 0), (0, 0)), ((1, 0, 0), (1, 0)), ((1, 1, 0), (1, 1)),
                                   ((0, 1, 0), (0, 0)), ((1, 0, 0), (0, 0)), ((2, 0, 0), (0, 0)),
                                   ((1, 1, 0), (0, 0))}
+
+
+def test_a_missing_mtl_or_texture_loads_with_a_warning_naming_it(tmp_path, caplog):
+    import logging
+
+    obj = "mtllib model.mtl\nusemtl m\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nf 1/1 2/2 3/3\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "model.obj").write_text(obj)
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(tmp_path / "a" / "model.obj")
+    assert len(mesh.faces) == 1 and "material library model.mtl is missing" in caplog.text
+    caplog.clear()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "model.obj").write_text(obj)
+    (tmp_path / "b" / "model.mtl").write_text("newmtl m\nKd 0.2 0.4 0.6\nmap_Kd textures/skin.png\n")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(tmp_path / "b" / "model.obj")
+    assert "texture textures/skin.png not found" in caplog.text
+    assert mesh.texture is None and np.allclose(mesh.material_color, [0.2, 0.4, 0.6])
+
+
+def test_asset_paths_a_folder_with_one_mesh_an_empty_file_and_z_up(tmp_path):
+    import trimesh
+
+    from o3dcli.io.assets import AssetError, load_asset, resolve_asset_path
+
+    (tmp_path / "chair").mkdir()
+    trimesh.creation.box((0.2, 0.4, 1.0)).export(tmp_path / "chair" / "chair.obj")  # tall along z
+    assert resolve_asset_path(tmp_path / "chair") == tmp_path / "chair" / "chair.obj"
+    lo, hi = load_asset(tmp_path / "chair").bounds()
+    assert np.allclose(hi - lo, [0.2, 0.4, 1.0], atol=1e-5)
+    lo, hi = load_asset(tmp_path / "chair", up="z").bounds()  # z-up file: its height becomes y
+    assert np.allclose(hi - lo, [0.2, 1.0, 0.4], atol=1e-5)
+    (tmp_path / "empty.glb").write_bytes(b"")
+    with pytest.raises(AssetError, match="empty file"):
+        load_asset(tmp_path / "empty.glb")
+    trimesh.creation.box().export(tmp_path / "chair" / "other.obj")
+    with pytest.raises(AssetError, match="holds 2 asset files"):
+        resolve_asset_path(tmp_path / "chair")

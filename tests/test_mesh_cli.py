@@ -107,10 +107,10 @@ def test_ctrl_c_stops_the_batch_with_130_keeping_the_finished_inputs(tmp_path, m
         meshes.append(save_mesh_glb(tmp_path / f"{name}.glb", reference_shape("sphere")))
     real = mesh_cmd.mesh_one
 
-    def mesh_then_ctrl_c(path, out_dir, mesh_cfg, cfg):
+    def mesh_then_ctrl_c(path, out_dir, mesh_cfg, cfg, **kw):
         if Path(path).stem == "b":
             raise KeyboardInterrupt
-        return real(path, out_dir, mesh_cfg, cfg)
+        return real(path, out_dir, mesh_cfg, cfg, **kw)
 
     monkeypatch.setattr(mesh_cmd, "mesh_one", mesh_then_ctrl_c)
     out = tmp_path / "out"

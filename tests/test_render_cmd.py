@@ -84,3 +84,21 @@ def test_render_usage_errors(tmp_path):
     (tmp_path / "afile").write_text("x")
     res = CliRunner().invoke(app, ["render", str(ply), "-o", str(tmp_path / "afile")])
     assert res.exit_code == 2 and "not a folder" in res.output
+
+
+def test_views_frame_a_cube_whole_and_show_an_untextured_white_mesh_in_grey(tmp_path):
+    # the unit cube's corners (0.87 from its centre) were cut off by the orbit that sees a sphere of
+    # radius 0.59; a white mesh was white on the white background
+    import trimesh
+
+    from o3dcli.io.mesh import load_mesh
+    from o3dcli.render.turntable import render_asset, turntable_cameras
+
+    trimesh.creation.box((1.0, 1.0, 1.0)).export(tmp_path / "cube.obj")
+    mesh = load_mesh(tmp_path / "cube.obj")
+    rgb = render_asset(mesh, turntable_cameras(8, 64))  # [8, 3, 64, 64] on white
+    fg = (rgb < 0.98).any(1)
+    assert fg.any(-1).any(-1).all()  # every view sees it
+    for edge in (fg[:, 0, :], fg[:, -1, :], fg[:, :, 0], fg[:, :, -1]):
+        assert not edge.any()  # and none cuts it
+    assert float(rgb[:, :, 32, 32].max()) < 0.8  # grey, not white on white

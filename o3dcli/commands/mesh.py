@@ -64,8 +64,9 @@ def asset_silhouettes(path: Path, mesh_cfg):
     return input_silhouettes(rgba, load_config(conf))
 
 
-def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg) -> list[Path]:
-    """Mesh one input into out_dir. Returns the files written; raises with a message naming the file."""
+def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list[Path]:
+    """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
+    `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`)."""
     import dataclasses
 
     import yaml
@@ -78,13 +79,18 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg) -> list[Path]:
     from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
 
     src = _source(path)
-    asset = load_asset(src)
+    asset = load_asset(src, up=up)
     if isinstance(asset, Gaussians):
         if len(asset) == 0:
             raise ValueError(f"{src}: the PLY holds no Gaussians")
         mesh = mesh_from_gaussians(asset, mesh_cfg, silhouettes=asset_silhouettes(path, mesh_cfg))
     else:
         mesh = remesh_mesh(asset, mesh_cfg)
+    if len(mesh.faces) > mesh_cfg.target_faces:
+        from o3dcli.console import log
+
+        log.warning("%s: %d faces, above the target of %d (the simplifier stops where going on would break the surface)",
+                    src, len(mesh.faces), mesh_cfg.target_faces)
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats)
     for stale in ("model.glb", "model.obj", "model.mtl", "model.png"):  # a format asked for last time, not now
         if out_dir / stale not in written:
@@ -97,12 +103,13 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg) -> list[Path]:
 
 def mesh(
     inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY).", show_default=False),
-    decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N)."),
+    decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj (default: both)."),
     output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", help="Output folder: one sub-folder per input."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),
+    up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders, else Y), y, or z (a Z-up file, turned to o3d's Y-up; the output is Y-up like every glTF)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed inputs."),
 ):
     """Turn Gaussians or meshes into decimated, UV-textured meshes.
@@ -119,12 +126,16 @@ def mesh(
     from rich.markup import escape
 
     from o3dcli.config import ConfigError
-    from o3dcli.console import console
+    from o3dcli.console import console, setup_logging
     from o3dcli.pipeline import UserError, _owned_by_other, check_output_dir, item_message, unique_names, write_asset_meta
 
     def usage_error(message: str) -> typer.Exit:
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         return typer.Exit(EXIT_USAGE)
+
+    setup_logging(verbose)
+    if up not in ("auto", "y", "z"):
+        raise usage_error(f"--up must be auto, y or z, got '{up}'")
 
     try:
         cfg, mesh_cfg = _mesh_config(preset, list(sets or []), decimate, texture_size, formats)
@@ -145,7 +156,7 @@ def mesh(
     names = unique_names(inputs, lambda name, path: _owned_by_other(output / name, _source(path).resolve()))
     for path, name in zip(inputs, names):
         try:
-            written = mesh_one(path, output / name, mesh_cfg, cfg)
+            written = mesh_one(path, output / name, mesh_cfg, cfg, up=up)
             write_asset_meta(output / name, _source(path).resolve())
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)

@@ -19,6 +19,7 @@ def render(
     elevation: float = typer.Option(15.0, "--elevation", help="Turntable camera elevation in degrees."),
     fps: float = typer.Option(12.0, "--fps", min=1.0, help="Turntable frames per second."),
     mp4: bool = typer.Option(True, "--mp4/--no-mp4", help="Also write an MP4 when imageio-ffmpeg is installed (the `video` extra)."),
+    up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders, else Y), y, or z (a Z-up file)."),
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 
@@ -44,6 +45,8 @@ def render(
         console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
         return typer.Exit(2)
 
+    if up not in ("auto", "y", "z"):
+        raise usage_error(f"--up must be auto, y or z, got '{up}'")
     try:
         check_output_dir(output)
     except UserError as e:
@@ -71,7 +74,7 @@ def render(
     names = unique_names(inputs, lambda name, path: manifest.get(name, source(path)) != source(path))
     for path, name in zip(inputs, names):
         try:
-            asset = load_asset(path)
+            asset = load_asset(path, up=up)
             clip = turntable_frames(asset, frames, size, elevation)
             written = [save_gif(output / f"{name}_turntable.gif", clip, fps)]
             if mp4:

@@ -37,14 +37,23 @@ def resolve_asset_path(path: Path) -> Path:
                 return path / name
         if (path / "meshes" / "model.obj").is_file():  # Google Scanned Objects layout
             return path
-        raise AssetError(f"{path}: folder holds none of {', '.join(ASSET_FOLDER_FILES)} (nor meshes/model.obj)")
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MESH_SUFFIXES)
+        if len(files) == 1:  # a folder holding one asset file, whatever its name
+            return resolve_asset_path(files[0])
+        found = f"; it holds {len(files)} asset files, give one of them" if files else ""
+        raise AssetError(f"{path}: folder holds none of {', '.join(ASSET_FOLDER_FILES)} (nor meshes/model.obj, "
+                         f"nor a single .glb/.gltf/.obj/.ply){found}")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise AssetError(f"{path}: unsupported file type '{path.suffix}' (use .ply, .glb, .gltf or .obj)")
+    if path.stat().st_size == 0:
+        raise AssetError(f"{path}: empty file (0 bytes)")
     return path
 
 
-def load_asset(path: Path) -> Gaussians | TriMesh:
-    """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY, or an asset/GSO folder)."""
+def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
+    """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY, or an asset/GSO folder).
+    `up`: the mesh's up axis, "auto" (Z for GSO/Gazebo folders, else Y), "y" or "z" (Z-up files,
+    e.g. from CAD tools or Blender's OBJ export without axis conversion, are turned Y-up)."""
     from o3dcli.io.mesh import load_mesh
 
     path = resolve_asset_path(path)
@@ -57,4 +66,4 @@ def load_asset(path: Path) -> Gaussians | TriMesh:
         from o3dcli.io.ply import load_gaussians
 
         return load_gaussians(path)
-    return load_mesh(path)
+    return load_mesh(path, up=up)

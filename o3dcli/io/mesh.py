@@ -10,12 +10,14 @@ trimesh. Loaders never normalise: callers call ``TriMesh.normalized()``.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
 
+_log = logging.getLogger("o3d")
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply")
 
 
@@ -246,9 +248,11 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
 def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
     """Materials of an MTL file: name -> {"Kd": (3,), "map_Kd": resolved texture Path or None}.
 
-    A missing MTL or texture is not an error: the mesh loads with the colours it has.
+    A missing MTL or texture is not an error: the mesh loads with the colours it has, and a
+    warning names what is missing.
     """
     if not mtl_path.is_file():
+        _log.warning("%s: its material library %s is missing; loading it without its colours", obj_path, mtl_path.name)
         return {}
     out: dict[str, dict] = {}
     cur = None
@@ -262,6 +266,9 @@ def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
             cur["Kd"] = np.clip(np.array([float(x) for x in parts[1:4]], np.float32), 0, 1)
         elif cur is not None and parts[0] == "map_Kd" and len(parts) >= 2:
             cur["map_Kd"] = _find_texture(parts[-1], mtl_path.parent, obj_path.parent)  # options precede the name
+            if cur["map_Kd"] is None:
+                _log.warning("%s: texture %s not found (looked beside the MTL and the OBJ); using the material's "
+                             "colour instead", mtl_path, parts[-1])
     return out
 
 

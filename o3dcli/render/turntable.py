@@ -29,18 +29,48 @@ def normalize_gaussians(g: Gaussians, min_opacity: float = 0.05) -> Gaussians:
     return Gaussians((g.means - centre) / extent, g.scales / extent, g.quats, g.opacities, g.colors)
 
 
+FIT_RADIUS = 0.55
+"""Bounding-sphere radius a normalised asset is shrunk to (when larger) for the views made for people:
+the default orbit (distance 1.7417, fov 39.6) sees a sphere of radius up to 0.59 whole, while the
+unit box's corners are 0.87 from its centre."""
+UNTEXTURED_GREY = 0.7
+"""Display colour of a mesh with no texture, vertex colours or material colour (white on white
+would hide it)."""
+
+
+def fit_in_view(asset: Gaussians | TriMesh) -> Gaussians | TriMesh:
+    """A normalised asset scaled down about the origin until its bounding sphere (for Gaussians: of
+    the visible centres, ignoring the farthest 0.5%) has radius FIT_RADIUS, so no view cuts it off."""
+    import dataclasses
+
+    if isinstance(asset, Gaussians):
+        vis = asset.means[asset.opacities > 0.05] if (asset.opacities > 0.05).sum() >= 8 else asset.means
+        norms = vis.float().norm(dim=1)
+        r = float(torch.quantile(norms, 0.995)) if len(norms) > 200 else float(norms.max())
+        s = min(1.0, FIT_RADIUS / max(r, 1e-8))
+        return Gaussians(asset.means * s, asset.scales * s, asset.quats, asset.opacities, asset.colors)
+    r = float(np.linalg.norm(asset.vertices, axis=1).max()) if len(asset.vertices) else 0.0
+    s = min(1.0, FIT_RADIUS / max(r, 1e-8))
+    return dataclasses.replace(asset, vertices=(asset.vertices * s).astype(np.float32))
+
+
 def render_asset(asset: Gaussians | TriMesh, cameras: Cameras, background=(1.0, 1.0, 1.0),
                  normalize: bool = True) -> Tensor:
-    """RGB [V, 3, H, W] of a Gaussian set or a mesh (meshes lit with Lambert + ambient)."""
+    """RGB [V, 3, H, W] of a Gaussian set or a mesh (meshes lit with Lambert + ambient). With
+    `normalize`, the asset is moved into the unit box and shrunk to fit every orbit view whole."""
     if isinstance(asset, Gaussians):
         from o3dcli.render.gaussians import render_gaussians
 
-        g = normalize_gaussians(asset) if normalize else asset
+        g = fit_in_view(normalize_gaussians(asset)) if normalize else asset
         with torch.no_grad():
             return render_gaussians(g.to(cameras.device), cameras, background).rgb.clamp(0, 1)
+    import dataclasses
+
     from o3dcli.render.mesh import render_mesh
 
-    mesh = asset.normalized() if normalize else asset
+    mesh = fit_in_view(asset.normalized()) if normalize else asset
+    if mesh.texture is None and mesh.vertex_colors is None and float(np.min(mesh.material_color)) >= 0.95:
+        mesh = dataclasses.replace(mesh, material_color=np.full(3, UNTEXTURED_GREY, np.float32))
     return render_mesh(mesh, cameras, background=background, shading="lambert").rgb.clamp(0, 1)
 
 
