@@ -258,3 +258,55 @@ def test_asset_paths_a_folder_with_one_mesh_an_empty_file_and_z_up(tmp_path):
     trimesh.creation.box().export(tmp_path / "chair" / "other.obj")
     with pytest.raises(AssetError, match="holds 2 asset files"):
         resolve_asset_path(tmp_path / "chair")
+
+
+def _sample(texture, uv):
+    """Nearest texel of an [H, W, 3] texture at UVs [N, 2] (origin bottom-left, repeating)."""
+    h, w = texture.shape[:2]
+    uv = uv - np.floor(uv)
+    x = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
+    y = np.clip(((1 - uv[:, 1]) * h).astype(int), 0, h - 1)
+    return texture[y, x].astype(int)
+
+
+def test_merged_scene_keeps_repeating_textures_and_vertex_colours(tmp_path):
+    # a floor whose UVs repeat its texture 3 times, a crate with another texture and a vertex-coloured
+    # part in one GLB: the atlas used to wrap the floor's UVs per vertex (scrambling faces that cross a
+    # repeat) and paint the vertex-coloured part one mean colour
+    import trimesh
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    floor_tex, crate_tex = (rng.integers(0, 256, (5, 5, 3)).astype(np.uint8) for _ in range(2))
+    floor = trimesh.Trimesh([[0, 0, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]], [[0, 2, 1], [0, 3, 2]], process=False)
+    floor_uv = np.array([[0.15, 0.2], [2.55, 0.35], [2.8, 2.9], [0.3, 2.65]])  # face centres off texel edges
+    def material(texture):  # factor 1 (trimesh's default material would multiply the texture by 0.4)
+        return trimesh.visual.material.PBRMaterial(baseColorTexture=PILImage.fromarray(texture),
+                                                   baseColorFactor=[255, 255, 255, 255])
+
+    floor.visual = trimesh.visual.TextureVisuals(uv=floor_uv, material=material(floor_tex))
+    crate = trimesh.creation.box((0.3, 0.3, 0.3))
+    crate.apply_translation((0.5, 0.2, 0.5))  # floating: only the floor lies at y = 0
+    crate.visual = trimesh.visual.TextureVisuals(uv=rng.uniform(0, 1, (len(crate.vertices), 2)),
+                                                 material=material(crate_tex))
+    ball = trimesh.creation.icosphere(subdivisions=1, radius=0.1)
+    ball.apply_translation((0.2, 0.5, 0.2))
+    vc = np.where(ball.vertices[:, 1:2] > 0.5, [255, 0, 0, 255], [0, 255, 0, 255]).astype(np.uint8)
+    ball.visual = trimesh.visual.ColorVisuals(ball, vertex_colors=vc)
+    trimesh.Scene([floor, crate, ball]).export(tmp_path / "scene.glb")
+    mesh = load_mesh(tmp_path / "scene.glb")
+    assert mesh.has_texture
+    # find each part's faces by position: the floor at y = 0, the ball above y = 0.38
+    centroids = mesh.vertices[mesh.faces].mean(1)
+    face_uv = mesh.uv[mesh.faces].mean(1)
+    on_floor = np.abs(mesh.vertices[mesh.faces][:, :, 1]).max(1) < 1e-6
+    assert on_floor.sum() == 2
+    # the floor's colour at its faces' centres is its texture's at the original (repeating) UVs
+    ref_uv = {tuple(np.round(p, 4)): t for p, t in zip(floor.vertices, floor_uv)}
+    for f in np.nonzero(on_floor)[0]:
+        orig = np.mean([ref_uv[tuple(np.round(mesh.vertices[v], 4))] for v in mesh.faces[f]], 0)
+        assert np.array_equal(_sample(mesh.texture, face_uv[f:f + 1])[0], _sample(floor_tex, orig[None])[0])
+    ball_faces = centroids[:, 1] > 0.38
+    colours = _sample(mesh.texture, face_uv[ball_faces])
+    top = centroids[ball_faces, 1] > 0.55
+    assert (colours[top] == [255, 0, 0]).all() and (colours[centroids[ball_faces, 1] < 0.45] == [0, 255, 0]).all()

@@ -76,6 +76,13 @@ def test_textured_mesh_is_decimated_keeping_its_texture(tmp_path):
     assert len(mesh.faces) <= 2000 < len(source.faces)
     assert np.array_equal(mesh.texture, source.texture)  # the texture-aware collapse keeps the image
     assert render_psnr(mesh, source) >= 25.0
+    # --texture-size bounds a kept texture too (it was ignored for textured inputs)
+    side = max(source.texture.shape[:2])
+    result = CliRunner().invoke(app, ["mesh", str(path), "-d", "2000", "--formats", "glb", "--texture-size",
+                                      str(side // 2), "-o", str(tmp_path / "small")])
+    assert result.exit_code == 0, result.output
+    small = load_mesh(tmp_path / "small" / "ring" / "model.glb")
+    assert max(small.texture.shape[:2]) == side // 2 and render_psnr(small, source) >= 24.0
 
 
 def test_asset_folder_remeshes_its_gaussians_and_batch_isolates_errors(tmp_path):

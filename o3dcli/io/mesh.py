@@ -336,16 +336,61 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray) -> TriMesh:
 
 # ----------------------------------------------------------------------------------- merging
 
+MAX_REPEAT = 8
+"""A texture repeated more often than this per axis is wrapped per vertex in a merged atlas instead
+of tiled (faces that cross a repeat boundary then sample the wrong place)."""
+MAX_TILE_SIDE = 4096
+ATLAS_GUTTER = 2
+"""Texels of a tile's edge repeated around it in a merged atlas."""
+
+
+def _face_colour_tiles(part: TriMesh) -> TriMesh:
+    """A vertex-coloured part as a textured one: every face gets its own three vertices and a 2 x 2
+    texel block of its mean colour (the colour varies per face, not within one)."""
+    f = len(part.faces)
+    n = int(np.ceil(np.sqrt(f)))
+    colours = np.round(part.vertex_colors[part.faces].mean(1) * 255).astype(np.uint8)  # [F, 3]
+    grid = np.zeros((n * n, 3), np.uint8)
+    grid[:f] = colours
+    tile = grid.reshape(n, n, 3).repeat(2, axis=0).repeat(2, axis=1)
+    row, col = np.divmod(np.arange(f), n)
+    uv_face = np.stack([(2 * col + 1) / (2 * n), 1.0 - (2 * row + 1) / (2 * n)], -1)
+    return TriMesh(part.vertices[part.faces].reshape(-1, 3), np.arange(3 * f).reshape(-1, 3),
+                   uv=np.repeat(uv_face, 3, axis=0), texture=tile)
+
+
+def _unrepeat(part: TriMesh) -> TriMesh:
+    """A textured part whose UVs leave [0, 1] (a repeating texture) with the texture tiled over the
+    UVs' range and the UVs mapped into [0, 1], so it can share an atlas; unchanged otherwise."""
+    lo, hi = np.floor(part.uv.min(0)), np.ceil(part.uv.max(0))
+    reps = np.maximum(hi - lo, 1).astype(int)
+    if (lo == 0).all() and (reps == 1).all():
+        return part
+    if reps.max() > MAX_REPEAT:
+        return part.replace(uv=np.where((part.uv < 0) | (part.uv > 1), part.uv - np.floor(part.uv), part.uv))
+    tile = np.tile(part.texture, (reps[1], reps[0], 1))
+    if max(tile.shape[:2]) > MAX_TILE_SIDE:
+        from PIL import Image
+
+        s = MAX_TILE_SIDE / max(tile.shape[:2])
+        tile = np.asarray(Image.fromarray(tile).resize((max(1, round(tile.shape[1] * s)),
+                                                        max(1, round(tile.shape[0] * s))), Image.BOX))
+    return part.replace(uv=(part.uv - lo) / reps, texture=tile)
+
 def _merge_parts(parts: list[TriMesh]) -> TriMesh:
     """One TriMesh from parts with their own colour sources.
 
     Without textures the parts' colours become vertex colours (or one material
     colour when they all agree). With textures, the distinct textures are laid
-    side by side in one atlas (plain colours get a small solid tile) and the
-    UVs remapped; UVs that repeat outside [0, 1] are wrapped per vertex there.
+    side by side in one atlas and the UVs remapped: a plain colour gets a small
+    solid tile, vertex colours a tile with one small block per face (the face's
+    mean colour), and a texture its UVs repeat over (up to MAX_REPEAT times per
+    axis) is tiled that many times first, so the repeats survive the atlas.
     """
     if len(parts) == 1:
         return parts[0]
+    if any(p.has_texture for p in parts):
+        parts = [_face_colour_tiles(p) if p.vertex_colors is not None and not p.has_texture else p for p in parts]
     offsets = np.cumsum([0] + [len(p.vertices) for p in parts])
     verts = np.concatenate([p.vertices for p in parts])
     faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
@@ -372,16 +417,28 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
         tile_of.append(by_content[key])
     if len(tiles) == 1:  # every part samples the same texture: keep UVs as they are
         return TriMesh(verts, faces, uv=np.concatenate([p.uv for p in parts]), texture=tiles[0])
-    height, width = max(t.shape[0] for t in tiles), sum(t.shape[1] for t in tiles)
+    parts = [_unrepeat(p) if p.has_texture else p for p in parts]
+    tiles, tile_of, by_content = [], [], {}
+    for p in parts:
+        tile = p.texture if p.has_texture else np.full((4, 4, 3), np.round(plain_color(p).mean(0) * 255), np.uint8)
+        key = (tile.shape, hashlib.sha1(tile.tobytes()).hexdigest())
+        if key not in by_content:
+            by_content[key] = len(tiles)
+            tiles.append(tile)
+        tile_of.append(by_content[key])
+    pad = ATLAS_GUTTER  # each tile's edge texels repeated around it: filtering at a tile's edge
+    height = max(t.shape[0] for t in tiles) + 2 * pad  # does not pick up its neighbour's colours
+    width = sum(t.shape[1] + 2 * pad for t in tiles)
     atlas = np.zeros((height, width, 3), np.uint8)
-    x0 = np.cumsum([0] + [t.shape[1] for t in tiles])
-    for t, x in zip(tiles, x0):
-        atlas[: t.shape[0], x : x + t.shape[1]] = t  # tiles hang from the top edge
+    x0 = np.cumsum([0] + [t.shape[1] + 2 * pad for t in tiles])
+    for t, x in zip(tiles, x0):  # tiles hang from the top edge
+        atlas[: t.shape[0] + 2 * pad, x : x + t.shape[1] + 2 * pad] = np.pad(t, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     uvs = []
     for p, i in zip(parts, tile_of):
         th, tw = tiles[i].shape[:2]
         uv = np.full((len(p.vertices), 2), 0.5)
-        if p.has_texture:
+        if p.has_texture:  # in [0, 1] after _unrepeat, except beyond MAX_REPEAT (wrapped there)
             uv = np.where((p.uv < 0) | (p.uv > 1), p.uv - np.floor(p.uv), p.uv)
-        uvs.append(np.stack([(x0[i] + uv[:, 0] * tw) / width, 1.0 - (1.0 - uv[:, 1]) * th / height], -1))
+        uvs.append(np.stack([(x0[i] + pad + uv[:, 0] * tw) / width,
+                             1.0 - (pad + (1.0 - uv[:, 1]) * th) / height], -1))
     return TriMesh(verts, faces, uv=np.concatenate(uvs), texture=atlas)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
+import numpy as np
+
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
@@ -48,11 +50,24 @@ def mesh_from_gaussians(gaussians: Gaussians, cfg: MeshConfig | None = None, tim
         return bake_texture(mesh, gaussians, cfg)
 
 
+def _fit_texture(mesh: TriMesh, size: int) -> TriMesh:
+    """The mesh with its texture scaled down (area filter, aspect kept) so its longer side is at
+    most `size` (mesh.texture_size bounds kept textures as it does baked ones); UVs are unchanged."""
+    h, w = mesh.texture.shape[:2]
+    if max(h, w) <= size:
+        return mesh
+    from PIL import Image
+
+    scale = size / max(h, w)
+    image = Image.fromarray(mesh.texture).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX)
+    return mesh.replace(texture=np.asarray(image))
+
+
 def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     """Decimate an existing mesh to cfg.target_faces faces, keeping its look.
 
     Textured: texture-aware quadric collapse keeps the texture image and UVs (if the
-    collapse fails, falls back to a re-bake). Vertex-coloured: decimated, unwrapped and
+    collapse fails, falls back to a re-bake); a texture larger than cfg.texture_size is scaled down. Vertex-coloured: decimated, unwrapped and
     re-baked into a cfg.texture_size texture. Plain material colour: decimated only.
     """
     import pymeshlab
@@ -65,9 +80,9 @@ def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     cfg.check()
     if mesh.has_texture:
         if len(mesh.faces) <= cfg.target_faces:
-            return mesh
+            return _fit_texture(mesh, cfg.texture_size)
         try:
-            return simplify_mesh(mesh, cfg)
+            return _fit_texture(simplify_mesh(mesh, cfg), cfg.texture_size)
         except pymeshlab.PyMeshLabException:
             pass  # e.g. a UV layout the texture-aware collapse refuses: re-bake below
     if not mesh.has_texture and mesh.vertex_colors is None:
