@@ -310,3 +310,33 @@ def test_merged_scene_keeps_repeating_textures_and_vertex_colours(tmp_path):
     colours = _sample(mesh.texture, face_uv[ball_faces])
     top = centroids[ball_faces, 1] > 0.55
     assert (colours[top] == [255, 0, 0]).all() and (colours[centroids[ball_faces, 1] < 0.45] == [0, 255, 0]).all()
+
+
+def test_many_textures_pack_into_a_squarish_atlas_that_keeps_each_parts_colours(tmp_path):
+    import trimesh
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(1)
+    parts, textures = [], []
+    for i in range(5):
+        tex = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+        quad = trimesh.Trimesh([[i, 0, 0], [i + 0.8, 0, 0], [i + 0.8, 0.8, 0], [i, 0.8, 0]], [[0, 1, 2], [0, 2, 3]],
+                               process=False)
+        mat = trimesh.visual.material.PBRMaterial(baseColorTexture=PILImage.fromarray(tex),
+                                                  baseColorFactor=[255, 255, 255, 255])
+        quad.visual = trimesh.visual.TextureVisuals(uv=[[0.1, 0.1], [0.9, 0.15], [0.85, 0.9], [0.2, 0.8]], material=mat)
+        parts.append(quad)
+        textures.append(tex)
+    trimesh.Scene(parts).export(tmp_path / "five.glb")
+    mesh = load_mesh(tmp_path / "five.glb")
+    h, w = mesh.texture.shape[:2]
+    assert max(h, w) <= 2 * min(h, w)  # rows, not a 5-tile strip
+    uv_of = {(0.1, 0.1): 0, (0.9, 0.15): 1, (0.85, 0.9): 2, (0.2, 0.8): 3}
+    orig_uv = np.array(list(uv_of))
+    for f in mesh.faces:
+        i = int(mesh.vertices[f[0], 0] + 0.1)  # which quad (they sit at x = 0, 1, 2, ...)
+        local = [int(round((mesh.vertices[v, 0] - i) / 0.8)) * 1 + 2 * int(round(mesh.vertices[v, 1] / 0.8))
+                 for v in f]
+        corner = {0: 0, 1: 1, 3: 2, 2: 3}  # (x, y) bits -> the quad's vertex index
+        orig = orig_uv[[corner[c] for c in local]].mean(0)
+        assert np.array_equal(_sample(mesh.texture, mesh.uv[f].mean(0)[None])[0], _sample(textures[i], orig[None])[0])

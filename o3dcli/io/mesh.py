@@ -341,6 +341,8 @@ MAX_REPEAT = 8
 of tiled (faces that cross a repeat boundary then sample the wrong place)."""
 MAX_TILE_SIDE = 4096
 ATLAS_GUTTER = 2
+MAX_ATLAS_SIDE = 8192
+"""A merged atlas is scaled down to at most this side (what GPUs commonly accept)."""
 """Texels of a tile's edge repeated around it in a merged atlas."""
 
 
@@ -427,18 +429,33 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
             tiles.append(tile)
         tile_of.append(by_content[key])
     pad = ATLAS_GUTTER  # each tile's edge texels repeated around it: filtering at a tile's edge
-    height = max(t.shape[0] for t in tiles) + 2 * pad  # does not pick up its neighbour's colours
-    width = sum(t.shape[1] + 2 * pad for t in tiles)
+    boxes = [(t.shape[0] + 2 * pad, t.shape[1] + 2 * pad) for t in tiles]  # does not pick up a neighbour
+    # shelf packing into rows about as wide as the atlas is tall (side by side, five 1024 px
+    # textures made a 5120 x 1024 image)
+    row_width = max(max(w for _, w in boxes), int(np.ceil(np.sqrt(sum(h * w for h, w in boxes)))))
+    origin, x, y, row_h = [], 0, 0, 0
+    for h, w in boxes:
+        if x + w > row_width:
+            x, y, row_h = 0, y + row_h, 0
+        origin.append((y, x))
+        x, row_h = x + w, max(row_h, h)
+    height, width = y + row_h, max(oy_x[1] + w for oy_x, (_, w) in zip(origin, boxes))
     atlas = np.zeros((height, width, 3), np.uint8)
-    x0 = np.cumsum([0] + [t.shape[1] + 2 * pad for t in tiles])
-    for t, x in zip(tiles, x0):  # tiles hang from the top edge
-        atlas[: t.shape[0] + 2 * pad, x : x + t.shape[1] + 2 * pad] = np.pad(t, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    for t, (oy, ox), (h, w) in zip(tiles, origin, boxes):
+        atlas[oy: oy + h, ox: ox + w] = np.pad(t, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     uvs = []
     for p, i in zip(parts, tile_of):
         th, tw = tiles[i].shape[:2]
+        oy, ox = origin[i]
         uv = np.full((len(p.vertices), 2), 0.5)
         if p.has_texture:  # in [0, 1] after _unrepeat, except beyond MAX_REPEAT (wrapped there)
             uv = np.where((p.uv < 0) | (p.uv > 1), p.uv - np.floor(p.uv), p.uv)
-        uvs.append(np.stack([(x0[i] + pad + uv[:, 0] * tw) / width,
-                             1.0 - (pad + (1.0 - uv[:, 1]) * th) / height], -1))
+        uvs.append(np.stack([(ox + pad + uv[:, 0] * tw) / width,
+                             1.0 - (oy + pad + (1.0 - uv[:, 1]) * th) / height], -1))
+    if max(height, width) > MAX_ATLAS_SIDE:  # UVs are relative: scaling the whole image keeps them
+        from PIL import Image
+
+        s = MAX_ATLAS_SIDE / max(height, width)
+        atlas = np.asarray(Image.fromarray(atlas).resize((max(1, round(width * s)), max(1, round(height * s))),
+                                                         Image.BOX))
     return TriMesh(verts, faces, uv=np.concatenate(uvs), texture=atlas)
