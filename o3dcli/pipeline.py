@@ -505,7 +505,7 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
             interrupted = True
             if isinstance(e, ItemInterrupted):
                 results[e.result.name] = e.result
-        prog.update(task, description="done", stage="")
+        prog.update(task, description="generated", stage="")
     ordered = [results[it.name] for it in items]
     path = runner.write_report(ordered, started, interrupted)
     if interrupted:

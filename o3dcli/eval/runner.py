@@ -218,7 +218,7 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
                 prog.advance(task)
                 if on_result:
                     on_result(res)
-        prog.update(task, description="done", stage="")
+        prog.update(task, description="scored", stage="")
 
 
 def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], variants: list[Variant],
