@@ -392,7 +392,8 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
     if len(parts) == 1:
         return parts[0]
     if any(p.has_texture for p in parts):
-        parts = [_face_colour_tiles(p) if p.vertex_colors is not None and not p.has_texture else p for p in parts]
+        parts = [_face_colour_tiles(p) if p.vertex_colors is not None and not p.has_texture
+                 and np.ptp(p.vertex_colors, axis=0).max() > 1 / 255 else p for p in parts]  # uniform: one solid tile
     offsets = np.cumsum([0] + [len(p.vertices) for p in parts])
     verts = np.concatenate([p.vertices for p in parts])
     faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
