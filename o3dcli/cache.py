@@ -105,11 +105,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: no half-written temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -121,10 +125,14 @@ def atomic_copy(src: Path, dst: Path) -> None:
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(dst)
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, dst)
+    try:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def same_file_content(a: Path, b: Path) -> bool:
@@ -283,16 +291,35 @@ class ItemCache:
         return StateStore(self.dir / f"{self._name(stage, key)}.state")
 
     def clean_stale(self) -> int:
-        """Remove temporary folders left by processes that died (call with the lock held)."""
+        """Tidy the temporary folders left by processes that died or were interrupted (call with the
+        lock held): one whose manifest was written holds a finished stage that was not yet renamed
+        (stopped during its commit), and is kept as that stage; the rest are removed. Returns how
+        many were removed."""
         n = 0
         for p in self.dir.glob(".tmp-*"):
+            name = p.name[len(".tmp-"):].rsplit("-", 1)[0]  # .tmp-<stage>-<key16>-<pid>
+            final = self.dir / name
+            if p.is_dir() and (p / MANIFEST).is_file() and not final.exists():
+                try:
+                    os.rename(p, final)
+                    shutil.rmtree(self.dir / f"{name}.state", ignore_errors=True)
+                    continue
+                except OSError:
+                    pass
             shutil.rmtree(p, ignore_errors=True)
             n += 1
         return n
 
-    def invalidate(self, stage: str) -> None:
-        """Forget every cached result of `stage` (used by --force)."""
-        for p in self.dir.glob(f"{stage}-*"):
+    def invalidate(self, stage: str, key: str | None = None) -> None:
+        """Forget the cached result of `stage` for `key`, its folder and saved state (--force); with
+        no key, every setting's. Results of other settings stay: --force recomputes, it does not
+        empty the cache."""
+        if key is None:
+            for p in self.dir.glob(f"{stage}-*"):
+                shutil.rmtree(p, ignore_errors=True)
+            return
+        name = self._name(stage, key)
+        for p in (self.dir / name, self.dir / f"{name}.state"):
             shutil.rmtree(p, ignore_errors=True)
 
 

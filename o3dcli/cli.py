@@ -80,7 +80,7 @@ def generate(
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Shortcut for --set diffusion.guidance_max=G (guidance of the last view; the ramp starts at diffusion.guidance_min)."),
     save_intermediate: bool = typer.Option(False, "--save-intermediate", help="Also write every denoising step's views and RGB/CCM feedback maps (asset/intermediate/)."),
     stop_after: Optional[str] = typer.Option(None, "--stop-after", help="Run the stages up to this one only (preprocess, diffusion, ...)."),
-    force: bool = typer.Option(False, "--force", help="Recompute every stage even when a cached result exists."),
+    force: bool = typer.Option(False, "--force", help="Recompute every stage for these settings even when a cached result exists (cached results of other settings are kept)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (plain log lines only)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed items."),
 ):

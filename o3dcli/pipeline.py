@@ -374,7 +374,7 @@ class BatchRunner:
             self.on_progress(item.name, stage.name)
             key = self._key(stage, cfg, keys, input_hash)
             if self.force and stage.name not in res.cached:
-                ic.invalidate(stage.name)
+                ic.invalidate(stage.name, key)
             done = ic.lookup(stage.name, key)
             if done is not None:
                 res.cached.append(stage.name)

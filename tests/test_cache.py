@@ -139,3 +139,38 @@ def test_clean_stale_and_invalidate(tmp_path):
     assert ic.clean_stale() == 1 and not w.dir.exists()
     ic.invalidate("bake")
     assert ic.lookup("bake", "b" * 64) is None
+
+
+def test_a_stage_stopped_during_its_commit_is_kept_and_force_forgets_only_its_own_settings(tmp_path, monkeypatch):
+    import o3dcli.cache as cache_mod
+
+    ic = Cache(tmp_path).item("a")
+    w = ic.begin("mesh", "m" * 64)
+    (w.dir / "mesh.ply").write_text("result")
+    ic.state("mesh", "m" * 64).dir.mkdir(parents=True)  # the stage's saved state, cleared after a commit
+    # Ctrl-C lands after the manifest is written, before the folder is renamed
+    monkeypatch.setattr(cache_mod.os, "rename", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        w.commit({"faces": 10})
+    monkeypatch.undo()
+    assert w.dir.is_dir() and ic.lookup("mesh", "m" * 64) is None
+    assert ic.clean_stale() == 0  # the next run keeps the finished stage instead of recomputing it
+    done = ic.lookup("mesh", "m" * 64)
+    assert done is not None and (done / "mesh.ply").read_text() == "result"
+    assert ic.manifest(done)["meta"] == {"faces": 10} and not ic.state("mesh", "m" * 64).dir.exists()
+    # --force recomputes these settings' stage and keeps what other settings made
+    ic.begin("mesh", "n" * 64).commit({})
+    ic.invalidate("mesh", "m" * 64)
+    assert ic.lookup("mesh", "m" * 64) is None and ic.lookup("mesh", "n" * 64) is not None
+
+
+def test_an_interrupted_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import o3dcli.cache as cache_mod
+
+    (tmp_path / "src.bin").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(cache_mod.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        cache_mod.atomic_copy(tmp_path / "src.bin", tmp_path / "out" / "dst.bin")
+    with pytest.raises(KeyboardInterrupt):
+        cache_mod.atomic_write_text(tmp_path / "out" / "a.txt", "text")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
