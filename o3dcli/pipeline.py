@@ -307,6 +307,7 @@ class BatchRunner:
     def run_item(self, item: Item, blocking: bool = False) -> ItemResult:
         """Run every stage of one item; never raises for the item's own problems."""
         res = ItemResult(str(item.source), item.name)
+        self._running = None  # the stage in progress, for the report of an interrupted item
         ic = self.cache.item(item.name)
         lock = ic.lock()
         try:
@@ -321,7 +322,9 @@ class BatchRunner:
             res.status = "ok"
         except KeyboardInterrupt:
             res.status = "interrupted"
-            res.error = "interrupted: finished stages (and the sampler's saved steps) are cached; run again to resume"
+            where = f" during {self._running}" if self._running else ""
+            res.error = (f"interrupted{where}: finished stages (and the sampler's saved steps) are cached; "
+                         "run again to resume")
             raise ItemInterrupted(res) from None
         except Exception as e:  # isolate the item: report and go on with the batch
             res.status = "failed"
@@ -373,6 +376,7 @@ class BatchRunner:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
             key = self._key(stage, cfg, keys, input_hash)
+            self._running = stage.name
             if self.force and stage.name not in res.cached:
                 ic.invalidate(stage.name, key)
             done = ic.lookup(stage.name, key)

@@ -221,6 +221,7 @@ def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
     rep = report(out)
     assert rep["interrupted"] and rep["summary"] == {"ok": 1, "interrupted": 1, "not-run": 1}
     assert "run again to resume" in rep["items"][1]["error"]
+    assert rep["items"][1]["error"].startswith("interrupted during touch:")  # which stage was running
 
 
 @pytest.mark.parametrize(
