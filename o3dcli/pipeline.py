@@ -323,6 +323,8 @@ class BatchRunner:
         except KeyboardInterrupt:
             res.status = "interrupted"
             where = f" during {self._running}" if self._running else ""
+            if self._running and self._running not in res.timings:  # the time spent on it counts too
+                res.timings[self._running] = round(time.perf_counter() - self._running_t0, 4)
             res.error = (f"interrupted{where}: finished stages (and the sampler's saved steps) are cached; "
                          "run again to resume")
             raise ItemInterrupted(res) from None
@@ -376,7 +378,7 @@ class BatchRunner:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
             key = self._key(stage, cfg, keys, input_hash)
-            self._running = stage.name
+            self._running, self._running_t0 = stage.name, t0
             if self.force and stage.name not in res.cached:
                 ic.invalidate(stage.name, key)
             done = ic.lookup(stage.name, key)

@@ -222,6 +222,7 @@ def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
     assert rep["interrupted"] and rep["summary"] == {"ok": 1, "interrupted": 1, "not-run": 1}
     assert "run again to resume" in rep["items"][1]["error"]
     assert rep["items"][1]["error"].startswith("interrupted during touch:")  # which stage was running
+    assert "touch" in rep["items"][1]["timings"]  # and the time it had taken counts
 
 
 @pytest.mark.parametrize(
