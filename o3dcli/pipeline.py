@@ -377,8 +377,8 @@ class BatchRunner:
         for stage in self.stages:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
-            key = self._key(stage, cfg, keys, input_hash)
             self._running, self._running_t0 = stage.name, t0
+            key = self._key(stage, cfg, keys, input_hash)
             if self.force and stage.name not in res.cached:
                 ic.invalidate(stage.name, key)
             done = ic.lookup(stage.name, key)
@@ -405,6 +405,7 @@ class BatchRunner:
             res.warnings += [w for w in metas[stage.name].get("warnings", []) if w not in res.warnings]
             res.timings[stage.name] = round(time.perf_counter() - t0, 4)
             published |= self._publish_stage(stage, done, item, res)
+        self._running = None  # what follows is publishing, not a stage
         # The stages not run this time (--stop-after): their files for these settings when the
         # cache has them; whatever else o3d once published here is from other settings, and goes,
         # so that the folder holds what its config.yaml makes.

@@ -340,3 +340,18 @@ def test_many_textures_pack_into_a_squarish_atlas_that_keeps_each_parts_colours(
         corner = {0: 0, 1: 1, 3: 2, 2: 3}  # (x, y) bits -> the quad's vertex index
         orig = orig_uv[[corner[c] for c in local]].mean(0)
         assert np.array_equal(_sample(mesh.texture, mesh.uv[f].mean(0)[None])[0], _sample(textures[i], orig[None])[0])
+
+
+def test_unrepeat_ignores_float_noise_and_scales_before_tiling():
+    from o3dcli.geometry.mesh import TriMesh
+    from o3dcli.io.mesh import MAX_TILE_SIDE, _unrepeat
+
+    tex = np.zeros((64, 32, 3), np.uint8)
+    verts, faces = np.zeros((3, 3), np.float32), np.array([[0, 1, 2]])
+    noisy = TriMesh(verts, faces, uv=np.array([[0.0, 0.0], [1.0000001, 0.0], [0.5, 1.0000001]]), texture=tex)
+    out = _unrepeat(noisy)  # not a second repeat: same texture, UVs in [0, 1]
+    assert out.texture.shape == tex.shape and out.uv.max() <= 1.0 and out.uv.min() >= 0.0
+    big = TriMesh(verts, faces, uv=np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]]),
+                  texture=np.zeros((1024, 1024, 3), np.uint8))
+    out = _unrepeat(big)  # 8 x 8 repeats of 1024 px: scaled to fit MAX_TILE_SIDE before tiling
+    assert max(out.texture.shape[:2]) <= MAX_TILE_SIDE and np.allclose(out.uv.max(0), [1.0, 1.0])

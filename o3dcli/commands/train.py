@@ -121,9 +121,12 @@ def train_cmd(
 
     try:
         trainer = Trainer(cfg, objects, output, dev)
+        resumed = trainer.load()
     except CheckpointError as e:
         raise _usage_error(str(e)) from None
-    resumed = trainer.load()
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow] before training started; nothing to save")
+        raise typer.Exit(130) from None
     say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
     if skipped:
         shown = "the reasons are above" if len(skipped) <= SKIPS_SHOWN else f"the first {SKIPS_SHOWN} reasons are above"
@@ -170,6 +173,9 @@ def train_cmd(
                     say(f"step {step}/{cfg.train.steps}: {info}; checkpoint saved")
 
             done = train(trainer, cfg.train.steps, on_step, should_stop=should_stop)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without saving
+        say(f"[yellow]aborted[/yellow] without saving; the last checkpoint is in {escape(str(output))}")
+        raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

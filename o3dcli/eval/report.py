@@ -181,7 +181,7 @@ def column_key(run: EvalRun) -> list[str]:
         "- **kind**: what was scored: `mesh`, `gaussians` (their renders and centres) or `views` (the "
         "generated images).",
         f"- **psnr** (dB) and **ssim**: the {len(p.azimuths)} scored views against the ground truth's, "
-        "over every pixel on white; **\_masked**: over the pixels either silhouette covers. **lpips**: "
+        "over every pixel on white; **psnr_masked** and **ssim_masked**: over the pixels either silhouette covers. **lpips**: "
         "VGG LPIPS, n/a without `--lpips-weights`. **mask_iou**: IoU of the silhouettes (alpha > 0.5).",
         f"- **chamfer**: the mean of **chamfer_pred_to_gt** (accuracy) and **chamfer_gt_to_pred** "
         f"(completeness), mean L2 distances between {p.surface_points:,} surface samples of each side.",

@@ -340,6 +340,8 @@ MAX_REPEAT = 8
 """A texture repeated more often than this per axis is wrapped per vertex in a merged atlas instead
 of tiled (faces that cross a repeat boundary then sample the wrong place)."""
 MAX_TILE_SIDE = 4096
+UV_TOLERANCE = 1e-3
+"""UVs this close past a whole number count as on it (exporters write 1.0000001 for 1)."""
 ATLAS_GUTTER = 2
 MAX_ATLAS_SIDE = 8192
 """A merged atlas is scaled down to at most this side (what GPUs commonly accept)."""
@@ -364,20 +366,21 @@ def _face_colour_tiles(part: TriMesh) -> TriMesh:
 def _unrepeat(part: TriMesh) -> TriMesh:
     """A textured part whose UVs leave [0, 1] (a repeating texture) with the texture tiled over the
     UVs' range and the UVs mapped into [0, 1], so it can share an atlas; unchanged otherwise."""
-    lo, hi = np.floor(part.uv.min(0)), np.ceil(part.uv.max(0))
+    eps = UV_TOLERANCE  # exporters' float noise (1.0000001) is not a second repeat
+    lo, hi = np.floor(part.uv.min(0) + eps), np.ceil(part.uv.max(0) - eps)
     reps = np.maximum(hi - lo, 1).astype(int)
     if (lo == 0).all() and (reps == 1).all():
-        return part
+        return part.replace(uv=np.clip(part.uv, 0.0, 1.0))
     if reps.max() > MAX_REPEAT:
         return part.replace(uv=np.where((part.uv < 0) | (part.uv > 1), part.uv - np.floor(part.uv), part.uv))
-    tile = np.tile(part.texture, (reps[1], reps[0], 1))
-    if max(tile.shape[:2]) > MAX_TILE_SIDE:
+    texture = part.texture
+    h, w = texture.shape[:2]
+    s = min(1.0, MAX_TILE_SIDE / max(h * reps[1], w * reps[0]))
+    if s < 1.0:  # scaled before tiling: a 4096 px texture repeated 8 x 8 would be 3 GB tiled first
         from PIL import Image
 
-        s = MAX_TILE_SIDE / max(tile.shape[:2])
-        tile = np.asarray(Image.fromarray(tile).resize((max(1, round(tile.shape[1] * s)),
-                                                        max(1, round(tile.shape[0] * s))), Image.BOX))
-    return part.replace(uv=(part.uv - lo) / reps, texture=tile)
+        texture = np.asarray(Image.fromarray(texture).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BOX))
+    return part.replace(uv=np.clip((part.uv - lo) / reps, 0.0, 1.0), texture=np.tile(texture, (reps[1], reps[0], 1)))
 
 def _merge_parts(parts: list[TriMesh]) -> TriMesh:
     """One TriMesh from parts with their own colour sources.

@@ -123,6 +123,8 @@ def rig_requirement(cfg: Config) -> str:
 def describe_views(c2ws: Tensor) -> str:
     """Where an object's cameras are, in words: how many, their elevations and distances."""
     params = [_orbit_params(m) for m in c2ws]
+    if not params:
+        return "no views"
     els = sorted({round(e, 1) for e, _, _ in params})
     rs = [r for _, _, r in params]
     el_text = ", ".join(f"{e:g}" for e in els[:6]) + (", ..." if len(els) > 6 else "")
@@ -230,8 +232,10 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
         meta = json.loads((folder / "meta.json").read_text())
         mats = torch.tensor([loc["transform_matrix"] for loc in meta["locations"]], dtype=torch.float32)
         angle = float(meta["camera_angle_x"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
         raise DatasetError(f"{folder / 'meta.json'}: cannot read camera_angle_x / locations[].transform_matrix ({e})") from e
+    if len(mats) == 0:
+        raise DatasetError(f"{folder / 'meta.json'}: no locations (no views)")
     files = []
     for i in range(len(mats)):
         cand = [folder / f"render_{i:04d}.{ext}" for ext in ("png", "webp")] + [folder / f"{i:03d}.png"]
@@ -303,8 +307,9 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
                 obj = load_o3d_object(p, cfg, ratios)
             else:
                 obj = load_objaverse_object(p, cfg, ratios)
-        except (ValueError, OSError) as e:  # DatasetError, or an image the preprocessing refuses
-            message = str(e) if str(p) in str(e) else f"{p}: {e}"
+        except Exception as e:  # DatasetError, an image the preprocessing refuses, a broken mesh or metadata
+            text = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+            message = text if str(p) in text else f"{p}: {text}"
             skipped.append(message)
             on_skip(p, message)
             continue
