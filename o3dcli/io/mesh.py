@@ -412,26 +412,24 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
             return TriMesh(verts, faces, material_color=parts[0].material_color)
         return TriMesh(verts, faces, vertex_colors=np.concatenate([plain_color(p) for p in parts]))
 
-    tiles, tile_of = [], []
-    by_content: dict[tuple, int] = {}
-    for p in parts:
-        tile = p.texture if p.has_texture else np.full((4, 4, 3), np.round(plain_color(p).mean(0) * 255), np.uint8)
-        key = (tile.shape, hashlib.sha1(tile.tobytes()).hexdigest())
-        if key not in by_content:
-            by_content[key] = len(tiles)
-            tiles.append(tile)
-        tile_of.append(by_content[key])
+    def distinct_tiles(parts: list[TriMesh]) -> tuple[list[np.ndarray], list[int]]:
+        """The distinct images the parts sample (a plain colour: a small solid tile), and each part's."""
+        tiles, tile_of, by_content = [], [], {}
+        for p in parts:
+            tile = p.texture if p.has_texture else np.full((4, 4, 3), np.round(plain_color(p).mean(0) * 255), np.uint8)
+            key = (tile.shape, hashlib.sha1(tile.tobytes()).hexdigest())
+            if key not in by_content:
+                by_content[key] = len(tiles)
+                tiles.append(tile)
+            tile_of.append(by_content[key])
+        return tiles, tile_of
+
+    tiles, _ = distinct_tiles(parts)
     if len(tiles) == 1:  # every part samples the same texture: keep UVs as they are
         return TriMesh(verts, faces, uv=np.concatenate([p.uv for p in parts]), texture=tiles[0])
     parts = [_unrepeat(p) if p.has_texture else p for p in parts]
-    tiles, tile_of, by_content = [], [], {}
-    for p in parts:
-        tile = p.texture if p.has_texture else np.full((4, 4, 3), np.round(plain_color(p).mean(0) * 255), np.uint8)
-        key = (tile.shape, hashlib.sha1(tile.tobytes()).hexdigest())
-        if key not in by_content:
-            by_content[key] = len(tiles)
-            tiles.append(tile)
-        tile_of.append(by_content[key])
+    tiles, tile_of = distinct_tiles(parts)
+
     pad = ATLAS_GUTTER  # each tile's edge texels repeated around it: filtering at a tile's edge
     boxes = [(t.shape[0] + 2 * pad, t.shape[1] + 2 * pad) for t in tiles]  # does not pick up a neighbour
     # shelf packing into rows about as wide as the atlas is tall (side by side, five 1024 px

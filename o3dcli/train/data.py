@@ -296,8 +296,9 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
 
         on_skip = lambda folder, message: log.warning("skipped %s", message)  # noqa: E731
     objects, skipped = [], []
+    object_folders = set(folders)
     for p in subdirs:
-        if p not in folders:
+        if p not in object_folders:
             on_skip(p, f"{p}: neither cameras.json nor meta.json, not an object folder")
     for p in folders:
         if limit is not None and len(objects) >= limit:
