@@ -164,6 +164,7 @@ def save_trimesh(path, mesh) -> None:
     for k in ("uv", "texture", "vertex_colors"):
         if getattr(mesh, k) is not None:
             arrays[k] = getattr(mesh, k)
+    arrays.update({k: np.asarray(v) for k, v in mesh.material_style.items()})  # 0-d: read back with .item()
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -174,7 +175,7 @@ def load_trimesh(path):
     from o3dcli.geometry.mesh import TriMesh
 
     with np.load(path) as z:
-        return TriMesh(**{k: z[k] for k in z.files})
+        return TriMesh(**{k: z[k].item() if z[k].ndim == 0 else z[k] for k in z.files})
 
 
 def _gaussians(ctx: StageContext):

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 
+ALPHA_MODES = ("OPAQUE", "MASK", "BLEND")
+
+
 @dataclass(frozen=True)
 class TriMesh:
     """A triangle mesh in numpy arrays (docs/design.md section 2).
@@ -14,9 +17,15 @@ class TriMesh:
     vertices: [V, 3] float32, world units (+Y up).
     faces: [F, 3] int32, counter-clockwise front faces.
     uv: [V, 2] float32 or None, origin at the texture's bottom-left.
-    texture: [H, W, 3] uint8 or None (sRGB base colour).
+    texture: [H, W, 3] uint8 or None (sRGB base colour), or [H, W, 4] with linear alpha when
+        alpha_mode is not "OPAQUE".
     vertex_colors: [V, 3] float32 in [0, 1] or None.
     material_color: (3,) float32 in [0, 1]: used when neither texture nor vertex colours exist.
+    alpha_mode: how the texture's alpha is read, as in glTF: "OPAQUE" (no alpha; a 4th channel is
+        dropped), "MASK" (a cut-out: visible where alpha >= alpha_cutoff) or "BLEND"
+        (semi-transparent). A mesh without an alpha channel is always "OPAQUE".
+    alpha_cutoff: the MASK threshold in [0, 1].
+    double_sided: back faces are drawn too (glTF doubleSided; cut-out leaves and cards need it).
     """
 
     vertices: np.ndarray
@@ -25,6 +34,9 @@ class TriMesh:
     texture: np.ndarray | None = None
     vertex_colors: np.ndarray | None = None
     material_color: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
+    alpha_mode: str = "OPAQUE"
+    alpha_cutoff: float = 0.5
+    double_sided: bool = False
 
     def __post_init__(self) -> None:
         v = np.ascontiguousarray(self.vertices, dtype=np.float32)
@@ -50,15 +62,33 @@ class TriMesh:
         if self.texture is not None:
             tex = np.ascontiguousarray(self.texture)
             if tex.ndim != 3 or tex.shape[2] not in (3, 4):
-                raise ValueError(f"TriMesh.texture must be [H,W,3], got {tex.shape}")
+                raise ValueError(f"TriMesh.texture must be [H,W,3] or [H,W,4], got {tex.shape}")
             if tex.dtype != np.uint8:
                 tex = (np.clip(tex, 0, 1) * 255 + 0.5).astype(np.uint8)
-            object.__setattr__(self, "texture", tex[..., :3])
+            if self.alpha_mode == "OPAQUE" or tex.shape[2] == 3:
+                tex = np.ascontiguousarray(tex[..., :3])
+            object.__setattr__(self, "texture", tex)
+        if self.alpha_mode not in ALPHA_MODES:
+            raise ValueError(f"TriMesh.alpha_mode must be one of {', '.join(ALPHA_MODES)}, got {self.alpha_mode!r}")
+        if self.texture is None or self.texture.shape[2] == 3:
+            object.__setattr__(self, "alpha_mode", "OPAQUE")
+        object.__setattr__(self, "alpha_cutoff", float(np.clip(self.alpha_cutoff, 0.0, 1.0)))
+        object.__setattr__(self, "double_sided", bool(self.double_sided))
         object.__setattr__(self, "material_color", np.asarray(self.material_color, np.float32).reshape(3))
 
     @property
     def has_texture(self) -> bool:
         return self.texture is not None and self.uv is not None
+
+    @property
+    def has_alpha(self) -> bool:
+        """The texture carries alpha that is used (alpha_mode "MASK" or "BLEND")."""
+        return self.has_texture and self.alpha_mode != "OPAQUE"
+
+    @property
+    def material_style(self) -> dict:
+        """alpha_mode, alpha_cutoff and double_sided, to carry over with ``replace(**mesh.material_style)``."""
+        return {"alpha_mode": self.alpha_mode, "alpha_cutoff": self.alpha_cutoff, "double_sided": self.double_sided}
 
     def replace(self, **kw) -> "TriMesh":
         return replace(self, **kw)

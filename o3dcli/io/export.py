@@ -28,7 +28,7 @@ def _png_bytes(texture: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(texture[..., :3])).save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(texture)).save(buf, format="PNG")  # RGB, or RGBA with alpha
     return buf.getvalue()
 
 
@@ -45,17 +45,23 @@ def smooth_normals(mesh: TriMesh) -> np.ndarray:
 
 
 def glb_bytes(mesh: TriMesh) -> bytes:
-    """The mesh as a GLB: base colour from the texture (with UVs), else vertex colours (COLOR_0),
-    else the material colour; metallic 0, roughness 1; smooth normals."""
+    """The mesh as a GLB: base colour from the texture (with UVs; its alpha with the mesh's
+    alphaMode), else vertex colours (COLOR_0), else the material colour; metallic 0, roughness 1;
+    smooth normals; doubleSided as the mesh."""
     import trimesh
     from PIL import Image
 
     if len(mesh.faces) == 0:
         raise ValueError("cannot export a mesh with no faces")
+    style = {"doubleSided": mesh.double_sided}
+    if mesh.has_alpha:
+        style["alphaMode"] = mesh.alpha_mode
+        if mesh.alpha_mode == "MASK":
+            style["alphaCutoff"] = mesh.alpha_cutoff
     if mesh.has_texture:
         material = trimesh.visual.material.PBRMaterial(
             name="material0", baseColorTexture=Image.fromarray(mesh.texture), metallicFactor=0.0,
-            roughnessFactor=ROUGHNESS,
+            roughnessFactor=ROUGHNESS, **style,
         )
         visual = trimesh.visual.TextureVisuals(uv=mesh.uv, material=material)
     elif mesh.vertex_colors is not None:
@@ -65,7 +71,7 @@ def glb_bytes(mesh: TriMesh) -> bytes:
         color = np.append(np.clip(mesh.material_color, 0, 1), 1.0)
         material = trimesh.visual.material.PBRMaterial(
             name="material0", baseColorFactor=(color * 255 + 0.5).astype(np.uint8), metallicFactor=0.0,
-            roughnessFactor=ROUGHNESS,
+            roughnessFactor=ROUGHNESS, doubleSided=mesh.double_sided,
         )
         visual = trimesh.visual.TextureVisuals(material=material)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual, process=False)
@@ -92,6 +98,8 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
     if mesh.has_texture:
         atomic_write_bytes(path.with_suffix(".png"), _png_bytes(mesh.texture))
         mtl.append(f"map_Kd {stem}.png")
+        if mesh.has_alpha:  # the alpha channel of the same image (-imfchan m: its matte channel)
+            mtl.append(f"map_d -imfchan m {stem}.png")
     atomic_write_bytes(path.with_suffix(".mtl"), ("\n".join(mtl) + "\n").encode())
     lines = ["# written by o3d", f"mtllib {stem}.mtl"]
     if mesh.vertex_colors is not None and not mesh.has_texture:

@@ -236,17 +236,50 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
     uv = np.where(ti[:, None] >= 0, vt[np.maximum(ti, 0)] if len(vt) else 0.0, 0.0)
     texture = _read_texture(props["map_Kd"], path) if props.get("map_Kd") else None
     has_uv = len(vt) > 0 and (ti >= 0).any()
+    style = {}
+    if texture is not None and has_uv and props.get("map_d"):
+        alpha, mode = _read_alpha(props["map_d"], texture.shape[:2], path)
+        texture = np.concatenate([texture, alpha[..., None]], -1)
+        # a cut-out card is seen from both sides in the tools that write map_d (Blender, 3ds Max)
+        style = {"alpha_mode": mode, "double_sided": True}
     return TriMesh(
         pos[vi, :3], faces,
         uv=uv if has_uv else None,  # kept without a texture too: one may be supplied later
         texture=texture if has_uv else None,
         vertex_colors=np.clip(pos[vi, 3:6], 0, 1) if colored else None,
-        material_color=props.get("Kd", np.ones(3)),
+        material_color=props.get("Kd", np.ones(3)), **style,
     )
 
 
+def alpha_mode_of(alpha: np.ndarray) -> str:
+    """"MASK" for an alpha map [H, W] uint8 that is a cut-out (at least 95 % of its texels within
+    8 of 0 or 255), else "BLEND"."""
+    a = np.asarray(alpha)
+    binary = np.count_nonzero((a <= 8) | (a >= 247))
+    return "MASK" if binary >= 0.95 * a.size else "BLEND"
+
+
+def _read_alpha(tex_path: Path, size: tuple[int, int], mesh_path: Path) -> tuple[np.ndarray, str]:
+    """An MTL map_d as a [H, W] uint8 alpha map of the colour texture's size: the image's alpha
+    channel when it has one (the usual export: map_d names the RGBA colour texture), else its
+    luminance (a separate greyscale mask). MTL has no cut-out/blend switch: the mode is
+    :func:`alpha_mode_of` the map as stored (before any resizing softens its edges)."""
+    from PIL import Image
+
+    try:
+        with Image.open(tex_path) as im:
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            a = im.convert("RGBA").getchannel("A") if has_alpha else im.convert("L")
+            mode = alpha_mode_of(np.asarray(a))
+            if a.size != (size[1], size[0]):
+                a = a.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(a), mode
+    except Exception as e:
+        raise MeshLoadError(f"{mesh_path}: alpha texture {tex_path} cannot be read ({e})") from e
+
+
 def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
-    """Materials of an MTL file: name -> {"Kd": (3,), "map_Kd": resolved texture Path or None}.
+    """Materials of an MTL file: name -> {"Kd": (3,), "map_Kd" and "map_d": resolved texture Paths or None}.
 
     A missing MTL or texture is not an error: the mesh loads with the colours it has, and a
     warning names what is missing.
@@ -269,6 +302,11 @@ def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
             if cur["map_Kd"] is None:
                 _log.warning("%s: texture %s not found (looked beside the MTL and the OBJ); using the material's "
                              "colour instead", mtl_path, parts[-1])
+        elif cur is not None and parts[0] == "map_d" and len(parts) >= 2:
+            cur["map_d"] = _find_texture(parts[-1], mtl_path.parent, obj_path.parent)
+            if cur["map_d"] is None:
+                _log.warning("%s: alpha texture %s not found (looked beside the MTL and the OBJ); the material "
+                             "is loaded opaque", mtl_path, parts[-1])
     return out
 
 
@@ -320,11 +358,21 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray) -> TriMesh:
         factor = getattr(mat, "diffuse", None) if factor is None else factor
         factor = np.ones(3) if factor is None else np.asarray(factor, np.float64)[:3] / 255.0
         uv = getattr(vis, "uv", None)
+        double = bool(getattr(mat, "doubleSided", False))
         if image is not None and uv is not None and len(uv) == len(verts):
             # glTF: the base colour factor multiplies the texture (done on the stored values)
+            mode = str(getattr(mat, "alphaMode", None) or "OPAQUE").upper()
+            if mode in ("MASK", "BLEND"):  # alpha is used: the texture's (1 if none) x the factor's
+                rgba_factor = getattr(mat, "baseColorFactor", None)
+                rgba_factor = np.asarray((255,) * 4 if rgba_factor is None else rgba_factor, np.float64).reshape(-1)
+                a_factor = rgba_factor[3] / 255.0 if len(rgba_factor) > 3 else 1.0
+                tex = np.asarray(image.convert("RGBA"), np.float64) * np.append(factor, a_factor)
+                cutoff = getattr(mat, "alphaCutoff", None)
+                return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), alpha_mode=mode,
+                               alpha_cutoff=0.5 if cutoff is None else float(cutoff), double_sided=double)
             tex = np.asarray(image.convert("RGB"), np.float64) * factor
-            return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8))
-        return TriMesh(verts, faces, material_color=factor)
+            return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), double_sided=double)
+        return TriMesh(verts, faces, material_color=factor, double_sided=double)
     if vis.kind == "vertex":
         return TriMesh(verts, faces, vertex_colors=np.asarray(vis.vertex_colors)[:, :3] / 255.0)
     if vis.kind == "face":  # one colour per face: give every face its own three vertices
@@ -394,6 +442,8 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
     """
     if len(parts) == 1:
         return parts[0]
+    parts, style = _merged_alpha(parts)
+    style["double_sided"] = any(p.double_sided for p in parts)
     if any(p.has_texture for p in parts):
         parts = [_face_colour_tiles(p) if p.vertex_colors is not None and not p.has_texture
                  and np.ptp(p.vertex_colors, axis=0).max() > 1 / 255 else p for p in parts]  # uniform: one solid tile
@@ -409,14 +459,16 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
     if not any(p.has_texture for p in parts):
         if all(p.vertex_colors is None for p in parts) and \
                 all(np.allclose(p.material_color, parts[0].material_color) for p in parts):
-            return TriMesh(verts, faces, material_color=parts[0].material_color)
-        return TriMesh(verts, faces, vertex_colors=np.concatenate([plain_color(p) for p in parts]))
+            return TriMesh(verts, faces, material_color=parts[0].material_color, **style)
+        return TriMesh(verts, faces, vertex_colors=np.concatenate([plain_color(p) for p in parts]), **style)
 
     def distinct_tiles(parts: list[TriMesh]) -> tuple[list[np.ndarray], list[int]]:
         """The distinct images the parts sample (a plain colour: a small solid tile), and each part's."""
         tiles, tile_of, by_content = [], [], {}
         for p in parts:
             tile = p.texture if p.has_texture else np.full((4, 4, 3), np.round(plain_color(p).mean(0) * 255), np.uint8)
+            if style.get("alpha_mode", "OPAQUE") != "OPAQUE" and tile.shape[2] == 3:  # opaque beside cut-outs
+                tile = np.concatenate([tile, np.full(tile.shape[:2] + (1,), 255, np.uint8)], -1)
             key = (tile.shape, hashlib.sha1(tile.tobytes()).hexdigest())
             if key not in by_content:
                 by_content[key] = len(tiles)
@@ -426,7 +478,7 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
 
     tiles, _ = distinct_tiles(parts)
     if len(tiles) == 1:  # every part samples the same texture: keep UVs as they are
-        return TriMesh(verts, faces, uv=np.concatenate([p.uv for p in parts]), texture=tiles[0])
+        return TriMesh(verts, faces, uv=np.concatenate([p.uv for p in parts]), texture=tiles[0], **style)
     parts = [_unrepeat(p) if p.has_texture else p for p in parts]
     tiles, tile_of = distinct_tiles(parts)
 
@@ -442,7 +494,7 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
         origin.append((y, x))
         x, row_h = x + w, max(row_h, h)
     height, width = y + row_h, max(oy_x[1] + w for oy_x, (_, w) in zip(origin, boxes))
-    atlas = np.zeros((height, width, 3), np.uint8)
+    atlas = np.zeros((height, width, tiles[0].shape[2]), np.uint8)
     for t, (oy, ox), (h, w) in zip(tiles, origin, boxes):
         atlas[oy: oy + h, ox: ox + w] = np.pad(t, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
     uvs = []
@@ -460,4 +512,29 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
         s = MAX_ATLAS_SIDE / max(height, width)
         atlas = np.asarray(Image.fromarray(atlas).resize((max(1, round(width * s)), max(1, round(height * s))),
                                                          Image.BOX))
-    return TriMesh(verts, faces, uv=np.concatenate(uvs), texture=atlas)
+    return TriMesh(verts, faces, uv=np.concatenate(uvs), texture=atlas, **style)
+
+
+def _merged_alpha(parts: list[TriMesh]) -> tuple[list[TriMesh], dict]:
+    """The parts ready to share one material, and its alpha_mode and alpha_cutoff.
+
+    Parts that agree keep theirs. Mixed ones (cut-outs with different thresholds, or cut-outs
+    beside blended parts) get one: BLEND if any part blends, else MASK at 0.5, with each cut-out's
+    alpha first set to exactly 0 or 255 at its own threshold, so every part looks as it did.
+    """
+    styles = {(p.alpha_mode, p.alpha_cutoff) for p in parts if p.has_alpha}
+    if not styles:
+        return parts, {}
+    if len(styles) == 1:
+        mode, cutoff = styles.pop()
+        return parts, {"alpha_mode": mode, "alpha_cutoff": cutoff}
+
+    def binary(p: TriMesh) -> TriMesh:
+        if not p.has_alpha or p.alpha_mode != "MASK":
+            return p
+        tex = p.texture.copy()
+        tex[..., 3] = np.where(tex[..., 3] >= p.alpha_cutoff * 255, 255, 0)
+        return p.replace(texture=tex)
+
+    mode = "BLEND" if any(m == "BLEND" for m, _ in styles) else "MASK"
+    return [binary(p) for p in parts], {"alpha_mode": mode, "alpha_cutoff": 0.5}

@@ -68,12 +68,12 @@ def surface_texels(mesh: TriMesh, size: int) -> Texels:
 
 
 def fill_texture(texels: Texels, colors: np.ndarray) -> np.ndarray:
-    """A size x size x 3 uint8 texture with ``colors`` [M, 3] at the texels and every other
-    texel set to its nearest texel's colour (seam dilation)."""
+    """A size x size x C uint8 texture with ``colors`` [M, C] (C = 3, or 4 with alpha) at the
+    texels and every other texel set to its nearest texel's value (seam dilation)."""
     from scipy import ndimage
 
     size = texels.size
-    tex = np.zeros((size * size, 3), np.float32)
+    tex = np.zeros((size * size, colors.shape[1]), np.float32)
     covered = np.zeros(size * size, bool)
     tex[texels.index] = colors
     covered[texels.index] = True
@@ -82,7 +82,7 @@ def fill_texture(texels: Texels, colors: np.ndarray) -> np.ndarray:
     nearest = ndimage.distance_transform_edt(~covered.reshape(size, size), return_distances=False, return_indices=True)
     flat_nearest = (nearest[0] * size + nearest[1]).ravel()
     tex = tex[flat_nearest]
-    return (np.clip(tex, 0.0, 1.0) * 255 + 0.5).astype(np.uint8).reshape(size, size, 3)
+    return (np.clip(tex, 0.0, 1.0) * 255 + 0.5).astype(np.uint8).reshape(size, size, -1)
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -177,7 +177,7 @@ def bake_texture(mesh_with_uv: TriMesh, gaussians: Gaussians, cfg: MeshConfig | 
 def bake_texture_from_mesh(target_uv_mesh: TriMesh, source_mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     """Re-bake: ``target_uv_mesh`` (with UVs, e.g. a decimated copy) gets a cfg.texture_size^2
     texture holding the colour (texture, vertex colours or material) of the closest point of
-    ``source_mesh``."""
+    ``source_mesh``, and its alpha when it has one (with its alpha mode and sidedness)."""
     import open3d as o3d
 
     from o3dcli.render.mesh import MeshRaycaster
@@ -190,5 +190,9 @@ def bake_texture_from_mesh(target_uv_mesh: TriMesh, source_mesh: TriMesh, cfg: M
     fid = closest["primitive_ids"].numpy().astype(np.int64)
     uv = closest["primitive_uvs"].numpy()
     bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], 1).astype(np.float32)  # open3d's (u, v)
-    colors = MeshRaycaster(source_mesh).surface_color(fid, bary)
-    return target_uv_mesh.replace(texture=fill_texture(texels, colors), vertex_colors=None)
+    source = MeshRaycaster(source_mesh)
+    colors = source.surface_color(fid, bary)
+    if source_mesh.has_alpha:  # cut-outs and blended parts keep their alpha
+        colors = np.concatenate([colors, source.surface_alpha(fid, bary)[:, None]], 1)
+    return target_uv_mesh.replace(texture=fill_texture(texels, colors), vertex_colors=None,
+                                  **source_mesh.material_style)

@@ -160,15 +160,16 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
         )
     m = ms.current_mesh()
     faces, wedges = m.face_matrix(), m.wedge_tex_coord_matrix().reshape(-1, 3, 2)
-    return split_wedges(m.vertex_matrix(), faces, wedges, mesh.texture, mesh.material_color)
+    return split_wedges(m.vertex_matrix(), faces, wedges, mesh.texture, mesh.material_color, **mesh.material_style)
 
 
-def split_wedges(vertices, faces, wedge_uv, texture, material_color=None) -> TriMesh:
-    """Per-corner UVs wedge_uv [F, 3, 2] -> one vertex per distinct (position, uv) pair."""
+def split_wedges(vertices, faces, wedge_uv, texture, material_color=None, **style) -> TriMesh:
+    """Per-corner UVs wedge_uv [F, 3, 2] -> one vertex per distinct (position, uv) pair.
+    ``style``: the TriMesh's alpha_mode, alpha_cutoff and double_sided."""
     corner_v = faces.reshape(-1)
     uv = wedge_uv.reshape(-1, 2).astype(np.float32)
     keys = np.concatenate([corner_v[:, None].astype(np.float64), uv.astype(np.float64)], 1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    kw = {} if material_color is None else {"material_color": material_color}
+    kw = dict(style) if material_color is None else {"material_color": material_color, **style}
     return TriMesh(np.asarray(vertices)[uniq[:, 0].astype(np.int64)], inverse.reshape(-1, 3),
                    uv=uniq[:, 1:], texture=texture, **kw)

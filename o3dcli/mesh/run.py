@@ -66,9 +66,10 @@ def _fit_texture(mesh: TriMesh, size: int) -> TriMesh:
 def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     """Decimate an existing mesh to cfg.target_faces faces, keeping its look.
 
-    Textured: texture-aware quadric collapse keeps the texture image and UVs (if the
-    collapse fails, falls back to a re-bake); a texture larger than cfg.texture_size is scaled down. Vertex-coloured: decimated, unwrapped and
-    re-baked into a cfg.texture_size texture. Plain material colour: decimated only.
+    Textured: texture-aware quadric collapse keeps the texture image (alpha included) and UVs
+    (if the collapse fails, falls back to a re-bake); a texture larger than cfg.texture_size is
+    scaled down. Vertex-coloured: decimated, unwrapped and re-baked into a cfg.texture_size
+    texture. Plain material colour: decimated only. Alpha mode and sidedness are kept.
     """
     import pymeshlab
 
@@ -86,6 +87,8 @@ def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
         except pymeshlab.PyMeshLabException:
             pass  # e.g. a UV layout the texture-aware collapse refuses: re-bake below
     if not mesh.has_texture and mesh.vertex_colors is None:
-        return simplify_mesh(weld_vertices(mesh)[0], cfg) if len(mesh.faces) > cfg.target_faces else mesh
+        if len(mesh.faces) <= cfg.target_faces:
+            return mesh
+        return simplify_mesh(weld_vertices(mesh)[0], cfg).replace(double_sided=mesh.double_sided)
     geometry = simplify_mesh(weld_vertices(mesh)[0], cfg)
     return bake_texture_from_mesh(unwrap_uv(geometry, cfg), mesh, cfg)

@@ -27,6 +27,10 @@ from o3dcli.geometry.mesh import TriMesh
 
 
 _MAX_RAYS = 1 << 22  # rays cast at once (~100 MB of ray and hit buffers)
+MAX_CUTOUT_LAYERS = 16
+"""See-through (cut-out) surfaces a ray passes at most before it stops at the next one."""
+CUTOUT_STEP = 1e-4
+"""How far past a see-through hit a ray is cast again, relative to the hit distance (at least 1)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class MeshRaycaster:
         # per-face corner attributes [F, 3, C]: one gather per hit, then a barycentric blend
         self._face_uv = mesh.uv[mesh.faces] if mesh.has_texture else None
         self._face_colors = mesh.vertex_colors[mesh.faces] if mesh.vertex_colors is not None else None
+        # a textured alpha is a cut-out for the renderer: rays pass where it is below the cutoff
+        # (a blended surface is drawn where its alpha is at least one half)
+        self._cutoff = (mesh.alpha_cutoff if mesh.alpha_mode == "MASK" else 0.5) if mesh.has_alpha else None
 
     def cast_rays(self, origins: Tensor, dirs: Tensor) -> RayHits:
         """First hits of rays origins [N, 3] + t * dirs [N, 3] (t in units of |dirs|)."""
@@ -108,7 +115,34 @@ class MeshRaycaster:
         return RayHits(*(torch.from_numpy(a) for a in (t_all, f_all, b_all, p_all)))
 
     def _cast_compact(self, rays: np.ndarray):
-        """Hits only, for rays [N, 6] float32: ray indices [M], t [M], face ids [M], barycentrics [M, 3]."""
+        """Hits only, for rays [N, 6] float32: ray indices [M] (ascending), t [M], face ids [M],
+        barycentrics [M, 3]. With a cut-out texture a ray goes on through the see-through parts of
+        up to MAX_CUTOUT_LAYERS surfaces and stops at the next one."""
+        hits = self._cast_once(rays)
+        if self._cutoff is None or len(hits[0]) == 0:
+            return hits
+        done = []
+        for _ in range(MAX_CUTOUT_LAYERS):
+            i, t, fid, bary = hits
+            see = self.surface_alpha(fid, bary) < self._cutoff
+            done.append((i[~see], t[~see], fid[~see], bary[~see]))
+            if not see.any():
+                hits = None
+                break
+            i, t = i[see], t[see]
+            start = t + CUTOUT_STEP * np.maximum(t, 1.0)  # just past the see-through hit
+            sub = rays[i].copy()
+            sub[:, :3] += start[:, None] * sub[:, 3:]
+            j, t2, fid2, bary2 = self._cast_once(sub)
+            hits = (i[j], start[j] + t2, fid2, bary2)
+        if hits is not None:  # still see-through after that many layers: stop there
+            done.append(hits)
+        idx, t, fid, bary = (np.concatenate(a) for a in zip(*done))
+        order = np.argsort(idx, kind="stable")
+        return idx[order], t[order], fid[order], bary[order]
+
+    def _cast_once(self, rays: np.ndarray):
+        """First hits of rays [N, 6], whatever their alpha, as in :meth:`_cast_compact`."""
         import open3d as o3d
 
         if self.num_faces == 0 or len(rays) == 0:
@@ -126,10 +160,17 @@ class MeshRaycaster:
         """Base colour [M, 3] float32 at hits on faces face_ids [M] with barycentrics [M, 3]."""
         if self._face_uv is not None:
             uv = np.einsum("mk,mkc->mc", bary, self._face_uv[face_ids])
-            return _sample_texture_np(self.mesh.texture, uv)
+            return _sample_texture_np(self.mesh.texture, uv)[:, :3]
         if self._face_colors is not None:
             return np.clip(np.einsum("mk,mkc->mc", bary, self._face_colors[face_ids]), 0, 1)
         return np.broadcast_to(self.mesh.material_color, (len(face_ids), 3))
+
+    def surface_alpha(self, face_ids: np.ndarray, bary: np.ndarray) -> np.ndarray:
+        """Texture alpha [M] float32 in [0, 1] at hits (1 where the mesh has no alpha)."""
+        if not self.mesh.has_alpha:
+            return np.ones(len(face_ids), np.float32)
+        uv = np.einsum("mk,mkc->mc", bary, self._face_uv[face_ids])
+        return _sample_texture_np(self.mesh.texture, uv)[:, 3]
 
     def render(
         self,
