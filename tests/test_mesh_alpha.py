@@ -229,3 +229,91 @@ def test_cached_meshes_keep_their_alpha(tmp_path):
     back = load_trimesh(tmp_path / "mesh.npz")
     assert (back.alpha_mode, back.alpha_cutoff, back.double_sided) == ("BLEND", pytest.approx(0.3), True)
     assert np.array_equal(back.texture, card.texture)
+
+
+def test_a_decal_just_above_a_surface_does_not_punch_through_it():
+    base_v, base_f, base_uv = quad(0.0, 0.5, 1.0)
+    decal_v, decal_f, decal_uv = quad(5e-5, 0.0, 0.5)  # a decal 0.05 mm above its base
+    tex = np.zeros((8, 16, 4), np.uint8)
+    tex[:, :8, :3] = RED
+    tex[:, 4:8, 3] = 255  # the decal: see-through left half
+    tex[:, 8:, :3] = BLUE
+    tex[:, 8:, 3] = 255
+    scene = TriMesh(np.concatenate([decal_v, base_v]), np.concatenate([decal_f, base_f + 4]),
+                    uv=np.concatenate([decal_uv, base_uv]), texture=tex, alpha_mode="MASK")
+    r = render_mesh(scene, orbit_cameras(0.0, 0.0, radius=2.0, fov_deg=40.0, size=32), background=(0, 1, 0))
+    torch.testing.assert_close(r.rgb[0][:, 16, 11], torch.tensor(BLUE, dtype=torch.float32) / 255)
+    assert r.alpha[0, 0, 16, 11] == 1 and r.depth[0, 0, 16, 11] == pytest.approx(2.0, abs=1e-4)
+
+
+def test_scaling_keeps_the_colour_under_transparent_texels():
+    from o3dcli.geometry.mesh import scale_texture
+    from o3dcli.mesh.config import MeshConfig
+    from o3dcli.mesh.run import remesh_mesh
+
+    tex = np.zeros((64, 64, 4), np.uint8)
+    tex[..., :3] = (40, 180, 40)  # leaf green everywhere, as exporters bleed it under the holes
+    tex[:, 32:, 3] = 255
+    small = scale_texture(tex, 0.25)
+    assert small.shape == (16, 16, 4)
+    assert (small[..., :3] == (40, 180, 40)).all()  # premultiplied filtering made the left half black
+    assert (small[:, :8, 3] == 0).all() and (small[:, 8:, 3] == 255).all()
+    v, f, uv = quad(0.0, 0.0, 1.0)
+    card = TriMesh(v, f, uv=uv, texture=tex, alpha_mode="MASK")
+    fitted = remesh_mesh(card, MeshConfig(texture_size=16))  # --texture-size on a kept texture
+    assert fitted.alpha_mode == "MASK" and np.array_equal(fitted.texture, small)
+
+
+def write_card_obj(folder, colour, mask, mask_name="mask.png"):
+    """A one-quad OBJ whose MTL names ``colour`` as map_Kd and ``mask`` (a PIL image) as map_d."""
+    from PIL import Image
+
+    v, f, uv = quad(0.0, 0.0, 1.0)
+    Image.fromarray(colour).save(folder / "colour.png")
+    mask.save(folder / mask_name)
+    (folder / "card.mtl").write_text(f"newmtl leaf\nKd 1 1 1\nmap_Kd colour.png\nmap_d {mask_name}\n")
+    lines = ["mtllib card.mtl"] + [f"v {a} {b} {c}" for a, b, c in v.tolist()]
+    lines += [f"vt {a} {b}" for a, b in uv.tolist()] + ["usemtl leaf", "f 1/1 2/2 3/3", "f 1/1 3/3 4/4"]
+    (folder / "card.obj").write_text("\n".join(lines) + "\n")
+    return folder / "card.obj"
+
+
+def test_map_d_sixteen_bit_opaque_and_broken_masks(tmp_path, caplog):
+    from PIL import Image
+
+    colour = np.full((4, 16, 3), RED, np.uint8)
+    ramp = np.tile(np.arange(16, dtype=np.uint16) * 4369, (4, 1))  # 0 .. 65535 in 16 steps
+    (tmp_path / "a").mkdir()
+    mesh = load_mesh(write_card_obj(tmp_path / "a", colour, Image.fromarray(ramp)))
+    assert mesh.texture.dtype == np.uint8 and mesh.alpha_mode == "BLEND"  # 16 bits scaled, not clipped at 255
+    assert np.array_equal(mesh.texture[0, :, 3], np.arange(16) * 17)
+    # a black-and-white mask saved as RGBA with an opaque alpha: its luminance is the mask
+    bw = np.zeros((4, 16, 4), np.uint8)
+    bw[:, 8:, :3] = 255
+    bw[..., 3] = 255
+    (tmp_path / "b").mkdir()
+    mesh = load_mesh(write_card_obj(tmp_path / "b", colour, Image.fromarray(bw)))
+    assert mesh.alpha_mode == "MASK" and (mesh.texture[:, :8, 3] == 0).all() and (mesh.texture[:, 8:, 3] == 255).all()
+    # an all-opaque map_d changes nothing: no alpha, no forced double-siding
+    (tmp_path / "c").mkdir()
+    mesh = load_mesh(write_card_obj(tmp_path / "c", colour, Image.fromarray(np.full((4, 16), 255, np.uint8))))
+    assert (mesh.alpha_mode, mesh.texture.shape, mesh.double_sided) == ("OPAQUE", (4, 16, 3), False)
+    # an unreadable map_d is warned about and the mesh loads opaque, as with a missing one
+    (tmp_path / "d").mkdir()
+    obj = write_card_obj(tmp_path / "d", colour, Image.fromarray(bw))
+    (tmp_path / "d" / "mask.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    with caplog.at_level("WARNING"):
+        mesh = load_mesh(obj)
+    assert mesh.alpha_mode == "OPAQUE" and "mask.png cannot be read" in caplog.text
+
+
+def test_obj_export_applies_the_cutoff_mtl_cannot_hold(tmp_path):
+    card = leaf_card(cutoff=0.3)
+    tex = card.texture.copy()
+    tex[:, 4:, 3] = 100  # 0.39: drawn at cutoff 0.3
+    card = card.replace(texture=tex)
+    back = load_mesh(save_mesh_obj(tmp_path / "card.obj", card))
+    assert back.alpha_mode == "MASK"
+    assert (back.texture[:, 4:, 3] == 255).all() and (back.texture[:, :4, 3] == 0).all()
+    glb = load_mesh(save_mesh_glb(tmp_path / "card.glb", card))  # the GLB keeps the values and the cutoff
+    assert glb.alpha_cutoff == pytest.approx(0.3) and (glb.texture[:, 4:, 3] == 100).all()

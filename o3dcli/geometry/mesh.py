@@ -114,3 +114,17 @@ class TriMesh:
     def area(self) -> float:
         tri = self.vertices[self.faces].astype(np.float64)
         return float(0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum())
+
+
+def scale_texture(texture: np.ndarray, scale: float) -> np.ndarray:
+    """A [H, W, C] uint8 texture scaled by ``scale`` (each side rounded, at least 1 px) with an
+    area filter. Colour and alpha are filtered apart: filtering premultiplied colour (what
+    Pillow does for RGBA) would turn the colour under transparent texels black, and viewers'
+    texture filtering would then show dark fringes around cut-outs."""
+    from PIL import Image
+
+    h, w = texture.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    channels = [texture[..., :3]] + ([texture[..., 3]] if texture.shape[2] == 4 else [])
+    out = [np.asarray(Image.fromarray(np.ascontiguousarray(c)).resize(size, Image.BOX)) for c in channels]
+    return out[0] if len(out) == 1 else np.concatenate([out[0], out[1][..., None]], -1)

@@ -88,7 +88,9 @@ def save_mesh_glb(path, mesh: TriMesh) -> Path:
 def save_mesh_obj(path, mesh: TriMesh) -> Path:
     """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, ``<stem>.png`` beside
     it (each atomic; the texture and material first, so a finished .obj never points at nothing).
-    Untextured meshes keep vertex colours as 'v x y z r g b' and the material colour as Kd."""
+    Untextured meshes keep vertex colours as 'v x y z r g b' and the material colour as Kd.
+    Texture alpha goes in the PNG and is named by ``map_d``; a cut-out's (MASK) alpha is written
+    as 0 or 255 at its cutoff, which MTL has no field for."""
     path = Path(path)
     if len(mesh.faces) == 0:
         raise ValueError("cannot export a mesh with no faces")
@@ -96,7 +98,11 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
     kd = " ".join(f"{c:.6f}" for c in (np.ones(3) if mesh.has_texture else mesh.material_color))
     mtl = ["newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
     if mesh.has_texture:
-        atomic_write_bytes(path.with_suffix(".png"), _png_bytes(mesh.texture))
+        texture = mesh.texture
+        if mesh.has_alpha and mesh.alpha_mode == "MASK":  # MTL cannot hold the cutoff: apply it here
+            texture = texture.copy()
+            texture[..., 3] = np.where(texture[..., 3] >= mesh.alpha_cutoff * 255, 255, 0)
+        atomic_write_bytes(path.with_suffix(".png"), _png_bytes(texture))
         mtl.append(f"map_Kd {stem}.png")
         if mesh.has_alpha:  # the alpha channel of the same image (-imfchan m: its matte channel)
             mtl.append(f"map_d -imfchan m {stem}.png")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from o3dcli.geometry.mesh import TriMesh
+from o3dcli.geometry.mesh import TriMesh, scale_texture
 
 _log = logging.getLogger("o3d")
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply")
@@ -239,9 +239,10 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
     style = {}
     if texture is not None and has_uv and props.get("map_d"):
         alpha, mode = _read_alpha(props["map_d"], texture.shape[:2], path)
-        texture = np.concatenate([texture, alpha[..., None]], -1)
-        # a cut-out card is seen from both sides in the tools that write map_d (Blender, 3ds Max)
-        style = {"alpha_mode": mode, "double_sided": True}
+        if alpha is not None:
+            texture = np.concatenate([texture, alpha[..., None]], -1)
+            # a cut-out card is seen from both sides in the tools that write map_d (Blender, 3ds Max)
+            style = {"alpha_mode": mode, "double_sided": True}
     return TriMesh(
         pos[vi, :3], faces,
         uv=uv if has_uv else None,  # kept without a texture too: one may be supplied later
@@ -259,23 +260,49 @@ def alpha_mode_of(alpha: np.ndarray) -> str:
     return "MASK" if binary >= 0.95 * a.size else "BLEND"
 
 
-def _read_alpha(tex_path: Path, size: tuple[int, int], mesh_path: Path) -> tuple[np.ndarray, str]:
-    """An MTL map_d as a [H, W] uint8 alpha map of the colour texture's size: the image's alpha
-    channel when it has one (the usual export: map_d names the RGBA colour texture), else its
-    luminance (a separate greyscale mask). MTL has no cut-out/blend switch: the mode is
-    :func:`alpha_mode_of` the map as stored (before any resizing softens its edges)."""
+def _read_alpha(tex_path: Path, size: tuple[int, int], mesh_path: Path) -> tuple[np.ndarray | None, str]:
+    """An MTL map_d as a [H, W] uint8 alpha map of the colour texture's size, and its mode.
+
+    The map is the image's alpha channel when it has one that is not all opaque (the usual
+    export: map_d names the RGBA colour texture), else its luminance (a separate greyscale
+    mask). MTL has no cut-out/blend switch: the mode is :func:`alpha_mode_of` the map as stored
+    (before resizing softens its edges), or "OPAQUE" (and no map) when it is all opaque. An
+    unreadable map is warned about and the material loaded opaque, as a missing one is.
+    """
     from PIL import Image
 
     try:
         with Image.open(tex_path) as im:
-            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
-            a = im.convert("RGBA").getchannel("A") if has_alpha else im.convert("L")
-            mode = alpha_mode_of(np.asarray(a))
-            if a.size != (size[1], size[0]):
-                a = a.resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(a), mode
+            im = _eight_bit(im)
+            a = im.convert("RGBA").getchannel("A") if _has_alpha(im) else None
+            if a is None or np.asarray(a).min() == 255:  # no alpha, or an all-opaque one: a mask image
+                a = im.convert("L")
+            alpha = np.asarray(a)
     except Exception as e:
-        raise MeshLoadError(f"{mesh_path}: alpha texture {tex_path} cannot be read ({e})") from e
+        _log.warning("%s: alpha texture %s cannot be read (%s); the material is loaded opaque", mesh_path, tex_path, e)
+        return None, "OPAQUE"
+    if alpha.min() >= 247:
+        return None, "OPAQUE"
+    mode = alpha_mode_of(alpha)
+    if alpha.shape != tuple(size):
+        alpha = np.asarray(Image.fromarray(alpha).resize((size[1], size[0]), Image.BILINEAR))
+    return alpha, mode
+
+
+def _has_alpha(im) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+
+
+def _eight_bit(im):
+    """A PIL image with 8-bit channels: 16-bit greyscale (modes I;16*, I) scaled by 1/257 rather
+    than clipped at 255, as Pillow's convert does."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return Image.fromarray((np.asarray(im).astype(np.float64) / 257.0).round().clip(0, 255).astype(np.uint8))
+    if im.mode == "F":
+        return Image.fromarray((np.asarray(im, np.float64) * 255.0).round().clip(0, 255).astype(np.uint8))
+    return im
 
 
 def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
@@ -322,7 +349,7 @@ def _read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
 
     try:
         with Image.open(tex_path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(_eight_bit(im).convert("RGB"))
     except Exception as e:
         raise MeshLoadError(f"{mesh_path}: texture {tex_path} cannot be read ({e})") from e
 
@@ -366,11 +393,11 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray) -> TriMesh:
                 rgba_factor = getattr(mat, "baseColorFactor", None)
                 rgba_factor = np.asarray((255,) * 4 if rgba_factor is None else rgba_factor, np.float64).reshape(-1)
                 a_factor = rgba_factor[3] / 255.0 if len(rgba_factor) > 3 else 1.0
-                tex = np.asarray(image.convert("RGBA"), np.float64) * np.append(factor, a_factor)
+                tex = np.asarray(_eight_bit(image).convert("RGBA"), np.float64) * np.append(factor, a_factor)
                 cutoff = getattr(mat, "alphaCutoff", None)
                 return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), alpha_mode=mode,
                                alpha_cutoff=0.5 if cutoff is None else float(cutoff), double_sided=double)
-            tex = np.asarray(image.convert("RGB"), np.float64) * factor
+            tex = np.asarray(_eight_bit(image).convert("RGB"), np.float64) * factor
             return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), double_sided=double)
         return TriMesh(verts, faces, material_color=factor, double_sided=double)
     if vis.kind == "vertex":
@@ -425,9 +452,7 @@ def _unrepeat(part: TriMesh) -> TriMesh:
     h, w = texture.shape[:2]
     s = min(1.0, MAX_TILE_SIDE / max(h * reps[1], w * reps[0]))
     if s < 1.0:  # scaled before tiling: a 4096 px texture repeated 8 x 8 would be 3 GB tiled first
-        from PIL import Image
-
-        texture = np.asarray(Image.fromarray(texture).resize((max(1, round(w * s)), max(1, round(h * s))), Image.BOX))
+        texture = scale_texture(texture, s)
     return part.replace(uv=np.clip((part.uv - lo) / reps, 0.0, 1.0), texture=np.tile(texture, (reps[1], reps[0], 1)))
 
 def _merge_parts(parts: list[TriMesh]) -> TriMesh:
@@ -507,11 +532,7 @@ def _merge_parts(parts: list[TriMesh]) -> TriMesh:
         uvs.append(np.stack([(ox + pad + uv[:, 0] * tw) / width,
                              1.0 - (oy + pad + (1.0 - uv[:, 1]) * th) / height], -1))
     if max(height, width) > MAX_ATLAS_SIDE:  # UVs are relative: scaling the whole image keeps them
-        from PIL import Image
-
-        s = MAX_ATLAS_SIDE / max(height, width)
-        atlas = np.asarray(Image.fromarray(atlas).resize((max(1, round(width * s)), max(1, round(height * s))),
-                                                         Image.BOX))
+        atlas = scale_texture(atlas, MAX_ATLAS_SIDE / max(height, width))
     return TriMesh(verts, faces, uv=np.concatenate(uvs), texture=atlas, **style)
 
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-import numpy as np
 
 from o3dcli.geometry.gaussians import Gaussians
-from o3dcli.geometry.mesh import TriMesh
+from o3dcli.geometry.mesh import TriMesh, scale_texture
 from o3dcli.mesh.config import MeshConfig
 
 
@@ -56,11 +55,7 @@ def _fit_texture(mesh: TriMesh, size: int) -> TriMesh:
     h, w = mesh.texture.shape[:2]
     if max(h, w) <= size:
         return mesh
-    from PIL import Image
-
-    scale = size / max(h, w)
-    image = Image.fromarray(mesh.texture).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BOX)
-    return mesh.replace(texture=np.asarray(image))
+    return mesh.replace(texture=scale_texture(mesh.texture, size / max(h, w)))
 
 
 def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:

@@ -27,10 +27,6 @@ from o3dcli.geometry.mesh import TriMesh
 
 
 _MAX_RAYS = 1 << 22  # rays cast at once (~100 MB of ray and hit buffers)
-MAX_CUTOUT_LAYERS = 16
-"""See-through (cut-out) surfaces a ray passes at most before it stops at the next one."""
-CUTOUT_STEP = 1e-4
-"""How far past a see-through hit a ray is cast again, relative to the hit distance (at least 1)."""
 
 
 @dataclass(frozen=True)
@@ -116,30 +112,40 @@ class MeshRaycaster:
 
     def _cast_compact(self, rays: np.ndarray):
         """Hits only, for rays [N, 6] float32: ray indices [M] (ascending), t [M], face ids [M],
-        barycentrics [M, 3]. With a cut-out texture a ray goes on through the see-through parts of
-        up to MAX_CUTOUT_LAYERS surfaces and stops at the next one."""
+        barycentrics [M, 3]. With a cut-out texture a ray goes on through see-through surfaces
+        and stops at the first one it cannot see through."""
         hits = self._cast_once(rays)
         if self._cutoff is None or len(hits[0]) == 0:
             return hits
-        done = []
-        for _ in range(MAX_CUTOUT_LAYERS):
-            i, t, fid, bary = hits
-            see = self.surface_alpha(fid, bary) < self._cutoff
-            done.append((i[~see], t[~see], fid[~see], bary[~see]))
-            if not see.any():
-                hits = None
-                break
-            i, t = i[see], t[see]
-            start = t + CUTOUT_STEP * np.maximum(t, 1.0)  # just past the see-through hit
-            sub = rays[i].copy()
-            sub[:, :3] += start[:, None] * sub[:, 3:]
-            j, t2, fid2, bary2 = self._cast_once(sub)
-            hits = (i[j], start[j] + t2, fid2, bary2)
-        if hits is not None:  # still see-through after that many layers: stop there
-            done.append(hits)
-        idx, t, fid, bary = (np.concatenate(a) for a in zip(*done))
+        idx, t, fid, bary = hits
+        see = self.surface_alpha(fid, bary) < self._cutoff
+        if not see.any():
+            return hits
+        behind = self._first_solid_hits(rays[idx[see]])  # every hit along those rays, in order
+        keep = ~see
+        idx, t, fid, bary = (np.concatenate([a[keep], b]) for a, b in
+                             zip((idx, t, fid, bary), (idx[see][behind[0]],) + behind[1:]))
         order = np.argsort(idx, kind="stable")
         return idx[order], t[order], fid[order], bary[order]
+
+    def _first_solid_hits(self, rays: np.ndarray):
+        """For rays [K, 6]: which of them hit a surface they cannot see through [M] (indices into
+        rays), and the nearest such hit's t [M], face id [M] and barycentrics [M, 3].
+
+        Every intersection along the ray is listed at once (no re-casting from a hit point, which
+        would skip a surface lying closer behind it than the step, such as a decal's base)."""
+        import open3d as o3d
+
+        out = self._scene.list_intersections(o3d.core.Tensor.from_numpy(np.ascontiguousarray(rays)))
+        ray_ids = out["ray_ids"].numpy().astype(np.int64)
+        t = out["t_hit"].numpy().astype(np.float32)
+        fid = out["primitive_ids"].numpy().astype(np.int64)
+        uv = out["primitive_uvs"].numpy()
+        bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=-1).astype(np.float32)
+        solid = np.flatnonzero(self.surface_alpha(fid, bary) >= self._cutoff)
+        solid = solid[np.lexsort((t[solid], ray_ids[solid]))]  # by ray, nearest first
+        first = solid[np.r_[True, ray_ids[solid][1:] != ray_ids[solid][:-1]]] if len(solid) else solid
+        return ray_ids[first], t[first], fid[first], bary[first]
 
     def _cast_once(self, rays: np.ndarray):
         """First hits of rays [N, 6], whatever their alpha, as in :meth:`_cast_compact`."""
