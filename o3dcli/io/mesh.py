@@ -356,9 +356,67 @@ def _read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ GLB, glTF, PLY
 
+GLTF_UNREADABLE = {
+    "KHR_mesh_quantization": "quantized vertex data",
+    "EXT_meshopt_compression": "meshopt compression",
+    "KHR_meshopt_compression": "meshopt compression",
+}
+"""glTF extensions whose data o3d cannot decode (the reader would see wrong or zero vertices)."""
+GLTF_APPROXIMATED = {
+    "KHR_texture_transform": "texture offsets, scales and rotations are ignored, so textures may sit in the "
+                             "wrong place",
+    "KHR_texture_basisu": "KTX2 textures cannot be read, so materials without another image lose their texture",
+}
+"""glTF extensions o3d reads around: the mesh loads, with a warning saying what is lost."""
+
+
+def gltf_extensions(path: Path) -> tuple[set[str], set[str]]:
+    """extensionsUsed and extensionsRequired of a .glb or .gltf file (empty if its JSON cannot be
+    read: the reader then reports the problem)."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+            if head[:4] == b"glTF" and len(head) == 20 and head[16:20] == b"JSON":
+                doc = json.loads(f.read(struct.unpack("<I", head[12:16])[0]))
+            elif path.suffix.lower() == ".gltf":
+                doc = json.loads(head + f.read())
+            else:
+                return set(), set()
+        return set(doc.get("extensionsUsed") or []), set(doc.get("extensionsRequired") or [])
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError, struct.error):
+        return set(), set()
+
+
+def _has_dracopy() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("DracoPy") is not None
+
+
+def _check_gltf_extensions(path: Path) -> None:
+    """Refuse glTF files whose geometry o3d cannot decode; warn about what it reads only in part."""
+    used, required = gltf_extensions(path)
+    used |= required
+    if "KHR_draco_mesh_compression" in used and not _has_dracopy():
+        raise MeshLoadError(f"{path}: the mesh is Draco-compressed (KHR_draco_mesh_compression); install DracoPy to "
+                            "read it (pip install 'o3dcli[draco]') or export it without compression")
+    bad = sorted(e for e in used if e in GLTF_UNREADABLE)
+    if bad:
+        what = ", ".join(f"{e} ({GLTF_UNREADABLE[e]})" for e in bad)
+        raise MeshLoadError(f"{path}: uses {what}, which o3d cannot decode; export it without compression or "
+                            "quantization")
+    for e in sorted(used & GLTF_APPROXIMATED.keys()):
+        _log.warning("%s: uses %s: %s", path, e, GLTF_APPROXIMATED[e])
+
+
 def _load_with_trimesh(path: Path) -> TriMesh:
     import trimesh
 
+    if path.suffix.lower() in (".glb", ".gltf"):
+        _check_gltf_extensions(path)
     scene = trimesh.load(str(path), force="scene", process=False)
     parts = []
     for node in scene.graph.nodes_geometry:
