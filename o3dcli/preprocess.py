@@ -53,14 +53,17 @@ class PreparedImage:
     matting: str
     warnings: tuple[str, ...]
     crop_box: tuple[int, int, int, int]
+    rgba_projection: torch.Tensor | None = None
+    """[4, P, P] straight RGBA of the same crop at `projection_size` (None unless asked for)."""
 
 
-def preprocess_image(path_or_array, cfg: PreprocessConfig) -> PreparedImage:
+def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int = 0) -> PreparedImage:
     """Load an image file (or take an array) and prepare it as the model's input view.
 
     `path_or_array`: a path; a numpy array [H, W, C] (C = 1, 3 or 4; uint8 or float in
     [0, 1]); or a tensor [C, H, W] float in [0, 1]. Raises ImageError naming the
-    file when the image cannot be used.
+    file when the image cannot be used. `projection_size` > 0 also prepares the same crop at
+    that side (`rgba_projection`), for projecting the photo onto a mesh texture.
     """
     cfg.check()
     name, rgba, digest = _read_input(path_or_array, cfg.max_pixels)
@@ -80,18 +83,26 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig) -> PreparedImage:
 
     box = _square_box(foreground, cfg.foreground_ratio)
     premultiplied = np.concatenate([colour * alpha[..., None], alpha[..., None]], axis=-1)
-    out = _resample_square(premultiplied, box, cfg.size)
-    out_alpha = np.clip(out[..., 3], 0.0, 1.0)
-    out_colour = np.clip(out[..., :3], 0.0, out_alpha[..., None])  # premultiplied colour never exceeds alpha
     background = np.asarray(cfg.background, dtype=np.float32)
-    visible = out_alpha[..., None] > 1.0 / 255.0
-    # (Nearly) transparent pixels carry the background colour, so a careless straight-RGB user sees no black.
-    straight = np.where(visible, out_colour / np.maximum(out_alpha[..., None], 1e-8), background)
+
+    def straight_rgba(size: int) -> tuple[np.ndarray, np.ndarray]:
+        out = _resample_square(premultiplied, box, size)
+        out_alpha = np.clip(out[..., 3], 0.0, 1.0)
+        out_colour = np.clip(out[..., :3], 0.0, out_alpha[..., None])  # premultiplied colour never exceeds alpha
+        visible = out_alpha[..., None] > 1.0 / 255.0
+        # (Nearly) transparent pixels carry the background colour, so a careless straight-RGB user sees no black.
+        return np.where(visible, out_colour / np.maximum(out_alpha[..., None], 1e-8), background), out_alpha
+
+    straight, out_alpha = straight_rgba(cfg.size)
     composite = straight * out_alpha[..., None] + (1.0 - out_alpha[..., None]) * background
 
     def chw(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(np.clip(a, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32))
 
+    projection = None
+    if projection_size > 0:
+        p_rgb, p_alpha = straight_rgba(projection_size)
+        projection = chw(np.concatenate([p_rgb, p_alpha[..., None]], axis=-1))
     return PreparedImage(
         rgba=chw(np.concatenate([straight, out_alpha[..., None]], axis=-1)),
         rgb=chw(composite),
@@ -100,6 +111,7 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig) -> PreparedImage:
         matting=matte.method,
         warnings=matte.warnings,
         crop_box=tuple(int(np.rint(v)) for v in box),
+        rgba_projection=projection,
     )
 
 

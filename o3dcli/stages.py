@@ -9,15 +9,20 @@ from o3dcli.pipeline import Stage, StageContext
 
 
 def run_preprocess(ctx: StageContext) -> dict:
-    """Image file -> RGBA at model size (`prepared.safetensors`, `input.png`)."""
+    """Image file -> RGBA at model size and at preprocess.projection_size (`prepared.safetensors`),
+    published as `input.png` (the larger one)."""
     from PIL import Image
     from safetensors.torch import save_file
 
     from o3dcli.preprocess import preprocess_image
 
-    prep = preprocess_image(ctx.item.source, ctx.config.preprocess)
-    save_file({"rgba": prep.rgba.contiguous(), "rgb": prep.rgb.contiguous()}, str(ctx.work_dir / "prepared.safetensors"))
-    rgba8 = (prep.rgba.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
+    prep = preprocess_image(ctx.item.source, ctx.config.preprocess, ctx.config.preprocess.projection_size)
+    tensors = {"rgba": prep.rgba.contiguous(), "rgb": prep.rgb.contiguous()}
+    if prep.rgba_projection is not None:
+        tensors["rgba_projection"] = prep.rgba_projection.contiguous()
+    save_file(tensors, str(ctx.work_dir / "prepared.safetensors"))
+    shown = prep.rgba if prep.rgba_projection is None else prep.rgba_projection
+    rgba8 = (shown.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
     Image.fromarray(rgba8, "RGBA").save(ctx.work_dir / "input.png")
     return {
         "matting": prep.matting,
@@ -152,7 +157,7 @@ MESH_FUSION_FIELDS = ("method", "fusion_views", "fusion_size", "fusion_fov_deg",
 MESH_SIMPLIFY_FIELDS = ("target_faces", "remesh", "remesh_edge_ratio")
 MESH_UV_FIELDS = ("texture_size", "uv_padding", "uv_chart_area")
 MESH_BAKE_FIELDS = ("texture_size", "bake_angle_power", "bake_depth_tolerance", "fusion_views", "fusion_size",
-                    "fusion_fov_deg", "fusion_max_angle_deg")
+                    "fusion_fov_deg", "fusion_max_angle_deg", "alpha_threshold", "input_weight", "mirror_weight")
 MESH_EXPORT_FIELDS = ("formats",)
 
 
@@ -226,11 +231,26 @@ def run_mesh_uv(ctx: StageContext) -> dict:
     return {"vertices": int(len(mesh.vertices))}
 
 
+def input_view(rgba, cfg):
+    """The prepared input (straight RGBA [4, S, S], any S) with the camera it was seen from
+    (generation camera 0): an `InputView` for texture baking."""
+    from o3dcli.mesh.bake import InputView
+
+    return InputView(generation_cameras(cfg, int(rgba.shape[-1]))[:1], rgba.float().numpy())
+
+
 def run_mesh_bake(ctx: StageContext) -> dict:
-    """Base-colour texture baked from renders of the Gaussians."""
+    """Base-colour texture baked from renders of the Gaussians and projected from the input photo."""
+    from safetensors.torch import load_file
+
     from o3dcli.mesh.bake import bake_texture
 
-    mesh = bake_texture(load_trimesh(ctx.upstream["mesh_uv"] / "mesh.npz"), _gaussians(ctx), ctx.config.mesh)
+    view = None
+    if ctx.config.mesh.input_weight > 0:
+        prepared = load_file(str(ctx.upstream["preprocess"] / "prepared.safetensors"))
+        view = input_view(prepared.get("rgba_projection", prepared["rgba"]), ctx.config)
+    mesh = bake_texture(load_trimesh(ctx.upstream["mesh_uv"] / "mesh.npz"), _gaussians(ctx), ctx.config.mesh,
+                        input_view=view)
     save_trimesh(ctx.work_dir / "mesh.npz", mesh)
     return {"texture": list(mesh.texture.shape[:2]) if mesh.texture is not None else None}
 

@@ -45,6 +45,16 @@ def test_generate_writes_every_asset(good_images, tmp_path, gltf_validator):
     assert len(obj.faces) == len(glb.faces) and (a / "model.png").is_file()
     report = gltf_validator(a / "model.glb")
     assert report["errors"] == 0 and report["warnings"] == 0, report
+    # seen from the input camera, the mesh shows the photo (a red disk), projected onto the texture
+    from o3dcli.config import load_config
+    from o3dcli.render.mesh import render_mesh
+    from o3dcli.stages import generation_cameras
+
+    front = render_mesh(glb, generation_cameras(load_config(a / "config.yaml"), 64)[:1])
+    covered = front.alpha[0, 0] > 0.99
+    assert covered.sum() > 200
+    median = front.rgb[0][:, covered].median(dim=1).values.numpy()
+    assert np.allclose(median, np.array([200, 40, 40]) / 255, atol=0.06), median
     assert set(rep["timings"]) == {"preprocess", "diffusion", "mesh_fusion", "mesh_simplify", "mesh_uv", "mesh_bake", "export"}
 
 

@@ -41,10 +41,10 @@ def _source(path: Path) -> Path:
     return path
 
 
-def asset_silhouettes(path: Path, mesh_cfg):
-    """An o3d asset folder's input silhouette (its input.png seen from generation camera 0 of its own
-    config.yaml), or None when mesh.input_silhouette is off or the folder lacks either file."""
-    if not (mesh_cfg.input_silhouette and path.is_dir()):
+def _asset_input(path: Path):
+    """An o3d asset folder's input.png (straight RGBA [4, S, S] float) and its config.yaml, or None
+    when the folder lacks either file."""
+    if not path.is_dir():
         return None
     image, conf = path / "input.png", path / "config.yaml"
     if not (image.is_file() and conf.is_file()):
@@ -54,14 +54,46 @@ def asset_silhouettes(path: Path, mesh_cfg):
     from PIL import Image
 
     from o3dcli.config import load_config
-    from o3dcli.stages import input_silhouettes
 
     try:
         with Image.open(image) as im:
             rgba = torch.from_numpy(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0).permute(2, 0, 1)
     except OSError as e:
         raise ValueError(f"{image}: cannot read the asset's input image ({e})") from None
-    return input_silhouettes(rgba, load_config(conf))
+    return rgba, load_config(conf)
+
+
+def asset_silhouettes(path: Path, mesh_cfg):
+    """An o3d asset folder's input silhouette (its input.png, at the model's input size as
+    o3d generate uses it, seen from generation camera 0 of its own config.yaml), or None when
+    mesh.input_silhouette is off or the folder lacks either file."""
+    if not mesh_cfg.input_silhouette:
+        return None
+    found = _asset_input(path)
+    if found is None:
+        return None
+    import torch.nn.functional as F
+
+    from o3dcli.stages import input_silhouettes
+
+    rgba, cfg = found
+    size = cfg.preprocess.size
+    if rgba.shape[-1] > size:  # input.png is the larger projection copy of the same crop
+        rgba = F.interpolate(rgba[None], size=(size, size), mode="area")[0]
+    return input_silhouettes(rgba, cfg)
+
+
+def asset_input_view(path: Path, mesh_cfg):
+    """An o3d asset folder's input photo for projecting onto the texture (mesh.input_weight), or
+    None when that is off or the folder lacks its input.png or config.yaml."""
+    if mesh_cfg.input_weight <= 0:
+        return None
+    found = _asset_input(path)
+    if found is None:
+        return None
+    from o3dcli.stages import input_view
+
+    return input_view(*found)
 
 
 def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list[Path]:
@@ -83,7 +115,8 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
     if isinstance(asset, Gaussians):
         if len(asset) == 0:
             raise ValueError(f"{src}: the PLY holds no Gaussians")
-        mesh = mesh_from_gaussians(asset, mesh_cfg, silhouettes=asset_silhouettes(path, mesh_cfg))
+        mesh = mesh_from_gaussians(asset, mesh_cfg, silhouettes=asset_silhouettes(path, mesh_cfg),
+                                   input_view=asset_input_view(path, mesh_cfg))
     else:
         mesh = remesh_mesh(asset, mesh_cfg)
     if len(mesh.faces) > mesh_cfg.target_faces:

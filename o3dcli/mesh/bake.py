@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from o3dcli.geometry.cameras import Cameras
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
+from o3dcli.mesh.views import FusionRenders
 
 FALLBACK_MIN_OPACITY = 0.1
 """Texels no view sees take the colour of the nearest Gaussian at least this opaque."""
@@ -145,6 +147,44 @@ def bake_from_renders(texels: Texels, renders, cfg: MeshConfig) -> tuple[np.ndar
     return acc / np.maximum(wsum, _EPS)[:, None], wsum
 
 
+@dataclass(frozen=True)
+class InputView:
+    """The input photo and the camera it was seen from, for projecting it onto a texture.
+
+    cameras: one view (generation camera 0, at the image's size); rgba: [4, S, S] straight RGBA
+    float in [0, 1] (the prepared input).
+    """
+
+    cameras: Cameras
+    rgba: np.ndarray
+
+    def mirrored(self) -> "InputView":
+        """The photo flipped left-right, seen from the camera turned 180 degrees about the up axis:
+        what the far side of an object that is mirror-symmetric front-to-back would look like."""
+        import dataclasses
+
+        turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=self.cameras.c2w.dtype, device=self.cameras.device))
+        return InputView(dataclasses.replace(self.cameras, c2w=turn @ self.cameras.c2w),
+                         np.ascontiguousarray(self.rgba[:, :, ::-1]))
+
+
+def project_input(texels: Texels, mesh: TriMesh, view: InputView, cfg: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Colours [M, 3] and view weights [M] of the texels from the input photo, as
+    :func:`bake_from_renders` weighs a render: a texel counts where it faces the camera, is not
+    hidden by the mesh itself (its depth rendered from that camera) and lands on the photo's
+    foreground (alpha > cfg.alpha_threshold)."""
+    from o3dcli.mesh.views import ObjectBounds
+    from o3dcli.render.mesh import MeshRaycaster
+
+    cams = view.cameras.to("cpu")
+    depth = MeshRaycaster(mesh).render(cams).depth[:, 0].numpy()
+    rgba = view.rgba.transpose(1, 2, 0)[None].astype(np.float32)  # [1, S, S, 4]
+    lo, hi = mesh.bounds()
+    photo = FusionRenders(cameras=cams, bounds=ObjectBounds(lo.astype(np.float64), hi.astype(np.float64)),
+                          rgb=rgba[..., :3], alpha=rgba[..., 3], depth=depth)
+    return bake_from_renders(texels, photo, cfg)
+
+
 def _nearest_gaussian_colors(gaussians: Gaussians, points: np.ndarray) -> np.ndarray:
     from scipy.spatial import cKDTree
 
@@ -156,11 +196,15 @@ def _nearest_gaussian_colors(gaussians: Gaussians, points: np.ndarray) -> np.nda
     return g.colors[keep].numpy()[nn]
 
 
-def bake_texture(mesh_with_uv: TriMesh, gaussians: Gaussians, cfg: MeshConfig | None = None) -> TriMesh:
-    """The mesh with a cfg.texture_size^2 base-colour texture baked from ``gaussians``.
+def bake_texture(mesh_with_uv: TriMesh, gaussians: Gaussians, cfg: MeshConfig | None = None,
+                 input_view: InputView | None = None) -> TriMesh:
+    """The mesh with a cfg.texture_size^2 base-colour texture baked from ``gaussians``, and
+    from the input photo where its camera sees the mesh.
 
     Renders come from the same fusion views as TSDF meshing (rendered once per set
-    of Gaussians and reused). Texels no view sees take the nearest Gaussian's colour.
+    of Gaussians and reused). With ``input_view``, the photo counts cfg.input_weight times
+    a render (and, with cfg.mirror_weight, its mirror image from the far side counts that
+    much). Texels nothing sees take the nearest Gaussian's colour.
     """
     from o3dcli.mesh.views import fusion_renders
 
@@ -168,6 +212,14 @@ def bake_texture(mesh_with_uv: TriMesh, gaussians: Gaussians, cfg: MeshConfig | 
     renders = fusion_renders(gaussians, cfg.fusion_views, cfg.fusion_size, cfg.fusion_fov_deg, cfg.bounds_quantile)
     texels = surface_texels(mesh_with_uv, cfg.texture_size)
     colors, weight = bake_from_renders(texels, renders, cfg)
+    if input_view is not None:
+        acc = colors * weight[:, None]
+        for view, w in ((input_view, cfg.input_weight), (input_view.mirrored(), cfg.mirror_weight)):
+            if w > 0:
+                c, vw = project_input(texels, mesh_with_uv, view, cfg)
+                acc += (w * vw)[:, None] * c
+                weight = weight + w * vw
+        colors = acc / np.maximum(weight, _EPS)[:, None]
     unseen = weight <= 0
     if unseen.any():
         colors[unseen] = _nearest_gaussian_colors(gaussians, texels.points[unseen])

@@ -26,8 +26,9 @@ def _timed(timings: dict | None, name: str):
 
 
 def mesh_from_gaussians(gaussians: Gaussians, cfg: MeshConfig | None = None, timings: dict | None = None,
-                        silhouettes=None) -> TriMesh:
-    """gaussians_to_mesh (cut to ``silhouettes`` if given) -> simplify_mesh -> unwrap_uv -> bake_texture.
+                        silhouettes=None, input_view=None) -> TriMesh:
+    """gaussians_to_mesh (cut to ``silhouettes`` if given) -> simplify_mesh -> unwrap_uv -> bake_texture
+    (with the input photo projected, if ``input_view`` is given).
 
     timings: if given, receives seconds per stage ("fusion" includes the renders
     for the tsdf method; "bake" includes them for the opacity method).
@@ -46,7 +47,7 @@ def mesh_from_gaussians(gaussians: Gaussians, cfg: MeshConfig | None = None, tim
     with _timed(timings, "unwrap"):
         mesh = unwrap_uv(mesh, cfg)
     with _timed(timings, "bake"):
-        return bake_texture(mesh, gaussians, cfg)
+        return bake_texture(mesh, gaussians, cfg, input_view=input_view)
 
 
 def _fit_texture(mesh: TriMesh, size: int) -> TriMesh:
