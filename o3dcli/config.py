@@ -65,14 +65,9 @@ class PreprocessConfig:
     """Images with more pixels than this are refused (decompression-bomb guard)."""
     alpha_threshold: float = 0.5
     """Alpha above this counts as foreground for cropping and validation."""
-    projection_size: int = 512
-    """Side in pixels of the same crop prepared for projecting the input photo onto the mesh
-    texture (mesh.input_weight) and published as input.png; 0 = none."""
 
     def check(self) -> None:
         _require(self.size >= 8, "preprocess.size", self.size, "at least 8")
-        _require(self.projection_size == 0 or 8 <= self.projection_size <= 8192, "preprocess.projection_size",
-                 self.projection_size, "0 or in [8, 8192]")
         _require(0.05 <= self.foreground_ratio <= 1.0, "preprocess.foreground_ratio", self.foreground_ratio, "in [0.05, 1]")
         _require(all(0.0 <= c <= 1.0 for c in self.background), "preprocess.background", list(self.background), "RGB values in [0, 1]")
         _require(self.max_pixels > 0, "preprocess.max_pixels", self.max_pixels, "positive")

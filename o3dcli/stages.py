@@ -8,21 +8,25 @@ from __future__ import annotations
 from o3dcli.pipeline import Stage, StageContext
 
 
+PHOTO_SIZE = 1024
+"""Side of the input crop kept for projecting the photo onto the texture (mesh.input_weight) and
+published as input.png: the crop the model sees, at this size. Fixed rather than a setting, so the
+preprocessing (and the diffusion after it) never reruns for the texture's sake."""
+
+
 def run_preprocess(ctx: StageContext) -> dict:
-    """Image file -> RGBA at model size and at preprocess.projection_size (`prepared.safetensors`),
-    published as `input.png` (the larger one)."""
+    """Image file -> RGBA at model size (`prepared.safetensors`: rgba, rgb) and the same crop at
+    PHOTO_SIZE (photo, uint8), published as `input.png`."""
     from PIL import Image
     from safetensors.torch import save_file
 
     from o3dcli.preprocess import preprocess_image
 
-    prep = preprocess_image(ctx.item.source, ctx.config.preprocess, ctx.config.preprocess.projection_size)
-    tensors = {"rgba": prep.rgba.contiguous(), "rgb": prep.rgb.contiguous()}
-    if prep.rgba_projection is not None:
-        tensors["rgba_projection"] = prep.rgba_projection.contiguous()
-    save_file(tensors, str(ctx.work_dir / "prepared.safetensors"))
-    shown = prep.rgba if prep.rgba_projection is None else prep.rgba_projection
-    rgba8 = (shown.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
+    prep = preprocess_image(ctx.item.source, ctx.config.preprocess, PHOTO_SIZE)
+    photo = (prep.rgba_projection.clamp(0, 1) * 255 + 0.5).byte()
+    save_file({"rgba": prep.rgba.contiguous(), "rgb": prep.rgb.contiguous(), "photo": photo.contiguous()},
+              str(ctx.work_dir / "prepared.safetensors"))
+    rgba8 = photo.permute(1, 2, 0).numpy()
     Image.fromarray(rgba8, "RGBA").save(ctx.work_dir / "input.png")
     return {
         "matting": prep.matting,
@@ -32,7 +36,7 @@ def run_preprocess(ctx: StageContext) -> dict:
     }
 
 
-PREPROCESS = Stage("preprocess", 1, ("preprocess",), run_preprocess, publish={"input.png": "input.png"})
+PREPROCESS = Stage("preprocess", 2, ("preprocess",), run_preprocess, publish={"input.png": "input.png"})
 
 
 
@@ -232,11 +236,12 @@ def run_mesh_uv(ctx: StageContext) -> dict:
 
 
 def input_view(rgba, cfg):
-    """The prepared input (straight RGBA [4, S, S], any S) with the camera it was seen from
-    (generation camera 0): an `InputView` for texture baking."""
+    """The prepared input (straight RGBA [4, S, S] of any size S, float in [0, 1] or uint8) with the
+    camera it was seen from (generation camera 0): an `InputView` for texture baking."""
     from o3dcli.mesh.bake import InputView
 
-    return InputView(generation_cameras(cfg, int(rgba.shape[-1]))[:1], rgba.float().numpy())
+    rgba = rgba.float() / 255.0 if not rgba.is_floating_point() else rgba.float()
+    return InputView(generation_cameras(cfg, int(rgba.shape[-1]))[:1], rgba.numpy())
 
 
 def run_mesh_bake(ctx: StageContext) -> dict:
@@ -246,9 +251,9 @@ def run_mesh_bake(ctx: StageContext) -> dict:
     from o3dcli.mesh.bake import bake_texture
 
     view = None
-    if ctx.config.mesh.input_weight > 0:
+    if ctx.config.mesh.input_weight > 0 or ctx.config.mesh.mirror_weight > 0:
         prepared = load_file(str(ctx.upstream["preprocess"] / "prepared.safetensors"))
-        view = input_view(prepared.get("rgba_projection", prepared["rgba"]), ctx.config)
+        view = input_view(prepared["photo"], ctx.config)
     mesh = bake_texture(load_trimesh(ctx.upstream["mesh_uv"] / "mesh.npz"), _gaussians(ctx), ctx.config.mesh,
                         input_view=view)
     save_trimesh(ctx.work_dir / "mesh.npz", mesh)

@@ -40,7 +40,7 @@ def test_mixed_batch_isolates_bad_items(good_images, bad_images, tmp_path):
         assert not (out / Path(bad).stem).exists()  # a failed item leaves no asset folder behind
     for name in ("apple", "pear", "plum"):
         img = Image.open(out / name / "input.png")
-        assert img.size == (512, 512) and img.mode == "RGBA"  # the crop at preprocess.projection_size
+        assert img.size == (1024, 1024) and img.mode == "RGBA"  # the model's crop, at PHOTO_SIZE
         alpha = np.asarray(img)[..., 3]
         assert alpha.max() == 255 and alpha[0, 0] == 0  # foreground present, corners empty
         assert (out / name / "config.yaml").is_file()
@@ -63,9 +63,8 @@ def test_rerun_recomputes_nothing_and_force_recomputes(good_images, tmp_path):
     res = generate(good_images, "-o", out, "--force")
     assert res.exit_code == 0 and all(i["cached"] == [] for i in report(out)["items"])
     # a changed setting is a new key: recomputed, and the asset follows it
-    res = generate(good_images, "-o", out, "--set", "preprocess.size=48", "--set", "preprocess.projection_size=0")
+    res = generate(good_images, "-o", out, "--set", "preprocess.size=48")
     assert res.exit_code == 0 and all(i["cached"] == [] for i in report(out)["items"])
-    assert Image.open(out / "apple" / "input.png").size == (48, 48)  # no projection copy: the model's input
     assert "size: 48" in (out / "apple" / "config.yaml").read_text()
 
 

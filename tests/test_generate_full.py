@@ -67,6 +67,11 @@ def test_changing_a_mesh_setting_reuses_the_diffusion(good_images, tmp_path):
     rep = json.loads((out / "o3d-report.json").read_text())["items"][0]
     assert rep["cached"] == ["preprocess", "diffusion", "mesh_fusion"]  # only simplify and later re-ran
     assert len(load_mesh(out / "apple" / "model.glb").faces) <= 1000
+    # the photo's share of the texture is a bake setting: nothing before the bake re-runs
+    res = CliRunner().invoke(app, args[:-2] + ["--set", "mesh.target_faces=1000", "--set", "mesh.input_weight=0.5"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "o3d-report.json").read_text())["items"][0]
+    assert rep["cached"] == ["preprocess", "diffusion", "mesh_fusion", "mesh_simplify", "mesh_uv"]
 
 
 def test_same_input_and_seed_give_byte_identical_files(good_images, tmp_path):

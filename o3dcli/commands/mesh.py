@@ -84,9 +84,9 @@ def asset_silhouettes(path: Path, mesh_cfg):
 
 
 def asset_input_view(path: Path, mesh_cfg):
-    """An o3d asset folder's input photo for projecting onto the texture (mesh.input_weight), or
-    None when that is off or the folder lacks its input.png or config.yaml."""
-    if mesh_cfg.input_weight <= 0:
+    """An o3d asset folder's input photo for projecting onto the texture (mesh.input_weight,
+    mesh.mirror_weight), or None when both are off or the folder lacks its input.png or config.yaml."""
+    if mesh_cfg.input_weight <= 0 and mesh_cfg.mirror_weight <= 0:
         return None
     found = _asset_input(path)
     if found is None:

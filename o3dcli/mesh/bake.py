@@ -21,6 +21,9 @@ from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
 from o3dcli.mesh.views import FusionRenders
 
+PHOTO_FULL_COS = 0.5
+"""The input photo counts in full on surfaces seen up to 60 degrees from head-on (cos >= 0.5; even
+foreshortened by half it is sharper than generated views), then fades out towards grazing angles."""
 FALLBACK_MIN_OPACITY = 0.1
 """Texels no view sees take the colour of the nearest Gaussian at least this opaque."""
 _EPS = 1e-8
@@ -101,13 +104,14 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return top * (1 - wy) + bottom * wy
 
 
-def bake_from_renders(texels: Texels, renders, cfg: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
+def bake_from_renders(texels: Texels, renders, cfg: MeshConfig,
+                      angle_power: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Colours [M, 3] and total view weight [M] of the texels from the fusion renders.
 
     A view counts for a texel when the texel faces it, projects inside the image
     on a pixel with alpha > cfg.alpha_threshold, and its depth is at most
     cfg.bake_depth_tolerance voxels behind the rendered depth; its weight is
-    cos(angle between normal and view direction) ** cfg.bake_angle_power.
+    cos(angle between normal and view direction) ** cfg.bake_angle_power (or ``angle_power``).
     Colour is read bilinearly from the premultiplied render and divided by the
     bilinear alpha, so silhouette pixels do not darken it.
     """
@@ -141,7 +145,7 @@ def bake_from_renders(texels: Texels, renders, cfg: MeshConfig) -> tuple[np.ndar
         premult = np.concatenate([renders.rgb[i] * renders.alpha[i][..., None], renders.alpha[i][..., None]], -1)
         sample = _bilinear(premult, x[ok], y[ok])
         color = sample[:, :3] / np.maximum(sample[:, 3:], _EPS)
-        weight = cos[ok] ** np.float32(cfg.bake_angle_power)
+        weight = cos[ok] ** np.float32(cfg.bake_angle_power if angle_power is None else angle_power)
         acc[facing[ok]] += weight[:, None] * color
         wsum[facing[ok]] += weight
     return acc / np.maximum(wsum, _EPS)[:, None], wsum
@@ -169,10 +173,10 @@ class InputView:
 
 
 def project_input(texels: Texels, mesh: TriMesh, view: InputView, cfg: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Colours [M, 3] and view weights [M] of the texels from the input photo, as
-    :func:`bake_from_renders` weighs a render: a texel counts where it faces the camera, is not
-    hidden by the mesh itself (its depth rendered from that camera) and lands on the photo's
-    foreground (alpha > cfg.alpha_threshold)."""
+    """Colours [M, 3] of the texels from the input photo, and the cosine [M] of the angle at which
+    its camera sees each (0 where it does not): a texel counts where it faces the camera, is not
+    hidden by the mesh itself (its depth rendered from that camera, as :func:`bake_from_renders`
+    tests a render) and lands on the photo's foreground (alpha > cfg.alpha_threshold)."""
     from o3dcli.mesh.views import ObjectBounds
     from o3dcli.render.mesh import MeshRaycaster
 
@@ -182,7 +186,7 @@ def project_input(texels: Texels, mesh: TriMesh, view: InputView, cfg: MeshConfi
     lo, hi = mesh.bounds()
     photo = FusionRenders(cameras=cams, bounds=ObjectBounds(lo.astype(np.float64), hi.astype(np.float64)),
                           rgb=rgba[..., :3], alpha=rgba[..., 3], depth=depth)
-    return bake_from_renders(texels, photo, cfg)
+    return bake_from_renders(texels, photo, cfg, angle_power=1.0)
 
 
 def _nearest_gaussian_colors(gaussians: Gaussians, points: np.ndarray) -> np.ndarray:
@@ -201,10 +205,12 @@ def bake_texture(mesh_with_uv: TriMesh, gaussians: Gaussians, cfg: MeshConfig | 
     """The mesh with a cfg.texture_size^2 base-colour texture baked from ``gaussians``, and
     from the input photo where its camera sees the mesh.
 
-    Renders come from the same fusion views as TSDF meshing (rendered once per set
-    of Gaussians and reused). With ``input_view``, the photo counts cfg.input_weight times
-    a render (and, with cfg.mirror_weight, its mirror image from the far side counts that
-    much). Texels nothing sees take the nearest Gaussian's colour.
+    Renders come from the same fusion views as TSDF meshing (rendered once per set of
+    Gaussians and reused); texels no render sees take the nearest Gaussian's colour. With
+    ``input_view``, each texel the photo's camera sees is then blended towards the photo by
+    cfg.input_weight, in full up to 60 degrees from head-on and fading to 0 at grazing angles
+    (min(1, cos / PHOTO_FULL_COS)); before that, towards its mirror image from the far side by
+    cfg.mirror_weight the same way, so the photo itself wins where both reach.
     """
     from o3dcli.mesh.views import fusion_renders
 
@@ -212,17 +218,15 @@ def bake_texture(mesh_with_uv: TriMesh, gaussians: Gaussians, cfg: MeshConfig | 
     renders = fusion_renders(gaussians, cfg.fusion_views, cfg.fusion_size, cfg.fusion_fov_deg, cfg.bounds_quantile)
     texels = surface_texels(mesh_with_uv, cfg.texture_size)
     colors, weight = bake_from_renders(texels, renders, cfg)
-    if input_view is not None:
-        acc = colors * weight[:, None]
-        for view, w in ((input_view, cfg.input_weight), (input_view.mirrored(), cfg.mirror_weight)):
-            if w > 0:
-                c, vw = project_input(texels, mesh_with_uv, view, cfg)
-                acc += (w * vw)[:, None] * c
-                weight = weight + w * vw
-        colors = acc / np.maximum(weight, _EPS)[:, None]
     unseen = weight <= 0
     if unseen.any():
         colors[unseen] = _nearest_gaussian_colors(gaussians, texels.points[unseen])
+    if input_view is not None:
+        for view, share in ((input_view.mirrored(), cfg.mirror_weight), (input_view, cfg.input_weight)):
+            if share > 0:
+                photo, cos = project_input(texels, mesh_with_uv, view, cfg)
+                s = (np.float32(share) * np.minimum(1.0, cos / np.float32(PHOTO_FULL_COS)))[:, None]
+                colors = (1.0 - s) * colors + s * photo
     return mesh_with_uv.replace(texture=fill_texture(texels, colors), vertex_colors=None)
 
 

@@ -68,10 +68,10 @@ class MeshConfig:
     """Views are weighted by cos(view angle) to this power when baking (higher favours head-on views)."""
     bake_depth_tolerance: float = 2.0
     """A texel counts as visible in a view unless it lies more than this many voxels behind the rendered depth."""
-    input_weight: float = 10.0
-    """o3d generate: the input photo is projected onto the texels its camera sees, weighted this many times a generated view (times the same cos ** bake_angle_power), so the front looks like the photo and grazing areas blend into the generated colours; 0 = the texture comes from the generated views only."""
+    input_weight: float = 1.0
+    """o3d generate (and o3d mesh on an asset folder): the input photo's share of the texture where the input camera sees the surface, in full up to 60 degrees from head-on and fading out towards grazing angles, where the generated colours take over (the photo, 1024 px, is sharper and truer than the generated views); 0 = the generated views only, 1 = the photo alone where it counts in full."""
     mirror_weight: float = 0.0
-    """o3d generate: the input photo mirrored left-right is also projected from the opposite camera with this weight, for the side the photo does not show (right for objects that look alike from both sides, such as most vehicles, animals in profile and furniture; wrong for faces and labels); 0 = off."""
+    """Like input_weight, for the photo mirrored left-right and seen from the opposite side (the camera turned 180 degrees about the up axis): colours the far side for objects that are mirror-symmetric front-to-back, such as an animal or a car photographed in profile; wrong for objects seen from the front (a face would appear on the back). 0 = off."""
     formats: tuple[str, ...] = MESH_FORMATS
     """Files to write: "glb" (PBR base colour) and/or "obj" (+ .mtl + .png)."""
 
@@ -96,8 +96,8 @@ class MeshConfig:
         _require(0.0 < self.uv_chart_area <= 1.0, "uv_chart_area", self.uv_chart_area, "in (0, 1]")
         _require(self.bake_angle_power >= 0.0, "bake_angle_power", self.bake_angle_power, "0 or more")
         _require(self.bake_depth_tolerance > 0.0, "bake_depth_tolerance", self.bake_depth_tolerance, "positive")
-        _require(self.input_weight >= 0.0, "input_weight", self.input_weight, "0 or more")
-        _require(self.mirror_weight >= 0.0, "mirror_weight", self.mirror_weight, "0 or more")
+        _require(0.0 <= self.input_weight <= 1.0, "input_weight", self.input_weight, "in [0, 1]")
+        _require(0.0 <= self.mirror_weight <= 1.0, "mirror_weight", self.mirror_weight, "in [0, 1]")
         bad = [f for f in self.formats if f not in MESH_FORMATS]
         _require(not bad and len(self.formats) > 0, "formats", list(self.formats),
                  f"one or more of {', '.join(MESH_FORMATS)}")
