@@ -11,7 +11,9 @@ from o3dcli.pipeline import Stage, StageContext
 PHOTO_SIZE = 1024
 """Side of the input crop kept for projecting the photo onto the texture (mesh.input_weight) and
 published as input.png: the crop the model sees, at this size. Fixed rather than a setting, so the
-preprocessing (and the diffusion after it) never reruns for the texture's sake."""
+preprocessing (and the diffusion after it) never reruns for the texture's sake. The preprocess
+stage's key does not include it: a cached result without the photo, or with one of another size,
+is handled by the bake (see `_photo`)."""
 
 
 def run_preprocess(ctx: StageContext) -> dict:
@@ -23,7 +25,7 @@ def run_preprocess(ctx: StageContext) -> dict:
     from o3dcli.preprocess import preprocess_image
 
     prep = preprocess_image(ctx.item.source, ctx.config.preprocess, PHOTO_SIZE)
-    photo = (prep.rgba_projection.clamp(0, 1) * 255 + 0.5).byte()
+    photo = _to_uint8(prep.rgba_projection)
     save_file({"rgba": prep.rgba.contiguous(), "rgb": prep.rgb.contiguous(), "photo": photo.contiguous()},
               str(ctx.work_dir / "prepared.safetensors"))
     rgba8 = photo.permute(1, 2, 0).numpy()
@@ -36,7 +38,7 @@ def run_preprocess(ctx: StageContext) -> dict:
     }
 
 
-PREPROCESS = Stage("preprocess", 2, ("preprocess",), run_preprocess, publish={"input.png": "input.png"})
+PREPROCESS = Stage("preprocess", 1, ("preprocess",), run_preprocess, publish={"input.png": "input.png"})
 
 
 
@@ -244,16 +246,31 @@ def input_view(rgba, cfg):
     return InputView(generation_cameras(cfg, int(rgba.shape[-1]))[:1], rgba.numpy())
 
 
-def run_mesh_bake(ctx: StageContext) -> dict:
-    """Base-colour texture baked from renders of the Gaussians and projected from the input photo."""
+def _photo(ctx: StageContext):
+    """The input photo for the bake: the preprocess stage's PHOTO_SIZE crop (uint8 [4, S, S]). A
+    preprocess result cached by an o3d from before the photo was kept lacks it: the same crop is
+    prepared again from the source (the preprocess and diffusion results stay valid)."""
     from safetensors.torch import load_file
 
+    prepared = load_file(str(ctx.upstream["preprocess"] / "prepared.safetensors"))
+    if "photo" in prepared and prepared["photo"].shape[-1] == PHOTO_SIZE:
+        return prepared["photo"]
+    from o3dcli.preprocess import preprocess_image
+
+    return _to_uint8(preprocess_image(ctx.item.source, ctx.config.preprocess, PHOTO_SIZE).rgba_projection)
+
+
+def _to_uint8(rgba):
+    return (rgba.clamp(0, 1) * 255 + 0.5).byte()
+
+
+def run_mesh_bake(ctx: StageContext) -> dict:
+    """Base-colour texture baked from renders of the Gaussians and projected from the input photo."""
     from o3dcli.mesh.bake import bake_texture
 
     view = None
     if ctx.config.mesh.input_weight > 0 or ctx.config.mesh.mirror_weight > 0:
-        prepared = load_file(str(ctx.upstream["preprocess"] / "prepared.safetensors"))
-        view = input_view(prepared["photo"], ctx.config)
+        view = input_view(_photo(ctx), ctx.config)
     mesh = bake_texture(load_trimesh(ctx.upstream["mesh_uv"] / "mesh.npz"), _gaussians(ctx), ctx.config.mesh,
                         input_view=view)
     save_trimesh(ctx.work_dir / "mesh.npz", mesh)

@@ -65,6 +65,10 @@ def test_rerun_recomputes_nothing_and_force_recomputes(good_images, tmp_path):
     # a changed setting is a new key: recomputed, and the asset follows it
     res = generate(good_images, "-o", out, "--set", "preprocess.size=48")
     assert res.exit_code == 0 and all(i["cached"] == [] for i in report(out)["items"])
+    from safetensors.torch import load_file
+
+    sizes = sorted(load_file(str(p))["rgba"].shape[-1] for p in (out / ".o3d").rglob("apple*/**/prepared.safetensors"))
+    assert sizes == [32, 48]  # the earlier result is kept beside the new one
     assert "size: 48" in (out / "apple" / "config.yaml").read_text()
 
 

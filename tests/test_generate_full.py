@@ -169,3 +169,23 @@ def test_unreadable_weights_file_is_a_usage_error(good_images, tmp_path):
                                    "--set", f"model.weights={bad}", "--no-progress"])
     assert res.exit_code == 2
     assert "broken.safetensors" in res.output and "not a readable safetensors file" in res.output
+
+
+def test_a_cache_from_before_the_photo_was_kept_needs_no_new_diffusion(good_images, tmp_path):
+    """A preprocess result cached without the 1024 px photo (o3d before the projection) keeps its
+    key: the bake prepares the photo again from the source, and the texture is the same."""
+    from safetensors.torch import load_file, save_file
+
+    args = ["generate", str(good_images / "apple.png"), "--steps", "1", *SMALL, *MESH_SMALL]
+    assert CliRunner().invoke(app, args + ["-o", str(tmp_path / "fresh")]).exit_code == 0
+    out = tmp_path / "old"
+    assert CliRunner().invoke(app, args + ["-o", str(out), "--stop-after", "diffusion"]).exit_code == 0
+    (prepared,) = (out / ".o3d").rglob("prepared.safetensors")
+    tensors = load_file(str(prepared))
+    assert tensors["photo"].shape == (4, 1024, 1024)
+    save_file({k: v for k, v in tensors.items() if k != "photo"}, str(prepared))  # as an older o3d wrote it
+    res = CliRunner().invoke(app, args + ["-o", str(out)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "o3d-report.json").read_text())["items"][0]
+    assert rep["cached"] == ["preprocess", "diffusion"]
+    assert (out / "apple" / "model.png").read_bytes() == (tmp_path / "fresh" / "apple" / "model.png").read_bytes()

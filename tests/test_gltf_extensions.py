@@ -79,3 +79,25 @@ def test_extension_lists_of_gltf_and_broken_files(tmp_path):
     assert gltf_extensions(tmp_path / "b.glb") == (set(), set())
     with pytest.raises(MeshLoadError, match="b.glb"):
         load_mesh(tmp_path / "b.glb")
+
+
+def test_draco_that_decodes_to_nothing_is_an_error(tmp_path, monkeypatch):
+    """An older trimesh (or a failing decoder) leaves every vertex at zero and only logs it."""
+    pytest.importorskip("DracoPy")
+    import trimesh
+
+    scene = trimesh.load(trimesh.util.wrap_as_stream(glb_bytes(reference_shape("box"))), file_type="glb",
+                         force="scene", process=False)
+    path = tmp_path / "draco.glb"
+    path.write_bytes(scene.export(file_type="glb", extension_draco=True))
+    real_load = trimesh.load
+
+    def load_without_decoder(*args, **kwargs):  # what trimesh returns when its decoder fails
+        loaded = real_load(*args, **kwargs)
+        for geom in loaded.geometry.values():
+            geom.vertices = np.zeros_like(geom.vertices)
+        return loaded
+
+    monkeypatch.setattr(trimesh, "load", load_without_decoder)
+    with pytest.raises(MeshLoadError, match=r"draco\.glb: the Draco-compressed mesh could not be decoded"):
+        load_mesh(path)

@@ -121,7 +121,7 @@ def test_preprocess_prepares_the_same_crop_for_projection():
 
 
 def test_asset_folder_input_photo_for_mesh_command(tmp_path):
-    """`o3d mesh` on an asset folder projects its input.png (the 512 px crop) and cuts the surface
+    """`o3d mesh` on an asset folder projects its input.png (the 1024 px crop) and cuts the surface
     to its silhouette at the model's input size, as o3d generate does."""
     from PIL import Image
 

@@ -396,8 +396,9 @@ def _has_dracopy() -> bool:
     return importlib.util.find_spec("DracoPy") is not None
 
 
-def _check_gltf_extensions(path: Path) -> None:
-    """Refuse glTF files whose geometry o3d cannot decode; warn about what it reads only in part."""
+def _check_gltf_extensions(path: Path) -> set[str]:
+    """Refuse glTF files whose geometry o3d cannot decode; warn about what it reads only in part.
+    Returns the extensions the file uses."""
     used, required = gltf_extensions(path)
     used |= required
     if "KHR_draco_mesh_compression" in used and not _has_dracopy():
@@ -410,13 +411,13 @@ def _check_gltf_extensions(path: Path) -> None:
                             "quantization")
     for e in sorted(used & GLTF_APPROXIMATED.keys()):
         _log.warning("%s: uses %s: %s", path, e, GLTF_APPROXIMATED[e])
+    return used
 
 
 def _load_with_trimesh(path: Path) -> TriMesh:
     import trimesh
 
-    if path.suffix.lower() in (".glb", ".gltf"):
-        _check_gltf_extensions(path)
+    used = _check_gltf_extensions(path) if path.suffix.lower() in (".glb", ".gltf") else set()
     scene = trimesh.load(str(path), force="scene", process=False)
     parts = []
     for node in scene.graph.nodes_geometry:
@@ -431,6 +432,10 @@ def _load_with_trimesh(path: Path) -> TriMesh:
         parts.append(_trimesh_part(geom, verts, faces))
     if not parts:
         raise MeshLoadError(f"{path}: the file holds no triangles (a point cloud or an empty scene?)")
+    if "KHR_draco_mesh_compression" in used and all(not p.vertices.any() for p in parts):
+        # trimesh leaves zeros where a decoder failed or is missing (older trimesh), and only logs it
+        raise MeshLoadError(f"{path}: the Draco-compressed mesh could not be decoded (trimesh {trimesh.__version__}"
+                            "; decoding needs trimesh 5.1 or later with DracoPy: pip install 'o3dcli[draco]')")
     return _merge_parts(parts)
 
 

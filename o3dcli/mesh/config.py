@@ -69,7 +69,7 @@ class MeshConfig:
     bake_depth_tolerance: float = 2.0
     """A texel counts as visible in a view unless it lies more than this many voxels behind the rendered depth."""
     input_weight: float = 1.0
-    """o3d generate (and o3d mesh on an asset folder): the input photo's share of the texture where the input camera sees the surface, in full up to 60 degrees from head-on and fading out towards grazing angles, where the generated colours take over (the photo, 1024 px, is sharper and truer than the generated views); 0 = the generated views only, 1 = the photo alone where it counts in full."""
+    """o3d generate (and o3d mesh given an asset folder, from its input.png; not given its gaussians.ply): the input photo's share of the texture where the input camera sees the surface, in full up to 60 degrees from head-on and fading out towards grazing angles, where the generated colours take over (the photo, 1024 px, is sharper and truer than the generated views); 0 = the generated views only, 1 = the photo alone where it counts in full."""
     mirror_weight: float = 0.0
     """Like input_weight, for the photo mirrored left-right and seen from the opposite side (the camera turned 180 degrees about the up axis): colours the far side for objects that are mirror-symmetric front-to-back, such as an animal or a car photographed in profile; wrong for objects seen from the front (a face would appear on the back). 0 = off."""
     formats: tuple[str, ...] = MESH_FORMATS
