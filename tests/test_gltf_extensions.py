@@ -58,9 +58,34 @@ def test_undecodable_extensions_are_refused_by_name(tmp_path, ext):
         load_mesh(path)
 
 
-def test_texture_transform_loads_with_a_warning(tmp_path, caplog):
+def test_texture_transform_is_applied_to_the_uvs(tmp_path, caplog):
+    import math
+
     def add_transform(doc):
         doc["extensionsUsed"] = ["KHR_texture_transform"]
+        info = doc["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]
+        info["extensions"] = {"KHR_texture_transform": {"offset": [0.5, 0.25], "scale": [2.0, 3.0],
+                                                        "rotation": math.pi / 2}}
+
+    source = reference_shape("torus")
+    path = tmp_path / "tiled.glb"
+    path.write_bytes(with_json(glb_bytes(source), add_transform))
+    with caplog.at_level("WARNING"):
+        mesh = load_mesh(path)
+    assert "KHR_texture_transform" not in caplog.text
+    (tmp_path / "plain.glb").write_bytes(glb_bytes(source))
+    plain = load_mesh(tmp_path / "plain.glb")
+    assert np.allclose(mesh.vertices, plain.vertices)  # the same vertices in the same order
+    # on glTF's UVs (v down): u' = sy * v + 0.5, v' = -sx * u + 0.25 for a quarter turn
+    u, v = plain.uv[:, 0], 1.0 - plain.uv[:, 1]
+    expected = np.stack([3.0 * v + 0.5, 1.0 - (-2.0 * u + 0.25)], 1)
+    assert np.allclose(mesh.uv, expected, atol=1e-5)
+
+
+def test_texture_transform_on_materials_without_unique_names_is_warned(tmp_path, caplog):
+    def add_transform(doc):
+        doc["extensionsUsed"] = ["KHR_texture_transform"]
+        doc["materials"][0].pop("name", None)
         info = doc["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]
         info["extensions"] = {"KHR_texture_transform": {"scale": [2.0, 2.0]}}
 

@@ -363,16 +363,16 @@ GLTF_UNREADABLE = {
 }
 """glTF extensions whose data o3d cannot decode (the reader would see wrong or zero vertices)."""
 GLTF_APPROXIMATED = {
-    "KHR_texture_transform": "texture offsets, scales and rotations are ignored, so textures may sit in the "
-                             "wrong place",
+    "KHR_texture_transform": "texture offsets, scales and rotations are ignored where materials lack unique "
+                             "names or use a second UV set, so textures may sit in the wrong place",
     "KHR_texture_basisu": "KTX2 textures cannot be read, so materials without another image lose their texture",
 }
 """glTF extensions o3d reads around: the mesh loads, with a warning saying what is lost."""
 
 
-def gltf_extensions(path: Path) -> tuple[set[str], set[str]]:
-    """extensionsUsed and extensionsRequired of a .glb or .gltf file (empty if its JSON cannot be
-    read: the reader then reports the problem)."""
+def gltf_json(path: Path) -> dict:
+    """The JSON of a .glb or .gltf file ({} if it cannot be read: the reader then reports the
+    problem)."""
     import json
     import struct
 
@@ -384,10 +384,49 @@ def gltf_extensions(path: Path) -> tuple[set[str], set[str]]:
             elif path.suffix.lower() == ".gltf":
                 doc = json.loads(head + f.read())
             else:
-                return set(), set()
+                return {}
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError, UnicodeDecodeError, struct.error):
+        return {}
+
+
+def gltf_extensions(path: Path) -> tuple[set[str], set[str]]:
+    """extensionsUsed and extensionsRequired of a .glb or .gltf file (empty if its JSON cannot be
+    read)."""
+    return _extension_sets(gltf_json(path))
+
+
+def _extension_sets(doc: dict) -> tuple[set[str], set[str]]:
+    try:
         return set(doc.get("extensionsUsed") or []), set(doc.get("extensionsRequired") or [])
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError, TypeError, struct.error):
+    except TypeError:
         return set(), set()
+
+
+def gltf_texture_transforms(doc: dict) -> dict[str, np.ndarray] | None:
+    """The KHR_texture_transform of each material's base colour texture, by material name, as a
+    2 x 3 matrix on glTF UVs (origin top-left); None when some transformed material cannot be told
+    apart by name (trimesh keeps only the names), or uses a second UV set: those files load with
+    their UVs as stored, and a warning."""
+    out: dict[str, np.ndarray] = {}
+    names = [m.get("name") for m in doc.get("materials") or [] if isinstance(m, dict)]
+    for mat in doc.get("materials") or []:
+        info = ((mat.get("pbrMetallicRoughness") or {}).get("baseColorTexture") or {})
+        t = (info.get("extensions") or {}).get("KHR_texture_transform")
+        if t is None:
+            continue
+        name = mat.get("name")
+        if not name or names.count(name) > 1 or t.get("texCoord", info.get("texCoord", 0)) != 0:
+            return None
+        ox, oy = t.get("offset", (0.0, 0.0))
+        sx, sy = t.get("scale", (1.0, 1.0))
+        r = float(t.get("rotation", 0.0))
+        c, s = np.cos(r), np.sin(r)
+        # translation x rotation x scale, rotation [[c, s], [-s, c]] on UVs with v pointing down: what
+        # Blender, Babylon.js and the Khronos sample viewer and test model do (the extension's GLSL
+        # listing has the transpose, a known erratum: KhronosGroup/glTF issue 1563)
+        out[name] = np.array([[c * sx, s * sy, ox], [-s * sx, c * sy, oy]], np.float64)
+    return out
 
 
 def _has_dracopy() -> bool:
@@ -396,11 +435,20 @@ def _has_dracopy() -> bool:
     return importlib.util.find_spec("DracoPy") is not None
 
 
-def _check_gltf_extensions(path: Path) -> set[str]:
+def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]:
     """Refuse glTF files whose geometry o3d cannot decode; warn about what it reads only in part.
-    Returns the extensions the file uses."""
-    used, required = gltf_extensions(path)
+    Returns the extensions the file uses and its texture transforms by material name."""
+    doc = gltf_json(path)
+    used, required = _extension_sets(doc)
     used |= required
+    transforms: dict[str, np.ndarray] = {}
+    if "KHR_texture_transform" in used:
+        found = gltf_texture_transforms(doc)
+        if found is None:
+            _log.warning("%s: uses %s: %s", path, "KHR_texture_transform", GLTF_APPROXIMATED["KHR_texture_transform"])
+        else:
+            transforms = found
+        used = used - {"KHR_texture_transform"}
     if "KHR_draco_mesh_compression" in used and not _has_dracopy():
         raise MeshLoadError(f"{path}: the mesh is Draco-compressed (KHR_draco_mesh_compression); install DracoPy to "
                             "read it (pip install 'o3dcli[draco]') or export it without compression")
@@ -411,13 +459,13 @@ def _check_gltf_extensions(path: Path) -> set[str]:
                             "quantization")
     for e in sorted(used & GLTF_APPROXIMATED.keys()):
         _log.warning("%s: uses %s: %s", path, e, GLTF_APPROXIMATED[e])
-    return used
+    return used, transforms
 
 
 def _load_with_trimesh(path: Path) -> TriMesh:
     import trimesh
 
-    used = _check_gltf_extensions(path) if path.suffix.lower() in (".glb", ".gltf") else set()
+    used, transforms = _check_gltf_extensions(path) if path.suffix.lower() in (".glb", ".gltf") else (set(), {})
     scene = trimesh.load(str(path), force="scene", process=False)
     parts = []
     for node in scene.graph.nodes_geometry:
@@ -429,7 +477,7 @@ def _load_with_trimesh(path: Path) -> TriMesh:
         faces = np.asarray(geom.faces)
         if np.linalg.det(transform[:3, :3]) < 0:  # a mirroring node flips the winding
             faces = faces[:, ::-1]
-        parts.append(_trimesh_part(geom, verts, faces))
+        parts.append(_trimesh_part(geom, verts, faces, transforms))
     if not parts:
         raise MeshLoadError(f"{path}: the file holds no triangles (a point cloud or an empty scene?)")
     if "KHR_draco_mesh_compression" in used and all(not p.vertices.any() for p in parts):
@@ -439,7 +487,7 @@ def _load_with_trimesh(path: Path) -> TriMesh:
     return _merge_parts(parts)
 
 
-def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray) -> TriMesh:
+def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict | None = None) -> TriMesh:
     vis = geom.visual
     if vis.kind == "texture":
         mat = vis.material
@@ -448,6 +496,10 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray) -> TriMesh:
         factor = getattr(mat, "diffuse", None) if factor is None else factor
         factor = np.ones(3) if factor is None else np.asarray(factor, np.float64)[:3] / 255.0
         uv = getattr(vis, "uv", None)
+        transform = (transforms or {}).get(getattr(mat, "name", None))
+        if uv is not None and transform is not None:  # KHR_texture_transform, on glTF's top-left UVs
+            gl = np.stack([uv[:, 0], 1.0 - uv[:, 1], np.ones(len(uv))], 1) @ transform.T
+            uv = np.stack([gl[:, 0], 1.0 - gl[:, 1]], 1)
         double = bool(getattr(mat, "doubleSided", False))
         if image is not None and uv is not None and len(uv) == len(verts):
             # glTF: the base colour factor multiplies the texture (done on the stored values)
