@@ -355,3 +355,19 @@ def test_unrepeat_ignores_float_noise_and_scales_before_tiling():
                   texture=np.zeros((1024, 1024, 3), np.uint8))
     out = _unrepeat(big)  # 8 x 8 repeats of 1024 px: scaled to fit MAX_TILE_SIDE before tiling
     assert max(out.texture.shape[:2]) <= MAX_TILE_SIDE and np.allclose(out.uv.max(0), [1.0, 1.0])
+
+
+def test_mtl_texture_scale_and_offset_options(tmp_path):
+    from PIL import Image
+
+    from o3dcli.io.mesh import _map_options
+
+    scale, offset = _map_options("-clamp on -s 2 3 1 -bm 0.5 -o 0.25 -imfchan m".split())
+    assert scale.tolist() == [2.0, 3.0] and offset.tolist() == [0.25, 0.0]
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "t.png")
+    (tmp_path / "m.mtl").write_text("newmtl a\nmap_Kd -s 2 2 -o 0.5 0.25 t.png\n")
+    (tmp_path / "m.obj").write_text("mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
+                                    "usemtl a\nf 1/1 2/2 3/3\n")
+    mesh = load_mesh(tmp_path / "m.obj")
+    by_vertex = {tuple(v): tuple(t) for v, t in zip(mesh.vertices.tolist(), mesh.uv.tolist())}
+    assert by_vertex == {(0, 0, 0): (0.5, 0.25), (1, 0, 0): (2.5, 0.25), (0, 1, 0): (0.5, 2.25)}

@@ -235,6 +235,8 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
     faces = inverse.reshape(-1, 3)
     uv = np.where(ti[:, None] >= 0, vt[np.maximum(ti, 0)] if len(vt) else 0.0, 0.0)
     texture = _read_texture(props["map_Kd"], path) if props.get("map_Kd") else None
+    if texture is not None:  # map_Kd -s / -o: looked up at uv * scale + offset (as Blender and three.js read them)
+        uv = uv * props.get("uv_scale", 1.0) + props.get("uv_offset", 0.0)
     has_uv = len(vt) > 0 and (ti >= 0).any()
     style = {}
     if texture is not None and has_uv and props.get("map_d"):
@@ -326,6 +328,7 @@ def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
             cur["Kd"] = np.clip(np.array([float(x) for x in parts[1:4]], np.float32), 0, 1)
         elif cur is not None and parts[0] == "map_Kd" and len(parts) >= 2:
             cur["map_Kd"] = _find_texture(parts[-1], mtl_path.parent, obj_path.parent)  # options precede the name
+            cur["uv_scale"], cur["uv_offset"] = _map_options(parts[1:-1])
             if cur["map_Kd"] is None:
                 _log.warning("%s: texture %s not found (looked beside the MTL and the OBJ); using the material's "
                              "colour instead", mtl_path, parts[-1])
@@ -335,6 +338,28 @@ def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
                 _log.warning("%s: alpha texture %s not found (looked beside the MTL and the OBJ); the material "
                              "is loaded opaque", mtl_path, parts[-1])
     return out
+
+
+def _map_options(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The -s (scale) and -o (offset) options of an MTL texture statement, as (u, v) pairs
+    (1, 1) and (0, 0) when absent; other options are skipped. Each takes one to three numbers."""
+    scale, offset = np.ones(2, np.float32), np.zeros(2, np.float32)
+    i = 0
+    while i < len(tokens):
+        opt, values = tokens[i], []
+        i += 1
+        while i < len(tokens) and len(values) < 3:
+            try:
+                values.append(float(tokens[i]))
+            except ValueError:
+                break
+            i += 1
+        if opt in ("-s", "-o") and values:
+            target = scale if opt == "-s" else offset
+            target[: min(2, len(values))] = values[:2]  # one number sets u only, as the format says
+        elif opt not in ("-s", "-o") and not values and i < len(tokens):
+            i += 1  # a word-valued option (-clamp on, -imfchan m): skip its value
+    return scale, offset
 
 
 def _find_texture(name: str, mtl_dir: Path, obj_dir: Path) -> Path | None:
