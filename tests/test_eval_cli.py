@@ -176,6 +176,7 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     (["--predictions", "/nonexistent-o3d"], "not a folder"),
     (["--lpips-weights", "/nonexistent-o3d/vgg.pth", "--predictions", "."], "not found"),
     (["--set", "diffusion.stepz=1"], "unknown key"),
+    (["--views", "1", "--novel-views"], "--novel-views leaves no view to score"),
 ])
 def test_usage_errors_exit_2(args, message, tmp_path):
     res = run(*args, "-o", tmp_path / "out", "--no-progress")
@@ -245,6 +246,36 @@ def test_asset_views_scores_the_generated_images(tmp_path):
     res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "exact", "-o", tmp_path / "o3",
               "--asset", "views", "--align", "icp", *FAST)
     assert res.exit_code == 2 and "cannot be aligned" in res.output
+
+
+def test_novel_views_leave_the_input_view_out_of_the_image_metrics(tmp_path):
+    import torch.nn.functional as F
+
+    from o3dcli.eval.metrics import psnr, quantize8
+    from o3dcli.eval.protocol import EvalProtocol, prepare_reference
+    from o3dcli.io.media import image_grid, save_png, to_uint8
+
+    obj = synthetic_objects(limit=1)[0]
+    ref = prepare_reference(obj.load(), EvalProtocol(size=32))
+    views = F.interpolate(ref.views.rgb, size=(16, 16), mode="area")
+    views[1:] = 0.5  # view 0 (the input view) right, the novel views grey
+    (tmp_path / "p" / obj.name).mkdir(parents=True)
+    save_png(tmp_path / "p" / obj.name / "views.png", image_grid(to_uint8(views), cols=8))
+    scores = {}
+    for flag in ([], ["--novel-views"]):
+        out = tmp_path / ("novel" if flag else "all")
+        res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", tmp_path / "p", "-o", out,
+                  "--asset", "views", *flag, *FAST)
+        assert res.exit_code == 0, res.output
+        rep = json.loads((out / "eval.json").read_text())
+        assert rep["protocol"]["novel_views"] == bool(flag)
+        scores[bool(flag)] = rep["results"][0]["metrics"]["psnr"]
+    assert "novel views only" in (tmp_path / "novel" / "eval.md").read_text()
+    # the grey views' PSNRs, averaged over views 1..7; with view 0 (right, ~50 dB) averaged in, higher
+    gt = quantize8(F.interpolate(ref.views.rgb, size=(16, 16), mode="area"))
+    per_view = psnr(quantize8(views), gt)
+    assert scores[True] == pytest.approx(float(per_view[1:].mean()), abs=0.05)
+    assert scores[False] > scores[True] + 2
 
 
 def test_an_output_that_is_a_file_is_a_usage_error(tmp_path):

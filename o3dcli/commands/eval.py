@@ -50,6 +50,7 @@ def eval_cmd(
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="Local LPIPS-VGG weights: torchvision vgg16 features + LPIPS lin0..4 heads, one file or two comma-separated. Without it LPIPS is n/a."),
     align: str = typer.Option("none", "--align", help="none (score in the protocol's camera frame), box (move the prediction's bounding box to the unit box, as the ground truth's) or icp (box, then ICP with scale onto the ground truth)."),
     views: Optional[int] = typer.Option(None, "--views", min=1, help="Score N views at elevation 0, azimuths 360*i/N (default: the 8 generation cameras, azimuths 0..337.5)."),
+    novel_views: bool = typer.Option(False, "--novel-views", help="Image metrics over the novel views only, leaving out view 0 (the input view, which o3d's textures take from the input photo)."),
     size: int = typer.Option(256, "--size", min=16, help="Side in pixels of the input view and the scored views."),
     points: int = typer.Option(100_000, "--points", min=100, help="Surface points sampled per mesh for Chamfer, F-score and normal consistency."),
     asset: str = typer.Option("auto", "--asset", help="What to score in o3d asset folders: auto (model.glb, else model.obj, else gaussians.ply), mesh, gaussians (the Gaussian renders) or views (views.png, the diffusion's own images: PSNR/SSIM, and LPIPS with --lpips-weights; no geometry)."),
@@ -98,9 +99,13 @@ def eval_cmd(
         raise usage(f"--asset must be one of {', '.join(ASSET_KINDS)}, got '{asset}'")
     if asset == "views" and align != "none":
         raise usage("--asset views scores images at the protocol's cameras: they cannot be aligned (use --align none)")
-    protocol = EvalProtocol(size=size, surface_points=points, align=align, mesh_shading=mesh_shading, asset=asset)
-    if views is not None:
-        protocol = protocol.with_views(views)
+    try:
+        protocol = EvalProtocol(size=size, surface_points=points, align=align, mesh_shading=mesh_shading, asset=asset,
+                                novel_views=novel_views)
+        if views is not None:
+            protocol = protocol.with_views(views)
+    except ValueError as e:
+        raise usage(str(e).removeprefix("protocol: ").replace("novel_views", "--novel-views")) from None
 
     from o3dcli.eval.runner import EvalUsageError, Variant, run_eval
 

@@ -58,6 +58,10 @@ class EvalProtocol:
     gaussian_min_opacity: float = 0.5
     mask_threshold: float = 0.5
     align: str = "none"
+    novel_views: bool = False
+    """Image metrics (PSNR, SSIM, LPIPS, mask IoU) over the novel views only: the views at the input
+    camera (elevation 0, azimuth 0) are left out. o3d projects the input photo onto its textures,
+    so view 0 shows the input itself; geometry metrics are unaffected."""
     asset: str = "auto"
     """Which file of an o3d asset folder is scored: auto (model.glb, else model.obj, else
     gaussians.ply), mesh (model.glb / model.obj), gaussians (gaussians.ply) or views (views.png,
@@ -76,6 +80,8 @@ class EvalProtocol:
             raise ValueError(f"protocol: align must be one of {', '.join(ALIGN_METHODS)}, got {self.align!r}")
         if self.surface_points < 100 or self.iou_resolution < 8:
             raise ValueError("protocol: surface_points must be >= 100 and iou_resolution >= 8")
+        if not bool(self.image_views().any()):
+            raise ValueError("protocol: novel_views leaves no view to score (every view is at the input camera)")
 
     def with_views(self, n: int) -> "EvalProtocol":
         """n views at elevation 0, azimuths 360 i / n (view 0 = the input view)."""
@@ -85,6 +91,14 @@ class EvalProtocol:
 
     def cameras(self) -> Cameras:
         return orbit_cameras(list(self.elevations), list(self.azimuths), self.radius, self.fov_deg, self.size)
+
+    def image_views(self) -> Tensor:
+        """[V] bool: the views the image metrics average over (all, or with novel_views those not at
+        the input camera)."""
+        at_input = [abs(e) < 1e-6 and abs(((a + 180.0) % 360.0) - 180.0) < 1e-6
+                    for e, a in zip(self.elevations, self.azimuths)]
+        keep = [not (self.novel_views and i) for i in at_input]
+        return torch.tensor(keep, dtype=torch.bool)
 
     def input_camera(self) -> Cameras:
         return orbit_cameras([0.0], [0.0], self.radius, self.fov_deg, self.size)
@@ -163,13 +177,14 @@ def score_views(ref: Reference, pred: GeneratedViews, protocol: EvalProtocol, lp
     gt = quantize8(F.interpolate(ref.views.rgb, size=tuple(pred.rgb.shape[-2:]), mode="area"))
     rgb = quantize8(pred.rgb.float())
     m: dict[str, float | None] = {k: None for k in protocol.metric_keys()}
+    keep = protocol.image_views()
     if ref.appearance:
-        m["psnr"] = mean_over_views(psnr(rgb, gt))
-        m["ssim"] = mean_over_views(ssim_mean(ssim_map(rgb, gt))) if h >= 11 else None
+        m["psnr"] = mean_over_views(psnr(rgb, gt)[keep])
+        m["ssim"] = mean_over_views(ssim_mean(ssim_map(rgb, gt))[keep]) if h >= 11 else None
         if lpips_model is not None:
             from o3dcli.eval.lpips import lpips_per_view
 
-            m["lpips"] = mean_over_views(lpips_per_view(lpips_model, rgb, gt))
+            m["lpips"] = mean_over_views(lpips_per_view(lpips_model, rgb, gt)[keep])
     # shown beside the GT in renders/: upsampled without smoothing, so the pixels are visible
     big = F.interpolate(rgb, size=tuple(ref.views.rgb.shape[-2:]), mode="nearest")
     return Score(m, IDENTITY, Views(big, torch.ones_like(big[:, :1])), "views")
@@ -238,18 +253,19 @@ def score_prediction(ref: Reference, asset: TriMesh | Gaussians | GeneratedViews
     views = render_prediction(asset, protocol)
     m: dict[str, float | None] = {k: None for k in protocol.metric_keys()}
     gt = ref.views
-    m["mask_iou"] = mean_over_views(mask_iou(views.alpha, gt.alpha, protocol.mask_threshold))
+    keep = protocol.image_views()
+    m["mask_iou"] = mean_over_views(mask_iou(views.alpha, gt.alpha, protocol.mask_threshold)[keep])
     if ref.appearance:
         region = union_mask(views.alpha, gt.alpha, protocol.mask_threshold)
-        m["psnr"] = mean_over_views(psnr(views.rgb, gt.rgb))
-        m["psnr_masked"] = mean_over_views(psnr(views.rgb, gt.rgb, region))
+        m["psnr"] = mean_over_views(psnr(views.rgb, gt.rgb)[keep])
+        m["psnr_masked"] = mean_over_views(psnr(views.rgb, gt.rgb, region)[keep])
         smap = ssim_map(views.rgb, gt.rgb)
-        m["ssim"] = mean_over_views(ssim_mean(smap))
-        m["ssim_masked"] = mean_over_views(ssim_mean(smap, region))
+        m["ssim"] = mean_over_views(ssim_mean(smap)[keep])
+        m["ssim_masked"] = mean_over_views(ssim_mean(smap, region)[keep])
         if lpips_model is not None:
             from o3dcli.eval.lpips import lpips_per_view
 
-            m["lpips"] = mean_over_views(lpips_per_view(lpips_model, views.rgb, gt.rgb))
+            m["lpips"] = mean_over_views(lpips_per_view(lpips_model, views.rgb, gt.rgb)[keep])
     m.update(surface_metrics(surface, ref.surface, protocol.fscore_thresholds))
     if isinstance(asset, TriMesh):
         m["volume_iou"] = volume_iou(asset, ref.mesh, protocol.iou_resolution)

@@ -141,6 +141,7 @@ def to_markdown(run: EvalRun) -> str:
            f"{sorted(set(p.elevations))}, azimuths {list(p.azimuths)}, radius {p.radius}, fov {p.fov_deg} deg, "
            f"{p.size} px, GT {p.shading} shading, predicted meshes {p.mesh_shading}; {p.surface_points} surface "
            f"points (seed {p.sample_seed}); volume IoU at {p.iou_resolution}^3; alignment: {p.align}; "
+           f"image metrics over {'the novel views only (view 0, the input view, left out)' if p.novel_views else 'every view'}; "
            f"LPIPS: {'VGG, ' + run.lpips if run.lpips else 'n/a (no --lpips-weights)'}.", ""]
     if len(run.variants) > 1:
         rows = [[v.name, *(fmt(k, variant_summary(run, v)["mean"][k]) for k in keys)] for v in run.variants]
@@ -180,7 +181,7 @@ def column_key(run: EvalRun) -> list[str]:
         "",
         "- **kind**: what was scored: `mesh`, `gaussians` (their renders and centres) or `views` (the "
         "generated images).",
-        f"- **psnr** (dB) and **ssim**: the {len(p.azimuths)} scored views against the ground truth's, "
+        f"- **psnr** (dB) and **ssim**: the {int(p.image_views().sum())} scored views against the ground truth's, "
         "over every pixel on white; **psnr_masked** and **ssim_masked**: over the pixels either silhouette covers. **lpips**: "
         "VGG LPIPS, n/a without `--lpips-weights`. **mask_iou**: IoU of the silhouettes (alpha > 0.5).",
         f"- **chamfer**: the mean of **chamfer_pred_to_gt** (accuracy) and **chamfer_gt_to_pred** "
