@@ -88,9 +88,11 @@ if [ -n "$TIME_LIMIT" ]; then  # score only complete runs: all of them have STEP
   done
 fi
 # Generate with every variant and score the meshes; then score the Gaussian renders and the
-# generated views of the same assets (no second generation).
+# generated views of the same assets (no second generation). The meshes are textured from the
+# generated views only (mesh.input_weight=0): projecting the input photo would lift view 0 of
+# every variant alike and hide the models' differences (rounds 1-3 predate the projection).
 o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-mesh" --no-progress --asset mesh \
-  --set "runtime.threads=$THREADS" \
+  --set "runtime.threads=$THREADS" --set mesh.input_weight=0 \
   --variants "$(IFS=,; echo "${PRESETS[*]}")"
 ASSETS=()
 for p in "${PRESETS[@]}"; do ASSETS+=("$OUT/eval-mesh/assets/$(basename "$p" .yaml)"); done
