@@ -90,6 +90,15 @@ class TriMesh:
         """alpha_mode, alpha_cutoff and double_sided, to carry over with ``replace(**mesh.material_style)``."""
         return {"alpha_mode": self.alpha_mode, "alpha_cutoff": self.alpha_cutoff, "double_sided": self.double_sided}
 
+    def hard_alpha(self) -> "TriMesh":
+        """A cut-out (MASK) with its alpha set to exactly 0 or 255 at its cutoff, which then reads the
+        same under any threshold or blending; any other mesh unchanged."""
+        if not self.has_alpha or self.alpha_mode != "MASK":
+            return self
+        tex = self.texture.copy()
+        tex[..., 3] = np.where(tex[..., 3] >= self.alpha_cutoff * 255, 255, 0)
+        return self.replace(texture=tex)
+
     def replace(self, **kw) -> "TriMesh":
         return replace(self, **kw)
 

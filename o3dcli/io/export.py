@@ -98,11 +98,8 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
     kd = " ".join(f"{c:.6f}" for c in (np.ones(3) if mesh.has_texture else mesh.material_color))
     mtl = ["newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
     if mesh.has_texture:
-        texture = mesh.texture
-        if mesh.has_alpha and mesh.alpha_mode == "MASK":  # MTL cannot hold the cutoff: apply it here
-            texture = texture.copy()
-            texture[..., 3] = np.where(texture[..., 3] >= mesh.alpha_cutoff * 255, 255, 0)
-        atomic_write_bytes(path.with_suffix(".png"), _png_bytes(texture))
+        # MTL cannot hold a cut-out's cutoff: it is applied to the PNG's alpha
+        atomic_write_bytes(path.with_suffix(".png"), _png_bytes(mesh.hard_alpha().texture))
         mtl.append(f"map_Kd {stem}.png")
         if mesh.has_alpha:  # the alpha channel of the same image (-imfchan m: its matte channel)
             mtl.append(f"map_d -imfchan m {stem}.png")

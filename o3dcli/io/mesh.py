@@ -300,7 +300,9 @@ def _eight_bit(im):
     than clipped at 255, as Pillow's convert does."""
     from PIL import Image
 
-    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    from o3dcli.io.images import _SIXTEEN_BIT_GRAY_MODES
+
+    if im.mode in _SIXTEEN_BIT_GRAY_MODES:
         return Image.fromarray((np.asarray(im).astype(np.float64) / 257.0).round().clip(0, 255).astype(np.uint8))
     if im.mode == "F":
         return Image.fromarray((np.asarray(im, np.float64) * 255.0).round().clip(0, 255).astype(np.uint8))
@@ -466,13 +468,10 @@ def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]
     doc = gltf_json(path)
     used, required = _extension_sets(doc)
     used |= required
-    transforms: dict[str, np.ndarray] = {}
-    if "KHR_texture_transform" in used:
-        found = gltf_texture_transforms(doc)
-        if found is None:
-            _log.warning("%s: uses %s: %s", path, "KHR_texture_transform", GLTF_APPROXIMATED["KHR_texture_transform"])
-        else:
-            transforms = found
+    transforms = gltf_texture_transforms(doc) if "KHR_texture_transform" in used else {}
+    if transforms is None:  # cannot be applied: warned about below
+        transforms = {}
+    else:
         used = used - {"KHR_texture_transform"}
     if "KHR_draco_mesh_compression" in used and not _has_dracopy():
         raise MeshLoadError(f"{path}: the mesh is Draco-compressed (KHR_draco_mesh_compression); install DracoPy to "
@@ -558,9 +557,9 @@ MAX_TILE_SIDE = 4096
 UV_TOLERANCE = 1e-3
 """UVs this close past a whole number count as on it (exporters write 1.0000001 for 1)."""
 ATLAS_GUTTER = 2
+"""Texels of a tile's edge repeated around it in a merged atlas."""
 MAX_ATLAS_SIDE = 8192
 """A merged atlas is scaled down to at most this side (what GPUs commonly accept)."""
-"""Texels of a tile's edge repeated around it in a merged atlas."""
 
 
 def _face_colour_tiles(part: TriMesh) -> TriMesh:
@@ -689,13 +688,5 @@ def _merged_alpha(parts: list[TriMesh]) -> tuple[list[TriMesh], dict]:
     if len(styles) == 1:
         mode, cutoff = styles.pop()
         return parts, {"alpha_mode": mode, "alpha_cutoff": cutoff}
-
-    def binary(p: TriMesh) -> TriMesh:
-        if not p.has_alpha or p.alpha_mode != "MASK":
-            return p
-        tex = p.texture.copy()
-        tex[..., 3] = np.where(tex[..., 3] >= p.alpha_cutoff * 255, 255, 0)
-        return p.replace(texture=tex)
-
     mode = "BLEND" if any(m == "BLEND" for m, _ in styles) else "MASK"
-    return [binary(p) for p in parts], {"alpha_mode": mode, "alpha_cutoff": 0.5}
+    return [p.hard_alpha() for p in parts], {"alpha_mode": mode, "alpha_cutoff": 0.5}

@@ -10,7 +10,7 @@ the nearest chart texel, so no background bleeds in at seams or mip levels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from o3dcli.geometry.cameras import Cameras
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
-from o3dcli.mesh.views import FusionRenders
+from o3dcli.mesh.views import FusionRenders, ObjectBounds
 
 PHOTO_FULL_COS = 0.5
 """The input photo counts in full on surfaces seen up to 60 degrees from head-on (cos >= 0.5; even
@@ -165,25 +165,21 @@ class InputView:
     def mirrored(self) -> "InputView":
         """The photo flipped left-right, seen from the camera turned 180 degrees about the up axis:
         what the far side of an object that is mirror-symmetric front-to-back would look like."""
-        import dataclasses
-
         turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=self.cameras.c2w.dtype, device=self.cameras.device))
-        return InputView(dataclasses.replace(self.cameras, c2w=turn @ self.cameras.c2w),
+        return InputView(replace(self.cameras, c2w=turn @ self.cameras.c2w),
                          np.ascontiguousarray(self.rgba[:, :, ::-1]))
 
 
-def project_input(texels: Texels, mesh: TriMesh, view: InputView, cfg: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
+def project_input(texels: Texels, caster, view: InputView, cfg: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
     """Colours [M, 3] of the texels from the input photo, and the cosine [M] of the angle at which
     its camera sees each (0 where it does not): a texel counts where it faces the camera, is not
     hidden by the mesh itself (its depth rendered from that camera, as :func:`bake_from_renders`
-    tests a render) and lands on the photo's foreground (alpha > cfg.alpha_threshold)."""
-    from o3dcli.mesh.views import ObjectBounds
-    from o3dcli.render.mesh import MeshRaycaster
-
+    tests a render) and lands on the photo's foreground (alpha > cfg.alpha_threshold). ``caster``:
+    the textured mesh's `MeshRaycaster`."""
     cams = view.cameras.to("cpu")
-    depth = MeshRaycaster(mesh).render(cams).depth[:, 0].numpy()
+    depth = caster.render(cams).depth[:, 0].numpy()
     rgba = view.rgba.transpose(1, 2, 0)[None].astype(np.float32)  # [1, S, S, 4]
-    lo, hi = mesh.bounds()
+    lo, hi = caster.mesh.bounds()
     photo = FusionRenders(cameras=cams, bounds=ObjectBounds(lo.astype(np.float64), hi.astype(np.float64)),
                           rgb=rgba[..., :3], alpha=rgba[..., 3], depth=depth)
     return bake_from_renders(texels, photo, cfg, angle_power=1.0)
@@ -221,10 +217,13 @@ def bake_texture(mesh_with_uv: TriMesh, gaussians: Gaussians, cfg: MeshConfig | 
     unseen = weight <= 0
     if unseen.any():
         colors[unseen] = _nearest_gaussian_colors(gaussians, texels.points[unseen])
-    if input_view is not None:
+    if input_view is not None and (cfg.mirror_weight > 0 or cfg.input_weight > 0):
+        from o3dcli.render.mesh import MeshRaycaster
+
+        caster = MeshRaycaster(mesh_with_uv)  # built once for the photo and its mirror
         for view, share in ((input_view.mirrored(), cfg.mirror_weight), (input_view, cfg.input_weight)):
             if share > 0:
-                photo, cos = project_input(texels, mesh_with_uv, view, cfg)
+                photo, cos = project_input(texels, caster, view, cfg)
                 s = (np.float32(share) * np.minimum(1.0, cos / np.float32(PHOTO_FULL_COS)))[:, None]
                 colors = (1.0 - s) * colors + s * photo
     return mesh_with_uv.replace(texture=fill_texture(texels, colors), vertex_colors=None)

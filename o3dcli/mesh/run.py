@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh, scale_texture
 from o3dcli.mesh.config import MeshConfig
