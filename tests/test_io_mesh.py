@@ -151,6 +151,20 @@ def test_glb_texture_scene_transforms_and_vertex_colors(tmp_path):
     np.testing.assert_allclose(merged.vertex_colors, np.tile([1, 0, 0], (8, 1)), atol=1e-6)
 
 
+def test_glb_vertex_colours_beside_a_material(tmp_path):
+    """Blender writes COLOR_0 together with a material: the colours load, times the base colour factor."""
+    import trimesh
+
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], float)
+    material = trimesh.visual.material.PBRMaterial(baseColorFactor=[255, 255, 128, 255], doubleSided=True)
+    visual = trimesh.visual.TextureVisuals(material=material)
+    visual.vertex_attributes["color"] = np.array([[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255]], np.uint8)
+    trimesh.Trimesh(verts, [[0, 1, 2]], visual=visual, process=False).export(tmp_path / "blender.glb")
+    mesh = load_mesh(tmp_path / "blender.glb")
+    np.testing.assert_allclose(mesh.vertex_colors, np.diag([1.0, 1.0, 128 / 255]), atol=1e-6)
+    assert mesh.double_sided
+
+
 def test_glb_base_color_factor_without_texture(tmp_path):
     import trimesh
 

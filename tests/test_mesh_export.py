@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -93,10 +94,16 @@ def test_glb_passes_khronos_validator(tmp_path, gltf_validator, colouring):  # n
         mesh = TriMesh(mesh.vertices, mesh.faces, vertex_colors=(mesh.vertices + 0.5).clip(0, 1))
     elif colouring == "material":
         mesh = TriMesh(mesh.vertices, mesh.faces, material_color=(0.2, 0.5, 0.9))
+    mesh = dataclasses.replace(mesh, double_sided=True)
     report = gltf_validator(save_mesh_glb(tmp_path / "m.glb", mesh))
     assert report.get("errors") == 0 and report.get("warnings") == 0, report
+    doc, _ = read_glb(tmp_path / "m.glb")
+    material = doc["materials"][doc["meshes"][0]["primitives"][0]["material"]]  # never glTF's metallic default
+    assert material["pbrMetallicRoughness"]["metallicFactor"] == 0.0 and material["doubleSided"] is True
     back = load_mesh(tmp_path / "m.glb")
+    assert back.double_sided
     if colouring == "vertex_colors":
+        assert "COLOR_0" in doc["meshes"][0]["primitives"][0]["attributes"]
         assert np.allclose(back.vertex_colors, mesh.vertex_colors, atol=1 / 255)
     if colouring == "material":
         assert np.allclose(back.material_color, (0.2, 0.5, 0.9), atol=1 / 255)

@@ -140,3 +140,27 @@ def test_asset_folder_input_photo_for_mesh_command(tmp_path):
     assert sil.alpha.shape == (1, 32, 32) and sil.cameras.width == 32  # cfg.preprocess.size
     assert sil.alpha[0, 8:24, 10:22].min() == 1.0 and sil.alpha.sum() == pytest.approx(16 * 12, abs=1e-3)
     assert asset_input_view(tmp_path, dataclasses.replace(MeshConfig(), input_weight=0.0)) is None
+
+
+def test_old_asset_small_input_png_warns(tmp_path, caplog):
+    """An asset from before the 1024 px crop has an input.png at the model's input size: it is still
+    projected (it is the true photo), with a warning naming the file and how to get the sharp one."""
+    from PIL import Image
+
+    from o3dcli.commands.mesh import asset_input_view
+    from o3dcli.config import dump_config
+
+    cfg = load_config("tiny")
+    (tmp_path / "config.yaml").write_text(dump_config(cfg))
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 10:22] = (200, 40, 40, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "input.png")
+    with caplog.at_level("WARNING"):
+        view = asset_input_view(tmp_path, MeshConfig())
+    assert view.rgba.shape == (4, 32, 32)
+    assert "input.png: only 32 px" in caplog.text and "o3d generate" in caplog.text
+    caplog.clear()
+    Image.fromarray(np.zeros((512, 512, 4), np.uint8), "RGBA").save(tmp_path / "input.png")
+    with caplog.at_level("WARNING"):
+        asset_input_view(tmp_path, MeshConfig())
+    assert "only" not in caplog.text

@@ -91,9 +91,17 @@ def asset_input_view(path: Path, mesh_cfg):
     found = _asset_input(path)
     if found is None:
         return None
-    from o3dcli.stages import input_view
+    import logging
 
-    return input_view(*found)
+    from o3dcli.stages import PHOTO_SIZE, input_view
+
+    rgba, cfg = found
+    if rgba.shape[-1] <= cfg.preprocess.size:  # written before o3d kept the larger crop
+        logging.getLogger("o3d").warning(
+            "%s: only %d px, the model's own input size (an asset from an older o3d); the photo projected "
+            "onto the texture will be that blurry. Run o3d generate again for its %d px crop, or pass "
+            "--set mesh.input_weight=0", path / "input.png", rgba.shape[-1], PHOTO_SIZE)
+    return input_view(rgba, cfg)
 
 
 def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list[Path]:

@@ -46,7 +46,8 @@ def smooth_normals(mesh: TriMesh) -> np.ndarray:
 
 def glb_bytes(mesh: TriMesh) -> bytes:
     """The mesh as a GLB: base colour from the texture (with UVs; its alpha with the mesh's
-    alphaMode), else vertex colours (COLOR_0), else the material colour; metallic 0, roughness 1;
+    alphaMode), else vertex colours (COLOR_0, with a plain material), else the material colour;
+    metallic 0, roughness 1;
     smooth normals; doubleSided as the mesh."""
     import trimesh
     from PIL import Image
@@ -67,6 +68,15 @@ def glb_bytes(mesh: TriMesh) -> bytes:
     elif mesh.vertex_colors is not None:
         rgba = np.concatenate([mesh.vertex_colors, np.ones((len(mesh.vertices), 1), np.float32)], 1)
         visual = trimesh.visual.ColorVisuals(vertex_colors=(np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8))
+        tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual,
+                             process=False)
+        glb = trimesh.Scene(tm).export(file_type="glb", include_normals=True)
+        # trimesh writes COLOR_0 with no material, and glTF's default material is metallic and
+        # single-sided: give the primitive the same non-metal, fully rough material as the others
+        return _glb_with_material(glb, {
+            "name": "material0", "doubleSided": bool(mesh.double_sided),
+            "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": ROUGHNESS},
+        })
     else:
         color = np.append(np.clip(mesh.material_color, 0, 1), 1.0)
         material = trimesh.visual.material.PBRMaterial(
@@ -76,6 +86,27 @@ def glb_bytes(mesh: TriMesh) -> bytes:
         visual = trimesh.visual.TextureVisuals(material=material)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual, process=False)
     return trimesh.Scene(tm).export(file_type="glb", include_normals=True)
+
+
+def _glb_with_material(glb: bytes, material: dict) -> bytes:
+    """``glb`` with ``material`` added and given to every primitive that has none."""
+    import json
+    import struct
+
+    n = struct.unpack("<I", glb[12:16])[0]
+    if glb[:4] != b"glTF" or glb[16:20] != b"JSON":
+        raise ValueError("not a GLB with a JSON chunk first")
+    doc = json.loads(glb[20:20 + n])
+    materials = doc.setdefault("materials", [])
+    materials.append(material)
+    for m in doc.get("meshes", []):
+        for prim in m.get("primitives", []):
+            prim.setdefault("material", len(materials) - 1)
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)  # chunks are 4-byte aligned; JSON pads with spaces
+    rest = glb[20 + n:]
+    return (b"glTF" + struct.pack("<II", 2, 20 + len(text) + len(rest))
+            + struct.pack("<I", len(text)) + b"JSON" + text + rest)
 
 
 def save_mesh_glb(path, mesh: TriMesh) -> Path:

@@ -525,6 +525,13 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict |
             gl = np.stack([uv[:, 0], 1.0 - uv[:, 1], np.ones(len(uv))], 1) @ transform.T
             uv = np.stack([gl[:, 0], 1.0 - gl[:, 1]], 1)
         double = bool(getattr(mat, "doubleSided", False))
+        colors = getattr(vis, "vertex_attributes", {}).get("color")  # COLOR_0 beside a material
+        if image is None and colors is not None and len(colors) == len(verts):
+            # glTF: the base colour factor multiplies COLOR_0 (Blender writes both)
+            colors = np.asarray(colors)
+            scale = np.iinfo(colors.dtype).max if colors.dtype.kind in "ui" else 1.0  # normalised ints, or floats
+            colors = colors.astype(np.float64) / scale
+            return TriMesh(verts, faces, vertex_colors=colors[:, :3] * factor, double_sided=double)
         if image is not None and uv is not None and len(uv) == len(verts):
             # glTF: the base colour factor multiplies the texture (done on the stored values)
             mode = str(getattr(mat, "alphaMode", None) or "OPAQUE").upper()
