@@ -174,7 +174,9 @@ def _ddp_worker(rank, world, dataset, run, init_file):
         cfg, objs = objects(dataset, "train.lr=1e-3")
         t = Trainer(cfg, objs, run)
         train(t, 2)
-        torch.save({"params": _params(t.model), "ema": _params(t.ema), "gen": t.gen.get_state()}, f"{run}/rank{rank}.pt")
+        signal = t.max_rank(15 if rank == 1 else 0)  # only rank 1 got SIGTERM: both exit 143
+        torch.save({"params": _params(t.model), "ema": _params(t.ema), "gen": t.gen.get_state(), "signal": signal},
+                   f"{run}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -190,6 +192,7 @@ def test_torchrun_ranks_stay_in_sync(dataset, tmp_path):
     r0, r1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert torch.equal(r0["params"], r1["params"]) and torch.equal(r0["ema"], r1["ema"])
     assert not torch.equal(r0["gen"], r1["gen"])  # different data on each rank
+    assert r0["signal"] == r1["signal"] == 15
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert int(ckpt["step"]) == 2 and len(ckpt["generators"]) == 2
     assert torch.equal(ckpt["generators"][1], r1["gen"])

@@ -179,6 +179,9 @@ def train_cmd(
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
+    if done < cfg.train.steps:  # under torchrun every rank reports the signal one of them got
+        stop["signal"] = trainer.max_rank(int(stop["signal"]))
+        stop["flag"] = stop["signal"] > 0
     if done < cfg.train.steps and stop["timed_out"] and not stop["flag"]:
         say(f"time limit {escape(time_limit)} reached; run the same command again to continue from step {done}")
     elif done < cfg.train.steps:

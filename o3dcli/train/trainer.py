@@ -248,13 +248,17 @@ class Trainer:
 
     def any_rank(self, flag: bool) -> bool:
         """True on every rank when it is true on any (so all ranks stop after the same step)."""
+        return bool(self.max_rank(int(flag)))
+
+    def max_rank(self, value: int) -> int:
+        """The largest of every rank's `value`, on every rank (a collective: all ranks must call it)."""
         if self.world == 1:
-            return flag
+            return int(value)
         import torch.distributed as dist
 
-        t = torch.tensor([int(flag)], device=self.device)
-        dist.all_reduce(t)
-        return bool(t.item())
+        t = torch.tensor([int(value)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
 
     def lr_at(self, step: int) -> float:
         w = self.cfg.train.warmup_steps
