@@ -168,6 +168,30 @@ def test_folder_round_trip_determinism_and_resume(tmp_path):
         synthesize(tmp_path / "a", 1, 5, size=32, extra_views=1)
 
 
+def test_staging_folder_removed_by_another_process_mid_write(tmp_path, monkeypatch):
+    """Another process that finishes removes the empty .tmp; one that was just creating its own
+    staging folder inside it tries again rather than failing the object."""
+    import shutil
+
+    from o3dcli.synth import dataset
+
+    mesh, _, views, _, rgba = render_object(5, SynthSettings(**SMALL))
+    views = [{"file": f"rgba/{i:03d}.png"} for i in range(len(views))]
+    real_mkdir, removed = Path.mkdir, []
+
+    def racing_mkdir(self, *args, **kwargs):
+        if self.name == "rgba" and not removed:
+            real_mkdir(self.parent.parent, exist_ok=True)  # .tmp exists ...
+            shutil.rmtree(self.parent.parent)  # ... and the other process removes it
+            removed.append(self)
+            raise FileNotFoundError(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    folder = dataset.write_rendered_object(tmp_path, "obj", rgba, {"views": views}, mesh)
+    assert removed and (folder / "cameras.json").is_file() and len(list((folder / "rgba").iterdir())) == len(views)
+
+
 def test_obj_writer_round_trips_through_trimesh(tmp_path):
     import trimesh
 

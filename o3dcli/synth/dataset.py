@@ -162,7 +162,13 @@ def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, m
     final = root / name
     tmp = root / ".tmp" / f"{name}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "rgba").mkdir(parents=True)
+    for attempt in range(5):
+        try:
+            (tmp / "rgba").mkdir(parents=True)
+            break
+        except FileNotFoundError:  # another process, finishing, removed the empty .tmp in between
+            if attempt == 4:
+                raise
     views = meta["views"]
     if len(views) != len(rgba):
         raise ValueError(f"{final}: {len(rgba)} images but {len(views)} views in the metadata")
