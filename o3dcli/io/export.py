@@ -54,7 +54,7 @@ def glb_bytes(mesh: TriMesh) -> bytes:
 
     if len(mesh.faces) == 0:
         raise ValueError("cannot export a mesh with no faces")
-    style = {"doubleSided": mesh.double_sided}
+    style, plain = {"doubleSided": mesh.double_sided}, None
     if mesh.has_alpha:
         style["alphaMode"] = mesh.alpha_mode
         if mesh.alpha_mode == "MASK":
@@ -68,15 +68,10 @@ def glb_bytes(mesh: TriMesh) -> bytes:
     elif mesh.vertex_colors is not None:
         rgba = np.concatenate([mesh.vertex_colors, np.ones((len(mesh.vertices), 1), np.float32)], 1)
         visual = trimesh.visual.ColorVisuals(vertex_colors=(np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8))
-        tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual,
-                             process=False)
-        glb = trimesh.Scene(tm).export(file_type="glb", include_normals=True)
         # trimesh writes COLOR_0 with no material, and glTF's default material is metallic and
-        # single-sided: give the primitive the same non-metal, fully rough material as the others
-        return _glb_with_material(glb, {
-            "name": "material0", "doubleSided": bool(mesh.double_sided),
-            "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": ROUGHNESS},
-        })
+        # single-sided: the primitive gets the same non-metal, fully rough material as the others
+        plain = {"name": "material0", "doubleSided": bool(mesh.double_sided),
+                 "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": ROUGHNESS}}
     else:
         color = np.append(np.clip(mesh.material_color, 0, 1), 1.0)
         material = trimesh.visual.material.PBRMaterial(
@@ -85,7 +80,8 @@ def glb_bytes(mesh: TriMesh) -> bytes:
         )
         visual = trimesh.visual.TextureVisuals(material=material)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual, process=False)
-    return trimesh.Scene(tm).export(file_type="glb", include_normals=True)
+    glb = trimesh.Scene(tm).export(file_type="glb", include_normals=True)
+    return glb if plain is None else _glb_with_material(glb, plain)
 
 
 def _glb_with_material(glb: bytes, material: dict) -> bytes:
