@@ -5,6 +5,7 @@ Later stages (diffusion, meshing, export) are appended here as they land.
 
 from __future__ import annotations
 
+from o3dcli.mesh.config import EXPORT_FILES
 from o3dcli.pipeline import Stage, StageContext
 
 
@@ -278,7 +279,7 @@ def run_mesh_bake(ctx: StageContext) -> dict:
 
 
 def run_export(ctx: StageContext) -> dict:
-    """model.glb (PBR base colour) and model.obj/.mtl/.png, as mesh.formats says."""
+    """model.glb (PBR base colour), model.obj/.mtl/.png and model.usdz, as mesh.formats says."""
     from o3dcli.io.export import export_mesh
 
     mesh = load_trimesh(ctx.upstream["mesh_bake"] / "mesh.npz")
@@ -295,7 +296,7 @@ MESH_SIMPLIFY = Stage("mesh_simplify", 1, _mesh_fields(MESH_SIMPLIFY_FIELDS), ru
 MESH_UV = Stage("mesh_uv", 1, _mesh_fields(MESH_UV_FIELDS), run_mesh_uv)
 MESH_BAKE = Stage("mesh_bake", 1, _mesh_fields(MESH_BAKE_FIELDS), run_mesh_bake)
 EXPORT = Stage("export", 1, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
-               publish={f: f for f in ("model.glb", "model.obj", "model.mtl", "model.png")})
+               publish={f: f for f in EXPORT_FILES})
 
 
 def generate_stages(stop_after: str | None = None) -> list[Stage]:

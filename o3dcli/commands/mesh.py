@@ -116,6 +116,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
     from o3dcli.geometry.gaussians import Gaussians
     from o3dcli.io.assets import load_asset
     from o3dcli.io.export import export_mesh
+    from o3dcli.mesh.config import EXPORT_FILES
     from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
 
     src = _source(path)
@@ -133,7 +134,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
         log.warning("%s: %d faces, above the target of %d (the simplifier stops where going on would break the surface)",
                     src, len(mesh.faces), mesh_cfg.target_faces)
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats)
-    for stale in ("model.glb", "model.obj", "model.mtl", "model.png"):  # a format asked for last time, not now
+    for stale in EXPORT_FILES:  # a format asked for last time, not now
         if out_dir / stale not in written:
             (out_dir / stale).unlink(missing_ok=True)
     text = dump_config(cfg) if hasattr(cfg, "mesh") else yaml.safe_dump(
@@ -146,7 +147,7 @@ def mesh(
     inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S)."),
-    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj (default: both)."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz (default: glb,obj)."),
     output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", help="Output folder: one sub-folder per input."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),

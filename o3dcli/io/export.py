@@ -18,8 +18,8 @@ import numpy as np
 
 from o3dcli.cache import atomic_write_bytes
 from o3dcli.geometry.mesh import TriMesh
+from o3dcli.mesh.config import DEFAULT_FORMATS, MESH_FORMATS
 
-MESH_FORMATS = ("glb", "obj")
 ROUGHNESS = 1.0
 """Baked colour already holds the lighting the Gaussians saw: export it as fully rough, non-metal."""
 
@@ -149,9 +149,9 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
     return path
 
 
-def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=MESH_FORMATS) -> list[Path]:
-    """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj"). Returns the files
-    written (model.glb; model.obj, model.mtl and, when textured, model.png)."""
+def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FORMATS) -> list[Path]:
+    """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj", "usdz"). Returns the
+    files written (model.glb; model.obj, model.mtl and, when textured, model.png; model.usdz)."""
     out_dir = Path(out_dir)
     unknown = [f for f in formats if f not in MESH_FORMATS]
     if unknown or not formats:
@@ -162,4 +162,8 @@ def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=MESH_FORMAT
     if "obj" in formats:
         obj = save_mesh_obj(out_dir / f"{stem}.obj", mesh)
         written += [obj, obj.with_suffix(".mtl")] + ([obj.with_suffix(".png")] if mesh.has_texture else [])
+    if "usdz" in formats:
+        from o3dcli.io.usdz import save_mesh_usdz
+
+        written.append(save_mesh_usdz(out_dir / f"{stem}.usdz", mesh))
     return written

@@ -11,7 +11,11 @@ from typing import Literal
 
 from o3dcli.errors import ConfigError
 
-MESH_FORMATS = ("glb", "obj")
+MESH_FORMATS = ("glb", "obj", "usdz")
+"""The formats o3d writes."""
+DEFAULT_FORMATS = ("glb", "obj")
+EXPORT_FILES = ("model.glb", "model.obj", "model.mtl", "model.png", "model.usdz")
+"""Every file an asset's export may write (stem "model"): what a run without some format removes."""
 CARVE_BELOW = 8192
 """mesh.method "auto" carves sets of fewer Gaussians than this (measured on the synthetic benchmark with
 1,024: opacity gives volume IoU 0.11, carving 0.63 at the same F-score) and uses the opacity field above."""
@@ -72,8 +76,8 @@ class MeshConfig:
     """o3d generate (and o3d mesh given an asset folder, from its input.png; not given its gaussians.ply): the input photo's share of the texture where the input camera sees the surface, in full up to 60 degrees from head-on and fading out towards grazing angles, where the generated colours take over (the photo, 1024 px, is sharper and truer than the generated views); 0 = the generated views only, 1 = the photo alone where it counts in full."""
     mirror_weight: float = 0.0
     """Like input_weight, for the photo mirrored left-right and seen from the opposite side (the camera turned 180 degrees about the up axis): colours the far side for objects that are mirror-symmetric front-to-back, such as an animal or a car photographed in profile; wrong for objects seen from the front (a face would appear on the back). 0 = off."""
-    formats: tuple[str, ...] = MESH_FORMATS
-    """Files to write: "glb" (PBR base colour) and/or "obj" (+ .mtl + .png)."""
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+    """Files to write, any of: "glb" (glTF binary, PBR base colour), "obj" (+ .mtl + .png), "usdz" (USD package for Apple Quick Look / AR and USD tools)."""
 
     def check(self) -> None:
         _require(self.method in ("auto", "carve", "opacity", "tsdf"), "method", self.method, '"auto", "carve", "opacity" or "tsdf"')

@@ -1,0 +1,151 @@
+"""USDZ export (Apple Quick Look / AR, Reality Composer, USD tools): one package holding an
+ASCII USD layer and the texture, written without the USD libraries.
+
+The layer holds one Xform (the default prim), a Mesh and a UsdPreviewSurface material:
+diffuse colour from the texture (its alpha as opacity, with a threshold for a cut-out), the
+vertex colours (the displayColor primvar) or the material colour; metallic 0, roughness 1, as
+in the GLB. The world frame is USD's too (+Y up, one unit one metre, right-handed), and USD's
+texture coordinates have their origin at the bottom-left like o3d's, so nothing is flipped.
+
+A .usdz is a zip archive whose files are stored uncompressed, each file's data starting at a
+multiple of 64 bytes, with the layer first (Pixar's USDZ file format specification). The
+alignment is made with padding in each local header's extra field.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from o3dcli.cache import atomic_write_bytes
+from o3dcli.geometry.mesh import TriMesh
+
+ALIGN = 64
+_PAD_ID = 0x1986  # an unregistered extra-field id, used for padding only
+
+
+def _floats(rows: np.ndarray) -> str:
+    """USD array text of tuples: [(a, b, c), ...]."""
+    return "[" + ", ".join("(" + ", ".join(f"{v:.7g}" for v in row) + ")" for row in rows.tolist()) + "]"
+
+
+def _ints(values: np.ndarray) -> str:
+    return "[" + ", ".join(str(v) for v in values.tolist()) + "]"
+
+
+def usda_text(mesh: TriMesh, texture_name: str = "texture.png") -> str:
+    """The USD layer (usda) of the mesh; `texture_name` is the texture's path inside the package."""
+    from o3dcli.io.export import ROUGHNESS, smooth_normals
+
+    if len(mesh.faces) == 0:
+        raise ValueError("cannot export a mesh with no faces")
+    v = np.asarray(mesh.vertices, np.float64)
+    lo, hi = v.min(0), v.max(0)
+    mat = "/model/Materials/material0"
+    lines = [
+        "#usda 1.0",
+        "(",
+        '    defaultPrim = "model"',
+        "    metersPerUnit = 1",
+        '    upAxis = "Y"',
+        '    doc = "written by o3d"',
+        ")",
+        "",
+        'def Xform "model" (',
+        '    kind = "component"',
+        ")",
+        "{",
+        '    def Mesh "mesh" (',
+        '        prepend apiSchemas = ["MaterialBindingAPI"]',
+        "    )",
+        "    {",
+        f"        uniform bool doubleSided = {1 if mesh.double_sided else 0}",
+        f"        float3[] extent = {_floats(np.stack([lo, hi]))}",
+        f"        int[] faceVertexCounts = {_ints(np.full(len(mesh.faces), 3))}",
+        f"        int[] faceVertexIndices = {_ints(np.asarray(mesh.faces).reshape(-1))}",
+        f"        rel material:binding = <{mat}>",
+        f"        normal3f[] normals = {_floats(smooth_normals(mesh))} (",
+        '            interpolation = "vertex"',
+        "        )",
+        '        uniform token orientation = "rightHanded"',
+        f"        point3f[] points = {_floats(v)}",
+    ]
+    if mesh.has_texture:
+        lines += [f"        texCoord2f[] primvars:st = {_floats(np.asarray(mesh.uv, np.float64))} (",
+                  '            interpolation = "vertex"', "        )"]
+    elif mesh.vertex_colors is not None:
+        lines += [f"        color3f[] primvars:displayColor = {_floats(np.clip(mesh.vertex_colors, 0, 1))} (",
+                  '            interpolation = "vertex"', "        )"]
+    lines += ['        uniform token subdivisionScheme = "none"', "    }", "",
+              '    def Scope "Materials"', "    {", '        def Material "material0"', "        {",
+              f"            token outputs:surface.connect = <{mat}/surface.outputs:surface>", "",
+              '            def Shader "surface"', "            {",
+              '                uniform token info:id = "UsdPreviewSurface"']
+    if mesh.has_texture:
+        lines.append(f"                color3f inputs:diffuseColor.connect = <{mat}/texture.outputs:rgb>")
+        if mesh.has_alpha:
+            lines.append(f"                float inputs:opacity.connect = <{mat}/texture.outputs:a>")
+            if mesh.alpha_mode == "MASK":
+                lines.append(f"                float inputs:opacityThreshold = {mesh.alpha_cutoff:.7g}")
+    elif mesh.vertex_colors is not None:
+        lines.append(f"                color3f inputs:diffuseColor.connect = <{mat}/colors.outputs:result>")
+    else:
+        r, g, b = np.clip(mesh.material_color, 0, 1).tolist()
+        lines.append(f"                color3f inputs:diffuseColor = ({r:.7g}, {g:.7g}, {b:.7g})")
+    lines += ["                float inputs:metallic = 0", f"                float inputs:roughness = {ROUGHNESS:.7g}",
+              "                token outputs:surface", "            }"]
+    if mesh.has_texture:
+        lines += ["", '            def Shader "uv"', "            {",
+                  '                uniform token info:id = "UsdPrimvarReader_float2"',
+                  '                string inputs:varname = "st"', "                float2 outputs:result", "            }",
+                  "", '            def Shader "texture"', "            {",
+                  '                uniform token info:id = "UsdUVTexture"',
+                  f"                asset inputs:file = @{texture_name}@",
+                  '                token inputs:sourceColorSpace = "sRGB"',
+                  f"                float2 inputs:st.connect = <{mat}/uv.outputs:result>",
+                  '                token inputs:wrapS = "repeat"', '                token inputs:wrapT = "repeat"',
+                  "                float outputs:a", "                float3 outputs:rgb", "            }"]
+    elif mesh.vertex_colors is not None:
+        lines += ["", '            def Shader "colors"', "            {",
+                  '                uniform token info:id = "UsdPrimvarReader_float3"',
+                  '                string inputs:varname = "displayColor"', "                float3 outputs:result",
+                  "            }"]
+    lines += ["        }", "    }", "}", ""]
+    return "\n".join(lines)
+
+
+def _stored_aligned_zip(files: list[tuple[str, bytes]]) -> bytes:
+    """A zip archive of `files` (name, data), in order, stored uncompressed, each file's data at a
+    multiple of ALIGN bytes from the start."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in files:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            header = 30 + len(name.encode())  # the local file header before the extra field
+            pad = -(buf.tell() + header + 4) % ALIGN  # the extra field: 4 bytes of id and size, then padding
+            info.extra = struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def usdz_bytes(mesh: TriMesh) -> bytes:
+    """The mesh as a .usdz package: model.usda, then texture.png when textured."""
+    from o3dcli.io.export import _png_bytes
+
+    files = [("model.usda", usda_text(mesh).encode())]
+    if mesh.has_texture:
+        # opacityThreshold holds a cut-out's cutoff, so the texture keeps its alpha as it is
+        files.append(("texture.png", _png_bytes(mesh.texture)))
+    return _stored_aligned_zip(files)
+
+
+def save_mesh_usdz(path, mesh: TriMesh) -> Path:
+    """Write ``mesh`` to ``path`` as a .usdz (atomic). Returns the path."""
+    path = Path(path)
+    atomic_write_bytes(path, usdz_bytes(mesh))
+    return path
