@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import struct
+import sys
 import zipfile
 
 import numpy as np
@@ -56,12 +57,15 @@ def shader_input(stage, path, name):
     return UsdShade.Shader(stage.GetPrimAtPath(path)).GetInput(name)
 
 
-def test_textured_usdz_layout_geometry_texture_and_material(tmp_path):
+@pytest.mark.parametrize("binary", [False, True], ids=["usda", "usdc"])
+def test_textured_usdz_layout_geometry_texture_and_material(tmp_path, binary):
     mesh = quadrant_plane()
-    path = save_mesh_usdz(tmp_path / "model.usdz", mesh)
+    path = save_mesh_usdz(tmp_path / "model.usdz", mesh, binary=binary)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temporary file
     archive = zipfile.ZipFile(path)
-    assert [i.filename for i in archive.infolist()] == ["model.usda", "texture.png"]  # the layer first
+    layer = "model.usdc" if binary else "model.usda"
+    assert [i.filename for i in archive.infolist()] == [layer, "texture.png"]  # the layer first
+    assert archive.read(layer).startswith(b"PXR-USDC" if binary else b"#usda 1.0")
     assert all(i.compress_type == zipfile.ZIP_STORED for i in archive.infolist())
     assert all(offset % 64 == 0 for offset in data_offsets(path).values())
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(archive.read("texture.png")))), mesh.texture)
@@ -115,7 +119,7 @@ def test_texture_alpha_becomes_opacity(tmp_path, mode):
 def test_vertex_colours_and_material_colour(tmp_path):
     plane = quadrant_plane()
     colours = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1]], np.float32)
-    path = save_mesh_usdz(tmp_path / "v.usdz", TriMesh(plane.vertices, plane.faces, vertex_colors=colours))
+    path = save_mesh_usdz(tmp_path / "v.usdz", TriMesh(plane.vertices, plane.faces, vertex_colors=colours), binary=False)
     assert [i.filename for i in zipfile.ZipFile(path).infolist()] == ["model.usda"]
     assert validation_errors(path) == []
     stage = Usd.Stage.Open(str(path))
@@ -130,6 +134,27 @@ def test_vertex_colours_and_material_colour(tmp_path):
     stage = Usd.Stage.Open(str(path))
     surface = UsdShade.Shader(stage.GetPrimAtPath("/model/Materials/material0/surface"))
     np.testing.assert_allclose(surface.GetInput("diffuseColor").Get(), (0.2, 0.5, 0.9), atol=1e-6)
+
+
+def test_binary_layer_only_with_usd_installed(tmp_path, monkeypatch):
+    """usd-core installed: the package's layer is binary (usdc); without it, text (usda); asking
+    for binary without it is a clear error. Both hold the same scene."""
+    mesh = quadrant_plane()
+    auto = save_mesh_usdz(tmp_path / "auto.usdz", mesh)
+    assert zipfile.ZipFile(auto).namelist()[0] == "model.usdc"
+    monkeypatch.setitem(sys.modules, "pxr", None)  # as if usd-core were not installed
+    text = save_mesh_usdz(tmp_path / "text.usdz", mesh)
+    assert zipfile.ZipFile(text).namelist()[0] == "model.usda"
+    with pytest.raises(ValueError, match="usd-core"):
+        save_mesh_usdz(tmp_path / "x.usdz", mesh, binary=True)
+    monkeypatch.undo()
+    a, b = (Usd.Stage.Open(str(p)) for p in (auto, text))
+    for prim in ("/model/mesh", "/model/Materials/material0/texture"):
+        pa, pb = a.GetPrimAtPath(prim), b.GetPrimAtPath(prim)
+        assert [x.GetName() for x in pa.GetAttributes()] == [x.GetName() for x in pb.GetAttributes()]
+        for attr in pa.GetAttributes():
+            va, vb = attr.Get(), pb.GetAttribute(attr.GetName()).Get()
+            assert (str(va) == str(vb)) if attr.GetName() == "inputs:file" else va == vb, attr.GetName()
 
 
 def test_validation_catches_a_broken_package(tmp_path):

@@ -1,5 +1,9 @@
-"""USDZ export (Apple Quick Look / AR, Reality Composer, USD tools): one package holding an
-ASCII USD layer and the texture, written without the USD libraries.
+"""USDZ export (Apple Quick Look / AR, Reality Composer, USD tools): one package holding a USD
+layer and the texture.
+
+o3d writes the layer as ASCII USD (usda) itself, so no USD library is needed. Where Pixar's
+USD is installed (`pip install usd-core`), the layer is converted to the binary form (usdc),
+which older Apple software required of a package's first layer; the content is the same.
 
 The layer holds one Xform (the default prim), a Mesh and a UsdPreviewSurface material:
 diffuse colour from the texture (its alpha as opacity, with a threshold for a cut-out), the
@@ -133,19 +137,44 @@ def _stored_aligned_zip(files: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-def usdz_bytes(mesh: TriMesh) -> bytes:
-    """The mesh as a .usdz package: model.usda, then texture.png when textured."""
+def _usdc_bytes(text: str) -> bytes | None:
+    """The usda layer `text` in USD's binary form, or None when usd-core is not installed."""
+    import os
+    import tempfile
+
+    try:
+        from pxr import Sdf
+    except ImportError:
+        return None
+    layer = Sdf.Layer.CreateAnonymous(".usda")
+    if not layer.ImportFromString(text):
+        raise ValueError("USD could not read the layer o3d wrote")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.usdc")
+        if not layer.Export(path):
+            raise ValueError("USD could not write the binary layer")
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def usdz_bytes(mesh: TriMesh, binary: bool | None = None) -> bytes:
+    """The mesh as a .usdz package: model.usdc (binary, `binary` True or None with usd-core
+    installed) or model.usda (text), then texture.png when textured."""
     from o3dcli.io.export import _png_bytes
 
-    files = [("model.usda", usda_text(mesh).encode())]
+    text = usda_text(mesh)
+    usdc = _usdc_bytes(text) if binary in (None, True) else None
+    if binary and usdc is None:
+        raise ValueError("a binary USD layer needs usd-core: pip install usd-core")
+    files = [("model.usdc", usdc) if usdc is not None else ("model.usda", text.encode())]
     if mesh.has_texture:
         # opacityThreshold holds a cut-out's cutoff, so the texture keeps its alpha as it is
         files.append(("texture.png", _png_bytes(mesh.texture)))
     return _stored_aligned_zip(files)
 
 
-def save_mesh_usdz(path, mesh: TriMesh) -> Path:
-    """Write ``mesh`` to ``path`` as a .usdz (atomic). Returns the path."""
+def save_mesh_usdz(path, mesh: TriMesh, binary: bool | None = None) -> Path:
+    """Write ``mesh`` to ``path`` as a .usdz (atomic; `binary` as in `usdz_bytes`). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, usdz_bytes(mesh))
+    atomic_write_bytes(path, usdz_bytes(mesh, binary))
     return path
