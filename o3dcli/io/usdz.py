@@ -2,8 +2,9 @@
 layer and the texture.
 
 o3d writes the layer as ASCII USD (usda) itself, so no USD library is needed. Where Pixar's
-USD is installed (`pip install usd-core`), the layer is converted to the binary form (usdc),
-which older Apple software required of a package's first layer; the content is the same.
+USD is installed (the `usd` extra: `pip install 'o3dcli[usd]'`), the layer is converted to
+the binary form (usdc), which older Apple software required of a package's first layer; the
+content is the same.
 
 The layer holds one Xform (the default prim), a Mesh and a UsdPreviewSurface material:
 diffuse colour from the texture (its alpha as opacity, with a threshold for a cut-out), the
@@ -165,7 +166,7 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None) -> bytes:
     text = usda_text(mesh)
     usdc = _usdc_bytes(text) if binary in (None, True) else None
     if binary and usdc is None:
-        raise ValueError("a binary USD layer needs usd-core: pip install usd-core")
+        raise ValueError("a binary USD layer needs usd-core: pip install 'o3dcli[usd]'")
     files = [("model.usdc", usdc) if usdc is not None else ("model.usda", text.encode())]
     if mesh.has_texture:
         # opacityThreshold holds a cut-out's cutoff, so the texture keeps its alpha as it is
