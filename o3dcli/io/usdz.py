@@ -7,10 +7,12 @@ the binary form (usdc), which older Apple software required of a package's first
 content is the same.
 
 The layer holds one Xform (the default prim), a Mesh and a UsdPreviewSurface material:
-diffuse colour from the texture (its alpha as opacity, with a threshold for a cut-out), the
-vertex colours (the displayColor primvar) or the material colour; metallic 0, roughness 1, as
-in the GLB. The world frame is USD's too (+Y up, one unit one metre, right-handed), and USD's
-texture coordinates have their origin at the bottom-left like o3d's, so nothing is flipped.
+diffuse colour from the texture (its alpha as opacity; a cut-out's alpha made 0 or 1, with a
+threshold), the vertex colours (the displayColor primvar, and their mean as the plain value)
+or the material colour; metallic 0, roughness 1, as in the GLB. A double-sided mesh gets its
+back faces written out, since Apple Quick Look ignores `doubleSided`. The world frame is
+USD's too (+Y up, one unit one metre, right-handed), and USD's texture coordinates have their
+origin at the bottom-left like o3d's, so nothing is flipped.
 
 A .usdz is a zip archive whose files are stored uncompressed, each file's data starting at a
 multiple of 64 bytes, with the layer first (Pixar's USDZ file format specification). The
@@ -35,7 +37,7 @@ _PAD_ID = 0x1986  # an unregistered extra-field id, used for padding only
 
 def _floats(rows: np.ndarray) -> str:
     """USD array text of tuples: [(a, b, c), ...]."""
-    return "[" + ", ".join("(" + ", ".join(f"{v:.7g}" for v in row) + ")" for row in rows.tolist()) + "]"
+    return "[" + ", ".join("(" + ", ".join(f"{v:.9g}" for v in row) + ")" for row in rows.tolist()) + "]"  # float32 exact
 
 
 def _ints(values: np.ndarray) -> str:
@@ -48,7 +50,20 @@ def usda_text(mesh: TriMesh, texture_name: str = "texture.png") -> str:
 
     if len(mesh.faces) == 0:
         raise ValueError("cannot export a mesh with no faces")
+    for name in ("vertices", "uv", "vertex_colors"):
+        values = getattr(mesh, name)
+        if values is not None and not np.isfinite(values).all():
+            raise ValueError(f"cannot export a mesh whose {name.replace('_', ' ')} are not all finite")
     v = np.asarray(mesh.vertices, np.float64)
+    faces = np.asarray(mesh.faces)
+    normals = smooth_normals(mesh)
+    per_vertex = {k: getattr(mesh, k) for k in ("uv", "vertex_colors") if getattr(mesh, k) is not None}
+    if mesh.double_sided:
+        # Quick Look draws one side whatever doubleSided says: the back faces are written out,
+        # on their own vertices with the normals turned round
+        faces = np.concatenate([faces, faces[:, ::-1] + len(v)])
+        v, normals = np.concatenate([v, v]), np.concatenate([normals, -normals])
+        per_vertex = {k: np.concatenate([a, a]) for k, a in per_vertex.items()}
     lo, hi = v.min(0), v.max(0)
     mat = "/model/Materials/material0"
     lines = [
@@ -68,22 +83,22 @@ def usda_text(mesh: TriMesh, texture_name: str = "texture.png") -> str:
         '        prepend apiSchemas = ["MaterialBindingAPI"]',
         "    )",
         "    {",
-        f"        uniform bool doubleSided = {1 if mesh.double_sided else 0}",
+        "        uniform bool doubleSided = 0",
         f"        float3[] extent = {_floats(np.stack([lo, hi]))}",
-        f"        int[] faceVertexCounts = {_ints(np.full(len(mesh.faces), 3))}",
-        f"        int[] faceVertexIndices = {_ints(np.asarray(mesh.faces).reshape(-1))}",
+        f"        int[] faceVertexCounts = {_ints(np.full(len(faces), 3))}",
+        f"        int[] faceVertexIndices = {_ints(faces.reshape(-1))}",
         f"        rel material:binding = <{mat}>",
-        f"        normal3f[] normals = {_floats(smooth_normals(mesh))} (",
+        f"        normal3f[] normals = {_floats(normals)} (",
         '            interpolation = "vertex"',
         "        )",
         '        uniform token orientation = "rightHanded"',
         f"        point3f[] points = {_floats(v)}",
     ]
     if mesh.has_texture:
-        lines += [f"        texCoord2f[] primvars:st = {_floats(np.asarray(mesh.uv, np.float64))} (",
+        lines += [f"        texCoord2f[] primvars:st = {_floats(np.asarray(per_vertex['uv'], np.float64))} (",
                   '            interpolation = "vertex"', "        )"]
     elif mesh.vertex_colors is not None:
-        lines += [f"        color3f[] primvars:displayColor = {_floats(np.clip(mesh.vertex_colors, 0, 1))} (",
+        lines += [f"        color3f[] primvars:displayColor = {_floats(np.clip(per_vertex['vertex_colors'], 0, 1))} (",
                   '            interpolation = "vertex"', "        )"]
     lines += ['        uniform token subdivisionScheme = "none"', "    }", "",
               '    def Scope "Materials"', "    {", '        def Material "material0"', "        {",
@@ -95,9 +110,13 @@ def usda_text(mesh: TriMesh, texture_name: str = "texture.png") -> str:
         if mesh.has_alpha:
             lines.append(f"                float inputs:opacity.connect = <{mat}/texture.outputs:a>")
             if mesh.alpha_mode == "MASK":
-                lines.append(f"                float inputs:opacityThreshold = {mesh.alpha_cutoff:.7g}")
+                # the texture's alpha is 0 or 1 here (hard_alpha, in usdz_bytes): any threshold between cuts alike
+                lines.append("                float inputs:opacityThreshold = 0.5")
     elif mesh.vertex_colors is not None:
-        lines.append(f"                color3f inputs:diffuseColor.connect = <{mat}/colors.outputs:result>")
+        # the mean colour for renderers that do not read primvars (Quick Look shows no vertex colours)
+        r, g, b = np.clip(mesh.vertex_colors, 0, 1).mean(0).tolist()
+        lines += [f"                color3f inputs:diffuseColor = ({r:.7g}, {g:.7g}, {b:.7g})",
+                  f"                color3f inputs:diffuseColor.connect = <{mat}/colors.outputs:result>"]
     else:
         r, g, b = np.clip(mesh.material_color, 0, 1).tolist()
         lines.append(f"                color3f inputs:diffuseColor = ({r:.7g}, {g:.7g}, {b:.7g})")
@@ -113,6 +132,7 @@ def usda_text(mesh: TriMesh, texture_name: str = "texture.png") -> str:
                   '                token inputs:sourceColorSpace = "sRGB"',
                   f"                float2 inputs:st.connect = <{mat}/uv.outputs:result>",
                   '                token inputs:wrapS = "repeat"', '                token inputs:wrapT = "repeat"',
+                  "                float4 inputs:fallback = (1, 1, 1, 1)",
                   "                float outputs:a", "                float3 outputs:rgb", "            }"]
     elif mesh.vertex_colors is not None:
         lines += ["", '            def Shader "colors"', "            {",
@@ -131,9 +151,12 @@ def _stored_aligned_zip(files: list[tuple[str, bytes]]) -> bytes:
         for name, data in files:
             info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED
+            info.create_system = 3  # the same bytes on every platform
             header = 30 + len(name.encode())  # the local file header before the extra field
             pad = -(buf.tell() + header + 4) % ALIGN  # the extra field: 4 bytes of id and size, then padding
             info.extra = struct.pack("<HH", _PAD_ID, pad) + b"\0" * pad
+            if len(data) >= 1 << 31:  # zipfile would add a zip64 field after the padding
+                raise ValueError(f"{name}: {len(data)} bytes, too large for a USDZ package")
             zf.writestr(info, data)
     return buf.getvalue()
 
@@ -169,8 +192,9 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None) -> bytes:
         raise ValueError("a binary USD layer needs usd-core: pip install 'o3dcli[usd]'")
     files = [("model.usdc", usdc) if usdc is not None else ("model.usda", text.encode())]
     if mesh.has_texture:
-        # opacityThreshold holds a cut-out's cutoff, so the texture keeps its alpha as it is
-        files.append(("texture.png", _png_bytes(mesh.texture)))
+        # a cut-out's alpha is made 0 or 255 at its cutoff: the same under opacityThreshold, and
+        # under renderers that ignore it (Quick Look has)
+        files.append(("texture.png", _png_bytes(mesh.hard_alpha().texture)))
     return _stored_aligned_zip(files)
 
 
