@@ -135,6 +135,12 @@ def test_export_mesh_formats(tmp_path):
         export_mesh(mesh, tmp_path / "c", formats=("fbx",))
     with pytest.raises(ValueError, match="no faces"):
         save_mesh_glb(tmp_path / "e.glb", TriMesh(np.zeros((0, 3)), np.zeros((0, 3))))
+    bad = mesh.vertices.copy()
+    bad[1, 0] = np.inf
+    for fmt in ("glb", "obj", "usdz"):  # no file with non-finite numbers, which viewers cannot place
+        with pytest.raises(ValueError, match="vertices are not all finite"):
+            export_mesh(dataclasses.replace(mesh, vertices=bad), tmp_path / "f", formats=(fmt,))
+    assert not (tmp_path / "f").exists() or not list((tmp_path / "f").iterdir())
 
 
 def test_io_package_reexports_the_writers():

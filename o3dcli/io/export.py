@@ -32,6 +32,16 @@ def _png_bytes(texture: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def check_exportable(mesh: TriMesh) -> None:
+    """Raise ValueError for a mesh no file should hold: no faces, or non-finite numbers."""
+    if len(mesh.faces) == 0:
+        raise ValueError("cannot export a mesh with no faces")
+    for name in ("vertices", "uv", "vertex_colors"):
+        values = getattr(mesh, name)
+        if values is not None and not np.isfinite(values).all():
+            raise ValueError(f"cannot export a mesh whose {name.replace('_', ' ')} are not all finite")
+
+
 def smooth_normals(mesh: TriMesh) -> np.ndarray:
     """[V, 3] unit vertex normals of the welded surface, so UV seams do not show in the shading."""
     from o3dcli.mesh.cleanup import weld_vertices
@@ -52,8 +62,7 @@ def glb_bytes(mesh: TriMesh) -> bytes:
     import trimesh
     from PIL import Image
 
-    if len(mesh.faces) == 0:
-        raise ValueError("cannot export a mesh with no faces")
+    check_exportable(mesh)
     style, plain = {"doubleSided": mesh.double_sided}, None
     if mesh.has_alpha:
         style["alphaMode"] = mesh.alpha_mode
@@ -119,8 +128,7 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
     Texture alpha goes in the PNG and is named by ``map_d``; a cut-out's (MASK) alpha is written
     as 0 or 255 at its cutoff, which MTL has no field for."""
     path = Path(path)
-    if len(mesh.faces) == 0:
-        raise ValueError("cannot export a mesh with no faces")
+    check_exportable(mesh)
     stem = path.stem
     kd = " ".join(f"{c:.6f}" for c in (np.ones(3) if mesh.has_texture else mesh.material_color))
     mtl = ["newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]

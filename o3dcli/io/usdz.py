@@ -46,14 +46,9 @@ def _ints(values: np.ndarray) -> str:
 
 def usda_text(mesh: TriMesh, texture_name: str = "texture.png") -> str:
     """The USD layer (usda) of the mesh; `texture_name` is the texture's path inside the package."""
-    from o3dcli.io.export import ROUGHNESS, smooth_normals
+    from o3dcli.io.export import ROUGHNESS, check_exportable, smooth_normals
 
-    if len(mesh.faces) == 0:
-        raise ValueError("cannot export a mesh with no faces")
-    for name in ("vertices", "uv", "vertex_colors"):
-        values = getattr(mesh, name)
-        if values is not None and not np.isfinite(values).all():
-            raise ValueError(f"cannot export a mesh whose {name.replace('_', ' ')} are not all finite")
+    check_exportable(mesh)
     v = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces)
     normals = smooth_normals(mesh)
