@@ -121,7 +121,9 @@ def generate(
     if save_intermediate:
         extra.append("diffusion.save_intermediate=true")
     if formats is not None:
-        extra.append("mesh.formats=[" + ",".join(f.strip().lower() for f in formats.split(",") if f.strip()) + "]")
+        from o3dcli.mesh.config import parse_formats
+
+        extra.append(f"mesh.formats=[{','.join(parse_formats(formats))}]")
     cfg = _load_config(preset, sets, extra)
     paths = list(inputs or [])
     if examples:

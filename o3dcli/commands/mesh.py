@@ -15,7 +15,7 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
     import dataclasses
 
     from o3dcli.config import load_config
-    from o3dcli.mesh.config import MeshConfig
+    from o3dcli.mesh.config import MeshConfig, parse_formats
 
     cfg = load_config(preset, sets)
     mesh_cfg = getattr(cfg, "mesh", None) or MeshConfig()
@@ -25,7 +25,7 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
     if texture_size is not None:
         changes["texture_size"] = texture_size
     if formats is not None:
-        changes["formats"] = tuple(f.strip().lower() for f in formats.split(",") if f.strip())
+        changes["formats"] = parse_formats(formats)
     mesh_cfg = dataclasses.replace(mesh_cfg, **changes)
     mesh_cfg.check()
     if hasattr(cfg, "mesh"):
@@ -91,13 +91,12 @@ def asset_input_view(path: Path, mesh_cfg):
     found = _asset_input(path)
     if found is None:
         return None
-    import logging
-
+    from o3dcli.console import log
     from o3dcli.stages import PHOTO_SIZE, input_view
 
     rgba, cfg = found
     if rgba.shape[-1] <= cfg.preprocess.size:  # written before o3d kept the larger crop
-        logging.getLogger("o3d").warning(
+        log.warning(
             "%s: only %d px, the model's own input size (an asset from an older o3d); the photo projected "
             "onto the texture will be that blurry. Run o3d generate again for its %d px crop, or pass "
             "--set mesh.input_weight=0", path / "input.png", rgba.shape[-1], PHOTO_SIZE)

@@ -16,6 +16,11 @@ MESH_FORMATS = ("glb", "obj", "usdz")
 DEFAULT_FORMATS = ("glb", "obj")
 EXPORT_FILES = ("model.glb", "model.obj", "model.mtl", "model.png", "model.usdz")
 """Every file an asset's export may write (stem "model"): what a run without some format removes."""
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """The --formats option's comma-separated list ("glb, USDZ" -> ("glb", "usdz")); checked by MeshConfig.check."""
+    return tuple(f.strip().lower() for f in text.split(",") if f.strip())
 CARVE_BELOW = 8192
 """mesh.method "auto" carves sets of fewer Gaussians than this (measured on the synthetic benchmark with
 1,024: opacity gives volume IoU 0.11, carving 0.63 at the same F-score) and uses the opacity field above."""
