@@ -78,7 +78,7 @@ def generate(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Shortcut for --set runtime.dtype=float32|float16|bfloat16 (16-bit needs CUDA)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set diffusion.steps=N."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Shortcut for --set diffusion.guidance_max=G (guidance of the last view; the ramp starts at diffusion.guidance_min)."),
-    formats: Optional[str] = typer.Option(None, "--formats", help="Shortcut for --set mesh.formats: comma-separated, any of glb, obj, usdz (default: glb,obj)."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Shortcut for --set mesh.formats: comma-separated, any of glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, see mesh.stl_size_mm)."),
     save_intermediate: bool = typer.Option(False, "--save-intermediate", help="Also write every denoising step's views and RGB/CCM feedback maps (asset/intermediate/)."),
     stop_after: Optional[str] = typer.Option(None, "--stop-after", help="Run the stages up to this one only (preprocess, diffusion, ...)."),
     force: bool = typer.Option(False, "--force", help="Recompute every stage for these settings even when a cached result exists (cached results of other settings are kept)."),

@@ -81,6 +81,9 @@ class Stage:
     files: Callable[[Config], dict[str, Path]] | None = None
     """Files the stage reads besides the input (e.g. model weights), {role: path}: their contents'
     hashes go into the key, so new weights at the same path are not answered from the cache."""
+    key_extra: Callable[[Config], dict[str, Any]] | None = None
+    """What else decides the stage's output, {name: value} (e.g. a setting that matters only for one
+    format, or whether an optional library is installed): added to the key when not empty."""
 
 
 @dataclass
@@ -361,8 +364,10 @@ class BatchRunner:
 
     def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str) -> str:
         files = {role: self.digests(p) for role, p in stage.files(self.config).items()} if stage.files else None
-        return stage_key(stage.name, stage.version, {s: config_value(cfg, s) for s in stage.sections}, dict(keys),
-                         input_hash, files)
+        values = {s: config_value(cfg, s) for s in stage.sections}
+        if stage.key_extra:
+            values.update({f"extra:{k}": v for k, v in stage.key_extra(self.config).items()})
+        return stage_key(stage.name, stage.version, values, dict(keys), input_hash, files)
 
     def _run_stages(self, item: Item, ic, res: ItemResult) -> None:
         try:

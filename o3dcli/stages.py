@@ -279,12 +279,27 @@ def run_mesh_bake(ctx: StageContext) -> dict:
 
 
 def run_export(ctx: StageContext) -> dict:
-    """model.glb (PBR base colour), model.obj/.mtl/.png and model.usdz, as mesh.formats says."""
+    """model.glb (PBR base colour), model.obj/.mtl/.png, model.usdz and model.stl, as mesh.formats says."""
     from o3dcli.io.export import export_mesh
 
     mesh = load_trimesh(ctx.upstream["mesh_bake"] / "mesh.npz")
-    files = export_mesh(mesh, ctx.work_dir, "model", tuple(ctx.config.mesh.formats))
+    cfg = ctx.config.mesh
+    files = export_mesh(mesh, ctx.work_dir, "model", tuple(cfg.formats), stl_size_mm=cfg.stl_size_mm)
     return {"files": [f.name for f in files]}
+
+
+def export_key_extra(config) -> dict:
+    """What decides the export besides mesh.formats, only for the formats asked for (so adding a
+    setting for one format does not invalidate the others' cached files): the STL's size, and
+    whether usd-core is installed (the USDZ's layer is binary with it, text without)."""
+    from o3dcli.io.usdz import usd_available
+
+    extra = {}
+    if "stl" in config.mesh.formats:
+        extra["stl_size_mm"] = config.mesh.stl_size_mm
+    if "usdz" in config.mesh.formats:
+        extra["usd_binary"] = usd_available()
+    return extra
 
 
 def _mesh_fields(fields):
@@ -292,11 +307,11 @@ def _mesh_fields(fields):
 
 
 MESH_FUSION = Stage("mesh_fusion", 1, _mesh_fields(MESH_FUSION_FIELDS), run_mesh_fusion)
-MESH_SIMPLIFY = Stage("mesh_simplify", 1, _mesh_fields(MESH_SIMPLIFY_FIELDS), run_mesh_simplify)
+MESH_SIMPLIFY = Stage("mesh_simplify", 2, _mesh_fields(MESH_SIMPLIFY_FIELDS), run_mesh_simplify)
 MESH_UV = Stage("mesh_uv", 1, _mesh_fields(MESH_UV_FIELDS), run_mesh_uv)
 MESH_BAKE = Stage("mesh_bake", 1, _mesh_fields(MESH_BAKE_FIELDS), run_mesh_bake)
 EXPORT = Stage("export", 1, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
-               publish={f: f for f in EXPORT_FILES})
+               publish={f: f for f in EXPORT_FILES}, key_extra=export_key_extra)
 
 
 def generate_stages(stop_after: str | None = None) -> list[Stage]:

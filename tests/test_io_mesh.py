@@ -203,7 +203,10 @@ def test_ply_vertex_colors(tmp_path):
         ("junk.glb", b"\x00\x01 not a glb", "cannot read GLB"),
         ("cloud.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
                       "property float z\nend_header\n0 0 0\n", "no triangles"),
-        ("mesh.stl", "solid x\nendsolid x\n", "unsupported mesh format"),
+        ("mesh.fbx", "Kaydara FBX Binary", "unsupported mesh format"),
+        ("empty.stl", "solid x\nendsolid x\n", "no triangles"),
+        ("short.stl", b"\x00" * 30, "shorter than a binary STL's 84-byte header"),
+        ("cut.stl", b"\x00" * 80 + (5).to_bytes(4, "little") + b"\x00" * 60, "truncated binary STL: its header counts 5"),
     ],
 )
 def test_bad_files_raise_mesh_load_error_naming_the_file(tmp_path, name, content, message):

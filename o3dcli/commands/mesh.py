@@ -132,7 +132,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
 
         log.warning("%s: %d faces, above the target of %d (the simplifier stops where going on would break the surface)",
                     src, len(mesh.faces), mesh_cfg.target_faces)
-    written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats)
+    written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats, stl_size_mm=mesh_cfg.stl_size_mm)
     for stale in EXPORT_FILES:  # a format asked for last time, not now
         if out_dir / stale not in written:
             (out_dir / stale).unlink(missing_ok=True)
@@ -143,14 +143,14 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
 
 
 def mesh(
-    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY).", show_default=False),
+    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY/STL).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S)."),
-    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz (default: glb,obj)."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),
     output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", help="Output folder: one sub-folder per input."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),
-    up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders, else Y), y, or z (a Z-up file, turned to o3d's Y-up; the output is Y-up like every glTF)."),
+    up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders and STL files, else Y), y, or z (a Z-up file, turned to o3d's Y-up; the output is Y-up like every glTF; an STL output is Z-up)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed inputs."),
 ):
     """Turn Gaussians or meshes into decimated, UV-textured meshes.
@@ -159,7 +159,7 @@ def mesh(
     decimated, unwrapped and baked; given an asset folder, its input.png is also projected
     onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are
     decimated keeping their texture and its alpha (cut-outs stay see-through).
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png), config.yaml and o3d-asset.json
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json
     (the input it came from); <name> is the input's name (for an asset's gaussians.ply or
     model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input.
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).

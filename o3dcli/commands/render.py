@@ -12,14 +12,14 @@ MANIFEST = "o3d-renders.json"
 
 
 def render(
-    inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY) or o3d asset folders."),
+    inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL) or o3d asset folders."),
     output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", help="Folder for the renders."),
     frames: int = typer.Option(36, "--frames", min=2, help="Turntable frames."),
     size: int = typer.Option(256, "--size", min=16, help="Image side in pixels."),
     elevation: float = typer.Option(15.0, "--elevation", help="Turntable camera elevation in degrees."),
     fps: float = typer.Option(12.0, "--fps", min=1.0, help="Turntable frames per second."),
     mp4: bool = typer.Option(True, "--mp4/--no-mp4", help="Also write an MP4 when imageio-ffmpeg is installed (the `video` extra)."),
-    up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders, else Y), y, or z (a Z-up file)."),
+    up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders and STL files, else Y), y, or z (a Z-up file)."),
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 

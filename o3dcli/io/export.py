@@ -1,4 +1,5 @@
-"""Mesh export: GLB (glTF 2.0 binary, PBR metallic-roughness) and OBJ + MTL + PNG.
+"""Mesh export: GLB (glTF 2.0 binary, PBR metallic-roughness), OBJ + MTL + PNG, and STL (shape only,
+for 3D printing); USDZ is in `o3dcli.io.usdz`.
 
 Our world frame is glTF's (+Y up, objects facing +Z; docs/design.md section 2), so
 vertices are written as they are. UVs have their origin at the texture's
@@ -18,7 +19,7 @@ import numpy as np
 
 from o3dcli.cache import atomic_write_bytes
 from o3dcli.geometry.mesh import TriMesh
-from o3dcli.mesh.config import DEFAULT_FORMATS, MESH_FORMATS
+from o3dcli.mesh.config import DEFAULT_FORMATS, MESH_FORMATS, MeshConfig
 
 ROUGHNESS = 1.0
 """Baked colour already holds the lighting the Gaussians saw: export it as fully rough, non-metal."""
@@ -157,9 +158,51 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
     return path
 
 
-def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FORMATS) -> list[Path]:
-    """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj", "usdz"). Returns the
-    files written (model.glb; model.obj, model.mtl and, when textured, model.png; model.usdz)."""
+STL_HEADER = b"binary STL written by o3d: millimetres, +Z up".ljust(80, b" ")
+"""80 bytes; a binary STL must not start with "solid", which marks the text form."""
+_STL_FACET = np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])  # 50 bytes, packed
+
+
+def stl_vertices(mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> np.ndarray:
+    """[V, 3] float32: the mesh as printed, turned from our +Y up to +Z up (x, y, z) -> (x, -z, y)
+    (what faced the camera, +Z, faces -Y: the front view of Z-up tools), scaled so its longest
+    side is ``size_mm``, centred on the origin in x and y and standing on z = 0."""
+    check_exportable(mesh)
+    v = mesh.vertices.astype(np.float64)
+    v = np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1)
+    used = v[np.unique(mesh.faces)]  # vertices no face uses do not count towards the size
+    lo, hi = used.min(0), used.max(0)
+    extent = float((hi - lo).max())
+    if not extent > 0:
+        raise ValueError("cannot scale a mesh with no extent to a print size")
+    v = (v - [(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2]]) * (size_mm / extent)
+    return v.astype(np.float32)
+
+
+def stl_bytes(mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> bytes:
+    """The mesh's shape as a binary STL in millimetres (see `stl_vertices`): facet normals from
+    the counter-clockwise winding; no colour (STL has no standard field for it)."""
+    tri = stl_vertices(mesh, size_mm)[mesh.faces].astype(np.float64)  # [F, 3, 3]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    n = np.divide(n, length, out=np.zeros_like(n), where=length > 0)  # degenerate facets: a zero normal
+    facets = np.zeros(len(tri), _STL_FACET)
+    facets["normal"], facets["v"] = n, tri
+    return STL_HEADER + np.uint32(len(tri)).astype("<u4").tobytes() + facets.tobytes()
+
+
+def save_mesh_stl(path, mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> Path:
+    """Write ``mesh`` to ``path`` as a binary STL (atomic; see `stl_bytes`). Returns the path."""
+    path = Path(path)
+    atomic_write_bytes(path, stl_bytes(mesh, size_mm))
+    return path
+
+
+def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FORMATS,
+                stl_size_mm: float = MeshConfig.stl_size_mm) -> list[Path]:
+    """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj", "usdz", "stl"). Returns
+    the files written (model.glb; model.obj, model.mtl and, when textured, model.png; model.usdz;
+    model.stl, ``stl_size_mm`` long)."""
     out_dir = Path(out_dir)
     unknown = [f for f in formats if f not in MESH_FORMATS]
     if unknown or not formats:
@@ -174,4 +217,6 @@ def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FOR
         from o3dcli.io.usdz import save_mesh_usdz
 
         written.append(save_mesh_usdz(out_dir / f"{stem}.usdz", mesh))
+    if "stl" in formats:
+        written.append(save_mesh_stl(out_dir / f"{stem}.stl", mesh, stl_size_mm))
     return written

@@ -1,9 +1,9 @@
-"""Mesh loaders: OBJ (+MTL +texture, Google Scanned Objects folders), GLB/glTF and PLY -> TriMesh.
+"""Mesh loaders: OBJ (+MTL +texture, Google Scanned Objects folders), GLB/glTF, PLY and STL -> TriMesh.
 
 The OBJ parser is hand-written: OBJ indexes positions and texture coordinates
 separately, and a renderable mesh needs one vertex per distinct (position, uv)
 pair; writing that split ourselves keeps it exact and fast, and lets a GSO object
-without its texture fall back to the MTL's Kd. GLB/glTF and PLY go through
+without its texture fall back to the MTL's Kd. GLB/glTF, PLY and STL go through
 trimesh. Loaders never normalise: callers call ``TriMesh.normalized()``.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from o3dcli.geometry.mesh import TriMesh, scale_texture
 
 _log = logging.getLogger("o3d")
-MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply")
+MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl")
 
 
 class MeshLoadError(Exception):
@@ -33,7 +33,8 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     up: the file's up axis. "y" keeps coordinates (OBJ, glTF and PLY's usual
     frame, ours); "z" maps a Z-up file to our +Y-up world, (x, y, z) -> (x, z, -y);
     "auto" is "z" for Gazebo/GSO model folders (a ``model.sdf`` or
-    ``model.config`` beside ``meshes/``; Gazebo is Z-up) and "y" otherwise.
+    ``model.config`` beside ``meshes/``; Gazebo is Z-up) and for STL files (3D printing's
+    frame, and o3d's STL export), "y" otherwise.
     """
     if up not in ("auto", "y", "z"):
         raise ValueError(f"up must be 'auto', 'y' or 'z', got {up!r}")
@@ -45,6 +46,8 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     ext = p.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         raise MeshLoadError(f"{p}: unsupported mesh format '{ext}' (supported: {', '.join(MESH_EXTENSIONS)})")
+    if ext == ".stl":
+        _check_binary_stl(p)
     try:
         mesh = _load_obj(p) if ext == ".obj" else _load_with_trimesh(p)
     except MeshLoadError:
@@ -53,10 +56,30 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
         raise MeshLoadError(f"{p}: cannot read {ext[1:].upper()} file ({type(e).__name__}: {e})") from e
     if len(mesh.faces) == 0:
         raise MeshLoadError(f"{p}: the file holds no triangles")
-    if up == "z" or (up == "auto" and is_gazebo_model(p)):
+    if ext == ".stl":  # STL stores every facet's corners apart: join the corners that coincide
+        from o3dcli.mesh.cleanup import weld_vertices
+
+        mesh = weld_vertices(mesh)[0]
+    if up == "z" or (up == "auto" and (is_gazebo_model(p) or ext == ".stl")):
         x, y, z = mesh.vertices.T
         mesh = mesh.replace(vertices=np.stack([x, z, -y], axis=1))
     return mesh
+
+
+def _check_binary_stl(path: Path) -> None:
+    """A binary STL must hold the facets its header counts (trimesh reads a short one as empty);
+    the text form ("solid ...") is left to the parser."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(84)
+    count = int.from_bytes(head[80:84], "little") if len(head) == 84 else None
+    if head.lstrip().startswith(b"solid") and (count is None or size != 84 + 50 * count):
+        return  # the text form (a binary file's header may also start with "solid": its size tells)
+    if count is None:
+        raise MeshLoadError(f"{path}: not an STL file: {size} bytes, shorter than a binary STL's 84-byte header")
+    if size < 84 + 50 * count:
+        raise MeshLoadError(f"{path}: truncated binary STL: its header counts {count} facets "
+                            f"({84 + 50 * count} bytes), the file has {size} bytes")
 
 
 def is_gazebo_model(mesh_path: Path) -> bool:

@@ -156,6 +156,13 @@ def _stored_aligned_zip(files: list[tuple[str, bytes]]) -> bytes:
     return buf.getvalue()
 
 
+def usd_available() -> bool:
+    """Whether usd-core is installed (USDZ layers are then binary), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("pxr") is not None
+
+
 def _usdc_bytes(text: str) -> bytes | None:
     """The usda layer `text` in USD's binary form, or None when usd-core is not installed."""
     import os

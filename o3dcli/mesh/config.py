@@ -11,10 +11,10 @@ from typing import Literal
 
 from o3dcli.errors import ConfigError
 
-MESH_FORMATS = ("glb", "obj", "usdz")
+MESH_FORMATS = ("glb", "obj", "usdz", "stl")
 """The formats o3d writes."""
 DEFAULT_FORMATS = ("glb", "obj")
-EXPORT_FILES = ("model.glb", "model.obj", "model.mtl", "model.png", "model.usdz")
+EXPORT_FILES = ("model.glb", "model.obj", "model.mtl", "model.png", "model.usdz", "model.stl")
 """Every file an asset's export may write (stem "model"): what a run without some format removes."""
 
 
@@ -82,7 +82,9 @@ class MeshConfig:
     mirror_weight: float = 0.0
     """Like input_weight, for the photo mirrored left-right and seen from the opposite side (the camera turned 180 degrees about the up axis): colours the far side for objects that are mirror-symmetric front-to-back, such as an animal or a car photographed in profile; wrong for objects seen from the front (a face would appear on the back). 0 = off."""
     formats: tuple[str, ...] = DEFAULT_FORMATS
-    """Files to write, any of: "glb" (glTF binary, PBR base colour), "obj" (+ .mtl + .png), "usdz" (USD package for Apple Quick Look / AR and USD tools)."""
+    """Files to write, any of: "glb" (glTF binary, PBR base colour), "obj" (+ .mtl + .png), "usdz" (USD package for Apple Quick Look / AR and USD tools), "stl" (binary STL for 3D printing: shape only, Z up, in millimetres, see stl_size_mm)."""
+    stl_size_mm: float = 100.0
+    """stl: the printed object's longest side in millimetres (STL has no unit field; slicers read millimetres). The object is turned Z-up, centred on the origin and stood on z = 0."""
 
     def check(self) -> None:
         _require(self.method in ("auto", "carve", "opacity", "tsdf"), "method", self.method, '"auto", "carve", "opacity" or "tsdf"')
@@ -107,6 +109,7 @@ class MeshConfig:
         _require(self.bake_depth_tolerance > 0.0, "bake_depth_tolerance", self.bake_depth_tolerance, "positive")
         _require(0.0 <= self.input_weight <= 1.0, "input_weight", self.input_weight, "in [0, 1]")
         _require(0.0 <= self.mirror_weight <= 1.0, "mirror_weight", self.mirror_weight, "in [0, 1]")
+        _require(0.0 < self.stl_size_mm <= 1e6, "stl_size_mm", self.stl_size_mm, "in (0, 1000000]")
         bad = [f for f in self.formats if f not in MESH_FORMATS]
         _require(not bad and len(self.formats) > 0, "formats", list(self.formats),
                  f"one or more of {', '.join(MESH_FORMATS)}")
