@@ -284,17 +284,21 @@ def run_export(ctx: StageContext) -> dict:
 
     mesh = load_trimesh(ctx.upstream["mesh_bake"] / "mesh.npz")
     cfg = ctx.config.mesh
-    files = export_mesh(mesh, ctx.work_dir, "model", tuple(cfg.formats), stl_size_mm=cfg.stl_size_mm)
+    files = export_mesh(mesh, ctx.work_dir, "model", tuple(cfg.formats), stl_size_mm=cfg.stl_size_mm,
+                        texture_format=cfg.texture_format, jpeg_quality=cfg.jpeg_quality)
     return {"files": [f.name for f in files]}
 
 
 def export_key_extra(config) -> dict:
     """What decides the export besides mesh.formats, only for the formats asked for (so adding a
     setting for one format does not invalidate the others' cached files): the STL's size, and
-    whether usd-core is installed (the USDZ's layer is binary with it, text without)."""
+    whether usd-core is installed (the USDZ's layer is binary with it, text without); the texture
+    format when not the default PNG."""
     from o3dcli.io.usdz import usd_available
 
     extra = {}
+    if config.mesh.texture_format != "png" and any(f in config.mesh.formats for f in ("glb", "obj", "usdz")):
+        extra.update(texture_format=config.mesh.texture_format, jpeg_quality=config.mesh.jpeg_quality)
     if "stl" in config.mesh.formats:
         extra["stl_size_mm"] = config.mesh.stl_size_mm
     if "usdz" in config.mesh.formats:

@@ -33,6 +33,22 @@ def _png_bytes(texture: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def texture_file(texture: np.ndarray, texture_format: str = "png",
+                 jpeg_quality: int = MeshConfig.jpeg_quality) -> tuple[bytes, str, str]:
+    """(bytes, file suffix, MIME type) of a texture image: JPEG when asked for and the texture has no
+    alpha channel (JPEG cannot hold one), else PNG."""
+    if texture_format not in ("png", "jpeg"):
+        raise ValueError(f"unknown texture format {texture_format!r}: png or jpeg")
+    if texture_format == "png" or texture.shape[2] == 4:
+        return _png_bytes(texture), ".png", "image/png"
+    from PIL import Image
+
+    buf = io.BytesIO()
+    # 4:4:4 (no chroma subsampling): UV charts are small and their colours change at every seam
+    Image.fromarray(np.ascontiguousarray(texture)).save(buf, format="JPEG", quality=int(jpeg_quality), subsampling=0)
+    return buf.getvalue(), ".jpg", "image/jpeg"
+
+
 def check_exportable(mesh: TriMesh) -> None:
     """Raise ValueError for a mesh no file should hold: no faces, or non-finite numbers."""
     if len(mesh.faces) == 0:
@@ -55,11 +71,11 @@ def smooth_normals(mesh: TriMesh) -> np.ndarray:
     return n.astype(np.float32)
 
 
-def glb_bytes(mesh: TriMesh) -> bytes:
+def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = MeshConfig.jpeg_quality) -> bytes:
     """The mesh as a GLB: base colour from the texture (with UVs; its alpha with the mesh's
-    alphaMode), else vertex colours (COLOR_0, with a plain material), else the material colour;
-    metallic 0, roughness 1;
-    smooth normals; doubleSided as the mesh."""
+    alphaMode; PNG, or JPEG as `texture_file` says), else vertex colours (COLOR_0, with a plain
+    material), else the material colour; metallic 0, roughness 1; smooth normals; doubleSided as
+    the mesh."""
     import trimesh
     from PIL import Image
 
@@ -91,40 +107,95 @@ def glb_bytes(mesh: TriMesh) -> bytes:
         visual = trimesh.visual.TextureVisuals(material=material)
     tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual, process=False)
     glb = trimesh.Scene(tm).export(file_type="glb", include_normals=True)
-    return glb if plain is None else _glb_with_material(glb, plain)
+    if plain is not None:
+        glb = _glb_with_material(glb, plain)
+    if mesh.has_texture and texture_format != "png":
+        data, _, mime = texture_file(mesh.texture, texture_format, jpeg_quality)
+        if mime != "image/png":  # trimesh writes PNG (and re-encodes a JPEG at its own quality)
+            glb = _glb_with_image(glb, 0, data, mime)
+    return glb
+
+
+def _glb_chunks(glb: bytes) -> tuple[dict, bytes]:
+    """The JSON document and the binary chunk (b"" if none) of a GLB."""
+    import json
+    import struct
+
+    if glb[:4] != b"glTF" or glb[16:20] != b"JSON":
+        raise ValueError("not a GLB with a JSON chunk first")
+    n = struct.unpack("<I", glb[12:16])[0]
+    rest = glb[20 + n:]
+    binary = rest[8:8 + struct.unpack("<I", rest[:4])[0]] if rest[4:8] == b"BIN\x00" else b""
+    return json.loads(glb[20:20 + n]), binary
+
+
+def _glb_pack(doc: dict, binary: bytes) -> bytes:
+    """A GLB of the JSON document and the binary chunk (chunks 4-byte aligned: JSON pads with
+    spaces, BIN with zeros)."""
+    import json
+    import struct
+
+    text = json.dumps(doc, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    body = struct.pack("<I", len(text)) + b"JSON" + text
+    if binary:
+        binary += b"\x00" * (-len(binary) % 4)
+        body += struct.pack("<I", len(binary)) + b"BIN\x00" + binary
+    return b"glTF" + struct.pack("<II", 2, 12 + len(body)) + body
 
 
 def _glb_with_material(glb: bytes, material: dict) -> bytes:
     """``glb`` with ``material`` added and given to every primitive that has none."""
-    import json
-    import struct
-
-    n = struct.unpack("<I", glb[12:16])[0]
-    if glb[:4] != b"glTF" or glb[16:20] != b"JSON":
-        raise ValueError("not a GLB with a JSON chunk first")
-    doc = json.loads(glb[20:20 + n])
+    doc, binary = _glb_chunks(glb)
     materials = doc.setdefault("materials", [])
     materials.append(material)
     for m in doc.get("meshes", []):
         for prim in m.get("primitives", []):
             prim.setdefault("material", len(materials) - 1)
-    text = json.dumps(doc, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 4)  # chunks are 4-byte aligned; JSON pads with spaces
-    rest = glb[20 + n:]
-    return (b"glTF" + struct.pack("<II", 2, 20 + len(text) + len(rest))
-            + struct.pack("<I", len(text)) + b"JSON" + text + rest)
+    return _glb_pack(doc, binary)
 
 
-def save_mesh_glb(path, mesh: TriMesh) -> Path:
-    """Write ``mesh`` to ``path`` as a GLB (atomic). Returns the path."""
+def _glb_with_image(glb: bytes, index: int, data: bytes, mime: str) -> bytes:
+    """``glb`` with image ``index`` (stored in the binary chunk) replaced by ``data`` of type
+    ``mime``; the buffer views are laid out again, each 4-byte aligned."""
+    doc, binary = _glb_chunks(glb)
+    views, image = doc["bufferViews"], doc["images"][index]
+    if len(doc.get("buffers", [])) != 1 or any(v.get("buffer", 0) != 0 for v in views):
+        raise ValueError("expected a GLB with one buffer")
+    parts, offset = [], 0
+    for i, view in enumerate(views):
+        start = view.get("byteOffset", 0)
+        chunk = data if i == image["bufferView"] else binary[start:start + view["byteLength"]]
+        pad = -offset % 4  # accessors need their view's start aligned to their component size
+        parts += [b"\x00" * pad, chunk]
+        offset += pad
+        view["byteOffset"], view["byteLength"] = offset, len(chunk)
+        offset += len(chunk)
+    image["mimeType"] = mime
+    doc["buffers"][0]["byteLength"] = offset
+    return _glb_pack(doc, b"".join(parts))
+
+
+def save_mesh_glb(path, mesh: TriMesh, texture_format: str = "png",
+                  jpeg_quality: int = MeshConfig.jpeg_quality) -> Path:
+    """Write ``mesh`` to ``path`` as a GLB (atomic; the texture as `glb_bytes` says). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, glb_bytes(mesh))
+    atomic_write_bytes(path, glb_bytes(mesh, texture_format, jpeg_quality))
     return path
 
 
-def save_mesh_obj(path, mesh: TriMesh) -> Path:
-    """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, ``<stem>.png`` beside
-    it (each atomic; the texture and material first, so a finished .obj never points at nothing).
+def obj_texture_path(path, mesh: TriMesh, texture_format: str = "png") -> Path | None:
+    """The texture file `save_mesh_obj` writes beside the .obj ``path`` (None when untextured)."""
+    if not mesh.has_texture:
+        return None
+    return Path(path).with_suffix(".jpg" if texture_format == "jpeg" and not mesh.has_alpha else ".png")
+
+
+def save_mesh_obj(path, mesh: TriMesh, texture_format: str = "png",
+                  jpeg_quality: int = MeshConfig.jpeg_quality) -> Path:
+    """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, ``<stem>.png`` (or
+    ``.jpg``, as `texture_file` says) beside it (each atomic; the texture and material first, so a
+    finished .obj never points at nothing).
     Untextured meshes keep vertex colours as 'v x y z r g b' and the material colour as Kd.
     Texture alpha goes in the PNG and is named by ``map_d``; a cut-out's (MASK) alpha is written
     as 0 or 255 at its cutoff, which MTL has no field for."""
@@ -135,10 +206,12 @@ def save_mesh_obj(path, mesh: TriMesh) -> Path:
     mtl = ["newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
     if mesh.has_texture:
         # MTL cannot hold a cut-out's cutoff: it is applied to the PNG's alpha
-        atomic_write_bytes(path.with_suffix(".png"), _png_bytes(mesh.hard_alpha().texture))
-        mtl.append(f"map_Kd {stem}.png")
+        data, suffix, _ = texture_file(mesh.hard_alpha().texture, texture_format, jpeg_quality)
+        image = path.with_suffix(suffix)  # = obj_texture_path(path, mesh, texture_format)
+        atomic_write_bytes(image, data)
+        mtl.append(f"map_Kd {image.name}")
         if mesh.has_alpha:  # the alpha channel of the same image (-imfchan m: its matte channel)
-            mtl.append(f"map_d -imfchan m {stem}.png")
+            mtl.append(f"map_d -imfchan m {image.name}")
     atomic_write_bytes(path.with_suffix(".mtl"), ("\n".join(mtl) + "\n").encode())
     lines = ["# written by o3d", f"mtllib {stem}.mtl"]
     if mesh.vertex_colors is not None and not mesh.has_texture:
@@ -199,24 +272,28 @@ def save_mesh_stl(path, mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) 
 
 
 def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FORMATS,
-                stl_size_mm: float = MeshConfig.stl_size_mm) -> list[Path]:
+                stl_size_mm: float = MeshConfig.stl_size_mm, texture_format: str = "png",
+                jpeg_quality: int = MeshConfig.jpeg_quality) -> list[Path]:
     """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj", "usdz", "stl"). Returns
-    the files written (model.glb; model.obj, model.mtl and, when textured, model.png; model.usdz;
-    model.stl, ``stl_size_mm`` long)."""
+    the files written (model.glb; model.obj, model.mtl and, when textured, model.png or model.jpg;
+    model.usdz; model.stl, ``stl_size_mm`` long). Textures are PNG, or JPEG (``texture_format``
+    "jpeg") where they have no alpha."""
     out_dir = Path(out_dir)
     unknown = [f for f in formats if f not in MESH_FORMATS]
     if unknown or not formats:
         raise ValueError(f"unknown mesh format(s) {unknown or list(formats)}: choose from {', '.join(MESH_FORMATS)}")
     written = []
+    image = dict(texture_format=texture_format, jpeg_quality=jpeg_quality)
     if "glb" in formats:
-        written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh))
+        written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh, **image))
     if "obj" in formats:
-        obj = save_mesh_obj(out_dir / f"{stem}.obj", mesh)
-        written += [obj, obj.with_suffix(".mtl")] + ([obj.with_suffix(".png")] if mesh.has_texture else [])
+        obj = save_mesh_obj(out_dir / f"{stem}.obj", mesh, **image)
+        texture = obj_texture_path(obj, mesh, texture_format)
+        written += [obj, obj.with_suffix(".mtl")] + ([texture] if texture is not None else [])
     if "usdz" in formats:
         from o3dcli.io.usdz import save_mesh_usdz
 
-        written.append(save_mesh_usdz(out_dir / f"{stem}.usdz", mesh))
+        written.append(save_mesh_usdz(out_dir / f"{stem}.usdz", mesh, **image))
     if "stl" in formats:
         written.append(save_mesh_stl(out_dir / f"{stem}.stl", mesh, stl_size_mm))
     return written

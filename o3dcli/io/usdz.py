@@ -30,6 +30,7 @@ import numpy as np
 
 from o3dcli.cache import atomic_write_bytes
 from o3dcli.geometry.mesh import TriMesh
+from o3dcli.mesh.config import MeshConfig
 
 ALIGN = 64
 _PAD_ID = 0x1986  # an unregistered extra-field id, used for padding only
@@ -183,25 +184,30 @@ def _usdc_bytes(text: str) -> bytes | None:
             return f.read()
 
 
-def usdz_bytes(mesh: TriMesh, binary: bool | None = None) -> bytes:
+def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = "png",
+               jpeg_quality: int = MeshConfig.jpeg_quality) -> bytes:
     """The mesh as a .usdz package: model.usdc (binary, `binary` True or None with usd-core
-    installed) or model.usda (text), then texture.png when textured."""
-    from o3dcli.io.export import _png_bytes
+    installed) or model.usda (text), then texture.png (or texture.jpg, as
+    `o3dcli.io.export.texture_file` says) when textured."""
+    from o3dcli.io.export import texture_file
 
-    text = usda_text(mesh)
+    image = None
+    if mesh.has_texture:
+        # a cut-out's alpha is made 0 or 255 at its cutoff: the same under opacityThreshold, and
+        # under renderers that ignore it (Quick Look has)
+        data, suffix, _ = texture_file(mesh.hard_alpha().texture, texture_format, jpeg_quality)
+        image = ("texture" + suffix, data)
+    text = usda_text(mesh, image[0] if image else "texture.png")
     usdc = _usdc_bytes(text) if binary in (None, True) else None
     if binary and usdc is None:
         raise ValueError("a binary USD layer needs usd-core: pip install 'o3dcli[usd]'")
     files = [("model.usdc", usdc) if usdc is not None else ("model.usda", text.encode())]
-    if mesh.has_texture:
-        # a cut-out's alpha is made 0 or 255 at its cutoff: the same under opacityThreshold, and
-        # under renderers that ignore it (Quick Look has)
-        files.append(("texture.png", _png_bytes(mesh.hard_alpha().texture)))
-    return _stored_aligned_zip(files)
+    return _stored_aligned_zip(files + ([image] if image else []))
 
 
-def save_mesh_usdz(path, mesh: TriMesh, binary: bool | None = None) -> Path:
-    """Write ``mesh`` to ``path`` as a .usdz (atomic; `binary` as in `usdz_bytes`). Returns the path."""
+def save_mesh_usdz(path, mesh: TriMesh, binary: bool | None = None, texture_format: str = "png",
+                   jpeg_quality: int = MeshConfig.jpeg_quality) -> Path:
+    """Write ``mesh`` to ``path`` as a .usdz (atomic; the arguments as in `usdz_bytes`). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, usdz_bytes(mesh, binary))
+    atomic_write_bytes(path, usdz_bytes(mesh, binary, texture_format, jpeg_quality))
     return path
