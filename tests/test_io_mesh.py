@@ -207,6 +207,9 @@ def test_ply_vertex_colors(tmp_path):
         ("empty.stl", "solid x\nendsolid x\n", "no triangles"),
         ("short.stl", b"\x00" * 30, "shorter than a binary STL's 84-byte header"),
         ("cut.stl", b"\x00" * 80 + (5).to_bytes(4, "little") + b"\x00" * 60, "truncated binary STL: its header counts 5"),
+        ("solidcut.stl", b"solid part".ljust(80) + (5).to_bytes(4, "little") + b"\x00" * 60, "truncated binary STL"),
+        ("nan.stl", b"\x00" * 80 + (1).to_bytes(4, "little") + np.full(12, np.nan, "<f4").tobytes() + b"\x00\x00",
+         "non-finite"),
     ],
 )
 def test_bad_files_raise_mesh_load_error_naming_the_file(tmp_path, name, content, message):

@@ -278,3 +278,23 @@ def test_decimating_a_closed_surface_keeps_it_closed_and_manifold(seed, target):
     ms.add_mesh(pymeshlab.Mesh(mesh.vertices.astype(np.float64), mesh.faces))
     assert ms.get_topological_measures()["non_two_manifold_vertices"] == 0
     assert float((mesh.face_normals() * (mesh.vertices[mesh.faces].mean(1) - mesh.vertices.mean(0))).sum(1).mean()) > 0
+
+
+def test_a_pinch_that_cannot_be_closed_is_kept_with_a_warning(monkeypatch, caplog):
+    # a repair that never succeeds (the check says "not closed" after the input's): the decimated mesh
+    # comes back as it was (pinched, no holes cut into it) and the log says so
+    import logging
+
+    import o3dcli.mesh.cleanup as cleanup
+    from o3dcli.synth.objects import make_object
+
+    closed = cleanup.weld_vertices(make_object(15)[0])[0]
+    answers = iter([True])  # the input: closed; every later check: not
+    monkeypatch.setattr(cleanup, "_is_closed_manifold", lambda ms: next(answers, False))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = cleanup.simplify_mesh(closed, MeshConfig(target_faces=250))
+    uses = _edge_use(mesh.faces)
+    assert (uses > 2).any() and not (uses == 1).any() and len(mesh.faces) == 250
+    assert "repair failed" in caplog.text and "edges shared by more than two faces" in caplog.text
+    monkeypatch.undo()
+    assert (_edge_use(cleanup.simplify_mesh(closed, MeshConfig(target_faces=250, max_hole_edges=0)).faces) > 2).any()

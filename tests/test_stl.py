@@ -81,6 +81,9 @@ def test_stl_reads_back_in_other_tools_and_round_trips_through_load_mesh(tmp_pat
     cad = tmp_path / "cad.stl"
     cad.write_bytes(b"solid SolidWorks part".ljust(80, b" ") + path.read_bytes()[80:])
     assert len(load_mesh(cad).faces) == 12
+    padded = tmp_path / "padded.stl"  # bytes after the last facet (some exporters pad): ignored
+    padded.write_bytes(path.read_bytes() + b"\x00" * 10)
+    assert np.array_equal(load_mesh(padded).vertices, back.vertices)
     text = tmp_path / "text.stl"
     text.write_text(trimesh.exchange.stl.export_stl_ascii(other))
     assert len(load_mesh(text).vertices) == 8 and len(load_mesh(text).faces) == 12
@@ -157,3 +160,27 @@ def test_a_stage_is_recomputed_when_its_key_extra_changes(tmp_path):
         run_batch(assign_names(collect_inputs([tmp_path / "red.png"]), out), runner, show_progress=False)
         assert (out / "red" / "x.txt").read_text() == str(value)
     assert runs == [{"v": 1}, {"v": 2}]  # the second and the last run found theirs in the cache
+
+
+def test_a_seam_split_mesh_is_watertight_and_an_open_one_is_warned_about(tmp_path, caplog):
+    # meshes from o3d's pipeline have UV seams (vertices split where charts meet): joined by position,
+    # the STL is still closed; an open surface is written with a warning naming the file
+    import logging
+
+    import trimesh
+
+    from o3dcli.io.export import open_edges
+    from o3dcli.mesh.surface_gaussians import reference_shape
+    from o3dcli.mesh.uv import unwrap_uv
+
+    torus = unwrap_uv(reference_shape("torus"), MeshConfig(texture_size=256))
+    assert len(torus.vertices) > len(np.unique(torus.vertices, axis=0))  # seams split vertices
+    assert open_edges(torus) == (0, 0)
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        path = save_mesh_stl(tmp_path / "torus.stl", torus)
+    assert caplog.text == ""
+    assert trimesh.load(str(path), file_type="stl").is_watertight
+    plane = TriMesh(np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]), np.array([[0, 1, 2], [0, 2, 3]]))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        save_mesh_stl(tmp_path / "plane.stl", plane)
+    assert "plane.stl: not watertight (4 open edges, 0 edges shared by more than two faces)" in caplog.text

@@ -85,9 +85,16 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
         style["alphaMode"] = mesh.alpha_mode
         if mesh.alpha_mode == "MASK":
             style["alphaCutoff"] = mesh.alpha_cutoff
+    image = None  # the texture's own encoding, when not trimesh's PNG
+    if mesh.has_texture and texture_format != "png":
+        data, _, mime = texture_file(mesh.texture, texture_format, jpeg_quality)
+        image = (data, mime) if mime != "image/png" else None
     if mesh.has_texture:
+        # trimesh writes a PNG (it re-encodes even a JPEG, at its own quality): when the texture goes
+        # in as a JPEG, trimesh gets a 1-pixel stand-in and the JPEG replaces it after
+        picture = Image.new("RGB", (1, 1)) if image else Image.fromarray(mesh.texture)
         material = trimesh.visual.material.PBRMaterial(
-            name="material0", baseColorTexture=Image.fromarray(mesh.texture), metallicFactor=0.0,
+            name="material0", baseColorTexture=picture, metallicFactor=0.0,
             roughnessFactor=ROUGHNESS, **style,
         )
         visual = trimesh.visual.TextureVisuals(uv=mesh.uv, material=material)
@@ -109,10 +116,8 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
     glb = trimesh.Scene(tm).export(file_type="glb", include_normals=True)
     if plain is not None:
         glb = _glb_with_material(glb, plain)
-    if mesh.has_texture and texture_format != "png":
-        data, _, mime = texture_file(mesh.texture, texture_format, jpeg_quality)
-        if mime != "image/png":  # trimesh writes PNG (and re-encodes a JPEG at its own quality)
-            glb = _glb_with_image(glb, 0, data, mime)
+    if image is not None:
+        glb = _glb_with_image(glb, 0, *image)
     return glb
 
 
@@ -184,18 +189,18 @@ def save_mesh_glb(path, mesh: TriMesh, texture_format: str = "png",
     return path
 
 
-def obj_texture_path(path, mesh: TriMesh, texture_format: str = "png") -> Path | None:
-    """The texture file `save_mesh_obj` writes beside the .obj ``path`` (None when untextured)."""
-    if not mesh.has_texture:
-        return None
-    return Path(path).with_suffix(".jpg" if texture_format == "jpeg" and not mesh.has_alpha else ".png")
-
-
 def save_mesh_obj(path, mesh: TriMesh, texture_format: str = "png",
                   jpeg_quality: int = MeshConfig.jpeg_quality) -> Path:
+    """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, its texture (see
+    `write_obj_files`). Returns the .obj's path."""
+    return write_obj_files(path, mesh, texture_format, jpeg_quality)[0]
+
+
+def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
+                    jpeg_quality: int = MeshConfig.jpeg_quality) -> list[Path]:
     """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, ``<stem>.png`` (or
     ``.jpg``, as `texture_file` says) beside it (each atomic; the texture and material first, so a
-    finished .obj never points at nothing).
+    finished .obj never points at nothing). Returns [obj, mtl(, texture)].
     Untextured meshes keep vertex colours as 'v x y z r g b' and the material colour as Kd.
     Texture alpha goes in the PNG and is named by ``map_d``; a cut-out's (MASK) alpha is written
     as 0 or 255 at its cutoff, which MTL has no field for."""
@@ -207,7 +212,7 @@ def save_mesh_obj(path, mesh: TriMesh, texture_format: str = "png",
     if mesh.has_texture:
         # MTL cannot hold a cut-out's cutoff: it is applied to the PNG's alpha
         data, suffix, _ = texture_file(mesh.hard_alpha().texture, texture_format, jpeg_quality)
-        image = path.with_suffix(suffix)  # = obj_texture_path(path, mesh, texture_format)
+        image = path.with_suffix(suffix)
         atomic_write_bytes(image, data)
         mtl.append(f"map_Kd {image.name}")
         if mesh.has_alpha:  # the alpha channel of the same image (-imfchan m: its matte channel)
@@ -228,7 +233,7 @@ def save_mesh_obj(path, mesh: TriMesh, texture_format: str = "png",
         lines.append("usemtl material0")
         lines += [f"f {a} {b} {c}" for a, b, c in f1.tolist()]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-    return path
+    return [path, path.with_suffix(".mtl")] + ([image] if mesh.has_texture else [])
 
 
 STL_HEADER = b"binary STL written by o3d: millimetres, +Z up".ljust(80, b" ")
@@ -264,10 +269,28 @@ def stl_bytes(mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> bytes:
     return STL_HEADER + np.uint32(len(tri)).astype("<u4").tobytes() + facets.tobytes()
 
 
+def open_edges(mesh: TriMesh) -> tuple[int, int]:
+    """(edges of one face, edges of more than two faces) of the surface, vertices joined by
+    position (UV seams do not count): (0, 0) for a watertight, manifold mesh."""
+    _, at = np.unique(mesh.vertices, axis=0, return_inverse=True)
+    faces = at.reshape(-1)[mesh.faces]
+    edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    uses = np.unique(edges, axis=0, return_counts=True)[1]
+    return int((uses == 1).sum()), int((uses > 2).sum())
+
+
 def save_mesh_stl(path, mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> Path:
-    """Write ``mesh`` to ``path`` as a binary STL (atomic; see `stl_bytes`). Returns the path."""
+    """Write ``mesh`` to ``path`` as a binary STL (atomic; see `stl_bytes`), with a warning when the
+    surface is not watertight (slicers then have to guess what is inside). Returns the path."""
     path = Path(path)
     atomic_write_bytes(path, stl_bytes(mesh, size_mm))
+    holes, pinched = open_edges(mesh)
+    if holes or pinched:
+        import logging
+
+        logging.getLogger("o3d").warning(
+            "%s: not watertight (%d open edges, %d edges shared by more than two faces): a slicer may have "
+            "to repair it before printing", path, holes, pinched)
     return path
 
 
@@ -287,9 +310,7 @@ def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FOR
     if "glb" in formats:
         written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh, **image))
     if "obj" in formats:
-        obj = save_mesh_obj(out_dir / f"{stem}.obj", mesh, **image)
-        texture = obj_texture_path(obj, mesh, texture_format)
-        written += [obj, obj.with_suffix(".mtl")] + ([texture] if texture is not None else [])
+        written += write_obj_files(out_dir / f"{stem}.obj", mesh, **image)
     if "usdz" in formats:
         from o3dcli.io.usdz import save_mesh_usdz
 

@@ -46,10 +46,8 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     ext = p.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         raise MeshLoadError(f"{p}: unsupported mesh format '{ext}' (supported: {', '.join(MESH_EXTENSIONS)})")
-    if ext == ".stl":
-        _check_binary_stl(p)
     try:
-        mesh = _load_obj(p) if ext == ".obj" else _load_with_trimesh(p)
+        mesh = _load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else _load_with_trimesh(p)
     except MeshLoadError:
         raise
     except Exception as e:  # a parser failing deep inside a library: report it against the file
@@ -66,20 +64,25 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     return mesh
 
 
-def _check_binary_stl(path: Path) -> None:
-    """A binary STL must hold the facets its header counts (trimesh reads a short one as empty);
-    the text form ("solid ...") is left to the parser."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(84)
-    count = int.from_bytes(head[80:84], "little") if len(head) == 84 else None
-    if head.lstrip().startswith(b"solid") and (count is None or size != 84 + 50 * count):
-        return  # the text form (a binary file's header may also start with "solid": its size tells)
+def _load_stl(path: Path) -> TriMesh:
+    """An STL file: the text form ("solid ... facet ... endsolid") through trimesh, the binary form
+    read here (trimesh reads a short or over-long binary file as empty). Shape only."""
+    data = path.read_bytes()
+    count = int.from_bytes(data[80:84], "little") if len(data) >= 84 else None
+    head = data[:1024]
+    if (head.lstrip().startswith(b"solid") and (count is None or len(data) != 84 + 50 * count)
+            and head.isascii() and (b"facet" in head or b"endsolid" in head)):
+        return _load_with_trimesh(path)  # text (a binary header may start with "solid" too: size and bytes tell)
     if count is None:
-        raise MeshLoadError(f"{path}: not an STL file: {size} bytes, shorter than a binary STL's 84-byte header")
-    if size < 84 + 50 * count:
+        raise MeshLoadError(f"{path}: not an STL file: {len(data)} bytes, shorter than a binary STL's 84-byte header")
+    if len(data) < 84 + 50 * count:
         raise MeshLoadError(f"{path}: truncated binary STL: its header counts {count} facets "
-                            f"({84 + 50 * count} bytes), the file has {size} bytes")
+                            f"({84 + 50 * count} bytes), the file has {len(data)} bytes")
+    facets = np.frombuffer(data, np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")]), count, 84)
+    vertices = facets["v"].reshape(-1, 3)  # bytes after the last facet are ignored, as other readers do
+    if not np.isfinite(vertices).all():
+        raise MeshLoadError(f"{path}: the STL holds non-finite coordinates (NaN or infinity)")
+    return TriMesh(vertices, np.arange(3 * count, dtype=np.int64).reshape(-1, 3))
 
 
 def is_gazebo_model(mesh_path: Path) -> bool:

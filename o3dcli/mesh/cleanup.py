@@ -82,8 +82,6 @@ def _repair(ms) -> None:
 def fill_holes(mesh: TriMesh, max_hole_edges: int) -> TriMesh:
     """Close holes bounded by at most ``max_hole_edges`` edges (after making the mesh manifold,
     which hole filling needs). Returns the repaired mesh without UVs."""
-    import pymeshlab
-
     ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
     _repair(ms)
     _close_holes(ms, max_hole_edges)
@@ -133,24 +131,34 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
             preservenormal=True, optimalplacement=True, planarquadric=True, autoclean=True,
         )
     ms.meshing_remove_unreferenced_vertices()
-    if closed and not _is_closed_manifold(ms):
-        _reclose(ms, max(cfg.max_hole_edges, 16))
+    if closed and cfg.max_hole_edges > 0 and not _is_closed_manifold(ms) and not _reclose(ms, max(cfg.max_hole_edges, 16)):
+        import logging
+
+        logging.getLogger("o3d").warning(
+            "decimation pinched the closed surface (%d edges shared by more than two faces) and the repair "
+            "failed: the mesh is kept as decimated", ms.get_topological_measures()["non_two_manifold_edges"])
     return _result(ms, mesh, mesh.vertex_colors is not None)
 
 
-def _reclose(ms, max_hole_edges: int, attempts: int = 3) -> None:
-    """Make a decimated closed surface closed and manifold again. Edge collapse can pinch two sheets
-    into one edge or vertex (seen on one generated asset in four): the faces there are cut out and
-    the small holes left are closed. What hole filling refuses (e.g. a lone triangle the cut left)
-    loses its border faces and is tried again."""
+def _reclose(ms, max_hole_edges: int, attempts: int = 3) -> bool:
+    """Make a decimated closed surface closed and manifold again; True when done, else the mesh is
+    left as it was. Edge collapse can pinch two sheets into one edge or vertex (seen on one
+    generated asset in four): the faces there are cut out and the small holes left are closed.
+    What hole filling refuses (e.g. a lone triangle the cut left) loses its border faces and is
+    tried again."""
+    before = ms.current_mesh_id()
+    ms.generate_copy_of_current_mesh()  # the copy is worked on (it becomes the current mesh)
     for attempt in range(attempts):
         _repair(ms)
         _close_holes(ms, max_hole_edges)
-        if _is_closed_manifold(ms) or attempt == attempts - 1:
-            return
-        ms.compute_selection_from_mesh_border()
-        ms.meshing_remove_selected_faces()
-        ms.meshing_remove_unreferenced_vertices()
+        if _is_closed_manifold(ms):
+            return True
+        if attempt < attempts - 1:
+            ms.compute_selection_from_mesh_border()
+            ms.meshing_remove_selected_faces()
+            ms.meshing_remove_unreferenced_vertices()
+    ms.set_current_mesh(before)  # not closed: better pinched than holed
+    return False
 
 
 def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:

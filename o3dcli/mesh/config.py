@@ -60,7 +60,7 @@ class MeshConfig:
     min_component_ratio: float = 0.05
     """Connected parts with fewer faces than this fraction of the largest part are dropped (floaters)."""
     max_hole_edges: int = 64
-    """Holes bounded by at most this many edges are closed (0 = leave holes)."""
+    """Holes bounded by at most this many edges are closed (0 = leave holes). Also: where decimation pinches a closed surface (an edge shared by four faces), the faces there are cut out and the holes left closed, with at least 16 edges (0 = leave the pinch)."""
     target_faces: int = 20000
     """Face count the mesh is decimated to (quadric edge collapse); meshes already below it are kept."""
     remesh: bool = False
@@ -84,7 +84,7 @@ class MeshConfig:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     """Files to write, any of: "glb" (glTF binary, PBR base colour), "obj" (+ .mtl + .png), "usdz" (USD package for Apple Quick Look / AR and USD tools), "stl" (binary STL for 3D printing: shape only, Z up, in millimetres, see stl_size_mm)."""
     texture_format: Literal["png", "jpeg"] = "png"
-    """Image format of the texture in glb, obj and usdz files: "png" (lossless) or "jpeg" (about a third of the size for a baked 1024 px texture at quality 90; the GLB about a third smaller). A texture with alpha (cut-outs, see-through parts: `o3d mesh` inputs) always stays PNG, which JPEG cannot hold."""
+    """Image format of the texture in glb, obj and usdz files: "png" (lossless) or "jpeg" (about a third of the size for a baked 1024 px texture at quality 90; the example assets' GLBs about a quarter smaller). A texture with alpha (cut-outs, see-through parts: `o3d mesh` inputs) always stays PNG, which JPEG cannot hold."""
     jpeg_quality: int = 90
     """texture_format "jpeg": the encoder's quality, 1-100 (higher is larger and truer)."""
     stl_size_mm: float = 100.0
