@@ -10,6 +10,7 @@ asset folder `OUT/<name>/`, and records status, errors and timings per item in
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import traceback
@@ -84,6 +85,28 @@ class Stage:
     key_extra: Callable[[Config], dict[str, Any]] | None = None
     """What else decides the stage's output, {name: value} (e.g. a setting that matters only for one
     format, or whether an optional library is installed): added to the key when not empty."""
+
+
+class StageWarnings(logging.Filter):
+    """Warnings o3d logs while a stage runs, kept for the item (its report, and the line printed
+    with it; the cache keeps them with the stage, so a cached stage still tells them) instead of
+    going to the console on their own. Paths in the stage's work folder are given as the asset
+    folder's, where its files are published: {work folder: asset folder}."""
+
+    def __init__(self, paths: dict[str, str]):
+        super().__init__()
+        self.paths = paths
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        for work, asset in self.paths.items():
+            text = text.replace(work, asset)
+        if text not in self.messages:
+            self.messages.append(text)
+        return False
 
 
 @dataclass
@@ -394,11 +417,17 @@ class BatchRunner:
                 ctx = StageContext(item, self.config, writer.dir, dict(dirs), ic.state(stage.name, key), input_hash,
                                    self.device, lambda text, s=stage.name: self.on_progress(item.name, f"{s}: {text}"), dict(metas),
                                    self.resources)
+                caught = StageWarnings({str(writer.dir): str(self.out_dir / item.name)})
+                logging.getLogger("o3d").addFilter(caught)
                 try:
                     meta = stage.run(ctx) or {}
                 except BaseException:
                     writer.abort()
                     raise
+                finally:
+                    logging.getLogger("o3d").removeFilter(caught)
+                if caught.messages:
+                    meta = {**meta, "warnings": list(meta.get("warnings", [])) + caught.messages}
                 done = writer.commit(meta, seconds=time.perf_counter() - t0)
                 ctx.state.clear()
             keys[stage.name] = key

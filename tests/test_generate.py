@@ -319,3 +319,28 @@ def test_two_processes_share_an_output_folder(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outs
     assert len(list(out.glob("*/input.png"))) == 24
     assert not list(out.rglob(".*.tmp-*"))
+
+
+def test_warnings_logged_by_a_stage_reach_the_report_and_survive_the_cache(good_images, tmp_path):
+    import logging
+
+    from o3dcli.config import load_config
+    from o3dcli.pipeline import BatchRunner, Stage, assign_names, collect_inputs, run_batch
+
+    def stage_run(ctx):
+        (ctx.work_dir / "x.txt").write_text("x")
+        logging.getLogger("o3d").warning("%s: looks odd", ctx.work_dir / "x.txt")
+        logging.getLogger("o3d").info("not a warning")
+        return {"warnings": ["said by the stage"]}
+
+    out = tmp_path / "out"
+    out.mkdir()
+    stage = Stage("touch", 1, (), stage_run, publish={"x.txt": "x.txt"})
+    items = assign_names(collect_inputs([good_images / "apple.png"]), out)
+    for run in range(2):  # computed, then cached: the same warnings
+        result = run_batch(items, BatchRunner(out, load_config("tiny"), [stage]), show_progress=False)
+        assert result.items[0].cached == ([] if run == 0 else ["touch"])
+        # the work folder's path is given as the asset folder's, where x.txt is published
+        assert result.items[0].warnings == ["said by the stage", f"{out / 'apple' / 'x.txt'}: looks odd"]
+        assert report(out)["items"][0]["warnings"] == result.items[0].warnings
+    assert not logging.getLogger("o3d").filters  # the stage's catch is gone after it
