@@ -14,7 +14,7 @@ EXTRAS = (  # optional packages: (distribution, o3d extra that installs it, what
     ("rembg", "rembg", "background removal of photos without alpha"),
     ("imageio-ffmpeg", "video", "MP4 turntables"),
     ("DracoPy", "draco", "reading Draco-compressed GLB/glTF meshes"),
-    ("usd-core", "usd", "binary layers in USDZ packages, for older Apple software"),
+    ("usd-core", "usd", "reading USD files; binary layers in USDZ packages, for older Apple software"),
 )
 
 

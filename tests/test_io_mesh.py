@@ -1,5 +1,7 @@
 """Mesh loaders: OBJ (+MTL, texture, GSO layout), GLB via trimesh, PLY, errors."""
 
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -391,3 +393,11 @@ def test_mtl_texture_scale_and_offset_options(tmp_path):
     mesh = load_mesh(tmp_path / "m.obj")
     by_vertex = {tuple(v): tuple(t) for v, t in zip(mesh.vertices.tolist(), mesh.uv.tolist())}
     assert by_vertex == {(0, 0, 0): (0.5, 0.25), (1, 0, 0): (2.5, 0.25), (0, 1, 0): (0.5, 2.25)}
+
+
+def test_usd_without_usd_core_says_how_to_get_it(tmp_path, monkeypatch):
+    path = tmp_path / "thing.usda"
+    path.write_text('#usda 1.0\ndef Mesh "m" {}\n')
+    monkeypatch.setitem(sys.modules, "pxr", None)  # as if usd-core were not installed
+    with pytest.raises(MeshLoadError, match=r"thing.usda: reading USD needs .*pip install 'o3dcli\[usd\]'"):
+        load_mesh(path)

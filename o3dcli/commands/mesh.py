@@ -144,7 +144,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
 
 
 def mesh(
-    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY/STL).", show_default=False),
+    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),

@@ -12,7 +12,7 @@ MANIFEST = "o3d-renders.json"
 
 
 def render(
-    inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL) or o3d asset folders."),
+    inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra) or o3d asset folders."),
     output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", help="Folder for the renders."),
     frames: int = typer.Option(36, "--frames", min=2, help="Turntable frames."),
     size: int = typer.Option(256, "--size", min=16, help="Image side in pixels."),

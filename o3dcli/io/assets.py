@@ -7,7 +7,7 @@ from pathlib import Path
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
 
-MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl")
+MESH_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".usd", ".usda", ".usdc", ".usdz")
 # What an o3d asset folder holds, in order of preference for viewing.
 ASSET_FOLDER_FILES = ("model.glb", "model.obj", "gaussians.ply")
 
@@ -42,16 +42,16 @@ def resolve_asset_path(path: Path) -> Path:
             return resolve_asset_path(files[0])
         found = f"; it holds {len(files)} asset files, give one of them" if files else ""
         raise AssetError(f"{path}: folder holds none of {', '.join(ASSET_FOLDER_FILES)} (nor meshes/model.obj, "
-                         f"nor a single .glb/.gltf/.obj/.ply/.stl){found}")
+                         f"nor a single .glb/.gltf/.obj/.ply/.stl/.usd*){found}")
     if path.suffix.lower() not in MESH_SUFFIXES:
-        raise AssetError(f"{path}: unsupported file type '{path.suffix}' (use .ply, .glb, .gltf, .obj or .stl)")
+        raise AssetError(f"{path}: unsupported file type '{path.suffix}' (use .ply, .glb, .gltf, .obj, .stl or .usd/.usda/.usdc/.usdz)")
     if path.stat().st_size == 0:
         raise AssetError(f"{path}: empty file (0 bytes)")
     return path
 
 
 def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
-    """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY/STL, or an asset/GSO folder).
+    """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY/STL/USD, or an asset/GSO folder).
     `up`: the mesh's up axis, "auto" (Z for GSO/Gazebo folders and STL files, else Y), "y" or "z" (Z-up files,
     e.g. from CAD tools or Blender's OBJ export without axis conversion, are turned Y-up)."""
     from o3dcli.io.mesh import load_mesh

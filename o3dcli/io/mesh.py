@@ -1,4 +1,4 @@
-"""Mesh loaders: OBJ (+MTL +texture, Google Scanned Objects folders), GLB/glTF, PLY and STL -> TriMesh.
+"""Mesh loaders: OBJ (+MTL +texture, Google Scanned Objects folders), GLB/glTF, PLY, STL and USD -> TriMesh.
 
 The OBJ parser is hand-written: OBJ indexes positions and texture coordinates
 separately, and a renderable mesh needs one vertex per distinct (position, uv)
@@ -18,7 +18,8 @@ import numpy as np
 from o3dcli.geometry.mesh import TriMesh, scale_texture
 
 _log = logging.getLogger("o3d")
-MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl")
+USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
+MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl") + USD_SUFFIXES
 
 
 class MeshLoadError(Exception):
@@ -33,8 +34,8 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     up: the file's up axis. "y" keeps coordinates (OBJ, glTF and PLY's usual
     frame, ours); "z" maps a Z-up file to our +Y-up world, (x, y, z) -> (x, z, -y);
     "auto" is "z" for Gazebo/GSO model folders (a ``model.sdf`` or
-    ``model.config`` beside ``meshes/``; Gazebo is Z-up) and for STL files (3D printing's
-    frame, and o3d's STL export), "y" otherwise.
+    ``model.config`` beside ``meshes/``; Gazebo is Z-up), for STL files (3D printing's
+    frame, and o3d's STL export) and for USD files whose stage says upAxis "Z"; "y" otherwise.
     """
     if up not in ("auto", "y", "z"):
         raise ValueError(f"up must be 'auto', 'y' or 'z', got {up!r}")
@@ -46,8 +47,12 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     ext = p.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         raise MeshLoadError(f"{p}: unsupported mesh format '{ext}' (supported: {', '.join(MESH_EXTENSIONS)})")
+    declared_up = None
     try:
-        mesh = _load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else _load_with_trimesh(p)
+        if ext in USD_SUFFIXES:
+            mesh, declared_up = _load_usd(p)
+        else:
+            mesh = _load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else _load_with_trimesh(p)
     except MeshLoadError:
         raise
     except Exception as e:  # a parser failing deep inside a library: report it against the file
@@ -58,10 +63,23 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
         from o3dcli.mesh.cleanup import weld_vertices
 
         mesh = weld_vertices(mesh)[0]
-    if up == "z" or (up == "auto" and (is_gazebo_model(p) or ext == ".stl")):
+    if up == "z" or (up == "auto" and (is_gazebo_model(p) or ext == ".stl" or declared_up == "z")):
         x, y, z = mesh.vertices.T
         mesh = mesh.replace(vertices=np.stack([x, z, -y], axis=1))
     return mesh
+
+
+def _load_usd(path: Path) -> tuple[TriMesh, str]:
+    """A USD file's visible meshes as one TriMesh (see `o3dcli.io.usdz.load_usd`), and its up axis."""
+    from o3dcli.io.usdz import load_usd
+
+    try:
+        parts, up = load_usd(path)
+    except ValueError as e:
+        raise MeshLoadError(f"{path}: {e}") from None
+    if not parts:
+        raise MeshLoadError(f"{path}: the file holds no triangles (no visible UsdGeom.Mesh)")
+    return _merge_parts(parts), up
 
 
 def _load_stl(path: Path) -> TriMesh:

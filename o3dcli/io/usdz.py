@@ -1,5 +1,6 @@
 """USDZ export (Apple Quick Look / AR, Reality Composer, USD tools): one package holding a USD
-layer and the texture.
+layer and the texture; and reading USD files (`load_usd`, with usd-core) for `o3d mesh` and
+`o3d render`.
 
 o3d writes the layer as ASCII USD (usda) itself, so no USD library is needed. Where Pixar's
 USD is installed (the `usd` extra: `pip install 'o3dcli[usd]'`), the layer is converted to
@@ -211,3 +212,151 @@ def save_mesh_usdz(path, mesh: TriMesh, binary: bool | None = None, texture_form
     path = Path(path)
     atomic_write_bytes(path, usdz_bytes(mesh, binary, texture_format, jpeg_quality))
     return path
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
+
+
+def load_usd(path) -> tuple[list[TriMesh], str]:
+    """The visible meshes of a USD file (.usd/.usda/.usdc/.usdz) in world coordinates, in metres
+    where the stage says its unit, and the stage's up axis ("y" or "z"). Polygons are fanned into
+    triangles; left-handed meshes are turned round. Colour: a UsdPreviewSurface's diffuseColor
+    texture (read with the mesh's "st" texture coordinates) or value, else the displayColor
+    primvar. Needs usd-core (the `usd` extra); raises ValueError with what went wrong."""
+    try:
+        from pxr import Usd, UsdGeom
+    except ImportError:
+        raise ValueError("reading USD needs Pixar's USD library: pip install 'o3dcli[usd]'") from None
+    try:
+        stage = Usd.Stage.Open(str(path))
+    except Exception as e:  # pxr raises Tf.ErrorException for files it cannot read
+        raise ValueError(f"USD cannot open it ({str(e).strip().splitlines()[-1] if str(e).strip() else e})") from None
+    if stage is None:
+        raise ValueError("USD cannot open it")
+    scale = UsdGeom.GetStageMetersPerUnit(stage) if UsdGeom.StageHasAuthoredMetersPerUnit(stage) else 1.0
+    time = Usd.TimeCode.Default()
+    parts = []
+    for prim in stage.Traverse():
+        if not prim.IsA(UsdGeom.Mesh):
+            continue
+        imageable = UsdGeom.Imageable(prim)
+        if imageable.ComputeVisibility(time) == UsdGeom.Tokens.invisible or \
+                imageable.ComputePurpose() not in (UsdGeom.Tokens.default_, UsdGeom.Tokens.render):
+            continue
+        part = _usd_mesh(prim, time, scale)
+        if part is not None:
+            parts.append(part)
+    return parts, "z" if UsdGeom.GetStageUpAxis(stage) == UsdGeom.Tokens.z else "y"
+
+
+def _usd_mesh(prim, time, scale: float) -> TriMesh | None:
+    from pxr import UsdGeom
+
+    geom = UsdGeom.Mesh(prim)
+    points = np.asarray(geom.GetPointsAttr().Get(time) or [], np.float64).reshape(-1, 3)
+    counts = np.asarray(geom.GetFaceVertexCountsAttr().Get(time) or [], np.int64)
+    indices = np.asarray(geom.GetFaceVertexIndicesAttr().Get(time) or [], np.int64)
+    if len(points) == 0 or len(counts) == 0:
+        return None
+    if counts.sum() != len(indices) or (indices < 0).any() or (indices >= len(points)).any():
+        raise ValueError(f"{prim.GetPath()}: face vertex counts and indices do not match its {len(points)} points")
+    # fan every polygon of n >= 3 corners into n - 2 triangles, as corner numbers (into indices)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keep = counts >= 3
+    first = np.repeat(starts[keep], counts[keep] - 2)
+    step = np.arange(len(first)) - np.repeat(np.cumsum(counts[keep] - 2) - (counts[keep] - 2), counts[keep] - 2)
+    corners = np.stack([first, first + step + 1, first + step + 2], 1)
+    world = np.asarray(UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(time), np.float64)
+    xyz = (np.concatenate([points, np.ones((len(points), 1))], 1) @ world)[:, :3] * scale
+    flip = (geom.GetOrientationAttr().Get(time) == UsdGeom.Tokens.leftHanded) != (np.linalg.det(world[:3, :3]) < 0)
+    if flip:
+        corners = corners[:, ::-1]
+    texture, color = _usd_material(prim)
+    uv = _usd_primvar(geom, "st", len(points), len(indices), counts, 2) if texture is not None else None
+    if texture is not None and uv is not None:
+        # one vertex per distinct (point, uv) pair, as every loader here makes them
+        keys = np.concatenate([indices[:, None].astype(np.float64), uv], 1)[corners.reshape(-1)]
+        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+        return TriMesh(xyz[uniq[:, 0].astype(np.int64)], inverse.reshape(-1, 3), uv=uniq[:, 1:], texture=texture,
+                       double_sided=bool(geom.GetDoubleSidedAttr().Get(time)))
+    faces = indices[corners]
+    if color is None:
+        shown = _usd_primvar(geom, "displayColor", len(points), len(indices), counts, 3)
+        if shown is not None:  # per corner: averaged onto the points
+            sums = np.zeros((len(points), 3))
+            np.add.at(sums, indices, shown)
+            seen = np.bincount(indices, minlength=len(points))[:, None]
+            colours = np.where(seen > 0, sums / np.maximum(seen, 1), 1.0)
+            return TriMesh(xyz, faces, vertex_colors=colours.clip(0, 1),
+                           double_sided=bool(geom.GetDoubleSidedAttr().Get(time)))
+    return TriMesh(xyz, faces, material_color=np.ones(3) if color is None else np.clip(color, 0, 1),
+                   double_sided=bool(geom.GetDoubleSidedAttr().Get(time)))
+
+
+def _usd_primvar(geom, name: str, n_points: int, n_corners: int, counts: np.ndarray, width: int) -> np.ndarray | None:
+    """The primvar's values per face corner [n_corners, width] (None when missing or unusable)."""
+    from pxr import UsdGeom
+
+    pv = UsdGeom.PrimvarsAPI(geom.GetPrim()).GetPrimvar(name)
+    if not pv or not pv.HasValue():
+        return None
+    values = np.asarray(pv.ComputeFlattened() or [], np.float64).reshape(-1, width)
+    how = pv.GetInterpolation()
+    indices = np.asarray(geom.GetFaceVertexIndicesAttr().Get() or [], np.int64)
+    if how in (UsdGeom.Tokens.vertex, UsdGeom.Tokens.varying) and len(values) == n_points:
+        return values[indices]
+    if how == UsdGeom.Tokens.faceVarying and len(values) == n_corners:
+        return values
+    if how == UsdGeom.Tokens.uniform and len(values) == len(counts):
+        return np.repeat(values, counts, axis=0)
+    if how == UsdGeom.Tokens.constant and len(values) >= 1:
+        return np.repeat(values[:1], n_corners, axis=0)
+    return None
+
+
+def _usd_material(prim) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(texture [H, W, 3] uint8, colour [3]) of the prim's bound UsdPreviewSurface's diffuseColor:
+    one of them, or (None, None) when there is no such material."""
+    from pxr import UsdShade
+
+    material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()[0]
+    if not material:
+        return None, None
+    surface = material.ComputeSurfaceSource()
+    shader = surface[0] if isinstance(surface, tuple) else surface
+    if not shader or shader.GetIdAttr().Get() != "UsdPreviewSurface":
+        return None, None
+    diffuse = shader.GetInput("diffuseColor")
+    if not diffuse:
+        return None, None
+    sources = diffuse.GetConnectedSources()[0]
+    if sources:
+        texture = UsdShade.Shader(sources[0].source.GetPrim())
+        if texture.GetIdAttr().Get() == "UsdUVTexture" and texture.GetInput("file"):
+            asset = texture.GetInput("file").Get()
+            image = _read_usd_asset(asset.resolvedPath) if asset and asset.resolvedPath else None
+            if image is not None:
+                return image, None
+        return None, None
+    value = diffuse.Get()
+    return None, (np.asarray(value, np.float64) if value is not None else None)
+
+
+def _read_usd_asset(resolved: str) -> np.ndarray | None:
+    """An image file or a file inside a .usdz ("pkg.usdz[texture.png]") as RGB uint8, or None."""
+    import re
+
+    from PIL import Image
+
+    m = re.fullmatch(r"(.*)\[(.*)\]", resolved)
+    try:
+        if m:
+            with zipfile.ZipFile(m.group(1)) as z:
+                data = z.read(m.group(2))
+        else:
+            data = Path(resolved).read_bytes()
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except (OSError, KeyError, zipfile.BadZipFile, ValueError):
+        return None
