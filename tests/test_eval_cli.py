@@ -154,6 +154,16 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     (preds / "chair").mkdir(parents=True)
     write_obj(preds / "chair" / "model.obj", a)  # an o3d asset folder
     assert find_prediction(preds, "chair") == preds / "chair" / "model.obj"
+    # other tools' files: an STL (Z-up) or a USDZ at the top of the predictions folder
+    from o3dcli.eval.benchmarks import load_prediction
+    from o3dcli.io.export import save_mesh_stl
+
+    save_mesh_stl(preds / "table.stl", a)
+    assert find_prediction(preds, "table") == preds / "table.stl"
+    extent = lambda m: np.ptp(m.vertices, axis=0) / np.ptp(m.vertices, axis=0).max()  # noqa: E731
+    assert np.allclose(extent(load_prediction(preds / "table.stl")), extent(a), atol=1e-5)  # turned back to Y-up
+    (preds / "stool.usdz").write_bytes(b"")
+    assert find_prediction(preds, "stool") == preds / "stool.usdz"
     out = tmp_path / "out"
     res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", out, *FAST)
     assert res.exit_code == 1, res.output

@@ -8,7 +8,8 @@
 - ``synthetic``: procedural objects (``o3dcli.synth.make_object``) from seeds
   1,000,000 + i, a range the training data (seeds 0..999,999) and the shipped
   examples (2,000,000+) never use; made on the fly, nothing to download.
-- ``folder``: every GLB/glTF/OBJ/PLY file at the top of a folder.
+- ``folder``: every GLB/glTF/OBJ/PLY/STL/USD file at the top of a folder (STL and USD with
+  their own up axis, see ``load_mesh``).
 
 Objects are in sorted name order (synthetic: seed order); ``limit`` keeps the first N.
 Every ground-truth mesh is normalised to the unit box before use.
@@ -29,7 +30,7 @@ SYNTHETIC_LAST_SEED = 1_999_999
 SYNTHETIC_DEFAULT_COUNT = 10
 PREDICTION_FILES = ("model.glb", "model.obj", "gaussians.ply")
 """Files looked for in an o3d asset folder ``DIR/<object>/``, in order of preference."""
-PREDICTION_SUFFIXES = (".glb", ".gltf", ".obj", ".ply")
+PREDICTION_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".usdz", ".usd", ".usda", ".usdc")
 """Any tool's ``DIR/<object><suffix>``, in order of preference."""
 
 
@@ -129,7 +130,7 @@ def folder_objects(data: Path | None, names: list[str] | None = None, limit: int
             n += 1
             name = f"{base}-{n}"
         taken.add(name)
-        objects.append(BenchmarkObject(name, str(f), lambda f=f: load_mesh(f, up="y")))
+        objects.append(BenchmarkObject(name, str(f), lambda f=f: load_mesh(f, up="auto")))  # STL, USD: their own up
     return _select(objects, names, limit, f"mesh folder {root}")
 
 
