@@ -99,7 +99,7 @@ class StageWarnings(logging.Filter):
         self.messages: list[str] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
+        if record.levelno != logging.WARNING:  # errors (and info) are shown as they come
             return True
         text = record.getMessage()
         for work, asset in self.paths.items():
@@ -422,6 +422,9 @@ class BatchRunner:
                 try:
                     meta = stage.run(ctx) or {}
                 except BaseException:
+                    logging.getLogger("o3d").removeFilter(caught)
+                    for message in caught.messages:  # the stage failed: what it warned of is said now
+                        logging.getLogger("o3d").warning("%s", message)
                     writer.abort()
                     raise
                 finally:

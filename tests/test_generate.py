@@ -344,3 +344,24 @@ def test_warnings_logged_by_a_stage_reach_the_report_and_survive_the_cache(good_
         assert result.items[0].warnings == ["said by the stage", f"{out / 'apple' / 'x.txt'}: looks odd"]
         assert report(out)["items"][0]["warnings"] == result.items[0].warnings
     assert not logging.getLogger("o3d").filters  # the stage's catch is gone after it
+
+
+def test_warnings_of_a_failing_stage_are_still_said(good_images, tmp_path, caplog):
+    import logging
+
+    from o3dcli.config import load_config
+    from o3dcli.pipeline import BatchRunner, Stage, assign_names, collect_inputs, run_batch
+
+    def stage_run(ctx):
+        logging.getLogger("o3d").warning("about to fail")
+        logging.getLogger("o3d").error("an error is shown as it comes")
+        raise ValueError("broken")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    items = assign_names(collect_inputs([good_images / "apple.png"]), out)
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        result = run_batch(items, BatchRunner(out, load_config("tiny"), [Stage("boom", 1, (), stage_run)]),
+                           show_progress=False)
+    assert result.items[0].status == "failed" and "broken" in result.items[0].error
+    assert [r.getMessage() for r in caplog.records] == ["an error is shown as it comes", "about to fail"]

@@ -94,3 +94,111 @@ def test_o3d_mesh_takes_a_usdz(tmp_path):
     res = CliRunner().invoke(app, ["mesh", str(tmp_path / "plane.usdz"), "--formats", "glb", "-o", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     assert front_quadrant_colors(load_mesh(tmp_path / "out" / "plane" / "model.glb")) == QUADRANTS
+
+
+INSTANCED_ANIMATED = """#usda 1.0
+(
+    upAxis = "Y"
+    startTimeCode = 1
+    endTimeCode = 2
+)
+
+class "Proto"
+{
+    def Mesh "tri"
+    {
+        int[] faceVertexCounts = [3, 3]
+        int[] faceVertexIndices = [0, 1, 2, 0, 2, 3]
+        int[] holeIndices = [1]
+        point3f[] points = [(0, 0, 0), (1, 0, 0), (1, 1, 0), (0, 1, 0)]
+    }
+}
+
+def Xform "a" (instanceable = true
+    inherits = </Proto>)
+{
+}
+
+def Xform "b" (instanceable = true
+    inherits = </Proto>)
+{
+    double3 xformOp:translate.timeSamples = {1: (5, 0, 0), 2: (9, 0, 0)}
+    uniform token[] xformOpOrder = ["xformOp:translate"]
+}
+
+def Mesh "moving"
+{
+    int[] faceVertexCounts = [3]
+    int[] faceVertexIndices = [0, 1, 2]
+    point3f[] points.timeSamples = {1: [(0, 3, 0), (1, 3, 0), (0, 4, 0)], 2: [(0, 7, 0), (1, 7, 0), (0, 8, 0)]}
+}
+"""
+
+
+def test_instances_animation_and_holes(tmp_path):
+    path = tmp_path / "scene.usda"
+    path.write_text(INSTANCED_ANIMATED)
+    mesh = load_mesh(path)
+    # two instances of the proto's one triangle (the other is a hole) and the moving triangle, at the first frame
+    assert len(mesh.faces) == 3
+    xs = sorted({round(float(x), 3) for x in mesh.vertices[:, 0]})
+    assert xs == [0, 1, 5, 6]  # instance b at its first frame's x = 5
+    assert np.isclose(mesh.vertices[:, 1].max(), 4.0)  # the moving triangle's first frame
+
+
+UV_MAP = """#usda 1.0
+def Mesh "quad" (prepend apiSchemas = ["MaterialBindingAPI"])
+{
+    int[] faceVertexCounts = [4]
+    int[] faceVertexIndices = [0, 1, 2, 3]
+    point3f[] points = [(-0.5, -0.5, 0), (0.5, -0.5, 0), (0.5, 0.5, 0), (-0.5, 0.5, 0)]
+    texCoord2f[] primvars:UVMap = [(0, 0), (1, 0), (1, 1), (0, 1)] (interpolation = "faceVarying")
+    rel material:binding:preview = </M>
+}
+def Material "M"
+{
+    token outputs:surface.connect = </M/surface.outputs:surface>
+    def Shader "surface"
+    {
+        uniform token info:id = "UsdPreviewSurface"
+        color3f inputs:diffuseColor.connect = </M/tex.outputs:rgb>
+        token outputs:surface
+    }
+    def Shader "reader"
+    {
+        uniform token info:id = "UsdPrimvarReader_float2"
+        string inputs:varname = "UVMap"
+        float2 outputs:result
+    }
+    def Shader "tex"
+    {
+        uniform token info:id = "UsdUVTexture"
+        asset inputs:file = @TEXTURE@
+        float2 inputs:st.connect = </M/reader.outputs:result>
+        float3 outputs:rgb
+    }
+}
+"""
+
+
+def test_texture_coordinates_named_by_the_reader_a_preview_binding_and_a_missing_texture(tmp_path, caplog):
+    import logging
+
+    from PIL import Image
+
+    Image.fromarray(quadrant_plane().texture).save(tmp_path / "quads.png")
+    path = tmp_path / "quad.usda"
+    path.write_text(UV_MAP.replace("TEXTURE", "./quads.png"))
+    mesh = load_mesh(path)
+    assert mesh.has_texture and front_quadrant_colors(mesh) == QUADRANTS
+    path.write_text(UV_MAP.replace("TEXTURE", "./nope.png"))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(path)
+    assert not mesh.has_texture and "the texture ./nope.png of /quad cannot be read" in caplog.text
+
+
+def test_a_syntax_error_says_where(tmp_path):
+    bad = tmp_path / "bad.usda"
+    bad.write_text('#usda 1.0\ndef Mesh "m"\n{\n    int[] faceVertexCounts = [3\n')
+    with pytest.raises(MeshLoadError, match=r"bad.usda: USD cannot open it \(.*bad.usda:\d+"):
+        load_mesh(bad)

@@ -11,6 +11,8 @@ is recorded and the run goes on.
 
 from __future__ import annotations
 
+import logging
+
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -156,6 +158,8 @@ def generate_assets(variant: Variant, runner, inputs: dict[str, Path], results: 
         torch.set_num_threads(variant.config.runtime.threads)
     batch = run_batch(items, runner, show_progress=show_progress)
     for name, item, r in zip(names, items, batch.items):
+        for warning in r.warnings:  # as o3d generate prints them with the item
+            logging.getLogger("o3d").warning("%s (%s): %s", name, variant.name, warning)
         res = results[name, variant.name]
         # what generating the asset took, also when this run found it cached (then from the run
         # that computed it; this run's own lookup time where an old cache did not record it)

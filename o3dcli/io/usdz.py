@@ -23,6 +23,7 @@ alignment is made with padding in each local header's extra field.
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import zipfile
 from pathlib import Path
@@ -32,6 +33,8 @@ import numpy as np
 from o3dcli.cache import atomic_write_bytes
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
+
+_log = logging.getLogger("o3d")
 
 ALIGN = 64
 _PAD_ID = 0x1986  # an unregistered extra-field id, used for padding only
@@ -220,11 +223,15 @@ USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
 
 
 def load_usd(path) -> tuple[list[TriMesh], str]:
-    """The visible meshes of a USD file (.usd/.usda/.usdc/.usdz) in world coordinates, in metres
-    where the stage says its unit, and the stage's up axis ("y" or "z"). Polygons are fanned into
-    triangles; left-handed meshes are turned round. Colour: a UsdPreviewSurface's diffuseColor
-    texture (read with the mesh's "st" texture coordinates) or value, else the displayColor
-    primvar. Needs usd-core (the `usd` extra); raises ValueError with what went wrong."""
+    """The visible meshes of a USD file (.usd/.usda/.usdc/.usdz) in world coordinates, and the
+    stage's up axis ("y" or "z"). Instances are expanded; PointInstancers are skipped with a
+    warning. Values are read at the stage's start time (animated files: their first frame).
+    Units: metres where the stage authors metersPerUnit, else as stored (USD's fallback, 0.01,
+    is not applied: files without it are mostly in metres). Polygons are fanned into triangles
+    (holes dropped); left-handed meshes are turned round. Colour: a UsdPreviewSurface's
+    diffuseColor texture (read with the texture coordinates its primvar reader names) or value,
+    else the displayColor primvar. Needs usd-core (the `usd` extra); raises ValueError with what
+    went wrong."""
     try:
         from pxr import Usd, UsdGeom
     except ImportError:
@@ -232,26 +239,43 @@ def load_usd(path) -> tuple[list[TriMesh], str]:
     try:
         stage = Usd.Stage.Open(str(path))
     except Exception as e:  # pxr raises Tf.ErrorException for files it cannot read
-        raise ValueError(f"USD cannot open it ({str(e).strip().splitlines()[-1] if str(e).strip() else e})") from None
+        raise ValueError(f"USD cannot open it ({_usd_error(e)})") from None
     if stage is None:
         raise ValueError("USD cannot open it")
     scale = UsdGeom.GetStageMetersPerUnit(stage) if UsdGeom.StageHasAuthoredMetersPerUnit(stage) else 1.0
-    time = Usd.TimeCode.Default()
+    time = Usd.TimeCode(stage.GetStartTimeCode()) if stage.HasAuthoredTimeCodeRange() else Usd.TimeCode.EarliestTime()
     parts = []
-    for prim in stage.Traverse():
+    it = iter(Usd.PrimRange.Stage(stage, Usd.TraverseInstanceProxies()))
+    for prim in it:
+        if prim.IsA(UsdGeom.PointInstancer):
+            _log.warning("%s: %s is a PointInstancer, which o3d does not expand: skipped", path, prim.GetPath())
+            it.PruneChildren()
+            continue
         if not prim.IsA(UsdGeom.Mesh):
             continue
         imageable = UsdGeom.Imageable(prim)
         if imageable.ComputeVisibility(time) == UsdGeom.Tokens.invisible or \
                 imageable.ComputePurpose() not in (UsdGeom.Tokens.default_, UsdGeom.Tokens.render):
             continue
-        part = _usd_mesh(prim, time, scale)
+        part = _usd_mesh(prim, time, scale, path)
         if part is not None:
             parts.append(part)
     return parts, "z" if UsdGeom.GetStageUpAxis(stage) == UsdGeom.Tokens.z else "y"
 
 
-def _usd_mesh(prim, time, scale: float) -> TriMesh | None:
+def _usd_error(e: Exception) -> str:
+    """The first line of a USD error, without its "Error in ..." prefix (the file, line and what is wrong)."""
+    text = str(e).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else repr(e)
+    if first.startswith("Error in") and " : '" in first:  # "Error in '<function>' at line N in file F : '<what>'"
+        first = first.split(" : '", 1)[1].rstrip("'")
+    import re
+
+    return re.sub(r"pxrInternal_v\w+?__pxrReserved__::", "", first)  # USD's C++ namespace
+
+
+def _usd_mesh(prim, time, scale: float, path) -> TriMesh | None:
     from pxr import UsdGeom
 
     geom = UsdGeom.Mesh(prim)
@@ -262,9 +286,13 @@ def _usd_mesh(prim, time, scale: float) -> TriMesh | None:
         return None
     if counts.sum() != len(indices) or (indices < 0).any() or (indices >= len(points)).any():
         raise ValueError(f"{prim.GetPath()}: face vertex counts and indices do not match its {len(points)} points")
+    if not np.isfinite(points).all():
+        raise ValueError(f"{prim.GetPath()}: its points are not all finite (NaN or infinity)")
+    holes = np.asarray(geom.GetHoleIndicesAttr().Get(time) or [], np.int64)
     # fan every polygon of n >= 3 corners into n - 2 triangles, as corner numbers (into indices)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     keep = counts >= 3
+    keep[holes[(holes >= 0) & (holes < len(counts))]] = False  # faces marked as holes are not drawn
     first = np.repeat(starts[keep], counts[keep] - 2)
     step = np.arange(len(first)) - np.repeat(np.cumsum(counts[keep] - 2) - (counts[keep] - 2), counts[keep] - 2)
     corners = np.stack([first, first + step + 1, first + step + 2], 1)
@@ -273,8 +301,8 @@ def _usd_mesh(prim, time, scale: float) -> TriMesh | None:
     flip = (geom.GetOrientationAttr().Get(time) == UsdGeom.Tokens.leftHanded) != (np.linalg.det(world[:3, :3]) < 0)
     if flip:
         corners = corners[:, ::-1]
-    texture, color = _usd_material(prim)
-    uv = _usd_primvar(geom, "st", len(points), len(indices), counts, 2) if texture is not None else None
+    texture, color, uv_name = _usd_material(prim, path)
+    uv = _usd_primvar(geom, uv_name, len(points), len(indices), counts, 2) if texture is not None else None
     if texture is not None and uv is not None:
         # one vertex per distinct (point, uv) pair, as every loader here makes them
         keys = np.concatenate([indices[:, None].astype(np.float64), uv], 1)[corners.reshape(-1)]
@@ -316,47 +344,51 @@ def _usd_primvar(geom, name: str, n_points: int, n_corners: int, counts: np.ndar
     return None
 
 
-def _usd_material(prim) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(texture [H, W, 3] uint8, colour [3]) of the prim's bound UsdPreviewSurface's diffuseColor:
-    one of them, or (None, None) when there is no such material."""
+def _usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+    """(texture [H, W, 3] uint8, colour [3], texture coordinate primvar) of the UsdPreviewSurface's
+    diffuseColor bound to the prim (its preview binding, else the general one): a texture or a
+    colour, or neither when there is no such material."""
     from pxr import UsdShade
 
-    material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial()[0]
+    material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial(UsdShade.Tokens.preview)[0]
     if not material:
-        return None, None
+        return None, None, "st"
     surface = material.ComputeSurfaceSource()
     shader = surface[0] if isinstance(surface, tuple) else surface
     if not shader or shader.GetIdAttr().Get() != "UsdPreviewSurface":
-        return None, None
+        return None, None, "st"
     diffuse = shader.GetInput("diffuseColor")
     if not diffuse:
-        return None, None
+        return None, None, "st"
     sources = diffuse.GetConnectedSources()[0]
     if sources:
         texture = UsdShade.Shader(sources[0].source.GetPrim())
-        if texture.GetIdAttr().Get() == "UsdUVTexture" and texture.GetInput("file"):
-            asset = texture.GetInput("file").Get()
-            image = _read_usd_asset(asset.resolvedPath) if asset and asset.resolvedPath else None
-            if image is not None:
-                return image, None
-        return None, None
+        if texture.GetIdAttr().Get() != "UsdUVTexture" or not texture.GetInput("file"):
+            return None, None, "st"
+        uv_name = "st"  # what the texture's coordinates come from: a primvar reader's varname
+        st = texture.GetInput("st")
+        readers = st.GetConnectedSources()[0] if st else []
+        if readers:
+            varname = UsdShade.Shader(readers[0].source.GetPrim()).GetInput("varname")
+            uv_name = str(varname.Get()) if varname and varname.Get() else uv_name
+        asset = texture.GetInput("file").Get()
+        image = _read_usd_asset(asset.resolvedPath) if asset and asset.resolvedPath else None
+        if image is None:
+            _log.warning("%s: the texture %s of %s cannot be read; the mesh is loaded white", path,
+                         asset.path if asset else "(none)", prim.GetPath())
+        return image, None, uv_name
     value = diffuse.Get()
-    return None, (np.asarray(value, np.float64) if value is not None else None)
+    return None, (np.asarray(value, np.float64) if value is not None else None), "st"
 
 
 def _read_usd_asset(resolved: str) -> np.ndarray | None:
-    """An image file or a file inside a .usdz ("pkg.usdz[texture.png]") as RGB uint8, or None."""
-    import re
-
+    """An image USD resolved (a file, or a file inside a .usdz, nested ones too) as RGB uint8, or None."""
     from PIL import Image
+    from pxr import Ar
 
-    m = re.fullmatch(r"(.*)\[(.*)\]", resolved)
     try:
-        if m:
-            with zipfile.ZipFile(m.group(1)) as z:
-                data = z.read(m.group(2))
-        else:
-            data = Path(resolved).read_bytes()
-        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    except (OSError, KeyError, zipfile.BadZipFile, ValueError):
+        asset = Ar.GetResolver().OpenAsset(Ar.ResolvedPath(resolved))
+        data = bytes(asset.GetBuffer()) if asset else None
+        return None if data is None else np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    except Exception:  # noqa: BLE001 - anything unreadable is reported by the caller
         return None
