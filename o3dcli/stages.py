@@ -285,7 +285,7 @@ def run_export(ctx: StageContext) -> dict:
     mesh = load_trimesh(ctx.upstream["mesh_bake"] / "mesh.npz")
     cfg = ctx.config.mesh
     files = export_mesh(mesh, ctx.work_dir, "model", tuple(cfg.formats), stl_size_mm=cfg.stl_size_mm,
-                        texture_format=cfg.texture_format, jpeg_quality=cfg.jpeg_quality)
+                        texture_format=cfg.texture_format, jpeg_quality=cfg.jpeg_quality, draco=cfg.draco)
     return {"files": [f.name for f in files]}
 
 
@@ -293,12 +293,14 @@ def export_key_extra(config) -> dict:
     """What decides the export besides mesh.formats, only for the formats asked for (so adding a
     setting for one format does not invalidate the others' cached files): the STL's size, and
     whether usd-core is installed (the USDZ's layer is binary with it, text without); the texture
-    format when not the default PNG."""
+    format when not the default PNG; Draco compression of the GLB."""
     from o3dcli.io.usdz import usd_available
 
     extra = {}
     if config.mesh.texture_format != "png" and any(f in config.mesh.formats for f in ("glb", "obj", "usdz")):
         extra.update(texture_format=config.mesh.texture_format, jpeg_quality=config.mesh.jpeg_quality)
+    if config.mesh.draco and "glb" in config.mesh.formats:
+        extra["draco"] = True
     if "stl" in config.mesh.formats:
         extra["stl_size_mm"] = config.mesh.stl_size_mm
     if "usdz" in config.mesh.formats:

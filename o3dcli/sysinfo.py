@@ -13,7 +13,7 @@ EXTRAS = (  # optional packages: (distribution, o3d extra that installs it, what
     ("transformers", "clip", "the published preset's CLIP image encoder"),
     ("rembg", "rembg", "background removal of photos without alpha"),
     ("imageio-ffmpeg", "video", "MP4 turntables"),
-    ("DracoPy", "draco", "reading Draco-compressed GLB/glTF meshes"),
+    ("DracoPy", "draco", "reading Draco-compressed GLB/glTF meshes, and writing them (mesh.draco)"),
     ("usd-core", "usd", "reading USD files; binary layers in USDZ packages, for older Apple software"),
 )
 

@@ -146,6 +146,7 @@ def test_every_setting_is_in_some_stage_key():
     every_format = Config()
     every_format.mesh.formats = MESH_FORMATS
     every_format.mesh.texture_format = "jpeg"
+    every_format.mesh.draco = True
     for stage in generate_stages():
         if stage.key_extra:  # settings keyed only when they matter (e.g. for one format)
             keyed |= {f"mesh.{k}" for k in stage.key_extra(every_format) if hasattr(every_format.mesh, k)}

@@ -71,11 +71,12 @@ def smooth_normals(mesh: TriMesh) -> np.ndarray:
     return n.astype(np.float32)
 
 
-def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = MeshConfig.jpeg_quality) -> bytes:
+def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = MeshConfig.jpeg_quality,
+              draco: bool = False) -> bytes:
     """The mesh as a GLB: base colour from the texture (with UVs; its alpha with the mesh's
     alphaMode; PNG, or JPEG as `texture_file` says), else vertex colours (COLOR_0, with a plain
     material), else the material colour; metallic 0, roughness 1; smooth normals; doubleSided as
-    the mesh."""
+    the mesh. ``draco``: the geometry Draco-compressed (`_glb_with_draco`)."""
     import trimesh
     from PIL import Image
 
@@ -118,7 +119,81 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
         glb = _glb_with_material(glb, plain)
     if image is not None:
         glb = _glb_with_image(glb, 0, *image)
-    return glb
+    return _glb_with_draco(glb) if draco else glb
+
+
+DRACO_BITS = {"POSITION": 14, "NORMAL": 10, "TEXCOORD_0": 12}
+"""Quantisation bits of the Draco-compressed attributes (positions to 1/16,384 of the object's
+size; texture coordinates to 1/4,096, a quarter texel of a 1,024 px texture)."""
+_DRACO_TYPES = {"POSITION": 0, "NORMAL": 1, "COLOR_0": 2, "TEXCOORD_0": 3}  # Draco's GeometryAttribute::Type
+_GLTF_COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+_GLTF_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+
+
+def _accessor_data(doc: dict, binary: bytes, index: int) -> np.ndarray:
+    acc = doc["accessors"][index]
+    view = doc["bufferViews"][acc["bufferView"]]
+    dtype, width = np.dtype(_GLTF_COMPONENTS[acc["componentType"]]), _GLTF_WIDTH[acc["type"]]
+    if view.get("byteStride", dtype.itemsize * width) != dtype.itemsize * width:
+        raise ValueError("interleaved buffer views are not supported")
+    start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+    return np.frombuffer(binary, dtype, acc["count"] * width, start).reshape(acc["count"], width)
+
+
+def _glb_with_draco(glb: bytes) -> bytes:
+    """``glb`` (one mesh, one triangle primitive) with its geometry compressed by Draco
+    (KHR_draco_mesh_compression, required by the file): the same accessors, now without buffer
+    views, decoded from one Draco buffer view. Needs DracoPy."""
+    try:
+        import DracoPy
+    except ImportError:
+        raise ValueError("Draco compression needs DracoPy: pip install 'o3dcli[draco]'") from None
+    doc, binary = _glb_chunks(glb)
+    (prim,) = [p for m in doc["meshes"] for p in m["primitives"]]
+    names = [n for n in prim["attributes"] if n in _DRACO_TYPES]
+    if sorted(names) != sorted(prim["attributes"]) or prim.get("mode", 4) != 4:
+        raise ValueError(f"cannot Draco-compress attributes {sorted(prim['attributes'])}")
+    data = {n: _accessor_data(doc, binary, prim["attributes"][n]) for n in names}
+    faces = _accessor_data(doc, binary, prim["indices"]).reshape(-1, 3).astype(np.uint32)
+    try:
+        blob = DracoPy.encode(
+            data["POSITION"].astype(np.float32), faces, quantization_bits=DRACO_BITS["POSITION"], compression_level=7,
+            preserve_order=True,
+            tex_coord=data["TEXCOORD_0"].astype(np.float64) if "TEXCOORD_0" in data else None,
+            tex_coord_quantization_bits=DRACO_BITS["TEXCOORD_0"] if "TEXCOORD_0" in data else None,
+            normals=data["NORMAL"].astype(np.float64) if "NORMAL" in data else None,
+            normal_quantization_bits=DRACO_BITS["NORMAL"] if "NORMAL" in data else None,
+            colors=data.get("COLOR_0"),
+        )
+    except TypeError:  # an older DracoPy: no texture coordinates, normals or their quantisation
+        raise ValueError(f"writing Draco needs a newer DracoPy than {getattr(DracoPy, '__version__', 'this one')}: "
+                         "pip install -U DracoPy") from None
+    ids = {a["attribute_type"]: a["unique_id"] for a in DracoPy.decode(blob).attributes}  # as this encoder numbered them
+    dropped = {doc["accessors"][i]["bufferView"] for i in [prim["indices"], *prim["attributes"].values()]}
+    for i in [prim["indices"], *prim["attributes"].values()]:
+        doc["accessors"][i].pop("bufferView")
+        doc["accessors"][i].pop("byteOffset", None)
+    # the buffer views left (images) laid out again, then the Draco data
+    kept = [i for i in range(len(doc["bufferViews"])) if i not in dropped]
+    renumber = {old: new for new, old in enumerate(kept)}
+    chunks = [binary[v.get("byteOffset", 0):v.get("byteOffset", 0) + v["byteLength"]]
+              for v in (doc["bufferViews"][i] for i in kept)] + [blob]
+    views, parts, offset = [], [], 0
+    for chunk in chunks:
+        pad = -offset % 4
+        parts += [b"\x00" * pad, chunk]
+        offset += pad
+        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(chunk)})
+        offset += len(chunk)
+    doc["bufferViews"] = views
+    for image in doc.get("images", []):
+        image["bufferView"] = renumber[image["bufferView"]]
+    prim["extensions"] = {"KHR_draco_mesh_compression": {
+        "bufferView": len(views) - 1, "attributes": {n: ids[_DRACO_TYPES[n]] for n in names}}}
+    for key in ("extensionsUsed", "extensionsRequired"):
+        doc[key] = sorted(set(doc.get(key, [])) | {"KHR_draco_mesh_compression"})
+    doc["buffers"] = [{"byteLength": offset}]
+    return _glb_pack(doc, b"".join(parts))
 
 
 def _glb_chunks(glb: bytes) -> tuple[dict, bytes]:
@@ -182,10 +257,11 @@ def _glb_with_image(glb: bytes, index: int, data: bytes, mime: str) -> bytes:
 
 
 def save_mesh_glb(path, mesh: TriMesh, texture_format: str = "png",
-                  jpeg_quality: int = MeshConfig.jpeg_quality) -> Path:
-    """Write ``mesh`` to ``path`` as a GLB (atomic; the texture as `glb_bytes` says). Returns the path."""
+                  jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False) -> Path:
+    """Write ``mesh`` to ``path`` as a GLB (atomic; the texture and compression as `glb_bytes`
+    says). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, glb_bytes(mesh, texture_format, jpeg_quality))
+    atomic_write_bytes(path, glb_bytes(mesh, texture_format, jpeg_quality, draco))
     return path
 
 
@@ -296,11 +372,11 @@ def save_mesh_stl(path, mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) 
 
 def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FORMATS,
                 stl_size_mm: float = MeshConfig.stl_size_mm, texture_format: str = "png",
-                jpeg_quality: int = MeshConfig.jpeg_quality) -> list[Path]:
+                jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False) -> list[Path]:
     """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj", "usdz", "stl"). Returns
     the files written (model.glb; model.obj, model.mtl and, when textured, model.png or model.jpg;
     model.usdz; model.stl, ``stl_size_mm`` long). Textures are PNG, or JPEG (``texture_format``
-    "jpeg") where they have no alpha."""
+    "jpeg") where they have no alpha; ``draco`` compresses the GLB's geometry."""
     out_dir = Path(out_dir)
     unknown = [f for f in formats if f not in MESH_FORMATS]
     if unknown or not formats:
@@ -308,7 +384,7 @@ def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FOR
     written = []
     image = dict(texture_format=texture_format, jpeg_quality=jpeg_quality)
     if "glb" in formats:
-        written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh, **image))
+        written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh, **image, draco=draco))
     if "obj" in formats:
         written += write_obj_files(out_dir / f"{stem}.obj", mesh, **image)
     if "usdz" in formats:

@@ -87,6 +87,8 @@ class MeshConfig:
     """Image format of the texture in glb, obj and usdz files: "png" (lossless) or "jpeg" (about a third of the size for a baked 1024 px texture at quality 90; the example assets' GLBs about a quarter smaller). A texture with alpha (cut-outs, see-through parts: `o3d mesh` inputs) always stays PNG, which JPEG cannot hold."""
     jpeg_quality: int = 90
     """texture_format "jpeg": the encoder's quality, 1-100 (higher is larger and truer)."""
+    draco: bool = False
+    """glb: compress the geometry with Draco (KHR_draco_mesh_compression; positions kept to 1/16,384 of the object's size, texture coordinates to 1/4,096): the example assets' GLBs shrink from 1.28 to 0.83 MB on average, 0.48 MB with JPEG textures. three.js, Babylon.js, <model-viewer> and Blender read such files; some viewers do not (Windows 3D Viewer, Apple Quick Look). Needs DracoPy (the draco extra)."""
     stl_size_mm: float = 100.0
     """stl: the printed object's longest side in millimetres (STL has no unit field; slicers read millimetres). The object is turned Z-up, centred on the origin and stood on z = 0."""
 
@@ -115,6 +117,11 @@ class MeshConfig:
         _require(0.0 <= self.mirror_weight <= 1.0, "mirror_weight", self.mirror_weight, "in [0, 1]")
         _require(self.texture_format in ("png", "jpeg"), "texture_format", self.texture_format, '"png" or "jpeg"')
         _require(1 <= self.jpeg_quality <= 100, "jpeg_quality", self.jpeg_quality, "in [1, 100]")
+        if self.draco:
+            import importlib.util
+
+            if importlib.util.find_spec("DracoPy") is None:
+                raise ConfigError("mesh.draco needs DracoPy: pip install 'o3dcli[draco]'")
         _require(0.0 < self.stl_size_mm <= 1e6, "stl_size_mm", self.stl_size_mm, "in (0, 1000000]")
         bad = [f for f in self.formats if f not in MESH_FORMATS]
         _require(not bad and len(self.formats) > 0, "formats", list(self.formats),

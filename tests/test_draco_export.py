@@ -1,0 +1,69 @@
+"""mesh.draco: GLBs with Draco-compressed geometry (KHR_draco_mesh_compression)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from o3dcli.config import ConfigError, load_config
+from o3dcli.geometry.mesh import TriMesh
+from o3dcli.io.export import DRACO_BITS, save_mesh_glb
+from o3dcli.io.mesh import load_mesh
+from o3dcli.mesh.config import MeshConfig
+from test_mesh_export import QUADRANTS, front_quadrant_colors, quadrant_plane, read_glb
+from test_texture_format import glb_image, textured_torus
+
+pytest.importorskip("DracoPy")
+
+
+def test_draco_glb_layout_validator_and_round_trip(tmp_path, gltf_validator):
+    mesh = textured_torus()
+    plain = save_mesh_glb(tmp_path / "plain.glb", mesh)
+    path = save_mesh_glb(tmp_path / "draco.glb", mesh, draco=True)
+    report = gltf_validator(path)  # the validator checks the layout, not the Draco data (it says so)
+    assert report.get("errors") == 0 and report.get("warnings") == 0, report
+    doc, blob = read_glb(path)
+    assert "KHR_draco_mesh_compression" in doc["extensionsRequired"]  # no reader can skip it
+    prim = doc["meshes"][0]["primitives"][0]
+    ext = prim["extensions"]["KHR_draco_mesh_compression"]
+    assert sorted(ext["attributes"]) == ["NORMAL", "POSITION", "TEXCOORD_0"]
+    for i in [prim["indices"], *prim["attributes"].values()]:  # decoded from the Draco data only
+        assert "bufferView" not in doc["accessors"][i]
+    assert doc["accessors"][prim["indices"]]["count"] == 3 * len(mesh.faces)
+    image = glb_image(plain)[1]
+    assert glb_image(path)[1] == image  # the texture untouched
+    assert path.stat().st_size - len(image) < 0.5 * (plain.stat().st_size - len(image))  # the rest: under half
+    # decoded with another reader (trimesh + DracoPy): the same vertices, to the quantisation step
+    back = load_mesh(path)
+    step = np.ptp(mesh.vertices, axis=0).max() / 2 ** DRACO_BITS["POSITION"]
+    assert len(back.faces) == len(mesh.faces)
+    assert np.abs(back.vertices - mesh.vertices).max() <= step
+    assert np.abs(back.uv - mesh.uv).max() <= 1.0 / 2 ** DRACO_BITS["TEXCOORD_0"]
+
+
+def test_draco_keeps_texture_orientation_vertex_colours_and_jpeg(tmp_path):
+    assert front_quadrant_colors(load_mesh(save_mesh_glb(tmp_path / "q.glb", quadrant_plane(), draco=True))) == QUADRANTS
+    plane = quadrant_plane()
+    colours = (plane.vertices + 0.5).clip(0, 1)
+    coloured = save_mesh_glb(tmp_path / "c.glb", TriMesh(plane.vertices, plane.faces, vertex_colors=colours), draco=True)
+    assert "COLOR_0" in read_glb(coloured)[0]["meshes"][0]["primitives"][0]["extensions"]["KHR_draco_mesh_compression"]["attributes"]
+    assert np.allclose(load_mesh(coloured).vertex_colors, colours, atol=1 / 255)
+    both = save_mesh_glb(tmp_path / "j.glb", textured_torus(), texture_format="jpeg", draco=True)
+    assert glb_image(both)[0] == "image/jpeg" and glb_image(both)[1][:3] == b"\xff\xd8\xff"
+
+
+def test_draco_config_key_and_missing_library(monkeypatch):
+    from o3dcli.stages import export_key_extra
+
+    cfg = load_config("tiny")
+    cfg.mesh.draco = True
+    assert export_key_extra(cfg) == {"draco": True}
+    cfg.mesh.formats = ("obj",)  # only the GLB is compressed
+    assert export_key_extra(cfg) == {}
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "DracoPy" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"mesh.draco needs DracoPy: pip install 'o3dcli\[draco\]'"):
+        MeshConfig(draco=True).check()
+    MeshConfig().check()  # off: nothing needed
