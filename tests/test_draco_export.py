@@ -39,6 +39,8 @@ def test_draco_glb_layout_validator_and_round_trip(tmp_path, gltf_validator):
     assert len(back.faces) == len(mesh.faces)
     assert np.abs(back.vertices - mesh.vertices).max() <= step
     assert np.abs(back.uv - mesh.uv).max() <= 1.0 / 2 ** DRACO_BITS["TEXCOORD_0"]
+    bounds = doc["accessors"][prim["attributes"]["POSITION"]]  # the decoded positions' bounds, exactly
+    assert np.allclose(bounds["min"], back.vertices.min(0), atol=1e-6) and np.allclose(bounds["max"], back.vertices.max(0), atol=1e-6)
 
 
 def test_draco_keeps_texture_orientation_vertex_colours_and_jpeg(tmp_path):

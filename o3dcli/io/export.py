@@ -168,7 +168,11 @@ def _glb_with_draco(glb: bytes) -> bytes:
     except TypeError:  # an older DracoPy: no texture coordinates, normals or their quantisation
         raise ValueError(f"writing Draco needs a newer DracoPy than {getattr(DracoPy, '__version__', 'this one')}: "
                          "pip install -U DracoPy") from None
-    ids = {a["attribute_type"]: a["unique_id"] for a in DracoPy.decode(blob).attributes}  # as this encoder numbered them
+    decoded = DracoPy.decode(blob)
+    ids = {a["attribute_type"]: a["unique_id"] for a in decoded.attributes}  # as this encoder numbered them
+    position = doc["accessors"][prim["attributes"]["POSITION"]]  # its bounds: of the quantised positions readers get
+    position["min"], position["max"] = (np.asarray(decoded.points, np.float32).min(0).tolist(),
+                                        np.asarray(decoded.points, np.float32).max(0).tolist())
     dropped = {doc["accessors"][i]["bufferView"] for i in [prim["indices"], *prim["attributes"].values()]}
     for i in [prim["indices"], *prim["attributes"].values()]:
         doc["accessors"][i].pop("bufferView")
