@@ -69,3 +69,41 @@ def test_draco_config_key_and_missing_library(monkeypatch):
     with pytest.raises(ConfigError, match=r"mesh.draco needs DracoPy: pip install 'o3dcli\[draco\]'"):
         MeshConfig(draco=True).check()
     MeshConfig().check()  # off: nothing needed
+
+
+@pytest.mark.parametrize("colouring", ["texture", "vertex_colors", "material"])
+def test_accessors_declare_what_the_draco_data_decodes_to(tmp_path, colouring):
+    # readers (three.js's DRACOLoader, Blender) decode each attribute to its accessor's componentType,
+    # type and normalized flag: they must agree with the data, and the bounds must be the decoded ones
+    import DracoPy
+
+    mesh = textured_torus(64)
+    if colouring == "vertex_colors":
+        mesh = TriMesh(mesh.vertices, mesh.faces, vertex_colors=(mesh.vertices + 0.5).clip(0, 1))
+    elif colouring == "material":
+        mesh = TriMesh(mesh.vertices, mesh.faces, material_color=(0.2, 0.5, 0.9))
+    doc, blob = read_glb(save_mesh_glb(tmp_path / "m.glb", mesh, draco=True))
+    prim = doc["meshes"][0]["primitives"][0]
+    ext = prim["extensions"]["KHR_draco_mesh_compression"]
+    view = doc["bufferViews"][ext["bufferView"]]
+    decoded = DracoPy.decode(blob[view["byteOffset"]:view["byteOffset"] + view["byteLength"]])
+    by_id = {a["unique_id"]: np.asarray(a["data"]) for a in decoded.attributes}
+    kinds = {5121: np.uint8, 5125: np.uint32, 5126: np.float32}
+    widths = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+    for name, unique_id in ext["attributes"].items():
+        accessor, values = doc["accessors"][prim["attributes"][name]], by_id[unique_id]
+        assert values.dtype == kinds[accessor["componentType"]], name
+        assert values.shape == (accessor["count"], widths[accessor["type"]]), name
+        assert accessor.get("normalized", False) == (name == "COLOR_0"), name
+        if "min" in accessor:
+            assert accessor["min"] == values.min(0).tolist() and accessor["max"] == values.max(0).tolist(), name
+    indices = doc["accessors"][prim["indices"]]
+    assert indices["count"] == decoded.faces.size and np.asarray(decoded.faces).dtype == kinds[indices["componentType"]]
+
+
+def test_an_old_dracopy_is_refused_before_any_work(monkeypatch):
+    import DracoPy
+
+    monkeypatch.setattr(DracoPy, "encode", lambda points, faces=None, quantization_bits=14: b"")
+    with pytest.raises(ConfigError, match=r"mesh.draco needs DracoPy 2.2 or later"):
+        MeshConfig(draco=True).check()

@@ -124,7 +124,8 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
 
 DRACO_BITS = {"POSITION": 14, "NORMAL": 10, "TEXCOORD_0": 12}
 """Quantisation bits of the Draco-compressed attributes (positions to 1/16,384 of the object's
-size; texture coordinates to 1/4,096, a quarter texel of a 1,024 px texture)."""
+size; texture coordinates to 1/4,096 of their range, a quarter texel of a 1,024 px texture for
+o3d's [0, 1] UVs)."""
 _DRACO_TYPES = {"POSITION": 0, "NORMAL": 1, "COLOR_0": 2, "TEXCOORD_0": 3}  # Draco's GeometryAttribute::Type
 _GLTF_COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _GLTF_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
@@ -155,24 +156,21 @@ def _glb_with_draco(glb: bytes) -> bytes:
         raise ValueError(f"cannot Draco-compress attributes {sorted(prim['attributes'])}")
     data = {n: _accessor_data(doc, binary, prim["attributes"][n]) for n in names}
     faces = _accessor_data(doc, binary, prim["indices"]).reshape(-1, 3).astype(np.uint32)
-    try:
-        blob = DracoPy.encode(
-            data["POSITION"].astype(np.float32), faces, quantization_bits=DRACO_BITS["POSITION"], compression_level=7,
-            preserve_order=True,
-            tex_coord=data["TEXCOORD_0"].astype(np.float64) if "TEXCOORD_0" in data else None,
-            tex_coord_quantization_bits=DRACO_BITS["TEXCOORD_0"] if "TEXCOORD_0" in data else None,
-            normals=data["NORMAL"].astype(np.float64) if "NORMAL" in data else None,
-            normal_quantization_bits=DRACO_BITS["NORMAL"] if "NORMAL" in data else None,
-            colors=data.get("COLOR_0"),
-        )
-    except TypeError:  # an older DracoPy: no texture coordinates, normals or their quantisation
-        raise ValueError(f"writing Draco needs a newer DracoPy than {getattr(DracoPy, '__version__', 'this one')}: "
-                         "pip install -U DracoPy") from None
-    decoded = DracoPy.decode(blob)
-    ids = {a["attribute_type"]: a["unique_id"] for a in decoded.attributes}  # as this encoder numbered them
-    position = doc["accessors"][prim["attributes"]["POSITION"]]  # its bounds: of the quantised positions readers get
-    position["min"], position["max"] = (np.asarray(decoded.points, np.float32).min(0).tolist(),
-                                        np.asarray(decoded.points, np.float32).max(0).tolist())
+    blob = DracoPy.encode(
+        data["POSITION"].astype(np.float32), faces, quantization_bits=DRACO_BITS["POSITION"], compression_level=7,
+        preserve_order=True,
+        tex_coord=data["TEXCOORD_0"].astype(np.float64) if "TEXCOORD_0" in data else None,
+        tex_coord_quantization_bits=DRACO_BITS["TEXCOORD_0"] if "TEXCOORD_0" in data else None,
+        normals=data["NORMAL"].astype(np.float64) if "NORMAL" in data else None,
+        normal_quantization_bits=DRACO_BITS["NORMAL"] if "NORMAL" in data else None,
+        colors=data.get("COLOR_0"),
+    )
+    decoded = {a["attribute_type"]: a for a in DracoPy.decode(blob).attributes}
+    ids = {kind: a["unique_id"] for kind, a in decoded.items()}  # as this encoder numbered them
+    for name in names:  # bounds, where given, are those of the quantised values readers decode
+        accessor, values = doc["accessors"][prim["attributes"][name]], np.asarray(decoded[_DRACO_TYPES[name]]["data"])
+        if "min" in accessor or name == "POSITION":
+            accessor["min"], accessor["max"] = values.min(0).tolist(), values.max(0).tolist()
     dropped = {doc["accessors"][i]["bufferView"] for i in [prim["indices"], *prim["attributes"].values()]}
     for i in [prim["indices"], *prim["attributes"].values()]:
         doc["accessors"][i].pop("bufferView")
@@ -192,8 +190,8 @@ def _glb_with_draco(glb: bytes) -> bytes:
     doc["bufferViews"] = views
     for image in doc.get("images", []):
         image["bufferView"] = renumber[image["bufferView"]]
-    prim["extensions"] = {"KHR_draco_mesh_compression": {
-        "bufferView": len(views) - 1, "attributes": {n: ids[_DRACO_TYPES[n]] for n in names}}}
+    prim.setdefault("extensions", {})["KHR_draco_mesh_compression"] = ({
+        "bufferView": len(views) - 1, "attributes": {n: ids[_DRACO_TYPES[n]] for n in names}})
     for key in ("extensionsUsed", "extensionsRequired"):
         doc[key] = sorted(set(doc.get(key, [])) | {"KHR_draco_mesh_compression"})
     doc["buffers"] = [{"byteLength": offset}]

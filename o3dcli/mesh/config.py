@@ -88,7 +88,7 @@ class MeshConfig:
     jpeg_quality: int = 90
     """texture_format "jpeg": the encoder's quality, 1-100 (higher is larger and truer)."""
     draco: bool = False
-    """glb: compress the geometry with Draco (KHR_draco_mesh_compression; positions kept to 1/16,384 of the object's size, texture coordinates to 1/4,096): the example assets' GLBs shrink from 1.28 to 0.83 MB on average, 0.48 MB with JPEG textures. three.js, Babylon.js, <model-viewer> and Blender read such files; some viewers do not (Windows 3D Viewer, Apple Quick Look). Needs DracoPy (the draco extra)."""
+    """glb: compress the geometry with Draco (KHR_draco_mesh_compression; positions kept to 1/16,384 of the object's size, texture coordinates to 1/4,096 of their range): the example assets' GLBs shrink from 1.28 to 0.83 MB on average, 0.48 MB with JPEG textures. three.js, Babylon.js, <model-viewer> and Blender read such files; some viewers do not (Windows 3D Viewer, Apple Quick Look). Needs DracoPy (the draco extra)."""
     stl_size_mm: float = 100.0
     """stl: the printed object's longest side in millimetres (STL has no unit field; slicers read millimetres). The object is turned Z-up, centred on the origin and stood on z = 0."""
 
@@ -122,6 +122,13 @@ class MeshConfig:
 
             if importlib.util.find_spec("DracoPy") is None:
                 raise ConfigError("mesh.draco needs DracoPy: pip install 'o3dcli[draco]'")
+            import inspect
+
+            import DracoPy
+
+            if "tex_coord_quantization_bits" not in inspect.signature(DracoPy.encode).parameters:
+                raise ConfigError(f"mesh.draco needs DracoPy 2.2 or later (installed: {getattr(DracoPy, '__version__', '?')}):"
+                                  " pip install -U DracoPy")
         _require(0.0 < self.stl_size_mm <= 1e6, "stl_size_mm", self.stl_size_mm, "in (0, 1000000]")
         bad = [f for f in self.formats if f not in MESH_FORMATS]
         _require(not bad and len(self.formats) > 0, "formats", list(self.formats),
