@@ -137,7 +137,7 @@ def test_export_mesh_formats(tmp_path):
         save_mesh_glb(tmp_path / "e.glb", TriMesh(np.zeros((0, 3)), np.zeros((0, 3))))
     bad = mesh.vertices.copy()
     bad[1, 0] = np.inf
-    for fmt in ("glb", "obj", "usdz"):  # no file with non-finite numbers, which viewers cannot place
+    for fmt in ("glb", "obj", "usdz", "stl"):  # no file with non-finite numbers, which viewers cannot place
         with pytest.raises(ValueError, match="vertices are not all finite"):
             export_mesh(dataclasses.replace(mesh, vertices=bad), tmp_path / "f", formats=(fmt,))
     assert not (tmp_path / "f").exists() or not list((tmp_path / "f").iterdir())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -90,11 +89,7 @@ def test_stl_reads_back_in_other_tools_and_round_trips_through_load_mesh(tmp_pat
 
 
 def test_stl_refuses_what_cannot_be_printed(tmp_path):
-    mesh = box()
-    bad = mesh.vertices.copy()
-    bad[3, 1] = np.nan
-    with pytest.raises(ValueError, match="not all finite"):
-        save_mesh_stl(tmp_path / "nan.stl", dataclasses.replace(mesh, vertices=bad))
+    # (non-finite vertices: refused by every writer, tests/test_mesh_export.py)
     flat = TriMesh(np.zeros((3, 3)), np.array([[0, 1, 2]]))
     with pytest.raises(ValueError, match="no extent"):
         save_mesh_stl(tmp_path / "point.stl", flat)

@@ -180,22 +180,15 @@ def _glb_with_draco(glb: bytes) -> bytes:
     renumber = {old: new for new, old in enumerate(kept)}
     chunks = [binary[v.get("byteOffset", 0):v.get("byteOffset", 0) + v["byteLength"]]
               for v in (doc["bufferViews"][i] for i in kept)] + [blob]
-    views, parts, offset = [], [], 0
-    for chunk in chunks:
-        pad = -offset % 4
-        parts += [b"\x00" * pad, chunk]
-        offset += pad
-        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(chunk)})
-        offset += len(chunk)
-    doc["bufferViews"] = views
+    views = [{} for _ in chunks]
+    binary = _lay_out(doc, views, chunks)
     for image in doc.get("images", []):
         image["bufferView"] = renumber[image["bufferView"]]
     prim.setdefault("extensions", {})["KHR_draco_mesh_compression"] = ({
         "bufferView": len(views) - 1, "attributes": {n: ids[_DRACO_TYPES[n]] for n in names}})
     for key in ("extensionsUsed", "extensionsRequired"):
         doc[key] = sorted(set(doc.get(key, [])) | {"KHR_draco_mesh_compression"})
-    doc["buffers"] = [{"byteLength": offset}]
-    return _glb_pack(doc, b"".join(parts))
+    return _glb_pack(doc, binary)
 
 
 def _glb_chunks(glb: bytes) -> tuple[dict, bytes]:
@@ -244,18 +237,26 @@ def _glb_with_image(glb: bytes, index: int, data: bytes, mime: str) -> bytes:
     views, image = doc["bufferViews"], doc["images"][index]
     if len(doc.get("buffers", [])) != 1 or any(v.get("buffer", 0) != 0 for v in views):
         raise ValueError("expected a GLB with one buffer")
+    chunks = [data if i == image["bufferView"] else binary[v.get("byteOffset", 0):v.get("byteOffset", 0) + v["byteLength"]]
+              for i, v in enumerate(views)]
+    image["mimeType"] = mime
+    return _glb_pack(doc, _lay_out(doc, views, chunks))
+
+
+def _lay_out(doc: dict, views: list[dict], chunks: list[bytes]) -> bytes:
+    """The GLB's one binary buffer holding ``chunks`` in order, each at a 4-byte boundary (accessors
+    need their view's start aligned to their component size) and recorded in its view; ``views``
+    become the document's buffer views."""
     parts, offset = [], 0
-    for i, view in enumerate(views):
-        start = view.get("byteOffset", 0)
-        chunk = data if i == image["bufferView"] else binary[start:start + view["byteLength"]]
-        pad = -offset % 4  # accessors need their view's start aligned to their component size
+    for view, chunk in zip(views, chunks):
+        pad = -offset % 4
         parts += [b"\x00" * pad, chunk]
         offset += pad
-        view["byteOffset"], view["byteLength"] = offset, len(chunk)
+        view.update(buffer=0, byteOffset=offset, byteLength=len(chunk))
         offset += len(chunk)
-    image["mimeType"] = mime
-    doc["buffers"][0]["byteLength"] = offset
-    return _glb_pack(doc, b"".join(parts))
+    doc["bufferViews"] = views
+    doc["buffers"] = [{"byteLength": offset}]
+    return b"".join(parts)
 
 
 def save_mesh_glb(path, mesh: TriMesh, texture_format: str = "png",
@@ -316,7 +317,7 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
 
 STL_HEADER = b"binary STL written by o3d: millimetres, +Z up".ljust(80, b" ")
 """80 bytes; a binary STL must not start with "solid", which marks the text form."""
-_STL_FACET = np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])  # 50 bytes, packed
+STL_FACET = np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])  # 50 bytes, packed
 
 
 def stl_vertices(mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> np.ndarray:
@@ -342,7 +343,7 @@ def stl_bytes(mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> bytes:
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     length = np.linalg.norm(n, axis=1, keepdims=True)
     n = np.divide(n, length, out=np.zeros_like(n), where=length > 0)  # degenerate facets: a zero normal
-    facets = np.zeros(len(tri), _STL_FACET)
+    facets = np.zeros(len(tri), STL_FACET)
     facets["normal"], facets["v"] = n, tri
     return STL_HEADER + np.uint32(len(tri)).astype("<u4").tobytes() + facets.tobytes()
 
@@ -350,8 +351,9 @@ def stl_bytes(mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> bytes:
 def open_edges(mesh: TriMesh) -> tuple[int, int]:
     """(edges of one face, edges of more than two faces) of the surface, vertices joined by
     position (UV seams do not count): (0, 0) for a watertight, manifold mesh."""
-    _, at = np.unique(mesh.vertices, axis=0, return_inverse=True)
-    faces = at.reshape(-1)[mesh.faces]
+    from o3dcli.mesh.cleanup import weld_vertices
+
+    faces = weld_vertices(mesh)[0].faces
     edges = np.sort(faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
     uses = np.unique(edges, axis=0, return_counts=True)[1]
     return int((uses == 1).sum()), int((uses > 2).sum())

@@ -96,7 +96,9 @@ def _load_stl(path: Path) -> TriMesh:
     if len(data) < 84 + 50 * count:
         raise MeshLoadError(f"{path}: truncated binary STL: its header counts {count} facets "
                             f"({84 + 50 * count} bytes), the file has {len(data)} bytes")
-    facets = np.frombuffer(data, np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")]), count, 84)
+    from o3dcli.io.export import STL_FACET
+
+    facets = np.frombuffer(data, STL_FACET, count, 84)
     vertices = facets["v"].reshape(-1, 3)  # bytes after the last facet are ignored, as other readers do
     if not np.isfinite(vertices).all():
         raise MeshLoadError(f"{path}: the STL holds non-finite coordinates (NaN or infinity)")
