@@ -202,3 +202,96 @@ def test_a_syntax_error_says_where(tmp_path):
     bad.write_text('#usda 1.0\ndef Mesh "m"\n{\n    int[] faceVertexCounts = [3\n')
     with pytest.raises(MeshLoadError, match=r"bad.usda: USD cannot open it \(.*bad.usda:\d+"):
         load_mesh(bad)
+
+
+POINT_INSTANCER = """#usda 1.0
+(
+    metersPerUnit = 0.5
+)
+def Xform "world"
+{
+    double3 xformOp:translate = (0, 10, 0)
+    uniform token[] xformOpOrder = ["xformOp:translate"]
+    def PointInstancer "scatter"
+    {
+        point3f[] positions = [(0, 0, 0), (5, 0, 0), (0, 0, 5), (-5, 0, 0), (9, 9, 9)]
+        float3[] scales = [(1, 1, 1), (1, 1, 1), (1, 1, 1), (-1, 1, 1), (1, 1, 1)]
+        quath[] orientations = [(1, 0, 0, 0), (0, 0, 0, 1), (1, 0, 0, 0), (1, 0, 0, 0), (1, 0, 0, 0)]
+        int[] protoIndices = [0, 1, 0, 0, 1]
+        int64[] invisibleIds = [2]
+        rel prototypes = [</world/scatter/protos/tri>, </outside>]
+        def Scope "protos"
+        {
+            def Mesh "tri"
+            {
+                int[] faceVertexCounts = [3]
+                int[] faceVertexIndices = [0, 1, 2]
+                point3f[] points = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+            }
+        }
+    }
+    def PointInstancer "masked"
+    {
+        point3f[] positions = [(0, 0, 0)]
+        int[] protoIndices = [0]
+        bool[] inactiveIds = []
+        int64[] invisibleIds = [0]
+        rel prototypes = [</world/scatter/protos/tri>]
+    }
+}
+over Xform "outside"
+{
+    double3 xformOp:translate = (100, 100, 100)
+    double3 xformOp:scale = (2, 2, 2)
+    uniform token[] xformOpOrder = ["xformOp:translate", "xformOp:scale"]
+    token visibility = "invisible"
+    over Mesh "m"
+    {
+        double3 xformOp:translate = (0, 0, 1)
+        uniform token[] xformOpOrder = ["xformOp:translate"]
+        int[] faceVertexCounts = [3]
+        int[] faceVertexIndices = [0, 1, 2]
+        point3f[] points = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+    }
+    over Mesh "hidden"
+    {
+        token visibility = "invisible"
+        int[] faceVertexCounts = [3]
+        int[] faceVertexIndices = [0, 1, 2]
+        point3f[] points = [(0, 0, 50), (1, 0, 50), (0, 1, 50)]
+    }
+}
+"""
+
+
+def test_point_instancers_place_their_unmasked_instances(tmp_path):
+    from o3dcli.io.usdz import load_usd
+
+    path = tmp_path / "scatter.usda"
+    path.write_text(POINT_INSTANCER)
+    parts, _ = load_usd(path)
+    tris = {tuple(np.round(t, 4).reshape(-1)) for p in parts for t in p.vertices[p.faces]}
+    half = 0.5  # metersPerUnit
+    expected = {
+        # instance 0: the prototype where the instancer (under /world, y + 10) puts it
+        ((0, 10, 0), (1, 10, 0), (0, 11, 0)),
+        # instance 1: /outside's prototype with its root's transform (scale 2, then + 100), turned
+        # 180 degrees about z, then moved by the instance's position and /world's translation
+        ((-95, -90, 102), (-97, -90, 102), (-95, -92, 102)),
+        # instance 3: mirrored in x, so its corners are taken the other way round to keep facing +z
+        ((-5, 10, 0), (-5, 11, 0), (-6, 10, 0)),
+        # instance 4, at (9, 9, 9)
+        ((109, 119, 111), (111, 119, 111), (109, 121, 111)),
+    }  # instance 2 and the "masked" instancer's one are invisibleIds; /outside/hidden is invisible
+    assert len(tris) == 4
+
+    def canon(tri):  # the same triangle, whichever corner comes first, winding kept
+        tri = [tuple(float(x) for x in c) for c in tri]
+        i = tri.index(min(tri))
+        return tuple(tri[i:] + tri[:i])
+
+    assert {canon(np.reshape(t, (3, 3))) for t in tris} == {canon(np.asarray(t) * half) for t in expected}
+    mesh = load_mesh(path)
+    assert len(mesh.faces) == 4
+    normals = np.cross(*(mesh.vertices[mesh.faces[:, i]] - mesh.vertices[mesh.faces[:, 0]] for i in (1, 2)))
+    assert (normals[:, 2] > 0).all()  # every copy faces +z, the mirrored one too

@@ -224,9 +224,8 @@ USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
 
 def load_usd(path) -> tuple[list[TriMesh], str]:
     """The visible meshes of a USD file (.usd/.usda/.usdc/.usdz) in world coordinates, and the
-    stage's up axis ("y" or "z"). Instances are expanded; PointInstancers are skipped with a
-    warning. Values are read at the stage's start time (animated files: their first frame).
-    Units: metres where the stage authors metersPerUnit, else as stored (USD's fallback, 0.01,
+    stage's up axis ("y" or "z"). Instances and PointInstancers (their unmasked instances) are
+    expanded. Values are read at the stage's start time (animated files: their first frame). Units: metres where the stage authors metersPerUnit, else as stored (USD's fallback, 0.01,
     is not applied: files without it are mostly in metres). Polygons are fanned into triangles
     (holes dropped); left-handed meshes are turned round. Colour: a UsdPreviewSurface's
     diffuseColor texture (read with the texture coordinates its primvar reader names) or value,
@@ -244,23 +243,114 @@ def load_usd(path) -> tuple[list[TriMesh], str]:
         raise ValueError("USD cannot open it")
     scale = UsdGeom.GetStageMetersPerUnit(stage) if UsdGeom.StageHasAuthoredMetersPerUnit(stage) else 1.0
     time = Usd.TimeCode(stage.GetStartTimeCode()) if stage.HasAuthoredTimeCodeRange() else Usd.TimeCode.EarliestTime()
+    parts = _usd_parts(Usd.PrimRange.Stage(stage, Usd.TraverseInstanceProxies()), time, path, np.eye(4), scale)
+    return parts, "z" if UsdGeom.GetStageUpAxis(stage) == UsdGeom.Tokens.z else "y"
+
+
+_NESTING = 8  # PointInstancers inside prototypes, this many deep at most (a prototype may target its own instancer)
+
+
+def _usd_parts(prims, time, path, relative: np.ndarray, scale: float, root=None, depth: int = 0) -> list[TriMesh]:
+    """The visible meshes met in ``prims`` (a Usd.PrimRange), with their world transforms times
+    ``relative`` (the inverse of a prototype's root transform, or the identity), times ``scale``.
+    ``root``: the prototype being walked (its own visibility is not looked at: prototypes kept out
+    of the scene are often made invisible there), or None for the whole stage."""
+    from pxr import UsdGeom
+
     parts = []
-    it = iter(Usd.PrimRange.Stage(stage, Usd.TraverseInstanceProxies()))
+    it = iter(prims)
     for prim in it:
         if prim.IsA(UsdGeom.PointInstancer):
-            _log.warning("%s: %s is a PointInstancer, which o3d does not expand: skipped", path, prim.GetPath())
-            it.PruneChildren()
+            it.PruneChildren()  # its prototypes are drawn only where it places them
+            if not _usd_hidden(prim, time, root):
+                parts += _usd_instances(prim, time, path, relative, scale, depth)
             continue
-        if not prim.IsA(UsdGeom.Mesh):
+        if not prim.IsA(UsdGeom.Mesh) or _usd_hidden(prim, time, root) or \
+                UsdGeom.Imageable(prim).ComputePurpose() not in (UsdGeom.Tokens.default_, UsdGeom.Tokens.render):
             continue
-        imageable = UsdGeom.Imageable(prim)
-        if imageable.ComputeVisibility(time) == UsdGeom.Tokens.invisible or \
-                imageable.ComputePurpose() not in (UsdGeom.Tokens.default_, UsdGeom.Tokens.render):
-            continue
-        part = _usd_mesh(prim, time, scale, path)
+        world = np.asarray(UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(time), np.float64) @ relative
+        part = _usd_mesh(prim, time, world, scale, path)
         if part is not None:
             parts.append(part)
-    return parts, "z" if UsdGeom.GetStageUpAxis(stage) == UsdGeom.Tokens.z else "y"
+    return parts
+
+
+def _usd_hidden(prim, time, root) -> bool:
+    """Whether ``prim`` is invisible: its own or an ancestor's visibility (below ``root``, when given)."""
+    from pxr import UsdGeom
+
+    if root is None:
+        return UsdGeom.Imageable(prim).ComputeVisibility(time) == UsdGeom.Tokens.invisible
+    while prim.IsValid() and prim != root:
+        attr = UsdGeom.Imageable(prim).GetVisibilityAttr()
+        if attr and attr.Get(time) == UsdGeom.Tokens.invisible:
+            return True
+        prim = prim.GetParent()
+    return False
+
+
+def _usd_instances(prim, time, path, relative: np.ndarray, scale: float, depth: int) -> list[TriMesh]:
+    """A PointInstancer's instances that are not masked out (invisibleIds, inactiveIds), as one
+    mesh per prototype mesh holding all its copies."""
+    from pxr import Usd, UsdGeom
+
+    if depth >= _NESTING:
+        _log.warning("%s: %s: PointInstancers nested more than %d deep: the deeper ones skipped",
+                     path, prim.GetPath(), _NESTING)
+        return []
+    inst = UsdGeom.PointInstancer(prim)
+    cls = UsdGeom.PointInstancer
+    # the mask is applied here: applying it in the call would drop masked transforms and
+    # misalign the rest with protoIndices
+    xforms = inst.ComputeInstanceTransformsAtTime(time, time, cls.IncludeProtoXform, cls.IgnoreMask)
+    ids = np.asarray(inst.GetProtoIndicesAttr().Get(time) or [], np.int64)
+    if len(ids) and (not xforms or len(xforms) != len(ids)):
+        _log.warning("%s: %s: its instances' positions, orientations or scales do not match its %d protoIndices: "
+                     "skipped", path, prim.GetPath(), len(ids))
+        return []
+    if len(ids) == 0:
+        return []
+    mats = np.asarray(xforms, np.float64).reshape(-1, 4, 4)
+    mask = list(inst.ComputeMaskAtTime(time))
+    shown = np.asarray(mask, bool) if mask else np.ones(len(ids), bool)
+    targets = inst.GetPrototypesRel().GetTargets()
+    if ((ids < 0) | (ids >= len(targets))).any():
+        _log.warning("%s: %s: protoIndices name prototypes it does not have (%d targets): those instances skipped",
+                     path, prim.GetPath(), len(targets))
+    placed = mats @ (np.asarray(inst.ComputeLocalToWorldTransform(time), np.float64) @ relative)
+    stage = prim.GetStage()
+    # prototypes may sit under an "over" (defined nowhere else): walk those too
+    walk = Usd.TraverseInstanceProxies(Usd.PrimIsActive & Usd.PrimIsLoaded & ~Usd.PrimIsAbstract)
+    parts = []
+    for j, target in enumerate(targets):
+        chosen = shown & (ids == j)
+        proto = stage.GetPrimAtPath(target)
+        if not chosen.any():
+            continue
+        if not proto.IsValid():
+            _log.warning("%s: %s: its prototype %s does not exist: skipped", path, prim.GetPath(), target)
+            continue
+        at_root = np.linalg.inv(np.asarray(UsdGeom.Xformable(proto).ComputeLocalToWorldTransform(time), np.float64)) \
+            if proto.IsA(UsdGeom.Xformable) else np.eye(4)
+        for part in _usd_parts(Usd.PrimRange(proto, walk), time, path, at_root, 1.0, proto, depth + 1):
+            parts.append(_copies(part, placed[chosen], scale))
+    return parts
+
+
+def _copies(part: TriMesh, mats: np.ndarray, scale: float) -> TriMesh:
+    """``part`` placed by each of ``mats`` [K, 4, 4] (row vectors, as USD's) and scaled: one mesh."""
+    import dataclasses
+
+    n = len(part.vertices)
+    xyz = np.concatenate([part.vertices.astype(np.float64), np.ones((n, 1))], 1)
+    vertices = np.einsum("vi,kij->kvj", xyz, mats)[..., :3].reshape(-1, 3) * scale
+    mirrored = np.linalg.det(mats[:, :3, :3]) < 0  # a mirroring instance turns its faces round
+    faces = np.where(mirrored[:, None, None], part.faces[None, :, ::-1], part.faces[None])
+    faces = (faces + (np.arange(len(mats)) * n)[:, None, None]).reshape(-1, 3)
+    k = len(mats)
+    return dataclasses.replace(part, vertices=vertices, faces=faces,
+                               uv=None if part.uv is None else np.tile(part.uv, (k, 1)),
+                               vertex_colors=None if part.vertex_colors is None else np.tile(part.vertex_colors, (k, 1)))
 
 
 def _usd_error(e: Exception) -> str:
@@ -275,7 +365,8 @@ def _usd_error(e: Exception) -> str:
     return re.sub(r"pxrInternal_v\w+?__pxrReserved__::", "", first)  # USD's C++ namespace
 
 
-def _usd_mesh(prim, time, scale: float, path) -> TriMesh | None:
+def _usd_mesh(prim, time, world: np.ndarray, scale: float, path) -> TriMesh | None:
+    """The mesh ``prim`` placed by ``world`` (4 x 4, row vectors) and scaled (None when it has no faces)."""
     from pxr import UsdGeom
 
     geom = UsdGeom.Mesh(prim)
@@ -296,7 +387,6 @@ def _usd_mesh(prim, time, scale: float, path) -> TriMesh | None:
     first = np.repeat(starts[keep], counts[keep] - 2)
     step = np.arange(len(first)) - np.repeat(np.cumsum(counts[keep] - 2) - (counts[keep] - 2), counts[keep] - 2)
     corners = np.stack([first, first + step + 1, first + step + 2], 1)
-    world = np.asarray(UsdGeom.Xformable(prim).ComputeLocalToWorldTransform(time), np.float64)
     xyz = (np.concatenate([points, np.ones((len(points), 1))], 1) @ world)[:, :3] * scale
     flip = (geom.GetOrientationAttr().Get(time) == UsdGeom.Tokens.leftHanded) != (np.linalg.det(world[:3, :3]) < 0)
     if flip:
