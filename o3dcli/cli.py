@@ -87,9 +87,9 @@ def generate(
 ):
     """Generate a 3D asset for every input image.
 
-    Each asset goes to OUTPUT/<image name>/. Finished stages are cached in
-    OUTPUT/.o3d, so an interrupted batch resumes where it stopped. Exit code:
-    0 = all items succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
+    Each asset goes to OUTPUT/<image name>/. Finished stages are cached in OUTPUT/.o3d, so an interrupted batch resumes where it stopped.
+
+    Exit code: 0 = all items succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
     """
     from rich.markup import escape
 

@@ -37,3 +37,20 @@ def test_documents_the_code_cites_are_in_the_repository():
     assert "docs/design.md" in cited  # the conventions page is what most modules cite
     missing = {name: str(where) for name, where in cited.items() if not (ROOT / name).is_file()}
     assert not missing, missing
+
+
+def test_command_help_paragraphs_are_one_line_each_so_the_terminal_wraps_them():
+    # Typer's rich help keeps a docstring's line breaks; a hard-wrapped paragraph breaks lines
+    # in mid-sentence at any terminal width but the one it was wrapped for
+    from typer.main import get_command
+
+    from o3dcli.cli import app
+
+    def commands(cmd, name):
+        yield name, cmd
+        for sub, child in getattr(cmd, "commands", {}).items():
+            yield from commands(child, f"{name} {sub}")
+
+    broken = [name for name, cmd in commands(get_command(app), "o3d")
+              if any("\n" in para.strip() for para in (cmd.help or "").split("\n\n"))]
+    assert broken == []

@@ -62,7 +62,9 @@ def eval_cmd(
 ):
     """Evaluate image-to-3D results: image metrics (PSNR, SSIM, LPIPS, mask IoU) and geometry metrics (Chamfer, F-score, volume IoU, normal consistency) under one fixed protocol (docs/eval-protocol.md).
 
-    Without --predictions, each object's input view is rendered to OUTPUT/inputs/ and o3d generate runs on it (cached: a re-run only scores). Exit code: 0 = every object scored, 1 = some failed, 2 = usage error.
+    Without --predictions, each object's input view is rendered to OUTPUT/inputs/ and o3d generate runs on it (cached: a re-run only scores).
+
+    Exit code: 0 = every object scored, 1 = some failed, 2 = usage error.
     """
     from rich.markup import escape
 

@@ -157,13 +157,10 @@ def mesh(
 ):
     """Turn Gaussians or meshes into decimated, UV-textured meshes.
 
-    Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned,
-    decimated, unwrapped and baked; given an asset folder, its input.png is also projected
-    onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are
-    decimated keeping their texture and its alpha (cut-outs stay see-through).
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json
-    (the input it came from); <name> is the input's name (for an asset's gaussians.ply or
-    model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input.
+    Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned, decimated, unwrapped and baked; given an asset folder, its input.png is also projected onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are decimated keeping their texture and its alpha (cut-outs stay see-through).
+
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input.
+
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
     """
     import traceback

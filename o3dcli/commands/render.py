@@ -23,11 +23,9 @@ def render(
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 
-    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and
-    OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or
-    model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another
-    input (OUTPUT/o3d-renders.json records which). Exit code: 0 = all rendered, 1 = some
-    failed, 2 = usage error, 130 = interrupted (Ctrl-C).
+    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which).
+
+    Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
     """
     import json
 

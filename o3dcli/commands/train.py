@@ -46,11 +46,9 @@ def train_cmd(
 ):
     """Train (or resume training) a model on rendered objects.
 
-    Run it again with the same --output to continue from the last checkpoint;
-    Ctrl-C saves a checkpoint before stopping. Works unchanged under torchrun.
-    Exit code: 0 = the run has all its steps, 3 = --time-limit stopped it first (checkpoint
-    saved; run the same command again), 130 = Ctrl-C (143 = SIGTERM) stopped it (checkpoint
-    saved once training had started), 1 = error, 2 = usage error.
+    Run it again with the same --output to continue from the last checkpoint; Ctrl-C saves a checkpoint before stopping. Works unchanged under torchrun.
+
+    Exit code: 0 = the run has all its steps, 3 = --time-limit stopped it first (checkpoint saved; run the same command again), 130 = Ctrl-C (143 = SIGTERM) stopped it (checkpoint saved once training had started), 1 = error, 2 = usage error.
     """
     import signal
     import time
