@@ -317,3 +317,49 @@ def test_obj_export_applies_the_cutoff_mtl_cannot_hold(tmp_path):
     assert (back.texture[:, 4:, 3] == 255).all() and (back.texture[:, :4, 3] == 0).all()
     glb = load_mesh(save_mesh_glb(tmp_path / "card.glb", card))  # the GLB keeps the values and the cutoff
     assert glb.alpha_cutoff == pytest.approx(0.3) and (glb.texture[:, 4:, 3] == 100).all()
+
+
+def test_see_through_plain_colours_keep_their_alpha(tmp_path, caplog):
+    # glass: a glTF material with a base colour factor whose alpha < 1 and no texture, and an OBJ
+    # material with "d" (or "Tr") and no map_d
+    import logging
+
+    import trimesh
+
+    v, f, _ = quad(0.0, 0.0, 1.0)
+    glass = trimesh.Trimesh(v, f, process=False)
+    glass.visual = trimesh.visual.TextureVisuals(material=trimesh.visual.material.PBRMaterial(
+        baseColorFactor=[0, 0, 255, 100], alphaMode="BLEND"))
+    opaque = trimesh.Trimesh(v + [0, 0, -0.5], f, process=False)
+    opaque.visual = trimesh.visual.TextureVisuals(material=trimesh.visual.material.PBRMaterial(
+        baseColorFactor=[255, 0, 0, 255]))
+    trimesh.Scene([glass]).export(tmp_path / "glass.glb")
+    trimesh.Scene([glass, opaque]).export(tmp_path / "window.glb")
+    (tmp_path / "g.obj").write_text("mtllib g.mtl\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\n"
+                                    "usemtl glass\nf 1 2 3\nusemtl tinted\nf 1 3 4\n")
+    (tmp_path / "g.mtl").write_text("newmtl glass\nKd 0 0 1\nd 0.4\nnewmtl tinted\nKd 0 1 0\nTr 0.75\n")
+
+    def alpha_at_colour(mesh, rgb):
+        texels = mesh.texture.reshape(-1, 4)
+        return {int(a) for a in texels[(texels[:, :3] == rgb).all(1), 3]}
+
+    mesh = load_mesh(tmp_path / "glass.glb")
+    assert mesh.alpha_mode == "BLEND" and alpha_at_colour(mesh, (0, 0, 255)) == {100}
+    mesh = load_mesh(tmp_path / "window.glb")
+    assert mesh.alpha_mode == "BLEND"
+    assert alpha_at_colour(mesh, (0, 0, 255)) == {100} and alpha_at_colour(mesh, (255, 0, 0)) == {255}
+    mesh = load_mesh(tmp_path / "g.obj")
+    assert mesh.alpha_mode == "BLEND"
+    assert alpha_at_colour(mesh, (0, 0, 255)) == {102} and alpha_at_colour(mesh, (0, 255, 0)) == {64}
+    # kept by o3d mesh in both formats
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["mesh", str(tmp_path / "window.glb"), "--formats", "glb,obj", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("model.glb", "model.obj"):
+        back = load_mesh(out / "window" / name)
+        assert back.alpha_mode == "BLEND" and alpha_at_colour(back, (0, 0, 255)) == {100}, name
+    # "d 0" is read as opaque, with a warning (exporters that mix d and Tr up write it for opaque materials)
+    (tmp_path / "g.mtl").write_text("newmtl glass\nKd 0 0 1\nd 0\nnewmtl tinted\nKd 0 1 0\n")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(tmp_path / "g.obj")
+    assert not mesh.has_alpha and "d 0 makes the material fully transparent; read as opaque" in caplog.text

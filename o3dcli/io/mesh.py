@@ -273,6 +273,18 @@ def _locate_parse_error(text: str, path: Path) -> MeshLoadError:
     return MeshLoadError(f"{path}: cannot parse the OBJ file")
 
 
+def solid_alpha_part(verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray, alpha: float, mode: str = "BLEND",
+                     cutoff: float = 0.5, double_sided: bool = False) -> TriMesh:
+    """A plain colour with alpha (glass, a tinted window) as a mesh with a small solid RGBA texture
+    that every vertex samples: TriMesh's material colour has no alpha, and a texture carries it
+    through merging, decimation and every writer."""
+    tile = np.empty((4, 4, 4), np.uint8)
+    tile[..., :3] = np.round(np.clip(rgb, 0, 1) * 255)
+    tile[..., 3] = round(float(np.clip(alpha, 0, 1)) * 255)
+    return TriMesh(verts, faces, uv=np.full((len(verts), 2), 0.5), texture=tile, alpha_mode=mode,
+                   alpha_cutoff=cutoff, double_sided=double_sided)
+
+
 def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) -> TriMesh:
     """One material's faces, with one vertex per distinct (position, texcoord) pair."""
     keys = idx[..., 0] * (len(vt) + 1) + (idx[..., 1] + 1)
@@ -291,6 +303,12 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
             texture = np.concatenate([texture, alpha[..., None]], -1)
             # a cut-out card is seen from both sides in the tools that write map_d (Blender, 3ds Max)
             style = {"alpha_mode": mode, "double_sided": True}
+    elif props.get("d", 1.0) < 1.0 and not colored:  # a see-through material (glass): the MTL's d
+        if texture is not None and has_uv:
+            alpha = np.full(texture.shape[:2] + (1,), round(props["d"] * 255), np.uint8)
+            return TriMesh(pos[vi, :3], faces, uv=uv, texture=np.concatenate([texture, alpha], -1),
+                           alpha_mode="BLEND")
+        return solid_alpha_part(pos[vi, :3], faces, props.get("Kd", np.ones(3)), props["d"])
     return TriMesh(
         pos[vi, :3], faces,
         uv=uv if has_uv else None,  # kept without a texture too: one may be supplied later
@@ -380,12 +398,33 @@ def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
             if cur["map_Kd"] is None:
                 _log.warning("%s: texture %s not found (looked beside the MTL and the OBJ); using the material's "
                              "colour instead", mtl_path, parts[-1])
+        elif cur is not None and parts[0] in ("d", "Tr") and len(parts) >= 2:
+            _mtl_dissolve(cur, parts, mtl_path)
         elif cur is not None and parts[0] == "map_d" and len(parts) >= 2:
             cur["map_d"] = _find_texture(parts[-1], mtl_path.parent, obj_path.parent)
             if cur["map_d"] is None:
                 _log.warning("%s: alpha texture %s not found (looked beside the MTL and the OBJ); the material "
                              "is loaded opaque", mtl_path, parts[-1])
     return out
+
+
+def _mtl_dissolve(material: dict, parts: list[str], mtl_path: Path) -> None:
+    """An MTL's "d" (opacity) or "Tr" (transparency, 1 - d) as material["d"]; d wins when both are
+    given. A fully transparent value is read as opaque, with a warning: exporters that mix the two
+    up write it for opaque materials, and a material nobody can see is rarely meant."""
+    try:
+        value = float(parts[-1])  # "d -halo 0.5": the number comes last
+    except ValueError:
+        return
+    if parts[0] == "Tr":
+        if "d" in material:
+            return
+        value = 1.0 - value
+    value = float(np.clip(value, 0.0, 1.0))
+    if value == 0.0:
+        _log.warning("%s: %s %s makes the material fully transparent; read as opaque", mtl_path, parts[0], parts[-1])
+        value = 1.0
+    material["d"] = value
 
 
 def _map_options(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -591,6 +630,13 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict |
                                alpha_cutoff=0.5 if cutoff is None else float(cutoff), double_sided=double)
             tex = np.asarray(_eight_bit(image).convert("RGB"), np.float64) * factor
             return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), double_sided=double)
+        mode = str(getattr(mat, "alphaMode", None) or "OPAQUE").upper()
+        rgba_factor = np.asarray(getattr(mat, "baseColorFactor", None) if getattr(mat, "baseColorFactor", None)
+                                 is not None else (255,) * 4, np.float64).reshape(-1)
+        if mode in ("MASK", "BLEND") and len(rgba_factor) > 3 and rgba_factor[3] < 255:  # see-through plain colour
+            cutoff = getattr(mat, "alphaCutoff", None)
+            return solid_alpha_part(verts, faces, factor, rgba_factor[3] / 255.0, mode,
+                                    0.5 if cutoff is None else float(cutoff), double)
         return TriMesh(verts, faces, material_color=factor, double_sided=double)
     if vis.kind == "vertex":
         return TriMesh(verts, faces, vertex_colors=np.asarray(vis.vertex_colors)[:, :3] / 255.0)
