@@ -401,3 +401,20 @@ def test_usd_without_usd_core_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pxr", None)  # as if usd-core were not installed
     with pytest.raises(MeshLoadError, match=r"thing.usda: reading USD needs .*pip install 'o3dcli\[usd\]'"):
         load_mesh(path)
+
+
+def test_faces_on_non_finite_vertices_are_left_out_with_a_warning(tmp_path, caplog):
+    import logging
+
+    p = tmp_path / "broken.obj"
+    p.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nv nan 0 5\nvt 0 0\nvt 1 0\nvt inf 1\n"
+                 "f 1/1 2/2 3/3\nf 1/1 3/3 4/1\nf 2/2 5/1 3/3\n")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(p)
+    assert "broken.obj: 1 of " in caplog.text and "the 1 faces that use them are left out" in caplog.text
+    assert "texture coordinate values are not finite" in caplog.text
+    assert len(mesh.faces) == 2 and np.isfinite(mesh.vertices).all() and np.isfinite(mesh.uv).all()
+    assert mesh.area() == pytest.approx(1.0) and np.allclose(mesh.bounds()[1], [1, 1, 0])
+    p.write_text("v nan 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 3\n")
+    with pytest.raises(MeshLoadError, match="broken.obj: every face has a vertex with non-finite coordinates"):
+        load_mesh(p)

@@ -167,3 +167,22 @@ def test_bad_files_raise_ply_error_naming_the_file(tmp_path):
         load_gaussians(short_ascii)
     with pytest.raises(PlyError, match="missing.ply"):
         load_gaussians(tmp_path / "missing.ply")
+
+
+def test_non_finite_gaussians_are_dropped_with_a_warning(tmp_path, caplog):
+    import logging
+
+    rows, expect = std_rows(6)
+    rows[1, 0] = np.nan  # a position
+    rows[3, 14] = np.inf  # a rotation
+    rows[4, 11] = 1e6  # a log-scale whose exp overflows
+    path = write_ply(tmp_path / "diverged.ply", "binary_little_endian", [(n, "double") for n in STD_NAMES], rows)
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        g, info = load_gaussians(path, return_info=True)
+    assert "3 of 6 Gaussians have non-finite values (NaN or infinity); dropped" in caplog.text
+    assert info["dropped_nonfinite"] == 3 and len(g.means) == 3
+    np.testing.assert_allclose(g.means.numpy(), expect["means"][[0, 2, 5]], rtol=1e-6)
+    rows[:, 1] = np.nan
+    path = write_ply(tmp_path / "all.ply", "binary_little_endian", [(n, "double") for n in STD_NAMES], rows)
+    with pytest.raises(PlyError, match="all.ply: every Gaussian has non-finite values"):
+        load_gaussians(path)

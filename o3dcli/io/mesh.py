@@ -59,6 +59,7 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
         raise MeshLoadError(f"{p}: cannot read {ext[1:].upper()} file ({type(e).__name__}: {e})") from e
     if len(mesh.faces) == 0:
         raise MeshLoadError(f"{p}: the file holds no triangles")
+    mesh = _without_non_finite(mesh, p)
     if ext == ".stl":  # STL stores every facet's corners apart: join the corners that coincide
         from o3dcli.mesh.cleanup import weld_vertices
 
@@ -66,6 +67,32 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     if up == "z" or (up == "auto" and (is_gazebo_model(p) or ext == ".stl" or declared_up == "z")):
         x, y, z = mesh.vertices.T
         mesh = mesh.replace(vertices=np.stack([x, z, -y], axis=1))
+    return mesh
+
+
+def _without_non_finite(mesh: TriMesh, path: Path) -> TriMesh:
+    """``mesh`` without the faces that use a vertex with a NaN or infinite coordinate (a broken
+    export; no tool can place such a face), with a warning; non-finite texture coordinates and
+    vertex colours become 0. MeshLoadError if no face is left."""
+    bad = ~np.isfinite(mesh.vertices).all(1)
+    if bad.any():
+        keep = ~bad[mesh.faces].any(1)
+        if not keep.any():
+            raise MeshLoadError(f"{path}: every face has a vertex with non-finite coordinates (NaN or infinity)")
+        _log.warning("%s: %d of %d vertices have non-finite coordinates (NaN or infinity); the %d faces that use "
+                     "them are left out", path, int(bad.sum()), len(bad), int((~keep).sum()))
+        faces = mesh.faces[keep]
+        used = np.unique(faces)  # the vertices left, renumbered (bounds and normalising read every vertex)
+        renumber = np.full(len(bad), -1, np.int64)
+        renumber[used] = np.arange(len(used))
+        mesh = mesh.replace(vertices=mesh.vertices[used], faces=renumber[faces],
+                            **{k: getattr(mesh, k)[used] for k in ("uv", "vertex_colors") if getattr(mesh, k) is not None})
+    for name in ("uv", "vertex_colors"):
+        values = getattr(mesh, name)
+        if values is not None and not np.isfinite(values).all():
+            _log.warning("%s: %d %s values are not finite (NaN or infinity); set to 0", path,
+                         int((~np.isfinite(values)).sum()), "texture coordinate" if name == "uv" else "vertex colour")
+            mesh = mesh.replace(**{name: np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)})
     return mesh
 
 
@@ -100,8 +127,6 @@ def _load_stl(path: Path) -> TriMesh:
 
     facets = np.frombuffer(data, STL_FACET, count, 84)
     vertices = facets["v"].reshape(-1, 3)  # bytes after the last facet are ignored, as other readers do
-    if not np.isfinite(vertices).all():
-        raise MeshLoadError(f"{path}: the STL holds non-finite coordinates (NaN or infinity)")
     return TriMesh(vertices, np.arange(3 * count, dtype=np.int64).reshape(-1, 3))
 
 

@@ -270,7 +270,8 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     With ``return_info`` also returns a dict: ``sh_degree`` (0-3 from the number of
     f_rest properties, -1 if unrecognised), ``dropped_properties`` (vertex properties
     that were ignored, normals excepted), ``point_cloud`` (True when the file had no
-    Gaussian properties) and ``renormalized_quaternions`` (how many were rescaled).
+    Gaussian properties), ``renormalized_quaternions`` (how many were rescaled) and
+    ``dropped_nonfinite`` (Gaussians left out for NaN or infinite values, with a warning).
     Raises ``PlyError`` naming the file for anything unreadable.
     """
     path = Path(path)
@@ -288,9 +289,10 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     else:
         gauss = _columns(path, v, _GAUSSIAN_PROPS)
         used.update(_GAUSSIAN_PROPS)
-        opacities = _sigmoid(gauss[:, 0])
-        scales = _exp(gauss[:, 1:4])
-        quats, n_renorm = _unit_quats(gauss[:, 4:8])
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are dropped below, with a warning
+            opacities = _sigmoid(gauss[:, 0])
+            scales = _exp(gauss[:, 1:4])
+            quats, n_renorm = _unit_quats(gauss[:, 4:8])
     if all(f"f_dc_{i}" in names for i in range(3)):
         colors = _sh_to_rgb(_columns(path, v, ["f_dc_0", "f_dc_1", "f_dc_2"]))
         used.update(f"f_dc_{i}" for i in range(3))
@@ -308,12 +310,19 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     if degree > 0:
         log.info("%s: SH degree %d; keeping the DC colour only (dropped %d f_rest properties)",
                  path, degree, 3 * ((degree + 1) ** 2 - 1))
+    finite = np.isfinite(np.concatenate([means, scales, quats, opacities[:, None], colors], 1)).all(1)
+    n_bad = int((~finite).sum())
+    if n_bad == len(v) and n_bad:
+        raise PlyError(f"{path}: every Gaussian has non-finite values (NaN or infinity)")
+    if n_bad:  # what a diverged optimisation leaves: one such value spoils bounds, meshing and renders
+        log.warning("%s: %d of %d Gaussians have non-finite values (NaN or infinity); dropped", path, n_bad, len(v))
+        means, scales, quats, opacities, colors = (a[finite] for a in (means, scales, quats, opacities, colors))
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     gaussians = Gaussians(t(means), t(scales), t(quats), t(opacities), t(colors))
     if not return_info:
         return gaussians
     info = {"sh_degree": degree, "dropped_properties": dropped, "point_cloud": point_cloud,
-            "renormalized_quaternions": n_renorm, "count": len(v)}
+            "renormalized_quaternions": n_renorm, "count": len(v), "dropped_nonfinite": n_bad}
     return gaussians, info
 
 
