@@ -298,3 +298,32 @@ def test_a_pinch_that_cannot_be_closed_is_kept_with_a_warning(monkeypatch, caplo
     assert "repair failed" in caplog.text and "edges shared by more than two faces" in caplog.text
     monkeypatch.undo()
     assert (_edge_use(cleanup.simplify_mesh(closed, MeshConfig(target_faces=250, max_hole_edges=0)).faces) > 2).any()
+
+
+@pytest.mark.parametrize("scale", [50.0, 0.002])
+def test_carving_works_at_any_scene_scale(scale):
+    # the fusion cameras stand ~4 radii from the centre: a scene 100 units across put them beyond
+    # the renderer's default far plane (100), a few millimetres one inside its near plane (0.01)
+    from o3dcli.geometry.gaussians import Gaussians
+    from o3dcli.mesh.fusion import carve_surface
+
+    source = reference_shape("sphere")
+    g = surface_gaussians(source, 3000, seed=4)
+    scaled = Gaussians(g.means * scale, g.scales * scale, g.quats, g.opacities, g.colors)
+    unit = carve_surface(g, MeshConfig(method="carve", **SMALL))
+    mesh = carve_surface(scaled, MeshConfig(method="carve", **SMALL))
+    assert (_edge_use(mesh.faces) == 2).all()
+    assert np.allclose(mesh.bounds()[1] / scale, unit.bounds()[1], atol=0.02)
+
+
+def test_no_surface_errors_suggest_settings_the_method_reads():
+    from o3dcli.geometry.gaussians import Gaussians
+    from o3dcli.mesh.fusion import gaussians_to_mesh
+
+    g = surface_gaussians(reference_shape("sphere"), 1024, seed=6)
+    faint = Gaussians(g.means, g.scales, g.quats, torch.full_like(g.opacities, 0.02), g.colors)
+    with pytest.raises(ValueError, match=r"carve meshing found no surface \(try a lower mesh.carve_alpha, "
+                                         r"mesh.method=opacity\)"):
+        gaussians_to_mesh(faint, MeshConfig(method="carve", **SMALL))
+    with pytest.raises(ValueError, match=r"opacity meshing found no surface \(try a lower mesh.alpha_threshold"):
+        gaussians_to_mesh(faint, MeshConfig(method="opacity", **SMALL))

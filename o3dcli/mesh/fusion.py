@@ -191,6 +191,8 @@ def level_set_mesh(field: np.ndarray, origin: np.ndarray, voxel: float) -> TriMe
     nb = np.array(field.shape) // BLOCK
     if (nb * BLOCK != np.array(field.shape)).any() or (np.asarray(origin) % BLOCK).any():
         raise ValueError(f"level_set_mesh: grid {field.shape} / origin {origin} not in blocks of {BLOCK}")
+    if not ((field < 0).any() and (field > 0).any()):  # no zero crossing (open3d fails on an empty result)
+        return TriMesh(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32))
     blocks = field.reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], BLOCK).transpose(0, 2, 4, 5, 3, 1)
     blocks = blocks.reshape(-1, BLOCK, BLOCK, BLOCK)  # [block, z, y, x]: open3d's voxel order
     coords = np.stack(np.meshgrid(*(np.arange(n) for n in nb), indexing="ij"), -1).reshape(-1, 3)
@@ -370,7 +372,12 @@ def gaussians_to_mesh(gaussians: Gaussians, cfg: MeshConfig | None = None,
     else:
         mesh = opacity_surface(gaussians, cfg, silhouettes=silhouettes)
     if len(mesh.faces) == 0:
-        raise ValueError(f"{resolve_method(cfg, gaussians)} meshing found no surface (try a lower mesh.alpha_threshold "
-                         "or a higher mesh.resolution)")
+        method = resolve_method(cfg, gaussians)
+        tries = {"carve": "a lower mesh.carve_alpha, mesh.method=opacity",
+                 "opacity": "a lower mesh.alpha_threshold, a higher mesh.resolution, mesh.method=carve",
+                 "tsdf": "a lower mesh.alpha_threshold, a higher mesh.fusion_size, mesh.method=carve"}[method]
+        if silhouettes is not None and method != "tsdf":
+            tries += ", mesh.input_silhouette=false (the input's outline may be too thin to hold a surface)"
+        raise ValueError(f"{method} meshing found no surface (try {tries})")
     mesh = keep_main_components(mesh, cfg.min_component_ratio)
     return fill_holes(mesh, cfg.max_hole_edges)

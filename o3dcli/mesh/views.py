@@ -71,9 +71,14 @@ def fibonacci_directions(count: int) -> np.ndarray:
     return np.stack([r * np.sin(theta), y, r * np.cos(theta)], axis=1)
 
 
+def fusion_distance(bounds: ObjectBounds, fov_deg: float) -> float:
+    """How far from ``bounds``' centre the fusion cameras stand: its sphere fills the view, with a margin."""
+    return FRAME_MARGIN * bounds.radius / math.sin(math.radians(fov_deg) / 2)
+
+
 def fusion_cameras(bounds: ObjectBounds, views: int, size: int, fov_deg: float) -> Cameras:
     """``views`` square cameras of side ``size`` around ``bounds``, all looking at its centre."""
-    dist = FRAME_MARGIN * bounds.radius / math.sin(math.radians(fov_deg) / 2)
+    dist = fusion_distance(bounds, fov_deg)
     eye = bounds.center + dist * fibonacci_directions(views)
     c2w = look_at_c2w(torch.tensor(eye, dtype=torch.float32), torch.tensor(bounds.center, dtype=torch.float32))
     f = torch.full((views,), fov_to_focal(fov_deg, size))
@@ -117,7 +122,11 @@ def fusion_renders(gaussians: Gaussians, views: int, size: int, fov_deg: float, 
     bounds = gaussian_bounds(gaussians, quantile)
     cams = fusion_cameras(bounds, views, size, fov_deg)
     with torch.no_grad():
-        out = render_gaussians(gaussians.detach(), cams, background=(0.0, 0.0, 0.0))
+        # clip planes from the cameras' distance, not the renderer's fixed ones (made for the unit
+        # box): a scene tens of units across sat beyond far = 100, a millimetre one before near
+        dist = fusion_distance(bounds, fov_deg)
+        out = render_gaussians(gaussians.detach(), cams, background=(0.0, 0.0, 0.0),
+                               near=1e-3 * dist, far=dist + 4.0 * bounds.radius)
     alpha = out.alpha[:, 0].float().cpu().numpy()
     rgb = out.rgb.float().cpu().permute(0, 2, 3, 1).numpy()  # over black: premultiplied
     rgb = np.where(alpha[..., None] > _ALPHA_EPS, rgb / np.maximum(alpha, _ALPHA_EPS)[..., None], 0.0)
