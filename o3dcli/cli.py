@@ -132,12 +132,14 @@ def generate(
         raise _usage_error("no inputs: give image files or folders, or --examples")
     try:
         check_output_dir(output)
-        sources = collect_inputs(paths, recursive=recursive, exclude=output)
+        notes: list[str] = []
+        sources = collect_inputs(paths, recursive=recursive, notes=notes)
     except UserError as e:
         raise _usage_error(str(e)) from None
     if not sources:
         hint = " (use --recursive for sub-folders)" if not recursive and has_subfolders(paths) else ""
-        raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}")
+        raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}"
+                           + "".join(f"; {n}" for n in notes))
     items = assign_names(sources, output)
     try:
         runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force, all_stages=generate_stages())
@@ -159,6 +161,8 @@ def generate(
 
         torch.set_num_threads(cfg.runtime.threads)
     console.print(f"o3d {__version__}: {len(items)} image(s) -> {escape(str(output))}  (preset {escape(preset)}, device {runner.device})")
+    for note in notes:
+        console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
     if weights is not None:
         console.print(f"model weights: {escape(weights)}", soft_wrap=True)
 

@@ -35,7 +35,12 @@ from o3dcli.errors import ConfigError
 
 REPORT_NAME = "o3d-report.json"
 ASSET_META = "o3d-asset.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".psd", ".exr", ".hdr", ".svg", ".ico",
+                                  ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
+"""Image formats o3d does not read: a folder scan says how many it passed over."""
+OUTPUT_MARKERS = (ASSET_META, "o3d-renders.json")
+"""Files that mark a folder as o3d's output (an asset folder, o3d render's folder): a scan skips it."""
 RESERVED_NAMES = frozenset({REPORT_NAME})
 """Names in the output folder that belong to o3d, never to an asset."""
 
@@ -145,35 +150,59 @@ class BatchResult:
 # Inputs and names
 
 
-def collect_inputs(inputs: list[Path], recursive: bool = False, exclude: Path | None = None) -> list[Path]:
-    """Files given directly plus image files inside given folders, sorted, without duplicates.
+def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
+    """Files given directly plus image files inside given folders, sorted, without duplicates
+    (a file reached twice, e.g. through a link, counts once, under the first path it was found by;
+    paths are kept as given, so a link names its asset, not its target).
 
     A folder scan skips hidden files and everything inside hidden folders (o3d's cache
-    `.o3d/`, `.git/`, ...) and, when `exclude` is given (the output folder), everything
-    under it, so an output folder inside the input folder never feeds o3d's own files back in.
-    Raises UserError for a path that does not exist (nothing has run yet, so
-    failing early loses nothing and catches typos).
+    `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders and `o3d render` folders (they
+    hold `o3d-asset.json` or `o3d-renders.json`), so that output written inside the input folder,
+    or the input folder itself used as output, never feeds o3d's files back in. What it passed over that a
+    user may have meant as input (images in formats o3d does not read, o3d output folders) is
+    appended to `notes` as sentences. Raises UserError for a path that does not exist (nothing
+    has run yet, so failing early loses nothing and catches typos).
     """
-    found: dict[Path, None] = {}
-    skip = Path(exclude).resolve() if exclude is not None else None
+    found: dict[Path, Path] = {}
+    other: dict[str, int] = {}
+    outputs: set[Path] = set()
     for p in inputs:
         p = Path(p)
         if not p.exists():
             raise UserError(f"input not found: {p}")
-        if p.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for f in sorted(p.glob(pattern)):
-                if not (f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES):
-                    continue
-                if any(part.startswith(".") for part in f.relative_to(p).parts):
-                    continue
-                resolved = f.resolve()
-                if skip is not None and resolved.is_relative_to(skip):
-                    continue
-                found.setdefault(resolved, None)
-        else:
-            found.setdefault(p.resolve(), None)
-    return sorted(found)
+        if not p.is_dir():
+            found.setdefault(p.resolve(), p.absolute())
+            continue
+        marked: dict[Path, bool] = {}
+
+        def is_output(folder: Path) -> bool:
+            if folder not in marked:
+                marked[folder] = any((folder / m).is_file() for m in OUTPUT_MARKERS)
+            return marked[folder]
+
+        for f in sorted(p.glob("**/*" if recursive else "*")):
+            rel = f.relative_to(p)
+            if any(part.startswith(".") for part in rel.parts) or not f.is_file():
+                continue
+            folders = [p / Path(*rel.parts[:i]) for i in range(len(rel.parts))]
+            hit = next((d for d in folders if is_output(d)), None)
+            if hit is not None:
+                outputs.add(hit)
+                continue
+            suffix = f.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                found.setdefault(f.resolve(), f.absolute())
+            elif suffix in OTHER_IMAGE_SUFFIXES:
+                other[suffix] = other.get(suffix, 0) + 1
+    if notes is not None:
+        if other:
+            kinds = ", ".join(f"{n} {s}" for s, n in sorted(other.items()))
+            notes.append(f"skipped {sum(other.values())} image(s) in formats o3d does not read ({kinds}); "
+                         f"convert them to PNG or JPEG (readable: {', '.join(IMAGE_SUFFIXES)})")
+        if outputs:
+            shown = ", ".join(str(d) for d in sorted(outputs)[:3]) + (", ..." if len(outputs) > 3 else "")
+            notes.append(f"skipped {len(outputs)} folder(s) of o3d's own outputs ({shown})")
+    return [found[k] for k in sorted(found, key=lambda k: found[k])]
 
 
 def has_subfolders(paths: list[Path]) -> bool:
@@ -267,14 +296,23 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
 
 
 def _owned_by_other(asset_dir: Path, src: Path) -> bool:
-    """Whether `asset_dir`'s o3d-asset.json names another source than `src`."""
+    """Whether `asset_dir` is not free for `src`'s results: its o3d-asset.json names another
+    source, or it is not o3d's at all (a file, or a folder holding files but no o3d-asset.json:
+    the user's, which o3d must neither fill nor prune)."""
+    if asset_dir.exists() and not asset_dir.is_dir():
+        return True
     meta = asset_dir / ASSET_META
     if not meta.is_file():
-        return False
+        try:
+            return asset_dir.is_dir() and any(asset_dir.iterdir())
+        except OSError:
+            return True
     try:
-        return json.loads(meta.read_text()).get("source") != str(src)
+        source = json.loads(meta.read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         return False
+    # the same file whichever way it was named (absolute, resolved, or through a link)
+    return not isinstance(source, str) or (source != str(src) and Path(source).resolve() != Path(src).resolve())
 
 
 def write_asset_meta(asset_dir: Path, src: Path) -> None:
@@ -378,7 +416,7 @@ class BatchRunner:
     def _claim_asset_dir(self, item: Item) -> None:
         asset_dir = self.out_dir / item.name
         if _owned_by_other(asset_dir, item.source):
-            raise UserError(f"{asset_dir} belongs to another input; not overwriting it")
+            raise UserError(f"{asset_dir} belongs to another input or is not an o3d asset folder; not overwriting it")
         asset_dir.mkdir(parents=True, exist_ok=True)
         for stale in asset_dir.rglob(".*.tmp-*"):  # left by a process killed mid-write (we hold the lock)
             if stale.is_file():

@@ -162,9 +162,64 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(good_images, tmp
     (hidden / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
     from o3dcli.pipeline import collect_inputs
 
-    found = collect_inputs([good_images], recursive=True, exclude=out)
+    notes = []
+    found = collect_inputs([good_images], recursive=True, notes=notes)
     assert [p.name for p in found] == ["apple.png", "pear.png", "plum.jpg"]
-    assert len(collect_inputs([good_images], recursive=True)) > 3  # without exclude, the output's files are images too
+    assert notes == [f"skipped 3 folder(s) of o3d's own outputs ({out / 'apple'}, {out / 'pear'}, {out / 'plum'})"]
+
+
+def test_the_input_folder_or_its_parent_as_output(good_images, tmp_path, monkeypatch):
+    # every image sits inside the output folder: they are still inputs; the assets are not
+    res = generate(good_images, "-o", good_images)
+    assert res.exit_code == 0, res.output
+    assert sorted(i["name"] for i in report(good_images)["items"]) == ["apple", "pear", "plum"]
+    assert (good_images / "apple" / "input.png").is_file()
+    res = generate(good_images, "-r", "-o", good_images)
+    assert res.exit_code == 0 and "nothing recomputed" in res.output, res.output
+    assert sorted(i["name"] for i in report(good_images)["items"]) == ["apple", "pear", "plum"]
+    monkeypatch.chdir(good_images.parent)
+    res = generate("images", "-o", ".")
+    assert res.exit_code == 0, res.output
+    assert sorted(i["name"] for i in report(good_images.parent)["items"]) == ["apple", "pear", "plum"]
+    # an earlier output folder further down is skipped by -r, whatever it is called
+    res = generate(".", "-r", "-o", "again")
+    assert res.exit_code == 0, res.output
+    assert sorted(i["name"] for i in report(good_images.parent / "again")["items"]) == ["apple", "pear", "plum"]
+
+
+def test_folders_and_files_that_are_not_o3d_assets_are_never_taken_over(good_images, tmp_path):
+    out = tmp_path / "out"
+    (out / "apple").mkdir(parents=True)
+    (out / "apple" / "model.glb").write_text("my own model")
+    (out / "apple" / "config.yaml").write_text("mine")
+    (out / "pear").write_text("a file where an asset folder would go")
+    (out / "plum").mkdir()  # empty: free to use
+    res = generate(good_images, "-o", out)
+    assert res.exit_code == 0, res.output
+    assert sorted(i["name"] for i in report(out)["items"]) == ["apple-2", "pear-2", "plum"]
+    assert (out / "apple" / "model.glb").read_text() == "my own model"
+    assert (out / "apple" / "config.yaml").read_text() == "mine"
+    assert (out / "pear").read_text() == "a file where an asset folder would go"
+
+
+def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good_images, tmp_path):
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    (blobs / "9f86d081884c7d65").write_bytes((good_images / "apple.png").read_bytes())
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    (snap / "chair.png").symlink_to(blobs / "9f86d081884c7d65")
+    (snap / "IMG_0001.HEIC").write_bytes(b"not read")
+    (snap / "web.jfif").write_bytes((good_images / "plum.jpg").read_bytes())  # a JPEG by another name
+    out = tmp_path / "out"
+    res = generate(snap, "-o", out)
+    assert res.exit_code == 0, res.output
+    assert sorted(i["name"] for i in report(out)["items"]) == ["chair", "web"]
+    assert "skipped 1 image(s) in formats o3d does not read (1 .heic)" in " ".join(res.output.split())
+    (snap / "chair.png").unlink()
+    (snap / "web.jfif").unlink()
+    res = generate(snap, "-o", out)
+    assert res.exit_code == 2 and "formats o3d does not read (1 .heic)" in " ".join(res.output.split())
 
 
 def test_reserved_names_are_never_asset_names(tmp_path, good_images):
