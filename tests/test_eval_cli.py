@@ -92,7 +92,7 @@ def test_gso_predictions_that_are_the_ground_truth_score_perfectly(gso, tmp_path
         assert m["normal_consistency"] == pytest.approx(1.0)
         assert r["alignment"]["scale"] == pytest.approx(1 / (0.2 * 1.0), rel=1e-3)
     textured = by["a_textured"]["metrics"]
-    assert textured["psnr"] == "inf" or textured["psnr"] > 40
+    assert textured["psnr"] > 40
     assert textured["ssim"] == pytest.approx(1.0, abs=1e-3)
     plain = by["b_plain"]["metrics"]  # no texture: geometry and silhouettes only
     assert plain["psnr"] is None and plain["ssim"] is None and plain["lpips"] is None
@@ -126,13 +126,13 @@ def test_synthetic_predictions_with_gt_meshes_and_lpips(tmp_path):
     assert [o["seed"] for o in rep["benchmark"]["objects"]] == [1_000_000, 1_000_001]
     for r in rep["results"]:
         m = r["metrics"]
-        assert m["psnr"] == "inf" and m["ssim"] == 1.0 and m["lpips"] == 0.0
+        assert m["psnr"] == m["psnr_masked"] == 60.0 and m["ssim"] == 1.0 and m["lpips"] == 0.0  # PSNR capped
         assert m["chamfer"] == 0.0 and m["fscore@0.05"] == 1.0 and m["volume_iou"] == 1.0
     mean = rep["variants"][0]["mean"]
-    assert mean["chamfer"] == 0.0 and mean["psnr"] == "inf" and rep["variants"][0]["objects_ok"] == 2
+    assert mean["chamfer"] == 0.0 and mean["psnr"] == 60.0 and rep["variants"][0]["objects_ok"] == 2
     rows = list(csv.DictReader((out / "eval.csv").open()))
     assert [r["object"] for r in rows] == ["synth_01000000", "synth_01000001", "MEAN"]
-    assert rows[0]["psnr"] == "inf" and rows[0]["lpips"] == "0.0000" and rows[0]["gen_seconds"] == ""
+    assert rows[0]["psnr"] == "60.00" and rows[0]["lpips"] == "0.0000" and rows[0]["gen_seconds"] == ""
     assert rows[2]["status"] == "mean" and float(rows[2]["chamfer"]) == 0.0  # numeric columns stay numeric
     md = (out / "eval.md").read_text()
     assert "o3d-eval-1" in md and "| **mean** |" in md and "synth_01000001" in md

@@ -31,7 +31,7 @@ def _no_prediction_at_all(pred_dir: Path, objs, asset: str) -> str | None:
     first = None
     for o in objs:
         try:
-            find_prediction(pred_dir, o.name, asset)
+            find_prediction(pred_dir, o.prediction_names, asset)
             return None
         except OSError as e:
             first = first or str(e)

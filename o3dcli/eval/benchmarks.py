@@ -13,14 +13,20 @@
 
 Objects are in sorted name order (synthetic: seed order); ``limit`` keeps the first N.
 Every ground-truth mesh is normalised to the unit box before use.
+
+An object's ``name`` is what the benchmark calls it (a GSO folder's name, a file's stem):
+reports, ``--objects`` and the lookup of predictions use it. Its ``file_name`` (o3d's safe
+naming, unique in the benchmark) is used only where eval makes a file for it (its input view,
+its renders); predictions are also found under that name, which is what o3d generate calls
+the asset folder of an image named after the object.
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from o3dcli.geometry.mesh import TriMesh
 
@@ -47,26 +53,69 @@ class BenchmarkObject:
     appearance: bool = True
     """False when the object has no real colour (image metrics other than mask IoU are n/a)."""
     seed: int | None = None
+    file_name: str = ""
+    """The name of the files eval makes for the object (OUT/inputs/<file_name>.png,
+    OUT/renders/<variant>/<file_name>.png): o3dcli.pipeline.safe_name of ``name``, made unique."""
 
     def load(self) -> TriMesh:
         """The ground-truth mesh in the unit box."""
         return self.loader().normalized()
 
+    @property
+    def prediction_names(self) -> tuple[str, ...]:
+        """The names its prediction may go by, in order: its own name, then o3d's safe naming of it
+        (the asset folder o3d generate makes for an image named after the object; an earlier
+        o3d's name for the object), then its file name (an o3d eval's own assets folder)."""
+        from o3dcli.pipeline import safe_name
 
-def _select(objects: list[BenchmarkObject], names: list[str] | None, limit: int | None, where: str) -> list[BenchmarkObject]:
+        return tuple(dict.fromkeys(n for n in (self.name, safe_name(self.name), self.file_name) if n))
+
+
+def _with_file_names(objects: list[BenchmarkObject]) -> list[BenchmarkObject]:
+    """Give each object a unique safe file name (collisions, e.g. "chair(1)" and "chair_1_", get
+    -2, -3, ... in benchmark order), before any selection so an object's files keep their name."""
+    from o3dcli.pipeline import safe_name
+
+    taken, out = set(), []
+    for o in objects:
+        base = safe_name(o.name)
+        name, n = base, 1
+        while name.lower() in taken:  # case-insensitive file systems too
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name.lower())
+        out.append(replace(o, file_name=name))
+    return out
+
+
+def _select(objects: list[BenchmarkObject], names: list[str] | None, limit: int | None, where: str,
+            hint: str = "") -> list[BenchmarkObject]:
+    objects = _with_file_names(objects)
     if names:
-        by_name = {o.name: o for o in objects}
+        by_name = {o.file_name: o for o in objects}  # o3d's safe name of an object, as earlier o3d named it...
+        by_name.update({o.name: o for o in objects})  # ...and the benchmark's own name, which wins
         unknown = [n for n in names if n not in by_name]
         if unknown:
             close = difflib.get_close_matches(unknown[0], list(by_name), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise BenchmarkError(f"{where}: no object named {', '.join(unknown)}{hint}")
-        objects = [by_name[n] for n in dict.fromkeys(names)]
+            suggest = f"; did you mean '{close[0]}'?" if close else ""
+            raise BenchmarkError(f"{where}: no object named {', '.join(unknown)}{suggest}")
+        objects = list({id(o): o for o in (by_name[n] for n in names)}.values())
     if limit is not None:
         objects = objects[:limit]
     if not objects:
-        raise BenchmarkError(f"{where}: no objects to evaluate")
+        raise BenchmarkError(f"{where}: no objects to evaluate{hint}")
     return objects
+
+
+def _one_object_hint(root: Path) -> str:
+    """A hint when ``root`` looks like one GSO object's folder (or its meshes/ folder) rather than
+    the folder of objects; "" otherwise."""
+    if (root / "meshes" / "model.obj").is_file():
+        return f"; this looks like one object's folder: give its parent folder ({root.resolve().parent})"
+    if root.name == "meshes" and (root / "model.obj").is_file():
+        return (f"; this looks like one object's meshes/ folder: give the folder that holds the objects "
+                f"({root.resolve().parent.parent})")
+    return ""
 
 
 def _need_folder(data: Path | None, benchmark: str) -> Path:
@@ -87,8 +136,8 @@ def gso_objects(data: Path | None, names: list[str] | None = None, limit: int | 
         textured = (d / "materials" / "textures" / "texture.png").is_file()
         objects.append(BenchmarkObject(d.name, str(d), lambda d=d: load_mesh(d, up="auto"), appearance=textured))
     if not objects:
-        raise BenchmarkError(f"GSO folder {root}: no objects in the GSO layout (<object>/meshes/model.obj); "
-                             "for a folder of mesh files use --benchmark folder")
+        hint = _one_object_hint(root) or "; for a folder of mesh files use --benchmark folder"
+        raise BenchmarkError(f"GSO folder {root}: no objects in the GSO layout (<object>/meshes/model.obj){hint}")
     return _select(objects, names, limit, f"GSO folder {root}")
 
 
@@ -120,18 +169,21 @@ def synthetic_objects(names: list[str] | None = None, limit: int | None = None) 
 
 def folder_objects(data: Path | None, names: list[str] | None = None, limit: int | None = None) -> list[BenchmarkObject]:
     from o3dcli.io.mesh import load_mesh
-    from o3dcli.pipeline import safe_name
 
     root = _need_folder(data, "folder")
     objects, taken = [], set()
     for f in sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES):
-        name, base, n = safe_name(f.stem), safe_name(f.stem), 1
+        name, n = f.stem, 1  # the file's own stem: predictions and --objects go by it
         while name in taken:  # chair.obj and chair.glb
             n += 1
-            name = f"{base}-{n}"
+            name = f"{f.stem}-{n}"
         taken.add(name)
         objects.append(BenchmarkObject(name, str(f), lambda f=f: load_mesh(f, up="auto")))  # STL, USD: their own up
-    return _select(objects, names, limit, f"mesh folder {root}")
+    hint = ""
+    if not objects:  # one GSO object's folder, or a GSO dataset, given to the wrong benchmark
+        gso = any((d / "meshes" / "model.obj").is_file() for d in root.iterdir() if d.is_dir())
+        hint = _one_object_hint(root) or ("; it holds objects in the GSO layout: use --benchmark gso" if gso else "")
+    return _select(objects, names, limit, f"mesh folder {root}", hint)
 
 
 def benchmark_objects(benchmark: str, data: Path | None = None, names: list[str] | None = None,
@@ -150,12 +202,29 @@ ASSET_CHOICES = {"auto": PREDICTION_FILES, "mesh": ("model.glb", "model.obj"), "
                  "views": ("views.png",)}
 
 
-def find_prediction(pred_dir: Path, name: str, asset: str = "auto") -> Path:
-    """The prediction of object ``name`` in ``pred_dir``: an o3d asset folder ``<name>/`` (model.glb,
+def find_prediction(pred_dir: Path, names: str | Sequence[str], asset: str = "auto") -> Path:
+    """The prediction of an object in ``pred_dir``: an o3d asset folder ``<name>/`` (model.glb,
     model.obj or gaussians.ply), a GSO-layout folder ``<name>/meshes/model.obj``, a folder with a
-    single mesh file, or any tool's ``<name>.glb|.gltf|.obj|.ply``. ``asset`` picks the file of an o3d
-    asset folder (see EvalProtocol.asset). FileNotFoundError names what was tried."""
-    folder = Path(pred_dir) / name
+    single mesh file, or any tool's ``<name>.glb|.gltf|.obj|.ply``. ``names`` is the object's name or
+    the names it may go by, tried in order (BenchmarkObject.prediction_names). ``asset`` picks the
+    file of an o3d asset folder (see EvalProtocol.asset). FileNotFoundError names what was tried."""
+    names = [names] if isinstance(names, str) else list(names)
+    refused = None
+    for name in names:
+        try:
+            return _find_prediction(Path(pred_dir), name, asset)
+        except FileNotFoundError as e:
+            refused = refused or (e if "(--asset" in str(e) else None)
+    if refused is not None:  # a folder with the wrong kind of asset says so, rather than "nothing there"
+        raise refused
+    name = names[0]
+    also = f"; also as {', '.join(repr(n) for n in names[1:])}" if len(names) > 1 else ""
+    raise FileNotFoundError(f"no prediction for '{name}' in {pred_dir} (looked for {name}/{{{','.join(PREDICTION_FILES)}}}, "
+                            f"{name}/meshes/model.obj and {name}{{{','.join(PREDICTION_SUFFIXES)}}}{also})")
+
+
+def _find_prediction(pred_dir: Path, name: str, asset: str) -> Path:
+    folder = pred_dir / name
     if folder.is_dir():
         for f in ASSET_CHOICES[asset]:
             if (folder / f).is_file():
@@ -168,10 +237,9 @@ def find_prediction(pred_dir: Path, name: str, asset: str = "auto") -> Path:
         if len(meshes) == 1:
             return meshes[0]
     for suffix in PREDICTION_SUFFIXES:
-        if (Path(pred_dir) / f"{name}{suffix}").is_file():
-            return Path(pred_dir) / f"{name}{suffix}"
-    raise FileNotFoundError(f"no prediction for '{name}' in {pred_dir} (looked for {name}/{{{','.join(PREDICTION_FILES)}}}, "
-                            f"{name}/meshes/model.obj and {name}{{{','.join(PREDICTION_SUFFIXES)}}})")
+        if (pred_dir / f"{name}{suffix}").is_file():
+            return pred_dir / f"{name}{suffix}"
+    raise FileNotFoundError(name)
 
 
 def load_generated_views(path: Path):

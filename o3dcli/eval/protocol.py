@@ -57,6 +57,10 @@ class EvalProtocol:
     iou_resolution: int = 64
     gaussian_min_opacity: float = 0.5
     mask_threshold: float = 0.5
+    psnr_max_db: float = 60.0
+    """PSNR (and masked PSNR) of a view is capped at this: identical views would give infinity, and one
+    infinite view would make its object's mean, and every mean over objects, infinite. 60 dB is
+    libvmaf's cap for 8-bit images (MSE 1e-6: about a quarter of one 8-bit level, root mean square)."""
     align: str = "none"
     novel_views: bool = False
     """Image metrics (PSNR, SSIM, LPIPS, mask IoU) over the novel views only: the views at the input
@@ -80,6 +84,8 @@ class EvalProtocol:
             raise ValueError(f"protocol: align must be one of {', '.join(ALIGN_METHODS)}, got {self.align!r}")
         if self.surface_points < 100 or self.iou_resolution < 8:
             raise ValueError("protocol: surface_points must be >= 100 and iou_resolution >= 8")
+        if not self.psnr_max_db > 0:
+            raise ValueError(f"protocol: psnr_max_db must be positive, got {self.psnr_max_db}")
         if not bool(self.image_views().any()):
             raise ValueError("protocol: novel_views leaves no view to score (every view is at the input camera)")
 
@@ -112,6 +118,10 @@ class EvalProtocol:
 
     def metric_keys(self) -> tuple[str, ...]:
         return IMAGE_KEYS + self.geometry_keys()
+
+    def view_psnr(self, pred: Tensor, gt: Tensor, mask: Tensor | None = None) -> Tensor:
+        """PSNR per view [V] (o3dcli.eval.metrics.psnr) capped at psnr_max_db (nan views stay nan)."""
+        return psnr(pred, gt, mask).clamp(max=self.psnr_max_db)
 
 
 def higher_is_better(key: str) -> bool:
@@ -179,7 +189,7 @@ def score_views(ref: Reference, pred: GeneratedViews, protocol: EvalProtocol, lp
     m: dict[str, float | None] = {k: None for k in protocol.metric_keys()}
     keep = protocol.image_views()
     if ref.appearance:
-        m["psnr"] = mean_over_views(psnr(rgb, gt)[keep])
+        m["psnr"] = mean_over_views(protocol.view_psnr(rgb, gt)[keep])
         m["ssim"] = mean_over_views(ssim_mean(ssim_map(rgb, gt))[keep]) if h >= 11 else None
         if lpips_model is not None:
             from o3dcli.eval.lpips import lpips_per_view
@@ -257,8 +267,8 @@ def score_prediction(ref: Reference, asset: TriMesh | Gaussians | GeneratedViews
     m["mask_iou"] = mean_over_views(mask_iou(views.alpha, gt.alpha, protocol.mask_threshold)[keep])
     if ref.appearance:
         region = union_mask(views.alpha, gt.alpha, protocol.mask_threshold)
-        m["psnr"] = mean_over_views(psnr(views.rgb, gt.rgb)[keep])
-        m["psnr_masked"] = mean_over_views(psnr(views.rgb, gt.rgb, region)[keep])
+        m["psnr"] = mean_over_views(protocol.view_psnr(views.rgb, gt.rgb)[keep])
+        m["psnr_masked"] = mean_over_views(protocol.view_psnr(views.rgb, gt.rgb, region)[keep])
         smap = ssim_map(views.rgb, gt.rgb)
         m["ssim"] = mean_over_views(ssim_mean(smap)[keep])
         m["ssim_masked"] = mean_over_views(ssim_mean(smap, region)[keep])

@@ -1,9 +1,11 @@
 """The evaluation report: eval.json (everything), eval.csv (one row per object and variant, plus
 means), eval.md (readable tables with the protocol), and rich tables for the terminal.
 
-Means are over the objects scored successfully, per metric, ignoring n/a values;
-a perfect PSNR (identical renders) is infinite and written as the string "inf" in
-JSON, so the file stays standard JSON.
+Means are over the objects scored successfully, per metric, ignoring n/a values; every
+table of means says how many objects it covers, and when variants scored different objects
+the comparison says so and adds the means over the objects every variant scored. PSNR is
+finite (capped per view at the protocol's psnr_max_db); an infinite value from elsewhere would
+be written as the string "inf" in JSON, so the file stays standard JSON.
 """
 
 from __future__ import annotations
@@ -52,6 +54,47 @@ def variant_summary(run: EvalRun, v: Variant) -> dict:
             "gen_seconds_mean": avg(r.gen_seconds for r in rows), "eval_seconds_mean": avg(r.eval_seconds for r in ok)}
 
 
+def common_objects(run: EvalRun) -> list[str]:
+    """The objects every variant scored successfully, in benchmark order."""
+    ok = {(r.object, r.variant) for r in run.results if r.status == "ok"}
+    return [o.name for o in run.objects if all((o.name, v.name) in ok for v in run.variants)]
+
+
+def same_objects(run: EvalRun) -> bool:
+    """Whether every variant's means are over the same objects (a fair side-by-side comparison)."""
+    scored = [{r.object for r in run.results if r.variant == v.name and r.status == "ok"} for v in run.variants]
+    return all(s == scored[0] for s in scored)
+
+
+def common_means(run: EvalRun) -> dict[str, dict]:
+    """Each variant's mean of every metric over common_objects (None where it has none)."""
+    names = set(common_objects(run))
+    out = {}
+    for v in run.variants:
+        rows = [r for r in run.results if r.variant == v.name and r.object in names]
+        out[v.name] = {}
+        for key in run.protocol.metric_keys():
+            vals = [r.metrics[key] for r in rows if r.metrics.get(key) is not None]
+            out[v.name][key] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def scored_text(s: dict) -> str:
+    """"n scored / n objects" of a variant_summary."""
+    return f"{s['objects_ok']}/{s['objects_ok'] + s['objects_failed']}"
+
+
+def different_objects_note(run: EvalRun) -> str:
+    """One sentence for a comparison whose variants scored different objects ("" when they did not)."""
+    if same_objects(run):
+        return ""
+    counts = ", ".join(f"{v.name} {scored_text(variant_summary(run, v))}" for v in run.variants)
+    common = common_objects(run)
+    tail = (f"only {len(common)} object(s) were scored by every variant" if common
+            else "no object was scored by every variant, so they cannot be compared")
+    return f"The variants' means are over different objects ({counts} scored): {tail}."
+
+
 def _jsonable(x):
     if isinstance(x, float) and math.isinf(x):
         return "inf" if x > 0 else "-inf"
@@ -69,7 +112,8 @@ def to_json(run: EvalRun) -> dict:
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.started)), "seconds": run.seconds,
         "benchmark": {"name": run.benchmark, "data": run.data,
-                      "objects": [{"name": o.name, "source": o.source, "seed": o.seed, "appearance": o.appearance}
+                      "objects": [{"name": o.name, "source": o.source, "seed": o.seed, "appearance": o.appearance,
+                                   "file_name": o.file_name}
                                   for o in run.objects]},
         "protocol": {**run.protocol.to_json(), "document": DOC},
         "lpips_weights": run.lpips,
@@ -78,6 +122,8 @@ def to_json(run: EvalRun) -> dict:
                       "meta": v.meta, "config": v.config.to_dict() if v.config is not None else None,
                       **variant_summary(run, v)} for v in run.variants],
         "results": [asdict(r) for r in run.results],
+        **({"comparison": {"same_objects": same_objects(run), "common_objects": common_objects(run),
+                           "common_means": common_means(run)}} if len(run.variants) > 1 else {}),
     })
 
 
@@ -144,8 +190,21 @@ def to_markdown(run: EvalRun) -> str:
            f"image metrics over {'the novel views only (view 0, the input view, left out)' if p.novel_views else 'every view'}; "
            f"LPIPS: {'VGG, ' + run.lpips if run.lpips else 'n/a (no --lpips-weights)'}.", ""]
     if len(run.variants) > 1:
-        rows = [[v.name, *(fmt(k, variant_summary(run, v)["mean"][k]) for k in keys)] for v in run.variants]
-        out += ["## Means by variant", "", _md_table(["variant", *map(header, keys)], rows), ""]
+        rows = []
+        for v in run.variants:
+            s = variant_summary(run, v)
+            rows.append([v.name, scored_text(s), *(fmt(k, s["mean"][k]) for k in keys)])
+        out += ["## Means by variant", "", _md_table(["variant", "scored", *map(header, keys)], rows), ""]
+        note = different_objects_note(run)
+        if note:
+            common = common_objects(run)
+            out += [f"**{note}**", ""]
+            if common:
+                means = common_means(run)
+                rows = [[v.name, f"{len(common)}/{len(run.objects)}", *(fmt(k, means[v.name][k]) for k in keys)]
+                        for v in run.variants]
+                out += [f"Means over the {len(common)} object(s) every variant scored ({', '.join(common)}):", "",
+                        _md_table(["variant", "scored", *map(header, keys)], rows), ""]
     for v in run.variants:
         s = variant_summary(run, v)
         meta = ", ".join(_meta_text(k, val) for k, val in v.meta.items())
@@ -176,13 +235,16 @@ def column_key(run: EvalRun) -> list[str]:
     p = run.protocol
     ts = ", ".join(k.split("@")[1] for k in p.metric_keys() if k.startswith("fscore@"))
     return [
-        "↑ higher is better, ↓ lower is better; means are over the objects scored, ignoring n/a. "
+        "↑ higher is better, ↓ lower is better; means are over the objects scored (**scored**: objects scored "
+        "/ objects in the run), ignoring n/a. "
         f"Lengths are in units of the ground truth's longest side (normalised to 1). Definitions: {DOC}.",
         "",
         "- **kind**: what was scored: `mesh`, `gaussians` (their renders and centres) or `views` (the "
         "generated images).",
         f"- **psnr** (dB) and **ssim**: the {int(p.image_views().sum())} scored views against the ground truth's, "
-        "over every pixel on white; **psnr_masked** and **ssim_masked**: over the pixels either silhouette covers. **lpips**: "
+        f"over every pixel on white (PSNR capped at {p.psnr_max_db:g} dB per view: identical views score "
+        f"{p.psnr_max_db:g}, not infinity); **psnr_masked** and **ssim_masked**: over the pixels either silhouette "
+        "covers. **lpips**: "
         "VGG LPIPS, n/a without `--lpips-weights`. **mask_iou**: IoU of the silhouettes (alpha > 0.5).",
         f"- **chamfer**: the mean of **chamfer_pred_to_gt** (accuracy) and **chamfer_gt_to_pred** "
         f"(completeness), mean L2 distances between {p.surface_points:,} surface samples of each side.",
@@ -271,5 +333,16 @@ def comparison_table(run: EvalRun):
     for v in run.variants:
         s = variant_summary(run, v)
         gen = [fmt("seconds", s["gen_seconds_mean"])] if show_gen else []
-        t.add_row(escape(v.name), *_cells(run, s["mean"]), *gen, f"{s['objects_ok']}/{s['objects_ok'] + s['objects_failed']}")
+        t.add_row(escape(v.name), *_cells(run, s["mean"]), *gen, scored_text(s))
+    note = different_objects_note(run)
+    if note:
+        common = common_objects(run)
+        if common:  # the fair comparison: the same objects on every row
+            t.add_section()
+            means = common_means(run)
+            for v in run.variants:
+                gen = [""] if show_gen else []
+                t.add_row(f"{escape(v.name)}*", *_cells(run, means[v.name]), *gen, f"{len(common)}/{len(run.objects)}")
+        t.caption = escape(note) + (" Rows marked * are the means over those objects." if common else "")
+        t.caption_justify = "left"
     return t

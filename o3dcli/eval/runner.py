@@ -4,23 +4,25 @@ Layout of the output folder OUT:
     inputs/<object>.png            the input view of each object (only when generating)
     assets/[<variant>/]<object>/   generated assets (o3d generate's layout; its cache in .o3d/)
     renders/<variant>/<object>.png ground truth (top row) and prediction (bottom row) at the scored views
+    renders/.o3d-renders.json      which renders eval wrote (o3dcli.eval.renders)
     eval.json, eval.csv, eval.md   the report (o3dcli.eval.report)
-One object's failure (a GT that does not load, a generation or a scoring error)
-is recorded and the run goes on.
+<object> is the object's file name (BenchmarkObject.file_name). One object's failure (a GT
+that does not load, a generation or a scoring error) is recorded and the run goes on.
 """
 
 from __future__ import annotations
 
 import logging
-
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from o3dcli.eval.benchmarks import BenchmarkObject, find_prediction, load_prediction
 from o3dcli.eval.protocol import EvalProtocol, prepare_reference, render_input_view, score_prediction
+from o3dcli.eval.renders import clean_renders
 
 
 class EvalUsageError(ValueError):
@@ -58,6 +60,8 @@ class ObjectResult:
     gen_cached: bool | None = None
     """True when this run found every generation stage cached."""
     eval_seconds: float | None = None
+    render: str | None = None
+    """OUT/renders/<variant>/<object>.png when the object was scored."""
 
 
 @dataclass
@@ -90,6 +94,39 @@ def _fail(r: ObjectResult, e: Exception, with_traceback: bool = True) -> None:
         r.traceback = traceback.format_exc()
 
 
+class _RepeatFilter(logging.Filter):
+    """Drops a log message already given (the "o3d" logger's), so a ground truth loaded twice in a
+    run (its input view, then its scoring) warns once about a missing texture."""
+
+    def __init__(self, seen: set[str]):
+        super().__init__()
+        self.seen = seen
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+@contextmanager
+def _warn_once(seen: set[str]):
+    log = logging.getLogger("o3d")
+    quiet = _RepeatFilter(seen)
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
+def load_ground_truth(obj: BenchmarkObject, seen: set[str]):
+    """obj.load(), telling each of its warnings once per run (``seen`` holds those told)."""
+    with _warn_once(seen):
+        return obj.load()
+
+
 def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
     """BatchRunners of the generating variants, built before any work (a bad device or setting
     is a usage error). Each variant writes into OUT/assets/ (one variant) or OUT/assets/<name>/."""
@@ -118,8 +155,9 @@ def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
 
 
 def write_inputs(objects: list[BenchmarkObject], protocol: EvalProtocol, out: Path,
-                 results: dict[tuple[str, str], ObjectResult], variants: list[Variant]) -> dict[str, Path]:
-    """Render each object's input view to OUT/inputs/<object>.png (rewritten only when its bytes
+                 results: dict[tuple[str, str], ObjectResult], variants: list[Variant],
+                 warned: set[str] | None = None) -> dict[str, Path]:
+    """Render each object's input view to OUT/inputs/<file name>.png (rewritten only when its bytes
     change, so generate's cache keys stay the same on a re-run)."""
     import io
 
@@ -131,10 +169,10 @@ def write_inputs(objects: list[BenchmarkObject], protocol: EvalProtocol, out: Pa
     paths = {}
     for obj in objects:
         try:
-            rgba = render_input_view(obj.load(), protocol)
+            rgba = render_input_view(load_ground_truth(obj, warned if warned is not None else set()), protocol)
             buf = io.BytesIO()
             Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
-            path = out / "inputs" / f"{obj.name}.png"
+            path = out / "inputs" / f"{obj.file_name or obj.name}.png"
             if not (path.is_file() and path.read_bytes() == buf.getvalue()):
                 atomic_write_bytes(path, buf.getvalue())
             paths[obj.name] = path
@@ -187,10 +225,11 @@ def _save_comparison(path: Path, ref_views, pred_views) -> None:
 
 def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol: EvalProtocol, out: Path,
               results: dict[tuple[str, str], ObjectResult], lpips_model=None, show_progress: bool = True,
-              on_result: Callable[[ObjectResult], None] | None = None) -> None:
+              on_result: Callable[[ObjectResult], None] | None = None, warned: set[str] | None = None) -> None:
     """Score every (object, variant) whose asset exists; the GT is rendered and sampled once per object."""
     from o3dcli.console import batch_progress
 
+    warned = set() if warned is None else warned
     with batch_progress(disable=not show_progress) as prog:
         task = prog.add_task("scoring", total=len(objects) * len(variants), stage="")
         for obj in objects:
@@ -199,7 +238,7 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
             if todo:
                 prog.update(task, description=obj.name, stage="ground truth")
                 try:
-                    ref = prepare_reference(obj.load(), protocol, obj.appearance)
+                    ref = prepare_reference(load_ground_truth(obj, warned), protocol, obj.appearance)
                 except Exception as e:
                     for v in todo:
                         _fail(results[obj.name, v.name], e)
@@ -209,13 +248,14 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
                     prog.update(task, description=obj.name, stage=v.name)
                     t0 = time.perf_counter()
                     try:
-                        path = find_prediction(v.predictions, obj.name, protocol.asset) if v.predictions else \
-                            find_prediction(v.assets_dir, Path(res.asset).name, protocol.asset)
+                        path = find_prediction(v.predictions, obj.prediction_names, protocol.asset) if v.predictions \
+                            else find_prediction(v.assets_dir, Path(res.asset).name, protocol.asset)
                         res.asset = str(path)
                         score = score_prediction(ref, load_prediction(path), protocol, lpips_model)
                         res.metrics, res.kind, res.alignment = score.metrics, score.kind, score.alignment.to_json()
-                        _save_comparison(out / "renders" / v.name / f"{obj.name}.png", ref.views, score.views)
-                        res.status = "ok"
+                        render = out / "renders" / v.name / f"{obj.file_name or obj.name}.png"
+                        _save_comparison(render, ref.views, score.views)
+                        res.render, res.status = str(render), "ok"
                     except Exception as e:  # isolate the object: record and go on
                         _fail(res, e)
                     res.eval_seconds = round(time.perf_counter() - t0, 3)
@@ -234,14 +274,20 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
     out.mkdir(parents=True, exist_ok=True)
     runners = prepare_generation(variants, out)
     results = {(o.name, v.name): ObjectResult(o.name, v.name) for o in objects for v in variants}
-    if runners:
-        inputs = write_inputs(objects, protocol, out, results, variants)
-        for v in variants:
-            if v.name in runners:
-                todo = {n: p for n, p in inputs.items() if results[n, v.name].status == "pending"}
-                if todo:
-                    generate_assets(v, runners[v.name], todo, results, show_progress)
-    score_all(objects, variants, protocol, out, results, lpips_model, show_progress, on_result)
+    warned: set[str] = set()
+    finished = False
+    try:
+        if runners:
+            inputs = write_inputs(objects, protocol, out, results, variants, warned)
+            for v in variants:
+                if v.name in runners:
+                    todo = {n: p for n, p in inputs.items() if results[n, v.name].status == "pending"}
+                    if todo:
+                        generate_assets(v, runners[v.name], todo, results, show_progress)
+        score_all(objects, variants, protocol, out, results, lpips_model, show_progress, on_result, warned)
+        finished = True
+    finally:
+        clean_renders(out, [Path(r.render) for r in results.values() if r.render], finished)
     ordered = [results[o.name, v.name] for v in variants for o in objects]
     return EvalRun(benchmark, str(data) if data else None, protocol, objects, variants, ordered, lpips_source,
                    started, round(time.time() - started, 3))
