@@ -30,6 +30,16 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def changed_settings(old, new) -> list[tuple[str, str, str]]:
+    """(key, old value, new value) of every setting that differs between two configs, but
+    train.steps: the run's total, which a resume is expected to change."""
+    from o3dcli.config import describe
+
+    before = {key: value for key, value, _, _ in describe(old)}
+    return [(key, before.get(key, "(unset)"), value) for key, value, _, _ in describe(new)
+            if key != "train.steps" and before.get(key) != value]
+
+
 def train_cmd(
     data: Path = typer.Option(..., "--data", "-d", help="Folder of rendered objects (o3d data synth, or Objaverse-style renders with meta.json)."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder: checkpoint.pt, model.safetensors (EMA weights), losses.csv, config.yaml."),
@@ -58,7 +68,7 @@ def train_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from o3dcli.cli import _load_config, _usage_error
-    from o3dcli.config import dump_config
+    from o3dcli.config import ConfigError, dump_config
     from o3dcli.console import console
     from o3dcli.pipeline import UserError, resolve_device
     from o3dcli.train.data import DatasetError, load_dataset
@@ -94,12 +104,17 @@ def train_cmd(
     except UserError as e:
         raise _usage_error(str(e)) from None
     saved = output / "config.yaml"
+    changed = []
     if saved.is_file() and saved.read_text() != dump_config(cfg):
         from o3dcli.config import load_config
 
-        old = load_config(saved)
+        try:
+            old = load_config(saved)
+        except ConfigError as e:
+            raise _usage_error(f"{saved}: the run's settings cannot be read ({e}); use a new --output") from None
         if (old.denoiser, old.recon, old.model.codec) != (cfg.denoiser, cfg.recon, cfg.model.codec):
             raise _usage_error(f"{output} holds a run with another model architecture; use a new --output")
+        changed = changed_settings(old, cfg)
     skipped = []
 
     def on_skip(folder, message):
@@ -120,16 +135,25 @@ def train_cmd(
     try:
         trainer = Trainer(cfg, objects, output, dev)
         resumed = trainer.load()
-    except CheckpointError as e:
+    except (CheckpointError, ConfigError) as e:  # a damaged checkpoint.pt, train.init weights that do not fit
         raise _usage_error(str(e)) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow] before training started; nothing to save")
         raise typer.Exit(130) from None
     say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
+    if resumed and trainer.step_count >= cfg.train.steps:  # nothing to train: the run's files stay as they are
+        say(f"{escape(str(output))} already has {trainer.step_count} steps (>= {cfg.train.steps}); nothing to do "
+            "(give a larger --steps to train on)", soft_wrap=True)
+        raise typer.Exit(0)
     if skipped:
         shown = "the reasons are above" if len(skipped) <= SKIPS_SHOWN else f"the first {SKIPS_SHOWN} reasons are above"
         say(f"[yellow]{len(skipped)} object folder(s) skipped[/yellow] ({shown}); "
             f"training on the {len(objects)} usable ones", soft_wrap=True)
+    small = [o.render_size for o in objects if o.render_size < cfg.preprocess.size]
+    if small:
+        say(f"[yellow]{len(small)} of {len(objects)} objects have renders smaller than the model's resolution[/yellow] "
+            f"({min(small)} px, preprocess.size is {cfg.preprocess.size}): they are upsampled, so the model learns "
+            f"from blurred views; render them at {cfg.preprocess.size} px or more (o3d data synth --size)", soft_wrap=True)
     meshless = sum(o.points is None for o in objects)
     if meshless:
         say(f"{meshless} of {len(objects)} objects have no ground-truth mesh: the reconstructor learns from "
@@ -137,6 +161,9 @@ def train_cmd(
     say(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
         + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
         + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
+    if changed:
+        say(f"settings changed since the run's {escape(str(saved))}: "
+            + "; ".join(f"{k} {escape(a)} -> {escape(b)}" for k, a, b in changed), soft_wrap=True)
     if trainer.new_parameters and not resumed:
         names = sorted({".".join(n.split(".")[:3]) for n in trainer.new_parameters})
         say(f"{escape(cfg.train.init)} lacks {len(trainer.new_parameters)} tensors of this model; "

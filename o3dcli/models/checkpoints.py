@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,18 +146,15 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
 
     The model's dataclass config, if any, is stored as JSON under the metadata key "config".
     """
-    from safetensors.torch import save_file
+    from o3dcli.cache import atomic_save_tensors
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": "o3d"}
     if (cfg := _config_json(model)) is not None:
         meta["config"] = cfg
     meta.update(metadata or {})
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    atomic_save_tensors(tensors, path, metadata=meta)
     return path
 
 
@@ -168,19 +164,15 @@ def convert_weights(src: str | Path, dst: str | Path, dtype: torch.dtype) -> Pat
     Metadata is kept (plus "dtype"); loading casts back to the model's dtype, so a
     float16 file halves the size on disk and works on any device.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from o3dcli.cache import atomic_save_tensors
 
     src, dst = Path(src), Path(dst)
     meta = read_metadata(src)
     meta["dtype"] = str(dtype).removeprefix("torch.")
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in load_file(str(src)).items()}
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors writes 0600: weights to ship must be readable by all
-    os.replace(tmp, dst)
+    atomic_save_tensors(tensors, dst, metadata=meta)  # readable by all, as weights to ship must be
     return dst
 
 

@@ -63,8 +63,14 @@ class TrainConfig:
     """Append a row to losses.csv every N steps."""
 
     def check(self) -> None:
-        _require(self.steps >= 1 and self.batch_size >= 1, "train.steps", self.steps, "at least 1 (and batch_size at least 1)")
+        _require(self.steps >= 1, "train.steps", self.steps, "at least 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "at least 1")
         _require(self.lr > 0, "train.lr", self.lr, "positive")
+        _require(self.warmup_steps >= 0, "train.warmup_steps", self.warmup_steps, "at least 0")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "at least 0")
+        _require(self.grad_clip >= 0, "train.grad_clip", self.grad_clip, "at least 0 (0 = off)")
+        _require(self.p_std > 0, "train.p_std", self.p_std, "positive")
+        _require(self.extra_views >= 0, "train.extra_views", self.extra_views, "at least 0")
         _require(self.modules in ("all", "recon", "denoiser"), "train.modules", self.modules,
                  'one of "all", "recon", "denoiser"')
         _require(self.sigma_sampling in ("lognormal", "schedule"), "train.sigma_sampling", self.sigma_sampling,
@@ -73,4 +79,5 @@ class TrainConfig:
         _require(0 <= self.cond_drop_p < 1, "train.cond_drop_p", self.cond_drop_p, "in [0, 1)")
         _require(self.cond_image in ("view", "recentred"), "train.cond_image", self.cond_image, 'one of "view", "recentred"')
         _require(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "in [0, 1)")
-        _require(self.checkpoint_every >= 1 and self.log_every >= 1, "train.checkpoint_every", self.checkpoint_every, "at least 1")
+        _require(self.checkpoint_every >= 1, "train.checkpoint_every", self.checkpoint_every, "at least 1")
+        _require(self.log_every >= 1, "train.log_every", self.log_every, "at least 1")

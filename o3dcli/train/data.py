@@ -55,6 +55,8 @@ class TrainObject:
     """[Vin, 3, s, s] surface points behind the reconstructor's input pixels (s = splat size), or None."""
     point_mask: Tensor | None
     """[Vin, 1, s, s] 1 where a ray of the input view hits the object."""
+    render_size: int = 0
+    """Side in pixels of the object's renders before they were resized to the model's (S)."""
 
 
 def resize_rgba(rgba: Tensor, size: int) -> Tensor:
@@ -202,7 +204,7 @@ def load_o3d_object(folder: Path, cfg: Config, ratios) -> TrainObject:
     pts, pmask = surface_points(obj.mesh_path, cfg) if obj.mesh_path.is_file() else (None, None)
     return TrainObject(folder.name, views, prepare_cond(full0, cfg, ratios),
                        resize_rgba(obj.images[extra], size) if extra else torch.zeros(0, 4, size, size),
-                       obj.cameras.c2w[extra] if extra else torch.zeros(0, 4, 4), pts, pmask)
+                       obj.cameras.c2w[extra] if extra else torch.zeros(0, 4, 4), pts, pmask, full0.shape[-1])
 
 
 def read_render(path: Path) -> Tensor:
@@ -262,7 +264,7 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
     size = cfg.preprocess.size
     return TrainObject(folder.name, resize_rgba(images[rig], size), prepare_cond(images[rig[0]], cfg, ratios),
                        resize_rgba(images[extra], size) if extra else torch.zeros(0, 4, size, size),
-                       cams.c2w[extra] if extra else torch.zeros(0, 4, 4), None, None)
+                       cams.c2w[extra] if extra else torch.zeros(0, 4, 4), None, None, images.shape[-1])
 
 
 COND_RATIO_SPREAD = 0.05
@@ -290,7 +292,10 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     folders = [p for p in subdirs if (p / "cameras.json").is_file() or (p / "meta.json").is_file()]
     if not folders:
-        raise DatasetError(f"{root}: no object folders (expected <object>/cameras.json or <object>/meta.json)")
+        one = (root / "cameras.json").is_file() or (root / "meta.json").is_file() or any(root.glob("render_*.*"))
+        parent = root.parent if root.parent.name else root.resolve().parent  # "." or "..": say where that is
+        hint = f"; this looks like one object's folder: give its parent, {parent}" if one else ""
+        raise DatasetError(f"{root}: no object folders (expected <object>/cameras.json or <object>/meta.json){hint}")
     if on_skip is None:
         from o3dcli.console import log
 

@@ -29,6 +29,7 @@ import dataclasses
 import io
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from o3dcli.cache import atomic_write_bytes
 from o3dcli.config import Config, dump_config
 from o3dcli.diffusion.edm import edm_coefficients, sample_schedule_sigma, sample_training_sigma
 from o3dcli.geometry.cameras import Cameras
+from o3dcli.models.checkpoints import CheckpointError, compare_shapes, state_dict_shapes
 from o3dcli.train import losses as L
 from o3dcli.train.data import Batch, TrainObject, composite, sample_batch
 
@@ -46,6 +48,8 @@ CHECKPOINT = "checkpoint.pt"
 EMA_WEIGHTS = "model.safetensors"
 LOSS_CSV = "losses.csv"
 LOSS_FIELDS = ("step", "loss", "diffusion", "recon_gt", "recon_pred", "direct", "feedback", "sigma", "lr", "seconds")
+START_OVER = "delete it to start the run over from step 0, or train into another output folder"
+"""What to do about a run checkpoint that cannot be resumed (the end of its CheckpointError)."""
 
 
 @dataclass
@@ -57,6 +61,47 @@ class StepLosses:
     direct: float
     feedback: int
     sigma: float
+
+
+def read_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """A run checkpoint as `Trainer.save` writes it, with its entries checked: step (int),
+    model / ema (state dicts), optimizer, generators (a list of random states; older
+    checkpoints' single "generator" becomes a list of one). CheckpointError naming the file
+    when it is truncated, damaged, not a checkpoint or lacks an entry."""
+    try:  # torch.save writes a zip archive, its directory last: a file cut short has none
+        with zipfile.ZipFile(path) as z:
+            pickled = any(n.endswith("/data.pkl") for n in z.namelist())
+    except zipfile.BadZipFile:
+        what = "an empty file" if path.stat().st_size == 0 else "truncated or damaged: not a complete zip archive"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({what}); {START_OVER}") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not pickled:
+        raise CheckpointError(f"{path}: not a run checkpoint (a zip archive without torch.save's data.pkl); {START_OVER}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a damaged member, pickled objects other than tensors
+        text = str(e).split("WeightsUnpickler error:")[-1].strip()  # the cause, not the advice around it
+        reason = (text.splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint, damaged ({reason}); {START_OVER}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a run checkpoint (holds a {type(state).__name__}); {START_OVER}")
+    gens = state["generators"] if "generators" in state else [state["generator"]] if "generator" in state else None
+    missing = [k for k in ("step", "model", "ema", "optimizer") if k not in state] + (["generators"] if gens is None else [])
+    if missing:
+        raise CheckpointError(f"{path}: not a run checkpoint, it lacks {', '.join(missing)}; {START_OVER}")
+    bad = [k for k in ("model", "ema") if not (isinstance(state[k], dict) and all(isinstance(v, Tensor) for v in state[k].values()))]
+    bad += ["optimizer"] if not isinstance(state["optimizer"], dict) else []
+    if not (isinstance(gens, list) and gens and all(isinstance(g, Tensor) and g.dtype == torch.uint8 for g in gens)):
+        bad.append("generators")
+    try:
+        step = int(state["step"])
+    except (TypeError, ValueError, RuntimeError):
+        step = -1
+    bad += ["step"] if step < 0 else []
+    if bad:
+        raise CheckpointError(f"{path}: damaged run checkpoint, unusable {', '.join(bad)}; {START_OVER}")
+    return {**state, "step": step, "generators": [g.cpu() for g in gens]}
 
 
 class Trainer:
@@ -319,20 +364,36 @@ class Trainer:
         return self.run_dir / CHECKPOINT
 
     def load(self) -> bool:
-        """Resume from the run folder's checkpoint if there is one (weights_only: no pickled code)."""
+        """Resume from the run folder's checkpoint if there is one (weights_only: no pickled code).
+
+        CheckpointError naming the file when it cannot be read (truncated, not a checkpoint) or does
+        not fit this trainer (missing entries, other tensor names or shapes); nothing is loaded then.
+        Without a checkpoint the run starts at step 0, and losses.csv rows of a run killed before its
+        first checkpoint (or whose checkpoint was deleted) are dropped: they are re-run."""
         path = self.run_dir / CHECKPOINT
         if not path.is_file():
+            if self.rank == 0:
+                self._trim_log()
             return False
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = read_checkpoint(path, self.device)
+        for name, module in (("model", self.model), ("ema", self.ema)):
+            diff = compare_shapes(state_dict_shapes(state[name]), state_dict_shapes(module))
+            if diff:
+                raise CheckpointError(f"{path}: its {name} weights do not fit this run's model ({diff.describe()}); "
+                                      f"{START_OVER}")
+        try:
+            self.opt.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError) as e:  # other trainable parameters (train.modules changed?)
+            raise CheckpointError(f"{path}: its optimizer state does not fit this run's trainable parameters "
+                                  f"({e}; was train.modules changed?); {START_OVER}") from None
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["optimizer"])
-        gens = state.get("generators") or [state["generator"]]
+        gens = state["generators"]
         if self.rank < len(gens):
             self.gen.set_state(gens[self.rank])
         else:  # more ranks than the run was saved with: a fresh stream per rank and step
-            self.gen.manual_seed(self.cfg.runtime.seed * 1000 + self.rank + 1_000_003 * int(state["step"]))
-        self.step_count = int(state["step"])
+            self.gen.manual_seed(self.cfg.runtime.seed * 1000 + self.rank + 1_000_003 * state["step"])
+        self.step_count = state["step"]
         if self.rank == 0:
             self._trim_log()
         return True

@@ -1,0 +1,242 @@
+"""`o3d train` on a user's mistakes: damaged checkpoints, bad settings, a finished run, changed
+settings, small renders, an object folder given as the data folder; and the run's file modes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import zipfile
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from o3dcli.cli import app
+from o3dcli.config import ConfigError, load_config
+from o3dcli.models.checkpoints import CheckpointError
+from o3dcli.synth.generate import synthesize
+from o3dcli.train.data import DatasetError, load_dataset
+from o3dcli.train.trainer import CHECKPOINT, Trainer
+
+SMALL = ["preprocess.size=16", "train.batch_size=1", "train.extra_views=2", "train.warmup_steps=1",
+         "train.checkpoint_every=1000", "train.log_every=1", "runtime.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    synthesize(root, 2, seed=0, size=32, extra_views=2)
+    return root
+
+
+def train(data, out, *args):
+    sets = [a for kv in SMALL for a in ("--set", kv)]
+    return CliRunner().invoke(app, ["train", "--data", str(data), "-o", str(out), "--no-progress", *sets, *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def finished_run(data, tmp_path_factory):
+    """A run folder trained to step 2 through the CLI (tests copy it before changing it)."""
+    run = tmp_path_factory.mktemp("runs") / "r"
+    res = train(data, run, "--steps", 2)
+    assert res.exit_code == 0, res.output
+    return run
+
+
+@pytest.fixture
+def run(finished_run, tmp_path):
+    shutil.copytree(finished_run, tmp_path / "r")
+    return tmp_path / "r"
+
+
+def _one_error_line(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    assert "Traceback" not in output and len(lines) == 1, output
+    assert lines[0].startswith("error: "), output
+    return lines[0]
+
+
+# -- 1. a damaged checkpoint -------------------------------------------------------------------------
+
+def test_a_truncated_checkpoint_is_a_one_line_usage_error_naming_it(data, run):
+    ck = run / CHECKPOINT
+    os.truncate(ck, ck.stat().st_size // 2)
+    config = (run / "config.yaml").read_bytes()
+    res = train(data, run, "--steps", 3)
+    assert res.exit_code == 2, res.output
+    line = _one_error_line(res.output)
+    assert str(ck) in line and "truncated" in line and "delete it" in line
+    assert ck.stat().st_size > 0 and (run / "config.yaml").read_bytes() == config  # nothing rewritten
+
+
+def _state(run) -> dict:
+    return torch.load(run / CHECKPOINT, weights_only=True)
+
+
+def _save(state, path) -> None:
+    torch.save(state, path)
+
+
+def _damage(kind: str, run) -> None:
+    ck = run / CHECKPOINT
+    if kind == "truncated":
+        os.truncate(ck, 1000)
+    elif kind == "empty":
+        os.truncate(ck, 0)
+    elif kind == "not a zip":
+        ck.write_text("hello\n")
+    elif kind == "a zip, not a checkpoint":
+        with zipfile.ZipFile(ck, "w") as z:
+            z.writestr("notes.txt", "hello")
+    elif kind == "damaged member":  # the first byte of the pickled index (its protocol opcode) overwritten in place
+        raw = ck.read_bytes()
+        at = raw.index(b"\x80\x02}q\x00(X\x04\x00\x00\x00step")
+        ck.write_bytes(raw[:at] + b"\xff" + raw[at + 1:])
+    elif kind == "not a dict":
+        _save([1, 2], ck)
+    elif kind == "missing keys":
+        state = _state(run)
+        del state["optimizer"], state["ema"]
+        _save(state, ck)
+    elif kind == "missing tensor":
+        state = _state(run)
+        state["model"].pop(next(iter(state["model"])))
+        _save(state, ck)
+    elif kind == "wrong shape":
+        state = _state(run)
+        name = next(k for k, v in state["ema"].items() if v.dim() >= 1 and v.shape[0] > 1)
+        state["ema"][name] = state["ema"][name][:1].clone()
+        _save(state, ck)
+    elif kind == "bad optimizer":
+        state = _state(run)
+        state["optimizer"]["param_groups"][0]["params"] = state["optimizer"]["param_groups"][0]["params"][:3]
+        _save(state, ck)
+    elif kind == "bad step":
+        state = _state(run)
+        state["step"] = torch.tensor([1, 2])
+        _save(state, ck)
+    elif kind == "bad generators":
+        state = _state(run)
+        state["generators"] = [torch.zeros(3)]
+        _save(state, ck)
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "not a zip", "a zip, not a checkpoint", "damaged member",
+                                  "not a dict", "missing keys", "missing tensor", "wrong shape", "bad optimizer",
+                                  "bad step", "bad generators"])
+def test_every_unusable_checkpoint_is_a_checkpoint_error_naming_the_file(data, run, kind):
+    _damage(kind, run)
+    cfg = load_config("tiny", SMALL)
+    trainer = Trainer(cfg, load_dataset(data, cfg, limit=1), run)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    with pytest.raises(CheckpointError) as e:
+        trainer.load()
+    assert str(run / CHECKPOINT) in str(e.value) and "delete it" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert trainer.step_count == 0 and all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_a_new_run_drops_the_loss_rows_of_a_run_without_checkpoint(data, run):
+    # the checkpoint deleted (as a damaged one's message says to) or a run killed before its first
+    # checkpoint: starting over at step 0 must not leave the old run's rows in losses.csv
+    (run / CHECKPOINT).unlink()
+    cfg = load_config("tiny", SMALL)
+    trainer = Trainer(cfg, load_dataset(data, cfg, limit=1), run)
+    assert not trainer.load()
+    assert (run / "losses.csv").read_text().splitlines() == ["step,loss,diffusion,recon_gt,recon_pred,direct,feedback,sigma,lr,seconds"]
+
+
+# -- 2. each setting blamed by its own name -------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["steps", "batch_size", "checkpoint_every", "log_every", "extra_views",
+                                 "warmup_steps", "grad_clip", "weight_decay", "p_std"])
+def test_a_bad_training_setting_is_reported_under_its_own_name(key):
+    value = 0 if key in ("steps", "batch_size", "checkpoint_every", "log_every", "p_std") else -1
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", [f"train.{key}={value}"])
+    assert str(e.value).startswith(f"bad value for 'train.{key}': {value}"), str(e.value)
+
+
+# -- 3. file modes -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["022", "027"])
+def test_saved_weights_honour_the_umask_like_other_files(tmp_path, umask):
+    from o3dcli.models.checkpoints import convert_weights, save_weights
+
+    old = os.umask(umask)
+    try:
+        save_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors")
+        convert_weights(tmp_path / "w.safetensors", tmp_path / "w16.safetensors", torch.float16)
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
+    assert mode("plain.txt") == 0o666 & ~umask
+    assert mode("w.safetensors") == 0o666 & ~umask and mode("w16.safetensors") == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt", "w.safetensors", "w16.safetensors"]  # no temporaries
+
+
+def test_a_runs_files_all_have_the_same_mode(finished_run):
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in finished_run.iterdir()}
+    assert len(set(modes.values())) == 1, modes
+
+
+# -- 4. resuming a finished run, resuming with other settings ------------------------------------------
+
+def test_fewer_steps_than_the_run_has_is_nothing_to_do_and_rewrites_nothing(data, run):
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
+    for steps in (1, 2):
+        res = train(data, run, "--steps", steps, "--set", "train.lr=0.01")
+        assert res.exit_code == 0, res.output
+        assert f"already has 2 steps (>= {steps}); nothing to do" in res.output
+        assert "resuming" not in res.output and "train.lr" not in res.output
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()} == files
+
+
+def test_resuming_with_other_settings_names_each_change(data, run):
+    lr = load_config("tiny", SMALL).train.lr
+    res = train(data, run, "--steps", 3, "--set", "train.lr=0.01", "--set", "train.feedback_p=0.25")
+    assert res.exit_code == 0, res.output
+    assert "resuming at step 2 of 3" in res.output
+    changes = next(ln for ln in res.output.splitlines() if ln.startswith("settings changed"))
+    assert f"train.lr {lr:g} -> 0.01" in changes and "train.feedback_p 0.5 -> 0.25" in changes
+    assert "train.steps" not in changes  # the run's total is what a resume changes
+    assert "lr: 0.01" in (run / "config.yaml").read_text()
+    res = train(data, run, "--steps", 4, "--set", "train.lr=0.01", "--set", "train.feedback_p=0.25")
+    assert res.exit_code == 0, res.output
+    assert "settings changed" not in res.output  # the same settings again: nothing to report
+
+
+# -- 5. renders smaller than the model -----------------------------------------------------------------
+
+def test_renders_smaller_than_the_model_warn_once(tmp_path):
+    synthesize(tmp_path / "d8", 2, seed=0, size=8, extra_views=2)
+    res = train(tmp_path / "d8", tmp_path / "r", "--steps", 1)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("smaller than the model's resolution") == 1, res.output
+    assert "2 of 2 objects" in res.output and "8 px" in res.output and "upsampled" in res.output
+
+
+def test_renders_at_the_models_size_or_larger_do_not_warn(data):
+    cfg = load_config("tiny", SMALL)
+    objs = load_dataset(data, cfg)
+    assert [o.render_size for o in objs] == [32, 32]  # > preprocess.size 16: no warning (the CLI runs above)
+
+
+# -- 6. an object's folder given as the data folder ---------------------------------------------------
+
+def test_an_object_folder_given_as_the_data_folder_says_to_give_its_parent(data, tmp_path):
+    one = data / "synth_00000000"
+    with pytest.raises(DatasetError, match="looks like one object's folder: give its parent") as e:
+        load_dataset(one, load_config("tiny", SMALL))
+    assert str(data) in str(e.value)
+    res = train(one, tmp_path / "r", "--steps", 1)
+    assert res.exit_code == 2 and "give its parent" in res.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError) as e:  # a folder that is no object's: no such hint
+        load_dataset(empty, load_config("tiny", SMALL))
+    assert "no object folders" in str(e.value) and "parent" not in str(e.value)
