@@ -41,6 +41,9 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
 ):
     """o3d: image-to-3D from the command line."""
+    from o3dcli.console import stop_on_sigterm
+
+    stop_on_sigterm()
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -89,11 +92,11 @@ def generate(
 
     Each asset goes to OUTPUT/<image name>/. Finished stages are cached in OUTPUT/.o3d, so an interrupted batch resumes where it stopped.
 
-    Exit code: 0 = all items succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
+    Exit code: 0 = all items succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     from rich.markup import escape
 
-    from o3dcli.console import console, setup_logging
+    from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.pipeline import (
         BatchInterrupted,
         BatchRunner,
@@ -179,7 +182,7 @@ def generate(
     except BatchInterrupted as e:
         _print_summary(e.result)
         console.print("[yellow]interrupted[/yellow]: finished stages are cached; run the same command again to resume.")
-        raise typer.Exit(130)
+        raise typer.Exit(interrupted_exit_code())
     _print_summary(result)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_SOME_FAILED)
 

@@ -18,6 +18,33 @@ out = Console(highlight=False)
 log = logging.getLogger("o3d")
 
 
+_stopped_by: list[int] = []
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (kill, timeout, docker stop, job schedulers) stop a command the way Ctrl-C
+    does: finished work is kept and reported, and the exit code says which (see
+    `interrupted_exit_code`). `o3d train` puts its own handler in place while it trains."""
+    import signal
+    import threading
+
+    _stopped_by.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum, frame):
+        _stopped_by.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def interrupted_exit_code() -> int:
+    """The exit code of a command stopped by an interrupt: 143 after SIGTERM, 130 after Ctrl-C
+    (the shell's 128 + the signal's number)."""
+    return 128 + _stopped_by[-1] if _stopped_by else 130
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
     log.setLevel(level)

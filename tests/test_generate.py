@@ -420,3 +420,29 @@ def test_warnings_of_a_failing_stage_are_still_said(good_images, tmp_path, caplo
                            show_progress=False)
     assert result.items[0].status == "failed" and "broken" in result.items[0].error
     assert [r.getMessage() for r in caplog.records] == ["an error is shown as it comes", "about to fail"]
+
+
+def test_sigterm_stops_a_batch_like_ctrl_c_with_exit_code_143(good_images, tmp_path, monkeypatch):
+    # kill, timeout, docker stop and job schedulers send SIGTERM: the finished items are kept and
+    # reported, and a re-run resumes
+    import dataclasses
+
+    import o3dcli.stages as stages
+
+    def run(ctx):
+        if ctx.item.name == "pear":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return stages.run_preprocess(ctx)
+
+    monkeypatch.setattr(stages, "PREPROCESS", dataclasses.replace(stages.PREPROCESS, run=run))
+    out = tmp_path / "out"
+    try:
+        res = generate(good_images, "-o", out)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert res.exit_code == 143, res.output
+    assert {i["name"]: i["status"] for i in report(out)["items"]} == {"apple": "ok", "pear": "interrupted",
+                                                                      "plum": "not-run"}
+    monkeypatch.undo()
+    res = generate(good_images, "-o", out)
+    assert res.exit_code == 0 and all(i["status"] == "ok" for i in report(out)["items"])

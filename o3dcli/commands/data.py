@@ -32,13 +32,13 @@ def synth(
 
     Each object gets OUTPUT/synth_<seed>/ with RGBA views, cameras.json, the ground-truth mesh (OBJ) and spec.json; OUTPUT/index.json lists them. Complete objects are skipped, so an interrupted run continues where it stopped.
 
-    Exit code: 0 = done, 2 = usage error, 130 = interrupted (Ctrl-C).
+    Exit code: 0 = done, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     import time
 
     from rich.markup import escape
 
-    from o3dcli.console import batch_progress, console
+    from o3dcli.console import batch_progress, console, interrupted_exit_code
     from o3dcli.synth.generate import synthesize
 
     from o3dcli.pipeline import UserError, check_output_dir
@@ -69,7 +69,7 @@ def synth(
     if counts.get("interrupted"):
         console.print(f"[yellow]interrupted[/yellow]: {counts['made']} objects made this time; complete ones "
                       "are kept, run the same command again to make the rest")
-        raise typer.Exit(130)
+        raise typer.Exit(interrupted_exit_code())
     wall = time.perf_counter() - start
     per = f", {counts['seconds'] / counts['made']:.2f} s/object" if counts["made"] else ""
     console.print(f"[green]✓[/green] {counts['made']} made, {counts['skipped']} already complete in "

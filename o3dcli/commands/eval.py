@@ -64,11 +64,11 @@ def eval_cmd(
 
     Without --predictions, each object's input view is rendered to OUTPUT/inputs/ and o3d generate runs on it (cached: a re-run only scores).
 
-    Exit code: 0 = every object scored, 1 = some failed, 2 = usage error.
+    Exit code: 0 = every object scored, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     from rich.markup import escape
 
-    from o3dcli.console import console, setup_logging
+    from o3dcli.console import console, interrupted_exit_code, setup_logging
 
     setup_logging(verbose)
 
@@ -162,7 +162,7 @@ def eval_cmd(
         raise usage(str(e)) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]: generated stages are cached; run the same command again to resume.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupted_exit_code()) from None
 
     from o3dcli.eval.report import comparison_table, object_table, write_reports
 

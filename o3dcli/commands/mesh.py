@@ -161,14 +161,14 @@ def mesh(
 
     Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input.
 
-    Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
+    Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     import traceback
 
     from rich.markup import escape
 
     from o3dcli.config import ConfigError
-    from o3dcli.console import console, setup_logging
+    from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.pipeline import UserError, _owned_by_other, check_output_dir, item_message, unique_names, write_asset_meta
 
     def usage_error(message: str) -> typer.Exit:
@@ -205,7 +205,7 @@ def mesh(
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
                           "run the command again for the rest", soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupted_exit_code()) from None
         except Exception as e:  # one bad input never stops the others
             failed += 1
             console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", highlight=False,

@@ -25,14 +25,14 @@ def render(
 
     Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which).
 
-    Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C).
+    Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     import json
 
     from rich.markup import escape
 
     from o3dcli.cache import atomic_write_text
-    from o3dcli.console import console
+    from o3dcli.console import console, interrupted_exit_code
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.io.assets import AssetError, load_asset, resolve_asset_path
     from o3dcli.io.media import image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
@@ -85,7 +85,7 @@ def render(
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
                           "run the command again for the rest", soft_wrap=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(interrupted_exit_code()) from None
         except Exception as e:  # one bad asset never stops the others
             failed += 1
             console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", soft_wrap=True)
