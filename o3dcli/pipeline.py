@@ -391,6 +391,7 @@ class BatchRunner:
                 res.timings[self._running] = round(time.perf_counter() - self._running_t0, 4)
             res.error = (f"interrupted{where}: finished stages (and the sampler's saved steps) are cached; "
                          "run again to resume")
+            self._drop_if_empty(self.out_dir / item.name)
             raise ItemInterrupted(res) from None
         except Exception as e:  # isolate the item: report and go on with the batch
             res.status = "failed"
@@ -479,8 +480,12 @@ class BatchRunner:
             res.stages[stage.name] = {k: v for k, v in metas[stage.name].items() if k != "warnings"}
             res.warnings += [w for w in metas[stage.name].get("warnings", []) if w not in res.warnings]
             res.timings[stage.name] = round(time.perf_counter() - t0, 4)
-            published |= self._publish_stage(stage, done, item, res)
         self._running = None  # what follows is publishing, not a stage
+        # Files are published once every stage has run: an item that fails or is interrupted
+        # leaves its asset folder as it was (an earlier run's asset stays whole, beside the
+        # config.yaml that made it) and a new item gets no folder; its stages stay cached.
+        for stage in self.stages:
+            published |= self._publish_stage(stage, dirs[stage.name], item, res)
         # The stages not run this time (--stop-after): their files for these settings when the
         # cache has them; whatever else o3d once published here is from other settings, and goes,
         # so that the folder holds what its config.yaml makes.

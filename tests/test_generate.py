@@ -446,3 +446,48 @@ def test_sigterm_stops_a_batch_like_ctrl_c_with_exit_code_143(good_images, tmp_p
     monkeypatch.undo()
     res = generate(good_images, "-o", out)
     assert res.exit_code == 0 and all(i["status"] == "ok" for i in report(out)["items"])
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_an_unfinished_rerun_leaves_the_earlier_asset_whole(good_images, tmp_path, stop):
+    # new settings, then Ctrl-C (or a failure) in a later stage: the asset folder keeps the earlier
+    # run's files and config.yaml together, not the new run's first files beside the old last ones
+    from o3dcli.config import load_config
+    from o3dcli.pipeline import BatchInterrupted, BatchRunner, Stage, assign_names, collect_inputs, run_batch
+
+    fail = {"on": False}
+
+    def first(ctx):
+        (ctx.work_dir / "a.txt").write_text(str(ctx.config.preprocess.size))
+        return {}
+
+    def second(ctx):
+        if fail["on"]:
+            raise stop("stopped")
+        (ctx.work_dir / "b.txt").write_text(str(ctx.config.preprocess.size))
+        return {}
+
+    stages = [Stage("first", 1, ("preprocess",), first, publish={"a.txt": "a.txt"}),
+              Stage("second", 1, ("preprocess",), second, publish={"b.txt": "b.txt"})]
+    out = tmp_path / "out"
+    out.mkdir()
+    items = assign_names(collect_inputs([good_images / "apple.png"]), out)
+    assert run_batch(items, BatchRunner(out, load_config("tiny"), stages), show_progress=False).ok
+    before = {p.name: p.read_bytes() for p in (out / "apple").iterdir()}
+    assert set(before) == {"a.txt", "b.txt", "config.yaml", "o3d-asset.json"}
+    fail["on"] = True
+    runner_ = BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), stages)
+    if stop is KeyboardInterrupt:
+        with pytest.raises(BatchInterrupted):
+            run_batch(items, runner_, show_progress=False)
+    else:
+        assert not run_batch(items, runner_, show_progress=False).ok
+    assert {p.name: p.read_bytes() for p in (out / "apple").iterdir()} == before
+    # a new input that stops the same way gets no folder (its finished stage stays cached)
+    items = assign_names(collect_inputs([good_images / "pear.png"]), out)
+    if stop is KeyboardInterrupt:
+        with pytest.raises(BatchInterrupted):
+            run_batch(items, runner_, show_progress=False)
+    else:
+        run_batch(items, runner_, show_progress=False)
+    assert not (out / "pear").exists()
