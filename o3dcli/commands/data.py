@@ -62,10 +62,13 @@ def synth(
             synthesize(output, n, seed, size=size, extra_views=extra_views, workers=workers,
                        shading=shading.value, on_object=on_object)
         except ValueError as e:
-            console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
-            raise typer.Exit(2) from None
+            counts["error"] = str(e)
+            progress.remove_task(task)  # no bar left standing at 0 above the error
         except KeyboardInterrupt:
             counts["interrupted"] = True
+    if counts.get("error"):
+        console.print(f"[red]error:[/red] {escape(counts['error'])}", soft_wrap=True)
+        raise typer.Exit(2)
     if counts.get("interrupted"):
         console.print(f"[yellow]interrupted[/yellow]: {counts['made']} objects made this time; complete ones "
                       "are kept, run the same command again to make the rest")

@@ -164,8 +164,11 @@ def synthesize(
     root.mkdir(parents=True, exist_ok=True)
     previous = read_index(root)
     if previous is not None and previous.get("settings") not in (None, settings.to_json()):
-        raise ValueError(f"{root / 'index.json'}: this folder was rendered with other settings "
-                         f"{previous['settings']}; use another output folder")
+        old, new = previous["settings"], settings.to_json()
+        differ = [f"{k} {old.get(k)!r} (asked {new.get(k)!r})" for k in sorted(set(old) | set(new))
+                  if old.get(k) != new.get(k)] if isinstance(old, dict) else [repr(old)]
+        raise ValueError(f"{root / 'index.json'}: this folder was rendered with other settings: "
+                         f"{'; '.join(differ)}; use another output folder, or the same settings to add objects")
     write_index(root, settings.to_json())
     seeds = list(range(seed, seed + n))
     todo = []
