@@ -167,6 +167,17 @@ def test_non_images_are_refused(tmp_path):
         load_image(tmp_path / "missing.png")
     with pytest.raises(ImageError, match="not a regular file"):
         load_image(tmp_path)
+    (tmp_path / "zero.png").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"zero.png: empty file \(0 bytes\)"):
+        load_image(tmp_path / "zero.png")
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0])
+def test_float_tiffs_on_a_0_1_or_0_255_scale(tmp_path, scale):
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(ramp * scale, mode="F").save(tmp_path / "f.tif")
+    rgba = load_image(tmp_path / "f.tif")
+    np.testing.assert_allclose(rgba[..., 0], ramp, atol=1e-6)  # not clipped to white above 1
 
 
 def test_unsupported_format_is_refused(tmp_path):

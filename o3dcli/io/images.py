@@ -43,6 +43,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(f"{path}: file not found; check the path.")
     if not path.is_file():
         raise ImageError(f"{path}: not a regular file; give the path of an image file.")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes); re-export or re-download the image.")
     # Truncated files must fail loudly; another module flipping this global would hide them.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise ImageError(f"{path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, so truncated files "
@@ -102,7 +104,10 @@ def _to_rgba(path: Path, im) -> np.ndarray:
         gray = np.asarray(im).astype(np.float32) / 65535.0
         return _gray_to_rgba(gray, np.ones_like(gray))
     if im.mode == "F":
-        gray = np.asarray(im, dtype=np.float32)
+        gray = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(gray.max(initial=0.0))
+        if top > 1.0:  # float data stored as 0-255 (or beyond): read on that scale, not clipped to white
+            gray = gray / (255.0 if top <= 255.0 else top)
         return _gray_to_rgba(gray, np.ones_like(gray))
     if raw.format == "PNG" and _png_bit_depth_and_colour_type(path) == (16, 2):
         wide = _read_rgb16_png(path, raw)
