@@ -210,3 +210,18 @@ def test_asset_folder_silhouette_comes_from_its_input_image_and_config(tmp_path)
         asset_silhouettes(asset, MeshConfig())
     (asset / "input.png").unlink()
     assert asset_silhouettes(asset, MeshConfig()) is None
+
+
+def test_duplicates_warnings_and_a_file_in_the_way(tmp_path):
+    # an input given twice is meshed once; what loading it warned of is told with its name; a
+    # file where its folder would go is left alone
+    (tmp_path / "tri.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv nan 0 0\nf 1 2 3\nf 1 2 4\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tri").write_text("mine")
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "tri.obj"), str(tmp_path / "tri.obj"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "1 input(s) given more than once; each is meshed once" in text
+    assert f"! {tmp_path / 'tri.obj'}: 1 of 4 vertices have non-finite coordinates" in text
+    assert text.count("✓") == 1 and (out / "tri-2" / "model.glb").is_file() and (out / "tri").read_text() == "mine"

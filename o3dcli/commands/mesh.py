@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import List, Optional
 
@@ -169,7 +170,8 @@ def mesh(
 
     from o3dcli.config import ConfigError
     from o3dcli.console import console, interrupted_exit_code, setup_logging
-    from o3dcli.pipeline import UserError, _owned_by_other, check_output_dir, item_message, unique_names, write_asset_meta
+    from o3dcli.pipeline import (StageWarnings, UserError, _owned_by_other, check_output_dir, item_message, unique_names,
+                                 write_asset_meta)
 
     def usage_error(message: str) -> typer.Exit:
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
@@ -194,9 +196,19 @@ def mesh(
         torch.set_num_threads(threads)
     output.mkdir(parents=True, exist_ok=True)
     failed = 0
+    seen: dict[Path, Path] = {}
+    for p in inputs:  # the same input given twice (or through a link) is meshed once
+        seen.setdefault(_source(p).resolve(), p)
+    if len(seen) < len(inputs):
+        console.print(f"[yellow]note[/yellow]: {len(inputs) - len(seen)} input(s) given more than once; "
+                      "each is meshed once", soft_wrap=True)
+    inputs = list(seen.values())
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
     names = unique_names(inputs, lambda name, path: _owned_by_other(output / name, _source(path).resolve()))
+    log = logging.getLogger("o3d")
     for path, name in zip(inputs, names):
+        caught = StageWarnings({})  # told with the input they are about, after its result line
+        log.addFilter(caught)
         try:
             written = mesh_one(path, output / name, mesh_cfg, cfg, up=up)
             write_asset_meta(output / name, _source(path).resolve())
@@ -212,4 +224,9 @@ def mesh(
                           soft_wrap=True)
             if verbose:
                 console.print(escape(traceback.format_exc()))
+        finally:
+            log.removeFilter(caught)
+        for message in caught.messages:
+            console.print(f"[yellow]! {escape(str(path))}[/yellow]: {escape(item_message(path, message))}",
+                          highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
