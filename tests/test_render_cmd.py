@@ -102,3 +102,94 @@ def test_views_frame_a_cube_whole_and_show_an_untextured_white_mesh_in_grey(tmp_
     for edge in (fg[:, 0, :], fg[:, -1, :], fg[:, :, 0], fg[:, :, -1]):
         assert not edge.any()  # and none cuts it
     assert float(rgb[:, :, 32, 32].max()) < 0.8  # grey, not white on white
+
+
+def test_long_names_are_shortened_to_fit_with_their_temporary_files(tmp_path):
+    # a 245-character stem failed with "File name too long": <name>_turntable.gif passes 255 bytes, and
+    # at 235 characters (or 120 two-byte letters) only the atomic write's ".<file>.tmp-<pid>" did
+    import json
+
+    stems = ["a" * 245, "a" * 240 + "b" * 5, "c" * 235, "é" * 120, "short"]
+    for i, stem in enumerate(stems):
+        save_gaussians(tmp_path / "g.ply", _blob(60, (0.0, float(i), 0.0)))  # its temporary name would not fit
+        (tmp_path / "g.ply").rename(tmp_path / f"{stem}.ply")
+    out = tmp_path / "r"
+    opts = ["-o", str(out), "--frames", "2", "--size", "16", "--no-mp4"]
+    res = CliRunner().invoke(app, ["render", *(str(tmp_path / f"{s}.ply") for s in stems), *opts])
+    assert res.exit_code == 0, res.output
+    names = json.loads((out / "o3d-renders.json").read_text())
+    assert len(names) == len(stems)
+    by_source = {v: k for k, v in names.items()}
+    for stem in stems:
+        name = by_source[str((tmp_path / f"{stem}.ply").resolve())]
+        if stem == "short":
+            assert name == "short"  # names that fit are kept as they are
+        else:  # the start of the stem and a short hash of the whole of it
+            assert stem.startswith(name[:-9]) and len(name[:-9]) > 100 and name[-9] == "-"
+        for suffix in ("_turntable.gif", "_views.png"):
+            assert (out / f"{name}{suffix}").is_file()
+            assert len(f".{name}{suffix}.tmp-4194304".encode()) <= 255  # the temporary file fits too
+    # the two stems alike in their first 240 characters get different names; a re-run finds the same ones
+    assert len(set(names)) == len(stems)
+    res = CliRunner().invoke(app, ["render", str(tmp_path / f"{stems[0]}.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "o3d-renders.json").read_text()) == names
+    # a long name taken by another input gets -2, still short enough
+    (tmp_path / "other").mkdir()
+    (tmp_path / "g.ply").write_bytes((tmp_path / f"{stems[0]}.ply").read_bytes())
+    (tmp_path / "g.ply").rename(tmp_path / "other" / f"{stems[0]}.ply")
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "other" / f"{stems[0]}.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    second = json.loads((out / "o3d-renders.json").read_text()).keys() - names.keys()
+    assert len(second) == 1 and next(iter(second)).endswith("-2")
+    assert len(next(iter(second)).encode()) <= 228
+
+
+def test_a_users_own_files_of_the_same_name_are_never_replaced(tmp_path):
+    # names missing from o3d-renders.json counted as free: the user's tri_views.png was overwritten
+    import json
+
+    save_gaussians(tmp_path / "tri.ply", _blob(60))
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "tri_views.png").write_bytes(b"my own picture")
+    (out / "fox_turntable.mp4").write_bytes(b"my own video")
+    save_gaussians(tmp_path / "fox.ply", _blob(60, (1.0, 0.0, 0.0)))
+    opts = ["-o", str(out), "--frames", "2", "--size", "16", "--no-mp4"]
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "tri.ply"), str(tmp_path / "fox.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert (out / "tri_views.png").read_bytes() == b"my own picture"
+    assert (out / "fox_turntable.mp4").read_bytes() == b"my own video"  # also a file this run would not write
+    assert (out / "tri-2_views.png").is_file() and (out / "fox-2_turntable.gif").is_file()
+    assert not (out / "tri_turntable.gif").exists() and not (out / "fox_views.png").exists()
+    manifest = json.loads((out / "o3d-renders.json").read_text())
+    assert manifest == {"tri-2": str((tmp_path / "tri.ply").resolve()), "fox-2": str((tmp_path / "fox.ply").resolve())}
+    # a re-run takes its own names back (files o3d wrote are not the user's)
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "tri.ply"), *opts]).exit_code == 0
+    assert not (out / "tri-3_views.png").exists()
+    assert json.loads((out / "o3d-renders.json").read_text()) == manifest
+
+
+def test_a_name_is_recorded_before_its_files_and_not_for_a_failed_input(tmp_path, monkeypatch):
+    # files left by a run stopped after the GIF belong to that input: the re-run does not take them for
+    # a user's and move to -2; an input that cannot be read claims no name
+    import json
+
+    from o3dcli.io import media
+
+    save_gaussians(tmp_path / "fox.ply", _blob(60))
+    out = tmp_path / "r"
+    opts = ["-o", str(out), "--frames", "2", "--size", "16", "--no-mp4"]
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(media, "save_png", interrupted)  # Ctrl-C between the GIF and the grid
+        res = CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), *opts])
+    assert res.exit_code == 130 and (out / "fox_turntable.gif").is_file() and not (out / "fox_views.png").exists()
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), *opts]).exit_code == 0
+    assert (out / "fox_views.png").is_file() and not (out / "fox-2_views.png").exists()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "fox.ply").write_text("not a ply\n")
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "bad" / "fox.ply"), *opts]).exit_code == 1
+    assert json.loads((out / "o3d-renders.json").read_text()) == {"fox": str((tmp_path / "fox.ply").resolve())}

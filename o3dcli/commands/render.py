@@ -9,6 +9,43 @@ import typer
 
 MANIFEST = "o3d-renders.json"
 """Which input each name in a render folder belongs to."""
+SUFFIXES = ("_turntable.gif", "_turntable.mp4", "_views.png")
+"""The files written for a name: OUTPUT/<name><suffix>."""
+NAME_MAX_BYTES = 255 - len("." + "_turntable.mp4" + ".tmp-4194304")
+"""Longest name (UTF-8 bytes) whose files and their atomic-write temporaries
+(".<file>.tmp-<pid>", pids up to Linux's 2**22) fit the 255-byte file names of common
+file systems."""
+
+
+def fit_name(stem: str, suffix: str = "") -> str:
+    """`stem + suffix` if it is at most NAME_MAX_BYTES long, else the stem cut short and tagged with
+    8 hex digits of its SHA-256 (`<start of stem>-1a2b3c4d<suffix>`): still recognisable, the same
+    on every run, and different for long names that differ only past the cut."""
+    import hashlib
+
+    if len((stem + suffix).encode()) <= NAME_MAX_BYTES:
+        return stem + suffix
+    tag = "-" + hashlib.sha256(stem.encode()).hexdigest()[:8]
+    room = NAME_MAX_BYTES - len((tag + suffix).encode())
+    return stem.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + tag + suffix
+
+
+def render_names(paths: List[Path], taken) -> List[str]:
+    """One name per input (`asset_stem`, made safe and fitted to NAME_MAX_BYTES), collisions in
+    this batch and names `taken(name, path)` says are not free suffixed -2, -3, ..."""
+    from o3dcli.pipeline import asset_stem, safe_name
+
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem, n = safe_name(asset_stem(path)), 1
+        name = fit_name(stem)
+        while name in used or taken(name, path):
+            n += 1
+            name = fit_name(stem, f"-{n}")
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def render(
@@ -23,11 +60,12 @@ def render(
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 
-    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which).
+    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's; a very long one is cut short and ends in a short hash), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which) or files of that name that o3d did not write for this input are there.
 
     Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     import json
+    import os
 
     from rich.markup import escape
 
@@ -36,7 +74,7 @@ def render(
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.io.assets import AssetError, load_asset, resolve_asset_path
     from o3dcli.io.media import image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
-    from o3dcli.pipeline import UserError, check_output_dir, item_message, unique_names
+    from o3dcli.pipeline import UserError, check_output_dir, item_message
     from o3dcli.render.turntable import render_asset, turntable_frames
 
     def usage_error(message: str) -> typer.Exit:
@@ -69,18 +107,28 @@ def render(
         except AssetError:  # reported when it is loaded
             return str(path.resolve())
 
-    names = unique_names(inputs, lambda name, path: manifest.get(name, source(path)) != source(path))
+    def taken(name: str, path: Path) -> bool:
+        """Whether `name` is not free for `path`: the manifest gives it to another input, or files of
+        that name are there that it does not record (the user's own, which are never replaced)."""
+        if name in manifest:
+            return manifest[name] != source(path)
+        return any(os.path.lexists(output / f"{name}{suffix}") for suffix in SUFFIXES)
+
+    names = render_names(inputs, taken)
     for path, name in zip(inputs, names):
         try:
             asset = load_asset(path, up=up)
             clip = turntable_frames(asset, frames, size, elevation)
+            cams = orbit_cameras([elevation] * 8, [0, 45, 90, 135, 180, 225, 270, 315], size=size)
+            grid = image_grid(to_uint8(render_asset(asset, cams)), cols=4)
+            # the name is recorded before its first file is written, so files left by a run stopped
+            # half-way are known as this input's, not taken for a user's own files
+            manifest[name] = source(path)
+            atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
             written = [save_gif(output / f"{name}_turntable.gif", clip, fps)]
             if mp4:
                 written.append(save_mp4(output / f"{name}_turntable.mp4", clip, fps))
-            cams = orbit_cameras([elevation] * 8, [0, 45, 90, 135, 180, 225, 270, 315], size=size)
-            written.append(save_png(output / f"{name}_views.png", image_grid(to_uint8(render_asset(asset, cams)), cols=4)))
-            manifest[name] = source(path)
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+            written.append(save_png(output / f"{name}_views.png", grid))
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(p.name) for p in written))
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
