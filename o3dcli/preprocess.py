@@ -57,6 +57,10 @@ class PreparedImage:
     """[4, P, P] straight RGBA of the same crop at `projection_size` (None unless asked for)."""
 
 
+SMALL_OBJECT_PX = 32
+"""An object fewer pixels across than this in its photo gets a warning (its texture is upscaled)."""
+
+
 def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int = 0) -> PreparedImage:
     """Load an image file (or take an array) and prepare it as the model's input view.
 
@@ -82,6 +86,12 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
                          "or give a PNG whose alpha channel marks the object.")
 
     box = _square_box(foreground, cfg.foreground_ratio)
+    warnings = tuple(matte.warnings)
+    rows, cols = np.nonzero(foreground)
+    across = int(max(rows.max() - rows.min(), cols.max() - cols.min())) + 1
+    if across < SMALL_OBJECT_PX:
+        warnings += (f"{name}: the object is only {across} px across in the image; it is enlarged to fill the "
+                     "frame and its texture will be blurry: give a larger or closer photo",)
     premultiplied = np.concatenate([colour * alpha[..., None], alpha[..., None]], axis=-1)
     background = np.asarray(cfg.background, dtype=np.float32)
 
@@ -109,7 +119,7 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
         mask=chw(out_alpha[..., None]),
         source_sha256=digest,
         matting=matte.method,
-        warnings=matte.warnings,
+        warnings=warnings,
         crop_box=tuple(int(np.rint(v)) for v in box),
         rgba_projection=projection,
     )

@@ -318,3 +318,11 @@ def test_rembg_mask_is_used(monkeypatch, object_scene):
         assert prep.matting == "rembg"
     assert calls == ["u2net"]  # the session (and its model) is loaded once per process
     assert_recentred(prep.mask[0].numpy(), 32, 0.85)
+
+
+def test_a_tiny_object_is_warned_about():
+    cfg = PreprocessConfig(size=64, foreground_ratio=0.75)
+    small = preprocess_image(rgba_array(coverage(disk(60, 50, 6), 150, 200), (0.2, 0.4, 0.6)), cfg)
+    assert any("the object is only 12 px across" in w for w in small.warnings), small.warnings
+    large = preprocess_image(rgba_array(coverage(disk(60, 50, 20), 150, 200), (0.2, 0.4, 0.6)), cfg)
+    assert large.warnings == ()
