@@ -198,11 +198,18 @@ def test_ply_vertex_colors(tmp_path):
     "name, content, message",
     [
         ("missing.obj", None, "no such file"),
-        ("empty.obj", "", "no faces"),
+        ("empty.obj", "", "empty file .0 bytes."),
+        ("comment.obj", "# nothing but a comment\n", "no faces"),
         ("text.obj", "v 0 0 0\nf 1 2 3\n", "outside the 1 defined"),
         ("bad.obj", "v 0 0 0\nv 0 zero 0\nf 1 2 1\n", "line 2"),
         ("badface.obj", "v 0 0 0\nf 1 1\n", "line 2"),
-        ("junk.glb", b"\x00\x01 not a glb", "cannot read GLB"),
+        ("junk.glb", b"\x00\x01 not a glb", "not a GLB file .it does not start with glTF's magic bytes"),
+        ("text.glb", '{"asset": {"version": "2.0"}}', "a .gltf .text. file named .glb"),
+        ("cut.glb", b"glTF" + (2).to_bytes(4, "little") + (900).to_bytes(4, "little") + (40).to_bytes(4, "little")
+         + b"JSON" + b"{}" * 20, "truncated GLB file .60 bytes; its header says 900."),
+        ("old.glb", b"glTF" + (1).to_bytes(4, "little") + (20).to_bytes(4, "little") + b"\x00" * 8,
+         "GLB version 1; o3d reads glTF 2.0"),
+        ("zero.glb", b"", "empty file .0 bytes."),
         ("cloud.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
                       "property float z\nend_header\n0 0 0\n", "no triangles"),
         ("mesh.fbx", "Kaydara FBX Binary", "unsupported mesh format"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,12 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     ext = p.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         raise MeshLoadError(f"{p}: unsupported mesh format '{ext}' (supported: {', '.join(MESH_EXTENSIONS)})")
+    if p.stat().st_size == 0:
+        raise MeshLoadError(f"{p}: empty file (0 bytes)")
     declared_up = None
     try:
+        if ext == ".glb":
+            _check_glb_header(p)
         if ext in USD_SUFFIXES:
             mesh, declared_up = _load_usd(p)
         else:
@@ -594,6 +599,27 @@ def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]
     for e in sorted(used & GLTF_APPROXIMATED.keys()):
         _log.warning("%s: uses %s: %s", path, e, GLTF_APPROXIMATED[e])
     return used, transforms
+
+
+def _check_glb_header(path: Path) -> None:
+    """MeshLoadError naming ``path`` when it is not a whole GLB: no glTF magic, another GLB
+    version, or shorter than its header's length or its JSON chunk (a cut-off download or copy).
+    The parser's own errors say none of this ("buffer size must be a multiple of element size")."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if head[:4] != b"glTF":
+        hint = ": a .gltf (text) file named .glb?" if head.lstrip()[:1] == b"{" else ""
+        raise MeshLoadError(f"{path}: not a GLB file (it does not start with glTF's magic bytes 'glTF'){hint}")
+    if len(head) < 20:
+        raise MeshLoadError(f"{path}: truncated GLB file ({size} bytes, shorter than its 20-byte header)")
+    version, length, chunk = struct.unpack("<III", head[4:16])
+    if version != 2:
+        raise MeshLoadError(f"{path}: GLB version {version}; o3d reads glTF 2.0 files (version 2): re-export it")
+    if length > size or 20 + chunk > size:
+        raise MeshLoadError(f"{path}: truncated GLB file ({size} bytes; its header says {max(length, 20 + chunk)})")
+    if head[16:20] != b"JSON":
+        raise MeshLoadError(f"{path}: damaged GLB file (its first chunk is not the JSON chunk)")
 
 
 def _load_with_trimesh(path: Path) -> TriMesh:
