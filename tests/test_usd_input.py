@@ -295,3 +295,46 @@ def test_point_instancers_place_their_unmasked_instances(tmp_path):
     assert len(mesh.faces) == 4
     normals = np.cross(*(mesh.vertices[mesh.faces[:, i]] - mesh.vertices[mesh.faces[:, 0]] for i in (1, 2)))
     assert (normals[:, 2] > 0).all()  # every copy faces +z, the mirrored one too
+
+
+@pytest.mark.parametrize("mode", ["MASK", "BLEND"])
+def test_o3d_usdz_reads_back_see_through(tmp_path, mode):
+    from test_mesh_alpha import leaf_card
+
+    card = leaf_card(mode)
+    back = load_mesh(save_mesh_usdz(tmp_path / "card.usdz", card, binary=False))
+    assert back.alpha_mode == mode and back.has_alpha
+    assert np.array_equal(back.texture, card.hard_alpha().texture)
+    if mode == "MASK":
+        assert back.alpha_cutoff == 0.5
+
+
+GLASS = """#usda 1.0
+def Mesh "pane" (prepend apiSchemas = ["MaterialBindingAPI"])
+{
+    int[] faceVertexCounts = [3]
+    int[] faceVertexIndices = [0, 1, 2]
+    point3f[] points = [(0, 0, 0), (1, 0, 0), (0, 1, 0)]
+    rel material:binding = </M>
+}
+def Material "M"
+{
+    token outputs:surface.connect = </M/surface.outputs:surface>
+    def Shader "surface"
+    {
+        uniform token info:id = "UsdPreviewSurface"
+        color3f inputs:diffuseColor = (0, 0, 1)
+        float inputs:opacity = 0.4
+        token outputs:surface
+    }
+}
+"""
+
+
+def test_a_see_through_plain_colour(tmp_path):
+    path = tmp_path / "glass.usda"
+    path.write_text(GLASS)
+    mesh = load_mesh(path)
+    assert mesh.alpha_mode == "BLEND" and {tuple(t) for t in mesh.texture.reshape(-1, 4)} == {(0, 0, 255, 102)}
+    path.write_text(GLASS.replace("float inputs:opacity = 0.4", "float inputs:opacity = 1"))
+    assert not load_mesh(path).has_alpha

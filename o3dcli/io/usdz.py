@@ -229,7 +229,8 @@ def load_usd(path) -> tuple[list[TriMesh], str]:
     is not applied: files without it are mostly in metres). Polygons are fanned into triangles
     (holes dropped); left-handed meshes are turned round. Colour: a UsdPreviewSurface's
     diffuseColor texture (read with the texture coordinates its primvar reader names) or value,
-    else the displayColor primvar. Needs usd-core (the `usd` extra); raises ValueError with what
+    else the displayColor primvar; its opacity (the texture's alpha, or a value) is kept, as a
+    cut-out under an opacityThreshold. Needs usd-core (the `usd` extra); raises ValueError with what
     went wrong."""
     try:
         from pxr import Usd, UsdGeom
@@ -391,15 +392,25 @@ def _usd_mesh(prim, time, world: np.ndarray, scale: float, path) -> TriMesh | No
     flip = (geom.GetOrientationAttr().Get(time) == UsdGeom.Tokens.leftHanded) != (np.linalg.det(world[:3, :3]) < 0)
     if flip:
         corners = corners[:, ::-1]
-    texture, color, uv_name = _usd_material(prim, path)
+    texture, color, uv_name, style = _usd_material(prim, path)
+    double = bool(geom.GetDoubleSidedAttr().Get(time))
     uv = _usd_primvar(geom, uv_name, len(points), len(indices), counts, 2) if texture is not None else None
     if texture is not None and uv is not None:
+        if "alpha" in style:  # a plain opacity value over the texture
+            texture = np.concatenate([texture[..., :3], np.full(texture.shape[:2] + (1,), round(style["alpha"] * 255),
+                                                                np.uint8)], -1)
+        alpha = {k: style[k] for k in ("alpha_mode", "alpha_cutoff") if k in style} if texture.shape[2] == 4 else {}
         # one vertex per distinct (point, uv) pair, as every loader here makes them
         keys = np.concatenate([indices[:, None].astype(np.float64), uv], 1)[corners.reshape(-1)]
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
         return TriMesh(xyz[uniq[:, 0].astype(np.int64)], inverse.reshape(-1, 3), uv=uniq[:, 1:], texture=texture,
-                       double_sided=bool(geom.GetDoubleSidedAttr().Get(time)))
+                       double_sided=double, **alpha)
     faces = indices[corners]
+    if "alpha" in style and texture is None:  # a see-through plain colour (glass)
+        from o3dcli.io.mesh import solid_alpha_part
+
+        return solid_alpha_part(xyz, faces, np.ones(3) if color is None else color, style["alpha"],
+                                style["alpha_mode"], style.get("alpha_cutoff", 0.5), double)
     if color is None:
         shown = _usd_primvar(geom, "displayColor", len(points), len(indices), counts, 3)
         if shown is not None:  # per corner: averaged onto the points
@@ -407,10 +418,9 @@ def _usd_mesh(prim, time, world: np.ndarray, scale: float, path) -> TriMesh | No
             np.add.at(sums, indices, shown)
             seen = np.bincount(indices, minlength=len(points))[:, None]
             colours = np.where(seen > 0, sums / np.maximum(seen, 1), 1.0)
-            return TriMesh(xyz, faces, vertex_colors=colours.clip(0, 1),
-                           double_sided=bool(geom.GetDoubleSidedAttr().Get(time)))
+            return TriMesh(xyz, faces, vertex_colors=colours.clip(0, 1), double_sided=double)
     return TriMesh(xyz, faces, material_color=np.ones(3) if color is None else np.clip(color, 0, 1),
-                   double_sided=bool(geom.GetDoubleSidedAttr().Get(time)))
+                   double_sided=double)
 
 
 def _usd_primvar(geom, name: str, n_points: int, n_corners: int, counts: np.ndarray, width: int) -> np.ndarray | None:
@@ -434,27 +444,32 @@ def _usd_primvar(geom, name: str, n_points: int, n_corners: int, counts: np.ndar
     return None
 
 
-def _usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-    """(texture [H, W, 3] uint8, colour [3], texture coordinate primvar) of the UsdPreviewSurface's
-    diffuseColor bound to the prim (its preview binding, else the general one): a texture or a
-    colour, or neither when there is no such material."""
+def _usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str, dict]:
+    """(texture [H, W, 3 or 4] uint8, colour [3], texture coordinate primvar, alpha style) of the
+    UsdPreviewSurface bound to the prim (its preview binding, else the general one): a
+    diffuseColor texture or a colour, or neither when there is no such material. Opacity: a
+    texture's alpha (the "a" output of the diffuse texture connected to opacity) becomes the
+    texture's fourth channel, a value below 1 the style's "alpha"; the style holds alpha_mode
+    ("MASK" with opacityThreshold above 0, else "BLEND") and alpha_cutoff when the material is
+    see-through, and is empty otherwise."""
     from pxr import UsdShade
 
     material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial(UsdShade.Tokens.preview)[0]
     if not material:
-        return None, None, "st"
+        return None, None, "st", {}
     surface = material.ComputeSurfaceSource()
     shader = surface[0] if isinstance(surface, tuple) else surface
     if not shader or shader.GetIdAttr().Get() != "UsdPreviewSurface":
-        return None, None, "st"
+        return None, None, "st", {}
+    style = _usd_opacity(shader)
     diffuse = shader.GetInput("diffuseColor")
     if not diffuse:
-        return None, None, "st"
+        return None, None, "st", style
     sources = diffuse.GetConnectedSources()[0]
     if sources:
         texture = UsdShade.Shader(sources[0].source.GetPrim())
         if texture.GetIdAttr().Get() != "UsdUVTexture" or not texture.GetInput("file"):
-            return None, None, "st"
+            return None, None, "st", style
         uv_name = "st"  # what the texture's coordinates come from: a primvar reader's varname
         st = texture.GetInput("st")
         readers = st.GetConnectedSources()[0] if st else []
@@ -462,23 +477,53 @@ def _usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str
             varname = UsdShade.Shader(readers[0].source.GetPrim()).GetInput("varname")
             uv_name = str(varname.Get()) if varname and varname.Get() else uv_name
         asset = texture.GetInput("file").Get()
-        image = _read_usd_asset(asset.resolvedPath) if asset and asset.resolvedPath else None
+        with_alpha = style.pop("texture", None) == texture.GetPrim().GetPath()
+        image = _read_usd_asset(asset.resolvedPath, with_alpha) if asset and asset.resolvedPath else None
         if image is None:
             _log.warning("%s: the texture %s of %s cannot be read; the mesh is loaded white", path,
                          asset.path if asset else "(none)", prim.GetPath())
-        return image, None, uv_name
+        elif with_alpha and image.shape[2] == 3:
+            style = {}  # an opaque image: nothing to see through
+        return image, None, uv_name, style
+    style.pop("texture", None)  # an alpha texture beside a plain colour: not read
     value = diffuse.Get()
-    return None, (np.asarray(value, np.float64) if value is not None else None), "st"
+    return None, (np.asarray(value, np.float64) if value is not None else None), "st", style
 
 
-def _read_usd_asset(resolved: str) -> np.ndarray | None:
-    """An image USD resolved (a file, or a file inside a .usdz, nested ones too) as RGB uint8, or None."""
+def _usd_opacity(shader) -> dict:
+    """The see-through part of a UsdPreviewSurface: {"texture": the path of the UsdUVTexture whose
+    alpha is the opacity} or {"alpha": a value below 1}, with alpha_mode and alpha_cutoff; {} when opaque."""
+    from pxr import UsdShade
+
+    opacity = shader.GetInput("opacity")
+    if not opacity:
+        return {}
+    threshold = shader.GetInput("opacityThreshold")
+    cutoff = float(threshold.Get()) if threshold and threshold.Get() is not None else 0.0
+    mode = {"alpha_mode": "MASK", "alpha_cutoff": cutoff} if cutoff > 0 else {"alpha_mode": "BLEND"}
+    sources = opacity.GetConnectedSources()[0]
+    if sources:
+        source = UsdShade.Shader(sources[0].source.GetPrim())
+        if source.GetIdAttr().Get() == "UsdUVTexture" and str(sources[0].sourceName) == "a":
+            return {"texture": source.GetPrim().GetPath(), **mode}
+        return {}
+    value = opacity.Get()
+    return {"alpha": float(np.clip(value, 0, 1)), **mode} if value is not None and value < 1 else {}
+
+
+def _read_usd_asset(resolved: str, with_alpha: bool = False) -> np.ndarray | None:
+    """An image USD resolved (a file, or a file inside a .usdz, nested ones too) as RGB uint8 (with
+    ``with_alpha``: RGBA when the image has alpha), or None."""
     from PIL import Image
     from pxr import Ar
 
     try:
         asset = Ar.GetResolver().OpenAsset(Ar.ResolvedPath(resolved))
         data = bytes(asset.GetBuffer()) if asset else None
-        return None if data is None else np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        if data is None:
+            return None
+        image = Image.open(io.BytesIO(data))
+        alpha = with_alpha and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info)
+        return np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except Exception:  # noqa: BLE001 - anything unreadable is reported by the caller
         return None
