@@ -226,29 +226,58 @@ def presets_list():
 
 @presets_app.command("show")
 def presets_show(
-    name: str = typer.Argument("tiny", help="Preset name or YAML path."),
+    name: str = typer.Argument("tiny", help="Preset name or YAML path (a config key here means: that key of tiny)."),
+    keys: Optional[List[str]] = typer.Argument(None, help="Config keys or sections to explain in full, e.g. mesh.texture_format or mesh.", show_default=False),
     sets: Optional[List[str]] = SetOpt,
-    as_yaml: bool = typer.Option(False, "--yaml", help="Print the resolved config as YAML (usable as a preset)."),
+    long: bool = typer.Option(False, "--long", "-l", help="Every field's full meaning, type and default, one block a key."),
+    as_yaml: bool = typer.Option(False, "--yaml", help="Print the resolved config as plain YAML (usable as a preset; with KEYS, only those)."),
 ):
-    """Show every field of a preset after defaults and overrides are applied."""
-    from rich.markup import escape
-    from rich.table import Table
+    """Show a preset's fields after defaults and overrides are applied.
 
-    from o3dcli.config import describe, dump_config
+    By default: the config as YAML (it loads as a preset), one field a line, each with the first sentence of its meaning as a comment cut to the terminal's width.
+
+    KEYS (a key or a section) or --long: the full text, type and default of those keys or of all of them. --yaml: the values alone.
+    """
+    import shlex
+
+    from rich.text import Text
+
+    from o3dcli.config import (
+        ConfigError, available_presets, compact_lines, dump_config, explain_lines, preset_description,
+        resolve_preset_path, select_keys,
+    )
     from o3dcli.console import out
 
+    keys = list(keys or [])
+    if long and as_yaml:
+        raise _usage_error("--long and --yaml: choose one (--yaml prints the values alone, --long their full meaning)")
+    if name not in available_presets() and not Path(name).is_file() and not name.endswith((".yaml", ".yml")):
+        try:  # `o3d presets show mesh.texture_format`: a key of the default preset
+            select_keys([name])
+            name, keys = "tiny", [name] + keys
+        except ConfigError:
+            pass  # not a key either: the preset error below says what there is
     cfg = _load_config(name, sets)
+    try:
+        selected = select_keys(keys) if keys else None
+    except ConfigError as e:
+        raise _usage_error(str(e)) from None
     if as_yaml:
-        typer.echo(dump_config(cfg), nl=False)
+        typer.echo(dump_config(cfg, keys=selected), nl=False)
         return
-    table = Table(title=f"preset {escape(name)}")
-    table.add_column("key", no_wrap=True)
-    table.add_column("value", overflow="fold", max_width=24)
-    table.add_column("type", overflow="fold", max_width=16)
-    table.add_column("meaning", overflow="fold", ratio=1)
-    for key, value, tname, doc in describe(cfg):
-        table.add_row(key, escape(value), escape(tname), escape(doc))
-    out.print(table)
+    width = out.width
+    if long or selected:
+        typer.echo("\n".join(explain_lines(cfg, selected, width)))
+        return
+    description = " ".join(preset_description(resolve_preset_path(name)).split())
+    header = [f"preset {name}{': ' + description if description else ''}",
+              f"full text of a key or section: o3d presets show {shlex.quote(name)} KEY; of all: --long"]
+    text = Text()
+    for code, comment in compact_lines(cfg, width, header):
+        text.append(code)
+        text.append(comment, style="dim")
+        text.append("\n")
+    out.print(text, end="", soft_wrap=True)
 
 
 def info(

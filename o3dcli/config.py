@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -204,6 +205,27 @@ def type_name(t) -> str:
     return getattr(t, "__name__", str(t))
 
 
+def _as_list(value, item_type):
+    """A list field also takes `a,b,c` (what `--set mesh.formats=glb,stl` gives: one string) and a
+    lone number or true/false (`--set recon.input_views=0`). Items of a list of numbers or booleans
+    are read as YAML scalars; items of a list of strings stay the text between the commas (none
+    of o3d's string lists holds commas, so the split is unambiguous). An empty string is []."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",")] if value.strip() else []
+        if item_type is str or typing.get_origin(item_type) is Literal:
+            return items
+        out = []
+        for v in items:
+            try:
+                out.append(yaml.safe_load(v) if v else v)
+            except yaml.YAMLError:
+                out.append(v)
+        return out
+    if isinstance(value, (bool, int, float)):
+        return [value]
+    return value
+
+
 def coerce(value, t, key: str):
     """Check `value` (from YAML) against the annotation `t` and convert it; ConfigError if it does not fit."""
 
@@ -224,14 +246,21 @@ def coerce(value, t, key: str):
                 pass
         raise bad()
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise bad()
         args = typing.get_args(t)
-        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise bad(f" (needs exactly {len(args)} values)")
-            return tuple(coerce(v, a, key) for v, a in zip(value, args))
-        out = [coerce(v, args[0], key) for v in value]
+        value = _as_list(value, args[0])
+        if not isinstance(value, (list, tuple)):
+            example = "[glb, stl]" if key == "mesh.formats" else "[a, b, c]"
+            formats = " (o3d generate and o3d mesh also take --formats glb,stl)" if key == "mesh.formats" else ""
+            raise bad(f"; give a list: {example} or a,b,c{formats}")
+        fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+        if fixed and len(value) != len(args):
+            raise bad(f" (needs exactly {len(args)} values)")
+        out = []
+        for i, (v, a) in enumerate(zip(value, args if fixed else [args[0]] * len(value)), 1):
+            try:
+                out.append(coerce(v, a, key))
+            except ConfigError as e:
+                raise ConfigError(f"{e} (item {i} of {len(value)})") from None
         return tuple(out) if origin is tuple else out
     if t is type(None):
         if value is not None:
@@ -339,10 +368,24 @@ def resolve_preset_path(preset: str | Path) -> Path:
         return p
     presets = available_presets()
     if str(preset) not in presets:
-        close = difflib.get_close_matches(str(preset), list(presets), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
+        close = closest_preset(str(preset), list(presets))
+        hint = f"; did you mean '{close}'?" if close else ""
         raise ConfigError(f"unknown preset '{preset}'{hint} (available: {', '.join(presets) or 'none'})")
     return presets[str(preset)]
+
+
+def closest_preset(name: str, names: list[str]) -> str | None:
+    """The preset `name` most likely means: same name in another case ('TINY'), else a close
+    spelling ('tnyi'), else one that contains it ('svd-lgm')."""
+    lower = {n.lower(): n for n in names}
+    want = name.lower().strip()
+    if want in lower:
+        return lower[want]
+    close = difflib.get_close_matches(want, list(lower), n=1, cutoff=0.6)
+    if close:
+        return lower[close[0]]
+    inside = [n for low, n in lower.items() if want and (want in low or low in want)]
+    return inside[0] if len(inside) == 1 else None
 
 
 def read_preset(preset: str | Path, _seen: tuple = ()) -> list[tuple[str, dict]]:
@@ -397,9 +440,20 @@ def check_config(cfg) -> None:
             check_config(v)
 
 
-def dump_config(cfg: Config, header: str = "") -> str:
-    """YAML text of the resolved config; loading it as a preset reproduces `cfg`."""
-    body = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+def dump_config(cfg: Config, header: str = "", keys: list[str] | None = None) -> str:
+    """YAML text of the resolved config; loading it as a preset reproduces `cfg` (with `keys`:
+    only those fields, a preset that sets just them)."""
+    data = cfg.to_dict()
+    if keys is not None:
+        picked: dict = {}
+        for key in keys:
+            *path, last = key.split(".")
+            src, dst = data, picked
+            for p in path:
+                src, dst = src[p], dst.setdefault(p, {})
+            dst[last] = src[last]
+        data = picked
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     return (header + body) if header else body
 
 
@@ -415,7 +469,128 @@ def describe(cfg: Config) -> list[tuple[str, str, str, str]]:
             if dataclasses.is_dataclass(v):
                 walk(v, f"{prefix}{f.name}.")
             else:
-                rows.append((f"{prefix}{f.name}", yaml.safe_dump(to_plain(v), default_flow_style=True).strip().removesuffix("\n...").removesuffix("..."), type_name(hints[f.name]), docs.get(f.name, "")))
+                rows.append((f"{prefix}{f.name}", value_text(v), type_name(hints[f.name]), docs.get(f.name, "")))
 
     walk(cfg, "")
     return rows
+
+
+def value_text(value) -> str:
+    """A field's value as one line of YAML (`[glb, obj]`, `''`, `0.5`)."""
+    text = yaml.safe_dump(to_plain(value), default_flow_style=True, width=float("inf"))
+    return text.strip().removesuffix("\n...").removesuffix("...").strip()
+
+
+# ---------------------------------------------------------------------------
+# `o3d presets show`: compact (YAML with one-line comments) and full (per key) forms
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(`])")
+
+
+def first_sentence(doc: str) -> str:
+    return _SENTENCE_END.split(doc.strip(), maxsplit=1)[0] if doc else ""
+
+
+def clip(text: str, n: int) -> str:
+    """`text` cut to `n` characters at a word boundary where one is near, marked with '...'."""
+    if len(text) <= n:
+        return text
+    cut = text[: max(n - 3, 1)].rstrip()
+    space = cut.rfind(" ")
+    if space > n // 2:
+        cut = cut[:space].rstrip(" ,;:")
+    return cut + "..."
+
+
+def compact_lines(cfg, width: int = 80, header: list[str] | tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """`o3d presets show`: the config as YAML, one field a line (long values wrapped in flow style),
+    each with the first sentence of its meaning as a comment clipped to `width` (put on the line
+    above when the value leaves no room). Lines are (code, comment) pairs; joined, they load with
+    yaml.safe_load to `cfg.to_dict()`, so the text can be saved and edited as a preset. `header`:
+    comment lines on top, each clipped to `width`."""
+    width = max(int(width), 40)
+    lines: list[tuple[str, str]] = [("", clip(f"# {h}", width)) for h in header]
+    cap = max(24, width // 2)  # comments of a block line up after its keys up to this column
+
+    def emit(run: list[tuple[list[str], str]]) -> None:
+        col = max((len(code[0]) for code, _ in run if len(code) == 1 and len(code[0]) <= cap), default=0) + 2
+        for code, doc in run:
+            if doc and len(code) == 1:
+                start = max(col, len(code[0]) + 2)
+                room = width - start - 2
+                if room >= min(20, len(doc)):
+                    lines.append((code[0], " " * (start - len(code[0])) + "# " + clip(doc, room)))
+                    continue
+            if doc:
+                indent = code[0][: len(code[0]) - len(code[0].lstrip())]
+                lines.append(("", f"{indent}# {clip(doc, width - len(indent) - 2)}"))
+            lines.extend((c, "") for c in code)
+
+    def walk(obj, depth: int) -> None:
+        docs, indent, run = field_docs(type(obj)), "  " * depth, []
+        for f in dataclasses.fields(obj):
+            v, doc = getattr(obj, f.name), first_sentence(docs.get(f.name, ""))
+            if dataclasses.is_dataclass(v):
+                emit(run)
+                run = []
+                if depth == 0 and lines:
+                    lines.append(("", ""))
+                head = f"{indent}{f.name}:"
+                lines.append((head, "  # " + clip(doc, width - len(head) - 4)) if doc else (head, ""))
+                walk(v, depth + 1)
+            else:
+                text = value_text(v)
+                code = textwrap.wrap(f"{indent}{f.name}: {text}", width, subsequent_indent=f"{indent}    ",
+                                     break_long_words=False, break_on_hyphens=False)
+                if len(code) > 1 and yaml.safe_load("\n".join(c[len(indent):] for c in code)) != {f.name: to_plain(v)}:
+                    code = [f"{indent}{f.name}: {text}"]  # a value whose spaces matter stays on one line
+                run.append((code, doc))
+        emit(run)
+
+    walk(cfg, 0)
+    return lines
+
+
+def select_keys(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The config keys that `names` ask for: a key (`mesh.texture_format`) or a section (`mesh`),
+    in the config's order; ConfigError naming the closest key for anything else."""
+    keys = valid_keys()
+    wanted: set[str] = set()
+    for name in names:
+        name = name.strip().rstrip(".")
+        inside = [k for k in keys if k == name or k.startswith(name + ".")]
+        if not inside:
+            sections = list(dict.fromkeys(k.split(".", 1)[0] for k in keys))
+            raise ConfigError(f"unknown key '{name}'{_closest(name, keys + sections)}")
+        wanted.update(inside)
+    return [k for k in keys if k in wanted]
+
+
+def explain_lines(cfg, keys: list[str] | None = None, width: int = 80) -> list[str]:
+    """`o3d presets show --long` (or with keys): per key, its value, type, default and full meaning,
+    wrapped to `width`; a whole section gets its own meaning as a heading (after `kubectl explain`)."""
+    width = max(int(width), 40)
+    keys = valid_keys() if keys is None else keys
+    wanted = set(keys)
+    defaults = {k: v for k, v, _, _ in describe(Config())}
+    section_docs = field_docs(type(cfg))
+    whole = {k.split(".", 1)[0] for k in keys if all(o in wanted for o in valid_keys() if o.split(".", 1)[0] == k.split(".", 1)[0])}
+
+    def wrap(text: str, indent: str = "", more: str = "    ") -> list[str]:
+        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=more,
+                             break_long_words=False, break_on_hyphens=False) or [indent.rstrip()]
+
+    out: list[str] = []
+    section = None
+    for key, value, tname, doc in describe(cfg):
+        if key not in wanted:
+            continue
+        top = key.split(".", 1)[0]
+        if top != section and top in whole:
+            out += ([""] if out else []) + wrap(f"[{top}] {section_docs.get(top, '')}".rstrip(), more="  ")
+        section = top
+        out += ([""] if out else []) + wrap(f"{key}: {value}")
+        out += wrap(f"type: {tname}; default: {defaults.get(key, value)}", "    ")
+        out += wrap(doc, "    ") if doc else []
+    return out

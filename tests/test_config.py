@@ -75,7 +75,7 @@ def test_info_and_presets_answer_on_stdout():
 
     from o3dcli.cli import app
 
-    for args, needle in ((["info"], "torch"), (["presets", "list"], "tiny"), (["presets", "show", "tiny"], "mesh.target_faces")):
+    for args, needle in ((["info"], "torch"), (["presets", "list"], "tiny"), (["presets", "show", "tiny"], "target_faces: 20000")):
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0 and needle in res.stdout and res.stderr == "", (args, res.stderr)
     res = CliRunner().invoke(app, ["info", "--preset", "nope"])
@@ -85,6 +85,100 @@ def test_info_and_presets_answer_on_stdout():
 def test_unknown_preset_suggests_closest():
     with pytest.raises(ConfigError, match="did you mean 'tiny'"):
         load_config("tiyn")
+
+
+@pytest.mark.parametrize("name, meant", [("TINY", "tiny"), ("Tiny", "tiny"), ("tnyi", "tiny"),
+                                         ("OUROBOROS3D-SVD-LGM", "ouroboros3d-svd-lgm"), ("svd-lgm", "ouroboros3d-svd-lgm")])
+def test_unknown_preset_in_another_case_or_misspelt_names_the_preset(name, meant):
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    with pytest.raises(ConfigError, match=f"did you mean '{meant}'"):
+        load_config(name)
+    res = CliRunner().invoke(app, ["info", "-p", name])
+    assert res.exit_code == 2 and f"did you mean '{meant}'" in res.stderr and res.stdout == ""
+    assert "did you mean" not in str(pytest.raises(ConfigError, load_config, "zzzzzz").value)
+
+
+def test_list_fields_take_comma_separated_values():
+    # `--set mesh.formats=glb,stl` is one YAML string: a list field reads it as its items, each checked
+    cfg = load_config("tiny", ["mesh.formats=glb,stl", "preprocess.background=1, 0.5,0", "recon.down_attention=true,false,true",
+                               "recon.input_views=0", "denoiser.added_time_ids=6,127,2e-2"])
+    assert cfg.mesh.formats == ("glb", "stl")
+    assert cfg.preprocess.background == (1.0, 0.5, 0.0) and isinstance(cfg.preprocess.background[0], float)
+    assert cfg.recon.down_attention == (True, False, True)
+    assert cfg.recon.input_views == (0,)
+    assert cfg.denoiser.added_time_ids == (6.0, 127.0, 0.02)
+    assert load_config("tiny", ["mesh.formats=[glb, stl]"]) == load_config("tiny", ["mesh.formats=glb,stl"])
+    with pytest.raises(ConfigError) as e:  # a bad item is named, with its place
+        load_config("tiny", ["recon.down_channels=16,abc,64"])
+    assert "'recon.down_channels'" in str(e.value) and "'abc' is not int (item 2 of 3)" in str(e.value)
+    with pytest.raises(ConfigError, match=r"'mesh.formats'.*stll"):
+        load_config("tiny", ["mesh.formats=glb,stll"])
+    with pytest.raises(ConfigError, match="exactly 3"):
+        load_config("tiny", ["preprocess.background=1,1"])
+    with pytest.raises(ConfigError) as e:  # what is still not a list says how to write one
+        load_config("tiny", ["mesh.formats=null"])
+    assert "[glb, stl] or a,b,c" in str(e.value) and "--formats glb,stl" in str(e.value)
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_presets_show_is_yaml_one_line_a_key_at_any_width():
+    from o3dcli.config import compact_lines
+    from o3dcli.console import out
+
+    cfg = load_config("tiny")
+    n_keys, n_sections = len(valid_keys()), len(dataclasses.fields(Config))
+    for width in (40, 80, 200):
+        lines = [code + comment for code, comment in compact_lines(cfg, width, ["preset tiny: " + "a description " * 20])]
+        assert max(len(line) for line in lines) <= width, width
+        # one line a key (was 1,773 lines at 80 columns); at 40 columns a comment may take its own line
+        assert len(lines) <= (n_keys + 2 * n_sections + 2) * (2 if width < 80 else 1) + 10
+        assert yaml.safe_load("\n".join(lines)) == cfg.to_dict()  # the comments are YAML comments: it loads as the preset
+    res = _invoke("presets", "show", "tiny", "--set", "mesh.target_faces=5000")
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert max(len(line) for line in lines) <= out.width and len(lines) < n_keys + 2 * n_sections + 20
+    assert yaml.safe_load(res.stdout) == load_config("tiny", ["mesh.target_faces=5000"]).to_dict()
+    texture = next(line for line in lines if line.lstrip().startswith("texture_format:"))
+    assert texture.split("#")[0].strip() == "texture_format: png" and "# Image format of the texture" in texture
+    assert "o3d presets show tiny KEY" in lines[1]
+
+
+def test_presets_show_keys_and_long_give_the_full_text():
+    rows = {key: (value, tname, doc) for key, value, tname, doc in describe(load_config("tiny"))}
+    flat = lambda text: " ".join(text.split())  # noqa: E731
+    res = _invoke("presets", "show", "tiny", "mesh.texture_format")
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.startswith("mesh.texture_format: png\n") and "type: 'png' | 'jpeg'; default: png" in res.stdout
+    assert flat(rows["mesh.texture_format"][2]) in flat(res.stdout)  # the whole text, to its last sentence
+    assert "mesh.target_faces" not in res.stdout
+    assert _invoke("presets", "show", "mesh.texture_format").stdout == res.stdout  # a key alone: the default preset's
+    res = _invoke("presets", "show", "tiny", "runtime")  # a section: its meaning, then each key's full text
+    assert res.stdout.startswith("[runtime] Device, seed, threads.") and all(
+        f"{key}: " in res.stdout for key in rows if key.startswith("runtime."))
+    res = _invoke("presets", "show", "--long")
+    assert res.exit_code == 0 and all(flat(doc) in flat(res.stdout) for _, _, doc in rows.values())
+    res = _invoke("presets", "show", "tiny", "mesh.textur")
+    assert res.exit_code == 2 and "unknown key 'mesh.textur'; did you mean" in res.stderr and res.stdout == ""
+    res = _invoke("presets", "show", "--long", "--yaml")
+    assert res.exit_code == 2 and "choose one" in res.stderr
+
+
+def test_presets_show_yaml_of_some_keys_is_a_preset(tmp_path):
+    res = _invoke("presets", "show", "tiny", "mesh.formats", "runtime", "--yaml", "--set", "mesh.formats=glb,stl")
+    assert res.exit_code == 0, res.stderr
+    assert yaml.safe_load(res.stdout) == {"mesh": {"formats": ["glb", "stl"]}, "runtime": load_config("tiny").to_dict()["runtime"]}
+    (tmp_path / "p.yaml").write_text("base: tiny\n" + res.stdout)
+    assert load_config(tmp_path / "p.yaml").mesh.formats == ("glb", "stl")
 
 
 def test_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
