@@ -242,10 +242,8 @@ def presets_show(
 
     from rich.text import Text
 
-    from o3dcli.config import (
-        ConfigError, available_presets, compact_lines, dump_config, explain_lines, preset_description,
-        resolve_preset_path, select_keys,
-    )
+    from o3dcli.config import ConfigError, available_presets, dump_config, preset_description, resolve_preset_path
+    from o3dcli.config_view import compact_lines, explain_lines, select_keys
     from o3dcli.console import out
 
     keys = list(keys or [])

@@ -7,12 +7,12 @@ from o3dcli.config import (
     Config,
     ConfigError,
     available_presets,
-    describe,
     dump_config,
     field_docs,
     load_config,
     valid_keys,
 )
+from o3dcli.config_view import describe
 
 
 def test_defaults_and_preset_and_overrides():
@@ -132,7 +132,7 @@ def _invoke(*args):
 
 
 def test_presets_show_is_yaml_one_line_a_key_at_any_width():
-    from o3dcli.config import compact_lines
+    from o3dcli.config_view import compact_lines
     from o3dcli.console import out
 
     cfg = load_config("tiny")

@@ -33,7 +33,7 @@ def parse_duration(text: str) -> float:
 def changed_settings(old, new) -> list[tuple[str, str, str]]:
     """(key, old value, new value) of every setting that differs between two configs, but
     train.steps: the run's total, which a resume is expected to change."""
-    from o3dcli.config import describe
+    from o3dcli.config_view import describe
 
     before = {key: value for key, value, _, _ in describe(old)}
     return [(key, before.get(key, "(unset)"), value) for key, value, _, _ in describe(new)
