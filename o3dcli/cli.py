@@ -171,7 +171,9 @@ def generate(
 
     def on_done(r):
         if r.status == "failed":
-            console.print(f"[red]✗ {escape(r.name)}[/red]: {escape(r.error or '')}", soft_wrap=True)
+            # a later stage's error names no file: say which input the item is
+            source = "" if r.input in (r.error or "") else f" ({escape(r.input)})"
+            console.print(f"[red]✗ {escape(r.name)}[/red]{source}: {escape(r.error or '')}", soft_wrap=True)
             if verbose and r.traceback:
                 console.print(escape(r.traceback))
         for w in r.warnings:

@@ -491,3 +491,20 @@ def test_an_unfinished_rerun_leaves_the_earlier_asset_whole(good_images, tmp_pat
     else:
         run_batch(items, runner_, show_progress=False)
     assert not (out / "pear").exists()
+
+
+def test_a_failure_that_names_no_file_is_told_with_the_input(good_images, tmp_path, monkeypatch):
+    import dataclasses
+
+    import o3dcli.stages as stages
+
+    def run(ctx):
+        if ctx.item.name == "pear":
+            raise ValueError("carve meshing found no surface")
+        return stages.run_preprocess(ctx)
+
+    monkeypatch.setattr(stages, "PREPROCESS", dataclasses.replace(stages.PREPROCESS, run=run))
+    res = generate(good_images, "-o", tmp_path / "out")
+    assert res.exit_code == 1
+    assert f"✗ pear ({(good_images / 'pear.png').absolute()}): carve meshing found no surface" in " ".join(
+        res.output.split())
