@@ -30,7 +30,7 @@ def synth(
 ):
     """Render N procedural objects (1-4 textured primitives each) into OUTPUT.
 
-    Each object gets OUTPUT/synth_<seed>/ with RGBA views, cameras.json, the ground-truth mesh (OBJ) and spec.json; OUTPUT/index.json lists them. Complete objects are skipped, so an interrupted run continues where it stopped.
+    Each object gets OUTPUT/synth_<seed, 8 digits>/ (synth_00000000, ...) with RGBA views, cameras.json, the ground-truth mesh (OBJ) and spec.json; OUTPUT/index.json lists them. Complete objects are skipped, so an interrupted run continues where it stopped.
 
     Exit code: 0 = done, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """

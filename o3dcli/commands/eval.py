@@ -39,11 +39,11 @@ def _no_prediction_at_all(pred_dir: Path, objs, asset: str) -> str | None:
 
 
 def eval_cmd(
-    benchmark: str = typer.Option("synthetic", "--benchmark", "-b", help="gso (a Google Scanned Objects folder), synthetic (procedural objects, seeds 1,000,000+; nothing to download) or folder (any folder of GLB/OBJ/PLY meshes)."),
+    benchmark: str = typer.Option("synthetic", "--benchmark", "-b", help="gso (a Google Scanned Objects folder), synthetic (procedural objects, seeds 1,000,000+; nothing to download) or folder (any folder of GLB/glTF/OBJ/PLY/STL/USD meshes)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder (gso and folder benchmarks)."),
     objects: Optional[str] = typer.Option(None, "--objects", help="Comma-separated object names to evaluate (default: all, in sorted order; synthetic: the first 10)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N objects."),
-    predictions: Optional[str] = typer.Option(None, "--predictions", help="Score assets already in DIR (DIR/<object>/model.glb|model.obj|gaussians.ply or DIR/<object>.glb|.obj|.ply) instead of generating; comma-separated DIRs are compared side by side."),
+    predictions: Optional[str] = typer.Option(None, "--predictions", help="Score assets already in DIR (DIR/<object>/model.glb|model.obj|gaussians.ply or DIR/<object>.glb|.gltf|.obj|.ply|.stl|.usdz|.usd|.usda|.usdc) instead of generating; comma-separated DIRs are compared side by side."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset (or YAML file) to generate with."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field of generation, e.g. --set diffusion.steps=10 (repeatable).", metavar="SECTION.KEY=VALUE"),
     variants: Optional[str] = typer.Option(None, "--variants", help="Comma-separated presets / YAML files (e.g. two checkpoints) to generate with and compare; each gets its own assets folder."),
