@@ -39,19 +39,26 @@ def raw_weights(checkpoint: Path, out: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
+                                 epilog="Only o3d's own weights: the published model's .pth files are imported at load time "
+                                        "(--set model.published_unet=... / model.published_recon=...), not exported.")
     ap.add_argument("src", type=Path, help="weights to export (a run's model.safetensors, or its checkpoint.pt)")
     ap.add_argument("dst", type=Path, help="where to write them")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     a = ap.parse_args()
     if not a.src.is_file():
         raise SystemExit(f"error: {a.src}: no such weights file")
+    if a.src.suffix not in (".pt", ".safetensors"):
+        raise SystemExit(f"error: {a.src}: give an o3d weights file (.safetensors, a run's model.safetensors) or a "
+                         "run's checkpoint.pt")
     src = a.src
     if a.src.suffix == ".pt":
         src = raw_weights(a.src, a.dst.with_name(a.dst.name + ".raw.tmp"))
     try:
         convert_weights(src, a.dst, dtype_of(a.dtype))
         before, after = load_file(str(src)), load_file(str(a.dst))
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file: say which, in one line
+        raise SystemExit(f"error: {a.src}: cannot read it as o3d weights ({type(e).__name__}: {e})") from None
     finally:
         if src != a.src:
             src.unlink(missing_ok=True)

@@ -37,8 +37,21 @@ if [ "$mode" = prepare ]; then
   exit 0
 fi
 
+if [ "$mode" = -h ] || [ "$mode" = --help ] || [ "$mode" = help ]; then
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+  exit 0
+fi
 if [ "$mode" != run ]; then
-  echo "usage: scripts/gpu_session.sh prepare|run" >&2
+  echo "usage: scripts/gpu_session.sh prepare|run (--help says more)" >&2
+  exit 2
+fi
+if ! ls .gpu/whl/*.whl >/dev/null 2>&1 || [ ! -d .gpu/data ]; then
+  echo "error: .gpu/ is not prepared: run 'scripts/gpu_session.sh prepare' first (on a machine with o3d" \
+       "installed and a package index), then carry .gpu/ to the GPU machine" >&2
+  exit 2
+fi
+if ! python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  echo "error: no CUDA device here (python3 with a CUDA build of torch is needed): these are the GPU checks" >&2
   exit 2
 fi
 OUTDIR="${OUT:-.gpu/out}"
