@@ -166,6 +166,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     found: dict[Path, Path] = {}
     other: dict[str, int] = {}
     outputs: set[Path] = set()
+    broken: list[Path] = []
     for p in inputs:
         p = Path(p)
         if not p.exists():
@@ -182,7 +183,11 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
 
         for f in sorted(p.glob("**/*" if recursive else "*")):
             rel = f.relative_to(p)
-            if any(part.startswith(".") for part in rel.parts) or not f.is_file():
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if not f.is_file():
+                if f.is_symlink() and not f.exists() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    broken.append(f)  # a link whose target is gone
                 continue
             folders = [p / Path(*rel.parts[:i]) for i in range(len(rel.parts))]
             hit = next((d for d in folders if is_output(d)), None)
@@ -202,6 +207,9 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
         if outputs:
             shown = ", ".join(str(d) for d in sorted(outputs)[:3]) + (", ..." if len(outputs) > 3 else "")
             notes.append(f"skipped {len(outputs)} folder(s) of o3d's own outputs ({shown})")
+        if broken:
+            shown = ", ".join(str(f) for f in broken[:3]) + (", ..." if len(broken) > 3 else "")
+            notes.append(f"skipped {len(broken)} link(s) whose target is missing ({shown})")
     return [found[k] for k in sorted(found, key=lambda k: found[k])]
 
 

@@ -210,12 +210,14 @@ def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good
     snap.mkdir()
     (snap / "chair.png").symlink_to(blobs / "9f86d081884c7d65")
     (snap / "IMG_0001.HEIC").write_bytes(b"not read")
+    (snap / "gone.png").symlink_to(blobs / "deleted")
     (snap / "web.jfif").write_bytes((good_images / "plum.jpg").read_bytes())  # a JPEG by another name
     out = tmp_path / "out"
     res = generate(snap, "-o", out)
     assert res.exit_code == 0, res.output
     assert sorted(i["name"] for i in report(out)["items"]) == ["chair", "web"]
     assert "skipped 1 image(s) in formats o3d does not read (1 .heic)" in " ".join(res.output.split())
+    assert f"skipped 1 link(s) whose target is missing ({snap / 'gone.png'})" in " ".join(res.output.split())
     (snap / "chair.png").unlink()
     (snap / "web.jfif").unlink()
     res = generate(snap, "-o", out)
