@@ -122,12 +122,15 @@ def run_diffusion(ctx: StageContext) -> dict:
 
 def model_files(cfg) -> dict:
     """The files whose bytes make the models, {role: path}: o3d weights (resolved as `model.weights`
-    says) or the released checkpoints, and the files of a local VAE folder. Raises ConfigError for
-    missing o3d weights; other missing files are left to the model loader, which names them."""
+    says) or the released checkpoints, and the files of the local VAE and CLIP folders (`~` expanded).
+    Raises ConfigError for missing o3d weights; other missing files are left to the model loader,
+    which names them."""
     from pathlib import Path
 
     from o3dcli.models.build import resolve_weights
+    from o3dcli.models.local_files import expand_paths
 
+    cfg = expand_paths(cfg)
     m = cfg.model
     files = {}
     if m.published_unet or m.published_recon:
@@ -136,10 +139,13 @@ def model_files(cfg) -> dict:
         own = resolve_weights(m.weights)
         if own is not None:
             files["weights"] = own
-    out = {role: Path(p) for role, p in files.items() if Path(p).is_file()}
-    if m.vae_path and Path(m.vae_path).is_dir():  # a diffusers folder: every file in it
-        root = Path(m.vae_path)
-        out.update({f"vae/{f.relative_to(root).as_posix()}": f for f in sorted(root.rglob("*")) if f.is_file()})
+    out = {role: Path(p) for role, p in files.items() if p and Path(p).is_file()}
+    folders = {"vae": m.vae_path if m.codec == "vae" else "",
+               "clip": cfg.denoiser.clip_path if cfg.denoiser.image_encoder == "clip" else ""}
+    for role, folder in folders.items():
+        if folder and Path(folder).is_dir():  # a diffusers / transformers folder: every file in it
+            root = Path(folder)
+            out.update({f"{role}/{f.relative_to(root).as_posix()}": f for f in sorted(root.rglob("*")) if f.is_file()})
     return out
 
 

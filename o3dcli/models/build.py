@@ -9,8 +9,7 @@ or a path.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
+import dataclasses
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,12 +24,14 @@ from o3dcli.errors import ConfigError
 class O3DModel(nn.Module):
     """The two trained networks of o3d under one state dict: `denoiser.*`, `recon.*`."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, load_image_encoder: bool = True):
+        """load_image_encoder=False: a CLIP image encoder is built from its folder's config without reading its
+        weights (for a model built on the meta device: CLIP's from_pretrained refuses a meta context)."""
         super().__init__()
         from o3dcli.models.denoiser import MultiViewDenoiser
         from o3dcli.models.reconstructor import GaussianReconstructor
 
-        self.denoiser = MultiViewDenoiser(cfg.denoiser)
+        self.denoiser = MultiViewDenoiser(cfg.denoiser, load_image_encoder=load_image_encoder)
         self.recon = GaussianReconstructor(cfg.recon)
 
 
@@ -74,45 +75,25 @@ def resolve_weights(spec: str) -> Path | None:
 
 
 def check_local_files(cfg: Config) -> None:
-    """ConfigError naming every local file or folder the models need that is not set or not there
+    """ConfigError naming every local file or folder the models need that is not set, not there or not usable
     (SVD's VAE for the "vae" codec, its CLIP encoder for denoiser.image_encoder=clip, the released
-    checkpoints for model.weights=released): found before anything runs, not per item."""
-    m, d = cfg.model, cfg.denoiser
-    problems = []
-    if m.codec == "vae":
-        if not m.vae_path:
-            problems.append("model.vae_path is not set (a local folder of SVD's VAE: vae/)")
-        elif not Path(m.vae_path).is_dir():
-            problems.append(f"model.vae_path: no such folder {m.vae_path}")
-    if d.image_encoder == "clip":
-        if not d.clip_path:
-            problems.append("denoiser.clip_path is not set (a local folder of SVD's CLIP encoder: image_encoder/)")
-        elif not Path(d.clip_path).is_dir():
-            problems.append(f"denoiser.clip_path: no such folder {d.clip_path}")
-        if importlib.util.find_spec("transformers") is None:
-            problems.append("denoiser.image_encoder=clip needs the transformers package "
-                            "(pip install 'o3dcli[clip]')")
-    given = [p for p in (m.published_unet, m.published_recon) if p]
-    if given:
-        if len(given) == 1:
-            problems.append("model.published_unet and model.published_recon must be given together")
-        problems += [f"model.published_*: no such file {p}" for p in given if not Path(p).is_file()]
-    elif m.weights == RELEASED:
-        problems.append("model.weights=released needs model.published_unet=PATH/mv_model_unet.pth and "
-                        "model.published_recon=PATH/recon_model.pth (or model.weights=none to run it untrained)")
+    checkpoints, compared by names and shapes with the model): found before anything is written, not per item."""
+    from o3dcli.models.local_files import local_file_problems
+
+    problems = local_file_problems(cfg)
     if problems:
-        raise ConfigError("the model's local files are missing (nothing is downloaded): " + "; ".join(problems))
+        raise ConfigError("the model's local files are not usable (found before anything is written; nothing is "
+                          "downloaded):\n  " + "\n  ".join(problems))
 
 
 def describe_weights(cfg: Config) -> str:
     """Where `build_models` will take the weights from, in words (raises ConfigError if they, or
-    other files the models need, are missing)."""
+    other files the models need, are missing or unusable)."""
+    from o3dcli.models.local_files import expand_paths
+
     check_local_files(cfg)
-    m = cfg.model
+    m = expand_paths(cfg).model
     if m.published_unet or m.published_recon:
-        for p in (m.published_unet, m.published_recon):
-            if not Path(p).is_file():
-                raise ConfigError(f"model.published_*: no such file {p}")
         return f"released Ouroboros3D checkpoints ({m.published_unet}, {m.published_recon})"
     path = resolve_weights(m.weights)
     if path is None:
@@ -170,36 +151,58 @@ def build_models(cfg: Config, device: str = "cpu", dtype: str = "float32", seed:
     """Models of `cfg` on `device`, weights loaded as `cfg.model` says.
 
     Without weights the init is seeded (`seed`, default runtime.seed) and does not
-    touch the global RNG, so the same config always gives the same models.
+    touch the global RNG, so the same config always gives the same models. The released
+    checkpoints are loaded into a model built on the meta device, each tensor straight into
+    `dtype` on `device` (peak host memory about one copy of the weights).
     """
-    from o3dcli.models.checkpoints import load_published_denoiser, load_weights
+    from o3dcli.models.checkpoints import load_weights
     from o3dcli.models.codecs import build_codec
-    from o3dcli.models.recon_checkpoint import load_published_reconstructor
+    from o3dcli.models.local_files import expand_paths
 
+    cfg = expand_paths(cfg)
     m = cfg.model
     published = bool(m.published_unet or m.published_recon)
-    if published and not (m.published_unet and m.published_recon):
-        raise ConfigError("model.published_unet and model.published_recon must be given together")
-    own = None if published else resolve_weights(m.weights)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.runtime.seed if seed is None else seed)
-        ctx = torch.device("meta") if published else contextlib.nullcontext()
-        with ctx:
-            model = O3DModel(cfg)
     if published:
-        load_published_denoiser(m.published_unet, model.denoiser)
-        load_published_reconstructor(m.published_recon, model.recon)
+        check_local_files(cfg)  # names every problem at once (the CLI has checked already: cheap)
+        model = _build_published(cfg, device, dtype_of(dtype))
         source = f"released Ouroboros3D weights ({m.published_unet}, {m.published_recon})"
-    elif own is not None:
-        check_weights_fit(own, cfg)
-        load_weights(model, own)
-        source = str(own)
+        own = None
     else:
-        source = "seeded random init (no trained weights loaded)"
-    codec = build_codec(m.codec, m.vae_path or None)
+        own = resolve_weights(m.weights)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.runtime.seed if seed is None else seed)
+            model = O3DModel(cfg)
+        if own is not None:
+            check_weights_fit(own, cfg)
+            load_weights(model, own)
+            source = str(own)
+        else:
+            source = "seeded random init (no trained weights loaded)"
+    codec = build_codec(m.codec, m.vae_path or None, dtype_of(dtype))
     model = model.to(device=device, dtype=dtype_of(dtype)).eval()
     codec = codec.to(device=device, dtype=dtype_of(dtype)).eval()
     return LoadedModels(model, codec, source, trained=published or own is not None)
+
+
+def _build_published(cfg: Config, device: str, dtype: torch.dtype) -> O3DModel:
+    """The released model: built on the meta device in `dtype`, the checkpoints' tensors assigned on `device`
+    (memory-mapped files, one tensor converted at a time), CLIP loaded from its folder."""
+    from o3dcli.models.checkpoints import load_published_denoiser
+    from o3dcli.models.image_encoder import ClipImageEncoder
+    from o3dcli.models.recon_checkpoint import load_published_reconstructor
+
+    m = cfg.model
+    with torch.device("meta"):
+        model = O3DModel(cfg, load_image_encoder=False).to(dtype)
+    load_published_denoiser(m.published_unet, model.denoiser, device=device)
+    load_published_reconstructor(m.published_recon, model.recon, device=device)
+    if cfg.denoiser.clip_path:
+        model.denoiser.image_encoder = ClipImageEncoder.from_pretrained(cfg.denoiser.clip_path, dtype).to(device)
+    left = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # every tensor must come from a file: the rest would be uninitialised
+        raise ConfigError(f"the released checkpoints do not set {len(left)} of the model's tensors "
+                          f"({', '.join(left[:3])}{', ...' if len(left) > 3 else ''})")
+    return model
 
 
 def load_init_weights(model: nn.Module, cfg: Config, spec: str) -> list[str]:
@@ -240,11 +243,18 @@ def save_model(model: O3DModel, cfg: Config, path: Path, extra: dict | None = No
 
 
 def describe_parameters(cfg: Config) -> dict[str, int]:
-    """Parameter counts per module, built on the meta device (no memory, no weights needed)."""
+    """Parameter counts per module, built on the meta device (no memory, no weights read: a CLIP encoder
+    is built from its folder's config.json; without transformers or that file it is left out)."""
     from o3dcli.models.checkpoints import count_parameters
+    from o3dcli.models.local_files import expand_paths
 
-    with torch.device("meta"):
-        model = O3DModel(cfg)
+    cfg = expand_paths(cfg)
+    try:
+        with torch.device("meta"):
+            model = O3DModel(cfg, load_image_encoder=False)
+    except (ImportError, OSError, ValueError):  # CLIP: no transformers, no (readable) config.json
+        with torch.device("meta"):
+            model = O3DModel(dataclasses.replace(cfg, denoiser=dataclasses.replace(cfg.denoiser, clip_path="")))
     out = {f"denoiser.{k}": v for k, v in count_parameters(model.denoiser).items() if k != "total"}
     out["denoiser (total)"] = sum(p.numel() for p in model.denoiser.parameters())
     out["reconstructor (total)"] = sum(p.numel() for p in model.recon.parameters())

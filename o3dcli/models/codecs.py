@@ -68,14 +68,19 @@ class VAECodec(Codec):
         return cls(AutoencoderKLTemporalDecoder(**config), **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> "VAECodec":
-        """Weights from a local folder only (e.g. SVD img2vid's vae/): never downloads."""
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None, **kwargs) -> "VAECodec":
+        """Weights from a local folder only (e.g. SVD img2vid's vae/): never downloads. Loaded in `dtype`
+        (default float32); a folder with only the fp16 variant (diffusion_pytorch_model.fp16.safetensors) loads that."""
         from diffusers import AutoencoderKLTemporalDecoder
 
-        path = Path(path)
+        from o3dcli.models.local_files import VAE_WEIGHTS, weights_variant
+
+        path = Path(path).expanduser()
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path}: no VAE here (expected config.json and weights of an AutoencoderKLTemporalDecoder)")
-        return cls(AutoencoderKLTemporalDecoder.from_pretrained(path, local_files_only=True), **kwargs)
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(path, local_files_only=True, torch_dtype=dtype or torch.float32,
+                                                           variant=weights_variant(path, VAE_WEIGHTS))
+        return cls(vae, **kwargs)
 
     def _posterior(self, images: Tensor):
         flat = images.reshape(-1, *images.shape[-3:]) * 2.0 - 1.0
@@ -108,12 +113,12 @@ class VAECodec(Codec):
         return images.reshape(*latents.shape[:-3], *images.shape[-3:])
 
 
-def build_codec(kind: str, path: str | Path | None = None) -> Codec:
-    """"pixel" or "vae" (weights from the local `path`)."""
+def build_codec(kind: str, path: str | Path | None = None, dtype: torch.dtype | None = None) -> Codec:
+    """"pixel" or "vae" (weights from the local `path`, loaded in `dtype`)."""
     if kind == "pixel":
         return PixelCodec()
     if kind == "vae":
         if not path:
             raise ValueError("the 'vae' codec needs a local path to SVD's vae/ folder")
-        return VAECodec.from_pretrained(path)
+        return VAECodec.from_pretrained(path, dtype)
     raise ValueError(f"unknown codec {kind!r}: use 'pixel' or 'vae'")

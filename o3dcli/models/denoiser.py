@@ -37,7 +37,10 @@ from o3dcli.models.image_encoder import build_image_encoder
 class MultiViewDenoiser(nn.Module):
     """F_theta of EDM: (c_in x_t, c_noise, conditions) -> raw network output [B, V, C, H, W]."""
 
-    def __init__(self, config: DenoiserConfig, unet: nn.Module | None = None, image_encoder: nn.Module | None = None):
+    def __init__(self, config: DenoiserConfig, unet: nn.Module | None = None, image_encoder: nn.Module | None = None,
+                 load_image_encoder: bool = True):
+        """load_image_encoder=False: a CLIP encoder is built from its folder's config, its weights not read
+        (build on the meta device to count or check; `build_models` then loads them)."""
         super().__init__()
         from diffusers import UNetSpatioTemporalConditionModel  # heavy; only when a model is built
 
@@ -63,7 +66,7 @@ class MultiViewDenoiser(nn.Module):
         if image_encoder is None:
             image_encoder = build_image_encoder(
                 config.image_encoder, config.cross_attention_dim, config.clip_path, config.conv_encoder_width,
-                config.conv_encoder_grid,
+                config.conv_encoder_grid, load_weights=load_image_encoder,
             )
         self.image_encoder = image_encoder
 

@@ -66,22 +66,26 @@ class ClipImageEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "ClipImageEncoder":
-        """Load `CLIPVisionModelWithProjection` weights from a local folder (never downloads)."""
-        try:
-            from transformers import CLIPVisionModelWithProjection
-        except ImportError as exc:
-            raise ImportError(
-                "the 'clip' image encoder needs the transformers package: pip install 'o3dcli[clip]' "
-                "(or use denoiser.image_encoder=conv)"
-            ) from exc
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"{path}: no CLIP image encoder here (expected config.json and weights of a "
-                "CLIPVisionModelWithProjection, e.g. the image_encoder/ folder of SVD img2vid)"
-            )
-        return cls(CLIPVisionModelWithProjection.from_pretrained(path, local_files_only=True))
+    def from_pretrained(cls, path: str | Path, dtype: torch.dtype | None = None) -> "ClipImageEncoder":
+        """Load `CLIPVisionModelWithProjection` weights from a local folder (never downloads), in `dtype`
+        (default float32). A folder with only the fp16 variant (model.fp16.safetensors) loads that."""
+        from o3dcli.models.local_files import CLIP_WEIGHTS, weights_variant
+
+        transformers = _transformers()
+        path = _clip_folder(path)
+        kwargs = {"local_files_only": True, "variant": weights_variant(path, CLIP_WEIGHTS)}
+        # transformers >= 4.56 names the dtype argument `dtype` (`torch_dtype` before)
+        major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+        kwargs["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = dtype or torch.float32
+        return cls(transformers.CLIPVisionModelWithProjection.from_pretrained(path, **kwargs))
+
+    @classmethod
+    def from_config(cls, path: str | Path) -> "ClipImageEncoder":
+        """The encoder of the folder's config.json, randomly initialised, without reading its weights (build it
+        on the meta device to count parameters or check a checkpoint's layout)."""
+        transformers = _transformers()
+        config = transformers.CLIPVisionConfig.from_pretrained(_clip_folder(path), local_files_only=True)
+        return cls(transformers.CLIPVisionModelWithProjection(config))
 
     def forward(self, image: Tensor) -> Tensor:
         # SVD resizes with its own anti-aliased bicubic; antialiased bilinear is close, not identical.
@@ -91,10 +95,36 @@ class ClipImageEncoder(nn.Module):
         return self.model(pixel_values=x.to(dtype)).image_embeds[:, None]
 
 
-def build_image_encoder(kind: str, out_dim: int, clip_path: str = "", width: int = 32, grid: int = 0) -> nn.Module | None:
-    """The encoder named by `kind`; None for "clip" without a path (embeddings must then be given)."""
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ImportError(
+            "the 'clip' image encoder needs the transformers package (the clip extra: pip install 'o3dcli[clip]', "
+            "or pip install -e '.[clip]' in a source checkout), "
+            "or use denoiser.image_encoder=conv"
+        ) from exc
+    return transformers
+
+
+def _clip_folder(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: no CLIP image encoder here (expected config.json and weights of a "
+            "CLIPVisionModelWithProjection, e.g. the image_encoder/ folder of SVD img2vid)"
+        )
+    return path
+
+
+def build_image_encoder(kind: str, out_dim: int, clip_path: str = "", width: int = 32, grid: int = 0,
+                        load_weights: bool = True) -> nn.Module | None:
+    """The encoder named by `kind`; None for "clip" without a path (embeddings must then be given).
+    load_weights=False builds CLIP from its folder's config only (its weights are loaded later)."""
     if kind == "conv":
         return ConvImageEncoder(out_dim, width, grid=grid)
     if kind == "clip":
-        return ClipImageEncoder.from_pretrained(clip_path) if clip_path else None
+        if not clip_path:
+            return None
+        return ClipImageEncoder.from_pretrained(clip_path) if load_weights else ClipImageEncoder.from_config(clip_path)
     raise ValueError(f"unknown image encoder {kind!r}: use 'clip' or 'conv'")

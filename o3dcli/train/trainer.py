@@ -29,7 +29,6 @@ import dataclasses
 import io
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ from o3dcli.cache import atomic_write_bytes
 from o3dcli.config import Config, dump_config
 from o3dcli.diffusion.edm import edm_coefficients, sample_schedule_sigma, sample_training_sigma
 from o3dcli.geometry.cameras import Cameras
-from o3dcli.models.checkpoints import CheckpointError, compare_shapes, state_dict_shapes
+from o3dcli.models.checkpoints import CheckpointError, compare_shapes, load_torch_file, state_dict_shapes
 from o3dcli.train import losses as L
 from o3dcli.train.data import Batch, TrainObject, composite, sample_batch
 
@@ -68,22 +67,10 @@ def read_checkpoint(path: Path, device: str = "cpu") -> dict:
     model / ema (state dicts), optimizer, generators (a list of random states; older
     checkpoints' single "generator" becomes a list of one). CheckpointError naming the file
     when it is truncated, damaged, not a checkpoint or lacks an entry."""
-    try:  # torch.save writes a zip archive, its directory last: a file cut short has none
-        with zipfile.ZipFile(path) as z:
-            pickled = any(n.endswith("/data.pkl") for n in z.namelist())
-    except zipfile.BadZipFile:
-        what = "an empty file" if path.stat().st_size == 0 else "truncated or damaged: not a complete zip archive"
-        raise CheckpointError(f"{path}: not a readable checkpoint ({what}); {START_OVER}") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
-    if not pickled:
-        raise CheckpointError(f"{path}: not a run checkpoint (a zip archive without torch.save's data.pkl); {START_OVER}")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a damaged member, pickled objects other than tensors
-        text = str(e).split("WeightsUnpickler error:")[-1].strip()  # the cause, not the advice around it
-        reason = (text.splitlines() or [type(e).__name__])[0].split(". ")[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint, damaged ({reason}); {START_OVER}") from None
+        state = load_torch_file(path, map_location=device)
+    except CheckpointError as e:  # an empty, truncated or damaged file, not torch.save's
+        raise CheckpointError(f"{e}; {START_OVER}") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a run checkpoint (holds a {type(state).__name__}); {START_OVER}")
     gens = state["generators"] if "generators" in state else [state["generator"]] if "generator" in state else None
