@@ -38,12 +38,13 @@ def _version_callback(value: bool):
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
 ):
     """o3d: image-to-3D from the command line."""
     from o3dcli.console import stop_on_sigterm
 
-    stop_on_sigterm()
+    ctx.call_on_close(stop_on_sigterm())  # the caller's own SIGTERM handling is back once the command ends
 
 
 def _usage_error(message: str) -> typer.Exit:

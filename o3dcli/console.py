@@ -21,22 +21,29 @@ log = logging.getLogger("o3d")
 _stopped_by: list[int] = []
 
 
-def stop_on_sigterm() -> None:
+def stop_on_sigterm():
     """Make SIGTERM (kill, timeout, docker stop, job schedulers) stop a command the way Ctrl-C
     does: finished work is kept and reported, and the exit code says which (see
-    `interrupted_exit_code`). `o3d train` puts its own handler in place while it trains."""
+    `interrupted_exit_code`). `o3d train` puts its own handler in place while it trains.
+    Returns a function that puts the previous handler back."""
     import signal
     import threading
 
     _stopped_by.clear()
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
 
     def on_term(signum, frame):
         _stopped_by.append(signum)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
+    previous = signal.signal(signal.SIGTERM, on_term)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_term:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    return restore
 
 
 def interrupted_exit_code() -> int:

@@ -311,8 +311,8 @@ def _owned_by_other(asset_dir: Path, src: Path) -> bool:
         return True
     meta = asset_dir / ASSET_META
     if not meta.is_file():
-        try:
-            return asset_dir.is_dir() and any(asset_dir.iterdir())
+        try:  # hidden entries (.DS_Store, a write's leftover temporary) do not make it the user's
+            return asset_dir.is_dir() and any(not e.name.startswith(".") for e in asset_dir.iterdir())
         except OSError:
             return True
     try:
@@ -321,6 +321,17 @@ def _owned_by_other(asset_dir: Path, src: Path) -> bool:
         return False
     # the same file whichever way it was named (absolute, resolved, or through a link)
     return not isinstance(source, str) or (source != str(src) and Path(source).resolve() != Path(src).resolve())
+
+
+def drop_if_empty(asset_dir: Path) -> None:
+    """Remove an asset folder that holds nothing but its o3d-asset.json (an item that failed
+    before publishing anything), so that only real assets have folders."""
+    try:
+        if asset_dir.is_dir() and [p.name for p in asset_dir.iterdir()] == [ASSET_META]:
+            (asset_dir / ASSET_META).unlink()
+            asset_dir.rmdir()
+    except OSError:
+        pass
 
 
 def write_asset_meta(asset_dir: Path, src: Path) -> None:
@@ -399,28 +410,17 @@ class BatchRunner:
                 res.timings[self._running] = round(time.perf_counter() - self._running_t0, 4)
             res.error = (f"interrupted{where}: finished stages (and the sampler's saved steps) are cached; "
                          "run again to resume")
-            self._drop_if_empty(self.out_dir / item.name)
+            drop_if_empty(self.out_dir / item.name)
             raise ItemInterrupted(res) from None
         except Exception as e:  # isolate the item: report and go on with the batch
             res.status = "failed"
             res.error = str(e) if isinstance(e, (UserError, ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}"
             if not isinstance(e, UserError):
                 res.traceback = traceback.format_exc()
-            self._drop_if_empty(self.out_dir / item.name)
+            drop_if_empty(self.out_dir / item.name)
         finally:
             lock.release()
         return res
-
-    @staticmethod
-    def _drop_if_empty(asset_dir: Path) -> None:
-        """Remove an asset folder that holds nothing but its o3d-asset.json (an item that failed
-        before publishing anything), so that only real assets have folders."""
-        try:
-            if asset_dir.is_dir() and [p.name for p in asset_dir.iterdir()] == [ASSET_META]:
-                (asset_dir / ASSET_META).unlink()
-                asset_dir.rmdir()
-        except OSError:
-            pass
 
     def _claim_asset_dir(self, item: Item) -> None:
         asset_dir = self.out_dir / item.name

@@ -31,7 +31,13 @@ def raw_weights(checkpoint: Path, out: Path) -> Path:
     ema = checkpoint.with_name("model.safetensors")
     if not ema.is_file():
         raise SystemExit(f"error: {ema}: missing (it holds the architecture metadata of {checkpoint})")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    from o3dcli.models.checkpoints import CheckpointError
+    from o3dcli.train.trainer import read_checkpoint
+
+    try:
+        state = read_checkpoint(checkpoint)
+    except CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
     meta = read_metadata(ema)
     meta.update(step=str(int(state["step"])), weights="current (not EMA)")
     save_file({k: v.contiguous() for k, v in state["model"].items()}, str(out), metadata=meta)

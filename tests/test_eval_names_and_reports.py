@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from o3dcli.cli import app
-from o3dcli.eval.benchmarks import find_prediction, folder_objects, gso_objects
+from o3dcli.eval.benchmarks import _with_file_names, find_prediction, folder_objects, gso_objects
 from o3dcli.synth.dataset import write_obj
 from o3dcli.synth.objects import make_object
 from test_eval_cli import write_gso_object
@@ -78,13 +78,16 @@ def test_gso_names_that_share_a_safe_name_get_their_own_files(tmp_path):
         write_gso_object(gso, name, make_object(seed)[0], textured=True)
     objs = gso_objects(gso)
     assert [(o.name, o.file_name) for o in objs] == [("mug(2)", "mug_2_"), ("mug_2_", "mug_2_-2")]
-    assert objs[0].prediction_names == ("mug(2)", "mug_2_")
+    # "mug_2_" is the other object's own name: never mug(2)'s, so no two objects share a prediction
+    assert objs[0].prediction_names == ("mug(2)",) and objs[1].prediction_names == ("mug_2_", "mug_2_-2")
     pred = tmp_path / "pred"
-    (pred / "mug_2_").mkdir(parents=True)  # o3d generate's folder for mug(2).png
+    (pred / "mug_2_").mkdir(parents=True)
     write_obj(pred / "mug_2_" / "model.obj", make_object(1_000_003)[0])
-    assert find_prediction(pred, objs[0].prediction_names) == pred / "mug_2_" / "model.obj"
-    with pytest.raises(FileNotFoundError, match=r"no prediction for 'mug\(2\)'.*also as 'mug_2_'"):
-        find_prediction(tmp_path, objs[0].prediction_names)
+    assert find_prediction(pred, objs[1].prediction_names) == pred / "mug_2_" / "model.obj"
+    with pytest.raises(FileNotFoundError, match=r"no prediction for 'mug\(2\)'"):
+        find_prediction(pred, objs[0].prediction_names)
+    # without a namesake, o3d generate's folder name is tried too
+    assert _with_file_names(objs[:1])[0].prediction_names == ("mug(2)", "mug_2_")
     # eval's own files (input views, which generation names its asset folders after) never collide
     v = Variant("tiny", config=object())
     results = {(o.name, "tiny"): ObjectResult(o.name, "tiny") for o in objs}
@@ -257,3 +260,43 @@ def test_a_data_folder_that_is_one_object_gets_a_hint(tmp_path, benchmark, where
     assert message in " ".join(res.output.split())
     if where == "obj":
         assert str((tmp_path / "gso").resolve()) in "".join(res.output.split())
+
+
+def test_two_objects_never_share_one_prediction(tmp_path):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    for name, seed in (("chair(1)", 1_000_005), ("chair_1_", 1_000_006)):
+        write_obj(gt / f"{name}.obj", make_object(seed)[0])
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    write_obj(pred / "chair_1_.obj", make_object(1_000_006)[0])
+    objs = {o.name: o for o in folder_objects(gt)}
+    assert find_prediction(pred, objs["chair_1_"].prediction_names) == pred / "chair_1_.obj"
+    with pytest.raises(FileNotFoundError):
+        find_prediction(pred, objs["chair(1)"].prediction_names)
+
+
+def test_a_hand_edited_renders_manifest_cannot_remove_files_elsewhere(tmp_path):
+    import json
+
+    from o3dcli.eval.renders import RENDERS_MANIFEST, clean_renders
+
+    import os
+
+    out = tmp_path / "out"
+    (out / "renders" / "v").mkdir(parents=True)
+    (out / "renders" / "v" / "old.png").write_bytes(b"png")
+    near = tmp_path / "x.png"
+    near.write_bytes(b"png")
+    # an absolute path of two parts ("/name.png") has the shape of a variant's render
+    top = Path(os.path.abspath(os.sep)) / f"o3d-test-{os.getpid()}.png"
+    if not os.access(top.parent, os.W_OK):
+        pytest.skip("needs a writable file-system root")
+    top.write_bytes(b"png")
+    try:
+        entries = [str(top), "v/old.png", "../x.png"]
+        (out / "renders" / RENDERS_MANIFEST).write_text(json.dumps({"renders": entries}))
+        assert clean_renders(out, []) == ["v/old.png"]
+        assert top.is_file() and near.is_file()
+    finally:
+        top.unlink(missing_ok=True)

@@ -178,6 +178,11 @@ def test_float_tiffs_on_a_0_1_or_0_255_scale(tmp_path, scale):
     Image.fromarray(ramp * scale, mode="F").save(tmp_path / "f.tif")
     rgba = load_image(tmp_path / "f.tif")
     np.testing.assert_allclose(rgba[..., 0], ramp, atol=1e-6)  # not clipped to white above 1
+    overshoot = ramp.copy()
+    overshoot[0, 0] = 1.02  # a 0-1 render's ringing: clipped, the rest kept on the 0-1 scale
+    Image.fromarray(overshoot * scale, mode="F").save(tmp_path / "g.tif")
+    if scale == 1.0:
+        np.testing.assert_allclose(load_image(tmp_path / "g.tif")[..., 0], np.clip(overshoot, 0, 1), atol=1e-6)
 
 
 def test_unsupported_format_is_refused(tmp_path):

@@ -225,3 +225,22 @@ def test_duplicates_warnings_and_a_file_in_the_way(tmp_path):
     assert "1 input(s) given more than once; each is meshed once" in text
     assert f"! {tmp_path / 'tri.obj'}: 1 of 4 vertices have non-finite coordinates" in text
     assert text.count("✓") == 1 and (out / "tri-2" / "model.glb").is_file() and (out / "tri").read_text() == "mine"
+
+
+def test_a_folder_left_by_a_stopped_run_is_reused_and_a_failed_input_leaves_none(tmp_path):
+    (tmp_path / "tri.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (tmp_path / "bad.obj").write_text("v 0 0 0\nf 1 2 3\n")
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["mesh", str(tmp_path / "tri.obj"), "-o", str(out)]).exit_code == 0
+    (out / "tri" / "model.obj").unlink()  # as if stopped before its last file; its o3d-asset.json is there
+    (out / "tri" / ".DS_Store").write_text("")
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "tri.obj"), str(tmp_path / "bad.obj"), "-o", str(out)])
+    assert res.exit_code == 1, res.output
+    assert (out / "tri" / "model.obj").is_file() and not (out / "tri-2").exists()
+    assert not (out / "bad").exists()
+    # a folder holding only hidden files is free, not the user's
+    (out / "new").mkdir()
+    (out / "new" / ".DS_Store").write_text("")
+    (tmp_path / "new.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    assert CliRunner().invoke(app, ["mesh", str(tmp_path / "new.obj"), "-o", str(out)]).exit_code == 0
+    assert (out / "new" / "model.glb").is_file() and not (out / "new-2").exists()

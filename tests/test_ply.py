@@ -186,3 +186,14 @@ def test_non_finite_gaussians_are_dropped_with_a_warning(tmp_path, caplog):
     path = write_ply(tmp_path / "all.ply", "binary_little_endian", [(n, "double") for n in STD_NAMES], rows)
     with pytest.raises(PlyError, match="all.ply: every Gaussian has non-finite values"):
         load_gaussians(path)
+
+
+def test_a_point_cloud_with_a_non_finite_point(tmp_path, caplog):
+    import logging
+
+    xyz = np.array([[0, 0, 0], [0.1, 0, 0], [np.nan, 0, 0], [0, 0.3, 0]], np.float64)
+    props = [("x", "float"), ("y", "float"), ("z", "float")]
+    path = write_ply(tmp_path / "pc.ply", "binary_little_endian", props, xyz)
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        g = load_gaussians(path)
+    assert len(g.means) == 3 and "1 of 4 Gaussians have non-finite values" in caplog.text

@@ -170,8 +170,8 @@ def mesh(
 
     from o3dcli.config import ConfigError
     from o3dcli.console import console, interrupted_exit_code, setup_logging
-    from o3dcli.pipeline import (StageWarnings, UserError, _owned_by_other, check_output_dir, item_message, unique_names,
-                                 write_asset_meta)
+    from o3dcli.pipeline import (StageWarnings, UserError, _owned_by_other, check_output_dir, drop_if_empty, item_message,
+                                 unique_names, write_asset_meta)
 
     def usage_error(message: str) -> typer.Exit:
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
@@ -208,25 +208,34 @@ def mesh(
     log = logging.getLogger("o3d")
     for path, name in zip(inputs, names):
         caught = StageWarnings({})  # told with the input they are about, after its result line
+
+        def tell_warnings() -> None:
+            log.removeFilter(caught)
+            for message in caught.messages:
+                console.print(f"[yellow]! {escape(str(path))}[/yellow]: {escape(item_message(path, message))}",
+                              highlight=False, soft_wrap=True)
+
         log.addFilter(caught)
         try:
-            written = mesh_one(path, output / name, mesh_cfg, cfg, up=up)
+            # the folder is marked as this input's before anything is written in it, so that a run
+            # stopped half-way leaves a folder the next run knows as its own
+            (output / name).mkdir(parents=True, exist_ok=True)
             write_asset_meta(output / name, _source(path).resolve())
+            written = mesh_one(path, output / name, mesh_cfg, cfg, up=up)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
         except KeyboardInterrupt:
+            drop_if_empty(output / name)
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
                           "run the command again for the rest", soft_wrap=True)
+            tell_warnings()
             raise typer.Exit(interrupted_exit_code()) from None
         except Exception as e:  # one bad input never stops the others
             failed += 1
+            drop_if_empty(output / name)
             console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", highlight=False,
                           soft_wrap=True)
             if verbose:
                 console.print(escape(traceback.format_exc()))
-        finally:
-            log.removeFilter(caught)
-        for message in caught.messages:
-            console.print(f"[yellow]! {escape(str(path))}[/yellow]: {escape(item_message(path, message))}",
-                          highlight=False, soft_wrap=True)
+        tell_warnings()
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)

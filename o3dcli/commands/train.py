@@ -69,7 +69,7 @@ def train_cmd(
 
     from o3dcli.cli import _load_config, _usage_error
     from o3dcli.config import ConfigError, dump_config
-    from o3dcli.console import console
+    from o3dcli.console import console, interrupted_exit_code
     from o3dcli.pipeline import UserError, resolve_device
     from o3dcli.train.data import DatasetError, load_dataset
     from o3dcli.train.trainer import Trainer, train
@@ -129,7 +129,7 @@ def train_cmd(
         raise _usage_error(str(e)) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow] while loading the training data; nothing to save")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupted_exit_code()) from None
     from o3dcli.models.checkpoints import CheckpointError
 
     try:
@@ -139,7 +139,7 @@ def train_cmd(
         raise _usage_error(str(e)) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow] before training started; nothing to save")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupted_exit_code()) from None
     say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
     if resumed and trainer.step_count >= cfg.train.steps:  # nothing to train: the run's files stay as they are
         say(f"{escape(str(output))} already has {trainer.step_count} steps (>= {cfg.train.steps}); nothing to do "
@@ -200,7 +200,7 @@ def train_cmd(
             done = train(trainer, cfg.train.steps, on_step, should_stop=should_stop)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without saving
         say(f"[yellow]aborted[/yellow] without saving; the last checkpoint is in {escape(str(output))}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(interrupted_exit_code()) from None
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

@@ -57,6 +57,10 @@ class BenchmarkObject:
     """The name of the files eval makes for the object (OUT/inputs/<file_name>.png,
     OUT/renders/<variant>/<file_name>.png): o3dcli.pipeline.safe_name of ``name``, made unique."""
 
+    aliases: tuple[str, ...] = ()
+    """Other names its prediction may go by (set with file_name): o3d's safe naming of its name
+    and its file name, leaving out any that is another object's own name."""
+
     def load(self) -> TriMesh:
         """The ground-truth mesh in the unit box."""
         return self.loader().normalized()
@@ -65,10 +69,9 @@ class BenchmarkObject:
     def prediction_names(self) -> tuple[str, ...]:
         """The names its prediction may go by, in order: its own name, then o3d's safe naming of it
         (the asset folder o3d generate makes for an image named after the object; an earlier
-        o3d's name for the object), then its file name (an o3d eval's own assets folder)."""
-        from o3dcli.pipeline import safe_name
-
-        return tuple(dict.fromkeys(n for n in (self.name, safe_name(self.name), self.file_name) if n))
+        o3d's name for the object), then its file name (an o3d eval's own assets folder); a name
+        that is another object's own is never used, so no two objects share a prediction."""
+        return tuple(dict.fromkeys(n for n in (self.name, *self.aliases) if n))
 
 
 def _with_file_names(objects: list[BenchmarkObject]) -> list[BenchmarkObject]:
@@ -77,6 +80,7 @@ def _with_file_names(objects: list[BenchmarkObject]) -> list[BenchmarkObject]:
     from o3dcli.pipeline import safe_name
 
     taken, out = set(), []
+    own = {o.name for o in objects}
     for o in objects:
         base = safe_name(o.name)
         name, n = base, 1
@@ -84,7 +88,8 @@ def _with_file_names(objects: list[BenchmarkObject]) -> list[BenchmarkObject]:
             n += 1
             name = f"{base}-{n}"
         taken.add(name.lower())
-        out.append(replace(o, file_name=name))
+        aliases = tuple(a for a in dict.fromkeys((base, name)) if a != o.name and a not in own)
+        out.append(replace(o, file_name=name, aliases=aliases))
     return out
 
 

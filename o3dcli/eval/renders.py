@@ -56,7 +56,9 @@ def clean_renders(out: Path, written: list[Path], finished: bool = True) -> list
         for rel in sorted(before - now):
             path = renders / rel
             # only a PNG directly in a variant's folder: a manifest edited by hand cannot reach elsewhere
-            if len(Path(rel).parts) == 2 and ".." not in Path(rel).parts and path.suffix == ".png" and path.is_file():
+            inside = not Path(rel).is_absolute() and path.resolve().parent.parent == renders.resolve()
+            if len(Path(rel).parts) == 2 and ".." not in Path(rel).parts and inside and path.suffix == ".png" \
+                    and path.is_file():
                 try:
                     path.unlink()
                 except OSError:

@@ -106,7 +106,8 @@ def _to_rgba(path: Path, im) -> np.ndarray:
     if im.mode == "F":
         gray = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(gray.max(initial=0.0))
-        if top > 1.0:  # float data stored as 0-255 (or beyond): read on that scale, not clipped to white
+        if top > 2.0:  # float data stored as 0-255 (or beyond): read on that scale, not clipped to white
+            # (values just above 1 are a 0-1 image's overshoot: clipped below)
             gray = gray / (255.0 if top <= 255.0 else top)
         return _gray_to_rgba(gray, np.ones_like(gray))
     if raw.format == "PNG" and _png_bit_depth_and_colour_type(path) == (16, 2):

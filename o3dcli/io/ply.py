@@ -282,7 +282,10 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     present = [p for p in _GAUSSIAN_PROPS if p in names]
     point_cloud = not present
     if point_cloud:
-        scales = np.repeat(_point_cloud_scales(means)[:, None], 3, axis=1)
+        ok = np.isfinite(means).all(1)  # non-finite points are dropped below; the neighbour search needs finite ones
+        spacing = np.full(len(means), 0.01)
+        spacing[ok] = _point_cloud_scales(means[ok])
+        scales = np.repeat(spacing[:, None], 3, axis=1)
         quats = np.tile([1.0, 0.0, 0.0, 0.0], (len(v), 1))
         opacities = np.ones(len(v))
         n_renorm = 0
