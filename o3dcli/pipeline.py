@@ -265,6 +265,18 @@ def asset_stem(path: Path) -> str:
     return path.stem
 
 
+def next_free_name(base: str, taken: Callable[[str], bool], make: Callable[[str], str] | None = None) -> str:
+    """``base``, or the first of ``base-2``, ``base-3``, ... that ``taken`` does not refuse.
+    ``make(suffix)`` builds a candidate from a suffix ("" first) when plain concatenation will not
+    do (e.g. a name shortened to fit a file name's length)."""
+    make = make or (lambda suffix: base + suffix)
+    name, n = make(""), 1
+    while taken(name):
+        n += 1
+        name = make(f"-{n}")
+    return name
+
+
 def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None) -> list[str]:
     """One output name per input path (`asset_stem`), collisions suffixed -2, -3, ...
 
@@ -274,11 +286,8 @@ def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] 
     used: set[str] = set()
     names = []
     for path in paths:
-        base = safe_name(asset_stem(path))
-        name, n = base, 1
-        while name in used or (owned_by_other is not None and owned_by_other(name, path)):
-            n += 1
-            name = f"{base}-{n}"
+        name = next_free_name(safe_name(asset_stem(path)), lambda name: name in used or (
+            owned_by_other is not None and owned_by_other(name, path)))
         used.add(name)
         names.append(name)
     return names
@@ -293,11 +302,8 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     taken: set[str] = set()
     items = []
     for src in sources:
-        base = safe_name(src.stem)
-        name, n = base, 1
-        while name in taken or name.lower() in RESERVED_NAMES or _owned_by_other(out_dir / name, src):
-            n += 1
-            name = f"{base}-{n}"
+        name = next_free_name(safe_name(src.stem), lambda name: name in taken or name.lower() in RESERVED_NAMES
+                              or _owned_by_other(out_dir / name, src))
         taken.add(name)
         items.append(Item(src, name))
     return items

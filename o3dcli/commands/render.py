@@ -33,16 +33,14 @@ def fit_name(stem: str, suffix: str = "") -> str:
 def render_names(paths: List[Path], taken) -> List[str]:
     """One name per input (`asset_stem`, made safe and fitted to NAME_MAX_BYTES), collisions in
     this batch and names `taken(name, path)` says are not free suffixed -2, -3, ..."""
-    from o3dcli.pipeline import asset_stem, safe_name
+    from o3dcli.pipeline import asset_stem, next_free_name, safe_name
 
     used: set[str] = set()
     names = []
     for path in paths:
-        stem, n = safe_name(asset_stem(path)), 1
-        name = fit_name(stem)
-        while name in used or taken(name, path):
-            n += 1
-            name = fit_name(stem, f"-{n}")
+        stem = safe_name(asset_stem(path))
+        name = next_free_name(stem, lambda name: name in used or taken(name, path),
+                              make=lambda suffix: fit_name(stem, suffix))
         used.add(name)
         names.append(name)
     return names

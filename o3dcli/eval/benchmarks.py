@@ -77,16 +77,13 @@ class BenchmarkObject:
 def _with_file_names(objects: list[BenchmarkObject]) -> list[BenchmarkObject]:
     """Give each object a unique safe file name (collisions, e.g. "chair(1)" and "chair_1_", get
     -2, -3, ... in benchmark order), before any selection so an object's files keep their name."""
-    from o3dcli.pipeline import safe_name
+    from o3dcli.pipeline import next_free_name, safe_name
 
     taken, out = set(), []
     own = {o.name for o in objects}
     for o in objects:
         base = safe_name(o.name)
-        name, n = base, 1
-        while name.lower() in taken:  # case-insensitive file systems too
-            n += 1
-            name = f"{base}-{n}"
+        name = next_free_name(base, lambda name: name.lower() in taken)  # case-insensitive file systems too
         taken.add(name.lower())
         aliases = tuple(a for a in dict.fromkeys((base, name)) if a != o.name and a not in own)
         out.append(replace(o, file_name=name, aliases=aliases))
@@ -176,12 +173,12 @@ def folder_objects(data: Path | None, names: list[str] | None = None, limit: int
     from o3dcli.io.mesh import load_mesh
 
     root = _need_folder(data, "folder")
+    from o3dcli.pipeline import next_free_name
+
     objects, taken = [], set()
     for f in sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES):
-        name, n = f.stem, 1  # the file's own stem: predictions and --objects go by it
-        while name in taken:  # chair.obj and chair.glb
-            n += 1
-            name = f"{f.stem}-{n}"
+        # the file's own stem: predictions and --objects go by it (chair.obj and chair.glb: chair, chair-2)
+        name = next_free_name(f.stem, taken.__contains__)
         taken.add(name)
         objects.append(BenchmarkObject(name, str(f), lambda f=f: load_mesh(f, up="auto")))  # STL, USD: their own up
     hint = ""

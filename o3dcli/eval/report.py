@@ -37,14 +37,20 @@ def versions() -> dict[str, str]:
     return out
 
 
+def metric_means(run: EvalRun, rows: list) -> dict:
+    """The mean of every metric of the protocol over ``rows`` (None where no row has it)."""
+    mean = {}
+    for key in run.protocol.metric_keys():
+        vals = [r.metrics[key] for r in rows if r.metrics.get(key) is not None]
+        mean[key] = sum(vals) / len(vals) if vals else None
+    return mean
+
+
 def variant_summary(run: EvalRun, v: Variant) -> dict:
     """Mean of every metric over the variant's successful objects, counts and mean timings."""
     rows = [r for r in run.results if r.variant == v.name]
     ok = [r for r in rows if r.status == "ok"]
-    mean = {}
-    for key in run.protocol.metric_keys():
-        vals = [r.metrics[key] for r in ok if r.metrics.get(key) is not None]
-        mean[key] = sum(vals) / len(vals) if vals else None
+    mean = metric_means(run, ok)
 
     def avg(vals):
         vals = [x for x in vals if x is not None]
@@ -69,14 +75,8 @@ def same_objects(run: EvalRun) -> bool:
 def common_means(run: EvalRun) -> dict[str, dict]:
     """Each variant's mean of every metric over common_objects (None where it has none)."""
     names = set(common_objects(run))
-    out = {}
-    for v in run.variants:
-        rows = [r for r in run.results if r.variant == v.name and r.object in names]
-        out[v.name] = {}
-        for key in run.protocol.metric_keys():
-            vals = [r.metrics[key] for r in rows if r.metrics.get(key) is not None]
-            out[v.name][key] = sum(vals) / len(vals) if vals else None
-    return out
+    return {v.name: metric_means(run, [r for r in run.results if r.variant == v.name and r.object in names])
+            for v in run.variants}
 
 
 def scored_text(s: dict) -> str:
