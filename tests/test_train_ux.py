@@ -10,29 +10,14 @@ import zipfile
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from o3dcli.cli import app
 from o3dcli.config import ConfigError, load_config
 from o3dcli.models.checkpoints import CheckpointError
 from o3dcli.synth.generate import synthesize
 from o3dcli.train.data import DatasetError, load_dataset
 from o3dcli.train.trainer import CHECKPOINT, Trainer
 
-SMALL = ["preprocess.size=16", "train.batch_size=1", "train.extra_views=2", "train.warmup_steps=1",
-         "train.checkpoint_every=1000", "train.log_every=1", "runtime.threads=1"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    synthesize(root, 2, seed=0, size=32, extra_views=2)
-    return root
-
-
-def train(data, out, *args):
-    sets = [a for kv in SMALL for a in ("--set", kv)]
-    return CliRunner().invoke(app, ["train", "--data", str(data), "-o", str(out), "--no-progress", *sets, *map(str, args)])
+from test_train_cli import SMALL, data, train  # noqa: E402,F401  (data: the module's fixture)
 
 
 @pytest.fixture(scope="module")
