@@ -233,6 +233,11 @@ def coerce(value, t, key: str):
 
     origin = typing.get_origin(t)
     if origin is Literal:
+        if isinstance(value, str) and value not in typing.get_args(t):
+            # `--set mesh.method=Carve`, `texture_format: PNG`: the one choice that differs only in case
+            same = [a for a in typing.get_args(t) if isinstance(a, str) and a.lower() == value.strip().lower()]
+            if len(same) == 1:
+                return same[0]
         if value not in typing.get_args(t):
             close = difflib.get_close_matches(str(value), [str(a) for a in typing.get_args(t)], n=1)
             raise bad(f"; did you mean {close[0]!r}?" if close else "")

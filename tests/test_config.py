@@ -101,6 +101,14 @@ def test_unknown_preset_in_another_case_or_misspelt_names_the_preset(name, meant
     assert "did you mean" not in str(pytest.raises(ConfigError, load_config, "zzzzzz").value)
 
 
+def test_choices_and_formats_are_read_in_any_case():
+    # what --formats already did for `--formats GLB,usdz`, --set and presets do too
+    cfg = load_config("tiny", ["mesh.formats=GLB, stl,glb", "mesh.method=Carve", "mesh.texture_format=PNG"])
+    assert cfg.mesh.formats == ("glb", "stl") and cfg.mesh.method == "carve" and cfg.mesh.texture_format == "png"
+    with pytest.raises(ConfigError, match="did you mean 'carve'"):
+        load_config("tiny", ["mesh.method=Carv"])
+
+
 def test_list_fields_take_comma_separated_values():
     # `--set mesh.formats=glb,stl` is one YAML string: a list field reads it as its items, each checked
     cfg = load_config("tiny", ["mesh.formats=glb,stl", "preprocess.background=1, 0.5,0", "recon.down_attention=true,false,true",
