@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from o3dcli.io.export import glb_bytes
-from o3dcli.io.mesh import MeshLoadError, gltf_extensions, load_mesh
+from o3dcli.io.gltf_read import gltf_extensions
+from o3dcli.io.mesh import MeshLoadError, load_mesh
 from o3dcli.mesh.surface_gaussians import reference_shape
 
 
@@ -44,7 +45,7 @@ def test_draco_without_dracopy_is_a_clear_error_not_a_flat_mesh(tmp_path, monkey
     path = tmp_path / "draco.glb"
     path.write_bytes(with_json(glb_bytes(reference_shape("torus")), lambda d: d.update(
         extensionsUsed=["KHR_draco_mesh_compression"], extensionsRequired=["KHR_draco_mesh_compression"])))
-    monkeypatch.setattr("o3dcli.io.mesh._has_dracopy", lambda: False)  # as if it were not installed
+    monkeypatch.setattr("o3dcli.io.gltf_read._has_dracopy", lambda: False)  # as if it were not installed
     with pytest.raises(MeshLoadError, match=r"draco\.glb: the mesh is Draco-compressed.*o3dcli\[draco\]"):
         load_mesh(path)
 

@@ -373,7 +373,7 @@ def test_many_textures_pack_into_a_squarish_atlas_that_keeps_each_parts_colours(
 
 def test_unrepeat_ignores_float_noise_and_scales_before_tiling():
     from o3dcli.geometry.mesh import TriMesh
-    from o3dcli.io.mesh import MAX_TILE_SIDE, _unrepeat
+    from o3dcli.io.mesh_merge import MAX_TILE_SIDE, _unrepeat
 
     tex = np.zeros((64, 32, 3), np.uint8)
     verts, faces = np.zeros((3, 3), np.float32), np.array([[0, 1, 2]])
@@ -389,7 +389,7 @@ def test_unrepeat_ignores_float_noise_and_scales_before_tiling():
 def test_mtl_texture_scale_and_offset_options(tmp_path):
     from PIL import Image
 
-    from o3dcli.io.mesh import _map_options
+    from o3dcli.io.mtl import _map_options
 
     scale, offset = _map_options("-clamp on -s 2 3 1 -bm 0.5 -o 0.25 -imfchan m".split())
     assert scale.tolist() == [2.0, 3.0] and offset.tolist() == [0.25, 0.0]

@@ -15,7 +15,8 @@ from o3dcli.cli import app
 from o3dcli.geometry.cameras import orbit_cameras
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.io.export import save_mesh_glb, save_mesh_obj
-from o3dcli.io.mesh import alpha_mode_of, load_mesh
+from o3dcli.io.mesh import load_mesh
+from o3dcli.io.mtl import alpha_mode_of
 from o3dcli.render.mesh import render_mesh
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -265,7 +265,7 @@ over Xform "outside"
 
 
 def test_point_instancers_place_their_unmasked_instances(tmp_path):
-    from o3dcli.io.usdz import load_usd
+    from o3dcli.io.usd_read import load_usd
 
     path = tmp_path / "scatter.usda"
     path.write_text(POINT_INSTANCER)

@@ -1,0 +1,198 @@
+"""The OBJ reader behind `o3dcli.io.mesh.load_mesh` (materials: `o3dcli.io.mtl`).
+
+The OBJ parser is hand-written: OBJ indexes positions and texture coordinates
+separately, and a renderable mesh needs one vertex per distinct (position, uv)
+pair; writing that split ourselves keeps it exact and fast, and lets a GSO object
+without its texture fall back to the MTL's Kd.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from o3dcli.geometry.mesh import TriMesh
+from o3dcli.io.mesh import MeshLoadError, solid_alpha_part
+from o3dcli.io.mesh_merge import _merge_parts
+from o3dcli.io.mtl import _read_alpha, _read_mtl, _read_texture
+
+
+def _load_obj(path: Path) -> TriMesh:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    v_rows, vt_rows, f_rows, f_nv, f_nt, f_mat = [], [], [], [], [], []
+    materials: dict[str, dict] = {}
+    mat_names: list[str] = []
+    current = -1
+    for line in text.splitlines():  # collect rows as text; numbers are parsed in bulk below
+        head = line[:2]
+        if head == "v ":  # the common keywords first, without splitting the line
+            v_rows.append(line[2:])
+            continue
+        if head == "f ":
+            key, rest = "f", line[2:]
+        elif head == "vt" and line[2:3] == " ":
+            key, rest = "vt", line[3:]
+        elif head == "vn" or head[:1] == "#":  # normals are recomputed from faces when needed
+            continue
+        else:
+            parts = line.split(None, 1)
+            if not parts:
+                continue
+            key, rest = parts[0], (parts[1] if len(parts) > 1 else "")
+        if key == "v":
+            v_rows.append(rest)
+        elif key == "vt":
+            vt_rows.append(rest)
+        elif key == "f":
+            f_rows.append(rest)
+            f_nv.append(len(v_rows))  # for negative (relative) indices
+            f_nt.append(len(vt_rows))
+            f_mat.append(current)
+        elif key == "usemtl":
+            name = rest.strip()
+            if name not in mat_names:
+                mat_names.append(name)
+            current = mat_names.index(name)
+        elif key == "mtllib":
+            rest = rest.strip()
+            for mtl in [rest] if (path.parent / rest).is_file() else rest.split():
+                materials.update(_read_mtl(path.parent / mtl, path))
+    if not f_rows:
+        raise MeshLoadError(f"{path}: the file holds no faces (is it an OBJ file?)")
+    try:
+        pos, colored = _obj_numbers(v_rows, float, min_cols=3)
+        vt, _ = _obj_numbers(vt_rows, float, min_cols=1)
+        vt = np.pad(vt, ((0, 0), (0, 1)))[:, :2].astype(np.float32)  # 'vt u' alone means v = 0
+        idx, tri_face = _obj_faces(f_rows, np.asarray(f_nv), np.asarray(f_nt))
+    except ValueError:
+        raise _locate_parse_error(text, path) from None
+    if (idx[..., 0] < 0).any() or (idx[..., 0] >= len(pos)).any():
+        raise MeshLoadError(f"{path}: a face refers to a vertex outside the {len(pos)} defined")
+    if (idx[..., 1] >= len(vt)).any():
+        raise MeshLoadError(f"{path}: a face refers to a texture coordinate outside the {len(vt)} defined")
+    pos = pos[:, :6] if colored else pos[:, :3]
+    face_mat = np.asarray(f_mat)[tri_face]
+    parts = []
+    for m in np.unique(face_mat):
+        if m >= 0:
+            props = materials.get(mat_names[m], {})
+        else:  # faces before any usemtl: the file's only material if it has one
+            props = next(iter(materials.values())) if len(materials) == 1 else {}
+        parts.append(_obj_part(idx[face_mat == m], pos, vt, colored, props, path))
+    return _merge_parts(parts)
+
+
+def _obj_numbers(rows: list[str], dtype, min_cols: int) -> tuple[np.ndarray, bool]:
+    """Rows of numbers -> ([N, max(C, 6 if all rows have 6)] array, all rows have >= 6 values).
+    Raises ValueError on anything unreadable."""
+    if not rows:
+        return np.zeros((0, max(min_cols, 2))), False
+    values = _fromstring(" ".join(rows), dtype)
+    if values.size % len(rows) == 0:  # the usual case, one row length (a file mixing lengths
+        counts = np.full(len(rows), values.size // len(rows))  # that average out would be malformed)
+    else:
+        counts = np.fromiter((len(r.split()) for r in rows), np.int64, len(rows))
+    if counts.min() < min_cols:
+        raise ValueError("too few values")
+    cols = 6 if counts.min() >= 6 else min(int(counts.min()), 3)  # "v x y z r g b": vertex colours
+    starts = np.cumsum(counts) - counts
+    return values[starts[:, None] + np.arange(cols)], cols == 6
+
+
+def _obj_faces(rows: list[str], nv_at: np.ndarray, nt_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Face rows -> corner indices [T, 3, 2] (0-based position, texcoord or -1) of the
+    fan-triangulated polygons, and the source face of each triangle [T]."""
+    token_list = " ".join(rows).split()
+    n_tok = len(token_list)
+    if n_tok in (3 * len(rows), 4 * len(rows)):  # all triangles or all quads (see _obj_numbers)
+        counts = np.full(len(rows), n_tok // len(rows))
+    else:
+        counts = np.fromiter((len(r.split()) for r in rows), np.int64, len(rows))
+    if counts.min() < 3:
+        raise ValueError("a face with fewer than 3 corners")
+    tokens = " ".join(token_list)
+    slashes, doubles = token_list[0].count("/"), tokens.count("//")
+    if tokens.count("/") == slashes * n_tok and doubles in (0, n_tok):  # one pattern: parse in bulk
+        nums = _fromstring(tokens.replace("//", "/0/").replace("/", " "), np.int64, n_tok * (slashes + 1))
+        nums = nums.reshape(n_tok, slashes + 1)  # 'v//vn' reads as v/0/vn: no texcoord
+        v, t = nums[:, 0], (nums[:, 1] if nums.shape[1] > 1 else np.zeros(n_tok, np.int64))
+    else:  # mixed 'v', 'v/vt', 'v//vn', 'v/vt/vn' corners
+        fields = [tok.split("/") for tok in token_list]
+        v = np.array([int(f[0]) for f in fields], np.int64)
+        t = np.array([int(f[1]) if len(f) > 1 and f[1] else 0 for f in fields], np.int64)
+    row = np.repeat(np.arange(len(rows)), counts)
+    # OBJ indices are 1-based; negative ones count back from the last element defined so far
+    v = np.where(v > 0, v - 1, np.where(v < 0, nv_at[row] + v, -1))
+    t = np.where(t > 0, t - 1, np.where(t < 0, nt_at[row] + t, -1))
+    ntri = counts - 2
+    tri_face = np.repeat(np.arange(len(rows)), ntri)
+    k = np.arange(int(ntri.sum())) - np.repeat(np.cumsum(ntri) - ntri, ntri) + 1
+    first = (np.cumsum(counts) - counts)[tri_face]
+    corner = np.stack([first, first + k, first + k + 1], axis=1)  # fan (0, k, k+1)
+    return np.stack([v[corner], t[corner]], axis=-1), tri_face
+
+
+def _fromstring(text: str, dtype, expected: int | None = None) -> np.ndarray:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy only warns when it stops at unreadable text
+        try:
+            out = np.fromstring(text, dtype=dtype, sep=" ")
+        except (ValueError, DeprecationWarning) as e:
+            raise ValueError(str(e)) from e
+    if expected is not None and out.size != expected:
+        raise ValueError("unreadable numbers")
+    return out
+
+
+def _locate_parse_error(text: str, path: Path) -> MeshLoadError:
+    """Re-read line by line (only after the bulk parse failed) to name the offending line."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        try:
+            if parts and parts[0] in ("v", "vt"):
+                [float(x) for x in parts[1:]]
+                if len(parts) < (4 if parts[0] == "v" else 2):
+                    raise ValueError("too few values")
+            elif parts and parts[0] == "f":
+                if len(parts) < 4:
+                    raise ValueError("a face needs 3 corners")
+                [int(x) for tok in parts[1:] for x in tok.split("/") if x]
+        except ValueError as e:
+            return MeshLoadError(f"{path}: line {lineno}: cannot parse {line.strip()[:60]!r} ({e})")
+    return MeshLoadError(f"{path}: cannot parse the OBJ file")
+
+
+def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) -> TriMesh:
+    """One material's faces, with one vertex per distinct (position, texcoord) pair."""
+    keys = idx[..., 0] * (len(vt) + 1) + (idx[..., 1] + 1)
+    uniq, inverse = np.unique(keys.reshape(-1), return_inverse=True)
+    vi, ti = uniq // (len(vt) + 1), uniq % (len(vt) + 1) - 1
+    faces = inverse.reshape(-1, 3)
+    uv = np.where(ti[:, None] >= 0, vt[np.maximum(ti, 0)] if len(vt) else 0.0, 0.0)
+    texture = _read_texture(props["map_Kd"], path) if props.get("map_Kd") else None
+    if texture is not None:  # map_Kd -s / -o: looked up at uv * scale + offset (as Blender and three.js read them)
+        uv = uv * props.get("uv_scale", 1.0) + props.get("uv_offset", 0.0)
+    has_uv = len(vt) > 0 and (ti >= 0).any()
+    style = {}
+    if texture is not None and has_uv and props.get("map_d"):
+        alpha, mode = _read_alpha(props["map_d"], texture.shape[:2], path)
+        if alpha is not None:
+            texture = np.concatenate([texture, alpha[..., None]], -1)
+            # a cut-out card is seen from both sides in the tools that write map_d (Blender, 3ds Max)
+            style = {"alpha_mode": mode, "double_sided": True}
+    elif props.get("d", 1.0) < 1.0 and not colored:  # a see-through material (glass): the MTL's d
+        if texture is not None and has_uv:
+            alpha = np.full(texture.shape[:2] + (1,), round(props["d"] * 255), np.uint8)
+            return TriMesh(pos[vi, :3], faces, uv=uv, texture=np.concatenate([texture, alpha], -1),
+                           alpha_mode="BLEND")
+        return solid_alpha_part(pos[vi, :3], faces, props.get("Kd", np.ones(3)), props["d"])
+    return TriMesh(
+        pos[vi, :3], faces,
+        uv=uv if has_uv else None,  # kept without a texture too: one may be supplied later
+        texture=texture if has_uv else None,
+        vertex_colors=np.clip(pos[vi, 3:6], 0, 1) if colored else None,
+        material_color=props.get("Kd", np.ones(3)), **style,
+    )
