@@ -98,16 +98,11 @@ def generate(
     from rich.markup import escape
 
     from o3dcli.console import console, interrupted_exit_code, setup_logging
-    from o3dcli.pipeline import (
-        BatchInterrupted,
-        BatchRunner,
-        UserError,
-        assign_names,
-        check_output_dir,
-        collect_inputs,
-        has_subfolders,
-        run_batch,
-    )
+    from o3dcli.errors import UserError
+    from o3dcli.inputs import check_output_dir, collect_inputs, has_subfolders
+    from o3dcli.naming import assign_names
+    from o3dcli.pipeline import BatchRunner, run_batch
+    from o3dcli.results import BatchInterrupted
     from o3dcli.stages import generate_stages
 
     setup_logging(verbose)

@@ -9,3 +9,7 @@ def require(ok: bool, key: str, value, what: str) -> None:
     """Raise ConfigError "bad value for 'key': value must be what" unless ok."""
     if not ok:
         raise ConfigError(f"bad value for '{key}': {value!r} must be {what}")
+
+
+class UserError(Exception):
+    """An error caused by the input or settings (shown without a traceback)."""

@@ -5,16 +5,18 @@ A `Stage` is a plain function of a `StageContext` that writes its files into
 key, skips stages whose result is cached, publishes the named files into the
 asset folder `OUT/<name>/`, and records status, errors and timings per item in
 `OUT/o3d-report.json`. One item's failure never stops the batch.
+
+Beside it: o3dcli.inputs collects the input files, o3dcli.naming gives each its asset
+name and folder, o3dcli.stage defines a stage, o3dcli.results what a run gives back, and
+o3dcli.device the device it runs on.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +25,6 @@ from o3dcli.cache import (
     Cache,
     FileDigests,
     ItemLocked,
-    StateStore,
     atomic_copy,
     atomic_write_text,
     same_file_content,
@@ -31,337 +32,11 @@ from o3dcli.cache import (
     stage_key,
 )
 from o3dcli.config import Config, dump_config
-from o3dcli.errors import ConfigError
-
-REPORT_NAME = "o3d-report.json"
-ASSET_META = "o3d-asset.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif")
-OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".psd", ".exr", ".hdr", ".svg", ".ico",
-                                  ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
-"""Image formats o3d does not read: a folder scan says how many it passed over."""
-OUTPUT_MARKERS = (ASSET_META, "o3d-renders.json")
-"""Files that mark a folder as o3d's output (an asset folder, o3d render's folder): a scan skips it."""
-RESERVED_NAMES = frozenset({REPORT_NAME})
-"""Names in the output folder that belong to o3d, never to an asset."""
-
-
-class UserError(Exception):
-    """An error caused by the input or settings (shown without a traceback)."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input of a batch and the asset name it gets."""
-
-    source: Path
-    name: str
-
-
-@dataclass
-class StageContext:
-    item: Item
-    config: Config
-    work_dir: Path
-    upstream: dict[str, Path]
-    state: StateStore
-    input_sha256: str
-    device: str
-    progress: Callable[[str], None] = lambda text: None
-    meta: dict[str, dict] = field(default_factory=dict)
-    """Metadata returned by the upstream stages, by stage name."""
-    resources: dict[str, Any] = field(default_factory=dict)
-    """Shared by all items of a batch (e.g. the loaded models, built once)."""
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    """Stage name: a cache folder prefix, so use letters and underscores only."""
-    version: int
-    """Bump when the stage's output format or algorithm changes: old cache entries stop matching."""
-    sections: tuple[str, ...]
-    """Config sections ("mesh") or single fields ("mesh.target_faces") whose values go into the key."""
-    run: Callable[[StageContext], dict[str, Any]]
-    publish: dict[str, str] = field(default_factory=dict)
-    """Files of the stage folder copied into the asset folder: {cache file: asset file}."""
-    files: Callable[[Config], dict[str, Path]] | None = None
-    """Files the stage reads besides the input (e.g. model weights), {role: path}: their contents'
-    hashes go into the key, so new weights at the same path are not answered from the cache."""
-    key_extra: Callable[[Config], dict[str, Any]] | None = None
-    """What else decides the stage's output, {name: value} (e.g. a setting that matters only for one
-    format, or whether an optional library is installed): added to the key when not empty."""
-
-
-class StageWarnings(logging.Filter):
-    """Warnings o3d logs while a stage runs, kept for the item (its report, and the line printed
-    with it; the cache keeps them with the stage, so a cached stage still tells them) instead of
-    going to the console on their own. Paths in the stage's work folder are given as the asset
-    folder's, where its files are published: {work folder: asset folder}."""
-
-    def __init__(self, paths: dict[str, str]):
-        super().__init__()
-        self.paths = paths
-        self.messages: list[str] = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING:  # errors (and info) are shown as they come
-            return True
-        text = record.getMessage()
-        for work, asset in self.paths.items():
-            text = text.replace(work, asset)
-        if text not in self.messages:
-            self.messages.append(text)
-        return False
-
-
-@dataclass
-class ItemResult:
-    input: str
-    name: str
-    status: str = "pending"  # ok | failed | interrupted | not-run
-    error: str | None = None
-    traceback: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    cached: list[str] = field(default_factory=list)
-    outputs: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    stages: dict[str, dict] = field(default_factory=dict)
-    """Metadata each stage returned (e.g. which weights, steps run, resumed from)."""
-    computed_seconds: dict[str, float | None] = field(default_factory=dict)
-    """Seconds each stage took when it was computed: in this run, or for a cached stage in the run
-    that computed it (None for caches written before o3d recorded it). `timings` is this run's."""
-
-
-@dataclass
-class BatchResult:
-    items: list[ItemResult]
-    report_path: Path
-
-    @property
-    def ok(self) -> bool:
-        return all(r.status == "ok" for r in self.items)
-
-    @property
-    def computed_stages(self) -> int:
-        return sum(len(r.timings) - len(r.cached) for r in self.items)
-
-
-# ---------------------------------------------------------------------------
-# Inputs and names
-
-
-def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
-    """Files given directly plus image files inside given folders, sorted, without duplicates
-    (a file reached twice, e.g. through a link, counts once, under the first path it was found by;
-    paths are kept as given, so a link names its asset, not its target).
-
-    A folder scan skips hidden files and everything inside hidden folders (o3d's cache
-    `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders and `o3d render` folders (they
-    hold `o3d-asset.json` or `o3d-renders.json`), so that output written inside the input folder,
-    or the input folder itself used as output, never feeds o3d's files back in. What it passed over that a
-    user may have meant as input (images in formats o3d does not read, o3d output folders) is
-    appended to `notes` as sentences. Raises UserError for a path that does not exist (nothing
-    has run yet, so failing early loses nothing and catches typos).
-    """
-    found: dict[Path, Path] = {}
-    other: dict[str, int] = {}
-    outputs: set[Path] = set()
-    broken: list[Path] = []
-    for p in inputs:
-        p = Path(p)
-        if not p.exists():
-            raise UserError(f"input not found: {p}")
-        if not p.is_dir():
-            found.setdefault(p.resolve(), p.absolute())
-            continue
-        marked: dict[Path, bool] = {}
-
-        def is_output(folder: Path) -> bool:
-            if folder not in marked:
-                marked[folder] = any((folder / m).is_file() for m in OUTPUT_MARKERS)
-            return marked[folder]
-
-        for f in sorted(p.glob("**/*" if recursive else "*")):
-            rel = f.relative_to(p)
-            if any(part.startswith(".") for part in rel.parts):
-                continue
-            if not f.is_file():
-                if f.is_symlink() and not f.exists() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    broken.append(f)  # a link whose target is gone
-                continue
-            folders = [p / Path(*rel.parts[:i]) for i in range(len(rel.parts))]
-            hit = next((d for d in folders if is_output(d)), None)
-            if hit is not None:
-                outputs.add(hit)
-                continue
-            suffix = f.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
-                found.setdefault(f.resolve(), f.absolute())
-            elif suffix in OTHER_IMAGE_SUFFIXES:
-                other[suffix] = other.get(suffix, 0) + 1
-    if notes is not None:
-        if other:
-            kinds = ", ".join(f"{n} {s}" for s, n in sorted(other.items()))
-            notes.append(f"skipped {sum(other.values())} image(s) in formats o3d does not read ({kinds}); "
-                         f"convert them to PNG or JPEG (readable: {', '.join(IMAGE_SUFFIXES)})")
-        if outputs:
-            shown = ", ".join(str(d) for d in sorted(outputs)[:3]) + (", ..." if len(outputs) > 3 else "")
-            notes.append(f"skipped {len(outputs)} folder(s) of o3d's own outputs ({shown})")
-        if broken:
-            shown = ", ".join(str(f) for f in broken[:3]) + (", ..." if len(broken) > 3 else "")
-            notes.append(f"skipped {len(broken)} link(s) whose target is missing ({shown})")
-    return [found[k] for k in sorted(found, key=lambda k: found[k])]
-
-
-def has_subfolders(paths: list[Path]) -> bool:
-    """Whether any of the folders among `paths` has a (non-hidden) sub-folder."""
-    return any(Path(p).is_dir() and any(c.is_dir() and not c.name.startswith(".") for c in Path(p).iterdir())
-               for p in paths)
-
-
-def item_message(path: Path, error: BaseException) -> str:
-    """An item's error for a line that already starts with its path: the message without a
-    leading "<path>: " (errors name their file, so the path is not said twice)."""
-    message = str(error) or type(error).__name__
-    for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
-
-
-def check_output_dir(path: Path) -> None:
-    """UserError when `path` cannot be an output folder: it exists and is not a folder, or the
-    folder it would be made in is a file or not writable (found before any work, not at the end)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"output {path} exists and is not a folder; give a folder with -o")
-    base = Path(os.path.abspath(path))
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    if not base.is_dir():
-        raise UserError(f"output {path} cannot be made: {base} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise UserError(f"output {path}: no permission to write in {base}")
-
-
-def safe_name(stem: str) -> str:
-    """A folder name for an asset that stays inside the output folder."""
-    cleaned = "".join(c if (c.isalnum() or c in "-_.+ ") else "_" for c in stem).strip(" .")
-    return cleaned or "item"
-
-
-GENERIC_STEMS = frozenset({"gaussians", "model", "mesh", "point_cloud", "scene", "splat"})
-"""File names that say what a file is, not which object: o3d's own outputs and other 3DGS tools'."""
-
-
-def asset_stem(path: Path) -> str:
-    """The name an input goes by: a folder's name; a file's stem, or for a generic file name
-    (an asset folder's gaussians.ply or model.glb) the name of the folder holding it."""
-    path = Path(path)
-    if path.is_dir():
-        return path.resolve().name
-    if path.stem.lower() in GENERIC_STEMS and path.resolve().parent.name:
-        return path.resolve().parent.name
-    return path.stem
-
-
-def next_free_name(base: str, taken: Callable[[str], bool], make: Callable[[str], str] | None = None) -> str:
-    """``base``, or the first of ``base-2``, ``base-3``, ... that ``taken`` does not refuse.
-    ``make(suffix)`` builds a candidate from a suffix ("" first) when plain concatenation will not
-    do (e.g. a name shortened to fit a file name's length)."""
-    make = make or (lambda suffix: base + suffix)
-    name, n = make(""), 1
-    while taken(name):
-        n += 1
-        name = make(f"-{n}")
-    return name
-
-
-def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None) -> list[str]:
-    """One output name per input path (`asset_stem`), collisions suffixed -2, -3, ...
-
-    `owned_by_other(name, path)` says whether an earlier run wrote `name` for another input:
-    such a name is skipped too, so no input overwrites another's results.
-    """
-    used: set[str] = set()
-    names = []
-    for path in paths:
-        name = next_free_name(safe_name(asset_stem(path)), lambda name: name in used or (
-            owned_by_other is not None and owned_by_other(name, path)))
-        used.add(name)
-        names.append(name)
-    return names
-
-
-def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
-    """Asset names from file stems; collisions get -2, -3, ... in sorted order.
-
-    An existing asset folder that belongs to another source file (its
-    o3d-asset.json says so) is never reused, so no input overwrites another's asset.
-    """
-    taken: set[str] = set()
-    items = []
-    for src in sources:
-        name = next_free_name(safe_name(src.stem), lambda name: name in taken or name.lower() in RESERVED_NAMES
-                              or _owned_by_other(out_dir / name, src))
-        taken.add(name)
-        items.append(Item(src, name))
-    return items
-
-
-def _owned_by_other(asset_dir: Path, src: Path) -> bool:
-    """Whether `asset_dir` is not free for `src`'s results: its o3d-asset.json names another
-    source, or it is not o3d's at all (a file, or a folder holding files but no o3d-asset.json:
-    the user's, which o3d must neither fill nor prune)."""
-    if asset_dir.exists() and not asset_dir.is_dir():
-        return True
-    meta = asset_dir / ASSET_META
-    if not meta.is_file():
-        try:  # hidden entries (.DS_Store, a write's leftover temporary) do not make it the user's
-            return asset_dir.is_dir() and any(not e.name.startswith(".") for e in asset_dir.iterdir())
-        except OSError:
-            return True
-    try:
-        source = json.loads(meta.read_text()).get("source")
-    except (OSError, ValueError, AttributeError):
-        return False
-    # the same file whichever way it was named (absolute, resolved, or through a link)
-    return not isinstance(source, str) or (source != str(src) and Path(source).resolve() != Path(src).resolve())
-
-
-def drop_if_empty(asset_dir: Path) -> None:
-    """Remove an asset folder that holds nothing but its o3d-asset.json (an item that failed
-    before publishing anything), so that only real assets have folders."""
-    try:
-        if asset_dir.is_dir() and [p.name for p in asset_dir.iterdir()] == [ASSET_META]:
-            (asset_dir / ASSET_META).unlink()
-            asset_dir.rmdir()
-    except OSError:
-        pass
-
-
-def write_asset_meta(asset_dir: Path, src: Path) -> None:
-    """Mark `asset_dir` as the results for `src` (see `_owned_by_other`)."""
-    atomic_write_text(asset_dir / ASSET_META, json.dumps({"source": str(src), "o3d": __version__}, indent=1))
-
-
-# ---------------------------------------------------------------------------
-# Running
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"runtime.device={name} but CUDA is not available (torch {torch.__version__})")
-    return name
-
-
-def check_dtype(device: str, dtype: str) -> None:
-    if dtype != "float32" and not device.startswith("cuda"):
-        raise UserError(f"runtime.dtype={dtype} needs a CUDA device (device is {device}); use float32 on the CPU")
+from o3dcli.device import check_dtype, resolve_device
+from o3dcli.errors import ConfigError, UserError
+from o3dcli.naming import REPORT_NAME, Item, _owned_by_other, drop_if_empty, write_asset_meta
+from o3dcli.results import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
+from o3dcli.stage import Stage, StageContext, StageWarnings
 
 
 def config_value(cfg: dict, dotted: str):
@@ -612,19 +287,3 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
     if interrupted:
         raise BatchInterrupted(BatchResult(ordered, path))
     return BatchResult(ordered, path)
-
-
-class ItemInterrupted(KeyboardInterrupt):
-    """Ctrl-C while an item ran; carries that item's result (status "interrupted", its finished stages)."""
-
-    def __init__(self, result: ItemResult):
-        super().__init__()
-        self.result = result
-
-
-class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a batch; carries the partial result (the report is written)."""
-
-    def __init__(self, result: BatchResult):
-        super().__init__()
-        self.result = result

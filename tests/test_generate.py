@@ -160,7 +160,7 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(good_images, tmp
     hidden = good_images / "sub" / ".thumbnails"
     hidden.mkdir(parents=True)
     (hidden / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
-    from o3dcli.pipeline import collect_inputs
+    from o3dcli.inputs import collect_inputs
 
     notes = []
     found = collect_inputs([good_images], recursive=True, notes=notes)
@@ -225,7 +225,7 @@ def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good
 
 
 def test_reserved_names_are_never_asset_names(tmp_path, good_images):
-    from o3dcli.pipeline import assign_names
+    from o3dcli.naming import assign_names
 
     src = tmp_path / "o3d-report.json.png"
     src.write_bytes((good_images / "apple.png").read_bytes())
@@ -261,7 +261,11 @@ def test_an_output_inside_a_file_is_a_usage_error_for_every_command(tmp_path, go
 
 def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
     from o3dcli.config import load_config
-    from o3dcli.pipeline import BatchInterrupted, BatchRunner, Stage, assign_names, collect_inputs, run_batch
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.naming import assign_names
+    from o3dcli.pipeline import BatchRunner, run_batch
+    from o3dcli.results import BatchInterrupted
+    from o3dcli.stage import Stage
 
     def stage_run(ctx):
         if ctx.item.name == "pear":
@@ -382,7 +386,10 @@ def test_warnings_logged_by_a_stage_reach_the_report_and_survive_the_cache(good_
     import logging
 
     from o3dcli.config import load_config
-    from o3dcli.pipeline import BatchRunner, Stage, assign_names, collect_inputs, run_batch
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.naming import assign_names
+    from o3dcli.pipeline import BatchRunner, run_batch
+    from o3dcli.stage import Stage
 
     def stage_run(ctx):
         (ctx.work_dir / "x.txt").write_text("x")
@@ -407,7 +414,10 @@ def test_warnings_of_a_failing_stage_are_still_said(good_images, tmp_path, caplo
     import logging
 
     from o3dcli.config import load_config
-    from o3dcli.pipeline import BatchRunner, Stage, assign_names, collect_inputs, run_batch
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.naming import assign_names
+    from o3dcli.pipeline import BatchRunner, run_batch
+    from o3dcli.stage import Stage
 
     def stage_run(ctx):
         logging.getLogger("o3d").warning("about to fail")
@@ -454,7 +464,11 @@ def test_an_unfinished_rerun_leaves_the_earlier_asset_whole(good_images, tmp_pat
     # new settings, then Ctrl-C (or a failure) in a later stage: the asset folder keeps the earlier
     # run's files and config.yaml together, not the new run's first files beside the old last ones
     from o3dcli.config import load_config
-    from o3dcli.pipeline import BatchInterrupted, BatchRunner, Stage, assign_names, collect_inputs, run_batch
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.naming import assign_names
+    from o3dcli.pipeline import BatchRunner, run_batch
+    from o3dcli.results import BatchInterrupted
+    from o3dcli.stage import Stage
 
     fail = {"on": False}
 

@@ -136,7 +136,10 @@ def test_export_key_holds_format_settings_only_for_the_formats_asked_for(monkeyp
 def test_a_stage_is_recomputed_when_its_key_extra_changes(tmp_path):
     from PIL import Image
 
-    from o3dcli.pipeline import BatchRunner, Stage, assign_names, collect_inputs, run_batch
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.naming import assign_names
+    from o3dcli.pipeline import BatchRunner, run_batch
+    from o3dcli.stage import Stage
 
     Image.new("RGB", (8, 8), (200, 0, 0)).save(tmp_path / "red.png")
     extra, runs = {"v": 1}, []

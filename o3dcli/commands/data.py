@@ -41,7 +41,8 @@ def synth(
     from o3dcli.console import batch_progress, console, interrupted_exit_code
     from o3dcli.synth.generate import synthesize
 
-    from o3dcli.pipeline import UserError, check_output_dir
+    from o3dcli.errors import UserError
+    from o3dcli.inputs import check_output_dir
 
     try:
         check_output_dir(output)

@@ -87,7 +87,8 @@ def eval_cmd(
         raise usage(f"--mesh-shading must be lambert or unlit, got '{mesh_shading}'")
     if predictions and variants:
         raise usage("--predictions scores existing assets and --variants generates new ones: give one of them")
-    from o3dcli.pipeline import UserError, check_output_dir
+    from o3dcli.errors import UserError
+    from o3dcli.inputs import check_output_dir
 
     try:
         check_output_dir(output)

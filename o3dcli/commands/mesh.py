@@ -170,8 +170,10 @@ def mesh(
 
     from o3dcli.config import ConfigError
     from o3dcli.console import console, interrupted_exit_code, setup_logging
-    from o3dcli.pipeline import (StageWarnings, UserError, _owned_by_other, check_output_dir, drop_if_empty, item_message,
-                                 unique_names, write_asset_meta)
+    from o3dcli.errors import UserError
+    from o3dcli.inputs import check_output_dir, item_message
+    from o3dcli.naming import _owned_by_other, drop_if_empty, unique_names, write_asset_meta
+    from o3dcli.stage import StageWarnings
 
     def usage_error(message: str) -> typer.Exit:
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

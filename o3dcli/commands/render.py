@@ -33,7 +33,7 @@ def fit_name(stem: str, suffix: str = "") -> str:
 def render_names(paths: List[Path], taken) -> List[str]:
     """One name per input (`asset_stem`, made safe and fitted to NAME_MAX_BYTES), collisions in
     this batch and names `taken(name, path)` says are not free suffixed -2, -3, ..."""
-    from o3dcli.pipeline import asset_stem, next_free_name, safe_name
+    from o3dcli.naming import asset_stem, next_free_name, safe_name
 
     used: set[str] = set()
     names = []
@@ -69,10 +69,11 @@ def render(
 
     from o3dcli.cache import atomic_write_text
     from o3dcli.console import console, interrupted_exit_code
+    from o3dcli.errors import UserError
     from o3dcli.geometry.cameras import orbit_cameras
+    from o3dcli.inputs import check_output_dir, item_message
     from o3dcli.io.assets import AssetError, load_asset, resolve_asset_path
     from o3dcli.io.media import image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
-    from o3dcli.pipeline import UserError, check_output_dir, item_message
     from o3dcli.render.turntable import render_asset, turntable_frames
 
     def usage_error(message: str) -> typer.Exit:

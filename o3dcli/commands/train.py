@@ -70,7 +70,8 @@ def train_cmd(
     from o3dcli.cli import _load_config, _usage_error
     from o3dcli.config import ConfigError, dump_config
     from o3dcli.console import console, interrupted_exit_code
-    from o3dcli.pipeline import UserError, resolve_device
+    from o3dcli.device import resolve_device
+    from o3dcli.errors import UserError
     from o3dcli.train.data import DatasetError, load_dataset
     from o3dcli.train.trainer import Trainer, train
 
@@ -97,7 +98,7 @@ def train_cmd(
         torch.cuda.set_device(dev)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
-    from o3dcli.pipeline import check_output_dir
+    from o3dcli.inputs import check_output_dir
 
     try:
         check_output_dir(output)

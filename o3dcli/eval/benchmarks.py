@@ -55,7 +55,7 @@ class BenchmarkObject:
     seed: int | None = None
     file_name: str = ""
     """The name of the files eval makes for the object (OUT/inputs/<file_name>.png,
-    OUT/renders/<variant>/<file_name>.png): o3dcli.pipeline.safe_name of ``name``, made unique."""
+    OUT/renders/<variant>/<file_name>.png): o3dcli.naming.safe_name of ``name``, made unique."""
 
     aliases: tuple[str, ...] = ()
     """Other names its prediction may go by (set with file_name): o3d's safe naming of its name
@@ -77,7 +77,7 @@ class BenchmarkObject:
 def _with_file_names(objects: list[BenchmarkObject]) -> list[BenchmarkObject]:
     """Give each object a unique safe file name (collisions, e.g. "chair(1)" and "chair_1_", get
     -2, -3, ... in benchmark order), before any selection so an object's files keep their name."""
-    from o3dcli.pipeline import next_free_name, safe_name
+    from o3dcli.naming import next_free_name, safe_name
 
     taken, out = set(), []
     own = {o.name for o in objects}
@@ -173,7 +173,7 @@ def folder_objects(data: Path | None, names: list[str] | None = None, limit: int
     from o3dcli.io.mesh import load_mesh
 
     root = _need_folder(data, "folder")
-    from o3dcli.pipeline import next_free_name
+    from o3dcli.naming import next_free_name
 
     objects, taken = [], set()
     for f in sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES):

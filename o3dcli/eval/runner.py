@@ -130,7 +130,8 @@ def load_ground_truth(obj: BenchmarkObject, seen: set[str]):
 def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
     """BatchRunners of the generating variants, built before any work (a bad device or setting
     is a usage error). Each variant writes into OUT/assets/ (one variant) or OUT/assets/<name>/."""
-    from o3dcli.pipeline import BatchRunner, UserError
+    from o3dcli.errors import UserError
+    from o3dcli.pipeline import BatchRunner
     from o3dcli.stages import generate_stages
 
     runners = {}
@@ -188,7 +189,8 @@ def generate_assets(variant: Variant, runner, inputs: dict[str, Path], results: 
     """Run o3d generate's stages over the inputs; record each object's asset folder and timings."""
     import torch
 
-    from o3dcli.pipeline import assign_names, run_batch
+    from o3dcli.naming import assign_names
+    from o3dcli.pipeline import run_batch
 
     names = list(inputs)
     items = assign_names([inputs[n] for n in names], variant.assets_dir)

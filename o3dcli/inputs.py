@@ -1,0 +1,113 @@
+"""The input side of a batch: image files collected from files and folders, and the checks
+made before any work (the output folder, an item's error message).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from o3dcli.errors import UserError
+from o3dcli.naming import ASSET_META
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".psd", ".exr", ".hdr", ".svg", ".ico",
+                                  ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
+"""Image formats o3d does not read: a folder scan says how many it passed over."""
+OUTPUT_MARKERS = (ASSET_META, "o3d-renders.json")
+"""Files that mark a folder as o3d's output (an asset folder, o3d render's folder): a scan skips it."""
+
+
+def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
+    """Files given directly plus image files inside given folders, sorted, without duplicates
+    (a file reached twice, e.g. through a link, counts once, under the first path it was found by;
+    paths are kept as given, so a link names its asset, not its target).
+
+    A folder scan skips hidden files and everything inside hidden folders (o3d's cache
+    `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders and `o3d render` folders (they
+    hold `o3d-asset.json` or `o3d-renders.json`), so that output written inside the input folder,
+    or the input folder itself used as output, never feeds o3d's files back in. What it passed over that a
+    user may have meant as input (images in formats o3d does not read, o3d output folders) is
+    appended to `notes` as sentences. Raises UserError for a path that does not exist (nothing
+    has run yet, so failing early loses nothing and catches typos).
+    """
+    found: dict[Path, Path] = {}
+    other: dict[str, int] = {}
+    outputs: set[Path] = set()
+    broken: list[Path] = []
+    for p in inputs:
+        p = Path(p)
+        if not p.exists():
+            raise UserError(f"input not found: {p}")
+        if not p.is_dir():
+            found.setdefault(p.resolve(), p.absolute())
+            continue
+        marked: dict[Path, bool] = {}
+
+        def is_output(folder: Path) -> bool:
+            if folder not in marked:
+                marked[folder] = any((folder / m).is_file() for m in OUTPUT_MARKERS)
+            return marked[folder]
+
+        for f in sorted(p.glob("**/*" if recursive else "*")):
+            rel = f.relative_to(p)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if not f.is_file():
+                if f.is_symlink() and not f.exists() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    broken.append(f)  # a link whose target is gone
+                continue
+            folders = [p / Path(*rel.parts[:i]) for i in range(len(rel.parts))]
+            hit = next((d for d in folders if is_output(d)), None)
+            if hit is not None:
+                outputs.add(hit)
+                continue
+            suffix = f.suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                found.setdefault(f.resolve(), f.absolute())
+            elif suffix in OTHER_IMAGE_SUFFIXES:
+                other[suffix] = other.get(suffix, 0) + 1
+    if notes is not None:
+        if other:
+            kinds = ", ".join(f"{n} {s}" for s, n in sorted(other.items()))
+            notes.append(f"skipped {sum(other.values())} image(s) in formats o3d does not read ({kinds}); "
+                         f"convert them to PNG or JPEG (readable: {', '.join(IMAGE_SUFFIXES)})")
+        if outputs:
+            shown = ", ".join(str(d) for d in sorted(outputs)[:3]) + (", ..." if len(outputs) > 3 else "")
+            notes.append(f"skipped {len(outputs)} folder(s) of o3d's own outputs ({shown})")
+        if broken:
+            shown = ", ".join(str(f) for f in broken[:3]) + (", ..." if len(broken) > 3 else "")
+            notes.append(f"skipped {len(broken)} link(s) whose target is missing ({shown})")
+    return [found[k] for k in sorted(found, key=lambda k: found[k])]
+
+
+def has_subfolders(paths: list[Path]) -> bool:
+    """Whether any of the folders among `paths` has a (non-hidden) sub-folder."""
+    return any(Path(p).is_dir() and any(c.is_dir() and not c.name.startswith(".") for c in Path(p).iterdir())
+               for p in paths)
+
+
+def item_message(path: Path, error: BaseException) -> str:
+    """An item's error for a line that already starts with its path: the message without a
+    leading "<path>: " (errors name their file, so the path is not said twice)."""
+    message = str(error) or type(error).__name__
+    for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
+        if message.startswith(prefix):
+            return message[len(prefix):]
+    return message
+
+
+def check_output_dir(path: Path) -> None:
+    """UserError when `path` cannot be an output folder: it exists and is not a folder, or the
+    folder it would be made in is a file or not writable (found before any work, not at the end)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a folder; give a folder with -o")
+    base = Path(os.path.abspath(path))
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"output {path} cannot be made: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"output {path}: no permission to write in {base}")
+

@@ -1,0 +1,129 @@
+"""Asset names and asset folders: the name each input's results go by (an `Item`; collisions
+suffixed -2, -3, ...), the names of o3d's own files in the output folder, and the o3d-asset.json
+that marks a folder as o3d's asset for one source, so no input overwrites another's results or a
+folder that is not o3d's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from o3dcli import __version__
+from o3dcli.cache import atomic_write_text
+
+REPORT_NAME = "o3d-report.json"
+ASSET_META = "o3d-asset.json"
+RESERVED_NAMES = frozenset({REPORT_NAME})
+"""Names in the output folder that belong to o3d, never to an asset."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input of a batch and the asset name it gets."""
+
+    source: Path
+    name: str
+
+
+def safe_name(stem: str) -> str:
+    """A folder name for an asset that stays inside the output folder."""
+    cleaned = "".join(c if (c.isalnum() or c in "-_.+ ") else "_" for c in stem).strip(" .")
+    return cleaned or "item"
+
+
+GENERIC_STEMS = frozenset({"gaussians", "model", "mesh", "point_cloud", "scene", "splat"})
+"""File names that say what a file is, not which object: o3d's own outputs and other 3DGS tools'."""
+
+
+def asset_stem(path: Path) -> str:
+    """The name an input goes by: a folder's name; a file's stem, or for a generic file name
+    (an asset folder's gaussians.ply or model.glb) the name of the folder holding it."""
+    path = Path(path)
+    if path.is_dir():
+        return path.resolve().name
+    if path.stem.lower() in GENERIC_STEMS and path.resolve().parent.name:
+        return path.resolve().parent.name
+    return path.stem
+
+
+def next_free_name(base: str, taken: Callable[[str], bool], make: Callable[[str], str] | None = None) -> str:
+    """``base``, or the first of ``base-2``, ``base-3``, ... that ``taken`` does not refuse.
+    ``make(suffix)`` builds a candidate from a suffix ("" first) when plain concatenation will not
+    do (e.g. a name shortened to fit a file name's length)."""
+    make = make or (lambda suffix: base + suffix)
+    name, n = make(""), 1
+    while taken(name):
+        n += 1
+        name = make(f"-{n}")
+    return name
+
+
+def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None) -> list[str]:
+    """One output name per input path (`asset_stem`), collisions suffixed -2, -3, ...
+
+    `owned_by_other(name, path)` says whether an earlier run wrote `name` for another input:
+    such a name is skipped too, so no input overwrites another's results.
+    """
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        name = next_free_name(safe_name(asset_stem(path)), lambda name: name in used or (
+            owned_by_other is not None and owned_by_other(name, path)))
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
+    """Asset names from file stems; collisions get -2, -3, ... in sorted order.
+
+    An existing asset folder that belongs to another source file (its
+    o3d-asset.json says so) is never reused, so no input overwrites another's asset.
+    """
+    taken: set[str] = set()
+    items = []
+    for src in sources:
+        name = next_free_name(safe_name(src.stem), lambda name: name in taken or name.lower() in RESERVED_NAMES
+                              or _owned_by_other(out_dir / name, src))
+        taken.add(name)
+        items.append(Item(src, name))
+    return items
+
+
+def _owned_by_other(asset_dir: Path, src: Path) -> bool:
+    """Whether `asset_dir` is not free for `src`'s results: its o3d-asset.json names another
+    source, or it is not o3d's at all (a file, or a folder holding files but no o3d-asset.json:
+    the user's, which o3d must neither fill nor prune)."""
+    if asset_dir.exists() and not asset_dir.is_dir():
+        return True
+    meta = asset_dir / ASSET_META
+    if not meta.is_file():
+        try:  # hidden entries (.DS_Store, a write's leftover temporary) do not make it the user's
+            return asset_dir.is_dir() and any(not e.name.startswith(".") for e in asset_dir.iterdir())
+        except OSError:
+            return True
+    try:
+        source = json.loads(meta.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return False
+    # the same file whichever way it was named (absolute, resolved, or through a link)
+    return not isinstance(source, str) or (source != str(src) and Path(source).resolve() != Path(src).resolve())
+
+
+def drop_if_empty(asset_dir: Path) -> None:
+    """Remove an asset folder that holds nothing but its o3d-asset.json (an item that failed
+    before publishing anything), so that only real assets have folders."""
+    try:
+        if asset_dir.is_dir() and [p.name for p in asset_dir.iterdir()] == [ASSET_META]:
+            (asset_dir / ASSET_META).unlink()
+            asset_dir.rmdir()
+    except OSError:
+        pass
+
+
+def write_asset_meta(asset_dir: Path, src: Path) -> None:
+    """Mark `asset_dir` as the results for `src` (see `_owned_by_other`)."""
+    atomic_write_text(asset_dir / ASSET_META, json.dumps({"source": str(src), "o3d": __version__}, indent=1))

@@ -1,0 +1,73 @@
+"""What a stage is: a `Stage` (its name, version, the config it depends on, the files it
+publishes), the `StageContext` it runs with, and `StageWarnings`, which keeps the warnings logged
+while it runs for the item they are about. The stages of `o3d generate` are in o3dcli.stages; the
+batch runner (o3dcli.pipeline) runs them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from o3dcli.cache import StateStore
+from o3dcli.config import Config
+from o3dcli.naming import Item
+
+
+@dataclass
+class StageContext:
+    item: Item
+    config: Config
+    work_dir: Path
+    upstream: dict[str, Path]
+    state: StateStore
+    input_sha256: str
+    device: str
+    progress: Callable[[str], None] = lambda text: None
+    meta: dict[str, dict] = field(default_factory=dict)
+    """Metadata returned by the upstream stages, by stage name."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """Shared by all items of a batch (e.g. the loaded models, built once)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    """Stage name: a cache folder prefix, so use letters and underscores only."""
+    version: int
+    """Bump when the stage's output format or algorithm changes: old cache entries stop matching."""
+    sections: tuple[str, ...]
+    """Config sections ("mesh") or single fields ("mesh.target_faces") whose values go into the key."""
+    run: Callable[[StageContext], dict[str, Any]]
+    publish: dict[str, str] = field(default_factory=dict)
+    """Files of the stage folder copied into the asset folder: {cache file: asset file}."""
+    files: Callable[[Config], dict[str, Path]] | None = None
+    """Files the stage reads besides the input (e.g. model weights), {role: path}: their contents'
+    hashes go into the key, so new weights at the same path are not answered from the cache."""
+    key_extra: Callable[[Config], dict[str, Any]] | None = None
+    """What else decides the stage's output, {name: value} (e.g. a setting that matters only for one
+    format, or whether an optional library is installed): added to the key when not empty."""
+
+
+class StageWarnings(logging.Filter):
+    """Warnings o3d logs while a stage runs, kept for the item (its report, and the line printed
+    with it; the cache keeps them with the stage, so a cached stage still tells them) instead of
+    going to the console on their own. Paths in the stage's work folder are given as the asset
+    folder's, where its files are published: {work folder: asset folder}."""
+
+    def __init__(self, paths: dict[str, str]):
+        super().__init__()
+        self.paths = paths
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:  # errors (and info) are shown as they come
+            return True
+        text = record.getMessage()
+        for work, asset in self.paths.items():
+            text = text.replace(work, asset)
+        if text not in self.messages:
+            self.messages.append(text)
+        return False
