@@ -42,9 +42,11 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
 ):
     """o3d: image-to-3D from the command line."""
-    from o3dcli.console import stop_on_sigterm
+    from o3dcli.console import keep_logging_state, stop_on_sigterm
 
-    ctx.call_on_close(stop_on_sigterm())  # the caller's own SIGTERM handling is back once the command ends
+    # the caller's own SIGTERM handling and logging are back once the command ends
+    ctx.call_on_close(stop_on_sigterm())
+    ctx.call_on_close(keep_logging_state())
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -102,7 +104,7 @@ def generate(
     from o3dcli.inputs import check_output_dir, collect_inputs, has_subfolders
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
-    from o3dcli.results import BatchInterrupted
+    from o3dcli.batch_types import BatchInterrupted
     from o3dcli.stages import generate_stages
 
     setup_logging(verbose)

@@ -52,6 +52,20 @@ def interrupted_exit_code() -> int:
     return 128 + _stopped_by[-1] if _stopped_by else 130
 
 
+def keep_logging_state():
+    """Snapshot the `o3d` logger (level, handlers, propagation) that `setup_logging` changes.
+    Returns a function that puts it back, so a command run from Python (a script, a notebook, a
+    test) leaves the caller's logging as it found it."""
+    saved = log.level, list(log.handlers), log.propagate
+
+    def restore() -> None:
+        log.setLevel(saved[0])
+        log.handlers[:] = saved[1]
+        log.propagate = saved[2]
+
+    return restore
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
     log.setLevel(level)

@@ -7,7 +7,7 @@ asset folder `OUT/<name>/`, and records status, errors and timings per item in
 `OUT/o3d-report.json`. One item's failure never stops the batch.
 
 Beside it: o3dcli.inputs collects the input files, o3dcli.naming gives each its asset
-name and folder, o3dcli.stage defines a stage, o3dcli.results what a run gives back, and
+name and folder, o3dcli.batch_types defines a stage and what a run gives back, and
 o3dcli.device the device it runs on.
 """
 
@@ -35,8 +35,8 @@ from o3dcli.config import Config, dump_config
 from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError
 from o3dcli.naming import REPORT_NAME, Item, _owned_by_other, drop_if_empty, write_asset_meta
-from o3dcli.results import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
-from o3dcli.stage import Stage, StageContext, StageWarnings
+from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
+from o3dcli.batch_types import Stage, StageContext, StageWarnings
 
 
 def config_value(cfg: dict, dotted: str):

@@ -6,7 +6,7 @@ Later stages (diffusion, meshing, export) are appended here as they land.
 from __future__ import annotations
 
 from o3dcli.mesh.config import EXPORT_FILES
-from o3dcli.stage import Stage, StageContext
+from o3dcli.batch_types import Stage, StageContext
 
 
 PHOTO_SIZE = 1024

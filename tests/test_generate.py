@@ -1,6 +1,7 @@
 """`o3d generate` as a batch: outputs, error isolation, report, cache, names, resume."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -264,8 +265,8 @@ def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
     from o3dcli.inputs import collect_inputs
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
-    from o3dcli.results import BatchInterrupted
-    from o3dcli.stage import Stage
+    from o3dcli.batch_types import BatchInterrupted
+    from o3dcli.batch_types import Stage
 
     def stage_run(ctx):
         if ctx.item.name == "pear":
@@ -389,7 +390,7 @@ def test_warnings_logged_by_a_stage_reach_the_report_and_survive_the_cache(good_
     from o3dcli.inputs import collect_inputs
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
-    from o3dcli.stage import Stage
+    from o3dcli.batch_types import Stage
 
     def stage_run(ctx):
         (ctx.work_dir / "x.txt").write_text("x")
@@ -417,7 +418,7 @@ def test_warnings_of_a_failing_stage_are_still_said(good_images, tmp_path, caplo
     from o3dcli.inputs import collect_inputs
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
-    from o3dcli.stage import Stage
+    from o3dcli.batch_types import Stage
 
     def stage_run(ctx):
         logging.getLogger("o3d").warning("about to fail")
@@ -449,8 +450,13 @@ def test_sigterm_stops_a_batch_like_ctrl_c_with_exit_code_143(good_images, tmp_p
     monkeypatch.setattr(stages, "PREPROCESS", dataclasses.replace(stages.PREPROCESS, run=run))
     out = tmp_path / "out"
     before = signal.getsignal(signal.SIGTERM)
+    o3d_log = logging.getLogger("o3d")
+    logging_before = o3d_log.level, list(o3d_log.handlers), o3d_log.propagate
     res = generate(good_images, "-o", out)
     assert signal.getsignal(signal.SIGTERM) is before  # the caller's handling is back once the command ends
+    # and so is its logging: the command's handler and propagate=False end with it (a warning
+    # logged after an `o3d` command run from Python reached no root handler, nor pytest's caplog)
+    assert (o3d_log.level, o3d_log.handlers, o3d_log.propagate) == logging_before
     assert res.exit_code == 143, res.output
     assert {i["name"]: i["status"] for i in report(out)["items"]} == {"apple": "ok", "pear": "interrupted",
                                                                       "plum": "not-run"}
@@ -467,8 +473,8 @@ def test_an_unfinished_rerun_leaves_the_earlier_asset_whole(good_images, tmp_pat
     from o3dcli.inputs import collect_inputs
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
-    from o3dcli.results import BatchInterrupted
-    from o3dcli.stage import Stage
+    from o3dcli.batch_types import BatchInterrupted
+    from o3dcli.batch_types import Stage
 
     fail = {"on": False}
 

@@ -139,7 +139,7 @@ def test_a_stage_is_recomputed_when_its_key_extra_changes(tmp_path):
     from o3dcli.inputs import collect_inputs
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
-    from o3dcli.stage import Stage
+    from o3dcli.batch_types import Stage
 
     Image.new("RGB", (8, 8), (200, 0, 0)).save(tmp_path / "red.png")
     extra, runs = {"v": 1}, []

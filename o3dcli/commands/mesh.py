@@ -173,7 +173,7 @@ def mesh(
     from o3dcli.errors import UserError
     from o3dcli.inputs import check_output_dir, item_message
     from o3dcli.naming import _owned_by_other, drop_if_empty, unique_names, write_asset_meta
-    from o3dcli.stage import StageWarnings
+    from o3dcli.batch_types import StageWarnings
 
     def usage_error(message: str) -> typer.Exit:
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
