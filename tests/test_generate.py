@@ -167,6 +167,17 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(good_images, tmp
     found = collect_inputs([good_images], recursive=True, notes=notes)
     assert [p.name for p in found] == ["apple.png", "pear.png", "plum.jpg"]
     assert notes == [f"skipped 3 folder(s) of o3d's own outputs ({out / 'apple'}, {out / 'pear'}, {out / 'plum'})"]
+    # o3d eval's renders (ground truth over prediction, per object) are not photos either
+    from o3dcli.eval.renders import RENDERS_MANIFEST
+
+    renders = good_images / "eval" / "renders"
+    (renders / "tiny").mkdir(parents=True)
+    (renders / "tiny" / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    (renders / RENDERS_MANIFEST).write_text('{"renders": ["tiny/apple.png"]}')
+    notes = []
+    assert [p.name for p in collect_inputs([good_images], recursive=True, notes=notes)] == ["apple.png", "pear.png",
+                                                                                           "plum.jpg"]
+    assert f"skipped 4 folder(s) of o3d's own outputs ({renders}, {out / 'apple'}, {out / 'pear'}, ...)" in notes
 
 
 def test_the_input_folder_or_its_parent_as_output(good_images, tmp_path, monkeypatch):
