@@ -107,6 +107,12 @@ def test_choices_and_formats_are_read_in_any_case():
     assert cfg.mesh.formats == ("glb", "stl") and cfg.mesh.method == "carve" and cfg.mesh.texture_format == "png"
     with pytest.raises(ConfigError, match="did you mean 'carve'"):
         load_config("tiny", ["mesh.method=Carv"])
+    with pytest.raises(ConfigError, match=r"\['GLB', 'fbx'\] must be one or more of"):  # as given
+        load_config("tiny", ["mesh.formats=GLB,fbx"])
+    from o3dcli.mesh.config import MeshConfig
+
+    with pytest.raises(ConfigError, match="'mesh.formats'"):  # from Python, not only through a preset
+        MeshConfig(formats=(["glb"],)).check()
 
 
 def test_list_fields_take_comma_separated_values():

@@ -1,4 +1,4 @@
-"""The GLB/glTF and PLY reader behind `o3dcli.io.mesh.load_mesh`: trimesh reads the scene, each
+"""The GLB/glTF, PLY and text-STL reader behind `o3dcli.io.mesh.load_mesh`: trimesh reads the scene, each
 node's mesh becomes a part with its colour source (texture, vertex or face colours, material
 colour, alpha), and the parts are merged into one mesh. Before that, a GLB's header and a glTF
 file's extensions are checked, so a cut-off file or data o3d cannot decode is named as such.
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
-from o3dcli.io.mesh import MeshLoadError, _eight_bit, solid_alpha_part
-from o3dcli.io.mesh_merge import _merge_parts
+from o3dcli.io.mesh_common import MeshLoadError, eight_bit, solid_alpha_part
+from o3dcli.io.mesh_merge import merge_parts
 
 _log = logging.getLogger("o3d")
 
@@ -123,7 +123,7 @@ def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]
     return used, transforms
 
 
-def _check_glb_header(path: Path) -> None:
+def check_glb_header(path: Path) -> None:
     """MeshLoadError naming ``path`` when it is not a whole GLB: no glTF magic, another GLB
     version, or shorter than its header's length or its JSON chunk (a cut-off download or copy).
     The parser's own errors say none of this ("buffer size must be a multiple of element size")."""
@@ -144,7 +144,7 @@ def _check_glb_header(path: Path) -> None:
         raise MeshLoadError(f"{path}: damaged GLB file (its first chunk is not the JSON chunk)")
 
 
-def _load_with_trimesh(path: Path) -> TriMesh:
+def load_with_trimesh(path: Path) -> TriMesh:
     import trimesh
 
     used, transforms = _check_gltf_extensions(path) if path.suffix.lower() in (".glb", ".gltf") else (set(), {})
@@ -166,7 +166,7 @@ def _load_with_trimesh(path: Path) -> TriMesh:
         # trimesh leaves zeros where a decoder failed or is missing (older trimesh), and only logs it
         raise MeshLoadError(f"{path}: the Draco-compressed mesh could not be decoded (trimesh {trimesh.__version__}"
                             "; decoding needs trimesh 5.1 or later with DracoPy: pip install 'o3dcli[draco]')")
-    return _merge_parts(parts)
+    return merge_parts(parts)
 
 
 def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict | None = None) -> TriMesh:
@@ -197,11 +197,11 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict |
                 rgba_factor = getattr(mat, "baseColorFactor", None)
                 rgba_factor = np.asarray((255,) * 4 if rgba_factor is None else rgba_factor, np.float64).reshape(-1)
                 a_factor = rgba_factor[3] / 255.0 if len(rgba_factor) > 3 else 1.0
-                tex = np.asarray(_eight_bit(image).convert("RGBA"), np.float64) * np.append(factor, a_factor)
+                tex = np.asarray(eight_bit(image).convert("RGBA"), np.float64) * np.append(factor, a_factor)
                 cutoff = getattr(mat, "alphaCutoff", None)
                 return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), alpha_mode=mode,
                                alpha_cutoff=0.5 if cutoff is None else float(cutoff), double_sided=double)
-            tex = np.asarray(_eight_bit(image).convert("RGB"), np.float64) * factor
+            tex = np.asarray(eight_bit(image).convert("RGB"), np.float64) * factor
             return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), double_sided=double)
         mode = str(getattr(mat, "alphaMode", None) or "OPAQUE").upper()
         rgba_factor = np.asarray(getattr(mat, "baseColorFactor", None) if getattr(mat, "baseColorFactor", None)

@@ -3,7 +3,8 @@
 `load_mesh` is the entry point: it finds the file, picks the reader by suffix (OBJ:
 `o3dcli.io.obj`, its materials `o3dcli.io.mtl`; GLB/glTF and PLY through trimesh:
 `o3dcli.io.gltf_read`; USD: `o3dcli.io.usd_read`; binary STL here) and checks what it got.
-A file's parts with their own colour sources become one mesh in `o3dcli.io.mesh_merge`.
+A file's parts with their own colour sources become one mesh in `o3dcli.io.mesh_merge`; what the
+readers share (MeshLoadError, 8-bit textures, see-through colours) is in `o3dcli.io.mesh_common`.
 Loaders never normalise: callers call ``TriMesh.normalized()``.
 """
 
@@ -15,15 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
-from o3dcli.io.mesh_merge import _merge_parts
+from o3dcli.io.gltf_read import check_glb_header, load_with_trimesh
+from o3dcli.io.mesh_common import MeshLoadError
+from o3dcli.io.mesh_merge import merge_parts
+from o3dcli.io.obj import load_obj
 
 _log = logging.getLogger("o3d")
 USD_SUFFIXES = (".usd", ".usda", ".usdc", ".usdz")
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl") + USD_SUFFIXES
-
-
-class MeshLoadError(Exception):
-    """A mesh file is missing, corrupt, empty or of an unsupported format (the message names it)."""
 
 
 def load_mesh(path, up: str = "auto") -> TriMesh:
@@ -49,17 +49,15 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
         raise MeshLoadError(f"{p}: unsupported mesh format '{ext}' (supported: {', '.join(MESH_EXTENSIONS)})")
     if p.stat().st_size == 0:
         raise MeshLoadError(f"{p}: empty file (0 bytes)")
-    from o3dcli.io.gltf_read import _check_glb_header, _load_with_trimesh
-    from o3dcli.io.obj import _load_obj
 
     declared_up = None
     try:
         if ext == ".glb":
-            _check_glb_header(p)
+            check_glb_header(p)
         if ext in USD_SUFFIXES:
             mesh, declared_up = _load_usd(p)
         else:
-            mesh = _load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else _load_with_trimesh(p)
+            mesh = load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else load_with_trimesh(p)
     except MeshLoadError:
         raise
     except Exception as e:  # a parser failing deep inside a library: report it against the file
@@ -113,7 +111,7 @@ def _load_usd(path: Path) -> tuple[TriMesh, str]:
         raise MeshLoadError(f"{path}: {e}") from None
     if not parts:
         raise MeshLoadError(f"{path}: the file holds no triangles (no visible UsdGeom.Mesh)")
-    return _merge_parts(parts), up
+    return merge_parts(parts), up
 
 
 def _load_stl(path: Path) -> TriMesh:
@@ -124,9 +122,8 @@ def _load_stl(path: Path) -> TriMesh:
     head = data[:1024]
     if (head.lstrip().startswith(b"solid") and (count is None or len(data) != 84 + 50 * count)
             and head.isascii() and (b"facet" in head or b"endsolid" in head)):
-        from o3dcli.io.gltf_read import _load_with_trimesh
 
-        return _load_with_trimesh(path)  # text (a binary header may start with "solid" too: size and bytes tell)
+        return load_with_trimesh(path)  # text (a binary header may start with "solid" too: size and bytes tell)
     if count is None:
         raise MeshLoadError(f"{path}: not an STL file: {len(data)} bytes, shorter than a binary STL's 84-byte header")
     if len(data) < 84 + 50 * count:
@@ -159,28 +156,3 @@ def _mesh_in_folder(folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------- shared by the readers
-
-def solid_alpha_part(verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray, alpha: float, mode: str = "BLEND",
-                     cutoff: float = 0.5, double_sided: bool = False) -> TriMesh:
-    """A plain colour with alpha (glass, a tinted window) as a mesh with a small solid RGBA texture
-    that every vertex samples: TriMesh's material colour has no alpha, and a texture carries it
-    through merging, decimation and every writer."""
-    tile = np.empty((4, 4, 4), np.uint8)
-    tile[..., :3] = np.round(np.clip(rgb, 0, 1) * 255)
-    tile[..., 3] = round(float(np.clip(alpha, 0, 1)) * 255)
-    return TriMesh(verts, faces, uv=np.full((len(verts), 2), 0.5), texture=tile, alpha_mode=mode,
-                   alpha_cutoff=cutoff, double_sided=double_sided)
-
-
-def _eight_bit(im):
-    """A PIL image with 8-bit channels: 16-bit greyscale (modes I;16*, I) scaled by 1/257 rather
-    than clipped at 255, as Pillow's convert does."""
-    from PIL import Image
-
-    from o3dcli.io.images import _SIXTEEN_BIT_GRAY_MODES
-
-    if im.mode in _SIXTEEN_BIT_GRAY_MODES:
-        return Image.fromarray((np.asarray(im).astype(np.float64) / 257.0).round().clip(0, 255).astype(np.uint8))
-    if im.mode == "F":
-        return Image.fromarray((np.asarray(im, np.float64) * 255.0).round().clip(0, 255).astype(np.uint8))
-    return im

@@ -1,5 +1,5 @@
 """Merging a mesh file's parts, each with its own colour source (texture, vertex colours or a
-material colour), into one TriMesh: `_merge_parts`, which lays the distinct textures side by
+material colour), into one TriMesh: `merge_parts`, which lays the distinct textures side by
 side in one atlas.
 """
 
@@ -57,7 +57,7 @@ def _unrepeat(part: TriMesh) -> TriMesh:
     return part.replace(uv=np.clip((part.uv - lo) / reps, 0.0, 1.0), texture=np.tile(texture, (reps[1], reps[0], 1)))
 
 
-def _merge_parts(parts: list[TriMesh]) -> TriMesh:
+def merge_parts(parts: list[TriMesh]) -> TriMesh:
     """One TriMesh from parts with their own colour sources.
 
     Without textures the parts' colours become vertex colours (or one material

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from o3dcli.io.mesh import MeshLoadError, _eight_bit
+from o3dcli.io.mesh_common import MeshLoadError, eight_bit
 
 _log = logging.getLogger("o3d")
 
@@ -23,7 +23,7 @@ def alpha_mode_of(alpha: np.ndarray) -> str:
     return "MASK" if binary >= 0.95 * a.size else "BLEND"
 
 
-def _read_alpha(tex_path: Path, size: tuple[int, int], mesh_path: Path) -> tuple[np.ndarray | None, str]:
+def read_alpha(tex_path: Path, size: tuple[int, int], mesh_path: Path) -> tuple[np.ndarray | None, str]:
     """An MTL map_d as a [H, W] uint8 alpha map of the colour texture's size, and its mode.
 
     The map is the image's alpha channel when it has one that is not all opaque (the usual
@@ -36,7 +36,7 @@ def _read_alpha(tex_path: Path, size: tuple[int, int], mesh_path: Path) -> tuple
 
     try:
         with Image.open(tex_path) as im:
-            im = _eight_bit(im)
+            im = eight_bit(im)
             a = im.convert("RGBA").getchannel("A") if _has_alpha(im) else None
             if a is None or np.asarray(a).min() == 255:  # no alpha, or an all-opaque one: a mask image
                 a = im.convert("L")
@@ -56,7 +56,7 @@ def _has_alpha(im) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
 
 
-def _read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
+def read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
     """Materials of an MTL file: name -> {"Kd": (3,), "map_Kd" and "map_d": resolved texture Paths or None}.
 
     A missing MTL or texture is not an error: the mesh loads with the colours it has, and a
@@ -139,11 +139,11 @@ def _find_texture(name: str, mtl_dir: Path, obj_dir: Path) -> Path | None:
     return next((c for c in candidates if c.is_file()), None)
 
 
-def _read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
+def read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(tex_path) as im:
-            return np.asarray(_eight_bit(im).convert("RGB"))
+            return np.asarray(eight_bit(im).convert("RGB"))
     except Exception as e:
         raise MeshLoadError(f"{mesh_path}: texture {tex_path} cannot be read ({e})") from e

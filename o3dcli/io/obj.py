@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
-from o3dcli.io.mesh import MeshLoadError, solid_alpha_part
-from o3dcli.io.mesh_merge import _merge_parts
-from o3dcli.io.mtl import _read_alpha, _read_mtl, _read_texture
+from o3dcli.io.mesh_common import MeshLoadError, solid_alpha_part
+from o3dcli.io.mesh_merge import merge_parts
+from o3dcli.io.mtl import read_alpha, read_mtl, read_texture
 
 
-def _load_obj(path: Path) -> TriMesh:
+def load_obj(path: Path) -> TriMesh:
     text = path.read_bytes().decode("utf-8", errors="replace")
     v_rows, vt_rows, f_rows, f_nv, f_nt, f_mat = [], [], [], [], [], []
     materials: dict[str, dict] = {}
@@ -57,7 +57,7 @@ def _load_obj(path: Path) -> TriMesh:
         elif key == "mtllib":
             rest = rest.strip()
             for mtl in [rest] if (path.parent / rest).is_file() else rest.split():
-                materials.update(_read_mtl(path.parent / mtl, path))
+                materials.update(read_mtl(path.parent / mtl, path))
     if not f_rows:
         raise MeshLoadError(f"{path}: the file holds no faces (is it an OBJ file?)")
     try:
@@ -80,7 +80,7 @@ def _load_obj(path: Path) -> TriMesh:
         else:  # faces before any usemtl: the file's only material if it has one
             props = next(iter(materials.values())) if len(materials) == 1 else {}
         parts.append(_obj_part(idx[face_mat == m], pos, vt, colored, props, path))
-    return _merge_parts(parts)
+    return merge_parts(parts)
 
 
 def _obj_numbers(rows: list[str], dtype, min_cols: int) -> tuple[np.ndarray, bool]:
@@ -172,13 +172,13 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
     vi, ti = uniq // (len(vt) + 1), uniq % (len(vt) + 1) - 1
     faces = inverse.reshape(-1, 3)
     uv = np.where(ti[:, None] >= 0, vt[np.maximum(ti, 0)] if len(vt) else 0.0, 0.0)
-    texture = _read_texture(props["map_Kd"], path) if props.get("map_Kd") else None
+    texture = read_texture(props["map_Kd"], path) if props.get("map_Kd") else None
     if texture is not None:  # map_Kd -s / -o: looked up at uv * scale + offset (as Blender and three.js read them)
         uv = uv * props.get("uv_scale", 1.0) + props.get("uv_offset", 0.0)
     has_uv = len(vt) > 0 and (ti >= 0).any()
     style = {}
     if texture is not None and has_uv and props.get("map_d"):
-        alpha, mode = _read_alpha(props["map_d"], texture.shape[:2], path)
+        alpha, mode = read_alpha(props["map_d"], texture.shape[:2], path)
         if alpha is not None:
             texture = np.concatenate([texture, alpha[..., None]], -1)
             # a cut-out card is seen from both sides in the tools that write map_d (Blender, 3ds Max)

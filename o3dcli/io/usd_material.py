@@ -13,7 +13,7 @@ import numpy as np
 _log = logging.getLogger("o3d")
 
 
-def _usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str, dict]:
+def usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str, dict]:
     """(texture [H, W, 3 or 4] uint8, colour [3], texture coordinate primvar, alpha style) of the
     UsdPreviewSurface bound to the prim (its preview binding, else the general one): a
     diffuseColor texture or a colour, or neither when there is no such material. Opacity: a

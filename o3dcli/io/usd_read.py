@@ -10,7 +10,8 @@ import logging
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
-from o3dcli.io.usd_material import _usd_material
+from o3dcli.io.mesh_common import solid_alpha_part
+from o3dcli.io.usd_material import usd_material
 
 _log = logging.getLogger("o3d")
 
@@ -185,7 +186,7 @@ def _usd_mesh(prim, time, world: np.ndarray, scale: float, path) -> TriMesh | No
     flip = (geom.GetOrientationAttr().Get(time) == UsdGeom.Tokens.leftHanded) != (np.linalg.det(world[:3, :3]) < 0)
     if flip:
         corners = corners[:, ::-1]
-    texture, color, uv_name, style = _usd_material(prim, path)
+    texture, color, uv_name, style = usd_material(prim, path)
     double = bool(geom.GetDoubleSidedAttr().Get(time))
     uv = _usd_primvar(geom, uv_name, len(points), len(indices), counts, 2) if texture is not None else None
     if texture is not None and uv is not None:
@@ -200,8 +201,6 @@ def _usd_mesh(prim, time, world: np.ndarray, scale: float, path) -> TriMesh | No
                        double_sided=double, **alpha)
     faces = indices[corners]
     if "alpha" in style and texture is None:  # a see-through plain colour (glass)
-        from o3dcli.io.mesh import solid_alpha_part
-
         return solid_alpha_part(xyz, faces, np.ones(3) if color is None else color, style["alpha"],
                                 style["alpha_mode"], style.get("alpha_cutoff", 0.5), double)
     if color is None:

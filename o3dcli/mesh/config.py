@@ -131,7 +131,7 @@ class MeshConfig:
                                   " pip install -U DracoPy")
         _require(0.0 < self.stl_size_mm <= 1e6, "stl_size_mm", self.stl_size_mm, "in (0, 1000000]")
         # `--set mesh.formats=glb,STL` or a preset's `[GLB]` mean what --formats glb,stl does
-        self.formats = tuple(dict.fromkeys(f.strip().lower() if isinstance(f, str) else f for f in self.formats))
-        bad = [f for f in self.formats if f not in MESH_FORMATS]
-        _require(not bad and len(self.formats) > 0, "formats", list(self.formats),
-                 f"one or more of {', '.join(MESH_FORMATS)}")
+        given = list(self.formats)
+        ok = len(given) > 0 and all(isinstance(f, str) and f.strip().lower() in MESH_FORMATS for f in given)
+        _require(ok, "formats", given, f"one or more of {', '.join(MESH_FORMATS)}")
+        self.formats = tuple(dict.fromkeys(f.strip().lower() for f in given))

@@ -1,0 +1,24 @@
+"""The console and logging set-up of the `o3d` commands, seen from a Python caller."""
+
+from __future__ import annotations
+
+import logging
+
+from typer.testing import CliRunner
+
+from o3dcli.cli import app
+
+
+def test_a_command_run_from_python_leaves_the_o3d_logger_as_it_found_it(tmp_path, monkeypatch, caplog):
+    log = logging.getLogger("o3d")
+    mine = logging.NullHandler()
+    monkeypatch.setattr(log, "handlers", [mine])
+    monkeypatch.setattr(log, "propagate", True)
+    monkeypatch.setattr(log, "level", logging.NOTSET)
+    # `o3d mesh` sets up its rich log handler before it finds the input missing (exit 2)
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "missing.ply"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert log.handlers == [mine] and log.propagate is True and log.level == logging.NOTSET
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("o3d.caller").warning("a warning after the command")
+    assert "a warning after the command" in caplog.text
