@@ -14,7 +14,11 @@ the other files the stage reads, such as model weights: retraining weights in pl
 must not give back results of the old ones). A stage
 folder exists only complete: it is filled under a temporary name and renamed
 after its manifest is written, so a crash never leaves a half stage that looks
-finished. The lock is an advisory `fcntl.flock`, released by the kernel when the
+finished. The manifest records each file's size and SHA-256, and is written only after
+the files (and their folders) are on disk (fsync), so it is the commit point: a stage
+folder is used or published only when its files match it; one that does not (a file
+damaged, cut short or gone, an unreadable manifest) is a miss, said in a warning,
+removed and recomputed. The lock is an advisory `fcntl.flock`, released by the kernel when the
 process dies (SIGKILL included), so a stale lock never blocks a re-run.
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -32,6 +37,7 @@ from typing import Any
 
 CACHE_DIRNAME = ".o3d"
 MANIFEST = "manifest.json"
+log = logging.getLogger("o3d")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -175,6 +181,134 @@ def same_file_content(a: Path, b: Path) -> bool:
     return sha256_file(a) == sha256_file(b)
 
 
+def _hash_and_sync(path: Path, chunk: int = 1 << 20) -> tuple[int, str]:
+    """Size and SHA-256 of a file just written, which is flushed to the disk (fsync) on the way:
+    its bytes are durable before a manifest vouches for them."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+            size += len(block)
+        os.fsync(f.fileno())
+    return size, h.hexdigest()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def check_stage_dir(d: Path) -> tuple[dict[str, Any] | None, tuple[Path, str] | None]:
+    """(manifest, None) for a finished stage folder whose files match its manifest, else
+    (None, (the file at fault, what is wrong with it)). A manifest written by an earlier o3d
+    records names only: it is taken when its files are there and none is empty (recomputing
+    every cached stage after an upgrade would cost more than it guards against; a file damaged
+    otherwise is met by the stage that reads it, whose error then names it)."""
+    mpath = d / MANIFEST
+    try:
+        text = mpath.read_text()
+    except FileNotFoundError:
+        return None, (mpath, "missing")
+    except (OSError, UnicodeDecodeError) as e:
+        return None, (mpath, f"unreadable: {getattr(e, 'strerror', None) or e}")
+    if not text.strip():
+        return None, (mpath, "empty")
+    try:
+        manifest = json.loads(text)
+    except ValueError as e:
+        return None, (mpath, f"not JSON: {e}")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if (not isinstance(manifest, dict) or manifest.get("complete") is not True or not isinstance(files, list)
+            or not all(isinstance(n, str) for n in files) or not isinstance(manifest.get("meta", {}), dict)):
+        return None, (mpath, "not a finished stage's manifest")
+    legacy = "sizes" not in manifest and "sha256" not in manifest
+    sizes, digests = manifest.get("sizes"), manifest.get("sha256")
+    if not legacy and not (isinstance(sizes, dict) and isinstance(digests, dict)):
+        return None, (mpath, "sizes or hashes unreadable")
+    for name in files:
+        rel = Path(name)
+        if not name or rel.is_absolute() or ".." in rel.parts:
+            return None, (mpath, f"lists a file outside its folder: {name!r}")
+        path = d / rel
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None, (path, "missing")
+        except OSError as e:
+            return None, (path, f"unreadable: {e.strerror or e}")
+        if not path.is_file():
+            return None, (path, "not a file")
+        if legacy:
+            if size == 0:
+                return None, (path, "0 bytes")
+            continue
+        want_size, want_digest = sizes.get(name), digests.get(name)
+        if not isinstance(want_size, int) or not isinstance(want_digest, str):
+            return None, (path, "no recorded size or hash")
+        if size != want_size:
+            return None, (path, f"{_plural(size, 'byte')}, expected {want_size:,}")
+        try:
+            digest = sha256_file(path)
+        except OSError as e:
+            return None, (path, f"unreadable: {e.strerror or e}")
+        if digest != want_digest:
+            return None, (path, "its content does not match its recorded SHA-256")
+    return manifest, None
+
+
+def remove_stage_dir(d: Path) -> None:
+    """Remove a stage folder, its manifest first: a removal cut short leaves a folder that is
+    a miss, never a finished-looking stage with files missing."""
+    try:
+        (d / MANIFEST).unlink()
+        _fsync_dir(d)
+    except OSError:
+        pass
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def cached_file_in_error(exc: BaseException, stage_dirs) -> Path | None:
+    """The file under one of `stage_dirs` (finished stage folders) that was being read when `exc`
+    was raised, or None: the exception's own file name, else a path held by the innermost frame
+    of its traceback that holds one (the loader's argument: np.load's, safetensors', PIL's)."""
+    if not isinstance(exc, Exception):
+        return None  # Ctrl-C and the like are never a file's fault
+    roots = [Path(p).resolve() for p in stage_dirs]
+    if not roots:
+        return None
+
+    def inside(value) -> Path | None:
+        if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+            try:
+                p = Path(value)
+                if not p.is_absolute() or not p.is_file():
+                    return None
+                p = p.resolve()
+            except (OSError, ValueError, TypeError):
+                return None
+            if any(p.is_relative_to(r) for r in roots):
+                return p
+        return None
+
+    found = inside(getattr(exc, "filename", None))
+    if found is not None:
+        return found
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            found = inside(value)
+            if found is not None:
+                return found
+    return None
+
+
+class CachedFileUnreadable(ValueError):
+    """A stage could not read a file of a cached stage it depends on (see ItemCache.unreadable_input)."""
+
+
 class ItemLocked(RuntimeError):
     """Another process holds this item's lock."""
 
@@ -235,17 +369,23 @@ class StageWriter:
     def commit(self, meta: dict[str, Any], seconds: float | None = None) -> Path:
         """Publish the stage; `seconds` (what computing it took) is kept in the manifest, so a
         later run that finds the stage cached can still say how long it took to make."""
-        files = sorted(str(p.relative_to(self.dir)) for p in self.dir.rglob("*") if p.is_file())
-        manifest = {"complete": True, "files": files, "meta": meta, "finished": time.time(),
-                    "seconds": None if seconds is None else round(seconds, 4)}
+        sizes, digests = {}, {}
+        for p in sorted(self.dir.rglob("*")):
+            if p.is_file() and p != self.dir / MANIFEST:
+                name = p.relative_to(self.dir).as_posix()
+                sizes[name], digests[name] = _hash_and_sync(p)
+        for d in [*(p for p in self.dir.rglob("*") if p.is_dir()), self.dir]:
+            _fsync_dir(d)  # the files' names are durable too, before the manifest that lists them
+        manifest = {"complete": True, "files": sorted(sizes), "sizes": sizes, "sha256": digests, "meta": meta,
+                    "finished": time.time(), "seconds": None if seconds is None else round(seconds, 4)}
         atomic_write_text(self.dir / MANIFEST, json.dumps(manifest, indent=1, default=str))
         try:
             os.rename(self.dir, self.final)
         except OSError:
-            if (self.final / MANIFEST).is_file():  # someone else finished the same stage first
-                shutil.rmtree(self.dir, ignore_errors=True)
-            else:
-                shutil.rmtree(self.final, ignore_errors=True)
+            if (self.final / MANIFEST).is_file() and check_stage_dir(self.final)[1] is None:
+                shutil.rmtree(self.dir, ignore_errors=True)  # someone else finished the same stage first
+            else:  # an unfinished or damaged folder in the way: ours replaces it
+                remove_stage_dir(self.final)
                 os.rename(self.dir, self.final)
         _fsync_dir(self.final.parent)
         return self.final
@@ -296,6 +436,7 @@ class ItemCache:
 
     def __init__(self, dir: Path):
         self.dir = dir
+        self._checked: dict[Path, dict[str, Any]] = {}  # stage folder -> its manifest, as lookup checked it
 
     def lock(self) -> ItemLock:
         return ItemLock(self.dir / ".lock")
@@ -304,12 +445,37 @@ class ItemCache:
         return f"{stage}-{key[:16]}"
 
     def lookup(self, stage: str, key: str) -> Path | None:
-        """The finished stage folder, or None."""
+        """The finished stage folder, or None. The folder is checked against its manifest first
+        (every listed file there, with its recorded size and SHA-256): a damaged one is a miss,
+        said in a one-line warning that names the file, and removed, so the stage is recomputed."""
         d = self.dir / self._name(stage, key)
-        return d if (d / MANIFEST).is_file() else None
+        if not d.exists():
+            return None
+        manifest, problem = check_stage_dir(d)
+        if problem is not None:
+            log.warning("%s: damaged cache entry (%s); recomputing", *problem)
+            remove_stage_dir(d)
+            return None
+        self._checked[d] = manifest
+        return d
 
     def manifest(self, stage_dir: Path) -> dict[str, Any]:
+        """The stage's manifest: as `lookup` checked it, or read again."""
+        checked = self._checked.pop(Path(stage_dir), None)
+        if checked is not None:
+            return checked
         return json.loads((stage_dir / MANIFEST).read_text())
+
+    def unreadable_input(self, exc: BaseException, stage_dirs) -> CachedFileUnreadable | None:
+        """What to raise, instead of `exc`, when a stage failed reading a file of one of the cached
+        stages it was given (`stage_dirs`): an error that names the file and the way out. None when
+        `exc` is about something else. Files are checked by `lookup`, so this is for a file that
+        matches its manifest but not what its reader expects (or an earlier o3d's entry)."""
+        path = cached_file_in_error(exc, stage_dirs)
+        if path is None:
+            return None
+        return CachedFileUnreadable(f"{path}: cannot read this cached file ({type(exc).__name__}: {exc}); "
+                                    "run again with --force to recompute it")
 
     def begin(self, stage: str, key: str) -> StageWriter:
         name = self._name(stage, key)
@@ -345,6 +511,7 @@ class ItemCache:
         """Forget the cached result of `stage` for `key`, its folder and saved state (--force); with
         no key, every setting's. Results of other settings stay: --force recomputes, it does not
         empty the cache."""
+        self._checked.clear()
         if key is None:
             for p in self.dir.glob(f"{stage}-*"):
                 shutil.rmtree(p, ignore_errors=True)

@@ -149,11 +149,13 @@ class BatchRunner:
                 logging.getLogger("o3d").addFilter(caught)
                 try:
                     meta = stage.run(ctx) or {}
-                except BaseException:
+                except BaseException as e:
                     logging.getLogger("o3d").removeFilter(caught)
                     for message in caught.messages:  # the stage failed: what it warned of is said now
                         logging.getLogger("o3d").warning("%s", message)
                     writer.abort()
+                    if (unreadable := ic.unreadable_input(e, dirs.values())) is not None:
+                        raise unreadable from e  # names the cached file it could not read, and --force
                     raise
                 finally:
                     logging.getLogger("o3d").removeFilter(caught)
