@@ -202,7 +202,8 @@ def check_stage_dir(d: Path) -> tuple[dict[str, Any] | None, tuple[Path, str] | 
     (None, (the file at fault, what is wrong with it)). A manifest written by an earlier o3d
     records names only: it is taken when its files are there and none is empty (recomputing
     every cached stage after an upgrade would cost more than it guards against; a file damaged
-    otherwise is met by the stage that reads it, whose error then names it)."""
+    otherwise is met by the stage that reads it, whose error then names it), and `lookup`
+    records its files' sizes and hashes, so that later damage is found."""
     mpath = d / MANIFEST
     try:
         text = mpath.read_text()
@@ -253,6 +254,21 @@ def check_stage_dir(d: Path) -> tuple[dict[str, Any] | None, tuple[Path, str] | 
         if digest != want_digest:
             return None, (path, "its content does not match its recorded SHA-256")
     return manifest, None
+
+
+def _record_sizes_and_hashes(d: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of an earlier o3d (names only), rewritten with its files' sizes and SHA-256 as
+    they are now: a later damage is then found (one that came before is not, and is met by the
+    stage that reads the file). Left as it was where the folder cannot be written."""
+    sizes, digests = {}, {}
+    try:
+        for name in manifest["files"]:
+            sizes[name], digests[name] = _hash_and_sync(d / name)
+        upgraded = {**manifest, "sizes": sizes, "sha256": digests}
+        atomic_write_text(d / MANIFEST, json.dumps(upgraded, indent=1, default=str))
+    except OSError:
+        return manifest
+    return upgraded
 
 
 def remove_stage_dir(d: Path) -> None:
@@ -456,6 +472,8 @@ class ItemCache:
             log.warning("%s: damaged cache entry (%s); recomputing", *problem)
             remove_stage_dir(d)
             return None
+        if "sizes" not in manifest:  # an earlier o3d's: its files are checked from now on
+            manifest = _record_sizes_and_hashes(d, manifest)
         self._checked[d] = manifest
         return d
 

@@ -87,8 +87,19 @@ def test_a_manifest_of_an_earlier_o3d_is_taken_when_its_files_are_there(tmp_path
     ic, done = _entry(tmp_path, {"mesh.npz": b"m" * 300})
     legacy = {"complete": True, "files": ["mesh.npz"], "meta": {"faces": 12}, "finished": 1.0, "seconds": 2.0}
     (done / MANIFEST).write_text(json.dumps(legacy))
-    assert ic.lookup("mesh", KEY) == done and ic.manifest(done) == legacy
-    (done / "mesh.npz").write_bytes(b"")  # but an empty file is damage even there
+    assert ic.lookup("mesh", KEY) == done
+    # its files' sizes and hashes are recorded then, so that later damage is found
+    upgraded = {**legacy, "sizes": {"mesh.npz": 300}, "sha256": {"mesh.npz": hashlib.sha256(b"m" * 300).hexdigest()}}
+    assert ic.manifest(done) == upgraded and json.loads((done / MANIFEST).read_text()) == upgraded
+    (done / "mesh.npz").write_bytes(b"m" * 299 + b"x")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        assert ic.lookup("mesh", KEY) is None
+    assert "mesh.npz: damaged cache entry (its content" in _warnings(caplog)[0] and not done.exists()
+    # an empty file is damage even under an earlier o3d's manifest
+    ic, done = _entry(tmp_path, {"mesh.npz": b"m" * 300})
+    (done / MANIFEST).write_text(json.dumps(legacy))
+    (done / "mesh.npz").write_bytes(b"")
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="o3d"):
         assert ic.lookup("mesh", KEY) is None
     assert "mesh.npz: damaged cache entry (0 bytes)" in _warnings(caplog)[0] and not done.exists()
