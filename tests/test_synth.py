@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,69 @@ def test_staging_folder_removed_by_another_process_mid_write(tmp_path, monkeypat
     monkeypatch.setattr(Path, "mkdir", racing_mkdir)
     folder = dataset.write_rendered_object(tmp_path, "obj", rgba, {"views": views}, mesh)
     assert removed and (folder / "cameras.json").is_file() and len(list((folder / "rgba").iterdir())) == len(views)
+
+
+STALLED_SYNTH = """
+import sys
+from o3dcli.synth import dataset
+from o3dcli.synth.generate import synthesize
+
+real = dataset._write_json
+def stalled(path, data):
+    real(path, data)
+    if path.name == "cameras.json":  # the object's last file is written, its folder not yet renamed
+        print(path.parent, flush=True)
+        sys.stdin.readline()
+dataset._write_json = stalled
+synthesize(sys.argv[1], 1, int(sys.argv[2]), size=16, extra_views=0)
+"""
+
+
+def _stalled_synth(root: Path, seed: int) -> tuple[subprocess.Popen, Path]:
+    """An `o3d data synth` process stopped with its object's files in .tmp, about to rename them."""
+    p = subprocess.Popen([sys.executable, "-c", STALLED_SYNTH, str(root), str(seed)], cwd=Path(__file__).parents[1],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().strip()
+    assert line, "the writer stopped before its marker"
+    return p, Path(line)
+
+
+def test_a_killed_synths_half_objects_are_removed_by_the_next_run_not_a_running_ones(tmp_path):
+    root = tmp_path / "ds"
+    running, busy = _stalled_synth(root, 1)
+    try:
+        killed, left = _stalled_synth(root, 0)  # (its own start keeps `running`'s folder)
+        killed.kill()  # kill -9 with its object half-way: the folder stays in .tmp
+        killed.wait()
+        assert left.is_dir() and left.parent == root / ".tmp" and busy.is_dir()
+        synthesize(root, 1, 0, size=16, extra_views=0)  # a later run, while `running` still writes
+        assert not left.exists() and not left.with_name(left.name + ".lock").exists()
+        assert (busy / "cameras.json").is_file()  # a running writer's work is never removed
+        running.communicate("go\n", timeout=300)
+        assert running.returncode == 0
+    finally:
+        for p in (running, killed):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["synth_00000000", "synth_00000001"]
+    assert not (root / ".tmp").exists()  # the staging folder goes once no object is in it
+
+
+def test_a_staging_folder_whose_writer_holds_its_lock_is_kept(tmp_path):
+    from o3dcli.synth.dataset import _flock, clean_staging
+
+    staging = tmp_path / ".tmp"
+    (staging / "synth_00000003.1234").mkdir(parents=True)  # a writer at work (holds the lock)
+    (staging / "synth_00000004.1235").mkdir()  # an older o3d's leftover: no lock file
+    (staging / "synth_00000005.1236.lock").touch()  # a writer killed before its folder was made
+    fd = _flock(staging / "synth_00000003.1234.lock", blocking=False)
+    try:
+        assert clean_staging(tmp_path) == 1
+        assert sorted(p.name for p in staging.iterdir()) == ["synth_00000003.1234", "synth_00000003.1234.lock"]
+    finally:
+        os.close(fd)
+    assert clean_staging(tmp_path) == 1 and list(staging.iterdir()) == []
 
 
 def test_obj_writer_round_trips_through_trimesh(tmp_path):

@@ -10,6 +10,8 @@ FORMAT (version 1)
                              "seed_range": [first, last] (null if empty),
                              "settings": {...how the objects were rendered...}}
       <object_id>/          written to DIR/.tmp/ first and renamed: a folder that exists is complete
+                            (DIR/.tmp/<object_id>.<pid>/, locked by its .lock file while written,
+                            so a later run removes the ones of killed processes)
         rgba/000.png ...    view i is rgba/{i:03d}.png: 8-bit RGBA, straight (not premultiplied)
                             alpha; fully transparent pixels hold the "background" colour
         cameras.json        see below
@@ -150,6 +152,65 @@ def write_obj(path: Path, mesh: TriMesh, material_name: str = "material0") -> Pa
     return path
 
 
+STAGING = ".tmp"
+"""DIR/.tmp/: object folders being written (<object_id>.<pid>/) and their locks (<object_id>.<pid>.lock)."""
+
+
+def _flock(path: Path, blocking: bool) -> int | None:
+    """An open descriptor of ``path`` (created if need be) with an exclusive flock on it, checked to
+    be the file now at ``path`` (a lock file removed by its holder is not a lock); None when another
+    process holds it (blocking=False). FileNotFoundError when the folder is gone."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # removed (or replaced) while we waited for it: lock the file there now
+
+
+def clean_staging(root: str | os.PathLike) -> int:
+    """Remove the half-written object folders (and their lock files) that killed processes left in
+    ``root/.tmp``; ones whose writer is still at work (it holds their lock) are kept. Returns how
+    many folders were removed."""
+    staging = Path(root) / STAGING
+    try:
+        names = {p.name.removesuffix(".lock") for p in staging.iterdir()}
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    removed = 0
+    for name in sorted(names):
+        lock = staging / f"{name}.lock"
+        try:
+            fd = _flock(lock, blocking=False)
+        except FileNotFoundError:  # another process, finishing, removed the empty .tmp
+            return removed
+        if fd is None:
+            continue  # a writer at work
+        try:
+            left = staging / name
+            if left.is_dir():
+                shutil.rmtree(left, ignore_errors=True)
+                removed += 1
+            elif left.exists() or left.is_symlink():
+                left.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, mesh: TriMesh,
                           spec: dict | None = None) -> Path:
     """Write one object folder ``root/name`` atomically.
@@ -157,18 +218,45 @@ def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, m
     rgba: [V, H, W, 4] uint8 straight RGBA, in the order of meta["views"].
     meta: cameras.json content without "format" / "version" / "width" / "height".
     Returns the final folder; if another process finished it first, keeps theirs.
+    The folder is written as ``root/.tmp/<name>.<pid>/``, under the lock of its ``.lock`` file
+    (`clean_staging` removes the folder once no process holds it), then renamed.
     """
     root = Path(root)
     final = root / name
-    tmp = root / ".tmp" / f"{name}.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = root / STAGING / f"{name}.{os.getpid()}"
+    lock = tmp.with_name(tmp.name + ".lock")
     for attempt in range(5):
+        fd = None
         try:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            fd = _flock(lock, blocking=True)  # a cleaner holds it only for a moment
+            shutil.rmtree(tmp, ignore_errors=True)
             (tmp / "rgba").mkdir(parents=True)
             break
         except FileNotFoundError:  # another process, finishing, removed the empty .tmp in between
+            if fd is not None:
+                os.close(fd)
             if attempt == 4:
                 raise
+    try:
+        _write_object_files(tmp, final, rgba, meta, mesh, spec)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete(final):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer got there first
+    except BaseException:  # an error or Ctrl-C: no half object left in .tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        lock.unlink(missing_ok=True)  # before the lock goes: no other process takes it on the way
+        os.close(fd)
+    return final
+
+
+def _write_object_files(tmp: Path, final: Path, rgba: np.ndarray, meta: dict, mesh: TriMesh,
+                        spec: dict | None) -> None:
     views = meta["views"]
     if len(views) != len(rgba):
         raise ValueError(f"{final}: {len(rgba)} images but {len(views)} views in the metadata")
@@ -179,13 +267,6 @@ def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, m
         _write_json(tmp / "spec.json", spec)
     header = {"format": FORMAT, "version": VERSION, "width": int(rgba.shape[2]), "height": int(rgba.shape[1])}
     _write_json(tmp / "cameras.json", {**header, **meta, "mesh": "mesh.obj"})  # written last
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if not is_complete(final):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer got there first
-    return final
 
 
 def cameras_from_meta(meta: dict, where: Path):

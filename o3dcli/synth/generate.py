@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from o3dcli.synth.dataset import object_id, read_index, write_index, write_rendered_object
+from o3dcli.synth.dataset import clean_staging, object_id, read_index, write_index, write_rendered_object
 
 # The published Ouroboros3D generation cameras (docs/design.md section 1); 337.5, not 315, is right.
 GENERATION_AZIMUTHS = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 337.5)
@@ -170,6 +170,7 @@ def synthesize(
         raise ValueError(f"{root / 'index.json'}: this folder was rendered with other settings: "
                          f"{'; '.join(differ)}; use another output folder, or the same settings to add objects")
     write_index(root, settings.to_json())
+    clean_staging(root)  # half-written objects of killed runs (not those of runs at work now)
     seeds = list(range(seed, seed + n))
     todo = []
     for s in seeds:
