@@ -40,6 +40,41 @@ def changed_settings(old, new) -> list[tuple[str, str, str]]:
             if key != "train.steps" and before.get(key) != value]
 
 
+def saved_settings_changes(saved: Path, cfg) -> list[tuple[str, str, str]]:
+    """The settings changed since a run's config.yaml (`changed_settings`); UserError, in one line,
+    when the file cannot be read (an empty one included) or holds another model architecture."""
+    import yaml
+
+    from o3dcli.config import ConfigError, dump_config, load_config
+    from o3dcli.errors import UserError
+
+    try:
+        text = saved.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        problem = getattr(e, "strerror", None) or str(e)
+    else:
+        if text == dump_config(cfg):
+            return []
+        problem = "the file is empty" if not text.strip() else None
+    if problem is None:
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = f"not valid YAML: {getattr(e, 'problem', None) or e}{where}"
+    if problem is None:
+        try:
+            old = load_config(saved)
+        except ConfigError as e:
+            problem = " ".join(str(e).split())
+    if problem is not None:
+        raise UserError(f"{saved}: the run's settings cannot be read ({problem}); use a new --output")
+    if (old.denoiser, old.recon, old.model.codec) != (cfg.denoiser, cfg.recon, cfg.model.codec):
+        raise UserError(f"{saved.parent} holds a run with another model architecture; use a new --output")
+    return changed_settings(old, cfg)
+
+
 def train_cmd(
     data: Path = typer.Option(..., "--data", "-d", help="Folder of rendered objects (o3d data synth, or Objaverse-style renders with meta.json)."),
     output: Path = typer.Option(..., "--output", "-o", help="Run folder: checkpoint.pt, model.safetensors (EMA weights), losses.csv, config.yaml."),
@@ -56,24 +91,18 @@ def train_cmd(
 ):
     """Train (or resume training) a model on rendered objects.
 
-    Run it again with the same --output to continue from the last checkpoint; Ctrl-C saves a checkpoint before stopping. Works unchanged under torchrun.
+    Run it again with the same --output to continue from the last checkpoint; Ctrl-C saves a checkpoint before stopping. One o3d train at a time writes into an --output folder: a second one is refused. Works unchanged under torchrun.
 
     Exit code: 0 = the run has all its steps, 3 = --time-limit stopped it first (checkpoint saved; run the same command again), 130 = Ctrl-C (143 = SIGTERM) stopped it (checkpoint saved once training had started), 1 = error, 2 = usage error.
     """
-    import signal
     import time
 
     import torch
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from o3dcli.cli import _load_config, _usage_error
-    from o3dcli.config import ConfigError, dump_config
-    from o3dcli.console import console, interrupted_exit_code
     from o3dcli.device import resolve_device
     from o3dcli.errors import UserError
-    from o3dcli.train.data import DatasetError, load_dataset
-    from o3dcli.train.trainer import Trainer, train
+    from o3dcli.train.lock import RunLock
 
     started = time.monotonic()  # the limit counts data loading too: it is the job's wall time
     limit_s = None
@@ -104,18 +133,44 @@ def train_cmd(
         check_output_dir(output)
     except UserError as e:
         raise _usage_error(str(e)) from None
-    saved = output / "config.yaml"
-    changed = []
-    if saved.is_file() and saved.read_text() != dump_config(cfg):
-        from o3dcli.config import load_config
+    # One o3d train at a time per run folder (torchrun: rank 0 holds it for every rank). An existing
+    # folder is locked now, so a second run is refused at once; a new one just before it is written.
+    with RunLock(output, enabled=int(os.environ.get("RANK", 0)) == 0) as run_lock:
+        _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_limit, started, limit_s)
 
+
+def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_limit, started, limit_s):
+    """The rest of `train_cmd`, the run folder's lock in hand (`run_lock.take()` locks it)."""
+    import signal
+    import time
+
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from o3dcli.cli import _usage_error
+    from o3dcli.config import ConfigError
+    from o3dcli.console import console, interrupted_exit_code
+    from o3dcli.errors import UserError
+    from o3dcli.train.data import DatasetError, load_dataset
+    from o3dcli.train.lock import RunInUse
+    from o3dcli.train.trainer import RUN_CONFIG, Trainer, train
+
+    saved = output / RUN_CONFIG
+    checked = False
+    changed = []
+
+    def lock_and_check() -> None:
+        nonlocal checked, changed
         try:
-            old = load_config(saved)
-        except ConfigError as e:
-            raise _usage_error(f"{saved}: the run's settings cannot be read ({e}); use a new --output") from None
-        if (old.denoiser, old.recon, old.model.codec) != (cfg.denoiser, cfg.recon, cfg.model.codec):
-            raise _usage_error(f"{output} holds a run with another model architecture; use a new --output")
-        changed = changed_settings(old, cfg)
+            run_lock.take()
+            if saved.is_file() and not checked:
+                checked = True
+                changed = saved_settings_changes(saved, cfg)
+        except (RunInUse, UserError) as e:
+            raise _usage_error(str(e)) from None
+
+    if output.is_dir():
+        lock_and_check()
     skipped = []
 
     def on_skip(folder, message):
@@ -133,6 +188,7 @@ def train_cmd(
         raise typer.Exit(interrupted_exit_code()) from None
     from o3dcli.models.checkpoints import CheckpointError
 
+    lock_and_check()  # a new run folder: locked before the trainer makes it
     try:
         trainer = Trainer(cfg, objects, output, dev)
         resumed = trainer.load()
@@ -142,6 +198,9 @@ def train_cmd(
         console.print("[yellow]interrupted[/yellow] before training started; nothing to save")
         raise typer.Exit(interrupted_exit_code()) from None
     say = console.print if trainer.rank == 0 else (lambda *a, **k: None)  # torchrun: one voice
+    if trainer.repaired_weights:
+        say(f"{escape(str(output / 'model.safetensors'))} {trainer.repaired_weights}, not at the checkpoint's step "
+            f"{trainer.step_count} (a save was cut short): rewritten from the checkpoint's EMA weights", soft_wrap=True)
     if resumed and trainer.step_count >= cfg.train.steps:  # nothing to train: the run's files stay as they are
         say(f"{escape(str(output))} already has {trainer.step_count} steps (>= {cfg.train.steps}); nothing to do "
             "(give a larger --steps to train on)", soft_wrap=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from o3dcli.cache import atomic_write_bytes
+from o3dcli.cache import atomic_write_bytes, atomic_write_text
 from o3dcli.config import Config, dump_config
 from o3dcli.diffusion.edm import edm_coefficients, sample_schedule_sigma, sample_training_sigma
 from o3dcli.geometry.cameras import Cameras
@@ -46,6 +46,7 @@ from o3dcli.train.data import Batch, TrainObject, composite, sample_batch
 CHECKPOINT = "checkpoint.pt"
 EMA_WEIGHTS = "model.safetensors"
 LOSS_CSV = "losses.csv"
+RUN_CONFIG = "config.yaml"
 LOSS_FIELDS = ("step", "loss", "diffusion", "recon_gt", "recon_pred", "direct", "feedback", "sigma", "lr", "seconds")
 START_OVER = "delete it to start the run over from step 0, or train into another output folder"
 """What to do about a run checkpoint that cannot be resumed (the end of its CheckpointError)."""
@@ -119,6 +120,9 @@ class Trainer:
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + self.rank)
         self.step_count = 0
+        self.repaired_weights: str | None = None
+        """Set by `load` when model.safetensors was not at the checkpoint's step and was rewritten:
+        what was wrong with it ("was at step 4", "was missing")."""
         size = cfg.preprocess.size
         self.rig = generation_cameras(cfg, size).to(device)
         self.plucker = plucker_rays(relative_to(self.rig, 0))[None].to(device)  # [1, V, 6, S, S]
@@ -322,10 +326,13 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def save(self) -> Path:
-        """Write the resumable checkpoint and the EMA weights (atomically). Called on every rank:
-        the ranks' random states are gathered (each draws its own batches), rank 0 writes."""
-        from o3dcli.models.build import save_model
+        """Write the EMA weights, the run's config.yaml and the resumable checkpoint, each atomically.
+        Called on every rank: the ranks' random states are gathered (each draws its own batches),
+        rank 0 writes.
 
+        The checkpoint is written last: it is the commit point. A process killed (or a second Ctrl-C)
+        before it leaves the previous checkpoint, which the next run resumes from (and `load` puts the
+        EMA weights back to its step); never a checkpoint of the last step beside older weights."""
         gens = [self.gen.get_state()]
         if self.world > 1:
             import torch.distributed as dist
@@ -345,10 +352,36 @@ class Trainer:
         }
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())
-        save_model(self.ema, self.cfg, self.run_dir / EMA_WEIGHTS, extra={"step": self.step_count})
-        (self.run_dir / "config.yaml").write_text(dump_config(self.cfg))
+        self._save_ema_weights()
+        atomic_write_text(self.run_dir / RUN_CONFIG, dump_config(self.cfg))
+        atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())  # last: the commit point
         return self.run_dir / CHECKPOINT
+
+    def _save_ema_weights(self) -> None:
+        from o3dcli.models.build import save_model
+
+        save_model(self.ema, self.cfg, self.run_dir / EMA_WEIGHTS, extra={"step": self.step_count})
+
+    def _check_ema_weights(self) -> str | None:
+        """After a resume: when model.safetensors is not at the checkpoint's step (a save interrupted
+        between its files, or a run of an o3d that wrote the checkpoint first), rewrite it from the
+        checkpoint's EMA weights. Returns what was wrong with it, None when it was in step."""
+        from o3dcli.models.checkpoints import read_metadata
+
+        path = self.run_dir / EMA_WEIGHTS
+        if not path.is_file():
+            why = "was missing"
+        else:
+            try:
+                step = read_metadata(path).get("step")
+            except Exception:  # safetensors raises its own error types for a damaged header
+                step, why = None, "could not be read"
+            else:
+                why = f"was at step {step}" if step is not None else "had no step"
+            if step == str(self.step_count):
+                return None
+        self._save_ema_weights()
+        return why
 
     def load(self) -> bool:
         """Resume from the run folder's checkpoint if there is one (weights_only: no pickled code).
@@ -383,6 +416,7 @@ class Trainer:
         self.step_count = state["step"]
         if self.rank == 0:
             self._trim_log()
+            self.repaired_weights = self._check_ema_weights()
         return True
 
     def _trim_log(self) -> None:
