@@ -48,8 +48,9 @@ def test_int_accepted_for_float_but_not_the_reverse():
         ("preprocess.foreground_ratio=1.5", "in [0.05, 1]"),
         ("cameras.azimuths=[0, 90]", "cameras.elevations"),
         ("runtime.device=gpu", "runtime.device"),
-        ("train.sigma_sampling=uniform", 'one of "lognormal", "schedule"'),
-        ("train.modules=unet", 'one of "all", "recon", "denoiser"'),
+        ("train.sigma_sampling=uniform", "'uniform' is not 'lognormal' | 'schedule'"),
+        ("train.sigma_sampling=schedul", "did you mean 'schedule'"),
+        ("train.modules=unet", "'unet' is not 'all' | 'recon' | 'denoiser'"),
         ("preprocess.size", "expected section.key=value"),
     ],
 )
@@ -107,6 +108,8 @@ def test_choices_and_formats_are_read_in_any_case():
     assert cfg.mesh.formats == ("glb", "stl") and cfg.mesh.method == "carve" and cfg.mesh.texture_format == "png"
     with pytest.raises(ConfigError, match="did you mean 'carve'"):
         load_config("tiny", ["mesh.method=Carv"])
+    cfg = load_config("tiny", ["train.modules=Recon", "train.sigma_sampling=Schedule", "train.cond_image=View"])
+    assert (cfg.train.modules, cfg.train.sigma_sampling, cfg.train.cond_image) == ("recon", "schedule", "view")
     with pytest.raises(ConfigError, match=r"\['GLB', 'fbx'\] must be one or more of"):  # as given
         load_config("tiny", ["mesh.formats=GLB,fbx"])
     from o3dcli.mesh.config import MeshConfig
