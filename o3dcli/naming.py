@@ -2,6 +2,12 @@
 suffixed -2, -3, ...), the names of o3d's own files in the output folder, and the o3d-asset.json
 that marks a folder as o3d's asset for one source, so no input overwrites another's results or a
 folder that is not o3d's.
+
+Names are first chosen for a whole batch (`assign_names`, `unique_names`), but a name is only
+taken under its item lock (`claim_name`): the lock is acquired, the folder checked again (another
+process may have made it another input's asset since), and only then marked with the input's
+o3d-asset.json. Every process that writes an asset folder does so holding its lock, so two
+processes never claim one folder; the one that finds it taken moves on to the next free name.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from o3dcli import __version__
-from o3dcli.cache import atomic_write_text
+from o3dcli.cache import Cache, ItemLock, ItemLocked, atomic_write_text
 
 REPORT_NAME = "o3d-report.json"
 ASSET_META = "o3d-asset.json"
@@ -126,4 +132,74 @@ def drop_if_empty(asset_dir: Path) -> None:
 
 def write_asset_meta(asset_dir: Path, src: Path) -> None:
     """Mark `asset_dir` as the results for `src` (see `_owned_by_other`)."""
-    atomic_write_text(asset_dir / ASSET_META, json.dumps({"source": str(src), "o3d": __version__}, indent=1))
+    atomic_write_text(asset_dir / ASSET_META, asset_meta_text(src))
+
+
+def claim_name(out_dir: Path, source: Path, name: str, base: str | None = None,
+               taken: Callable[[str], bool] | None = None, blocking: bool = False) -> tuple[str, ItemLock]:
+    """Lock the asset name `name` (e.g. from `assign_names`) for `source`'s results, or the next free
+    name after it when its folder turns out to be another input's (or not o3d's). Returns the name
+    and its held lock: release it when done with the folder.
+
+    The folder is checked with the lock held, after tidying what a killed publish left in it
+    (o3dcli.publish.recover), so the check cannot be overtaken by another process. A name whose
+    folder is already another input's is passed over without waiting for its lock. When another
+    process holds the lock of a folder that is not (yet) another input's, that process may be
+    working on this very input, or be about to claim the name: ItemLocked is raised
+    (blocking=False), or the lock waited for and the folder checked then (blocking=True). Names are
+    tried as `next_free_name(base)` does (base: the name less its -N), skipping those `taken`
+    refuses (e.g. the other inputs of this batch)."""
+    from o3dcli.publish import recover
+
+    out_dir = Path(out_dir)
+    base = base or name
+    taken = taken or (lambda n: False)
+    tried: set[str] = set()
+    cache = Cache(out_dir)
+    while True:
+        if not _owned_by_other(out_dir / name, source):
+            lock = cache.item(name).lock()
+            try:
+                lock.acquire(blocking=blocking)
+            except ItemLocked:
+                if not _owned_by_other(out_dir / name, source):  # claimed for another input meanwhile?
+                    raise
+            else:
+                try:
+                    recover(out_dir / name)
+                    free = name.lower() not in RESERVED_NAMES and not _owned_by_other(out_dir / name, source)
+                except BaseException:
+                    lock.release()
+                    raise
+                if free:
+                    return name, lock
+                lock.release()
+        tried.add(name)
+        name = next_free_name(base, lambda n: n in tried or taken(n) or n.lower() in RESERVED_NAMES
+                              or _owned_by_other(out_dir / n, source))
+
+
+def mark_asset_dir(asset_dir: Path, src: Path) -> None:
+    """Make `asset_dir` (claimed with `claim_name`, its lock held) `src`'s: created if need be and
+    its o3d-asset.json written, so that other processes see it taken; temporary files left in it by
+    a killed write are removed."""
+    asset_dir.mkdir(parents=True, exist_ok=True)
+    for stale in asset_dir.rglob(".*.tmp-*"):  # left by a process killed mid-write (we hold the lock)
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+    meta = asset_dir / ASSET_META
+    try:
+        same = json.loads(meta.read_text()) == _asset_meta(src)
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        write_asset_meta(asset_dir, src)
+
+
+def _asset_meta(src: Path) -> dict:
+    return {"source": str(src), "o3d": __version__}
+
+
+def asset_meta_text(src: Path) -> str:
+    """The o3d-asset.json that marks a folder as `src`'s results."""
+    return json.dumps(_asset_meta(src), indent=1)

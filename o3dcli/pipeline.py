@@ -1,10 +1,17 @@
 """The batch runner: stages for one item, error isolation, cache, locks and the report.
 
 A `Stage` is a plain function of a `StageContext` that writes its files into
-`ctx.work_dir` and returns JSON-able metadata. The runner computes each stage's
-key, skips stages whose result is cached, publishes the named files into the
-asset folder `OUT/<name>/`, and records status, errors and timings per item in
-`OUT/o3d-report.json`. One item's failure never stops the batch.
+`ctx.work_dir` and returns JSON-able metadata. The runner claims each item's asset name under
+its lock (o3dcli.naming.claim_name), computes each stage's key, skips stages whose result is
+cached, publishes the named files into the asset folder `OUT/<name>/` in one step
+(o3dcli.publish), and records status, errors and timings per item in `OUT/o3d-report.json`.
+One item's failure never stops the batch.
+
+The report is written under a lock and merged: runs on one output folder that overlap in time
+(one finished after the other started, or is still running: each run holds a lock under
+`OUT/.o3d/runs/` while it runs) all keep their items in it; a run's items replace those of the
+same name, and the items of runs that ended before it began are dropped, so after runs one
+after another the report describes the latest.
 
 Beside it: o3dcli.inputs collects the input files, o3dcli.naming gives each its asset
 name and folder, o3dcli.batch_types defines a stage and what a run gives back, and
@@ -15,8 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,17 +33,18 @@ from o3dcli import __version__
 from o3dcli.cache import (
     Cache,
     FileDigests,
+    ItemLock,
     ItemLocked,
-    atomic_copy,
     atomic_write_text,
-    same_file_content,
     sha256_file,
     stage_key,
 )
 from o3dcli.config import Config, dump_config
 from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError
-from o3dcli.naming import REPORT_NAME, Item, _owned_by_other, drop_if_empty, write_asset_meta
+from o3dcli import publish
+from o3dcli.naming import (ASSET_META, REPORT_NAME, Item, asset_meta_text, claim_name, drop_if_empty, mark_asset_dir,
+                           safe_name)
 from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
 from o3dcli.batch_types import Stage, StageContext, StageWarnings
 
@@ -67,21 +77,32 @@ class BatchRunner:
         self.config_text = dump_config(config, header=f"# resolved o3d {__version__} config; reuse with --preset <this file>\n")
         self.resources: dict[str, Any] = {}
         self.digests = FileDigests(self.cache.root / "digests.json")
+        self.batch_names: dict[str, Path] = {}
+        """The asset names this batch's inputs go by (name -> input), so that an item that must
+        move to another name does not take a name another item of the batch is to use."""
+        self._ours = {dst for s in self.all_stages for dst in s.publish.values()} | {"config.yaml", ASSET_META}
 
     def run_item(self, item: Item, blocking: bool = False) -> ItemResult:
-        """Run every stage of one item; never raises for the item's own problems."""
+        """Run every stage of one item; never raises for the item's own problems. The item may end
+        under another name than `item.name` (the result's `name`): when, by the time its lock is
+        held, that folder has become another input's asset."""
         res = ItemResult(str(item.source), item.name)
         self._running = None  # the stage in progress, for the report of an interrupted item
-        ic = self.cache.item(item.name)
-        lock = ic.lock()
+        base = safe_name(item.source.stem)
         try:
-            lock.acquire(blocking=blocking)
+            name, lock = claim_name(self.out_dir, item.source, item.name, base, blocking=blocking,
+                                    taken=lambda n: self.batch_names.get(n, item.source) != item.source)
         except ItemLocked:
             res.status = "locked"
             return res
+        if name != item.name:
+            item = Item(item.source, name)
+            res.name = name
+            self.batch_names.setdefault(name, item.source)
+        ic = self.cache.item(item.name)
         try:
             ic.clean_stale()
-            self._claim_asset_dir(item)
+            mark_asset_dir(self.out_dir / item.name, item.source)
             self._run_stages(item, ic, res)
             res.status = "ok"
         except KeyboardInterrupt:
@@ -103,16 +124,6 @@ class BatchRunner:
             lock.release()
         return res
 
-    def _claim_asset_dir(self, item: Item) -> None:
-        asset_dir = self.out_dir / item.name
-        if _owned_by_other(asset_dir, item.source):
-            raise UserError(f"{asset_dir} belongs to another input or is not an o3d asset folder; not overwriting it")
-        asset_dir.mkdir(parents=True, exist_ok=True)
-        for stale in asset_dir.rglob(".*.tmp-*"):  # left by a process killed mid-write (we hold the lock)
-            if stale.is_file():
-                stale.unlink(missing_ok=True)
-        write_asset_meta(asset_dir, item.source)
-
     def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str) -> str:
         files = {role: self.digests(p) for role, p in stage.files(self.config).items()} if stage.files else None
         values = {s: config_value(cfg, s) for s in stage.sections}
@@ -129,7 +140,6 @@ class BatchRunner:
         dirs: dict[str, Path] = {}
         metas: dict[str, dict] = {}
         cfg = self.config.to_dict()
-        published: set[str] = set()
         for stage in self.stages:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
@@ -172,11 +182,12 @@ class BatchRunner:
             res.warnings += [w for w in metas[stage.name].get("warnings", []) if w not in res.warnings]
             res.timings[stage.name] = round(time.perf_counter() - t0, 4)
         self._running = None  # what follows is publishing, not a stage
-        # Files are published once every stage has run: an item that fails or is interrupted
-        # leaves its asset folder as it was (an earlier run's asset stays whole, beside the
-        # config.yaml that made it) and a new item gets no folder; its stages stay cached.
+        # Files are published once every stage has run, all at once: an item that fails or is
+        # interrupted leaves its asset folder as it was (an earlier run's asset stays whole, beside
+        # the config.yaml that made it) and a new item gets no folder; its stages stay cached.
+        files: dict[str, Path] = {}
         for stage in self.stages:
-            published |= self._publish_stage(stage, dirs[stage.name], item, res)
+            files.update(self._stage_files(stage, dirs[stage.name], item, res))
         # The stages not run this time (--stop-after): their files for these settings when the
         # cache has them; whatever else o3d once published here is from other settings, and goes,
         # so that the folder holds what its config.yaml makes.
@@ -187,66 +198,166 @@ class BatchRunner:
                 break
             done = ic.lookup(stage.name, key)
             if done is not None:
-                published |= self._publish_stage(stage, done, item, res)
-        self._prune(self.out_dir / item.name, published)
-        cfg_path = self.out_dir / item.name / "config.yaml"
-        if not (cfg_path.is_file() and cfg_path.read_text() == self.config_text):
-            atomic_write_text(cfg_path, self.config_text)
+                files.update(self._stage_files(stage, done, item, res))
+        self._publish(self.out_dir / item.name, item.source, files)
         res.outputs.append(f"{item.name}/config.yaml")
 
-    def _publish_stage(self, stage: Stage, done: Path, item: Item, res: ItemResult) -> set[str]:
-        """Copy a finished stage's published files into the asset folder; their paths in it."""
-        written = set()
+    def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult) -> dict[str, Path]:
+        """A finished stage's files to publish, {path in the asset folder: file in the cache}."""
+        files = {}
         for src_name, dst_name in stage.publish.items():
             src = done / src_name
             if src.is_dir():  # a folder of outputs (e.g. intermediate/): publish each file
                 for f in sorted(p for p in src.rglob("*") if p.is_file()):
-                    rel = (Path(dst_name) / f.relative_to(src)).as_posix()
-                    self._publish(f, self.out_dir / item.name / rel)
-                    written.add(rel)
+                    files[(Path(dst_name) / f.relative_to(src)).as_posix()] = f
             elif src.is_file():  # optional outputs may be absent
-                self._publish(src, self.out_dir / item.name / dst_name)
-                written.add(dst_name)
-        res.outputs += [f"{item.name}/{rel}" for rel in sorted(written)]
-        return written
+                files[dst_name] = src
+        res.outputs += [f"{item.name}/{rel}" for rel in sorted(files)]
+        return files
 
-    def _prune(self, asset_dir: Path, keep: set[str]) -> None:
-        """Remove the files o3d publishes (any stage's) that this run did not publish."""
-        import shutil
+    def _is_ours(self, rel: str) -> bool:
+        """Whether a path in an asset folder is one o3d publishes (any stage's, or config.yaml): a
+        run replaces or removes those; the folder's other files (a user's) are kept."""
+        return any(rel == d or rel.startswith(d + "/") for d in self._ours)
 
-        for stage in self.all_stages:
-            for dst_name in stage.publish.values():
-                target = asset_dir / dst_name
-                if target.is_dir():
-                    for f in sorted(p for p in target.rglob("*") if p.is_file()):
-                        if f.relative_to(asset_dir).as_posix() not in keep:
-                            f.unlink()
-                    if not any(p.is_file() for p in target.rglob("*")):
-                        shutil.rmtree(target)
-                elif target.is_file() and dst_name not in keep:
-                    target.unlink()
+    def _publish(self, asset_dir: Path, source: Path, files: dict[str, Path]) -> None:
+        """Make the asset folder hold `files` and this config.yaml (and its other, non-o3d files),
+        replacing the earlier asset in one step (o3dcli.publish)."""
+        try:
+            with publish.staging(asset_dir) as staged:
+                for rel, src in files.items():
+                    publish.add_file(staged / rel, src, current=asset_dir / rel)
+                publish.add_bytes(staged / "config.yaml", self.config_text.encode("utf-8"),
+                                  current=asset_dir / "config.yaml")
+                publish.add_bytes(staged / ASSET_META, asset_meta_text(source).encode("utf-8"),
+                                  current=asset_dir / ASSET_META)
+                publish.commit(asset_dir, staged, self._is_ours)
+        except OSError as e:
+            what = e.strerror or str(e)
+            raise UserError(f"{asset_dir}: cannot publish the new files ({what}"
+                            f"{': ' + str(e.filename) if e.filename else ''}); the asset folder is left as it was") from None
 
-    @staticmethod
-    def _publish(src: Path, dst: Path) -> None:
-        if not same_file_content(src, dst):
-            atomic_copy(src, dst)
-
-    def write_report(self, results: list[ItemResult], started: float, interrupted: bool = False) -> Path:
+    def write_report(self, results: list[ItemResult], started: float, interrupted: bool = False,
+                     run_id: str | None = None) -> Path:
+        """Write OUT/o3d-report.json: this run's items, and those of other runs on this folder that
+        overlapped it (see the module docstring); under a lock, so concurrent runs lose nothing."""
         path = self.out_dir / REPORT_NAME
-        counts: dict[str, int] = {}
-        for r in results:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        report = {
-            "o3d_version": __version__,
+        run_id = run_id or new_run_id(started)
+        finished = time.time()
+        this_run = {
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "seconds": round(time.time() - started, 3),
+            "started_at": round(started, 3),
+            "finished_at": round(finished, 3),
+            "seconds": round(finished - started, 3),
+            "pid": os.getpid(),
             "device": self.device,
             "interrupted": interrupted,
-            "summary": counts,
-            "items": [r.__dict__ for r in results],
+            "summary": _count(results),
         }
-        atomic_write_text(path, json.dumps(report, indent=1))
+        items = [{**r.__dict__, "run": run_id} for r in results]
+        lock = ItemLock(self.cache.root / "report.lock")
+        lock.acquire(blocking=True)
+        try:
+            since = min([started] + [t for rid, t in running_runs(self.cache.root).items() if rid != run_id])
+            earlier = _read_json(path)
+            runs = earlier.get("runs") if isinstance(earlier.get("runs"), dict) else {}
+            overlapping = {rid: r for rid, r in runs.items() if rid != run_id and isinstance(r, dict)
+                           and isinstance(r.get("finished_at"), (int, float)) and r["finished_at"] >= since}
+            names = {r.name for r in results}
+            kept = [i for i in earlier.get("items", []) if isinstance(i, dict) and i.get("run") in overlapping
+                    and i.get("name") not in names]
+            items += kept
+            runs = {run_id: this_run, **{rid: r for rid, r in overlapping.items() if any(i["run"] == rid for i in kept)}}
+            report = {
+                "o3d_version": __version__,
+                "started": this_run["started"],
+                "seconds": this_run["seconds"],
+                "device": self.device,
+                "interrupted": interrupted,
+                "summary": _count(items),
+                "run": run_id,
+                "runs": runs,
+                "items": items,
+            }
+            atomic_write_text(path, json.dumps(report, indent=1))
+        finally:
+            lock.release()
         return path
+
+
+def _count(items) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in items:
+        status = r["status"] if isinstance(r, dict) else r.status
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+RUNS_DIRNAME = "runs"
+
+
+def new_run_id(started: float) -> str:
+    """A batch run's id: when it started, and a random part (unique across processes and hosts)."""
+    return time.strftime("%Y%m%dT%H%M%S", time.localtime(started)) + "-" + uuid.uuid4().hex[:8]
+
+
+class RunMark:
+    """Says to other processes that a batch run on this output folder is under way, and since when:
+    a lock held while it runs (`OUT/.o3d/runs/<run id>.lock`, released by the kernel if the process
+    dies) beside a file with its start time. See `running_runs`."""
+
+    def __init__(self, cache_root: Path, run_id: str, started: float):
+        self.lock = ItemLock(cache_root / RUNS_DIRNAME / f"{run_id}.lock")
+        self.info = cache_root / RUNS_DIRNAME / f"{run_id}.json"
+        self.started = started
+
+    def __enter__(self) -> "RunMark":
+        try:
+            self.lock.acquire()  # before the start time is written: a run that has one is marked running
+            atomic_write_text(self.info, json.dumps({"started_at": self.started, "pid": os.getpid()}))
+        except OSError:  # a read-only cache folder: the run still goes on, unmarked
+            self.lock.release()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.info.unlink(missing_ok=True)
+            self.lock.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        self.lock.release()
+
+
+def running_runs(cache_root: Path) -> dict[str, float]:
+    """The batch runs on this output folder that are under way: {run id: start time}. The marks of
+    runs that died (their lock is free) are removed."""
+    found = {}
+    for info in sorted((Path(cache_root) / RUNS_DIRNAME).glob("*.json")):
+        run_id = info.stem
+        probe = ItemLock(info.with_suffix(".lock"))
+        try:
+            probe.acquire()
+        except ItemLocked:
+            started = _read_json(info).get("started_at")
+            if isinstance(started, (int, float)):
+                found[run_id] = float(started)
+            continue
+        except OSError:
+            continue
+        try:  # free: its run died without taking its mark away
+            info.unlink(missing_ok=True)
+            probe.path.unlink(missing_ok=True)
+        finally:
+            probe.release()
+    return found
 
 
 def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True,
@@ -256,36 +367,40 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
     from o3dcli.console import batch_progress
 
     started = time.time()
-    results = {it.name: ItemResult(str(it.source), it.name, status="not-run") for it in items}
+    run_id = new_run_id(started)
+    runner.batch_names = {it.name: it.source for it in items}
+    results = [ItemResult(str(it.source), it.name, status="not-run") for it in items]
     interrupted = False
-    with batch_progress(disable=not show_progress) as prog:
+    with RunMark(runner.cache.root, run_id, started), batch_progress(disable=not show_progress) as prog:
         task = prog.add_task("starting", total=len(items), stage="")
         runner.on_progress = lambda name, text: prog.update(task, description=name, stage=text)
 
-        def finish(it: Item, r: ItemResult) -> None:
-            results[it.name] = r
+        def finish(i: int, r: ItemResult) -> None:
+            results[i] = r
             prog.advance(task)
             if on_item_done:
                 on_item_done(r)
 
+        running = None
         try:
             deferred = []
-            for it in items:
+            for i, it in enumerate(items):
+                running = i
                 r = runner.run_item(it)
                 if r.status == "locked":
-                    deferred.append(it)
+                    deferred.append(i)
                 else:
-                    finish(it, r)
-            for it in deferred:
-                prog.update(task, description=it.name, stage="waiting for another o3d process")
-                finish(it, runner.run_item(it, blocking=True))
+                    finish(i, r)
+            for i in deferred:
+                running = i
+                prog.update(task, description=items[i].name, stage="waiting for another o3d process")
+                finish(i, runner.run_item(items[i], blocking=True))
         except KeyboardInterrupt as e:
             interrupted = True
-            if isinstance(e, ItemInterrupted):
-                results[e.result.name] = e.result
+            if isinstance(e, ItemInterrupted) and running is not None:
+                results[running] = e.result
         prog.update(task, description="generated", stage="")
-    ordered = [results[it.name] for it in items]
-    path = runner.write_report(ordered, started, interrupted)
+        path = runner.write_report(results, started, interrupted, run_id=run_id)
     if interrupted:
-        raise BatchInterrupted(BatchResult(ordered, path))
-    return BatchResult(ordered, path)
+        raise BatchInterrupted(BatchResult(results, path))
+    return BatchResult(results, path)

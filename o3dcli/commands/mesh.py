@@ -160,7 +160,7 @@ def mesh(
 
     Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned, decimated, unwrapped and baked; given an asset folder, its input.png is also projected onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are decimated keeping their texture and its alpha (cut-outs stay see-through).
 
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run wrote that name for another input.
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
 
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
@@ -172,7 +172,7 @@ def mesh(
     from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.errors import UserError
     from o3dcli.inputs import check_output_dir, item_message
-    from o3dcli.naming import _owned_by_other, drop_if_empty, unique_names, write_asset_meta
+    from o3dcli.naming import _owned_by_other, unique_names
     from o3dcli.batch_types import StageWarnings
 
     def usage_error(message: str) -> typer.Exit:
@@ -208,6 +208,7 @@ def mesh(
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
     names = unique_names(inputs, lambda name, path: _owned_by_other(output / name, _source(path).resolve()))
     log = logging.getLogger("o3d")
+    batch = {name: _source(path).resolve() for path, name in zip(inputs, names)}
     for path, name in zip(inputs, names):
         caught = StageWarnings({})  # told with the input they are about, after its result line
 
@@ -219,25 +220,75 @@ def mesh(
 
         log.addFilter(caught)
         try:
-            # the folder is marked as this input's before anything is written in it, so that a run
-            # stopped half-way leaves a folder the next run knows as its own
-            (output / name).mkdir(parents=True, exist_ok=True)
-            write_asset_meta(output / name, _source(path).resolve())
-            written = mesh_one(path, output / name, mesh_cfg, cfg, up=up)
+            name, written = _mesh_into(path, output, name, batch, mesh_cfg, cfg, up, caught)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
         except KeyboardInterrupt:
-            drop_if_empty(output / name)
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
                           "run the command again for the rest", soft_wrap=True)
             tell_warnings()
             raise typer.Exit(interrupted_exit_code()) from None
         except Exception as e:  # one bad input never stops the others
             failed += 1
-            drop_if_empty(output / name)
             console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", highlight=False,
                           soft_wrap=True)
             if verbose:
                 console.print(escape(traceback.format_exc()))
         tell_warnings()
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+OWN_FILES = ("config.yaml",)
+"""What o3d mesh writes in a result folder besides the mesh files (EXPORT_FILES) and o3d-asset.json."""
+
+
+def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, up: str,
+               caught) -> tuple[str, list[Path]]:
+    """Mesh one input into OUTPUT/<name>/ (or the next free name, when another process has made that
+    folder another input's since the names were chosen). The name is claimed under its item lock,
+    as o3d generate does, so two processes never write one folder; the files are made in a staging
+    folder and replace the folder's earlier result in one step (o3dcli.publish), keeping files of
+    the folder that are not o3d mesh's. Returns the name and the files written."""
+    import errno
+
+    from o3dcli.cache import ItemLocked
+    from o3dcli.console import console
+    from o3dcli.errors import UserError
+    from o3dcli.mesh.config import EXPORT_FILES
+    from o3dcli.naming import ASSET_META, asset_meta_text, asset_stem, claim_name, drop_if_empty, mark_asset_dir, safe_name
+    from o3dcli import publish
+
+    src = _source(path).resolve()
+    args = dict(base=safe_name(asset_stem(path)), taken=lambda n: batch.get(n, src) != src)
+    try:
+        name, lock = claim_name(output, src, name, **args)
+    except ItemLocked:
+        console.print(f"{path}: waiting for another o3d process working on {output / name}", soft_wrap=True)
+        name, lock = claim_name(output, src, name, blocking=True, **args)
+    batch.setdefault(name, src)
+    asset_dir = output / name
+    ours = set(EXPORT_FILES) | set(OWN_FILES) | {ASSET_META}
+    try:
+        # marked as this input's before the work starts, so that other processes see it taken
+        mark_asset_dir(asset_dir, src)
+        staging_root = publish.staging_root(asset_dir)
+        try:
+            with publish.staging(asset_dir) as staged:
+                caught.paths[str(staged)] = str(asset_dir)
+                written = mesh_one(path, staged, mesh_cfg, cfg, up=up)
+                publish.add_bytes(staged / ASSET_META, asset_meta_text(src).encode("utf-8"),
+                                  current=asset_dir / ASSET_META)
+                publish.commit(asset_dir, staged, lambda rel: rel in ours)
+        except OSError as e:
+            places = (str(asset_dir), str(staging_root))
+            if not (any(str(e.filename or "").startswith(d) for d in places)
+                    or (not e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS))):
+                raise  # about the input (cannot read it): its own message
+            raise UserError(f"{asset_dir}: cannot write the results ({e.strerror or e}); the folder is left as it "
+                            "was") from None
+        return name, [asset_dir / Path(p).relative_to(staged) for p in written]
+    except BaseException:
+        drop_if_empty(asset_dir)
+        raise
+    finally:
+        lock.release()

@@ -1,0 +1,293 @@
+"""Publishing an asset folder in one step: at every moment `OUT/<name>/` is the earlier asset,
+whole, or the new one, whole, never a mix of the two.
+
+The new content is put together in a staging folder on the same file system
+(`OUT/.o3d/publish/<name>.new-<pid>/`): the new files (copied, or hard-linked from the asset
+folder where they are unchanged), and the files of the asset folder that are not o3d's (a
+user's notes, `.DS_Store`: hard-linked, so that nothing is copied and nothing is lost). The
+staging folder then takes the asset folder's place in one `renameat2(RENAME_EXCHANGE)` (Linux);
+where the file system cannot exchange, the asset folder is first renamed to
+`OUT/.o3d/publish/<name>.old-<pid>/` and the staging folder renamed into its place. Ctrl-C and
+SIGTERM wait during that short swap, so an interrupt either finds the earlier asset (while the
+new one is staged; the staging folder is removed) or lets the swap finish. A process killed
+half-way leaves only folders under `.o3d/publish/`, which the next process to lock that asset
+name tidies (`recover`): an asset folder moved out and not replaced is put back; the rest is
+removed, never taken as an asset. Every function here is called with the item's lock held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import stat
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+from o3dcli.cache import CACHE_DIRNAME, same_file_content
+
+PUBLISH_DIRNAME = "publish"
+
+
+def _target(asset_dir: Path) -> Path:
+    """The folder that is swapped: the asset folder, or where it points when it is a link."""
+    asset_dir = Path(asset_dir)
+    return asset_dir.resolve() if asset_dir.is_symlink() else asset_dir
+
+
+def staging_root(asset_dir: Path) -> Path:
+    """Where `asset_dir`'s next content is staged: beside it, in the output folder's `.o3d/`."""
+    return _target(asset_dir).parent / CACHE_DIRNAME / PUBLISH_DIRNAME
+
+
+def _leftovers(asset_dir: Path, kind: str) -> list[Path]:
+    """This asset name's staging folders of `kind` ("new" or "old") left by other processes."""
+    target = _target(asset_dir)
+    root = staging_root(asset_dir)
+    prefix = f"{target.name}.{kind}-"
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.name.startswith(prefix) and p.name[len(prefix):].isdigit()]
+
+
+def recover(asset_dir: Path) -> None:
+    """Tidy what a process killed while publishing `asset_dir` left (call with its lock held): an
+    asset folder moved out and not replaced goes back; staged content is removed."""
+    target = _target(asset_dir)
+    for old in sorted(_leftovers(asset_dir, "old")):
+        if not os.path.lexists(target):
+            os.rename(old, target)  # killed between the two renames: the earlier asset, whole
+            _fsync_dir(target.parent)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for new in _leftovers(asset_dir, "new"):
+        shutil.rmtree(new, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staging(asset_dir: Path) -> Iterator[Path]:
+    """An empty folder to put `asset_dir`'s next content in, then give to `commit`; removed on the
+    way out if it was not committed (an error, Ctrl-C, a full disk)."""
+    root = staging_root(asset_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    staged = root / f"{_target(asset_dir).name}.new-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir()
+    try:
+        yield staged
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def add_file(dst: Path, src: Path, current: Path | None = None) -> None:
+    """Put `src`'s content at `dst` (in a staging folder): a hard link to `current` (the asset
+    folder's file) when that already holds the same bytes, else a copy, written to disk."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if current is not None and current.is_file() and not current.is_symlink() and same_file_content(src, current):
+        if _link(current, dst):
+            return
+    shutil.copyfile(src, dst)
+    _fsync_file(dst)
+
+
+def add_bytes(dst: Path, data: bytes, current: Path | None = None) -> None:
+    """Put `data` at `dst` (in a staging folder), a hard link to `current` when it holds the same bytes."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        same = current is not None and current.is_file() and not current.is_symlink() and current.read_bytes() == data
+    except OSError:
+        same = False
+    if same and _link(current, dst):
+        return
+    with open(dst, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def commit(asset_dir: Path, staged: Path, is_ours: Callable[[str], bool]) -> bool:
+    """Make `asset_dir` the staged content plus the entries of the present asset folder that are
+    not o3d's (`is_ours(relative posix path)` false, and not a temporary file left by a killed
+    write), in one step. Returns False when the asset folder already held exactly that (nothing
+    is touched then)."""
+    target = _target(asset_dir)
+    if target.is_dir():
+        if _same_content(target, staged, is_ours):
+            shutil.rmtree(staged, ignore_errors=True)
+            return False
+        _carry_over(target, staged, is_ours)
+        try:
+            os.chmod(staged, stat.S_IMODE(target.stat().st_mode))
+        except OSError:
+            pass
+    _fsync_tree(staged)
+    with signals_deferred():
+        if not target.exists():
+            os.rename(staged, target)
+        elif _exchange(staged, target):
+            shutil.rmtree(staged, ignore_errors=True)  # it holds the earlier asset now
+        else:
+            old = staged.with_name(f"{target.name}.old-{os.getpid()}")
+            os.rename(target, old)
+            try:
+                os.rename(staged, target)
+            except BaseException:
+                os.rename(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        _fsync_dir(target.parent)
+    return True
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then act on them as they would have
+    (in the main thread; elsewhere signals are not delivered to the thread anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum, frame):
+        pending.append(signum)
+
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: set outside Python, cannot be put back
+            previous[sig] = signal.signal(sig, hold)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            handler = previous[sig]
+            if callable(handler):
+                handler(sig, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(sig)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where the system or the
+    file system cannot."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _is_temporary(name: str) -> bool:
+    """A file an atomic write was making when its process was killed (`.<name>.tmp-<pid>`)."""
+    return name.startswith(".") and ".tmp-" in name
+
+
+def _own_files(folder: Path, is_ours: Callable[[str], bool]) -> dict[str, Path]:
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            p = Path(dirpath) / name
+            rel = p.relative_to(folder).as_posix()
+            if is_ours(rel):
+                found[rel] = p
+    return found
+
+
+def _same_content(target: Path, staged: Path, is_ours: Callable[[str], bool]) -> bool:
+    """Whether the asset folder's own files are already the staged ones (and nothing else of its
+    is to go: no stale o3d file, no leftover temporary file)."""
+    new = {p.relative_to(staged).as_posix(): p for p in staged.rglob("*") if p.is_file()}
+    have = _own_files(target, is_ours)
+    if set(new) != set(have) or any(_is_temporary(p.name) for p in target.rglob(".*")):
+        return False
+    for rel, p in new.items():
+        cur = have[rel]
+        if cur.is_symlink() or not cur.is_file():
+            return False
+        if not (os.path.samefile(p, cur) or same_file_content(p, cur)):
+            return False
+    return True
+
+
+def _carry_over(target: Path, staged: Path, is_ours: Callable[[str], bool]) -> None:
+    """Hard-link (or copy) into `staged` every entry of `target` that is not o3d's: files, links
+    and folders a user put in the asset folder stay in it."""
+    for dirpath, dirnames, filenames in os.walk(target):
+        here = Path(dirpath)
+        rel_dir = here.relative_to(target)
+        for d in list(dirnames):
+            src = here / d
+            rel = (rel_dir / d).as_posix()
+            if src.is_symlink():  # a link to a folder: kept as a link
+                dirnames.remove(d)
+                if not is_ours(rel):
+                    _copy_entry(src, staged / rel)
+            elif not is_ours(rel) and not (staged / rel).exists():
+                (staged / rel).mkdir(parents=True)
+                shutil.copymode(src, staged / rel)
+        for name in filenames:
+            rel = (rel_dir / name).as_posix()
+            if is_ours(rel) or _is_temporary(name) or os.path.lexists(staged / rel):
+                continue
+            _copy_entry(here / name, staged / rel)
+
+
+def _copy_entry(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_file():
+        if not _link(src, dst):
+            shutil.copy2(src, dst)
+            _fsync_file(dst)
+    # sockets, pipes and devices have no content to keep
+
+
+def _link(src: Path, dst: Path) -> bool:
+    try:
+        os.link(src, dst)
+        return True
+    except OSError:  # another file system, links not allowed (protected_hardlinks), ...
+        return False
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Write the staged folders' entries to disk, so that the swap never makes an asset folder
+    whose files a power cut would lose."""
+    for dirpath, _, _ in os.walk(folder):
+        _fsync_dir(Path(dirpath))

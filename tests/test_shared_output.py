@@ -1,0 +1,358 @@
+"""Several o3d processes on one output folder, and publishing an asset in one step: a name is
+claimed under its lock (o3d generate and o3d mesh), an asset folder is the earlier asset or the
+new one, never a mix, and the report keeps the items of runs that overlap."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from o3dcli.batch_types import BatchInterrupted, Stage
+from o3dcli.cache import Cache
+from o3dcli.config import load_config
+from o3dcli.naming import Item, assign_names, write_asset_meta
+from o3dcli.pipeline import BatchRunner, run_batch
+from test_generate import _o3d, generate, report
+
+TRI = "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+
+
+def _holds_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open (Linux /proc)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def _wait_blocked_on(proc: subprocess.Popen, lock_path: Path, timeout: float = 240) -> None:
+    """Until `proc` waits for the lock at `lock_path` (a blocking ItemLock keeps the file open while
+    it waits) or has ended: a condition, not a guess at how long start-up takes."""
+    if not Path(f"/proc/{os.getpid()}/fd").is_dir():
+        proc.kill()
+        pytest.skip("needs /proc to see which files a process has open")
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not _holds_open(proc.pid, lock_path):
+        assert time.monotonic() < deadline, "the process neither waited for the lock nor ended"
+        time.sleep(0.01)
+
+
+def _same_named_inputs(tmp_path: Path, good_images: Path, name: str = "chair.png") -> tuple[Path, Path]:
+    a, b = tmp_path / "dA" / name, tmp_path / "dB" / name
+    for f, src in ((a, "apple.png"), (b, "pear.png")):
+        f.parent.mkdir()
+        f.write_bytes((good_images / src).read_bytes())
+    return a, b
+
+
+# -- a name is claimed under its lock ----------------------------------------------------------
+
+
+def test_generate_takes_the_next_name_when_the_one_it_waited_for_became_another_inputs(tmp_path, good_images):
+    # process A works on dA/chair.png as `chair` (the test holds its lock); process B, started with
+    # dB/chair.png, also chose `chair` (free then), waits for the lock, and meanwhile A marks the
+    # folder as dA's. B must take chair-2, not fail the item ("belongs to another input").
+    a, b = _same_named_inputs(tmp_path, good_images)
+    out = tmp_path / "out"
+    lock = Cache(out).item("chair").lock()
+    lock.acquire()
+    try:
+        proc = _o3d("generate", b, "-o", out, "--no-progress")
+        _wait_blocked_on(proc, lock.path)
+        (out / "chair").mkdir()  # what process A does with the lock held
+        write_asset_meta(out / "chair", a.absolute())
+        (out / "chair" / "input.png").write_text("A's")
+    finally:
+        lock.release()
+    text = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, text
+    assert [(i["name"], i["status"]) for i in report(out)["items"]] == [("chair-2", "ok")]
+    assert json.loads((out / "chair-2" / "o3d-asset.json").read_text())["source"] == str(b.absolute())
+    assert (out / "chair" / "input.png").read_text() == "A's"
+
+
+def test_an_item_renamed_under_its_lock_keeps_clear_of_the_batchs_other_names(tmp_path, good_images):
+    # names chosen up front (both free), then `chair` becomes another input's before the batch runs:
+    # the item moves on, past chair-2 (the other item's), to chair-3
+    a, b = _same_named_inputs(tmp_path, good_images)
+    other = tmp_path / "dC" / "chair.png"
+    other.parent.mkdir()
+    other.write_bytes((good_images / "plum.jpg").read_bytes())
+    out = tmp_path / "out"
+    items = assign_names([a, b], out)
+    assert [i.name for i in items] == ["chair", "chair-2"]
+    assert generate(other, "-o", out).exit_code == 0  # another process, meanwhile
+    result = run_batch(items, BatchRunner(out, load_config("tiny"), _touch_stages()), show_progress=False)
+    assert [(r.name, r.status) for r in result.items] == [("chair-3", "ok"), ("chair-2", "ok")]
+    assert json.loads((out / "chair" / "o3d-asset.json").read_text())["source"] == str(other.absolute())
+    assert [i["name"] for i in report(out)["items"]] == ["chair-3", "chair-2"]
+
+
+def test_mesh_claims_its_folder_under_the_lock_generate_uses(tmp_path):
+    # `o3d mesh dM1/chair.obj -o out & o3d mesh dM2/chair.obj -o out`: the second run waits for the
+    # first's lock on `chair`; finding it the other input's, it takes chair-2 (it wrote into the same
+    # folder: one result silently lost)
+    m1, m2 = tmp_path / "dM1" / "chair.obj", tmp_path / "dM2" / "chair.obj"
+    for f in (m1, m2):
+        f.parent.mkdir()
+        f.write_text(TRI)
+    out = tmp_path / "out"
+    lock = Cache(out).item("chair").lock()
+    lock.acquire()  # the first process, at work on chair
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "o3dcli.cli", "mesh", str(m2), "--formats", "glb", "-o", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _wait_blocked_on(proc, lock.path)
+        (out / "chair").mkdir(exist_ok=True)
+        write_asset_meta(out / "chair", m1.resolve())
+        (out / "chair" / "model.glb").write_text("the first process's")
+    finally:
+        lock.release()
+    text = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, text
+    assert "waiting for another o3d process" in text
+    assert (out / "chair" / "model.glb").read_text() == "the first process's"
+    assert json.loads((out / "chair" / "o3d-asset.json").read_text())["source"] == str(m1.resolve())
+    assert json.loads((out / "chair-2" / "o3d-asset.json").read_text())["source"] == str(m2.resolve())
+    assert (out / "chair-2" / "model.glb").stat().st_size > 100
+
+
+# -- publishing in one step ----------------------------------------------------------------------
+
+
+def _touch_stages():
+    def first(ctx):
+        for name in ("a.txt", "b.txt"):
+            (ctx.work_dir / name).write_text(f"{name} {ctx.config.preprocess.size}")
+        return {}
+
+    def second(ctx):
+        (ctx.work_dir / "c.txt").write_text(f"c.txt {ctx.config.preprocess.size}")
+        return {}
+
+    return [Stage("first", 1, ("preprocess",), first, publish={"a.txt": "a.txt", "b.txt": "b.txt"}),
+            Stage("second", 1, ("preprocess",), second, publish={"c.txt": "c.txt"})]
+
+
+def _folder(d: Path) -> dict[str, bytes]:
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _leftovers(out: Path) -> list[Path]:
+    publishing = out / ".o3d" / "publish"
+    return (sorted(publishing.iterdir()) if publishing.is_dir() else []) + sorted(out.rglob(".*.tmp-*"))
+
+
+def _asset_with_a_users_file(out: Path, good_images: Path) -> tuple[list[Item], dict[str, bytes]]:
+    out.mkdir()
+    items = [Item((good_images / "apple.png").absolute(), "apple")]
+    assert run_batch(items, BatchRunner(out, load_config("tiny"), _touch_stages()), show_progress=False).ok
+    (out / "apple" / "notes").mkdir()
+    (out / "apple" / "notes" / "mine.txt").write_text("a file the user added")
+    before = _folder(out / "apple")
+    assert set(before) == {"a.txt", "b.txt", "c.txt", "config.yaml", "o3d-asset.json", "notes/mine.txt"}
+    return items, before
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "disk full"])
+def test_publishing_stopped_half_way_leaves_the_earlier_asset_whole(good_images, tmp_path, monkeypatch, stop):
+    # new settings, then Ctrl-C or a full disk while the files go into the asset folder: it held the
+    # new a.txt beside the old b.txt, c.txt and config.yaml
+    import shutil
+
+    out = tmp_path / "out"
+    items, before = _asset_with_a_users_file(out, good_images)
+    real, calls = shutil.copyfile, []
+
+    def copy_then_stop(src, dst, *args, **kw):
+        calls.append(dst)
+        if len(calls) == 2:
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *args, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", copy_then_stop)
+    runner_ = BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), _touch_stages())
+    if stop == "ctrl-c":
+        with pytest.raises(BatchInterrupted):
+            run_batch(items, runner_, show_progress=False)
+    else:
+        result = run_batch(items, runner_, show_progress=False)
+        assert result.items[0].status == "failed"
+        error = result.items[0].error
+        assert "No space left on device" in error and str(out / "apple") in error, error
+        assert "left as it was" in error
+    assert len(calls) == 2
+    assert _folder(out / "apple") == before
+    assert _leftovers(out) == []
+    monkeypatch.undo()
+    # the same command again: the new asset, whole, with the user's file still in it
+    assert run_batch(items, runner_, show_progress=False).ok
+    after = _folder(out / "apple")
+    assert set(after) == set(before) and after["notes/mine.txt"] == b"a file the user added"
+    assert all(after[f] == f"{f} 48".encode() for f in ("a.txt", "b.txt", "c.txt"))
+    assert "size: 48" in after["config.yaml"].decode()
+    assert _leftovers(out) == []
+
+
+def test_ctrl_c_during_the_swap_lets_it_finish(good_images, tmp_path, monkeypatch):
+    import o3dcli.publish as publish
+
+    out = tmp_path / "out"
+    items, before = _asset_with_a_users_file(out, good_images)
+    real = publish._exchange
+
+    def interrupted_exchange(a, b):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the folders are swapped
+        return real(a, b)
+
+    monkeypatch.setattr(publish, "_exchange", interrupted_exchange)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(BatchInterrupted):
+        run_batch(items, BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), _touch_stages()),
+                  show_progress=False)
+    after = _folder(out / "apple")
+    assert all(after[f] == f"{f} 48".encode() for f in ("a.txt", "b.txt", "c.txt"))  # the new asset, whole
+    assert after["notes/mine.txt"] == before["notes/mine.txt"] and _leftovers(out) == []
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_nothing_is_swapped_when_nothing_changed_and_without_exchange_two_renames_do(good_images, tmp_path,
+                                                                                    monkeypatch):
+    import o3dcli.publish as publish
+
+    out = tmp_path / "out"
+    items, before = _asset_with_a_users_file(out, good_images)
+    inode = (out / "apple").stat().st_ino
+    assert run_batch(items, BatchRunner(out, load_config("tiny"), _touch_stages()), show_progress=False).ok
+    assert (out / "apple").stat().st_ino == inode and _folder(out / "apple") == before
+    # a file system that cannot exchange two folders
+    monkeypatch.setattr(publish, "_exchange", lambda a, b: False)
+    assert run_batch(items, BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), _touch_stages()),
+                     show_progress=False).ok
+    after = _folder(out / "apple")
+    assert after["c.txt"] == b"c.txt 48" and after["notes/mine.txt"] == before["notes/mine.txt"]
+    assert _leftovers(out) == []
+
+
+KILL_AT_SWAP = """
+import os, signal, sys
+import o3dcli.publish as publish
+from o3dcli.cli import app
+
+def killed(*args):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[1] == "before":  # the new asset staged, not yet swapped in
+    publish._exchange = killed
+else:  # a file system without exchange, killed between its two renames
+    publish._exchange = lambda a, b: False
+    rename = os.rename
+    def rename_then_die(src, dst):
+        if ".new-" in os.fspath(src):
+            killed()
+        rename(src, dst)
+    os.rename = rename_then_die
+sys.argv = ["o3d", *sys.argv[2:]]
+app()
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "between"])
+def test_a_process_killed_while_publishing_leaves_what_the_next_run_repairs(good_images, tmp_path, when):
+    a, b = _same_named_inputs(tmp_path, good_images, "apple.png")
+    out = tmp_path / "out"
+    assert generate(a, "-o", out).exit_code == 0
+    before = _folder(out / "apple")
+    args = ["generate", str(a), "-o", str(out), "--no-progress", "--stop-after", "preprocess",
+            "--set", "preprocess.size=48"]
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_SWAP, when, *args], capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    if when == "before":
+        assert _folder(out / "apple") == before  # the earlier asset, whole
+    else:
+        assert not (out / "apple").exists()  # moved out, not yet replaced
+    assert _leftovers(out) != []
+    # another input of the same name, next: a killed publish is repaired before the folder is
+    # looked at (under its lock), so the folder is seen as dA's and left alone
+    assert generate(b, "-o", out).exit_code == 0
+    assert [i["name"] for i in report(out)["items"]] == ["apple-2"]
+    assert _folder(out / "apple") == before
+    assert (_leftovers(out) == []) == (when == "between")  # the staged copy goes when `apple` is next run
+    res = generate(a, "-o", out, "--set", "preprocess.size=48")
+    assert res.exit_code == 0, res.output
+    assert "size: 48" in (out / "apple" / "config.yaml").read_text() and _leftovers(out) == []
+
+
+# -- the report of runs that overlap -------------------------------------------------------------
+
+
+def test_the_report_keeps_the_items_of_runs_that_overlap(good_images, tmp_path):
+    # runs on one folder at the same time each wrote the report whole: the last to finish won
+    out = tmp_path / "out"
+    out.mkdir()
+    seen = {}
+
+    def run_items(*names):
+        items = assign_names([good_images / n for n in names], out)
+        return run_batch(items, BatchRunner(out, load_config("tiny"), [stage]), show_progress=False)
+
+    def touch(ctx):
+        (ctx.work_dir / "x.txt").write_text(ctx.item.name)
+        if ctx.item.name == "apple":  # while this run works on apple, two others run, one after the other
+            run_items("pear.png")
+            run_items("plum.jpg")
+            seen["during"] = [i["name"] for i in report(out)["items"]]
+        return {}
+
+    stage = Stage("touch", 1, (), touch, publish={"x.txt": "x.txt"})
+    result = run_items("apple.png")
+    assert result.ok
+    # plum's run kept pear's, which had not overlapped it, but both overlap apple's, still running
+    assert seen["during"] == ["plum", "pear"]
+    rep = report(out)
+    assert [i["name"] for i in rep["items"]] == ["apple", "plum", "pear"]
+    assert rep["summary"] == {"ok": 3} and len(rep["runs"]) == 3 and rep["run"] == rep["items"][0]["run"]
+    assert {i["run"] for i in rep["items"]} == set(rep["runs"])
+    # a run after those: the report is that run's alone, as before; its items replace same-named ones
+    run_items("pear.png")
+    rep = report(out)
+    assert [i["name"] for i in rep["items"]] == ["pear"] and list(rep["runs"]) == [rep["run"]]
+    assert not list((out / ".o3d" / "runs").iterdir())  # no run is marked as under way
+
+
+def test_two_generate_processes_both_appear_in_the_report(good_images, tmp_path):
+    # `o3d generate dA -o cr & o3d generate dX -o cr --stop-after preprocess`: the report held only
+    # one of them. The first process is held on its item's lock until the second has finished.
+    a = tmp_path / "dA" / "chair.png"
+    a.parent.mkdir()
+    a.write_bytes((good_images / "apple.png").read_bytes())
+    out = tmp_path / "out"
+    lock = Cache(out).item("chair").lock()
+    lock.acquire()
+    try:
+        first = _o3d("generate", a, "-o", out, "--no-progress")
+        _wait_blocked_on(first, lock.path)
+        res = generate(good_images / "pear.png", "-o", out)
+        assert res.exit_code == 0, res.output
+    finally:
+        lock.release()
+    text = first.communicate(timeout=300)[0].decode()
+    assert first.returncode == 0, text
+    assert sorted(i["name"] for i in report(out)["items"]) == ["chair", "pear"]
