@@ -14,9 +14,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".t
 OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".psd", ".exr", ".hdr", ".svg", ".ico",
                                   ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
 """Image formats o3d does not read: a folder scan says how many it passed over."""
-OUTPUT_MARKERS = (ASSET_META, "o3d-renders.json", ".o3d-renders.json")
-"""Files that mark a folder as o3d's output (an asset folder, o3d render's folder, o3d eval's
-renders/ with its RENDERS_MANIFEST): a scan skips it."""
+EVAL_MARKER = ".o3d-eval"
+"""Written by o3d eval into its output folder (which holds benchmark input views and renders)."""
+OUTPUT_MARKERS = (ASSET_META, "o3d-renders.json", ".o3d-renders.json", EVAL_MARKER)
+"""Files that mark a folder as o3d's output (an asset folder, o3d render's folder, o3d eval's output
+folder and its renders/ with their RENDERS_MANIFEST): a scan skips it."""
 
 
 def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
@@ -26,7 +28,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
 
     A folder scan skips hidden files and everything inside hidden folders (o3d's cache
     `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders, `o3d render` folders and `o3d
-    eval`'s renders (they hold `o3d-asset.json`, `o3d-renders.json` or `.o3d-renders.json`), so that output written inside the input folder,
+    eval`'s output folders (they hold one of OUTPUT_MARKERS), so that output written inside the input folder,
     or the input folder itself used as output, never feeds o3d's files back in. What it passed over that a
     user may have meant as input (images in formats o3d does not read, o3d output folders) is
     appended to `notes` as sentences. Raises UserError for a path that does not exist (nothing

@@ -176,6 +176,12 @@ def test_a_rerun_leaves_only_its_own_renders(tmp_path):
     renders = out / "renders"
     assert sorted(p.relative_to(renders).as_posix() for p in renders.rglob("*.png")) == \
         [f"pred/{a}.png", f"pred/{b}.png", f"predB/{a}.png", f"predB/{b}.png"]
+    # a folder scan of it (o3d generate -r) passes over eval's output, renders included
+    from o3dcli.inputs import collect_inputs
+
+    notes = []
+    assert collect_inputs([out], recursive=True, notes=notes) == []
+    assert f"skipped 1 folder(s) of o3d's own outputs ({out})" in notes
     (renders / "predB" / "notes.txt").write_text("mine")  # the user's files are never removed
     (renders / "predB" / "mine.png").write_bytes(b"not eval's")
     res = run("--benchmark", "synthetic", "--objects", b, "--predictions", pred_b, "-o", out, *FAST)

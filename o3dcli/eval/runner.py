@@ -5,6 +5,7 @@ Layout of the output folder OUT:
     assets/[<variant>/]<object>/   generated assets (o3d generate's layout; its cache in .o3d/)
     renders/<variant>/<object>.png ground truth (top row) and prediction (bottom row) at the scored views
     renders/.o3d-renders.json      which renders eval wrote (o3dcli.eval.renders)
+    .o3d-eval                      marks OUT as eval's, for folder scans (o3dcli.inputs.OUTPUT_MARKERS)
     eval.json, eval.csv, eval.md   the report (o3dcli.eval.report)
 <object> is the object's file name (BenchmarkObject.file_name). One object's failure (a GT
 that does not load, a generation or a scoring error) is recorded and the run goes on.
@@ -209,7 +210,7 @@ def generate_assets(variant: Variant, runner, inputs: dict[str, Path], results: 
         if r.status != "ok":
             res.status, res.error, res.traceback = "failed", f"generation: {r.error or r.status}", r.traceback
         else:
-            res.asset = str(variant.assets_dir / item.name)
+            res.asset = str(variant.assets_dir / r.name)  # the name it got (another input may have held item.name)
         diffusion = r.stages.get("diffusion", {})
         if "weights" in diffusion:
             variant.meta.setdefault("weights", diffusion["weights"])
@@ -274,6 +275,10 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
     started = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    from o3dcli.inputs import EVAL_MARKER
+
+    if not (out / EVAL_MARKER).is_file():  # a folder scan (o3d generate -r) passes over eval's outputs
+        (out / EVAL_MARKER).write_text("o3d eval wrote this folder: eval.json, inputs/, assets/, renders/\n")
     runners = prepare_generation(variants, out)
     results = {(o.name, v.name): ObjectResult(o.name, v.name) for o in objects for v in variants}
     warned: set[str] = set()
