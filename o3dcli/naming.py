@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from o3dcli import __version__
-from o3dcli.cache import Cache, ItemLock, ItemLocked, atomic_write_text
+from o3dcli.atomic import atomic_write_text
+from o3dcli.cache import Cache, ItemLock, ItemLocked
 
 REPORT_NAME = "o3d-report.json"
 ASSET_META = "o3d-asset.json"

@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from o3dcli import __version__
+from o3dcli.atomic import atomic_write_text, sha256_file
 from o3dcli.cache import (
     Cache,
     FileDigests,
     ItemLock,
     ItemLocked,
-    atomic_write_text,
-    sha256_file,
     stage_key,
 )
 from o3dcli.config import Config, dump_config

@@ -27,7 +27,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-from o3dcli.cache import CACHE_DIRNAME, same_file_content
+from o3dcli.atomic import same_file_content
+from o3dcli.cache import CACHE_DIRNAME
 
 PUBLISH_DIRNAME = "publish"
 

@@ -6,11 +6,11 @@ import time
 import pytest
 import torch
 
+from o3dcli.atomic import atomic_write_bytes
 from o3dcli.cache import (
     Cache,
     FileDigests,
     ItemLocked,
-    atomic_write_bytes,
     stage_key,
 )
 
@@ -165,12 +165,12 @@ def test_a_stage_stopped_during_its_commit_is_kept_and_force_forgets_only_its_ow
 
 
 def test_an_interrupted_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch):
-    import o3dcli.cache as cache_mod
+    import o3dcli.atomic as atomic_mod
 
     (tmp_path / "src.bin").write_bytes(b"x" * 1000)
-    monkeypatch.setattr(cache_mod.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(atomic_mod.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        cache_mod.atomic_copy(tmp_path / "src.bin", tmp_path / "out" / "dst.bin")
+        atomic_mod.atomic_copy(tmp_path / "src.bin", tmp_path / "out" / "dst.bin")
     with pytest.raises(KeyboardInterrupt):
-        cache_mod.atomic_write_text(tmp_path / "out" / "a.txt", "text")
+        atomic_mod.atomic_write_text(tmp_path / "out" / "a.txt", "text")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []

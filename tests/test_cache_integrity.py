@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from o3dcli.cache import MANIFEST, Cache
+from o3dcli.cache import Cache
+from o3dcli.cache_integrity import MANIFEST
 from o3dcli.cli import app
 
 KEY = "k" * 64

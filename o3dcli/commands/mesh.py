@@ -111,7 +111,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
 
     import yaml
 
-    from o3dcli.cache import atomic_write_text
+    from o3dcli.atomic import atomic_write_text
     from o3dcli.config import dump_config, to_plain
     from o3dcli.geometry.gaussians import Gaussians
     from o3dcli.io.assets import load_asset

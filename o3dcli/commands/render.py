@@ -67,7 +67,7 @@ def render(
 
     from rich.markup import escape
 
-    from o3dcli.cache import atomic_write_text
+    from o3dcli.atomic import atomic_write_text
     from o3dcli.console import console, interrupted_exit_code
     from o3dcli.errors import UserError
     from o3dcli.geometry.cameras import orbit_cameras

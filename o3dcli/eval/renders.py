@@ -41,7 +41,7 @@ def clean_renders(out: Path, written: list[Path], finished: bool = True) -> list
     the folder agrees with eval.json. Files eval did not write are never touched. With ``finished``
     False (an interrupted run) nothing is removed, and the manifest keeps every render eval wrote.
     Returns the removed paths (relative to OUT/renders)."""
-    from o3dcli.cache import atomic_write_text
+    from o3dcli.atomic import atomic_write_text
 
     renders = out / "renders"
     before = _renders_written_before(out)

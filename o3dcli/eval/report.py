@@ -258,7 +258,7 @@ def column_key(run: EvalRun) -> list[str]:
 
 def write_reports(run: EvalRun, out: Path) -> list[Path]:
     """eval.json, eval.csv and eval.md in ``out`` (written atomically)."""
-    from o3dcli.cache import atomic_write_text
+    from o3dcli.atomic import atomic_write_text
 
     out = Path(out)
     paths = [out / "eval.json", out / "eval.csv", out / "eval.md"]

@@ -165,7 +165,7 @@ def write_inputs(objects: list[BenchmarkObject], protocol: EvalProtocol, out: Pa
 
     from PIL import Image
 
-    from o3dcli.cache import atomic_write_bytes
+    from o3dcli.atomic import atomic_write_bytes
 
     (out / "inputs").mkdir(parents=True, exist_ok=True)
     paths = {}

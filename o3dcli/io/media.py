@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from o3dcli.cache import atomic_write_bytes
+from o3dcli.atomic import atomic_write_bytes
 
 
 def to_uint8(images) -> np.ndarray:

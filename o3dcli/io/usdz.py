@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from o3dcli.cache import atomic_write_bytes
+from o3dcli.atomic import atomic_write_bytes
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
 

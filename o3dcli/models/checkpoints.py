@@ -262,7 +262,7 @@ def save_weights(model: nn.Module, path: str | Path, metadata: Mapping[str, str]
 
     The model's dataclass config, if any, is stored as JSON under the metadata key "config".
     """
-    from o3dcli.cache import atomic_save_tensors
+    from o3dcli.atomic import atomic_save_tensors
 
     path = Path(path)
     meta = {"format": "o3d"}
@@ -282,7 +282,7 @@ def convert_weights(src: str | Path, dst: str | Path, dtype: torch.dtype) -> Pat
     """
     from safetensors.torch import load_file
 
-    from o3dcli.cache import atomic_save_tensors
+    from o3dcli.atomic import atomic_save_tensors
 
     src, dst = Path(src), Path(dst)
     meta = read_metadata(src)

@@ -17,7 +17,7 @@ from o3dcli.cache import ItemLock, ItemLocked
 RUN_LOCK = ".o3d-train.lock"
 RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.yaml", "losses.csv")
 _TEMPORARY = re.compile(r"\.(" + "|".join(re.escape(n) for n in RUN_FILES) + r")\.tmp-(\d+)")
-"""An atomic write (o3dcli.cache) of a run file while it is written: .<name>.tmp-<pid>."""
+"""An atomic write (o3dcli.atomic) of a run file while it is written: .<name>.tmp-<pid>."""
 
 
 class RunInUse(RuntimeError):

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from o3dcli.cache import atomic_write_bytes, atomic_write_text
+from o3dcli.atomic import atomic_write_bytes, atomic_write_text
 from o3dcli.config import Config, dump_config
 from o3dcli.diffusion.edm import edm_coefficients, sample_schedule_sigma, sample_training_sigma
 from o3dcli.geometry.cameras import Cameras
