@@ -32,7 +32,7 @@ def raw_weights(checkpoint: Path, out: Path) -> Path:
     if not ema.is_file():
         raise SystemExit(f"error: {ema}: missing (it holds the architecture metadata of {checkpoint})")
     from o3dcli.models.checkpoints import CheckpointError
-    from o3dcli.train.trainer import read_checkpoint
+    from o3dcli.train.checkpoint import read_checkpoint
 
     try:
         state = read_checkpoint(checkpoint)

@@ -19,6 +19,8 @@ only renders the feedback maps (with p = feedback_p, from recon(decode(x0_hat), 
 
 Every random draw comes from one torch.Generator whose state is checkpointed, so
 a run stopped and resumed gives the same weights as an uninterrupted run.
+
+A run checkpoint is read, each entry checked, by o3dcli.train.checkpoint.read_checkpoint.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from o3dcli.atomic import atomic_write_bytes, atomic_write_text
 from o3dcli.config import Config, dump_config
 from o3dcli.diffusion.edm import edm_coefficients, sample_schedule_sigma, sample_training_sigma
 from o3dcli.geometry.cameras import Cameras
-from o3dcli.models.checkpoints import CheckpointError, compare_shapes, load_torch_file, state_dict_shapes
+from o3dcli.models.checkpoints import CheckpointError, compare_shapes, state_dict_shapes
 from o3dcli.train import losses as L
+from o3dcli.train.checkpoint import START_OVER, read_checkpoint
 from o3dcli.train.data import Batch, TrainObject, composite, sample_batch
 
 CHECKPOINT = "checkpoint.pt"
@@ -48,8 +51,6 @@ EMA_WEIGHTS = "model.safetensors"
 LOSS_CSV = "losses.csv"
 RUN_CONFIG = "config.yaml"
 LOSS_FIELDS = ("step", "loss", "diffusion", "recon_gt", "recon_pred", "direct", "feedback", "sigma", "lr", "seconds")
-START_OVER = "delete it to start the run over from step 0, or train into another output folder"
-"""What to do about a run checkpoint that cannot be resumed (the end of its CheckpointError)."""
 
 
 @dataclass
@@ -61,35 +62,6 @@ class StepLosses:
     direct: float
     feedback: int
     sigma: float
-
-
-def read_checkpoint(path: Path, device: str = "cpu") -> dict:
-    """A run checkpoint as `Trainer.save` writes it, with its entries checked: step (int),
-    model / ema (state dicts), optimizer, generators (a list of random states; older
-    checkpoints' single "generator" becomes a list of one). CheckpointError naming the file
-    when it is truncated, damaged, not a checkpoint or lacks an entry."""
-    try:
-        state = load_torch_file(path, map_location=device)
-    except CheckpointError as e:  # an empty, truncated or damaged file, not torch.save's
-        raise CheckpointError(f"{e}; {START_OVER}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a run checkpoint (holds a {type(state).__name__}); {START_OVER}")
-    gens = state["generators"] if "generators" in state else [state["generator"]] if "generator" in state else None
-    missing = [k for k in ("step", "model", "ema", "optimizer") if k not in state] + (["generators"] if gens is None else [])
-    if missing:
-        raise CheckpointError(f"{path}: not a run checkpoint, it lacks {', '.join(missing)}; {START_OVER}")
-    bad = [k for k in ("model", "ema") if not (isinstance(state[k], dict) and all(isinstance(v, Tensor) for v in state[k].values()))]
-    bad += ["optimizer"] if not isinstance(state["optimizer"], dict) else []
-    if not (isinstance(gens, list) and gens and all(isinstance(g, Tensor) and g.dtype == torch.uint8 for g in gens)):
-        bad.append("generators")
-    try:
-        step = int(state["step"])
-    except (TypeError, ValueError, RuntimeError):
-        step = -1
-    bad += ["step"] if step < 0 else []
-    if bad:
-        raise CheckpointError(f"{path}: damaged run checkpoint, unusable {', '.join(bad)}; {START_OVER}")
-    return {**state, "step": step, "generators": [g.cpu() for g in gens]}
 
 
 class Trainer:
