@@ -47,6 +47,18 @@ def _main(
     # the caller's own SIGTERM handling and logging are back once the command ends
     ctx.call_on_close(stop_on_sigterm())
     ctx.call_on_close(keep_logging_state())
+    if ctx.invoked_subcommand in NEEDS_FILE_LOCKS:
+        import importlib
+
+        try:
+            importlib.import_module("fcntl")  # POSIX: Linux, macOS
+        except ImportError:
+            raise _usage_error(f"o3d {ctx.invoked_subcommand} needs POSIX file locks (fcntl), which this system "
+                               "lacks: run o3d on Linux or macOS, or on Windows inside WSL") from None
+
+
+NEEDS_FILE_LOCKS = frozenset({"generate", "mesh", "eval", "train", "data"})
+"""Commands that lock what they write (cache items, asset names, run folders, dataset objects)."""
 
 
 def _usage_error(message: str) -> typer.Exit:

@@ -22,3 +22,13 @@ def test_a_command_run_from_python_leaves_the_o3d_logger_as_it_found_it(tmp_path
     with caplog.at_level(logging.WARNING):
         logging.getLogger("o3d.caller").warning("a warning after the command")
     assert "a warning after the command" in caplog.text
+
+
+def test_commands_that_lock_files_say_so_on_a_system_without_fcntl(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError, as on Windows
+    res = CliRunner().invoke(app, ["generate", str(tmp_path), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "needs POSIX file locks (fcntl)" in res.output and "WSL" in res.output
+    assert not (tmp_path / "out").exists()
+    assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0  # what takes no lock still works
