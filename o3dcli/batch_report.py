@@ -2,14 +2,29 @@
 
 The report is written under a lock and merged: runs on one output folder that overlap in time
 (one finished after the other started, or is still running: each run holds a lock under
-`OUT/.o3d/runs/` while it runs) all keep their items in it; a run's items replace those of the
-same name, and the items of runs that ended before it began are dropped, so after runs one
-after another the report describes the latest.
+`OUT/.o3d/runs/` while it runs) all keep their items in it, and the items of runs that ended
+before it began are dropped, so after runs one after another the report describes the latest.
+
+Items are matched on their input and name together (the input compared as the file it names),
+never on the name alone: one entry per input and name.
+- The same input and name in this run and an overlapping one: this run's item replaces the
+  other's, unless this run's is `not-run` or `interrupted` and the other's `ok` or `failed` (a
+  finished result, which is what the folder holds, is not replaced by an item that did not run).
+- The same name for different inputs (e.g. `/a/foo.png` and `/b/foo.png`, both planned as `foo`,
+  one run interrupted before it took its name): two entries, one per input. Under the per-name
+  locks only one input can hold the folder at the end, so when several are `ok` under one name
+  and `OUT/<name>/o3d-asset.json` names one of them, the others' `ok` items (their results were
+  replaced since) are dropped; their other statuses (`failed`, `not-run`, ...) stay, since they
+  tell what became of that input.
+
+Where the lock cannot be taken (flock fails on some network file systems, ENOLCK), a warning is
+logged and the report is merged and written without it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -19,7 +34,12 @@ from o3dcli import __version__
 from o3dcli.atomic import atomic_write_text
 from o3dcli.batch_types import ItemResult
 from o3dcli.cache import ItemLock, ItemLocked
-from o3dcli.naming import REPORT_NAME
+from o3dcli.naming import ASSET_META, REPORT_NAME
+
+log = logging.getLogger("o3d")
+
+FINISHED = ("ok", "failed")
+"""Statuses of an item that ran to its end; `not-run` and `interrupted` items do not replace them."""
 
 
 def write_report(out_dir: Path, cache_root: Path, device: str, results: list[ItemResult], started: float,
@@ -41,18 +61,21 @@ def write_report(out_dir: Path, cache_root: Path, device: str, results: list[Ite
     }
     items = [{**r.__dict__, "run": run_id} for r in results]
     lock = ItemLock(cache_root / "report.lock")
-    lock.acquire(blocking=True)
+    try:
+        lock.acquire(blocking=True)
+    except OSError as e:  # e.g. ENOLCK: flock is not supported here (some NFS mounts)
+        log.warning("could not lock the report (%s: %s); writing %s without the lock: runs on this "
+                    "output folder at the same time may lose each other's items in it", lock.path, e, path)
     try:
         since = min([started] + [t for rid, t in running_runs(cache_root).items() if rid != run_id])
         earlier = _read_json(path)
         runs = earlier.get("runs") if isinstance(earlier.get("runs"), dict) else {}
         overlapping = {rid: r for rid, r in runs.items() if rid != run_id and isinstance(r, dict)
-                       and isinstance(r.get("finished_at"), (int, float)) and r["finished_at"] >= since}
-        names = {r.name for r in results}
-        kept = [i for i in earlier.get("items", []) if isinstance(i, dict) and i.get("run") in overlapping
-                and i.get("name") not in names]
-        items += kept
-        runs = {run_id: this_run, **{rid: r for rid, r in overlapping.items() if any(i["run"] == rid for i in kept)}}
+                       and isinstance(r.get("finished_at"), (int, float))
+                       and r["finished_at"] >= round(since, 3)}  # rounded as finished_at is
+        theirs = [i for i in earlier.get("items", []) if isinstance(i, dict) and i.get("run") in overlapping]
+        items = _merge(items, theirs, out_dir)
+        runs = {run_id: this_run, **{rid: r for rid, r in overlapping.items() if any(i["run"] == rid for i in items)}}
         report = {
             "o3d_version": __version__,
             "started": this_run["started"],
@@ -68,6 +91,53 @@ def write_report(out_dir: Path, cache_root: Path, device: str, results: list[Ite
     finally:
         lock.release()
     return path
+
+
+def _merge(mine: list[dict], theirs: list[dict], out_dir: Path) -> list[dict]:
+    """This run's items and those of overlapping runs, one per (input, name): see the module
+    docstring. This run's items come first, in their order, then the others' in theirs."""
+    theirs_by_key: dict[tuple, dict] = {}
+    for i in theirs:  # an earlier report holds one per key; of a malformed one, the first
+        theirs_by_key.setdefault(_key(i), i)
+    kept_mine, replaced = [], set()
+    for i in mine:
+        other = theirs_by_key.get(_key(i))
+        if other is not None and i.get("status") not in FINISHED and other.get("status") in FINISHED:
+            continue  # the other run's finished result stays
+        kept_mine.append(i)
+        replaced.add(_key(i))
+    merged = kept_mine + [i for k, i in theirs_by_key.items() if k not in replaced]
+    return _drop_replaced_ok(merged, out_dir)
+
+
+def _drop_replaced_ok(items: list[dict], out_dir: Path) -> list[dict]:
+    """Of `ok` items of different inputs under one name, those whose input the folder's
+    o3d-asset.json does not name (when it names one of them): only one input holds the folder."""
+    ok_inputs: dict[object, set] = {}
+    for i in items:
+        if i.get("status") == "ok":
+            ok_inputs.setdefault(_key(i)[1], set()).add(_key(i)[0])
+    stale: set[tuple] = set()
+    for name, inputs in ok_inputs.items():
+        if len(inputs) < 2 or not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            continue
+        owner = _input_key(_read_json(out_dir / name / ASSET_META).get("source"))
+        if owner in inputs:
+            stale |= {(i, name) for i in inputs if i != owner}
+    return [i for i in items if not (i.get("status") == "ok" and _key(i) in stale)]
+
+
+def _key(item: dict) -> tuple:
+    name = item.get("name")
+    return _input_key(item.get("input")), name if isinstance(name, str) else repr(name)
+
+
+def _input_key(source) -> object:
+    """An input as the file it names: the same file given through a link, or as another absolute
+    path to it, is one input."""
+    if isinstance(source, str) and os.path.isabs(source):
+        return os.path.realpath(source)
+    return source if isinstance(source, (str, int, float, type(None))) else repr(source)
 
 
 def _count(items) -> dict[str, int]:

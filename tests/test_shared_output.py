@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from o3dcli.batch_types import BatchInterrupted, Stage
+from o3dcli.batch_report import RunMark, new_run_id, write_report
+from o3dcli.batch_types import BatchInterrupted, ItemResult, Stage
 from o3dcli.cache import Cache
 from o3dcli.config import load_config
 from o3dcli.naming import Item, assign_names, write_asset_meta
@@ -355,3 +357,105 @@ def test_two_generate_processes_both_appear_in_the_report(good_images, tmp_path)
     text = first.communicate(timeout=300)[0].decode()
     assert first.returncode == 0, text
     assert sorted(i["name"] for i in report(out)["items"]) == ["chair", "pear"]
+
+
+def _item(inp: Path, name: str, status: str) -> ItemResult:
+    return ItemResult(str(inp), name, status=status, error=None if status in ("ok", "not-run") else "x")
+
+
+def _overlapping_reports(out: Path, first: list[ItemResult], second: list[ItemResult]) -> dict:
+    """Run A starts, run B starts, A writes its report, then B (interrupted, say) writes its own."""
+    out.mkdir(exist_ok=True)
+    root = out / ".o3d"
+    ta = time.time() - 2  # B starts before A finishes, whether the marks could be made or not
+    ra = new_run_id(ta)
+    with RunMark(root, ra, ta):
+        tb = ta + 1
+        rb = new_run_id(tb)
+        with RunMark(root, rb, tb):
+            write_report(out, root, "cpu", first, ta, run_id=ra)
+            write_report(out, root, "cpu", second, tb, interrupted=True, run_id=rb)
+    rep = report(out)
+    assert {i["run"] for i in rep["items"]} == set(rep["runs"]) and rep["run"] == rb
+    return {"A": ra, "B": rb, **rep}
+
+
+def _entries(rep: dict) -> list[tuple[str, str, str, str]]:
+    runs = {rep["A"]: "A", rep["B"]: "B"}
+    return sorted((runs[i["run"]], Path(i["input"]).parent.name, i["name"], i["status"]) for i in rep["items"])
+
+
+@pytest.mark.parametrize("same", ["same input", "the same file through a link"])
+@pytest.mark.parametrize("mine", ["not-run", "interrupted"])
+@pytest.mark.parametrize("theirs", ["ok", "failed"])
+def test_an_item_that_did_not_run_leaves_an_overlapping_runs_finished_item_of_that_input(tmp_path, same, mine,
+                                                                                          theirs):
+    # run A finishes foo; run B, overlapping it, is interrupted with foo not run: the report held
+    # only B's not-run foo, A's result gone
+    a = tmp_path / "a" / "foo.png"
+    b = a
+    if same != "same input":
+        b = tmp_path / "link" / "foo.png"
+        b.parent.mkdir()
+        a.parent.mkdir()
+        a.write_bytes(b"x")
+        b.symlink_to(a)
+    rep = _overlapping_reports(tmp_path / "out", [_item(a, "foo", theirs), _item(a, "bar", "ok")],
+                               [_item(b, "foo", mine), _item(a, "baz", mine)])
+    assert _entries(rep) == [("A", "a", "bar", "ok"), ("A", "a", "foo", theirs), ("B", "a", "baz", mine)]
+    assert rep["summary"] == ({"ok": 2, mine: 1} if theirs == "ok" else {"ok": 1, theirs: 1, mine: 1})
+    assert rep["runs"][rep["B"]]["summary"] == {mine: 2}  # what run B itself did
+
+
+@pytest.mark.parametrize("mine, theirs", [("ok", "ok"), ("ok", "failed"), ("failed", "ok"), ("failed", "not-run"),
+                                          ("not-run", "not-run"), ("interrupted", "not-run"),
+                                          ("not-run", "interrupted")])
+def test_this_runs_item_replaces_an_overlapping_runs_item_of_the_same_input_otherwise(tmp_path, mine, theirs):
+    a = tmp_path / "a" / "foo.png"
+    rep = _overlapping_reports(tmp_path / "out", [_item(a, "foo", theirs)], [_item(a, "foo", mine)])
+    assert _entries(rep) == [("B", "a", "foo", mine)]
+    assert list(rep["runs"]) == [rep["B"]]
+
+
+@pytest.mark.parametrize("mine, theirs", [(m, t) for m in ("ok", "failed", "not-run", "interrupted")
+                                          for t in ("ok", "failed", "not-run") if (m, t) != ("ok", "ok")])
+def test_items_of_two_inputs_under_one_name_are_two_entries(tmp_path, mine, theirs):
+    # /a/foo.png and /b/foo.png, both planned as `foo` (one run interrupted before it took the name,
+    # or one failed): each input keeps its entry. (Both ok: the next test.)
+    a, b = tmp_path / "a" / "foo.png", tmp_path / "b" / "foo.png"
+    rep = _overlapping_reports(tmp_path / "out", [_item(a, "foo", theirs)], [_item(b, "foo", mine)])
+    assert _entries(rep) == [("A", "a", "foo", theirs), ("B", "b", "foo", mine)]
+
+
+@pytest.mark.parametrize("owner", ["a", "b", None])
+def test_of_two_inputs_ok_under_one_name_the_report_keeps_the_one_the_folder_names(tmp_path, owner):
+    # under the per-name locks only one input holds the folder at the end (the other's was
+    # replaced, e.g. after the folder was deleted): its o3d-asset.json says which
+    a, b = tmp_path / "a" / "foo.png", tmp_path / "b" / "foo.png"
+    out = tmp_path / "out"
+    if owner:
+        (out / "foo").mkdir(parents=True)
+        write_asset_meta(out / "foo", tmp_path / owner / "foo.png")
+    rep = _overlapping_reports(out, [_item(a, "foo", "ok"), _item(a, "bar", "ok")],
+                               [_item(b, "foo", "ok"), _item(b, "baz", "not-run")])
+    foo = [(run, inp) for run, inp, name, _ in _entries(rep) if name == "foo"]
+    assert foo == {"a": [("A", "a")], "b": [("B", "b")], None: [("A", "a"), ("B", "b")]}[owner]
+    assert sorted(i["name"] for i in rep["items"]) == sorted(["foo"] * len(foo) + ["bar", "baz"])
+
+
+def test_the_report_is_written_without_its_lock_where_flock_fails(tmp_path, monkeypatch, caplog):
+    # flock fails with ENOLCK on some NFS mounts: write_report raised after every item was done,
+    # and the report was lost
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    a = tmp_path / "a" / "foo.png"
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        rep = _overlapping_reports(tmp_path / "out", [_item(a, "foo", "ok")], [_item(a, "bar", "not-run")])
+    assert _entries(rep) == [("A", "a", "foo", "ok"), ("B", "a", "bar", "not-run")]  # merged all the same
+    warnings = [r for r in caplog.records if r.name == "o3d" and r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # once per report written
+    assert all("without the lock" in r.getMessage() and "report.lock" in r.getMessage() for r in warnings)
