@@ -1,24 +1,27 @@
 """Publishing an asset folder in one step: at every moment `OUT/<name>/` is the earlier asset,
 whole, or the new one, whole, never a mix of the two.
 
-The new content is put together in a staging folder on the same file system
-(`OUT/.o3d/publish/<name>.new-<pid>/`): the new files (copied, or hard-linked from the asset
-folder where they are unchanged), and the files of the asset folder that are not o3d's (a
-user's notes, `.DS_Store`: hard-linked, so that nothing is copied and nothing is lost). The
-staging folder then takes the asset folder's place in one `renameat2(RENAME_EXCHANGE)` (Linux);
-where the file system cannot exchange, the asset folder is first renamed to
-`OUT/.o3d/publish/<name>.old-<pid>/` and the staging folder renamed into its place. Ctrl-C and
-SIGTERM wait during that short swap, so an interrupt either finds the earlier asset (while the
-new one is staged; the staging folder is removed) or lets the swap finish. A process killed
-half-way leaves only folders under `.o3d/publish/`, which the next process to lock that asset
-name tidies (`recover`): an asset folder moved out and not replaced is put back; the rest is
-removed, never taken as an asset. Every function here is called with the item's lock held.
+The new content is put together in a hidden staging folder beside the asset folder, so on the
+same file system whatever `OUT/.o3d/` is (a link to another disk included):
+`OUT/.<name>.o3d-new-<pid>/` holds the new files (copied, or hard-linked from the asset folder
+where they are unchanged) and the files of the asset folder that are not o3d's (a user's notes,
+`.DS_Store`: hard-linked, so that nothing is copied and nothing is lost). The staging folder then
+takes the asset folder's place in one `renameat2(RENAME_EXCHANGE)` (Linux); where the system or
+the file system cannot exchange (macOS, exFAT, some network file systems), the asset folder is
+first renamed to `OUT/.<name>.o3d-old-<pid>/` and the staging folder renamed into its place.
+Ctrl-C and SIGTERM wait during that short swap, so an interrupt either finds the earlier asset
+(while the new one is staged; the staging folder is removed) or lets the swap finish. A process
+killed half-way leaves only those hidden folders, beside the asset (never only inside `.o3d/`,
+which may be deleted), and the next process to lock that asset name tidies them (`recover`): an
+asset folder moved out and not replaced is put back; staged content is removed, never taken as
+an asset. Every function here is called with the item's lock held.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -28,10 +31,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from o3dcli.atomic import same_file_content
-from o3dcli.cache import CACHE_DIRNAME
-
-PUBLISH_DIRNAME = "publish"
-
 
 def _target(asset_dir: Path) -> Path:
     """The folder that is swapped: the asset folder, or where it points when it is a link."""
@@ -39,18 +38,19 @@ def _target(asset_dir: Path) -> Path:
     return asset_dir.resolve() if asset_dir.is_symlink() else asset_dir
 
 
-def staging_root(asset_dir: Path) -> Path:
-    """Where `asset_dir`'s next content is staged: beside it, in the output folder's `.o3d/`."""
-    return _target(asset_dir).parent / CACHE_DIRNAME / PUBLISH_DIRNAME
+def staging_prefix(asset_dir: Path) -> Path:
+    """The start of the names of `asset_dir`'s staging folders (`OUT/.<name>.o3d-`): hidden, beside
+    the asset folder, so that the swap is a rename within one folder."""
+    target = _target(asset_dir)
+    return target.parent / f".{target.name}.o3d-"
 
 
 def _leftovers(asset_dir: Path, kind: str) -> list[Path]:
     """This asset name's staging folders of `kind` ("new" or "old") left by other processes."""
-    target = _target(asset_dir)
-    root = staging_root(asset_dir)
-    prefix = f"{target.name}.{kind}-"
+    start = staging_prefix(asset_dir)
+    prefix = f"{start.name}{kind}-"
     try:
-        entries = list(root.iterdir())
+        entries = list(start.parent.iterdir())
     except OSError:
         return []
     return [p for p in entries if p.name.startswith(prefix) and p.name[len(prefix):].isdigit()]
@@ -58,14 +58,22 @@ def _leftovers(asset_dir: Path, kind: str) -> list[Path]:
 
 def recover(asset_dir: Path) -> None:
     """Tidy what a process killed while publishing `asset_dir` left (call with its lock held): an
-    asset folder moved out and not replaced goes back; staged content is removed."""
+    asset folder moved out and not replaced goes back; staged content is removed. A moved-out
+    asset is removed only when a whole o3d asset stands in its place (the swap finished); when
+    something else does (a folder made by hand since), both are kept and a warning names them."""
+    from o3dcli.naming import ASSET_META
+
     target = _target(asset_dir)
     for old in sorted(_leftovers(asset_dir, "old")):
         if not os.path.lexists(target):
             os.rename(old, target)  # killed between the two renames: the earlier asset, whole
             _fsync_dir(target.parent)
+        elif (target / ASSET_META).is_file():
+            shutil.rmtree(old, ignore_errors=True)  # killed after the swap: the earlier asset is done with
         else:
-            shutil.rmtree(old, ignore_errors=True)
+            logging.getLogger("o3d").warning(
+                "%s: an earlier asset moved aside by an o3d process that was stopped while publishing; %s is "
+                "not an o3d asset now, so both are kept: move the one you want to keep into place", old, target)
     for new in _leftovers(asset_dir, "new"):
         shutil.rmtree(new, ignore_errors=True)
 
@@ -74,9 +82,8 @@ def recover(asset_dir: Path) -> None:
 def staging(asset_dir: Path) -> Iterator[Path]:
     """An empty folder to put `asset_dir`'s next content in, then give to `commit`; removed on the
     way out if it was not committed (an error, Ctrl-C, a full disk)."""
-    root = staging_root(asset_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    staged = root / f"{_target(asset_dir).name}.new-{os.getpid()}"
+    start = staging_prefix(asset_dir)
+    staged = start.with_name(f"{start.name}new-{os.getpid()}")
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir()
     try:
@@ -133,7 +140,8 @@ def commit(asset_dir: Path, staged: Path, is_ours: Callable[[str], bool]) -> boo
         elif _exchange(staged, target):
             shutil.rmtree(staged, ignore_errors=True)  # it holds the earlier asset now
         else:
-            old = staged.with_name(f"{target.name}.old-{os.getpid()}")
+            start = staging_prefix(asset_dir)
+            old = start.with_name(f"{start.name}old-{os.getpid()}")
             os.rename(target, old)
             try:
                 os.rename(staged, target)
@@ -197,7 +205,8 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def _is_temporary(name: str) -> bool:
     """A file an atomic write was making when its process was killed (`.<name>.tmp-<pid>`)."""
-    return name.startswith(".") and ".tmp-" in name
+    head, sep, pid = name.rpartition(".tmp-")
+    return name.startswith(".") and bool(sep) and len(head) > 1 and pid.isdigit()
 
 
 def _own_files(folder: Path, is_ours: Callable[[str], bool]) -> dict[str, Path]:

@@ -155,8 +155,9 @@ def _folder(d: Path) -> dict[str, bytes]:
 
 
 def _leftovers(out: Path) -> list[Path]:
-    publishing = out / ".o3d" / "publish"
-    return (sorted(publishing.iterdir()) if publishing.is_dir() else []) + sorted(out.rglob(".*.tmp-*"))
+    """Staging folders beside the assets (`.<name>.o3d-new-<pid>`, `.<name>.o3d-old-<pid>`) and
+    temporary files of atomic writes."""
+    return sorted(out.glob(".*.o3d-*")) + sorted(out.rglob(".*.tmp-*"))
 
 
 def _asset_with_a_users_file(out: Path, good_images: Path) -> tuple[list[Item], dict[str, bytes]]:
@@ -266,7 +267,7 @@ else:  # a file system without exchange, killed between its two renames
     publish._exchange = lambda a, b: False
     rename = os.rename
     def rename_then_die(src, dst):
-        if ".new-" in os.fspath(src):
+        if ".o3d-new-" in os.fspath(src):
             killed()
         rename(src, dst)
     os.rename = rename_then_die

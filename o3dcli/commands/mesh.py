@@ -271,7 +271,7 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
     try:
         # marked as this input's before the work starts, so that other processes see it taken
         mark_asset_dir(asset_dir, src)
-        staging_root = publish.staging_root(asset_dir)
+        staging = publish.staging_prefix(asset_dir)
         try:
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
@@ -280,7 +280,7 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, lambda rel: rel in ours)
         except OSError as e:
-            places = (str(asset_dir), str(staging_root))
+            places = (str(asset_dir), str(staging))
             if not (any(str(e.filename or "").startswith(d) for d in places)
                     or (not e.filename and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS))):
                 raise  # about the input (cannot read it): its own message
