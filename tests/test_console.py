@@ -32,3 +32,19 @@ def test_commands_that_lock_files_say_so_on_a_system_without_fcntl(tmp_path, mon
     assert res.exit_code == 2 and "needs POSIX file locks (fcntl)" in res.output and "WSL" in res.output
     assert not (tmp_path / "out").exists()
     assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0  # what takes no lock still works
+
+
+def test_openmp_threads_spin_briefly_unless_the_user_chose(monkeypatch):
+    import os
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0
+    assert os.environ.get("GOMP_SPINCOUNT") == "1000"
+    monkeypatch.setenv("GOMP_SPINCOUNT", "50000")
+    assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0
+    assert os.environ["GOMP_SPINCOUNT"] == "50000"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0
+    assert "GOMP_SPINCOUNT" not in os.environ
