@@ -30,7 +30,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
-from o3dcli.atomic import same_file_content
+from o3dcli.atomic import _fsync_dir, same_file_content
 
 def _target(asset_dir: Path) -> Path:
     """The folder that is swapped: the asset folder, or where it points when it is a link."""
@@ -281,19 +281,6 @@ def _link(src: Path, dst: Path) -> bool:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(folder: Path) -> None:
