@@ -8,6 +8,12 @@ taken under its item lock (`claim_name`): the lock is acquired, the folder check
 process may have made it another input's asset since), and only then marked with the input's
 o3d-asset.json. Every process that writes an asset folder does so holding its lock, so two
 processes never claim one folder; the one that finds it taken moves on to the next free name.
+
+Without the lock only one verdict is trusted: an o3d-asset.json naming another input (which no
+o3d process ever changes). Anything else seen without the lock may be another process's publish
+half seen (where folders cannot be swapped in one step, the asset folder is briefly absent, and a
+check that straddles that moment sees "not a folder" or "files but no o3d-asset.json"): such a
+folder is judged the user's only with its lock held.
 """
 
 from __future__ import annotations
@@ -94,7 +100,7 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     items = []
     for src in sources:
         name = next_free_name(safe_name(src.stem), lambda name: name in taken or name.lower() in RESERVED_NAMES
-                              or _owned_by_other(out_dir / name, src))
+                              or folder_taken(out_dir, name, src))
         taken.add(name)
         items.append(Item(src, name))
     return items
@@ -112,12 +118,41 @@ def _owned_by_other(asset_dir: Path, src: Path) -> bool:
             return asset_dir.is_dir() and any(not e.name.startswith(".") for e in asset_dir.iterdir())
         except OSError:
             return True
+    return _names_other_source(asset_dir, src)
+
+
+def _names_other_source(asset_dir: Path, src: Path) -> bool:
+    """Whether `asset_dir`'s o3d-asset.json names another source: the one verdict that holds
+    without the folder's lock (no o3d process changes an asset's source)."""
     try:
-        source = json.loads(meta.read_text()).get("source")
+        source = json.loads((asset_dir / ASSET_META).read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         return False
     # the same file whichever way it was named (absolute, resolved, or through a link)
     return not isinstance(source, str) or (source != str(src) and Path(source).resolve() != Path(src).resolve())
+
+
+def folder_taken(out_dir: Path, name: str, src: Path) -> bool:
+    """Whether `OUT/name` is not free for `src`'s results (`_owned_by_other`), for choosing names
+    before any is claimed. A folder that looks the user's (no o3d-asset.json) is judged so with its
+    lock held, when no o3d process holds it: one that does may be publishing it, and `claim_name`
+    decides that name under the lock."""
+    asset_dir = Path(out_dir) / name
+    if _names_other_source(asset_dir, src):
+        return True
+    if not _owned_by_other(asset_dir, src):
+        return False
+    lock = Cache(Path(out_dir)).item(name).lock()
+    try:
+        lock.acquire()
+    except ItemLocked:
+        return False
+    except OSError:  # no lock can be had (a read-only output folder): judged as it looks
+        return True
+    try:
+        return _owned_by_other(asset_dir, src)
+    finally:
+        lock.release()
 
 
 def drop_if_empty(asset_dir: Path) -> None:
@@ -158,12 +193,14 @@ def claim_name(out_dir: Path, source: Path, name: str, base: str | None = None,
     tried: set[str] = set()
     cache = Cache(out_dir)
     while True:
-        if not _owned_by_other(out_dir / name, source):
+        # Without the lock only another input's o3d-asset.json passes a name over: what else the
+        # folder looks like may be a publish half seen (see the module's doc)
+        if not _names_other_source(out_dir / name, source):
             lock = cache.item(name).lock()
             try:
                 lock.acquire(blocking=blocking)
             except ItemLocked:
-                if not _owned_by_other(out_dir / name, source):  # claimed for another input meanwhile?
+                if not _names_other_source(out_dir / name, source):  # claimed for another input meanwhile?
                     raise
             else:
                 try:
@@ -177,7 +214,7 @@ def claim_name(out_dir: Path, source: Path, name: str, base: str | None = None,
                 lock.release()
         tried.add(name)
         name = next_free_name(base, lambda n: n in tried or taken(n) or n.lower() in RESERVED_NAMES
-                              or _owned_by_other(out_dir / n, source))
+                              or _names_other_source(out_dir / n, source))
 
 
 def mark_asset_dir(asset_dir: Path, src: Path) -> None:

@@ -105,6 +105,42 @@ def test_an_item_renamed_under_its_lock_keeps_clear_of_the_batchs_other_names(tm
     assert [i["name"] for i in report(out)["items"]] == ["chair-3", "chair-2"]
 
 
+@pytest.mark.parametrize("seen", ["files without o3d-asset.json", "not a folder"])
+def test_an_asset_seen_half_published_by_another_process_keeps_its_name(tmp_path, seen):
+    # Where folders cannot be swapped in one step, another process publishing `apple` moves the asset
+    # folder aside and the new one in: a check without the lock that straddles those two renames
+    # sees a folder with files but no o3d-asset.json, or a path that is not a folder. Those are the
+    # states here, with that process's lock held; the input whose asset it is must not be moved to
+    # apple-2 (a second asset of one input: this once failed CI with 25 assets for 24 inputs).
+    from o3dcli.cache import ItemLocked
+    from o3dcli.naming import claim_name, folder_taken
+
+    src = tmp_path / "apple.png"
+    src.write_bytes(b"png")
+    out = tmp_path / "out"
+    out.mkdir()
+    if seen == "not a folder":
+        (out / "apple").write_text("")
+    else:
+        (out / "apple").mkdir()
+        (out / "apple" / "input.png").write_text("new")
+    lock = Cache(out).item("apple").lock()
+    lock.acquire()
+    try:
+        assert not folder_taken(out, "apple", src)
+        assert [i.name for i in assign_names([src], out)] == ["apple"]
+        with pytest.raises(ItemLocked):  # generate waits for it, then decides under the lock
+            claim_name(out, src, "apple")
+    finally:
+        lock.release()
+    # the same state with no process at work on it is the user's file or folder: passed over
+    assert folder_taken(out, "apple", src)
+    assert [i.name for i in assign_names([src], out)] == ["apple-2"]
+    name, held = claim_name(out, src, "apple")
+    held.release()
+    assert name == "apple-2"
+
+
 def test_mesh_claims_its_folder_under_the_lock_generate_uses(tmp_path):
     # `o3d mesh dM1/chair.obj -o out & o3d mesh dM2/chair.obj -o out`: the second run waits for the
     # first's lock on `chair`; finding it the other input's, it takes chair-2 (it wrote into the same

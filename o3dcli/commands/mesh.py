@@ -172,7 +172,7 @@ def mesh(
     from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.errors import UserError
     from o3dcli.inputs import check_output_dir, item_message
-    from o3dcli.naming import _owned_by_other, unique_names
+    from o3dcli.naming import folder_taken, unique_names
     from o3dcli.batch_types import StageWarnings
 
     def usage_error(message: str) -> typer.Exit:
@@ -206,7 +206,7 @@ def mesh(
                       "each is meshed once", soft_wrap=True)
     inputs = list(seen.values())
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
-    names = unique_names(inputs, lambda name, path: _owned_by_other(output / name, _source(path).resolve()))
+    names = unique_names(inputs, lambda name, path: folder_taken(output, name, _source(path).resolve()))
     log = logging.getLogger("o3d")
     batch = {name: _source(path).resolve() for path, name in zip(inputs, names)}
     for path, name in zip(inputs, names):
