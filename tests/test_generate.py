@@ -384,10 +384,19 @@ def test_real_subprocess_and_sigkill_resume(tmp_path):
     assert not list(out.rglob(".*.tmp-*")) and not list((out / ".o3d").rglob(".tmp-*"))
 
 
-def test_two_processes_share_an_output_folder(tmp_path):
+TWO_RENAMES = ("import sys; import o3dcli.publish as p; p._exchange = lambda a, b: False; "
+               "from o3dcli.cli import main; sys.argv[0] = 'o3d'; main()")
+"""`python -c TWO_RENAMES ARGS` runs o3d publishing as where folders cannot be swapped in one step."""
+
+
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_two_processes_share_an_output_folder(tmp_path, swap):
     imgs = _many_images(tmp_path / "imgs", 24)
     out = tmp_path / "out"
-    procs = [_o3d("generate", imgs, "-o", out, "--no-progress") for _ in range(2)]
+    args = ("generate", imgs, "-o", out, "--no-progress")
+    procs = [_o3d(*args) if swap == "exchange" else
+             subprocess.Popen([sys.executable, "-c", TWO_RENAMES, *map(str, args), "--stop-after", "preprocess"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
     outs = [p.communicate(timeout=300)[0].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert len(list(out.glob("*/input.png"))) == 24
