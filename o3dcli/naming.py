@@ -11,9 +11,10 @@ processes never claim one folder; the one that finds it taken moves on to the ne
 
 Without the lock only one verdict is trusted: an o3d-asset.json naming another input (which no
 o3d process ever changes). Anything else seen without the lock may be another process's publish
-half seen (where folders cannot be swapped in one step, the asset folder is briefly absent, and a
-check that straddles that moment sees "not a folder" or "files but no o3d-asset.json"): such a
-folder is judged the user's only with its lock held.
+half seen: a path looked up in the earlier asset folder just as it is swapped out and removed, or,
+where folders cannot be swapped in one step, the moment between two renames, when the asset
+folder is absent; a check that straddles it sees "not a folder" or "files but no
+o3d-asset.json". Such a folder is judged the user's only with its lock held.
 """
 
 from __future__ import annotations

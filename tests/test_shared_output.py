@@ -107,11 +107,12 @@ def test_an_item_renamed_under_its_lock_keeps_clear_of_the_batchs_other_names(tm
 
 @pytest.mark.parametrize("seen", ["files without o3d-asset.json", "not a folder"])
 def test_an_asset_seen_half_published_by_another_process_keeps_its_name(tmp_path, seen):
-    # Where folders cannot be swapped in one step, another process publishing `apple` moves the asset
-    # folder aside and the new one in: a check without the lock that straddles those two renames
-    # sees a folder with files but no o3d-asset.json, or a path that is not a folder. Those are the
-    # states here, with that process's lock held; the input whose asset it is must not be moved to
-    # apple-2 (a second asset of one input: this once failed CI with 25 assets for 24 inputs).
+    # While another process publishes `apple`, a check without the lock can straddle the swap: a
+    # path looked up in the earlier folder as it is swapped out and removed, or (where folders
+    # cannot be swapped in one step) the moment between two renames. It then sees a folder with
+    # files but no o3d-asset.json, or a path that is not a folder. Those are the states here, with
+    # that process's lock held; the input whose asset it is must not be moved to apple-2 (a second
+    # asset of one input: this once failed CI with 25 assets for 24 inputs).
     from o3dcli.cache import ItemLocked
     from o3dcli.naming import claim_name, folder_taken
 
