@@ -52,7 +52,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
                 marked[folder] = any((folder / m).is_file() for m in OUTPUT_MARKERS)
             return marked[folder]
 
-        for f in sorted(p.glob("**/*" if recursive else "*")):
+        for f in sorted(_entries(p, recursive)):
             rel = f.relative_to(p)
             if any(part.startswith(".") for part in rel.parts):
                 continue
@@ -82,6 +82,19 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
             shown = ", ".join(str(f) for f in broken[:3]) + (", ..." if len(broken) > 3 else "")
             notes.append(f"skipped {len(broken)} link(s) whose target is missing ({shown})")
     return [found[k] for k in sorted(found, key=lambda k: found[k])]
+
+
+def _entries(folder: Path, recursive: bool) -> list[Path]:
+    """The entries of `folder`, and with `recursive` those of its sub-folders but hidden ones. A
+    folder that is gone by the time the scan goes into it is passed over: another o3d process at
+    work in an output folder under `folder` moves folders as it goes (a cache stage's temporary
+    folder renamed when done, an asset's staging folder swapped in), and such a folder is never
+    input (Path.glob raised FileNotFoundError there)."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        found += [Path(dirpath) / name for name in dirnames + filenames]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+    return found
 
 
 def has_subfolders(paths: list[Path]) -> bool:

@@ -142,6 +142,51 @@ def test_an_asset_seen_half_published_by_another_process_keeps_its_name(tmp_path
     assert name == "apple-2"
 
 
+@pytest.mark.parametrize("gone", ["a stage committed", "an asset published", "a failed item's folder dropped"])
+def test_a_folder_scan_goes_on_when_another_process_moves_a_folder_it_listed(tmp_path, monkeypatch, gone):
+    # `o3d generate -r shots -o shots/o3d` while another o3d works on shots/o3d: a folder the scan
+    # listed is gone when the scan goes into it (a cache stage's .tmp- folder renamed on commit, an
+    # asset's staging folder swapped in, a failed item's empty asset folder removed). The scan
+    # crashed with FileNotFoundError; such a folder is passed over, as hidden folders and o3d's
+    # outputs are.
+    import shutil
+
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.naming import drop_if_empty
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    (shots / "apple.png").write_bytes(b"png")
+    out = shots / "o3d"
+    write_asset_meta(out / "apple", shots / "apple.png")
+    if gone == "a stage committed":
+        moving = out / ".o3d" / "items" / "apple" / ".tmp-diffusion-0123456789abcdef-99"
+    elif gone == "an asset published":
+        moving = out / ".apple.o3d-new-99"
+    else:
+        moving = out / "pear"
+    if gone != "a failed item's folder dropped":
+        moving.mkdir(parents=True)
+        (moving / "views.png").write_bytes(b"png")
+    write_asset_meta(moving, shots / "apple.png")
+    real = os.scandir
+
+    def scandir(path="."):
+        if not isinstance(path, int) and Path(path) == moving and moving.exists():  # the other process, meanwhile
+            if gone == "a stage committed":
+                os.rename(moving, moving.with_name("diffusion-0123456789abcdef"))
+            elif gone == "a failed item's folder dropped":
+                drop_if_empty(moving)
+            else:
+                os.rename(out / "apple", out / ".apple.o3d-old-99")
+                os.rename(moving, out / "apple")
+                shutil.rmtree(out / ".apple.o3d-old-99")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert collect_inputs([shots], recursive=True) == [(shots / "apple.png").absolute()]
+
+
 def test_mesh_claims_its_folder_under_the_lock_generate_uses(tmp_path):
     # `o3d mesh dM1/chair.obj -o out & o3d mesh dM2/chair.obj -o out`: the second run waits for the
     # first's lock on `chair`; finding it the other input's, it takes chair-2 (it wrote into the same
