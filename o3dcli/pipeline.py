@@ -27,6 +27,7 @@ from o3dcli.batch_report import RunMark, new_run_id, write_report
 from o3dcli.cache import (
     Cache,
     FileDigests,
+    file_identity,
     ItemLocked,
     stage_key,
 )
@@ -68,6 +69,10 @@ class BatchRunner:
         self.config_text = dump_config(config, header=f"# resolved o3d {__version__} config; reuse with --preset <this file>\n")
         self.resources: dict[str, Any] = {}
         self.digests = FileDigests(self.cache.root / "digests.json")
+        self.pinned_files: dict[str, tuple] = {}
+        """{resolved path: (file_identity, SHA-256)} of the files stages read (model weights) as this
+        batch first read them: every item is keyed by those bytes (see `_file_digest`)."""
+        self.resources["pinned_files"] = self.pinned_files
         self.batch_names: dict[str, Path] = {}
         """The asset names this batch's inputs go by (name -> input), so that an item that must
         move to another name does not take a name another item of the batch is to use."""
@@ -116,11 +121,25 @@ class BatchRunner:
         return res
 
     def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str) -> str:
-        files = {role: self.digests(p) for role, p in stage.files(self.config).items()} if stage.files else None
+        files = {role: self._file_digest(p) for role, p in stage.files(self.config).items()} if stage.files else None
         values = {s: config_value(cfg, s) for s in stage.sections}
         if stage.key_extra:
             values.update({f"extra:{k}": v for k, v in stage.key_extra(self.config).items()})
         return stage_key(stage.name, stage.version, values, dict(keys), input_hash, files)
+
+    def _file_digest(self, path: Path) -> str:
+        """The SHA-256 of a file a stage reads, as this batch first read it. The batch loads its
+        models once (o3dcli.stages.get_models), so a weights file rewritten while it runs (`o3d
+        train` saving a checkpoint) must not key the later items by bytes they were not made from:
+        a later run with the new weights would take them for its own results."""
+        key = str(Path(path).resolve())
+        if key not in self.pinned_files:
+            before = file_identity(key)
+            digest = self.digests(key)
+            if file_identity(key) != before:
+                raise UserError(f"{path}: changed while it was read (another process is writing it); run again")
+            self.pinned_files[key] = (before, digest)
+        return self.pinned_files[key][1]
 
     def _run_stages(self, item: Item, ic, res: ItemResult) -> None:
         try:

@@ -58,8 +58,24 @@ def get_models(ctx: StageContext):
     key = ("models", ctx.device, ctx.config.runtime.dtype)
     if key not in ctx.resources:
         ctx.progress("loading models")
-        ctx.resources[key] = build_models(ctx.config, ctx.device, ctx.config.runtime.dtype)
+        models = build_models(ctx.config, ctx.device, ctx.config.runtime.dtype)
+        check_files_unchanged(ctx.resources.get("pinned_files", {}))
+        ctx.resources[key] = models
     return ctx.resources[key]
+
+
+def check_files_unchanged(pinned: dict) -> None:
+    """Refuse models loaded from files that changed since the batch keyed its items by them
+    ({path: (file_identity, SHA-256)}, o3dcli.pipeline.BatchRunner): their results would be cached
+    under the earlier bytes' key."""
+    from o3dcli.cache import file_identity
+    from o3dcli.errors import UserError
+
+    for path, (identity, _) in pinned.items():
+        if file_identity(path) != identity:
+            raise UserError(f"{path}: changed since this batch first read it (rewritten by another process, e.g. "
+                            "`o3d train` saving weights); the models were not loaded from the bytes the results "
+                            "would be keyed by: run again to use the new file")
 
 
 def generation_cameras(cfg, size: int):

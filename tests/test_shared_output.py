@@ -542,3 +542,62 @@ def test_the_report_is_written_without_its_lock_where_flock_fails(tmp_path, monk
     warnings = [r for r in caplog.records if r.name == "o3d" and r.levelno == logging.WARNING]
     assert len(warnings) == 2  # once per report written
     assert all("without the lock" in r.getMessage() and "report.lock" in r.getMessage() for r in warnings)
+
+
+# -- files a batch reads (model weights) rewritten while it runs -------------------------------
+
+
+def _weights_stage(weights: Path) -> Stage:
+    def run(ctx):  # models are loaded once per batch, as o3dcli.stages.get_models does
+        model = ctx.resources.setdefault("model", weights.read_bytes())
+        (ctx.work_dir / "out.txt").write_bytes(model)
+        return {}
+
+    return Stage("touch", 1, (), run, publish={"out.txt": "out.txt"}, files=lambda cfg: {"weights": weights})
+
+
+def test_weights_rewritten_during_a_batch_do_not_key_results_made_with_the_old_ones(tmp_path, good_images):
+    # `o3d eval` of RUN/model.safetensors while `o3d train` saves new weights there: the batch's
+    # models were loaded from the old bytes, so its later items must not be cached as the new
+    # weights' results (a later run with the new weights would publish the old model's output)
+    from o3dcli.atomic import atomic_write_bytes
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    out = tmp_path / "out"
+    items = assign_names([good_images / "apple.png", good_images / "pear.png"], out)
+
+    def after(result):
+        if result.name == "apple":
+            atomic_write_bytes(weights, b"new weights")  # what o3d train's save does
+
+    first = run_batch(items, BatchRunner(out, load_config("tiny"), [_weights_stage(weights)]),
+                      show_progress=False, on_item_done=after)
+    assert [r.status for r in first.items] == ["ok", "ok"]
+    assert (out / "pear" / "out.txt").read_bytes() == b"old weights"
+    again = run_batch(items, BatchRunner(out, load_config("tiny"), [_weights_stage(weights)]), show_progress=False)
+    assert [r.cached for r in again.items] == [[], []]  # neither was made with the new weights
+    assert [(out / n / "out.txt").read_bytes() for n in ("apple", "pear")] == [b"new weights"] * 2
+
+
+def test_models_are_not_loaded_from_weights_changed_since_the_batch_keyed_its_items(tmp_path, monkeypatch):
+    from o3dcli.batch_types import StageContext
+    from o3dcli.cache import file_identity
+    from o3dcli.errors import UserError
+    from o3dcli.models import build
+    from o3dcli.stages import get_models
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    pinned = {str(weights): (file_identity(weights), "sha of the old weights")}
+    monkeypatch.setattr(build, "build_models", lambda cfg, device, dtype: weights.read_bytes())
+    ctx = StageContext(Item(tmp_path / "a.png", "a"), load_config("tiny"), tmp_path, {}, {}, "", "cpu",
+                       lambda text: None, {}, {"pinned_files": pinned})
+    assert get_models(ctx) == b"old weights"
+    ctx.resources.clear()
+    ctx.resources["pinned_files"] = pinned
+    os.replace(tmp_path / "model.safetensors", tmp_path / "old")  # the batch keyed the old file,
+    weights.write_bytes(b"new weights")  # another process put new weights in its place since
+    with pytest.raises(UserError, match="changed since this batch first read it"):
+        get_models(ctx)
+    assert ("models", "cpu", load_config("tiny").runtime.dtype) not in ctx.resources
