@@ -26,6 +26,17 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def file_identity(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells a file's version apart without reading it: device, inode, size and modification
+    time (a file replaced by a rename gets a new inode, one rewritten in place a new mtime); None
+    when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)

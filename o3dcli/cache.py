@@ -52,17 +52,6 @@ CACHE_DIRNAME = ".o3d"
 log = logging.getLogger("o3d")
 
 
-def file_identity(path: Path) -> tuple[int, int, int, int] | None:
-    """What tells a file's version apart without reading it: device, inode, size and modification
-    time (a file replaced by a rename gets a new inode, one rewritten in place a new mtime); None
-    when it cannot be read."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class FileDigests:
     """SHA-256 of files, each read once per (path, size, mtime): a batch hashes its model weights
     once, not once per item, and a file rewritten in place is hashed again. With ``store`` (a JSON

@@ -5,8 +5,10 @@ made before any work (the output folder, an item's error message).
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+from o3dcli.atomic import file_identity
 from o3dcli.errors import UserError
 from o3dcli.naming import ASSET_META
 
@@ -45,12 +47,12 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
         if not p.is_dir():
             found.setdefault(p.resolve(), p.absolute())
             continue
-        marked: dict[Path, bool] = {}
+        marked: dict[Path, bool | None] = {}
 
-        def is_output(folder: Path) -> bool:
+        def passed_over(folder: Path) -> bool:
             if folder not in marked:
-                marked[folder] = any((folder / m).is_file() for m in OUTPUT_MARKERS)
-            return marked[folder]
+                marked[folder] = _is_output_folder(folder)
+            return marked[folder] is not False
 
         for f in sorted(_entries(p, recursive)):
             rel = f.relative_to(p)
@@ -61,9 +63,10 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
                     broken.append(f)  # a link whose target is gone
                 continue
             folders = [p / Path(*rel.parts[:i]) for i in range(len(rel.parts))]
-            hit = next((d for d in folders if is_output(d)), None)
+            hit = next((d for d in folders if passed_over(d)), None)
             if hit is not None:
-                outputs.add(hit)
+                if marked[hit]:
+                    outputs.add(hit)
                 continue
             suffix = f.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
@@ -82,6 +85,21 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
             shown = ", ".join(str(f) for f in broken[:3]) + (", ..." if len(broken) > 3 else "")
             notes.append(f"skipped {len(broken)} link(s) whose target is missing ({shown})")
     return [found[k] for k in sorted(found, key=lambda k: found[k])]
+
+
+def _is_output_folder(folder: Path, tries: int = 20) -> bool | None:
+    """Whether `folder` holds one of OUTPUT_MARKERS; None when it is gone (it holds no input then).
+    "No marker" is believed only from a folder that was the same folder before and after the look:
+    where folders cannot be swapped in one step (macOS), an o3d process publishing an asset renames
+    the earlier folder away and the new one in, and a look between the two renames finds no marker."""
+    for _ in range(tries):
+        before = file_identity(folder)
+        if any((folder / m).is_file() for m in OUTPUT_MARKERS):
+            return True
+        if before is not None and file_identity(folder) == before:
+            return False
+        time.sleep(0.05)
+    return None
 
 
 def _entries(folder: Path, recursive: bool) -> list[Path]:

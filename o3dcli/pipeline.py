@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from o3dcli import __version__
-from o3dcli.atomic import sha256_file
+from o3dcli.atomic import file_identity, sha256_file
 from o3dcli.batch_report import RunMark, new_run_id, write_report
 from o3dcli.cache import (
     Cache,
     FileDigests,
-    file_identity,
     ItemLocked,
     stage_key,
 )

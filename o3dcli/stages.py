@@ -68,7 +68,7 @@ def check_files_unchanged(pinned: dict) -> None:
     """Refuse models loaded from files that changed since the batch keyed its items by them
     ({path: (file_identity, SHA-256)}, o3dcli.pipeline.BatchRunner): their results would be cached
     under the earlier bytes' key."""
-    from o3dcli.cache import file_identity
+    from o3dcli.atomic import file_identity
     from o3dcli.errors import UserError
 
     for path, (identity, _) in pinned.items():

@@ -187,6 +187,37 @@ def test_a_folder_scan_goes_on_when_another_process_moves_a_folder_it_listed(tmp
     assert collect_inputs([shots], recursive=True) == [(shots / "apple.png").absolute()]
 
 
+def test_a_folder_scan_looks_again_at_an_asset_folder_it_saw_between_two_renames(tmp_path, monkeypatch):
+    # `o3d generate -r shots -o shots/o3d` while another o3d republishes shots/o3d/apple where folders
+    # cannot be swapped in one step (macOS): the earlier folder is renamed away, then the new one in.
+    # A look for its o3d-asset.json between the two renames finds none; the asset's own input.png
+    # was then taken as an input (a new asset made from o3d's output).
+    from o3dcli.inputs import collect_inputs
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    (shots / "apple.png").write_bytes(b"png")
+    asset = shots / "o3d" / "apple"
+    staged = shots / "o3d" / ".apple.o3d-new-99"
+    for folder in (asset, staged):
+        write_asset_meta(folder, shots / "apple.png")
+        (folder / "input.png").write_bytes(b"png")
+    real = Path.is_file
+
+    def is_file(self):
+        if self == asset / "o3d-asset.json" and staged.exists():  # the other process, meanwhile
+            os.rename(asset, asset.with_name(".apple.o3d-old-99"))
+            seen = real(self)
+            os.rename(staged, asset)
+            return seen
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    notes: list[str] = []
+    assert collect_inputs([shots], recursive=True, notes=notes) == [(shots / "apple.png").absolute()]
+    assert notes == [f"skipped 1 folder(s) of o3d's own outputs ({asset})"]
+
+
 def test_mesh_claims_its_folder_under_the_lock_generate_uses(tmp_path):
     # `o3d mesh dM1/chair.obj -o out & o3d mesh dM2/chair.obj -o out`: the second run waits for the
     # first's lock on `chair`; finding it the other input's, it takes chair-2 (it wrote into the same
@@ -582,7 +613,7 @@ def test_weights_rewritten_during_a_batch_do_not_key_results_made_with_the_old_o
 
 def test_models_are_not_loaded_from_weights_changed_since_the_batch_keyed_its_items(tmp_path, monkeypatch):
     from o3dcli.batch_types import StageContext
-    from o3dcli.cache import file_identity
+    from o3dcli.atomic import file_identity
     from o3dcli.errors import UserError
     from o3dcli.models import build
     from o3dcli.stages import get_models
