@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
+from typing import Callable
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -35,6 +37,21 @@ def file_identity(path: Path) -> tuple[int, int, int, int] | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def look_steady(folder: Path, look: Callable[[], bool], tries: int = 20) -> bool | None:
+    """`look()`, a test of what `folder` holds, made where another process may be replacing the
+    folder by two renames (o3dcli.publish, where folders cannot be swapped in one step: macOS): True
+    is believed at once, False only when `folder` was the same folder before and after the look
+    (a look between the two renames finds the folder absent); None when it stays absent."""
+    for _ in range(tries):
+        before = file_identity(folder)
+        if look():
+            return True
+        if before is not None and file_identity(folder) == before:
+            return False
+        time.sleep(0.05)
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -5,10 +5,9 @@ made before any work (the output folder, an item's error message).
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-from o3dcli.atomic import file_identity
+from o3dcli.atomic import look_steady
 from o3dcli.errors import UserError
 from o3dcli.naming import ASSET_META
 
@@ -87,19 +86,11 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     return [found[k] for k in sorted(found, key=lambda k: found[k])]
 
 
-def _is_output_folder(folder: Path, tries: int = 20) -> bool | None:
+def _is_output_folder(folder: Path) -> bool | None:
     """Whether `folder` holds one of OUTPUT_MARKERS; None when it is gone (it holds no input then).
-    "No marker" is believed only from a folder that was the same folder before and after the look:
-    where folders cannot be swapped in one step (macOS), an o3d process publishing an asset renames
-    the earlier folder away and the new one in, and a look between the two renames finds no marker."""
-    for _ in range(tries):
-        before = file_identity(folder)
-        if any((folder / m).is_file() for m in OUTPUT_MARKERS):
-            return True
-        if before is not None and file_identity(folder) == before:
-            return False
-        time.sleep(0.05)
-    return None
+    Another o3d process may be republishing it (`look_steady`): a look between two renames found
+    no marker, and the asset's own input.png was taken as an input."""
+    return look_steady(folder, lambda: any((folder / m).is_file() for m in OUTPUT_MARKERS))
 
 
 def _entries(folder: Path, recursive: bool) -> list[Path]:

@@ -218,6 +218,32 @@ def test_a_folder_scan_looks_again_at_an_asset_folder_it_saw_between_two_renames
     assert notes == [f"skipped 1 folder(s) of o3d's own outputs ({asset})"]
 
 
+def test_mesh_takes_an_asset_folder_it_saw_between_two_renames_for_the_asset(tmp_path, monkeypatch):
+    # `o3d mesh out/apple` while `o3d generate` republishes out/apple by two renames: a look for its
+    # gaussians.ply between them found none, so the folder was taken for something else to mesh
+    # (its model.glb, or "input not found"), and the run's several looks disagreed
+    from o3dcli.commands.mesh import _source
+
+    asset, staged = tmp_path / "out" / "apple", tmp_path / "out" / ".apple.o3d-new-99"
+    for folder in (asset, staged):
+        folder.mkdir(parents=True)
+        (folder / "gaussians.ply").write_bytes(b"ply")
+    real = Path.is_file
+
+    def is_file(self):
+        if self == asset / "gaussians.ply" and staged.exists():  # the other process, meanwhile
+            os.rename(asset, asset.with_name(".apple.o3d-old-99"))
+            seen = real(self)
+            os.rename(staged, asset)
+            return seen
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert _source(asset) == asset / "gaussians.ply"
+    (tmp_path / "chair.obj").write_text(TRI)
+    assert _source(tmp_path / "chair.obj") == tmp_path / "chair.obj"
+
+
 def test_mesh_claims_its_folder_under_the_lock_generate_uses(tmp_path):
     # `o3d mesh dM1/chair.obj -o out & o3d mesh dM2/chair.obj -o out`: the second run waits for the
     # first's lock on `chair`; finding it the other input's, it takes chair-2 (it wrote into the same

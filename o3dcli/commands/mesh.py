@@ -36,8 +36,12 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
 
 def _source(path: Path) -> Path:
     """What to mesh for an input: an o3d asset folder's gaussians.ply (re-meshed from the
-    Gaussians, not from the folder's previous mesh), else the path itself."""
-    if path.is_dir() and (path / "gaussians.ply").is_file():
+    Gaussians, not from the folder's previous mesh), else the path itself. Looked at steadily
+    (o3dcli.atomic.look_steady): `o3d generate` may be republishing the asset meanwhile, and the
+    several looks of one run must agree on what the input is."""
+    from o3dcli.atomic import look_steady
+
+    if look_steady(path, lambda: (path / "gaussians.ply").is_file()):
         return path / "gaussians.ply"
     return path
 
