@@ -43,15 +43,25 @@ def look_steady(folder: Path, look: Callable[[], bool], tries: int = 20) -> bool
     """`look()`, a test of what `folder` holds, made where another process may be replacing the
     folder by two renames (o3dcli.publish, where folders cannot be swapped in one step: macOS): True
     is believed at once, False only when `folder` was the same folder before and after the look
-    (a look between the two renames finds the folder absent); None when it stays absent."""
+    (a look between the two renames finds the folder absent); None when it stays absent. "The same
+    folder" is the same inode: files added or removed meanwhile (photos being copied in, another
+    asset written beside) change a folder's mtime, not which folder it is."""
     for _ in range(tries):
-        before = file_identity(folder)
+        before = _inode(folder)
         if look():
             return True
-        if before is not None and file_identity(folder) == before:
+        if before is not None and _inode(folder) == before:
             return False
         time.sleep(0.05)
     return None
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _fsync_dir(path: Path) -> None:

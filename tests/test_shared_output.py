@@ -658,3 +658,24 @@ def test_models_are_not_loaded_from_weights_changed_since_the_batch_keyed_its_it
     with pytest.raises(UserError, match="changed since this batch first read it"):
         get_models(ctx)
     assert ("models", "cpu", load_config("tiny").runtime.dtype) not in ctx.resources
+
+
+def test_a_folder_scan_keeps_the_images_of_a_folder_being_filled_meanwhile(tmp_path, monkeypatch):
+    # photos still being copied into shots/ while `o3d generate -r shots` scans it: the folder's mtime
+    # changes with every file added, but it stays the same folder, and its images are inputs
+    from o3dcli.inputs import collect_inputs
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    (shots / "apple.png").write_bytes(b"png")
+    real, added = Path.is_file, []
+
+    def is_file(self):
+        if self.name == "o3d-asset.json":  # another file arrives at every look
+            (shots / f"late{len(added)}.jpg").write_bytes(b"jpg")
+            added.append(self)
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    assert collect_inputs([shots]) == [(shots / "apple.png").absolute()]
+    assert len(added) == 1  # one look was enough
