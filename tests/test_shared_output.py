@@ -244,6 +244,49 @@ def test_mesh_takes_an_asset_folder_it_saw_between_two_renames_for_the_asset(tmp
     assert _source(tmp_path / "chair.obj") == tmp_path / "chair.obj"
 
 
+def test_mesh_finds_an_asset_folders_input_photo_it_looked_for_between_two_renames(tmp_path, monkeypatch):
+    # `o3d mesh out/apple` while `o3d generate` republishes out/apple by two renames (macOS): a look
+    # for its input.png and config.yaml between them found no folder, and the mesh was silently made
+    # without the input photo projected onto its texture nor its surface cut to the input's outline
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from o3dcli.commands.mesh import asset_input_view, asset_silhouettes
+    from o3dcli.config import dump_config
+    from o3dcli.mesh.config import MeshConfig
+
+    asset, staged = tmp_path / "out" / "apple", tmp_path / "out" / ".apple.o3d-new-99"
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 10:22] = 255
+    for folder in (asset, staged):
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(dump_config(load_config("tiny")))
+        Image.fromarray(rgba, "RGBA").save(folder / "input.png")
+    looks = [asset, asset / "input.png", asset / "config.yaml"]
+    real = {"is_dir": Path.is_dir, "is_file": Path.is_file}
+
+    def between_renames(kind):
+        def look(self):
+            if self in looks and staged.exists():  # the other process, meanwhile
+                os.rename(asset, asset.with_name(".apple.o3d-old-99"))
+                seen = real[kind](self)
+                os.rename(staged, asset)
+                shutil.rmtree(asset.with_name(".apple.o3d-old-99"))
+                return seen
+            return real[kind](self)
+        return look
+
+    for kind in real:
+        monkeypatch.setattr(Path, kind, between_renames(kind))
+    assert asset_silhouettes(asset, MeshConfig()) is not None
+    staged.mkdir()  # and again, for the photo
+    for f in ("config.yaml", "input.png"):
+        os.link(asset / f, staged / f)
+    assert asset_input_view(asset, MeshConfig()) is not None
+
+
 def test_mesh_claims_its_folder_under_the_lock_generate_uses(tmp_path):
     # `o3d mesh dM1/chair.obj -o out & o3d mesh dM2/chair.obj -o out`: the second run waits for the
     # first's lock on `chair`; finding it the other input's, it takes chair-2 (it wrote into the same

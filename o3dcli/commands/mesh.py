@@ -48,11 +48,12 @@ def _source(path: Path) -> Path:
 
 def _asset_input(path: Path):
     """An o3d asset folder's input.png (straight RGBA [4, S, S] float) and its config.yaml, or None
-    when the folder lacks either file."""
-    if not path.is_dir():
-        return None
+    when the folder lacks either file. Looked at steadily, as `_source` does: a look between the two
+    renames of a republish (macOS) finds no folder, and the mesh was made without the input photo."""
+    from o3dcli.atomic import look_steady
+
     image, conf = path / "input.png", path / "config.yaml"
-    if not (image.is_file() and conf.is_file()):
+    if not look_steady(path, lambda: image.is_file() and conf.is_file()):
         return None
     import numpy as np
     import torch
