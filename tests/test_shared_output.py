@@ -187,6 +187,27 @@ def test_a_folder_scan_goes_on_when_another_process_moves_a_folder_it_listed(tmp
     assert collect_inputs([shots], recursive=True) == [(shots / "apple.png").absolute()]
 
 
+def _republished_at_a_look(monkeypatch, asset: Path, staged: Path, looks: list[Path], methods=("is_file",)) -> None:
+    """Make a look (`Path.<method>`) at one of `looks` land between the two renames by which another
+    process republishes `asset` from `staged` where folders cannot be swapped in one step (macOS):
+    the earlier folder renamed away, the look, the staged folder renamed in, the earlier removed.
+    Happens while `staged` exists (make it again for another such look)."""
+    import shutil
+
+    old = asset.with_name(f".{asset.name}.o3d-old-99")
+    for method in methods:
+        def look(self, real=getattr(Path, method)):
+            if self in looks and staged.exists():  # the other process, meanwhile
+                os.rename(asset, old)
+                seen = real(self)
+                os.rename(staged, asset)
+                shutil.rmtree(old)
+                return seen
+            return real(self)
+
+        monkeypatch.setattr(Path, method, look)
+
+
 def test_a_folder_scan_looks_again_at_an_asset_folder_it_saw_between_two_renames(tmp_path, monkeypatch):
     # `o3d generate -r shots -o shots/o3d` while another o3d republishes shots/o3d/apple where folders
     # cannot be swapped in one step (macOS): the earlier folder is renamed away, then the new one in.
@@ -202,17 +223,7 @@ def test_a_folder_scan_looks_again_at_an_asset_folder_it_saw_between_two_renames
     for folder in (asset, staged):
         write_asset_meta(folder, shots / "apple.png")
         (folder / "input.png").write_bytes(b"png")
-    real = Path.is_file
-
-    def is_file(self):
-        if self == asset / "o3d-asset.json" and staged.exists():  # the other process, meanwhile
-            os.rename(asset, asset.with_name(".apple.o3d-old-99"))
-            seen = real(self)
-            os.rename(staged, asset)
-            return seen
-        return real(self)
-
-    monkeypatch.setattr(Path, "is_file", is_file)
+    _republished_at_a_look(monkeypatch, asset, staged, [asset / "o3d-asset.json"])
     notes: list[str] = []
     assert collect_inputs([shots], recursive=True, notes=notes) == [(shots / "apple.png").absolute()]
     assert notes == [f"skipped 1 folder(s) of o3d's own outputs ({asset})"]
@@ -228,17 +239,7 @@ def test_mesh_takes_an_asset_folder_it_saw_between_two_renames_for_the_asset(tmp
     for folder in (asset, staged):
         folder.mkdir(parents=True)
         (folder / "gaussians.ply").write_bytes(b"ply")
-    real = Path.is_file
-
-    def is_file(self):
-        if self == asset / "gaussians.ply" and staged.exists():  # the other process, meanwhile
-            os.rename(asset, asset.with_name(".apple.o3d-old-99"))
-            seen = real(self)
-            os.rename(staged, asset)
-            return seen
-        return real(self)
-
-    monkeypatch.setattr(Path, "is_file", is_file)
+    _republished_at_a_look(monkeypatch, asset, staged, [asset / "gaussians.ply"])
     assert _source(asset) == asset / "gaussians.ply"
     (tmp_path / "chair.obj").write_text(TRI)
     assert _source(tmp_path / "chair.obj") == tmp_path / "chair.obj"
@@ -248,8 +249,6 @@ def test_mesh_finds_an_asset_folders_input_photo_it_looked_for_between_two_renam
     # `o3d mesh out/apple` while `o3d generate` republishes out/apple by two renames (macOS): a look
     # for its input.png and config.yaml between them found no folder, and the mesh was silently made
     # without the input photo projected onto its texture nor its surface cut to the input's outline
-    import shutil
-
     import numpy as np
     from PIL import Image
 
@@ -264,22 +263,8 @@ def test_mesh_finds_an_asset_folders_input_photo_it_looked_for_between_two_renam
         folder.mkdir(parents=True)
         (folder / "config.yaml").write_text(dump_config(load_config("tiny")))
         Image.fromarray(rgba, "RGBA").save(folder / "input.png")
-    looks = [asset, asset / "input.png", asset / "config.yaml"]
-    real = {"is_dir": Path.is_dir, "is_file": Path.is_file}
-
-    def between_renames(kind):
-        def look(self):
-            if self in looks and staged.exists():  # the other process, meanwhile
-                os.rename(asset, asset.with_name(".apple.o3d-old-99"))
-                seen = real[kind](self)
-                os.rename(staged, asset)
-                shutil.rmtree(asset.with_name(".apple.o3d-old-99"))
-                return seen
-            return real[kind](self)
-        return look
-
-    for kind in real:
-        monkeypatch.setattr(Path, kind, between_renames(kind))
+    _republished_at_a_look(monkeypatch, asset, staged, [asset, asset / "input.png", asset / "config.yaml"],
+                           methods=("is_dir", "is_file"))
     assert asset_silhouettes(asset, MeshConfig()) is not None
     staged.mkdir()  # and again, for the photo
     for f in ("config.yaml", "input.png"):
