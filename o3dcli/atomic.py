@@ -57,11 +57,8 @@ def look_steady(folder: Path, look: Callable[[], bool], tries: int = 20) -> bool
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
+    identity = file_identity(path)
+    return None if identity is None else identity[:2]
 
 
 def _fsync_dir(path: Path) -> None:
