@@ -425,3 +425,46 @@ def test_faces_on_non_finite_vertices_are_left_out_with_a_warning(tmp_path, capl
     p.write_text("v nan 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 3\n")
     with pytest.raises(MeshLoadError, match="broken.obj: every face has a vertex with non-finite coordinates"):
         load_mesh(p)
+
+
+@pytest.mark.parametrize("statement, file_name", [
+    ("map_Kd my tex.png", "my tex.png"),  # a name with a space: not its last word
+    ("map_kd tex2.png", "tex2.png"),  # keywords in any case
+    ("MAP_KD -s 1 1 1 -o 0 0 -bm 0.5 -clamp on -blendu on -mm 0 1 -t 0 0 -texres 512 -imfchan r -type sphere "
+     "Material #25.jpg", "Material #25.jpg"),  # every option with its arguments, then a name with '#'
+    ("map_Kd textures\\skin.png", "textures/skin.png"),  # a Windows exporter's relative path
+    ("map_Kd C:\\Users\\me\\My Textures\\wood.png", "wood.png"),  # an absolute one, found by its base name
+    ("map_Kd -foo on leaf.png", "leaf.png"),  # an option nobody documents: the last word still finds it
+    ("map_Kd Bark.PNG", "bark.png"),  # copied from Windows, where the case did not matter
+])
+def test_mtl_texture_names_keywords_and_options(tmp_path, caplog, statement, file_name):
+    import logging
+
+    (tmp_path / file_name).parent.mkdir(exist_ok=True)
+    Image.fromarray(QUAD_TEXTURE).save(tmp_path / file_name, format="PNG")
+    (tmp_path / "a.mtl").write_text(f"newmtl m\nKd 0.2 0.2 0.2\n{statement}\n")
+    (tmp_path / "a.obj").write_text("mtllib a.mtl\nusemtl m\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
+                                    "f 1/1 2/2 3/3\n")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(tmp_path / "a.obj")
+    assert mesh.has_texture and "not found" not in caplog.text
+    np.testing.assert_array_equal(mesh.texture, QUAD_TEXTURE)
+
+
+def test_mtl_colour_and_opacity_statements_in_any_case_and_form(tmp_path, caplog):
+    import logging
+
+    from o3dcli.io.mtl import read_mtl
+
+    (tmp_path / "a.mtl").write_text(
+        "newmtl grey one\nKD 0.5\nD 0.25 # see-through\n"  # one Kd number is grey; a comment after d
+        "newmtl xyz\nKd 0.1 0.2 0.3\nKd xyz 0.1 0.2 0.3\nTR 0.75\n"  # CIE XYZ: skipped, the RGB kept
+        "newmtl spectral\nKd spectral leaf.rfl 1.0\nd -halo 0.5\n")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mats = read_mtl(tmp_path / "a.mtl", tmp_path / "a.obj")
+    assert sorted(mats) == ["grey one", "spectral", "xyz"]
+    assert mats["grey one"]["Kd"].tolist() == [0.5, 0.5, 0.5] and mats["grey one"]["d"] == 0.25
+    np.testing.assert_allclose(mats["xyz"]["Kd"], [0.1, 0.2, 0.3])
+    assert mats["xyz"]["d"] == pytest.approx(0.25)
+    assert "Kd" not in mats["spectral"] and mats["spectral"]["d"] == 0.5
+    assert "'Kd spectral leaf.rfl 1.0' is not an RGB colour" in caplog.text

@@ -1,11 +1,13 @@
 """MTL material libraries of OBJ files (`o3dcli.io.obj`): colours (Kd), opacity (d, Tr, map_d)
 and textures (map_Kd with its -s and -o options), looked up beside the MTL and the OBJ and in
-the Google Scanned Objects layout.
+the Google Scanned Objects layout. Hand-written: trimesh's MTL reader takes a map statement's
+last word as its file name, so names with spaces and some options are lost.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +61,10 @@ def _has_alpha(im) -> bool:
 def read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
     """Materials of an MTL file: name -> {"Kd": (3,), "map_Kd" and "map_d": resolved texture Paths or None}.
 
-    A missing MTL or texture is not an error: the mesh loads with the colours it has, and a
-    warning names what is missing.
+    Keywords are read case-insensitively (exporters write "map_kd", "KD"); a map statement's
+    options come before its file name, which is the rest of the line and may hold spaces
+    ("Material #25.jpg") or Windows backslashes. A missing MTL or texture is not an error: the
+    mesh loads with the colours it has, and a warning names what is missing.
     """
     if not mtl_path.is_file():
         _log.warning("%s: its material library %s is missing; loading it without its colours", obj_path, mtl_path.name)
@@ -71,43 +75,106 @@ def read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
         parts = line.split()
         if not parts:
             continue
-        if parts[0] == "newmtl":
+        key = parts[0].lower()
+        if key == "newmtl":
             cur = out.setdefault(line.split(None, 1)[1].strip() if len(parts) > 1 else "", {})
-        elif cur is not None and parts[0] == "Kd" and len(parts) >= 4:
-            cur["Kd"] = np.clip(np.array([float(x) for x in parts[1:4]], np.float32), 0, 1)
-        elif cur is not None and parts[0] == "map_Kd" and len(parts) >= 2:
-            cur["map_Kd"] = _find_texture(parts[-1], mtl_path.parent, obj_path.parent)  # options precede the name
-            cur["uv_scale"], cur["uv_offset"] = _map_options(parts[1:-1])
-            if cur["map_Kd"] is None:
-                _log.warning("%s: texture %s not found (looked beside the MTL and the OBJ); using the material's "
-                             "colour instead", mtl_path, parts[-1])
-        elif cur is not None and parts[0] in ("d", "Tr") and len(parts) >= 2:
+        elif cur is None:
+            continue
+        elif key == "kd" and len(parts) >= 2:
+            _mtl_colour(cur, parts, mtl_path)
+        elif key in ("map_kd", "map_d") and len(parts) >= 2:
+            name, options, last = map_statement(line)
+            tex = _find_texture(name, mtl_path.parent, obj_path.parent) if name else None
+            if tex is None and last != name:  # an option we do not know took the name's place
+                tex = _find_texture(last, mtl_path.parent, obj_path.parent)
+            cur[key.replace("kd", "Kd")] = tex
+            if key == "map_kd":
+                cur["uv_scale"], cur["uv_offset"] = _map_options(options)
+            if tex is None:
+                what, instead = (("texture", "using the material's colour instead") if key == "map_kd"
+                                 else ("alpha texture", "the material is loaded opaque"))
+                _log.warning("%s: %s %s not found (looked beside the MTL and the OBJ); %s",
+                             mtl_path, what, name or last, instead)
+        elif key in ("d", "tr") and len(parts) >= 2:
             _mtl_dissolve(cur, parts, mtl_path)
-        elif cur is not None and parts[0] == "map_d" and len(parts) >= 2:
-            cur["map_d"] = _find_texture(parts[-1], mtl_path.parent, obj_path.parent)
-            if cur["map_d"] is None:
-                _log.warning("%s: alpha texture %s not found (looked beside the MTL and the OBJ); the material "
-                             "is loaded opaque", mtl_path, parts[-1])
     return out
+
+
+def _mtl_colour(material: dict, parts: list[str], mtl_path: Path) -> None:
+    """An MTL's "Kd r [g b]" as material["Kd"] (one number is grey, as the format says). The
+    spectral and CIE XYZ forms ("Kd spectral file.rfl", "Kd xyz x y z") are skipped with a warning."""
+    try:
+        rgb = [float(x) for x in parts[1:4]]
+    except ValueError:
+        _log.warning("%s: '%s' is not an RGB colour; the material keeps its default colour", mtl_path,
+                     " ".join(parts))
+        return
+    if len(rgb) < 3:
+        rgb = [rgb[0]] * 3
+    material["Kd"] = np.clip(np.array(rgb, np.float32), 0, 1)
 
 
 def _mtl_dissolve(material: dict, parts: list[str], mtl_path: Path) -> None:
     """An MTL's "d" (opacity) or "Tr" (transparency, 1 - d) as material["d"]; d wins when both are
     given. A fully transparent value is read as opaque, with a warning: exporters that mix the two
     up write it for opaque materials, and a material nobody can see is rarely meant."""
+    numbers = [t for t in parts[1:] if t.lower() != "-halo"]  # "d -halo 0.5"; "d 1.0 # opaque"
     try:
-        value = float(parts[-1])  # "d -halo 0.5": the number comes last
-    except ValueError:
+        value = float(numbers[0])
+    except (ValueError, IndexError):
         return
-    if parts[0] == "Tr":
+    is_tr = parts[0].lower() == "tr"
+    if is_tr:
         if "d" in material:
             return
         value = 1.0 - value
     value = float(np.clip(value, 0.0, 1.0))
     if value == 0.0:
-        _log.warning("%s: %s %s makes the material fully transparent; read as opaque", mtl_path, parts[0], parts[-1])
+        _log.warning("%s: %s %s makes the material fully transparent; read as opaque", mtl_path, parts[0], numbers[0])
         value = 1.0
     material["d"] = value
+
+
+MAP_OPTIONS = {"-blendu": 1, "-blendv": 1, "-bm": 1, "-boost": 1, "-cc": 1, "-clamp": 1, "-imfchan": 1,
+               "-mm": 2, "-o": 3, "-s": 3, "-t": 3, "-texres": 1, "-type": 1}
+"""Options of an MTL texture statement and their most arguments (-o, -s and -t take one to three
+numbers; the others exactly as many), from the MTL specification (Wavefront, Appendix B1)."""
+
+
+def map_statement(line: str) -> tuple[str, list[str], str]:
+    """(file name, option tokens, last token) of an MTL map statement such as
+    "map_Kd -s 1 1 1 -clamp on Material #25.jpg": options with their arguments are skipped and
+    the rest of the line, inner spaces kept, is the name. An unknown option is skipped with the
+    numbers after it; the last token is the fallback name when the name found is not a file."""
+    tokens = list(re.finditer(r"\S+", line))[1:]
+    options: list[str] = []
+    i = 0
+    while i < len(tokens) and tokens[i].group().startswith("-") and len(tokens[i].group()) > 1:
+        opt = tokens[i].group().lower()
+        most = MAP_OPTIONS.get(opt, 3)
+        options.append(opt)
+        i += 1
+        for _ in range(most):
+            if i >= len(tokens) - 1:  # the name is never an option's argument
+                break
+            value = tokens[i].group()
+            if opt in ("-o", "-s", "-t", "-mm", "-bm", "-boost", "-texres") or opt not in MAP_OPTIONS:
+                if not _is_number(value):
+                    break
+            options.append(value)
+            i += 1
+    name = line[tokens[i].start():].strip() if i < len(tokens) else ""
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1]
+    return name, options, tokens[-1].group() if tokens else ""
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _map_options(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -133,10 +200,25 @@ def _map_options(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _find_texture(name: str, mtl_dir: Path, obj_dir: Path) -> Path | None:
-    base = Path(name.replace("\\", "/")).name
-    candidates = [mtl_dir / name, mtl_dir / base, obj_dir / base,
-                  mtl_dir.parent / "materials" / "textures" / base]  # Google Scanned Objects layout
-    return next((c for c in candidates if c.is_file()), None)
+    """The texture file ``name`` names: as written, with "\\" read as "/" (Windows exporters), by
+    its base name beside the MTL and the OBJ and in the Google Scanned Objects layout, and last
+    by its base name in any letter case (files made on Windows and copied)."""
+    posix = name.replace("\\", "/")
+    base = Path(posix).name
+    if not base:
+        return None
+    folders = [mtl_dir, obj_dir, mtl_dir.parent / "materials" / "textures"]  # the last: Google Scanned Objects
+    candidates = [mtl_dir / name, mtl_dir / posix, obj_dir / posix] + [d / base for d in folders]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        for d in folders:
+            try:
+                found = next((c for c in sorted(d.iterdir()) if c.name.lower() == base.lower() and c.is_file()), None)
+            except OSError:
+                continue
+            if found is not None:
+                break
+    return found
 
 
 def read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
