@@ -4,12 +4,13 @@ made before any work (the output folder, an item's error message).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from o3dcli.atomic import look_steady
 from o3dcli.errors import UserError
-from o3dcli.naming import ASSET_META
+from o3dcli.naming import ASSET_META, RENDER_SUFFIXES, RENDER_MANIFEST
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".psd", ".exr", ".hdr", ".svg", ".ico",
@@ -17,9 +18,11 @@ OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".p
 """Image formats o3d does not read: a folder scan says how many it passed over."""
 EVAL_MARKER = ".o3d-eval"
 """Written by o3d eval into its output folder (which holds benchmark input views and renders)."""
-OUTPUT_MARKERS = (ASSET_META, "o3d-renders.json", ".o3d-renders.json", EVAL_MARKER)
-"""Files that mark a folder as o3d's output (an asset folder, o3d render's folder, o3d eval's output
-folder and its renders/ with their RENDERS_MANIFEST): a scan skips it."""
+OUTPUT_MARKERS = (ASSET_META, ".o3d-renders.json", EVAL_MARKER)
+"""Files that mark a folder as o3d's output (an asset folder, o3d eval's output folder and its
+renders/ with their o3dcli.eval.renders.RENDERS_MANIFEST): a scan skips it. Not o3d render's
+folder: it may be a folder of photos that renders were written into, so only the files its
+RENDER_MANIFEST records are skipped (`_render_files`)."""
 
 
 def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
@@ -30,15 +33,19 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     A folder scan skips hidden files and everything inside hidden folders (o3d's cache
     `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders, `o3d render` folders and `o3d
     eval`'s output folders (they hold one of OUTPUT_MARKERS), so that output written inside the input folder,
-    or the input folder itself used as output, never feeds o3d's files back in. What it passed over that a
-    user may have meant as input (images in formats o3d does not read, o3d output folders) is
-    appended to `notes` as sentences. Raises UserError for a path that does not exist (nothing
+    or the input folder itself used as output, never feeds o3d's files back in; in a folder `o3d render`
+    wrote into, only the renders it wrote (`_render_files`), never the other images there. What it passed
+    over that a user may have meant as input (images in formats o3d does not read, o3d output folders,
+    renders) is appended to `notes` as sentences. Raises UserError for a path that does not exist (nothing
     has run yet, so failing early loses nothing and catches typos).
     """
     found: dict[Path, Path] = {}
     other: dict[str, int] = {}
     outputs: set[Path] = set()
     broken: list[Path] = []
+    rendered: dict[Path, int] = {}  # render folder -> renders skipped there
+    guessed: dict[Path, list[Path]] = {}  # render folder with an unreadable manifest -> files skipped by name
+    render_files: dict[Path, set[str] | None] = {}
     for p in inputs:
         p = Path(p)
         if not p.exists():
@@ -69,7 +76,15 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
                 continue
             suffix = f.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
-                found.setdefault(f.resolve(), f.absolute())
+                if f.parent not in render_files:
+                    render_files[f.parent] = _render_files(f.parent)
+                recorded = render_files[f.parent]
+                if recorded is None and f.name.endswith(RENDER_SUFFIXES):
+                    guessed.setdefault(f.parent, []).append(f)
+                elif recorded and f.name in recorded:
+                    rendered[f.parent] = rendered.get(f.parent, 0) + 1
+                else:
+                    found.setdefault(f.resolve(), f.absolute())
             elif suffix in OTHER_IMAGE_SUFFIXES:
                 other[suffix] = other.get(suffix, 0) + 1
     if notes is not None:
@@ -80,6 +95,14 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
         if outputs:
             shown = ", ".join(str(d) for d in sorted(outputs)[:3]) + (", ..." if len(outputs) > 3 else "")
             notes.append(f"skipped {len(outputs)} folder(s) of o3d's own outputs ({shown})")
+        if rendered:
+            shown = ", ".join(str(d) for d in sorted(rendered)[:3]) + (", ..." if len(rendered) > 3 else "")
+            notes.append(f"skipped {sum(rendered.values())} image(s) written by o3d render ({shown})")
+        for folder, files in sorted(guessed.items()):
+            shown = ", ".join(f.name for f in files[:3]) + (", ..." if len(files) > 3 else "")
+            notes.append(f"{folder / RENDER_MANIFEST} cannot be read, so {len(files)} image(s) named like o3d "
+                         f"render's were taken for its renders and skipped ({shown}); rename any that are "
+                         "your own images")
         if broken:
             shown = ", ".join(str(f) for f in broken[:3]) + (", ..." if len(broken) > 3 else "")
             notes.append(f"skipped {len(broken)} link(s) whose target is missing ({shown})")
@@ -91,6 +114,24 @@ def _is_output_folder(folder: Path) -> bool | None:
     Another o3d process may be republishing it (`look_steady`): a look between two renames found
     no marker, and the asset's own input.png was taken as an input."""
     return look_steady(folder, lambda: any((folder / m).is_file() for m in OUTPUT_MARKERS))
+
+
+def _render_files(folder: Path) -> set[str] | None:
+    """The names of the files `o3d render` wrote in `folder` (`<name><suffix>` for each name its
+    RENDER_MANIFEST records): an empty set where it has none, None where it cannot be read
+    (damaged, cut short): the scan then skips only files named like renders (RENDER_SUFFIXES).
+    render records a name before writing that name's first file, and replaces the manifest in one
+    step, so a manifest read after the folder was listed records every render listed."""
+    manifest = folder / RENDER_MANIFEST
+    if not os.path.lexists(manifest):
+        return set()
+    try:
+        names = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(names, dict):
+        return None
+    return {f"{name}{suffix}" for name in names for suffix in RENDER_SUFFIXES}
 
 
 def _entries(folder: Path, recursive: bool) -> list[Path]:

@@ -32,6 +32,10 @@ REPORT_NAME = "o3d-report.json"
 ASSET_META = "o3d-asset.json"
 RESERVED_NAMES = frozenset({REPORT_NAME})
 """Names in the output folder that belong to o3d, never to an asset."""
+RENDER_MANIFEST = "o3d-renders.json"
+"""Which input each name in an `o3d render` output folder belongs to."""
+RENDER_SUFFIXES = ("_turntable.gif", "_turntable.mp4", "_views.png")
+"""The files `o3d render` writes for a name: OUTPUT/<name><suffix>."""
 
 
 @dataclass(frozen=True)

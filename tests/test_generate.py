@@ -180,6 +180,48 @@ def test_output_folder_inside_the_input_folder_is_not_read_back(good_images, tmp
     assert f"skipped 4 folder(s) of o3d's own outputs ({renders}, {out / 'apple'}, {out / 'pear'}, ...)" in notes
 
 
+def test_renders_written_into_a_photo_folder_skip_only_themselves(good_images, tmp_path):
+    # `o3d render ... -o photos` then `o3d generate photos`: o3d-renders.json marked the whole folder
+    # as o3d's output, so the user's own photos beside the renders were skipped ("no image files")
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.io.ply import save_gaussians
+    from test_render_cmd import _blob
+
+    save_gaussians(tmp_path / "chair.ply", _blob(60))
+    res = runner.invoke(app, ["render", str(tmp_path / "chair.ply"), "-o", str(good_images), "--frames", "2",
+                              "--size", "16", "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    assert (good_images / "chair_views.png").is_file() and (good_images / "chair_turntable.gif").is_file()
+    (good_images / "pear_views.png").write_bytes((good_images / "pear.png").read_bytes())  # the user's, not recorded
+    sub = good_images / "sub"
+    sub.mkdir()
+    (sub / "kiwi.png").write_bytes((good_images / "apple.png").read_bytes())
+    out = tmp_path / "out"
+    res = generate(good_images, "-o", out)
+    assert res.exit_code == 0, res.output
+    assert sorted(i["name"] for i in report(out)["items"]) == ["apple", "pear", "pear_views", "plum"]
+    assert f"skipped 2 image(s) written by o3d render ({good_images})" in " ".join(res.output.split())
+    notes = []
+    assert [p.relative_to(good_images).as_posix() for p in collect_inputs([tmp_path / "images"], recursive=True,
+                                                                          notes=notes)] == \
+        ["apple.png", "pear.png", "pear_views.png", "plum.jpg", "sub/kiwi.png"]
+    assert notes == [f"skipped 2 image(s) written by o3d render ({good_images})"]
+    # a damaged o3d-renders.json: only files named like renders are skipped, and the note says so
+    (good_images / "o3d-renders.json").write_text('{"chair": "/tmp/cha')
+    notes = []
+    assert [p.name for p in collect_inputs([good_images], notes=notes)] == ["apple.png", "pear.png", "plum.jpg"]
+    assert notes == [f"{good_images / 'o3d-renders.json'} cannot be read, so 3 image(s) named like o3d render's were "
+                     "taken for its renders and skipped (chair_turntable.gif, chair_views.png, pear_views.png); "
+                     "rename any that are your own images"]
+    # asset folders and eval's renders are still skipped whole
+    (good_images / "o3d-renders.json").write_text("{}")
+    (sub / ".o3d-renders.json").write_text('{"renders": []}')
+    notes = []
+    assert [p.name for p in collect_inputs([good_images], recursive=True, notes=notes)] == \
+        ["apple.png", "chair_turntable.gif", "chair_views.png", "pear.png", "pear_views.png", "plum.jpg"]
+    assert notes == [f"skipped 1 folder(s) of o3d's own outputs ({sub})"]
+
+
 def test_the_input_folder_or_its_parent_as_output(good_images, tmp_path, monkeypatch):
     # every image sits inside the output folder: they are still inputs; the assets are not
     res = generate(good_images, "-o", good_images)
@@ -322,6 +364,28 @@ def test_cuda_options_without_cuda_are_usage_errors(good_images, tmp_path):
     assert res.exit_code == 2 and "CUDA is not available" in res.output
     res = generate(good_images, "-o", tmp_path / "o", "--dtype", "float16")
     assert res.exit_code == 2 and "needs a CUDA device" in res.output
+
+
+@pytest.mark.skipif(__import__("torch").backends.mps.is_available(), reason="checks the message without MPS")
+def test_mps_without_mps_is_a_usage_error_before_anything_is_written(good_images, tmp_path):
+    res = generate(good_images, "-o", tmp_path / "o", "--device", "mps")
+    assert res.exit_code == 2 and "runtime.device=mps but" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_device_index_and_name_are_checked(monkeypatch):
+    import torch
+
+    from o3dcli.device import resolve_device
+    from o3dcli.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cuda") == "cuda"
+    with pytest.raises(UserError, match=r"cuda:5 but this machine has 2 CUDA device\(s\)"):
+        resolve_device("cuda:5")
+    with pytest.raises(UserError, match="not a torch device"):
+        resolve_device("cuda:x")
 
 
 def test_empty_folder_is_usage_error(tmp_path):
