@@ -83,6 +83,24 @@ def test_orbit_azimuth_90_on_plus_x_and_elevation_above():
     torch.testing.assert_close(cams.centers[2], torch.tensor([0.0, 0.0, 2.0]), atol=1e-6, rtol=0)
 
 
+def test_orbit_cameras_at_a_pole_turn_with_the_azimuth():
+    # at elevation exactly +-90 the fallback up was world -Z whatever the azimuth: every view of a
+    # turntable from straight above was the same picture (o3d render --elevation 90)
+    azimuths = [0.0, 45.0, 90.0, 180.0, 270.0, 315.0]
+    for pole in (90.0, -90.0):
+        at = orbit_cameras(pole, azimuths, radius=2.0)
+        near = orbit_cameras(pole * (1 - 1e-6), azimuths, radius=2.0)  # not at the pole: +Y is the up
+        torch.testing.assert_close(at.c2w, near.c2w, atol=1e-4, rtol=0)  # the limit, not a jump
+        right = at.c2w[:, :3, 0]
+        az = torch.deg2rad(torch.tensor(azimuths))
+        torch.testing.assert_close(right, torch.stack([torch.cos(az), torch.zeros_like(az), -torch.sin(az)], 1),
+                                   atol=1e-6, rtol=0)
+    # the pole camera at azimuth 0 is unchanged (up -Z), bit for bit, as is any camera off the poles
+    top = orbit_cameras(90.0, 0.0).c2w[0]
+    assert top[:3, 0].tolist() == [1.0, 0.0, 0.0] and top[:3, 1].tolist()[2] == 1.0
+    torch.testing.assert_close(look_at_c2w(torch.tensor([[0.0, 2.0, 0.0]]))[0, :3, 1], torch.tensor([0.0, 0.0, 1.0]))
+
+
 def test_relative_to_reference_is_identity_and_keeps_relative_poses():
     cams = random_cameras(v=4)
     rel = relative_to(cams, ref_index=2)

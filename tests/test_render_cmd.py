@@ -193,3 +193,23 @@ def test_a_name_is_recorded_before_its_files_and_not_for_a_failed_input(tmp_path
     (tmp_path / "bad" / "fox.ply").write_text("not a ply\n")
     assert CliRunner().invoke(app, ["render", str(tmp_path / "bad" / "fox.ply"), *opts]).exit_code == 1
     assert json.loads((out / "o3d-renders.json").read_text()) == {"fox": str((tmp_path / "fox.ply").resolve())}
+
+
+def test_a_turntable_seen_from_straight_above_turns(tmp_path):
+    # at --elevation 90 every frame was the same picture (a 1-frame GIF, 8 equal views); at 89 it turned
+    import trimesh
+
+    box = trimesh.creation.box(extents=(2.0, 0.5, 1.0))  # a long box: a quarter turn shows
+    box.visual.vertex_colors = [30, 60, 200, 255]
+    box.export(tmp_path / "box.glb")
+    out = tmp_path / "r"
+    for elevation in ("90", "-90"):
+        res = CliRunner().invoke(app, ["render", str(tmp_path / "box.glb"), "-o", str(out), "--frames", "4",
+                                       "--size", "32", "--elevation", elevation, "--no-mp4"])
+        assert res.exit_code == 0, res.output
+        assert Image.open(out / "box_turntable.gif").n_frames == 4
+        views = np.asarray(Image.open(out / "box_views.png").convert("RGB")).reshape(2, 32, 4, 32, 3)
+        views = views.transpose(0, 2, 1, 3, 4).reshape(8, 32, 32, 3).astype(int)
+        fg = (255 - views).sum(-1) > 60
+        assert (fg[0] != fg[2]).sum() > 50  # azimuth 0 and 90: the box lies across, then along
+        assert (fg[0] != np.rot90(fg[2])).sum() < 20  # a quarter turn of the picture

@@ -106,12 +106,14 @@ class Cameras:
         )
 
 
-def look_at_c2w(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None) -> Tensor:
+def look_at_c2w(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None,
+                pole_up: Tensor | None = None) -> Tensor:
     """Camera-to-world matrices [V, 4, 4] for cameras at ``eye`` [V, 3] looking at ``target``.
 
     OpenCV axes: z = forward (towards the target), x = forward x up (right),
-    y = forward x right (down). When forward is parallel to ``up`` the world -Z
-    axis is used as up instead, so the poles are well defined.
+    y = forward x right (down). When forward is parallel to ``up`` (a camera at a
+    pole), ``pole_up`` ([3] or [V, 3]; default the world -Z axis) is used as up
+    instead, so the poles are well defined.
     """
     eye = torch.as_tensor(eye, dtype=torch.float32)
     if eye.ndim == 1:
@@ -121,7 +123,8 @@ def look_at_c2w(eye: Tensor, target: Tensor | None = None, up: Tensor | None = N
     up_t = up_t.to(eye.device).expand_as(eye).clone()
     forward = torch.nn.functional.normalize(target - eye, dim=-1)
     parallel = torch.linalg.cross(forward, up_t).norm(dim=-1) < 1e-6
-    up_t[parallel] = torch.tensor([0.0, 0.0, -1.0], device=eye.device)
+    pole_t = torch.tensor([0.0, 0.0, -1.0]) if pole_up is None else torch.as_tensor(pole_up, dtype=torch.float32)
+    up_t[parallel] = pole_t.to(eye.device).expand_as(eye)[parallel]
     right = torch.nn.functional.normalize(torch.linalg.cross(forward, up_t), dim=-1)
     down = torch.linalg.cross(forward, right)
     c2w = torch.eye(4, device=eye.device).repeat(eye.shape[0], 1, 1)
@@ -142,6 +145,20 @@ def orbit_positions(elevations, azimuths, radius) -> Tensor:
     return (pos * r.reshape(-1, 1) if r.ndim else pos * r).float()
 
 
+def orbit_pole_up(elevations, azimuths) -> Tensor:
+    """Up vectors [V, 3] for orbit cameras at a pole (elevation +-90 degrees), where +Y is no help:
+    the limit of the image's up direction as the elevation nears the pole at that azimuth, so the
+    view still turns with the azimuth (a turntable seen from straight above spins): the horizontal
+    direction away from the camera's side above the object, towards it below. At elevation +90,
+    azimuth 0 that is -Z, the fixed fallback of `look_at_c2w`."""
+    el = torch.as_tensor(elevations, dtype=torch.float64)
+    az = torch.deg2rad(torch.as_tensor(azimuths, dtype=torch.float64))
+    el, az = torch.broadcast_tensors(el, az)
+    s = torch.where(el > 0, -1.0, 1.0).to(torch.float64)
+    # + 0.0 turns -0.0 into 0.0, so elevation +90 azimuth 0 stays bit-identical to the -Z fallback
+    return (torch.stack([s * torch.sin(az), torch.zeros_like(az), s * torch.cos(az)], -1) + 0.0).float().reshape(-1, 3)
+
+
 def orbit_cameras(
     elevations,
     azimuths,
@@ -158,7 +175,7 @@ def orbit_cameras(
     """
     w, h = (size, size) if isinstance(size, int) else size
     eye = orbit_positions(elevations, azimuths, radius)
-    c2w = look_at_c2w(eye)
+    c2w = look_at_c2w(eye, pole_up=orbit_pole_up(elevations, azimuths))
     v = c2w.shape[0]
     f = fov_to_focal(fov_deg, h)
     full = lambda x: torch.full((v,), float(x))  # noqa: E731
