@@ -12,8 +12,21 @@ def resolve_device(name: str) -> str:
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"runtime.device={name} but CUDA is not available (torch {torch.__version__})")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"runtime.device={name} is not a torch device ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"runtime.device={name} but CUDA is not available (torch {torch.__version__})")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"runtime.device={name} but this machine has {count} CUDA device(s) (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            why = "this torch is not built with MPS" if mps is None or not mps.is_built() else "no MPS device is available"
+            raise UserError(f"runtime.device={name} but {why} (torch {torch.__version__})")
     return name
 
 

@@ -373,6 +373,15 @@ def test_mps_without_mps_is_a_usage_error_before_anything_is_written(good_images
     assert not (tmp_path / "o").exists()
 
 
+def test_rembg_matting_without_rembg_is_a_usage_error(good_images, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "rembg", None)  # import rembg -> ImportError
+    res = generate(good_images, "-o", tmp_path / "o", "--set", "preprocess.matting=rembg")
+    assert res.exit_code == 2 and "preprocess.matting=rembg but rembg is not installed" in res.output
+    assert "preprocess.matting=builtin" in res.output and not (tmp_path / "o").exists()
+
+
 def test_device_index_and_name_are_checked(monkeypatch):
     import torch
 
