@@ -170,6 +170,10 @@ def generate(
     items = assign_names(sources, output)
     try:
         runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force, all_stages=generate_stages())
+        if any(s.name == "preprocess" for s in runner.stages):
+            from o3dcli.matting import check_matting
+
+            check_matting(cfg.preprocess.matting)
     except (UserError, ValueError) as e:
         raise _usage_error(str(e)) from None
     weights = None

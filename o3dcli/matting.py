@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from o3dcli.errors import UserError
 from o3dcli.io.images import ImageError
 
 # Built-in estimator settings: properties of the method, tuned on studio renders
@@ -94,14 +95,31 @@ def estimate_foreground(rgba: np.ndarray, matting: str, alpha_threshold: float, 
     raise ValueError(f"unknown preprocess.matting {matting!r}; use auto, alpha, rembg or builtin")
 
 
-def rembg_alpha(rgb: np.ndarray, name: str) -> np.ndarray:
-    """Foreground alpha [H, W] from rembg's segmentation model; raises RembgUnavailable or ImageError."""
+def _import_rembg():
+    """The rembg module; raises RembgUnavailable."""
     try:
         import rembg
     except ImportError as err:
         raise RembgUnavailable(f"rembg is not installed ({err})") from err
     except (Exception, SystemExit) as err:  # rembg exits when onnxruntime is missing
         raise RembgUnavailable(f"rembg cannot be imported ({type(err).__name__}: {err})") from err
+    return rembg
+
+
+def check_matting(matting: str) -> None:
+    """UserError, before a batch starts, when `preprocess.matting` asks for a tool that is not there
+    (rembg: every item would fail on it)."""
+    if matting == "rembg":
+        try:
+            _import_rembg()
+        except RembgUnavailable as err:
+            raise UserError(f"preprocess.matting=rembg but {err}; install it (pip install 'o3dcli[rembg]') "
+                            "or use --set preprocess.matting=builtin") from None
+
+
+def rembg_alpha(rgb: np.ndarray, name: str) -> np.ndarray:
+    """Foreground alpha [H, W] from rembg's segmentation model; raises RembgUnavailable or ImageError."""
+    rembg = _import_rembg()
     from PIL import Image
 
     try:
