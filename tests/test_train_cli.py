@@ -52,13 +52,23 @@ def test_time_limit_stops_with_a_checkpoint_and_the_run_continues(data, tmp_path
     assert "time limit 1s reached" in res.output
     assert (tmp_path / "t" / "checkpoint.pt").is_file()
     # the limit counts from the command's start: on a busy machine loading alone can take it all,
-    # and the run then stops before its first step (trainer-level stopping: tests/test_train.py)
-    done = logged_steps(tmp_path / "t")[-1] if (tmp_path / "t" / "losses.csv").exists() else 0
-    assert 0 <= done < 100000 and f"continue from step {done}" in res.output
+    # and the run still makes one step, so a job resubmitted on exit 3 always progresses
+    done = logged_steps(tmp_path / "t")[-1]
+    assert 1 <= done < 100000 and f"continue from step {done}" in res.output
     res = train(data, tmp_path / "t", "--steps", done + 1)
     assert res.exit_code == 0, res.output
     assert f"resuming at step {done} of {done + 1}" in res.output and "time limit" not in res.output
     assert logged_steps(tmp_path / "t")[-1] == done + 1
+
+
+def test_a_time_limit_shorter_than_start_up_still_makes_a_step_per_run(data, tmp_path, monkeypatch):
+    import o3dcli.commands.train as train_cmd
+
+    monkeypatch.setattr(train_cmd, "parse_duration", lambda text: 1e-9)  # spent before the first step
+    for want in (1, 2):
+        res = train(data, tmp_path / "t", "--steps", 100, "--time-limit", "1s")
+        assert res.exit_code == 3, res.output
+        assert logged_steps(tmp_path / "t")[-1] == want and f"continue from step {want}" in res.output
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -94,6 +104,25 @@ def test_time_limits_without_units_or_not_positive_are_usage_errors(data, tmp_pa
     assert res.exit_code == 2
     assert "--time-limit" in res.output
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_a_bad_train_init_is_a_usage_error_naming_train_init(data, tmp_path):
+    res = train(data, tmp_path / "r", "--steps", 1, "--set", "train.init=no-such-weights")
+    assert res.exit_code == 2, res.output
+    assert "train.init: no weights named 'no-such-weights'" in res.output and "model.weights" not in res.output
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "empty-run").mkdir()
+    res = train(data, tmp_path / "r", "--steps", 1, "--set", f"train.init={tmp_path / 'empty-run'}")
+    assert res.exit_code == 2 and "is a folder without model.safetensors" in res.output
+
+
+def test_a_run_folder_names_its_weights(data, tmp_path):
+    assert train(data, tmp_path / "a", "--steps", 1).exit_code == 0
+    res = train(data, tmp_path / "b", "--steps", 2, "--set", f"train.init={tmp_path / 'a'}")
+    assert res.exit_code == 0, res.output
+    from o3dcli.models.build import resolve_weights
+
+    assert resolve_weights(str(tmp_path / "a")) == tmp_path / "a" / "model.safetensors"
 
 
 def test_parse_duration():

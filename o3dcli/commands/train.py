@@ -86,7 +86,8 @@ def train_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N usable objects of the data folder."),
     time_limit: Optional[str] = typer.Option(None, "--time-limit", metavar="DURATION",
                                              help="Stop once this much wall time has passed (e.g. 90m, 2h, 1h30m; checked between "
-                                                  "steps), saving a checkpoint; run the same command again to continue."),
+                                                  "steps, after at least one step), saving a checkpoint; run the same command "
+                                                  "again to continue."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ):
     """Train (or resume training) a model on rendered objects.
@@ -100,8 +101,10 @@ def train_cmd(
     import torch
 
     from o3dcli.cli import _load_config, _usage_error
+    from o3dcli.config import ConfigError
     from o3dcli.device import resolve_device
     from o3dcli.errors import UserError
+    from o3dcli.models.build import resolve_weights
     from o3dcli.train.lock import RunLock
 
     started = time.monotonic()  # the limit counts data loading too: it is the job's wall time
@@ -119,8 +122,9 @@ def train_cmd(
     # shipped weights; the run's config.yaml records what it started from.
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=cfg.train.init))
     try:
+        resolve_weights(cfg.train.init, field="train.init")  # named as the user set it, before anything is written
         dev = resolve_device(cfg.runtime.device)
-    except UserError as e:
+    except (UserError, ConfigError) as e:
         raise _usage_error(str(e)) from None
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and dev == "cuda":  # torchrun: one GPU per process
         dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -230,9 +234,13 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
             f"they start from the seeded init: {escape(', '.join(names))}", soft_wrap=True)
     stop = {"flag": False, "timed_out": False, "signal": 0}
     deadline = None if limit_s is None else started + limit_s
+    first_step = trainer.step_count
 
     def should_stop() -> bool:
-        if deadline is not None and not stop["flag"] and time.monotonic() >= deadline:
+        # at least one step per run, however short the limit: a limit shorter than start-up (data
+        # loading, a busy machine) must not make a job resubmitted on exit 3 loop without progress
+        if (deadline is not None and not stop["flag"] and trainer.step_count > first_step
+                and time.monotonic() >= deadline):
             stop["timed_out"] = True
         return stop["flag"] or stop["timed_out"]
 

@@ -4,7 +4,7 @@ o3d's own weights are one safetensors file holding `denoiser.*` and `recon.*`
 (the state dict of `O3DModel`), with the preset's model sections as metadata.
 `model.weights` names it: "none" (seeded random init), a bare name looked up in
 the weights folders (the package's `assets/weights/`, then $O3D_WEIGHTS_DIR),
-or a path.
+a path, or an `o3d train` run folder (its `model.safetensors`).
 """
 
 from __future__ import annotations
@@ -53,25 +53,37 @@ RELEASED = "released"
 """`model.weights` value of the published preset: the weights come from model.published_unet/_recon."""
 
 
-def resolve_weights(spec: str) -> Path | None:
-    """None for "none"; else the weights file for a name or path (ConfigError if not found)."""
+RUN_WEIGHTS = "model.safetensors"
+"""The EMA weights file in an `o3d train` run folder: a run folder names its weights."""
+
+
+def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
+    """None for "none"; else the weights file for a name, a path or a training run's folder
+    (ConfigError naming `field` if not found)."""
     from o3dcli.sysinfo import weights_dirs
 
     if spec in ("", "none"):
         return None
     if spec == RELEASED:
-        raise ConfigError("model.weights=released takes the released Ouroboros3D checkpoints: set "
+        raise ConfigError(f"{field}=released takes the released Ouroboros3D checkpoints: set "
                           "model.published_unet=PATH/mv_model_unet.pth and model.published_recon=PATH/recon_model.pth "
-                          "(or model.weights=none to run this architecture untrained)")
+                          f"(or {field}=none to run this architecture untrained)")
     p = Path(spec).expanduser()
-    if p.suffix == ".safetensors" or p.parent != Path("."):
+    named = p.suffix != ".safetensors" and p.parent == Path(".")
+    if named:
+        for d in weights_dirs():
+            if (d / f"{spec}.safetensors").is_file():
+                return d / f"{spec}.safetensors"
+    if p.is_dir():
+        if (p / RUN_WEIGHTS).is_file():
+            return p / RUN_WEIGHTS
+        raise ConfigError(f"{field}: {p} is a folder without {RUN_WEIGHTS} (an o3d train run folder has one "
+                          "once its first checkpoint is saved)")
+    if not named:
         if not p.is_file():
-            raise ConfigError(f"model.weights: no such file {p}")
+            raise ConfigError(f"{field}: no such file {p}")
         return p
-    for d in weights_dirs():
-        if (d / f"{spec}.safetensors").is_file():
-            return d / f"{spec}.safetensors"
-    raise ConfigError(f"model.weights: no weights named '{spec}' in {', '.join(map(str, weights_dirs()))}")
+    raise ConfigError(f"{field}: no weights named '{spec}' in {', '.join(map(str, weights_dirs()))}")
 
 
 def check_local_files(cfg: Config) -> None:

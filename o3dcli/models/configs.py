@@ -241,7 +241,7 @@ class ModelConfig:
     vae_path: str = ""
     """Local folder of SVD's VAE (AutoencoderKLTemporalDecoder) when codec = "vae"; never downloaded."""
     weights: str = "none"
-    """Model weights: a name looked up in the package's weights folder and $O3D_WEIGHTS_DIR ("tiny": the shipped CPU model), a .safetensors path, "released" (the released checkpoints named by published_unet and published_recon: the published preset), or "none" (seeded random init)."""
+    """Model weights: a name looked up in the package's weights folder and $O3D_WEIGHTS_DIR ("tiny": the shipped CPU model), a .safetensors path, an `o3d train` run folder (its model.safetensors), "released" (the released checkpoints named by published_unet and published_recon: the published preset), or "none" (seeded random init)."""
     published_unet: str = ""
     """Path of the released Ouroboros3D mv_model_unet.pth to import (published preset)."""
     published_recon: str = ""

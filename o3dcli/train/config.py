@@ -13,7 +13,7 @@ class TrainConfig:
     steps: int = 20000
     """Optimiser steps of a training run (a stopped run resumes from its last checkpoint)."""
     init: str = "none"
-    """Weights a new run starts from: "none" (seeded random init: training from scratch, whatever the preset's model.weights) or a weights name/path to fine-tune."""
+    """Weights a new run starts from: "none" (seeded random init: training from scratch, whatever the preset's model.weights) or a weights name, path or o3d train run folder to fine-tune."""
     batch_size: int = 2
     """Objects per step."""
     lr: float = 2e-4
