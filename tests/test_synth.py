@@ -307,6 +307,8 @@ def test_cli_synth(tmp_path):
     assert again.exit_code == 0 and "0 made, 2 already complete" in again.output
     bad = CliRunner().invoke(app, args[:-1] + ["phong"])
     assert bad.exit_code == 2
+    none = CliRunner().invoke(app, ["data", "synth", "-n", "0", "-o", str(tmp_path / "none")])
+    assert none.exit_code == 2 and not (tmp_path / "none").exists()  # not an empty dataset
 
 
 def test_command_module_import_is_cheap():

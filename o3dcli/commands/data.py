@@ -20,7 +20,7 @@ class Shading(str, Enum):
 
 @app.command("synth")
 def synth(
-    n: int = typer.Option(..., "-n", "--num", min=0, help="Number of objects (seeds SEED .. SEED+N-1)."),
+    n: int = typer.Option(..., "-n", "--num", min=1, help="Number of objects (seeds SEED .. SEED+N-1)."),
     output: Path = typer.Option(..., "--output", "-o", help="Dataset folder (created; re-running resumes)."),
     seed: int = typer.Option(0, "--seed", min=0, help="First seed; object i uses seed SEED+i."),
     size: int = typer.Option(128, "--size", min=8, help="Image side in pixels."),
