@@ -213,3 +213,51 @@ def test_a_turntable_seen_from_straight_above_turns(tmp_path):
         fg = (255 - views).sum(-1) > 60
         assert (fg[0] != fg[2]).sum() > 50  # azimuth 0 and 90: the box lies across, then along
         assert (fg[0] != np.rot90(fg[2])).sum() < 20  # a quarter turn of the picture
+
+
+def test_gif_frame_rate_is_capped_at_50_fps_with_a_warning(tmp_path):
+    # GIF delays are whole 1/100 s: --fps 60 and 100 stored 1 (played at 10 fps by browsers), --fps 1000
+    # stored 0 and an MP4 of 0 fps
+    save_gaussians(tmp_path / "g.ply", _blob(60))
+    out = tmp_path / "r"
+    opts = ["-o", str(out), "--frames", "3", "--size", "16"]
+
+    def delays(name):
+        with Image.open(out / name) as gif:
+            found = []
+            for i in range(gif.n_frames):
+                gif.seek(i)
+                found.append(gif.info["duration"])
+            return found
+
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), *opts, "--fps", "60", "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    assert delays("g_turntable.gif") == [20, 20, 20]
+    assert res.output.count("warning") == 1 and "--fps 60" in res.output and "50 fps" in res.output
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), *opts, "--fps", "50", "--no-mp4"])
+    assert res.exit_code == 0 and "warning" not in res.output and delays("g_turntable.gif") == [20, 20, 20]
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), *opts, "--fps", "12", "--no-mp4"])
+    assert res.exit_code == 0 and delays("g_turntable.gif") == [80, 80, 80]  # as before
+
+
+def test_non_finite_and_out_of_range_option_values_are_usage_errors(tmp_path):
+    # --elevation nan/inf rendered blank images and reported success; --fps inf failed the item (exit 1)
+    save_gaussians(tmp_path / "g.ply", _blob(60))
+    for option, value in [("--fps", "121"), ("--fps", "1000"), ("--fps", "0"), ("--fps", "-5"), ("--fps", "nan"),
+                          ("--fps", "inf"), ("--elevation", "nan"), ("--elevation", "inf"), ("--elevation", "-inf")]:
+        res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), "-o", str(tmp_path / "bad"), option, value])
+        assert res.exit_code == 2 and option in res.output, (option, value, res.output)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_mp4_keeps_a_frame_rate_above_the_gifs(tmp_path):
+    import pytest
+
+    iio = pytest.importorskip("imageio.v2", reason="the `video` extra (imageio, imageio-ffmpeg) is not installed")
+    pytest.importorskip("imageio_ffmpeg", reason="the `video` extra (imageio-ffmpeg) is not installed")
+    save_gaussians(tmp_path / "g.ply", _blob(60))
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), "-o", str(tmp_path / "r"), "--frames", "3",
+                                   "--size", "16", "--fps", "120"])
+    assert res.exit_code == 0, res.output
+    assert "the MP4 at 120" in res.output
+    assert iio.get_reader(tmp_path / "r" / "g_turntable.mp4").get_meta_data()["fps"] == 120

@@ -52,7 +52,7 @@ def render(
     frames: int = typer.Option(36, "--frames", min=2, help="Turntable frames."),
     size: int = typer.Option(256, "--size", min=16, help="Image side in pixels."),
     elevation: float = typer.Option(15.0, "--elevation", help="Turntable camera elevation in degrees."),
-    fps: float = typer.Option(12.0, "--fps", min=1.0, help="Turntable frames per second."),
+    fps: float = typer.Option(12.0, "--fps", min=1.0, help="Turntable frames per second (at most 120; a GIF plays at most 50: its frame delays are whole 1/100 s)."),
     mp4: bool = typer.Option(True, "--mp4/--no-mp4", help="Also write an MP4 when imageio-ffmpeg is installed (the `video` extra)."),
     up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders and STL files, a USD stage's own upAxis, else Y), y, or z (a Z-up file)."),
 ):
@@ -63,6 +63,7 @@ def render(
     Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     import json
+    import math
     import os
 
     from rich.markup import escape
@@ -73,13 +74,18 @@ def render(
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.inputs import check_output_dir, item_message
     from o3dcli.io.assets import AssetError, load_asset, resolve_asset_path
-    from o3dcli.io.media import image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
+    from o3dcli.io.media import GIF_MAX_FPS, MP4_MAX_FPS, image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
     from o3dcli.render.turntable import render_asset, turntable_frames
 
     def usage_error(message: str) -> typer.Exit:
         console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
         return typer.Exit(2)
 
+    for option, value in (("--elevation", elevation), ("--fps", fps)):  # every float option
+        if not math.isfinite(value):  # nan or inf: blank images or a failed write, reported late
+            raise usage_error(f"{option} must be a finite number, got {value}")
+    if fps > MP4_MAX_FPS:
+        raise usage_error(f"--fps must be at most {MP4_MAX_FPS:g}, got {fps:g}")
     if up not in ("auto", "y", "z"):
         raise usage_error(f"--up must be auto, y or z, got '{up}'")
     try:
@@ -99,6 +105,10 @@ def render(
     if mp4 and not mp4_available():
         console.print("note: MP4 needs the `video` extra (pip install 'o3dcli[video]'); writing GIFs only")
         mp4 = False
+    if fps > GIF_MAX_FPS:
+        console.print(f"[yellow]warning[/yellow]: --fps {fps:g} is above the {GIF_MAX_FPS:g} a GIF can play (browsers "
+                      f"slow faster ones to 10 fps); the GIF is written at {GIF_MAX_FPS:g} fps"
+                      + (f", the MP4 at {fps:g}" if mp4 else ""), soft_wrap=True)
     failed = 0
     def source(path: Path) -> str:  # what is rendered: an asset folder and its gaussians.ply are one input
         try:

@@ -38,13 +38,24 @@ def save_png(path: Path, image: np.ndarray) -> Path:
     return Path(path)
 
 
+GIF_MAX_FPS = 50.0
+"""Fastest GIF: frame delays are whole hundredths of a second, and browsers play delays under 2/100 s
+(1 at 60 fps and more, 0 past 200) as 10/100 s, a tenth of the speed asked for."""
+MP4_MAX_FPS = 120.0
+"""Fastest MP4 o3d writes: high-refresh displays show 120 fps; a turntable of a few dozen frames
+at more would be over in a blink (and fps that round to 0 wrote an MP4 with 0 fps)."""
+
+
 def save_gif(path: Path, frames: np.ndarray, fps: float = 12.0) -> Path:
-    """Looping GIF from [T, H, W, 3] uint8 frames."""
+    """Looping GIF from [T, H, W, 3] uint8 frames, played at `fps` up to GIF_MAX_FPS."""
     from PIL import Image
 
+    if not 0 < fps < float("inf"):
+        raise ValueError(f"GIF frame rate must be a positive number, got {fps}")
     imgs = [Image.fromarray(f[..., :3]) for f in frames]
     buf = io.BytesIO()
-    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=int(round(1000 / fps)), loop=0,
+    duration = int(round(1000 / min(fps, GIF_MAX_FPS)))
+    imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=duration, loop=0,
                  optimize=False, disposal=1)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
@@ -60,8 +71,11 @@ def mp4_available() -> bool:
 
 
 def save_mp4(path: Path, frames: np.ndarray, fps: float = 24.0) -> Path:
-    """H.264 MP4 from [T, H, W, 3] uint8 frames (needs the `video` extra: imageio-ffmpeg)."""
+    """H.264 MP4 from [T, H, W, 3] uint8 frames (needs the `video` extra: imageio-ffmpeg); `fps` in (0, MP4_MAX_FPS]."""
     import imageio.v2 as imageio
+
+    if not 0 < fps <= MP4_MAX_FPS:
+        raise ValueError(f"MP4 frame rate must be above 0 and at most {MP4_MAX_FPS:g}, got {fps}")
 
     h, w = frames.shape[1:3]
     frames = frames[:, : h - h % 2, : w - w % 2, :3]  # yuv420p needs even sides
