@@ -120,8 +120,9 @@ def test_synthetic_predictions_with_gt_meshes_and_lpips(tmp_path):
         write_obj(preds / f"{o.name}.obj", o.load())  # any tool's layout: DIR/<object>.obj
     out = tmp_path / "out"
     res = run("--benchmark", "synthetic", "--limit", "2", "--predictions", preds, "-o", out,
-              "--lpips-weights", _lpips_file(tmp_path), *FAST)
+              "--lpips-weights", _lpips_file(tmp_path), "--set", "diffusion.steps=3", *FAST)
     assert res.exit_code == 0, res.output
+    assert "note: --set is not used" in res.output  # nothing is generated: said, not silently dropped
     rep = json.loads((out / "eval.json").read_text())
     assert [o["seed"] for o in rep["benchmark"]["objects"]] == [1_000_000, 1_000_001]
     for r in rep["results"]:
@@ -187,6 +188,7 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     (["--lpips-weights", "/nonexistent-o3d/vgg.pth", "--predictions", "."], "not found"),
     (["--set", "diffusion.stepz=1"], "unknown key"),
     (["--views", "1", "--novel-views"], "--novel-views leaves no view to score"),
+    (["--data", "."], "the synthetic benchmark makes its objects"),
 ])
 def test_usage_errors_exit_2(args, message, tmp_path):
     res = run(*args, "-o", tmp_path / "out", "--no-progress")

@@ -87,6 +87,13 @@ def eval_cmd(
         raise usage(f"--mesh-shading must be lambert or unlit, got '{mesh_shading}'")
     if predictions and variants:
         raise usage("--predictions scores existing assets and --variants generates new ones: give one of them")
+    if predictions and (sets or seed is not None or preset != "tiny"):
+        given = [o for o, on in (("--set", sets), ("--seed", seed is not None), ("--preset", preset != "tiny")) if on]
+        console.print(f"[yellow]note[/yellow]: {', '.join(given)} {'is' if len(given) == 1 else 'are'} not used: they "
+                      "set how assets are generated, and --predictions scores existing ones", soft_wrap=True)
+    if benchmark == "synthetic" and data is not None:
+        raise usage("--data names the folder of a gso or folder benchmark; the synthetic benchmark makes its "
+                    "objects (seeds 1,000,000+) and reads no folder")
     from o3dcli.errors import UserError
     from o3dcli.inputs import check_output_dir
 
