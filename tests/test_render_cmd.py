@@ -261,3 +261,25 @@ def test_mp4_keeps_a_frame_rate_above_the_gifs(tmp_path):
     assert res.exit_code == 0, res.output
     assert "the MP4 at 120" in res.output
     assert iio.get_reader(tmp_path / "r" / "g_turntable.mp4").get_meta_data()["fps"] == 120
+
+
+def test_a_format_no_longer_written_is_removed_but_never_a_users_file(tmp_path):
+    # a render with MP4, then again with --no-mp4: the new GIF sat beside the earlier render's MP4
+    import pytest
+
+    pytest.importorskip("imageio.v2", reason="the `video` extra (imageio, imageio-ffmpeg) is not installed")
+    pytest.importorskip("imageio_ffmpeg", reason="the `video` extra (imageio-ffmpeg) is not installed")
+    save_gaussians(tmp_path / "g.ply", _blob(60))
+    save_gaussians(tmp_path / "fox.ply", _blob(60, (1.0, 0.0, 0.0)))
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "fox_turntable.mp4").write_bytes(b"my own video")
+    opts = ["-o", str(out), "--frames", "2", "--size", "16"]
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), str(tmp_path / "fox.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert (out / "g_turntable.mp4").is_file() and (out / "fox-2_turntable.mp4").is_file()
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), str(tmp_path / "fox.ply"), *opts, "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    assert not (out / "g_turntable.mp4").exists() and not (out / "fox-2_turntable.mp4").exists()
+    assert (out / "g_turntable.gif").is_file() and (out / "g_views.png").is_file()
+    assert (out / "fox_turntable.mp4").read_bytes() == b"my own video"

@@ -58,7 +58,7 @@ def render(
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 
-    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's; a very long one is cut short and ends in a short hash), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which) or files of that name that o3d did not write for this input are there.
+    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's; a very long one is cut short and ends in a short hash), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which) or files of that name that o3d did not write for this input are there. An MP4 an earlier run wrote for that name is removed when this run writes none (--no-mp4).
 
     Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
@@ -132,12 +132,16 @@ def render(
             grid = image_grid(to_uint8(render_asset(asset, cams)), cols=4)
             # the name is recorded before its first file is written, so files left by a run stopped
             # half-way are known as this input's, not taken for a user's own files
+            earlier = name in manifest  # then its files are o3d's for this input (else the name is not free)
             manifest[name] = source(path)
             atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
             written = [save_gif(output / f"{name}_turntable.gif", clip, fps)]
             if mp4:
                 written.append(save_mp4(output / f"{name}_turntable.mp4", clip, fps))
             written.append(save_png(output / f"{name}_views.png", grid))
+            for stale in (output / f"{name}{suffix}" for suffix in SUFFIXES):
+                if earlier and stale not in written and not stale.is_dir():  # an MP4 from before --no-mp4
+                    stale.unlink(missing_ok=True)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(p.name) for p in written))
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
