@@ -46,10 +46,40 @@ class Item:
     name: str
 
 
-def safe_name(stem: str) -> str:
-    """A folder name for an asset that stays inside the output folder."""
+NAME_MAX_BYTES = 255 - len("." + "_turntable.mp4" + ".tmp-4194304")
+"""Longest name (UTF-8 bytes) o3d gives an asset, a render or an eval object: 228, so that every
+name derived from it fits the 255-byte file names of common file systems. The longest are o3d
+render's files' atomic-write temporaries (`.<name>_turntable.mp4.tmp-<pid>`, pids up to Linux's
+2**22); others are the publish staging folders (`.<name>.o3d-new-<pid>`, `.<name>.o3d-old-<pid>`),
+eval's renders (`.<name>.png.tmp-<pid>`) and the cache's `.o3d/items/<name>/`. Suffixes -2, -3, ...
+are fitted within it too (`fit_name`)."""
+
+
+def fit_name(stem: str, suffix: str = "") -> str:
+    """`stem + suffix` if it is at most NAME_MAX_BYTES long (UTF-8), else the stem cut short (never
+    inside a character) and tagged with 8 hex digits of its SHA-256: `<start of stem>-1a2b3c4d<suffix>`.
+    Still recognisable, the same on every run, different for long names that differ only past the
+    cut; names that fit are left as they are (existing outputs and caches go by them)."""
+    import hashlib
+
+    if len((stem + suffix).encode()) <= NAME_MAX_BYTES:
+        return stem + suffix
+    tag = "-" + hashlib.sha256(stem.encode()).hexdigest()[:8]
+    room = NAME_MAX_BYTES - len((tag + suffix).encode())
+    return stem.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + tag + suffix
+
+
+def clean_name(stem: str) -> str:
+    """`stem` with the characters a file name cannot safely hold replaced by "_", of any length: the
+    base to give `next_free_name` with `fit_name`, so that a long name's hash is of all of it."""
     cleaned = "".join(c if (c.isalnum() or c in "-_.+ ") else "_" for c in stem).strip(" .")
     return cleaned or "item"
+
+
+def safe_name(stem: str) -> str:
+    """A name for an asset's folder (or a render's, an eval object's files) that stays inside the
+    output folder and fits NAME_MAX_BYTES: `fit_name(clean_name(stem))`."""
+    return fit_name(clean_name(stem))
 
 
 GENERIC_STEMS = frozenset({"gaussians", "model", "mesh", "point_cloud", "scene", "splat"})
@@ -80,7 +110,8 @@ def next_free_name(base: str, taken: Callable[[str], bool], make: Callable[[str]
 
 
 def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None) -> list[str]:
-    """One output name per input path (`asset_stem`), collisions suffixed -2, -3, ...
+    """One output name per input path (`asset_stem`, made safe and fitted to NAME_MAX_BYTES),
+    collisions suffixed -2, -3, ...
 
     `owned_by_other(name, path)` says whether an earlier run wrote `name` for another input:
     such a name is skipped too, so no input overwrites another's results.
@@ -88,8 +119,9 @@ def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] 
     used: set[str] = set()
     names = []
     for path in paths:
-        name = next_free_name(safe_name(asset_stem(path)), lambda name: name in used or (
-            owned_by_other is not None and owned_by_other(name, path)))
+        base = clean_name(asset_stem(path))
+        name = next_free_name(base, lambda name: name in used or (
+            owned_by_other is not None and owned_by_other(name, path)), make=lambda suffix: fit_name(base, suffix))
         used.add(name)
         names.append(name)
     return names
@@ -104,8 +136,9 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     taken: set[str] = set()
     items = []
     for src in sources:
-        name = next_free_name(safe_name(src.stem), lambda name: name in taken or name.lower() in RESERVED_NAMES
-                              or folder_taken(out_dir, name, src))
+        base = clean_name(src.stem)
+        name = next_free_name(base, lambda name: name in taken or name.lower() in RESERVED_NAMES
+                              or folder_taken(out_dir, name, src), make=lambda suffix: fit_name(base, suffix))
         taken.add(name)
         items.append(Item(src, name))
     return items
@@ -188,8 +221,8 @@ def claim_name(out_dir: Path, source: Path, name: str, base: str | None = None,
     process holds the lock of a folder that is not (yet) another input's, that process may be
     working on this very input, or be about to claim the name: ItemLocked is raised
     (blocking=False), or the lock waited for and the folder checked then (blocking=True). Names are
-    tried as `next_free_name(base)` does (base: the name less its -N), skipping those `taken`
-    refuses (e.g. the other inputs of this batch)."""
+    tried as `next_free_name(base)` does, fitted with `fit_name` (base: the name less its -N, as
+    `clean_name` gives it, before fitting), skipping those `taken` refuses (e.g. the other inputs of this batch)."""
     from o3dcli.publish import recover
 
     out_dir = Path(out_dir)
@@ -219,7 +252,7 @@ def claim_name(out_dir: Path, source: Path, name: str, base: str | None = None,
                 lock.release()
         tried.add(name)
         name = next_free_name(base, lambda n: n in tried or taken(n) or n.lower() in RESERVED_NAMES
-                              or _names_other_source(out_dir / n, source))
+                              or _names_other_source(out_dir / n, source), make=lambda suffix: fit_name(base, suffix))
 
 
 def mark_asset_dir(asset_dir: Path, src: Path) -> None:

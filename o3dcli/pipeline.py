@@ -34,8 +34,8 @@ from o3dcli.config import Config, dump_config
 from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError
 from o3dcli import publish
-from o3dcli.naming import (ASSET_META, Item, asset_meta_text, claim_name, drop_if_empty, mark_asset_dir,
-                           safe_name)
+from o3dcli.naming import (ASSET_META, Item, asset_meta_text, claim_name, clean_name, drop_if_empty,
+                           mark_asset_dir)
 from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
 from o3dcli.batch_types import Stage, StageContext, StageWarnings
 
@@ -83,7 +83,7 @@ class BatchRunner:
         held, that folder has become another input's asset."""
         res = ItemResult(str(item.source), item.name)
         self._running = None  # the stage in progress, for the report of an interrupted item
-        base = safe_name(item.source.stem)
+        base = clean_name(item.source.stem)
         try:
             name, lock = claim_name(self.out_dir, item.source, item.name, base, blocking=blocking,
                                     taken=lambda n: self.batch_names.get(n, item.source) != item.source)

@@ -278,6 +278,40 @@ def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good
     assert res.exit_code == 2 and "formats o3d does not read (1 .heic)" in " ".join(res.output.split())
 
 
+def test_long_file_names_get_short_asset_names(good_images, tmp_path):
+    # an input whose name is 250 bytes long (legal on disk): its staging folder .<name>.o3d-new-<pid>
+    # was longer than 255 bytes and publishing failed ("File name too long") after preprocessing ran
+    from o3dcli.naming import NAME_MAX_BYTES
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    stems = ["a" * 250, "a" * 245 + "b" * 5, "椅" * 83, "short"]
+    for stem in stems:
+        (photos / f"{stem}.png").write_bytes((good_images / "apple.png").read_bytes())
+    out = tmp_path / "out"
+    res = generate(photos, "-o", out)
+    assert res.exit_code == 0, res.output
+    by_source = {Path(i["input"]).stem: i["name"] for i in report(out)["items"]}
+    assert by_source["short"] == "short" and len(set(by_source.values())) == len(stems)
+    for stem in stems[:3]:
+        name = by_source[stem]
+        assert stem.startswith(name[:-9]) and name[-9] == "-" and len(name.encode()) <= NAME_MAX_BYTES
+        assert (out / name / "input.png").is_file()
+        assert json.loads((out / name / "o3d-asset.json").read_text())["source"] == str(photos / f"{stem}.png")
+    res = generate(photos, "-o", out)  # a re-run finds the same names and its cache
+    assert res.exit_code == 0 and "nothing recomputed" in res.output, res.output
+    assert {Path(i["input"]).stem: i["name"] for i in report(out)["items"]} == by_source
+    # the same long file name from another folder gets -2, still short enough
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"{stems[0]}.png").write_bytes((good_images / "pear.png").read_bytes())
+    res = generate(other, "-o", out)
+    assert res.exit_code == 0, res.output
+    [item] = report(out)["items"]
+    assert item["name"].endswith("-2") and len(item["name"].encode()) <= NAME_MAX_BYTES
+    assert item["name"][:-11] == by_source[stems[0]][:len(item["name"]) - 11]
+
+
 def test_reserved_names_are_never_asset_names(tmp_path, good_images):
     from o3dcli.naming import assign_names
 

@@ -245,3 +245,22 @@ def test_a_folder_left_by_a_stopped_run_is_reused_and_a_failed_input_leaves_none
     (tmp_path / "new.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
     assert CliRunner().invoke(app, ["mesh", str(tmp_path / "new.obj"), "-o", str(out)]).exit_code == 0
     assert (out / "new" / "model.glb").is_file() and not (out / "new-2").exists()
+
+
+def test_long_file_names_get_short_result_folders(tmp_path):
+    # a 250-byte input name: the staging folder .<name>.o3d-new-<pid> was over 255 bytes and o3d mesh
+    # failed with "cannot write the results (File name too long)"
+    from o3dcli.naming import NAME_MAX_BYTES
+
+    stems = ["m" * 250, "網格" * 41 + "x"]
+    for stem in stems:
+        (tmp_path / f"{stem}.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mesh", *(str(tmp_path / f"{s}.obj") for s in stems), "--formats", "glb",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    folders = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert len(folders) == 2
+    for stem, name in zip(sorted(stems), folders):
+        assert stem.startswith(name[:-9]) and name[-9] == "-" and len(name.encode()) <= NAME_MAX_BYTES
+        assert (out / name / "model.glb").is_file()

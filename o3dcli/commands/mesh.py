@@ -260,11 +260,11 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
     from o3dcli.console import console
     from o3dcli.errors import UserError
     from o3dcli.mesh.config import EXPORT_FILES
-    from o3dcli.naming import ASSET_META, asset_meta_text, asset_stem, claim_name, drop_if_empty, mark_asset_dir, safe_name
+    from o3dcli.naming import ASSET_META, asset_meta_text, asset_stem, claim_name, clean_name, drop_if_empty, mark_asset_dir
     from o3dcli import publish
 
     src = _source(path).resolve()
-    args = dict(base=safe_name(asset_stem(path)), taken=lambda n: batch.get(n, src) != src)
+    args = dict(base=clean_name(asset_stem(path)), taken=lambda n: batch.get(n, src) != src)
     try:
         name, lock = claim_name(output, src, name, **args)
     except ItemLocked:

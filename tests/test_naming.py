@@ -1,0 +1,28 @@
+"""o3dcli.naming: the names o3d gives its outputs fit the file system, with every name derived from them."""
+
+from o3dcli.naming import NAME_MAX_BYTES, clean_name, fit_name, next_free_name, safe_name
+
+DERIVED = (".{}.o3d-new-4194304", ".{}.o3d-old-4194304", ".{}_turntable.mp4.tmp-4194304", ".{}.png.tmp-4194304")
+"""Names o3d makes from an output's name: publish's staging folders, render's and eval's temporaries."""
+
+
+def test_names_that_fit_are_kept_and_long_ones_are_cut_with_a_hash():
+    for short in ("apple", "a" * NAME_MAX_BYTES, "椅" * (NAME_MAX_BYTES // 3), "my chair+1.final"):
+        assert safe_name(short) == short  # existing outputs and caches go by these names
+    assert safe_name("a/b:c?") == "a_b_c_" and safe_name(" ..") == "item"
+    stems = ["a" * 250, "a" * 245 + "b" * 5, "椅" * 84, "椅子" * 41 + "x", "é" * 127]
+    names = [safe_name(s) for s in stems]
+    assert len(set(names)) == len(stems)  # long names alike in their start stay apart
+    for stem, name in zip(stems, names):
+        assert len(name.encode()) <= NAME_MAX_BYTES and name == safe_name(stem) == safe_name(name)
+        start, tag = name[:-9], name[-9:]
+        assert stem.startswith(start) and len(start.encode()) > NAME_MAX_BYTES - 12  # cut at a character's edge
+        assert tag[0] == "-" and int(tag[1:], 16) >= 0
+        for derived in DERIVED:
+            assert len(derived.format(name).encode()) <= 255
+    # -2, -3, ... fit too, and are told apart from the first name
+    base = clean_name("椅" * 84)
+    taken = {fit_name(base), fit_name(base, "-2")}
+    name = next_free_name(base, taken.__contains__, make=lambda suffix: fit_name(base, suffix))
+    assert name.endswith("-3") and name not in taken and len(name.encode()) <= NAME_MAX_BYTES
+    assert name[:-2] == fit_name(base)[:len(name) - 2 - 9] + fit_name(base)[-9:]  # the same hash, cut 2 bytes sooner
