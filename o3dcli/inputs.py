@@ -31,8 +31,8 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     paths are kept as given, so a link names its asset, not its target).
 
     A folder scan skips hidden files and everything inside hidden folders (o3d's cache
-    `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders, `o3d render` folders and `o3d
-    eval`'s output folders (they hold one of OUTPUT_MARKERS), so that output written inside the input folder,
+    `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders and `o3d eval`'s output folders
+    (they hold one of OUTPUT_MARKERS), so that output written inside the input folder,
     or the input folder itself used as output, never feeds o3d's files back in; in a folder `o3d render`
     wrote into, only the renders it wrote (`_render_files`), never the other images there. What it passed
     over that a user may have meant as input (images in formats o3d does not read, o3d output folders,
@@ -119,7 +119,9 @@ def _is_output_folder(folder: Path) -> bool | None:
 def _render_files(folder: Path) -> set[str] | None:
     """The names of the files `o3d render` wrote in `folder` (`<name><suffix>` for each name its
     RENDER_MANIFEST records): an empty set where it has none, None where it cannot be read
-    (damaged, cut short): the scan then skips only files named like renders (RENDER_SUFFIXES).
+    (damaged, cut short): the scan then skips the files named like renders (RENDER_SUFFIXES) and
+    says which, rather than take them all as inputs: renders fed back in make assets of o3d's own
+    pictures on every run, while a photo named `<x>_views.png` is rare and the note names it.
     render records a name before writing that name's first file, and replaces the manifest in one
     step, so a manifest read after the folder was listed records every render listed."""
     manifest = folder / RENDER_MANIFEST
