@@ -283,3 +283,21 @@ def test_a_format_no_longer_written_is_removed_but_never_a_users_file(tmp_path):
     assert not (out / "g_turntable.mp4").exists() and not (out / "fox-2_turntable.mp4").exists()
     assert (out / "g_turntable.gif").is_file() and (out / "g_views.png").is_file()
     assert (out / "fox_turntable.mp4").read_bytes() == b"my own video"
+
+
+def test_an_input_given_twice_is_rendered_once(tmp_path):
+    # `o3d render sphere.ply sphere.ply` rendered it twice, as sphere and sphere-2; o3d mesh meshes it once
+    import json
+
+    (tmp_path / "fox").mkdir()
+    save_gaussians(tmp_path / "fox" / "gaussians.ply", _blob(60))
+    (tmp_path / "link.ply").symlink_to(tmp_path / "fox" / "gaussians.ply")
+    out = tmp_path / "r"
+    ply = str(tmp_path / "fox" / "gaussians.ply")
+    res = CliRunner().invoke(app, ["render", ply, ply, str(tmp_path / "fox"), str(tmp_path / "link.ply"), "-o", str(out),
+                                   "--frames", "2", "--size", "16", "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    assert "3 input(s) given more than once; each is rendered once" in " ".join(res.output.split())
+    assert res.output.count("✓") == 1
+    assert json.loads((out / "o3d-renders.json").read_text()) == {"fox": str((tmp_path / "fox" / "gaussians.ply").resolve())}
+    assert sorted(p.name for p in out.iterdir()) == ["fox_turntable.gif", "fox_views.png", "o3d-renders.json"]

@@ -1,1 +1,16 @@
 """Typer commands that live outside cli.py (each imports heavy modules lazily)."""
+
+
+def once_each(inputs: list, key, verb: str) -> list:
+    """`inputs` with each one kept once, first come first kept, where `key(input)` says what it is (a
+    resolved path: the same file given twice or through a link, an asset folder and its
+    gaussians.ply). A note tells how many were dropped; `verb` says what is done with each ("meshed")."""
+    seen: dict = {}
+    for p in inputs:
+        seen.setdefault(key(p), p)
+    if len(seen) < len(inputs):
+        from o3dcli.console import console
+
+        console.print(f"[yellow]note[/yellow]: {len(inputs) - len(seen)} input(s) given more than once; "
+                      f"each is {verb} once", soft_wrap=True)
+    return list(seen.values())

@@ -173,6 +173,7 @@ def mesh(
 
     from rich.markup import escape
 
+    from o3dcli.commands import once_each
     from o3dcli.config import ConfigError
     from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.errors import UserError
@@ -203,13 +204,7 @@ def mesh(
         torch.set_num_threads(threads)
     output.mkdir(parents=True, exist_ok=True)
     failed = 0
-    seen: dict[Path, Path] = {}
-    for p in inputs:  # the same input given twice (or through a link) is meshed once
-        seen.setdefault(_source(p).resolve(), p)
-    if len(seen) < len(inputs):
-        console.print(f"[yellow]note[/yellow]: {len(inputs) - len(seen)} input(s) given more than once; "
-                      "each is meshed once", soft_wrap=True)
-    inputs = list(seen.values())
+    inputs = once_each(inputs, lambda p: _source(p).resolve(), "meshed")
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
     names = unique_names(inputs, lambda name, path: folder_taken(output, name, _source(path).resolve()))
     log = logging.getLogger("o3d")

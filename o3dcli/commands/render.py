@@ -69,6 +69,7 @@ def render(
     from rich.markup import escape
 
     from o3dcli.atomic import atomic_write_text
+    from o3dcli.commands import once_each
     from o3dcli.console import console, interrupted_exit_code
     from o3dcli.errors import UserError
     from o3dcli.geometry.cameras import orbit_cameras
@@ -123,6 +124,7 @@ def render(
             return manifest[name] != source(path)
         return any(os.path.lexists(output / f"{name}{suffix}") for suffix in SUFFIXES)
 
+    inputs = once_each(inputs, source, "rendered")
     names = render_names(inputs, taken)
     for path, name in zip(inputs, names):
         try:
