@@ -301,3 +301,22 @@ def test_an_input_given_twice_is_rendered_once(tmp_path):
     assert res.output.count("✓") == 1
     assert json.loads((out / "o3d-renders.json").read_text()) == {"fox": str((tmp_path / "fox" / "gaussians.ply").resolve())}
     assert sorted(p.name for p in out.iterdir()) == ["fox_turntable.gif", "fox_views.png", "o3d-renders.json"]
+
+
+def test_a_folder_of_assets_renders_each_asset_in_it(tmp_path):
+    # `o3d render assets` (an o3d generate output folder) failed: "folder holds none of model.glb, ..."
+    assets = tmp_path / "assets"
+    for name, offset in (("apple", (0.0, 0.0, 0.0)), ("pear", (1.0, 0.0, 0.0))):
+        (assets / name).mkdir(parents=True)
+        save_gaussians(assets / name / "gaussians.ply", _blob(60, offset))
+    (assets / ".o3d").mkdir()
+    (assets / "o3d-report.json").write_text("{}")
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["render", str(assets), "-o", str(out), "--frames", "2", "--size", "16", "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    assert f"{assets}: 2 assets inside" in " ".join(res.output.split())
+    assert {p.name for p in out.glob("*_views.png")} == {"apple_views.png", "pear_views.png"}
+    # a folder with nothing to render is still an error naming it
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "empty"), "-o", str(out), "--frames", "2", "--size", "16"])
+    assert res.exit_code == 1 and "empty: folder holds none of" in " ".join(res.output.split())

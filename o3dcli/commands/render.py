@@ -7,38 +7,23 @@ from typing import List
 
 import typer
 
-MANIFEST = "o3d-renders.json"
+from o3dcli.naming import RENDER_MANIFEST, RENDER_SUFFIXES, fit_name
+
+MANIFEST = RENDER_MANIFEST
 """Which input each name in a render folder belongs to."""
-SUFFIXES = ("_turntable.gif", "_turntable.mp4", "_views.png")
+SUFFIXES = RENDER_SUFFIXES
 """The files written for a name: OUTPUT/<name><suffix>."""
-NAME_MAX_BYTES = 255 - len("." + "_turntable.mp4" + ".tmp-4194304")
-"""Longest name (UTF-8 bytes) whose files and their atomic-write temporaries
-(".<file>.tmp-<pid>", pids up to Linux's 2**22) fit the 255-byte file names of common
-file systems."""
-
-
-def fit_name(stem: str, suffix: str = "") -> str:
-    """`stem + suffix` if it is at most NAME_MAX_BYTES long, else the stem cut short and tagged with
-    8 hex digits of its SHA-256 (`<start of stem>-1a2b3c4d<suffix>`): still recognisable, the same
-    on every run, and different for long names that differ only past the cut."""
-    import hashlib
-
-    if len((stem + suffix).encode()) <= NAME_MAX_BYTES:
-        return stem + suffix
-    tag = "-" + hashlib.sha256(stem.encode()).hexdigest()[:8]
-    room = NAME_MAX_BYTES - len((tag + suffix).encode())
-    return stem.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + tag + suffix
 
 
 def render_names(paths: List[Path], taken) -> List[str]:
     """One name per input (`asset_stem`, made safe and fitted to NAME_MAX_BYTES), collisions in
     this batch and names `taken(name, path)` says are not free suffixed -2, -3, ..."""
-    from o3dcli.naming import asset_stem, next_free_name, safe_name
+    from o3dcli.naming import asset_stem, clean_name, next_free_name
 
     used: set[str] = set()
     names = []
     for path in paths:
-        stem = safe_name(asset_stem(path))
+        stem = clean_name(asset_stem(path))
         name = next_free_name(stem, lambda name: name in used or taken(name, path),
                               make=lambda suffix: fit_name(stem, suffix))
         used.add(name)
@@ -47,7 +32,7 @@ def render_names(paths: List[Path], taken) -> List[str]:
 
 
 def render(
-    inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra) or o3d asset folders."),
+    inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), o3d asset folders, or folders of them (an o3d generate output folder: every asset in it)."),
     output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", help="Folder for the renders."),
     frames: int = typer.Option(36, "--frames", min=2, help="Turntable frames."),
     size: int = typer.Option(256, "--size", min=16, help="Image side in pixels."),
@@ -74,7 +59,7 @@ def render(
     from o3dcli.errors import UserError
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.inputs import check_output_dir, item_message
-    from o3dcli.io.assets import AssetError, load_asset, resolve_asset_path
+    from o3dcli.io.assets import AssetError, expand_asset_folders, load_asset, resolve_asset_path
     from o3dcli.io.media import GIF_MAX_FPS, MP4_MAX_FPS, image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
     from o3dcli.render.turntable import render_asset, turntable_frames
 
@@ -124,6 +109,10 @@ def render(
             return manifest[name] != source(path)
         return any(os.path.lexists(output / f"{name}{suffix}") for suffix in SUFFIXES)
 
+    notes: list[str] = []
+    inputs = expand_asset_folders(inputs, notes)  # an output folder, a folder of meshes: each asset in it
+    for note in notes:
+        console.print(f"note: {escape(note)}", soft_wrap=True)
     inputs = once_each(inputs, source, "rendered")
     names = render_names(inputs, taken)
     for path, name in zip(inputs, names):

@@ -50,6 +50,51 @@ def resolve_asset_path(path: Path) -> Path:
     return path
 
 
+def is_one_asset(path: Path) -> bool:
+    """True when `path` opens as one asset (a file, an asset or GSO folder, a folder of one asset file)."""
+    try:
+        resolve_asset_path(path)
+    except (AssetError, OSError):
+        return False
+    return True
+
+
+def folder_assets(path: Path) -> list[Path]:
+    """The assets a folder holds when it is not one itself: its sub-folders that are asset (or GSO)
+    folders and its mesh files, sorted by name; hidden entries (o3d's `.o3d/`) are left out, and so
+    are entries that vanish while looked at (another o3d process republishing an asset)."""
+    try:
+        entries = sorted(path.iterdir())
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir() and is_one_asset(entry) or entry.is_file() and entry.suffix.lower() in MESH_SUFFIXES:
+                found.append(entry)
+        except OSError:
+            continue
+    return found
+
+
+def expand_asset_folders(paths: list[Path], notes: list[str]) -> list[Path]:
+    """`paths` with each folder that is not one asset replaced by the assets inside it (an
+    `o3d generate` or `o3d mesh` output folder, a folder of GLBs, ...), one level deep; a note in
+    `notes` says so. A folder with nothing o3d can open is kept, so that its error names it."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir() and not is_one_asset(p):
+            inner = folder_assets(p)
+            if inner:
+                notes.append(f"{p}: {len(inner)} asset{'s' if len(inner) != 1 else ''} inside")
+                out += inner
+                continue
+        out.append(p)
+    return out
+
+
 def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
     """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY/STL/USD, or an asset/GSO folder).
     `up`: the mesh's up axis, "auto" (Z for GSO/Gazebo folders and STL files, else Y), "y" or "z" (Z-up files,
