@@ -5,7 +5,7 @@ Later stages (diffusion, meshing, export) are appended here as they land.
 
 from __future__ import annotations
 
-from o3dcli.mesh.config import EXPORT_FILES
+from o3dcli.mesh.config import EXPORT_FILES, MeshConfig
 from o3dcli.batch_types import Stage, StageContext
 
 
@@ -307,7 +307,8 @@ def run_export(ctx: StageContext) -> dict:
     mesh = load_trimesh(ctx.upstream["mesh_bake"] / "mesh.npz")
     cfg = ctx.config.mesh
     files = export_mesh(mesh, ctx.work_dir, "model", tuple(cfg.formats), stl_size_mm=cfg.stl_size_mm,
-                        texture_format=cfg.texture_format, jpeg_quality=cfg.jpeg_quality, draco=cfg.draco)
+                        texture_format=cfg.texture_format, jpeg_quality=cfg.jpeg_quality, draco=cfg.draco,
+                        crease_angle_deg=cfg.crease_angle_deg)
     return {"files": [f.name for f in files]}
 
 
@@ -315,7 +316,8 @@ def export_key_extra(config) -> dict:
     """What decides the export besides mesh.formats, only for the formats asked for (so adding a
     setting for one format does not invalidate the others' cached files): the STL's size, and
     whether usd-core is installed (the USDZ's layer is binary with it, text without); the texture
-    format when not the default PNG; Draco compression of the GLB."""
+    format when not the default PNG; Draco compression of the GLB; the crease angle of the normals
+    of glb, obj and usdz when not the default."""
     from o3dcli.io.usdz import usd_available
 
     extra = {}
@@ -323,6 +325,9 @@ def export_key_extra(config) -> dict:
         extra.update(texture_format=config.mesh.texture_format, jpeg_quality=config.mesh.jpeg_quality)
     if config.mesh.draco and "glb" in config.mesh.formats:
         extra["draco"] = True
+    if config.mesh.crease_angle_deg != MeshConfig.crease_angle_deg and any(
+            f in config.mesh.formats for f in ("glb", "obj", "usdz")):  # their normals
+        extra["crease_angle_deg"] = config.mesh.crease_angle_deg
     if "stl" in config.mesh.formats:
         extra["stl_size_mm"] = config.mesh.stl_size_mm
     if "usdz" in config.mesh.formats:
@@ -338,7 +343,8 @@ MESH_FUSION = Stage("mesh_fusion", 1, _mesh_fields(MESH_FUSION_FIELDS), run_mesh
 MESH_SIMPLIFY = Stage("mesh_simplify", 2, _mesh_fields(MESH_SIMPLIFY_FIELDS), run_mesh_simplify)
 MESH_UV = Stage("mesh_uv", 1, _mesh_fields(MESH_UV_FIELDS), run_mesh_uv)
 MESH_BAKE = Stage("mesh_bake", 1, _mesh_fields(MESH_BAKE_FIELDS), run_mesh_bake)
-EXPORT = Stage("export", 1, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
+# version 2: normals kept sharp along creases (mesh.crease_angle_deg), OBJs with vn
+EXPORT = Stage("export", 2, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
                publish={f: f for f in EXPORT_FILES}, key_extra=export_key_extra)
 
 

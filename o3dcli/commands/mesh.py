@@ -140,7 +140,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
                     src, len(mesh.faces), mesh_cfg.target_faces)
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats, stl_size_mm=mesh_cfg.stl_size_mm,
                           texture_format=mesh_cfg.texture_format, jpeg_quality=mesh_cfg.jpeg_quality,
-                          draco=mesh_cfg.draco)
+                          draco=mesh_cfg.draco, crease_angle_deg=mesh_cfg.crease_angle_deg)
     for stale in EXPORT_FILES:  # a format asked for last time, not now
         if out_dir / stale not in written:
             (out_dir / stale).unlink(missing_ok=True)

@@ -59,28 +59,21 @@ def check_exportable(mesh: TriMesh) -> None:
             raise ValueError(f"cannot export a mesh whose {name.replace('_', ' ')} are not all finite")
 
 
-def smooth_normals(mesh: TriMesh) -> np.ndarray:
-    """[V, 3] unit vertex normals of the welded surface, so UV seams do not show in the shading."""
-    from o3dcli.mesh.cleanup import weld_vertices
-    from o3dcli.mesh.fusion import vertex_normals
-
-    welded, old_to_new = weld_vertices(mesh)
-    n = vertex_normals(welded)[old_to_new]
-    bad = np.linalg.norm(n, axis=1) < 0.5  # isolated or degenerate vertices: any unit vector is valid
-    n[bad] = (0.0, 1.0, 0.0)
-    return n.astype(np.float32)
-
-
 def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = MeshConfig.jpeg_quality,
-              draco: bool = False) -> bytes:
+              draco: bool = False, crease_angle_deg: float = MeshConfig.crease_angle_deg) -> bytes:
     """The mesh as a GLB: base colour from the texture (with UVs; its alpha with the mesh's
     alphaMode; PNG, or JPEG as `texture_file` says), else vertex colours (COLOR_0, with a plain
-    material), else the material colour; metallic 0, roughness 1; smooth normals; doubleSided as
-    the mesh. ``draco``: the geometry Draco-compressed (`_glb_with_draco`)."""
+    material), else the material colour; metallic 0, roughness 1; normals smooth across edges
+    flatter than ``crease_angle_deg``, vertices split along the sharper ones
+    (`o3dcli.io.normals.split_at_creases`); doubleSided as the mesh. ``draco``: the geometry
+    Draco-compressed (`_glb_with_draco`)."""
     import trimesh
     from PIL import Image
 
+    from o3dcli.io.normals import split_at_creases
+
     check_exportable(mesh)
+    mesh, normals, _ = split_at_creases(mesh, crease_angle_deg)
     style, plain = {"doubleSided": mesh.double_sided}, None
     if mesh.has_alpha:
         style["alphaMode"] = mesh.alpha_mode
@@ -113,7 +106,7 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
             roughnessFactor=ROUGHNESS, doubleSided=mesh.double_sided,
         )
         visual = trimesh.visual.TextureVisuals(material=material)
-    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=smooth_normals(mesh), visual=visual, process=False)
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=normals, visual=visual, process=False)
     glb = trimesh.Scene(tm).export(file_type="glb", include_normals=True)
     if plain is not None:
         glb = _glb_with_material(glb, plain)
@@ -260,31 +253,39 @@ def _lay_out(doc: dict, views: list[dict], chunks: list[bytes]) -> bytes:
 
 
 def save_mesh_glb(path, mesh: TriMesh, texture_format: str = "png",
-                  jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False) -> Path:
-    """Write ``mesh`` to ``path`` as a GLB (atomic; the texture and compression as `glb_bytes`
-    says). Returns the path."""
+                  jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False,
+                  crease_angle_deg: float = MeshConfig.crease_angle_deg) -> Path:
+    """Write ``mesh`` to ``path`` as a GLB (atomic; the texture, compression and normals as
+    `glb_bytes` says). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, glb_bytes(mesh, texture_format, jpeg_quality, draco))
+    atomic_write_bytes(path, glb_bytes(mesh, texture_format, jpeg_quality, draco, crease_angle_deg))
     return path
 
 
 def save_mesh_obj(path, mesh: TriMesh, texture_format: str = "png",
-                  jpeg_quality: int = MeshConfig.jpeg_quality) -> Path:
+                  jpeg_quality: int = MeshConfig.jpeg_quality,
+                  crease_angle_deg: float = MeshConfig.crease_angle_deg) -> Path:
     """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, its texture (see
     `write_obj_files`). Returns the .obj's path."""
-    return write_obj_files(path, mesh, texture_format, jpeg_quality)[0]
+    return write_obj_files(path, mesh, texture_format, jpeg_quality, crease_angle_deg)[0]
 
 
 def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
-                    jpeg_quality: int = MeshConfig.jpeg_quality) -> list[Path]:
+                    jpeg_quality: int = MeshConfig.jpeg_quality,
+                    crease_angle_deg: float = MeshConfig.crease_angle_deg) -> list[Path]:
     """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, ``<stem>.png`` (or
     ``.jpg``, as `texture_file` says) beside it (each atomic; the texture and material first, so a
     finished .obj never points at nothing). Returns [obj, mtl(, texture)].
+    Normals (vn) are the GLB's (`glb_bytes`, ``crease_angle_deg``): one per vertex and smoothing
+    group, so the vertices themselves are not split.
     Untextured meshes keep vertex colours as 'v x y z r g b' and the material colour as Kd.
     Texture alpha goes in the PNG and is named by ``map_d``; a cut-out's (MASK) alpha is written
     as 0 or 255 at its cutoff, which MTL has no field for."""
+    from o3dcli.io.normals import split_at_creases
+
     path = Path(path)
     check_exportable(mesh)
+    split, normals, _ = split_at_creases(mesh, crease_angle_deg)
     stem = path.stem
     kd = " ".join(f"{c:.6f}" for c in (np.ones(3) if mesh.has_texture else mesh.material_color))
     mtl = ["newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
@@ -303,14 +304,15 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
         lines += [f"v {a:.6f} {b:.6f} {c:.6f} {r:.4f} {g:.4f} {bl:.4f}" for a, b, c, r, g, bl in rows.tolist()]
     else:
         lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in mesh.vertices.tolist()]
-    f1 = mesh.faces + 1
+    lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals.tolist()]
+    f1 = np.concatenate([mesh.faces + 1, split.faces + 1], 1)  # [F, 6]: v of each corner, then vn
     if mesh.has_texture:
         lines += [f"vt {u:.6f} {v:.6f}" for u, v in mesh.uv.tolist()]
         lines.append("usemtl material0")
-        lines += [f"f {a}/{a} {b}/{b} {c}/{c}" for a, b, c in f1.tolist()]
+        lines += [f"f {a}/{a}/{na} {b}/{b}/{nb} {c}/{c}/{nc}" for a, b, c, na, nb, nc in f1.tolist()]
     else:
         lines.append("usemtl material0")
-        lines += [f"f {a} {b} {c}" for a, b, c in f1.tolist()]
+        lines += [f"f {a}//{na} {b}//{nb} {c}//{nc}" for a, b, c, na, nb, nc in f1.tolist()]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return [path, path.with_suffix(".mtl")] + ([image] if mesh.has_texture else [])
 
@@ -376,17 +378,19 @@ def save_mesh_stl(path, mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) 
 
 def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FORMATS,
                 stl_size_mm: float = MeshConfig.stl_size_mm, texture_format: str = "png",
-                jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False) -> list[Path]:
+                jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False,
+                crease_angle_deg: float = MeshConfig.crease_angle_deg) -> list[Path]:
     """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj", "usdz", "stl"). Returns
     the files written (model.glb; model.obj, model.mtl and, when textured, model.png or model.jpg;
     model.usdz; model.stl, ``stl_size_mm`` long). Textures are PNG, or JPEG (``texture_format``
-    "jpeg") where they have no alpha; ``draco`` compresses the GLB's geometry."""
+    "jpeg") where they have no alpha; ``draco`` compresses the GLB's geometry; glb, obj and usdz
+    get the same normals, smooth across edges flatter than ``crease_angle_deg`` (stl: facet normals)."""
     out_dir = Path(out_dir)
     unknown = [f for f in formats if f not in MESH_FORMATS]
     if unknown or not formats:
         raise ValueError(f"unknown mesh format(s) {unknown or list(formats)}: choose from {', '.join(MESH_FORMATS)}")
     written = []
-    image = dict(texture_format=texture_format, jpeg_quality=jpeg_quality)
+    image = dict(texture_format=texture_format, jpeg_quality=jpeg_quality, crease_angle_deg=crease_angle_deg)
     if "glb" in formats:
         written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh, **image, draco=draco))
     if "obj" in formats:

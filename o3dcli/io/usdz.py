@@ -45,14 +45,18 @@ def _ints(values: np.ndarray) -> str:
     return "[" + ", ".join(str(v) for v in values.tolist()) + "]"
 
 
-def usda_text(mesh: TriMesh, texture_name: str = "texture.png") -> str:
-    """The USD layer (usda) of the mesh; `texture_name` is the texture's path inside the package."""
-    from o3dcli.io.export import ROUGHNESS, check_exportable, smooth_normals
+def usda_text(mesh: TriMesh, texture_name: str = "texture.png",
+              crease_angle_deg: float = MeshConfig.crease_angle_deg) -> str:
+    """The USD layer (usda) of the mesh; `texture_name` is the texture's path inside the package.
+    Normals as the GLB's: smooth across edges flatter than ``crease_angle_deg``, the vertices
+    split along the sharper ones (`o3dcli.io.normals.split_at_creases`)."""
+    from o3dcli.io.export import ROUGHNESS, check_exportable
+    from o3dcli.io.normals import split_at_creases
 
     check_exportable(mesh)
+    mesh, normals, _ = split_at_creases(mesh, crease_angle_deg)
     v = np.asarray(mesh.vertices, np.float64)
     faces = np.asarray(mesh.faces)
-    normals = smooth_normals(mesh)
     per_vertex = {k: getattr(mesh, k) for k in ("uv", "vertex_colors") if getattr(mesh, k) is not None}
     if mesh.double_sided:
         # Quick Look draws one side whatever doubleSided says: the back faces are written out,
@@ -185,7 +189,8 @@ def _usdc_bytes(text: str) -> bytes | None:
 
 
 def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = "png",
-               jpeg_quality: int = MeshConfig.jpeg_quality) -> bytes:
+               jpeg_quality: int = MeshConfig.jpeg_quality,
+               crease_angle_deg: float = MeshConfig.crease_angle_deg) -> bytes:
     """The mesh as a .usdz package: model.usdc (binary, `binary` True or None with usd-core
     installed) or model.usda (text), then texture.png (or texture.jpg, as
     `o3dcli.io.export.texture_file` says) when textured."""
@@ -197,7 +202,7 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = 
         # under renderers that ignore it (Quick Look has)
         data, suffix, _ = texture_file(mesh.hard_alpha().texture, texture_format, jpeg_quality)
         image = ("texture" + suffix, data)
-    text = usda_text(mesh, image[0] if image else "texture.png")
+    text = usda_text(mesh, image[0] if image else "texture.png", crease_angle_deg)
     usdc = _usdc_bytes(text) if binary in (None, True) else None
     if binary and usdc is None:
         raise ValueError("a binary USD layer needs usd-core: pip install 'o3dcli[usd]'")
@@ -206,8 +211,9 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = 
 
 
 def save_mesh_usdz(path, mesh: TriMesh, binary: bool | None = None, texture_format: str = "png",
-                   jpeg_quality: int = MeshConfig.jpeg_quality) -> Path:
+                   jpeg_quality: int = MeshConfig.jpeg_quality,
+                   crease_angle_deg: float = MeshConfig.crease_angle_deg) -> Path:
     """Write ``mesh`` to ``path`` as a .usdz (atomic; the arguments as in `usdz_bytes`). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, usdz_bytes(mesh, binary, texture_format, jpeg_quality))
+    atomic_write_bytes(path, usdz_bytes(mesh, binary, texture_format, jpeg_quality, crease_angle_deg))
     return path
