@@ -1,8 +1,10 @@
 """Vertex normals for export with hard edges kept ("auto smooth", as Blender, Unity and three.js's
 toCreasedNormals do it): normals are averaged across an edge only where the two faces meet at
 less than a crease angle, and vertices are split along the sharper edges, so a box stays flat
-and a scanned or generated surface stays smooth. Hand-written: trimesh's smoothing welds UV
-seams apart and its crease option is not in the versions o3d supports.
+and a scanned or generated surface stays smooth. Hand-written: trimesh's `graph.smooth_shade`
+splits along sharp edges but treats a UV seam (two vertices at one position) as an open edge,
+so seams would show in the shading, and it gives no map back to the source vertices, which the
+OBJ writer needs for its vn indices.
 """
 
 from __future__ import annotations
