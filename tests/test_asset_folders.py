@@ -44,3 +44,6 @@ def test_a_folder_of_mesh_files_expands_one_level_and_an_empty_one_is_kept(tmp_p
     # a folder holding a single mesh file is that asset, not a folder to expand
     _obj(tmp_path / "one" / "thing.obj")
     assert expand_asset_folders([tmp_path / "one"], notes) == [tmp_path / "one"]
+    # ...unless asset folders sit beside it: then it is one of the folder's assets
+    _obj(tmp_path / "one" / "chair" / "model.obj")
+    assert expand_asset_folders([tmp_path / "one"], notes) == [tmp_path / "one" / "chair", tmp_path / "one" / "thing.obj"]

@@ -264,3 +264,21 @@ def test_long_file_names_get_short_result_folders(tmp_path):
     for stem, name in zip(sorted(stems), folders):
         assert stem.startswith(name[:-9]) and name[-9] == "-" and len(name.encode()) <= NAME_MAX_BYTES
         assert (out / name / "model.glb").is_file()
+
+
+def test_a_folder_of_assets_meshes_each_asset_in_it(tmp_path):
+    # `o3d mesh assets --decimate N` (an output folder) failed: "folder holds none of model.glb, ..."
+    assets = tmp_path / "assets"
+    for name in ("apple", "pear"):
+        (assets / name).mkdir(parents=True)
+        save_mesh_glb(assets / name / "model.glb", reference_shape("sphere"))
+    save_mesh_glb(assets / "plum.glb", reference_shape("box"))
+    (assets / "o3d-report.json").write_text("{}")
+    (assets / ".o3d").mkdir()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["mesh", str(assets), "-d", "500", "--texture-size", "64", "--formats", "obj",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{assets}: 3 assets inside" in " ".join(result.output.split())
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"apple", "pear", "plum"}
+    assert len(load_mesh(out / "pear" / "model.obj").faces) <= 500

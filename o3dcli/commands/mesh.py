@@ -151,7 +151,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
 
 
 def mesh(
-    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool) or meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra).", show_default=False),
+    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool), meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), or folders of them (an o3d generate output folder: every asset in it).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),
@@ -204,6 +204,12 @@ def mesh(
         torch.set_num_threads(threads)
     output.mkdir(parents=True, exist_ok=True)
     failed = 0
+    from o3dcli.io.assets import expand_asset_folders
+
+    notes: list[str] = []
+    inputs = expand_asset_folders(inputs, notes)  # an output folder, a folder of meshes: each asset in it
+    for note in notes:
+        console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
     inputs = once_each(inputs, lambda p: _source(p).resolve(), "meshed")
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
     names = unique_names(inputs, lambda name, path: folder_taken(output, name, _source(path).resolve()))

@@ -50,6 +50,11 @@ def resolve_asset_path(path: Path) -> Path:
     return path
 
 
+def _asset_by_its_own_files(path: Path) -> bool:
+    """An o3d asset folder or a GSO object folder (not merely a folder holding one asset file)."""
+    return any((path / name).is_file() for name in ASSET_FOLDER_FILES) or (path / "meshes" / "model.obj").is_file()
+
+
 def is_one_asset(path: Path) -> bool:
     """True when `path` opens as one asset (a file, an asset or GSO folder, a folder of one asset file)."""
     try:
@@ -85,9 +90,9 @@ def expand_asset_folders(paths: list[Path], notes: list[str]) -> list[Path]:
     `notes` says so. A folder with nothing o3d can open is kept, so that its error names it."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir() and not is_one_asset(p):
+        if p.is_dir() and not _asset_by_its_own_files(p):
             inner = folder_assets(p)
-            if inner:
+            if len(inner) > 1 or any(i.is_dir() for i in inner):  # one file alone: the folder is that asset
                 notes.append(f"{p}: {len(inner)} asset{'s' if len(inner) != 1 else ''} inside")
                 out += inner
                 continue
