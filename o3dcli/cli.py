@@ -127,7 +127,7 @@ def generate(
 
     from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.errors import UserError
-    from o3dcli.inputs import check_output_dir, collect_inputs, has_subfolders
+    from o3dcli.inputs import check_output_dir, collect_inputs
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
     from o3dcli.batch_types import BatchInterrupted
@@ -164,7 +164,13 @@ def generate(
     except UserError as e:
         raise _usage_error(str(e)) from None
     if not sources:
-        hint = " (use --recursive for sub-folders)" if not recursive and has_subfolders(paths) else ""
+        hint = ""
+        if not recursive:  # said only where sub-folders hold images a recursive scan would take
+            try:
+                deeper = len(collect_inputs(paths, recursive=True, notes=[]))
+            except UserError:
+                deeper = 0
+            hint = f" (use --recursive: {deeper} in sub-folders)" if deeper else ""
         raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}"
                            + "".join(f"; {n}" for n in notes))
     items = assign_names(sources, output)

@@ -149,12 +149,6 @@ def _entries(folder: Path, recursive: bool) -> list[Path]:
     return found
 
 
-def has_subfolders(paths: list[Path]) -> bool:
-    """Whether any of the folders among `paths` has a (non-hidden) sub-folder."""
-    return any(Path(p).is_dir() and any(c.is_dir() and not c.name.startswith(".") for c in Path(p).iterdir())
-               for p in paths)
-
-
 def item_message(path: Path, error: BaseException) -> str:
     """An item's error for a line that already starts with its path: the message without a
     leading "<path>: " (errors name their file, so the path is not said twice)."""

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -429,6 +430,18 @@ def test_device_index_and_name_are_checked(monkeypatch):
         resolve_device("cuda:5")
     with pytest.raises(UserError, match="not a torch device"):
         resolve_device("cuda:x")
+
+
+def test_the_recursive_hint_is_given_only_for_images_in_sub_folders(good_images, tmp_path):
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    shutil.copy(good_images / "apple.png", top / "sub" / "apple.png")
+    res = generate(top, "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "use --recursive: 1 in sub-folders" in res.output
+    # an output folder's asset folders hold images too, but --recursive would skip them: no hint
+    (top / "sub" / "o3d-asset.json").write_text("{}")
+    res = generate(top, "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "no image files found" in res.output and "--recursive" not in res.output
 
 
 def test_empty_folder_is_usage_error(tmp_path):
