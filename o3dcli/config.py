@@ -392,15 +392,42 @@ def closest_preset(name: str, names: list[str]) -> str | None:
     return inside[0] if len(inside) == 1 else None
 
 
+def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
+    """(dotted key, first line, repeated line) for every key a YAML mapping gives twice: YAML loaders
+    keep the last silently, so a preset that sets a field twice would lose the first value unseen.
+    Reads the node tree only (`yaml.compose`, SafeLoader): nothing is constructed."""
+    found: list[tuple[str, int, int]] = []
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in node.value:
+                name = str(key.value) if isinstance(key, yaml.ScalarNode) else "?"
+                if name in seen:
+                    found.append((prefix + name, seen[name] + 1, key.start_mark.line + 1))
+                seen.setdefault(name, key.start_mark.line)
+                walk(value, prefix + name + ".")
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                walk(item, prefix)
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    return found
+
+
 def read_preset(preset: str | Path, _seen: tuple = ()) -> list[tuple[str, dict]]:
     """The chain of (source name, overrides) for a preset, base presets first."""
     path = resolve_preset_path(preset)
     if path.resolve() in _seen:
         raise ConfigError(f"preset {path}: 'base' chain loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) or {}
+        twice = duplicate_keys(text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read preset {path}: {e}") from None
+    if twice:
+        raise ConfigError(f"preset {path}: " + "; ".join(f"'{k}' is set twice (lines {a} and {b})" for k, a, b in twice))
     if not isinstance(data, dict):
         raise ConfigError(f"preset {path}: top level must be a mapping of sections")
     chain = []

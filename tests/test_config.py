@@ -218,6 +218,11 @@ def test_preset_file_errors(tmp_path):
     p.write_text("a: [\n")
     with pytest.raises(ConfigError, match="cannot read preset"):
         load_config(p)
+    # a key given twice: YAML keeps the last silently, o3d says so
+    p.write_text("mesh:\n  target_faces: 5000\n  texture_size: 512\n  target_faces: 8000\nmesh:\n  formats: [glb]\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: 'mesh.target_faces' is set twice \(lines 2 and 4\); "
+                                          r"'mesh' is set twice \(lines 1 and 5\)"):
+        load_config(p)
 
 
 def test_yaml_is_loaded_safely(tmp_path):
