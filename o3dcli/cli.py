@@ -85,10 +85,24 @@ def _usage_error(message: str) -> typer.Exit:
 
 
 def _load_config(preset: str, sets: Optional[List[str]], extra: list[str] = ()):
-    from o3dcli.config import ConfigError, load_config
+    """The config of `--preset`, `--set`s and `extra` (a command's shortcut options as `key=value`,
+    applied last); a shortcut that contradicts a `--set` of the same key is a usage error."""
+    from o3dcli.config import ConfigError, load_config, parse_override
 
     try:
-        return load_config(preset, list(sets or []) + list(extra))
+        cfg = load_config(preset, list(sets or []) + list(extra))
+        set_keys = {parse_override(s)[0] for s in sets or []}
+        both = [k for k in (parse_override(e)[0] for e in extra) if k in set_keys]
+        if both:
+            from functools import reduce
+
+            without = load_config(preset, list(sets or []))
+            value = lambda c, key: reduce(getattr, key.split("."), c)  # noqa: E731
+            for key in both:
+                if value(without, key) != value(cfg, key):
+                    raise ConfigError(f"{key} is given twice, {value(without, key)!r} by --set and {value(cfg, key)!r} "
+                                      "by its shortcut option: give one")
+        return cfg
     except ConfigError as e:
         raise _usage_error(str(e)) from None
 

@@ -276,3 +276,28 @@ def test_info_says_which_optional_packages_are_missing_and_how_to_get_them(monke
     assert "pip install 'o3dcli[clip]'" in info["transformers (optional)"]
     monkeypatch.setattr(sysinfo, "library_version", lambda d: "9.9" if d == "transformers" else real(d))
     assert sysinfo.collect_info()["transformers (optional)"] == "9.9"
+
+
+def test_a_shortcut_option_contradicting_a_set_is_a_usage_error():
+    import typer
+
+    from o3dcli.cli import _load_config
+
+    assert _load_config("tiny", ["diffusion.steps=4"], ["diffusion.steps=4"]).diffusion.steps == 4  # agree: fine
+    assert _load_config("tiny", ["diffusion.guidance_max=3"], ["diffusion.guidance_max=3.0"]).diffusion.guidance_max == 3
+    with pytest.raises(typer.Exit):
+        _load_config("tiny", ["diffusion.steps=4"], ["diffusion.steps=3"])
+
+
+def test_shortcut_conflicts_are_named_by_generate_and_mesh(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+
+    res = CliRunner().invoke(app, ["generate", str(tmp_path), "--steps", "3", "--set", "diffusion.steps=4"])
+    assert res.exit_code == 2 and "diffusion.steps is given twice, 4 by --set and 3 by its shortcut" in res.output
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path), "--decimate", "500", "--set", "mesh.target_faces=800"])
+    assert res.exit_code == 2 and "mesh.target_faces is given twice, 800 by --set and 500" in " ".join(res.output.split())
+    assert not (tmp_path / "o3d-output").exists() and not (tmp_path / "o3d-meshes").exists()

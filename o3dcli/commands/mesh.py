@@ -18,6 +18,8 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
     from o3dcli.config import load_config
     from o3dcli.mesh.config import MeshConfig, parse_formats
 
+    from o3dcli.config import ConfigError, parse_override
+
     cfg = load_config(preset, sets)
     mesh_cfg = getattr(cfg, "mesh", None) or MeshConfig()
     changes = {}
@@ -27,6 +29,11 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
         changes["texture_size"] = texture_size
     if formats is not None:
         changes["formats"] = parse_formats(formats)
+    set_keys = {parse_override(s)[0] for s in sets}
+    for field, value in changes.items():  # a shortcut contradicting a --set of its key
+        if f"mesh.{field}" in set_keys and getattr(mesh_cfg, field) != value:
+            raise ConfigError(f"mesh.{field} is given twice, {getattr(mesh_cfg, field)!r} by --set and {value!r} by its "
+                              "shortcut option: give one")
     mesh_cfg = dataclasses.replace(mesh_cfg, **changes)
     mesh_cfg.check()
     if hasattr(cfg, "mesh"):
