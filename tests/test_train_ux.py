@@ -188,6 +188,22 @@ def test_fewer_steps_than_the_run_has_is_nothing_to_do_and_rewrites_nothing(data
     assert _run_files(run) == files
 
 
+def test_resuming_on_other_data_is_said(data, run, tmp_path):
+    import json
+
+    assert json.loads((run / "data.json").read_text()) == {"data": str(data.resolve()), "limit": None, "objects": 2}
+    res = train(data, run, "--steps", 3, "--limit", 1)
+    assert res.exit_code == 0, res.output
+    note = " ".join(res.output.split())
+    assert "training data changed since this run's last start" in note and "limit None -> 1; objects 2 -> 1" in note
+    res = train(data, run, "--steps", 4, "--limit", 1)  # the same again: nothing to say
+    assert res.exit_code == 0 and "training data changed" not in res.output
+    other = tmp_path / "copy"
+    shutil.copytree(data, other)
+    res = train(other, run, "--steps", 5, "--limit", 1)
+    assert res.exit_code == 0 and f"data {data.resolve()} -> {other.resolve()}" in " ".join(res.output.split())
+
+
 def test_resuming_with_other_settings_names_each_change(data, run):
     lr = load_config("tiny", SMALL).train.lr
     res = train(data, run, "--steps", 3, "--set", "train.lr=0.01", "--set", "train.feedback_p=0.25")

@@ -40,6 +40,31 @@ def changed_settings(old, new) -> list[tuple[str, str, str]]:
             if key != "train.steps" and before.get(key) != value]
 
 
+RUN_DATA = "data.json"
+"""What a run folder's last start trained on: the data folder, --limit and the usable objects' count."""
+
+
+def record_run_data(path: Path, data: Path, limit, objects: int, resumed: bool) -> list[tuple[str, object, object]]:
+    """Write what this start trains on to `path`; on a resumed run, return what changed since the
+    last start ([(what, before, now)]): the data is not part of config.yaml, and a resume on another
+    folder (or --limit) would otherwise go unsaid. An unreadable earlier record is replaced."""
+    import json
+
+    from o3dcli.atomic import atomic_write_text
+
+    now = {"data": str(Path(data).resolve()), "limit": limit, "objects": objects}
+    before = None
+    if resumed:
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError):
+            before = None
+    atomic_write_text(path, json.dumps(now, indent=1) + "\n")
+    if not isinstance(before, dict):
+        return []
+    return [(k, before.get(k), now[k]) for k in now if before.get(k) != now[k]]
+
+
 def saved_settings_changes(saved: Path, cfg) -> list[tuple[str, str, str]]:
     """The settings changed since a run's config.yaml (`changed_settings`); UserError, in one line,
     when the file cannot be read (an empty one included) or holds another model architecture."""
@@ -77,7 +102,7 @@ def saved_settings_changes(saved: Path, cfg) -> list[tuple[str, str, str]]:
 
 def train_cmd(
     data: Path = typer.Option(..., "--data", "-d", help="Folder of rendered objects (o3d data synth, or Objaverse-style renders with meta.json)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Run folder: checkpoint.pt, model.safetensors (EMA weights), losses.csv, config.yaml."),
+    output: Path = typer.Option(..., "--output", "-o", help="Run folder: checkpoint.pt, model.safetensors (EMA weights), losses.csv, config.yaml, data.json (the data it trains on)."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override a config field (repeatable).", metavar="SECTION.KEY=VALUE"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N (total steps of the run)."),
@@ -228,6 +253,11 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
     if changed:
         say(f"settings changed since the run's {escape(str(saved))}: "
             + "; ".join(f"{k} {escape(a)} -> {escape(b)}" for k, a, b in changed), soft_wrap=True)
+    if trainer.rank == 0:
+        data_changes = record_run_data(output / RUN_DATA, data, limit, len(objects), resumed)
+        if data_changes:
+            say(f"training data changed since this run's last start ({escape(str(output / RUN_DATA))}): "
+                + "; ".join(f"{k} {escape(str(a))} -> {escape(str(b))}" for k, a, b in data_changes), soft_wrap=True)
     if trainer.new_parameters and not resumed:
         names = sorted({".".join(n.split(".")[:3]) for n in trainer.new_parameters})
         say(f"{escape(cfg.train.init)} lacks {len(trainer.new_parameters)} tensors of this model; "
