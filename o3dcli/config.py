@@ -172,6 +172,14 @@ def valid_keys(cls=Config, prefix: str = "") -> list[str]:
 
 
 def _closest(key: str, candidates: list[str]) -> str:
+    head, _, rest = key.partition(".")
+    sections = list(dict.fromkeys(c.split(".", 1)[0] for c in candidates if "." in c))
+    if head not in sections:  # a misspelt section ('meshh:', --set meshh.target_faces=...): fix the section first
+        near = difflib.get_close_matches(head, sections, n=1, cutoff=0.6)
+        if near:
+            fixed = f"{near[0]}.{rest}" if rest else near[0]
+            if not rest or fixed in candidates:
+                return f"; did you mean '{fixed}'?"
     close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
     if not close:  # try the last component alone (a key put under the wrong section)
         last = key.rsplit(".", 1)[-1]
@@ -307,7 +315,9 @@ def apply_dict(cfg, data: dict, source: str, prefix: str = "") -> None:
     for k, v in data.items():
         key = f"{prefix}{k}"
         if k not in names:
-            raise ConfigError(f"{source}: unknown key '{key}'{_closest(key, valid_keys())}")
+            # a misspelt section holding one key (`--set meshh.target_faces=3`): the suggestion names both
+            look = f"{key}.{next(iter(v))}" if isinstance(v, dict) and len(v) == 1 else key
+            raise ConfigError(f"{source}: unknown key '{key}'{_closest(look, valid_keys())}")
         t = hints[k]
         if dataclasses.is_dataclass(t):
             apply_dict(getattr(cfg, k), v, source, f"{key}.")

@@ -42,6 +42,7 @@ def test_int_accepted_for_float_but_not_the_reverse():
         ("preprocess.sise=3", "did you mean 'preprocess.size'"),
         ("preproces.size=3", "did you mean 'preprocess.size'"),
         ("size=3", "did you mean 'preprocess.size'"),
+        ("meshh.target_faces=3", "did you mean 'mesh.target_faces'"),  # the section fixed first, not 'mesh.remesh'
         ("preprocess.size=abc", "'abc' is not int"),
         ("preprocess.matting=rembgg", "did you mean 'rembg'"),
         ("preprocess.background=[1, 1]", "exactly 3"),
@@ -209,6 +210,9 @@ def test_folder_named_like_a_preset_does_not_shadow_it(tmp_path, monkeypatch):
 
 def test_preset_file_errors(tmp_path):
     p = tmp_path / "bad.yaml"
+    p.write_text("meshh:\n  target_faces: 3\n  formats: [glb]\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'meshh'; did you mean 'mesh'\?"):
+        load_config(p)
     p.write_text("preprocess:\n  sizee: 3\n")
     with pytest.raises(ConfigError, match=r"bad.yaml.*preprocess.sizee.*preprocess.size"):
         load_config(p)
