@@ -320,3 +320,16 @@ def test_a_folder_of_assets_renders_each_asset_in_it(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["render", str(tmp_path / "empty"), "-o", str(out), "--frames", "2", "--size", "16"])
     assert res.exit_code == 1 and "empty: folder holds none of" in " ".join(res.output.split())
+
+
+def test_a_damaged_manifest_is_warned_about_and_no_render_is_replaced(tmp_path):
+    save_gaussians(tmp_path / "fox.ply", _blob(60))
+    out = tmp_path / "r"
+    opts = ["-o", str(out), "--frames", "2", "--size", "16", "--no-mp4"]
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), *opts]).exit_code == 0
+    first = (out / "fox_views.png").read_bytes()
+    (out / "o3d-renders.json").write_text("{not json")
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert "o3d-renders.json cannot be read" in " ".join(res.output.split())
+    assert (out / "fox_views.png").read_bytes() == first and (out / "fox-2_views.png").is_file()

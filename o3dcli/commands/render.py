@@ -83,11 +83,17 @@ def render(
         raise usage_error(f"input not found: {', '.join(missing)}")
     output.mkdir(parents=True, exist_ok=True)
     manifest_path = output / MANIFEST
+    problem = None
     try:
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        manifest = manifest if isinstance(manifest, dict) else {}
-    except (OSError, ValueError):
-        manifest = {}
+        if not isinstance(manifest, dict):
+            manifest, problem = {}, "not a JSON object"
+    except (OSError, ValueError) as e:
+        manifest, problem = {}, getattr(e, "strerror", None) or str(e)
+    if problem:  # which input each earlier render was of is lost: never replace them, say so
+        console.print(f"[yellow]warning[/yellow]: {escape(str(manifest_path))} cannot be read ({escape(problem)}): the "
+                      "renders already there are kept and these take names not in use; the file is rewritten",
+                      soft_wrap=True)
     if mp4 and not mp4_available():
         console.print("note: MP4 needs the `video` extra (pip install 'o3dcli[video]'); writing GIFs only")
         mp4 = False
