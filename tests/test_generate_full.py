@@ -147,6 +147,7 @@ def test_every_setting_is_in_some_stage_key():
     every_format.mesh.formats = MESH_FORMATS
     every_format.mesh.texture_format = "jpeg"
     every_format.mesh.draco = True
+    every_format.mesh.crease_angle_deg = 30.0  # keyed when not the default
     for stage in generate_stages():
         if stage.key_extra:  # settings keyed only when they matter (e.g. for one format)
             keyed |= {f"mesh.{k}" for k in stage.key_extra(every_format) if hasattr(every_format.mesh, k)}
