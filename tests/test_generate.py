@@ -584,7 +584,7 @@ def test_sigterm_stops_a_batch_like_ctrl_c_with_exit_code_143(good_images, tmp_p
 
     def run(ctx):
         if ctx.item.name == "pear":
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)  # to this thread, not any of the process
         return stages.run_preprocess(ctx)
 
     monkeypatch.setattr(stages, "PREPROCESS", dataclasses.replace(stages.PREPROCESS, run=run))

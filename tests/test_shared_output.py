@@ -388,7 +388,8 @@ def test_ctrl_c_during_the_swap_lets_it_finish(good_images, tmp_path, monkeypatc
     real = publish._exchange
 
     def interrupted_exchange(a, b):
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the folders are swapped
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C as the folders are swapped (to this thread: a signal sent
+        # to the process can land on another thread and be handled only after the swap, under load)
         return real(a, b)
 
     monkeypatch.setattr(publish, "_exchange", interrupted_exchange)

@@ -82,7 +82,7 @@ def test_a_signal_stops_with_a_checkpoint_and_a_nonzero_exit(data, tmp_path, mon
     def train_with_signal(trainer, steps, on_step=None, should_stop=lambda: False):
         def step_hook(step, parts, dt):
             if step == 1:
-                os.kill(os.getpid(), signum)
+                signal.raise_signal(signum)  # to this thread: handled before the next step, under any load
             if on_step is not None:
                 on_step(step, parts, dt)
         return real(trainer, steps, step_hook, should_stop=should_stop)
