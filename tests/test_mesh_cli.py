@@ -83,6 +83,15 @@ def test_textured_mesh_is_decimated_keeping_its_texture(tmp_path):
     assert result.exit_code == 0, result.output
     small = load_mesh(tmp_path / "small" / "ring" / "model.glb")
     assert max(small.texture.shape[:2]) == side // 2 and render_psnr(small, source) >= 24.0
+    # ...but a preset's texture_size (meant for baked textures) leaves it at its size, and --set bounds it
+    preset = tmp_path / "small-bakes.yaml"
+    preset.write_text(f"base: tiny\nmesh:\n  texture_size: {side // 4}\n")
+    for extra, want in (([], side), (["--set", f"mesh.texture_size={side // 4}"], side // 4)):
+        out = tmp_path / f"p{want}"
+        result = CliRunner().invoke(app, ["mesh", str(path), "-d", "2000", "--formats", "glb", "-p", str(preset),
+                                          *extra, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert max(load_mesh(out / "ring" / "model.glb").texture.shape[:2]) == want
 
 
 def test_asset_folder_remeshes_its_gaussians_and_batch_isolates_errors(tmp_path):

@@ -116,9 +116,10 @@ def asset_input_view(path: Path, mesh_cfg):
     return input_view(rgba, cfg)
 
 
-def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list[Path]:
+def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True) -> list[Path]:
     """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
-    `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`)."""
+    `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`); `fit_kept_texture`: a
+    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size)."""
     import dataclasses
 
     import yaml
@@ -139,7 +140,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
         mesh = mesh_from_gaussians(asset, mesh_cfg, silhouettes=asset_silhouettes(path, mesh_cfg),
                                    input_view=asset_input_view(path, mesh_cfg))
     else:
-        mesh = remesh_mesh(asset, mesh_cfg)
+        mesh = remesh_mesh(asset, mesh_cfg, fit_kept_texture=fit_kept_texture)
     if len(mesh.faces) > mesh_cfg.target_faces:
         from o3dcli.console import log
 
@@ -160,7 +161,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto") -> list
 def mesh(
     inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool), meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), or folders of them (an o3d generate output folder: every asset in it).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
-    texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S)."),
+    texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S); given, it also bounds the textures textured mesh inputs keep (else kept at their size)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),
     output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", help="Output folder: one sub-folder per input."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
@@ -199,6 +200,10 @@ def mesh(
     try:
         cfg, mesh_cfg = _mesh_config(preset, list(sets or []), decimate, texture_size, formats)
         check_output_dir(output)
+        from o3dcli.config import parse_override
+
+        # a mesh input's own texture keeps its size unless one is asked for (the preset's is for bakes)
+        fit_kept_texture = texture_size is not None or any(parse_override(s)[0] == "mesh.texture_size" for s in sets or [])
     except (ConfigError, UserError) as e:
         raise usage_error(str(e)) from None
     missing = [str(p) for p in inputs if not p.exists()]
@@ -233,7 +238,7 @@ def mesh(
 
         log.addFilter(caught)
         try:
-            name, written = _mesh_into(path, output, name, batch, mesh_cfg, cfg, up, caught)
+            name, written = _mesh_into(path, output, name, batch, mesh_cfg, cfg, up, caught, fit_kept_texture)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
         except KeyboardInterrupt:
@@ -256,7 +261,7 @@ OWN_FILES = ("config.yaml",)
 
 
 def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, up: str,
-               caught) -> tuple[str, list[Path]]:
+               caught, fit_kept_texture: bool = True) -> tuple[str, list[Path]]:
     """Mesh one input into OUTPUT/<name>/ (or the next free name, when another process has made that
     folder another input's since the names were chosen). The name is claimed under its item lock,
     as o3d generate does, so two processes never write one folder; the files are made in a staging
@@ -288,7 +293,7 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
         try:
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
-                written = mesh_one(path, staged, mesh_cfg, cfg, up=up)
+                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture)
                 publish.add_bytes(staged / ASSET_META, asset_meta_text(src).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, lambda rel: rel in ours)

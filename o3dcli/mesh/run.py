@@ -58,13 +58,15 @@ def _fit_texture(mesh: TriMesh, size: int) -> TriMesh:
     return mesh.replace(texture=scale_texture(mesh.texture, size / max(h, w)))
 
 
-def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
+def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, fit_kept_texture: bool = True) -> TriMesh:
     """Decimate an existing mesh to cfg.target_faces faces, keeping its look.
 
     Textured: texture-aware quadric collapse keeps the texture image (alpha included) and UVs
-    (if the collapse fails, falls back to a re-bake); a texture larger than cfg.texture_size is
-    scaled down. Vertex-coloured: decimated, unwrapped and re-baked into a cfg.texture_size
-    texture. Plain material colour: decimated only. Alpha mode and sidedness are kept.
+    (if the collapse fails, falls back to a re-bake); with `fit_kept_texture`, a texture larger
+    than cfg.texture_size is scaled down (`o3d mesh` asks for it only when the size is given:
+    the preset's texture_size is for baked textures). Vertex-coloured: decimated, unwrapped and
+    re-baked into a cfg.texture_size texture. Plain material colour: decimated only. Alpha mode
+    and sidedness are kept.
     """
     import pymeshlab
 
@@ -75,10 +77,11 @@ def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     cfg = cfg or MeshConfig()
     cfg.check()
     if mesh.has_texture:
+        fit = (lambda m: _fit_texture(m, cfg.texture_size)) if fit_kept_texture else (lambda m: m)
         if len(mesh.faces) <= cfg.target_faces:
-            return _fit_texture(mesh, cfg.texture_size)
+            return fit(mesh)
         try:
-            return _fit_texture(simplify_mesh(mesh, cfg), cfg.texture_size)
+            return fit(simplify_mesh(mesh, cfg))
         except pymeshlab.PyMeshLabException:
             pass  # e.g. a UV layout the texture-aware collapse refuses: re-bake below
     if not mesh.has_texture and mesh.vertex_colors is None:
