@@ -165,6 +165,17 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     assert np.allclose(extent(load_prediction(preds / "table.stl")), extent(a), atol=1e-5)  # turned back to Y-up
     (preds / "stool.usdz").write_bytes(b"")
     assert find_prediction(preds, "stool") == preds / "stool.usdz"
+    # a suffix in upper case (Windows tools), a folder of several meshes: the one named after the object
+    (preds / "lamp.GLB").write_bytes(b"")
+    assert find_prediction(preds, "lamp") == preds / "lamp.GLB"
+    (preds / "vase").mkdir()
+    for f in ("vase.ply", "other.ply"):
+        (preds / "vase" / f).write_bytes(b"")
+    assert find_prediction(preds, "vase") == preds / "vase" / "vase.ply"
+    (preds / "vase" / "vase.ply").unlink()
+    (preds / "vase" / "third.obj").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"vase: holds 2 meshes \(other.ply, third.obj\), none named"):
+        find_prediction(preds, "vase")
     out = tmp_path / "out"
     res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", out, *FAST)
     assert res.exit_code == 1, res.output

@@ -215,9 +215,11 @@ def find_prediction(pred_dir: Path, names: str | Sequence[str], asset: str = "au
     for name in names:
         try:
             return _find_prediction(Path(pred_dir), name, asset)
-        except FileNotFoundError as e:
-            refused = refused or (e if "(--asset" in str(e) else None)
-    if refused is not None:  # a folder with the wrong kind of asset says so, rather than "nothing there"
+        except PredictionRefused as e:
+            refused = refused or e
+        except FileNotFoundError:
+            pass
+    if refused is not None:  # a folder with the wrong kind of asset, or several meshes, says so, not "nothing there"
         raise refused
     name = names[0]
     also = f"; also as {', '.join(repr(n) for n in names[1:])}" if len(names) > 1 else ""
@@ -225,23 +227,43 @@ def find_prediction(pred_dir: Path, names: str | Sequence[str], asset: str = "au
                             f"{name}/meshes/model.obj and {name}{{{','.join(PREDICTION_SUFFIXES)}}}{also})")
 
 
+class PredictionRefused(FileNotFoundError):
+    """An object's prediction folder is there but holds nothing this run can score, and says why."""
+
+
 def _find_prediction(pred_dir: Path, name: str, asset: str) -> Path:
     folder = pred_dir / name
+    several = None
     if folder.is_dir():
         for f in ASSET_CHOICES[asset]:
             if (folder / f).is_file():
                 return folder / f
         if asset != "auto" and any((folder / f).is_file() for f in PREDICTION_FILES):
-            raise FileNotFoundError(f"{folder}: no {' or '.join(ASSET_CHOICES[asset])} to score (--asset {asset})")
+            raise PredictionRefused(f"{folder}: no {' or '.join(ASSET_CHOICES[asset])} to score (--asset {asset})")
         if (folder / "meshes" / "model.obj").is_file():
             return folder
-        meshes = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES]
+        meshes = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PREDICTION_SUFFIXES)
         if len(meshes) == 1:
             return meshes[0]
+        named = [p for p in meshes if p.stem == name]  # several: the one named after the object
+        if len(named) == 1:
+            return named[0]
+        if meshes:
+            shown = ", ".join(p.name for p in meshes[:4]) + (", ..." if len(meshes) > 4 else "")
+            several = PredictionRefused(f"{folder}: holds {len(meshes)} meshes ({shown}), none named model.* or "
+                                        f"{name}.*: which one is the prediction?")
+    # DIR/<object>.<suffix>, the suffix in any case (box.GLB from a Windows tool)
+    by_suffix = {}
+    try:
+        for p in pred_dir.iterdir():
+            if p.is_file() and p.stem == name and p.suffix.lower() in PREDICTION_SUFFIXES:
+                by_suffix.setdefault(p.suffix.lower(), p)
+    except OSError:
+        pass
     for suffix in PREDICTION_SUFFIXES:
-        if (pred_dir / f"{name}{suffix}").is_file():
-            return pred_dir / f"{name}{suffix}"
-    raise FileNotFoundError(name)
+        if suffix in by_suffix:
+            return by_suffix[suffix]
+    raise several or FileNotFoundError(name)
 
 
 def load_generated_views(path: Path):
