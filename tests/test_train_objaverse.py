@@ -101,7 +101,7 @@ def missing_render(folder):
     (bad_meta, "meta.json: cannot read camera_angle_x"),
     (non_square, "render_0000.png: 48x32 pixels"),
     (other_size, "renders of different sizes"),
-    (missing_render, "no render for view 4"),
+    (missing_render, "without the 1 view(s) that have no render"),  # a rig view: the object cannot be used
 ])
 def test_an_unusable_object_is_skipped_with_its_reason_and_the_others_load(synth, tmp_path, mistake, expected):
     cfg = load_config("tiny", SMALL)
@@ -120,6 +120,20 @@ def test_an_unusable_object_is_skipped_with_its_reason_and_the_others_load(synth
     assert expected in skipped[0][1] and bad.name in skipped[0][1], skipped[0][1]
     # --limit counts usable objects
     assert [o.name for o in load_dataset(root, cfg, limit=2, on_skip=lambda *a: None)] == [good.name, also_good.name]
+
+
+def test_a_missing_extra_view_is_left_out_and_names_are_matched_in_any_case(synth, tmp_path):
+    cfg = load_config("tiny", SMALL)
+    src = objects_of(synth)[0]
+    folder = to_objaverse(src, tmp_path / "objv" / src.name)
+    (folder / "render_0009.png").unlink()  # an extra view (8 rig views, then 2 extra)
+    (folder / "render_0000.png").rename(folder / "render_0000.PNG")  # a Windows tool's name
+    notes, skipped = [], []
+    (obj,) = load_dataset(tmp_path / "objv", cfg, on_skip=lambda *a: skipped.append(a), on_note=notes.append)
+    assert skipped == [] and obj.extra_c2w.shape == (1, 4, 4)
+    assert len(notes) == 1 and "no render for view 9" in notes[0] and "left out" in notes[0]
+    (full,) = load_dataset(synth, cfg, limit=1)
+    assert torch.allclose(obj.views, full.views, atol=1e-6)  # the rig views, render_0000.PNG among them
 
 
 def test_cameras_off_the_rig_say_what_the_rig_needs_and_what_the_object_has(synth, tmp_path):

@@ -207,9 +207,16 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         if len(skipped) <= SKIPS_SHOWN and os.environ.get("RANK", "0") == "0":  # torchrun: one rank reports
             console.print(f"[yellow]skipped[/yellow] {escape(message)}", soft_wrap=True)
 
+    notes = []
+
+    def on_note(message):
+        notes.append(message)
+        if len(notes) <= SKIPS_SHOWN and os.environ.get("RANK", "0") == "0":
+            console.print(f"note: {escape(message)}", soft_wrap=True)
+
     try:
         with console.status("loading training data"):
-            objects = load_dataset(data, cfg, limit=limit, on_skip=on_skip)
+            objects = load_dataset(data, cfg, limit=limit, on_skip=on_skip, on_note=on_note)
     except DatasetError as e:
         raise _usage_error(str(e)) from None
     except KeyboardInterrupt:

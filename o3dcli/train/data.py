@@ -226,8 +226,10 @@ def read_render(path: Path) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
-    """One object in the published Objaverse render layout (see the module docstring)."""
+def load_objaverse_object(folder: Path, cfg: Config, ratios, on_note=None) -> TrainObject:
+    """One object in the published Objaverse render layout (see the module docstring). A view
+    whose render is missing is left out, `on_note(message)` told (the object is refused only when
+    the views left do not hold the preset's rig); file names are matched in any case (.PNG)."""
     from o3dcli.geometry.convert import cameras_from_blender
 
     try:
@@ -238,13 +240,26 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
         raise DatasetError(f"{folder / 'meta.json'}: cannot read camera_angle_x / locations[].transform_matrix ({e})") from e
     if len(mats) == 0:
         raise DatasetError(f"{folder / 'meta.json'}: no locations (no views)")
-    files = []
+    try:
+        present = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    except OSError as e:
+        raise DatasetError(f"{folder}: cannot list the renders ({e})") from None
+    files, missing = [], []
     for i in range(len(mats)):
-        cand = [folder / f"render_{i:04d}.{ext}" for ext in ("png", "webp")] + [folder / f"{i:03d}.png"]
-        hit = next((p for p in cand if p.is_file()), None)
+        cand = [f"render_{i:04d}.png", f"render_{i:04d}.webp", f"{i:03d}.png"]
+        hit = next((present[c] for c in cand if c in present), None)
         if hit is None:
-            raise DatasetError(f"{folder}: no render for view {i} (render_{i:04d}.png|webp)")
-        files.append(hit)
+            missing.append(i)
+        else:
+            files.append(hit)
+    if missing:
+        what = f"view {missing[0]}" if len(missing) == 1 else f"{len(missing)} views ({', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''})"
+        if not files:
+            raise DatasetError(f"{folder}: no renders for its {len(mats)} views (render_XXXX.png|webp)")
+        if on_note is not None:
+            on_note(f"{folder}: no render for {what} (render_{missing[0]:04d}.png|webp, {missing[0]:03d}.png): "
+                    "left out")
+        mats = mats[[i for i in range(len(mats)) if i not in set(missing)]]
     imgs = [read_render(p) for p in files]
     for p, im in zip(files, imgs):
         if im.shape[-1] != im.shape[-2]:
@@ -256,7 +271,8 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios) -> TrainObject:
     cams = cameras_from_blender(mats, angle, images.shape[-1], images.shape[-2])
     matches = match_rig(cams.c2w, cfg)
     if not matches:
-        raise DatasetError(f"{folder}: its cameras ({describe_views(cams.c2w)}) do not include the preset's rig, "
+        lost = f" (without the {len(missing)} view(s) that have no render)" if missing else ""
+        raise DatasetError(f"{folder}: its cameras{lost} ({describe_views(cams.c2w)}) do not include the preset's rig, "
                            f"which needs {rig_requirement(cfg)}")
     rig = matches[0]
     check_intrinsics(folder / "meta.json", math.degrees(angle), cams.c2w[rig], cfg)
@@ -278,12 +294,13 @@ def cond_ratios(cfg: Config) -> tuple[float, ...]:
 
 
 def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = None, limit: int | None = None,
-                 on_object=None, on_skip=None) -> list[TrainObject]:
+                 on_object=None, on_skip=None, on_note=None) -> list[TrainObject]:
     """The usable objects under `root`, sorted by name (the first `limit` of them when given).
 
     An object that cannot be used (unreadable files, cameras off the preset's rig) is skipped:
-    `on_skip(folder, message)` hears of it (default: a logged warning). DatasetError when `root`
-    has no object folders or none is usable.
+    `on_skip(folder, message)` hears of it (default: a logged warning); what is left out of an
+    object that is used (a view without its render) goes to `on_note(message)` (default: a logged
+    warning). DatasetError when `root` has no object folders or none is usable.
     ratios: foreground ratios of the condition images (default: `cond_ratios(cfg)`)."""
     ratios = ratios or cond_ratios(cfg)
     root = Path(root)
@@ -296,10 +313,12 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
         parent = root.parent if root.parent.name else root.resolve().parent  # "." or "..": say where that is
         hint = f"; this looks like one object's folder: give its parent, {parent}" if one else ""
         raise DatasetError(f"{root}: no object folders (expected <object>/cameras.json or <object>/meta.json){hint}")
-    if on_skip is None:
-        from o3dcli.console import log
+    from o3dcli.console import log
 
+    if on_skip is None:
         on_skip = lambda folder, message: log.warning("skipped %s", message)  # noqa: E731
+    if on_note is None:
+        on_note = lambda message: log.warning("%s", message)  # noqa: E731
     objects, skipped = [], []
     object_folders = set(folders)
     for p in subdirs:
@@ -312,7 +331,7 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
             if (p / "cameras.json").is_file():
                 obj = load_o3d_object(p, cfg, ratios)
             else:
-                obj = load_objaverse_object(p, cfg, ratios)
+                obj = load_objaverse_object(p, cfg, ratios, on_note=on_note)
         except Exception as e:  # DatasetError, an image the preprocessing refuses, a broken mesh or metadata
             text = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
             message = text if str(p) in text else f"{p}: {text}"
