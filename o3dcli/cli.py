@@ -13,6 +13,24 @@ import typer
 
 from o3dcli import __version__
 
+
+def _flags_take_no_value() -> None:
+    """Typer (0.2x) shows a flag's type in --help (`--force <bool>`), which reads as an option that takes
+    true/false (`--force true` then takes "true" for an input). A flag's help shows no type here."""
+    option = getattr(getattr(typer, "core", None), "TyperOption", None)
+    shown = getattr(option, "display_type_rich", None)
+    if shown is None or getattr(shown, "_o3d_flags", False):
+        return
+
+    def display_type_rich(self, *args, **kwargs):
+        return None if getattr(self, "is_flag", False) and self.metavar is None else shown(self, *args, **kwargs)
+
+    display_type_rich._o3d_flags = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
+
 app = typer.Typer(
     name="o3d",
     help="Turn folders of object photos into textured 3D assets (Ouroboros3D: recursive multi-view diffusion with 3D-aware feedback).",

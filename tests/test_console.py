@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from typer.testing import CliRunner
 
 from o3dcli.cli import app
@@ -48,3 +50,13 @@ def test_openmp_threads_spin_briefly_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0
     assert "GOMP_SPINCOUNT" not in os.environ
+
+
+@pytest.mark.parametrize("command", ["generate", "mesh", "render", "eval", "train"])
+def test_flags_show_no_value_type_in_help(command, monkeypatch):
+    # `--force <bool>` read as an option taking true/false (`--force true` took "true" for an input)
+    monkeypatch.setenv("COLUMNS", "200")
+    res = CliRunner().invoke(app, [command, "--help"])
+    assert res.exit_code == 0
+    assert "<bool>" not in res.output and "--help" in res.output
+    assert "<int>" in res.output or "<str>" in res.output or "<path>" in res.output  # other options keep theirs
