@@ -120,7 +120,8 @@ def test_synthetic_predictions_with_gt_meshes_and_lpips(tmp_path):
         write_obj(preds / f"{o.name}.obj", o.load())  # any tool's layout: DIR/<object>.obj
     out = tmp_path / "out"
     res = run("--benchmark", "synthetic", "--limit", "2", "--predictions", preds, "-o", out,
-              "--lpips-weights", _lpips_file(tmp_path), "--set", "diffusion.steps=3", *FAST)
+              "--lpips-weights", _lpips_file(tmp_path), "--set", "diffusion.steps=3", "--align", "None",
+              "--asset", "Mesh", *FAST)  # choices in any case
     assert res.exit_code == 0, res.output
     assert "note: --set is not used" in res.output  # nothing is generated: said, not silently dropped
     rep = json.loads((out / "eval.json").read_text())

@@ -333,3 +333,11 @@ def test_a_damaged_manifest_is_warned_about_and_no_render_is_replaced(tmp_path):
     assert res.exit_code == 0, res.output
     assert "o3d-renders.json cannot be read" in " ".join(res.output.split())
     assert (out / "fox_views.png").read_bytes() == first and (out / "fox-2_views.png").is_file()
+
+
+def test_up_is_read_in_any_case(tmp_path):
+    save_gaussians(tmp_path / "fox.ply", _blob(60))
+    opts = ["-o", str(tmp_path / "r"), "--frames", "2", "--size", "16", "--no-mp4"]
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), "--up", "Z", *opts]).exit_code == 0
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), "--up", "w", *opts])
+    assert res.exit_code == 2 and "--up must be auto, y or z" in res.output

@@ -79,6 +79,8 @@ def eval_cmd(
     from o3dcli.eval.benchmarks import BENCHMARKS, BenchmarkError, benchmark_objects
     from o3dcli.eval.protocol import ASSET_KINDS, EvalProtocol
 
+    # choices are read in any case, as in --set and presets (--align ICP, --asset Mesh)
+    benchmark, align, mesh_shading, asset = (v.strip().lower() for v in (benchmark, align, mesh_shading, asset))
     if benchmark not in BENCHMARKS:
         raise usage(f"--benchmark must be one of {', '.join(BENCHMARKS)}, got '{benchmark}'")
     if align not in ("none", "box", "icp"):

@@ -194,6 +194,7 @@ def mesh(
         return typer.Exit(EXIT_USAGE)
 
     setup_logging(verbose)
+    up = up.strip().lower()  # --up Z, as choices are read elsewhere
     if up not in ("auto", "y", "z"):
         raise usage_error(f"--up must be auto, y or z, got '{up}'")
 

@@ -72,6 +72,7 @@ def render(
             raise usage_error(f"{option} must be a finite number, got {value}")
     if fps > MP4_MAX_FPS:
         raise usage_error(f"--fps must be at most {MP4_MAX_FPS:g}, got {fps:g}")
+    up = up.strip().lower()  # --up Z, as choices are read elsewhere
     if up not in ("auto", "y", "z"):
         raise usage_error(f"--up must be auto, y or z, got '{up}'")
     try:
