@@ -272,6 +272,22 @@ def test_asset_views_scores_the_generated_images(tmp_path):
     assert res.exit_code == 2 and "cannot be aligned" in res.output
 
 
+def test_views_of_an_object_without_colour_are_not_scored_as_ok(gso, tmp_path):
+    # --asset views has colour metrics only; a GSO object without its texture has none: all n/a was "ok"
+    from o3dcli.io.media import image_grid, save_png
+
+    for name in ("a_textured", "b_plain"):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        save_png(tmp_path / "p" / name / "views.png", image_grid(np.full((8, 16, 16, 3), 200, np.uint8), cols=8))
+    res = run("--benchmark", "gso", "--data", gso, "--predictions", tmp_path / "p", "-o", tmp_path / "out",
+              "--asset", "views", *FAST)
+    assert res.exit_code == 1, res.output
+    rows = {r["object"]: r for r in json.loads((tmp_path / "out" / "eval.json").read_text())["results"]}
+    assert rows["a_textured"]["status"] == "ok" and rows["a_textured"]["metrics"]["psnr"] is not None
+    assert rows["b_plain"]["status"] == "failed"
+    assert "nothing could be scored: the ground truth has no colour" in rows["b_plain"]["error"]
+
+
 def test_novel_views_leave_the_input_view_out_of_the_image_metrics(tmp_path):
     import torch.nn.functional as F
 

@@ -255,6 +255,10 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
                             else find_prediction(v.assets_dir, Path(res.asset).name, protocol.asset)
                         res.asset = str(path)
                         score = score_prediction(ref, load_prediction(path), protocol, lpips_model)
+                        if all(value is None for value in score.metrics.values()):  # not "ok" with no number
+                            why = ("every metric is n/a" if obj.appearance else "the ground truth has no colour "
+                                   f"(no texture), so colour metrics are n/a, and --asset {protocol.asset} gives no geometry")
+                            raise ValueError(f"nothing could be scored: {why}")
                         res.metrics, res.kind, res.alignment = score.metrics, score.kind, score.alignment.to_json()
                         render = out / "renders" / v.name / f"{obj.file_name or obj.name}.png"
                         _save_comparison(render, ref.views, score.views)
