@@ -272,6 +272,24 @@ def test_asset_views_scores_the_generated_images(tmp_path):
     assert res.exit_code == 2 and "cannot be aligned" in res.output
 
 
+def test_predictions_out_of_the_ground_truths_frame_are_pointed_at_align(tmp_path):
+    data, preds = tmp_path / "gt", tmp_path / "p"
+    data.mkdir()
+    preds.mkdir()
+    a, b = make_object(1_000_001)[0], make_object(1_000_002)[0]
+    write_obj(data / "a.obj", a)
+    write_obj(data / "b.obj", b)
+    write_obj(preds / "a.obj", a.replace(vertices=a.vertices * 3.0))  # another tool's units
+    write_obj(preds / "b.obj", b)
+    res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", tmp_path / "o1", *FAST)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "p: a is 3 times the size of the ground truth's" in said and "--align box" in said
+    assert said.count("times the size") == 1  # once per variant
+    res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", tmp_path / "o2", "--align", "box",
+              *FAST)
+    assert res.exit_code == 0 and "times the size" not in res.output
+
+
 def test_views_of_an_object_without_colour_are_not_scored_as_ok(gso, tmp_path):
     # --asset views has colour metrics only; a GSO object without its texture has none: all n/a was "ok"
     from o3dcli.io.media import image_grid, save_png

@@ -122,6 +122,28 @@ def _warn_once(seen: set[str]):
         log.removeFilter(quiet)
 
 
+def _off_frame(prediction, gt) -> str:
+    """How a prediction's bounding box is off the ground truth's ("" when it is not): 1.5 times its
+    size or more either way, or its centre off by a quarter of the ground truth's size or more."""
+    import torch
+
+    points = prediction.vertices if hasattr(prediction, "vertices") else getattr(prediction, "means", None)
+    if points is None or len(points) == 0:
+        return ""
+    points, ref = torch.as_tensor(points, dtype=torch.float64), torch.as_tensor(gt.vertices, dtype=torch.float64)
+    lo, hi, rlo, rhi = points.min(0).values, points.max(0).values, ref.min(0).values, ref.max(0).values
+    size, rsize = float((hi - lo).max()), float((rhi - rlo).max())
+    if rsize <= 0:
+        return ""
+    ratio = size / rsize
+    shift = float(((hi + lo) / 2 - (rhi + rlo) / 2).norm()) / rsize
+    if ratio >= 1.5 or ratio <= 1 / 1.5:
+        return f"{ratio:.2g} times the size of"
+    if shift >= 0.25:
+        return f"off centre by {shift:.2g} of the size of"
+    return ""
+
+
 def load_ground_truth(obj: BenchmarkObject, seen: set[str]):
     """obj.load(), telling each of its warnings once per run (``seen`` holds those told)."""
     with _warn_once(seen):
@@ -233,6 +255,7 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
     from o3dcli.console import batch_progress
 
     warned = set() if warned is None else warned
+    off_frame: set[str] = set()  # variants already told their predictions are not in the protocol's frame
     with batch_progress(disable=not show_progress) as prog:
         task = prog.add_task("scoring", total=len(objects) * len(variants), stage="")
         for obj in objects:
@@ -254,7 +277,15 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
                         path = find_prediction(v.predictions, obj.prediction_names, protocol.asset) if v.predictions \
                             else find_prediction(v.assets_dir, Path(res.asset).name, protocol.asset)
                         res.asset = str(path)
-                        score = score_prediction(ref, load_prediction(path), protocol, lpips_model)
+                        prediction = load_prediction(path)
+                        if protocol.align == "none" and v.name not in off_frame:
+                            off = _off_frame(prediction, ref.mesh)
+                            if off:
+                                off_frame.add(v.name)
+                                logging.getLogger("o3d").warning(
+                                    "%s: %s is %s the ground truth's: --align none scores predictions where they "
+                                    "stand; other tools' outputs usually need --align box (or icp)", v.name, obj.name, off)
+                        score = score_prediction(ref, prediction, protocol, lpips_model)
                         if all(value is None for value in score.metrics.values()):  # not "ok" with no number
                             why = ("every metric is n/a" if obj.appearance else "the ground truth has no colour "
                                    f"(no texture), so colour metrics are n/a, and --asset {protocol.asset} gives no geometry")
