@@ -300,7 +300,8 @@ def test_an_input_given_twice_is_rendered_once(tmp_path):
     assert "3 input(s) given more than once; each is rendered once" in " ".join(res.output.split())
     assert res.output.count("✓") == 1
     assert json.loads((out / "o3d-renders.json").read_text()) == {"fox": str((tmp_path / "fox" / "gaussians.ply").resolve())}
-    assert sorted(p.name for p in out.iterdir()) == ["fox_turntable.gif", "fox_views.png", "o3d-renders.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "fox_turntable.gif", "fox_views.png", "o3d-renders.json"]  # (and the manifest's hidden lock file)
 
 
 def test_a_folder_of_assets_renders_each_asset_in_it(tmp_path):
@@ -341,3 +342,42 @@ def test_up_is_read_in_any_case(tmp_path):
     assert CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), "--up", "Z", *opts]).exit_code == 0
     res = CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), "--up", "w", *opts])
     assert res.exit_code == 2 and "--up must be auto, y or z" in res.output
+
+
+def test_names_another_render_records_meanwhile_are_kept_and_not_taken(tmp_path, monkeypatch):
+    # two o3d render runs on one folder: each rewrote the manifest from what it read at its start,
+    # losing the other's names (whose renders an o3d generate scan then took for photos)
+    import json
+
+    import o3dcli.io.assets as assets
+
+    save_gaussians(tmp_path / "fox.ply", _blob(60))
+    out = tmp_path / "r"
+    out.mkdir()
+    real = assets.load_asset
+
+    def load_while_another_render_records(path, **kw):  # another process, between our start and our record
+        (out / "o3d-renders.json").write_text(json.dumps({"fox": "/elsewhere/fox.ply", "owl": "/elsewhere/owl.ply"}))
+        return real(path, **kw)
+
+    monkeypatch.setattr(assets, "load_asset", load_while_another_render_records)
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), "-o", str(out), "--frames", "2", "--size", "16",
+                                   "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "o3d-renders.json").read_text())
+    assert manifest == {"fox": "/elsewhere/fox.ply", "owl": "/elsewhere/owl.ply",
+                        "fox-2": str((tmp_path / "fox.ply").resolve())}
+    assert (out / "fox-2_views.png").is_file() and not (out / "fox_views.png").exists()
+
+
+def test_after_a_damaged_manifest_earlier_renders_stay_recorded(tmp_path):
+    from o3dcli.inputs import collect_inputs
+
+    save_gaussians(tmp_path / "fox.ply", _blob(60))
+    out = tmp_path / "r"
+    opts = ["-o", str(out), "--frames", "2", "--size", "16", "--no-mp4"]
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), *opts]).exit_code == 0
+    (out / "o3d-renders.json").write_text("{cut short")
+    save_gaussians(tmp_path / "owl.ply", _blob(60, (1.0, 0.0, 0.0)))
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "owl.ply"), *opts]).exit_code == 0
+    assert collect_inputs([out]) == []  # fox's renders are still known as renders, not photos

@@ -15,6 +15,47 @@ SUFFIXES = RENDER_SUFFIXES
 """The files written for a name: OUTPUT/<name><suffix>."""
 
 
+def _read_manifest(path: Path) -> tuple[dict, str | None]:
+    """(names -> input, None), ({}, None) where there is none, or ({}, why) where it cannot be read."""
+    import json
+
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        return {}, getattr(e, "strerror", None) or str(e)
+    return (data, None) if isinstance(data, dict) else ({}, "not a JSON object")
+
+
+class _manifest_lock:
+    """OUTPUT/.o3d-renders.lock held while the manifest is read, merged and rewritten, so that two
+    o3d render runs on one folder keep each other's names. Where the lock cannot be taken (no
+    fcntl, flock unsupported on the file system), a warning, once, and the work goes on without it."""
+
+    warned = False
+
+    def __init__(self, output: Path, console):
+        self.path, self.console, self.lock = output / ".o3d-renders.lock", console, None
+
+    def __enter__(self):
+        from o3dcli.cache import ItemLock
+
+        try:
+            lock = ItemLock(self.path)
+            lock.acquire(blocking=True)
+            self.lock = lock
+        except (OSError, ImportError) as e:
+            if not _manifest_lock.warned:
+                _manifest_lock.warned = True
+                self.console.print(f"[yellow]warning[/yellow]: cannot lock {self.path} ({e}); renders into this "
+                                   "folder by another o3d render at the same time may lose their names", soft_wrap=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.lock is not None:
+            self.lock.release()
+        return False
+
+
 def render_names(paths: List[Path], taken) -> List[str]:
     """One name per input (`asset_stem`, made safe and fitted to NAME_MAX_BYTES), collisions in
     this batch and names `taken(name, path)` says are not free suffixed -2, -3, ..."""
@@ -84,17 +125,16 @@ def render(
         raise usage_error(f"input not found: {', '.join(missing)}")
     output.mkdir(parents=True, exist_ok=True)
     manifest_path = output / MANIFEST
-    problem = None
-    try:
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-        if not isinstance(manifest, dict):
-            manifest, problem = {}, "not a JSON object"
-    except (OSError, ValueError) as e:
-        manifest, problem = {}, getattr(e, "strerror", None) or str(e)
+    manifest, problem = _read_manifest(manifest_path)
     if problem:  # which input each earlier render was of is lost: never replace them, say so
+        # every render file there is recorded with no input (null), so no later run overwrites it
+        # and an `o3d generate` scan of the folder still passes them over
+        manifest = {f.name[: -len(sfx)]: None for f in sorted(output.iterdir()) for sfx in SUFFIXES
+                    if f.name.endswith(sfx) and len(f.name) > len(sfx)}
         console.print(f"[yellow]warning[/yellow]: {escape(str(manifest_path))} cannot be read ({escape(problem)}): the "
-                      "renders already there are kept and these take names not in use; the file is rewritten",
-                      soft_wrap=True)
+                      f"{len(manifest)} render name(s) already there are kept, recorded with no input, and these "
+                      "renders take names not in use; the file is rewritten", soft_wrap=True)
+    ours: set[str] = set()  # the names this run recorded
     if mp4 and not mp4_available():
         console.print("note: MP4 needs the `video` extra (pip install 'o3dcli[video]'); writing GIFs only")
         mp4 = False
@@ -129,10 +169,18 @@ def render(
             cams = orbit_cameras([elevation] * 8, [0, 45, 90, 135, 180, 225, 270, 315], size=size)
             grid = image_grid(to_uint8(render_asset(asset, cams)), cols=4)
             # the name is recorded before its first file is written, so files left by a run stopped
-            # half-way are known as this input's, not taken for a user's own files
-            earlier = name in manifest  # then its files are o3d's for this input (else the name is not free)
-            manifest[name] = source(path)
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
+            # half-way are known as this input's, not taken for a user's own files; under a lock, merged
+            # with what another o3d render on this folder recorded meanwhile (and a name it took since
+            # this run chose it given up for the next free one)
+            with _manifest_lock(output, console):
+                disk, _ = _read_manifest(manifest_path)
+                manifest.update({k: v for k, v in (disk or {}).items() if k not in ours})
+                if taken(name, path):
+                    name = render_names([path], lambda n, p: n in ours or taken(n, p))[0]
+                earlier = name in manifest  # then its files are o3d's for this input (else the name is not free)
+                manifest[name] = source(path)
+                ours.add(name)
+                atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
             written = [save_gif(output / f"{name}_turntable.gif", clip, fps)]
             if mp4:
                 written.append(save_mp4(output / f"{name}_turntable.mp4", clip, fps))
