@@ -291,3 +291,19 @@ def test_a_folder_of_assets_meshes_each_asset_in_it(tmp_path):
     assert f"{assets}: 3 assets inside" in " ".join(result.output.split())
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"apple", "pear", "plum"}
     assert len(load_mesh(out / "pear" / "model.obj").faces) <= 500
+
+
+def test_meshing_a_folder_into_itself_does_not_mesh_its_own_results_again(tmp_path):
+    # `o3d mesh A -o A`: each run expanded A/box1.glb and the earlier result A/box1/, writing
+    # A/box1-2/, then A/box1-2-2/, ... one more generation on every run
+    folder = tmp_path / "A"
+    folder.mkdir()
+    for name in ("box1", "box2"):
+        save_mesh_glb(folder / f"{name}.glb", reference_shape("sphere"))
+    for run in range(3):
+        result = CliRunner().invoke(app, ["mesh", str(folder), "-d", "500", "--texture-size", "64", "--formats", "glb",
+                                          "-o", str(folder)])
+        assert result.exit_code == 0, result.output
+        assert {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")} == {"box1", "box2"}
+        if run:
+            assert "left out 2 folder(s) of results made from other inputs here" in " ".join(result.output.split())

@@ -41,6 +41,35 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
     return cfg, mesh_cfg
 
 
+def _without_results_of_others(inputs: list[Path], given: set[Path], notes: list[str]) -> list[Path]:
+    """`inputs` less the folders found in a given folder that are o3d's results of another of the
+    inputs (an o3d-asset.json naming its source): `o3d mesh A -o A` would otherwise mesh A/box1.glb
+    and its own earlier result A/box1/ again on every run, each into a new folder. Inputs named
+    on the command line are kept."""
+    import json
+
+    from o3dcli.naming import ASSET_META
+
+    sources = {_source(p).resolve() for p in inputs}
+    kept, dropped = [], []
+    for p in inputs:
+        made_from = None
+        if p not in given and p.is_dir():
+            try:
+                made_from = json.loads((p / ASSET_META).read_text()).get("source")
+            except (OSError, ValueError, AttributeError):
+                made_from = None
+        if isinstance(made_from, str) and Path(made_from).resolve() in sources - {_source(p).resolve()}:
+            dropped.append(p)
+        else:
+            kept.append(p)
+    if dropped:
+        shown = ", ".join(p.name for p in dropped[:3]) + (", ..." if len(dropped) > 3 else "")
+        notes.append(f"left out {len(dropped)} folder(s) of results made from other inputs here ({shown}): "
+                     "each input is meshed from its source")
+    return kept
+
+
 def _source(path: Path) -> Path:
     """What to mesh for an input: an o3d asset folder's gaussians.ply (re-meshed from the
     Gaussians, not from the folder's previous mesh), else the path itself. Looked at steadily
@@ -220,7 +249,9 @@ def mesh(
     from o3dcli.io.assets import expand_asset_folders
 
     notes: list[str] = []
+    given = set(inputs)
     inputs = expand_asset_folders(inputs, notes)  # an output folder, a folder of meshes: each asset in it
+    inputs = _without_results_of_others(inputs, given, notes)
     for note in notes:
         console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
     inputs = once_each(inputs, lambda p: _source(p).resolve(), "meshed")
