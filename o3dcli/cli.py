@@ -208,12 +208,19 @@ def generate(
     items = assign_names(sources, output)
     try:
         runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force, all_stages=generate_stages())
-        if any(s.name == "preprocess" for s in runner.stages):
-            from o3dcli.matting import check_matting
-
-            check_matting(cfg.preprocess.matting)
     except (UserError, ValueError) as e:
         raise _usage_error(str(e)) from None
+    from o3dcli.matting import check_matting
+
+    unmattable = None
+    try:
+        check_matting(cfg.preprocess.matting)
+    except UserError as e:
+        # with nothing cached every item would fail on it: a usage error; with a cache, items whose
+        # preprocessing is cached still run (a re-export on a machine without rembg), so a warning
+        if force or not (runner.cache.root / "items").is_dir():
+            raise _usage_error(str(e)) from None
+        unmattable = str(e)
     weights = None
     if any(s.name == "diffusion" for s in runner.stages):
         from o3dcli.errors import ConfigError
@@ -234,6 +241,9 @@ def generate(
         console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
     if weights is not None:
         console.print(f"model weights: {escape(weights)}", soft_wrap=True)
+    if unmattable:
+        console.print(f"[yellow]warning[/yellow]: {escape(unmattable)}; the items whose preprocessing is not cached "
+                      "will fail", soft_wrap=True)
 
     def on_done(r):
         if r.status == "failed":

@@ -417,6 +417,36 @@ def test_rembg_matting_without_rembg_is_a_usage_error(good_images, tmp_path, mon
     assert "preprocess.matting=builtin" in res.output and not (tmp_path / "o").exists()
 
 
+def test_rembg_matting_cached_runs_on_without_rembg(good_images, tmp_path, monkeypatch):
+    # preprocessed with rembg once; re-run (another format) where rembg is not installed: the
+    # cached items run on, with a warning, instead of the whole batch being refused
+    import sys
+    import types
+
+    import numpy as np
+    from PIL import Image
+
+    import o3dcli.matting as matting
+
+    fake = types.ModuleType("rembg")
+    fake.new_session = lambda name: "session"
+    fake.remove = lambda image, session, only_mask: Image.fromarray(
+        np.pad(np.full((image.size[1] // 2, image.size[0] // 2), 255, np.uint8),
+               ((image.size[1] // 4, image.size[1] - image.size[1] // 2 - image.size[1] // 4),
+                (image.size[0] // 4, image.size[0] - image.size[0] // 2 - image.size[0] // 4))), "L")
+    monkeypatch.setattr(matting, "_REMBG_SESSIONS", {})
+    monkeypatch.setitem(sys.modules, "rembg", fake)
+    apple = good_images / "apple.png"
+    args = [apple, "-o", tmp_path / "o", "--set", "preprocess.matting=rembg", "--stop-after", "preprocess"]
+    assert generate(*args).exit_code == 0
+    monkeypatch.setitem(sys.modules, "rembg", None)  # now not installed
+    res = generate(*args)
+    assert res.exit_code == 0, res.output
+    assert "warning" in res.output and "rembg is not installed" in res.output
+    res = generate(good_images / "pear.png", *args[1:])  # not cached: that item fails, naming why
+    assert res.exit_code == 1 and "rembg is not installed" in res.output
+
+
 def test_device_index_and_name_are_checked(monkeypatch):
     import torch
 
