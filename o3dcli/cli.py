@@ -116,8 +116,10 @@ def _load_config(preset: str, sets: Optional[List[str]], extra: list[str] = ()):
 
             without = load_config(preset, list(sets or []))
             value = lambda c, key: reduce(getattr, key.split("."), c)  # noqa: E731
+            same = lambda a, b: (sorted(a) == sorted(b)) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) \
+                else a == b  # noqa: E731  (formats glb,obj and obj,glb are one choice)
             for key in both:
-                if value(without, key) != value(cfg, key):
+                if not same(value(without, key), value(cfg, key)):
                     raise ConfigError(f"{key} is given twice, {value(without, key)!r} by --set and {value(cfg, key)!r} "
                                       "by its shortcut option: give one")
         return cfg

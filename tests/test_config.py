@@ -289,6 +289,7 @@ def test_a_shortcut_option_contradicting_a_set_is_a_usage_error():
 
     assert _load_config("tiny", ["diffusion.steps=4"], ["diffusion.steps=4"]).diffusion.steps == 4  # agree: fine
     assert _load_config("tiny", ["diffusion.guidance_max=3"], ["diffusion.guidance_max=3.0"]).diffusion.guidance_max == 3
+    assert _load_config("tiny", ["mesh.formats=[obj,glb]"], ["mesh.formats=[glb,obj]"])  # one choice in two orders
     with pytest.raises(typer.Exit):
         _load_config("tiny", ["diffusion.steps=4"], ["diffusion.steps=3"])
 
@@ -302,6 +303,9 @@ def test_shortcut_conflicts_are_named_by_generate_and_mesh(tmp_path, monkeypatch
 
     res = CliRunner().invoke(app, ["generate", str(tmp_path), "--steps", "3", "--set", "diffusion.steps=4"])
     assert res.exit_code == 2 and "diffusion.steps is given twice, 4 by --set and 3 by its shortcut" in res.output
+    from o3dcli.commands.mesh import _mesh_config
+
+    assert _mesh_config("tiny", ["mesh.formats=obj,glb"], None, None, "glb,obj")[1].formats == ("glb", "obj")
     res = CliRunner().invoke(app, ["mesh", str(tmp_path), "--decimate", "500", "--set", "mesh.target_faces=800"])
     assert res.exit_code == 2 and "mesh.target_faces is given twice, 800 by --set and 500" in " ".join(res.output.split())
     assert not (tmp_path / "o3d-output").exists() and not (tmp_path / "o3d-meshes").exists()

@@ -337,10 +337,19 @@ def test_a_damaged_manifest_is_warned_about_and_no_render_is_replaced(tmp_path):
 
 
 def test_up_is_read_in_any_case(tmp_path):
-    save_gaussians(tmp_path / "fox.ply", _blob(60))
-    opts = ["-o", str(tmp_path / "r"), "--frames", "2", "--size", "16", "--no-mp4"]
-    assert CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), "--up", "Z", *opts]).exit_code == 0
-    res = CliRunner().invoke(app, ["render", str(tmp_path / "fox.ply"), "--up", "w", *opts])
+    import trimesh
+
+    tall = tmp_path / "tall.glb"
+    trimesh.creation.box(extents=(0.3, 0.3, 1.0)).export(tall)  # tall along Z: --up z stands it up
+    views = {}
+    for up in ("z", "Z", "y"):
+        out = tmp_path / up
+        res = CliRunner().invoke(app, ["render", str(tall), "--up", up, "-o", str(out), "--frames", "2", "--size", "16",
+                                       "--no-mp4"])
+        assert res.exit_code == 0, res.output
+        views[up] = np.asarray(Image.open(out / "tall_views.png"))
+    assert np.array_equal(views["z"], views["Z"]) and not np.array_equal(views["z"], views["y"])
+    res = CliRunner().invoke(app, ["render", str(tall), "--up", "w", "-o", str(tmp_path / "w")])
     assert res.exit_code == 2 and "--up must be auto, y or z" in res.output
 
 

@@ -31,7 +31,10 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
         changes["formats"] = parse_formats(formats)
     set_keys = {parse_override(s)[0] for s in sets}
     for field, value in changes.items():  # a shortcut contradicting a --set of its key
-        if f"mesh.{field}" in set_keys and getattr(mesh_cfg, field) != value:
+        current = getattr(mesh_cfg, field)
+        if field == "formats":  # glb,obj and obj,glb are one choice
+            current, value = sorted(current), sorted(value)
+        if f"mesh.{field}" in set_keys and current != value:
             raise ConfigError(f"mesh.{field} is given twice, {getattr(mesh_cfg, field)!r} by --set and {value!r} by its "
                               "shortcut option: give one")
     mesh_cfg = dataclasses.replace(mesh_cfg, **changes)

@@ -77,13 +77,15 @@ class BenchmarkObject:
 def _with_file_names(objects: list[BenchmarkObject]) -> list[BenchmarkObject]:
     """Give each object a unique safe file name (collisions, e.g. "chair(1)" and "chair_1_", get
     -2, -3, ... in benchmark order), before any selection so an object's files keep their name."""
-    from o3dcli.naming import next_free_name, safe_name
+    from o3dcli.naming import clean_name, fit_name, next_free_name
 
     taken, out = set(), []
     own = {o.name for o in objects}
     for o in objects:
-        base = safe_name(o.name)
-        name = next_free_name(base, lambda name: name.lower() in taken)  # case-insensitive file systems too
+        clean = clean_name(o.name)
+        base = fit_name(clean)
+        name = next_free_name(base, lambda name: name.lower() in taken,  # case-insensitive file systems too
+                              make=lambda suffix: fit_name(clean, suffix))  # -2, -3, ... fitted as well
         taken.add(name.lower())
         aliases = tuple(a for a in dict.fromkeys((base, name)) if a != o.name and a not in own)
         out.append(replace(o, file_name=name, aliases=aliases))
@@ -252,17 +254,21 @@ def _find_prediction(pred_dir: Path, name: str, asset: str) -> Path:
             shown = ", ".join(p.name for p in meshes[:4]) + (", ..." if len(meshes) > 4 else "")
             several = PredictionRefused(f"{folder}: holds {len(meshes)} meshes ({shown}), none named model.* or "
                                         f"{name}.*: which one is the prediction?")
-    # DIR/<object>.<suffix>, the suffix in any case (box.GLB from a Windows tool)
-    by_suffix = {}
+    for suffix in PREDICTION_SUFFIXES:  # DIR/<object>.<suffix>
+        if (pred_dir / f"{name}{suffix}").is_file():
+            return pred_dir / f"{name}{suffix}"
+    # ...its suffix in another case (box.GLB from a Windows tool); the stem compared first, so a
+    # large folder is not stat'ed through for every object
+    found = {}
     try:
         for p in pred_dir.iterdir():
-            if p.is_file() and p.stem == name and p.suffix.lower() in PREDICTION_SUFFIXES:
-                by_suffix.setdefault(p.suffix.lower(), p)
+            if p.stem == name and p.suffix.lower() in PREDICTION_SUFFIXES and p.is_file():
+                found.setdefault(p.suffix.lower(), p)
     except OSError:
         pass
     for suffix in PREDICTION_SUFFIXES:
-        if suffix in by_suffix:
-            return by_suffix[suffix]
+        if suffix in found:
+            return found[suffix]
     raise several or FileNotFoundError(name)
 
 

@@ -82,7 +82,7 @@ def split_at_creases(mesh: TriMesh, crease_angle_deg: float) -> tuple[TriMesh, n
     n_groups = len(normal)
     used = np.zeros(len(mesh.vertices), bool)
     used[mesh.faces.reshape(-1)] = True
-    # unused vertices keep their place at the end, with a group of their own
+    # unused vertices are kept too, each with a group of its own (normal +Y)
     pairs = np.concatenate([mesh.faces.reshape(-1).astype(np.int64) * (n_groups + 1) + group.reshape(-1),
                             np.flatnonzero(~used).astype(np.int64) * (n_groups + 1) + n_groups])
     uniq, inverse = np.unique(pairs, return_inverse=True)
