@@ -143,6 +143,9 @@ def explain_lines(cfg, keys: list[str] | None = None, width: int = 80) -> list[s
             out += ([""] if out else []) + wrap(f"[{top}] {section_docs.get(top, '')}".rstrip(), more="  ")
         section = top
         out += ([""] if out else []) + wrap(f"{key}: {value}")
-        out += wrap(f"type: {tname}; default: {defaults.get(key, value)}", "    ")
+        default = defaults.get(key, value)
+        # a preset's own value differs from o3d's: say whose default is shown (train.p_mean: 0.0 in tiny)
+        label = "default" if default == value else "default without a preset"
+        out += wrap(f"type: {tname}; {label}: {default}", "    ")
         out += wrap(doc, "    ") if doc else []
     return out

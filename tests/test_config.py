@@ -177,6 +177,8 @@ def test_presets_show_keys_and_long_give_the_full_text():
     res = _invoke("presets", "show", "tiny", "mesh.texture_format")
     assert res.exit_code == 0, res.stderr
     assert res.stdout.startswith("mesh.texture_format: png\n") and "type: 'png' | 'jpeg'; default: png" in res.stdout
+    p_mean = _invoke("presets", "show", "tiny", "train.p_mean")  # tiny sets 0.0, o3d's default is 1.0
+    assert p_mean.stdout.startswith("train.p_mean: 0.0\n") and "type: float; default without a preset: 1.0" in p_mean.stdout
     assert flat(rows["mesh.texture_format"][2]) in flat(res.stdout)  # the whole text, to its last sentence
     assert "mesh.target_faces" not in res.stdout
     assert _invoke("presets", "show", "mesh.texture_format").stdout == res.stdout  # a key alone: the default preset's
