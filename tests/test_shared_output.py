@@ -388,19 +388,24 @@ def test_ctrl_c_during_the_swap_lets_it_finish(good_images, tmp_path, monkeypatc
     real = publish._exchange
 
     def interrupted_exchange(a, b):
-        signal.raise_signal(signal.SIGINT)  # Ctrl-C as the folders are swapped (to this thread: a signal sent
-        # to the process can land on another thread and be handled only after the swap, under load)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C as the folders are swapped
         return real(a, b)
 
     monkeypatch.setattr(publish, "_exchange", interrupted_exchange)
+    # Ctrl-C as in a terminal: a test run started in the background by a script (`cmd &`) inherits
+    # SIGINT ignored, and an ignored Ctrl-C rightly interrupts nothing (the test then failed)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
     handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(BatchInterrupted):
-        run_batch(items, BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), _touch_stages()),
-                  show_progress=False)
+    try:
+        with pytest.raises(BatchInterrupted):
+            run_batch(items, BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), _touch_stages()),
+                      show_progress=False)
+    finally:
+        after_handler = signal.signal(signal.SIGINT, outer)
     after = _folder(out / "apple")
     assert all(after[f] == f"{f} 48".encode() for f in ("a.txt", "b.txt", "c.txt"))  # the new asset, whole
     assert after["notes/mine.txt"] == before["notes/mine.txt"] and _leftovers(out) == []
-    assert signal.getsignal(signal.SIGINT) is handler
+    assert after_handler is handler  # the swap put the handler back
 
 
 def test_nothing_is_swapped_when_nothing_changed_and_without_exchange_two_renames_do(good_images, tmp_path,
