@@ -4,13 +4,12 @@ made before any work (the output folder, an item's error message).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from o3dcli.atomic import look_steady
 from o3dcli.errors import UserError
-from o3dcli.naming import ASSET_META, RENDER_SUFFIXES, RENDER_MANIFEST
+from o3dcli.naming import ASSET_META, RENDER_SUFFIXES, RENDER_MANIFEST, read_render_manifest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".psd", ".exr", ".hdr", ".svg", ".ico",
@@ -127,11 +126,8 @@ def _render_files(folder: Path) -> set[str] | None:
     manifest = folder / RENDER_MANIFEST
     if not os.path.lexists(manifest):
         return set()
-    try:
-        names = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(names, dict):
+    names, problem = read_render_manifest(manifest)
+    if problem or not manifest.is_file():  # damaged, or a link to nothing / not a file
         return None
     return {f"{name}{suffix}" for name in names for suffix in RENDER_SUFFIXES}
 

@@ -38,6 +38,16 @@ RENDER_SUFFIXES = ("_turntable.gif", "_turntable.mp4", "_views.png")
 """The files `o3d render` writes for a name: OUTPUT/<name><suffix>."""
 
 
+def read_render_manifest(path: Path) -> tuple[dict, str | None]:
+    """An `o3d render` folder's RENDER_MANIFEST: (names -> input, None), ({}, None) where there is
+    none, or ({}, why) where it cannot be read (damaged, cut short, not a JSON object)."""
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        return {}, getattr(e, "strerror", None) or str(e)
+    return (data, None) if isinstance(data, dict) else ({}, "not a JSON object")
+
+
 @dataclass(frozen=True)
 class Item:
     """One input of a batch and the asset name it gets."""

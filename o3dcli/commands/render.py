@@ -7,23 +7,12 @@ from typing import List
 
 import typer
 
-from o3dcli.naming import RENDER_MANIFEST, RENDER_SUFFIXES, fit_name
+from o3dcli.naming import RENDER_MANIFEST, RENDER_SUFFIXES, fit_name, read_render_manifest
 
 MANIFEST = RENDER_MANIFEST
 """Which input each name in a render folder belongs to."""
 SUFFIXES = RENDER_SUFFIXES
 """The files written for a name: OUTPUT/<name><suffix>."""
-
-
-def _read_manifest(path: Path) -> tuple[dict, str | None]:
-    """(names -> input, None), ({}, None) where there is none, or ({}, why) where it cannot be read."""
-    import json
-
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError) as e:
-        return {}, getattr(e, "strerror", None) or str(e)
-    return (data, None) if isinstance(data, dict) else ({}, "not a JSON object")
 
 
 class _manifest_lock:
@@ -125,7 +114,7 @@ def render(
         raise usage_error(f"input not found: {', '.join(missing)}")
     output.mkdir(parents=True, exist_ok=True)
     manifest_path = output / MANIFEST
-    manifest, problem = _read_manifest(manifest_path)
+    manifest, problem = read_render_manifest(manifest_path)
     if problem:  # which input each earlier render was of is lost: never replace them, say so
         # every render file there is recorded with no input (null), so no later run overwrites it
         # and an `o3d generate` scan of the folder still passes them over
@@ -173,7 +162,7 @@ def render(
             # with what another o3d render on this folder recorded meanwhile (and a name it took since
             # this run chose it given up for the next free one)
             with _manifest_lock(output, console):
-                disk, _ = _read_manifest(manifest_path)
+                disk, _ = read_render_manifest(manifest_path)
                 manifest.update({k: v for k, v in (disk or {}).items() if k not in ours})
                 if taken(name, path):
                     name = render_names([path], lambda n, p: n in ours or taken(n, p))[0]
