@@ -446,6 +446,8 @@ def read_preset(preset: str | Path, _seen: tuple = ()) -> list[tuple[str, dict]]
     if base is not None:
         base_ref = base if not str(base).endswith((".yaml", ".yml")) else path.parent / base
         chain += read_preset(base_ref, _seen + (path.resolve(),))
+    elif path.parent not in preset_dirs():
+        _warn_if_rootless(path, data)
     chain.append((str(path.name if path.parent in preset_dirs() else path), data))
     return chain
 
@@ -469,6 +471,22 @@ def load_config(preset: str | Path | None = "tiny", overrides: list[str] | tuple
         set_dotted(cfg, key, value, f"--set {text}")
     check_config(cfg)
     return cfg
+
+
+def _warn_if_rootless(path: Path, data: dict) -> None:
+    """Warn about a user's preset file that starts from the built-in defaults (no `base:`) without
+    choosing the weights: the defaults are the published model's architecture, untrained, so a
+    file holding only, say, a mesh section would run an untrained model. A full config (one that
+    sets model.weights, like an asset's config.yaml) is not warned about."""
+    model = data.get("model")
+    if isinstance(model, dict) and "weights" in model:
+        return
+    import logging
+
+    logging.getLogger("o3d").warning(
+        "preset %s has no 'base:' and sets no model.weights, so it starts from o3d's built-in defaults "
+        "(the published model's architecture, untrained: model.weights none), not from the tiny preset. "
+        "To change the shipped model's settings, start the file with 'base: tiny'", path)
 
 
 def check_config(cfg) -> None:

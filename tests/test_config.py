@@ -248,6 +248,26 @@ def test_base_chain_and_loop(tmp_path):
         load_config(tmp_path / "b.yaml")
 
 
+def test_a_preset_file_without_base_or_weights_is_warned_about(tmp_path, caplog):
+    # a file with only a mesh section starts from the built-in defaults: the untrained published
+    # architecture, not the shipped model with a new face count
+    (tmp_path / "mine.yaml").write_text("mesh:\n  target_faces: 5000\n")
+    with caplog.at_level("WARNING", logger="o3d"):
+        cfg = load_config(tmp_path / "mine.yaml")
+    assert cfg.model.weights == "none" and cfg.mesh.target_faces == 5000
+    assert [r.getMessage() for r in caplog.records if "has no 'base:'" in r.getMessage()] and "base: tiny" in caplog.text
+    # with a base, with the weights chosen (a full config such as an asset's config.yaml), or a
+    # shipped preset: nothing to say
+    (tmp_path / "based.yaml").write_text("base: tiny\nmesh:\n  target_faces: 5000\n")
+    (tmp_path / "full.yaml").write_text(dump_config(load_config("tiny")))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="o3d"):
+        assert load_config(tmp_path / "based.yaml").model.weights == "tiny"
+        assert load_config(tmp_path / "full.yaml").model.weights == "tiny"
+        load_config("tiny"), load_config("ouroboros3d-svd-lgm")
+    assert "has no 'base:'" not in caplog.text
+
+
 def test_dump_round_trip(tmp_path):
     cfg = load_config("tiny", ["runtime.seed=11", "preprocess.matting=builtin"])
     p = tmp_path / "config.yaml"
