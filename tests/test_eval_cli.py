@@ -23,9 +23,10 @@ def run(*args):
     return CliRunner().invoke(app, ["eval", *map(str, args)])
 
 
-def write_gso_object(root, name, mesh, textured: bool):
+def write_gso_object(root, name, mesh, textured: bool, gazebo_files: bool = True):
     """One object in the Google Scanned Objects layout: Z-up OBJ in meshes/, MTL naming texture.png,
-    the texture in materials/textures/ (left out when not textured), model.sdf and model.config."""
+    the texture in materials/textures/ (left out when not textured), model.sdf and model.config
+    (left out with gazebo_files=False, as trimmed copies of the dataset do)."""
     d = root / name
     (d / "meshes").mkdir(parents=True)
     x, y, z = mesh.vertices.T
@@ -38,8 +39,9 @@ def write_gso_object(root, name, mesh, textured: bool):
         shutil.move(tex, d / "materials" / "textures" / "texture.png")
     else:
         tex.unlink()
-    (d / "model.sdf").write_text(f"<sdf version='1.6'><model name='{name}'></model></sdf>\n")
-    (d / "model.config").write_text(f"<model><name>{name}</name></model>\n")
+    if gazebo_files:
+        (d / "model.sdf").write_text(f"<sdf version='1.6'><model name='{name}'></model></sdf>\n")
+        (d / "model.config").write_text(f"<model><name>{name}</name></model>\n")
     return d
 
 
@@ -66,6 +68,14 @@ def test_gso_loader_turns_z_up_into_y_up_and_flags_missing_textures(gso):
     assert got.has_texture and np.array_equal(got.texture, want.texture)
     assert not objs[1].load().has_texture
     assert [o.name for o in gso_objects(gso, limit=1)] == ["a_textured"]
+
+
+def test_gso_objects_without_their_gazebo_files_are_still_z_up(tmp_path):
+    # a trimmed copy of GSO (meshes/ and materials/ only) is still the Z-up dataset
+    want = make_object(1_000_003)[0]
+    write_gso_object(tmp_path, "trimmed", want, textured=True, gazebo_files=False)
+    got = gso_objects(tmp_path)[0].load()
+    assert np.allclose(got.vertices[got.faces], want.vertices[want.faces], atol=1e-5)
 
 
 def test_synthetic_benchmark_seeds_and_names():

@@ -3,7 +3,8 @@
 - ``gso``: a folder in the official Google Scanned Objects layout, one folder per
   object with ``meshes/model.obj`` (+ ``materials/textures/texture.png``, which may
   be missing: the object is then scored on geometry and silhouettes only). Meshes
-  are Z-up there and loaded into o3d's +Y-up world (``load_mesh(up="auto")``).
+  are Z-up there and loaded into o3d's +Y-up world (``load_mesh(up="z")``, also for copies
+  that left out the Gazebo files ``model.sdf`` and ``model.config``).
   Folders without ``meshes/model.obj`` are not objects and are skipped.
 - ``synthetic``: procedural objects (``o3dcli.synth.make_object``) from seeds
   1,000,000 + i, a range the training data (seeds 0..999,999) and the shipped
@@ -138,7 +139,7 @@ def gso_objects(data: Path | None, names: list[str] | None = None, limit: int | 
     objects = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / "meshes" / "model.obj").is_file()):
         textured = (d / "materials" / "textures" / "texture.png").is_file()
-        objects.append(BenchmarkObject(d.name, str(d), lambda d=d: load_mesh(d, up="auto"), appearance=textured))
+        objects.append(BenchmarkObject(d.name, str(d), lambda d=d: load_mesh(d, up="z"), appearance=textured))
     if not objects:
         hint = _one_object_hint(root) or "; for a folder of mesh files use --benchmark folder"
         raise BenchmarkError(f"GSO folder {root}: no objects in the GSO layout (<object>/meshes/model.obj){hint}")
