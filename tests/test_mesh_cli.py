@@ -222,6 +222,40 @@ def test_asset_folder_silhouette_comes_from_its_input_image_and_config(tmp_path)
     assert asset_silhouettes(asset, MeshConfig()) is None
 
 
+def test_an_assets_gaussians_ply_meshes_as_its_folder_does(tmp_path, monkeypatch):
+    # assets/chair/gaussians.ply: the photo and silhouette of assets/chair are used, as for the folder
+    from PIL import Image
+
+    import o3dcli.commands.mesh as mesh_cmd
+    from o3dcli.config import dump_config, load_config
+
+    asset = tmp_path / "chair"
+    asset.mkdir()
+    save_gaussians(asset / "gaussians.ply", surface_gaussians(reference_shape("sphere", soft=0.08), 2048, seed=1))
+    (asset / "config.yaml").write_text(dump_config(load_config("tiny")))
+    Image.new("RGBA", (32, 32), (200, 120, 40, 255)).save(asset / "input.png")  # all object: cuts nothing
+    looked_at = []
+    real = mesh_cmd.asset_silhouettes
+
+    def spy(path, mesh_cfg):
+        found = real(path, mesh_cfg)
+        looked_at.append((path, found is not None))
+        return found
+
+    monkeypatch.setattr(mesh_cmd, "asset_silhouettes", spy)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mesh", str(asset / "gaussians.ply"), "--decimate", "500", "--texture-size", "64",
+                                   "--formats", "glb", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert looked_at == [(asset, True)] and (out / "chair" / "model.glb").is_file()
+    # a PLY of that name outside an asset folder is meshed from the Gaussians alone
+    other = tmp_path / "scan"
+    other.mkdir()
+    (asset / "gaussians.ply").rename(other / "gaussians.ply")
+    assert mesh_cmd._asset_folder_of(other / "gaussians.ply") == other / "gaussians.ply"
+    assert mesh_cmd._asset_folder_of(asset / "input.png") == asset / "input.png"
+
+
 def test_duplicates_warnings_and_a_file_in_the_way(tmp_path):
     # an input given twice is meshed once; what loading it warned of is told with its name; a
     # file where its folder would go is left alone

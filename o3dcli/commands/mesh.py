@@ -85,6 +85,17 @@ def _source(path: Path) -> Path:
     return path
 
 
+def _asset_folder_of(path: Path) -> Path:
+    """An o3d asset's gaussians.ply given on its own: its asset folder, so that the mesh is made
+    as from the folder (the input photo projected and the surface cut to its outline), not from
+    the Gaussians alone. Any other path is returned as it is."""
+    folder = path.parent
+    if path.name == "gaussians.ply" and path.is_file() and (folder / "input.png").is_file() \
+            and (folder / "config.yaml").is_file():
+        return folder
+    return path
+
+
 def _asset_input(path: Path):
     """An o3d asset folder's input.png (straight RGBA [4, S, S] float) and its config.yaml, or None
     when the folder lacks either file. Looked at steadily, as `_source` does: a look between the two
@@ -203,7 +214,7 @@ def mesh(
 ):
     """Turn Gaussians or meshes into decimated, UV-textured meshes.
 
-    Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned, decimated, unwrapped and baked; given an asset folder, its input.png is also projected onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are decimated keeping their texture and its alpha (cut-outs stay see-through).
+    Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned, decimated, unwrapped and baked; given an asset folder (or its gaussians.ply), its input.png is also projected onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are decimated keeping their texture and its alpha (cut-outs stay see-through).
 
     Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
 
@@ -252,6 +263,7 @@ def mesh(
     from o3dcli.io.assets import expand_asset_folders
 
     notes: list[str] = []
+    inputs = [_asset_folder_of(p) for p in inputs]  # assets/chair/gaussians.ply meshes as assets/chair does
     given = set(inputs)
     inputs = expand_asset_folders(inputs, notes)  # an output folder, a folder of meshes: each asset in it
     inputs = _without_results_of_others(inputs, given, notes)

@@ -34,7 +34,7 @@ def _require(ok: bool, key: str, value, what: str) -> None:
 @dataclass
 class MeshConfig:
     method: Literal["auto", "carve", "opacity", "tsdf"] = "auto"
-    """Surface extraction: "carve" = the solid inside the Gaussians' rendered silhouettes from all fusion views (always closed and watertight; hollows no view sees into are filled; the surface sits about one splat footprint outside the Gaussians); "opacity" = marching cubes on the Gaussians' opacity field, snapped onto the Gaussians' ridge (most accurate for dense Gaussians: ~0.1% of the object's size on test shapes, but a sparse, leaky shell gives a double-sided surface); "tsdf" = fusion of depth renders (open3d VoxelBlockGrid; ~0.7% outward bias from splatted depth); "auto" = carve below CARVE_BELOW Gaussians (the tiny model's 1,024), opacity from there up (the published model's 65,536)."""
+    """Surface extraction: "carve" = the solid inside the Gaussians' rendered silhouettes from all fusion views (always closed and watertight; hollows no view sees into are filled; the surface sits about one splat footprint outside the Gaussians); "opacity" = marching cubes on the Gaussians' opacity field, snapped onto the Gaussians' ridge (most accurate for dense Gaussians: ~0.1% of the object's size on test shapes, but a sparse, leaky shell gives a double-sided surface); "tsdf" = fusion of depth renders (open3d VoxelBlockGrid; ~0.7% outward bias from splatted depth); "auto" = carve below 8,192 Gaussians (the tiny model's 1,024), opacity from there up (the published model's 65,536)."""
     fusion_views: int = 24
     """Views on a sphere (Fibonacci spiral) rendered for TSDF fusion, carving and texture baking."""
     fusion_size: int = 160
@@ -78,7 +78,7 @@ class MeshConfig:
     bake_depth_tolerance: float = 2.0
     """A texel counts as visible in a view unless it lies more than this many voxels behind the rendered depth."""
     input_weight: float = 1.0
-    """o3d generate (and o3d mesh given an asset folder, from its input.png; not given its gaussians.ply): the input photo's share of the texture where the input camera sees the surface, in full up to 60 degrees from head-on and fading out towards grazing angles, where the generated colours take over (the photo, 1024 px, is sharper and truer than the generated views); 0 = the generated views only, 1 = the photo alone where it counts in full."""
+    """o3d generate (and o3d mesh given an asset folder or its gaussians.ply, from the folder's input.png): the input photo's share of the texture where the input camera sees the surface, in full up to 60 degrees from head-on and fading out towards grazing angles, where the generated colours take over (the photo, 1024 px, is sharper and truer than the generated views); 0 = the generated views only, 1 = the photo alone where it counts in full."""
     mirror_weight: float = 0.0
     """Like input_weight, for the photo mirrored left-right and seen from the opposite side (the camera turned 180 degrees about the up axis): colours the far side for objects that are mirror-symmetric front-to-back, such as an animal or a car photographed in profile; wrong for objects seen from the front (a face would appear on the back). 0 = off."""
     formats: tuple[str, ...] = DEFAULT_FORMATS
