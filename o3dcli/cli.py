@@ -146,7 +146,7 @@ def generate(
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Shortcut for --set diffusion.guidance_max=G (guidance of the last view; the ramp starts at diffusion.guidance_min)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Shortcut for --set mesh.formats: comma-separated, any of glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, see mesh.stl_size_mm)."),
     save_intermediate: bool = typer.Option(False, "--save-intermediate", help="Also write every denoising step's views and RGB/CCM feedback maps (asset/intermediate/)."),
-    stop_after: Optional[str] = typer.Option(None, "--stop-after", help="Run the stages up to this one only (preprocess, diffusion, ...)."),
+    stop_after: Optional[str] = typer.Option(None, "--stop-after", help="Run the stages up to this one only, in order: preprocess, diffusion (the views and Gaussians), mesh_fusion, mesh_simplify, mesh_uv, mesh_bake, export."),
     force: bool = typer.Option(False, "--force", help="Recompute every stage for these settings even when a cached result exists (cached results of other settings are kept)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (plain log lines only)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed items."),

@@ -54,3 +54,20 @@ def test_command_help_paragraphs_are_one_line_each_so_the_terminal_wraps_them():
     broken = [name for name, cmd in commands(get_command(app), "o3d")
               if any("\n" in para.strip() for para in (cmd.help or "").split("\n\n"))]
     assert broken == []
+
+
+def test_stop_after_help_names_every_stage_and_mesh_method_its_threshold():
+    # the stage names and the carve threshold are the code's: the help must not go stale
+    from typer.main import get_command
+
+    from o3dcli.cli import app
+    from o3dcli.config import Config
+    from o3dcli.config_view import describe
+    from o3dcli.mesh.config import CARVE_BELOW
+    from o3dcli.stages import generate_stages
+
+    (stop_after,) = [p for p in get_command(app).commands["generate"].params if p.name == "stop_after"]
+    assert [s.name for s in generate_stages()] == [n for n in stop_after.help.replace(",", " ").replace(".", " ").split()
+                                                   if n in {s.name for s in generate_stages()}]
+    (method,) = [r for r in describe(Config()) if r[0] == "mesh.method"]
+    assert f"carve below {CARVE_BELOW:,} Gaussians" in " ".join(map(str, method))
