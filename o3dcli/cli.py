@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from o3dcli import __version__
+from o3dcli.commands import path_param
 
 
 def _flags_take_no_value() -> None:
@@ -133,8 +134,8 @@ def examples_dir() -> Path:
 
 @app.command()
 def generate(
-    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images.", show_default=False),
-    output: Path = typer.Option(Path("o3d-output"), "--output", "-o", help="Output folder: one sub-folder per input image."),
+    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images.", show_default=False, parser=path_param),
+    output: Path = typer.Option(Path("o3d-output"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: one sub-folder per input image."),
     preset: str = PresetOpt,
     sets: Optional[List[str]] = SetOpt,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Also take images from sub-folders."),

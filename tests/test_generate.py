@@ -348,6 +348,46 @@ def test_an_output_inside_a_file_is_a_usage_error_for_every_command(tmp_path, go
     assert "cannot be made" in res.output and "is a file, not a folder" in res.output
 
 
+@pytest.mark.parametrize("command", [["generate", "IMAGES"], ["mesh", "IMAGES"], ["render", "IMAGES"],
+                                     ["data", "synth", "-n", "1"], ["train", "--data", "IMAGES"],
+                                     ["eval", "--limit", "1"]])
+def test_an_empty_or_dangling_output_is_a_usage_error_for_every_command(tmp_path, good_images, command, monkeypatch):
+    # -o "$OUT" with OUT unset was the working folder; a link to a missing folder ended in a traceback
+    monkeypatch.chdir(tmp_path)
+    args = [str(good_images) if a == "IMAGES" else a for a in command]
+    res = runner.invoke(app, [*args, "-o", ""])
+    assert res.exit_code == 2 and "an empty path" in " ".join(res.output.split()), res.output
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "gone")])
+    assert res.exit_code == 2 and "which does not exist" in " ".join(res.output.split()), res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"gone", good_images.name})  # nothing written
+
+
+@pytest.mark.parametrize("command", [["generate"], ["mesh"], ["render"], ["train", "-o", "run", "--data"],
+                                     ["eval", "--benchmark", "folder", "--data"]])
+def test_an_empty_input_path_is_a_usage_error(tmp_path, command, monkeypatch):
+    # `o3d generate "$IN"` with IN unset read every image of the working folder
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, [*command, "", *(["-o", "out"] if command[0] != "train" else [])])
+    assert res.exit_code == 2 and "an empty path" in " ".join(res.output.split()), res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_cache_folder_is_a_usage_error(tmp_path, good_images, monkeypatch):
+    # another user's output folder: its .o3d/ (cache and locks) read-only to this one
+    import os
+
+    import o3dcli.inputs as inputs
+
+    out = tmp_path / "out"
+    (out / ".o3d").mkdir(parents=True)
+    real = os.access
+    monkeypatch.setattr(inputs.os, "access", lambda p, mode: False if Path(p) == out / ".o3d" else real(p, mode))
+    res = generate(good_images, "-o", out)
+    assert res.exit_code == 2 and "no permission to write in" in res.output and ".o3d" in res.output, res.output
+    assert sorted(p.name for p in out.iterdir()) == [".o3d"]
+
+
 def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
     from o3dcli.config import load_config
     from o3dcli.inputs import collect_inputs

@@ -1,5 +1,17 @@
 """Typer commands that live outside cli.py (each imports heavy modules lazily)."""
 
+from pathlib import Path
+
+
+def path_param(value: str) -> Path:
+    """A path given on the command line, refused when empty: `-o "$OUT"` with OUT unset would
+    otherwise be ".", and o3d would write into (or read every image of) the working folder."""
+    if not str(value).strip():
+        import typer
+
+        raise typer.BadParameter("an empty path (an unset variable?); give a folder or file, or . for this one")
+    return Path(value)
+
 
 def once_each(inputs: list, key, verb: str) -> list:
     """`inputs` with each one kept once, first come first kept, where `key(input)` says what it is (a

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from o3dcli.commands import path_param
+
 app = typer.Typer(
     help="Make datasets: procedural objects rendered into o3d's rendered-object folder format.",
     no_args_is_help=True,
@@ -21,7 +23,7 @@ class Shading(str, Enum):
 @app.command("synth")
 def synth(
     n: int = typer.Option(..., "-n", "--num", min=1, help="Number of objects (seeds SEED .. SEED+N-1)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Dataset folder (created; re-running resumes)."),
+    output: Path = typer.Option(..., "--output", "-o", parser=path_param, metavar="<path>", help="Dataset folder (created; re-running resumes)."),
     seed: int = typer.Option(0, "--seed", min=0, help="First seed; object i uses seed SEED+i."),
     size: int = typer.Option(128, "--size", min=8, help="Image side in pixels."),
     extra_views: int = typer.Option(4, "--extra-views", min=0, help="Random views per object after the 8 generation views."),

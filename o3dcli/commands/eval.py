@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from o3dcli.commands import path_param
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -40,7 +42,7 @@ def _no_prediction_at_all(pred_dir: Path, objs, asset: str) -> str | None:
 
 def eval_cmd(
     benchmark: str = typer.Option("synthetic", "--benchmark", "-b", help="gso (a Google Scanned Objects folder), synthetic (procedural objects, seeds 1,000,000+; nothing to download) or folder (any folder of GLB/glTF/OBJ/PLY/STL/USD meshes)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The benchmark's folder (gso and folder benchmarks)."),
+    data: Optional[Path] = typer.Option(None, "--data", parser=path_param, metavar="<path>", help="The benchmark's folder (gso and folder benchmarks)."),
     objects: Optional[str] = typer.Option(None, "--objects", help="Comma-separated object names to evaluate (default: all, in sorted order; synthetic: the first 10)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N objects."),
     predictions: Optional[str] = typer.Option(None, "--predictions", help="Score assets already in DIR (DIR/<object>/model.glb|model.obj|gaussians.ply or DIR/<object>.glb|.gltf|.obj|.ply|.stl|.usdz|.usd|.usda|.usdc) instead of generating; comma-separated DIRs are compared side by side."),
@@ -55,7 +57,7 @@ def eval_cmd(
     points: int = typer.Option(100_000, "--points", min=100, help="Surface points sampled per mesh for Chamfer, F-score and normal consistency."),
     asset: str = typer.Option("auto", "--asset", help="What to score in o3d asset folders: auto (model.glb, else model.obj, else gaussians.ply), mesh, gaussians (the Gaussian renders) or views (views.png, the diffusion's own images: PSNR/SSIM, and LPIPS with --lpips-weights; no geometry)."),
     mesh_shading: str = typer.Option("lambert", "--mesh-shading", help="How predicted meshes are rendered: lambert (colours are albedo, like the ground truth) or unlit (colours already hold lighting)."),
-    output: Path = typer.Option(Path("o3d-eval"), "--output", "-o", help="Output folder: inputs/, assets/, renders/, eval.json, eval.csv, eval.md."),
+    output: Path = typer.Option(Path("o3d-eval"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: inputs/, assets/, renders/, eval.json, eval.csv, eval.md."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Generation seed (shortcut for --set runtime.seed=N)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed objects."),

@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from o3dcli.commands import path_param
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -202,11 +204,11 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
 
 
 def mesh(
-    inputs: List[Path] = typer.Argument(..., help="o3d asset folders, Gaussian PLYs (any 3DGS tool), meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), or folders of them (an o3d generate output folder: every asset in it).", show_default=False),
+    inputs: List[Path] = typer.Argument(..., parser=path_param, help="o3d asset folders, Gaussian PLYs (any 3DGS tool), meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), or folders of them (an o3d generate output folder: every asset in it).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S); given, it also bounds the textures textured mesh inputs keep (else kept at their size)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),
-    output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", help="Output folder: one sub-folder per input."),
+    output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: one sub-folder per input."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),
     up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders and STL files, a USD stage's own upAxis, else Y), y, or z (a Z-up file, turned to o3d's Y-up; the output is Y-up like every glTF; an STL output is Z-up)."),

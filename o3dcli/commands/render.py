@@ -7,6 +7,8 @@ from typing import List
 
 import typer
 
+from o3dcli.commands import path_param
+
 from o3dcli.naming import RENDER_MANIFEST, RENDER_SUFFIXES, fit_name, read_render_manifest
 
 MANIFEST = RENDER_MANIFEST
@@ -62,8 +64,8 @@ def render_names(paths: List[Path], taken) -> List[str]:
 
 
 def render(
-    inputs: List[Path] = typer.Argument(..., help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), o3d asset folders, or folders of them (an o3d generate output folder: every asset in it)."),
-    output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", help="Folder for the renders."),
+    inputs: List[Path] = typer.Argument(..., parser=path_param, help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), o3d asset folders, or folders of them (an o3d generate output folder: every asset in it)."),
+    output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", parser=path_param, metavar="<path>", help="Folder for the renders."),
     frames: int = typer.Option(36, "--frames", min=2, help="Turntable frames."),
     size: int = typer.Option(256, "--size", min=16, help="Image side in pixels."),
     elevation: float = typer.Option(15.0, "--elevation", help="Turntable camera elevation in degrees."),

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from o3dcli.commands import path_param
+
 SKIPS_SHOWN = 10
 """Unusable training objects named one by one; the rest are counted."""
 EXIT_UNFINISHED = 3
@@ -101,8 +103,8 @@ def saved_settings_changes(saved: Path, cfg) -> list[tuple[str, str, str]]:
 
 
 def train_cmd(
-    data: Path = typer.Option(..., "--data", "-d", help="Folder of rendered objects (o3d data synth, or Objaverse-style renders with meta.json)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Run folder: checkpoint.pt, model.safetensors (EMA weights), losses.csv, config.yaml, data.json (the data it trains on)."),
+    data: Path = typer.Option(..., "--data", "-d", parser=path_param, metavar="<path>", help="Folder of rendered objects (o3d data synth, or Objaverse-style renders with meta.json)."),
+    output: Path = typer.Option(..., "--output", "-o", parser=path_param, metavar="<path>", help="Run folder: checkpoint.pt, model.safetensors (EMA weights), losses.csv, config.yaml, data.json (the data it trains on)."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override a config field (repeatable).", metavar="SECTION.KEY=VALUE"),
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set train.steps=N (total steps of the run)."),
