@@ -98,10 +98,13 @@ class ItemResult:
 class BatchResult:
     items: list[ItemResult]
     report_path: Path
+    report_error: str | None = None
+    """Why OUT/o3d-report.json could not be written (a full disk), else None."""
 
     @property
     def ok(self) -> bool:
-        return all(r.status == "ok" for r in self.items)
+        """Every item succeeded and the report was written."""
+        return all(r.status == "ok" for r in self.items) and self.report_error is None
 
     @property
     def computed_stages(self) -> int:

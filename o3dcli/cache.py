@@ -123,9 +123,12 @@ class ItemLock:
                     os.close(fd)
                     raise ItemLocked(f"{self.path.parent.name} is being processed by another o3d process") from None
                 time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:  # the holder's pid, for people: the lock does not need it (a full disk cannot take it)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
 
     def release(self) -> None:
         if self._fd is not None:

@@ -286,7 +286,11 @@ def _print_summary(result) -> None:
     if result.items and result.computed_stages == 0 and n_ok == len(result.items):
         console.print(f"all {n_ok} item(s) up to date: nothing recomputed (use --force to recompute)")
     else:
-        console.print(f"{n_ok}/{len(result.items)} succeeded; report: {escape(str(result.report_path))}")
+        report = "" if result.report_error else f"; report: {escape(str(result.report_path))}"
+        console.print(f"{n_ok}/{len(result.items)} succeeded{report}")
+    if result.report_error:
+        console.print(f"[red]error[/red]: {escape(result.report_error)}; the results above are in their folders",
+                      soft_wrap=True)
 
 
 @presets_app.command("list")

@@ -11,9 +11,27 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True, highlight=False)
+class _Console(Console):
+    """A Console that, when its reader goes away (`o3d generate ... | head`, quitting `less`), goes
+    quiet and lets the command finish: rich's default exits at once with code 1, which stopped a
+    batch mid-way, unreported. The stream's descriptor is pointed at /dev/null so that nothing
+    later (Python's own flush at exit) fails on it either."""
+
+    def on_broken_pipe(self) -> None:
+        import os
+
+        self.quiet = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.file.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no descriptor (a test's buffer): quiet is enough
+            pass
+
+
+console = _Console(stderr=True, highlight=False)
 """Progress, log lines, per-item results and errors: stderr, so that stdout stays clean."""
-out = Console(highlight=False)
+out = _Console(highlight=False)
 """What a command is asked for (`o3d info`, `o3d presets`): stdout, to pipe or redirect."""
 log = logging.getLogger("o3d")
 

@@ -223,9 +223,10 @@ def _fit_background(rgb: np.ndarray, samples: np.ndarray, degree: int) -> np.nda
     for _ in range(6):
         if np.count_nonzero(weight) < 4 * len(terms):
             break
-        weighted = design * weight[:, None]
-        # Normal equations: monomials of coordinates in [-1, 1] up to degree 3 are well conditioned.
-        coef = np.linalg.solve(weighted.T @ design, weighted.T @ colours)
+        root = np.sqrt(weight)[:, None]
+        # least squares that also takes a rank-deficient design (the samples of a 20000 x 20 image
+        # span too few rows for every monomial in y): the smallest solution, not an error
+        coef = np.linalg.lstsq(design * root, colours * root, rcond=None)[0]
         residual = np.linalg.norm(colours - design @ coef, axis=1)
         cutoff = 4.685 * max(_noise_sigma(residual), MIN_THRESHOLD / THRESHOLD_SIGMAS)
         weight = np.clip(1 - (residual / cutoff) ** 2, 0, None) ** 2

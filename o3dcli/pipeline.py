@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from o3dcli import __version__
 from o3dcli.atomic import file_identity, sha256_file
-from o3dcli.batch_report import RunMark, new_run_id, write_report
+from o3dcli.batch_report import REPORT_NAME, RunMark, new_run_id, write_report
 from o3dcli.cache import (
     Cache,
     FileDigests,
@@ -90,6 +90,10 @@ class BatchRunner:
         except ItemLocked:
             res.status = "locked"
             return res
+        except OSError as e:  # a full disk, a read-only cache: this item fails, the batch goes on
+            res.status = "failed"
+            res.error = f"cannot write its folder or lock in {self.out_dir} ({e.strerror or e}: {e.filename or ''})"
+            return res
         if name != item.name:
             item = Item(item.source, name)
             res.name = name
@@ -141,6 +145,8 @@ class BatchRunner:
         return self.pinned_files[key][1]
 
     def _run_stages(self, item: Item, ic, res: ItemResult) -> None:
+        if item.source.exists() and not item.source.is_file():  # a pipe or a device: hashing it never ends
+            raise UserError(f"{item.source}: not a regular file (a pipe or device); give the path of an image file")
         try:
             input_hash = sha256_file(item.source)
         except OSError as e:
@@ -293,7 +299,12 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
             if isinstance(e, ItemInterrupted) and running is not None:
                 results[running] = e.result
         prog.update(task, description="generated", stage="")
-        path = runner.write_report(results, started, interrupted, run_id=run_id)
+        report_error = None
+        path = runner.out_dir / REPORT_NAME
+        try:
+            path = runner.write_report(results, started, interrupted, run_id=run_id)
+        except OSError as e:  # the finished items are cached and published: only the report is lost
+            report_error = f"cannot write {path} ({e.strerror or e})"
     if interrupted:
-        raise BatchInterrupted(BatchResult(results, path))
-    return BatchResult(results, path)
+        raise BatchInterrupted(BatchResult(results, path, report_error))
+    return BatchResult(results, path, report_error)

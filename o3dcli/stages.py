@@ -21,14 +21,14 @@ def run_preprocess(ctx: StageContext) -> dict:
     """Image file -> RGBA at model size (`prepared.safetensors`: rgba, rgb) and the same crop at
     PHOTO_SIZE (photo, uint8), published as `input.png`."""
     from PIL import Image
-    from safetensors.torch import save_file
 
+    from o3dcli.atomic import atomic_save_tensors
     from o3dcli.preprocess import preprocess_image
 
     prep = preprocess_image(ctx.item.source, ctx.config.preprocess, PHOTO_SIZE)
     photo = _to_uint8(prep.rgba_projection)
-    save_file({"rgba": prep.rgba.contiguous(), "rgb": prep.rgb.contiguous(), "photo": photo.contiguous()},
-              str(ctx.work_dir / "prepared.safetensors"))
+    atomic_save_tensors({"rgba": prep.rgba.contiguous(), "rgb": prep.rgb.contiguous(), "photo": photo.contiguous()},
+                        ctx.work_dir / "prepared.safetensors")  # readable by the folder's other users
     rgba8 = photo.permute(1, 2, 0).numpy()
     Image.fromarray(rgba8, "RGBA").save(ctx.work_dir / "input.png")
     return {
@@ -94,8 +94,9 @@ def run_diffusion(ctx: StageContext) -> dict:
     steps, so a killed run resumes mid-denoising.
     """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
+    from o3dcli.atomic import atomic_save_tensors
     from o3dcli.diffusion.sampler import RecursiveSampler
     from o3dcli.io.media import image_grid, save_gif, save_png, to_uint8
     from o3dcli.io.ply import save_gaussians
@@ -122,7 +123,7 @@ def run_diffusion(ctx: StageContext) -> dict:
     result = sampler.sample(cond, cameras, gen, state=ctx.state, on_step=on_step,
                             progress=lambda i, n: ctx.progress(f"step {i}/{n}"))
     views = result.views.float().cpu()
-    save_file({"views": views.contiguous()}, str(ctx.work_dir / "views.safetensors"))
+    atomic_save_tensors({"views": views.contiguous()}, ctx.work_dir / "views.safetensors")
     save_png(ctx.work_dir / "views.png", image_grid(to_uint8(views), cols=len(views)))
     g = result.gaussians.detach().to("cpu", torch.float32)
     save_gaussians(ctx.work_dir / "gaussians.ply", g)

@@ -418,6 +418,76 @@ def test_an_interrupted_item_is_reported_as_such(good_images, tmp_path):
     assert "touch" in rep["items"][1]["timings"]  # and the time it had taken counts
 
 
+@pytest.mark.parametrize("command, name", [(["generate", "--stop-after", "preprocess"], "pipe.png"), (["mesh"], "pipe.obj")])
+def test_a_pipe_given_as_input_fails_at_once(tmp_path, command, name):
+    # a FIFO (or /dev/zero) was hashed, or read, forever; a subprocess, so a hang fails the test
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    res = subprocess.run([sys.executable, "-m", "o3dcli.cli", *command, str(fifo), "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "not a regular file (a pipe or device)" in res.stdout + res.stderr
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_batch(good_images, tmp_path):
+    # `o3d generate ... 2>&1 | head -1`: rich exited with code 1 at the next write, mid-batch,
+    # leaving no report; now the output goes quiet and the batch finishes
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "o3dcli.cli", "generate", str(good_images), "-o", str(out),
+                             "--stop-after", "preprocess", "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout.readline().startswith(b"o3d ")  # the first line, then the reader leaves
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    rep = json.loads((out / "o3d-report.json").read_text())
+    assert rep["summary"] == {"ok": 3}
+
+
+def test_cached_tensors_are_readable_by_the_folders_other_users(good_images, tmp_path):
+    # safetensors makes its files 0600: another user of a shared output folder could not resume
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        assert generate(good_images, "-o", tmp_path / "out").exit_code == 0
+    finally:
+        os.umask(old)
+    files = list((tmp_path / "out" / ".o3d").rglob("prepared.safetensors"))
+    assert len(files) == 3 and {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o644}
+
+
+def test_a_full_disk_fails_the_items_it_hits_and_the_report_not_the_batch(good_images, tmp_path, monkeypatch):
+    # no space for an item's folder or lock: that item fails and the batch goes on; no space for
+    # the report: said, exit 1, the finished assets kept (both ended in a traceback)
+    import errno
+
+    import o3dcli.cache as cache
+    import o3dcli.pipeline as pipeline
+
+    out = tmp_path / "out"
+    real_claim = pipeline.claim_name
+
+    def claim(out_dir, source, name, *a, **k):
+        if name == "pear":
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / ".o3d" / "items" / name))
+        return real_claim(out_dir, source, name, *a, **k)
+
+    def full_write(fd, data):  # the lock's pid line: the disk is full, the lock still holds
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "claim_name", claim)
+    monkeypatch.setattr(cache.os, "write", full_write)
+    monkeypatch.setattr(pipeline, "write_report", lambda *a, **k: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, "No space left on device")))
+    res = generate(good_images, "-o", out)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert "✗ pear" in text and "cannot write its folder or lock in" in text and "No space left on device" in text
+    assert f"error: cannot write {out / 'o3d-report.json'} (No space left on device)" in text
+    assert "Traceback" not in res.output and not (out / "o3d-report.json").exists()
+    assert (out / "apple" / "input.png").is_file() and (out / "plum" / "input.png").is_file()
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

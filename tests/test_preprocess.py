@@ -326,3 +326,14 @@ def test_a_tiny_object_is_warned_about():
     assert any("the object is only 12 px across" in w for w in small.warnings), small.warnings
     large = preprocess_image(rgba_array(coverage(disk(60, 50, 20), 150, 200), (0.2, 0.4, 0.6)), cfg)
     assert large.warnings == ()
+
+
+@pytest.mark.parametrize("shape", [(20, 20000), (20000, 20), (2, 300)])
+def test_builtin_matting_of_a_very_thin_image_says_what_it_found(shape):
+    # downscaled, such an image has too few rows (or columns) for the background polynomial: the
+    # fit ended in numpy's "Singular matrix" as the item's error
+    rgb = np.full((*shape, 3), 240, np.uint8)
+    h, w = shape
+    rgb[h // 4: 3 * h // 4 + 1, w // 4: 3 * w // 4 + 1] = (200, 30, 30)
+    matte = matting.builtin_matte(rgb, "thin.png")
+    assert matte.alpha.shape == shape and np.isfinite(matte.alpha).all()

@@ -45,6 +45,8 @@ def resolve_asset_path(path: Path) -> Path:
                          f"nor a single .glb/.gltf/.obj/.ply/.stl/.usd*){found}")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise AssetError(f"{path}: unsupported file type '{path.suffix}' (use .ply, .glb, .gltf, .obj, .stl or .usd/.usda/.usdc/.usdz)")
+    if not path.is_file():
+        raise AssetError(f"{path}: not a regular file (a pipe or device); give the path of a file")
     if path.stat().st_size == 0:
         raise AssetError(f"{path}: empty file (0 bytes)")
     return path

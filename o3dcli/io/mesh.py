@@ -47,6 +47,8 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     ext = p.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         raise MeshLoadError(f"{p}: unsupported mesh format '{ext}' (supported: {', '.join(MESH_EXTENSIONS)})")
+    if not p.is_file():
+        raise MeshLoadError(f"{p}: not a regular file (a pipe or device); give the path of a mesh file")
     if p.stat().st_size == 0:
         raise MeshLoadError(f"{p}: empty file (0 bytes)")
 
