@@ -15,6 +15,7 @@ o3dcli.device the device it runs on.
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 import traceback
@@ -116,6 +117,8 @@ class BatchRunner:
         except Exception as e:  # isolate the item: report and go on with the batch
             res.status = "failed"
             res.error = str(e) if isinstance(e, (UserError, ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}"
+            if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in res.error:
+                res.error = f"the disk holding {self.out_dir} is full ({res.error}); free some space and run again"
             if not isinstance(e, UserError):
                 res.traceback = traceback.format_exc()
             drop_if_empty(self.out_dir / item.name)

@@ -488,6 +488,19 @@ def test_a_full_disk_fails_the_items_it_hits_and_the_report_not_the_batch(good_i
     assert (out / "apple" / "input.png").is_file() and (out / "plum" / "input.png").is_file()
 
 
+def test_a_stage_that_runs_out_of_disk_says_the_disk_is_full(good_images, tmp_path, monkeypatch):
+    # safetensors' own words were all the item said ("SafetensorError: ... I/O error: No space ...")
+    def full(*a, **k):
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("o3dcli.atomic.atomic_save_tensors", full)
+    out = tmp_path / "out"
+    res = generate(good_images, "-o", out)
+    assert res.exit_code == 1
+    errors = [i["error"] for i in json.loads((out / "o3d-report.json").read_text())["items"]]
+    assert len(errors) == 3 and all(e.startswith(f"the disk holding {out} is full (") for e in errors), errors
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -337,3 +337,13 @@ def test_builtin_matting_of_a_very_thin_image_says_what_it_found(shape):
     rgb[h // 4: 3 * h // 4 + 1, w // 4: 3 * w // 4 + 1] = (200, 30, 30)
     matte = matting.builtin_matte(rgb, "thin.png")
     assert matte.alpha.shape == shape and np.isfinite(matte.alpha).all()
+
+
+def test_a_tiny_image_is_refused_as_too_small_not_as_empty(tmp_path):
+    from PIL import Image
+
+    for size in [(1, 1), (8, 8), (300, 4)]:
+        path = tmp_path / f"x{size[0]}.png"
+        Image.new("RGB", size, (90, 120, 200)).save(path)
+        with pytest.raises(ImageError, match=rf"only {size[0]} x {size[1]} px, too small"):
+            preprocess_image(path, PreprocessConfig())
