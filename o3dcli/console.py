@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+
 class _Console(Console):
     """A Console that, when its reader goes away (`o3d generate ... | head`, quitting `less`), goes
     quiet and lets the command finish: rich's default exits at once with code 1, which stopped a

@@ -8,7 +8,6 @@ from typing import List
 import typer
 
 from o3dcli.commands import path_param
-
 from o3dcli.naming import RENDER_MANIFEST, RENDER_SUFFIXES, fit_name, read_render_manifest
 
 MANIFEST = RENDER_MANIFEST
