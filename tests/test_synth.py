@@ -278,6 +278,18 @@ def test_reader_errors_name_the_file(tmp_path):
         load_rendered_object(tmp_path)
 
 
+def test_a_view_without_alpha_is_refused_naming_it(tmp_path):
+    # read as opaque, the whole frame became the object's mask and the object trained silently
+    from PIL import Image
+
+    (obj,) = synthesize(tmp_path / "d", 1, 20, **SMALL)
+    view = obj / "rgba" / "005.png"
+    with Image.open(view) as im:
+        im.convert("RGB").save(view)
+    with pytest.raises(RenderedObjectError, match=r"005.png: no alpha channel \(mode RGB\)"):
+        load_rendered_object(obj)
+
+
 def test_workers_give_the_same_files(tmp_path):
     serial = synthesize(tmp_path / "s", 2, 20, **SMALL)
     parallel = synthesize(tmp_path / "p", 2, 20, **SMALL, workers=2)
@@ -317,3 +329,75 @@ def test_command_module_import_is_cheap():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def _synth_cli(*args):
+    import typer
+    from typer.testing import CliRunner
+
+    from o3dcli.commands.data import app as data_app
+
+    app = typer.Typer()
+    app.add_typer(data_app, name="data")
+    return CliRunner().invoke(app, ["data", "synth", *map(str, args)])
+
+
+@pytest.mark.parametrize("content", [b"[]", b"\xff\xfe not json"])
+def test_a_damaged_index_is_an_error_naming_it(tmp_path, content):
+    # '[]' ended in an AttributeError traceback; binary bytes in an error naming no file
+    (tmp_path / "index.json").write_bytes(content)
+    with pytest.raises(RenderedObjectError, match="index.json"):
+        read_index(tmp_path)
+    res = _synth_cli("-n", 1, "--size", 16, "-o", tmp_path)
+    assert res.exit_code == 2 and "index.json" in res.output and "Traceback" not in res.output, res.output
+
+
+@pytest.mark.parametrize("args", [["-n", 10**9], ["-n", 1, "--size", 4096]])
+def test_sizes_beyond_what_the_renderer_can_do_are_usage_errors(tmp_path, args):
+    res = _synth_cli(*args, "-o", tmp_path / "d")
+    assert res.exit_code == 2 and "Invalid value" in res.output, res.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_full_disk_keeps_the_complete_objects_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    import o3dcli.synth.generate as gen
+
+    real = gen.synthesize_object
+
+    def one_then_full(root, seed, settings):
+        if seed > 0:
+            raise OSError(errno.ENOSPC, "No space left on device", str(root / ".tmp" / "x.png"))
+        return real(root, seed, settings)
+
+    monkeypatch.setattr(gen, "synthesize_object", one_then_full)
+    res = _synth_cli("-n", 3, "--size", 16, "--extra-views", 0, "-o", tmp_path / "d")
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert f"cannot write in {tmp_path / 'd'}: No space left on device" in text and "1 objects made this time" in text
+    assert (tmp_path / "d" / "synth_00000000" / "cameras.json").is_file()
+
+
+def test_a_large_n_starts_rendering_without_looking_at_every_folder_first(tmp_path, monkeypatch):
+    # -n 3000000 looked for 3 million folders (70 s) before the first object; 10**9 ran out of memory
+    import o3dcli.synth.generate as gen
+
+    looked = []
+    real_id = gen.object_id
+
+    class FirstRender(Exception):
+        pass
+
+    def counting_id(seed):
+        looked.append(seed)
+        return real_id(seed)
+
+    def first_render(root, seed, settings):
+        raise FirstRender(len(looked))
+
+    monkeypatch.setattr(gen, "object_id", counting_id)
+    monkeypatch.setattr(gen, "synthesize_object", first_render)
+    with pytest.raises(FirstRender) as caught:
+        synthesize(tmp_path / "d", 100_000, 0, size=16, extra_views=0)
+    assert caught.value.args[0] <= 1

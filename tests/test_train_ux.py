@@ -248,3 +248,40 @@ def test_an_object_folder_given_as_the_data_folder_says_to_give_its_parent(data,
     with pytest.raises(DatasetError) as e:  # a folder that is no object's: no such hint
         load_dataset(empty, load_config("tiny", SMALL))
     assert "no object folders" in str(e.value) and "parent" not in str(e.value)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device", "r/checkpoint.pt.tmp"),
+                                   RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")])
+def test_a_full_disk_while_saving_is_one_error_line_and_the_last_checkpoint_is_kept(data, run, monkeypatch, error):
+    # the run trained, then ended in a traceback from safetensors or torch.save
+    before = _run_files(run)
+
+    def full(self):
+        raise error
+
+    monkeypatch.setattr(Trainer, "save", full)
+    res = train(data, run, "--steps", 3)
+    assert res.exit_code == 1, res.output
+    line = " ".join(res.output.split())
+    assert "Traceback" not in res.output and f"error: cannot write the run in {run}" in line
+    assert "No space left on device" in line and f"the last complete checkpoint is in {run / CHECKPOINT}" in line
+    after = _run_files(run)
+    assert all(after[name] == before[name] for name in (CHECKPOINT, "model.safetensors"))
+
+
+def test_a_second_ctrl_c_before_any_checkpoint_says_nothing_was_saved(data, tmp_path, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("o3dcli.train.trainer.train", interrupted)
+    res = train(data, tmp_path / "new", "--steps", 3)
+    assert res.exit_code == 130, res.output
+    assert "no checkpoint had been saved yet: the next run starts at step 0" in " ".join(res.output.split())
+
+
+@pytest.mark.parametrize("inside", ["", "runs/r"])
+def test_a_run_folder_in_the_data_folder_is_refused(data, inside):
+    # -o equal to -d wrote 85 MB of checkpoints among the training objects
+    res = train(data, data / inside if inside else data, "--steps", 1)
+    assert res.exit_code == 2 and "is the data folder" in " ".join(res.output.split()), res.output
+    assert not (data / "runs").exists() and not (data / CHECKPOINT).exists()

@@ -22,10 +22,10 @@ class Shading(str, Enum):
 
 @app.command("synth")
 def synth(
-    n: int = typer.Option(..., "-n", "--num", min=1, help="Number of objects (seeds SEED .. SEED+N-1)."),
+    n: int = typer.Option(..., "-n", "--num", min=1, max=1_000_000, help="Number of objects (seeds SEED .. SEED+N-1)."),
     output: Path = typer.Option(..., "--output", "-o", parser=path_param, metavar="<path>", help="Dataset folder (created; re-running resumes)."),
     seed: int = typer.Option(0, "--seed", min=0, help="First seed; object i uses seed SEED+i."),
-    size: int = typer.Option(128, "--size", min=8, help="Image side in pixels."),
+    size: int = typer.Option(128, "--size", min=8, max=2048, help="Image side in pixels (2x supersampled: 2048 px takes about 2 GB of memory per worker)."),
     extra_views: int = typer.Option(4, "--extra-views", min=0, help="Random views per object after the 8 generation views."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
     shading: Shading = typer.Option(Shading.lambert, "--shading", help="lambert: headlight + ambient; unlit: base colour."),
@@ -34,7 +34,7 @@ def synth(
 
     Each object gets OUTPUT/synth_<seed, 8 digits>/ (synth_00000000, ...) with RGBA views, cameras.json, the ground-truth mesh (OBJ) and spec.json; OUTPUT/index.json lists them. Complete objects are skipped, so an interrupted run continues where it stopped.
 
-    Exit code: 0 = done, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
+    Exit code: 0 = done, 1 = failed (a full disk), 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     import time
 
@@ -67,11 +67,17 @@ def synth(
         except ValueError as e:
             counts["error"] = str(e)
             progress.remove_task(task)  # no bar left standing at 0 above the error
+        except OSError as e:  # a full disk: the complete objects are kept, the half-written one is not
+            counts["failed"] = f"cannot write in {output}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
         except KeyboardInterrupt:
             counts["interrupted"] = True
     if counts.get("error"):
         console.print(f"[red]error:[/red] {escape(counts['error'])}", soft_wrap=True)
         raise typer.Exit(2)
+    if counts.get("failed"):
+        console.print(f"[red]error:[/red] {escape(counts['failed'])}; {counts['made']} objects made this time, complete "
+                      "ones are kept: free some space and run the same command again", soft_wrap=True)
+        raise typer.Exit(1)
     if counts.get("interrupted"):
         console.print(f"[yellow]interrupted[/yellow]: {counts['made']} objects made this time; complete ones "
                       "are kept, run the same command again to make the rest")

@@ -164,6 +164,9 @@ def train_cmd(
         check_output_dir(output)
     except UserError as e:
         raise _usage_error(str(e)) from None
+    if data.is_dir() and (output.resolve() == data.resolve() or data.resolve() in output.resolve().parents):
+        raise _usage_error(f"-o {output} is the data folder {data} or inside it: a run's files would sit among "
+                           "the training objects; give a run folder elsewhere")
     # One o3d train at a time per run folder (torchrun: rank 0 holds it for every rank). An existing
     # folder is locked now, so a second run is refused at once; a new one just before it is written.
     with RunLock(output, enabled=int(os.environ.get("RANK", 0)) == 0) as run_lock:
@@ -306,8 +309,20 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
 
             done = train(trainer, cfg.train.steps, on_step, should_stop=should_stop)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without saving
-        say(f"[yellow]aborted[/yellow] without saving; the last checkpoint is in {escape(str(output))}")
+        where = (f"the last checkpoint is in {escape(str(output))}" if (output / "checkpoint.pt").is_file()
+                 else "no checkpoint had been saved yet: the next run starts at step 0")
+        say(f"[yellow]aborted[/yellow] without saving; {where}", soft_wrap=True)
         raise typer.Exit(interrupted_exit_code()) from None
+    except Exception as e:  # a full disk while saving: said plainly; what was saved before stays
+        if not (isinstance(e, OSError) or "No space left on device" in str(e)):
+            raise
+        what = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        name = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
+        kept = (f"the last complete checkpoint is in {output / 'checkpoint.pt'}" if (output / "checkpoint.pt").is_file()
+                else "no checkpoint had been saved yet")
+        console.print(f"[red]error[/red]: cannot write the run in {escape(str(output))}: {escape(what)}{escape(name)}; "
+                      f"{escape(kept)}; free some space (or give another -o) and run the same command again", soft_wrap=True)
+        raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

@@ -306,9 +306,13 @@ def load_rendered_object(obj_dir: str | os.PathLike) -> RenderedObject:
         file = obj_dir / view["file"]
         try:
             with Image.open(file) as im:
+                mode, alpha = im.mode, im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
                 arr = np.asarray(im.convert("RGBA"))
         except (OSError, ValueError) as e:
             raise RenderedObjectError(f"{file}: cannot read image ({e})") from e
+        if not alpha:  # read as opaque, the whole frame would be the object's mask
+            raise RenderedObjectError(f"{file}: no alpha channel (mode {mode}); rendered views need a "
+                                      "transparent background, the object's mask is read from it")
         if arr.shape[:2] != (cameras.height, cameras.width):
             raise RenderedObjectError(f"{file}: size {arr.shape[1]}x{arr.shape[0]} differs from "
                                       f"cameras.json's {cameras.width}x{cameras.height}")
@@ -346,9 +350,13 @@ def read_index(root: str | os.PathLike) -> dict | None:
     if not path.is_file():
         return None
     try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RenderedObjectError(f"{path}: invalid JSON ({e})") from e
+    except OSError as e:
+        raise RenderedObjectError(f"{path}: cannot read ({e.strerror or e})") from e
+    if not isinstance(index, dict):
+        raise RenderedObjectError(f"{path}: not an o3d rendered-object index (a JSON {type(index).__name__})")
     if index.get("format") != INDEX_FORMAT:
         raise RenderedObjectError(f"{path}: not an o3d rendered-object index (format {index.get('format')!r})")
     return index

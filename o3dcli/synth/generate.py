@@ -171,17 +171,19 @@ def synthesize(
                          f"{'; '.join(differ)}; use another output folder, or the same settings to add objects")
     write_index(root, settings.to_json())
     clean_staging(root)  # half-written objects of killed runs (not those of runs at work now)
-    seeds = list(range(seed, seed + n))
-    todo = []
-    for s in seeds:
-        if (root / object_id(s) / "cameras.json").is_file():
-            if on_object is not None:
-                on_object(root / object_id(s), True, 0.0)
-        else:
-            todo.append(s)
+    seeds = range(seed, seed + n)
+
+    def todo():  # lazily: a large N starts rendering at once, not after looking at every folder
+        for s in seeds:
+            if (root / object_id(s) / "cameras.json").is_file():
+                if on_object is not None:
+                    on_object(root / object_id(s), True, 0.0)
+            else:
+                yield s
+
     try:
-        if workers <= 1 or len(todo) <= 1:
-            for s in todo:
+        if workers <= 1 or n <= 1:
+            for s in todo():
                 result = synthesize_object(root, s, settings)
                 if on_object is not None:
                     on_object(*result)
@@ -189,8 +191,8 @@ def synthesize(
             import multiprocessing as mp
 
             # spawn: the parent may hold torch / open3d thread pools that fork would copy broken
-            with mp.get_context("spawn").Pool(min(workers, len(todo)), initializer=_init_worker) as pool:
-                for result in pool.imap_unordered(_work, [(root, s, settings) for s in todo]):
+            with mp.get_context("spawn").Pool(min(workers, n), initializer=_init_worker) as pool:
+                for result in pool.imap_unordered(_work, ((root, s, settings) for s in todo())):
                     if on_object is not None:
                         on_object(*result)
     finally:
