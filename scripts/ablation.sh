@@ -96,9 +96,9 @@ o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-mesh" --no-progres
   --variants "$(IFS=,; echo "${PRESETS[*]}")"
 ASSETS=()
 for p in "${PRESETS[@]}"; do ASSETS+=("$OUT/eval-mesh/assets/$(basename "$p" .yaml)"); done
-o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-gaussians" --no-progress --asset gaussians \
+o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-gaussians" --no-progress --asset gaussians --set "runtime.threads=$THREADS" \
   --predictions "$(IFS=,; echo "${ASSETS[*]}")"
-o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-views" --no-progress --asset views \
+o3d eval --benchmark synthetic --limit "$LIMIT" -o "$OUT/eval-views" --no-progress --asset views --set "runtime.threads=$THREADS" \
   --predictions "$(IFS=,; echo "${ASSETS[*]}")"
 python "$(dirname "$0")/ablation_table.py" "$OUT" --save "$OUT/ablation-results.json" > "$OUT/ablation-table.md"
 echo "results: $OUT/eval-{mesh,gaussians,views}/eval.md; per variant over seeds: $OUT/ablation-table.md"

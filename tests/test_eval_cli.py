@@ -87,6 +87,29 @@ def test_synthetic_benchmark_seeds_and_names():
         synthetic_objects(["synth_00000042"])  # a training seed
 
 
+@pytest.mark.parametrize("value, ok", [("1", True), ("-1", False), ("two", False)])
+def test_scoring_predictions_honours_runtime_threads(gso, tmp_path, value, ok):
+    # scoring is torch work too: "--set runtime.threads=1 is not used" left no way to limit it
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        res = run("--benchmark", "gso", "--data", gso, "--predictions", gso, "--limit", "1", "-o", tmp_path / "o",
+                  "--set", f"runtime.threads={value}", *FAST)
+        if ok:
+            assert res.exit_code == 0 and "not used" not in res.output, res.output
+            assert torch.get_num_threads() == 1
+        else:
+            assert res.exit_code == 2 and "runtime.threads must be a whole number" in res.output, res.output
+        # a generation setting with --predictions is still said to be unused
+        res = run("--benchmark", "gso", "--data", gso, "--predictions", gso, "--limit", "1", "-o", tmp_path / "o",
+                  "--set", "runtime.threads=1", "--set", "diffusion.steps=3", *FAST)
+        assert "--set is not used" in " ".join(res.output.split())
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_gso_predictions_that_are_the_ground_truth_score_perfectly(gso, tmp_path):
     preds = tmp_path / "preds"
     shutil.copytree(gso, preds)  # another tool's output in its own units: --align box brings it home

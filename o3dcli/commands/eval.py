@@ -91,6 +91,22 @@ def eval_cmd(
         raise usage(f"--mesh-shading must be lambert or unlit, got '{mesh_shading}'")
     if predictions and variants:
         raise usage("--predictions scores existing assets and --variants generates new ones: give one of them")
+    if predictions and sets:  # scoring runs in torch too: runtime.threads is honoured, generating settings are not
+        from o3dcli.config import ConfigError, parse_override
+
+        try:
+            parsed = [(text, *parse_override(text)) for text in sets]
+        except ConfigError as e:
+            raise usage(str(e)) from None
+        for text, key, value in parsed:
+            if key == "runtime.threads":
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise usage(f"--set {text}: runtime.threads must be a whole number >= 0 (0 = torch's default)")
+                if value:
+                    import torch
+
+                    torch.set_num_threads(value)
+        sets = [text for text, key, _ in parsed if key != "runtime.threads"]
     if predictions and (sets or seed is not None or preset != "tiny"):
         given = [o for o, on in (("--set", sets), ("--seed", seed is not None), ("--preset", preset != "tiny")) if on]
         console.print(f"[yellow]note[/yellow]: {', '.join(given)} {'is' if len(given) == 1 else 'are'} not used: they "
