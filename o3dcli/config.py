@@ -425,7 +425,7 @@ def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
-def read_preset(preset: str | Path, _seen: tuple = ()) -> list[tuple[str, dict]]:
+def read_preset(preset: str | Path, _seen: tuple = (), warn_rootless: bool = True) -> list[tuple[str, dict]]:
     """The chain of (source name, overrides) for a preset, base presets first."""
     path = resolve_preset_path(preset)
     if path.resolve() in _seen:
@@ -445,8 +445,8 @@ def read_preset(preset: str | Path, _seen: tuple = ()) -> list[tuple[str, dict]]
     data.pop("description", None)
     if base is not None:
         base_ref = base if not str(base).endswith((".yaml", ".yml")) else path.parent / base
-        chain += read_preset(base_ref, _seen + (path.resolve(),))
-    elif path.parent not in preset_dirs():
+        chain += read_preset(base_ref, _seen + (path.resolve(),), warn_rootless)
+    elif warn_rootless and path.parent not in preset_dirs():
         _warn_if_rootless(path, data)
     chain.append((str(path.name if path.parent in preset_dirs() else path), data))
     return chain
@@ -460,11 +460,13 @@ def preset_description(path: Path) -> str:
     return str(data.get("description", "")).strip() if isinstance(data, dict) else ""
 
 
-def load_config(preset: str | Path | None = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Defaults -> preset (and its bases) -> `--set` overrides, all checked."""
+def load_config(preset: str | Path | None = "tiny", overrides: list[str] | tuple[str, ...] = (),
+                warn_rootless: bool = True) -> Config:
+    """Defaults -> preset (and its bases) -> `--set` overrides, all checked. `warn_rootless=False`
+    for commands that use no model (`o3d mesh`): a preset without `base:` is no mistake there."""
     cfg = Config()
     if preset is not None:
-        for source, data in read_preset(preset):
+        for source, data in read_preset(preset, warn_rootless=warn_rootless):
             apply_dict(cfg, data, f"preset {source}")
     for text in overrides:
         key, value = parse_override(text)

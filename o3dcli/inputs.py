@@ -170,6 +170,9 @@ def check_output_dir(path: Path) -> None:
                         "give another folder with -o")
     base = Path(os.path.abspath(path))
     while not base.exists() and base != base.parent:
+        if base.is_symlink():  # a link to a missing folder on the way: mkdir would fail on it
+            raise UserError(f"output {path} cannot be made: {base} is a link to {os.readlink(base)}, which does "
+                            "not exist (or loops back)")
         base = base.parent
     if not base.is_dir():
         raise UserError(f"output {path} cannot be made: {base} is a file, not a folder")

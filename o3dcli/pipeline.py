@@ -93,7 +93,8 @@ class BatchRunner:
             return res
         except OSError as e:  # a full disk, a read-only cache: this item fails, the batch goes on
             res.status = "failed"
-            res.error = f"cannot write its folder or lock in {self.out_dir} ({e.strerror or e}: {e.filename or ''})"
+            res.error = f"cannot write its folder or lock in {self.out_dir} ({e.strerror or e}" + \
+                (f": {e.filename})" if e.filename else ")")
             return res
         if name != item.name:
             item = Item(item.source, name)
@@ -118,7 +119,7 @@ class BatchRunner:
             res.status = "failed"
             res.error = str(e) if isinstance(e, (UserError, ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}"
             if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in res.error:
-                res.error = f"the disk holding {self.out_dir} is full ({res.error}); free some space and run again"
+                res.error = f"out of disk space ({res.error}); free some space and run again"
             if not isinstance(e, UserError):
                 res.traceback = traceback.format_exc()
             drop_if_empty(self.out_dir / item.name)

@@ -77,7 +77,7 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
         colour, alpha = _refine_edge(colour, alpha, solve_alpha=matte.method == "builtin")
     foreground = alpha > cfg.alpha_threshold
     fraction = float(foreground.mean())
-    if fraction == 0.0 and min(rgba.shape[:2]) < SMALL_OBJECT_PX:
+    if fraction == 0.0 and max(rgba.shape[:2]) < SMALL_OBJECT_PX and matte.method != "alpha":
         height, width = rgba.shape[:2]
         raise ImageError(f"{name}: the image is only {width} x {height} px, too small to find an object in; give a "
                          f"photo at least {SMALL_OBJECT_PX} px on each side (256 px or more for a sharp texture).")

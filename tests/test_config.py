@@ -266,6 +266,9 @@ def test_a_preset_file_without_base_or_weights_is_warned_about(tmp_path, caplog)
         assert load_config(tmp_path / "full.yaml").model.weights == "tiny"
         load_config("tiny"), load_config("ouroboros3d-svd-lgm")
     assert "has no 'base:'" not in caplog.text
+    # o3d mesh uses only the mesh section: no model to warn about
+    load_config(tmp_path / "mine.yaml", warn_rootless=False)
+    assert "has no 'base:'" not in caplog.text
 
 
 def test_dump_round_trip(tmp_path):

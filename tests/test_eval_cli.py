@@ -110,6 +110,22 @@ def test_scoring_predictions_honours_runtime_threads(gso, tmp_path, value, ok):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("flag", ["--predictions", "--variants", "--lpips-weights"])
+def test_an_empty_list_value_is_a_usage_error(tmp_path, flag):
+    # --predictions "$PRED" with PRED unset switched silently to generating
+    res = run("--benchmark", "synthetic", "--limit", "1", flag, "", "-o", tmp_path / "o", *FAST)
+    assert res.exit_code == 2 and "an empty value" in res.output, res.output
+
+
+def test_trimmed_gso_predictions_are_read_z_up_like_the_ground_truth(tmp_path):
+    from o3dcli.eval.benchmarks import load_prediction
+
+    want = make_object(1_000_003)[0]
+    write_gso_object(tmp_path, "trimmed", want, textured=False, gazebo_files=False)
+    got = load_prediction(tmp_path / "trimmed")
+    assert np.allclose(got.vertices[got.faces], want.vertices[want.faces], atol=1e-5)
+
+
 def test_gso_predictions_that_are_the_ground_truth_score_perfectly(gso, tmp_path):
     preds = tmp_path / "preds"
     shutil.copytree(gso, preds)  # another tool's output in its own units: --align box brings it home

@@ -342,8 +342,12 @@ def test_builtin_matting_of_a_very_thin_image_says_what_it_found(shape):
 def test_a_tiny_image_is_refused_as_too_small_not_as_empty(tmp_path):
     from PIL import Image
 
-    for size in [(1, 1), (8, 8), (300, 4)]:
+    for size in [(1, 1), (8, 8), (20, 12)]:
         path = tmp_path / f"x{size[0]}.png"
         Image.new("RGB", size, (90, 120, 200)).save(path)
         with pytest.raises(ImageError, match=rf"only {size[0]} x {size[1]} px, too small"):
             preprocess_image(path, PreprocessConfig())
+    # a small image whose alpha marks nothing: that is what is said
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    with pytest.raises(ImageError, match="foreground is empty"):
+        preprocess_image(tmp_path / "clear.png", PreprocessConfig())

@@ -36,6 +36,7 @@ def synth(
 
     Exit code: 0 = done, 1 = failed (a full disk), 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
+    import errno
     import time
 
     from rich.markup import escape
@@ -67,16 +68,18 @@ def synth(
         except ValueError as e:
             counts["error"] = str(e)
             progress.remove_task(task)  # no bar left standing at 0 above the error
-        except OSError as e:  # a full disk: the complete objects are kept, the half-written one is not
+        except OSError as e:  # a full disk, say: the complete objects are kept, the half-written one is not
             counts["failed"] = f"cannot write in {output}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+            counts["full"] = e.errno in (errno.ENOSPC, errno.EDQUOT)
         except KeyboardInterrupt:
             counts["interrupted"] = True
     if counts.get("error"):
         console.print(f"[red]error:[/red] {escape(counts['error'])}", soft_wrap=True)
         raise typer.Exit(2)
     if counts.get("failed"):
+        advice = "free some space and run the same command again" if counts["full"] else "run the same command again"
         console.print(f"[red]error:[/red] {escape(counts['failed'])}; {counts['made']} objects made this time, complete "
-                      "ones are kept: free some space and run the same command again", soft_wrap=True)
+                      f"ones are kept: {advice}", soft_wrap=True)
         raise typer.Exit(1)
     if counts.get("interrupted"):
         console.print(f"[yellow]interrupted[/yellow]: {counts['made']} objects made this time; complete ones "

@@ -89,6 +89,9 @@ def eval_cmd(
         raise usage(f"--align must be none, box or icp, got '{align}'")
     if mesh_shading not in ("lambert", "unlit"):
         raise usage(f"--mesh-shading must be lambert or unlit, got '{mesh_shading}'")
+    for flag, value in (("--predictions", predictions), ("--variants", variants), ("--lpips-weights", lpips_weights)):
+        if value is not None and not _split(value):  # "$PRED" unset: not a silent switch to generating
+            raise usage(f"{flag}: an empty value (an unset variable?); give the path(s), comma-separated")
     if predictions and variants:
         raise usage("--predictions scores existing assets and --variants generates new ones: give one of them")
     if predictions and sets:  # scoring runs in torch too: runtime.threads is honoured, generating settings are not

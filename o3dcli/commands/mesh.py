@@ -22,7 +22,7 @@ def _mesh_config(preset: str, sets: list[str], decimate, texture_size, formats):
 
     from o3dcli.config import ConfigError, parse_override
 
-    cfg = load_config(preset, sets)
+    cfg = load_config(preset, sets, warn_rootless=False)  # only the mesh section is used
     mesh_cfg = getattr(cfg, "mesh", None) or MeshConfig()
     changes = {}
     if decimate is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import re
 from pathlib import Path
@@ -266,7 +267,12 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         say(f"settings changed since the run's {escape(str(saved))}: "
             + "; ".join(f"{k} {escape(a)} -> {escape(b)}" for k, a, b in changed), soft_wrap=True)
     if trainer.rank == 0:
-        data_changes = record_run_data(output / RUN_DATA, data, limit, len(objects), resumed)
+        try:
+            data_changes = record_run_data(output / RUN_DATA, data, limit, len(objects), resumed)
+        except OSError as e:  # a full disk at start-up: said before any training
+            console.print(f"[red]error[/red]: cannot write {escape(str(output / RUN_DATA))}: {escape(e.strerror or str(e))}",
+                          soft_wrap=True)
+            raise typer.Exit(1) from None
         if data_changes:
             say(f"training data changed since this run's last start ({escape(str(output / RUN_DATA))}): "
                 + "; ".join(f"{k} {escape(str(a))} -> {escape(str(b))}" for k, a, b in data_changes), soft_wrap=True)
@@ -320,8 +326,10 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         name = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
         kept = (f"the last complete checkpoint is in {output / 'checkpoint.pt'}" if (output / "checkpoint.pt").is_file()
                 else "no checkpoint had been saved yet")
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e)
+        advice = "free some space (or give another -o) and run" if full else "run"
         console.print(f"[red]error[/red]: cannot write the run in {escape(str(output))}: {escape(what)}{escape(name)}; "
-                      f"{escape(kept)}; free some space (or give another -o) and run the same command again", soft_wrap=True)
+                      f"{escape(kept)}; {advice} the same command again", soft_wrap=True)
         raise typer.Exit(1) from None
     finally:
         signal.signal(signal.SIGINT, old_int)

@@ -300,4 +300,7 @@ def load_prediction(path: Path):
         return load_generated_views(Path(path))
     from o3dcli.io.assets import load_asset
 
-    return load_asset(Path(path))
+    path = Path(path)
+    if path.is_dir() and (path / "meshes" / "model.obj").is_file():  # the GSO layout is Z-up, as its ground truth
+        return load_asset(path, up="z")
+    return load_asset(path)

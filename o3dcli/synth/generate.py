@@ -182,19 +182,22 @@ def synthesize(
                 yield s
 
     try:
-        if workers <= 1 or n <= 1:
-            for s in todo():
-                result = synthesize_object(root, s, settings)
-                if on_object is not None:
-                    on_object(*result)
-        else:
+        # serially, lazily: the first object is made at once; with workers, the objects left are
+        # looked at first, so that on_object runs in this thread only
+        left = todo() if workers <= 1 or n <= 1 else list(todo())
+        if isinstance(left, list) and len(left) > 1:
             import multiprocessing as mp
 
             # spawn: the parent may hold torch / open3d thread pools that fork would copy broken
-            with mp.get_context("spawn").Pool(min(workers, n), initializer=_init_worker) as pool:
-                for result in pool.imap_unordered(_work, ((root, s, settings) for s in todo())):
+            with mp.get_context("spawn").Pool(min(workers, len(left)), initializer=_init_worker) as pool:
+                for result in pool.imap_unordered(_work, [(root, s, settings) for s in left]):
                     if on_object is not None:
                         on_object(*result)
+        else:
+            for s in left:
+                result = synthesize_object(root, s, settings)
+                if on_object is not None:
+                    on_object(*result)
     finally:
         write_index(root, settings.to_json())
         with contextlib.suppress(OSError):  # the staging folder, once empty (another process may still use it)
