@@ -13,3 +13,11 @@ def require(ok: bool, key: str, value, what: str) -> None:
 
 class UserError(Exception):
     """An error caused by the input or settings (shown without a traceback)."""
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether a write failed for want of space: ENOSPC or EDQUOT, or a library's own error that
+    carries the system's message (safetensors' "I/O error: No space left on device")."""
+    import errno
+
+    return getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)

@@ -161,18 +161,15 @@ def check_output_dir(path: Path) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"output {path} exists and is not a folder; give a folder with -o")
-    if path.is_symlink() and not path.exists():
-        raise UserError(f"output {path} is a link to {os.readlink(path)}, which does not exist (or loops back); "
-                        "make that folder, or give another with -o")
     cache = path / ".o3d"  # o3d's cache and locks: a folder another user made may be read-only to this one
     if cache.is_dir() and not os.access(cache, os.W_OK | os.X_OK):
         raise UserError(f"output {path}: no permission to write in {cache} (o3d's cache and locks there); "
                         "give another folder with -o")
     base = Path(os.path.abspath(path))
     while not base.exists() and base != base.parent:
-        if base.is_symlink():  # a link to a missing folder on the way: mkdir would fail on it
+        if base.is_symlink():  # a link to a missing folder, the output or above it: mkdir would fail on it
             raise UserError(f"output {path} cannot be made: {base} is a link to {os.readlink(base)}, which does "
-                            "not exist (or loops back)")
+                            "not exist (or loops back); make that folder, or give another with -o")
         base = base.parent
     if not base.is_dir():
         raise UserError(f"output {path} cannot be made: {base} is a file, not a folder")

@@ -15,7 +15,6 @@ o3dcli.device the device it runs on.
 
 from __future__ import annotations
 
-import errno
 import logging
 import time
 import traceback
@@ -33,7 +32,7 @@ from o3dcli.cache import (
 )
 from o3dcli.config import Config, dump_config
 from o3dcli.device import check_dtype, resolve_device
-from o3dcli.errors import ConfigError, UserError
+from o3dcli.errors import ConfigError, UserError, disk_full
 from o3dcli import publish
 from o3dcli.naming import (ASSET_META, Item, asset_meta_text, claim_name, clean_name, drop_if_empty,
                            mark_asset_dir)
@@ -118,7 +117,7 @@ class BatchRunner:
         except Exception as e:  # isolate the item: report and go on with the batch
             res.status = "failed"
             res.error = str(e) if isinstance(e, (UserError, ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}"
-            if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in res.error:
+            if disk_full(e):
                 res.error = f"out of disk space ({res.error}); free some space and run again"
             if not isinstance(e, UserError):
                 res.traceback = traceback.format_exc()

@@ -36,7 +36,6 @@ def synth(
 
     Exit code: 0 = done, 1 = failed (a full disk), 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
-    import errno
     import time
 
     from rich.markup import escape
@@ -44,7 +43,7 @@ def synth(
     from o3dcli.console import batch_progress, console, interrupted_exit_code
     from o3dcli.synth.generate import synthesize
 
-    from o3dcli.errors import UserError
+    from o3dcli.errors import UserError, disk_full
     from o3dcli.inputs import check_output_dir
 
     try:
@@ -70,7 +69,7 @@ def synth(
             progress.remove_task(task)  # no bar left standing at 0 above the error
         except OSError as e:  # a full disk, say: the complete objects are kept, the half-written one is not
             counts["failed"] = f"cannot write in {output}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
-            counts["full"] = e.errno in (errno.ENOSPC, errno.EDQUOT)
+            counts["full"] = disk_full(e)
         except KeyboardInterrupt:
             counts["interrupted"] = True
     if counts.get("error"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import os
 import re
 from pathlib import Path
@@ -185,7 +184,7 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
     from o3dcli.cli import _usage_error
     from o3dcli.config import ConfigError
     from o3dcli.console import console, interrupted_exit_code
-    from o3dcli.errors import UserError
+    from o3dcli.errors import UserError, disk_full
     from o3dcli.train.data import DatasetError, load_dataset
     from o3dcli.train.lock import RunInUse
     from o3dcli.train.trainer import RUN_CONFIG, Trainer, train
@@ -320,14 +319,13 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         say(f"[yellow]aborted[/yellow] without saving; {where}", soft_wrap=True)
         raise typer.Exit(interrupted_exit_code()) from None
     except Exception as e:  # a full disk while saving: said plainly; what was saved before stays
-        if not (isinstance(e, OSError) or "No space left on device" in str(e)):
+        if not (isinstance(e, OSError) or disk_full(e)):
             raise
         what = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         name = f" ({e.filename})" if isinstance(e, OSError) and e.filename else ""
         kept = (f"the last complete checkpoint is in {output / 'checkpoint.pt'}" if (output / "checkpoint.pt").is_file()
                 else "no checkpoint had been saved yet")
-        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e)
-        advice = "free some space (or give another -o) and run" if full else "run"
+        advice = "free some space (or give another -o) and run" if disk_full(e) else "run"
         console.print(f"[red]error[/red]: cannot write the run in {escape(str(output))}: {escape(what)}{escape(name)}; "
                       f"{escape(kept)}; {advice} the same command again", soft_wrap=True)
         raise typer.Exit(1) from None

@@ -184,8 +184,9 @@ def synthesize(
     try:
         # serially, lazily: the first object is made at once; with workers, the objects left are
         # looked at first, so that on_object runs in this thread only
-        left = todo() if workers <= 1 or n <= 1 else list(todo())
-        if isinstance(left, list) and len(left) > 1:
+        parallel = workers > 1 and n > 1
+        left = list(todo()) if parallel else todo()
+        if parallel and len(left) > 1:
             import multiprocessing as mp
 
             # spawn: the parent may hold torch / open3d thread pools that fork would copy broken
