@@ -16,7 +16,7 @@ from test_texture_format import glb_image, textured_torus
 pytest.importorskip("DracoPy")
 
 
-def test_draco_glb_layout_validator_and_round_trip(tmp_path, gltf_validator):
+def test_draco_glb_layout_validator_and_round_trip(tmp_path, gltf_validator, draco_decoding):
     mesh = textured_torus()
     plain = save_mesh_glb(tmp_path / "plain.glb", mesh)
     path = save_mesh_glb(tmp_path / "draco.glb", mesh, draco=True)
@@ -43,7 +43,7 @@ def test_draco_glb_layout_validator_and_round_trip(tmp_path, gltf_validator):
     assert np.allclose(bounds["min"], back.vertices.min(0), atol=1e-6) and np.allclose(bounds["max"], back.vertices.max(0), atol=1e-6)
 
 
-def test_draco_keeps_texture_orientation_vertex_colours_and_jpeg(tmp_path):
+def test_draco_keeps_texture_orientation_vertex_colours_and_jpeg(tmp_path, draco_decoding):
     assert front_quadrant_colors(load_mesh(save_mesh_glb(tmp_path / "q.glb", quadrant_plane(), draco=True))) == QUADRANTS
     plane = quadrant_plane()
     colours = (plane.vertices + 0.5).clip(0, 1)

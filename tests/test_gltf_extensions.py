@@ -27,8 +27,7 @@ def with_json(glb: bytes, change) -> bytes:
         + text + rest
 
 
-def test_draco_compressed_glb_loads_with_dracopy(tmp_path):
-    pytest.importorskip("DracoPy")  # in the dev extra: CI runs this
+def test_draco_compressed_glb_loads_with_dracopy(tmp_path, draco_decoding):  # the dev extra: CI runs this
     import trimesh
 
     source = reference_shape("torus")
@@ -107,9 +106,8 @@ def test_extension_lists_of_gltf_and_broken_files(tmp_path):
         load_mesh(tmp_path / "b.glb")
 
 
-def test_draco_that_decodes_to_nothing_is_an_error(tmp_path, monkeypatch):
+def test_draco_that_decodes_to_nothing_is_an_error(tmp_path, monkeypatch, draco_decoding):
     """An older trimesh (or a failing decoder) leaves every vertex at zero and only logs it."""
-    pytest.importorskip("DracoPy")
     import trimesh
 
     scene = trimesh.load(trimesh.util.wrap_as_stream(glb_bytes(reference_shape("box"))), file_type="glb",

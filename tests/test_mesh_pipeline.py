@@ -96,6 +96,22 @@ def _edge_use(faces: np.ndarray) -> np.ndarray:
     return np.unique(e, axis=0, return_counts=True)[1]
 
 
+def _collapse_pinches(mesh, target: int) -> bool:
+    """Whether pymeshlab's quadric edge collapse alone, with the simplifier's settings, leaves edges
+    shared by more than two faces on this closed mesh (it does on the objects these tests use with
+    pymeshlab 2025.7, not with 2023.12)."""
+    import pymeshlab
+
+    from o3dcli.mesh.cleanup import QUALITY_THRESHOLD
+
+    ms = pymeshlab.MeshSet()
+    ms.add_mesh(pymeshlab.Mesh(mesh.vertices.astype(np.float64), mesh.faces))
+    ms.meshing_decimation_quadric_edge_collapse(targetfacenum=target, qualitythr=QUALITY_THRESHOLD, preserveboundary=True,
+                                                preservenormal=True, optimalplacement=True, planarquadric=True,
+                                                autoclean=True)
+    return bool((_edge_use(ms.current_mesh().face_matrix()) > 2).any())
+
+
 @pytest.mark.parametrize("kind", ["sphere", "torus"])
 def test_carve_method_gives_a_closed_surface_that_keeps_see_through_holes(kind):
     from o3dcli.mesh.fusion import carve_surface
@@ -258,19 +274,17 @@ def test_meshing_is_deterministic(method, count):
 def test_decimating_a_closed_surface_keeps_it_closed_and_manifold(seed, target):
     # quadric edge collapse alone pinches these closed objects into edges shared by four faces
     # (generated assets too: one in four at 20,000 faces); the simplifier cuts and closes them again
+    from importlib.metadata import version
+
     import pymeshlab
 
-    from o3dcli.mesh.cleanup import QUALITY_THRESHOLD, simplify_mesh, weld_vertices
+    from o3dcli.mesh.cleanup import simplify_mesh, weld_vertices
     from o3dcli.synth.objects import make_object
 
     closed = weld_vertices(make_object(seed)[0])[0]
     assert (_edge_use(closed.faces) == 2).all()
-    ms = pymeshlab.MeshSet()
-    ms.add_mesh(pymeshlab.Mesh(closed.vertices.astype(np.float64), closed.faces))
-    ms.meshing_decimation_quadric_edge_collapse(targetfacenum=target, qualitythr=QUALITY_THRESHOLD, preserveboundary=True,
-                                                preservenormal=True, optimalplacement=True, planarquadric=True,
-                                                autoclean=True)
-    assert (_edge_use(ms.current_mesh().face_matrix()) > 2).any()  # the collapse alone: pinched
+    if not _collapse_pinches(closed, target):  # the collapse alone must pinch for this test to test the repair
+        pytest.skip(f"this pymeshlab ({version('pymeshlab')}) does not pinch object {seed} at {target} faces")
     mesh = simplify_mesh(closed, MeshConfig(target_faces=target))
     assert target * 0.9 <= len(mesh.faces) <= target
     assert (_edge_use(mesh.faces) == 2).all()
@@ -289,6 +303,8 @@ def test_a_pinch_that_cannot_be_closed_is_kept_with_a_warning(monkeypatch, caplo
     from o3dcli.synth.objects import make_object
 
     closed = cleanup.weld_vertices(make_object(15)[0])[0]
+    if not _collapse_pinches(closed, 250):
+        pytest.skip("this pymeshlab does not pinch object 15 at 250 faces")
     answers = iter([True])  # the input: closed; every later check: not
     monkeypatch.setattr(cleanup, "_is_closed_manifold", lambda ms: next(answers, False))
     with caplog.at_level(logging.WARNING, logger="o3d"):

@@ -2,8 +2,14 @@
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib  # novm (the ImportError below is 3.10)
+except ImportError:  # Python 3.10, which o3d supports, has no tomllib
+    tomllib = pytest.importorskip("tomli")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +77,41 @@ def test_stop_after_help_names_every_stage_and_mesh_method_its_threshold():
                                                    if n in {s.name for s in generate_stages()}]
     (method,) = [r for r in describe(Config()) if r[0] == "mesh.method"]
     assert f"carve below {CARVE_BELOW:,} Gaussians" in " ".join(map(str, method))
+
+
+def test_the_min_deps_check_installs_exactly_the_declared_floors():
+    # scripts/check_min_deps.sh runs the tests on scripts/constraints-min.txt: a floor raised or lowered
+    # in pyproject.toml without it would no longer be the release that was checked
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    floors: dict[str, Version] = {}
+    for line in project["dependencies"] + project["optional-dependencies"]["video"] + project["optional-dependencies"]["dev"]:
+        req = Requirement(line)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        lows = [Version(s.version) for s in req.specifier if s.operator == ">="]
+        assert len(lows) == 1, f"{line}: one >= floor expected"
+        floors.setdefault(name, lows[0])  # core first: the dev extra's trimesh>=5.1 is not the core floor
+    pinned = {}
+    for line in (ROOT / "scripts" / "constraints-min.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pinned[re.sub(r"[-_.]+", "-", name).lower()] = Version(version)
+    assert pinned == floors
+
+
+def test_the_code_needs_no_newer_python_than_it_declares():
+    # requires-python says 3.10, but the machines here run 3.11: vermin reads what each module,
+    # function and syntax needs, so 3.11-only code (tomllib, datetime.UTC, except*) fails this here
+    pytest.importorskip("vermin", reason="vermin is in the dev extra")
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert declared.startswith(">=")
+    vermin = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"]  # no `python -m vermin`
+    proc = subprocess.run([*vermin, f"-t={declared[2:]}-", "--no-tips", "--eval-annotations",
+                           "--violations", "--exclude", "str.decode",  # bytes.decode, which it takes for Python 2's str
+                           "o3dcli", "scripts", "tests"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -133,7 +133,8 @@ def load_torch_file(path: str | Path, map_location: str | torch.device = "cpu", 
     elif head[:1] != b"\x80":  # a legacy torch.save: a pickle (protocol 2+ starts with 0x80)
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a pickle)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap and zipped)
+        # a str: torch before 2.2 memory-maps only a file named by a string
+        return torch.load(str(path), map_location=map_location, weights_only=True, mmap=mmap and zipped)
     except Exception as e:  # a damaged member, a truncated pickle, pickled objects other than tensors
         raise CheckpointError(f"{path}: {_load_problem(e)}") from None
 

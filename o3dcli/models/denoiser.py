@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from o3dcli.errors import ConfigError
@@ -200,7 +201,8 @@ def _down_block(block: nn.Module, h: Tensor, emb: Tensor, tokens: Tensor, only_i
     checkpoint = torch.is_grad_enabled() and getattr(block, "gradient_checkpointing", False)
     for resnet, attn in zip(block.resnets, attentions):
         if checkpoint:
-            h = block._gradient_checkpointing_func(resnet, h, emb, only_image)
+            # what diffusers' own blocks do (their helper for it is not in diffusers before 0.32)
+            h = torch.utils.checkpoint.checkpoint(resnet, h, emb, only_image, use_reentrant=False)
         else:
             h = resnet(h, emb, image_only_indicator=only_image)
         if attn is not None:
