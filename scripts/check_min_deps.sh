@@ -16,9 +16,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 start=$(date +%s)
 python3 -m venv "$VENV"
 . "$VENV/bin/activate"
-# the core and `video` floors, and the test tools of the `dev` extra at theirs; not the dev extra
-# itself, whose trimesh>=5.1 (for Draco decoding) would lift trimesh above the core floor
-pip install -q -c scripts/constraints-min.txt -e ".[video]" pytest pytest-xdist DracoPy usd-core
+# o3d with the `video` extra, and every package the constraints name (the `dev` extra's test tools
+# among them), each at its floor; not the dev extra itself, whose trimesh>=5.1 (for Draco
+# decoding) would lift trimesh above the core floor
+pins=$(sed -e 's/#.*//' -e 's/==.*//' scripts/constraints-min.txt | xargs)
+pip install -q -c scripts/constraints-min.txt -e ".[video]" $pins
 installed=$(( $(date +%s) - start ))
 
 echo "== installed (each must be the floor scripts/constraints-min.txt names)"
