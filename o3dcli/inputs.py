@@ -149,6 +149,10 @@ def item_message(path: Path, error: BaseException) -> str:
     """An item's error for a line that already starts with its path: the message without a
     leading "<path>: " (errors name their file, so the path is not said twice)."""
     message = str(error) or type(error).__name__
+    if isinstance(error, ImportError):  # a compiled library without a system library it loads: say which package
+        from o3dcli.native import install_hint, missing_system_libraries
+
+        message += install_hint(missing_system_libraries(message))
     for prefix in (f"{path}: ", f"{Path(path).resolve()}: "):
         if message.startswith(prefix):
             return message[len(prefix):]

@@ -26,7 +26,7 @@ def library_version(dist: str) -> str:
 
 
 def import_problem(module: str) -> str | None:
-    """None if `module` imports, else the error (e.g. open3d without libusb)."""
+    """None if `module` imports, else the error."""
     try:
         __import__(module)
     except Exception as e:  # report any import failure, it is what the user needs to see
@@ -52,8 +52,14 @@ def collect_info() -> dict[str, str]:
     info: dict[str, str] = {"python": platform.python_version(), "platform": platform.platform()}
     for lib in LIBRARIES:
         v = library_version(lib)
-        if v != "not installed" and lib in ("open3d", "pymeshlab", "xatlas"):
-            problem = import_problem(IMPORT_NAMES.get(lib, lib))
+        if v != "not installed" and lib in ("open3d", "pymeshlab"):
+            from o3dcli.native import library_problem
+
+            problem = library_problem(lib)  # names a missing system library and its package
+            if problem:
+                v += f" (not usable: {problem})"
+        elif v != "not installed" and lib == "xatlas":
+            problem = import_problem(lib)
             if problem:
                 v += f" (fails to import: {problem})"
         info[lib] = v

@@ -178,6 +178,12 @@ def eval_cmd(
                 raise usage(str(e)) from None
             chosen.append(Variant(_unique(Path(ref).stem, taken), config=cfg, source=ref))
 
+    from o3dcli.native import mesh_library_problems
+
+    problems = mesh_library_problems()  # scoring and meshing load them: refused before any work
+    if problems:
+        raise usage("o3d eval cannot run on this system (found before anything is written):\n  " + "\n  ".join(problems))
+
     def on_result(r) -> None:
         if r.status == "failed":
             console.print(f"[red]✗ {escape(r.object)}[/red] ({escape(r.variant)}): {escape(r.error or '')}", soft_wrap=True)

@@ -1,0 +1,136 @@
+"""The compiled libraries the mesh stages load, and the system libraries they in turn need.
+
+open3d links against libEGL and libusb, and pymeshlab's filter plugins against libOpenGL: on a
+slim system (a `python:3.x-slim` container, a minimal server) these are missing. open3d then
+fails to import, and pymeshlab imports but prints a page of Qt plugin errors to stdout and
+lacks its filters. `mesh_library_problems` finds either before any work, naming the missing
+system library and the Debian/Ubuntu package that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+
+# every pymeshlab filter o3d calls (tests/test_native.py checks this against the code)
+PYMESHLAB_FILTERS = (
+    "compute_selection_from_mesh_border", "generate_copy_of_current_mesh", "get_topological_measures",
+    "load_new_mesh", "meshing_close_holes", "meshing_decimation_quadric_edge_collapse",
+    "meshing_decimation_quadric_edge_collapse_with_texture", "meshing_isotropic_explicit_remeshing",
+    "meshing_remove_duplicate_faces", "meshing_remove_duplicate_vertices", "meshing_remove_null_faces",
+    "meshing_remove_selected_faces", "meshing_remove_unreferenced_vertices", "meshing_repair_non_manifold_edges",
+    "meshing_repair_non_manifold_vertices",
+)
+
+# the system libraries these wheels were seen to need, and the Debian/Ubuntu package of each
+DEBIAN_PACKAGES = {
+    "libEGL.so.1": "libegl1",
+    "libOpenGL.so.0": "libopengl0",
+    "libGL.so.1": "libgl1",
+    "libGLX.so.0": "libglx0",
+    "libGLdispatch.so.0": "libglvnd0",
+    "libusb-1.0.so.0": "libusb-1.0-0",
+    "libgomp.so.1": "libgomp1",
+    "libX11.so.6": "libx11-6",
+    "libglib-2.0.so.0": "libglib2.0-0",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libdbus-1.so.3": "libdbus-1-3",
+}
+
+_MISSING = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
+
+
+
+def missing_system_libraries(text: str) -> list[str]:
+    """The shared libraries a loader error text says it could not find, in order, once each."""
+    return list(dict.fromkeys(_MISSING.findall(text)))
+
+
+def install_hint(libraries: list[str]) -> str:
+    """'(Debian/Ubuntu: apt-get install libegl1 libopengl0)', or the libraries to look for elsewhere."""
+    known = [DEBIAN_PACKAGES[lib] for lib in libraries if lib in DEBIAN_PACKAGES]
+    unknown = [lib for lib in libraries if lib not in DEBIAN_PACKAGES]
+    parts = []
+    if known:
+        parts.append(f"Debian/Ubuntu: apt-get install {' '.join(dict.fromkeys(known))}")
+    if unknown:
+        parts.append(f"install the system package that provides {', '.join(unknown)}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _import_quietly(module: str) -> tuple[BaseException | None, str]:
+    """Import a module with the process's stdout and stderr (file descriptors 1 and 2, which C++
+    code writes to) sent to a file for the moment: (the import's exception or None, what was printed)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    error: BaseException | None = None
+    with tempfile.TemporaryFile() as capture:
+        try:
+            os.dup2(capture.fileno(), 1)
+            os.dup2(capture.fileno(), 2)
+            try:
+                __import__(module)
+            except Exception as e:  # an ImportError, or a library's own error at load time
+                error = e
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+        capture.seek(0)
+        printed = capture.read().decode(errors="replace")
+    return error, printed
+
+
+def _open3d_problem() -> str | None:
+    if "open3d" in sys.modules:
+        return None
+    error, printed = _import_quietly("open3d")
+    if error is None:
+        return None
+    libraries = missing_system_libraries(f"{error}\n{printed}")
+    if libraries:
+        return f"open3d cannot load the system library {', '.join(libraries)}{install_hint(libraries)}"
+    return f"open3d fails to import: {type(error).__name__}: {error}"
+
+
+def _pymeshlab_problem() -> str | None:
+    fresh = "pymeshlab" not in sys.modules
+    error, printed = _import_quietly("pymeshlab") if fresh else (None, "")
+    if error is not None:
+        libraries = missing_system_libraries(f"{error}\n{printed}")
+        if libraries:
+            return f"pymeshlab cannot load the system library {', '.join(libraries)}{install_hint(libraries)}"
+        return f"pymeshlab fails to import: {type(error).__name__}: {error}"
+    import pymeshlab
+
+    lacking = [name for name in PYMESHLAB_FILTERS if not hasattr(pymeshlab.MeshSet, name)]
+    if not lacking:
+        return None
+    libraries = missing_system_libraries(printed)
+    if libraries:
+        return (f"pymeshlab's filter plugins cannot load the system library {', '.join(libraries)}"
+                f"{install_hint(libraries)}")
+    return f"pymeshlab lacks the filters {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''} (its plugins did not load)"
+
+
+_CHECKS = {"open3d": _open3d_problem, "pymeshlab": _pymeshlab_problem}
+_found: dict[str, str | None] = {}
+
+
+def library_problem(name: str) -> str | None:
+    """Why `name` (open3d or pymeshlab) cannot work here, in one line naming the missing system
+    library and its package; None when it can. Checked once per process: the first check also
+    keeps pymeshlab's plugin errors off the terminal."""
+    if name not in _found:
+        _found[name] = _CHECKS[name]()
+    return _found[name]
+
+
+def mesh_library_problems(names: tuple[str, ...] = ("open3d", "pymeshlab")) -> list[str]:
+    """One line per library of `names` that cannot work here (empty when all can)."""
+    return [p for p in (library_problem(n) for n in names) if p]

@@ -1,0 +1,103 @@
+"""A system without the libraries open3d and pymeshlab load (a slim container) is told so up front."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from o3dcli.native import PYMESHLAB_FILTERS, install_hint, missing_system_libraries
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# what the two libraries said on a minimal Debian 13 with Python 3.13 (no libegl1, no libopengl0)
+OPEN3D_ERROR = "libEGL.so.1: cannot open shared object file: No such file or directory"
+PYMESHLAB_PRINTED = """Warning:
+Unable to load the following plugins:
+
+\tlibfilter_meshing.so: libfilter_meshing.so does not seem to be a Qt Plugin.
+
+Cannot load library /venv/lib/python3.13/site-packages/pymeshlab/lib/plugins/libfilter_meshing.so: (libOpenGL.so.0: cannot open shared object file: No such file or directory)
+\tlibio_base.so: libio_base.so does not seem to be a Qt Plugin.
+
+Cannot load library /venv/lib/python3.13/site-packages/pymeshlab/lib/plugins/libio_base.so: (libOpenGL.so.0: cannot open shared object file: No such file or directory)
+"""
+
+
+def test_the_missing_library_and_its_package_are_read_from_the_loaders_words():
+    assert missing_system_libraries(OPEN3D_ERROR) == ["libEGL.so.1"]
+    assert missing_system_libraries(PYMESHLAB_PRINTED) == ["libOpenGL.so.0"]  # once, though said twice
+    assert missing_system_libraries("ImportError: No module named 'open3d'") == []
+    assert install_hint(["libEGL.so.1", "libOpenGL.so.0"]) == " (Debian/Ubuntu: apt-get install libegl1 libopengl0)"
+    assert install_hint(["libfoo.so.3"]) == " (install the system package that provides libfoo.so.3)"
+
+
+def test_every_pymeshlab_filter_the_code_calls_is_checked_and_exists():
+    import pymeshlab
+
+    called = set()
+    for path in (ROOT / "o3dcli").rglob("*.py"):
+        called |= set(re.findall(r"\bms\.((?:meshing|compute|generate|get|load)_\w+)\(", path.read_text()))
+    assert called and called <= set(PYMESHLAB_FILTERS), called - set(PYMESHLAB_FILTERS)
+    assert all(hasattr(pymeshlab.MeshSet, name) for name in PYMESHLAB_FILTERS)  # real names, found when plugins load
+
+
+def _slim_system(tmp_path: Path) -> dict:
+    """An environment whose open3d fails to load libEGL and whose pymeshlab loads without its
+    plugins (libOpenGL missing), as on a slim container: stand-in packages first on the path."""
+    fake = tmp_path / "slim"
+    (fake / "open3d").mkdir(parents=True)
+    (fake / "open3d" / "__init__.py").write_text(f"raise ImportError({OPEN3D_ERROR!r})\n")
+    (fake / "pymeshlab").mkdir()
+    (fake / "pymeshlab" / "__init__.py").write_text(
+        f"import os\nos.write(1, {PYMESHLAB_PRINTED.encode()!r})\n\n\nclass MeshSet:\n    pass\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)])}
+
+
+def _o3d(args, env, cwd):
+    return subprocess.run([sys.executable, "-m", "o3dcli.cli", *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_generate_mesh_and_eval_refuse_up_front_naming_the_packages(tmp_path):
+    env = _slim_system(tmp_path)
+    out = tmp_path / "assets"
+    res = _o3d(["generate", "--examples", "-o", str(out)], env, tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    text = " ".join(res.stderr.split())
+    assert "open3d cannot load the system library libEGL.so.1 (Debian/Ubuntu: apt-get install libegl1)" in text
+    assert ("pymeshlab's filter plugins cannot load the system library libOpenGL.so.0 (Debian/Ubuntu: apt-get "
+            "install libopengl0)") in text
+    assert "Qt Plugin" not in res.stdout + res.stderr  # pymeshlab's page of plugin errors is kept off the terminal
+    assert not out.exists()  # before anything is written
+
+    # the stages before meshing need neither library
+    res = _o3d(["generate", "--examples", "-o", str(out), "--stop-after", "preprocess", "--no-progress"], env, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    (tmp_path / "m.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    res = _o3d(["mesh", str(tmp_path / "m.obj"), "-o", str(tmp_path / "meshes")], env, tmp_path)
+    assert res.returncode == 2 and "apt-get install libegl1" in " ".join(res.stderr.split())
+    assert not (tmp_path / "meshes").exists()
+
+    res = _o3d(["eval", "--benchmark", "synthetic", "--limit", "1", "-o", str(tmp_path / "eval")], env, tmp_path)
+    assert res.returncode == 2 and "apt-get install libopengl0" in " ".join(res.stderr.split())
+    assert not (tmp_path / "eval").exists()
+
+
+def test_info_says_which_library_is_not_usable_and_keeps_stdout_clean(tmp_path):
+    res = _o3d(["info"], {**_slim_system(tmp_path), "COLUMNS": "400"}, tmp_path)  # each row on one line
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    assert "not usable: open3d cannot load the system library libEGL.so.1" in text
+    assert "libopengl0" in text and "Qt Plugin" not in res.stdout + res.stderr
+
+
+def test_an_item_that_meets_a_missing_library_names_its_package():
+    # o3d render loads open3d only for a mesh input, and reports per item
+    from o3dcli.inputs import item_message
+
+    assert item_message(Path("a.glb"), ImportError(OPEN3D_ERROR)) == OPEN3D_ERROR + " (Debian/Ubuntu: apt-get install libegl1)"
+    assert item_message(Path("a.glb"), ValueError(OPEN3D_ERROR)) == OPEN3D_ERROR  # only a loader's error
