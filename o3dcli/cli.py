@@ -94,17 +94,6 @@ NEEDS_FILE_LOCKS = frozenset({"generate", "mesh", "eval", "train", "data"})
 """Commands that lock what they write (cache items, asset names, run folders, dataset objects)."""
 
 
-def _require_mesh_libraries(names: tuple[str, ...] = ("open3d", "pymeshlab")) -> None:
-    """Stop with a usage error, before any work, when a compiled library the mesh stages load cannot
-    work on this system (a missing system library: each line names it and its package)."""
-    from o3dcli.native import mesh_library_problems
-
-    problems = mesh_library_problems(names)
-    if problems:
-        raise _usage_error("the mesh stages cannot run on this system (found before anything is written):\n  "
-                           + "\n  ".join(problems))
-
-
 def _usage_error(message: str) -> typer.Exit:
     from rich.markup import escape
 
@@ -244,8 +233,12 @@ def generate(
             weights = describe_weights(cfg)
         except ConfigError as e:
             raise _usage_error(str(e)) from None
-    if any(s.name.startswith("mesh_") for s in runner.stages):
-        _require_mesh_libraries()
+    if any(s.name.startswith("mesh_") for s in runner.stages):  # they load open3d and pymeshlab
+        from o3dcli.native import cannot_run
+
+        refused = cannot_run("the mesh stages")
+        if refused:
+            raise _usage_error(refused)
     # the output folder is made only once the settings are known to be usable
     output.mkdir(parents=True, exist_ok=True)
     if cfg.runtime.threads:

@@ -134,3 +134,12 @@ def library_problem(name: str) -> str | None:
 def mesh_library_problems(names: tuple[str, ...] = ("open3d", "pymeshlab")) -> list[str]:
     """One line per library of `names` that cannot work here (empty when all can)."""
     return [p for p in (library_problem(n) for n in names) if p]
+
+
+def cannot_run(what: str, names: tuple[str, ...] = ("open3d", "pymeshlab")) -> str | None:
+    """The usage error for `what` (a command, or its stages) when a library of `names` cannot work
+    here, one line per library; None when all can."""
+    problems = mesh_library_problems(names)
+    if not problems:
+        return None
+    return f"{what} cannot run on this system (found before anything is written):\n  " + "\n  ".join(problems)

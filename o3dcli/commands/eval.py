@@ -178,11 +178,11 @@ def eval_cmd(
                 raise usage(str(e)) from None
             chosen.append(Variant(_unique(Path(ref).stem, taken), config=cfg, source=ref))
 
-    from o3dcli.native import mesh_library_problems
+    from o3dcli.native import cannot_run
 
-    problems = mesh_library_problems()  # scoring and meshing load them: refused before any work
-    if problems:
-        raise usage("o3d eval cannot run on this system (found before anything is written):\n  " + "\n  ".join(problems))
+    refused = cannot_run("o3d eval")  # scoring and meshing load open3d and pymeshlab
+    if refused:
+        raise usage(refused)
 
     def on_result(r) -> None:
         if r.status == "failed":

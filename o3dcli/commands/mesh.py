@@ -260,12 +260,11 @@ def mesh(
         import torch
 
         torch.set_num_threads(threads)
-    from o3dcli.native import mesh_library_problems
+    from o3dcli.native import cannot_run
 
-    problems = mesh_library_problems()
-    if problems:
-        raise usage_error("o3d mesh cannot run on this system (found before anything is written):\n  "
-                          + "\n  ".join(problems))
+    refused = cannot_run("o3d mesh")
+    if refused:
+        raise usage_error(refused)
     output.mkdir(parents=True, exist_ok=True)
     failed = 0
     from o3dcli.io.assets import expand_asset_folders
