@@ -31,6 +31,7 @@ in_root "python --version; pip list 2>/dev/null | grep -E '^(torch|numpy|open3d|
 echo "== without libegl1 and libopengl0: refused up front, naming them"
 chroot "$ROOTFS" /bin/bash -c "apt-get remove -y -qq libegl1 libopengl0 >/dev/null 2>&1 || true"
 set +e
+rm -rf "$ROOTFS/tmp/slim-out"
 in_root "o3d generate --examples -o /tmp/slim-out" > /tmp/o3d-slim-refusal.txt 2>&1
 rc=$?
 set -e
