@@ -5,7 +5,7 @@
 #
 #   scripts/check_min_deps.sh [VENV] [-- PYTEST ARGS]      (VENV default: .ci/venv-min)
 #
-# About 3 GB of downloads on Linux: PyPI's torch 2.1 is a CUDA build (it runs on the CPU).
+# About 3 GB of downloads and 7 GB of disk on Linux: PyPI's torch 2.1 is a CUDA build (it runs on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=".ci/venv-min"
