@@ -3,7 +3,7 @@
 open3d links against libEGL and libusb, and pymeshlab's filter plugins against libOpenGL: on a
 slim system (a `python:3.x-slim` container, a minimal server) these are missing. open3d then
 fails to import, and pymeshlab imports but prints a page of Qt plugin errors to stdout and
-lacks its filters. `mesh_library_problems` finds either before any work, naming the missing
+lacks its filters. `cannot_run` finds either before any work, naming the missing
 system library and the Debian/Ubuntu package that installs it.
 """
 
@@ -41,7 +41,6 @@ DEBIAN_PACKAGES = {
 }
 
 _MISSING = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
-
 
 
 def missing_system_libraries(text: str) -> list[str]:
@@ -86,35 +85,33 @@ def _import_quietly(module: str) -> tuple[BaseException | None, str]:
     return error, printed
 
 
+def _unloadable(what: str, error: BaseException, printed: str) -> str:
+    """A failed import in one line: the system libraries it could not load and their packages, when
+    the loader named them, else the error itself."""
+    libraries = missing_system_libraries(f"{error}\n{printed}")
+    if libraries:
+        return f"{what} cannot load the system library {', '.join(libraries)}{install_hint(libraries)}"
+    return f"{what} fails to import: {type(error).__name__}: {error}"
+
+
 def _open3d_problem() -> str | None:
     if "open3d" in sys.modules:
         return None
     error, printed = _import_quietly("open3d")
-    if error is None:
-        return None
-    libraries = missing_system_libraries(f"{error}\n{printed}")
-    if libraries:
-        return f"open3d cannot load the system library {', '.join(libraries)}{install_hint(libraries)}"
-    return f"open3d fails to import: {type(error).__name__}: {error}"
+    return None if error is None else _unloadable("open3d", error, printed)
 
 
 def _pymeshlab_problem() -> str | None:
-    fresh = "pymeshlab" not in sys.modules
-    error, printed = _import_quietly("pymeshlab") if fresh else (None, "")
+    error, printed = _import_quietly("pymeshlab") if "pymeshlab" not in sys.modules else (None, "")
     if error is not None:
-        libraries = missing_system_libraries(f"{error}\n{printed}")
-        if libraries:
-            return f"pymeshlab cannot load the system library {', '.join(libraries)}{install_hint(libraries)}"
-        return f"pymeshlab fails to import: {type(error).__name__}: {error}"
+        return _unloadable("pymeshlab", error, printed)
     import pymeshlab
 
     lacking = [name for name in PYMESHLAB_FILTERS if not hasattr(pymeshlab.MeshSet, name)]
     if not lacking:
         return None
-    libraries = missing_system_libraries(printed)
-    if libraries:
-        return (f"pymeshlab's filter plugins cannot load the system library {', '.join(libraries)}"
-                f"{install_hint(libraries)}")
+    if missing_system_libraries(printed):  # the plugins failed to load, the module itself did not
+        return _unloadable("pymeshlab's filter plugins", ImportError(), printed)
     return f"pymeshlab lacks the filters {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''} (its plugins did not load)"
 
 
@@ -131,15 +128,10 @@ def library_problem(name: str) -> str | None:
     return _found[name]
 
 
-def mesh_library_problems(names: tuple[str, ...] = ("open3d", "pymeshlab")) -> list[str]:
-    """One line per library of `names` that cannot work here (empty when all can)."""
-    return [p for p in (library_problem(n) for n in names) if p]
-
-
-def cannot_run(what: str, names: tuple[str, ...] = ("open3d", "pymeshlab")) -> str | None:
-    """The usage error for `what` (a command, or its stages) when a library of `names` cannot work
-    here, one line per library; None when all can."""
-    problems = mesh_library_problems(names)
+def cannot_run(what: str) -> str | None:
+    """The usage error for `what` (a command, or its stages) when open3d or pymeshlab cannot work
+    here, one line per library; None when both can."""
+    problems = [p for p in map(library_problem, _CHECKS) if p]
     if not problems:
         return None
     return f"{what} cannot run on this system (found before anything is written):\n  " + "\n  ".join(problems)

@@ -25,7 +25,6 @@ installed=$(( $(date +%s) - start ))
 
 echo "== installed (each must be the floor scripts/constraints-min.txt names)"
 python - <<'EOF'
-import re
 from importlib.metadata import PackageNotFoundError, version
 
 bad = 0
@@ -33,7 +32,7 @@ for line in open("scripts/constraints-min.txt"):
     line = line.split("#")[0].strip()
     if not line:
         continue
-    name, want = re.split(r"==", line)
+    name, want = line.split("==")
     try:
         have = version(name)
     except PackageNotFoundError:
