@@ -638,6 +638,7 @@ def _asset_files(out: Path) -> dict[str, bytes]:
             if p.is_file() and ".o3d" not in p.parts and p.name != "o3d-report.json"}
 
 
+@pytest.mark.interrupts
 def test_real_subprocess_and_sigkill_resume(tmp_path):
     imgs = _many_images(tmp_path / "imgs", 40)
     ref = tmp_path / "ref"
@@ -667,6 +668,7 @@ TWO_RENAMES = ("import sys; import o3dcli.publish as p; p._exchange = lambda a, 
 """`python -c TWO_RENAMES ARGS` runs o3d publishing as where folders cannot be swapped in one step."""
 
 
+@pytest.mark.interrupts
 @pytest.mark.parametrize("swap", ["exchange", "two renames"])
 def test_two_processes_share_an_output_folder(tmp_path, swap):
     imgs = _many_images(tmp_path / "imgs", 24)

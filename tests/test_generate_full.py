@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -95,6 +96,7 @@ def _generate(img, out, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+@pytest.mark.interrupts
 def test_killed_mid_denoising_resumes_to_the_same_result(good_images, tmp_path):
     img = good_images / "pear.png"
     ref = _generate(img, tmp_path / "ref")

@@ -220,6 +220,7 @@ def _stalled_synth(root: Path, seed: int) -> tuple[subprocess.Popen, Path]:
     return p, Path(line)
 
 
+@pytest.mark.interrupts
 def test_a_killed_synths_half_objects_are_removed_by_the_next_run_not_a_running_ones(tmp_path):
     root = tmp_path / "ds"
     running, busy = _stalled_synth(root, 1)

@@ -97,6 +97,7 @@ def stop_in_last_save(monkeypatch, data, out, after: int, exc: type[BaseExceptio
     return res, replaced
 
 
+@pytest.mark.interrupts
 @pytest.mark.parametrize("after", [1, 2, 3])
 @pytest.mark.parametrize("exc", [Killed, KeyboardInterrupt], ids=["kill -9", "second Ctrl-C"])
 def test_a_run_stopped_anywhere_in_its_last_save_ends_with_the_weights_of_an_uninterrupted_run(
@@ -161,6 +162,7 @@ app(sys.argv[1:])
 """
 
 
+@pytest.mark.interrupts
 def test_a_second_train_into_a_run_folder_in_use_is_refused_and_a_killed_one_leaves_no_lock(data, tmp_path):
     run = tmp_path / "c"
     sets = [a for kv in SMALL + ["train.checkpoint_every=1"] for a in ("--set", kv)]
