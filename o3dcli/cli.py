@@ -67,14 +67,6 @@ def _main(
     ctx.call_on_close(stop_on_sigterm())
     ctx.call_on_close(keep_logging_state())
     _short_openmp_spin()
-    if ctx.invoked_subcommand in NEEDS_FILE_LOCKS:
-        import importlib
-
-        try:
-            importlib.import_module("fcntl")  # POSIX: Linux, macOS
-        except ImportError:
-            raise _usage_error(f"o3d {ctx.invoked_subcommand} needs POSIX file locks (fcntl), which this system "
-                               "lacks: run o3d on Linux or macOS, or on Windows inside WSL") from None
 
 
 def _short_openmp_spin() -> None:
@@ -90,8 +82,17 @@ def _short_openmp_spin() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
-NEEDS_FILE_LOCKS = frozenset({"generate", "mesh", "eval", "train", "data"})
-"""Commands that lock what they write (cache items, asset names, run folders, dataset objects)."""
+def require_file_locks(command: str) -> None:
+    """Usage error (exit 2) where POSIX file locks are missing (Windows): `command` locks what it
+    writes (cache items, asset names, run folders, dataset objects). Called first in each such
+    command's body, so that its --help still answers."""
+    import importlib
+
+    try:
+        importlib.import_module("fcntl")  # POSIX: Linux, macOS
+    except ImportError:
+        raise _usage_error(f"o3d {command} needs POSIX file locks (fcntl), which this system lacks: run o3d "
+                           "on Linux or macOS, or on Windows inside WSL") from None
 
 
 def _usage_error(message: str) -> typer.Exit:
@@ -158,6 +159,8 @@ def generate(
 
     Exit code: 0 = all items succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
+    require_file_locks("generate")
+
     from rich.markup import escape
 
     from o3dcli.console import console, interrupted_exit_code, setup_logging

@@ -82,7 +82,7 @@ def estimate_foreground(rgba: np.ndarray, matting: str, alpha_threshold: float, 
         except RembgUnavailable as err:
             if matting == "rembg":
                 raise ImageError(f"{name}: preprocess.matting=rembg but {err}; install it "
-                                 "(pip install 'o3dcli[rembg]') or use --set preprocess.matting=builtin.") from None
+                                 "(pip install \"o3dcli[rembg]\") or use --set preprocess.matting=builtin.") from None
             return builtin_matte(rgba[..., :3], name)
         except ImageError as err:
             if matting == "rembg":
@@ -113,7 +113,7 @@ def check_matting(matting: str) -> None:
         try:
             _import_rembg()
         except RembgUnavailable as err:
-            raise UserError(f"preprocess.matting=rembg but {err}; install it (pip install 'o3dcli[rembg]') "
+            raise UserError(f"preprocess.matting=rembg but {err}; install it (pip install \"o3dcli[rembg]\") "
                             "or use --set preprocess.matting=builtin") from None
 
 
@@ -171,7 +171,7 @@ def builtin_matte(rgb: np.ndarray, name: str) -> Matte:
         raise ImageError(
             f"{name}: no plain background found: only {band_background:.0%} of the image border looks like "
             "background, so the foreground would be the whole frame. Crop the image so the object sits "
-            "on a plain margin, give a PNG with an alpha channel, or install rembg (pip install 'o3dcli[rembg]').")
+            "on a plain margin, give a PNG with an alpha channel, or install rembg (pip install \"o3dcli[rembg]\").")
     if THRESHOLD_SIGMAS * sigma > MAX_THRESHOLD:
         warnings.append(f"the image border is not a uniform background (noise {sigma:.3f}); the built-in "
                         "foreground estimate may be wrong: give an alpha channel or install rembg")

@@ -20,6 +20,7 @@ o3d-asset.json". Such a folder is judged the user's only with its lock held.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -176,8 +177,23 @@ def _names_other_source(asset_dir: Path, src: Path) -> bool:
         source = json.loads((asset_dir / ASSET_META).read_text()).get("source")
     except (OSError, ValueError, AttributeError):
         return False
-    # the same file whichever way it was named (absolute, resolved, or through a link)
-    return not isinstance(source, str) or (source != str(src) and Path(source).resolve() != Path(src).resolve())
+    return not same_file(source, src)
+
+
+def same_file(recorded: object, path: Path) -> bool:
+    """Whether `recorded` (a path o3d wrote down; anything else, such as the None of a name recorded
+    with no input, is no file) and `path` name one file, whichever way each was spelt: absolute or
+    relative, through a link, or in another letter case on a file system that ignores case (macOS
+    and Windows by default, where resolving a path keeps the case it was typed in). Compared as
+    files (device and inode) while both exist, else as resolved paths."""
+    if not isinstance(recorded, str):
+        return False
+    if recorded == str(path):
+        return True
+    try:
+        return os.path.samefile(recorded, path)
+    except (OSError, ValueError):  # one is gone (a moved photo): what their paths resolve to
+        return Path(recorded).resolve() == Path(path).resolve()
 
 
 def folder_taken(out_dir: Path, name: str, src: Path) -> bool:

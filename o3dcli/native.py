@@ -4,7 +4,8 @@ open3d links against libEGL and libusb, and pymeshlab's filter plugins against l
 slim system (a `python:3.x-slim` container, a minimal server) these are missing. open3d then
 fails to import, and pymeshlab imports but prints a page of Qt plugin errors to stdout and
 lacks its filters. `cannot_run` finds either before any work, naming the missing
-system library and the Debian/Ubuntu package that installs it.
+system library and the Debian/Ubuntu package that installs it (on macOS, the Homebrew formula,
+where a wheel links against one of Homebrew's libraries).
 """
 
 from __future__ import annotations
@@ -40,21 +41,31 @@ DEBIAN_PACKAGES = {
     "libdbus-1.so.3": "libdbus-1-3",
 }
 
-_MISSING = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file")
+# Linux (glibc's loader), and macOS (dyld: "Library not loaded: /opt/homebrew/opt/libomp/lib/libomp.dylib",
+# the path quoted by some releases): macOS wheels of open3d have linked against Homebrew's libomp and libusb
+_MISSING = re.compile(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file"
+                      r"|Library not loaded: '?(/[^\s']+\.dylib)")
+# a Homebrew library's path names its formula: /opt/homebrew/opt/FORMULA/lib/... (/usr/local on Intel Macs)
+_HOMEBREW = re.compile(r"^/(?:opt/homebrew|usr/local)/opt/([\w@.+-]+)/lib/")
 
 
 def missing_system_libraries(text: str) -> list[str]:
-    """The shared libraries a loader error text says it could not find, in order, once each."""
-    return list(dict.fromkeys(_MISSING.findall(text)))
+    """The shared libraries a loader error text says it could not find (a Linux soname, or a macOS
+    library's path), in order, once each."""
+    return list(dict.fromkeys(so or dylib for so, dylib in _MISSING.findall(text)))
 
 
 def install_hint(libraries: list[str]) -> str:
-    """'(Debian/Ubuntu: apt-get install libegl1 libopengl0)', or the libraries to look for elsewhere."""
+    """'(Debian/Ubuntu: apt-get install libegl1 libopengl0)', '(macOS: brew install libusb)', or the
+    libraries to look for elsewhere."""
+    brew = {lib: m.group(1) for lib in libraries if (m := _HOMEBREW.match(lib))}
     known = [DEBIAN_PACKAGES[lib] for lib in libraries if lib in DEBIAN_PACKAGES]
-    unknown = [lib for lib in libraries if lib not in DEBIAN_PACKAGES]
+    unknown = [lib for lib in libraries if lib not in DEBIAN_PACKAGES and lib not in brew]
     parts = []
     if known:
         parts.append(f"Debian/Ubuntu: apt-get install {' '.join(dict.fromkeys(known))}")
+    if brew:
+        parts.append(f"macOS: brew install {' '.join(dict.fromkeys(brew.values()))}")
     if unknown:
         parts.append(f"install the system package that provides {', '.join(unknown)}")
     return f" ({'; '.join(parts)})" if parts else ""

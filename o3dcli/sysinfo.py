@@ -65,7 +65,7 @@ def collect_info() -> dict[str, str]:
         info[lib] = v
     for dist, extra, use in EXTRAS:
         v = library_version(dist)
-        info[f"{dist} (optional)"] = (f"not installed; {use} needs it: pip install 'o3dcli[{extra}]'"
+        info[f"{dist} (optional)"] = (f"not installed; {use} needs it: pip install \"o3dcli[{extra}]\""
                                       if v == "not installed" else v)
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))

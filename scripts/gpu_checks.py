@@ -16,7 +16,8 @@ Three sections, each printed as a table and written to --json (all measured, not
   dtype's views against float32's (o3d eval's PSNR, mean over views; same seed, same noise).
 - train: `o3d train`'s step (joint objective with feedback, the tiny preset) on a few
   freshly synthesised objects at several batch sizes: seconds per step, objects per
-  second, peak device memory.
+  second, peak device memory; and at the first batch size, a save and a resume on the device
+  (the step reached, and the next step's loss difference against the run that was not stopped).
 
 Sized to finish in a few minutes on one GPU (the lent H200s give a session 15 minutes);
 --quick shrinks every section to seconds, for the CPU test. A section whose needs are
@@ -268,9 +269,30 @@ def check_train(device: str, quick: bool, data: Path | None = None) -> list[dict
                 rows.append({"batch": b, "error": f"{type(e).__name__}: {e}"})
                 continue
             dt = (time.perf_counter() - t0) / steps
-            rows.append({"batch": b, "objects": len(objects), "surface_points": with_points, "steps": steps,
-                         "s_per_step": dt, "objects_per_s": b / dt, "peak_mb": _peak_mb(device)})
+            row = {"batch": b, "objects": len(objects), "surface_points": with_points, "steps": steps,
+                   "s_per_step": dt, "objects_per_s": b / dt, "peak_mb": _peak_mb(device)}
+            if b == batches[0]:
+                row.update(_resume(trainer, cfg, objects, Path(tmp) / f"run{b}", device))
+            rows.append(row)
     return rows
+
+
+def _resume(trainer, cfg, objects, run: Path, device: str) -> dict:
+    """Save the run, resume it in a new trainer on the same device, and take the next step in both:
+    the step they reach, and how far their losses are apart (0 on the CPU; kernels' own
+    nondeterminism on a GPU)."""
+    from o3dcli.train.trainer import Trainer
+
+    try:
+        trainer.save()
+        again = Trainer(cfg, objects, run, device)
+        if not again.load():
+            return {"resume": "no checkpoint was found to resume from"}
+        a, c = trainer.step(), again.step()
+    except Exception as e:  # noqa: BLE001 - reported in the row, like a section's failure
+        return {"resume": f"{type(e).__name__}: {e}"}
+    return {"resume": "ok" if again.step_count == trainer.step_count else f"at step {again.step_count}, "
+            f"not {trainer.step_count}", "resume_loss_diff": abs(a.loss - c.loss)}
 
 
 # -- report ------------------------------------------------------------------------------

@@ -308,7 +308,7 @@ def test_info_says_which_optional_packages_are_missing_and_how_to_get_them(monke
     real = sysinfo.library_version
     monkeypatch.setattr(sysinfo, "library_version", lambda d: "not installed" if d == "transformers" else real(d))
     info = sysinfo.collect_info()
-    assert "pip install 'o3dcli[clip]'" in info["transformers (optional)"]
+    assert 'pip install "o3dcli[clip]"' in info["transformers (optional)"]
     monkeypatch.setattr(sysinfo, "library_version", lambda d: "9.9" if d == "transformers" else real(d))
     assert sysinfo.collect_info()["transformers (optional)"] == "9.9"
 

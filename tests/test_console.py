@@ -31,9 +31,18 @@ def test_commands_that_lock_files_say_so_on_a_system_without_fcntl(tmp_path, mon
 
     monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` raises ImportError, as on Windows
     res = CliRunner().invoke(app, ["generate", str(tmp_path), "-o", str(tmp_path / "out")])
-    assert res.exit_code == 2 and "needs POSIX file locks (fcntl)" in res.output and "WSL" in res.output
+    assert res.exit_code == 2 and "o3d generate needs POSIX file locks (fcntl)" in res.output and "WSL" in res.output
     assert not (tmp_path / "out").exists()
-    assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0  # what takes no lock still works
+    for name, args in (("mesh", [str(tmp_path)]), ("eval", ["--benchmark", "synthetic"]),
+                       ("train", ["--data", str(tmp_path)]), ("data synth", ["-n", "1"])):
+        res = CliRunner().invoke(app, [*name.split(), *args, "-o", str(tmp_path / "out")])
+        assert res.exit_code == 2 and f"o3d {name} needs POSIX file locks" in res.output, (name, res.output)
+    assert not (tmp_path / "out").exists()
+    # what takes no lock still works, and so does every command's --help
+    assert CliRunner().invoke(app, ["presets", "list"]).exit_code == 0
+    for command in (["generate"], ["mesh"], ["eval"], ["train"], ["data", "synth"]):
+        res = CliRunner().invoke(app, [*command, "--help"])
+        assert res.exit_code == 0 and "Usage:" in res.output, (command, res.output)
 
 
 def test_openmp_threads_spin_briefly_unless_the_user_chose(monkeypatch):

@@ -66,7 +66,7 @@ def test_draco_config_key_and_missing_library(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "DracoPy" else real(name, *a))
-    with pytest.raises(ConfigError, match=r"mesh.draco needs DracoPy: pip install 'o3dcli\[draco\]'"):
+    with pytest.raises(ConfigError, match=r'mesh.draco needs DracoPy: pip install "o3dcli\[draco\]"'):
         MeshConfig(draco=True).check()
     MeshConfig().check()  # off: nothing needed
 

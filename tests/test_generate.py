@@ -124,6 +124,25 @@ def test_name_collisions_never_overwrite(tmp_path, good_images):
     assert (out / "chair" / "input.png").read_bytes() == apple_input
 
 
+def test_the_same_photo_by_another_path_keeps_its_asset(tmp_path, good_images):
+    # on macOS `Photos/apple.png` and `photos/apple.png` are one file whose paths resolve apart (the
+    # file system ignores case and keeps what was typed); a hard link is such a pair anywhere
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (a, b, c):
+        d.mkdir()
+    (a / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    os.link(a / "apple.png", b / "apple.png")
+    (c / "apple.png").write_bytes((good_images / "pear.png").read_bytes())  # another photo of that name
+    out = tmp_path / "out"
+    assert generate(a / "apple.png", "-o", out).exit_code == 0
+    res = generate(b / "apple.png", "-o", out)
+    assert res.exit_code == 0, res.output
+    (item,) = report(out)["items"]
+    assert item["name"] == "apple" and item["cached"] == ["preprocess"] and not (out / "apple-2").exists()
+    assert generate(c / "apple.png", "-o", out).exit_code == 0
+    assert report(out)["items"][0]["name"] == "apple-2"
+
+
 def test_asset_folder_holds_only_what_its_config_makes(good_images, tmp_path):
     # after a shorter or a changed run, files from other settings must not sit next to config.yaml
     apple, out = good_images / "apple.png", tmp_path / "out"

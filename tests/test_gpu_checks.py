@@ -27,6 +27,7 @@ def test_quick_run_on_cpu_measures_every_section(tmp_path):
     (t,) = rep["train"]
     assert t["batch"] == 2 and t["surface_points"] is True and t["s_per_step"] > 0
     assert t["objects_per_s"] == pytest.approx(2 / t["s_per_step"])
+    assert t["resume"] == "ok" and t["resume_loss_diff"] == 0  # the CPU is deterministic
 
 
 def test_agreement_of_a_backend_with_itself_and_with_a_perturbed_copy():

@@ -406,7 +406,7 @@ def test_usd_without_usd_core_says_how_to_get_it(tmp_path, monkeypatch):
     path = tmp_path / "thing.usda"
     path.write_text('#usda 1.0\ndef Mesh "m" {}\n')
     monkeypatch.setitem(sys.modules, "pxr", None)  # as if usd-core were not installed
-    with pytest.raises(MeshLoadError, match=r"thing.usda: reading USD needs .*pip install 'o3dcli\[usd\]'"):
+    with pytest.raises(MeshLoadError, match=r'thing.usda: reading USD needs .*pip install "o3dcli\[usd\]"'):
         load_mesh(path)
 
 

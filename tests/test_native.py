@@ -34,6 +34,20 @@ def test_the_missing_library_and_its_package_are_read_from_the_loaders_words():
     assert install_hint(["libfoo.so.3"]) == " (install the system package that provides libfoo.so.3)"
 
 
+def test_a_macos_library_not_loaded_names_its_homebrew_formula():
+    # dyld's words on an Apple Silicon Mac without Homebrew's libomp (open3d issue 5986), and
+    # an Intel Mac's older form, which quotes the path
+    arm = ("dlopen(/venv/lib/python3.11/site-packages/open3d/cpu/pybind.cpython-311-darwin.so, 0x0002): "
+           "Library not loaded: /opt/homebrew/opt/libomp/lib/libomp.dylib\n  Referenced from: <0718BFA0> "
+           "/venv/lib/python3.11/site-packages/open3d/cpu/pybind.cpython-311-darwin.so\n  Reason: tried: "
+           "'/opt/homebrew/opt/libomp/lib/libomp.dylib' (no such file)")
+    intel = "dlopen(pybind.so, 2): Library not loaded: '/usr/local/opt/libusb/lib/libusb-1.0.0.dylib'\n  Referenced from: x"
+    assert missing_system_libraries(arm) == ["/opt/homebrew/opt/libomp/lib/libomp.dylib"]
+    assert missing_system_libraries(intel) == ["/usr/local/opt/libusb/lib/libusb-1.0.0.dylib"]
+    assert install_hint(missing_system_libraries(arm + intel)) == " (macOS: brew install libomp libusb)"
+    assert install_hint(["/usr/lib/libfoo.dylib"]) == " (install the system package that provides /usr/lib/libfoo.dylib)"
+
+
 def test_every_pymeshlab_filter_the_code_calls_is_checked_and_exists():
     import pymeshlab
 

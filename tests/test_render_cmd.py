@@ -1,5 +1,7 @@
 """`o3d render`: turntable GIF and view grid of Gaussian PLYs and meshes; bad inputs are isolated."""
 
+import os
+
 import numpy as np
 import torch
 from PIL import Image
@@ -73,6 +75,12 @@ def test_render_names_follow_the_asset_folder_and_never_overwrite(tmp_path):
     assert (out / "fox_views.png").is_file()
     # the same input again takes its own name back
     assert CliRunner().invoke(app, ["render", str(tmp_path / "a/chair"), *opts]).exit_code == 0
+    assert not (out / "chair-3_views.png").exists()
+    # and so does the same file by another path (a hard link here; on macOS, a path typed in another
+    # letter case, which resolves apart on its case-insensitive file system)
+    (tmp_path / "c" / "chair").mkdir(parents=True)
+    os.link(tmp_path / "a/chair/gaussians.ply", tmp_path / "c/chair/gaussians.ply")
+    assert CliRunner().invoke(app, ["render", str(tmp_path / "c/chair/gaussians.ply"), *opts]).exit_code == 0
     assert not (out / "chair-3_views.png").exists()
 
 

@@ -36,6 +36,10 @@ def synth(
 
     Exit code: 0 = done, 1 = failed (a full disk), 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
+    from o3dcli.cli import require_file_locks
+
+    require_file_locks("data synth")
+
     import time
 
     from rich.markup import escape

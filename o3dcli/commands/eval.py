@@ -68,6 +68,10 @@ def eval_cmd(
 
     Exit code: 0 = every object scored, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
+    from o3dcli.cli import require_file_locks
+
+    require_file_locks("eval")
+
     from rich.markup import escape
 
     from o3dcli.console import console, interrupted_exit_code, setup_logging

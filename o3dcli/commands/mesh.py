@@ -222,6 +222,10 @@ def mesh(
 
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
+    from o3dcli.cli import require_file_locks
+
+    require_file_locks("mesh")
+
     import traceback
 
     from rich.markup import escape

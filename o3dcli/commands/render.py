@@ -8,7 +8,7 @@ from typing import List
 import typer
 
 from o3dcli.commands import path_param
-from o3dcli.naming import RENDER_MANIFEST, RENDER_SUFFIXES, fit_name, read_render_manifest
+from o3dcli.naming import RENDER_MANIFEST, RENDER_SUFFIXES, fit_name, read_render_manifest, same_file
 
 MANIFEST = RENDER_MANIFEST
 """Which input each name in a render folder belongs to."""
@@ -126,7 +126,7 @@ def render(
                       "renders take names not in use; the file is rewritten", soft_wrap=True)
     ours: set[str] = set()  # the names this run recorded
     if mp4 and not mp4_available():
-        console.print("note: MP4 needs the `video` extra (pip install 'o3dcli[video]'); writing GIFs only")
+        console.print("note: MP4 needs the `video` extra (pip install \"o3dcli[video]\"); writing GIFs only")
         mp4 = False
     if fps > GIF_MAX_FPS:
         console.print(f"[yellow]warning[/yellow]: --fps {fps:g} is above the {GIF_MAX_FPS:g} a GIF can play (browsers "
@@ -143,7 +143,7 @@ def render(
         """Whether `name` is not free for `path`: the manifest gives it to another input, or files of
         that name are there that it does not record (the user's own, which are never replaced)."""
         if name in manifest:
-            return manifest[name] != source(path)
+            return not same_file(manifest[name], Path(source(path)))
         return any(os.path.lexists(output / f"{name}{suffix}") for suffix in SUFFIXES)
 
     notes: list[str] = []

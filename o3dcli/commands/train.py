@@ -123,6 +123,10 @@ def train_cmd(
 
     Exit code: 0 = the run has all its steps, 3 = --time-limit stopped it first (checkpoint saved; run the same command again), 130 = Ctrl-C (143 = SIGTERM) stopped it (checkpoint saved once training had started), 1 = error, 2 = usage error.
     """
+    from o3dcli.cli import require_file_locks
+
+    require_file_locks("train")
+
     import time
 
     import torch

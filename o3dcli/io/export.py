@@ -141,7 +141,7 @@ def _glb_with_draco(glb: bytes) -> bytes:
     try:
         import DracoPy
     except ImportError:
-        raise ValueError("Draco compression needs DracoPy: pip install 'o3dcli[draco]'") from None
+        raise ValueError("Draco compression needs DracoPy: pip install \"o3dcli[draco]\"") from None
     doc, binary = _glb_chunks(glb)
     (prim,) = [p for m in doc["meshes"] for p in m["primitives"]]
     names = [n for n in prim["attributes"] if n in _DRACO_TYPES]

@@ -112,7 +112,7 @@ def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]
         used = used - {"KHR_texture_transform"}
     if "KHR_draco_mesh_compression" in used and not _has_dracopy():
         raise MeshLoadError(f"{path}: the mesh is Draco-compressed (KHR_draco_mesh_compression); install DracoPy to "
-                            "read it (pip install 'o3dcli[draco]') or export it without compression")
+                            "read it (pip install \"o3dcli[draco]\") or export it without compression")
     bad = sorted(e for e in used if e in GLTF_UNREADABLE)
     if bad:
         what = ", ".join(f"{e} ({GLTF_UNREADABLE[e]})" for e in bad)
@@ -165,7 +165,7 @@ def load_with_trimesh(path: Path) -> TriMesh:
     if "KHR_draco_mesh_compression" in used and all(not p.vertices.any() for p in parts):
         # trimesh leaves zeros where a decoder failed or is missing (older trimesh), and only logs it
         raise MeshLoadError(f"{path}: the Draco-compressed mesh could not be decoded (trimesh {trimesh.__version__}"
-                            "; decoding needs trimesh 5.1 or later with DracoPy: pip install 'o3dcli[draco]')")
+                            "; decoding needs trimesh 5.1 or later with DracoPy: pip install \"o3dcli[draco]\")")
     return merge_parts(parts)
 
 

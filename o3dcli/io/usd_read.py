@@ -29,7 +29,7 @@ def load_usd(path) -> tuple[list[TriMesh], str]:
     try:
         from pxr import Usd, UsdGeom
     except ImportError:
-        raise ValueError("reading USD needs Pixar's USD library: pip install 'o3dcli[usd]'") from None
+        raise ValueError("reading USD needs Pixar's USD library: pip install \"o3dcli[usd]\"") from None
     try:
         stage = Usd.Stage.Open(str(path))
     except Exception as e:  # pxr raises Tf.ErrorException for files it cannot read

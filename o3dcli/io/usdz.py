@@ -2,7 +2,7 @@
 layer and the texture. Reading USD files is in `o3dcli.io.usd_read`.
 
 o3d writes the layer as ASCII USD (usda) itself, so no USD library is needed. Where Pixar's
-USD is installed (the `usd` extra: `pip install 'o3dcli[usd]'`), the layer is converted to
+USD is installed (the `usd` extra: `pip install "o3dcli[usd]"`), the layer is converted to
 the binary form (usdc), which older Apple software required of a package's first layer; the
 content is the same.
 
@@ -205,7 +205,7 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = 
     text = usda_text(mesh, image[0] if image else "texture.png", crease_angle_deg)
     usdc = _usdc_bytes(text) if binary in (None, True) else None
     if binary and usdc is None:
-        raise ValueError("a binary USD layer needs usd-core: pip install 'o3dcli[usd]'")
+        raise ValueError("a binary USD layer needs usd-core: pip install \"o3dcli[usd]\"")
     files = [("model.usdc", usdc) if usdc is not None else ("model.usda", text.encode())]
     return _stored_aligned_zip(files + ([image] if image else []))
 

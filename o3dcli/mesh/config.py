@@ -123,7 +123,7 @@ class MeshConfig:
             import importlib.util
 
             if importlib.util.find_spec("DracoPy") is None:
-                raise ConfigError("mesh.draco needs DracoPy: pip install 'o3dcli[draco]'")
+                raise ConfigError("mesh.draco needs DracoPy: pip install \"o3dcli[draco]\"")
             import inspect
 
             import DracoPy

@@ -100,8 +100,8 @@ def _transformers():
         import transformers
     except ImportError as exc:
         raise ImportError(
-            "the 'clip' image encoder needs the transformers package (the clip extra: pip install 'o3dcli[clip]', "
-            "or pip install -e '.[clip]' in a source checkout), "
+            "the 'clip' image encoder needs the transformers package (the clip extra: pip install \"o3dcli[clip]\", "
+            "or pip install -e \".[clip]\" in a source checkout), "
             "or use denoiser.image_encoder=conv"
         ) from exc
     return transformers

@@ -30,7 +30,7 @@ CLIP_WEIGHTS = {
     "fp16": ("model.fp16.safetensors", "model.safetensors.index.fp16.json", "pytorch_model.fp16.bin"),
 }
 """Weights file names of a transformers model folder, plain and fp16 variant."""
-CLIP_EXTRA = "the transformers package (the clip extra: pip install 'o3dcli[clip]', or pip install -e '.[clip]' in a source checkout)"
+CLIP_EXTRA = "the transformers package (the clip extra: pip install \"o3dcli[clip]\", or pip install -e \".[clip]\" in a source checkout)"
 
 
 def weights_variant(folder: Path, names: dict) -> str | None:

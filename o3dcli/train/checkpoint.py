@@ -17,13 +17,17 @@ START_OVER = "delete it to start the run over from step 0, or train into another
 """What to do about a run checkpoint that cannot be resumed (the end of its CheckpointError)."""
 
 
-def read_checkpoint(path: Path, device: str = "cpu") -> dict:
+def read_checkpoint(path: Path) -> dict:
     """A run checkpoint as `Trainer.save` writes it, with its entries checked: step (int),
     model / ema (state dicts), optimizer, generators (a list of random states; older
     checkpoints' single "generator" becomes a list of one). CheckpointError naming the file
-    when it is truncated, damaged, not a checkpoint or lacks an entry."""
+    when it is truncated, damaged, not a checkpoint or lacks an entry.
+
+    Read into CPU memory whatever device the run trains on: `load_state_dict` copies weights and
+    optimiser state to their parameters' devices, and the random states belong to CPU generators
+    (`Generator.set_state` takes only a CPU byte tensor: mapped to CUDA, resuming failed)."""
     try:
-        state = load_torch_file(path, map_location=device)
+        state = load_torch_file(path, map_location="cpu")
     except CheckpointError as e:  # an empty, truncated or damaged file, not torch.save's
         raise CheckpointError(f"{e}; {START_OVER}") from None
     if not isinstance(state, dict):

@@ -367,7 +367,7 @@ class Trainer:
             if self.rank == 0:
                 self._trim_log()
             return False
-        state = read_checkpoint(path, self.device)
+        state = read_checkpoint(path)
         for name, module in (("model", self.model), ("ema", self.ema)):
             diff = compare_shapes(state_dict_shapes(state[name]), state_dict_shapes(module))
             if diff:
