@@ -70,7 +70,7 @@ def collect_info() -> dict[str, str]:
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         info["device"] = f"cuda ({names}; CUDA {torch.version.cuda})"
-        backend = "gsplat" if library_version("gsplat") != "not installed" else "torch (gsplat not installed)"
+        backend = _cuda_rasterizer()
     else:
         info["device"] = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
         backend = "torch (gsplat needs CUDA)"
@@ -78,3 +78,20 @@ def collect_info() -> dict[str, str]:
     weights = available_weights()
     info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
     return info
+
+
+def _cuda_rasterizer() -> str:
+    """What "auto" will render with on this CUDA machine, without building gsplat's kernels (which
+    `o3dcli.render.gaussians.gsplat_problem` does at the first render: minutes, once)."""
+    if library_version("gsplat") == "not installed":
+        return "torch (gsplat not installed)"
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("gsplat.csrc") is not None:  # a build with its kernels compiled in
+        return "gsplat"
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME is None and shutil.which("nvcc") is None:
+        return "torch (gsplat needs the CUDA toolkit's nvcc to build its kernels, and none was found)"
+    return "gsplat (its kernels are built at the first render if not yet: minutes, once per machine)"

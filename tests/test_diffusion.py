@@ -203,6 +203,24 @@ def test_mid_denoising_resume_matches_uninterrupted(tiny, tmp_path, stop_after):
     assert (out.gaussians.colors - ref.gaussians.colors).abs().max() <= 1e-6
 
 
+def test_a_state_saved_on_another_kind_of_device_starts_over(tiny, tmp_path, caplog):
+    # a CUDA generator's state is 16 bytes, a CPU one's 5,056: set on the other, it raised, and
+    # the item failed on every rerun (the state survives the failure) until --force
+    cfg, models, cams, cond = tiny
+    s = sampler_for(cfg, models, save_every=1)
+    ref = s.sample(cond, cams, torch.Generator().manual_seed(11))
+    store = StateStore(tmp_path / "state")
+    with pytest.raises(KeyboardInterrupt):
+        s.sample(cond, cams, torch.Generator().manual_seed(11), state=store, interrupt_after=2)
+    tensors, meta = store.load()
+    store.save({**tensors, "generator": torch.zeros(16, dtype=torch.uint8)}, meta)  # as a CUDA run leaves it
+    with caplog.at_level("WARNING", logger="o3d"):
+        out = s.sample(cond, cams, torch.Generator().manual_seed(11), state=store)
+    assert out.resumed_from == 0 and out.steps_run == cfg.diffusion.steps
+    assert torch.equal(out.views, ref.views)
+    assert "made on another kind of device than cpu: denoising starts over" in caplog.text
+
+
 def test_reduced_precision_models_sample(tmp_path):
     """bfloat16 weights on the CPU take the same dtype casts as float16 on CUDA (which needs a GPU to test)."""
     cfg = load_config("tiny", [f"preprocess.size={SIZE}", "diffusion.steps=2"])

@@ -191,6 +191,51 @@ def test_select_backend_on_cpu():
         select_backend("cpu", "opengl")
 
 
+@pytest.mark.parametrize("backend_module, why", [
+    ("_C = None\n", "found no CUDA toolkit"),  # what gsplat leaves without nvcc: every render would fail
+    ("raise RuntimeError('Error building extension gsplat_cuda')\n", "failed to build or load (RuntimeError"),
+    ("_C = object()\n", None),  # kernels loaded
+])
+def test_auto_on_cuda_uses_gsplat_only_when_its_kernels_load(tmp_path, monkeypatch, caplog, backend_module, why):
+    # gsplat's wheel is pure Python: `import gsplat` works on any machine, and its kernels are built
+    # (or not) only when gsplat.cuda._backend is imported; a stand-in package plays each outcome
+    import o3dcli.render.gaussians as rg
+
+    fake = tmp_path / "gsplat"
+    (fake / "cuda").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "cuda" / "__init__.py").write_text("")
+    (fake / "cuda" / "_backend.py").write_text(backend_module)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "gsplat" or m.startswith("gsplat.")]:
+        monkeypatch.delitem(sys.modules, name)
+    rg.gsplat_problem.cache_clear()
+    monkeypatch.setattr(rg, "_gsplat_warned", False)
+    try:
+        with caplog.at_level("WARNING", logger="o3d"):
+            chosen = [select_backend("cuda", "auto"), select_backend(torch.device("cuda", 0), "auto")]
+    finally:
+        rg.gsplat_problem.cache_clear()
+    if why is None:
+        assert chosen == ["gsplat", "gsplat"] and not caplog.records
+    else:
+        assert chosen == ["torch", "torch"]
+        (record,) = caplog.records  # said once, not at every render
+        assert "torch splatter" in record.getMessage() and why in record.getMessage()
+
+
+def test_info_says_torch_renders_on_a_cuda_machine_without_the_toolkit(monkeypatch):
+    import torch.utils.cpp_extension
+
+    from o3dcli import sysinfo
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "CUDA_HOME", None)
+    monkeypatch.setenv("PATH", "")
+    if __import__("importlib").util.find_spec("gsplat.csrc") is not None:
+        pytest.skip("this gsplat has its kernels compiled in")
+    assert sysinfo._cuda_rasterizer().startswith("torch (gsplat needs the CUDA toolkit's nvcc")
+
+
 def test_cpu_path_never_imports_gsplat():
     code = (
         "import sys, torch\n"

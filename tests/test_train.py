@@ -203,6 +203,34 @@ def test_torchrun_ranks_stay_in_sync(dataset, tmp_path):
     assert not torch.allclose(_params(alone.model), r0["params"])
 
 
+def test_parameters_no_rank_used_are_left_alone_under_torchrun(dataset, tmp_path):
+    """train.modules=recon never runs the denoiser: in one process AdamW skips its parameters (no
+    gradient); averaged over ranks they must stay without one, not get zeros that weight decay and
+    Adam state then act on. One gloo process stands for the ranks (an all-reduce over one)."""
+    import torch.distributed as dist
+
+    cfg, objs = objects(dataset, "train.modules=recon", "train.lr=1e-3")
+    assert cfg.train.weight_decay > 0
+    t = Trainer(cfg, objs, tmp_path / "r")
+    denoiser = _params(t.model.denoiser)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        t.world = 2  # as under torchrun: step() averages the gradients over the ranks
+        t.step()
+    finally:
+        dist.destroy_process_group()
+    assert torch.equal(_params(t.model.denoiser), denoiser)
+    assert all(p.grad is None and p not in t.opt.state for p in t.model.denoiser.parameters())
+    assert any(p in t.opt.state for p in t.model.recon.parameters())  # the reconstructor did train
+
+
+def test_a_background_is_composited_on_the_images_device():
+    from o3dcli.train.data import composite
+
+    rgba = torch.rand(2, 4, 8, 8, device="meta")  # any device but the CPU: a CUDA batch in training
+    assert composite(rgba, (1.0, 1.0, 1.0)).device == rgba.device
+
+
 def test_a_new_run_starts_from_scratch_not_from_the_shipped_weights(dataset, tmp_path):
     import dataclasses
 

@@ -164,3 +164,16 @@ def test_the_last_step_is_logged_between_log_every_steps(data, tmp_path):
     res = train(data, tmp_path / "l", "--steps", 4, "--set", "train.log_every=2")
     assert res.exit_code == 0, res.output
     assert logged_steps(tmp_path / "l") == [3, 4]
+
+
+def test_under_torchrun_each_process_takes_its_own_gpu():
+    from o3dcli.commands.train import rank_device
+
+    ranks = {"WORLD_SIZE": "4", "LOCAL_RANK": "2", "RANK": "6"}
+    assert rank_device("cuda", ranks) == ("cuda:2", None)
+    assert rank_device("cuda:2", ranks) == ("cuda:2", None)
+    dev, note = rank_device("cuda:0", ranks)  # every rank on GPU 0 would fail at the first collective
+    assert dev == "cuda:2" and "--device cuda:0 under torchrun" in note and "CUDA_VISIBLE_DEVICES" in note
+    assert rank_device("cpu", ranks) == ("cpu", None)  # gloo ranks share the CPU
+    assert rank_device("cuda:1", {"WORLD_SIZE": "1"}) == ("cuda:1", None)  # one process: as asked
+    assert rank_device("cuda:1", {}) == ("cuda:1", None)

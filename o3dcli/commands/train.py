@@ -157,8 +157,13 @@ def train_cmd(
         dev = resolve_device(cfg.runtime.device)
     except (UserError, ConfigError) as e:
         raise _usage_error(str(e)) from None
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and dev == "cuda":  # torchrun: one GPU per process
-        dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    rank_dev, note = rank_device(dev, os.environ)
+    if rank_dev != dev:
+        if note and int(os.environ.get("RANK", 0)) == 0:
+            from o3dcli.console import console
+
+            console.print(f"[yellow]warning[/yellow]: {note}", soft_wrap=True)
+        dev = rank_dev
         torch.cuda.set_device(dev)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
@@ -175,6 +180,18 @@ def train_cmd(
     # folder is locked now, so a second run is refused at once; a new one just before it is written.
     with RunLock(output, enabled=int(os.environ.get("RANK", 0)) == 0) as run_lock:
         _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_limit, started, limit_s)
+
+
+def rank_device(dev: str, env) -> tuple[str, str | None]:
+    """The device of this process under torchrun (WORLD_SIZE > 1): CUDA runs one GPU per process,
+    cuda:LOCAL_RANK, whatever CUDA device was asked for (with a note when one was: every rank on
+    that one GPU fails at its first collective). Else `dev` as it is. (device, note or None)."""
+    if int(env.get("WORLD_SIZE", 1)) <= 1 or not dev.startswith("cuda"):
+        return dev, None
+    own = f"cuda:{int(env.get('LOCAL_RANK', 0))}"
+    note = None if dev in ("cuda", own) else (f"--device {dev} under torchrun: each process trains on its own GPU, "
+                                               "cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)")
+    return own, note
 
 
 def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_limit, started, limit_s):

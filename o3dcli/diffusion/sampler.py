@@ -52,6 +52,19 @@ class SampleResult:
     """Step the run continued from (0 for a fresh run)."""
 
 
+def _fits(generator: torch.Generator, state: Tensor) -> bool:
+    """Whether a saved random state can be set on `generator`: a state saved on another kind of
+    device (a CPU generator's is 5,056 bytes, a CUDA one's 16) cannot, as where an output folder
+    is shared by a CPU machine and a GPU one. The denoising then starts over, with a warning."""
+    if state.dtype == torch.uint8 and state.numel() == generator.get_state().numel():
+        return True
+    import logging
+
+    logging.getLogger("o3d").warning(f"the saved mid-denoising state was made on another kind of device than "
+                                     f"{generator.device.type}: denoising starts over")
+    return False
+
+
 def feedback_at(step: int, cfg: DiffusionConfig) -> bool:
     """Whether the maps are refreshed from step `step`'s prediction (used from step + 1 on)."""
     if not cfg.feedback:
@@ -135,7 +148,7 @@ class RecursiveSampler:
         saved = state.load() if state is not None else None
         if saved is not None:
             tensors, meta = saved
-            if meta.get("steps") == cfg.steps and tensors["latents"].shape == x.shape:
+            if meta.get("steps") == cfg.steps and tensors["latents"].shape == x.shape and _fits(generator, tensors["generator"]):
                 start = int(meta["next_step"])
                 x = tensors["latents"].to(dev)
                 rgb_map, ccm_map = tensors["rgb_map"].to(dev), tensors["ccm_map"].to(dev)

@@ -16,6 +16,7 @@ where Sigma2d = J W Sigma W^T J^T + 0.3 I (a 0.3 px^2 low-pass dilation).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,7 +53,8 @@ class GaussianRender:
 def select_backend(device, backend: str = "auto") -> str:
     """The backend to use for tensors on ``device``.
 
-    "auto": "gsplat" for CUDA tensors when gsplat imports, otherwise "torch".
+    "auto": "gsplat" for CUDA tensors when gsplat's kernels load (`gsplat_problem`), otherwise
+    "torch" (with a warning, once, on CUDA).
     "gsplat" on a non-CUDA device is a ValueError (gsplat has only CUDA kernels).
     """
     if backend not in BACKENDS:
@@ -67,11 +69,41 @@ def select_backend(device, backend: str = "auto") -> str:
         return backend
     if not is_cuda:
         return "torch"  # never import gsplat here: it may try to JIT-build its CUDA code
+    problem = gsplat_problem()
+    if problem is None:
+        return "gsplat"
+    global _gsplat_warned
+    if not _gsplat_warned:
+        _gsplat_warned = True
+        import logging
+
+        logging.getLogger("o3d").warning(f"rendering with the torch splatter, slower: {problem}")
+    return "torch"
+
+
+_gsplat_warned = False
+
+
+@functools.lru_cache(maxsize=None)
+def gsplat_problem() -> str | None:
+    """Why gsplat's CUDA kernels cannot be used here, None when they can (checked once per process).
+
+    `import gsplat` loads none of its compiled code: the wheel is pure Python and builds its
+    kernels the first time they are needed (minutes, with the CUDA toolkit's compiler; then
+    cached on the machine). Without a toolkit it prints a note and leaves the kernels None, so
+    every render would fail; a toolkit that does not match torch's CUDA fails the build. This
+    loads (or builds) them up front, so that "auto" falls back to the torch splatter instead."""
     try:
         import gsplat  # noqa: F401
-    except (ImportError, OSError, RuntimeError):  # a broken build is as good as missing
-        return "torch"
-    return "gsplat"
+    except Exception as e:  # noqa: BLE001 - a broken install is as good as missing
+        return f"gsplat does not import ({type(e).__name__}: {e})"
+    try:
+        from gsplat.cuda._backend import _C
+    except Exception as e:  # noqa: BLE001 - the build's own errors (RuntimeError, subprocess errors, ...)
+        return f"gsplat's CUDA kernels failed to build or load ({type(e).__name__}: {e})"
+    if _C is None:
+        return "gsplat found no CUDA toolkit (nvcc) to build its kernels with"
+    return None
 
 
 def render_gaussians(

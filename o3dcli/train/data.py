@@ -72,7 +72,7 @@ def resize_rgba(rgba: Tensor, size: int) -> Tensor:
 
 def composite(rgba: Tensor, background) -> Tensor:
     """Straight RGBA [..., 4, H, W] over a background colour -> RGB [..., 3, H, W]."""
-    bg = torch.as_tensor(background, dtype=rgba.dtype).reshape(3, 1, 1)
+    bg = torch.as_tensor(background, dtype=rgba.dtype, device=rgba.device).reshape(3, 1, 1)
     return rgba[..., :3, :, :] * rgba[..., 3:, :, :] + bg * (1 - rgba[..., 3:, :, :])
 
 

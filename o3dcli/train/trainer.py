@@ -238,8 +238,15 @@ class Trainer:
         import torch.distributed as dist
 
         params = [p for p in self.model.parameters() if p.requires_grad]
+        # A parameter another rank used but this one did not contributes zeros here. One no rank
+        # used keeps no gradient, as in a single process, where AdamW then leaves it alone: a zero
+        # gradient would still decay its weight and give it optimiser state (the whole denoiser,
+        # every step of a train.modules=recon run).
+        used = torch.tensor([float(p.grad is not None) for p in params], device=self.device)
+        dist.all_reduce(used)
+        params = [p for p, u in zip(params, used.tolist()) if u > 0]
         for p in params:
-            if p.grad is None:  # unused this step on this rank: contributes zeros
+            if p.grad is None:
                 p.grad = torch.zeros_like(p)
         i = 0
         while i < len(params):
