@@ -148,7 +148,8 @@ class RecursiveSampler:
         saved = state.load() if state is not None else None
         if saved is not None:
             tensors, meta = saved
-            if meta.get("steps") == cfg.steps and tensors["latents"].shape == x.shape and _fits(generator, tensors["generator"]):
+            fits = meta.get("steps") == cfg.steps and tensors["latents"].shape == x.shape
+            if fits and _fits(generator, tensors["generator"]):
                 start = int(meta["next_step"])
                 x = tensors["latents"].to(dev)
                 rgb_map, ccm_map = tensors["rgb_map"].to(dev), tensors["ccm_map"].to(dev)
