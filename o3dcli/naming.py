@@ -10,7 +10,7 @@ o3d-asset.json. Every process that writes an asset folder does so holding its lo
 processes never claim one folder; the one that finds it taken moves on to the next free name.
 
 Without the lock only one verdict is trusted: an o3d-asset.json naming another input (which no
-o3d process ever changes). Anything else seen without the lock may be another process's publish
+o3d process changes, but to follow that input's bytes to where they were moved). Anything else seen without the lock may be another process's publish
 half seen: a path looked up in the earlier asset folder just as it is swapped out and removed, or,
 where folders cannot be swapped in one step, the moment between two renames, when the asset
 folder is absent; a check that straddles it sees "not a folder" or "files but no
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from o3dcli import __version__
-from o3dcli.atomic import atomic_write_text
+from o3dcli.atomic import atomic_write_text, sha256_file
 from o3dcli.cache import Cache, ItemLock, ItemLocked
 
 REPORT_NAME = "o3d-report.json"
@@ -174,10 +174,16 @@ def _names_other_source(asset_dir: Path, src: Path) -> bool:
     """Whether `asset_dir`'s o3d-asset.json names another source: the one verdict that holds
     without the folder's lock (no o3d process changes an asset's source)."""
     try:
-        source = json.loads((asset_dir / ASSET_META).read_text()).get("source")
+        meta = json.loads((asset_dir / ASSET_META).read_text())
+        source = meta.get("source")
     except (OSError, ValueError, AttributeError):
         return False
-    return not same_file(source, src)
+    if same_file(source, src):
+        return False
+    # the same bytes as the recorded source, which is gone: the photos were moved or renamed (a
+    # reorganised folder, a drive mounted elsewhere), and the asset and its cache are still theirs
+    moved = isinstance(source, str) and not os.path.lexists(source) and isinstance(meta.get("source_sha256"), str)
+    return not (moved and meta["source_sha256"] == _content_digest(src))
 
 
 def same_file(recorded: object, path: Path) -> bool:
@@ -299,7 +305,20 @@ def mark_asset_dir(asset_dir: Path, src: Path) -> None:
 
 
 def _asset_meta(src: Path) -> dict:
-    return {"source": str(src), "o3d": __version__}
+    meta = {"source": str(src), "o3d": __version__}
+    digest = _content_digest(src)
+    if digest is not None:  # the input's bytes: the asset stays its own when the file is moved
+        meta["source_sha256"] = digest
+    return meta
+
+
+def _content_digest(path: Path) -> str | None:
+    """SHA-256 of a regular file's bytes; None for a folder (an asset given to `o3d mesh`), a pipe,
+    or a file that cannot be read."""
+    try:
+        return sha256_file(path) if Path(path).is_file() else None
+    except OSError:
+        return None
 
 
 def asset_meta_text(src: Path) -> str:

@@ -143,6 +143,31 @@ def test_the_same_photo_by_another_path_keeps_its_asset(tmp_path, good_images):
     assert report(out)["items"][0]["name"] == "apple-2"
 
 
+def test_moved_photos_keep_their_assets_and_cache(tmp_path, good_images):
+    # a reorganised photo folder (or a drive mounted elsewhere): the same bytes at a new path, the
+    # old path gone. Before, each photo got a new asset (apple-2) and every stage again.
+    shoot = tmp_path / "shoot"
+    shoot.mkdir()
+    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    (shoot / "pear.png").write_bytes((good_images / "pear.png").read_bytes())
+    out = tmp_path / "out"
+    assert generate(shoot, "-o", out).exit_code == 0
+    moved = tmp_path / "archive" / "2026"
+    moved.parent.mkdir()
+    shoot.rename(moved)
+    res = generate(moved, "-o", out)
+    assert res.exit_code == 0, res.output
+    items = {i["name"]: i for i in report(out)["items"]}
+    assert sorted(items) == ["apple", "pear"] and all(i["cached"] == ["preprocess"] for i in items.values())
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.is_dir()) == ["apple", "pear"]
+    assert json.loads((out / "apple" / "o3d-asset.json").read_text())["source"] == str((moved / "apple.png").resolve())
+    # other bytes under the moved photo's name are another photo: a folder of their own
+    (moved / "apple.png").unlink()
+    (tmp_path / "apple.png").write_bytes((good_images / "plum.jpg").read_bytes())
+    assert generate(tmp_path / "apple.png", "-o", out).exit_code == 0
+    assert report(out)["items"][0]["name"] == "apple-2"
+
+
 def test_asset_folder_holds_only_what_its_config_makes(good_images, tmp_path):
     # after a shorter or a changed run, files from other settings must not sit next to config.yaml
     apple, out = good_images / "apple.png", tmp_path / "out"
