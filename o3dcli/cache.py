@@ -229,14 +229,15 @@ class ItemCache:
     def lock(self) -> ItemLock:
         return ItemLock(self.dir / ".lock")
 
-    def _name(self, stage: str, key: str) -> str:
+    def entry_name(self, stage: str, key: str) -> str:
+        """The name of `stage`'s folder for `key` in this item's cache folder."""
         return f"{stage}-{key[:16]}"
 
     def lookup(self, stage: str, key: str) -> Path | None:
         """The finished stage folder, or None. The folder is checked against its manifest first
         (every listed file there, with its recorded size and SHA-256): a damaged one is a miss,
         said in a one-line warning that names the file, and removed, so the stage is recomputed."""
-        d = self.dir / self._name(stage, key)
+        d = self.dir / self.entry_name(stage, key)
         if not d.exists():
             return None
         manifest, problem = check_stage_dir(d)
@@ -268,14 +269,14 @@ class ItemCache:
                                     "run again with --force to recompute it")
 
     def begin(self, stage: str, key: str) -> StageWriter:
-        name = self._name(stage, key)
+        name = self.entry_name(stage, key)
         tmp = self.dir / f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         return StageWriter(tmp, self.dir / name)
 
     def state(self, stage: str, key: str) -> StateStore:
-        return StateStore(self.dir / f"{self._name(stage, key)}.state")
+        return StateStore(self.dir / f"{self.entry_name(stage, key)}.state")
 
     def clean_stale(self) -> int:
         """Tidy the temporary folders left by processes that died or were interrupted (call with the
@@ -306,7 +307,7 @@ class ItemCache:
             for p in self.dir.glob(f"{stage}-*"):
                 shutil.rmtree(p, ignore_errors=True)
             return
-        name = self._name(stage, key)
+        name = self.entry_name(stage, key)
         for p in (self.dir / name, self.dir / f"{name}.state"):
             shutil.rmtree(p, ignore_errors=True)
 

@@ -410,6 +410,7 @@ def info(
 def _register_commands() -> None:
     # Command modules import only typer at module level; their work is imported lazily.
     # Registration order is the order `o3d --help` lists them in.
+    from o3dcli.commands.cache import app as cache_app
     from o3dcli.commands.data import app as data_app
     from o3dcli.commands.eval import eval_cmd
     from o3dcli.commands.mesh import mesh
@@ -421,6 +422,7 @@ def _register_commands() -> None:
     app.command("eval")(eval_cmd)
     app.command("train")(train_cmd)
     app.add_typer(data_app, name="data")
+    app.add_typer(cache_app, name="cache")
     app.add_typer(presets_app, name="presets")
     app.command("info")(info)
 

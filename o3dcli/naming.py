@@ -297,8 +297,10 @@ def mark_asset_dir(asset_dir: Path, src: Path) -> None:
             stale.unlink(missing_ok=True)
     meta = asset_dir / ASSET_META
     try:
-        same = json.loads(meta.read_text()) == _asset_meta(src)
-    except (OSError, ValueError):
+        recorded = json.loads(meta.read_text())
+        mine = _asset_meta(src)
+        same = {k: recorded.get(k) for k in mine} == mine  # its cache entries are the publish's to record
+    except (OSError, ValueError, AttributeError):
         same = False
     if not same:
         write_asset_meta(asset_dir, src)
@@ -321,6 +323,10 @@ def _content_digest(path: Path) -> str | None:
         return None
 
 
-def asset_meta_text(src: Path) -> str:
-    """The o3d-asset.json that marks a folder as `src`'s results."""
-    return json.dumps(_asset_meta(src), indent=1)
+def asset_meta_text(src: Path, cache: list[str] | None = None) -> str:
+    """The o3d-asset.json that marks a folder as `src`'s results; `cache`: the entries of the item's
+    cache folder the asset was made from (`o3d cache prune` keeps those)."""
+    meta = _asset_meta(src)
+    if cache is not None:
+        meta["cache"] = sorted(cache)
+    return json.dumps(meta, indent=1)

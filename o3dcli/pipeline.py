@@ -217,7 +217,9 @@ class BatchRunner:
             done = ic.lookup(stage.name, key)
             if done is not None:
                 files.update(self._stage_files(stage, done, item, res))
-        self._publish(self.out_dir / item.name, item.source, files)
+        # the cache entries this asset is made from (o3d cache prune keeps those, and drops the rest)
+        entries = [ic.entry_name(stage, key) for stage, key in keys.items()]
+        self._publish(self.out_dir / item.name, item.source, files, entries)
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult) -> dict[str, Path]:
@@ -238,7 +240,7 @@ class BatchRunner:
         run replaces or removes those; the folder's other files (a user's) are kept."""
         return any(rel == d or rel.startswith(d + "/") for d in self._ours)
 
-    def _publish(self, asset_dir: Path, source: Path, files: dict[str, Path]) -> None:
+    def _publish(self, asset_dir: Path, source: Path, files: dict[str, Path], entries: list[str]) -> None:
         """Make the asset folder hold `files` and this config.yaml (and its other, non-o3d files),
         replacing the earlier asset in one step (o3dcli.publish)."""
         try:
@@ -247,7 +249,7 @@ class BatchRunner:
                     publish.add_file(staged / rel, src, current=asset_dir / rel)
                 publish.add_bytes(staged / "config.yaml", self.config_text.encode("utf-8"),
                                   current=asset_dir / "config.yaml")
-                publish.add_bytes(staged / ASSET_META, asset_meta_text(source).encode("utf-8"),
+                publish.add_bytes(staged / ASSET_META, asset_meta_text(source, entries).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, self._is_ours)
         except OSError as e:

@@ -1,0 +1,110 @@
+"""`o3d cache ...`: the stage cache of an `o3d generate` output folder (OUT/.o3d)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from o3dcli.commands import path_param
+
+app = typer.Typer(help="The stage cache in an o3d generate output folder (OUTPUT/.o3d).", no_args_is_help=True)
+
+
+@app.command("prune")
+def prune(
+    output: Path = typer.Argument(..., parser=path_param, help="An o3d generate output folder (the one given to -o).", show_default=False),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed, and how much it frees; remove nothing."),
+):
+    """Remove the cache entries no asset is made from.
+
+    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing. Removed: the entries of other settings, seeds and inputs (earlier runs), saved states of interrupted denoising, and the whole cache of an asset folder that was deleted, unless the last batch's report lists that item (a failed item keeps what it computed). Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched.
+
+    Exit code: 0 = done, 2 = usage error (no o3d cache in OUTPUT).
+    """
+    from o3dcli.cli import _usage_error, require_file_locks
+
+    require_file_locks("cache prune")
+
+    import json
+    import shutil
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from o3dcli.cache import CACHE_DIRNAME, ItemCache, ItemLocked
+    from o3dcli.console import console, out
+    from o3dcli.naming import ASSET_META
+
+    items = output / CACHE_DIRNAME / "items"
+    if not items.is_dir():
+        raise _usage_error(f"{output}: holds no o3d cache ({CACHE_DIRNAME}/items); give the folder o3d generate wrote to")
+    in_report: set[str] = set()
+    try:
+        report = json.loads((output / "o3d-report.json").read_text())
+        in_report = {i["name"] for i in report.get("items", []) if isinstance(i, dict) and isinstance(i.get("name"), str)}
+    except (OSError, ValueError, AttributeError):
+        pass
+
+    table = Table(title=f"o3d cache prune{' --dry-run' if dry_run else ''}: {escape(str(output))}")
+    for column in ("item", "entries removed", "MB freed", "kept"):
+        table.add_column(column, justify="right" if column in ("entries removed", "MB freed") else "left")
+    freed = removed = skipped = 0
+    for item_dir in sorted(p for p in items.iterdir() if p.is_dir()):
+        name = item_dir.name
+        lock = ItemCache(item_dir).lock()
+        try:
+            lock.acquire()
+        except ItemLocked:
+            table.add_row(escape(name), "0", "0", "all: an o3d process is working on it")
+            skipped += 1
+            continue
+        except OSError as e:
+            table.add_row(escape(name), "0", "0", f"all: cannot lock it ({escape(e.strerror or str(e))})")
+            skipped += 1
+            continue
+        try:
+            keep, why = _to_keep(output / name / ASSET_META, name in in_report)
+            if keep is None:
+                table.add_row(escape(name), "0", "0", why)
+                skipped += 1
+                continue
+            gone = [p for p in sorted(item_dir.iterdir()) if p.name != ".lock" and p.name not in keep]
+            size = sum(_size(p) for p in gone)
+            if not dry_run:
+                for p in gone:
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            table.add_row(escape(name), str(len(gone)), f"{size / 1e6:.1f}", why)
+            freed += size
+            removed += len(gone)
+        finally:
+            lock.release()
+    out.print(table)
+    verb = "would free" if dry_run else "freed"
+    console.print(f"{verb} {freed / 1e6:.1f} MB ({removed} cache entries)"
+                  + (f"; {skipped} item(s) left as they are" if skipped else ""), soft_wrap=True)
+
+
+def _to_keep(meta_path: Path, reported: bool) -> tuple[set[str] | None, str]:
+    """The names of an item's cache entries to keep, and what is kept in words; (None, why) to
+    leave the item as it is."""
+    import json
+
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        if reported:
+            return None, "all: no asset yet, but the last batch's report lists it"
+        return set(), "nothing: its asset folder is gone"
+    except (OSError, ValueError) as e:
+        return None, f"all: {meta_path.name} cannot be read ({e})"
+    entries = meta.get("cache") if isinstance(meta, dict) else None
+    if not (isinstance(entries, list) and all(isinstance(e, str) for e in entries)):
+        return None, "all: made before o3d recorded its entries (run o3d generate on it once)"
+    return set(entries), "what its asset is made from"
+
+
+def _size(path: Path) -> int:
+    if path.is_file() or path.is_symlink():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())

@@ -1,0 +1,99 @@
+"""`o3d cache prune`: an output folder's cache keeps what its assets are made from, and nothing else."""
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from o3dcli.cache import Cache
+from o3dcli.cli import app
+
+runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+
+
+def generate(*args):
+    return runner.invoke(app, ["generate", "--no-progress", "--stop-after", "preprocess", *map(str, args)])
+
+
+def prune(out: Path, *args):
+    return runner.invoke(app, ["cache", "prune", str(out), *args])
+
+
+def entries(out: Path, name: str) -> set[str]:
+    return {p.name for p in (out / ".o3d" / "items" / name).iterdir() if p.name != ".lock"}
+
+
+def cached(out: Path) -> dict[str, list[str]]:
+    return {i["name"]: i["cached"] for i in json.loads((out / "o3d-report.json").read_text())["items"]}
+
+
+def test_prune_keeps_what_the_assets_are_made_from(good_images, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("apple.png", "pear.png"):
+        shutil.copy(good_images / name, photos / name)
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    first = entries(out, "apple")
+    assert generate(photos, "-o", out, "--set", "preprocess.foreground_ratio=0.7").exit_code == 0
+    current = entries(out, "apple") - first
+    assert len(current) == 1 and len(first) == 1  # two settings' preprocess entries, side by side
+    # a saved state of an interrupted denoising, and a killed write's leftover, of other settings
+    (out / ".o3d" / "items" / "apple" / "diffusion-0123456789abcdef.state").mkdir()
+    (out / ".o3d" / "items" / "apple" / ".tmp-preprocess-0123456789abcdef-99999").mkdir()
+
+    res = prune(out, "--dry-run")
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "would free" in res.stderr and entries(out, "apple") == first | current | {
+        "diffusion-0123456789abcdef.state", ".tmp-preprocess-0123456789abcdef-99999"}
+    res = prune(out)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert entries(out, "apple") == current and len(entries(out, "pear")) == 1
+    assert "freed" in res.stderr and "(4 cache entries)" in res.stderr  # apple: 3, pear: its earlier setting
+    # the same command again is answered from what was kept; the earlier settings are recomputed
+    assert generate(photos, "-o", out, "--set", "preprocess.foreground_ratio=0.7").exit_code == 0
+    assert cached(out) == {"apple": ["preprocess"], "pear": ["preprocess"]}
+    assert generate(photos, "-o", out).exit_code == 0
+    assert cached(out) == {"apple": [], "pear": []}
+
+
+def test_a_deleted_assets_cache_goes_unless_the_last_report_lists_it(good_images, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("apple.png", "pear.png"):
+        shutil.copy(good_images / name, photos / name)
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    shutil.rmtree(out / "apple")  # the user deleted an asset: the last report still lists it
+    assert prune(out).exit_code == 0 and len(entries(out, "apple")) == 1
+    assert generate(photos / "pear.png", "-o", out).exit_code == 0  # a later batch without it
+    res = prune(out)
+    assert res.exit_code == 0 and entries(out, "apple") == set() and len(entries(out, "pear")) == 1
+    assert "its asset folder is gone" in " ".join(res.output.split())
+
+
+def test_items_in_use_and_assets_that_record_no_entries_are_left_alone(good_images, tmp_path):
+    out = tmp_path / "out"
+    assert generate(good_images / "apple.png", good_images / "pear.png", "-o", out).exit_code == 0
+    for name in ("apple", "pear"):
+        (out / ".o3d" / "items" / name / "preprocess-0123456789abcdef").mkdir()  # another setting's
+    meta = out / "pear" / "o3d-asset.json"  # as o3d wrote it before it recorded the entries
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "cache"}))
+    lock = Cache(out).item("apple").lock()
+    lock.acquire()  # another o3d process is working on apple
+    try:
+        res = prune(out)
+    finally:
+        lock.release()
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "preprocess-0123456789abcdef" in entries(out, "apple") and "preprocess-0123456789abcdef" in entries(out, "pear")
+    said = " ".join(res.output.split())
+    assert "an o3d process is working on it" in said and "run o3d generate on it once" in said
+    assert "2 item(s) left as they are" in res.stderr
+
+
+def test_a_folder_without_a_cache_is_a_usage_error(tmp_path):
+    res = prune(tmp_path)
+    assert res.exit_code == 2 and "holds no o3d cache" in res.stderr
+    assert runner.invoke(app, ["cache", "prune", "--help"]).exit_code == 0
