@@ -52,6 +52,8 @@ def prune(
     freed = removed = skipped = 0
     for item_dir in sorted(p for p in items.iterdir() if p.is_dir()):
         name = item_dir.name
+        if all(p.name == ".lock" for p in item_dir.iterdir()):  # nothing cached (o3d mesh locks names here too)
+            continue
         lock = ItemCache(item_dir).lock()
         try:
             lock.acquire()
