@@ -75,7 +75,10 @@ def prune(
             size = sum(_size(p) for p in gone)
             if not dry_run:
                 for p in gone:
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
             table.add_row(escape(name), str(len(gone)), f"{size / 1e6:.1f}", why)
             freed += size
             removed += len(gone)
