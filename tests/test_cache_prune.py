@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from o3dcli.cache import Cache
@@ -28,11 +29,17 @@ def cached(out: Path) -> dict[str, list[str]]:
     return {i["name"]: i["cached"] for i in json.loads((out / "o3d-report.json").read_text())["items"]}
 
 
-def test_prune_keeps_what_the_assets_are_made_from(good_images, tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
+@pytest.fixture
+def photos(good_images, tmp_path) -> Path:
+    """A folder of two photos, apple.png and pear.png."""
+    d = tmp_path / "photos"
+    d.mkdir()
     for name in ("apple.png", "pear.png"):
-        shutil.copy(good_images / name, photos / name)
+        shutil.copy(good_images / name, d / name)
+    return d
+
+
+def test_prune_keeps_what_the_assets_are_made_from(photos, tmp_path):
     out = tmp_path / "out"
     assert generate(photos, "-o", out).exit_code == 0
     first = entries(out, "apple")
@@ -58,11 +65,7 @@ def test_prune_keeps_what_the_assets_are_made_from(good_images, tmp_path):
     assert cached(out) == {"apple": [], "pear": []}
 
 
-def test_a_deleted_assets_cache_goes_unless_the_last_report_lists_it(good_images, tmp_path):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("apple.png", "pear.png"):
-        shutil.copy(good_images / name, photos / name)
+def test_a_deleted_assets_cache_goes_unless_the_last_report_lists_it(photos, tmp_path):
     out = tmp_path / "out"
     assert generate(photos, "-o", out).exit_code == 0
     shutil.rmtree(out / "apple")  # the user deleted an asset: the last report still lists it

@@ -186,14 +186,22 @@ def test_resume_without_feedback_adapters(tmp_path):
     assert out.resumed_from == 1 and (out.views - ref.views).abs().max() <= 1e-6
 
 
-@pytest.mark.parametrize("stop_after", [1, 2, 3])
-def test_mid_denoising_resume_matches_uninterrupted(tiny, tmp_path, stop_after):
+def _run_and_interrupted_run(tiny, tmp_path, stop_after):
+    """A sampler saving every step, its uninterrupted result (seed 11), and the store a run of it
+    interrupted after `stop_after` steps left."""
     cfg, models, cams, cond = tiny
     s = sampler_for(cfg, models, save_every=1)
     ref = s.sample(cond, cams, torch.Generator().manual_seed(11))
     store = StateStore(tmp_path / "state")
     with pytest.raises(KeyboardInterrupt):
         s.sample(cond, cams, torch.Generator().manual_seed(11), state=store, interrupt_after=stop_after)
+    return s, ref, store
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 3])
+def test_mid_denoising_resume_matches_uninterrupted(tiny, tmp_path, stop_after):
+    cfg, models, cams, cond = tiny
+    s, ref, store = _run_and_interrupted_run(tiny, tmp_path, stop_after)
     assert store.load()[1]["next_step"] == stop_after
     # the resumed run gets a fresh generator (as a new process would): its state comes from the store
     out = s.sample(cond, cams, torch.Generator().manual_seed(999), state=store)
@@ -207,11 +215,7 @@ def test_a_state_saved_on_another_kind_of_device_starts_over(tiny, tmp_path, cap
     # a CUDA generator's state is 16 bytes, a CPU one's 5,056: set on the other, it raised, and
     # the item failed on every rerun (the state survives the failure) until --force
     cfg, models, cams, cond = tiny
-    s = sampler_for(cfg, models, save_every=1)
-    ref = s.sample(cond, cams, torch.Generator().manual_seed(11))
-    store = StateStore(tmp_path / "state")
-    with pytest.raises(KeyboardInterrupt):
-        s.sample(cond, cams, torch.Generator().manual_seed(11), state=store, interrupt_after=2)
+    s, ref, store = _run_and_interrupted_run(tiny, tmp_path, 2)
     tensors, meta = store.load()
     store.save({**tensors, "generator": torch.zeros(16, dtype=torch.uint8)}, meta)  # as a CUDA run leaves it
     with caplog.at_level("WARNING", logger="o3d"):
