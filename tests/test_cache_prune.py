@@ -100,3 +100,26 @@ def test_a_folder_without_a_cache_is_a_usage_error(tmp_path):
     res = prune(tmp_path)
     assert res.exit_code == 2 and "holds no o3d cache" in res.stderr
     assert runner.invoke(app, ["cache", "prune", "--help"]).exit_code == 0
+
+
+def test_an_entry_that_cannot_be_removed_is_named_and_the_rest_pruned(photos, tmp_path, monkeypatch):
+    import shutil as shutil_module
+
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    for name in ("apple", "pear"):
+        (out / ".o3d" / "items" / name / "preprocess-0123456789abcdef").mkdir()  # another setting's
+    real = shutil_module.rmtree
+
+    def rmtree(path, *a, **k):
+        if "apple" in str(path):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(shutil_module, "rmtree", rmtree)
+    res = prune(out)
+    assert res.exit_code == 1
+    assert "preprocess-0123456789abcdef" in entries(out, "apple") and "preprocess-0123456789abcdef" not in entries(out, "pear")
+    stuck = out / ".o3d" / "items" / "apple" / "preprocess-0123456789abcdef"
+    assert f"error: {stuck}: cannot remove it (Permission denied)" in res.stderr
+    assert "(1 cache entries); 1 could not be removed (named above)" in res.stderr

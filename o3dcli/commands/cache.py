@@ -20,7 +20,7 @@ def prune(
 
     Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing. Removed: the entries of other settings, seeds and inputs (earlier runs), saved states of interrupted denoising, and the whole cache of an asset folder that was deleted, unless the last batch's report lists that item (a failed item keeps what it computed). Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched.
 
-    Exit code: 0 = done, 2 = usage error (no o3d cache in OUTPUT).
+    Exit code: 0 = done, 1 = some entries could not be removed (named in the table), 2 = usage error (no o3d cache in OUTPUT).
     """
     from o3dcli.cli import _usage_error, require_file_locks
 
@@ -49,7 +49,7 @@ def prune(
     table = Table(title=f"o3d cache prune{' --dry-run' if dry_run else ''}: {escape(str(output))}")
     for column in ("item", "entries removed", "MB freed", "kept"):
         table.add_column(column, justify="right" if column in ("entries removed", "MB freed") else "left")
-    freed = removed = skipped = 0
+    freed = removed = skipped = failed = 0
     for item_dir in sorted(p for p in items.iterdir() if p.is_dir()):
         name = item_dir.name
         if all(p.name == ".lock" for p in item_dir.iterdir()):  # nothing cached (o3d mesh locks names here too)
@@ -72,22 +72,36 @@ def prune(
                 skipped += 1
                 continue
             gone = [p for p in sorted(item_dir.iterdir()) if p.name != ".lock" and p.name not in keep]
-            size = sum(_size(p) for p in gone)
+            sizes = {p: _size(p) for p in gone}
+            errors = []
             if not dry_run:
                 for p in gone:
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p)
-                    else:
-                        p.unlink()
-            table.add_row(escape(name), str(len(gone)), f"{size / 1e6:.1f}", why)
+                    try:
+                        if p.is_dir() and not p.is_symlink():
+                            shutil.rmtree(p)
+                        else:
+                            p.unlink()
+                    except OSError as e:  # the rest of the item, and of the cache, is still pruned
+                        errors.append(p.name)
+                        del sizes[p]  # not counted as freed (part of it may be)
+                        console.print(f"[red]error[/red]: {escape(str(p))}: cannot remove it ({escape(e.strerror or str(e))})",
+                                      soft_wrap=True)
+            done = [p for p in gone if p in sizes]
+            size = sum(sizes.values())
+            note = f"; could not remove {len(errors)}" if errors else ""
+            table.add_row(escape(name), str(len(done)), f"{size / 1e6:.1f}", why + note)
             freed += size
-            removed += len(gone)
+            removed += len(done)
+            failed += len(errors)
         finally:
             lock.release()
     out.print(table)
     verb = "would free" if dry_run else "freed"
     console.print(f"{verb} {freed / 1e6:.1f} MB ({removed} cache entries)"
-                  + (f"; {skipped} item(s) left as they are" if skipped else ""), soft_wrap=True)
+                  + (f"; {skipped} item(s) left as they are" if skipped else "")
+                  + (f"; {failed} could not be removed (named above)" if failed else ""), soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 def _to_keep(meta_path: Path, reported: bool) -> tuple[set[str] | None, str]:
