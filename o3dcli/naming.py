@@ -306,9 +306,9 @@ def mark_asset_dir(asset_dir: Path, src: Path) -> None:
         write_asset_meta(asset_dir, src)
 
 
-def _asset_meta(src: Path) -> dict:
+def _asset_meta(src: Path, sha256: str | None = None) -> dict:
     meta = {"source": str(src), "o3d": __version__}
-    digest = _content_digest(src)
+    digest = sha256 or _content_digest(src)
     if digest is not None:  # the input's bytes: the asset stays its own when the file is moved
         meta["source_sha256"] = digest
     return meta
@@ -323,10 +323,11 @@ def _content_digest(path: Path) -> str | None:
         return None
 
 
-def asset_meta_text(src: Path, cache: list[str] | None = None) -> str:
+def asset_meta_text(src: Path, cache: list[str] | None = None, sha256: str | None = None) -> str:
     """The o3d-asset.json that marks a folder as `src`'s results; `cache`: the entries of the item's
-    cache folder the asset was made from (`o3d cache prune` keeps those)."""
-    meta = _asset_meta(src)
+    cache folder the asset was made from (`o3d cache prune` keeps those); `sha256`: the source's
+    digest where the caller has it (else it is read)."""
+    meta = _asset_meta(src, sha256)
     if cache is not None:
         meta["cache"] = sorted(cache)
     return json.dumps(meta, indent=1)

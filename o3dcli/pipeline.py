@@ -219,7 +219,7 @@ class BatchRunner:
                 files.update(self._stage_files(stage, done, item, res))
         # the cache entries this asset is made from (o3d cache prune keeps those, and drops the rest)
         entries = [ic.entry_name(stage, key) for stage, key in keys.items()]
-        self._publish(self.out_dir / item.name, item.source, files, entries)
+        self._publish(self.out_dir / item.name, item.source, files, entries, input_hash)
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult) -> dict[str, Path]:
@@ -240,7 +240,8 @@ class BatchRunner:
         run replaces or removes those; the folder's other files (a user's) are kept."""
         return any(rel == d or rel.startswith(d + "/") for d in self._ours)
 
-    def _publish(self, asset_dir: Path, source: Path, files: dict[str, Path], entries: list[str]) -> None:
+    def _publish(self, asset_dir: Path, source: Path, files: dict[str, Path], entries: list[str],
+                 input_hash: str) -> None:
         """Make the asset folder hold `files` and this config.yaml (and its other, non-o3d files),
         replacing the earlier asset in one step (o3dcli.publish)."""
         try:
@@ -249,7 +250,7 @@ class BatchRunner:
                     publish.add_file(staged / rel, src, current=asset_dir / rel)
                 publish.add_bytes(staged / "config.yaml", self.config_text.encode("utf-8"),
                                   current=asset_dir / "config.yaml")
-                publish.add_bytes(staged / ASSET_META, asset_meta_text(source, entries).encode("utf-8"),
+                publish.add_bytes(staged / ASSET_META, asset_meta_text(source, entries, input_hash).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, self._is_ours)
         except OSError as e:
