@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from o3dcli.errors import UserError
-from o3dcli.io.images import ImageError
+from o3dcli.io.images import ImageError, as_float
 
 # Built-in estimator settings: properties of the method, tuned on studio renders
 # composited on white, grey, tinted, vignetted and swept backgrounds, so they live
@@ -67,8 +67,9 @@ class RembgUnavailable(ImportError):
 
 def estimate_foreground(rgba: np.ndarray, matting: str, alpha_threshold: float, name: str,
                         full_frame: float) -> Matte:
-    """Choose and run the foreground source for `rgba` [H, W, 4] (see PreprocessConfig.matting)."""
-    alpha = rgba[..., 3]
+    """Choose and run the foreground source for `rgba` [H, W, 4], float32 in [0, 1] or uint8
+    (see PreprocessConfig.matting)."""
+    alpha = as_float(rgba[..., 3])
     opaque = float((alpha > alpha_threshold).mean())
     if matting in ("auto", "alpha") and opaque == 0.0:
         raise ImageError(f"{name}: the foreground is empty (the alpha channel is transparent everywhere); "
@@ -132,7 +133,9 @@ def rembg_alpha(rgb: np.ndarray, name: str) -> np.ndarray:
             except Exception as err:
                 _REMBG_SESSIONS[REMBG_MODEL] = err
                 raise
-        image = Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8), "RGB")
+        if rgb.dtype != np.uint8:
+            rgb = (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+        image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
         mask = rembg.remove(image, session=session, only_mask=True)
     except Exception as err:  # network, missing or damaged model file, onnxruntime errors
         raise ImageError(
@@ -199,7 +202,9 @@ def builtin_matte(rgb: np.ndarray, name: str) -> Matte:
 
     soft = ndimage.gaussian_filter(mask.astype(np.float32), EDGE_SIGMA, mode="nearest")
     alpha = _resize_plane(soft, width, height) if (h, w) != (height, width) else soft
-    return Matte(np.clip(alpha, 0.0, 1.0).astype(np.float32), "builtin", tuple(warnings))
+    # One frame-sized copy that the clip then works in (the resize's result is read-only).
+    alpha = np.array(alpha, dtype=np.float32)
+    return Matte(np.clip(alpha, 0.0, 1.0, out=alpha), "builtin", tuple(warnings))
 
 
 def _fit_background(rgb: np.ndarray, samples: np.ndarray, degree: int) -> np.ndarray:
@@ -298,13 +303,15 @@ def _fill_small_holes(mask: np.ndarray, ndimage) -> np.ndarray:
 
 
 def _area_downscale(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Box-filter downscale of [H, W, C] so the longer side is at most max_side."""
+    """Box-filter downscale of [H, W, C] (float in [0, 1] or uint8) so the longer side is at most
+    max_side, as float32 in [0, 1]; a uint8 image is converted one channel at a time."""
     h, w = image.shape[:2]
     scale = max_side / max(h, w)
     if scale >= 1:
-        return image.astype(np.float32)
+        return as_float(image).astype(np.float32)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.stack([_resize_plane(image[..., c], *size, box_filter=True) for c in range(image.shape[2])], axis=-1)
+    return np.stack([_resize_plane(as_float(image[..., c]), *size, box_filter=True) for c in range(image.shape[2])],
+                    axis=-1)
 
 
 def _resize_plane(plane: np.ndarray, width: int, height: int, box_filter: bool = False) -> np.ndarray:

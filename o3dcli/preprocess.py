@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from o3dcli.config import PreprocessConfig
-from o3dcli.io.images import ImageError, load_image
+from o3dcli.io.images import ImageError, as_float, load_image
 from o3dcli.matting import WORK_SIDE, estimate_foreground
 
 # A foreground covering more than this fraction of the frame is no object on a
@@ -27,6 +27,10 @@ FULL_FRAME = 0.98
 # Pre-reduce (exact box average) huge crops to about this many times the output
 # side before the final Lanczos resample, to bound memory and time.
 PRE_REDUCE = 3
+# A crop more than EARLY_REDUCE times the largest output side is box-averaged by an integer
+# factor right after matting (it stays at least this many times the output side), so a large
+# photo is refined and resampled at a bounded size.
+EARLY_REDUCE = 2
 # Edge refinement of estimated mattes: the band is this many pixels at the estimator's
 # working size; alpha at or above EDGE_OPAQUE is inside a rembg matte; the compositing
 # equation is solved only where object and background colours differ by this much.
@@ -72,35 +76,58 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
     cfg.check()
     name, rgba, digest = _read_input(path_or_array, cfg.max_pixels)
     matte = estimate_foreground(rgba, cfg.matting, cfg.alpha_threshold, name, FULL_FRAME)
-    alpha, colour = matte.alpha, rgba[..., :3]
-    if matte.method != "alpha":
-        colour, alpha = _refine_edge(colour, alpha, solve_alpha=matte.method == "builtin")
+    matte_method, matte_warnings = matte.method, matte.warnings
+    height, width = rgba.shape[:2]
+    steps = _edge_steps(height, width)
+    # Only the part of the frame the object covers (alpha > 0, plus the edge band) is needed from
+    # here on: a large photo is held in full as uint8, and in floats only there.
+    y0, y1, x0, x1 = _covered_region(matte.alpha, margin=steps + 2)
+    # A crop far larger than the largest output needs (EARLY_REDUCE times its side) is box-averaged
+    # by `scale` now: edge refinement and the rest then run on scale^2 times fewer pixels. Coordinates below are in these reduced pixels; `origin` is the
+    # reduced grid's first pixel in them (source pixel = reduced pixel * scale).
+    scale = _early_reduction(matte.alpha[y0:y1, x0:x1] > cfg.alpha_threshold, cfg.foreground_ratio,
+                             max(cfg.size, projection_size))
+    if scale > 1:
+        y0, x0 = y0 - y0 % scale, x0 - x0 % scale
+        y1, x1 = y0 + -(-(y1 - y0) // scale) * scale, x0 + -(-(x1 - x0) // scale) * scale
+        colour, alpha = _reduce_straight(rgba, matte.alpha, (y0, y1, x0, x1), scale)
+        steps = max(1, round(steps / scale))
+    else:
+        alpha = np.array(matte.alpha[y0:y1, x0:x1])
+        colour = as_float(rgba[y0:y1, x0:x1, :3]) if rgba.dtype == np.uint8 else np.array(rgba[y0:y1, x0:x1, :3])
+    origin = (x0 // scale, y0 // scale)
+    del rgba, matte  # the full frame is no longer needed
+    if matte_method != "alpha":
+        colour, alpha = _refine_edge(colour, alpha, solve_alpha=matte_method == "builtin", steps=steps)
     foreground = alpha > cfg.alpha_threshold
-    fraction = float(foreground.mean())
-    if fraction == 0.0 and max(rgba.shape[:2]) < SMALL_OBJECT_PX and matte.method != "alpha":
-        height, width = rgba.shape[:2]
+    fraction = min(1.0, int(np.count_nonzero(foreground)) * scale**2 / (height * width))
+    if fraction == 0.0 and max(height, width) < SMALL_OBJECT_PX and matte_method != "alpha":
         raise ImageError(f"{name}: the image is only {width} x {height} px, too small to find an object in; give a "
                          f"photo at least {SMALL_OBJECT_PX} px on each side (256 px or more for a sharp texture).")
     if fraction == 0.0:
-        raise ImageError(f"{name}: the foreground is empty ({matte.method} matting found no object); "
+        raise ImageError(f"{name}: the foreground is empty ({matte_method} matting found no object); "
                          "give an image with an alpha channel that marks the object, or an object on a plain background.")
     if fraction > FULL_FRAME:
         raise ImageError(f"{name}: the foreground is the whole frame ({fraction:.1%} of the pixels, from "
-                         f"{matte.method} matting); crop the image so a margin of background surrounds the object, "
+                         f"{matte_method} matting); crop the image so a margin of background surrounds the object, "
                          "or give a PNG whose alpha channel marks the object.")
 
-    box = _square_box(foreground, cfg.foreground_ratio)
-    warnings = tuple(matte.warnings)
+    box = _square_box(foreground, cfg.foreground_ratio, origin=origin)
+    warnings = tuple(matte_warnings)
     rows, cols = np.nonzero(foreground)
-    across = int(max(rows.max() - rows.min(), cols.max() - cols.min())) + 1
+    across = (int(max(rows.max() - rows.min(), cols.max() - cols.min())) + 1) * scale
     if across < SMALL_OBJECT_PX:
         warnings += (f"{name}: the object is only {across} px across in the image; it is enlarged to fill the "
                      "frame and its texture will be blurry: give a larger or closer photo",)
-    premultiplied = np.concatenate([colour * alpha[..., None], alpha[..., None]], axis=-1)
+    premultiplied = np.empty(alpha.shape + (4,), np.float32)  # filled in place: no full-size temporaries
+    premultiplied[..., :3] = colour
+    premultiplied[..., :3] *= alpha[..., None]
+    premultiplied[..., 3] = alpha
+    del colour, alpha, foreground
     background = np.asarray(cfg.background, dtype=np.float32)
 
     def straight_rgba(size: int) -> tuple[np.ndarray, np.ndarray]:
-        out = _resample_square(premultiplied, box, size)
+        out = _resample_square(premultiplied, box, size, origin=origin)
         out_alpha = np.clip(out[..., 3], 0.0, 1.0)
         out_colour = np.clip(out[..., :3], 0.0, out_alpha[..., None])  # premultiplied colour never exceeds alpha
         visible = out_alpha[..., None] > 1.0 / 255.0
@@ -122,18 +149,19 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
         rgb=chw(composite),
         mask=chw(out_alpha[..., None]),
         source_sha256=digest,
-        matting=matte.method,
+        matting=matte_method,
         warnings=warnings,
-        crop_box=tuple(int(np.rint(v)) for v in box),
+        crop_box=tuple(int(np.rint(v * scale)) for v in box),
         rgba_projection=projection,
     )
 
 
 def _read_input(path_or_array, max_pixels: int) -> tuple[str, np.ndarray, str]:
-    """-> (name for messages, RGBA float32 [H, W, 4], sha256 of the source)."""
+    """-> (name for messages, RGBA [H, W, 4] (uint8 for a file with 8-bit data, else float32 in
+    [0, 1]), sha256 of the source)."""
     if isinstance(path_or_array, (str, os.PathLike)):
         name = str(path_or_array)
-        rgba = load_image(path_or_array, max_pixels=max_pixels)
+        rgba = load_image(path_or_array, max_pixels=max_pixels, keep_uint8=True)
         digest = hashlib.sha256()
         with open(path_or_array, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -167,7 +195,63 @@ def _read_input(path_or_array, max_pixels: int) -> tuple[str, np.ndarray, str]:
     return name, array, hashlib.sha256(header + array.tobytes()).hexdigest()
 
 
-def _refine_edge(rgb: np.ndarray, alpha: np.ndarray, solve_alpha: bool) -> tuple[np.ndarray, np.ndarray]:
+def _edge_steps(height: int, width: int) -> int:
+    """Width in source pixels of the band `_refine_edge` works in: EDGE_BAND pixels at the
+    estimator's working size, scaled to the source."""
+    return max(1, round(EDGE_BAND * max(height, width) / WORK_SIDE))
+
+
+def _covered_region(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the bounding box of alpha > 0 grown by `margin` and clipped to the frame
+    (the whole frame when alpha is 0 everywhere, so the caller's checks see the empty foreground)."""
+    rows, cols = np.flatnonzero((alpha > 0).any(axis=1)), np.flatnonzero((alpha > 0).any(axis=0))
+    if rows.size == 0:
+        return 0, alpha.shape[0], 0, alpha.shape[1]
+    return (max(0, int(rows[0]) - margin), min(alpha.shape[0], int(rows[-1]) + 1 + margin),
+            max(0, int(cols[0]) - margin), min(alpha.shape[1], int(cols[-1]) + 1 + margin))
+
+
+def _early_reduction(foreground: np.ndarray, ratio: float, largest_output: int) -> int:
+    """The integer factor by which a crop of this foreground is larger than EARLY_REDUCE times the
+    largest output side (1: not larger)."""
+    rows, cols = np.flatnonzero(foreground.any(axis=1)), np.flatnonzero(foreground.any(axis=0))
+    if rows.size == 0 or largest_output <= 0:
+        return 1
+    side = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    return max(1, int(side / ratio // (EARLY_REDUCE * largest_output)))
+
+
+def _reduce_straight(rgba: np.ndarray, alpha: np.ndarray, region: tuple[int, int, int, int],
+                     scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """Straight colour [h, w, 3] and alpha [h, w] of `region` (y0, y1, x0, x1; its size a multiple
+    of `scale`, outside the frame transparent) averaged over scale x scale blocks.
+
+    Colour is averaged premultiplied (weighted by alpha), so transparent pixels' colours do not
+    bleed in; converted to floats one channel at a time, so a large photo is never held in floats.
+    """
+    y0, y1, x0, x1 = region
+    shape = ((y1 - y0) // scale, (x1 - x0) // scale)
+
+    def block_mean(part: np.ndarray) -> np.ndarray:  # part: the region's pixels inside the frame
+        if part.shape != (y1 - y0, x1 - x0):  # the region reaches outside the frame: transparent there
+            full = np.zeros((y1 - y0, x1 - x0), np.float32)
+            full[:part.shape[0], :part.shape[1]] = part
+            part = full
+        return part.reshape(shape[0], scale, shape[1], scale).mean(axis=(1, 3), dtype=np.float32)
+
+    def weighted(c: int) -> np.ndarray:
+        plane = as_float(rgba[y0:y1, x0:x1, c])
+        plane *= weight
+        return plane
+
+    weight = alpha[y0:y1, x0:x1]
+    a = block_mean(weight)
+    colour = np.stack([block_mean(weighted(c)) for c in range(3)], axis=-1)
+    colour = np.where(a[..., None] > 0, colour / np.maximum(a[..., None], 1e-12), 0.0).astype(np.float32)
+    return colour, a
+
+
+def _refine_edge(rgb: np.ndarray, alpha: np.ndarray, solve_alpha: bool, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Re-estimate colour (and alpha) in a thin band along the edge of an estimated matte.
 
     Edge pixels of a photo mix the object's colour F with the background's B:
@@ -176,18 +260,14 @@ def _refine_edge(rgb: np.ndarray, alpha: np.ndarray, solve_alpha: bool) -> tuple
     when F and B differ enough, and the colour becomes F, so the old background leaves
     no rim when the object is composited on another one. A file's own alpha comes with
     colours meant for it and is not touched; rembg's alpha is kept (solve_alpha=False).
-    Works in place on `rgb` and `alpha`, which the caller owns; returns them.
+    Works in place on `rgb` and `alpha`, which the caller owns; returns them. `steps`: the band's
+    width in pixels (`_edge_steps` of the source frame).
     """
     from scipy import ndimage
 
-    rows, cols = np.flatnonzero((alpha > 0).any(axis=1)), np.flatnonzero((alpha > 0).any(axis=0))
-    if rows.size == 0:
+    if not (alpha > 0).any():
         return rgb, alpha
-    # The band is about EDGE_BAND pixels at the estimator's working size, scaled to the source.
-    steps = max(1, round(EDGE_BAND * max(alpha.shape) / WORK_SIDE))
-    margin = steps + 2
-    y0, x0 = max(0, rows[0] - margin), max(0, cols[0] - margin)
-    y1, x1 = min(alpha.shape[0], rows[-1] + 1 + margin), min(alpha.shape[1], cols[-1] + 1 + margin)
+    y0, y1, x0, x1 = _covered_region(alpha, margin=steps + 2)
     colour, a = rgb[y0:y1, x0:x1], alpha[y0:y1, x0:x1]
     if not solve_alpha:
         inside = ndimage.binary_erosion(a >= EDGE_OPAQUE, iterations=steps, border_value=1)
@@ -218,18 +298,21 @@ def _refine_edge(rgb: np.ndarray, alpha: np.ndarray, solve_alpha: bool) -> tuple
     return rgb, alpha
 
 
-def _square_box(foreground: np.ndarray, ratio: float) -> tuple[float, float, float, float]:
-    """Square (x0, y0, x1, y1) in source pixel-edge coordinates, centred on the foreground bbox."""
-    rows = np.flatnonzero(foreground.any(axis=1))
-    cols = np.flatnonzero(foreground.any(axis=0))
+def _square_box(foreground: np.ndarray, ratio: float, origin: tuple[int, int] = (0, 0)) -> tuple[float, float, float, float]:
+    """Square (x0, y0, x1, y1) in source pixel-edge coordinates, centred on the foreground bbox;
+    `origin`: the source (x, y) of the array's first pixel."""
+    rows = np.flatnonzero(foreground.any(axis=1)) + origin[1]
+    cols = np.flatnonzero(foreground.any(axis=0)) + origin[0]
     x0, x1, y0, y1 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
     side = max(x1 - x0, y1 - y0) / ratio
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
-def _resample_square(image: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
-    """Resample the square `box` of `image` [H, W, C] (zero outside it) to [size, size, C].
+def _resample_square(image: np.ndarray, box: tuple[float, float, float, float], size: int,
+                     origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Resample the square `box` (source pixels) of `image` [H, W, C] (zero outside it) to [size, size, C];
+    `origin`: the source (x, y) of the image's first pixel.
 
     Lanczos (Pillow, per channel, float), after an exact box pre-reduction by an
     integer factor when the box is much larger than the output.
@@ -245,10 +328,10 @@ def _resample_square(image: np.ndarray, box: tuple[float, float, float, float], 
     cw = math.ceil((math.ceil(box[2]) + margin - cx0) / factor) * factor
     ch = math.ceil((math.ceil(box[3]) + margin - cy0) / factor) * factor
     canvas = np.zeros((ch // factor, cw // factor, channels), np.float32)
-    ix0, iy0 = max(0, cx0), max(0, cy0)
-    ix1, iy1 = min(width, cx0 + cw), min(height, cy0 + ch)
+    ix0, iy0 = max(origin[0], cx0), max(origin[1], cy0)
+    ix1, iy1 = min(origin[0] + width, cx0 + cw), min(origin[1] + height, cy0 + ch)
     if ix1 > ix0 and iy1 > iy0:
-        part = image[iy0:iy1, ix0:ix1]
+        part = image[iy0 - origin[1]:iy1 - origin[1], ix0 - origin[0]:ix1 - origin[0]]
         if factor > 1:
             # Pad so the reduction blocks line up with the canvas grid, then average blocks.
             lx, ly = (ix0 - cx0) % factor, (iy0 - cy0) % factor

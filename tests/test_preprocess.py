@@ -351,3 +351,73 @@ def test_a_tiny_image_is_refused_as_too_small_not_as_empty(tmp_path):
     Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "clear.png")
     with pytest.raises(ImageError, match="foreground is empty"):
         preprocess_image(tmp_path / "clear.png", PreprocessConfig())
+
+
+def save_photo(path, img: np.ndarray) -> None:
+    Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+@pytest.mark.parametrize("kind", ["builtin", "alpha"])
+def test_a_file_gives_the_same_result_as_its_pixels_given_as_floats(tmp_path, kind):
+    # Files with 8-bit data are held as uint8 (a quarter of the memory): the result must be
+    # exactly that of the same pixels given as floats in [0, 1].
+    from o3dcli.io.images import load_image
+
+    cov = coverage(star(150, 110, 70, 35), 240, 320)
+    img = scene(cov, "gradient") if kind == "builtin" else rgba_array(cov, ORANGE)
+    path = tmp_path / "photo.png"
+    save_photo(path, img)
+    cfg = PreprocessConfig(size=48)
+    from_file = preprocess_image(path, cfg, projection_size=96)
+    from_floats = preprocess_image(load_image(path), cfg, projection_size=96)
+    assert from_file.matting == from_floats.matting == kind
+    for field in ("rgba", "rgb", "mask", "rgba_projection"):
+        assert torch.equal(getattr(from_file, field), getattr(from_floats, field)), field
+    assert from_file.crop_box == from_floats.crop_box and from_file.warnings == from_floats.warnings
+
+
+def test_a_crop_far_larger_than_the_outputs_is_reduced_first_with_the_same_result(monkeypatch):
+    import o3dcli.preprocess as pp
+
+    calls = []
+    reduce = pp._reduce_straight
+    monkeypatch.setattr(pp, "_reduce_straight", lambda *a: calls.append(a[-1]) or reduce(*a))
+    cov = coverage(star(520, 480, 400, 200), 1000, 1100)
+    photo = scene(cov, "gradient")
+    cut_out = rgba_array(cov, (1.0, 1.0, 1.0))  # black under alpha 0: must not bleed into the edge
+    cfg = PreprocessConfig(size=32, foreground_ratio=0.8)
+    early = [preprocess_image(photo, cfg, 96), preprocess_image(cut_out, cfg, 96)]
+    assert calls == [4, 4]  # star 800 px / 0.8 = 1000 px crop, 4 x (EARLY_REDUCE * 96) = 768 <= 1000
+    monkeypatch.setattr(pp, "EARLY_REDUCE", 10**6)
+    late = [preprocess_image(photo, cfg, 96), preprocess_image(cut_out, cfg, 96)]
+    assert len(calls) == 2
+    for a, b in zip(early, late):
+        assert a.matting == b.matting
+        assert max(abs(u - v) for u, v in zip(a.crop_box, b.crop_box)) <= 4  # within one reduced pixel
+        for got, want in ((a.rgba_projection, b.rgba_projection), (a.rgba, b.rgba)):
+            premultiplied = (got[:3] * got[3:] - want[:3] * want[3:]).abs()
+            assert premultiplied.mean() < 0.01 and (got[3] - want[3]).abs().mean() < 0.01
+            assert iou(got[3].numpy() > 0.5, want[3].numpy() > 0.5) > 0.97
+    edge = early[1].rgba_projection
+    visible = edge[3] > 0.02
+    assert edge[:3, visible].min() > 0.97  # white stays white at the edge
+
+
+@pytest.mark.parametrize("kind, bound", [("builtin", 24), ("alpha", 12)])
+def test_a_large_photo_is_not_held_in_floats(tmp_path, kind, bound):
+    # Peak numpy memory (tracemalloc; Pillow's own buffers aside) per pixel of the photo,
+    # for a small object in a large frame: floats (4 bytes per channel) only where the object
+    # is; a whole-frame float RGBA copy alone would be 16 bytes per pixel (the code before: 49).
+    import tracemalloc
+
+    cov = coverage(disk(1700, 900, 150), 2000, 3000, ss=1)
+    path = tmp_path / "photo.png"
+    save_photo(path, scene(cov, "white") if kind == "builtin" else rgba_array(cov, ORANGE))
+    tracemalloc.start()
+    try:
+        prep = preprocess_image(path, PreprocessConfig(size=32), projection_size=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert prep.matting == kind
+    assert peak / (2000 * 3000) < bound

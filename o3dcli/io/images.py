@@ -28,13 +28,15 @@ class ImageError(ValueError):
     """An input image cannot be used; the message names the file, the problem and what to do."""
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, keep_uint8: bool = False) -> np.ndarray:
     """Read an image file as straight RGBA float32 `[H, W, 4]` in [0, 1].
 
     EXIF orientation is applied; palette (with tRNS transparency), grayscale,
     16-bit, CMYK, LA and RGB images all become RGBA (alpha 1 where the file has
     none). Raises `ImageError` for missing, unreadable, corrupt or truncated
     files, non-images, unsupported formats and images over `max_pixels`.
+    `keep_uint8`: an image with 8 bits per channel comes back as uint8 RGBA in
+    [0, 255] instead (a quarter of the memory; `as_float` gives the float values).
     """
     from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -62,7 +64,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                 except Exception as err:  # any decoder failure means the file is damaged
                     raise ImageError(f"{path}: the {im.format} data is corrupt or truncated ({err}); "
                                      "re-export or re-download the image.") from err
-                rgba = _to_rgba(path, im)
+                rgba = _to_rgba(path, im, keep_uint8)
         except UnidentifiedImageError as err:
             raise ImageError(f"{path}: not a readable image; supported formats are "
                              f"{', '.join(SUPPORTED_FORMATS)}.") from err
@@ -89,8 +91,18 @@ def _check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int) -> No
                          f"{max_pixels:,}; downscale the image or raise preprocess.max_pixels.")
 
 
-def _to_rgba(path: Path, im) -> np.ndarray:
-    """Loaded PIL image (any mode) -> oriented RGBA float32 [H, W, 4]."""
+def as_float(image: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> a new float32 array in [0, 1] (the values `load_image` gives without
+    keep_uint8); float32 as it is (not copied)."""
+    if image.dtype == np.uint8:
+        out = image.astype(np.float32)
+        out /= 255.0
+        return out
+    return image
+
+
+def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
+    """Loaded PIL image (any mode) -> oriented RGBA float32 [H, W, 4] (uint8 for 8-bit data with keep_uint8)."""
     from PIL import ImageOps
 
     raw = im
@@ -122,7 +134,9 @@ def _to_rgba(path: Path, im) -> np.ndarray:
             converted = im.convert("RGB").convert("RGBA")
         except ValueError as err:
             raise ImageError(f"{path}: pixel mode {im.mode} is not supported; convert the image to RGB or RGBA.") from err
-    return np.ascontiguousarray(np.asarray(converted, dtype=np.float32) / 255.0)
+    if keep_uint8:
+        return np.ascontiguousarray(np.asarray(converted, dtype=np.uint8))
+    return as_float(np.asarray(converted))
 
 
 def _gray_to_rgba(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
