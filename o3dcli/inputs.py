@@ -12,6 +12,9 @@ from o3dcli.errors import UserError
 from o3dcli.naming import ASSET_META, RENDER_SUFFIXES, RENDER_MANIFEST, read_render_manifest
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+"""Image files every installation reads; `readable_suffixes()` adds those this one reads as well."""
+OPTIONAL_SUFFIXES = {"AVIF": (".avif",), "HEIF": (".heic", ".heif")}
+"""Suffixes of the formats read where the installed packages can (o3dcli.io.images.readable_formats)."""
 OTHER_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".avif", ".jxl", ".jp2", ".psd", ".exr", ".hdr", ".svg", ".ico",
                                   ".dng", ".raw", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
 """Image formats o3d does not read: a folder scan says how many it passed over."""
@@ -22,6 +25,28 @@ OUTPUT_MARKERS = (ASSET_META, ".o3d-renders.json", EVAL_MARKER)
 renders/ with their o3dcli.eval.renders.RENDERS_MANIFEST): a scan skips it. Not o3d render's
 folder: it may be a folder of photos that renders were written into, so only the files its
 RENDER_MANIFEST records are skipped (`_render_files`)."""
+
+
+def readable_suffixes() -> tuple[str, ...]:
+    """IMAGE_SUFFIXES plus .avif and .heic/.heif where this installation reads those formats."""
+    from o3dcli.io.images import readable_formats
+
+    formats = readable_formats()
+    return IMAGE_SUFFIXES + tuple(x for name, suffixes in OPTIONAL_SUFFIXES.items() if name in formats for x in suffixes)
+
+
+def _unread_hint(suffixes: set[str]) -> str:
+    """What to do about images in the given unread formats."""
+    from o3dcli.io.images import AVIF_HINT, HEIF_HINT
+
+    hints = []
+    if suffixes & set(OPTIONAL_SUFFIXES["HEIF"]):
+        hints.append(f"for HEIC: {HEIF_HINT}")
+    if suffixes & set(OPTIONAL_SUFFIXES["AVIF"]):
+        hints.append(f"for AVIF: {AVIF_HINT}")
+    if suffixes - set(OPTIONAL_SUFFIXES["HEIF"]) - set(OPTIONAL_SUFFIXES["AVIF"]) or not hints:
+        hints.append("convert the others to PNG or JPEG" if hints else "convert them to PNG or JPEG")
+    return "; ".join(hints)
 
 
 def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
@@ -38,6 +63,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     renders) is appended to `notes` as sentences. Raises UserError for a path that does not exist (nothing
     has run yet, so failing early loses nothing and catches typos).
     """
+    readable = readable_suffixes()
     found: dict[Path, Path] = {}
     other: dict[str, int] = {}
     outputs: set[Path] = set()
@@ -64,7 +90,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
             if any(part.startswith(".") for part in rel.parts):
                 continue
             if not f.is_file():
-                if f.is_symlink() and not f.exists() and f.suffix.lower() in IMAGE_SUFFIXES:
+                if f.is_symlink() and not f.exists() and f.suffix.lower() in readable:
                     broken.append(f)  # a link whose target is gone
                 continue
             folders = [p / Path(*rel.parts[:i]) for i in range(len(rel.parts))]
@@ -74,7 +100,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
                     outputs.add(hit)
                 continue
             suffix = f.suffix.lower()
-            if suffix in IMAGE_SUFFIXES:
+            if suffix in readable:
                 if f.parent not in render_files:
                     render_files[f.parent] = _render_files(f.parent)
                 recorded = render_files[f.parent]
@@ -89,8 +115,8 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     if notes is not None:
         if other:
             kinds = ", ".join(f"{n} {s}" for s, n in sorted(other.items()))
-            notes.append(f"skipped {sum(other.values())} image(s) in formats o3d does not read ({kinds}); "
-                         f"convert them to PNG or JPEG (readable: {', '.join(IMAGE_SUFFIXES)})")
+            notes.append(f"skipped {sum(other.values())} image(s) in formats o3d does not read here ({kinds}); "
+                         f"{_unread_hint(set(other))} (readable: {', '.join(readable)})")
         if outputs:
             shown = ", ".join(str(d) for d in sorted(outputs)[:3]) + (", ..." if len(outputs) > 3 else "")
             notes.append(f"skipped {len(outputs)} folder(s) of o3d's own outputs ({shown})")

@@ -12,6 +12,7 @@ IMPORT_NAMES = {"pillow": "PIL"}
 EXTRAS = (  # optional packages: (distribution, o3d extra that installs it, what it is for)
     ("transformers", "clip", "the published preset's CLIP image encoder"),
     ("rembg", "rembg", "background removal of photos without alpha"),
+    ("pillow-heif", "heif", "reading HEIF/HEIC photos (the iPhone's format)"),
     ("imageio-ffmpeg", "video", "MP4 turntables"),
     ("DracoPy", "draco", "reading Draco-compressed GLB/glTF meshes, and writing them (mesh.draco)"),
     ("usd-core", "usd", "reading USD files; binary layers in USDZ packages, for older Apple software"),

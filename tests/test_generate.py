@@ -301,7 +301,8 @@ def test_folders_and_files_that_are_not_o3d_assets_are_never_taken_over(good_ima
     assert (out / "pear").read_text() == "a file where an asset folder would go"
 
 
-def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good_images, tmp_path):
+def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good_images, tmp_path, monkeypatch):
+    monkeypatch.setattr("o3dcli.io.images._heif_plugin", lambda: False)  # as without the `heif` extra
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     (blobs / "9f86d081884c7d65").write_bytes((good_images / "apple.png").read_bytes())
@@ -315,12 +316,13 @@ def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good
     res = generate(snap, "-o", out)
     assert res.exit_code == 0, res.output
     assert sorted(i["name"] for i in report(out)["items"]) == ["chair", "web"]
-    assert "skipped 1 image(s) in formats o3d does not read (1 .heic)" in " ".join(res.output.split())
+    assert ('skipped 1 image(s) in formats o3d does not read here (1 .heic); for HEIC: pip install "o3dcli[heif]"'
+            in " ".join(res.output.split()))
     assert f"skipped 1 link(s) whose target is missing ({snap / 'gone.png'})" in " ".join(res.output.split())
     (snap / "chair.png").unlink()
     (snap / "web.jfif").unlink()
     res = generate(snap, "-o", out)
-    assert res.exit_code == 2 and "formats o3d does not read (1 .heic)" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "formats o3d does not read here (1 .heic)" in " ".join(res.output.split())
 
 
 def test_long_file_names_get_short_asset_names(good_images, tmp_path):
@@ -873,3 +875,29 @@ def test_a_failure_that_names_no_file_is_told_with_the_input(good_images, tmp_pa
     assert res.exit_code == 1
     assert f"✗ pear ({(good_images / 'pear.png').absolute()}): carve meshing found no surface" in " ".join(
         res.output.split())
+
+
+def test_a_heic_photo_from_a_phone_is_an_input(good_images, tmp_path):
+    # pillow-heif (the `heif` extra) reads it; the asset is the same as from the PNG it was made
+    # from, up to the HEIC coding's loss.
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    photos = tmp_path / "phone"
+    photos.mkdir()
+    Image.open(good_images / "plum.jpg").save(photos / "IMG_0001.HEIC", format="HEIF", quality=95)
+    res = generate(photos, good_images / "plum.jpg", "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    items = {i["name"]: i for i in report(tmp_path / "out")["items"]}
+    assert set(items) == {"IMG_0001", "plum"} and all(i["status"] == "ok" for i in items.values())
+    import torch
+    from safetensors.torch import load_file
+
+    views = {}
+    for name in items:
+        (entry,) = (tmp_path / "out" / ".o3d" / "items" / name).glob("preprocess-*/prepared.safetensors")
+        views[name] = load_file(str(entry))
+    heic, jpeg = views["IMG_0001"], views["plum"]
+    assert set(heic) == set(jpeg)
+    for key in heic:
+        assert heic[key].shape == jpeg[key].shape
+        assert (heic[key].float() - jpeg[key].float()).abs().mean() < 0.02 * (255 if heic[key].dtype == torch.uint8 else 1)

@@ -217,3 +217,77 @@ def test_load_truncated_images_flag_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(ImageError, match="LOAD_TRUNCATED_IMAGES"):
         load_image(tmp_path / "ok.png")
+
+
+def save_heic(path, array: np.ndarray, orientation: int = 1) -> None:
+    """A HEIC photo written by pillow-heif (which stores an EXIF orientation as the image's own rotation)."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(array).save(path, format="HEIF", quality=95, exif=exif.tobytes())
+
+
+def test_heic_photos_are_read_upright_once(tmp_path):
+    # An iPhone photo taken upright but stored sideways: turned once (not again by the EXIF tag).
+    save_heic(tmp_path / "IMG_0001.HEIC", quadrants(40, 60), orientation=6)
+    rgba = load_image(tmp_path / "IMG_0001.HEIC")
+    assert rgba.shape == (60, 40, 4)
+    for got, colour in zip(quadrant_centres(rgba), (BLUE, RED, WHITE, GREEN)):
+        np.testing.assert_allclose(got, np.array(colour) / 255, atol=0.06)
+
+
+def test_heic_alpha_is_kept(tmp_path):
+    a = np.zeros((40, 60, 4), np.uint8)
+    a[..., :3] = RED
+    a[10:30, 15:45, 3] = 255
+    save_heic(tmp_path / "cut.heic", a)
+    rgba = load_image(tmp_path / "cut.heic")
+    assert rgba[20, 30, 3] > 0.95 and rgba[2, 2, 3] < 0.05
+
+
+def test_heic_without_pillow_heif_names_the_extra(tmp_path, monkeypatch):
+    from o3dcli.io import images
+
+    save_heic(tmp_path / "IMG_0002.heic", quadrants())
+    monkeypatch.setattr(images, "_heif_plugin", lambda: False)  # as on an installation without pillow-heif
+    with pytest.raises(ImageError, match=r'IMG_0002.heic: a HEIF/HEIC photo, .*pip install "o3dcli\[heif\]"'):
+        load_image(tmp_path / "IMG_0002.heic")
+
+
+def test_avif_is_read_where_pillow_reads_it_and_otherwise_named(tmp_path, monkeypatch):
+    from o3dcli.io import images
+
+    if not images.pillow_reads_avif():
+        # Pillow before 11.3 (the floors' 10.0): the bytes of an AVIF file's header are enough to name it.
+        head = struct.pack(">I", 28) + b"ftypavif" + b"\x00\x00\x00\x00" + b"avifmif1miaf"
+        (tmp_path / "photo.avif").write_bytes(head + b"\x00" * 64)
+        with pytest.raises(ImageError, match=r'photo.avif: an AVIF image, which this Pillow .* "pillow>=11.3"'):
+            load_image(tmp_path / "photo.avif")
+        return
+    Image.fromarray(quadrants()).save(tmp_path / "photo.avif", quality=95)
+    rgba = load_image(tmp_path / "photo.avif")
+    for got, colour in zip(quadrant_centres(rgba), (RED, GREEN, BLUE, WHITE)):
+        np.testing.assert_allclose(got, np.array(colour) / 255, atol=0.06)
+    monkeypatch.setattr(images, "pillow_reads_avif", lambda: False)
+    with pytest.raises(ImageError, match=r'photo.avif: an AVIF image, which this Pillow .* "pillow>=11.3"'):
+        load_image(tmp_path / "photo.avif")
+
+
+def test_heic_and_avif_files_in_a_folder_are_inputs_where_they_can_be_read(tmp_path, monkeypatch):
+    from o3dcli.inputs import collect_inputs
+    from o3dcli.io import images
+
+    for name in ("a.png", "b.HEIC", "c.heif", "d.avif", "e.psd"):
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setattr(images, "_heif_plugin", lambda: True)
+    monkeypatch.setattr(images, "pillow_reads_avif", lambda: True)
+    notes: list[str] = []
+    assert [p.name for p in collect_inputs([tmp_path], notes=notes)] == ["a.png", "b.HEIC", "c.heif", "d.avif"]
+    assert notes == [notes[0]] and "(1 .psd); convert them to PNG or JPEG" in notes[0]
+    monkeypatch.setattr(images, "_heif_plugin", lambda: False)
+    monkeypatch.setattr(images, "pillow_reads_avif", lambda: False)
+    notes = []
+    assert [p.name for p in collect_inputs([tmp_path], notes=notes)] == ["a.png"]
+    assert ('(1 .avif, 1 .heic, 1 .heif, 1 .psd); for HEIC: pip install "o3dcli[heif]"; for AVIF: '
+            'pip install -U "pillow>=11.3"; convert the others to PNG or JPEG') in notes[0]

@@ -3,12 +3,14 @@
 Pillow does the decoding; this module adds the checks an unattended batch needs
 (pixel-count limit read from the header before decoding, forced full decode so
 truncated files fail here and not halfway through a stage, a short list of
-allowed formats so Pillow never hands a file to an external program) and turns
-every pixel mode into RGBA in [0, 1].
+allowed formats so Pillow never hands a file to an external program; AVIF and
+HEIF/HEIC where the installed Pillow and pillow-heif read them) and turns every
+pixel mode into RGBA in [0, 1].
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +21,10 @@ import numpy as np
 # GIF gives its first frame). Everything else (EPS, PSD, ...) is refused so that
 # Pillow never runs Ghostscript or other plug-ins on an untrusted file.
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+# Read where the installed packages can: AVIF by Pillow's own plugin (its wheels carry libavif
+# from 11.3 on), HEIF/HEIC (iPhone photos) by pillow-heif's Pillow plugin (the `heif` extra).
+AVIF_HINT = 'pip install -U "pillow>=11.3"'
+HEIF_HINT = 'pip install "o3dcli[heif]"'
 DEFAULT_MAX_PIXELS = 50_000_000
 
 _SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -55,7 +61,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
         # Pillow's own bomb guard only warns between its limit and twice it.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path, formats=list(SUPPORTED_FORMATS)) as im:
+            with Image.open(path, formats=list(readable_formats())) as im:
                 _check_pixel_count(path, im.size, max_pixels)
                 try:
                     im.load()  # full decode now: truncated or corrupt data raises here
@@ -66,8 +72,17 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
                                      "re-export or re-download the image.") from err
                 rgba = _to_rgba(path, im, keep_uint8)
         except UnidentifiedImageError as err:
+            missing = _unread_container(path)
+            if missing == "HEIF" and not _heif_plugin():
+                raise ImageError(f"{path}: a HEIF/HEIC photo, which needs the pillow-heif package: {HEIF_HINT} "
+                                 "(or convert it to JPEG or PNG).") from err
+            if missing == "AVIF" and not pillow_reads_avif():
+                from PIL import __version__
+
+                raise ImageError(f"{path}: an AVIF image, which this Pillow ({__version__}) cannot read: "
+                                 f"{AVIF_HINT} (or convert it to PNG or JPEG).") from err
             raise ImageError(f"{path}: not a readable image; supported formats are "
-                             f"{', '.join(SUPPORTED_FORMATS)}.") from err
+                             f"{', '.join(readable_formats())}.") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise ImageError(f"{path}: refused as a possible decompression bomb ({err}); "
                              "downscale the image first.") from err
@@ -80,6 +95,55 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
         except (OSError, SyntaxError, ValueError, EOFError) as err:  # header-level damage
             raise ImageError(f"{path}: cannot be decoded ({err}); the file is damaged or not an image.") from err
     return rgba
+
+
+def readable_formats() -> tuple[str, ...]:
+    """Pillow format names an input may have here: SUPPORTED_FORMATS, plus AVIF where Pillow reads
+    it and HEIF where pillow-heif is installed (its Pillow plugin is registered on the first call)."""
+    return SUPPORTED_FORMATS + (("AVIF",) if pillow_reads_avif() else ()) + (("HEIF",) if _heif_plugin() else ())
+
+
+def pillow_reads_avif() -> bool:
+    from PIL import features
+
+    with warnings.catch_warnings():  # a Pillow that does not know the name warns "Unknown feature"
+        warnings.simplefilter("ignore")
+        try:
+            return bool(features.check("avif"))
+        except ValueError:
+            return False
+
+
+@functools.lru_cache(maxsize=None)
+def _heif_plugin() -> bool:
+    """Registers pillow-heif's HEIF opener with Pillow; False when pillow-heif is not installed.
+    (It turns the photo's EXIF orientation into the image's own rotation and resets the tag, so
+    the orientation is applied once.)"""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _unread_container(path: Path) -> str | None:
+    """"AVIF" or "HEIF" when the file is an ISO base media file of that kind (read from its `ftyp`
+    box: major and compatible brands), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if len(head) < 16 or head[4:8] != b"ftyp":
+        return None
+    size = min(len(head), max(16, int.from_bytes(head[:4], "big")))
+    brands = {head[8:12]} | {head[i:i + 4] for i in range(16, size - 3, 4)}
+    if brands & {b"avif", b"avis"}:  # before HEIF: AVIF files also name the general HEIF brands
+        return "AVIF"
+    if brands & {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}:
+        return "HEIF"
+    return None
 
 
 def _check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int) -> None:
