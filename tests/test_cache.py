@@ -3,6 +3,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -174,3 +175,29 @@ def test_an_interrupted_atomic_write_leaves_no_temporary_file(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         atomic_mod.atomic_write_text(tmp_path / "out" / "a.txt", "text")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+def test_mesh_stage_files_are_deflated_and_read_back_exactly(tmp_path):
+    import zipfile
+
+    from o3dcli.geometry.mesh import TriMesh
+    from o3dcli.stages import load_trimesh, save_trimesh
+
+    rng = np.random.default_rng(0)
+    texture = np.zeros((256, 256, 4), np.uint8)
+    texture[64:192, 64:192] = (200, 120, 40, 255)  # mostly flat, as baked textures are
+    mesh = TriMesh(rng.normal(size=(500, 3)).astype(np.float32), rng.integers(0, 500, (900, 3)).astype(np.int32),
+                   uv=rng.uniform(size=(500, 2)).astype(np.float32), texture=texture, alpha_mode="MASK",
+                   alpha_cutoff=0.25, double_sided=True)
+    save_trimesh(tmp_path / "mesh.npz", mesh)
+    with zipfile.ZipFile(tmp_path / "mesh.npz") as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert (tmp_path / "mesh.npz").stat().st_size < texture.nbytes / 4
+    back = load_trimesh(tmp_path / "mesh.npz")
+    for name in ("vertices", "faces", "uv", "texture", "material_color"):
+        got, want = getattr(back, name), getattr(mesh, name)
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    assert (back.alpha_mode, back.alpha_cutoff, back.double_sided, back.vertex_colors) == ("MASK", 0.25, True, None)
+    # a file an earlier o3d wrote (np.savez, stored) still reads
+    np.savez(tmp_path / "old.npz", vertices=mesh.vertices, faces=mesh.faces, material_color=mesh.material_color)
+    assert np.array_equal(load_trimesh(tmp_path / "old.npz").faces, mesh.faces)

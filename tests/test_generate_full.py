@@ -184,7 +184,7 @@ def test_unreadable_weights_file_is_a_usage_error(good_images, tmp_path):
 def test_a_cache_from_before_the_photo_was_kept_needs_no_new_diffusion(good_images, tmp_path):
     """A preprocess result cached without the 1024 px photo (o3d before the projection) keeps its
     key: the bake prepares the photo again from the source, and the texture is the same."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     args = ["generate", str(good_images / "apple.png"), "--steps", "1", *SMALL, *MESH_SMALL]
     assert CliRunner().invoke(app, args + ["-o", str(tmp_path / "fresh")]).exit_code == 0
@@ -192,8 +192,10 @@ def test_a_cache_from_before_the_photo_was_kept_needs_no_new_diffusion(good_imag
     assert CliRunner().invoke(app, args + ["-o", str(out), "--stop-after", "diffusion"]).exit_code == 0
     (prepared,) = (out / ".o3d").rglob("prepared.safetensors")
     tensors = load_file(str(prepared))
-    assert tensors["photo"].shape == (4, 1024, 1024)
-    save_file({k: v for k, v in tensors.items() if k != "photo"}, str(prepared))  # as an older o3d wrote it,
+    assert "photo" not in tensors and Image.open(prepared.parent / "input.png").size == (1024, 1024)
+    # as an older o3d wrote it: input.png at the model's size,
+    rgba = (tensors["rgba"].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(prepared.parent / "input.png")
     manifest = json.loads((prepared.parent / "manifest.json").read_text())  # with a manifest of names only
     (prepared.parent / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items()
                                                                if k not in ("sizes", "sha256")}))
