@@ -17,8 +17,9 @@ never on the name alone: one entry per input and name.
   replaced since) are dropped; their other statuses (`failed`, `not-run`, ...) stay, since they
   tell what became of that input.
 
-Where the lock cannot be taken (flock fails on some network file systems, ENOLCK), a warning is
-logged and the report is merged and written without it.
+Where the lock cannot be taken (its file cannot be made), a warning is logged and the report is
+merged and written without it; on a file system that takes no locks, ItemLock goes on unlocked
+after its own warning.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def write_report(out_dir: Path, cache_root: Path, device: str, results: list[Ite
     lock = ItemLock(cache_root / "report.lock")
     try:
         lock.acquire(blocking=True)
-    except OSError as e:  # e.g. ENOLCK: flock is not supported here (some NFS mounts)
+    except OSError as e:  # its file cannot be made (no locks at all: ItemLock goes on unlocked itself)
         log.warning("could not lock the report (%s: %s); writing %s without the lock: runs on this "
                     "output folder at the same time may lose each other's items in it", lock.path, e, path)
     try:

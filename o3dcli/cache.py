@@ -98,12 +98,23 @@ class ItemLocked(RuntimeError):
     """Another process holds this item's lock."""
 
 
+LOCKS_UNSUPPORTED = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+"""flock errors that mean the file system takes no locks (an NFS mount without its lock daemon,
+some FUSE and SMB mounts), not that another process holds one."""
+_warned_unlocked: set[int] = set()  # file systems (st_dev) already warned about (warn_unlocked)
+
+
 class ItemLock:
-    """An exclusive advisory lock on one item's cache folder (released on close or process death)."""
+    """An exclusive advisory lock on one item's cache folder (released on close or process death).
+
+    On a file system that takes no locks (LOCKS_UNSUPPORTED), `acquire` warns, once per file
+    system, and goes on without the lock (`.unlocked`): o3d works there, as long as only one
+    process uses the folder at a time, rather than failing every item."""
 
     def __init__(self, path: Path):
         self.path = path
         self._fd: int | None = None
+        self.unlocked = False
 
     def acquire(self, blocking: bool = False, timeout: float | None = None) -> None:
         import fcntl
@@ -116,6 +127,10 @@ class ItemLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except OSError as e:
+                if e.errno in LOCKS_UNSUPPORTED:
+                    self.unlocked = True
+                    warn_unlocked(self.path, fd, e)
+                    break
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
                     raise
@@ -134,9 +149,11 @@ class ItemLock:
         if self._fd is not None:
             import fcntl
 
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if not self.unlocked:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            self.unlocked = False
 
     def __enter__(self) -> "ItemLock":
         if self._fd is None:
@@ -145,6 +162,21 @@ class ItemLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def warn_unlocked(path: Path, fd: int, err: OSError) -> None:
+    """The warning that a file system takes no locks (`err`, from flock on `fd`, open on `path`),
+    logged once per file system and process."""
+    try:
+        device = os.fstat(fd).st_dev
+    except OSError:
+        device = -1
+    if device in _warned_unlocked:
+        return
+    _warned_unlocked.add(device)
+    log.warning("cannot lock files in %s (%s): its file system takes no locks (an NFS mount without "
+                "its lock daemon, some SMB or FUSE mounts); o3d goes on without them, so run only one o3d "
+                "on this folder at a time, or use a folder on a local disk", path.parent, err.strerror or err)
 
 
 @dataclass

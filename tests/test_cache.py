@@ -201,3 +201,55 @@ def test_mesh_stage_files_are_deflated_and_read_back_exactly(tmp_path):
     # a file an earlier o3d wrote (np.savez, stored) still reads
     np.savez(tmp_path / "old.npz", vertices=mesh.vertices, faces=mesh.faces, material_color=mesh.material_color)
     assert np.array_equal(load_trimesh(tmp_path / "old.npz").faces, mesh.faces)
+
+
+def failing_flock(code: int):
+    def flock(fd, op):
+        if op & 8 == 0:  # fcntl.LOCK_UN is 8: unlocking what was never locked is not asked for
+            raise OSError(code, os.strerror(code))
+        raise AssertionError("unlock of a lock the file system never gave")
+    return flock
+
+
+def test_a_file_system_without_locks_is_worked_on_unlocked_with_one_warning(tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+
+    from o3dcli import cache
+    from o3dcli.cache import ItemLock
+
+    monkeypatch.setattr(cache, "_warned_unlocked", set())
+    monkeypatch.setattr(fcntl, "flock", failing_flock(errno.ENOLCK))
+    first, second = ItemLock(tmp_path / "a" / ".lock"), ItemLock(tmp_path / "b" / ".lock")
+    with caplog.at_level("WARNING", logger="o3d"):
+        first.acquire()
+        second.acquire(blocking=True)
+    assert first.unlocked and second.unlocked
+    warnings = [r.getMessage() for r in caplog.records if "takes no locks" in r.getMessage()]
+    assert len(warnings) == 1 and str(tmp_path / "a") in warnings[0] and "No locks available" in warnings[0]
+    first.release()
+    second.release()
+    assert not first.unlocked and first._fd is None
+    for code in (errno.EOPNOTSUPP, errno.ENOSYS):  # the other ways a file system says it
+        monkeypatch.setattr(fcntl, "flock", failing_flock(code))
+        with ItemLock(tmp_path / "c" / ".lock") as lock:
+            assert lock.unlocked
+    # a lock another process holds, and other errors, are what they were
+    monkeypatch.setattr(fcntl, "flock", failing_flock(errno.EAGAIN))
+    with pytest.raises(ItemLocked):
+        ItemLock(tmp_path / "d" / ".lock").acquire()
+    monkeypatch.setattr(fcntl, "flock", failing_flock(errno.EIO))
+    with pytest.raises(OSError, match="Input/output error"):
+        ItemLock(tmp_path / "e" / ".lock").acquire()
+
+
+def test_synthetic_data_is_written_where_the_file_system_takes_no_locks(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from o3dcli.synth.dataset import _flock
+
+    monkeypatch.setattr(fcntl, "flock", failing_flock(errno.ENOLCK))
+    fd = _flock(tmp_path / "x.lock", blocking=False)
+    assert fd is not None
+    os.close(fd)

@@ -901,3 +901,22 @@ def test_a_heic_photo_from_a_phone_is_an_input(good_images, tmp_path):
     for key in heic:
         assert heic[key].shape == jpeg[key].shape
         assert (heic[key].float() - jpeg[key].float()).abs().mean() < 0.02 * (255 if heic[key].dtype == torch.uint8 else 1)
+
+
+def test_an_output_folder_whose_file_system_takes_no_locks_still_works(good_images, tmp_path, monkeypatch):
+    # e.g. an NFS mount without its lock daemon: flock fails with ENOLCK. Every item failed
+    # ("cannot write its folder or lock"); now the batch runs, with one warning.
+    import errno
+    import fcntl
+
+    from o3dcli import cache
+
+    def flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cache, "_warned_unlocked", set())
+    monkeypatch.setattr(fcntl, "flock", flock)
+    res = generate(good_images, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    assert [i["status"] for i in report(tmp_path / "out")["items"]] == ["ok"] * 3
+    assert " ".join(res.output.split()).count("takes no locks") == 1

@@ -19,7 +19,8 @@ SUFFIXES = RENDER_SUFFIXES
 class _manifest_lock:
     """OUTPUT/.o3d-renders.lock held while the manifest is read, merged and rewritten, so that two
     o3d render runs on one folder keep each other's names. Where the lock cannot be taken (no
-    fcntl, flock unsupported on the file system), a warning, once, and the work goes on without it."""
+    fcntl, a lock file that cannot be made), a warning, once, and the work goes on without it (on a
+    file system that takes no locks, ItemLock warns and goes on unlocked itself)."""
 
     warned = False
 

@@ -159,8 +159,11 @@ STAGING = ".tmp"
 def _flock(path: Path, blocking: bool) -> int | None:
     """An open descriptor of ``path`` (created if need be) with an exclusive flock on it, checked to
     be the file now at ``path`` (a lock file removed by its holder is not a lock); None when another
-    process holds it (blocking=False). FileNotFoundError when the folder is gone."""
+    process holds it (blocking=False). FileNotFoundError when the folder is gone. On a file system
+    that takes no locks, the descriptor unlocked, after a warning (as o3dcli.cache.ItemLock)."""
     import fcntl
+
+    from o3dcli.cache import LOCKS_UNSUPPORTED, warn_unlocked
 
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -169,6 +172,11 @@ def _flock(path: Path, blocking: bool) -> int | None:
         except BlockingIOError:
             os.close(fd)
             return None
+        except OSError as e:
+            if e.errno not in LOCKS_UNSUPPORTED:
+                os.close(fd)
+                raise
+            warn_unlocked(path, fd, e)
         except BaseException:
             os.close(fd)
             raise
