@@ -68,6 +68,7 @@ def collect_info() -> dict[str, str]:
         v = library_version(dist)
         info[f"{dist} (optional)"] = (f"not installed; {use} needs it: pip install \"o3dcli[{extra}]\""
                                       if v == "not installed" else v)
+    info["input formats"] = _input_formats()
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         info["device"] = f"cuda ({names}; CUDA {torch.version.cuda})"
@@ -79,6 +80,19 @@ def collect_info() -> dict[str, str]:
     weights = available_weights()
     info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
     return info
+
+
+def _input_formats() -> str:
+    """The image formats `o3d generate` reads here, and how to add the ones it does not."""
+    from o3dcli.io.images import AVIF_HINT, HEIF_HINT, readable_formats
+
+    formats = readable_formats()
+    missing = []
+    if "HEIF" not in formats:
+        missing.append(f"not HEIC: {HEIF_HINT}")
+    if "AVIF" not in formats:
+        missing.append(f"not AVIF: {AVIF_HINT}")
+    return ", ".join(formats) + (f" ({'; '.join(missing)})" if missing else "")
 
 
 def _cuda_rasterizer() -> str:

@@ -313,6 +313,19 @@ def test_info_says_which_optional_packages_are_missing_and_how_to_get_them(monke
     assert sysinfo.collect_info()["transformers (optional)"] == "9.9"
 
 
+def test_info_says_which_image_formats_are_read_and_how_to_add_heic_and_avif(monkeypatch):
+    from o3dcli import sysinfo
+    from o3dcli.io import images
+
+    monkeypatch.setattr(images, "_heif_plugin", lambda: True)
+    monkeypatch.setattr(images, "pillow_reads_avif", lambda: True)
+    assert sysinfo.collect_info()["input formats"] == "PNG, JPEG, WEBP, BMP, TIFF, GIF, AVIF, HEIF"
+    monkeypatch.setattr(images, "_heif_plugin", lambda: False)
+    monkeypatch.setattr(images, "pillow_reads_avif", lambda: False)
+    assert sysinfo.collect_info()["input formats"] == ('PNG, JPEG, WEBP, BMP, TIFF, GIF (not HEIC: pip install '
+                                                       '"o3dcli[heif]"; not AVIF: pip install -U "pillow>=11.3")')
+
+
 def test_a_shortcut_option_contradicting_a_set_is_a_usage_error():
     import typer
 
