@@ -63,7 +63,7 @@ def write_report(out_dir: Path, cache_root: Path, device: str, results: list[Ite
     items = [{**r.__dict__, "run": run_id} for r in results]
     lock = ItemLock(cache_root / "report.lock")
     try:
-        lock.acquire(blocking=True)
+        lock.acquire(blocking=True, allow_unlocked=True)
     except OSError as e:  # its file cannot be made (no locks at all: ItemLock goes on unlocked itself)
         log.warning("could not lock the report (%s: %s); writing %s without the lock: runs on this "
                     "output folder at the same time may lose each other's items in it", lock.path, e, path)
@@ -177,7 +177,7 @@ class RunMark:
 
     def __enter__(self) -> "RunMark":
         try:
-            self.lock.acquire()  # before the start time is written: a run that has one is marked running
+            self.lock.acquire(allow_unlocked=True)  # before the start time is written: a run that has one is marked running
             atomic_write_text(self.info, json.dumps({"started_at": self.started, "pid": os.getpid()}))
         except OSError:  # a read-only cache folder: the run still goes on, unmarked
             self.lock.release()

@@ -107,16 +107,19 @@ _warned_unlocked: set[int] = set()  # file systems (st_dev) already warned about
 class ItemLock:
     """An exclusive advisory lock on one item's cache folder (released on close or process death).
 
-    On a file system that takes no locks (LOCKS_UNSUPPORTED), `acquire` warns, once per file
-    system, and goes on without the lock (`.unlocked`): o3d works there, as long as only one
-    process uses the folder at a time, rather than failing every item."""
+    On a file system that takes no locks (LOCKS_UNSUPPORTED), `acquire(allow_unlocked=True)` warns,
+    once per file system, and goes on without the lock (`.unlocked`): for the locks that guard
+    o3d's own work (an item, the report), so that o3d works there, one process at a time, rather
+    than failing every item. Without allow_unlocked the OSError is raised: for the locks taken to
+    prove that no one else is at work before removing something (`running_runs`, `o3d cache
+    prune`), where going on unlocked would remove another process's files."""
 
     def __init__(self, path: Path):
         self.path = path
         self._fd: int | None = None
         self.unlocked = False
 
-    def acquire(self, blocking: bool = False, timeout: float | None = None) -> None:
+    def acquire(self, blocking: bool = False, timeout: float | None = None, allow_unlocked: bool = False) -> None:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +130,7 @@ class ItemLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except OSError as e:
-                if e.errno in LOCKS_UNSUPPORTED:
+                if allow_unlocked and e.errno in LOCKS_UNSUPPORTED:
                     self.unlocked = True
                     warn_unlocked(self.path, fd, e)
                     break

@@ -37,13 +37,13 @@ def readable_suffixes() -> tuple[str, ...]:
 
 def _unread_hint(suffixes: set[str]) -> str:
     """What to do about images in the given unread formats."""
-    from o3dcli.io.images import AVIF_HINT, HEIF_HINT
+    from o3dcli.io.images import HEIF_HINT, avif_hint
 
     hints = []
     if suffixes & set(OPTIONAL_SUFFIXES["HEIF"]):
         hints.append(f"for HEIC: {HEIF_HINT}")
     if suffixes & set(OPTIONAL_SUFFIXES["AVIF"]):
-        hints.append(f"for AVIF: {AVIF_HINT}")
+        hints.append(f"for AVIF: {avif_hint()}")
     if suffixes - set(OPTIONAL_SUFFIXES["HEIF"]) - set(OPTIONAL_SUFFIXES["AVIF"]) or not hints:
         hints.append("convert the others to PNG or JPEG" if hints else "convert them to PNG or JPEG")
     return "; ".join(hints)

@@ -214,7 +214,7 @@ def folder_taken(out_dir: Path, name: str, src: Path) -> bool:
         return False
     lock = Cache(Path(out_dir)).item(name).lock()
     try:
-        lock.acquire()
+        lock.acquire(allow_unlocked=True)
     except ItemLocked:
         return False
     except OSError:  # no lock can be had (a read-only output folder): judged as it looks
@@ -268,7 +268,7 @@ def claim_name(out_dir: Path, source: Path, name: str, base: str | None = None,
         if not _names_other_source(out_dir / name, source):
             lock = cache.item(name).lock()
             try:
-                lock.acquire(blocking=blocking)
+                lock.acquire(blocking=blocking, allow_unlocked=True)
             except ItemLocked:
                 if not _names_other_source(out_dir / name, source):  # claimed for another input meanwhile?
                     raise

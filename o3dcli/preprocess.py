@@ -90,9 +90,10 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
     if scale > 1:
         y0, x0 = y0 - y0 % scale, x0 - x0 % scale
         y1, x1 = y0 + -(-(y1 - y0) // scale) * scale, x0 + -(-(x1 - x0) // scale) * scale
-        colour, alpha = _reduce_straight(rgba, matte.alpha, (y0, y1, x0, x1), scale)
+        colour, alpha, solid = _reduce_straight(rgba, matte.alpha, (y0, y1, x0, x1), scale, cfg.alpha_threshold)
         steps = max(1, round(steps / scale))
     else:
+        solid = None
         alpha = np.array(matte.alpha[y0:y1, x0:x1])
         colour = as_float(rgba[y0:y1, x0:x1, :3]) if rgba.dtype == np.uint8 else np.array(rgba[y0:y1, x0:x1, :3])
     origin = (x0 // scale, y0 // scale)
@@ -100,6 +101,8 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
     if matte_method != "alpha":
         colour, alpha = _refine_edge(colour, alpha, solve_alpha=matte_method == "builtin", steps=steps)
     foreground = alpha > cfg.alpha_threshold
+    if solid is not None:  # a part thinner than a block (a wire, an antenna) averages below the threshold
+        foreground |= solid
     fraction = min(1.0, int(np.count_nonzero(foreground)) * scale**2 / (height * width))
     if fraction == 0.0 and max(height, width) < SMALL_OBJECT_PX and matte_method != "alpha":
         raise ImageError(f"{name}: the image is only {width} x {height} px, too small to find an object in; give a "
@@ -221,10 +224,11 @@ def _early_reduction(foreground: np.ndarray, ratio: float, largest_output: int) 
     return max(1, int(side / ratio // (EARLY_REDUCE * largest_output)))
 
 
-def _reduce_straight(rgba: np.ndarray, alpha: np.ndarray, region: tuple[int, int, int, int],
-                     scale: int) -> tuple[np.ndarray, np.ndarray]:
+def _reduce_straight(rgba: np.ndarray, alpha: np.ndarray, region: tuple[int, int, int, int], scale: int,
+                     threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Straight colour [h, w, 3] and alpha [h, w] of `region` (y0, y1, x0, x1; its size a multiple
-    of `scale`, outside the frame transparent) averaged over scale x scale blocks.
+    of `scale`, outside the frame transparent) averaged over scale x scale blocks, and which blocks
+    hold a pixel whose alpha is above `threshold` ([h, w] bool: the foreground as the source has it).
 
     Colour is averaged premultiplied (weighted by alpha), so transparent pixels' colours do not
     bleed in; converted to floats one channel at a time, so a large photo is never held in floats.
@@ -232,23 +236,25 @@ def _reduce_straight(rgba: np.ndarray, alpha: np.ndarray, region: tuple[int, int
     y0, y1, x0, x1 = region
     shape = ((y1 - y0) // scale, (x1 - x0) // scale)
 
-    def block_mean(part: np.ndarray) -> np.ndarray:  # part: the region's pixels inside the frame
+    def blocks(part: np.ndarray) -> np.ndarray:  # part: the region's pixels inside the frame
         if part.shape != (y1 - y0, x1 - x0):  # the region reaches outside the frame: transparent there
-            full = np.zeros((y1 - y0, x1 - x0), np.float32)
+            full = np.zeros((y1 - y0, x1 - x0), part.dtype)
             full[:part.shape[0], :part.shape[1]] = part
             part = full
-        return part.reshape(shape[0], scale, shape[1], scale).mean(axis=(1, 3), dtype=np.float32)
+        return part.reshape(shape[0], scale, shape[1], scale)
 
     def weighted(c: int) -> np.ndarray:
-        plane = as_float(rgba[y0:y1, x0:x1, c])
-        plane *= weight
-        return plane
+        if rgba.dtype == np.uint8:  # a new float array: weighted in place
+            plane = as_float(rgba[y0:y1, x0:x1, c])
+            plane *= weight
+            return plane
+        return rgba[y0:y1, x0:x1, c] * weight  # not into the caller's array
 
     weight = alpha[y0:y1, x0:x1]
-    a = block_mean(weight)
-    colour = np.stack([block_mean(weighted(c)) for c in range(3)], axis=-1)
+    a = blocks(weight).mean(axis=(1, 3), dtype=np.float32)
+    colour = np.stack([blocks(weighted(c)).mean(axis=(1, 3), dtype=np.float32) for c in range(3)], axis=-1)
     colour = np.where(a[..., None] > 0, colour / np.maximum(a[..., None], 1e-12), 0.0).astype(np.float32)
-    return colour, a
+    return colour, a, blocks(weight > threshold).any(axis=(1, 3))
 
 
 def _refine_edge(rgb: np.ndarray, alpha: np.ndarray, solve_alpha: bool, steps: int) -> tuple[np.ndarray, np.ndarray]:

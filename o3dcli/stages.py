@@ -278,22 +278,18 @@ def input_view(rgba, cfg):
 
 def _photo(ctx: StageContext):
     """The input photo for the bake: the preprocess stage's PHOTO_SIZE crop (uint8 [4, S, S]), read
-    from its `input.png` (lossless). A result cached by an o3d that kept the photo in
-    prepared.safetensors has both; one from before the photo was kept has neither at this size:
-    the same crop is prepared again from the source (the preprocess and diffusion results stay valid)."""
+    from its `input.png` (lossless). A result cached by an o3d from before the photo was kept has an
+    input.png at the model's size: the same crop is prepared again from the source (the preprocess
+    and diffusion results stay valid)."""
     import numpy as np
     import torch
     from PIL import Image
-    from safetensors.torch import load_file
 
-    entry = ctx.upstream["preprocess"]
-    if (entry / "input.png").is_file():
-        with Image.open(entry / "input.png") as im:
+    png = ctx.upstream["preprocess"] / "input.png"
+    if png.is_file():
+        with Image.open(png) as im:
             if im.size == (PHOTO_SIZE, PHOTO_SIZE) and im.mode == "RGBA":
                 return torch.from_numpy(np.array(im)).permute(2, 0, 1).contiguous()
-    prepared = load_file(str(entry / "prepared.safetensors"))
-    if "photo" in prepared and prepared["photo"].shape[-1] == PHOTO_SIZE:
-        return prepared["photo"]
     from o3dcli.preprocess import preprocess_image
 
     return _to_uint8(preprocess_image(ctx.item.source, ctx.config.preprocess, PHOTO_SIZE).rgba_projection)

@@ -84,14 +84,14 @@ def collect_info() -> dict[str, str]:
 
 def _input_formats() -> str:
     """The image formats `o3d generate` reads here, and how to add the ones it does not."""
-    from o3dcli.io.images import AVIF_HINT, HEIF_HINT, readable_formats
+    from o3dcli.io.images import HEIF_HINT, avif_hint, readable_formats
 
     formats = readable_formats()
     missing = []
     if "HEIF" not in formats:
         missing.append(f"not HEIC: {HEIF_HINT}")
     if "AVIF" not in formats:
-        missing.append(f"not AVIF: {AVIF_HINT}")
+        missing.append(f"not AVIF: {avif_hint()}")
     return ", ".join(formats) + (f" ({'; '.join(missing)})" if missing else "")
 
 

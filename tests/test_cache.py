@@ -222,34 +222,49 @@ def test_a_file_system_without_locks_is_worked_on_unlocked_with_one_warning(tmp_
     monkeypatch.setattr(fcntl, "flock", failing_flock(errno.ENOLCK))
     first, second = ItemLock(tmp_path / "a" / ".lock"), ItemLock(tmp_path / "b" / ".lock")
     with caplog.at_level("WARNING", logger="o3d"):
-        first.acquire()
-        second.acquire(blocking=True)
+        first.acquire(allow_unlocked=True)
+        second.acquire(blocking=True, allow_unlocked=True)
     assert first.unlocked and second.unlocked
     warnings = [r.getMessage() for r in caplog.records if "takes no locks" in r.getMessage()]
     assert len(warnings) == 1 and str(tmp_path / "a") in warnings[0] and "No locks available" in warnings[0]
     first.release()
     second.release()
     assert not first.unlocked and first._fd is None
+    # a lock taken to prove no one else is at work (before removing something) is not had
+    with pytest.raises(OSError, match="No locks available"):
+        ItemLock(tmp_path / "p" / ".lock").acquire()
     for code in (errno.EOPNOTSUPP, errno.ENOSYS):  # the other ways a file system says it
         monkeypatch.setattr(fcntl, "flock", failing_flock(code))
-        with ItemLock(tmp_path / "c" / ".lock") as lock:
-            assert lock.unlocked
+        lock = ItemLock(tmp_path / "c" / ".lock")
+        lock.acquire(allow_unlocked=True)
+        assert lock.unlocked
+        lock.release()
     # a lock another process holds, and other errors, are what they were
     monkeypatch.setattr(fcntl, "flock", failing_flock(errno.EAGAIN))
     with pytest.raises(ItemLocked):
-        ItemLock(tmp_path / "d" / ".lock").acquire()
+        ItemLock(tmp_path / "d" / ".lock").acquire(allow_unlocked=True)
     monkeypatch.setattr(fcntl, "flock", failing_flock(errno.EIO))
     with pytest.raises(OSError, match="Input/output error"):
-        ItemLock(tmp_path / "e" / ".lock").acquire()
+        ItemLock(tmp_path / "e" / ".lock").acquire(allow_unlocked=True)
 
 
-def test_synthetic_data_is_written_where_the_file_system_takes_no_locks(tmp_path, monkeypatch):
+def test_without_locks_nothing_another_process_may_be_using_is_removed(tmp_path, monkeypatch):
+    # The probes that take a lock to prove a run, an item or a staging folder abandoned must not
+    # take "no locks here" for "abandoned".
     import errno
     import fcntl
 
-    from o3dcli.synth.dataset import _flock
+    from o3dcli.batch_report import RunMark, running_runs
+    from o3dcli.synth.dataset import STAGING, _flock, clean_staging
 
     monkeypatch.setattr(fcntl, "flock", failing_flock(errno.ENOLCK))
-    fd = _flock(tmp_path / "x.lock", blocking=False)
+    root = tmp_path / ".o3d"
+    with RunMark(root, "run-a", 100.0):  # another batch on this folder, at work
+        assert running_runs(root) == {}  # cannot be told: none counted ...
+        assert sorted(p.name for p in (root / "runs").iterdir()) == ["run-a.json", "run-a.lock"]  # ... none removed
+    data = tmp_path / "data"
+    (data / STAGING / "obj.123").mkdir(parents=True)  # a writer's folder
+    fd = _flock(data / STAGING / "obj.123.lock", blocking=True)  # the writer goes on, unlocked
     assert fd is not None
+    assert clean_staging(data) == 0 and (data / STAGING / "obj.123").is_dir()
     os.close(fd)

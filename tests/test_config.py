@@ -323,7 +323,7 @@ def test_info_says_which_image_formats_are_read_and_how_to_add_heic_and_avif(mon
     monkeypatch.setattr(images, "_heif_plugin", lambda: False)
     monkeypatch.setattr(images, "pillow_reads_avif", lambda: False)
     assert sysinfo.collect_info()["input formats"] == ('PNG, JPEG, WEBP, BMP, TIFF, GIF (not HEIC: pip install '
-                                                       '"o3dcli[heif]"; not AVIF: pip install -U "pillow>=11.3")')
+                                                       f'"o3dcli[heif]"; not AVIF: {images.avif_hint()})')
 
 
 def test_a_shortcut_option_contradicting_a_set_is_a_usage_error():

@@ -258,11 +258,14 @@ def test_heic_without_pillow_heif_names_the_extra(tmp_path, monkeypatch):
 def test_avif_is_read_where_pillow_reads_it_and_otherwise_named(tmp_path, monkeypatch):
     from o3dcli.io import images
 
+    import re
+
+    refusal = r"photo.avif: an AVIF image, which this Pillow .*: " + re.escape(images.avif_hint())
     if not images.pillow_reads_avif():
         # Pillow before 11.3 (the floors' 10.0): the bytes of an AVIF file's header are enough to name it.
         head = struct.pack(">I", 28) + b"ftypavif" + b"\x00\x00\x00\x00" + b"avifmif1miaf"
         (tmp_path / "photo.avif").write_bytes(head + b"\x00" * 64)
-        with pytest.raises(ImageError, match=r'photo.avif: an AVIF image, which this Pillow .* "pillow>=11.3"'):
+        with pytest.raises(ImageError, match=refusal):
             load_image(tmp_path / "photo.avif")
         return
     Image.fromarray(quadrants()).save(tmp_path / "photo.avif", quality=95)
@@ -270,7 +273,7 @@ def test_avif_is_read_where_pillow_reads_it_and_otherwise_named(tmp_path, monkey
     for got, colour in zip(quadrant_centres(rgba), (RED, GREEN, BLUE, WHITE)):
         np.testing.assert_allclose(got, np.array(colour) / 255, atol=0.06)
     monkeypatch.setattr(images, "pillow_reads_avif", lambda: False)
-    with pytest.raises(ImageError, match=r'photo.avif: an AVIF image, which this Pillow .* "pillow>=11.3"'):
+    with pytest.raises(ImageError, match=refusal):
         load_image(tmp_path / "photo.avif")
 
 
@@ -290,4 +293,18 @@ def test_heic_and_avif_files_in_a_folder_are_inputs_where_they_can_be_read(tmp_p
     notes = []
     assert [p.name for p in collect_inputs([tmp_path], notes=notes)] == ["a.png"]
     assert ('(1 .avif, 1 .heic, 1 .heif, 1 .psd); for HEIC: pip install "o3dcli[heif]"; for AVIF: '
-            'pip install -U "pillow>=11.3"; convert the others to PNG or JPEG') in notes[0]
+            f'{images.avif_hint()}; convert the others to PNG or JPEG') in notes[0]
+
+
+@pytest.mark.parametrize("version, hint", [
+    ("10.4.0", 'pip install -U "pillow>=11.3"'),
+    ("11.3.0", 'Pillow 11.3.0 was built without libavif; PyPI\'s wheel has it: pip install --force-reinstall "pillow==11.3.0"'),
+    ("12.0.0.dev0", "Pillow 12.0.0.dev0 was built without libavif"),
+])
+def test_the_avif_advice_fits_the_installed_pillow(monkeypatch, version, hint):
+    import PIL
+
+    from o3dcli.io.images import avif_hint
+
+    monkeypatch.setattr(PIL, "__version__", version)
+    assert avif_hint().startswith(hint)

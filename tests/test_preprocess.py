@@ -381,7 +381,7 @@ def test_a_crop_far_larger_than_the_outputs_is_reduced_first_with_the_same_resul
 
     calls = []
     reduce = pp._reduce_straight
-    monkeypatch.setattr(pp, "_reduce_straight", lambda *a: calls.append(a[-1]) or reduce(*a))
+    monkeypatch.setattr(pp, "_reduce_straight", lambda *a: calls.append(a[3]) or reduce(*a))
     cov = coverage(star(520, 480, 400, 200), 1000, 1100)
     photo = scene(cov, "gradient")
     cut_out = rgba_array(cov, (1.0, 1.0, 1.0))  # black under alpha 0: must not bleed into the edge
@@ -421,3 +421,30 @@ def test_a_large_photo_is_not_held_in_floats(tmp_path, kind, bound):
         tracemalloc.stop()
     assert prep.matting == kind
     assert peak / (2000 * 3000) < bound
+
+
+@pytest.mark.parametrize("shape", ["disc with an antenna", "wire"])
+def test_parts_thinner_than_a_reduced_pixel_keep_their_place_in_the_crop(tmp_path, monkeypatch, shape):
+    # A 1 px antenna or wire averages to alpha 0.25-0.5 over the reduction's blocks: the crop
+    # must still reach it (and a wire alone is no "empty foreground"), as without the reduction.
+    import o3dcli.preprocess as pp
+
+    a = np.zeros((2400, 2400, 4), np.uint8)
+    a[..., :3] = (200, 60, 30)
+    if shape == "wire":
+        a[300:2100, 1201, 3] = 255
+    else:
+        a[..., 3] = (coverage(disk(1200, 1500, 500), 2400, 2400, ss=1) * 255).astype(np.uint8)
+        a[100:1000, 1201, 3] = 255
+    path = tmp_path / "thin.png"
+    Image.fromarray(a, "RGBA").save(path)
+    cfg = PreprocessConfig(size=32)
+    calls = []
+    reduce = pp._reduce_straight
+    monkeypatch.setattr(pp, "_reduce_straight", lambda *args: calls.append(args[3]) or reduce(*args))
+    early = preprocess_image(path, cfg, 512)
+    assert calls and calls[0] >= 2  # the file's uint8 pixels, reduced
+    monkeypatch.setattr(pp, "EARLY_REDUCE", 10**6)
+    late = preprocess_image(path, cfg, 512)
+    assert max(abs(u - v) for u, v in zip(early.crop_box, late.crop_box)) <= 2 * calls[0]
+    assert iou(early.rgba_projection[3].numpy() > 0.1, late.rgba_projection[3].numpy() > 0.1) > 0.9

@@ -32,7 +32,7 @@ class _manifest_lock:
 
         try:
             lock = ItemLock(self.path)
-            lock.acquire(blocking=True)
+            lock.acquire(blocking=True, allow_unlocked=True)
             self.lock = lock
         except (OSError, ImportError) as e:
             if not _manifest_lock.warned:

@@ -23,7 +23,6 @@ import numpy as np
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 # Read where the installed packages can: AVIF by Pillow's own plugin (its wheels carry libavif
 # from 11.3 on), HEIF/HEIC (iPhone photos) by pillow-heif's Pillow plugin (the `heif` extra).
-AVIF_HINT = 'pip install -U "pillow>=11.3"'
 HEIF_HINT = 'pip install "o3dcli[heif]"'
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -42,7 +41,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
     none). Raises `ImageError` for missing, unreadable, corrupt or truncated
     files, non-images, unsupported formats and images over `max_pixels`.
     `keep_uint8`: an image with 8 bits per channel comes back as uint8 RGBA in
-    [0, 255] instead (a quarter of the memory; `as_float` gives the float values).
+    [0, 255] instead (a quarter of the memory; read-only; `as_float` gives the float values).
     """
     from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -80,7 +79,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
                 from PIL import __version__
 
                 raise ImageError(f"{path}: an AVIF image, which this Pillow ({__version__}) cannot read: "
-                                 f"{AVIF_HINT} (or convert it to PNG or JPEG).") from err
+                                 f"{avif_hint()} (or convert it to PNG or JPEG).") from err
             raise ImageError(f"{path}: not a readable image; supported formats are "
                              f"{', '.join(readable_formats())}.") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -112,6 +111,19 @@ def pillow_reads_avif() -> bool:
             return bool(features.check("avif"))
         except ValueError:
             return False
+
+
+def avif_hint() -> str:
+    """What makes Pillow read AVIF: a newer Pillow, or (11.3 on, built without libavif, as some
+    system packages are) PyPI's wheel of it, which carries libavif."""
+    import re
+
+    from PIL import __version__
+
+    release = tuple(int(x) for x in re.findall(r"\d+", __version__)[:2])
+    if release >= (11, 3):
+        return f'Pillow {__version__} was built without libavif; PyPI\'s wheel has it: pip install --force-reinstall "pillow=={__version__}"'
+    return 'pip install -U "pillow>=11.3"'
 
 
 @functools.lru_cache(maxsize=None)

@@ -160,7 +160,9 @@ def _flock(path: Path, blocking: bool) -> int | None:
     """An open descriptor of ``path`` (created if need be) with an exclusive flock on it, checked to
     be the file now at ``path`` (a lock file removed by its holder is not a lock); None when another
     process holds it (blocking=False). FileNotFoundError when the folder is gone. On a file system
-    that takes no locks, the descriptor unlocked, after a warning (as o3dcli.cache.ItemLock)."""
+    that takes no locks (after a warning, as o3dcli.cache.ItemLock): the descriptor, unlocked, for a
+    writer (blocking=True); None for a cleaner (blocking=False), which must not take a folder for
+    abandoned that may be another process's."""
     import fcntl
 
     from o3dcli.cache import LOCKS_UNSUPPORTED, warn_unlocked
@@ -177,6 +179,9 @@ def _flock(path: Path, blocking: bool) -> int | None:
                 os.close(fd)
                 raise
             warn_unlocked(path, fd, e)
+            if not blocking:
+                os.close(fd)
+                return None
         except BaseException:
             os.close(fd)
             raise

@@ -56,14 +56,15 @@ class RunLock:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o666))
         lock = ItemLock(path)
         try:
-            lock.acquire()
+            lock.acquire(allow_unlocked=True)
         except ItemLocked:
             pid = lock_holder(path)
             who = f"another o3d train (pid {pid})" if pid else "another o3d train"
             raise RunInUse(f"{self.run_dir} is in use by {who}; wait for it to end (or stop it), "
                            "or train into another --output") from None
         self._lock = lock
-        self._remove_temporaries()
+        if not lock.unlocked:  # unlocked (no locks on this file system): they may be another run's
+            self._remove_temporaries()
 
     def _remove_temporaries(self) -> None:
         """Remove the half-written files of a killed run (a checkpoint can be gigabytes): with the
