@@ -4,7 +4,10 @@ Steps: load and validate (o3dcli.io.images), find the foreground alpha
 (o3dcli.matting), crop to the foreground, pad to a square in which the
 foreground's longer side is `foreground_ratio` of the side and its bounding box
 is centred, resample to `size` on premultiplied colour (so transparent pixels
-add no dark fringe), composite on the background colour.
+add no dark fringe), composite on the background colour. A photo file with 8-bit
+data is held as uint8; only the part the object covers becomes floats, box-averaged
+first when it is far larger than the outputs need, so memory stays bounded for
+large photos.
 """
 
 from __future__ import annotations
@@ -83,8 +86,9 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
     # here on: a large photo is held in full as uint8, and in floats only there.
     y0, y1, x0, x1 = _covered_region(matte.alpha, margin=steps + 2)
     # A crop far larger than the largest output needs (EARLY_REDUCE times its side) is box-averaged
-    # by `scale` now: edge refinement and the rest then run on scale^2 times fewer pixels. Coordinates below are in these reduced pixels; `origin` is the
-    # reduced grid's first pixel in them (source pixel = reduced pixel * scale).
+    # by `scale` now: edge refinement and the rest then run on scale^2 times fewer pixels.
+    # Coordinates below are in these reduced pixels; `origin` is the reduced grid's first pixel in
+    # them (source pixel = reduced pixel * scale).
     scale = _early_reduction(matte.alpha[y0:y1, x0:x1] > cfg.alpha_threshold, cfg.foreground_ratio,
                              max(cfg.size, projection_size))
     if scale > 1:
@@ -207,7 +211,8 @@ def _edge_steps(height: int, width: int) -> int:
 def _covered_region(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1): the bounding box of alpha > 0 grown by `margin` and clipped to the frame
     (the whole frame when alpha is 0 everywhere, so the caller's checks see the empty foreground)."""
-    rows, cols = np.flatnonzero((alpha > 0).any(axis=1)), np.flatnonzero((alpha > 0).any(axis=0))
+    covered = alpha > 0
+    rows, cols = np.flatnonzero(covered.any(axis=1)), np.flatnonzero(covered.any(axis=0))
     if rows.size == 0:
         return 0, alpha.shape[0], 0, alpha.shape[1]
     return (max(0, int(rows[0]) - margin), min(alpha.shape[0], int(rows[-1]) + 1 + margin),
