@@ -112,7 +112,30 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
         glb = _glb_with_material(glb, plain)
     if image is not None:
         glb = _glb_with_image(glb, 0, *image)
-    return _glb_with_draco(glb) if draco else glb
+    return _glb_with_view_targets(_glb_with_draco(glb) if draco else glb)
+
+
+ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
+
+
+def _glb_with_view_targets(glb: bytes) -> bytes:
+    """``glb`` with each buffer view of vertex data or indices saying so (`target`: what the glTF
+    validator hints at when it is missing, and what lets a loader upload the view as it is)."""
+    doc, binary = _glb_chunks(glb)
+    kinds: dict[int, set[int]] = {}
+    for m in doc.get("meshes", []):
+        for prim in m.get("primitives", []):
+            used = [(i, ARRAY_BUFFER) for i in prim.get("attributes", {}).values()]
+            if "indices" in prim:
+                used.append((prim["indices"], ELEMENT_ARRAY_BUFFER))
+            for accessor, target in used:
+                view = doc["accessors"][accessor].get("bufferView")  # none: Draco holds the data
+                if view is not None:
+                    kinds.setdefault(view, set()).add(target)
+    for view, targets in kinds.items():
+        if len(targets) == 1:  # a view holding both kinds (not written so) is left without one
+            doc["bufferViews"][view]["target"] = targets.pop()
+    return _glb_pack(doc, binary)
 
 
 DRACO_BITS = {"POSITION": 14, "NORMAL": 10, "TEXCOORD_0": 12}
