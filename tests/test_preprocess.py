@@ -403,14 +403,16 @@ def test_a_crop_far_larger_than_the_outputs_is_reduced_first_with_the_same_resul
     assert edge[:3, visible].min() > 0.97  # white stays white at the edge
 
 
-@pytest.mark.parametrize("kind, bound", [("builtin", 24), ("alpha", 12)])
-def test_a_large_photo_is_not_held_in_floats(tmp_path, kind, bound):
-    # Peak numpy memory (tracemalloc; Pillow's own buffers aside) per pixel of the photo,
-    # for a small object in a large frame: floats (4 bytes per channel) only where the object
-    # is; a whole-frame float RGBA copy alone would be 16 bytes per pixel (the code before: 49).
+@pytest.mark.parametrize("kind, radius, bound", [("builtin", 150, 24), ("alpha", 150, 12),
+                                                 ("builtin", 900, 24), ("alpha", 900, 14)])
+def test_a_large_photo_is_not_held_in_floats(tmp_path, kind, radius, bound):
+    # Peak numpy memory (tracemalloc; Pillow's own buffers aside) per pixel of the photo: floats
+    # (4 bytes per channel) only where the object is, and for a large object (its crop 4 times
+    # what the 256 px output needs) only after averaging it down; a whole-frame float RGBA copy
+    # alone would be 16 bytes per pixel (the code before: 49).
     import tracemalloc
 
-    cov = coverage(disk(1700, 900, 150), 2000, 3000, ss=1)
+    cov = coverage(disk(1500, 1000, radius), 2000, 3000, ss=1)
     path = tmp_path / "photo.png"
     save_photo(path, scene(cov, "white") if kind == "builtin" else rgba_array(cov, ORANGE))
     tracemalloc.start()
