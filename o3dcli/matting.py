@@ -308,7 +308,7 @@ def _area_downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     h, w = image.shape[:2]
     scale = max_side / max(h, w)
     if scale >= 1:
-        return as_float(image).astype(np.float32)
+        return as_float(image, copy=True)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.stack([_resize_plane(as_float(image[..., c]), *size, box_filter=True) for c in range(image.shape[2])],
                     axis=-1)

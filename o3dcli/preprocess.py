@@ -99,7 +99,7 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
     else:
         solid = None
         alpha = np.array(matte.alpha[y0:y1, x0:x1])
-        colour = as_float(rgba[y0:y1, x0:x1, :3]) if rgba.dtype == np.uint8 else np.array(rgba[y0:y1, x0:x1, :3])
+        colour = as_float(rgba[y0:y1, x0:x1, :3], copy=True)
     origin = (x0 // scale, y0 // scale)
     del rgba, matte  # the full frame is no longer needed
     if matte_method != "alpha":
@@ -249,11 +249,9 @@ def _reduce_straight(rgba: np.ndarray, alpha: np.ndarray, region: tuple[int, int
         return part.reshape(shape[0], scale, shape[1], scale)
 
     def weighted(c: int) -> np.ndarray:
-        if rgba.dtype == np.uint8:  # a new float array: weighted in place
-            plane = as_float(rgba[y0:y1, x0:x1, c])
-            plane *= weight
-            return plane
-        return rgba[y0:y1, x0:x1, c] * weight  # not into the caller's array
+        plane = as_float(rgba[y0:y1, x0:x1, c], copy=True)  # our own: weighted in place
+        plane *= weight
+        return plane
 
     weight = alpha[y0:y1, x0:x1]
     a = blocks(weight).mean(axis=(1, 3), dtype=np.float32)

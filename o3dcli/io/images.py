@@ -167,14 +167,15 @@ def _check_pixel_count(path: Path, size: tuple[int, int], max_pixels: int) -> No
                          f"{max_pixels:,}; downscale the image or raise preprocess.max_pixels.")
 
 
-def as_float(image: np.ndarray) -> np.ndarray:
+def as_float(image: np.ndarray, copy: bool = False) -> np.ndarray:
     """uint8 [0, 255] -> a new float32 array in [0, 1] (the values `load_image` gives without
-    keep_uint8); float32 as it is (not copied)."""
+    keep_uint8); float32 as it is, or a copy with `copy` (the result is then always the caller's
+    own, to work in)."""
     if image.dtype == np.uint8:
         out = image.astype(np.float32)
         out /= 255.0
         return out
-    return image
+    return np.array(image, dtype=np.float32) if copy else image
 
 
 def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
