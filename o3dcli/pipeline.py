@@ -247,7 +247,7 @@ class BatchRunner:
         try:
             with publish.staging(asset_dir) as staged:
                 for rel, src in files.items():
-                    publish.add_file(staged / rel, src, current=asset_dir / rel)
+                    publish.add_file(staged / rel, src, current=asset_dir / rel, link_src=True)
                 publish.add_bytes(staged / "config.yaml", self.config_text.encode("utf-8"),
                                   current=asset_dir / "config.yaml")
                 publish.add_bytes(staged / ASSET_META, asset_meta_text(source, entries, input_hash).encode("utf-8"),

@@ -92,10 +92,14 @@ def staging(asset_dir: Path) -> Iterator[Path]:
         shutil.rmtree(staged, ignore_errors=True)
 
 
-def add_file(dst: Path, src: Path, current: Path | None = None) -> None:
-    """Put `src`'s content at `dst` (in a staging folder): a hard link to `current` (the asset
-    folder's file) when that already holds the same bytes, else a copy, written to disk."""
+def add_file(dst: Path, src: Path, current: Path | None = None, link_src: bool = False) -> None:
+    """Put `src`'s content at `dst` (in a staging folder): with `link_src`, a hard link to `src`
+    itself where the file system allows it (a cache file, which is never written again: the
+    asset and the cache then share one copy of the bytes); else a hard link to `current` (the
+    asset folder's file) when that already holds the same bytes, else a copy, written to disk."""
     dst.parent.mkdir(parents=True, exist_ok=True)
+    if link_src and not src.is_symlink() and _link(src, dst):
+        return
     if current is not None and current.is_file() and not current.is_symlink() and same_file_content(src, current):
         if _link(current, dst):
             return
@@ -274,7 +278,9 @@ def _link(src: Path, dst: Path) -> bool:
     try:
         os.link(src, dst)
         return True
-    except OSError:  # another file system, links not allowed (protected_hardlinks), ...
+    except OSError as e:  # another file system, links not allowed (protected_hardlinks), ...
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: a copy would not fit either
+            raise
         return False
 
 

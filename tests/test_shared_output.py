@@ -349,17 +349,20 @@ def test_publishing_stopped_half_way_leaves_the_earlier_asset_whole(good_images,
 
     out = tmp_path / "out"
     items, before = _asset_with_a_users_file(out, good_images)
-    real, calls = shutil.copyfile, []
+    calls = []
 
-    def copy_then_stop(src, dst, *args, **kw):
-        calls.append(dst)
-        if len(calls) == 2:
-            if stop == "ctrl-c":
-                raise KeyboardInterrupt
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
-        return real(src, dst, *args, **kw)
+    def then_stop(real):  # files are hard-linked from the cache, or copied where links fail
+        def put(src, dst, *args, **kw):
+            calls.append(dst)
+            if len(calls) == 2:
+                if stop == "ctrl-c":
+                    raise KeyboardInterrupt
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+            return real(src, dst, *args, **kw)
+        return put
 
-    monkeypatch.setattr(shutil, "copyfile", copy_then_stop)
+    monkeypatch.setattr(shutil, "copyfile", then_stop(shutil.copyfile))
+    monkeypatch.setattr(os, "link", then_stop(os.link))
     runner_ = BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), _touch_stages())
     if stop == "ctrl-c":
         with pytest.raises(BatchInterrupted):

@@ -124,6 +124,12 @@ def _to_keep(meta_path: Path, reported: bool) -> tuple[set[str] | None, str]:
 
 
 def _size(path: Path) -> int:
+    """The bytes removing `path` frees: a file another name still holds (an asset folder's file,
+    published as a hard link to the cache's) frees nothing."""
+    def freed(p: Path) -> int:
+        st = p.lstat()
+        return st.st_size if st.st_nlink < 2 else 0
+
     if path.is_file() or path.is_symlink():
-        return path.lstat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        return freed(path)
+    return sum(freed(p) for p in path.rglob("*") if p.is_file() and not p.is_symlink())

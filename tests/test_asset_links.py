@@ -1,0 +1,77 @@
+"""o3d's files in an asset folder are hard links to the cache's, where the file system allows:
+an asset costs no disk beside its cache. An edit made in place there changes the cached file
+too, which the cache's check finds and says, and the next run makes o3d's file again."""
+
+import errno
+import json
+import os
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from o3dcli.cli import app
+
+runner = CliRunner()
+
+
+def generate(image: Path, out: Path):
+    return runner.invoke(app, ["generate", "--no-progress", "--stop-after", "preprocess", str(image), "-o", str(out)])
+
+
+def cached_input(out: Path) -> Path:
+    return next((out / ".o3d" / "items" / "apple").glob("preprocess-*")) / "input.png"
+
+
+def test_published_files_are_the_cache_files_and_a_rerun_touches_nothing(good_images, tmp_path):
+    out = tmp_path / "out"
+    res = generate(good_images / "apple.png", out)
+    assert res.exit_code == 0, res.output
+    asset = out / "apple" / "input.png"
+    assert os.path.samefile(asset, cached_input(out)) and asset.stat().st_nlink == 2
+    before = asset.stat()
+    assert generate(good_images / "apple.png", out).exit_code == 0
+    after = asset.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_nlink) == (before.st_ino, before.st_mtime_ns, 2)
+
+
+def test_where_links_fail_the_files_are_copies(good_images, tmp_path, monkeypatch):
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "out"
+    res = generate(good_images / "apple.png", out)
+    assert res.exit_code == 0, res.output
+    asset = out / "apple" / "input.png"
+    assert not os.path.samefile(asset, cached_input(out)) and asset.stat().st_nlink == 1
+    assert asset.read_bytes() == cached_input(out).read_bytes()
+
+
+def test_an_asset_file_edited_in_place_is_said_and_made_again(good_images, tmp_path):
+    out = tmp_path / "out"
+    assert generate(good_images / "apple.png", out).exit_code == 0
+    asset = out / "apple" / "input.png"
+    published = asset.read_bytes()
+    with open(asset, "r+b") as f:  # an editor that saves over the file it opened
+        f.seek(len(published) // 2)
+        f.write(b"\x00" * 16)
+    res = generate(good_images / "apple.png", out)
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the log line is wrapped at the console's width
+    assert "damaged cache entry" in said and "also in an asset folder, so it was likely edited there" in said
+    assert asset.read_bytes() == published and os.path.samefile(asset, cached_input(out))
+    item = json.loads((out / "o3d-report.json").read_text())["items"][0]
+    assert item["cached"] == []  # the entry was recomputed
+
+
+def test_prune_counts_only_what_removing_frees(tmp_path):
+    from o3dcli.commands.cache import _size
+
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    (entry / "own.npz").write_bytes(b"o" * 1000)
+    (entry / "model.glb").write_bytes(b"m" * 5000)
+    os.link(entry / "model.glb", tmp_path / "asset-model.glb")  # published: the asset keeps its bytes
+    assert _size(entry) == 1000 and _size(entry / "model.glb") == 0 and _size(entry / "own.npz") == 1000
+    (tmp_path / "asset-model.glb").unlink()  # the asset deleted: now removing the entry frees it all
+    assert _size(entry) == 6000
