@@ -45,6 +45,7 @@ from o3dcli.cache_integrity import (
     _record_sizes_and_hashes,
     cached_file_in_error,
     check_stage_dir,
+    has_other_names,
     remove_stage_dir,
 )
 
@@ -260,6 +261,7 @@ class ItemCache:
     def __init__(self, dir: Path):
         self.dir = dir
         self._checked: dict[Path, dict[str, Any]] = {}  # stage folder -> its manifest, as lookup checked it
+        self.damaged: set[str] = set()  # entries lookup found damaged (and removed)
 
     def lock(self) -> ItemLock:
         return ItemLock(self.dir / ".lock")
@@ -268,17 +270,29 @@ class ItemCache:
         """The name of `stage`'s folder for `key` in this item's cache folder."""
         return f"{stage}-{key[:16]}"
 
-    def lookup(self, stage: str, key: str) -> Path | None:
+    def lookup(self, stage: str, key: str, recompute: bool = True) -> Path | None:
         """The finished stage folder, or None. The folder is checked against its manifest first
         (every listed file there, with its recorded size and SHA-256): a damaged one is a miss,
-        said in a one-line warning that names the file, and removed, so the stage is recomputed."""
-        d = self.dir / self.entry_name(stage, key)
+        said in a one-line warning that names the file, removed, and its name added to `damaged`.
+        `recompute`: whether the caller computes the stage on a miss (the warning says so, or that
+        a later run will, for a stage a --stop-after run skips)."""
+        name = self.entry_name(stage, key)
+        d = self.dir / name
         if not d.exists():
             return None
         manifest, problem = check_stage_dir(d)
         if problem is not None:
-            log.warning("%s: damaged cache entry (%s); recomputing", *problem)
+            path, what = problem
+            shared = has_other_names(path)
+            if shared:
+                what += "; the file is also in an asset folder, so it was likely edited there"
+            if recompute:
+                then = "recomputing" + (", and o3d's file replaces the edited one" if shared else "")
+            else:
+                then = "this run stops before that stage: the next run that includes it recomputes it"
+            log.warning("%s: damaged cache entry (%s); %s", path, what, then)
             remove_stage_dir(d)
+            self.damaged.add(name)
             return None
         if "sizes" not in manifest:  # an earlier o3d's: its files are checked from now on
             manifest = _record_sizes_and_hashes(d, manifest)

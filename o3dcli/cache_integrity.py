@@ -57,8 +57,7 @@ def check_stage_dir(d: Path) -> tuple[dict[str, Any] | None, tuple[Path, str] | 
             return None, (mpath, f"lists a file outside its folder: {name!r}")
         path = d / rel
         try:
-            st = path.stat()
-            size = st.st_size
+            size = path.stat().st_size
         except FileNotFoundError:
             return None, (path, "missing")
         except OSError as e:
@@ -73,23 +72,24 @@ def check_stage_dir(d: Path) -> tuple[dict[str, Any] | None, tuple[Path, str] | 
         if not isinstance(want_size, int) or not isinstance(want_digest, str):
             return None, (path, "no recorded size or hash")
         if size != want_size:
-            return None, (path, f"{_plural(size, 'byte')}, expected {want_size:,}{_shared(st)}")
+            return None, (path, f"{_plural(size, 'byte')}, expected {want_size:,}")
         try:
             digest = sha256_file(path)
         except OSError as e:
             return None, (path, f"unreadable: {e.strerror or e}")
         if digest != want_digest:
-            return None, (path, f"its content does not match its recorded SHA-256{_shared(st)}")
+            return None, (path, "its content does not match its recorded SHA-256")
     return manifest, None
 
 
-def _shared(st: os.stat_result) -> str:
-    """For a changed cache file that has other names: where the change likely came from. o3d
-    publishes cache files into asset folders as hard links, so an edit made in place to an
-    asset's file (a texture painted over, a mesh saved over) is an edit of the cache's too."""
-    if st.st_nlink < 2:
-        return ""
-    return "; the file is also in an asset folder, so it was likely edited there, and o3d's file replaces the edit"
+def has_other_names(path: Path) -> bool:
+    """Whether a (damaged) cache file has other names: o3d publishes cache files into asset
+    folders as hard links, so an edit made in place to an asset's file (a texture painted over, a
+    mesh saved over) is an edit of the cache's too, and that is the likely cause."""
+    try:
+        return path.stat().st_nlink > 1
+    except OSError:
+        return False
 
 
 def _record_sizes_and_hashes(d: Path, manifest: dict[str, Any]) -> dict[str, Any]:

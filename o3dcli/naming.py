@@ -323,6 +323,16 @@ def _content_digest(path: Path) -> str | None:
         return None
 
 
+def recorded_entries(asset_dir: Path) -> set[str]:
+    """The cache entries `asset_dir`'s o3d-asset.json says its files were made from (none when it
+    records none or cannot be read)."""
+    try:
+        entries = json.loads((asset_dir / ASSET_META).read_text()).get("cache")
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {e for e in entries if isinstance(e, str)} if isinstance(entries, list) else set()
+
+
 def asset_meta_text(src: Path, cache: list[str] | None = None, sha256: str | None = None) -> str:
     """The o3d-asset.json that marks a folder as `src`'s results; `cache`: the entries of the item's
     cache folder the asset was made from (`o3d cache prune` keeps those); `sha256`: the source's

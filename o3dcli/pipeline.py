@@ -35,7 +35,7 @@ from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError, disk_full
 from o3dcli import publish
 from o3dcli.naming import (ASSET_META, Item, asset_meta_text, claim_name, clean_name, drop_if_empty,
-                           mark_asset_dir)
+                           mark_asset_dir, recorded_entries)
 from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
 from o3dcli.batch_types import Stage, StageContext, StageWarnings
 
@@ -214,18 +214,25 @@ class BatchRunner:
                 key = keys[stage.name] = self._key(stage, cfg, keys, input_hash)
             except (ConfigError, OSError):  # e.g. model files not given: checked only when the stage runs
                 break
-            done = ic.lookup(stage.name, key)
+            done = ic.lookup(stage.name, key, recompute=False)
             if done is not None:
                 files.update(self._stage_files(stage, done, item, res))
+            elif ic.entry_name(stage.name, key) in ic.damaged & recorded_entries(self.out_dir / item.name):
+                # found damaged just now (an asset file edited in place: the two are one file), and
+                # the asset's files of this stage are from it: they stay until a run recomputes it
+                asset_dir = self.out_dir / item.name
+                files.update(self._stage_files(stage, asset_dir, item, res, {d: d for d in stage.publish.values()}))
         # the cache entries this asset is made from (o3d cache prune keeps those, and drops the rest)
         entries = [ic.entry_name(stage, key) for stage, key in keys.items()]
         self._publish(self.out_dir / item.name, item.source, files, entries, input_hash)
         res.outputs.append(f"{item.name}/config.yaml")
 
-    def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult) -> dict[str, Path]:
-        """A finished stage's files to publish, {path in the asset folder: file in the cache}."""
+    def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult,
+                     names: dict[str, str] | None = None) -> dict[str, Path]:
+        """A finished stage's files to publish, {path in the asset folder: file in the cache}
+        (`names`: {name in `done`: name in the asset folder}, by default the stage's)."""
         files = {}
-        for src_name, dst_name in stage.publish.items():
+        for src_name, dst_name in (names if names is not None else stage.publish).items():
             src = done / src_name
             if src.is_dir():  # a folder of outputs (e.g. intermediate/): publish each file
                 for f in sorted(p for p in src.rglob("*") if p.is_file()):

@@ -3,9 +3,10 @@ whole, or the new one, whole, never a mix of the two.
 
 The new content is put together in a hidden staging folder beside the asset folder, so on the
 same file system whatever `OUT/.o3d/` is (a link to another disk included):
-`OUT/.<name>.o3d-new-<pid>/` holds the new files (copied, or hard-linked from the asset folder
-where they are unchanged) and the files of the asset folder that are not o3d's (a user's notes,
-`.DS_Store`: hard-linked, so that nothing is copied and nothing is lost). The staging folder then
+`OUT/.<name>.o3d-new-<pid>/` holds the new files (hard links to the cached files where the file
+system allows, so that an asset takes no disk beside its cache; else hard links to the asset
+folder's files where those are unchanged, else copies) and the files of the asset folder that are
+not o3d's (a user's notes, `.DS_Store`: hard-linked, so that nothing is copied and nothing is lost). The staging folder then
 takes the asset folder's place in one `renameat2(RENAME_EXCHANGE)` (Linux); where the system or
 the file system cannot exchange (macOS, exFAT, some network file systems), the asset folder is
 first renamed to `OUT/.<name>.o3d-old-<pid>/` and the staging folder renamed into its place.
@@ -235,7 +236,11 @@ def _same_content(target: Path, staged: Path, is_ours: Callable[[str], bool]) ->
         cur = have[rel]
         if cur.is_symlink() or not cur.is_file():
             return False
-        if not (os.path.samefile(p, cur) or same_file_content(p, cur)):
+        if os.path.samefile(p, cur):
+            continue
+        if p.stat().st_nlink > 1:  # a link to a cached file, where the asset has a copy: swapped in,
+            return False          # so that the two share their bytes (once, e.g. after --force)
+        if not same_file_content(p, cur):
             return False
     return True
 

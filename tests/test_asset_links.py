@@ -4,6 +4,7 @@ too, which the cache's check finds and says, and the next run makes o3d's file a
 
 import errno
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -75,3 +76,66 @@ def test_prune_counts_only_what_removing_frees(tmp_path):
     assert _size(entry) == 1000 and _size(entry / "model.glb") == 0 and _size(entry / "own.npz") == 1000
     (tmp_path / "asset-model.glb").unlink()  # the asset deleted: now removing the entry frees it all
     assert _size(entry) == 6000
+
+
+def test_copies_are_relinked_once_after_force_or_from_an_earlier_o3d(good_images, tmp_path):
+    out = tmp_path / "out"
+    assert generate(good_images / "apple.png", out).exit_code == 0
+    asset = out / "apple" / "input.png"
+    # --force recomputes the entry as a new file with the same bytes: the asset takes that one
+    res = runner.invoke(app, ["generate", "--no-progress", "--stop-after", "preprocess", "--force",
+                              str(good_images / "apple.png"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert os.path.samefile(asset, cached_input(out)) and asset.stat().st_nlink == 2
+    # an asset folder an earlier o3d wrote holds copies: the next run links them, once
+    data = asset.read_bytes()
+    asset.unlink()
+    asset.write_bytes(data)
+    assert generate(good_images / "apple.png", out).exit_code == 0
+    assert os.path.samefile(asset, cached_input(out))
+    before = asset.stat()
+    assert generate(good_images / "apple.png", out).exit_code == 0
+    assert (asset.stat().st_ino, asset.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_stop_after_run_keeps_an_asset_file_edited_in_place(good_images, tmp_path, caplog):
+    # the skipped stage's entry is found damaged (it is the edited file): the run does not
+    # recompute it, so the asset keeps that stage's files; a full run then makes them again
+    from o3dcli.batch_types import Stage
+    from o3dcli.config import load_config
+    from o3dcli.naming import Item
+    from o3dcli.pipeline import BatchRunner, run_batch
+
+    def first(ctx):
+        (ctx.work_dir / "a.txt").write_text("a")
+        return {}
+
+    def second(ctx):
+        for name in ("b.txt", "c.txt"):
+            (ctx.work_dir / name).write_text(f"{name} as o3d makes it")
+        return {}
+
+    stages = [Stage("first", 1, ("preprocess",), first, publish={"a.txt": "a.txt"}),
+              Stage("second", 1, ("preprocess",), second, publish={"b.txt": "b.txt", "c.txt": "c.txt"})]
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [Item((good_images / "apple.png").absolute(), "apple")]
+
+    def run(n):
+        return run_batch(items, BatchRunner(out, load_config("tiny"), stages[:n], all_stages=stages),
+                         show_progress=False).items[0]
+
+    assert run(2).status == "ok"
+    with open(out / "apple" / "b.txt", "r+b") as f:
+        f.write(b"B")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        assert run(1).status == "ok"
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "likely edited there" in said and "this run stops before that stage" in said, said
+    assert (out / "apple" / "b.txt").read_text() == "B.txt as o3d makes it"  # kept, with its edit
+    assert (out / "apple" / "c.txt").read_text() == "c.txt as o3d makes it"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        assert run(2).status == "ok"
+    assert (out / "apple" / "b.txt").read_text() == "b.txt as o3d makes it"
+    assert caplog.records == []  # the damaged entry was removed: this is a plain miss

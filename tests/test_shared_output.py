@@ -341,7 +341,7 @@ def _asset_with_a_users_file(out: Path, good_images: Path) -> tuple[list[Item], 
     return items, before
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "disk full"])
+@pytest.mark.parametrize("stop", ["ctrl-c", "disk full", "disk full, copying"])
 def test_publishing_stopped_half_way_leaves_the_earlier_asset_whole(good_images, tmp_path, monkeypatch, stop):
     # new settings, then Ctrl-C or a full disk while the files go into the asset folder: it held the
     # new a.txt beside the old b.txt, c.txt and config.yaml
@@ -361,8 +361,11 @@ def test_publishing_stopped_half_way_leaves_the_earlier_asset_whole(good_images,
             return real(src, dst, *args, **kw)
         return put
 
+    def no_links(src, dst, *args, **kw):  # the cache on another disk: every file is copied
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src))
+
     monkeypatch.setattr(shutil, "copyfile", then_stop(shutil.copyfile))
-    monkeypatch.setattr(os, "link", then_stop(os.link))
+    monkeypatch.setattr(os, "link", no_links if stop == "disk full, copying" else then_stop(os.link))
     runner_ = BatchRunner(out, load_config("tiny", ["preprocess.size=48"]), _touch_stages())
     if stop == "ctrl-c":
         with pytest.raises(BatchInterrupted):
