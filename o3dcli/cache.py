@@ -190,9 +190,10 @@ class StageWriter:
     dir: Path
     final: Path
 
-    def commit(self, meta: dict[str, Any], seconds: float | None = None) -> Path:
+    def commit(self, meta: dict[str, Any], seconds: float | None = None, batch: str | None = None) -> Path:
         """Publish the stage; `seconds` (what computing it took) is kept in the manifest, so a
-        later run that finds the stage cached can still say how long it took to make."""
+        later run that finds the stage cached can still say how long it took to make; so are the
+        `batch` that made it and the process (pid)."""
         sizes, digests = {}, {}
         for p in sorted(self.dir.rglob("*")):
             if p.is_file() and p != self.dir / MANIFEST:
@@ -201,7 +202,8 @@ class StageWriter:
         for d in [*(p for p in self.dir.rglob("*") if p.is_dir()), self.dir]:
             _fsync_dir(d)  # the files' names are durable too, before the manifest that lists them
         manifest = {"complete": True, "files": sorted(sizes), "sizes": sizes, "sha256": digests, "meta": meta,
-                    "finished": time.time(), "seconds": None if seconds is None else round(seconds, 4)}
+                    "finished": time.time(), "seconds": None if seconds is None else round(seconds, 4),
+                    "batch": batch, "pid": os.getpid()}
         atomic_write_text(self.dir / MANIFEST, json.dumps(manifest, indent=1, default=str))
         try:
             os.rename(self.dir, self.final)

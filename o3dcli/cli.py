@@ -152,6 +152,9 @@ def generate(
     force: bool = typer.Option(False, "--force", help="Recompute every stage for these settings even when a cached result exists (cached results of other settings are kept)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (plain log lines only)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed items."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Processes working on the batch at once, each on the next item no other holds (each loads the model: N times the memory); torch's threads are divided among them unless runtime.threads is set. On CUDA without a device index, spread over the visible GPUs."),
+    worker_of: Optional[str] = typer.Option(None, "--worker-of", hidden=True),
+    worker_threads: Optional[int] = typer.Option(None, "--worker-threads", hidden=True, min=1),
 ):
     """Generate a 3D asset for every input image.
 
@@ -160,6 +163,11 @@ def generate(
     Exit code: 0 = all items succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
     require_file_locks("generate")
+    if worker_of is not None:
+        from o3dcli.jobs import follow_parent
+
+        if not follow_parent():  # the command that started this worker is gone
+            raise typer.Exit(143)
 
     from rich.markup import escape
 
@@ -213,7 +221,8 @@ def generate(
                            + "".join(f"; {n}" for n in notes))
     items = assign_names(sources, output)
     try:
-        runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force, all_stages=generate_stages())
+        runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force, all_stages=generate_stages(),
+                             batch_id=worker_of)
     except (UserError, ValueError) as e:
         raise _usage_error(str(e)) from None
     from o3dcli.matting import check_matting
@@ -244,11 +253,21 @@ def generate(
             raise _usage_error(refused)
     # the output folder is made only once the settings are known to be usable
     output.mkdir(parents=True, exist_ok=True)
-    if cfg.runtime.threads:
+    jobs = min(jobs, len(items))
+    threads = worker_threads or cfg.runtime.threads
+    if jobs > 1:
         import torch
 
-        torch.set_num_threads(cfg.runtime.threads)
-    console.print(f"o3d {__version__}: {len(items)} image(s) -> {escape(str(output))}  (preset {escape(preset)}, device {runner.device})")
+        from o3dcli.jobs import threads_per_process
+
+        threads = threads_per_process(jobs, cfg.runtime.threads, torch.get_num_threads())
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    processes = f", {jobs} processes of {threads} thread(s)" if jobs > 1 else ""
+    console.print(f"o3d {__version__}: {len(items)} image(s) -> {escape(str(output))}  (preset {escape(preset)}, "
+                  f"device {runner.device}{processes})")
     for note in notes:
         console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
     if weights is not None:
@@ -267,14 +286,58 @@ def generate(
         for w in r.warnings:
             console.print(f"[yellow]! {escape(r.name)}[/yellow]: {escape(w)}", soft_wrap=True)
 
+    workers = None
+    if jobs > 1:
+        workers = _start_workers(jobs - 1, paths, output, preset, list(sets or []) + extra, recursive, stop_after,
+                                 force, None if cfg.runtime.threads else threads, cfg, runner)
     try:
-        result = run_batch(items, runner, show_progress=not no_progress, on_item_done=on_done)
+        result = run_batch(items, runner, show_progress=not no_progress, on_item_done=on_done,
+                           before_report=lambda interrupted: _end_workers(workers, stop=interrupted))
     except BatchInterrupted as e:
+        _end_workers(workers, stop=True)
         _print_summary(e.result)
         console.print("[yellow]interrupted[/yellow]: finished stages are cached; run the same command again to resume.")
         raise typer.Exit(interrupted_exit_code())
+    except BaseException:
+        _end_workers(workers, stop=True)
+        raise
     _print_summary(result)
     raise typer.Exit(EXIT_OK if result.ok else EXIT_SOME_FAILED)
+
+
+def _start_workers(n: int, paths, output: Path, preset: str, sets: list[str], recursive: bool,
+                   stop_after: Optional[str], force: bool, threads: Optional[int], cfg, runner):
+    """Start `n` worker processes on the batch (o3dcli.jobs)."""
+    import os
+
+    from o3dcli.jobs import LOG_DIR, Workers, cuda_devices_for_workers, worker_args
+
+    kind = str(runner.device).split(":")[0]
+    count = 0
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+    gpus = cuda_devices_for_workers(n, cfg.runtime.device, kind, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+    workers = Workers(runner.cache.root / LOG_DIR)
+    workers.start(worker_args(paths, output, preset, sets, recursive, stop_after, force, threads, runner.batch_id),
+                  [None if g is None else {"CUDA_VISIBLE_DEVICES": g} for g in gpus])
+    return workers
+
+
+def _end_workers(workers, stop: bool = False) -> None:
+    """Wait for the workers (after asking them to stop, when the command was interrupted); say
+    which ended otherwise than normally. Once: later calls do nothing."""
+    if workers is None:
+        return
+    from rich.markup import escape
+
+    from o3dcli.console import console
+
+    if stop:
+        workers.stop()
+    for problem in workers.wait(timeout=120 if stop else 600):
+        console.print(f"[yellow]warning[/yellow]: {escape(problem)}", soft_wrap=True)
 
 
 def _print_summary(result) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,10 +51,14 @@ def config_value(cfg: dict, dotted: str):
 
 class BatchRunner:
     def __init__(self, out_dir: Path, config: Config, stages: list[Stage], force: bool = False,
-                 on_progress: Callable[[str, str], None] | None = None, all_stages: list[Stage] | None = None):
+                 on_progress: Callable[[str, str], None] | None = None, all_stages: list[Stage] | None = None,
+                 batch_id: str | None = None):
         """`stages` are run; `all_stages` (default: the same), of which `stages` is the start, are
         what an asset folder can hold: after a shorter run (--stop-after) the later stages' files
-        are published from the cache when it has them for these settings, and removed otherwise."""
+        are published from the cache when it has them for these settings, and removed otherwise.
+        `batch_id`: the batch this runner is one process of (o3d generate --jobs: the processes of
+        one batch share it; a new one by default). Stages one of them made count as made, not
+        cached, for the others, and `force` recomputes only what was made before the batch."""
         self.out_dir = Path(out_dir)
         self.config = config
         self.stages = stages
@@ -61,6 +66,7 @@ class BatchRunner:
         if [s.name for s in self.all_stages[:len(stages)]] != [s.name for s in stages]:
             raise ValueError("the stages run must be the first of all_stages")
         self.force = force
+        self.batch_id = batch_id or uuid.uuid4().hex
         self.cache = Cache(self.out_dir)
         self.on_progress = on_progress or (lambda name, text: None)
         self.device = resolve_device(config.runtime.device)
@@ -163,11 +169,16 @@ class BatchRunner:
             self.on_progress(item.name, stage.name)
             self._running, self._running_t0 = stage.name, t0
             key = self._key(stage, cfg, keys, input_hash)
-            if self.force and stage.name not in res.cached:
-                ic.invalidate(stage.name, key)
             done = ic.lookup(stage.name, key)
+            manifest = ic.manifest(done) if done is not None else None
+            # made in this batch: by another of its processes (o3d generate --jobs), not cached
+            made_here = manifest is not None and manifest.get("batch") == self.batch_id
+            if self.force and not made_here:  # --force: what was made before this batch is made again
+                ic.invalidate(stage.name, key)
+                done = manifest = None
             if done is not None:
-                res.cached.append(stage.name)
+                if not made_here:
+                    res.cached.append(stage.name)
             else:
                 writer = ic.begin(stage.name, key)
                 ctx = StageContext(item, self.config, writer.dir, dict(dirs), ic.state(stage.name, key), input_hash,
@@ -189,16 +200,18 @@ class BatchRunner:
                     logging.getLogger("o3d").removeFilter(caught)
                 if caught.messages:
                     meta = {**meta, "warnings": list(meta.get("warnings", [])) + caught.messages}
-                done = writer.commit(meta, seconds=time.perf_counter() - t0)
+                done = writer.commit(meta, seconds=time.perf_counter() - t0, batch=self.batch_id)
                 ctx.state.clear()
+                manifest = ic.manifest(done)
             keys[stage.name] = key
             dirs[stage.name] = done
-            manifest = ic.manifest(done)
             metas[stage.name] = manifest.get("meta", {})
             res.computed_seconds[stage.name] = manifest.get("seconds")
             res.stages[stage.name] = {k: v for k, v in metas[stage.name].items() if k != "warnings"}
             res.warnings += [w for w in metas[stage.name].get("warnings", []) if w not in res.warnings]
             res.timings[stage.name] = round(time.perf_counter() - t0, 4)
+            if made_here and isinstance(manifest.get("seconds"), (int, float)):
+                res.timings[stage.name] = manifest["seconds"]  # this batch's work, done by another process
         self._running = None  # what follows is publishing, not a stage
         # Files are published once every stage has run, all at once: an item that fails or is
         # interrupted leaves its asset folder as it was (an earlier run's asset stays whole, beside
@@ -273,9 +286,12 @@ class BatchRunner:
 
 
 def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True,
-              on_item_done: Callable[[ItemResult], None] | None = None) -> BatchResult:
+              on_item_done: Callable[[ItemResult], None] | None = None,
+              before_report: Callable[[bool], None] | None = None) -> BatchResult:
     """Run every item with a progress display; items another process holds are
-    waited for at the end (their stages are then cached, so no work is repeated)."""
+    waited for at the end (their stages are then cached, so no work is repeated).
+    `before_report(interrupted)` is called before the report is written (o3d generate --jobs
+    ends its workers there, so that the report holds this run's items last)."""
     from o3dcli.console import batch_progress
 
     started = time.time()
@@ -312,6 +328,8 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
             if isinstance(e, ItemInterrupted) and running is not None:
                 results[running] = e.result
         prog.update(task, description="generated", stage="")
+        if before_report is not None:
+            before_report(interrupted)
         report_error = None
         path = runner.out_dir / REPORT_NAME
         try:

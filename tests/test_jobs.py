@@ -1,0 +1,145 @@
+"""`o3d generate --jobs N`: worker processes share one batch through the per-item locks; what one
+of them made counts as made (not cached) for the others, and --force recomputes only what was
+made before the batch."""
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from o3dcli.batch_types import Stage
+from o3dcli.cli import app
+from o3dcli.config import load_config
+from o3dcli.jobs import Workers, cuda_devices_for_workers, threads_per_process, worker_args
+from o3dcli.naming import Item
+from o3dcli.pipeline import BatchRunner, run_batch
+
+runner = CliRunner()
+
+
+def test_threads_are_divided_among_the_processes_unless_set():
+    assert threads_per_process(2, 0, 8) == 4
+    assert threads_per_process(3, 0, 8) == 2
+    assert threads_per_process(16, 0, 8) == 1
+    assert threads_per_process(4, 3, 8) == 3  # runtime.threads, as the user set it
+
+
+@pytest.mark.parametrize("setting, kind, visible, count, expected", [
+    ("auto", "cuda", None, 4, ["1", "2", "3"]),              # the command's process takes GPU 0
+    ("cuda", "cuda", "2,5", 2, ["5", "2", "5"]),           # round the visible list again
+    ("cuda:1", "cuda", None, 4, [None, None, None]),        # an explicit GPU, for every process
+    ("auto", "cuda", None, 1, [None, None, None]),          # one GPU: all share it
+    ("auto", "cpu", None, 0, [None, None, None]),
+])
+def test_workers_are_spread_over_the_visible_gpus(setting, kind, visible, count, expected):
+    assert cuda_devices_for_workers(3, setting, kind, visible, count) == expected
+
+
+def test_worker_arguments_repeat_the_command(tmp_path):
+    args = worker_args([Path("photos"), Path("a.png")], tmp_path, "tiny", ["mesh.target_faces=5000", "runtime.seed=3"],
+                       recursive=True, stop_after="diffusion", force=True, threads=2, batch_id="b1")
+    assert args[:3] == ["generate", "photos", "a.png"]
+    joined = " ".join(args)
+    for part in (f"-o {tmp_path}", "--preset tiny", "--set mesh.target_faces=5000", "--set runtime.seed=3",
+                 "--recursive", "--stop-after diffusion", "--force", "--worker-threads 2", "--worker-of b1",
+                 "--no-progress"):
+        assert part in joined
+
+
+def _stages(calls):
+    def make(ctx):
+        calls.append(ctx.item.name)
+        (ctx.work_dir / "a.txt").write_text(ctx.item.name)
+        return {}
+
+    return [Stage("make", 1, ("preprocess",), make, publish={"a.txt": "a.txt"})]
+
+
+def test_what_another_process_of_the_batch_made_is_made_not_cached_and_force_spares_it(good_images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [Item((good_images / "apple.png").absolute(), "apple")]
+    calls = []
+    cfg = load_config("tiny")
+    # a worker of batch B makes the item; the command's own process of B then finds it made
+    assert run_batch(items, BatchRunner(out, cfg, _stages(calls), batch_id="B"), show_progress=False).ok
+    res = run_batch(items, BatchRunner(out, cfg, _stages(calls), batch_id="B", force=True),
+                    show_progress=False).items[0]
+    assert calls == ["apple"] and res.status == "ok"
+    assert res.cached == [] and "make" in res.timings  # made in this batch: not "cached"
+    # another batch: cached; with --force, made again
+    res = run_batch(items, BatchRunner(out, cfg, _stages(calls)), show_progress=False).items[0]
+    assert res.cached == ["make"] and calls == ["apple"]
+    assert run_batch(items, BatchRunner(out, cfg, _stages(calls), force=True), show_progress=False).ok
+    assert calls == ["apple", "apple"]
+
+
+def _manifests(out: Path, stage: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / ".o3d" / "items").glob(f"*/{stage}-*/manifest.json"))]
+
+
+@pytest.fixture
+def photos(good_images, tmp_path) -> Path:
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(4):
+        shutil.copy(good_images / "apple.png", d / f"apple{i}.png")  # the same photo: the same work
+    return d
+
+
+def test_two_processes_share_a_batch(photos, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["generate", str(photos), "-o", str(out), "--jobs", "2", "--stop-after", "diffusion",
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "2 processes of 1 thread(s)" in said and "4/4 succeeded" in said
+    made = _manifests(out, "diffusion")
+    assert len(made) == 4 and len({m["batch"] for m in made}) == 1
+    assert len({m["pid"] for m in made}) == 2, "the worker made none of the items"
+    report = json.loads((out / "o3d-report.json").read_text())
+    assert report["summary"] == {"ok": 4} and [r["pid"] for r in report["runs"].values()] == [os.getpid()]
+    assert all(i["cached"] == [] for i in report["items"])  # all made by this batch
+    assert not (out / ".o3d" / "logs").exists()  # the worker ended normally: its log is gone
+    # --force with --jobs: everything made again, once, by the new batch
+    res = runner.invoke(app, ["generate", str(photos), "-o", str(out), "--jobs", "2", "--stop-after", "preprocess",
+                              "--force", "--no-progress"])
+    assert res.exit_code == 0 and "nothing recomputed" not in res.output, res.output
+    again = _manifests(out, "preprocess")
+    assert len(again) == 4 and len({m["batch"] for m in again}) == 1 and again[0]["batch"] != made[0]["batch"]
+
+
+def test_a_bad_input_fails_alone_with_jobs(good_images, tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    shutil.copy(good_images / "apple.png", d / "apple.png")
+    shutil.copy(good_images / "pear.png", d / "pear.png")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["generate", str(d), "-o", str(out), "--jobs", "3", "--stop-after", "preprocess",
+                              "--no-progress"])
+    assert res.exit_code == 1, res.output
+    said = " ".join(res.output.split())
+    assert said.count("✗ broken") == 1 and "2/3 succeeded" in said
+    assert (out / "apple" / "input.png").is_file() and (out / "pear" / "input.png").is_file()
+
+
+def test_a_worker_that_ends_abnormally_is_named_with_its_log(tmp_path):
+    workers = Workers(tmp_path / "logs")
+    workers.start(["generate"], [None])  # no inputs: a usage error (exit code 2)
+    problems = workers.wait(timeout=120)
+    assert len(problems) == 1 and "ended with exit code 2" in problems[0], problems
+    log = next((tmp_path / "logs").glob("generate-*-worker1.log"))
+    assert str(log) in problems[0] and "no inputs" in log.read_text()
+    assert workers.wait() == []  # once
+
+
+def test_python_m_o3dcli_is_the_o3d_command():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-m", "o3dcli", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("o3d "), done.stdout + done.stderr
