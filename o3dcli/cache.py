@@ -349,6 +349,32 @@ class ItemCache:
             n += 1
         return n
 
+    def record_failure(self, batch: str, source: Path, error: str | None, trace: str | None) -> None:
+        """Record that this item failed in `batch` (o3d generate --jobs: the other processes of the
+        batch report it without running it again). Best effort: a folder that cannot be written
+        means only that another process may try the item too."""
+        try:
+            atomic_write_text(self.dir / f"failed-{batch}.json",
+                              json.dumps({"source": str(source), "error": error, "traceback": trace}))
+        except OSError:
+            pass
+
+    def recorded_failure(self, batch: str, source: Path) -> dict[str, Any] | None:
+        """The failure `record_failure` recorded for this item and input in `batch`, or None."""
+        try:
+            failed = json.loads((self.dir / f"failed-{batch}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(failed, dict) or failed.get("source") != str(source) or not isinstance(failed.get("error"), str):
+            return None
+        return failed
+
+    def forget_failures(self, but: str) -> None:
+        """Remove the failures recorded in other batches than `but` (they were for those batches)."""
+        for p in self.dir.glob("failed-*.json"):
+            if p.name != f"failed-{but}.json":
+                p.unlink(missing_ok=True)
+
     def invalidate(self, stage: str, key: str | None = None) -> None:
         """Forget the cached result of `stage` for `key`, its folder and saved state (--force); with
         no key, every setting's. Results of other settings stay: --force recomputes, it does not

@@ -155,6 +155,7 @@ def generate(
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Processes working on the batch at once, each on the next item no other holds (each loads the model: N times the memory); torch's threads are divided among them unless runtime.threads is set. On CUDA without a device index, spread over the visible GPUs."),
     worker_of: Optional[str] = typer.Option(None, "--worker-of", hidden=True),
     worker_threads: Optional[int] = typer.Option(None, "--worker-threads", hidden=True, min=1),
+    worker_items: Optional[Path] = typer.Option(None, "--worker-items", hidden=True),
 ):
     """Generate a 3D asset for every input image.
 
@@ -173,8 +174,6 @@ def generate(
 
     from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.errors import UserError
-    from o3dcli.inputs import check_output_dir, collect_inputs
-    from o3dcli.naming import assign_names
     from o3dcli.pipeline import BatchRunner, run_batch
     from o3dcli.batch_types import BatchInterrupted
     from o3dcli.stages import generate_stages
@@ -198,33 +197,19 @@ def generate(
 
         extra.append(f"mesh.formats=[{','.join(parse_formats(formats))}]")
     cfg = _load_config(preset, sets, extra)
-    paths = list(inputs or [])
-    if examples:
-        paths.append(examples_dir())
-    if not paths:
-        raise _usage_error("no inputs: give image files or folders, or --examples")
-    try:
-        check_output_dir(output)
-        notes: list[str] = []
-        sources = collect_inputs(paths, recursive=recursive, notes=notes)
-    except UserError as e:
-        raise _usage_error(str(e)) from None
-    if not sources:
-        hint = ""
-        if not recursive:  # said only where sub-folders hold images a recursive scan would take
-            try:
-                deeper = len(collect_inputs(paths, recursive=True, notes=[]))
-            except UserError:
-                deeper = 0
-            hint = f" (use --recursive: {deeper} in sub-folders)" if deeper else ""
-        raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}"
-                           + "".join(f"; {n}" for n in notes))
-    items = assign_names(sources, output)
+    notes: list[str] = []
+    if worker_items is not None:  # a worker of --jobs: the command's items
+        from o3dcli.jobs import read_items
+
+        items = read_items(worker_items)
+    else:
+        items = _generate_items(list(inputs or []), examples, output, recursive, notes)
     try:
         runner = BatchRunner(output, cfg, generate_stages(stop_after), force=force, all_stages=generate_stages(),
                              batch_id=worker_of)
     except (UserError, ValueError) as e:
         raise _usage_error(str(e)) from None
+    runner.shared = jobs > 1 or worker_of is not None
     from o3dcli.matting import check_matting
 
     unmattable = None
@@ -288,8 +273,8 @@ def generate(
 
     workers = None
     if jobs > 1:
-        workers = _start_workers(jobs - 1, paths, output, preset, list(sets or []) + extra, recursive, stop_after,
-                                 force, None if cfg.runtime.threads else threads, cfg, runner)
+        workers = _start_workers(jobs - 1, items, output, preset, list(sets or []) + extra, stop_after, force,
+                                 None if cfg.runtime.threads else threads, cfg, runner)
     try:
         result = run_batch(items, runner, show_progress=not no_progress, on_item_done=on_done,
                            before_report=lambda interrupted: _end_workers(workers, stop=interrupted))
@@ -302,11 +287,40 @@ def generate(
         _end_workers(workers, stop=True)
         raise
     _print_summary(result)
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_SOME_FAILED)
+    # a worker of --jobs ends with 0 when its items failed too (the command reports them): 1 is a crash
+    raise typer.Exit(EXIT_OK if result.ok or worker_of is not None else EXIT_SOME_FAILED)
 
 
-def _start_workers(n: int, paths, output: Path, preset: str, sets: list[str], recursive: bool,
-                   stop_after: Optional[str], force: bool, threads: Optional[int], cfg, runner):
+def _generate_items(paths: list, examples: bool, output: Path, recursive: bool, notes: list[str]):
+    """The batch's items (inputs and asset names) from the command's inputs; usage errors for none."""
+    from o3dcli.errors import UserError
+    from o3dcli.inputs import check_output_dir, collect_inputs
+    from o3dcli.naming import assign_names
+
+    if examples:
+        paths.append(examples_dir())
+    if not paths:
+        raise _usage_error("no inputs: give image files or folders, or --examples")
+    try:
+        check_output_dir(output)
+        sources = collect_inputs(paths, recursive=recursive, notes=notes)
+    except UserError as e:
+        raise _usage_error(str(e)) from None
+    if not sources:
+        hint = ""
+        if not recursive:  # said only where sub-folders hold images a recursive scan would take
+            try:
+                deeper = len(collect_inputs(paths, recursive=True, notes=[]))
+            except UserError:
+                deeper = 0
+            hint = f" (use --recursive: {deeper} in sub-folders)" if deeper else ""
+        raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}"
+                           + "".join(f"; {n}" for n in notes))
+    return assign_names(sources, output)
+
+
+def _start_workers(n: int, items, output: Path, preset: str, sets: list[str], stop_after: Optional[str],
+                   force: bool, threads: Optional[int], cfg, runner):
     """Start `n` worker processes on the batch (o3dcli.jobs)."""
     import os
 
@@ -320,7 +334,7 @@ def _start_workers(n: int, paths, output: Path, preset: str, sets: list[str], re
         count = torch.cuda.device_count()
     gpus = cuda_devices_for_workers(n, cfg.runtime.device, kind, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
     workers = Workers(runner.cache.root / LOG_DIR)
-    workers.start(worker_args(paths, output, preset, sets, recursive, stop_after, force, threads, runner.batch_id),
+    workers.start(worker_args(output, preset, sets, stop_after, force, threads, runner.batch_id), items,
                   [None if g is None else {"CUDA_VISIBLE_DEVICES": g} for g in gpus])
     return workers
 

@@ -12,14 +12,18 @@ Each process loads its own copy of the model: N times the memory. torch's thread
 among the processes unless `runtime.threads` is set. On CUDA with no device index, the workers
 are spread over the visible GPUs (each worker sees one, through CUDA_VISIBLE_DEVICES).
 
-A worker's output goes to a log file in OUT/.o3d/logs/, removed when the worker ends normally
-(its items are in the command's own summary and in the report). Workers run in a session of
-their own: Ctrl-C or SIGTERM stops the command, which passes SIGTERM on to each worker once; on
-Linux a worker also gets SIGTERM when the command's process dies.
+The workers take the command's list of items (a file in OUT/.o3d/logs/), not their own scan of
+the inputs. An item that fails is recorded for the batch in its cache folder, so the other
+processes report it without running it again. A worker's output goes to a log file in
+OUT/.o3d/logs/, removed when the worker ends normally (its items are in the command's own
+summary and in the report) and kept as `*-kept.log` otherwise. Workers run in a session of their
+own: Ctrl-C or SIGTERM stops the command, which passes SIGTERM on to each worker once; on Linux
+a worker also gets SIGTERM when the command's process dies.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -29,8 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LOG_DIR = "logs"
-# all items ok, some failed (the command's own run reports them), stopped by Ctrl-C or SIGTERM
-WORKER_ENDED_NORMALLY = (0, 1, 130, 143)
+# done (a worker exits 0 when items failed too: the command's own run reports them), stopped by
+# Ctrl-C or SIGTERM; 1 is a crash (a Python traceback), 2 a usage error
+WORKER_ENDED_NORMALLY = (0, 130, 143)
+KEPT = "-kept.log"
 
 
 def threads_per_process(jobs: int, threads_setting: int, available: int) -> int:
@@ -56,24 +62,37 @@ def cuda_devices_for_workers(workers: int, device_setting: str, resolved_type: s
     return [gpus[(k + 1) % len(gpus)] for k in range(workers)]
 
 
-def worker_args(paths: list[Path], output: Path, preset: str, sets: list[str], recursive: bool,
-                stop_after: str | None, force: bool, threads: int | None, batch_id: str) -> list[str]:
-    """The `o3d generate` arguments of a worker: the command's inputs, output and settings (its
-    `--set`s and shortcut options, as `--set`s), no progress display, the batch id, and the torch
-    threads to use (None: runtime.threads, which is set)."""
-    args = ["generate", *(str(p) for p in paths), "-o", str(output), "--preset", preset, "--no-progress",
-            "--worker-of", batch_id]
+def worker_args(output: Path, preset: str, sets: list[str], stop_after: str | None, force: bool,
+                threads: int | None, batch_id: str) -> list[str]:
+    """The `o3d generate` arguments of a worker: the command's output and settings (its `--set`s
+    and shortcut options, as `--set`s), no progress display, the batch id, and the torch threads
+    to use (None: runtime.threads, which is set). The items are given by `Workers.start`: the
+    command's own list, so that a file added to an input folder meanwhile is not taken by a worker
+    alone."""
+    args = ["generate", "-o", str(output), "--preset", preset, "--no-progress", "--worker-of", batch_id]
     for s in sets:
         args += ["--set", s]
     if threads:  # not as runtime.threads: every process's config.yaml is the command's
         args += ["--worker-threads", str(threads)]
-    if recursive:
-        args.append("--recursive")
     if stop_after:
         args += ["--stop-after", stop_after]
     if force:
         args.append("--force")
     return args
+
+
+def write_items(path: Path, items) -> None:
+    """The batch's items (input and asset name, in order), for the workers."""
+    from o3dcli.atomic import atomic_write_text
+
+    atomic_write_text(path, json.dumps([[str(it.source), it.name] for it in items]))
+
+
+def read_items(path: Path):
+    """The items `write_items` wrote."""
+    from o3dcli.naming import Item
+
+    return [Item(Path(source), name) for source, name in json.loads(Path(path).read_text())]
 
 
 PARENT_ENV = "O3D_JOBS_PARENT"
@@ -95,16 +114,17 @@ def follow_parent() -> bool:
     return not parent.isdigit() or os.getppid() == int(parent)
 
 
-def _remove_orphaned_logs(log_dir: Path) -> None:
-    """Remove the worker logs of commands no longer running (killed before they could tidy up)."""
-    for log_path in log_dir.glob("generate-*-worker*.log"):
-        pid = log_path.name.split("-")[1]
-        if not pid.isdigit():
+def _remove_orphaned_files(log_dir: Path) -> None:
+    """Remove the worker logs and item lists of commands no longer running (killed before they
+    could tidy up); logs kept after an abnormal end (`*-kept.log`) stay for the user to read."""
+    for path in log_dir.glob("generate-*"):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit() or path.name.endswith(KEPT):
             continue
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            log_path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
         except OSError:  # running, as another user
             pass
 
@@ -115,39 +135,47 @@ class Workers:
 
     log_dir: Path
     procs: list[tuple[subprocess.Popen, Path]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    _stopped: set[int] = field(default_factory=set)
+    _items_file: Path | None = None
 
-    def start(self, args: list[str], envs: list[dict[str, str] | None]) -> None:
+    def start(self, args: list[str], items, envs: list[dict[str, str] | None]) -> None:
         """One worker per entry of `envs` (extra environment variables, or None), each running
-        `python -m o3dcli ARGS`, its output into a log file."""
+        `python -m o3dcli ARGS` on `items`, its output into a log file."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        _remove_orphaned_logs(self.log_dir)
+        _remove_orphaned_files(self.log_dir)
+        self._items_file = self.log_dir / f"generate-{os.getpid()}-items.json"
+        write_items(self._items_file, items)
         for k, extra in enumerate(envs, start=1):
             log_path = self.log_dir / f"generate-{os.getpid()}-worker{k}.log"
             env = {**os.environ, **(extra or {}), "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
             with open(log_path, "wb") as log_file:
                 # a session of its own: Ctrl-C in the terminal reaches the command only, which passes
                 # it on once (a second signal could cut short a worker's own tidying up)
-                proc = subprocess.Popen([sys.executable, "-m", "o3dcli", *args], stdin=subprocess.DEVNULL,
-                                        stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                proc = subprocess.Popen([sys.executable, "-m", "o3dcli", *args, "--worker-items", str(self._items_file)],
+                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
             self.procs.append((proc, log_path))
 
     def stop(self) -> None:
-        """Ask the workers still running to stop (SIGTERM: they keep and report what they
-        finished, as after Ctrl-C)."""
+        """Ask the workers still running to stop, once each (SIGTERM: they keep and report what
+        they finished, as after Ctrl-C)."""
         for proc, _ in self.procs:
-            if proc.poll() is None:
+            if proc.poll() is None and proc.pid not in self._stopped:
+                self._stopped.add(proc.pid)
                 try:
                     proc.send_signal(signal.SIGTERM)
                 except OSError:
                     pass
 
     def wait(self, timeout: float | None = None) -> list[str]:
-        """Wait for every worker; problems to tell (a worker that ended otherwise than normally,
-        with its log, which is kept; the logs of the others are removed). After `timeout` seconds
-        the workers left are killed."""
+        """Wait for every worker; the problems to tell: a worker that ended otherwise than
+        normally, with its log, which is kept (renamed `*-kept.log`); the logs of the others are
+        removed. After `timeout` seconds the workers left are killed. What an interrupt cuts
+        short is finished by the next call."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        problems = []
-        for proc, log_path in self.procs:
+        while self.procs:
+            proc, log_path = self.procs[0]
             try:
                 code = proc.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -156,10 +184,18 @@ class Workers:
             if code in WORKER_ENDED_NORMALLY:
                 log_path.unlink(missing_ok=True)
             else:
-                problems.append(f"worker process {proc.pid} ended with exit code {code} (its log: {log_path})")
-        self.procs = []
+                kept = log_path.with_name(log_path.stem + KEPT)
+                try:
+                    os.replace(log_path, kept)
+                except OSError:
+                    kept = log_path
+                self.problems.append(f"worker process {proc.pid} ended with exit code {code} (its log: {kept})")
+            self.procs.pop(0)
+        if self._items_file is not None:
+            self._items_file.unlink(missing_ok=True)
         try:
             self.log_dir.rmdir()  # empty: nothing to keep
         except OSError:
             pass
+        problems, self.problems = self.problems, []
         return problems

@@ -67,6 +67,9 @@ class BatchRunner:
             raise ValueError("the stages run must be the first of all_stages")
         self.force = force
         self.batch_id = batch_id or uuid.uuid4().hex
+        self.shared = False
+        """Whether other processes work on this batch (o3d generate --jobs): an item's failure is
+        then recorded for them, so that each failing item is run once."""
         self.cache = Cache(self.out_dir)
         self.on_progress = on_progress or (lambda name, text: None)
         self.device = resolve_device(config.runtime.device)
@@ -108,6 +111,11 @@ class BatchRunner:
         ic = self.cache.item(item.name)
         try:
             ic.clean_stale()
+            ic.forget_failures(but=self.batch_id)
+            if self.shared and (failed := ic.recorded_failure(self.batch_id, item.source)) is not None:
+                # another process of this batch ran it and it failed: said once, not run again
+                res.status, res.error, res.traceback = "failed", failed["error"], failed.get("traceback")
+                return res
             mark_asset_dir(self.out_dir / item.name, item.source)
             self._run_stages(item, ic, res)
             res.status = "ok"
@@ -128,6 +136,8 @@ class BatchRunner:
             if not isinstance(e, UserError):
                 res.traceback = traceback.format_exc()
             drop_if_empty(self.out_dir / item.name)
+            if self.shared:
+                ic.record_failure(self.batch_id, item.source, res.error, res.traceback)
         finally:
             lock.release()
         return res
@@ -329,7 +339,11 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
                 results[running] = e.result
         prog.update(task, description="generated", stage="")
         if before_report is not None:
-            before_report(interrupted)
+            try:
+                before_report(interrupted)
+            except KeyboardInterrupt:  # while waiting there: the report is still written
+                interrupted = True
+                before_report(True)
         report_error = None
         path = runner.out_dir / REPORT_NAME
         try:

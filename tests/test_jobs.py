@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from o3dcli.batch_types import Stage
 from o3dcli.cli import app
 from o3dcli.config import load_config
-from o3dcli.jobs import Workers, cuda_devices_for_workers, threads_per_process, worker_args
+from o3dcli.jobs import (Workers, cuda_devices_for_workers, read_items, threads_per_process, worker_args,
+                         write_items)
 from o3dcli.naming import Item
 from o3dcli.pipeline import BatchRunner, run_batch
 
@@ -39,15 +40,17 @@ def test_workers_are_spread_over_the_visible_gpus(setting, kind, visible, count,
     assert cuda_devices_for_workers(3, setting, kind, visible, count) == expected
 
 
-def test_worker_arguments_repeat_the_command(tmp_path):
-    args = worker_args([Path("photos"), Path("a.png")], tmp_path, "tiny", ["mesh.target_faces=5000", "runtime.seed=3"],
-                       recursive=True, stop_after="diffusion", force=True, threads=2, batch_id="b1")
-    assert args[:3] == ["generate", "photos", "a.png"]
+def test_worker_arguments_repeat_the_command_and_the_items_are_the_commands(tmp_path):
+    args = worker_args(tmp_path, "tiny", ["mesh.target_faces=5000", "runtime.seed=3"], stop_after="diffusion",
+                       force=True, threads=2, batch_id="b1")
+    assert args[0] == "generate"
     joined = " ".join(args)
     for part in (f"-o {tmp_path}", "--preset tiny", "--set mesh.target_faces=5000", "--set runtime.seed=3",
-                 "--recursive", "--stop-after diffusion", "--force", "--worker-threads 2", "--worker-of b1",
-                 "--no-progress"):
+                 "--stop-after diffusion", "--force", "--worker-threads 2", "--worker-of b1", "--no-progress"):
         assert part in joined
+    items = [Item(Path("/p/-a.png"), "-a"), Item(Path("/p/b c.png"), "b c-2")]  # odd names survive
+    write_items(tmp_path / "items.json", items)
+    assert read_items(tmp_path / "items.json") == items
 
 
 def _stages(calls):
@@ -76,6 +79,52 @@ def test_what_another_process_of_the_batch_made_is_made_not_cached_and_force_spa
     assert res.cached == ["make"] and calls == ["apple"]
     assert run_batch(items, BatchRunner(out, cfg, _stages(calls), force=True), show_progress=False).ok
     assert calls == ["apple", "apple"]
+
+
+def test_an_item_that_failed_in_the_batch_is_reported_not_run_again(good_images, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [Item((good_images / "apple.png").absolute(), "apple")]
+    calls = []
+
+    def fail(ctx):
+        calls.append(1)
+        raise RuntimeError("the model ran out of memory")
+
+    def runner_(batch):
+        r = BatchRunner(out, load_config("tiny"), [Stage("make", 1, ("preprocess",), fail)], batch_id=batch)
+        r.shared = True
+        return r
+
+    first = run_batch(items, runner_("B"), show_progress=False).items[0]
+    second = run_batch(items, runner_("B"), show_progress=False).items[0]
+    assert calls == [1] and first.status == second.status == "failed"
+    assert second.error == first.error == "RuntimeError: the model ran out of memory"
+    third = run_batch(items, runner_("C"), show_progress=False).items[0]  # another batch: run again
+    assert calls == [1, 1] and third.status == "failed"
+    assert [p.name for p in (out / ".o3d" / "items" / "apple").glob("failed-*")] == ["failed-C.json"]
+
+
+def test_an_interrupt_while_the_workers_are_awaited_still_writes_the_report(good_images, tmp_path):
+    from o3dcli.batch_types import BatchInterrupted
+
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [Item((good_images / "apple.png").absolute(), "apple")]
+    seen = []
+
+    def before_report(interrupted):
+        seen.append(interrupted)
+        if len(seen) == 1:
+            raise KeyboardInterrupt  # Ctrl-C while waiting for the workers
+
+    with pytest.raises(BatchInterrupted) as e:
+        run_batch(items, BatchRunner(out, load_config("tiny"), _stages([])), show_progress=False,
+                  before_report=before_report)
+    assert seen == [False, True]  # asked again, to stop the workers
+    assert e.value.result.items[0].status == "ok"
+    report = json.loads((out / "o3d-report.json").read_text())
+    assert report["interrupted"] is True and report["summary"] == {"ok": 1}
 
 
 def _manifests(out: Path, stage: str) -> list[dict]:
@@ -125,17 +174,25 @@ def test_a_bad_input_fails_alone_with_jobs(good_images, tmp_path):
     assert res.exit_code == 1, res.output
     said = " ".join(res.output.split())
     assert said.count("✗ broken") == 1 and "2/3 succeeded" in said
+    assert "warning: worker" not in said  # a worker whose item failed ends normally
     assert (out / "apple" / "input.png").is_file() and (out / "pear" / "input.png").is_file()
 
 
-def test_a_worker_that_ends_abnormally_is_named_with_its_log(tmp_path):
+def test_a_worker_that_ends_abnormally_is_named_with_its_log_which_is_kept(tmp_path):
     workers = Workers(tmp_path / "logs")
-    workers.start(["generate"], [None])  # no inputs: a usage error (exit code 2)
+    workers.start(["generate", "--preset", "no-such-preset"], [], [None])  # a usage error (exit code 2)
     problems = workers.wait(timeout=120)
     assert len(problems) == 1 and "ended with exit code 2" in problems[0], problems
-    log = next((tmp_path / "logs").glob("generate-*-worker1.log"))
-    assert str(log) in problems[0] and "no inputs" in log.read_text()
+    log = next((tmp_path / "logs").glob("generate-*-worker1-kept.log"))
+    assert str(log) in problems[0] and "no-such-preset" in log.read_text()
     assert workers.wait() == []  # once
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == [log.name]  # the item list is gone
+    # the next command's workers leave it there (a dead command's other files go)
+    (tmp_path / "logs" / "generate-999999999-worker1.log").write_text("")
+    again = Workers(tmp_path / "logs")
+    again.start(["generate", "--help"], [], [None])  # ends normally
+    assert again.wait(timeout=120) == []
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == [log.name]
 
 
 def test_python_m_o3dcli_is_the_o3d_command():
