@@ -334,8 +334,14 @@ def _start_workers(n: int, items, output: Path, preset: str, sets: list[str], st
         count = torch.cuda.device_count()
     gpus = cuda_devices_for_workers(n, cfg.runtime.device, kind, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
     workers = Workers(runner.cache.root / LOG_DIR)
-    workers.start(worker_args(output, preset, sets, stop_after, force, threads, runner.batch_id), items,
-                  [None if g is None else {"CUDA_VISIBLE_DEVICES": g} for g in gpus])
+    problem = workers.start(worker_args(output, preset, sets, stop_after, force, threads, runner.batch_id), items,
+                            [None if g is None else {"CUDA_VISIBLE_DEVICES": g} for g in gpus])
+    if problem:
+        from rich.markup import escape
+
+        from o3dcli.console import console
+
+        console.print(f"[yellow]warning[/yellow]: {escape(problem)}; the batch goes on without them", soft_wrap=True)
     return workers
 
 

@@ -139,23 +139,32 @@ class Workers:
     _stopped: set[int] = field(default_factory=set)
     _items_file: Path | None = None
 
-    def start(self, args: list[str], items, envs: list[dict[str, str] | None]) -> None:
+    def start(self, args: list[str], items, envs: list[dict[str, str] | None]) -> str | None:
         """One worker per entry of `envs` (extra environment variables, or None), each running
-        `python -m o3dcli ARGS` on `items`, its output into a log file."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        _remove_orphaned_files(self.log_dir)
-        self._items_file = self.log_dir / f"generate-{os.getpid()}-items.json"
-        write_items(self._items_file, items)
+        `python -m o3dcli ARGS` on `items`, its output into a log file. Returns what stopped it
+        from starting them all (the command then works with the ones it has), else None."""
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            _remove_orphaned_files(self.log_dir)
+            self._items_file = self.log_dir / f"generate-{os.getpid()}-items.json"
+            write_items(self._items_file, items)
+        except OSError as e:
+            return f"cannot start worker processes: cannot write in {self.log_dir} ({e.strerror or e})"
         for k, extra in enumerate(envs, start=1):
             log_path = self.log_dir / f"generate-{os.getpid()}-worker{k}.log"
             env = {**os.environ, **(extra or {}), "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())}
-            with open(log_path, "wb") as log_file:
-                # a session of its own: Ctrl-C in the terminal reaches the command only, which passes
-                # it on once (a second signal could cut short a worker's own tidying up)
-                proc = subprocess.Popen([sys.executable, "-m", "o3dcli", *args, "--worker-items", str(self._items_file)],
-                                        stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+            try:
+                with open(log_path, "wb") as log_file:
+                    # a session of its own: Ctrl-C in the terminal reaches the command only, which
+                    # passes it on once (a second signal could cut short a worker's own tidying up)
+                    proc = subprocess.Popen([sys.executable, "-m", "o3dcli", *args, "--worker-items",
+                                             str(self._items_file)], stdin=subprocess.DEVNULL, stdout=log_file,
+                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            except OSError as e:  # too many processes, no memory left to start one, ...
+                log_path.unlink(missing_ok=True)
+                return f"started {k - 1} of {len(envs)} worker processes: {e.strerror or e}"
             self.procs.append((proc, log_path))
+        return None
 
     def stop(self) -> None:
         """Ask the workers still running to stop, once each (SIGTERM: they keep and report what

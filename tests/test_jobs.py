@@ -200,3 +200,21 @@ def test_python_m_o3dcli_is_the_o3d_command():
 
     done = subprocess.run([sys.executable, "-m", "o3dcli", "--version"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("o3d "), done.stdout + done.stderr
+
+
+def test_a_worker_that_cannot_be_started_leaves_the_others(tmp_path, monkeypatch):
+    import subprocess
+
+    real, started = subprocess.Popen, []
+
+    def popen(*args, **kwargs):
+        if started:
+            raise OSError(11, "Resource temporarily unavailable")
+        started.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    workers = Workers(tmp_path / "logs")
+    problem = workers.start(["generate", "--help"], [], [None, None, None])
+    assert problem == "started 1 of 3 worker processes: Resource temporarily unavailable"
+    assert len(workers.procs) == 1 and workers.wait(timeout=120) == []
