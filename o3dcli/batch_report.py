@@ -9,7 +9,8 @@ Items are matched on their input and name together (the input compared as the fi
 never on the name alone: one entry per input and name.
 - The same input and name in this run and an overlapping one: this run's item replaces the
   other's, unless this run's is `not-run` or `interrupted` and the other's `ok` or `failed` (a
-  finished result, which is what the folder holds, is not replaced by an item that did not run).
+  finished result, which is what the folder holds, is not replaced by an item that did not run),
+  or this run's is `not-run` and the other's `interrupted` (that one was under way).
 - The same name for different inputs (e.g. `/a/foo.png` and `/b/foo.png`, both planned as `foo`,
   one run interrupted before it took its name): two entries, one per input. Under the per-name
   locks only one input can hold the folder at the end, so when several are `ok` under one name
@@ -103,12 +104,36 @@ def _merge(mine: list[dict], theirs: list[dict], out_dir: Path) -> list[dict]:
     kept_mine, replaced = [], set()
     for i in mine:
         other = theirs_by_key.get(_key(i))
-        if other is not None and i.get("status") not in FINISHED and other.get("status") in FINISHED:
-            continue  # the other run's finished result stays
+        if other is not None and _outranks(other.get("status"), i.get("status")):
+            continue  # the other run's finished result (or its started one, over not-run) stays
         kept_mine.append(i)
         replaced.add(_key(i))
     merged = kept_mine + [i for k, i in theirs_by_key.items() if k not in replaced]
     return _drop_replaced_ok(merged, out_dir)
+
+
+def _outranks(theirs, mine) -> bool:
+    """Whether another run's item status stays over this run's: a finished one (`ok`, `failed`)
+    over one that did not finish, and an `interrupted` one (it was under way) over `not-run`."""
+    if mine not in FINISHED and theirs in FINISHED:
+        return True
+    return mine == "not-run" and theirs == "interrupted"
+
+
+def adopt_others(results: list[ItemResult], path: Path) -> None:
+    """Fill in this run's `not-run` items from the report at `path` (just written, merged with the
+    runs that overlapped this one): what another process of the batch did with them (o3d generate
+    --jobs, interrupted: the command's summary then says what the workers finished)."""
+    items = {_key(i): i for i in _read_json(path).get("items", []) if isinstance(i, dict)}
+    fields = set(ItemResult.__dataclass_fields__)
+    for r in results:
+        if r.status != "not-run":
+            continue
+        other = items.get(_key({"input": r.input, "name": r.name}))
+        if other is not None and other.get("status") in (*FINISHED, "interrupted"):
+            for k, v in other.items():
+                if k in fields:
+                    setattr(r, k, v)
 
 
 def _drop_replaced_ok(items: list[dict], out_dir: Path) -> list[dict]:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from o3dcli import __version__
 from o3dcli.atomic import file_identity, sha256_file
-from o3dcli.batch_report import REPORT_NAME, RunMark, new_run_id, write_report
+from o3dcli.batch_report import REPORT_NAME, RunMark, adopt_others, new_run_id, write_report
 from o3dcli.cache import (
     Cache,
     FileDigests,
@@ -348,6 +348,8 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
         path = runner.out_dir / REPORT_NAME
         try:
             path = runner.write_report(results, started, interrupted, run_id=run_id)
+            if interrupted and runner.shared:  # the items other processes of the batch got to
+                adopt_others(results, path)
         except OSError as e:  # the finished items are cached and published: only the report is lost
             report_error = f"cannot write {path} ({e.strerror or e})"
     if interrupted:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,28 @@ def test_a_worker_that_cannot_be_started_leaves_the_others(tmp_path, monkeypatch
     problem = workers.start(["generate", "--help"], [], [None, None, None])
     assert problem == "started 1 of 3 worker processes: Resource temporarily unavailable"
     assert len(workers.procs) == 1 and workers.wait(timeout=120) == []
+
+
+def test_an_interrupted_commands_summary_has_what_the_workers_got_to(good_images, tmp_path):
+    # the command is stopped on its first item; a worker had finished the second one
+    from o3dcli.batch_report import write_report
+    from o3dcli.batch_types import BatchInterrupted, ItemResult
+
+    out = tmp_path / "out"
+    out.mkdir()
+    items = [Item((good_images / "apple.png").absolute(), "apple"), Item((good_images / "pear.png").absolute(), "pear")]
+
+    def stop(ctx):
+        raise KeyboardInterrupt
+
+    def worker_reports(interrupted):  # the workers end, and write their reports, before the command
+        done = ItemResult(str(items[1].source), "pear", status="ok", timings={"make": 1.5})
+        write_report(out, out / ".o3d", "cpu", [done, ItemResult(str(items[0].source), "apple", status="not-run")],
+                     time.time(), interrupted=True)
+
+    r = BatchRunner(out, load_config("tiny"), [Stage("make", 1, ("preprocess",), stop)])
+    r.shared = True
+    with pytest.raises(BatchInterrupted) as e:
+        run_batch(items, r, show_progress=False, before_report=worker_reports)
+    assert [(i.name, i.status) for i in e.value.result.items] == [("apple", "interrupted"), ("pear", "ok")]
+    assert e.value.result.items[1].timings == {"make": 1.5}

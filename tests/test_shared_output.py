@@ -592,12 +592,20 @@ def test_an_item_that_did_not_run_leaves_an_overlapping_runs_finished_item_of_th
 
 @pytest.mark.parametrize("mine, theirs", [("ok", "ok"), ("ok", "failed"), ("failed", "ok"), ("failed", "not-run"),
                                           ("not-run", "not-run"), ("interrupted", "not-run"),
-                                          ("not-run", "interrupted")])
+                                          ("interrupted", "interrupted")])
 def test_this_runs_item_replaces_an_overlapping_runs_item_of_the_same_input_otherwise(tmp_path, mine, theirs):
     a = tmp_path / "a" / "foo.png"
     rep = _overlapping_reports(tmp_path / "out", [_item(a, "foo", theirs)], [_item(a, "foo", mine)])
     assert _entries(rep) == [("B", "a", "foo", mine)]
     assert list(rep["runs"]) == [rep["B"]]
+
+
+def test_a_not_run_item_leaves_an_overlapping_runs_interrupted_item(tmp_path):
+    # o3d generate --jobs, interrupted: a worker was under way on foo, which the command never reached
+    a = tmp_path / "a" / "foo.png"
+    rep = _overlapping_reports(tmp_path / "out", [_item(a, "foo", "interrupted")],
+                               [_item(a, "foo", "not-run"), _item(a, "bar", "not-run")])
+    assert _entries(rep) == [("A", "a", "foo", "interrupted"), ("B", "a", "bar", "not-run")]
 
 
 @pytest.mark.parametrize("mine, theirs", [(m, t) for m in ("ok", "failed", "not-run", "interrupted")
