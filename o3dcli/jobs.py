@@ -17,8 +17,9 @@ the inputs. An item that fails is recorded for the batch in its cache folder, so
 processes report it without running it again. A worker's output goes to a log file in
 OUT/.o3d/logs/, removed when the worker ends normally (its items are in the command's own
 summary and in the report) and kept as `*-kept.log` otherwise. Workers run in a session of their
-own: Ctrl-C or SIGTERM stops the command, which passes SIGTERM on to each worker once; on Linux
-a worker also gets SIGTERM when the command's process dies.
+own: Ctrl-C or SIGTERM stops the command, which passes SIGTERM on to each worker once (and its
+summary then takes, from the merged report, what the workers finished or were at); on Linux a
+worker also gets SIGTERM when the command's process dies.
 """
 
 from __future__ import annotations
