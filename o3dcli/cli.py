@@ -240,15 +240,13 @@ def generate(
     output.mkdir(parents=True, exist_ok=True)
     jobs = min(jobs, len(items))
     threads = worker_threads or cfg.runtime.threads
-    if jobs > 1:
+    if threads or jobs > 1:
         import torch
 
-        from o3dcli.jobs import threads_per_process
+        if jobs > 1:
+            from o3dcli.jobs import threads_per_process
 
-        threads = threads_per_process(jobs, cfg.runtime.threads, torch.get_num_threads())
-    if threads:
-        import torch
-
+            threads = threads_per_process(jobs, cfg.runtime.threads, torch.get_num_threads())
         torch.set_num_threads(threads)
     processes = f", {jobs} processes of {threads} thread(s)" if jobs > 1 else ""
     console.print(f"o3d {__version__}: {len(items)} image(s) -> {escape(str(output))}  (preset {escape(preset)}, "

@@ -54,6 +54,13 @@ def test_worker_arguments_repeat_the_command_and_the_items_are_the_commands(tmp_
     assert read_items(tmp_path / "items.json") == items
 
 
+def _apple(good_images, tmp_path) -> tuple[Path, list[Item]]:
+    """An output folder, and a batch of one item: apple.png."""
+    out = tmp_path / "out"
+    out.mkdir()
+    return out, [Item((good_images / "apple.png").absolute(), "apple")]
+
+
 def _stages(calls):
     def make(ctx):
         calls.append(ctx.item.name)
@@ -64,9 +71,7 @@ def _stages(calls):
 
 
 def test_what_another_process_of_the_batch_made_is_made_not_cached_and_force_spares_it(good_images, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    items = [Item((good_images / "apple.png").absolute(), "apple")]
+    out, items = _apple(good_images, tmp_path)
     calls = []
     cfg = load_config("tiny")
     # a worker of batch B makes the item; the command's own process of B then finds it made
@@ -83,9 +88,7 @@ def test_what_another_process_of_the_batch_made_is_made_not_cached_and_force_spa
 
 
 def test_an_item_that_failed_in_the_batch_is_reported_not_run_again(good_images, tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    items = [Item((good_images / "apple.png").absolute(), "apple")]
+    out, items = _apple(good_images, tmp_path)
     calls = []
 
     def fail(ctx):
@@ -109,9 +112,7 @@ def test_an_item_that_failed_in_the_batch_is_reported_not_run_again(good_images,
 def test_an_interrupt_while_the_workers_are_awaited_still_writes_the_report(good_images, tmp_path):
     from o3dcli.batch_types import BatchInterrupted
 
-    out = tmp_path / "out"
-    out.mkdir()
-    items = [Item((good_images / "apple.png").absolute(), "apple")]
+    out, items = _apple(good_images, tmp_path)
     seen = []
 
     def before_report(interrupted):
