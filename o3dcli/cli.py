@@ -176,6 +176,7 @@ def generate(
     from o3dcli.errors import UserError
     from o3dcli.pipeline import BatchRunner, run_batch
     from o3dcli.batch_types import BatchInterrupted
+    from o3dcli.jobs import end_workers
     from o3dcli.stages import generate_stages
 
     setup_logging(verbose)
@@ -271,18 +272,20 @@ def generate(
 
     workers = None
     if jobs > 1:
-        workers = _start_workers(jobs - 1, items, output, preset, list(sets or []) + extra, stop_after, force,
-                                 None if cfg.runtime.threads else threads, cfg, runner)
+        from o3dcli.jobs import start_workers
+
+        workers = start_workers(jobs - 1, items, output, preset, list(sets or []) + extra, stop_after, force,
+                                None if cfg.runtime.threads else threads, cfg, runner)
     try:
         result = run_batch(items, runner, show_progress=not no_progress, on_item_done=on_done,
-                           before_report=lambda interrupted: _end_workers(workers, stop=interrupted))
+                           before_report=lambda interrupted: end_workers(workers, stop=interrupted))
     except BatchInterrupted as e:
-        _end_workers(workers, stop=True)
+        end_workers(workers, stop=True)
         _print_summary(e.result)
         console.print("[yellow]interrupted[/yellow]: finished stages are cached; run the same command again to resume.")
         raise typer.Exit(interrupted_exit_code())
     except BaseException:
-        _end_workers(workers, stop=True)
+        end_workers(workers, stop=True)
         raise
     _print_summary(result)
     # a worker of --jobs ends with 0 when its items failed too (the command reports them): 1 is a crash
@@ -315,47 +318,6 @@ def _generate_items(paths: list, examples: bool, output: Path, recursive: bool, 
         raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}"
                            + "".join(f"; {n}" for n in notes))
     return assign_names(sources, output)
-
-
-def _start_workers(n: int, items, output: Path, preset: str, sets: list[str], stop_after: Optional[str],
-                   force: bool, threads: Optional[int], cfg, runner):
-    """Start `n` worker processes on the batch (o3dcli.jobs)."""
-    import os
-
-    from o3dcli.jobs import LOG_DIR, Workers, cuda_devices_for_workers, worker_args
-
-    kind = str(runner.device).split(":")[0]
-    count = 0
-    if kind == "cuda":
-        import torch
-
-        count = torch.cuda.device_count()
-    gpus = cuda_devices_for_workers(n, cfg.runtime.device, kind, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
-    workers = Workers(runner.cache.root / LOG_DIR)
-    problem = workers.start(worker_args(output, preset, sets, stop_after, force, threads, runner.batch_id), items,
-                            [None if g is None else {"CUDA_VISIBLE_DEVICES": g} for g in gpus])
-    if problem:
-        from rich.markup import escape
-
-        from o3dcli.console import console
-
-        console.print(f"[yellow]warning[/yellow]: {escape(problem)}; the batch goes on without them", soft_wrap=True)
-    return workers
-
-
-def _end_workers(workers, stop: bool = False) -> None:
-    """Wait for the workers (after asking them to stop, when the command was interrupted); say
-    which ended otherwise than normally. Once: later calls do nothing."""
-    if workers is None:
-        return
-    from rich.markup import escape
-
-    from o3dcli.console import console
-
-    if stop:
-        workers.stop()
-    for problem in workers.wait(timeout=120 if stop else 600):
-        console.print(f"[yellow]warning[/yellow]: {escape(problem)}", soft_wrap=True)
 
 
 def _print_summary(result) -> None:

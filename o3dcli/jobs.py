@@ -99,10 +99,11 @@ def read_items(path: Path):
 PARENT_ENV = "O3D_JOBS_PARENT"
 
 
-def follow_parent() -> bool:
+def follow_parent(parent: int | None = None) -> bool:
     """In a worker: ask Linux for SIGTERM when the command's process dies (prctl PDEATHSIG, as the
     first thing the worker does), and say whether that process is still there (False: it died
-    before this, so the worker should not start)."""
+    before this, so the worker should not start). `parent`: the command's process id (default:
+    from the environment, O3D_JOBS_PARENT)."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -111,8 +112,10 @@ def follow_parent() -> bool:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
         except (OSError, AttributeError):
             pass
-    parent = os.environ.get(PARENT_ENV, "")
-    return not parent.isdigit() or os.getppid() == int(parent)
+    if parent is None:
+        given = os.environ.get(PARENT_ENV, "")
+        parent = int(given) if given.isdigit() else None
+    return parent is None or os.getppid() == parent
 
 
 def _remove_orphaned_files(log_dir: Path) -> None:
@@ -209,3 +212,41 @@ class Workers:
             pass
         problems, self.problems = self.problems, []
         return problems
+
+
+def start_workers(n: int, items, output: Path, preset: str, sets: list[str], stop_after: str | None,
+                  force: bool, threads: int | None, cfg, runner) -> Workers:
+    """Start `n` worker processes on the batch `runner` runs (o3d generate --jobs, and o3d eval's
+    generation); a warning when fewer could be started."""
+    kind = str(runner.device).split(":")[0]
+    count = 0
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+    gpus = cuda_devices_for_workers(n, cfg.runtime.device, kind, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+    workers = Workers(runner.cache.root / LOG_DIR)
+    problem = workers.start(worker_args(output, preset, sets, stop_after, force, threads, runner.batch_id), items,
+                            [None if g is None else {"CUDA_VISIBLE_DEVICES": g} for g in gpus])
+    if problem:
+        from rich.markup import escape
+
+        from o3dcli.console import console
+
+        console.print(f"[yellow]warning[/yellow]: {escape(problem)}; the batch goes on without them", soft_wrap=True)
+    return workers
+
+
+def end_workers(workers: Workers | None, stop: bool = False) -> None:
+    """Wait for the workers (after asking them to stop, when the command was interrupted); say
+    which ended otherwise than normally. Once: later calls do nothing."""
+    if workers is None:
+        return
+    from rich.markup import escape
+
+    from o3dcli.console import console
+
+    if stop:
+        workers.stop()
+    for problem in workers.wait(timeout=120 if stop else 600):
+        console.print(f"[yellow]warning[/yellow]: {escape(problem)}", soft_wrap=True)

@@ -339,6 +339,23 @@ def test_predictions_out_of_the_ground_truths_frame_are_pointed_at_align(tmp_pat
     assert res.exit_code == 0 and "times the size" not in res.output
 
 
+def test_scoring_processes_tell_an_off_frame_variant_once(tmp_path):
+    data, preds = tmp_path / "gt", tmp_path / "p"
+    data.mkdir()
+    preds.mkdir()
+    for name, seed in (("a", 1_000_001), ("b", 1_000_002), ("c", 1_000_003)):
+        mesh = make_object(seed)[0]
+        write_obj(data / f"{name}.obj", mesh)
+        write_obj(preds / f"{name}.obj", mesh.replace(vertices=mesh.vertices * 3.0))  # every one off
+    res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", tmp_path / "o1", "--jobs", "2",
+              *FAST)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and ", 2 processes" in said, res.output
+    assert said.count("times the size") == 1 and "--align box" in said  # once per variant, from either process
+    rows = json.loads((tmp_path / "o1" / "eval.json").read_text())["results"]
+    assert [r["object"] for r in rows] == ["a", "b", "c"] and all(r["status"] == "ok" for r in rows)
+
+
 def test_views_of_an_object_without_colour_are_not_scored_as_ok(gso, tmp_path):
     # --asset views has colour metrics only; a GSO object without its texture has none: all n/a was "ok"
     from o3dcli.io.media import image_grid, save_png

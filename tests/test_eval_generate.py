@@ -49,3 +49,67 @@ def test_generate_then_score_one_synthetic_object(tmp_path):
     assert again["gen_cached"] is True and again["metrics"] == m
     # ...and still says what generating it took (from the cache's record), not the lookup time
     assert again["gen_seconds"] == r["gen_seconds"]
+
+
+@pytest.mark.slow
+def test_eval_generates_with_several_processes(tmp_path):
+    """--jobs 2: a worker process generates some of the objects with the variant's settings (the
+    same cache entries the command would make), and the run scores every object."""
+    out = tmp_path / "ev"
+    args = ["eval", "--benchmark", "synthetic", "--limit", "3", "-o", str(out), *TINY]
+    res = CliRunner().invoke(app, [*args, "--jobs", "2"])
+    assert res.exit_code == 0, res.output
+    assert "(tiny), 2 processes" in " ".join(res.output.split())
+    made = [json.loads(p.read_text()) for p in sorted((out / "assets" / ".o3d" / "items").glob("*/diffusion-*/manifest.json"))]
+    # one entry per object (a worker with other settings would have made entries the command then
+    # made again), made by both processes of one batch
+    assert len(made) == 3 and len({m["batch"] for m in made}) == 1
+    assert len({m["pid"] for m in made}) == 2, "the worker generated none of the objects"
+    rep = json.loads((out / "eval.json").read_text())
+    assert [r["status"] for r in rep["results"]] == ["ok"] * 3
+    assert all(r["gen_cached"] is False for r in rep["results"])  # made in this run, by either process
+    assert not (out / "assets" / ".o3d" / "logs").exists()  # the worker ended normally
+    # one process again: everything is cached, the scores are the same
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    again = json.loads((out / "eval.json").read_text())["results"]
+    assert all(r["gen_cached"] is True for r in again)
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in rep["results"]]
+    # the same assets scored as another tool's predictions, in 2 processes: the same numbers
+    res = CliRunner().invoke(app, ["eval", "--benchmark", "synthetic", "--limit", "3", "--predictions",
+                                   str(out / "assets"), "-o", str(tmp_path / "ev2"), "--jobs", "2", "--size", "32", "--points", "2000",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    scored = json.loads((tmp_path / "ev2" / "eval.json").read_text())["results"]
+    assert [r["metrics"] for r in scored] == [r["metrics"] for r in rep["results"]]
+    assert sorted(p.name for p in (tmp_path / "ev2" / "renders" / "assets").iterdir()) == \
+        [f"synth_0100000{i}.png" for i in range(3)]
+
+
+def test_a_scoring_process_that_dies_fails_its_object_alone(tmp_path):
+    import os
+    from functools import partial
+
+    from o3dcli.eval.benchmarks import BenchmarkObject, synthetic_objects
+    from o3dcli.eval.protocol import EvalProtocol
+    from o3dcli.eval.runner import ObjectResult, Variant, score_all
+    from o3dcli.synth.dataset import write_obj
+
+    good = synthetic_objects(limit=3)
+    preds = tmp_path / "p"
+    preds.mkdir()
+    for obj in good:
+        write_obj(preds / f"{obj.name}.obj", obj.load())
+    # loading this one's ground truth ends the process at once, as the out-of-memory killer would
+    dies = BenchmarkObject("dies", "test", partial(os._exit, 3))
+    write_obj(preds / "dies.obj", good[0].load())
+    objects = [good[0], dies, *good[1:]]
+    variants = [Variant("p", predictions=preds)]
+    results = {(o.name, "p"): ObjectResult(o.name, "p") for o in objects}
+    told = []
+    score_all(objects, variants, EvalProtocol(size=32, surface_points=2000), tmp_path / "out", results,
+              show_progress=False, on_result=told.append, jobs=2, threads=1)
+    assert results["dies", "p"].status == "failed" and "ended abnormally" in results["dies", "p"].error
+    assert all(results[o.name, "p"].status == "ok" for o in good), [results[o.name, "p"].error for o in good]
+    assert sorted(r.object for r in told) == sorted(o.name for o in objects)  # each reported once
+    assert all((tmp_path / "out" / "renders" / "p" / f"{o.name}.png").is_file() for o in good)

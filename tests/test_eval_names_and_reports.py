@@ -223,7 +223,8 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def test_a_missing_texture_is_told_once_per_object_per_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", ["1", "2"])  # 2: scored in other processes, told by the command
+def test_a_missing_texture_is_told_once_per_object_per_run(tmp_path, monkeypatch, jobs):
     import o3dcli.eval.runner as runner
 
     gso = tmp_path / "gso"
@@ -231,7 +232,7 @@ def test_a_missing_texture_is_told_once_per_object_per_run(tmp_path, monkeypatch
     for name, seed in seeds.items():
         write_gso_object(gso, name, make_object(seed)[0], textured=False)
 
-    def fake_generate(variant, batch_runner, inputs, results, show_progress=True):
+    def fake_generate(variant, batch_runner, inputs, results, show_progress=True, *more):
         # o3d generate's work is not the point here: the asset is the ground truth itself
         for name, path in inputs.items():
             d = variant.assets_dir / path.stem
@@ -245,7 +246,8 @@ def test_a_missing_texture_is_told_once_per_object_per_run(tmp_path, monkeypatch
     try:
         for _ in range(2):  # a first run and a re-run
             records.messages.clear()
-            res = run("--benchmark", "gso", "--data", gso, "-o", tmp_path / "out", "--align", "box", *FAST)
+            res = run("--benchmark", "gso", "--data", gso, "-o", tmp_path / "out", "--align", "box", "--jobs", jobs,
+                      *FAST)
             assert res.exit_code == 0, res.output
             told = [m for m in records.messages if "texture texture.png not found" in m]
             assert sorted(Path(m.split(":")[0]).parts[-3] for m in told) == ["plain_a", "plain_b"]

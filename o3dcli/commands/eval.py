@@ -59,6 +59,7 @@ def eval_cmd(
     mesh_shading: str = typer.Option("lambert", "--mesh-shading", help="How predicted meshes are rendered: lambert (colours are albedo, like the ground truth) or unlit (colours already hold lighting)."),
     output: Path = typer.Option(Path("o3d-eval"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: inputs/, assets/, renders/, eval.json, eval.csv, eval.md."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Generation seed (shortcut for --set runtime.seed=N)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Processes working at once: generating the assets, as o3d generate --jobs (each loads the model: N times the memory; on CUDA without a device index, spread over the visible GPUs), then scoring them, one object per process at a time. torch's threads are divided among the processes unless runtime.threads is set."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed objects."),
 ):
@@ -98,6 +99,7 @@ def eval_cmd(
             raise usage(f"{flag}: an empty value (an unset variable?); give the path(s), comma-separated")
     if predictions and variants:
         raise usage("--predictions scores existing assets and --variants generates new ones: give one of them")
+    threads = 0  # runtime.threads, where set: each scoring process's too
     if predictions and sets:  # scoring runs in torch too: runtime.threads is honoured, generating settings are not
         from o3dcli.config import ConfigError, parse_override
 
@@ -113,6 +115,7 @@ def eval_cmd(
                     import torch
 
                     torch.set_num_threads(value)
+                    threads = value
         sets = [text for text, key, _ in parsed if key != "runtime.threads"]
     if predictions and (sets or seed is not None or preset != "tiny"):
         given = [o for o, on in (("--set", sets), ("--seed", seed is not None), ("--preset", preset != "tiny")) if on]
@@ -180,7 +183,9 @@ def eval_cmd(
                 cfg = load_config(ref, list(sets or []) + extra)
             except ConfigError as e:
                 raise usage(str(e)) from None
-            chosen.append(Variant(_unique(Path(ref).stem, taken), config=cfg, source=ref))
+            chosen.append(Variant(_unique(Path(ref).stem, taken), config=cfg, source=ref,
+                                  sets=list(sets or []) + extra))
+            threads = threads or cfg.runtime.threads
 
     from o3dcli.native import cannot_run
 
@@ -194,11 +199,13 @@ def eval_cmd(
             if verbose and r.traceback:
                 console.print(escape(r.traceback))
 
+    processes = f", {min(jobs, len(objs))} processes" if jobs > 1 and len(objs) > 1 else ""
     console.print(f"o3d eval: {len(objs)} object(s) of benchmark {benchmark}, {len(chosen)} variant(s) "
-                  f"({', '.join(escape(v.name) for v in chosen)}) -> {escape(str(output))}")
+                  f"({', '.join(escape(v.name) for v in chosen)}){processes} -> {escape(str(output))}")
     try:
         run = run_eval(benchmark, data, objs, chosen, protocol, output, lpips_model, lpips_weights,
-                       show_progress=not no_progress, on_result=on_result)
+                       show_progress=not no_progress, on_result=on_result, jobs=jobs,
+                       lpips_files=_split(lpips_weights), threads=threads)
     except EvalUsageError as e:
         raise usage(str(e)) from None
     except KeyboardInterrupt:

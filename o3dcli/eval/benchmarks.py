@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -139,11 +140,17 @@ def gso_objects(data: Path | None, names: list[str] | None = None, limit: int | 
     objects = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / "meshes" / "model.obj").is_file()):
         textured = (d / "materials" / "textures" / "texture.png").is_file()
-        objects.append(BenchmarkObject(d.name, str(d), lambda d=d: load_mesh(d, up="z"), appearance=textured))
+        objects.append(BenchmarkObject(d.name, str(d), partial(load_mesh, d, up="z"), appearance=textured))
     if not objects:
         hint = _one_object_hint(root) or "; for a folder of mesh files use --benchmark folder"
         raise BenchmarkError(f"GSO folder {root}: no objects in the GSO layout (<object>/meshes/model.obj){hint}")
     return _select(objects, names, limit, f"GSO folder {root}")
+
+
+def _synthetic_mesh(seed: int) -> TriMesh:
+    from o3dcli.synth.objects import make_object
+
+    return make_object(seed)[0]
 
 
 def synthetic_objects(names: list[str] | None = None, limit: int | None = None) -> list[BenchmarkObject]:
@@ -151,12 +158,7 @@ def synthetic_objects(names: list[str] | None = None, limit: int | None = None) 
     from o3dcli.synth.dataset import object_id
 
     def make(seed: int) -> BenchmarkObject:
-        def load(seed=seed) -> TriMesh:
-            from o3dcli.synth.objects import make_object
-
-            return make_object(seed)[0]
-
-        return BenchmarkObject(object_id(seed), f"synthetic seed {seed}", load, seed=seed)
+        return BenchmarkObject(object_id(seed), f"synthetic seed {seed}", partial(_synthetic_mesh, seed), seed=seed)
 
     if names:
         seeds = []
@@ -183,7 +185,7 @@ def folder_objects(data: Path | None, names: list[str] | None = None, limit: int
         # the file's own stem: predictions and --objects go by it (chair.obj and chair.glb: chair, chair-2)
         name = next_free_name(f.stem, taken.__contains__)
         taken.add(name)
-        objects.append(BenchmarkObject(name, str(f), lambda f=f: load_mesh(f, up="auto")))  # STL, USD: their own up
+        objects.append(BenchmarkObject(name, str(f), partial(load_mesh, f, up="auto")))  # STL, USD: their own up
     hint = ""
     if not objects:  # one GSO object's folder, or a GSO dataset, given to the wrong benchmark
         gso = any((d / "meshes" / "model.obj").is_file() for d in root.iterdir() if d.is_dir())

@@ -39,6 +39,9 @@ class Variant:
     """o3dcli.config.Config to generate with, or None when scoring ``predictions``."""
     source: str = ""
     """The preset / YAML file, or the predictions folder (for the report)."""
+    sets: list[str] = field(default_factory=list)
+    """The overrides the config was loaded with (`--set`s, `--seed`): what worker processes of the
+    generation (--jobs) load it with, from `source`."""
     predictions: Path | None = None
     assets_dir: Path | None = None
     meta: dict = field(default_factory=dict)
@@ -208,18 +211,38 @@ def write_inputs(objects: list[BenchmarkObject], protocol: EvalProtocol, out: Pa
 
 
 def generate_assets(variant: Variant, runner, inputs: dict[str, Path], results: dict[tuple[str, str], ObjectResult],
-                    show_progress: bool = True) -> None:
-    """Run o3d generate's stages over the inputs; record each object's asset folder and timings."""
+                    show_progress: bool = True, jobs: int = 1, threads_available: int | None = None) -> None:
+    """Run o3d generate's stages over the inputs; record each object's asset folder and timings.
+    `jobs` > 1: that many processes, as `o3d generate --jobs` (o3dcli.jobs), torch's
+    `threads_available` threads divided among them unless runtime.threads is set."""
     import torch
 
+    from o3dcli.jobs import end_workers, start_workers, threads_per_process
     from o3dcli.naming import assign_names
     from o3dcli.pipeline import run_batch
 
     names = list(inputs)
     items = assign_names([inputs[n] for n in names], variant.assets_dir)
-    if variant.config.runtime.threads:
-        torch.set_num_threads(variant.config.runtime.threads)
-    batch = run_batch(items, runner, show_progress=show_progress)
+    jobs = max(1, min(jobs, len(items)))
+    threads = variant.config.runtime.threads
+    if jobs > 1:
+        threads = threads_per_process(jobs, threads, threads_available or torch.get_num_threads())
+    if threads:
+        torch.set_num_threads(threads)
+    runner.shared = jobs > 1
+    workers = None
+    if jobs > 1:
+        workers = start_workers(jobs - 1, items, variant.assets_dir, variant.source, variant.sets, None, False,
+                                None if variant.config.runtime.threads else threads, variant.config, runner)
+    try:
+        batch = run_batch(items, runner, show_progress=show_progress,
+                          before_report=lambda interrupted: end_workers(workers, stop=interrupted))
+    except BaseException:
+        end_workers(workers, stop=True)
+        raise
+    finally:
+        if jobs > 1 and not variant.config.runtime.threads and threads_available:
+            torch.set_num_threads(threads_available)  # scoring, and the next variant, use them all again
     for name, item, r in zip(names, items, batch.items):
         for warning in r.warnings:  # as o3d generate prints them with the item
             logging.getLogger("o3d").warning("%s (%s): %s", name, variant.name, warning)
@@ -248,66 +271,233 @@ def _save_comparison(path: Path, ref_views, pred_views) -> None:
     save_png(path, image_grid(frames, cols=len(ref_views.rgb)))
 
 
+OFF_FRAME = ("%s: %s is %s the ground truth's: --align none scores predictions where they stand; other tools' "
+             "outputs usually need --align box (or icp)")
+
+
+def _score_object(obj: BenchmarkObject, todo: list[tuple[Variant, ObjectResult]], protocol: EvalProtocol, out: Path,
+                  lpips_model, warned: set[str], stage: Callable[[str], None],
+                  off_frame: Callable[[str, str, str], None]) -> None:
+    """Score one object's pending (variant, result) pairs, filling in the results; its GT is
+    rendered and sampled once. `stage(text)` tells the progress display what is being done;
+    `off_frame(variant, object, how)` is told of a prediction off the protocol's frame."""
+    stage("ground truth")
+    try:
+        ref = prepare_reference(load_ground_truth(obj, warned), protocol, obj.appearance)
+    except Exception as e:
+        for _, res in todo:
+            _fail(res, e)
+        return
+    for v, res in todo:
+        stage(v.name)
+        t0 = time.perf_counter()
+        try:
+            path = find_prediction(v.predictions, obj.prediction_names, protocol.asset) if v.predictions \
+                else find_prediction(v.assets_dir, Path(res.asset).name, protocol.asset)
+            res.asset = str(path)
+            prediction = load_prediction(path)
+            if protocol.align == "none":
+                off = _off_frame(prediction, ref.mesh)
+                if off:
+                    off_frame(v.name, obj.name, off)
+            score = score_prediction(ref, prediction, protocol, lpips_model)
+            if all(value is None for value in score.metrics.values()):  # not "ok" with no number
+                why = ("every metric is n/a" if obj.appearance else "the ground truth has no colour "
+                       f"(no texture), so colour metrics are n/a, and --asset {protocol.asset} gives no geometry")
+                raise ValueError(f"nothing could be scored: {why}")
+            res.metrics, res.kind, res.alignment = score.metrics, score.kind, score.alignment.to_json()
+            render = out / "renders" / v.name / f"{obj.file_name or obj.name}.png"
+            _save_comparison(render, ref.views, score.views)
+            res.render, res.status = str(render), "ok"
+        except Exception as e:  # isolate the object: record and go on
+            _fail(res, e)
+        res.eval_seconds = round(time.perf_counter() - t0, 3)
+
+
 def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol: EvalProtocol, out: Path,
               results: dict[tuple[str, str], ObjectResult], lpips_model=None, show_progress: bool = True,
-              on_result: Callable[[ObjectResult], None] | None = None, warned: set[str] | None = None) -> None:
-    """Score every (object, variant) whose asset exists; the GT is rendered and sampled once per object."""
+              on_result: Callable[[ObjectResult], None] | None = None, warned: set[str] | None = None,
+              jobs: int = 1, threads: int = 1, lpips_files: list[str] | None = None) -> None:
+    """Score every (object, variant) whose asset exists; the GT is rendered and sampled once per
+    object. `jobs` > 1: the objects are scored in that many processes of `threads` torch threads
+    (see _score_in_processes), each loading the LPIPS model from `lpips_files` (when `lpips_model`
+    is given)."""
     from o3dcli.console import batch_progress
 
     warned = set() if warned is None else warned
-    off_frame: set[str] = set()  # variants already told their predictions are not in the protocol's frame
+    told: set[str] = set()  # variants already told their predictions are not in the protocol's frame
+
+    def off_frame(variant: str, name: str, how: str) -> None:
+        if variant not in told:
+            told.add(variant)
+            logging.getLogger("o3d").warning(OFF_FRAME, variant, name, how)
+
+    def pending(obj: BenchmarkObject) -> list[tuple[Variant, ObjectResult]]:
+        return [(v, results[obj.name, v.name]) for v in variants if results[obj.name, v.name].status == "pending"]
+
     with batch_progress(disable=not show_progress) as prog:
         task = prog.add_task("scoring", total=len(objects) * len(variants), stage="")
-        for obj in objects:
-            todo = [v for v in variants if results[obj.name, v.name].status == "pending"]
-            ref = None
-            if todo:
-                prog.update(task, description=obj.name, stage="ground truth")
-                try:
-                    ref = prepare_reference(load_ground_truth(obj, warned), protocol, obj.appearance)
-                except Exception as e:
-                    for v in todo:
-                        _fail(results[obj.name, v.name], e)
+
+        def done(obj: BenchmarkObject) -> None:
             for v in variants:
-                res = results[obj.name, v.name]
-                if res.status == "pending" and ref is not None:
-                    prog.update(task, description=obj.name, stage=v.name)
-                    t0 = time.perf_counter()
-                    try:
-                        path = find_prediction(v.predictions, obj.prediction_names, protocol.asset) if v.predictions \
-                            else find_prediction(v.assets_dir, Path(res.asset).name, protocol.asset)
-                        res.asset = str(path)
-                        prediction = load_prediction(path)
-                        if protocol.align == "none" and v.name not in off_frame:
-                            off = _off_frame(prediction, ref.mesh)
-                            if off:
-                                off_frame.add(v.name)
-                                logging.getLogger("o3d").warning(
-                                    "%s: %s is %s the ground truth's: --align none scores predictions where they "
-                                    "stand; other tools' outputs usually need --align box (or icp)", v.name, obj.name, off)
-                        score = score_prediction(ref, prediction, protocol, lpips_model)
-                        if all(value is None for value in score.metrics.values()):  # not "ok" with no number
-                            why = ("every metric is n/a" if obj.appearance else "the ground truth has no colour "
-                                   f"(no texture), so colour metrics are n/a, and --asset {protocol.asset} gives no geometry")
-                            raise ValueError(f"nothing could be scored: {why}")
-                        res.metrics, res.kind, res.alignment = score.metrics, score.kind, score.alignment.to_json()
-                        render = out / "renders" / v.name / f"{obj.file_name or obj.name}.png"
-                        _save_comparison(render, ref.views, score.views)
-                        res.render, res.status = str(render), "ok"
-                    except Exception as e:  # isolate the object: record and go on
-                        _fail(res, e)
-                    res.eval_seconds = round(time.perf_counter() - t0, 3)
                 prog.advance(task)
                 if on_result:
-                    on_result(res)
+                    on_result(results[obj.name, v.name])
+
+        to_score = [obj for obj in objects if pending(obj)]
+        if jobs > 1 and len(to_score) > 1:
+            for obj in objects:
+                if obj not in to_score:
+                    done(obj)
+            prog.update(task, description=f"{min(jobs, len(to_score))} processes", stage="")
+            _score_in_processes(to_score, pending, protocol, out, lpips_files if lpips_model is not None else None,
+                                min(jobs, len(to_score)), threads, warned, off_frame, done)
+        else:
+            for obj in objects:
+                todo = pending(obj)
+                if todo:
+                    _score_object(obj, todo, protocol, out, lpips_model, warned,
+                                  lambda text, obj=obj: prog.update(task, description=obj.name, stage=text), off_frame)
+                done(obj)
         prog.update(task, description="scored", stage="")
+
+
+_worker_lpips: dict[tuple[str, ...], object] = {}
+
+
+def _init_scoring_process(threads: int, parent: int) -> None:
+    """A scoring process: it ends when the command's process `parent` does (on Linux, also when
+    that is killed); Ctrl-C is the command's to handle (it stops the processes); torch on
+    `threads` threads; o3d's log messages go back to the command (see _score_in_process)."""
+    import os
+    import signal
+
+    from o3dcli.jobs import follow_parent
+
+    if not follow_parent(parent):
+        os._exit(143)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger("o3d").propagate = False
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list):
+        super().__init__(logging.WARNING)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append((record.levelno, record.getMessage()))
+
+
+def _score_in_process(obj: BenchmarkObject, todo: list[tuple[Variant, ObjectResult]], protocol: EvalProtocol,
+                      out: Path, lpips_files: list[str] | None):
+    """In a scoring process: score one object; returns its results, the log messages it gave and
+    the predictions found off the protocol's frame, for the command to tell."""
+    lpips_model = None
+    if lpips_files:
+        key = tuple(lpips_files)
+        if key not in _worker_lpips:
+            from o3dcli.eval.lpips import load_lpips
+
+            _worker_lpips[key] = load_lpips(list(lpips_files))
+        lpips_model = _worker_lpips[key]
+    messages: list[tuple[int, str]] = []
+    offs: list[tuple[str, str, str]] = []
+    log, handler = logging.getLogger("o3d"), _Collect(messages)
+    log.addHandler(handler)
+    try:
+        _score_object(obj, todo, protocol, out, lpips_model, set(), lambda text: None,
+                      lambda *off: offs.append(off))
+    finally:
+        log.removeHandler(handler)
+    return [res for _, res in todo], messages, offs
+
+
+def _score_in_processes(objects: list[BenchmarkObject], pending, protocol: EvalProtocol, out: Path,
+                        lpips_files: list[str] | None, jobs: int, threads: int, warned: set[str],
+                        off_frame, done) -> None:
+    """Score `objects` in `jobs` processes of `threads` torch threads, one object per task. Each
+    result is taken in as it comes, its log messages told once. A process that dies (out of
+    memory, killed) takes with it the objects it and the others were on: each of those is tried
+    again alone, in a process of its own, and recorded as failed if that one dies too. Ctrl-C or
+    SIGTERM stops the processes."""
+    import concurrent.futures as cf
+    import multiprocessing
+    import os
+
+    # the processes get the variants' names and folders only (not their configs or models)
+    lite = {}
+    for obj in objects:
+        for v, _ in pending(obj):
+            lite.setdefault(v.name, Variant(v.name, predictions=v.predictions, assets_dir=v.assets_dir))
+
+    def take(obj: BenchmarkObject, fut) -> None:
+        try:
+            scored, messages, offs = fut.result()
+        except Exception as e:  # what the task itself could not hand back
+            for _, res in pending(obj):
+                _fail(res, e)
+        else:
+            for res, (_, mine) in zip(scored, pending(obj)):
+                vars(mine).update(vars(res))
+            with _warn_once(warned):
+                for level, text in messages:
+                    logging.getLogger("o3d").log(level, "%s", text)
+            for off in offs:
+                off_frame(*off)
+        done(obj)
+
+    def run_pool(todo: list[BenchmarkObject], workers: int, last_try: bool) -> list[BenchmarkObject]:
+        """Score `todo`; returns the objects lost with a process that died (none on the last try:
+        they are failed)."""
+        broken = []
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                      initializer=_init_scoring_process, initargs=(max(1, threads), os.getpid()))
+        try:
+            futures = {pool.submit(_score_in_process, obj, [(lite[v.name], res) for v, res in pending(obj)],
+                                   protocol, out, lpips_files): obj for obj in todo}
+            for fut in cf.as_completed(futures):
+                obj = futures[fut]
+                if isinstance(fut.exception(), cf.process.BrokenProcessPool):
+                    if not last_try:
+                        broken.append(obj)
+                        continue
+                    for _, res in pending(obj):
+                        _fail(res, RuntimeError("the process scoring it ended abnormally (out of memory?)"),
+                              with_traceback=False)
+                    done(obj)
+                    continue
+                take(obj, fut)
+        except BaseException:  # Ctrl-C, SIGTERM: stop the processes now, not after their objects
+            procs = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+        return broken
+
+    for obj in run_pool(objects, jobs, last_try=False):
+        run_pool([obj], 1, last_try=True)
 
 
 def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], variants: list[Variant],
              protocol: EvalProtocol, out: Path, lpips_model=None, lpips_source: str | None = None,
-             show_progress: bool = True, on_result: Callable[[ObjectResult], None] | None = None) -> EvalRun:
-    """Generate (for variants with a config) and score every object; returns the run (see report.py to write it)."""
+             show_progress: bool = True, on_result: Callable[[ObjectResult], None] | None = None,
+             jobs: int = 1, lpips_files: list[str] | None = None, threads: int = 0) -> EvalRun:
+    """Generate (for variants with a config) and score every object, in `jobs` processes (see
+    generate_assets and score_all; `lpips_files`: what the scoring processes load `lpips_model`
+    from; `threads`: torch threads of each scoring process, 0 = divide those there are); returns
+    the run (see report.py to write it)."""
+    import torch
+
     started = time.time()
+    threads_available = torch.get_num_threads()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from o3dcli.inputs import EVAL_MARKER
@@ -325,8 +515,9 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
                 if v.name in runners:
                     todo = {n: p for n, p in inputs.items() if results[n, v.name].status == "pending"}
                     if todo:
-                        generate_assets(v, runners[v.name], todo, results, show_progress)
-        score_all(objects, variants, protocol, out, results, lpips_model, show_progress, on_result, warned)
+                        generate_assets(v, runners[v.name], todo, results, show_progress, jobs, threads_available)
+        score_all(objects, variants, protocol, out, results, lpips_model, show_progress, on_result, warned,
+                  jobs, threads or threads_available // max(1, jobs), lpips_files)
         finished = True
     finally:
         clean_renders(out, [Path(r.render) for r in results.values() if r.render], finished)
