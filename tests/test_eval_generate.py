@@ -66,6 +66,7 @@ def test_eval_generates_with_several_processes(tmp_path):
     assert len(made) == 3 and len({m["batch"] for m in made}) == 1
     assert len({m["pid"] for m in made}) == 2, "the worker generated none of the objects"
     rep = json.loads((out / "eval.json").read_text())
+    assert rep["jobs"] == 2 and "in 2 processes" in (out / "eval.md").read_text()
     assert [r["status"] for r in rep["results"]] == ["ok"] * 3
     assert all(r["gen_cached"] is False for r in rep["results"])  # made in this run, by either process
     assert not (out / "assets" / ".o3d" / "logs").exists()  # the worker ended normally

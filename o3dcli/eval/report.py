@@ -111,6 +111,7 @@ def to_json(run: EvalRun) -> dict:
     return _jsonable({
         "format": REPORT_FORMAT, "version": REPORT_VERSION,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(run.started)), "seconds": run.seconds,
+        "jobs": run.jobs,
         "benchmark": {"name": run.benchmark, "data": run.data,
                       "objects": [{"name": o.name, "source": o.source, "seed": o.seed, "appearance": o.appearance,
                                    "file_name": o.file_name}
@@ -182,7 +183,9 @@ def to_markdown(run: EvalRun) -> str:
     p = run.protocol
     keys = p.metric_keys()
     out = [f"# o3d eval: {run.benchmark}", "",
-           f"{len(run.objects)} object(s), {len(run.variants)} variant(s), {run.seconds:.1f} s. "
+           f"{len(run.objects)} object(s), {len(run.variants)} variant(s), {run.seconds:.1f} s"
+           + (f" in {run.jobs} processes (each object's seconds below are its own: they overlap)" if run.jobs > 1 else "")
+           + ". "
            f"Protocol {p.version} ({DOC}): {len(p.azimuths)} views at elevation(s) "
            f"{sorted(set(p.elevations))}, azimuths {list(p.azimuths)}, radius {p.radius}, fov {p.fov_deg} deg, "
            f"{p.size} px, GT {p.shading} shading, predicted meshes {p.mesh_shading}; {p.surface_points} surface "

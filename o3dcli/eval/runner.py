@@ -79,6 +79,8 @@ class EvalRun:
     lpips: str | None
     started: float
     seconds: float = 0.0
+    jobs: int = 1
+    """Processes the run used (--jobs): its objects' seconds overlap."""
 
     def result(self, obj: str, variant: str) -> ObjectResult:
         return next(r for r in self.results if r.object == obj and r.variant == variant)
@@ -497,6 +499,7 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
     import torch
 
     started = time.time()
+    jobs = max(1, min(jobs, len(objects)))
     threads_available = torch.get_num_threads()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -523,4 +526,4 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
         clean_renders(out, [Path(r.render) for r in results.values() if r.render], finished)
     ordered = [results[o.name, v.name] for v in variants for o in objects]
     return EvalRun(benchmark, str(data) if data else None, protocol, objects, variants, ordered, lpips_source,
-                   started, round(time.time() - started, 3))
+                   started, round(time.time() - started, 3), jobs)
