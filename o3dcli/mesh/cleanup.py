@@ -61,6 +61,33 @@ def keep_main_components(mesh: TriMesh, min_ratio: float) -> TriMesh:
     return _drop_unreferenced(mesh.replace(faces=mesh.faces[keep]))
 
 
+SPLIT_OFF_MAX_RATIO = 0.01
+"""Decimation: a part it splits off is dropped when it has fewer faces than this fraction of the mesh."""
+
+
+def split_off_faces(faces: np.ndarray, num_vertices: int, components_before: int) -> np.ndarray | None:
+    """Faces to keep [F] after decimation, or None to keep all. Edge collapse can pinch a small
+    pocket off a surface into a part of its own (seen on a generated asset: closed shells of 4 and
+    6 faces inside it, touching it at one point, which a slicer would print as cavities). The
+    parts beyond the `components_before` the mesh had, smallest first, are dropped when each is
+    under SPLIT_OFF_MAX_RATIO of the faces; parts the mesh had before are never dropped."""
+    if len(faces) == 0:
+        return None
+    labels = face_components(faces, num_vertices)
+    counts = np.bincount(labels)
+    extra = len(counts) - components_before
+    if extra <= 0:
+        return None
+    small = [c for c in np.argsort(counts, kind="stable")[:extra] if counts[c] < SPLIT_OFF_MAX_RATIO * len(faces)]
+    if not small:
+        return None
+    return ~np.isin(labels, small)
+
+
+def _components(faces: np.ndarray, num_vertices: int) -> int:
+    return int(face_components(faces, num_vertices).max()) + 1 if len(faces) else 0
+
+
 def _drop_unreferenced(mesh: TriMesh) -> TriMesh:
     used = np.zeros(len(mesh.vertices), bool)
     used[mesh.faces.reshape(-1)] = True
@@ -118,18 +145,13 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
     _repair(ms)
     closed = _is_closed_manifold(ms)
+    parts = _components(ms.current_mesh().face_matrix(), ms.current_mesh().vertex_number())
     if cfg.remesh:
         import pymeshlab
 
         diag = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
         ms.meshing_isotropic_explicit_remeshing(iterations=3, targetlen=pymeshlab.PureValue(cfg.remesh_edge_ratio * diag))
-    for _ in range(MAX_DECIMATION_PASSES):
-        if ms.current_mesh().face_number() <= cfg.target_faces:
-            break
-        ms.meshing_decimation_quadric_edge_collapse(
-            targetfacenum=cfg.target_faces, qualitythr=QUALITY_THRESHOLD, preserveboundary=True,
-            preservenormal=True, optimalplacement=True, planarquadric=True, autoclean=True,
-        )
+    _decimate(ms, cfg.target_faces)
     ms.meshing_remove_unreferenced_vertices()
     if closed and cfg.max_hole_edges > 0 and not _is_closed_manifold(ms) and not _reclose(ms, max(cfg.max_hole_edges, 16)):
         import logging
@@ -137,7 +159,25 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
         logging.getLogger("o3d").warning(
             "decimation pinched the closed surface (%d edges shared by more than two faces) and the repair "
             "failed: the mesh is kept as decimated", ms.get_topological_measures()["non_two_manifold_edges"])
+    # after the repair, which also parts a pocket from the surface where they share a vertex
+    m = ms.current_mesh()
+    keep = split_off_faces(m.face_matrix(), m.vertex_number(), parts)
+    if keep is not None:
+        colors = m.vertex_color_matrix()[:, :3] if mesh.vertex_colors is not None and m.has_vertex_color() else None
+        ms = _meshset(m.vertex_matrix(), m.face_matrix()[keep], colors)
+        ms.meshing_remove_unreferenced_vertices()
     return _result(ms, mesh, mesh.vertex_colors is not None)
+
+
+def _decimate(ms, target_faces: int) -> None:
+    """Quadric edge collapse of the current mesh down to `target_faces` (re-run when it stops short)."""
+    for _ in range(MAX_DECIMATION_PASSES):
+        if ms.current_mesh().face_number() <= target_faces:
+            break
+        ms.meshing_decimation_quadric_edge_collapse(
+            targetfacenum=target_faces, qualitythr=QUALITY_THRESHOLD, preserveboundary=True,
+            preservenormal=True, optimalplacement=True, planarquadric=True, autoclean=True,
+        )
 
 
 def _reclose(ms, max_hole_edges: int, attempts: int = 3) -> bool:
@@ -176,6 +216,7 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
     from PIL import Image
 
     welded, old_to_new = weld_vertices(mesh)
+    parts = _components(welded.faces, len(welded.vertices))
     with tempfile.TemporaryDirectory(prefix="o3d-decimate-") as tmp:
         obj = Path(tmp) / "mesh.obj"
         Image.new("RGB", (1, 1)).save(Path(tmp) / "tex.png")  # content unused: the real texture is kept
@@ -199,6 +240,9 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
         )
     m = ms.current_mesh()
     faces, wedges = m.face_matrix(), m.wedge_tex_coord_matrix().reshape(-1, 3, 2)
+    keep = split_off_faces(faces, m.vertex_number(), parts)
+    if keep is not None:  # split_wedges keeps only the vertices the faces use
+        faces, wedges = faces[keep], wedges[keep]
     return split_wedges(m.vertex_matrix(), faces, wedges, mesh.texture, mesh.material_color, **mesh.material_style)
 
 
