@@ -402,3 +402,15 @@ def test_simplify_drops_pockets_the_collapse_pinched_off(monkeypatch):
     # the surface is the one decimation gives without the pockets (in another vertex order)
     assert np.array_equal(np.unique(mesh.vertices, axis=0), np.unique(plain.vertices, axis=0))
     assert len(mesh.faces) == len(plain.faces) and mesh.area() == pytest.approx(plain.area(), rel=1e-6)
+
+
+def test_decimating_an_atlas_keeps_its_uvs_in_the_atlas_and_a_tiled_texture_keeps_its_tiling():
+    from o3dcli.mesh.cleanup import simplify_mesh
+    from o3dcli.mesh.surface_gaussians import reference_shape
+
+    source = reference_shape("torus", detail=2, soft=0.08)  # UVs span [0, 1] exactly
+    assert source.uv.min() == 0.0 and source.uv.max() == 1.0
+    mesh = simplify_mesh(source, MeshConfig(target_faces=500))  # the collapse moves border corners out
+    assert mesh.uv.min() >= 0.0 and mesh.uv.max() <= 1.0
+    tiled = simplify_mesh(source.replace(uv=source.uv * 2.0), MeshConfig(target_faces=500))
+    assert tiled.uv.max() > 1.9  # repeats twice: not clamped to one tile

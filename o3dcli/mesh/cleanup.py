@@ -243,6 +243,10 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
     keep = split_off_faces(faces, m.vertex_number(), parts)
     if keep is not None:  # split_wedges keeps only the vertices the faces use
         faces, wedges = faces[keep], wedges[keep]
+    if mesh.uv.size and mesh.uv.min() >= 0.0 and mesh.uv.max() <= 1.0:
+        # the collapse can move a border corner a little past the atlas (seen: u = 1.0001); where
+        # the input's UVs were all in it (an atlas, not a tiled texture), they stay in it
+        wedges = np.clip(wedges, 0.0, 1.0)
     return split_wedges(m.vertex_matrix(), faces, wedges, mesh.texture, mesh.material_color, **mesh.material_style)
 
 
