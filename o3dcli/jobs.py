@@ -40,6 +40,15 @@ WORKER_ENDED_NORMALLY = (0, 130, 143)
 KEPT = "-kept.log"
 
 
+def library_threads() -> int:
+    """Threads for the native libraries o3d calls besides torch (scipy's KD-tree queries, open3d's
+    ray casts): torch's thread count, which is runtime.threads, or this process's share under
+    --jobs; left to themselves they would each take every core, N processes N times over."""
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
 def threads_per_process(jobs: int, threads_setting: int, available: int) -> int:
     """torch threads for each of `jobs` processes: `runtime.threads` when set, else the
     `available` threads (torch's default count, one per core) divided among them."""

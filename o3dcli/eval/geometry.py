@@ -80,10 +80,13 @@ def surface_metrics(pred: PointSet, gt: PointSet, thresholds=DEFAULT_THRESHOLDS)
     """
     from scipy.spatial import cKDTree
 
+    from o3dcli.jobs import library_threads
+
     if len(pred.points) == 0 or len(gt.points) == 0:
         raise ValueError("surface metrics need non-empty point sets")
-    d_pg, i_pg = cKDTree(gt.points).query(pred.points, workers=-1)
-    d_gp, i_gp = cKDTree(pred.points).query(gt.points, workers=-1)
+    threads = library_threads()
+    d_pg, i_pg = cKDTree(gt.points).query(pred.points, workers=threads)
+    d_gp, i_gp = cKDTree(pred.points).query(gt.points, workers=threads)
     acc, comp = float(d_pg.mean()), float(d_gp.mean())
     out: dict[str, float | None] = {"chamfer": (acc + comp) / 2, "chamfer_pred_to_gt": acc, "chamfer_gt_to_pred": comp}
     for t in thresholds:
@@ -146,10 +149,13 @@ def voxel_occupancy(mesh: TriMesh, grid: VoxelGrid) -> np.ndarray:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
+    from o3dcli.jobs import library_threads
+
+    threads = library_threads()
     res = grid.res
     centers = grid.centers().astype(np.float32)
     idx = np.arange(res**3).reshape(res, res, res)
-    scene = o3d.t.geometry.RaycastingScene()
+    scene = o3d.t.geometry.RaycastingScene(nthreads=threads)
     scene.add_triangles(o3d.core.Tensor(mesh.vertices), o3d.core.Tensor(mesh.faces.astype(np.uint32)))
     src, dst = [], []
     for axis in range(3):
@@ -159,7 +165,7 @@ def voxel_occupancy(mesh: TriMesh, grid: VoxelGrid) -> np.ndarray:
         origins = centers[tuple(lo_sl)].reshape(-1, 3)
         step = np.zeros((len(origins), 3), np.float32)
         step[:, axis] = grid.h  # t is in units of |dir|: t <= 1 means the mesh lies between the centres
-        t = scene.cast_rays(o3d.core.Tensor(np.concatenate([origins, step], 1)))["t_hit"].numpy()
+        t = scene.cast_rays(o3d.core.Tensor(np.concatenate([origins, step], 1)), nthreads=threads)["t_hit"].numpy()
         free = ~(t <= 1.0)
         src.append(idx[tuple(lo_sl)].reshape(-1)[free])
         dst.append(idx[tuple(hi_sl)].reshape(-1)[free])

@@ -238,10 +238,13 @@ def bake_texture_from_mesh(target_uv_mesh: TriMesh, source_mesh: TriMesh, cfg: M
     from o3dcli.render.mesh import MeshRaycaster
 
     cfg = cfg or MeshConfig()
+    from o3dcli.jobs import library_threads
+
     texels = surface_texels(target_uv_mesh, cfg.texture_size)
-    scene = o3d.t.geometry.RaycastingScene()
+    threads = library_threads()
+    scene = o3d.t.geometry.RaycastingScene(nthreads=threads)
     scene.add_triangles(o3d.core.Tensor(source_mesh.vertices), o3d.core.Tensor(source_mesh.faces.astype(np.uint32)))
-    closest = scene.compute_closest_points(o3d.core.Tensor(texels.points))
+    closest = scene.compute_closest_points(o3d.core.Tensor(texels.points), nthreads=threads)
     fid = closest["primitive_ids"].numpy().astype(np.int64)
     uv = closest["primitive_uvs"].numpy()
     bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], 1).astype(np.float32)  # open3d's (u, v)

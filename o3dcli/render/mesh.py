@@ -78,8 +78,11 @@ class MeshRaycaster:
     def __init__(self, mesh: TriMesh):
         import open3d as o3d
 
+        from o3dcli.jobs import library_threads
+
         self.mesh = mesh
-        self._scene = o3d.t.geometry.RaycastingScene()
+        self._threads = library_threads()  # torch's count: one share each under --jobs
+        self._scene = o3d.t.geometry.RaycastingScene(nthreads=self._threads)
         self.num_faces = len(mesh.faces)
         if self.num_faces:
             self._scene.add_triangles(
@@ -136,7 +139,8 @@ class MeshRaycaster:
         would skip a surface lying closer behind it than the step, such as a decal's base)."""
         import open3d as o3d
 
-        out = self._scene.list_intersections(o3d.core.Tensor.from_numpy(np.ascontiguousarray(rays)))
+        out = self._scene.list_intersections(o3d.core.Tensor.from_numpy(np.ascontiguousarray(rays)),
+                                             nthreads=self._threads)
         ray_ids = out["ray_ids"].numpy().astype(np.int64)
         t = out["t_hit"].numpy().astype(np.float32)
         fid = out["primitive_ids"].numpy().astype(np.int64)
@@ -153,7 +157,7 @@ class MeshRaycaster:
 
         if self.num_faces == 0 or len(rays) == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros((0, 3), np.float32)
-        out = self._scene.cast_rays(o3d.core.Tensor.from_numpy(rays))
+        out = self._scene.cast_rays(o3d.core.Tensor.from_numpy(rays), nthreads=self._threads)
         t = out["t_hit"].numpy()
         idx = np.flatnonzero(np.isfinite(t))
         # open3d reports (u, v) with hit = (1 - u - v) * p0 + u * p1 + v * p2
