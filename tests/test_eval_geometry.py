@@ -163,3 +163,44 @@ def test_quaternion_of_rotations_and_transformed_gaussian_covariances(angle):
 def test_surface_metrics_need_points():
     with pytest.raises(ValueError):
         surface_metrics(PointSet(np.zeros((0, 3))), PointSet(np.zeros((3, 3))))
+
+
+def test_kd_tree_queries_and_ray_casts_use_torchs_thread_count(monkeypatch):
+    # under --jobs each process gets a share of the cores through torch's count; scipy and open3d
+    # would each take every core otherwise (N processes, N times the cores' threads)
+    import open3d as o3d
+    import scipy.spatial
+
+    from o3dcli.eval.geometry import voxel_occupancy
+    from o3dcli.render.mesh import MeshRaycaster
+
+    asked = []
+    real_tree = scipy.spatial.cKDTree
+
+    class Tree:
+        def __init__(self, points):
+            self.tree = real_tree(points)
+
+        def query(self, points, workers=1):
+            asked.append(("kd-tree", workers))
+            return self.tree.query(points, workers=workers)
+
+    real_scene = o3d.t.geometry.RaycastingScene
+
+    def scene(nthreads=0):
+        asked.append(("scene", nthreads))
+        return real_scene(nthreads=nthreads)
+
+    monkeypatch.setattr(scipy.spatial, "cKDTree", Tree)
+    monkeypatch.setattr(o3d.t.geometry, "RaycastingScene", scene)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sphere = icosphere(0.5)
+        points = sample_surface(sphere, 500)
+        surface_metrics(points, points)
+        voxel_occupancy(sphere, grid_around([sphere], res=16))
+        assert MeshRaycaster(sphere)._threads == 1
+    finally:
+        torch.set_num_threads(previous)
+    assert sorted(set(asked)) == [("kd-tree", 1), ("scene", 1)] and len(asked) == 4
