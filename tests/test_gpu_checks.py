@@ -20,7 +20,9 @@ def test_quick_run_on_cpu_measures_every_section(tmp_path):
     assert rc == 0, rep
     assert rep["environment"]["device"] == "cpu" and rep["quick"] is True
     torch_rows = [r for r in rep["render"] if r["backend"] == "torch"]
-    assert torch_rows and all(0 < r["forward_ms"] < r["forward_backward_ms"] for r in torch_rows)
+    # both measured (which is larger is a timing, not a unit test's business: it flipped on a busy machine)
+    assert torch_rows and all(0 < r["forward_ms"] < math.inf and 0 < r["forward_backward_ms"] < math.inf
+                              for r in torch_rows)
     assert [r["skipped"] for r in rep["render"] if r["backend"] == "gsplat"] == ["gsplat needs CUDA"]
     (s,) = rep["sample"]  # float32 only on the CPU
     assert s["dtype"] == "float32" and s["steps"] == 2 and s["finite"] is True and s["s_per_image"] > 0
