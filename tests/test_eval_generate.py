@@ -56,18 +56,18 @@ def test_eval_generates_with_several_processes(tmp_path):
     """--jobs 2: a worker process generates some of the objects with the variant's settings (the
     same cache entries the command would make), and the run scores every object."""
     out = tmp_path / "ev"
-    args = ["eval", "--benchmark", "synthetic", "--limit", "3", "-o", str(out), *TINY]
+    args = ["eval", "--benchmark", "synthetic", "--limit", "4", "-o", str(out), *TINY]
     res = CliRunner().invoke(app, [*args, "--jobs", "2"])
     assert res.exit_code == 0, res.output
     assert "(tiny), 2 processes" in " ".join(res.output.split())
     made = [json.loads(p.read_text()) for p in sorted((out / "assets" / ".o3d" / "items").glob("*/diffusion-*/manifest.json"))]
     # one entry per object (a worker with other settings would have made entries the command then
     # made again), made by both processes of one batch
-    assert len(made) == 3 and len({m["batch"] for m in made}) == 1
+    assert len(made) == 4 and len({m["batch"] for m in made}) == 1
     assert len({m["pid"] for m in made}) == 2, "the worker generated none of the objects"
     rep = json.loads((out / "eval.json").read_text())
     assert rep["jobs"] == 2 and "in 2 processes" in (out / "eval.md").read_text()
-    assert [r["status"] for r in rep["results"]] == ["ok"] * 3
+    assert [r["status"] for r in rep["results"]] == ["ok"] * 4
     assert all(r["gen_cached"] is False for r in rep["results"])  # made in this run, by either process
     assert not (out / "assets" / ".o3d" / "logs").exists()  # the worker ended normally
     # one process again: everything is cached, the scores are the same
@@ -77,16 +77,17 @@ def test_eval_generates_with_several_processes(tmp_path):
     assert all(r["gen_cached"] is True for r in again)
     assert [r["metrics"] for r in again] == [r["metrics"] for r in rep["results"]]
     # the same assets scored as another tool's predictions, in 2 processes: the same numbers
-    res = CliRunner().invoke(app, ["eval", "--benchmark", "synthetic", "--limit", "3", "--predictions",
+    res = CliRunner().invoke(app, ["eval", "--benchmark", "synthetic", "--limit", "4", "--predictions",
                                    str(out / "assets"), "-o", str(tmp_path / "ev2"), "--jobs", "2", "--size", "32", "--points", "2000",
                                    "--no-progress"])
     assert res.exit_code == 0, res.output
     scored = json.loads((tmp_path / "ev2" / "eval.json").read_text())["results"]
     assert [r["metrics"] for r in scored] == [r["metrics"] for r in rep["results"]]
     assert sorted(p.name for p in (tmp_path / "ev2" / "renders" / "assets").iterdir()) == \
-        [f"synth_0100000{i}.png" for i in range(3)]
+        [f"synth_0100000{i}.png" for i in range(4)]
 
 
+@pytest.mark.slow
 def test_a_scoring_process_that_dies_fails_its_object_alone(tmp_path):
     import os
     from functools import partial
@@ -107,10 +108,12 @@ def test_a_scoring_process_that_dies_fails_its_object_alone(tmp_path):
     objects = [good[0], dies, *good[1:]]
     variants = [Variant("p", predictions=preds)]
     results = {(o.name, "p"): ObjectResult(o.name, "p") for o in objects}
-    told = []
+    told, sent = [], []
     score_all(objects, variants, EvalProtocol(size=32, surface_points=2000), tmp_path / "out", results,
-              show_progress=False, on_result=told.append, jobs=2, threads=1)
+              show_progress=False, on_result=told.append, jobs=2, threads=1, sent=sent)
     assert results["dies", "p"].status == "failed" and "ended abnormally" in results["dies", "p"].error
     assert all(results[o.name, "p"].status == "ok" for o in good), [results[o.name, "p"].error for o in good]
     assert sorted(r.object for r in told) == sorted(o.name for o in objects)  # each reported once
     assert all((tmp_path / "out" / "renders" / "p" / f"{o.name}.png").is_file() for o in good)
+    # what an interrupted run would list as possibly written (eval.renders): every render asked for
+    assert {p.name for p in sent} == {f"{o.name}.png" for o in objects}

@@ -308,3 +308,28 @@ def test_a_hand_edited_renders_manifest_cannot_remove_files_elsewhere(tmp_path):
         assert top.is_file() and near.is_file()
     finally:
         top.unlink(missing_ok=True)
+
+
+def test_what_scoring_processes_log_is_told_by_the_command(tmp_path):
+    # predictions whose MTL names a texture that is not there: only loading the prediction, in a
+    # scoring process, says so; the command tells it, once per file
+    data, preds = tmp_path / "gt", tmp_path / "p"
+    data.mkdir()
+    preds.mkdir()
+    for name, seed in (("a", 1_000_001), ("b", 1_000_002)):
+        mesh = make_object(seed)[0]
+        write_obj(data / f"{name}.obj", mesh)
+        write_obj(preds / f"{name}.obj", mesh)
+        text = (preds / f"{name}.obj").read_text()
+        (preds / f"{name}.obj").write_text(f"mtllib {name}.mtl\nusemtl m\n" + text)
+        (preds / f"{name}.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd gone.png\n")
+    records = _Records()
+    logging.getLogger("o3d").addHandler(records)
+    try:
+        res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", tmp_path / "o",
+                  "--jobs", "2", *FAST)
+    finally:
+        logging.getLogger("o3d").removeHandler(records)
+    assert res.exit_code == 0, res.output
+    told = [m for m in records.messages if "texture gone.png not found" in m]
+    assert sorted(Path(m.split(":")[0]).name for m in told) == ["a.mtl", "b.mtl"]

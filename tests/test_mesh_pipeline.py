@@ -351,24 +351,58 @@ def _tetra(centre, size: float):
     return v, f
 
 
-def test_parts_that_decimation_splits_off_are_dropped_and_parts_the_mesh_had_are_kept():
-    from o3dcli.mesh.cleanup import face_components, split_off_faces, weld_vertices
+def test_pieces_that_decimation_splits_off_are_dropped_and_every_part_keeps_its_largest():
+    from o3dcli.mesh.cleanup import split_off_faces, vertex_parts, weld_vertices
     from o3dcli.synth.objects import make_object
 
     main = weld_vertices(make_object(6)[0])[0]  # two parts: 128 and 1024 faces
-    had = len(np.bincount(face_components(main.faces, len(main.vertices))))
-    assert had == 2
+    before = main.vertices, vertex_parts(main.faces, len(main.vertices))
+    assert sorted(set(before[1].tolist())) == [0, 1]
     (tv, tf), (sv, sf) = _tetra(main.vertices[0], 0.01), _tetra(main.vertices[5], 0.02)
     v = np.concatenate([main.vertices, tv, sv])
     f = np.concatenate([main.faces, tf + len(main.vertices), sf + len(main.vertices) + 4])
-    keep = split_off_faces(f, len(v), components_before=had)
+    keep = split_off_faces(f, v, *before)  # two pockets split off the parts they lie in
     assert keep is not None and keep[:len(main.faces)].all() and not keep[len(main.faces):].any()
-    assert split_off_faces(f, len(v), components_before=had + 2) is None  # the mesh had them: kept
-    # one part beyond the input's: only the smallest goes
-    keep = split_off_faces(f, len(v), components_before=had + 1)
-    assert keep[:len(main.faces)].all() and keep[len(main.faces):].sum() == 4
-    # a part beyond the input's that is not small is kept (not a pocket: a piece of the object)
-    assert split_off_faces(main.faces, len(main.vertices), components_before=1) is None
+    assert split_off_faces(main.faces, main.vertices, *before) is None  # nothing split off
+    # the mesh's own small parts stay, even when smaller than a pocket would be (a part is
+    # never dropped whole): here the pockets were parts before
+    assert split_off_faces(f, v, v, vertex_parts(f, len(v))) is None
+    # a piece split off that is not small stays (a real piece of the object)
+    assert split_off_faces(main.faces, main.vertices, main.vertices, np.zeros(len(main.vertices), np.int64)) is None
+
+
+def _torus_chain(links: int, n: int = 16, m: int = 8):
+    """`links` separate interlinked tori, 2 n m faces each."""
+    from o3dcli.geometry.mesh import TriMesh
+
+    u, w = np.meshgrid(np.linspace(0, 2 * np.pi, n, endpoint=False), np.linspace(0, 2 * np.pi, m, endpoint=False),
+                       indexing="ij")
+    ring = np.stack([(1 + 0.25 * np.cos(w)) * np.cos(u), (1 + 0.25 * np.cos(w)) * np.sin(u), 0.25 * np.sin(w)], -1)
+    idx = np.arange(n * m).reshape(n, m)
+    a, b = idx, np.roll(idx, -1, 0)
+    c, d = np.roll(b, -1, 1), np.roll(a, -1, 1)
+    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    verts, tris = [], []
+    for k in range(links):
+        p = ring.reshape(-1, 3)[:, [0, 2, 1]] if k % 2 else ring.reshape(-1, 3)
+        verts.append(p + [1.5 * k, 0.0, 0.0])
+        tris.append(faces + k * n * m)
+    return TriMesh(np.concatenate(verts), np.concatenate(tris))
+
+
+def test_decimating_a_mesh_of_many_small_parts_keeps_every_part():
+    # a chain of 120 links, each under 1 % of the faces: heavy decimation splits some links, and no
+    # link may go whole (an earlier rule, dropping the smallest pieces beyond the input's count, did)
+    from o3dcli.mesh.cleanup import face_components, simplify_mesh
+
+    chain = _torus_chain(120)
+    for target in (3000, 4000):
+        mesh = simplify_mesh(chain, MeshConfig(target_faces=target))
+        labels = face_components(mesh.faces, len(mesh.vertices))
+        centres = np.array([mesh.vertices[mesh.faces[labels == k]].reshape(-1, 3).mean(0)
+                            for k in range(labels.max() + 1)])
+        links = np.round(centres[:, 0] / 1.5).astype(int)
+        assert sorted(set(links.tolist())) == list(range(120)), target
 
 
 def test_simplify_drops_pockets_the_collapse_pinched_off(monkeypatch):

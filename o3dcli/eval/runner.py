@@ -319,14 +319,17 @@ def _score_object(obj: BenchmarkObject, todo: list[tuple[Variant, ObjectResult]]
 def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol: EvalProtocol, out: Path,
               results: dict[tuple[str, str], ObjectResult], lpips_model=None, show_progress: bool = True,
               on_result: Callable[[ObjectResult], None] | None = None, warned: set[str] | None = None,
-              jobs: int = 1, threads: int = 1, lpips_files: list[str] | None = None) -> None:
+              jobs: int = 1, threads: int = 1, lpips_files: list[str] | None = None,
+              sent: list[Path] | None = None) -> None:
     """Score every (object, variant) whose asset exists; the GT is rendered and sampled once per
     object. `jobs` > 1: the objects are scored in that many processes of `threads` torch threads
     (see _score_in_processes), each loading the LPIPS model from `lpips_files` (when `lpips_model`
-    is given)."""
+    is given; without them, here). `sent` gets the render paths the processes may have written
+    (an interrupted run cannot tell which they did)."""
     from o3dcli.console import batch_progress
 
     warned = set() if warned is None else warned
+    sent = [] if sent is None else sent
     told: set[str] = set()  # variants already told their predictions are not in the protocol's frame
 
     def off_frame(variant: str, name: str, how: str) -> None:
@@ -347,13 +350,15 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
                     on_result(results[obj.name, v.name])
 
         to_score = [obj for obj in objects if pending(obj)]
+        if lpips_model is not None and not lpips_files:  # processes could not load it: score here
+            jobs = 1
         if jobs > 1 and len(to_score) > 1:
             for obj in objects:
                 if obj not in to_score:
                     done(obj)
             prog.update(task, description=f"{min(jobs, len(to_score))} processes", stage="")
             _score_in_processes(to_score, pending, protocol, out, lpips_files if lpips_model is not None else None,
-                                min(jobs, len(to_score)), threads, warned, off_frame, done)
+                                min(jobs, len(to_score)), threads, warned, off_frame, done, sent)
         else:
             for obj in objects:
                 todo = pending(obj)
@@ -367,7 +372,7 @@ def score_all(objects: list[BenchmarkObject], variants: list[Variant], protocol:
 _worker_lpips: dict[tuple[str, ...], object] = {}
 
 
-def _init_scoring_process(threads: int, parent: int) -> None:
+def _init_scoring_process(threads: int, parent: int, log_level: int) -> None:
     """A scoring process: it ends when the command's process `parent` does (on Linux, also when
     that is killed); Ctrl-C is the command's to handle (it stops the processes); torch on
     `threads` threads; o3d's log messages go back to the command (see _score_in_process)."""
@@ -383,12 +388,14 @@ def _init_scoring_process(threads: int, parent: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    logging.getLogger("o3d").propagate = False
+    log = logging.getLogger("o3d")
+    log.propagate = False
+    log.setLevel(log_level)  # what the command shows
 
 
 class _Collect(logging.Handler):
     def __init__(self, into: list):
-        super().__init__(logging.WARNING)
+        super().__init__(logging.NOTSET)
         self.into = into
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -421,12 +428,13 @@ def _score_in_process(obj: BenchmarkObject, todo: list[tuple[Variant, ObjectResu
 
 def _score_in_processes(objects: list[BenchmarkObject], pending, protocol: EvalProtocol, out: Path,
                         lpips_files: list[str] | None, jobs: int, threads: int, warned: set[str],
-                        off_frame, done) -> None:
+                        off_frame, done, sent: list[Path]) -> None:
     """Score `objects` in `jobs` processes of `threads` torch threads, one object per task. Each
     result is taken in as it comes, its log messages told once. A process that dies (out of
-    memory, killed) takes with it the objects it and the others were on: each of those is tried
-    again alone, in a process of its own, and recorded as failed if that one dies too. Ctrl-C or
-    SIGTERM stops the processes."""
+    memory, killed) takes with it the objects the processes were on and those queued: they are
+    scored again in new processes, and those lost a second time each alone, in a process of its
+    own, then recorded as failed if that one dies too. Ctrl-C or SIGTERM stops the processes.
+    `sent` gets the render paths of every object handed to a process."""
     import concurrent.futures as cf
     import multiprocessing
     import os
@@ -458,10 +466,14 @@ def _score_in_processes(objects: list[BenchmarkObject], pending, protocol: EvalP
         they are failed)."""
         broken = []
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_scoring_process, initargs=(max(1, threads), os.getpid()))
+                                      initializer=_init_scoring_process,
+                                      initargs=(max(1, threads), os.getpid(), logging.getLogger("o3d").getEffectiveLevel()))
         try:
-            futures = {pool.submit(_score_in_process, obj, [(lite[v.name], res) for v, res in pending(obj)],
-                                   protocol, out, lpips_files): obj for obj in todo}
+            futures = {}
+            for obj in todo:
+                sent.extend(out / "renders" / v.name / f"{obj.file_name or obj.name}.png" for v, _ in pending(obj))
+                futures[pool.submit(_score_in_process, obj, [(lite[v.name], res) for v, res in pending(obj)],
+                                    protocol, out, lpips_files)] = obj
             for fut in cf.as_completed(futures):
                 obj = futures[fut]
                 if isinstance(fut.exception(), cf.process.BrokenProcessPool):
@@ -484,7 +496,10 @@ def _score_in_processes(objects: list[BenchmarkObject], pending, protocol: EvalP
             pool.shutdown(wait=True)
         return broken
 
-    for obj in run_pool(objects, jobs, last_try=False):
+    lost = run_pool(objects, jobs, last_try=False)
+    if lost:  # most were only queued behind the one that died: all of them again, side by side
+        lost = run_pool(lost, min(jobs, len(lost)), last_try=False)
+    for obj in lost:  # lost twice: each alone, so that one cannot take the others with it
         run_pool([obj], 1, last_try=True)
 
 
@@ -510,6 +525,7 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
     runners = prepare_generation(variants, out)
     results = {(o.name, v.name): ObjectResult(o.name, v.name) for o in objects for v in variants}
     warned: set[str] = set()
+    sent: list[Path] = []  # renders scoring processes were asked for (see clean_renders)
     finished = False
     try:
         if runners:
@@ -520,10 +536,11 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
                     if todo:
                         generate_assets(v, runners[v.name], todo, results, show_progress, jobs, threads_available)
         score_all(objects, variants, protocol, out, results, lpips_model, show_progress, on_result, warned,
-                  jobs, threads or threads_available // max(1, jobs), lpips_files)
+                  jobs, threads or threads_available // max(1, jobs), lpips_files, sent)
         finished = True
     finally:
-        clean_renders(out, [Path(r.render) for r in results.values() if r.render], finished)
+        written = [Path(r.render) for r in results.values() if r.render]
+        clean_renders(out, written if finished else written + sent, finished)
     ordered = [results[o.name, v.name] for v in variants for o in objects]
     return EvalRun(benchmark, str(data) if data else None, protocol, objects, variants, ordered, lpips_source,
                    started, round(time.time() - started, 3), jobs)

@@ -62,30 +62,50 @@ def keep_main_components(mesh: TriMesh, min_ratio: float) -> TriMesh:
 
 
 SPLIT_OFF_MAX_RATIO = 0.01
-"""Decimation: a part it splits off is dropped when it has fewer faces than this fraction of the mesh."""
+"""Decimation: a piece it splits off a part is dropped when it has fewer faces than this fraction of the mesh."""
 
 
-def split_off_faces(faces: np.ndarray, num_vertices: int, components_before: int) -> np.ndarray | None:
+def vertex_parts(faces: np.ndarray, num_vertices: int) -> np.ndarray:
+    """The connected part [V] of every vertex (-1: no face uses it)."""
+    part = np.full(num_vertices, -1, np.int64)
+    if len(faces):
+        part[faces.reshape(-1)] = np.repeat(face_components(faces, num_vertices), 3)
+    return part
+
+
+def split_off_faces(faces: np.ndarray, vertices: np.ndarray, before_vertices: np.ndarray,
+                    before_parts: np.ndarray) -> np.ndarray | None:
     """Faces to keep [F] after decimation, or None to keep all. Edge collapse can pinch a small
-    pocket off a surface into a part of its own (seen on a generated asset: closed shells of 4 and
-    6 faces inside it, touching it at one point, which a slicer would print as cavities). The
-    parts beyond the `components_before` the mesh had, smallest first, are dropped when each is
-    under SPLIT_OFF_MAX_RATIO of the faces; parts the mesh had before are never dropped."""
+    pocket off a surface into a piece of its own (seen on a generated asset: closed shells of 4
+    and 6 faces inside it, one touching it at a point, which a slicer would print as cavities).
+    Each piece is traced to the part of the mesh before decimation that its vertices lie nearest
+    (`before_vertices` [V0, 3] with their `before_parts` [V0], -1 for unused ones; collapse never
+    joins parts); every part keeps its largest piece, and its other pieces are dropped when each
+    is under SPLIT_OFF_MAX_RATIO of the faces. A part is never dropped whole, however small."""
     if len(faces) == 0:
         return None
-    labels = face_components(faces, num_vertices)
-    counts = np.bincount(labels)
-    extra = len(counts) - components_before
-    if extra <= 0:
+    labels = face_components(faces, len(vertices))
+    pieces = int(labels.max()) + 1
+    if pieces == 1:
         return None
-    small = [c for c in np.argsort(counts, kind="stable")[:extra] if counts[c] < SPLIT_OFF_MAX_RATIO * len(faces)]
-    if not small:
-        return None
-    return ~np.isin(labels, small)
+    from scipy.spatial import cKDTree
 
-
-def _components(faces: np.ndarray, num_vertices: int) -> int:
-    return int(face_components(faces, num_vertices).max()) + 1 if len(faces) else 0
+    used = before_parts >= 0
+    _, nearest = cKDTree(before_vertices[used]).query(vertices[faces[:, 0]])
+    face_part = before_parts[used][nearest]
+    # each piece's part: the one most of its faces' first corners lie nearest
+    n_parts = int(before_parts.max()) + 1
+    pair, count = np.unique(labels.astype(np.int64) * n_parts + face_part, return_counts=True)
+    piece_of, part_of = pair // n_parts, pair % n_parts
+    order = np.lexsort((count, piece_of))  # by piece, most-voted part last
+    last = np.r_[piece_of[order][1:] != piece_of[order][:-1], True]
+    piece_part = np.empty(pieces, np.int64)
+    piece_part[piece_of[order][last]] = part_of[order][last]
+    size = np.bincount(labels, minlength=pieces)
+    order = np.lexsort((size, piece_part))  # by part, largest piece last
+    largest = order[np.r_[piece_part[order][1:] != piece_part[order][:-1], True]]
+    drop = np.setdiff1d(np.flatnonzero(size < SPLIT_OFF_MAX_RATIO * len(faces)), largest)
+    return None if len(drop) == 0 else ~np.isin(labels, drop)
 
 
 def _drop_unreferenced(mesh: TriMesh) -> TriMesh:
@@ -145,7 +165,8 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
     _repair(ms)
     closed = _is_closed_manifold(ms)
-    parts = _components(ms.current_mesh().face_matrix(), ms.current_mesh().vertex_number())
+    before = ms.current_mesh().vertex_matrix(), vertex_parts(ms.current_mesh().face_matrix(),
+                                                             ms.current_mesh().vertex_number())
     if cfg.remesh:
         import pymeshlab
 
@@ -161,7 +182,7 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
             "failed: the mesh is kept as decimated", ms.get_topological_measures()["non_two_manifold_edges"])
     # after the repair, which also parts a pocket from the surface where they share a vertex
     m = ms.current_mesh()
-    keep = split_off_faces(m.face_matrix(), m.vertex_number(), parts)
+    keep = split_off_faces(m.face_matrix(), m.vertex_matrix(), *before)
     if keep is not None:
         colors = m.vertex_color_matrix()[:, :3] if mesh.vertex_colors is not None and m.has_vertex_color() else None
         ms = _meshset(m.vertex_matrix(), m.face_matrix()[keep], colors)
@@ -216,7 +237,7 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
     from PIL import Image
 
     welded, old_to_new = weld_vertices(mesh)
-    parts = _components(welded.faces, len(welded.vertices))
+    before = welded.vertices, vertex_parts(welded.faces, len(welded.vertices))
     with tempfile.TemporaryDirectory(prefix="o3d-decimate-") as tmp:
         obj = Path(tmp) / "mesh.obj"
         Image.new("RGB", (1, 1)).save(Path(tmp) / "tex.png")  # content unused: the real texture is kept
@@ -240,7 +261,7 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
         )
     m = ms.current_mesh()
     faces, wedges = m.face_matrix(), m.wedge_tex_coord_matrix().reshape(-1, 3, 2)
-    keep = split_off_faces(faces, m.vertex_number(), parts)
+    keep = split_off_faces(faces, m.vertex_matrix(), *before)
     if keep is not None:  # split_wedges keeps only the vertices the faces use
         faces, wedges = faces[keep], wedges[keep]
     if mesh.uv.size and mesh.uv.min() >= 0.0 and mesh.uv.max() <= 1.0:
