@@ -165,8 +165,8 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
     _repair(ms)
     closed = _is_closed_manifold(ms)
-    before = ms.current_mesh().vertex_matrix(), vertex_parts(ms.current_mesh().face_matrix(),
-                                                             ms.current_mesh().vertex_number())
+    m = ms.current_mesh()
+    before = m.vertex_matrix(), vertex_parts(m.face_matrix(), m.vertex_number())
     if cfg.remesh:
         import pymeshlab
 
