@@ -273,6 +273,11 @@ def _save_comparison(path: Path, ref_views, pred_views) -> None:
     save_png(path, image_grid(frames, cols=len(ref_views.rgb)))
 
 
+def _render_path(out: Path, variant: str, obj: BenchmarkObject) -> Path:
+    """OUT/renders/<variant>/<object's file name>.png: ground truth above, prediction below."""
+    return out / "renders" / variant / f"{obj.file_name or obj.name}.png"
+
+
 OFF_FRAME = ("%s: %s is %s the ground truth's: --align none scores predictions where they stand; other tools' "
              "outputs usually need --align box (or icp)")
 
@@ -308,7 +313,7 @@ def _score_object(obj: BenchmarkObject, todo: list[tuple[Variant, ObjectResult]]
                        f"(no texture), so colour metrics are n/a, and --asset {protocol.asset} gives no geometry")
                 raise ValueError(f"nothing could be scored: {why}")
             res.metrics, res.kind, res.alignment = score.metrics, score.kind, score.alignment.to_json()
-            render = out / "renders" / v.name / f"{obj.file_name or obj.name}.png"
+            render = _render_path(out, v.name, obj)
             _save_comparison(render, ref.views, score.views)
             res.render, res.status = str(render), "ok"
         except Exception as e:  # isolate the object: record and go on
@@ -471,7 +476,7 @@ def _score_in_processes(objects: list[BenchmarkObject], pending, protocol: EvalP
         try:
             futures = {}
             for obj in todo:
-                sent.extend(out / "renders" / v.name / f"{obj.file_name or obj.name}.png" for v, _ in pending(obj))
+                sent.extend(_render_path(out, v.name, obj) for v, _ in pending(obj))
                 futures[pool.submit(_score_in_process, obj, [(lite[v.name], res) for v, res in pending(obj)],
                                     protocol, out, lpips_files)] = obj
             for fut in cf.as_completed(futures):
