@@ -77,6 +77,7 @@ def estimate_foreground(rgba: np.ndarray, matting: str, alpha_threshold: float, 
     # An alpha channel is "real" when it leaves a visible part of the frame transparent.
     if matting == "alpha" or (matting == "auto" and opaque <= full_frame):
         return Matte(np.ascontiguousarray(alpha, dtype=np.float32), "alpha")
+    del alpha  # not held beside the estimate (a large photo's frame in floats)
     if matting in ("auto", "rembg"):
         try:
             return Matte(rembg_alpha(rgba[..., :3], name), "rembg")
@@ -143,11 +144,14 @@ def rembg_alpha(rgb: np.ndarray, name: str) -> np.ndarray:
             f"the model on first use into ~/.u2net (or $U2NET_HOME); fetch it once with network access "
             f"(python -c \"from rembg import new_session; new_session('{REMBG_MODEL}')\") "
             "or use --set preprocess.matting=builtin.") from err
-    mask = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
+    mask = np.asarray(mask.convert("L"))
     if mask.shape != rgb.shape[:2]:
         raise ImageError(f"{name}: rembg returned a {mask.shape} mask for a {rgb.shape[:2]} image; "
                          "use --set preprocess.matting=builtin.")
-    return mask
+    alpha = mask.astype(np.float32)
+    del mask
+    alpha /= 255.0  # in place: a large photo's mask is not held in floats twice
+    return alpha
 
 
 def builtin_matte(rgb: np.ndarray, name: str) -> Matte:

@@ -82,9 +82,10 @@ def preprocess_image(path_or_array, cfg: PreprocessConfig, projection_size: int 
     matte_method, matte_warnings = matte.method, matte.warnings
     height, width = rgba.shape[:2]
     steps = _edge_steps(height, width)
-    # Only the part of the frame the object covers (alpha > 0, plus the edge band) is needed from
-    # here on: a large photo is held in full as uint8, and in floats only there.
-    y0, y1, x0, x1 = _covered_region(matte.alpha, margin=steps + 2)
+    # Only the part of the frame the object covers (alpha > 0, plus the edge band) and the crop can
+    # reach is needed from here on: a large photo is held in full as uint8, and in floats only there.
+    y0, y1, x0, x1 = _needed_region(matte.alpha, cfg.alpha_threshold, cfg.foreground_ratio, steps + 2,
+                                    min(s for s in (cfg.size, projection_size) if s > 0))
     # A crop far larger than the largest output needs (EARLY_REDUCE times its side) is box-averaged
     # by `scale` now: edge refinement and the rest then run on scale^2 times fewer pixels.
     # Coordinates below are in these reduced pixels; `origin` is the reduced grid's first pixel in
@@ -217,6 +218,31 @@ def _covered_region(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int]
         return 0, alpha.shape[0], 0, alpha.shape[1]
     return (max(0, int(rows[0]) - margin), min(alpha.shape[0], int(rows[-1]) + 1 + margin),
             max(0, int(cols[0]) - margin), min(alpha.shape[1], int(cols[-1]) + 1 + margin))
+
+
+def _needed_region(alpha: np.ndarray, threshold: float, ratio: float, margin: int,
+                   smallest_output: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the part of the frame preprocessing reads: `_covered_region`, cut to where
+    the crop square (its side the object's extent / `ratio`, centred on the object) and the
+    resampling filter's support can reach for an output of `smallest_output` px or more.
+
+    Faint alpha far from the object (rembg's masks hold 1-3/255 over much of a photo) would
+    otherwise make the whole frame be held in floats. `margin`: the edge band, in pixels, by which
+    refinement may move the object's outline. The object is taken at alpha > min(threshold, 0.5)
+    (the built-in estimator's edge refinement starts from alpha > 0.5).
+    """
+    covered = _covered_region(alpha, margin)
+    solid = alpha > min(threshold, 0.5)
+    rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
+    if rows.size == 0:
+        return covered
+    side = max(int(rows[-1] - rows[0]), int(cols[-1] - cols[0])) + 1 + 2 * margin
+    # The crop square is centred on an outline inside the object's box grown by `margin`, and is at
+    # most side / ratio across, so it reaches at most half that beyond the grown box; the filter
+    # (3 lobes), the box pre-reduction and the early reduction's blocks add under 5 output pixels.
+    reach = margin + math.ceil(side / (2 * ratio) * (1 + 10 / smallest_output)) + 8
+    return (max(covered[0], int(rows[0]) - reach), min(covered[1], int(rows[-1]) + 1 + reach),
+            max(covered[2], int(cols[0]) - reach), min(covered[3], int(cols[-1]) + 1 + reach))
 
 
 def _early_reduction(foreground: np.ndarray, ratio: float, largest_output: int) -> int:

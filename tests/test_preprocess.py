@@ -425,6 +425,44 @@ def test_a_large_photo_is_not_held_in_floats(tmp_path, kind, radius, bound):
     assert peak / (2000 * 3000) < bound
 
 
+@pytest.mark.parametrize("kind", ["rembg", "alpha"])
+def test_faint_alpha_over_the_whole_photo_does_not_make_it_held_in_floats(tmp_path, monkeypatch, kind):
+    # rembg's masks hold 1-3/255 over much of a photo: the part read must still be the crop's
+    # reach, with the same result as reading the whole frame.
+    import tracemalloc
+
+    import o3dcli.preprocess as pp
+
+    cov = coverage(disk(1500, 1000, 150), 2000, 3000, ss=1)
+    rng = np.random.default_rng(0)
+    faint = np.maximum(cov, rng.integers(1, 4, cov.shape) / 255)  # 1-3/255 everywhere off the object
+    path = tmp_path / "photo.png"
+    if kind == "rembg":
+        fake = types.ModuleType("rembg")
+        fake.new_session = lambda name: "session"
+        mask = Image.fromarray((faint * 255 + 0.5).astype(np.uint8), "L")  # made before memory is traced
+        fake.remove = lambda image, session, only_mask: mask
+        monkeypatch.setitem(sys.modules, "rembg", fake)
+        monkeypatch.setattr(matting, "_REMBG_SESSIONS", {})
+        save_photo(path, scene(cov, "gradient"))
+    else:
+        save_photo(path, rgba_array(faint, ORANGE))
+    cfg = PreprocessConfig(size=32, matting=kind)
+    tracemalloc.start()
+    try:
+        prep = preprocess_image(path, cfg, projection_size=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert prep.matting == kind
+    assert peak / (2000 * 3000) < 12  # with the whole frame in floats: 33 (alpha), 55 (rembg) bytes per pixel
+    monkeypatch.setattr(pp, "_needed_region", lambda alpha, *a: (0, alpha.shape[0], 0, alpha.shape[1]))
+    whole = preprocess_image(path, cfg, projection_size=256)
+    assert prep.crop_box == whole.crop_box and prep.warnings == whole.warnings
+    for field in ("rgba", "rgb", "mask", "rgba_projection"):
+        assert torch.allclose(getattr(prep, field), getattr(whole, field), atol=1e-6), field
+
+
 @pytest.mark.parametrize("shape", ["disc with an antenna", "wire"])
 def test_parts_thinner_than_a_reduced_pixel_keep_their_place_in_the_crop(tmp_path, monkeypatch, shape):
     # A 1 px antenna or wire averages to alpha 0.25-0.5 over the reduction's blocks: the crop
