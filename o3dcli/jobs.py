@@ -49,6 +49,18 @@ def library_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def open3d():
+    """The open3d module, with its own thread pool (TBB, used by ICP, TSDF fusion and marching
+    cubes) bounded by `library_threads()` for this process (open3d 0.20 and later; earlier
+    releases take every core there)."""
+    import open3d as o3d
+
+    limit = getattr(o3d.utility, "set_max_threads", None)
+    if limit is not None:
+        limit(library_threads())
+    return o3d
+
+
 def threads_per_process(jobs: int, threads_setting: int, available: int) -> int:
     """torch threads for each of `jobs` processes: `runtime.threads` when set, else the
     `available` threads (torch's default count, one per core) divided among them."""

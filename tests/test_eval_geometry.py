@@ -194,13 +194,27 @@ def test_kd_tree_queries_and_ray_casts_use_torchs_thread_count(monkeypatch):
     monkeypatch.setattr(scipy.spatial, "cKDTree", Tree)
     monkeypatch.setattr(o3d.t.geometry, "RaycastingScene", scene)
     previous = torch.get_num_threads()
+    pool = getattr(o3d.utility, "set_max_threads", None)  # open3d's TBB pool (ICP, fusion): 0.20+
     torch.set_num_threads(1)
     try:
+        if pool:
+            pool(0)  # no bound: every core
         sphere = icosphere(0.5)
         points = sample_surface(sphere, 500)
         surface_metrics(points, points)
         voxel_occupancy(sphere, grid_around([sphere], res=16))
         assert MeshRaycaster(sphere)._threads == 1
+        icp_align(points, points)
+        if pool:
+            assert o3d.utility.get_max_threads() == 1
+            pool(0)
+            from o3dcli.mesh.fusion import BLOCK, level_set_mesh
+
+            ijk = np.indices((2 * BLOCK,) * 3).transpose(1, 2, 3, 0) - BLOCK + 0.5
+            assert len(level_set_mesh(np.linalg.norm(ijk, axis=-1) - BLOCK / 2, np.zeros(3, int), 0.1).faces)
+            assert o3d.utility.get_max_threads() == 1
     finally:
         torch.set_num_threads(previous)
+        if pool:
+            pool(0)
     assert sorted(set(asked)) == [("kd-tree", 1), ("scene", 1)] and len(asked) == 4

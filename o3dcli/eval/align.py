@@ -88,7 +88,9 @@ def _subsample(points: np.ndarray, n: int, seed: int) -> np.ndarray:
 def icp_align(pred: PointSet, gt: PointSet, bounds_points: np.ndarray | None = None, seed: int = 0) -> Alignment:
     """Box-normalise the prediction (the box of ``bounds_points``, e.g. a mesh's vertices, else of
     its samples), then ICP with scale onto the GT samples (see the module docstring)."""
-    import open3d as o3d
+    from o3dcli.jobs import open3d
+
+    o3d = open3d()
 
     reg = o3d.pipelines.registration
     start = box_normalization(pred.points if bounds_points is None else np.asarray(bounds_points, np.float64))

@@ -48,7 +48,9 @@ ALPHA_MAX = 0.999  # as the rasterizer: one Gaussian never makes a point fully o
 
 
 def _vbg(voxel: float, block_count: int):
-    import open3d as o3d
+    from o3dcli.jobs import open3d
+
+    o3d = open3d()
 
     return o3d.t.geometry.VoxelBlockGrid(
         attr_names=("tsdf", "weight"), attr_dtypes=(o3d.core.float32, o3d.core.float32),
@@ -114,7 +116,9 @@ def tsdf_fuse(renders: FusionRenders, cfg: MeshConfig) -> TriMesh:
     out in front of the surface (about sigma * tan(angle)); head-on pixels are nearly
     unbiased. Returns the raw mesh (outward counter-clockwise faces), possibly empty.
     """
-    import open3d as o3d
+    from o3dcli.jobs import open3d
+
+    o3d = open3d()
 
     valid = renders.alpha > cfg.alpha_threshold
     fused = valid & (view_cosines(renders, valid) >= math.cos(math.radians(cfg.fusion_max_angle_deg)))
@@ -186,7 +190,9 @@ def opacity_field(gaussians: Gaussians, bounds: ObjectBounds, voxel: float, smoo
 def level_set_mesh(field: np.ndarray, origin: np.ndarray, voxel: float) -> TriMesh:
     """Marching cubes of the zero level of ``field`` [X, Y, Z] (negative inside, positive outside),
     sampled at (origin + ijk) * voxel; origin and every side must be multiples of BLOCK voxels."""
-    import open3d as o3d
+    from o3dcli.jobs import open3d
+
+    o3d = open3d()
 
     nb = np.array(field.shape) // BLOCK
     if (nb * BLOCK != np.array(field.shape)).any() or (np.asarray(origin) % BLOCK).any():
