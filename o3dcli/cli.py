@@ -416,7 +416,8 @@ def presets_show(
 
 
 def info(
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Also build this preset's models on the meta device and print parameter counts per module."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Also build this preset's models on the meta device and print parameter counts per module, and the weights it loads."),
+    sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one field of the preset (tiny unless --preset is given), e.g. --set model.weights=runs/mine (repeatable).", metavar="SECTION.KEY=VALUE"),
 ):
     """Versions, device, rasterizer backend and available model weights."""
     from rich.markup import escape
@@ -425,7 +426,9 @@ def info(
     from o3dcli.console import out
     from o3dcli.sysinfo import collect_info
 
-    cfg = _load_config(preset, None) if preset is not None else None  # a bad preset is an error before any output
+    if sets and preset is None:
+        preset = "tiny"
+    cfg = _load_config(preset, sets) if preset is not None else None  # a bad preset is an error before any output
     data = collect_info()
     table = Table(title=f"o3d {__version__}", show_header=False)
     table.add_column("what")
@@ -438,7 +441,8 @@ def info(
         from o3dcli.models.build import describe_parameters, describe_weights
 
         counts = describe_parameters(cfg)
-        ptable = Table(title=f"preset {escape(preset)}: parameters (built on the meta device)")
+        title = " ".join([f"preset {preset}"] + [f"--set {x}" for x in sets or []])
+        ptable = Table(title=f"{escape(title)}: parameters (built on the meta device)")
         ptable.add_column("module")
         ptable.add_column("parameters", justify="right")
         for k, v in counts.items():

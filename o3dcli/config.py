@@ -425,6 +425,60 @@ def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
     return found
 
 
+PATH_FIELDS = ("model.weights", "model.published_unet", "model.published_recon", "model.vae_path",
+               "denoiser.clip_path", "train.init")
+"""Fields that name local files or folders. A relative one in a preset file is taken from the
+preset's folder when it is there (else from the working folder, or, for weights, as a name); the
+config.yaml written beside an asset holds them absolute, so it reproduces the asset from anywhere."""
+
+WEIGHT_NAME_FIELDS = ("model.weights", "train.init")
+"""Path fields that may also hold a name looked up in the weights folders ("tiny"), or "none"."""
+
+
+def _is_weights_name(key: str, value: str) -> bool:
+    """Whether `value` of `key` is "none"/"released" or a weights name found in the weights folders
+    (a name wins over a file or folder of that name, as `resolve_weights` has it)."""
+    if key not in WEIGHT_NAME_FIELDS:
+        return False
+    if value in ("", "none", "released"):
+        return True
+    p = Path(value)
+    if p.suffix == ".safetensors" or p.parent != Path("."):
+        return False
+    from o3dcli.sysinfo import weights_dirs
+
+    return any((d / f"{value}.safetensors").is_file() for d in weights_dirs())
+
+
+def _preset_relative_paths(data: dict, folder: Path) -> None:
+    """In place: relative path fields of a preset's `data` that name something in the preset's
+    `folder` become absolute paths there."""
+    for key in PATH_FIELDS:
+        section, name = key.split(".")
+        values = data.get(section)
+        value = values.get(name) if isinstance(values, dict) else None
+        if not isinstance(value, str) or not value or value.startswith("~") or Path(value).is_absolute():
+            continue
+        if not _is_weights_name(key, value) and (folder / value).exists():
+            values[name] = str((folder / value).resolve())
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """`cfg` with its path fields (PATH_FIELDS) that name an existing file or folder made absolute
+    (`~` expanded); weights names, "none" and paths that do not exist are left as they are."""
+    changes: dict[str, dict] = {}
+    for key in PATH_FIELDS:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not value or _is_weights_name(key, value):
+            continue
+        p = Path(value).expanduser()
+        if p.exists() and str(p.resolve()) != value:
+            changes.setdefault(section, {})[name] = str(p.resolve())
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **fields)
+                                       for section, fields in changes.items()})
+
+
 def read_preset(preset: str | Path, _seen: tuple = (), warn_rootless: bool = True) -> list[tuple[str, dict]]:
     """The chain of (source name, overrides) for a preset, base presets first."""
     path = resolve_preset_path(preset)
@@ -440,6 +494,8 @@ def read_preset(preset: str | Path, _seen: tuple = (), warn_rootless: bool = Tru
         raise ConfigError(f"preset {path}: " + "; ".join(f"'{k}' is set twice (lines {a} and {b})" for k, a, b in twice))
     if not isinstance(data, dict):
         raise ConfigError(f"preset {path}: top level must be a mapping of sections")
+    if path.parent not in preset_dirs():
+        _preset_relative_paths(data, path.parent)
     chain = []
     base = data.pop("base", None)
     data.pop("description", None)

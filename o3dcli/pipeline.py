@@ -31,7 +31,7 @@ from o3dcli.cache import (
     ItemLocked,
     stage_key,
 )
-from o3dcli.config import Config, dump_config
+from o3dcli.config import Config, absolute_paths, dump_config
 from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError, disk_full
 from o3dcli import publish
@@ -74,7 +74,7 @@ class BatchRunner:
         self.on_progress = on_progress or (lambda name, text: None)
         self.device = resolve_device(config.runtime.device)
         check_dtype(self.device, config.runtime.dtype)
-        self.config_text = dump_config(config, header=f"# resolved o3d {__version__} config; reuse with --preset <this file>\n")
+        self.config_text = dump_config(absolute_paths(config), header=f"# resolved o3d {__version__} config; reuse with --preset <this file>\n")
         self.resources: dict[str, Any] = {}
         self.digests = FileDigests(self.cache.root / "digests.json")
         self.pinned_files: dict[str, tuple] = {}

@@ -351,3 +351,47 @@ def test_shortcut_conflicts_are_named_by_generate_and_mesh(tmp_path, monkeypatch
     res = _runner().invoke(app, ["mesh", str(tmp_path), "--decimate", "500", "--set", "mesh.target_faces=800"])
     assert res.exit_code == 2 and "mesh.target_faces is given twice, 800 by --set and 500" in " ".join(res.stderr.split())
     assert not (tmp_path / "o3d-output").exists() and not (tmp_path / "o3d-meshes").exists()
+
+
+def test_an_assets_config_reproduces_it_from_any_folder_with_relative_weights(good_images, tmp_path, monkeypatch):
+    # `--set model.weights=w/mine.safetensors` (relative to where the command ran): the asset's
+    # config.yaml names the file absolutely, so it loads from another folder; a weights name stays a name
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+    from o3dcli.models.build import resolve_weights
+
+    work = tmp_path / "work"
+    (work / "w").mkdir(parents=True)
+    shutil.copy(resolve_weights("tiny"), work / "w" / "mine.safetensors")
+    monkeypatch.chdir(work)
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", "out", "--stop-after", "preprocess",
+                                   "--set", "model.weights=w/mine.safetensors", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    saved = work / "out" / "apple" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["model"]["weights"] == str((work / "w" / "mine.safetensors").resolve())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_config(saved).model.weights == str((work / "w" / "mine.safetensors").resolve())
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", "out", "--stop-after", "preprocess",
+                                   "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((elsewhere / "out" / "apple" / "config.yaml").read_text())["model"]["weights"] == "tiny"
+
+
+def test_a_relative_path_in_a_preset_file_is_taken_from_the_presets_folder(tmp_path, monkeypatch):
+    from o3dcli.models.build import resolve_weights
+
+    presets = tmp_path / "presets"
+    (presets / "runs" / "mine").mkdir(parents=True)
+    (presets / "runs" / "mine" / "model.safetensors").write_bytes(resolve_weights("tiny").read_bytes())
+    (presets / "mine.yaml").write_text("base: tiny\nmodel:\n  weights: runs/mine\ntrain:\n  init: tiny\n")
+    (presets / "gone.yaml").write_text("base: tiny\nmodel:\n  weights: runs/other\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(presets / "mine.yaml")
+    assert cfg.model.weights == str((presets / "runs" / "mine").resolve())
+    assert cfg.train.init == "tiny"  # a weights name, not a path
+    assert load_config(presets / "gone.yaml").model.weights == "runs/other"  # not there: as given (the working folder)

@@ -414,3 +414,30 @@ def test_weights_from_before_a_setting_existed_still_fit_its_default(tmp_path):
     check_weights_fit(old, load_config("tiny"))  # the default (0) is what those weights were trained with
     with pytest.raises(ConfigError, match="denoiser.conv_encoder_grid"):
         check_weights_fit(old, load_config("tiny", ["denoiser.conv_encoder_grid=4"]))
+
+
+def test_weights_of_other_settings_are_refused_with_the_sets_that_fit_them(tmp_path):
+    # e.g. the ablation's decoupled variant, trained with both feedbacks off: the message gives
+    # the values to set, and setting them makes the weights fit
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from o3dcli.config import load_config
+    from o3dcli.models.build import check_weights_fit, resolve_weights
+    from o3dcli.models.checkpoints import read_metadata
+
+    src = resolve_weights("tiny")
+    meta = read_metadata(src)
+    model = json.loads(meta["model"])
+    model["denoiser"]["feedback_rgb"] = model["denoiser"]["feedback_ccm"] = False
+    model["recon"]["up_channels"] = [64, 16]
+    other = tmp_path / "decoupled.safetensors"
+    save_file(load_file(str(src)), str(other), metadata={**meta, "model": json.dumps(model)})
+    with pytest.raises(ConfigError) as err:
+        check_weights_fit(other, load_config("tiny"))
+    message = str(err.value)
+    assert "(this config has true, true, [64,32])" in message, message
+    sets = [s.rstrip(",") for s in re.findall(r"--set (\S+)", message)]
+    assert sets == ["denoiser.feedback_ccm=false", "denoiser.feedback_rgb=false", "recon.up_channels=[64,16]"], message
+    check_weights_fit(other, load_config("tiny", sets))

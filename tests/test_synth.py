@@ -324,6 +324,27 @@ def test_cli_synth(tmp_path):
     assert none.exit_code == 2 and not (tmp_path / "none").exists()  # not an empty dataset
 
 
+def test_synth_seeds_of_the_benchmark_are_warned_about_in_synth_and_train(tmp_path):
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    out = tmp_path / "leak"
+    res = CliRunner().invoke(app, ["data", "synth", "-n", "2", "-o", str(out), "--seed", "999999", "--size", "16",
+                                   "--extra-views", "0"])
+    assert res.exit_code == 0, res.output
+    assert "seeds 1,000,000-1,000,000 are the synthetic benchmark's objects" in " ".join(res.output.split())
+    clean = CliRunner().invoke(app, ["data", "synth", "-n", "1", "-o", str(tmp_path / "ok"), "--seed", "999998",
+                                     "--size", "16", "--extra-views", "0"])
+    assert clean.exit_code == 0 and "benchmark" not in clean.output
+    res = CliRunner().invoke(app, ["train", "--data", str(out), "-o", str(tmp_path / "run"), "--steps", "1",
+                                   "--no-progress", "--set", "preprocess.size=16", "--set", "train.batch_size=1",
+                                   "--set", "train.extra_views=0", "--set", "runtime.threads=1"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "1 of 2 objects (synth_01000000) are the synthetic benchmark's" in said, said
+
+
 def test_command_module_import_is_cheap():
     code = ("import sys, o3dcli.commands.data, o3dcli.synth; "
             "heavy = [m for m in ('torch', 'open3d', 'numpy') if m in sys.modules]; print(heavy)")

@@ -7,7 +7,7 @@ import torch
 
 from o3dcli.config import load_config
 from o3dcli.synth.generate import synthesize
-from o3dcli.train.data import load_dataset, match_rig, sample_batch
+from o3dcli.train.data import composite, load_dataset, match_rig, sample_batch
 from o3dcli.train.trainer import Trainer, train
 
 SMALL = ["preprocess.size=16", "train.batch_size=1", "train.extra_views=2", "train.warmup_steps=1",
@@ -263,3 +263,62 @@ def test_fine_tuning_can_add_modules_the_weights_lack(dataset, tmp_path):
     cfg, objs = objects(dataset, "train.init=tiny", "denoiser.cross_attention_dim=32")
     with pytest.raises(CheckpointError, match="tiny.safetensors"):
         Trainer(cfg, objs, tmp_path / "bad")
+
+
+def test_an_object_without_mesh_or_extra_views_does_not_take_them_from_the_others(dataset, tmp_path):
+    # an Objaverse-style object (no mesh, no extra renders) batched with a full one: the full one
+    # keeps its surface points and extra views, and its direct loss weighs as in a full batch
+    import dataclasses
+
+    from o3dcli.train import losses as L
+
+    cfg, (full, other) = objects(dataset)
+    bare = dataclasses.replace(other, points=None, point_mask=None, extra_views=other.extra_views[:0],
+                               extra_c2w=other.extra_c2w[:0])
+    gen = torch.Generator().manual_seed(0)
+    batches = [sample_batch([full, bare], 4, 2, gen) for _ in range(8)]
+    mixed = next(b for b in batches if 0 < int(b.has_points.sum()) < 4)
+    chosen = [full if h else bare for h in mixed.has_points.tolist()]
+    for o, ev, ec in zip(chosen, mixed.extra_views, mixed.extra_c2w):
+        assert len(ev) == len(ec) == len(o.extra_views)  # 2 for the full object, 0 for the bare one
+    assert all(torch.equal(p, full.points) for p in mixed.points[mixed.has_points])
+    t = Trainer(cfg, [full, bare], tmp_path / "run")
+    sup = t._supervision(mixed)
+    params = t.model.recon.forward_params(composite(sup[0], t.background), t.rig, torch.zeros(4))
+    d = L.direct_loss(params, *sup[3], cfg.recon.splat_size)
+    keep = mixed.has_points
+    alone = L.direct_loss({k: v[keep] for k, v in params.items()}, mixed.points[keep], mixed.point_mask[keep],
+                          keep[keep], cfg.recon.splat_size)
+    assert float(d) > 0 and torch.allclose(d, alone * keep.float().mean())
+
+
+def test_loss_rows_are_interval_means_and_a_resumed_run_writes_the_same_rows(dataset, tmp_path):
+    import csv
+
+    torch.set_num_threads(1)
+    cfg, objs = objects(dataset, "train.log_every=3")
+    steps = {}
+    straight = Trainer(cfg, objs, tmp_path / "a")
+    train(straight, 7, on_step=lambda n, parts, dt: steps.setdefault(n, parts))
+
+    def rows(run):
+        with open(run / "losses.csv") as f:
+            return {int(r["step"]): r for r in csv.DictReader(f)}
+
+    a = rows(tmp_path / "a")
+    assert sorted(a) == [3, 6, 7]
+    for row, span in ((3, (1, 2, 3)), (6, (4, 5, 6)), (7, (7,))):
+        for field in ("loss", "diffusion", "recon_gt", "recon_pred", "direct"):
+            want = sum(getattr(steps[n], field) for n in span) / len(span)
+            assert float(a[row][field]) == pytest.approx(want, abs=2e-6), (row, field)
+        assert float(a[row]["feedback"]) == pytest.approx(sum(steps[n].feedback for n in span) / len(span), abs=1e-3)
+    first = Trainer(cfg, objs, tmp_path / "b")
+    train(first, 7, should_stop=lambda: first.step_count >= 5)  # stopped between rows: a row for 4-5
+    resumed = Trainer(cfg, objs, tmp_path / "b")
+    assert resumed.load() and resumed.step_count == 5
+    train(resumed, 7)
+    b = rows(tmp_path / "b")
+    assert sorted(b) == [3, 5, 6, 7]
+    assert float(b[5]["loss"]) == pytest.approx((steps[4].loss + steps[5].loss) / 2, abs=2e-6)
+    for n in (3, 6, 7):  # step 6's row covers 4-6 across the stop, as without it
+        assert {k: v for k, v in b[n].items() if k != "seconds"} == {k: v for k, v in a[n].items() if k != "seconds"}

@@ -160,7 +160,7 @@ def test_train_reports_skipped_objects_and_trains_on_the_rest(synth, tmp_path):
                                    "--no-progress", *sets])
     assert res.exit_code == 0, res.output
     assert "render_0003.png: no alpha channel" in res.output and "not an object folder" in res.output
-    assert "2 object folder(s) skipped" in res.output and "1 objects from" in res.output
+    assert "2 object folder(s) skipped" in res.output and "1 object from" in res.output
     assert "no ground-truth mesh" in res.output
     # nothing usable at all is a usage error naming the reason
     shutil.rmtree(root / good.name)

@@ -10,7 +10,9 @@ import zipfile
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from o3dcli.cli import app
 from o3dcli.config import ConfigError, load_config
 from o3dcli.models.checkpoints import CheckpointError
 from o3dcli.synth.generate import synthesize
@@ -217,6 +219,19 @@ def test_resuming_with_other_settings_names_each_change(data, run):
     assert res.exit_code == 0, res.output
     assert "settings changed" not in res.output  # the same settings again: nothing to report
 
+
+
+def test_resuming_with_another_architecture_names_the_settings_and_the_way_back(data, run):
+    config = (run / "config.yaml").read_bytes()
+    res = train(data, run, "--steps", 3, "--set", "denoiser.feedback_rgb=false")
+    assert res.exit_code == 2, res.output
+    line = _one_error_line(res.output)
+    assert "another model architecture" in line and "denoiser.feedback_rgb: the run true, now false" in line, line
+    assert f"--preset {run / 'config.yaml'}" in line, line
+    assert (run / "config.yaml").read_bytes() == config  # nothing rewritten
+    res = CliRunner().invoke(app, ["train", "--data", str(data), "-o", str(run), "--no-progress", "--steps", "3",
+                                   "--preset", str(run / "config.yaml")])  # the way the message gives
+    assert res.exit_code == 0 and "resuming at step 2 of 3" in res.output, res.output
 
 # -- 5. renders smaller than the model -----------------------------------------------------------------
 

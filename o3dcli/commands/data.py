@@ -55,6 +55,13 @@ def synth(
     except UserError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
+    from o3dcli.eval.benchmarks import SYNTHETIC_FIRST_SEED
+
+    if seed + n > SYNTHETIC_FIRST_SEED:
+        first = max(seed, SYNTHETIC_FIRST_SEED)
+        console.print(f"[yellow]warning[/yellow]: seeds {first:,}-{seed + n - 1:,} are the synthetic benchmark's "
+                      "objects (o3d eval --benchmark synthetic scores models on seeds from 1,000,000 on): keep them "
+                      "out of training data (o3d train warns about them too)", soft_wrap=True)
     counts = {"made": 0, "skipped": 0, "seconds": 0.0}
     start = time.perf_counter()
     with batch_progress() as progress:

@@ -98,7 +98,12 @@ def saved_settings_changes(saved: Path, cfg) -> list[tuple[str, str, str]]:
     if problem is not None:
         raise UserError(f"{saved}: the run's settings cannot be read ({problem}); use a new --output")
     if (old.denoiser, old.recon, old.model.codec) != (cfg.denoiser, cfg.recon, cfg.model.codec):
-        raise UserError(f"{saved.parent} holds a run with another model architecture; use a new --output")
+        from o3dcli.models.build import model_differences
+
+        differ = model_differences(old, cfg)
+        shown = "; ".join(f"{k}: the run {a}, now {b}" for k, a, b in differ[:4]) + ("; ..." if len(differ) > 4 else "")
+        raise UserError(f"{saved.parent} holds a run with another model architecture ({shown}); resume it with "
+                        f"its own settings (--preset {saved}), or use a new --output")
     return changed_settings(old, cfg)
 
 
@@ -270,7 +275,15 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
     if skipped:
         shown = "the reasons are above" if len(skipped) <= SKIPS_SHOWN else f"the first {SKIPS_SHOWN} reasons are above"
         say(f"[yellow]{len(skipped)} object folder(s) skipped[/yellow] ({shown}); "
-            f"training on the {len(objects)} usable ones", soft_wrap=True)
+            f"training on the {len(objects)} usable one{'s' if len(objects) != 1 else ''}", soft_wrap=True)
+    from o3dcli.synth.dataset import benchmark_objects
+
+    seen = benchmark_objects(o.name for o in objects)
+    if seen:
+        say(f"[yellow]warning[/yellow]: {len(seen)} of {len(objects)} objects ({escape(', '.join(seen[:3]))}"
+            f"{', ...' if len(seen) > 3 else ''}) are the synthetic benchmark's (seeds from 1,000,000 on): "
+            "o3d eval --benchmark synthetic would score this model on objects it trained on; make training "
+            "data with seeds below 1,000,000", soft_wrap=True)
     small = [o.render_size for o in objects if o.render_size < cfg.preprocess.size]
     if small:
         say(f"[yellow]{len(small)} of {len(objects)} objects have renders smaller than the model's resolution[/yellow] "
@@ -280,7 +293,7 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
     if meshless:
         say(f"{meshless} of {len(objects)} objects have no ground-truth mesh: the reconstructor learns from "
             "their images only, without the per-pixel surface-point loss", soft_wrap=True)
-    say(f"o3d train: {len(objects)} objects from {escape(str(data))} -> {escape(str(output))}; "
+    say(f"o3d train: {len(objects)} object{'s' if len(objects) != 1 else ''} from {escape(str(data))} -> {escape(str(output))}; "
         + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
         + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
     if changed:

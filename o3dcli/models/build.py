@@ -111,7 +111,10 @@ def describe_weights(cfg: Config) -> str:
     if path is None:
         return "none: seeded random init (model.weights=none), the output is not a trained model's"
     check_weights_fit(path, cfg)
-    return str(path)
+    from o3dcli.models.checkpoints import read_metadata
+
+    step = read_metadata(path).get("step")
+    return f"{path} (training step {int(step):,})" if step and str(step).isdigit() else str(path)
 
 
 def check_weights_fit(path: Path, cfg: Config) -> None:
@@ -127,12 +130,38 @@ def check_weights_fit(path: Path, cfg: Config) -> None:
         # trained with that setting's default, so compare against the default there
         defaults = json.loads(json.dumps(model_sections(Config())))
         stored_full = _fill_missing(json.loads(stored), defaults)
-        differ = _differing_keys(stored_full, json.loads(json.dumps(model_sections(cfg))))
+        current = json.loads(json.dumps(model_sections(cfg)))
+        differ = _differing_keys(stored_full, current)
         if differ:
+            shown = differ[:6]
+            trained = [f"{k}={_set_value(_dotted(stored_full, k))}" for k in shown]
+            here = ", ".join(f"{_set_value(_dotted(current, k))}" for k in shown)
             raise ConfigError(
-                f"{path}: these weights were trained with other model settings ({', '.join(differ[:6])}"
-                f"{', ...' if len(differ) > 6 else ''}); undo those --set overrides, or set model.weights=none "
-                "to run the changed model untrained")
+                f"{path}: these weights were trained with other model settings: {', '.join(trained)}"
+                f"{', ...' if len(differ) > 6 else ''} (this config has {here}); to use them, add "
+                + " ".join(f"--set {t}" for t in trained)
+                + (" and the others (the run's config.yaml has them all)" if len(differ) > 6 else "")
+                + ", or set model.weights=none to run this config's model untrained")
+
+
+def model_differences(a: Config, b: Config) -> list[tuple[str, str, str]]:
+    """(dotted key, value in `a`, value in `b`) for each architecture setting (`model_sections`) that
+    differs, the values as `--set` takes them."""
+    ta, tb = (json.loads(json.dumps(model_sections(c))) for c in (a, b))
+    return [(k, _set_value(_dotted(ta, k)), _set_value(_dotted(tb, k))) for k in _differing_keys(ta, tb)]
+
+
+def _dotted(tree, key: str):
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _set_value(value) -> str:
+    """`value` as `--set` reads it (YAML): plain words bare, else compact JSON (a YAML subset)."""
+    if isinstance(value, str) and value.replace("_", "").replace("-", "").isalnum():
+        return value
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _fill_missing(stored, defaults):

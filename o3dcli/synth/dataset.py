@@ -93,6 +93,20 @@ def object_id(seed: int) -> str:
     return f"{OBJECT_PREFIX}{seed:08d}"
 
 
+def object_seed(name: str) -> int | None:
+    """The seed of a synthetic object's folder name (`object_id`), None for another name."""
+    digits = name[len(OBJECT_PREFIX):]
+    return int(digits) if name.startswith(OBJECT_PREFIX) and digits.isdigit() else None
+
+
+def benchmark_objects(names) -> list[str]:
+    """Those of `names` that are synthetic benchmark objects (seeds from 1,000,000 on: o3d eval
+    --benchmark synthetic scores a model on them, so a model trained on them is scored on what it saw)."""
+    from o3dcli.eval.benchmarks import SYNTHETIC_FIRST_SEED
+
+    return [n for n in names if (object_seed(n) or 0) >= SYNTHETIC_FIRST_SEED]
+
+
 def is_complete(obj_dir: Path) -> bool:
     """True when ``obj_dir`` holds a finished object (folders appear only by atomic rename)."""
     return (Path(obj_dir) / "cameras.json").is_file()

@@ -45,6 +45,10 @@ def read_checkpoint(path: Path) -> dict:
     except (TypeError, ValueError, RuntimeError):
         step = -1
     bad += ["step"] if step < 0 else []
+    interval = state.get("log_interval")  # the steps since the last losses.csv row (optional: newer runs)
+    if interval is not None and not (isinstance(interval, Tensor) and interval.is_floating_point()
+                                     and interval.ndim == 2 and interval.shape[1] == 8):
+        bad.append("log_interval")
     if bad:
         raise CheckpointError(f"{path}: damaged run checkpoint, unusable {', '.join(bad)}; {START_OVER}")
     return {**state, "step": step, "generators": [g.cpu() for g in gens]}

@@ -350,27 +350,33 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
 class Batch:
     views: Tensor        # [B, V, 4, S, S]
     cond: Tensor         # [B, 3, S, S]
-    extra_views: Tensor  # [B, E, 4, S, S]
-    extra_c2w: Tensor    # [B, E, 4, 4]
-    points: Tensor | None
-    point_mask: Tensor | None
+    extra_views: list[Tensor]  # B x [E_b, 4, S, S]
+    extra_c2w: list[Tensor]    # B x [E_b, 4, 4]
+    points: Tensor | None      # [B, Vin, 3, s, s], zeros for objects without a mesh
+    point_mask: Tensor | None  # [B, Vin, 1, s, s]
+    has_points: Tensor | None  # [B] bool: which objects have surface points (None: none has)
 
 
 def sample_batch(objects: list[TrainObject], batch_size: int, extra: int, gen: torch.Generator) -> Batch:
     """A random batch (objects, condition variant, extra views) drawn from `gen` only.
 
-    Takes min(extra, fewest extra views of the batch's objects) extra views per object.
+    Each object takes min(extra, its extra views) extra views, and has its surface points when it
+    has a mesh: an object with fewer renders, or none, does not take them from the others.
     """
     idx = torch.randint(len(objects), (batch_size,), generator=gen).tolist()
     chosen = [objects[i] for i in idx]
-    extra = min([extra] + [len(o.extra_views) for o in chosen])
     conds, ev, ec = [], [], []
     for o in chosen:
         conds.append(o.cond[int(torch.randint(len(o.cond), (1,), generator=gen))])
         take = torch.randperm(len(o.extra_views), generator=gen)[:extra]
         ev.append(o.extra_views[take])
         ec.append(o.extra_c2w[take])
-    has_pts = all(o.points is not None for o in chosen)
-    return Batch(torch.stack([o.views for o in chosen]), torch.stack(conds), torch.stack(ev), torch.stack(ec),
-                 torch.stack([o.points for o in chosen]) if has_pts else None,
-                 torch.stack([o.point_mask for o in chosen]) if has_pts else None)
+    pts = pmask = has = None
+    with_points = [o for o in chosen if o.points is not None]
+    if with_points:
+        like = with_points[0]
+        pts = torch.stack([o.points if o.points is not None else torch.zeros_like(like.points) for o in chosen])
+        pmask = torch.stack([o.point_mask if o.points is not None else torch.zeros_like(like.point_mask)
+                             for o in chosen])
+        has = torch.tensor([o.points is not None for o in chosen])
+    return Batch(torch.stack([o.views for o in chosen]), torch.stack(conds), ev, ec, pts, pmask, has)

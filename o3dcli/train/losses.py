@@ -53,19 +53,21 @@ def render_loss(params: dict[str, Tensor], rig: Cameras, views: Tensor, extra_ca
     return total / B
 
 
-def direct_loss(params: dict[str, Tensor], points: Tensor, mask: Tensor, splat: int) -> Tensor:
-    """Per-pixel supervision of the input views' Gaussians (pixel order: view, row, column).
+def direct_loss(params: dict[str, Tensor], points: Tensor, mask: Tensor, has_points: Tensor, splat: int) -> Tensor:
+    """Per-pixel supervision of the input views' Gaussians (pixel order: view, row, column), for the
+    batch elements that have surface points, each weighted as in a batch where all have them.
 
-    points: [B, Vin, 3, s, s] surface points; mask: [B, Vin, 1, s, s].
+    points: [B, Vin, 3, s, s] surface points; mask: [B, Vin, 1, s, s]; has_points: [B] bool.
     """
     B = points.shape[0]
-    pts = points.permute(0, 1, 3, 4, 2).reshape(B, -1, 3)
-    m = mask.reshape(B, -1)
-    opacity = params["opacities"].clamp(1e-5, 1 - 1e-5)
+    share = has_points.float().mean()  # 1 when every element has points: the plain batch mean
+    pts = points.permute(0, 1, 3, 4, 2).reshape(B, -1, 3)[has_points]
+    m = mask.reshape(B, -1)[has_points]
+    opacity = params["opacities"][has_points].clamp(1e-5, 1 - 1e-5)
     l_opacity = F.binary_cross_entropy(opacity, m)
     hit = m > 0.5
-    l_pos = (params["means"] - pts).abs().sum(-1)[hit].mean() if hit.any() else opacity.sum() * 0
-    return l_opacity + l_pos
+    l_pos = (params["means"][has_points] - pts).abs().sum(-1)[hit].mean() if hit.any() else opacity.sum() * 0
+    return (l_opacity + l_pos) * share
 
 
 def feedback_maps(params: dict[str, Tensor], rig: Cameras, background, size: int) -> tuple[Tensor, Tensor]:

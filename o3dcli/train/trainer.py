@@ -29,6 +29,7 @@ import copy
 import csv
 import dataclasses
 import io
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -92,6 +93,8 @@ class Trainer:
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + self.rank)
         self.step_count = 0
+        self.interval: list[list[float]] = []
+        """Per step since the last losses.csv row: its losses, feedback (0/1), ln sigma and seconds."""
         self.repaired_weights: str | None = None
         """Set by `load` when model.safetensors was not at the checkpoint's step and was rewritten:
         what was wrong with it ("was at step 4", "was missing")."""
@@ -118,17 +121,18 @@ class Trainer:
     def _supervision(self, batch: Batch) -> tuple:
         """What the reconstruction losses compare against: rig views, extra cameras and views, surface points."""
         dev = self.device
-        pts = batch.points.to(dev) if batch.points is not None else None
-        pmask = batch.point_mask.to(dev) if batch.point_mask is not None else None
-        return batch.views.to(dev), self._extra_cameras(batch.extra_c2w), batch.extra_views.to(dev), pts, pmask
+        points = None
+        if batch.points is not None:
+            points = (batch.points.to(dev), batch.point_mask.to(dev), batch.has_points.to(dev))
+        return batch.views.to(dev), self._extra_cameras(batch.extra_c2w), [e.to(dev) for e in batch.extra_views], points
 
     def _recon_terms(self, images: Tensor, sigma: Tensor, sup: tuple) -> tuple[dict, Tensor, Tensor]:
         """Reconstruct from `images` at noise level `sigma`: (parameters, render loss, direct loss)."""
-        views, extra_cams, extra, pts, pmask = sup
+        views, extra_cams, extra, points = sup
         t = self.cfg.train
         p = self.model.recon.forward_params(images, self.rig, sigma)
         r = L.render_loss(p, self.rig, views, extra_cams, extra, self.background, t.mask_weight)
-        d = L.direct_loss(p, pts, pmask, self.cfg.recon.splat_size) if pts is not None else r * 0
+        d = L.direct_loss(p, *points, self.cfg.recon.splat_size) if points is not None else r * 0
         return p, r, d
 
     def recon_losses(self, batch: Batch) -> tuple[Tensor, StepLosses]:
@@ -328,6 +332,7 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "generator": gens[0],
             "generators": list(gens),
+            "log_interval": torch.tensor(self.interval, dtype=torch.float64).reshape(-1, 8),
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -393,6 +398,8 @@ class Trainer:
         else:  # more ranks than the run was saved with: a fresh stream per rank and step
             self.gen.manual_seed(self.cfg.runtime.seed * 1000 + self.rank + 1_000_003 * state["step"])
         self.step_count = state["step"]
+        # the steps since the last losses.csv row (absent from checkpoints of o3d before 2026-12-06)
+        self.interval = state["log_interval"].tolist() if "log_interval" in state else []
         if self.rank == 0:
             self._trim_log()
             self.repaired_weights = self._check_ema_weights()
@@ -409,37 +416,51 @@ class Trainer:
         if len(keep) != len(lines):
             atomic_write_bytes(path, "".join(keep).encode())
 
-    def log(self, parts: StepLosses, seconds: float) -> None:
+    def record(self, parts: StepLosses, seconds: float) -> None:
+        """Add a step's losses to the interval the next losses.csv row averages."""
+        self.interval.append([parts.loss, parts.diffusion, parts.recon_gt, parts.recon_pred, parts.direct,
+                              float(parts.feedback), math.log(max(parts.sigma, 1e-12)), seconds])
+
+    def log(self, keep: bool = False) -> None:
+        """Append a losses.csv row for the steps recorded since the last one (LOSS_FIELDS: the
+        interval's mean of each loss, the share of its steps that ran the feedback pass, the
+        geometric mean of their noise levels, the learning rate at the row's step and the mean
+        seconds per step). `keep`: go on averaging the same interval afterwards (the row written
+        when a run stops between log_every steps; a resumed run's next row covers the whole
+        interval, as an uninterrupted run's does)."""
+        if not self.interval:
+            return
+        mean = [sum(column) / len(self.interval) for column in zip(*self.interval)]
+        loss, diffusion, recon_gt, recon_pred, direct, feedback, log_sigma, seconds = mean
         path = self.run_dir / LOSS_CSV
         new = not path.exists()
         with open(path, "a", newline="") as f:
             w = csv.writer(f)
             if new:
                 w.writerow(LOSS_FIELDS)
-            w.writerow([self.step_count, f"{parts.loss:.6f}", f"{parts.diffusion:.6f}", f"{parts.recon_gt:.6f}",
-                        f"{parts.recon_pred:.6f}", f"{parts.direct:.6f}", parts.feedback, f"{parts.sigma:.4f}",
+            w.writerow([self.step_count, f"{loss:.6f}", f"{diffusion:.6f}", f"{recon_gt:.6f}", f"{recon_pred:.6f}",
+                        f"{direct:.6f}", f"{feedback:.3g}", f"{math.exp(log_sigma):.4f}",
                         f"{self.lr_at(self.step_count - 1):.3g}", f"{seconds:.3f}"])
+        if not keep:
+            self.interval = []
 
 
 def train(trainer: Trainer, steps: int, on_step=None, should_stop=lambda: False) -> int:
     """Run until `steps` total steps (or should_stop()); checkpoint every N steps and at the end."""
     t = trainer.cfg.train
     main = trainer.rank == 0
-    last = None
     while trainer.step_count < steps and not trainer.any_rank(should_stop()):
         t0 = time.perf_counter()
         parts = trainer.step()
         dt = time.perf_counter() - t0
-        last = None
+        trainer.record(parts, dt)
         if main and trainer.step_count % t.log_every == 0:
-            trainer.log(parts, dt)
-        else:
-            last = (parts, dt)
+            trainer.log()
         if trainer.step_count % t.checkpoint_every == 0:
             trainer.save()
         if on_step:
             on_step(trainer.step_count, parts, dt)
-    if main and last is not None:  # the run's last step is always in losses.csv, between log_every steps too
-        trainer.log(*last)
+    if main:  # the run's last step is always in losses.csv, between log_every steps too
+        trainer.log(keep=True)
     trainer.save()
     return trainer.step_count
