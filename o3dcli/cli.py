@@ -61,11 +61,12 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
 ):
     """o3d: image-to-3D from the command line."""
-    from o3dcli.console import keep_logging_state, stop_on_sigterm
+    from o3dcli.console import hold_interrupts_in_imports, keep_logging_state, stop_on_sigterm
 
-    # the caller's own SIGTERM handling and logging are back once the command ends
+    # the caller's own SIGTERM handling, logging and imports are back once the command ends
     ctx.call_on_close(stop_on_sigterm())
     ctx.call_on_close(keep_logging_state())
+    ctx.call_on_close(hold_interrupts_in_imports())
     _short_openmp_spin()
 
 
@@ -478,7 +479,17 @@ _register_commands()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        # An interrupt that no command caught (while it started: loading libraries, reading settings)
+        # ends in typer's silent exit 130: say so, and give SIGTERM its own code.
+        from o3dcli.console import console, interrupted_exit_code
+
+        if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
+            console.print("[yellow]interrupted[/yellow]")
+            raise SystemExit(interrupted_exit_code()) from None
+        raise
 
 
 if __name__ == "__main__":

@@ -65,6 +65,46 @@ def stop_on_sigterm():
     return restore
 
 
+NATIVE_LIBRARIES = frozenset({
+    "torch", "numpy", "scipy", "open3d", "pymeshlab", "trimesh", "xatlas", "diffusers", "transformers",
+    "gsplat", "PIL", "pillow_heif", "rembg", "onnxruntime", "pxr", "DracoPy", "imageio", "imageio_ffmpeg",
+    "safetensors", "lpips"})
+"""Libraries whose first import takes seconds and is no place for an interrupt: a KeyboardInterrupt
+raised inside it can leave the library half set up (open3d's module init turns it into "ImportError:
+initialization failed", and every later use fails) or be swallowed by a broad `except` there (so
+Ctrl-C is lost)."""
+
+
+def hold_interrupts_in_imports():
+    """While a library of NATIVE_LIBRARIES is first imported, hold Ctrl-C and SIGTERM and act on
+    them once it is loaded (a second or two later). Returns a function that undoes it."""
+    import builtins
+    import sys
+
+    original = builtins.__import__
+    busy = []
+
+    def guarded(name, globals=None, locals=None, fromlist=(), level=0):
+        if level or busy or name in sys.modules or name.partition(".")[0] not in NATIVE_LIBRARIES:
+            return original(name, globals, locals, fromlist, level)
+        from o3dcli.publish import signals_deferred
+
+        busy.append(name)
+        try:
+            with signals_deferred():
+                return original(name, globals, locals, fromlist, level)
+        finally:
+            busy.pop()
+
+    builtins.__import__ = guarded
+
+    def restore() -> None:
+        if builtins.__import__ is guarded:
+            builtins.__import__ = original
+
+    return restore
+
+
 def interrupted_exit_code() -> int:
     """The exit code of a command stopped by an interrupt: 143 after SIGTERM, 130 after Ctrl-C
     (the shell's 128 + the signal's number)."""

@@ -69,3 +69,44 @@ def test_flags_show_no_value_type_in_help(command, monkeypatch):
     assert res.exit_code == 0
     assert "<bool>" not in res.output and "--help" in res.output
     assert "<int>" in res.output or "<str>" in res.output or "<path>" in res.output  # other options keep theirs
+
+
+_SWALLOWING_LIBRARY = """
+import os, signal, time
+try:  # interrupted while it loads, and its broad except swallows it (as some libraries' imports do)
+    os.kill(os.getpid(), signal.{sig})
+    time.sleep(0.5)
+except BaseException:
+    pass
+LOADED = True
+"""
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupt_while_a_library_loads_is_acted_on_once_it_has_loaded(tmp_path, sig, code):
+    # Ctrl-C or SIGTERM while torch or open3d loads was lost (a library swallowed it) or left the
+    # library broken; now it waits for the import, then stops the command with its exit code
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "swallow.py").write_text(_SWALLOWING_LIBRARY.format(sig=sig))
+    script = (
+        "import sys\n"
+        "from o3dcli import cli, console, sysinfo\n"
+        "console.NATIVE_LIBRARIES = getattr(console, 'NATIVE_LIBRARIES', frozenset()) | {'swallow'}\n"
+        "def collect():\n"
+        "    import swallow\n"
+        "    print('not interrupted', flush=True)\n"
+        "    return {}\n"
+        "sysinfo.collect_info = collect\n"
+        "sys.argv = ['o3d', 'info']\n"
+        "try:\n"
+        "    cli.main()\n"
+        "finally:\n"
+        "    print('loaded' if getattr(sys.modules.get('swallow'), 'LOADED', False) else 'not loaded', flush=True)\n")
+    env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{Path(__file__).parents[1]}"}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == code, (res.stdout, res.stderr)
+    assert "not interrupted" not in res.stdout and res.stdout.strip().endswith("loaded") and "not loaded" not in res.stdout
+    assert "interrupted" in res.stderr + res.stdout
