@@ -203,13 +203,20 @@ def test_pixel_limit_checked_before_decoding(tmp_path, monkeypatch):
         load_image(path, max_pixels=5000)
 
 
-def test_decompression_bomb_warning_is_refused(tmp_path, monkeypatch):
+def test_pillows_bomb_guard_follows_max_pixels(tmp_path, monkeypatch):
+    # Pillow refuses images over its own limit (89.5 MP by default) while opening them, before
+    # o3d's check: a photo that preprocess.max_pixels allows was refused as a "decompression bomb"
     path = tmp_path / "bomb.png"
     Image.fromarray(quadrants(40, 40)).save(path)
-    # 1600 pixels: above Pillow's limit (warning range), under twice it (no error from Pillow).
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(ImageError, match="bomb.png: refused as a possible decompression bomb"):
-        load_image(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: over Pillow's limit
+    assert load_image(path, max_pixels=5000).shape == (40, 40, 4)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # put back
+    with pytest.raises(ImageError, match=r"bomb.png: 40x40 = 1,600 pixels is over the limit of 1,000; .*max_pixels"):
+        load_image(path, max_pixels=1000)
+    # far over o3d's limit, where Pillow's guard refuses it while opening: the same advice
+    with pytest.raises(ImageError, match=r"bomb.png: over the limit of 300 pixels .*raise preprocess.max_pixels"):
+        load_image(path, max_pixels=300)
+    assert Image.MAX_IMAGE_PIXELS == 1000
 
 
 def test_load_truncated_images_flag_is_refused(tmp_path, monkeypatch):

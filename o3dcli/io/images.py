@@ -56,8 +56,12 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise ImageError(f"{path}: PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set, so truncated files "
                          "cannot be detected; unset it before loading inputs.")
+    # Pillow's own bomb guard, which checks the header's size while opening, is set above o3d's limit
+    # for the moment (its default, 89.5 MP, would refuse what preprocess.max_pixels allows), so that
+    # o3d's check, right after opening, says what is wrong; only a header far over it (twice) meets
+    # Pillow's guard, which warns between its limit and twice it: made an error.
+    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, 2 * max(1, int(max_pixels))
     with warnings.catch_warnings():
-        # Pillow's own bomb guard only warns between its limit and twice it.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(path, formats=list(readable_formats())) as im:
@@ -83,8 +87,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
             raise ImageError(f"{path}: not a readable image; supported formats are "
                              f"{', '.join(readable_formats())}.") from err
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ImageError(f"{path}: refused as a possible decompression bomb ({err}); "
-                             "downscale the image first.") from err
+            raise ImageError(f"{path}: over the limit of {max_pixels:,} pixels ({err}); downscale the image "
+                             "or raise preprocess.max_pixels.") from err
         except MemoryError as err:
             raise ImageError(f"{path}: not enough memory to decode this image; downscale it first.") from err
         except PermissionError as err:
@@ -93,6 +97,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
             raise
         except (OSError, SyntaxError, ValueError, EOFError) as err:  # header-level damage
             raise ImageError(f"{path}: cannot be decoded ({err}); the file is damaged or not an image.") from err
+        finally:
+            Image.MAX_IMAGE_PIXELS = guard
     return rgba
 
 
