@@ -533,7 +533,7 @@ def load_config(preset: str | Path | None = "tiny", overrides: list[str] | tuple
 
 def _warn_if_rootless(path: Path, data: dict) -> None:
     """Warn about a user's preset file that starts from the built-in defaults (no `base:`) without
-    choosing the weights: the defaults are the published model's architecture, untrained, so a
+    choosing the weights: the defaults are a model with no weights (tiny's architecture at 256 px), so a
     file holding only, say, a mesh section would run an untrained model. A full config (one that
     sets model.weights, like an asset's config.yaml) is not warned about."""
     model = data.get("model")
@@ -543,7 +543,7 @@ def _warn_if_rootless(path: Path, data: dict) -> None:
 
     logging.getLogger("o3d").warning(
         "preset %s has no 'base:' and sets no model.weights, so it starts from o3d's built-in defaults "
-        "(the published model's architecture, untrained: model.weights none), not from the tiny preset. "
+        "(the tiny model's architecture at 256 px, untrained: model.weights none), not from the tiny preset. "
         "To change the shipped model's settings, start the file with 'base: tiny'", path)
 
 

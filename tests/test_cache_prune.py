@@ -65,15 +65,24 @@ def test_prune_keeps_what_the_assets_are_made_from(photos, tmp_path):
     assert cached(out) == {"apple": [], "pear": []}
 
 
-def test_a_deleted_assets_cache_goes_unless_the_last_report_lists_it(photos, tmp_path):
+def test_a_deleted_assets_cache_goes_unless_the_last_report_lists_it_unfinished(photos, tmp_path):
     out = tmp_path / "out"
     assert generate(photos, "-o", out).exit_code == 0
-    shutil.rmtree(out / "apple")  # the user deleted an asset: the last report still lists it
-    assert prune(out).exit_code == 0 and len(entries(out, "apple")) == 1
-    assert generate(photos / "pear.png", "-o", out).exit_code == 0  # a later batch without it
+    shutil.rmtree(out / "apple")  # the user deleted a finished asset: its cache goes at once
     res = prune(out)
     assert res.exit_code == 0 and entries(out, "apple") == set() and len(entries(out, "pear")) == 1
     assert "its asset folder is gone" in " ".join(res.output.split())
+    # an item the last batch did not finish (failed, interrupted) keeps what it computed for the next run
+    assert generate(photos, "-o", out).exit_code == 0
+    shutil.rmtree(out / "apple")
+    report = json.loads((out / "o3d-report.json").read_text())
+    for item in report["items"]:
+        if item["name"] == "apple":
+            item["status"] = "failed"
+    (out / "o3d-report.json").write_text(json.dumps(report))
+    res = prune(out)
+    assert res.exit_code == 0 and len(entries(out, "apple")) == 1
+    assert "lists it unfinished" in " ".join(res.output.split())
 
 
 def test_items_in_use_and_assets_that_record_no_entries_are_left_alone(good_images, tmp_path):

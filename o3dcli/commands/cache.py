@@ -18,7 +18,7 @@ def prune(
 ):
     """Remove the cache entries no asset is made from.
 
-    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing. Removed: the entries of other settings, seeds and inputs (earlier runs), saved states of interrupted denoising, and the whole cache of an asset folder that was deleted, unless the last batch's report lists that item (a failed item keeps what it computed). Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched.
+    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing. Removed: the entries of other settings, seeds and inputs (earlier runs), saved states of interrupted denoising, and the whole cache of an asset folder that was deleted, unless the last batch's report lists that item unfinished (a failed or interrupted item keeps what it computed). Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched.
 
     Exit code: 0 = done, 1 = some entries could not be removed (named in the table), 2 = usage error (no o3d cache in OUTPUT).
     """
@@ -42,7 +42,10 @@ def prune(
     in_report: set[str] = set()
     try:
         report = json.loads((output / "o3d-report.json").read_text())
-        in_report = {i["name"] for i in report.get("items", []) if isinstance(i, dict) and isinstance(i.get("name"), str)}
+        # an item the last batch did not finish (failed, interrupted): its cache is kept for the next run;
+        # one it finished ("ok") whose folder is gone was deleted by the user
+        in_report = {i["name"] for i in report.get("items", []) if isinstance(i, dict)
+                     and isinstance(i.get("name"), str) and i.get("status") != "ok"}
     except (OSError, ValueError, AttributeError):
         pass
 
@@ -113,7 +116,7 @@ def _to_keep(meta_path: Path, reported: bool) -> tuple[set[str] | None, str]:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
         if reported:
-            return None, "all: no asset yet, but the last batch's report lists it"
+            return None, "all: no asset yet, and the last batch's report lists it unfinished"
         return set(), "nothing: its asset folder is gone"
     except (OSError, ValueError) as e:
         return None, f"all: {meta_path.name} cannot be read ({e})"
