@@ -49,6 +49,10 @@ class Stage:
     files: Callable[[Config], dict[str, Path]] | None = None
     """Files the stage reads besides the input (e.g. model weights), {role: path}: their contents'
     hashes go into the key, so new weights at the same path are not answered from the cache."""
+    side_fields: tuple[str, ...] = ()
+    """Fields of `sections` that change only what the stage writes beside its result (e.g.
+    diffusion.save_intermediate): in the key of its own cache entry, not in the key its
+    downstream stages are made from, so that they are shared by both values."""
     key_extra: Callable[[Config], dict[str, Any]] | None = None
     """What else decides the stage's output, {name: value} (e.g. a setting that matters only for one
     format, or whether an optional library is installed): added to the key when not empty."""

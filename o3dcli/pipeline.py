@@ -49,6 +49,10 @@ def config_value(cfg: dict, dotted: str):
     return value
 
 
+DEFAULT_VALUES = Config().to_dict()
+"""The built-in defaults, for a stage's side fields in the key of its result."""
+
+
 class BatchRunner:
     def __init__(self, out_dir: Path, config: Config, stages: list[Stage], force: bool = False,
                  on_progress: Callable[[str, str], None] | None = None, all_stages: list[Stage] | None = None,
@@ -142,9 +146,12 @@ class BatchRunner:
             lock.release()
         return res
 
-    def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str) -> str:
+    def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str, result: bool = False) -> str:
+        """The key of the stage's cache entry; `result`: the key of its result alone, which its
+        downstream stages are keyed by: `stage.side_fields` at their defaults (so the keys made
+        without them set are the entry's, as before they were side fields)."""
         files = {role: self._file_digest(p) for role, p in stage.files(self.config).items()} if stage.files else None
-        values = {s: config_value(cfg, s) for s in stage.sections}
+        values = {s: config_value(DEFAULT_VALUES if result and s in stage.side_fields else cfg, s) for s in stage.sections}
         if stage.key_extra:
             values.update({f"extra:{k}": v for k, v in stage.key_extra(self.config).items()})
         return stage_key(stage.name, stage.version, values, dict(keys), input_hash, files)
@@ -213,7 +220,7 @@ class BatchRunner:
                 done = writer.commit(meta, seconds=time.perf_counter() - t0, batch=self.batch_id)
                 ctx.state.clear()
                 manifest = ic.manifest(done)
-            keys[stage.name] = key
+            keys[stage.name] = self._key(stage, cfg, keys, input_hash, result=True) if stage.side_fields else key
             dirs[stage.name] = done
             metas[stage.name] = manifest.get("meta", {})
             res.computed_seconds[stage.name] = manifest.get("seconds")

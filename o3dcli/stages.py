@@ -175,6 +175,7 @@ DIFFUSION = Stage(
     publish={"gaussians.ply": "gaussians.ply", "views.png": "views.png", "turntable.gif": "turntable.gif",
              "intermediate": "intermediate"},
     files=model_files,
+    side_fields=("diffusion.save_intermediate",),  # the per-step PNGs: the result is the same
 )
 
 

@@ -204,3 +204,23 @@ def test_a_cache_from_before_the_photo_was_kept_needs_no_new_diffusion(good_imag
     rep = json.loads((out / "o3d-report.json").read_text())["items"][0]
     assert rep["cached"] == ["preprocess", "diffusion"]
     assert (out / "apple" / "model.png").read_bytes() == (tmp_path / "fresh" / "apple" / "model.png").read_bytes()
+
+
+def test_save_intermediate_does_not_key_the_mesh_stages(good_images, tmp_path):
+    # the per-step PNGs are written beside the diffusion's result, which is the same with or without
+    # them: the mesh stages made from it are shared (they were recomputed, about half a run)
+    out = tmp_path / "out"
+
+    def run(*args):
+        res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(out), "--steps", "2",
+                                       "--no-progress", *SMALL, *MESH_SMALL, *args])
+        assert res.exit_code == 0, res.output
+        return json.loads((out / "o3d-report.json").read_text())["items"][0]
+
+    run("--save-intermediate")
+    model = (out / "apple" / "model.glb").read_bytes()
+    without = run()
+    assert without["cached"] == ["preprocess", "mesh_fusion", "mesh_simplify", "mesh_uv", "mesh_bake", "export"]
+    assert (out / "apple" / "model.glb").read_bytes() == model and not (out / "apple" / "intermediate").exists()
+    again = run("--save-intermediate")
+    assert len(again["cached"]) == 7 and (out / "apple" / "intermediate" / "step_001.png").is_file()
