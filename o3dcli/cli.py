@@ -144,7 +144,7 @@ def generate(
     examples: bool = typer.Option(False, "--examples", help="Add the example images shipped with o3d to the inputs."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Shortcut for --set runtime.seed=N."),
     device: Optional[str] = typer.Option(None, "--device", help="Shortcut for --set runtime.device=DEV (auto, cpu, cuda, cuda:1, ..., mps)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="Shortcut for --set runtime.dtype=float32|float16|bfloat16 (16-bit needs CUDA)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Shortcut for --set runtime.dtype=DTYPE: float32, float16 or bfloat16 (16-bit needs CUDA)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Shortcut for --set diffusion.steps=N."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Shortcut for --set diffusion.guidance_max=G (guidance of the last view; the ramp starts at diffusion.guidance_min)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Shortcut for --set mesh.formats: comma-separated, any of glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, see mesh.stl_size_mm)."),
@@ -268,8 +268,9 @@ def generate(
             console.print(f"[red]✗ {escape(r.name)}[/red]{source}: {escape(r.error or '')}", soft_wrap=True)
             if verbose and r.traceback:
                 console.print(escape(r.traceback))
-        for w in r.warnings:
-            console.print(f"[yellow]! {escape(r.name)}[/yellow]: {escape(w)}", soft_wrap=True)
+        for w in r.warnings:  # which input, as for an error (same-named inputs get fox, fox-2, ...)
+            source = "" if r.input in w else f" ({escape(r.input)})"
+            console.print(f"[yellow]! {escape(r.name)}[/yellow]{source}: {escape(w)}", soft_wrap=True)
 
     workers = None
     if jobs > 1:

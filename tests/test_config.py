@@ -119,8 +119,10 @@ def test_choices_and_formats_are_read_in_any_case():
         load_config("tiny", ["mesh.method=Carv"])
     cfg = load_config("tiny", ["train.modules=Recon", "train.sigma_sampling=Schedule", "train.cond_image=View"])
     assert (cfg.train.modules, cfg.train.sigma_sampling, cfg.train.cond_image) == ("recon", "schedule", "view")
-    with pytest.raises(ConfigError, match=r"\['GLB', 'fbx'\] must be one or more of"):  # as given
-        load_config("tiny", ["mesh.formats=GLB,fbx"])
+    with pytest.raises(ConfigError, match=r"'mesh.formats': fbx; give one or more of glb, obj, usdz, stl$"):
+        load_config("tiny", ["mesh.formats=GLB,fbx"])  # the bad one named, no Python list
+    with pytest.raises(ConfigError, match=r"'mesh.formats': glbb; .*\(did you mean glb\?\)"):
+        load_config("tiny", ["mesh.formats=glbb,obj"])
     from o3dcli.mesh.config import MeshConfig
 
     with pytest.raises(ConfigError, match="'mesh.formats'"):  # from Python, not only through a preset

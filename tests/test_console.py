@@ -71,6 +71,16 @@ def test_flags_show_no_value_type_in_help(command, monkeypatch):
     assert "<int>" in res.output or "<str>" in res.output or "<path>" in res.output  # other options keep theirs
 
 
+@pytest.mark.parametrize("command", [["generate"], ["mesh"], ["render"], ["eval"], ["train"], ["info"],
+                                     ["data", "synth"], ["cache", "prune"], ["presets", "show"]])
+def test_no_help_text_is_cut_short_at_80_columns(command, monkeypatch):
+    # rich cuts a word longer than its column with "…": "--dtype ... float32|floa…"
+    monkeypatch.setenv("COLUMNS", "80")
+    res = CliRunner().invoke(app, [*command, "--help"])
+    assert res.exit_code == 0 and "--help" in res.output
+    assert "…" not in res.output, [line for line in res.output.splitlines() if "…" in line]
+
+
 _SWALLOWING_LIBRARY = """
 import os, signal, time
 try:  # interrupted while it loads, and its broad except swallows it (as some libraries' imports do)

@@ -920,3 +920,24 @@ def test_an_output_folder_whose_file_system_takes_no_locks_still_works(good_imag
     assert res.exit_code == 0, res.output
     assert [i["status"] for i in report(tmp_path / "out")["items"]] == ["ok"] * 3
     assert " ".join(res.output.split()).count("takes no locks") == 1
+
+
+def test_a_warning_that_names_no_file_is_told_with_its_input(good_images, tmp_path, monkeypatch):
+    # same-named inputs become fox and fox-2: a warning line must say which file it is about
+    import shutil
+
+    import o3dcli.preprocess as pp
+    from o3dcli.matting import Matte
+
+    real = pp.estimate_foreground
+    monkeypatch.setattr(pp, "estimate_foreground",
+                        lambda *a: Matte(real(*a).alpha, "alpha", ("the image border is not a uniform background",)))
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        shutil.copy(good_images / "apple.png", tmp_path / d / "fox.png")
+    res = runner.invoke(app, ["generate", "--no-progress", "--stop-after", "preprocess", str(tmp_path / "a" / "fox.png"),
+                              str(tmp_path / "b" / "fox.png"), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for name, d in (("fox", "a"), ("fox-2", "b")):
+        assert f"! {name} ({tmp_path / d / 'fox.png'}): the image border is not a uniform background" in text, text

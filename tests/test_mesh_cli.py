@@ -341,3 +341,16 @@ def test_meshing_a_folder_into_itself_does_not_mesh_its_own_results_again(tmp_pa
         assert {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")} == {"box1", "box2"}
         if run:
             assert "left out 2 folder(s) of results made from other inputs here" in " ".join(result.output.split())
+
+
+def test_a_photo_or_an_asset_stopped_before_diffusion_is_told_what_to_run(good_images, tmp_path):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(out), "--stop-after",
+                                   "preprocess", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    expected = {good_images / "apple.png": "an image, not a 3D asset; o3d generate makes one from a photo",
+                out / "apple": "an o3d asset with no Gaussians or mesh yet",
+                out: "an o3d output folder none of whose assets has Gaussians or a mesh yet"}
+    for path, message in expected.items():
+        res = CliRunner().invoke(app, ["mesh", str(path), "-o", str(tmp_path / "m")])
+        assert res.exit_code == 1 and message in " ".join(res.output.split()), res.output

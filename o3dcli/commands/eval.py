@@ -45,7 +45,7 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(None, "--data", parser=path_param, metavar="<path>", help="The benchmark's folder (gso and folder benchmarks)."),
     objects: Optional[str] = typer.Option(None, "--objects", help="Comma-separated object names to evaluate (default: all, in sorted order; synthetic: the first 10)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N objects."),
-    predictions: Optional[str] = typer.Option(None, "--predictions", help="Score assets already in DIR (DIR/<object>/model.glb|model.obj|gaussians.ply or DIR/<object>.glb|.gltf|.obj|.ply|.stl|.usdz|.usd|.usda|.usdc) instead of generating; comma-separated DIRs are compared side by side."),
+    predictions: Optional[str] = typer.Option(None, "--predictions", help="Score assets already in DIR instead of generating: DIR/<object>/ holding model.glb, model.obj or gaussians.ply, or a file DIR/<object>.EXT (glb, gltf, obj, ply, stl, usdz, usd, usda, usdc); comma-separated DIRs are compared side by side."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset (or YAML file) to generate with."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field of generation, e.g. --set diffusion.steps=10 (repeatable).", metavar="SECTION.KEY=VALUE"),
     variants: Optional[str] = typer.Option(None, "--variants", help="Comma-separated presets / YAML files (e.g. two checkpoints) to generate with and compare; each gets its own assets folder."),

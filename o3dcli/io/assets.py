@@ -41,8 +41,19 @@ def resolve_asset_path(path: Path) -> Path:
         if len(files) == 1:  # a folder holding one asset file, whatever its name
             return resolve_asset_path(files[0])
         found = f"; it holds {len(files)} asset files, give one of them" if files else ""
+        if not files and (path / ".o3d").is_dir():
+            raise AssetError(f"{path}: an o3d output folder none of whose assets has Gaussians or a mesh yet (made "
+                             "with --stop-after before diffusion?); run o3d generate without --stop-after first")
+        if not files and (path / "config.yaml").is_file() and (path / "input.png").is_file():
+            raise AssetError(f"{path}: an o3d asset with no Gaussians or mesh yet (made with --stop-after before "
+                             "diffusion?); run o3d generate on its photo without --stop-after first")
         raise AssetError(f"{path}: folder holds none of {', '.join(ASSET_FOLDER_FILES)} (nor meshes/model.obj, "
                          f"nor a single .glb/.gltf/.obj/.ply/.stl/.usd*){found}")
+    from o3dcli.inputs import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES
+
+    if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in OTHER_IMAGE_SUFFIXES:
+        raise AssetError(f"{path}: an image, not a 3D asset; o3d generate makes one from a photo "
+                         f"(o3d generate {path} -o OUT), then o3d mesh re-meshes it")
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise AssetError(f"{path}: unsupported file type '{path.suffix}' (use .ply, .glb, .gltf, .obj, .stl or .usd/.usda/.usdc/.usdz)")
     if not path.is_file():

@@ -135,6 +135,11 @@ class MeshConfig:
         _require(0.0 < self.stl_size_mm <= 1e6, "stl_size_mm", self.stl_size_mm, "in (0, 1000000]")
         # `--set mesh.formats=glb,STL` or a preset's `[GLB]` mean what --formats glb,stl does
         given = list(self.formats)
-        ok = len(given) > 0 and all(isinstance(f, str) and f.strip().lower() in MESH_FORMATS for f in given)
-        _require(ok, "formats", given, f"one or more of {', '.join(MESH_FORMATS)}")
+        bad = [f for f in given if not (isinstance(f, str) and f.strip().lower() in MESH_FORMATS)]
+        if bad or not given:
+            import difflib
+
+            close = [m for f in bad for m in difflib.get_close_matches(str(f).strip().lower(), MESH_FORMATS, n=1)]
+            raise ConfigError(f"bad value for 'mesh.formats': {', '.join(map(str, bad)) or 'none given'}; give one or more "
+                              f"of {', '.join(MESH_FORMATS)}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
         self.formats = tuple(dict.fromkeys(f.strip().lower() for f in given))
