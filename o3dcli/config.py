@@ -372,6 +372,15 @@ def available_presets() -> dict[str, Path]:
     return out
 
 
+RUN_MARKERS = ("config.yaml", "model.safetensors", "checkpoint.pt")
+"""The files of an `o3d train` run folder that make it usable as a preset (its settings and weights)."""
+
+
+def training_run(folder: Path) -> bool:
+    """Whether `folder` is an `o3d train` run folder with saved weights."""
+    return all((folder / name).is_file() for name in RUN_MARKERS)
+
+
 def resolve_preset_path(preset: str | Path) -> Path:
     p = Path(preset)
     # A path is a YAML file (or names one explicitly); a bare name is a preset even when
@@ -381,6 +390,8 @@ def resolve_preset_path(preset: str | Path) -> Path:
             raise ConfigError(f"preset file not found: {p}")
         return p
     presets = available_presets()
+    if str(preset) not in presets and p.is_dir() and training_run(p):
+        return p / "config.yaml"  # an o3d train run: its settings, with its weights (read_preset)
     if str(preset) not in presets:
         close = closest_preset(str(preset), list(presets))
         hint = f"; did you mean '{close}'?" if close else ""
@@ -496,6 +507,9 @@ def read_preset(preset: str | Path, _seen: tuple = (), warn_rootless: bool = Tru
         raise ConfigError(f"preset {path}: top level must be a mapping of sections")
     if path.parent not in preset_dirs():
         _preset_relative_paths(data, path.parent)
+    if path.name == "config.yaml" and training_run(path.parent) and isinstance(data.get("model", {}), dict):
+        # a run's config.yaml records the weights it started from (train.init): the run's own are meant
+        data.setdefault("model", {})["weights"] = str(path.parent.resolve())
     chain = []
     base = data.pop("base", None)
     data.pop("description", None)

@@ -300,3 +300,44 @@ def test_a_run_folder_in_the_data_folder_is_refused(data, inside):
     res = train(data, data / inside if inside else data, "--steps", 1)
     assert res.exit_code == 2 and "is the data folder" in " ".join(res.output.split()), res.output
     assert not (data / "runs").exists() and not (data / CHECKPOINT).exists()
+
+
+def test_a_run_folder_is_a_preset_with_its_own_weights(data, run, tmp_path, monkeypatch):
+    # `--preset RUN` or `--preset RUN/config.yaml`: the run's settings and weights; its config.yaml
+    # alone records model.weights as the run started (none), which gave an untrained model
+    from o3dcli.config import read_preset
+    from o3dcli.models.build import describe_weights
+
+    for ref in (run, run / "config.yaml"):
+        cfg = load_config(str(ref))
+        assert cfg.model.weights == str(run.resolve())
+        assert describe_weights(cfg).startswith(str(run.resolve() / "model.safetensors")) and "training step 2" in describe_weights(cfg)
+    monkeypatch.chdir(run.parent)
+    assert load_config(run.name).model.weights == str(run.resolve())  # a bare name that is no preset
+    assert read_preset("tiny")[0][0] == "tiny.yaml"  # a preset's name still wins
+    res = train(data, run, "--steps", 3)  # resuming reads the same config.yaml: no change reported
+    assert res.exit_code == 0 and "settings changed" not in res.output, res.output
+
+
+def test_eval_variants_take_run_folders_and_are_named_after_their_weights(run, tmp_path, monkeypatch):
+    import o3dcli.eval.runner as runner_module
+    from o3dcli.eval.runner import EvalUsageError
+
+    seen = []
+
+    def fake_run_eval(benchmark, data, objs, chosen, *a, **k):
+        seen.append([(v.name, v.config.model.weights) for v in chosen])
+        raise EvalUsageError("stop here")  # the variants are what this test is about
+
+    monkeypatch.setattr(runner_module, "run_eval", fake_run_eval)
+    base = ["eval", "--benchmark", "synthetic", "--limit", "1", "-o", str(tmp_path / "ev"), "--no-progress"]
+    CliRunner().invoke(app, [*base, "--variants", f"tiny,{run}"])
+    CliRunner().invoke(app, [*base, "--set", f"model.weights={run}"])
+    assert seen == [[("tiny", "tiny"), ("r", str(run.resolve()))], [(f"tiny-r", str(run))]]
+
+
+def test_a_runs_checkpoint_given_as_weights_points_to_the_run(run):
+    from o3dcli.models.build import check_weights_fit
+
+    with pytest.raises(ConfigError, match=rf"checkpoint.pt is the training run's checkpoint.*--set model.weights={run}$"):
+        check_weights_fit(run / CHECKPOINT, load_config("tiny"))

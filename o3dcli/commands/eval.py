@@ -48,7 +48,7 @@ def eval_cmd(
     predictions: Optional[str] = typer.Option(None, "--predictions", help="Score assets already in DIR instead of generating: DIR/<object>/ holding model.glb, model.obj or gaussians.ply, or a file DIR/<object>.EXT (glb, gltf, obj, ply, stl, usdz, usd, usda, usdc); comma-separated DIRs are compared side by side."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset (or YAML file) to generate with."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field of generation, e.g. --set diffusion.steps=10 (repeatable).", metavar="SECTION.KEY=VALUE"),
-    variants: Optional[str] = typer.Option(None, "--variants", help="Comma-separated presets / YAML files (e.g. two checkpoints) to generate with and compare; each gets its own assets folder."),
+    variants: Optional[str] = typer.Option(None, "--variants", help="Comma-separated presets, YAML files or o3d train run folders (e.g. two runs: their settings and weights) to generate with and compare; each gets its own assets folder."),
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="Local LPIPS-VGG weights: torchvision vgg16 features + LPIPS lin0..4 heads, one file or two comma-separated. Without it LPIPS is n/a."),
     align: str = typer.Option("none", "--align", help="none (score in the protocol's camera frame), box (move the prediction's bounding box to the unit box, as the ground truth's) or icp (box, then ICP with scale onto the ground truth)."),
     views: Optional[int] = typer.Option(None, "--views", min=1, help="Score N views at elevation 0, azimuths 360*i/N (default: the 8 generation cameras, azimuths 0..337.5)."),
@@ -183,8 +183,11 @@ def eval_cmd(
                 cfg = load_config(ref, list(sets or []) + extra)
             except ConfigError as e:
                 raise usage(str(e)) from None
-            chosen.append(Variant(_unique(Path(ref).stem, taken), config=cfg, source=ref,
-                                  sets=list(sets or []) + extra))
+            label = Path(ref).parent.name if Path(ref).name == "config.yaml" else Path(ref).stem
+            weights = [s.split("=", 1)[1] for s in sets or [] if s.replace(" ", "").startswith("model.weights=")]
+            if weights:  # --set model.weights=runs/mine: "tiny-mine", not "tiny"
+                label += f"-{Path(weights[-1].strip()).stem}"
+            chosen.append(Variant(_unique(label, taken), config=cfg, source=ref, sets=list(sets or []) + extra))
             threads = threads or cfg.runtime.threads
 
     from o3dcli.native import cannot_run

@@ -97,6 +97,8 @@ def saved_settings_changes(saved: Path, cfg) -> list[tuple[str, str, str]]:
             problem = " ".join(str(e).split())
     if problem is not None:
         raise UserError(f"{saved}: the run's settings cannot be read ({problem}); use a new --output")
+    # read as a preset, a run's config.yaml names the run's own weights; it recorded train.init there
+    old = dataclasses.replace(old, model=dataclasses.replace(old.model, weights=old.train.init))
     if (old.denoiser, old.recon, old.model.codec) != (cfg.denoiser, cfg.recon, cfg.model.codec):
         from o3dcli.models.build import model_differences
 

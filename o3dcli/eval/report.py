@@ -213,7 +213,7 @@ def to_markdown(run: EvalRun) -> str:
         meta = ", ".join(_meta_text(k, val) for k, val in v.meta.items())
         out += [f"## {v.name}", "", f"Source: `{v.source}`" + (f"; {meta}" if meta else "") +
                 f". {s['objects_ok']} ok, {s['objects_failed']} failed; mean seconds per object: generation "
-                f"{fmt('seconds', s['gen_seconds_mean'])} (when computed, cached or not), scoring {fmt('seconds', s['eval_seconds_mean'])}.", ""]
+                f"{fmt('seconds', s['gen_seconds_mean'])} (what computing it took, also for assets taken from the cache), scoring {fmt('seconds', s['eval_seconds_mean'])}.", ""]
         rows = []
         for r in (r for r in run.results if r.variant == v.name):
             rows.append([r.object, r.status, r.kind or "", *(fmt(k, r.metrics.get(k)) for k in keys),
@@ -247,7 +247,7 @@ def column_key(run: EvalRun) -> list[str]:
         f"- **psnr** (dB) and **ssim**: the {int(p.image_views().sum())} scored views against the ground truth's, "
         f"over every pixel on white (PSNR capped at {p.psnr_max_db:g} dB per view: identical views score "
         f"{p.psnr_max_db:g}, not infinity); **psnr_masked** and **ssim_masked**: over the pixels either silhouette "
-        "covers. **lpips**: "
+        "covers; n/a for an object whose ground truth has no texture (its colour is unknown). **lpips**: "
         "VGG LPIPS, n/a without `--lpips-weights`. **mask_iou**: IoU of the silhouettes (alpha > 0.5).",
         f"- **chamfer**: the mean of **chamfer_pred_to_gt** (accuracy) and **chamfer_gt_to_pred** "
         f"(completeness), mean L2 distances between {p.surface_points:,} surface samples of each side.",

@@ -93,8 +93,8 @@ def read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
             if tex is None:
                 what, instead = (("texture", "using the material's colour instead") if key == "map_kd"
                                  else ("alpha texture", "the material is loaded opaque"))
-                _log.warning("%s: %s %s not found (looked beside the MTL and the OBJ); %s",
-                             mtl_path, what, name or last, instead)
+                _log.warning("%s: %s %s not found (looked beside the MTL and the OBJ, and in ../materials/textures "
+                             "as Google Scanned Objects keep it); %s", mtl_path, what, name or last, instead)
         elif key in ("d", "tr") and len(parts) >= 2:
             _mtl_dissolve(cur, parts, mtl_path)
     return out

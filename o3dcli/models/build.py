@@ -124,7 +124,14 @@ def check_weights_fit(path: Path, cfg: Config) -> None:
     try:
         stored = read_metadata(path).get("model")
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        raise ConfigError(f"{path}: not a readable safetensors file ({e})") from None
+        hint = ""
+        if (Path(path).parent / RUN_WEIGHTS).is_file() and Path(path).name != RUN_WEIGHTS:
+            hint = (f"; {Path(path).name} is the training run's checkpoint, its weights are {RUN_WEIGHTS} "
+                    f"beside it: --set model.weights={Path(path).parent}")
+        elif Path(path).suffix in (".pt", ".pth", ".ckpt", ".bin"):
+            hint = ("; o3d weights are .safetensors files (o3d train writes them); the released Ouroboros3D "
+                    ".pth checkpoints go to model.published_unet and model.published_recon")
+        raise ConfigError(f"{path}: not a readable safetensors file ({e}){hint}") from None
     if stored:
         # a setting added after the file was written is absent from its metadata: the file was
         # trained with that setting's default, so compare against the default there

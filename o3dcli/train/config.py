@@ -41,7 +41,7 @@ class TrainConfig:
     "denoiser" (the denoiser alone with the diffusion loss, self-conditioned with probability feedback_p
     on maps rendered by the frozen reconstructor; about 2x cheaper per step than "all")."""
     joint: bool = True
-    """Joint training: also reconstruct from the denoiser's x0 prediction and back-propagate that loss into the denoiser (false = decoupled)."""
+    """Joint training: also reconstruct from the denoiser's x0 prediction and back-propagate that loss into the denoiser (false: the two models learn apart; the ablation's decoupled variant also sets train.feedback_p=0, denoiser.feedback_rgb=false, denoiser.feedback_ccm=false and diffusion.feedback=false, see scripts/ablation.sh)."""
     feedback_p: float = 0.5
     """Probability of the self-conditioning pass: re-run the denoiser on maps rendered from its own reconstruction, replacing the diffusion loss (0 = never)."""
     detach_maps: bool = True

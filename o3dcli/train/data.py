@@ -333,7 +333,10 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
             else:
                 obj = load_objaverse_object(p, cfg, ratios, on_note=on_note)
         except Exception as e:  # DatasetError, an image the preprocessing refuses, a broken mesh or metadata
-            text = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+            from o3dcli.io.mesh_common import MeshLoadError
+
+            # o3d's own errors name the file and the problem; a library's says what it is
+            text = str(e) if isinstance(e, (ValueError, OSError, MeshLoadError)) else f"{type(e).__name__}: {e}"
             message = text if str(p) in text else f"{p}: {text}"
             skipped.append(message)
             on_skip(p, message)
