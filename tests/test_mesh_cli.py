@@ -354,3 +354,28 @@ def test_a_photo_or_an_asset_stopped_before_diffusion_is_told_what_to_run(good_i
     for path, message in expected.items():
         res = CliRunner().invoke(app, ["mesh", str(path), "-o", str(tmp_path / "m")])
         assert res.exit_code == 1 and message in " ".join(res.output.split()), res.output
+
+
+def test_an_asset_keeps_its_formats_and_the_result_records_only_mesh_settings(good_images, tmp_path):
+    # an asset written as glb, stl (at 50 mm): re-meshed, the same formats and size unless asked
+    # otherwise; the result's config.yaml holds the mesh section only (seed, steps, ... made nothing there)
+    import yaml
+
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(out), "--steps", "1",
+                                   "--formats", "glb,stl", "--set", "mesh.stl_size_mm=50", "--set", "preprocess.size=16",
+                                   "--set", "mesh.resolution=48", "--set", "mesh.texture_size=128", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["mesh", str(out / "apple"), "-d", "500", "-o", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    made = tmp_path / "m" / "apple"
+    assert sorted(p.name for p in made.iterdir()) == ["config.yaml", "model.glb", "model.stl", "o3d-asset.json"]
+    saved = yaml.safe_load((made / "config.yaml").read_text())
+    assert list(saved) == ["mesh"] and saved["mesh"]["formats"] == ["glb", "stl"] and saved["mesh"]["stl_size_mm"] == 50
+    assert saved["mesh"]["target_faces"] == 500
+    res = CliRunner().invoke(app, ["mesh", str(out / "apple"), "-d", "500", "--formats", "obj", "-o", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in made.iterdir()) == ["config.yaml", "model.mtl", "model.obj", "model.png", "o3d-asset.json"]
+    res = CliRunner().invoke(app, ["mesh", str(made), "-d", "400", "-o", str(tmp_path / "again"),
+                                   "--preset", str(made / "config.yaml")])  # the result's settings, reused
+    assert res.exit_code == 0, res.output

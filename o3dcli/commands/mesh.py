@@ -161,10 +161,33 @@ def asset_input_view(path: Path, mesh_cfg):
     return input_view(rgba, cfg)
 
 
-def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True) -> list[Path]:
+EXPORT_SETTINGS = ("formats", "stl_size_mm", "texture_format", "jpeg_quality", "draco")
+"""How an asset was exported: an o3d asset re-meshed keeps its own unless the command gives them."""
+
+
+def _with_assets_export_settings(path: Path, mesh_cfg):
+    """`mesh_cfg` with an o3d asset folder's own export settings (its config.yaml's EXPORT_SETTINGS:
+    the formats it was written in, its STL size, ...); as it is for any other input."""
+    import dataclasses
+
+    conf = path / "config.yaml"
+    if not (path.is_dir() and conf.is_file() and (path / "input.png").is_file()):
+        return mesh_cfg
+    from o3dcli.config import ConfigError, load_config
+
+    try:
+        own = load_config(conf, warn_rootless=False).mesh
+    except ConfigError:
+        return mesh_cfg  # an edited or older config.yaml: the command's settings
+    return dataclasses.replace(mesh_cfg, **{k: getattr(own, k) for k in EXPORT_SETTINGS})
+
+
+def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True,
+             keep_export: bool = False) -> list[Path]:
     """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
     `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`); `fit_kept_texture`: a
-    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size)."""
+    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size);
+    `keep_export`: an o3d asset keeps the formats (and other EXPORT_SETTINGS) it was written in."""
     import dataclasses
 
     import yaml
@@ -177,6 +200,8 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
     from o3dcli.mesh.config import EXPORT_FILES
     from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
 
+    if keep_export:
+        mesh_cfg = _with_assets_export_settings(path, mesh_cfg)
     src = _source(path)
     asset = load_asset(src, up=up)
     if isinstance(asset, Gaussians):
@@ -197,8 +222,10 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
     for stale in EXPORT_FILES:  # a format asked for last time, not now
         if out_dir / stale not in written:
             (out_dir / stale).unlink(missing_ok=True)
-    text = dump_config(cfg) if hasattr(cfg, "mesh") else yaml.safe_dump(
-        {"mesh": to_plain(dataclasses.asdict(mesh_cfg))}, sort_keys=False)
+    # only the mesh section makes this result (the rest of a preset is generation's)
+    header = "# o3d mesh settings (the mesh section is what o3d mesh uses); reuse with o3d mesh --preset <this file>\n"
+    text = dump_config(dataclasses.replace(cfg, mesh=mesh_cfg), header=header, keys=["mesh"]) if hasattr(cfg, "mesh") \
+        else header + yaml.safe_dump({"mesh": to_plain(dataclasses.asdict(mesh_cfg))}, sort_keys=False)
     atomic_write_text(out_dir / "config.yaml", text)
     return written + [out_dir / "config.yaml"]
 
@@ -207,7 +234,7 @@ def mesh(
     inputs: List[Path] = typer.Argument(..., parser=path_param, help="o3d asset folders, Gaussian PLYs (any 3DGS tool), meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), or folders of them (an o3d generate output folder: every asset in it).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S); given, it also bounds the textures textured mesh inputs keep (else kept at their size)."),
-    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),
+    formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: those an o3d asset was written in, else glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),
     output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: one sub-folder per input."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),
@@ -254,6 +281,9 @@ def mesh(
 
         # a mesh input's own texture keeps its size unless one is asked for (the preset's is for bakes)
         fit_kept_texture = texture_size is not None or any(parse_override(s)[0] == "mesh.texture_size" for s in sets or [])
+        # an o3d asset keeps the formats it was written in unless the command names export settings
+        keep_export = formats is None and preset == "tiny" and not any(
+            parse_override(s)[0] in {f"mesh.{k}" for k in EXPORT_SETTINGS} for s in sets or [])
     except (ConfigError, UserError) as e:
         raise usage_error(str(e)) from None
     missing = [str(p) for p in inputs if not p.exists()]
@@ -296,7 +326,8 @@ def mesh(
 
         log.addFilter(caught)
         try:
-            name, written = _mesh_into(path, output, name, batch, mesh_cfg, cfg, up, caught, fit_kept_texture)
+            name, written = _mesh_into(path, output, name, batch, mesh_cfg, cfg, up, caught, fit_kept_texture,
+                                       keep_export)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
         except KeyboardInterrupt:
@@ -319,7 +350,7 @@ OWN_FILES = ("config.yaml",)
 
 
 def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, up: str,
-               caught, fit_kept_texture: bool = True) -> tuple[str, list[Path]]:
+               caught, fit_kept_texture: bool = True, keep_export: bool = False) -> tuple[str, list[Path]]:
     """Mesh one input into OUTPUT/<name>/ (or the next free name, when another process has made that
     folder another input's since the names were chosen). The name is claimed under its item lock,
     as o3d generate does, so two processes never write one folder; the files are made in a staging
@@ -351,7 +382,8 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
         try:
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
-                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture)
+                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture,
+                                   keep_export=keep_export)
                 publish.add_bytes(staged / ASSET_META, asset_meta_text(src).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, lambda rel: rel in ours)
