@@ -379,3 +379,14 @@ def test_an_asset_keeps_its_formats_and_the_result_records_only_mesh_settings(go
     res = CliRunner().invoke(app, ["mesh", str(made), "-d", "400", "-o", str(tmp_path / "again"),
                                    "--preset", str(made / "config.yaml")])  # the result's settings, reused
     assert res.exit_code == 0, res.output
+
+
+def test_a_folder_of_photos_is_told_to_go_to_generate_and_leaves_no_output(good_images, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for command in (["mesh", str(good_images)], ["render", str(good_images), "-o", "renders"]):
+        res = CliRunner().invoke(app, command)
+        assert res.exit_code == 1 and "a folder of images, not of 3D assets; o3d generate makes assets from photos" \
+            in " ".join(res.output.split()), res.output
+        assert list(work.iterdir()) == []  # no output folder (o3d-meshes/.o3d/items/<name>/.lock, renders/)

@@ -299,9 +299,8 @@ def mesh(
     refused = cannot_run("o3d mesh")
     if refused:
         raise usage_error(refused)
-    output.mkdir(parents=True, exist_ok=True)
     failed = 0
-    from o3dcli.io.assets import expand_asset_folders
+    from o3dcli.io.assets import expand_asset_folders, resolve_asset_path
 
     notes: list[str] = []
     inputs = [_asset_folder_of(p) for p in inputs]  # assets/chair/gaussians.ply meshes as assets/chair does
@@ -326,6 +325,8 @@ def mesh(
 
         log.addFilter(caught)
         try:
+            resolve_asset_path(_source(path))  # an input that is no asset fails before the output is touched
+            output.mkdir(parents=True, exist_ok=True)
             name, written = _mesh_into(path, output, name, batch, mesh_cfg, cfg, up, caught, fit_kept_texture,
                                        keep_export)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])

@@ -114,6 +114,7 @@ def render(
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise usage_error(f"input not found: {', '.join(missing)}")
+    created = not output.exists()  # removed again if nothing is rendered into it
     output.mkdir(parents=True, exist_ok=True)
     manifest_path = output / MANIFEST
     manifest, problem = read_render_manifest(manifest_path)
@@ -187,4 +188,9 @@ def render(
         except Exception as e:  # one bad asset never stops the others
             failed += 1
             console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", soft_wrap=True)
+    if created:
+        try:
+            output.rmdir()  # only when empty: every input failed
+        except OSError:
+            pass
     raise typer.Exit(1 if failed else 0)
