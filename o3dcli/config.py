@@ -372,8 +372,9 @@ def available_presets() -> dict[str, Path]:
     return out
 
 
-RUN_MARKERS = ("config.yaml", "model.safetensors", "checkpoint.pt")
-"""The files of an `o3d train` run folder that make it usable as a preset (its settings and weights)."""
+RUN_MARKERS = ("config.yaml", "model.safetensors")
+"""The files of an `o3d train` run folder that make it usable as a preset (its settings and weights;
+a run shared without its checkpoint.pt is one too)."""
 
 
 def training_run(folder: Path) -> bool:

@@ -80,12 +80,23 @@ def hold_interrupts_in_imports():
     them once it is loaded (a second or two later). Returns a function that undoes it."""
     import builtins
     import sys
+    import threading
 
     original = builtins.__import__
     busy = []
 
+    def loaded(name, fromlist) -> bool:
+        """Whether importing `name` (and the names `from name import ...` takes) loads nothing new:
+        a submodule in `fromlist` not yet loaded (`from scipy import ndimage`), or a lazy package's
+        attribute not yet made (`from diffusers import UNet...`), is loaded by this import."""
+        module = sys.modules.get(name)
+        if module is None:
+            return False
+        return all(item == "*" or f"{name}.{item}" in sys.modules or item in vars(module) for item in fromlist or ())
+
     def guarded(name, globals=None, locals=None, fromlist=(), level=0):
-        if level or busy or name in sys.modules or name.partition(".")[0] not in NATIVE_LIBRARIES:
+        if level or busy or name.partition(".")[0] not in NATIVE_LIBRARIES or loaded(name, fromlist) \
+                or threading.current_thread() is not threading.main_thread():  # signals reach the main thread
             return original(name, globals, locals, fromlist, level)
         from o3dcli.publish import signals_deferred
 

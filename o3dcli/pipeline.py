@@ -177,10 +177,13 @@ class BatchRunner:
             input_hash = sha256_file(item.source)
         except OSError as e:
             raise UserError(f"{item.source}: cannot read file ({e.strerror or e})") from None
-        keys: dict[str, str] = {}
+        keys: dict[str, str] = {}  # the key of each stage's result, which later stages are keyed by
+        entries: dict[str, str] = {}  # the key of each stage's cache entry (with its side fields)
         dirs: dict[str, Path] = {}
         metas: dict[str, dict] = {}
-        cfg = self.config.to_dict()
+        # paths keyed absolute, as config.yaml writes them: `--preset <asset>/config.yaml` finds the
+        # entries of the command that made the asset, whatever folder it ran in
+        cfg = absolute_paths(self.config).to_dict()
         for stage in self.stages:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
@@ -220,6 +223,7 @@ class BatchRunner:
                 done = writer.commit(meta, seconds=time.perf_counter() - t0, batch=self.batch_id)
                 ctx.state.clear()
                 manifest = ic.manifest(done)
+            entries[stage.name] = key
             keys[stage.name] = self._key(stage, cfg, keys, input_hash, result=True) if stage.side_fields else key
             dirs[stage.name] = done
             metas[stage.name] = manifest.get("meta", {})
@@ -241,7 +245,8 @@ class BatchRunner:
         # so that the folder holds what its config.yaml makes.
         for stage in self.all_stages[len(self.stages):]:
             try:
-                key = keys[stage.name] = self._key(stage, cfg, keys, input_hash)
+                key = entries[stage.name] = self._key(stage, cfg, keys, input_hash)
+                keys[stage.name] = self._key(stage, cfg, keys, input_hash, result=True) if stage.side_fields else key
             except (ConfigError, OSError):  # e.g. model files not given: checked only when the stage runs
                 break
             done = ic.lookup(stage.name, key, recompute=False)
@@ -253,8 +258,8 @@ class BatchRunner:
                 asset_dir = self.out_dir / item.name
                 files.update(self._stage_files(stage, asset_dir, item, res, {d: d for d in stage.publish.values()}))
         # the cache entries this asset is made from (o3d cache prune keeps those, and drops the rest)
-        entries = [ic.entry_name(stage, key) for stage, key in keys.items()]
-        self._publish(self.out_dir / item.name, item.source, files, entries, input_hash)
+        names = [ic.entry_name(stage, key) for stage, key in entries.items()]
+        self._publish(self.out_dir / item.name, item.source, files, names, input_hash)
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult,

@@ -241,6 +241,10 @@ def _needed_region(alpha: np.ndarray, threshold: float, ratio: float, margin: in
     # most side / ratio across, so it reaches at most half that beyond the grown box; the filter
     # (3 lobes), the box pre-reduction and the early reduction's blocks add under 5 output pixels.
     reach = margin + math.ceil(side / (2 * ratio) * (1 + 10 / smallest_output)) + 8
+    # The early reduction's blocks (at most this many pixels, see `_early_reduction`) can grow the
+    # outline by a block on each side, and the square with it by 1 / ratio times that.
+    block = int(side / ratio // (EARLY_REDUCE * smallest_output))
+    reach += math.ceil((block + 1) * (1 + 1 / ratio))
     return (max(covered[0], int(rows[0]) - reach), min(covered[1], int(rows[-1]) + 1 + reach),
             max(covered[2], int(cols[0]) - reach), min(covered[3], int(cols[-1]) + 1 + reach))
 

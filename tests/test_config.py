@@ -1,4 +1,5 @@
 import dataclasses
+import json
 
 import pytest
 import yaml
@@ -369,7 +370,8 @@ def test_an_assets_config_reproduces_it_from_any_folder_with_relative_weights(go
     (work / "w").mkdir(parents=True)
     shutil.copy(resolve_weights("tiny"), work / "w" / "mine.safetensors")
     monkeypatch.chdir(work)
-    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", "out", "--stop-after", "preprocess",
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", "out", "--stop-after", "diffusion",
+                                   "--steps", "1", "--set", "preprocess.size=16",
                                    "--set", "model.weights=w/mine.safetensors", "--no-progress"])
     assert res.exit_code == 0, res.output
     saved = work / "out" / "apple" / "config.yaml"
@@ -378,6 +380,12 @@ def test_an_assets_config_reproduces_it_from_any_folder_with_relative_weights(go
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert load_config(saved).model.weights == str((work / "w" / "mine.safetensors").resolve())
+    # ...and finds the cache entries of the command that made the asset (keyed by the absolute path)
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", str(work / "out"), "--stop-after",
+                                   "diffusion", "--preset", str(saved), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    item = json.loads((work / "out" / "o3d-report.json").read_text())["items"][0]
+    assert item["cached"] == ["preprocess", "diffusion"], item
     res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", "out", "--stop-after", "preprocess",
                                    "--no-progress"])
     assert res.exit_code == 0, res.output

@@ -93,20 +93,24 @@ LOADED = True
 
 
 @pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
-def test_an_interrupt_while_a_library_loads_is_acted_on_once_it_has_loaded(tmp_path, sig, code):
+@pytest.mark.parametrize("how", ["import swallow.heavy", "import swallow; from swallow import heavy"])
+def test_an_interrupt_while_a_library_loads_is_acted_on_once_it_has_loaded(tmp_path, sig, code, how):
     # Ctrl-C or SIGTERM while torch or open3d loads was lost (a library swallowed it) or left the
-    # library broken; now it waits for the import, then stops the command with its exit code
+    # library broken; now it waits for the import, then stops the command with its exit code. A
+    # submodule first loaded by `from package import submodule` (scipy's ndimage) counts too.
     import subprocess
     import sys
     from pathlib import Path
 
-    (tmp_path / "swallow.py").write_text(_SWALLOWING_LIBRARY.format(sig=sig))
+    (tmp_path / "swallow").mkdir()
+    (tmp_path / "swallow" / "__init__.py").write_text("")
+    (tmp_path / "swallow" / "heavy.py").write_text(_SWALLOWING_LIBRARY.format(sig=sig))
     script = (
         "import sys\n"
         "from o3dcli import cli, console, sysinfo\n"
         "console.NATIVE_LIBRARIES = getattr(console, 'NATIVE_LIBRARIES', frozenset()) | {'swallow'}\n"
         "def collect():\n"
-        "    import swallow\n"
+        f"    {how}\n"
         "    print('not interrupted', flush=True)\n"
         "    return {}\n"
         "sysinfo.collect_info = collect\n"
@@ -114,7 +118,7 @@ def test_an_interrupt_while_a_library_loads_is_acted_on_once_it_has_loaded(tmp_p
         "try:\n"
         "    cli.main()\n"
         "finally:\n"
-        "    print('loaded' if getattr(sys.modules.get('swallow'), 'LOADED', False) else 'not loaded', flush=True)\n")
+        "    print('loaded' if getattr(sys.modules.get('swallow.heavy'), 'LOADED', False) else 'not loaded', flush=True)\n")
     env = {**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{Path(__file__).parents[1]}"}
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == code, (res.stdout, res.stderr)

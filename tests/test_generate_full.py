@@ -224,3 +224,6 @@ def test_save_intermediate_does_not_key_the_mesh_stages(good_images, tmp_path):
     assert (out / "apple" / "model.glb").read_bytes() == model and not (out / "apple" / "intermediate").exists()
     again = run("--save-intermediate")
     assert len(again["cached"]) == 7 and (out / "apple" / "intermediate" / "step_001.png").is_file()
+    # the asset records the entry it was made from (with intermediates): prune keeps it
+    assert CliRunner().invoke(app, ["cache", "prune", str(out)]).exit_code == 0
+    assert len(run("--save-intermediate")["cached"]) == 7

@@ -315,3 +315,15 @@ def test_the_avif_advice_fits_the_installed_pillow(monkeypatch, version, hint):
 
     monkeypatch.setattr(PIL, "__version__", version)
     assert avif_hint().startswith(hint)
+
+
+def test_reads_in_threads_leave_pillows_limit_as_it_was(tmp_path, monkeypatch):
+    # each read raises Pillow's limit for its own time; threads with other limits must not leave it raised
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "small.png"
+    Image.fromarray(quadrants(40, 40)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with ThreadPoolExecutor(8) as pool:
+        shapes = list(pool.map(lambda i: load_image(path, max_pixels=2000 + 500 * i).shape, range(64)))
+    assert shapes == [(40, 40, 4)] * 64 and Image.MAX_IMAGE_PIXELS == 1000

@@ -379,6 +379,10 @@ def test_an_asset_keeps_its_formats_and_the_result_records_only_mesh_settings(go
     res = CliRunner().invoke(app, ["mesh", str(made), "-d", "400", "-o", str(tmp_path / "again"),
                                    "--preset", str(made / "config.yaml")])  # the result's settings, reused
     assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, ["mesh", str(out / "apple"), "-d", "500", "--preset", "tiny", "-o", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output  # a preset named: its formats (tiny's glb, obj), not the asset's
+    assert sorted(p.name for p in (tmp_path / "t" / "apple").glob("model.*")) == ["model.glb", "model.mtl", "model.obj",
+                                                                                   "model.png"]
 
 
 def test_a_folder_of_photos_is_told_to_go_to_generate_and_leaves_no_output(good_images, tmp_path, monkeypatch):

@@ -488,3 +488,21 @@ def test_parts_thinner_than_a_reduced_pixel_keep_their_place_in_the_crop(tmp_pat
     late = preprocess_image(path, cfg, 512)
     assert max(abs(u - v) for u, v in zip(early.crop_box, late.crop_box)) <= 2 * calls[0]
     assert iou(early.rgba_projection[3].numpy() > 0.1, late.rgba_projection[3].numpy() > 0.1) > 0.9
+
+
+def test_the_part_read_reaches_as_far_as_the_crop_at_small_ratios_with_early_reduction(monkeypatch):
+    # a thin object, a crop 20 times its size (foreground_ratio 0.05) and an 8 px output: the early
+    # reduction's blocks move the outline, and the square 1 / ratio times as much; found by a search
+    import o3dcli.preprocess as pp
+
+    rng = np.random.default_rng(0)
+    alpha = (rng.integers(1, 4, (2400, 2400)) / 255).astype(np.float32)
+    alpha[1200:1234, 1200:1202] = 1.0
+    photo = np.concatenate([rng.random((2400, 2400, 3), dtype=np.float32), alpha[..., None]], -1)
+    cfg = PreprocessConfig(size=8, matting="alpha", foreground_ratio=0.05)
+    part = preprocess_image(photo, cfg)
+    monkeypatch.setattr(pp, "_needed_region", lambda a, *rest: (0, a.shape[0], 0, a.shape[1]))
+    whole = preprocess_image(photo, cfg)
+    assert part.crop_box == whole.crop_box
+    for field in ("rgba", "rgb", "mask"):
+        assert torch.equal(getattr(part, field), getattr(whole, field)), field

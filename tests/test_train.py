@@ -314,6 +314,10 @@ def test_loss_rows_are_interval_means_and_a_resumed_run_writes_the_same_rows(dat
         assert float(a[row]["feedback"]) == pytest.approx(sum(steps[n].feedback for n in span) / len(span), abs=1e-3)
     first = Trainer(cfg, objs, tmp_path / "b")
     train(first, 7, should_stop=lambda: first.step_count >= 5)  # stopped between rows: a row for 4-5
+    idle = Trainer(cfg, objs, tmp_path / "b")
+    assert idle.load()
+    train(idle, 7, should_stop=lambda: True)  # stopped again before a step: no second row for 4-5
+    assert sorted(rows(tmp_path / "b")) == [3, 5] and len((tmp_path / "b" / "losses.csv").read_text().splitlines()) == 3
     resumed = Trainer(cfg, objs, tmp_path / "b")
     assert resumed.load() and resumed.step_count == 5
     train(resumed, 7)

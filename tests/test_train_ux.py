@@ -312,6 +312,11 @@ def test_a_run_folder_is_a_preset_with_its_own_weights(data, run, tmp_path, monk
         cfg = load_config(str(ref))
         assert cfg.model.weights == str(run.resolve())
         assert describe_weights(cfg).startswith(str(run.resolve() / "model.safetensors")) and "training step 2" in describe_weights(cfg)
+    shared = tmp_path / "shared"  # a run passed on without its checkpoint
+    shared.mkdir()
+    for name in ("config.yaml", "model.safetensors"):
+        shutil.copy(run / name, shared / name)
+    assert load_config(str(shared)).model.weights == load_config(str(shared / "config.yaml")).model.weights == str(shared.resolve())
     monkeypatch.chdir(run.parent)
     assert load_config(run.name).model.weights == str(run.resolve())  # a bare name that is no preset
     assert read_preset("tiny")[0][0] == "tiny.yaml"  # a preset's name still wins

@@ -236,7 +236,7 @@ def mesh(
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S); given, it also bounds the textures textured mesh inputs keep (else kept at their size)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: those an o3d asset was written in, else glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),
     output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: one sub-folder per input."),
-    preset: str = typer.Option("tiny", "--preset", "-p", help="Preset name or YAML path (its mesh section is used)."),
+    preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Preset name or YAML path (its mesh section is used; default: tiny)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),
     up: str = typer.Option("auto", "--up", help="Up axis of mesh inputs: auto (Z for GSO/Gazebo model folders and STL files, a USD stage's own upAxis, else Y), y, or z (a Z-up file, turned to o3d's Y-up; the output is Y-up like every glTF; an STL output is Z-up)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed inputs."),
@@ -275,14 +275,14 @@ def mesh(
         raise usage_error(f"--up must be auto, y or z, got '{up}'")
 
     try:
-        cfg, mesh_cfg = _mesh_config(preset, list(sets or []), decimate, texture_size, formats)
+        cfg, mesh_cfg = _mesh_config(preset or "tiny", list(sets or []), decimate, texture_size, formats)
         check_output_dir(output)
         from o3dcli.config import parse_override
 
         # a mesh input's own texture keeps its size unless one is asked for (the preset's is for bakes)
         fit_kept_texture = texture_size is not None or any(parse_override(s)[0] == "mesh.texture_size" for s in sets or [])
         # an o3d asset keeps the formats it was written in unless the command names export settings
-        keep_export = formats is None and preset == "tiny" and not any(
+        keep_export = formats is None and preset is None and not any(
             parse_override(s)[0] in {f"mesh.{k}" for k in EXPORT_SETTINGS} for s in sets or [])
     except (ConfigError, UserError) as e:
         raise usage_error(str(e)) from None

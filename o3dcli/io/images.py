@@ -10,8 +10,10 @@ pixel mode into RGBA in [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -25,6 +27,30 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 # from 11.3 on), HEIF/HEIC (iPhone photos) by pillow-heif's Pillow plugin (the `heif` extra).
 HEIF_HINT = 'pip install "o3dcli[heif]"'
 DEFAULT_MAX_PIXELS = 50_000_000
+
+_GUARD_LOCK = threading.Lock()
+_GUARD_READS: list[int] = []  # Pillow bomb limits of the reads in progress (threads)
+_GUARD_SAVED: list = []  # Pillow's own limit while any is
+
+
+@contextlib.contextmanager
+def _pillow_bomb_limit(limit: int):
+    """Pillow's MAX_IMAGE_PIXELS at `limit` (or the largest asked by reads in other threads) for the
+    block, and back to what it was once no read needs it: a process-wide setting, shared safely."""
+    from PIL import Image
+
+    with _GUARD_LOCK:
+        if not _GUARD_READS:
+            _GUARD_SAVED[:] = [Image.MAX_IMAGE_PIXELS]
+        _GUARD_READS.append(limit)
+        Image.MAX_IMAGE_PIXELS = max(_GUARD_READS)
+    try:
+        yield
+    finally:
+        with _GUARD_LOCK:
+            _GUARD_READS.remove(limit)
+            Image.MAX_IMAGE_PIXELS = max(_GUARD_READS) if _GUARD_READS else _GUARD_SAVED[0]
+
 
 _SIXTEEN_BIT_GRAY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -60,8 +86,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
     # for the moment (its default, 89.5 MP, would refuse what preprocess.max_pixels allows), so that
     # o3d's check, right after opening, says what is wrong; only a header far over it (twice) meets
     # Pillow's guard, which warns between its limit and twice it: made an error.
-    guard, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, 2 * max(1, int(max_pixels))
-    with warnings.catch_warnings():
+    with _pillow_bomb_limit(2 * max(1, int(max_pixels))), warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(path, formats=list(readable_formats())) as im:
@@ -97,8 +122,6 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
             raise
         except (OSError, SyntaxError, ValueError, EOFError) as err:  # header-level damage
             raise ImageError(f"{path}: cannot be decoded ({err}); the file is damaged or not an image.") from err
-        finally:
-            Image.MAX_IMAGE_PIXELS = guard
     return rgba
 
 

@@ -125,7 +125,7 @@ def check_weights_fit(path: Path, cfg: Config) -> None:
         stored = read_metadata(path).get("model")
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         hint = ""
-        if (Path(path).parent / RUN_WEIGHTS).is_file() and Path(path).name != RUN_WEIGHTS:
+        if (Path(path).parent / RUN_WEIGHTS).is_file() and Path(path).name == "checkpoint.pt":
             hint = (f"; {Path(path).name} is the training run's checkpoint, its weights are {RUN_WEIGHTS} "
                     f"beside it: --set model.weights={Path(path).parent}")
         elif Path(path).suffix in (".pt", ".pth", ".ckpt", ".bin"):

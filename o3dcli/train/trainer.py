@@ -449,18 +449,21 @@ def train(trainer: Trainer, steps: int, on_step=None, should_stop=lambda: False)
     """Run until `steps` total steps (or should_stop()); checkpoint every N steps and at the end."""
     t = trainer.cfg.train
     main = trainer.rank == 0
+    ran = False
     while trainer.step_count < steps and not trainer.any_rank(should_stop()):
         t0 = time.perf_counter()
         parts = trainer.step()
         dt = time.perf_counter() - t0
-        trainer.record(parts, dt)
+        ran = True
+        if main:  # rank 0 logs (and saves the interval with the checkpoint)
+            trainer.record(parts, dt)
         if main and trainer.step_count % t.log_every == 0:
             trainer.log()
         if trainer.step_count % t.checkpoint_every == 0:
             trainer.save()
         if on_step:
             on_step(trainer.step_count, parts, dt)
-    if main:  # the run's last step is always in losses.csv, between log_every steps too
+    if main and ran:  # the run's last step is always in losses.csv, between log_every steps too
         trainer.log(keep=True)
     trainer.save()
     return trainer.step_count
