@@ -454,12 +454,9 @@ def _is_weights_name(key: str, value: str) -> bool:
         return False
     if value in ("", "none", "released"):
         return True
-    p = Path(value)
-    if p.suffix == ".safetensors" or p.parent != Path("."):
-        return False
-    from o3dcli.sysinfo import weights_dirs
+    from o3dcli.sysinfo import named_weights
 
-    return any((d / f"{value}.safetensors").is_file() for d in weights_dirs())
+    return named_weights(value) is not None
 
 
 def _preset_relative_paths(data: dict, folder: Path) -> None:

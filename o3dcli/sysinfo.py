@@ -43,6 +43,16 @@ def weights_dirs() -> list[Path]:
     return dirs
 
 
+def named_weights(spec: str) -> Path | None:
+    """The weights file a bare name ("tiny": no folder, no .safetensors) stands for in the weights
+    folders, or None when `spec` is no such name or none is there. A name wins over a file or
+    folder of that name in the working folder."""
+    p = Path(spec)
+    if not spec or p.suffix == ".safetensors" or p.parent != Path("."):
+        return None
+    return next((d / f"{spec}.safetensors" for d in weights_dirs() if (d / f"{spec}.safetensors").is_file()), None)
+
+
 def available_weights() -> list[Path]:
     return sorted(p for d in weights_dirs() if d.is_dir() for p in d.glob("*.safetensors"))
 

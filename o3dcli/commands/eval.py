@@ -175,7 +175,7 @@ def eval_cmd(
                             f"(the first: {problem}){hint}")
             chosen.append(Variant(_unique(p.resolve().name, taken), source=str(p), predictions=p))
     else:
-        from o3dcli.config import ConfigError, load_config
+        from o3dcli.config import ConfigError, load_config, parse_override
 
         extra = [f"runtime.seed={seed}"] if seed is not None else []
         for ref in _split(variants) or [preset]:
@@ -184,9 +184,9 @@ def eval_cmd(
             except ConfigError as e:
                 raise usage(str(e)) from None
             label = Path(ref).parent.name if Path(ref).name == "config.yaml" else Path(ref).stem
-            weights = [s.split("=", 1)[1] for s in sets or [] if s.replace(" ", "").startswith("model.weights=")]
+            weights = [str(value) for key, value in map(parse_override, sets or []) if key == "model.weights"]
             if weights:  # --set model.weights=runs/mine: "tiny-mine", not "tiny"
-                label += f"-{Path(weights[-1].strip()).stem}"
+                label += f"-{Path(weights[-1]).stem}"
             chosen.append(Variant(_unique(label, taken), config=cfg, source=ref, sets=list(sets or []) + extra))
             threads = threads or cfg.runtime.threads
 

@@ -182,12 +182,10 @@ def _with_assets_export_settings(path: Path, mesh_cfg):
     return dataclasses.replace(mesh_cfg, **{k: getattr(own, k) for k in EXPORT_SETTINGS})
 
 
-def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True,
-             keep_export: bool = False) -> list[Path]:
+def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True) -> list[Path]:
     """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
     `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`); `fit_kept_texture`: a
-    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size);
-    `keep_export`: an o3d asset keeps the formats (and other EXPORT_SETTINGS) it was written in."""
+    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size)."""
     import dataclasses
 
     import yaml
@@ -200,8 +198,6 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
     from o3dcli.mesh.config import EXPORT_FILES
     from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
 
-    if keep_export:
-        mesh_cfg = _with_assets_export_settings(path, mesh_cfg)
     src = _source(path)
     asset = load_asset(src, up=up)
     if isinstance(asset, Gaussians):
@@ -327,8 +323,8 @@ def mesh(
         try:
             resolve_asset_path(_source(path))  # an input that is no asset fails before the output is touched
             output.mkdir(parents=True, exist_ok=True)
-            name, written = _mesh_into(path, output, name, batch, mesh_cfg, cfg, up, caught, fit_kept_texture,
-                                       keep_export)
+            item_cfg = _with_assets_export_settings(path, mesh_cfg) if keep_export else mesh_cfg
+            name, written = _mesh_into(path, output, name, batch, item_cfg, cfg, up, caught, fit_kept_texture)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
         except KeyboardInterrupt:
@@ -351,7 +347,7 @@ OWN_FILES = ("config.yaml",)
 
 
 def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, up: str,
-               caught, fit_kept_texture: bool = True, keep_export: bool = False) -> tuple[str, list[Path]]:
+               caught, fit_kept_texture: bool = True) -> tuple[str, list[Path]]:
     """Mesh one input into OUTPUT/<name>/ (or the next free name, when another process has made that
     folder another input's since the names were chosen). The name is claimed under its item lock,
     as o3d generate does, so two processes never write one folder; the files are made in a staging
@@ -383,8 +379,7 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
         try:
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
-                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture,
-                                   keep_export=keep_export)
+                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture)
                 publish.add_bytes(staged / ASSET_META, asset_meta_text(src).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, lambda rel: rel in ours)

@@ -60,7 +60,7 @@ RUN_WEIGHTS = "model.safetensors"
 def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
     """None for "none"; else the weights file for a name, a path or a training run's folder
     (ConfigError naming `field` if not found)."""
-    from o3dcli.sysinfo import weights_dirs
+    from o3dcli.sysinfo import named_weights, weights_dirs
 
     if spec in ("", "none"):
         return None
@@ -70,10 +70,9 @@ def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
                           f"(or {field}=none to run this architecture untrained)")
     p = Path(spec).expanduser()
     named = p.suffix != ".safetensors" and p.parent == Path(".")
-    if named:
-        for d in weights_dirs():
-            if (d / f"{spec}.safetensors").is_file():
-                return d / f"{spec}.safetensors"
+    found = named_weights(spec)
+    if found is not None:
+        return found
     if p.is_dir():
         if (p / RUN_WEIGHTS).is_file():
             return p / RUN_WEIGHTS
