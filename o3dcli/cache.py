@@ -301,6 +301,57 @@ class ItemCache:
         self._checked[d] = manifest
         return d
 
+    def adopt(self, stage: str, key: str, batch: str | None = None) -> tuple[Path, str] | None:
+        """Another item's finished entry for (`stage`, `key`), copied into this item's folder:
+        (the copy, the other item's name), or None when no other item of this cache has it whole.
+        Keys hold the input's bytes, not its name, so a photo renamed (or the same photo given
+        twice) finds the results made under its other name. Copied, not linked: each asset's files
+        are its own to edit. `batch`: take only entries that batch made (--force).
+
+        The other item is not locked: what another process removes or damages meanwhile fails the
+        copy's check against its manifest, and the next item (or a recomputation) is tried. The
+        manifest is copied last, so a copy cut short is not taken for finished (clean_stale)."""
+        name = self.entry_name(stage, key)
+        try:
+            others = sorted(p for p in self.dir.parent.iterdir() if p.name != self.dir.name)
+        except OSError:
+            return None
+        for other in others:
+            src = other / name
+            try:
+                source_manifest = json.loads((src / MANIFEST).read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(source_manifest, dict) or "sha256" not in source_manifest:
+                continue  # an earlier o3d's (no hashes): its copy could not be checked
+            if batch is not None and source_manifest.get("batch") != batch:
+                continue
+            tmp = self.dir / f".tmp-{name}-{os.getpid()}"
+            final = self.dir / name
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(src, tmp, ignore=lambda d, names: [MANIFEST] if Path(d) == src else [])
+                shutil.copyfile(src / MANIFEST, tmp / MANIFEST)
+                manifest, problem = check_stage_dir(tmp)
+                if problem is not None:
+                    raise FileNotFoundError(problem[1])
+                for p in [*tmp.rglob("*"), tmp]:  # durable before the rename, as a stage's own commit
+                    if p.is_dir():
+                        _fsync_dir(p)
+                    else:
+                        with open(p, "rb") as f:
+                            os.fsync(f.fileno())
+                os.rename(tmp, final)
+                _fsync_dir(self.dir)
+                shutil.rmtree(self.dir / f"{name}.state", ignore_errors=True)  # finished: no state to resume
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                log.debug("%s: not reused (%s)", src, e)
+                continue
+            self._checked[final] = manifest
+            return final, other.name
+        return None
+
     def manifest(self, stage_dir: Path) -> dict[str, Any]:
         """The stage's manifest: as `lookup` checked it, or read again."""
         checked = self._checked.pop(Path(stage_dir), None)

@@ -196,6 +196,11 @@ class BatchRunner:
             if self.force and not made_here:  # --force: what was made before this batch is made again
                 ic.invalidate(stage.name, key)
                 done = manifest = None
+            if done is None:  # made from the same image under another name (renamed, or given twice)?
+                found = ic.adopt(stage.name, key, batch=self.batch_id if self.force else None)
+                if found is not None:
+                    done, res.reused_from[stage.name] = found
+                    manifest = ic.manifest(done)
             if done is not None:
                 if not made_here:
                     res.cached.append(stage.name)
@@ -234,6 +239,10 @@ class BatchRunner:
             if made_here and isinstance(manifest.get("seconds"), (int, float)):
                 res.timings[stage.name] = manifest["seconds"]  # this batch's work, done by another process
         self._running = None  # what follows is publishing, not a stage
+        if res.reused_from:
+            others = ", ".join(sorted(set(res.reused_from.values())))
+            logging.getLogger("o3d").info("%s: the same image as %s: %d cached stage%s reused", item.name, others,
+                     len(res.reused_from), "" if len(res.reused_from) == 1 else "s")
         # Files are published once every stage has run, all at once: an item that fails or is
         # interrupted leaves its asset folder as it was (an earlier run's asset stays whole, beside
         # the config.yaml that made it) and a new item gets no folder; its stages stay cached.

@@ -168,6 +168,73 @@ def test_moved_photos_keep_their_assets_and_cache(tmp_path, good_images):
     assert report(out)["items"][0]["name"] == "apple-2"
 
 
+def _entries(item: Path) -> dict[str, Path]:
+    return {p.name: p for p in item.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def test_a_renamed_photo_reuses_what_was_made_under_its_old_name(tmp_path, good_images):
+    # keys hold the image's bytes, not its name: the new asset's stages are copies of the old ones'
+    shoot, out = tmp_path / "shoot", tmp_path / "out"
+    shoot.mkdir()
+    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    assert generate(shoot, "-o", out).exit_code == 0
+    (shoot / "apple.png").rename(shoot / "green apple.png")
+    res = generate(shoot, "-o", out)
+    assert res.exit_code == 0, res.output
+    (item,) = report(out)["items"]
+    assert item["name"] == "green apple" and item["cached"] == ["preprocess"]
+    assert item["reused_from"] == {"preprocess": "apple"}
+    assert "green apple: the same image as apple: 1 cached stage reused" in res.output
+    assert (out / "green apple" / "input.png").read_bytes() == (out / "apple" / "input.png").read_bytes()
+    old, new = _entries(out / ".o3d" / "items" / "apple"), _entries(out / ".o3d" / "items" / "green apple")
+    assert list(new) == list(old) and len(new) == 1
+    for f in old[next(iter(old))].iterdir():  # copies, not links: each asset's files are its own
+        twin = new[f.parent.name] / f.name
+        assert twin.read_bytes() == f.read_bytes() and not os.path.samefile(twin, f)
+    assert not list((out / ".o3d" / "items" / "green apple").glob(".tmp-*"))
+    # the old asset deleted and the cache pruned: the new one keeps its entries, and runs from them
+    shutil.rmtree(out / "apple")
+    assert runner.invoke(app, ["cache", "prune", str(out)]).exit_code == 0
+    assert [p.name for p in (out / ".o3d" / "items" / "apple").iterdir()] == [".lock"]
+    res = generate(shoot, "-o", out)
+    assert res.exit_code == 0 and report(out)["items"][0]["cached"] == ["preprocess"]
+    assert report(out)["items"][0]["reused_from"] == {}
+
+
+def test_the_same_photo_twice_in_a_batch_is_made_once_even_with_force(tmp_path, good_images):
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    a.mkdir(), b.mkdir()
+    (a / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    (b / "copy.png").write_bytes((good_images / "apple.png").read_bytes())
+    for args in ((), ("--force",)):
+        res = generate(a, b, "-o", out, *args)
+        assert res.exit_code == 0, res.output
+        items = {i["name"]: i for i in report(out)["items"]}
+        assert items["apple"]["cached"] == []  # made by the first run, and made again by --force
+        assert items["copy"]["cached"] == ["preprocess"] and items["copy"]["reused_from"] == {"preprocess": "apple"}
+        # --force: the copy is of what this batch made, not of the entry it had before
+        (mine,) = _entries(out / ".o3d" / "items" / "copy").values()
+        (theirs,) = _entries(out / ".o3d" / "items" / "apple").values()
+        assert json.loads((mine / "manifest.json").read_text())["batch"] == \
+            json.loads((theirs / "manifest.json").read_text())["batch"]
+
+
+def test_a_damaged_entry_of_another_asset_is_not_reused(tmp_path, good_images):
+    shoot, out = tmp_path / "shoot", tmp_path / "out"
+    shoot.mkdir()
+    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    assert generate(shoot, "-o", out).exit_code == 0
+    (entry,) = _entries(out / ".o3d" / "items" / "apple").values()
+    damaged = entry / "prepared.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    (shoot / "apple.png").rename(shoot / "pear.png")
+    res = generate(shoot, "-o", out)
+    assert res.exit_code == 0, res.output
+    (item,) = report(out)["items"]
+    assert item["name"] == "pear" and item["cached"] == [] and item["reused_from"] == {}
+    assert sorted(p.name for p in (out / ".o3d" / "items" / "pear").iterdir()) == [".lock", entry.name]
+
+
 def test_asset_folder_holds_only_what_its_config_makes(good_images, tmp_path):
     # after a shorter or a changed run, files from other settings must not sit next to config.yaml
     apple, out = good_images / "apple.png", tmp_path / "out"
