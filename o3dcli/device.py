@@ -10,6 +10,11 @@ from o3dcli.errors import UserError
 def resolve_device(name: str) -> str:
     import torch
 
+    from o3dcli.native import library_problem
+
+    problem = library_problem("numpy")
+    if problem:
+        raise UserError(problem)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:

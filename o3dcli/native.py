@@ -126,13 +126,29 @@ def _pymeshlab_problem() -> str | None:
     return f"pymeshlab lacks the filters {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''} (its plugins did not load)"
 
 
-_CHECKS = {"open3d": _open3d_problem, "pymeshlab": _pymeshlab_problem}
+def _numpy_problem() -> str | None:
+    """torch before 2.3 is built for NumPy 1.x: beside NumPy 2 it imports (with a warning) but every
+    exchange of arrays fails ("Numpy is not available"). pip pairs them where torch 2.2 is the
+    newest (Intel Macs: pyproject.toml holds numpy below 2 there) or where a user keeps an older
+    torch."""
+    import numpy
+    import torch
+
+    try:
+        torch.from_numpy(numpy.zeros(1))
+    except RuntimeError as e:
+        return (f"torch {torch.__version__} cannot exchange arrays with numpy {numpy.__version__} ({e}): torch "
+                'before 2.3 is built for NumPy 1.x; install numpy 1.x (pip install "numpy<2") or torch 2.3 or later')
+    return None
+
+
+_CHECKS = {"open3d": _open3d_problem, "pymeshlab": _pymeshlab_problem, "numpy": _numpy_problem}
 _found: dict[str, str | None] = {}
 
 
 def library_problem(name: str) -> str | None:
-    """Why `name` (open3d or pymeshlab) cannot work here, in one line naming the missing system
-    library and its package; None when it can. Checked once per process: the first check also
+    """Why `name` (open3d, pymeshlab, or numpy beside torch) cannot work here, in one line naming
+    the missing system library and its package (or the fix); None when it can. Checked once per process: the first check also
     keeps pymeshlab's plugin errors off the terminal."""
     if name not in _found:
         _found[name] = _CHECKS[name]()
@@ -140,8 +156,8 @@ def library_problem(name: str) -> str | None:
 
 
 def cannot_run(what: str) -> str | None:
-    """The usage error for `what` (a command, or its stages) when open3d or pymeshlab cannot work
-    here, one line per library; None when both can."""
+    """The usage error for `what` (a command, or its stages) when open3d, pymeshlab or numpy (with
+    torch) cannot work here, one line per library; None when all can."""
     problems = [p for p in map(library_problem, _CHECKS) if p]
     if not problems:
         return None

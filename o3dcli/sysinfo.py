@@ -63,7 +63,7 @@ def collect_info() -> dict[str, str]:
     info: dict[str, str] = {"python": platform.python_version(), "platform": platform.platform()}
     for lib in LIBRARIES:
         v = library_version(lib)
-        if v != "not installed" and lib in ("open3d", "pymeshlab"):
+        if v != "not installed" and lib in ("open3d", "pymeshlab", "numpy"):
             from o3dcli.native import library_problem
 
             problem = library_problem(lib)  # names a missing system library and its package

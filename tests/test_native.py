@@ -115,3 +115,27 @@ def test_an_item_that_meets_a_missing_library_names_its_package():
 
     assert item_message(Path("a.glb"), ImportError(OPEN3D_ERROR)) == OPEN3D_ERROR + " (Debian/Ubuntu: apt-get install libegl1)"
     assert item_message(Path("a.glb"), ValueError(OPEN3D_ERROR)) == OPEN3D_ERROR  # only a loader's error
+
+
+def test_a_torch_built_for_numpy_1_beside_numpy_2_is_refused_up_front(tmp_path, good_images):
+    # torch before 2.3 beside NumPy 2 (pip's pick on an Intel Mac, or an older torch kept): torch
+    # imports, then every array exchange raises this; each item failed on it, one by one
+    fake = tmp_path / "numpy2"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import torch\n\n\ndef _no_numpy(*args, **kwargs):\n    raise RuntimeError('Numpy is not available')\n\n\n"
+        "torch.from_numpy = _no_numpy\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)]), "COLUMNS": "400"}
+    (tmp_path / "m.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (tmp_path / "data").mkdir()
+    fix = 'torch before 2.3 is built for NumPy 1.x; install numpy 1.x (pip install "numpy<2") or torch 2.3 or later'
+    for args in (["generate", str(good_images / "apple.png"), "-o", "out", "--stop-after", "preprocess"],
+                 ["mesh", str(tmp_path / "m.obj"), "-o", "out"],
+                 ["render", str(tmp_path / "m.obj"), "-o", "out"],
+                 ["train", "--data", str(tmp_path / "data"), "-o", "out"]):
+        res = _o3d(args, env, tmp_path)
+        text = " ".join(res.stderr.split())
+        assert res.returncode == 2 and "cannot exchange arrays with numpy" in text and fix in text, (args, text)
+        assert not (tmp_path / "out").exists(), args
+    res = _o3d(["info"], env, tmp_path)
+    assert res.returncode == 0 and "not usable: torch" in res.stdout and fix in " ".join(res.stdout.split())

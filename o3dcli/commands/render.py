@@ -114,6 +114,10 @@ def render(
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise usage_error(f"input not found: {', '.join(missing)}")
+    from o3dcli.native import library_problem
+
+    if problem := library_problem("numpy"):
+        raise usage_error(problem)
     created = not output.exists()  # removed again if nothing is rendered into it
     output.mkdir(parents=True, exist_ok=True)
     manifest_path = output / MANIFEST
