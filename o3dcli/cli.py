@@ -479,7 +479,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _writable_output() -> None:
+    """Standard output that cannot encode every character (Windows' cp1252 when redirected to a
+    file) escapes the others (\\u0141), as Python's standard error does, instead of stopping the
+    command at the first path or name outside it."""
+    import sys
+
+    stream = sys.stdout
+    if "utf" not in (getattr(stream, "encoding", None) or "utf-8").lower() and hasattr(stream, "reconfigure"):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # a stream that cannot change its error handling keeps it
+            pass
+
+
 def main() -> None:
+    _writable_output()
     try:
         app()
     except SystemExit as e:

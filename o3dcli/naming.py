@@ -80,10 +80,24 @@ def fit_name(stem: str, suffix: str = "") -> str:
     return stem.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + tag + suffix
 
 
+WINDOWS_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                                  *(f"LPT{i}" for i in range(1, 10))})
+"""Names Windows keeps for devices, with any extension (`nul.png` too): no file or folder can have
+them there, so an output folder copied to (or shared with) Windows would lose that asset."""
+
+
 def clean_name(stem: str) -> str:
     """`stem` with the characters a file name cannot safely hold replaced by "_", of any length: the
-    base to give `next_free_name` with `fit_name`, so that a long name's hash is of all of it."""
+    base to give `next_free_name` with `fit_name`, so that a long name's hash is of all of it.
+    Composed first (NFC): a name from macOS's older file systems or a zip made there spells "é"
+    as "e" and a combining accent, which alone is no letter. A Windows device name gets a "_"."""
+    import unicodedata
+
+    stem = unicodedata.normalize("NFC", stem)
     cleaned = "".join(c if (c.isalnum() or c in "-_.+ ") else "_" for c in stem).strip(" .")
+    first, dot, rest = cleaned.partition(".")
+    if first.rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
+        cleaned = first + "_" + dot + rest
     return cleaned or "item"
 
 

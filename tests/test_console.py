@@ -124,3 +124,21 @@ def test_an_interrupt_while_a_library_loads_is_acted_on_once_it_has_loaded(tmp_p
     assert res.returncode == code, (res.stdout, res.stderr)
     assert "not interrupted" not in res.stdout and res.stdout.strip().endswith("loaded") and "not loaded" not in res.stdout
     assert "interrupted" in res.stderr + res.stdout
+
+
+def test_output_redirected_in_a_legacy_code_page_escapes_what_it_cannot_encode(tmp_path):
+    # Windows' cp1252 when `o3d info > info.txt`: a path with Ł or 张 stopped the command
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    weights = tmp_path / "Łukasz 张"
+    weights.mkdir()
+    (weights / "mine.safetensors").write_bytes(b"")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252", "O3D_WEIGHTS_DIR": str(weights), "PYTHONPATH": str(root),
+           "COLUMNS": "400"}
+    res = subprocess.run([sys.executable, "-m", "o3dcli.cli", "info"], env=env, capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    assert b"\\u0141ukasz \\u5f20" in res.stdout and b"mine.safetensors" in res.stdout

@@ -26,3 +26,14 @@ def test_names_that_fit_are_kept_and_long_ones_are_cut_with_a_hash():
     name = next_free_name(base, taken.__contains__, make=lambda suffix: fit_name(base, suffix))
     assert name.endswith("-3") and name not in taken and len(name.encode()) <= NAME_MAX_BYTES
     assert name[:-2] == fit_name(base)[:len(name) - 2 - 9] + fit_name(base)[-9:]  # the same hash, cut 2 bytes sooner
+
+
+def test_decomposed_accents_are_kept_and_windows_device_names_are_never_names():
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "café crème")  # how older macOS file systems spell it
+    assert decomposed != "café crème" and safe_name(decomposed) == "café crème"  # was "cafe_ cre_me"
+    for stem, name in (("CON", "CON_"), ("nul", "nul_"), ("com1.scan", "com1_.scan"), ("Lpt9 ", "Lpt9_"),
+                       ("AUX .v2", "AUX _.v2"), ("console", "console"), ("COM10", "COM10"), ("prn_", "prn_"),
+                       ("my con", "my con")):
+        assert safe_name(stem) == name, (stem, safe_name(stem))
