@@ -45,7 +45,7 @@ presets_app = typer.Typer(help="List and inspect configuration presets.", no_arg
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
-PresetOpt = typer.Option("tiny", "--preset", "-p", help="Preset name (see `o3d presets list`) or path to a YAML file (e.g. an asset's config.yaml).")
+PresetOpt = typer.Option("tiny", "--preset", "-p", help="Preset name (see `o3d presets list`), a YAML file, an asset folder (its config.yaml: the settings that made it) or an `o3d train` run folder.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set preprocess.size=128 (repeatable).", metavar="SECTION.KEY=VALUE")
 
 
@@ -400,7 +400,13 @@ def presets_show(
     except ConfigError as e:
         raise _usage_error(str(e)) from None
     if as_yaml:
-        typer.echo(dump_config(cfg, keys=selected), nl=False)
+        text = dump_config(cfg, keys=selected)
+        if selected:  # only those keys: on the preset they came from, so that the file is that preset, changed
+            import yaml
+
+            base = name if name in available_presets() else str(resolve_preset_path(name).resolve())
+            text = yaml.safe_dump({"base": base}, allow_unicode=True) + text
+        typer.echo(text, nl=False)
         return
     width = out.width
     if long or selected:
@@ -421,7 +427,10 @@ def info(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Also build this preset's models on the meta device and print parameter counts per module, and the weights it loads."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one field of the preset (tiny unless --preset is given), e.g. --set model.weights=runs/mine (repeatable).", metavar="SECTION.KEY=VALUE"),
 ):
-    """Versions, device, rasterizer backend and available model weights."""
+    """Versions, device, rasterizer backend and available model weights.
+
+    With --preset or --set, also the weights those settings load; exit code 2 when they cannot be
+    loaded, so that a script can check a setting before a run."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -452,8 +461,9 @@ def info(
         out.print(ptable)
         try:
             out.print(f"weights: {escape(describe_weights(cfg))}", soft_wrap=True)
-        except ConfigError as e:
+        except ConfigError as e:  # said with the rest, and the exit code says it (a check before a run)
             out.print(f"weights: {escape(str(e))}", soft_wrap=True)
+            raise typer.Exit(2) from None
 
 
 def _register_commands() -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -46,7 +47,9 @@ class RuntimeConfig:
     """Model precision; float16/bfloat16 need CUDA."""
 
     def check(self) -> None:
-        _require(self.threads >= 0, "runtime.threads", self.threads, "0 or more")
+        _require(0 <= self.seed < 2**32, "runtime.seed", self.seed, "from 0 to 4294967295 (2**32 - 1)")
+        _require(0 <= self.threads <= 1024, "runtime.threads", self.threads,
+                 "from 0 (torch's default) to 1024; more threads than cores only slow a run")
         ok = self.device in ("auto", "cpu", "mps") or self.device.split(":")[0] == "cuda"
         _require(ok, "runtime.device", self.device, '"auto", "cpu", "cuda", "cuda:N" or "mps"')
 
@@ -172,8 +175,22 @@ def valid_keys(cls=Config, prefix: str = "") -> list[str]:
 
 
 def _closest(key: str, candidates: list[str]) -> str:
+    by_case = {c.lower(): c for c in candidates}
+    if key.lower() in by_case:  # mesh.TARGET_FACES
+        return f"; did you mean '{by_case[key.lower()]}'?"
     head, _, rest = key.partition(".")
     sections = list(dict.fromkeys(c.split(".", 1)[0] for c in candidates if "." in c))
+    if head in sections and not rest:  # `--set mesh=5`: a section, not a setting
+        return f"; '{head}' is a section: give one of its keys, {head}.KEY (`o3d presets show {head}` lists them)"
+    if head in sections and "." not in rest:  # a known section: its own keys only, compared by name
+        own = [c for c in candidates if c.split(".", 1)[0] == head and "." in c]
+        near = difflib.get_close_matches(rest.lower(), [c.split(".", 1)[1].lower() for c in own], n=1, cutoff=0.6)
+        if near:
+            return f"; did you mean '{head}.{next(c.split('.', 1)[1] for c in own if c.split('.', 1)[1].lower() == near[0])}'?"
+        elsewhere = [c for c in candidates if c.rsplit(".", 1)[-1] == rest][:1]  # a key of another section
+        if elsewhere:
+            return f"; did you mean '{elsewhere[0]}'?"
+        return f"; keys of '{head}': {', '.join(own)}"
     if head not in sections:  # a misspelt section ('meshh:', --set meshh.target_faces=...): fix the section first
         near = difflib.get_close_matches(head, sections, n=1, cutoff=0.6)
         if near:
@@ -289,12 +306,19 @@ def coerce(value, t, key: str):
     if t is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string: accept it as the number it is
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad()
-        return float(value)
+        else:
+            try:
+                number = float(value)
+            except OverflowError:  # an integer past float's range
+                raise bad(" (a finite number)") from None
+        if not math.isfinite(number):  # .inf, nan, 1e309: no setting means them, and each fails late
+            raise bad(" (a finite number)")
+        return number
     if t is str:
         if not isinstance(value, str):
             raise bad()
@@ -338,7 +362,24 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({e})") from None
+    if value is not None and not isinstance(value, str) and _text_field(key):
+        # a text setting keeps the text as typed: YAML reads a run folder named 2024-06-01 as a
+        # date, cuda index 0 as a number, off as false
+        value = raw.strip()
     return key, value
+
+
+def _text_field(key: str) -> bool:
+    """Whether the dotted `key` is a setting that holds text (str, or str | None)."""
+    cls, parts = Config, key.split(".")
+    for i, part in enumerate(parts):
+        t = _hints(cls).get(part) if dataclasses.is_dataclass(cls) else None
+        if t is None:
+            return False
+        if i < len(parts) - 1:
+            cls = t
+    return t is str or (typing.get_origin(t) in (typing.Union, types.UnionType)
+                        and set(typing.get_args(t)) == {str, type(None)})
 
 
 def set_dotted(cfg: Config, key: str, value, source: str) -> None:
@@ -383,7 +424,9 @@ def training_run(folder: Path) -> bool:
 
 
 def resolve_preset_path(preset: str | Path) -> Path:
-    p = Path(preset)
+    from o3dcli.commands import home_path
+
+    p = home_path(str(preset))
     # A path is a YAML file (or names one explicitly); a bare name is a preset even when
     # a folder of that name (say, a run called "tiny") sits in the working directory.
     if p.suffix in (".yaml", ".yml") or p.is_file():
@@ -393,6 +436,8 @@ def resolve_preset_path(preset: str | Path) -> Path:
     presets = available_presets()
     if str(preset) not in presets and p.is_dir() and training_run(p):
         return p / "config.yaml"  # an o3d train run: its settings, with its weights (read_preset)
+    if str(preset) not in presets and (p / "o3d-asset.json").is_file() and (p / "config.yaml").is_file():
+        return p / "config.yaml"  # an asset folder: the settings that made it
     if str(preset) not in presets:
         close = closest_preset(str(preset), list(presets))
         hint = f"; did you mean '{close}'?" if close else ""
@@ -474,12 +519,18 @@ def _preset_relative_paths(data: dict, folder: Path) -> None:
 
 def absolute_paths(cfg: Config) -> Config:
     """`cfg` with its path fields (PATH_FIELDS) that name an existing file or folder made absolute
-    (`~` expanded); weights names, "none" and paths that do not exist are left as they are."""
+    (`~` expanded), and so are weights names found through $O3D_WEIGHTS_DIR (another shell may not
+    have it); the shipped weights' names, "none" and paths that do not exist are left as they are."""
+    from o3dcli.sysinfo import named_weights, weights_dirs
+
     changes: dict[str, dict] = {}
     for key in PATH_FIELDS:
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if not value or _is_weights_name(key, value):
+            found = named_weights(value) if value and key in WEIGHT_NAME_FIELDS else None
+            if found is not None and found.parent != weights_dirs()[0]:
+                changes.setdefault(section, {})[name] = str(found.resolve())
             continue
         p = Path(value).expanduser()
         if p.exists() and str(p.resolve()) != value:
@@ -490,6 +541,8 @@ def absolute_paths(cfg: Config) -> Config:
 
 def read_preset(preset: str | Path, _seen: tuple = (), warn_rootless: bool = True) -> list[tuple[str, dict]]:
     """The chain of (source name, overrides) for a preset, base presets first."""
+    from o3dcli.commands import home_path
+
     path = resolve_preset_path(preset)
     if path.resolve() in _seen:
         raise ConfigError(f"preset {path}: 'base' chain loops back to itself")
@@ -512,8 +565,13 @@ def read_preset(preset: str | Path, _seen: tuple = (), warn_rootless: bool = Tru
     base = data.pop("base", None)
     data.pop("description", None)
     if base is not None:
-        base_ref = base if not str(base).endswith((".yaml", ".yml")) else path.parent / base
-        chain += read_preset(base_ref, _seen + (path.resolve(),), warn_rootless)
+        if not isinstance(base, str) or not base.strip():
+            raise ConfigError(f"preset {path}: 'base' must be a preset's name, a preset file or an o3d train run "
+                              f"folder, got {base!r}")
+        # a file, or a run folder that is no preset's name, is found from the preset's own folder
+        local = path.parent / home_path(base)
+        near = base.endswith((".yaml", ".yml")) or (base not in available_presets() and local.is_dir())
+        chain += read_preset(local if near else base, _seen + (path.resolve(),), warn_rootless)
     elif warn_rootless and path.parent not in preset_dirs():
         _warn_if_rootless(path, data)
     chain.append((str(path.name if path.parent in preset_dirs() else path), data))

@@ -205,8 +205,9 @@ def test_presets_show_keys_and_long_give_the_full_text():
 def test_presets_show_yaml_of_some_keys_is_a_preset(tmp_path):
     res = _invoke("presets", "show", "tiny", "mesh.formats", "runtime", "--yaml", "--set", "mesh.formats=glb,stl")
     assert res.exit_code == 0, res.stderr
-    assert yaml.safe_load(res.stdout) == {"mesh": {"formats": ["glb", "stl"]}, "runtime": load_config("tiny").to_dict()["runtime"]}
-    (tmp_path / "p.yaml").write_text("base: tiny\n" + res.stdout)
+    assert yaml.safe_load(res.stdout) == {"base": "tiny", "mesh": {"formats": ["glb", "stl"]},
+                                          "runtime": load_config("tiny").to_dict()["runtime"]}
+    (tmp_path / "p.yaml").write_text(res.stdout)
     assert load_config(tmp_path / "p.yaml").mesh.formats == ("glb", "stl")
 
 
@@ -405,3 +406,130 @@ def test_a_relative_path_in_a_preset_file_is_taken_from_the_presets_folder(tmp_p
     assert cfg.model.weights == str((presets / "runs" / "mine").resolve())
     assert cfg.train.init == "tiny"  # a weights name, not a path
     assert load_config(presets / "gone.yaml").model.weights == "runs/other"  # not there: as given (the working folder)
+
+
+def _run_folder(folder):
+    """An `o3d train` run folder: its config.yaml and weights (the shipped ones)."""
+    from o3dcli.models.build import resolve_weights
+
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(dump_config(load_config("tiny")))
+    (folder / "model.safetensors").write_bytes(resolve_weights("tiny").read_bytes())
+    return folder
+
+
+def test_a_text_setting_keeps_the_text_as_typed(tmp_path, monkeypatch):
+    # YAML reads 2024-06-01 as a date, 0 as a number, off as false: each was refused as "not str"
+    from o3dcli.cli import app
+
+    _run_folder(tmp_path / "2024-06-01")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("tiny", ["model.weights=2024-06-01"]).model.weights == "2024-06-01"
+    assert load_config("tiny", ["model.weights=off"]).model.weights == "off"
+    with pytest.raises(ConfigError, match="'0' is not a torch device|runtime.device"):
+        load_config("tiny", ["runtime.device=0"])  # refused for what it says, as text
+    assert load_config("tiny", ["preprocess.size=48"]).preprocess.size == 48  # numbers stay numbers
+    res = _runner().invoke(app, ["info", "--set", "model.weights=2024-06-01"])
+    assert res.exit_code == 0 and "2024-06-01" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_base_is_found_from_the_presets_folder_and_must_be_text(tmp_path, monkeypatch):
+    _run_folder(tmp_path / "runs" / "mine")
+    (tmp_path / "q").mkdir()
+    (tmp_path / "q" / "onrun.yaml").write_text("base: ../runs/mine\nmesh:\n  target_faces: 5000\n")
+    (tmp_path / "q" / "int.yaml").write_text("base: 1\n")
+    (tmp_path / "q" / "list.yaml").write_text("base: [tiny]\n")
+    for cwd in (tmp_path, tmp_path / "q", tmp_path / "runs"):
+        monkeypatch.chdir(cwd)
+        cfg = load_config(tmp_path / "q" / "onrun.yaml")
+        assert cfg.model.weights == str((tmp_path / "runs" / "mine").resolve()) and cfg.mesh.target_faces == 5000
+    for name in ("int.yaml", "list.yaml"):
+        with pytest.raises(ConfigError, match="'base' must be a preset's name, a preset file or an o3d train run"):
+            load_config(tmp_path / "q" / name)
+
+
+def test_the_keys_of_a_preset_printed_as_yaml_load_as_that_preset_changed(tmp_path, monkeypatch):
+    from o3dcli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = _runner().invoke(app, ["presets", "show", "tiny", "mesh.target_faces", "--yaml", "--set", "mesh.target_faces=5000"])
+    assert res.exit_code == 0 and res.stdout.startswith("base: tiny\n"), res.stdout
+    (tmp_path / "k.yaml").write_text(res.stdout)
+    cfg = load_config(tmp_path / "k.yaml")
+    assert cfg == load_config("tiny", ["mesh.target_faces=5000"])  # was: the built-in defaults, untrained
+    run = _run_folder(tmp_path / "runs" / "mine")
+    res = _runner().invoke(app, ["presets", "show", "runs/mine", "mesh", "--yaml"])
+    assert res.exit_code == 0 and yaml.safe_load(res.stdout)["base"] == str((run / "config.yaml").resolve())
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "m.yaml").write_text(res.stdout)
+    assert load_config(tmp_path / "elsewhere" / "m.yaml").model.weights == str(run.resolve())
+
+
+def test_a_home_folder_tilde_the_shell_left_is_expanded(tmp_path, monkeypatch, good_images):
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    (home / "mine.yaml").write_text("base: tiny\nmesh:\n  target_faces: 5000\n")
+    assert load_config("~/mine.yaml").mesh.target_faces == 5000
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "--output=~/assets", "--stop-after",
+                                   "preprocess", "--no-progress", "--preset=~/mine.yaml"])
+    assert res.exit_code == 0, res.output
+    assert (home / "assets" / "apple" / "input.png").is_file() and not (tmp_path / "~").exists()
+
+
+@pytest.mark.parametrize("override", ["diffusion.sigma_max=.inf", "diffusion.sigma_max=nan", "diffusion.sigma_max=1e309",
+                                      "diffusion.guidance_max=-.inf", "runtime.seed=99999999999999999999999",
+                                      "runtime.seed=-1", "runtime.threads=4096"])
+def test_values_that_fail_late_are_refused_up_front(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config("tiny", [override])
+
+
+def test_weights_found_through_the_weights_folder_variable_are_written_whole(tmp_path, monkeypatch):
+    # another shell (or a later day) may not have $O3D_WEIGHTS_DIR: the asset's config.yaml names the file
+    from o3dcli.config import absolute_paths
+    from o3dcli.models.build import resolve_weights
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "mine.safetensors").write_bytes(resolve_weights("tiny").read_bytes())
+    monkeypatch.setenv("O3D_WEIGHTS_DIR", str(tmp_path / "w"))
+    cfg = absolute_paths(load_config("tiny", ["model.weights=mine"]))
+    assert cfg.model.weights == str((tmp_path / "w" / "mine.safetensors").resolve())
+    assert absolute_paths(load_config("tiny")).model.weights == "tiny"  # the shipped weights keep their name
+
+
+def test_info_exits_2_when_the_weights_a_setting_names_cannot_be_used():
+    from o3dcli.cli import app
+
+    res = _runner().invoke(app, ["info", "--set", "model.weights=nonexistent"])
+    assert res.exit_code == 2 and "no weights named 'nonexistent'" in " ".join(res.stdout.split())
+    assert _runner().invoke(app, ["info", "--preset", "tiny"]).exit_code == 0
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("mesh=5", "'mesh' is a section: give one of its keys, mesh.KEY"),
+    ("mesh.TARGET_FACES=5", "did you mean 'mesh.target_faces'?"),
+    ("mesh.nope=1", "keys of 'mesh': mesh.method"),
+    ("mesh.target_face=1", "did you mean 'mesh.target_faces'?"),
+])
+def test_suggestions_for_a_section_a_key_in_capitals_and_a_key_far_from_any(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config("tiny", [override])
+    assert needle in str(e.value) and ("did you mean" not in str(e.value) or "did you mean" in needle)
+
+
+def test_an_asset_folder_is_a_preset_of_the_settings_that_made_it(tmp_path, good_images, monkeypatch):
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["generate", str(good_images / "apple.png"), "-o", "out", "--stop-after", "preprocess",
+                                   "--no-progress", "--set", "mesh.target_faces=4321"])
+    assert res.exit_code == 0, res.output
+    assert load_config("out/apple").mesh.target_faces == 4321

@@ -122,6 +122,18 @@ def test_16bit_gray_keeps_precision(tmp_path):
         assert rgba[0, 1, 0] != rgba[0, 2, 0]  # 256 and 257 share an 8-bit value but not a 16-bit one
 
 
+def test_32bit_integer_gray_tiffs_are_read_on_their_datas_scale(tmp_path):
+    # mode "I" TIFFs (32-bit samples): 8-bit values stored wide were read on the 16-bit scale, black
+    gray = np.array([[0, 64], [128, 255]], np.int32)
+    for scale, values in ((255, gray), (65535, gray * 257), (1_000_000, gray * 3921)):
+        Image.fromarray(values.astype(np.int32), "I").save(tmp_path / "i32.tif")
+        assert Image.open(tmp_path / "i32.tif").mode == "I"
+        top = 255 * 3921 if scale == 1_000_000 else scale
+        np.testing.assert_allclose(load_image(tmp_path / "i32.tif")[..., 0], values / top, atol=1e-6)
+    Image.fromarray(np.array([[-5, 100]], np.int32), "I").save(tmp_path / "neg.tif")
+    assert load_image(tmp_path / "neg.tif")[0, 0, 0] == 0.0
+
+
 def test_16bit_rgb_png_keeps_precision(tmp_path):
     values = np.zeros((3, 4, 3), np.uint16)
     values[0, 0] = (65535, 25750, 1000)

@@ -10,7 +10,18 @@ def path_param(value: str) -> Path:
         import typer
 
         raise typer.BadParameter("an empty path (an unset variable?); give a folder or file, or . for this one")
-    return Path(value)
+    return home_path(value)
+
+
+def home_path(value: str) -> Path:
+    """`value` as a path, with a leading `~` (or `~/`) for the home folder: the shell does not
+    expand it after `=` (`--output=~/assets`) or in quotes. `~name` and a later `~` are kept as they are."""
+    import os
+
+    text = str(value)
+    if text == "~" or text.startswith("~/") or text.startswith("~" + os.sep):
+        return Path(text).expanduser()
+    return Path(text)
 
 
 def once_each(inputs: list, key, verb: str) -> list:

@@ -218,8 +218,15 @@ def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
         # A malformed EXIF block should not cost the image: keep it unrotated.
         im = raw
     if im.mode in _SIXTEEN_BIT_GRAY_MODES:
-        # Keep all 16 bits: scale integer gray by the 16-bit range ("I" holds 16-bit PNG/TIFF data).
-        gray = np.asarray(im).astype(np.float32) / 65535.0
+        # Keep all 16 bits: scale integer gray by the 16-bit range ("I" holds 16-bit PNG data)
+        gray = np.asarray(im).astype(np.float32)
+        if im.mode == "I" and raw.format != "PNG":
+            # 32-bit integer samples (a TIFF): the range is the data's, as for float images below:
+            # 8-bit values stored wide, 16-bit ones, or beyond
+            top = float(gray.max(initial=0.0))
+            gray = np.clip(gray / (255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top), 0.0, 1.0)
+        else:
+            gray /= 65535.0
         return _gray_to_rgba(gray, np.ones_like(gray))
     if im.mode == "F":
         gray = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
