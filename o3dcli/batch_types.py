@@ -94,11 +94,11 @@ class ItemResult:
     stages: dict[str, dict] = field(default_factory=dict)
     """Metadata each stage returned (e.g. which weights, steps run, resumed from)."""
     computed_seconds: dict[str, float | None] = field(default_factory=dict)
+    """Seconds each stage took when it was computed: in this run, or for a cached stage in the run
+    that computed it (None for caches written before o3d recorded it). `timings` is this run's."""
     reused_from: dict[str, str] = field(default_factory=dict)
     """Cached stages copied from another asset's cache made from the same image ({stage: that
     asset's name}): a photo renamed, or given twice."""
-    """Seconds each stage took when it was computed: in this run, or for a cached stage in the run
-    that computed it (None for caches written before o3d recorded it). `timings` is this run's."""
 
 
 @dataclass

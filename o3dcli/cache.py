@@ -36,7 +36,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from o3dcli.atomic import _fsync_dir, _hash_and_sync, atomic_write_bytes, atomic_write_text, sha256_file
 from o3dcli.cache_integrity import (
@@ -301,55 +301,65 @@ class ItemCache:
         self._checked[d] = manifest
         return d
 
-    def adopt(self, stage: str, key: str, batch: str | None = None) -> tuple[Path, str] | None:
+    def adopt(self, stage: str, key: str, others: list[str], batch: str | None = None,
+              warnings: Callable[[str], Callable[[str], str]] | None = None) -> tuple[Path, str] | None:
         """Another item's finished entry for (`stage`, `key`), copied into this item's folder:
-        (the copy, the other item's name), or None when no other item of this cache has it whole.
-        Keys hold the input's bytes, not its name, so a photo renamed (or the same photo given
-        twice) finds the results made under its other name. Copied, not linked: each asset's files
-        are its own to edit. `batch`: take only entries that batch made (--force).
+        (the copy, the other item's name), or None when none of `others` (item names: those
+        `Cache.items_of_input` lists for this item's input) has it whole. Keys hold the input's
+        bytes, not its name, so a photo renamed (or the same photo given twice) finds the results
+        made under its other name. Copied, not linked: each asset's files are its own to edit.
+        `batch`: take only entries that batch made (--force). `warnings(other)`: how each warning
+        the other item's entry keeps is rewritten (one made by an earlier o3d names its paths).
 
         The other item is not locked: what another process removes or damages meanwhile fails the
-        copy's check against its manifest, and the next item (or a recomputation) is tried. The
-        manifest is copied last, so a copy cut short is not taken for finished (clean_stale)."""
+        copy's check against its manifest, and the next one (or a recomputation) is tried. The
+        manifest is written last, whole (atomically), so a copy cut short is never taken for
+        finished (clean_stale); an interrupted copy is removed."""
         name = self.entry_name(stage, key)
-        try:
-            others = sorted(p for p in self.dir.parent.iterdir() if p.name != self.dir.name)
-        except OSError:
-            return None
+        final = self.dir / name
         for other in others:
-            src = other / name
+            if other == self.dir.name:
+                continue
+            src = self.dir.parent / other / name
             try:
-                source_manifest = json.loads((src / MANIFEST).read_text())
+                manifest = json.loads((src / MANIFEST).read_text())
             except (OSError, ValueError):
                 continue
-            if not isinstance(source_manifest, dict) or "sha256" not in source_manifest:
-                continue  # an earlier o3d's (no hashes): its copy could not be checked
-            if batch is not None and source_manifest.get("batch") != batch:
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("sha256"), dict):
+                continue  # an earlier o3d's (no hashes), or not a manifest: its copy could not be checked
+            if batch is not None and manifest.get("batch") != batch:
                 continue
+            meta = manifest.get("meta")
+            if warnings is not None and isinstance(meta, dict) and isinstance(meta.get("warnings"), list):
+                rewrite = warnings(other)
+                manifest["meta"] = {**meta, "warnings": [rewrite(w) if isinstance(w, str) else w
+                                                         for w in meta["warnings"]]}
             tmp = self.dir / f".tmp-{name}-{os.getpid()}"
-            final = self.dir / name
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
                 shutil.copytree(src, tmp, ignore=lambda d, names: [MANIFEST] if Path(d) == src else [])
-                shutil.copyfile(src / MANIFEST, tmp / MANIFEST)
-                manifest, problem = check_stage_dir(tmp)
-                if problem is not None:
-                    raise FileNotFoundError(problem[1])
-                for p in [*tmp.rglob("*"), tmp]:  # durable before the rename, as a stage's own commit
-                    if p.is_dir():
-                        _fsync_dir(p)
-                    else:
+                for p in tmp.rglob("*"):  # durable before the manifest that vouches for them
+                    if p.is_file():
                         with open(p, "rb") as f:
                             os.fsync(f.fileno())
+                for d in [*(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
+                    _fsync_dir(d)
+                atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1, default=str))
+                checked, problem = check_stage_dir(tmp)
+                if problem is not None:
+                    raise FileNotFoundError(f"{problem[0]}: {problem[1]}")
                 os.rename(tmp, final)
                 _fsync_dir(self.dir)
-                shutil.rmtree(self.dir / f"{name}.state", ignore_errors=True)  # finished: no state to resume
             except OSError as e:
                 shutil.rmtree(tmp, ignore_errors=True)
                 log.debug("%s: not reused (%s)", src, e)
                 continue
-            self._checked[final] = manifest
-            return final, other.name
+            except BaseException:  # interrupted: no half copy is left to be taken for finished
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(self.dir / f"{name}.state", ignore_errors=True)  # finished: no state to resume
+            self._checked[final] = checked
+            return final, other
         return None
 
     def manifest(self, stage_dir: Path) -> dict[str, Any]:
@@ -448,3 +458,40 @@ class Cache:
 
     def item(self, name: str) -> ItemCache:
         return ItemCache(self.root / "items" / name)
+
+    def _input_index(self, input_hash: str) -> Path:
+        return self.root / "inputs" / f"{input_hash[:32]}.txt"
+
+    def register_input(self, input_hash: str, name: str) -> None:
+        """Note that item `name` is made from the input whose SHA-256 is `input_hash`, so that
+        another item of the same input finds its entries (`items_of_input`) without reading every
+        item's folder. One line appended (processes sharing the folder append whole lines);
+        best effort: an index that cannot be written only means nothing is reused from this item."""
+        if name in self.items_of_input(input_hash):
+            return
+        path = self._input_index(input_hash)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, (json.dumps(name) + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def items_of_input(self, input_hash: str) -> list[str]:
+        """The items `register_input` noted for this input, first noted first (some may be gone)."""
+        try:
+            lines = self._input_index(input_hash).read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return []
+        names = []
+        for line in lines:
+            try:
+                name = json.loads(line)
+            except ValueError:  # a line cut short by a crash
+                continue
+            if isinstance(name, str) and name and "/" not in name and name not in (".", "..") and name not in names:
+                names.append(name)
+        return names

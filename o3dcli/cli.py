@@ -405,7 +405,7 @@ def presets_show(
             import yaml
 
             base = name if name in available_presets() else str(resolve_preset_path(name).resolve())
-            text = yaml.safe_dump({"base": base}, allow_unicode=True) + text
+            text = yaml.safe_dump({"base": base}) + text  # ASCII (\u escapes): read back whatever the code page
         typer.echo(text, nl=False)
         return
     width = out.width
@@ -429,8 +429,7 @@ def info(
 ):
     """Versions, device, rasterizer backend and available model weights.
 
-    With --preset or --set, also the weights those settings load; exit code 2 when they cannot be
-    loaded, so that a script can check a setting before a run."""
+    With --preset or --set, also the weights those settings load; exit code 2 when they cannot be loaded, so that a script can check a setting before a run."""
     from rich.markup import escape
     from rich.table import Table
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import datetime
 import difflib
 import functools
 import inspect
@@ -362,9 +363,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {text!r}: value is not valid YAML ({e})") from None
-    if value is not None and not isinstance(value, str) and _text_field(key):
+    if isinstance(value, (bool, int, float, datetime.date)) and _text_field(key):
         # a text setting keeps the text as typed: YAML reads a run folder named 2024-06-01 as a
-        # date, cuda index 0 as a number, off as false
+        # date, cuda index 0 as a number, off as false (a list or mapping is still refused)
         value = raw.strip()
     return key, value
 

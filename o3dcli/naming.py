@@ -80,24 +80,21 @@ def fit_name(stem: str, suffix: str = "") -> str:
     return stem.encode()[:room].decode("utf-8", "ignore").rstrip(" .") + tag + suffix
 
 
-WINDOWS_DEVICE_NAMES = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                                  *(f"LPT{i}" for i in range(1, 10))})
-"""Names Windows keeps for devices, with any extension (`nul.png` too): no file or folder can have
-them there, so an output folder copied to (or shared with) Windows would lose that asset."""
-
-
 def clean_name(stem: str) -> str:
     """`stem` with the characters a file name cannot safely hold replaced by "_", of any length: the
     base to give `next_free_name` with `fit_name`, so that a long name's hash is of all of it.
     Composed first (NFC): a name from macOS's older file systems or a zip made there spells "é"
-    as "e" and a combining accent, which alone is no letter. A Windows device name gets a "_"."""
+    as "e" and a combining accent, which alone is no letter (`legacy_name` is how o3d spelt such
+    names before)."""
     import unicodedata
 
-    stem = unicodedata.normalize("NFC", stem)
+    return legacy_name(unicodedata.normalize("NFC", stem))
+
+
+def legacy_name(stem: str) -> str:
+    """`clean_name` as o3d had it before names were composed: a decomposed accent became "_"
+    (`cafe_`). An asset folder made then keeps its name (`assign_names`)."""
     cleaned = "".join(c if (c.isalnum() or c in "-_.+ ") else "_" for c in stem).strip(" .")
-    first, dot, rest = cleaned.partition(".")
-    if first.rstrip(" ").upper() in WINDOWS_DEVICE_NAMES:
-        cleaned = first + "_" + dot + rest
     return cleaned or "item"
 
 
@@ -162,11 +159,22 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     items = []
     for src in sources:
         base = clean_name(src.stem)
+        legacy = legacy_name(src.stem)
+        if legacy != base and legacy not in taken and _is_asset_of(out_dir / legacy, src):
+            base = legacy  # made before names were composed: the asset keeps its folder and cache
         name = next_free_name(base, lambda name: name in taken or name.lower() in RESERVED_NAMES
                               or folder_taken(out_dir, name, src), make=lambda suffix: fit_name(base, suffix))
         taken.add(name)
         items.append(Item(src, name))
     return items
+
+
+def _is_asset_of(asset_dir: Path, src: Path) -> bool:
+    """Whether `asset_dir`'s o3d-asset.json names `src` as its source."""
+    try:
+        return same_file(json.loads((asset_dir / ASSET_META).read_text()).get("source"), src)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _owned_by_other(asset_dir: Path, src: Path) -> bool:

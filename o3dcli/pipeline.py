@@ -15,6 +15,7 @@ o3dcli.device the device it runs on.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -39,6 +40,32 @@ from o3dcli.naming import (ASSET_META, Item, asset_meta_text, claim_name, clean_
                            mark_asset_dir, recorded_entries)
 from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
 from o3dcli.batch_types import Stage, StageContext, StageWarnings
+
+
+INPUT_MARK, ASSET_MARK = "<o3d:input>", "<o3d:asset>"
+"""What a warning kept in the cache says in place of its item's input path and asset folder, so
+that an item reusing the entry (the same image under another name) says its own."""
+
+
+def _swap(text: str, path: str, mark: str) -> str:
+    import re
+
+    # the whole path only: `out/apple` is not the start of `out/apple-2`
+    return re.sub(re.escape(path) + r"(?![\w.-])", lambda m: mark, text)
+
+
+def portable_text(text: str, source, asset_dir: Path) -> str:
+    """`text` with the item's input path (as given, and resolved) and asset folder as placeholders."""
+    for path, mark in ((str(asset_dir), ASSET_MARK), (str(source) if source else "", INPUT_MARK),
+                       (str(Path(source).resolve()) if source else "", INPUT_MARK)):
+        if path:
+            text = _swap(text, path, mark)
+    return text
+
+
+def local_text(text: str, source, asset_dir: Path) -> str:
+    """A kept warning as this item says it: the placeholders of `portable_text` filled in."""
+    return text.replace(ASSET_MARK, str(asset_dir)).replace(INPUT_MARK, str(source))
 
 
 def config_value(cfg: dict, dotted: str):
@@ -156,6 +183,15 @@ class BatchRunner:
             values.update({f"extra:{k}": v for k, v in stage.key_extra(self.config).items()})
         return stage_key(stage.name, stage.version, values, dict(keys), input_hash, files)
 
+    def _warnings_of_other(self, other: str):
+        """How a warning kept in another item's cache entry reads once the entry is this item's:
+        one made before warnings kept placeholders names the other item's input and asset folder."""
+        try:
+            source = json.loads((self.out_dir / other / ASSET_META).read_text()).get("source")
+        except (OSError, ValueError, AttributeError):
+            source = None
+        return lambda text: portable_text(text, source if isinstance(source, str) else None, self.out_dir / other)
+
     def _file_digest(self, path: Path) -> str:
         """The SHA-256 of a file a stage reads, as this batch first read it. The batch loads its
         models once (o3dcli.stages.get_models), so a weights file rewritten while it runs (`o3d
@@ -177,6 +213,7 @@ class BatchRunner:
             input_hash = sha256_file(item.source)
         except OSError as e:
             raise UserError(f"{item.source}: cannot read file ({e.strerror or e})") from None
+        self.cache.register_input(input_hash, item.name)
         keys: dict[str, str] = {}  # the key of each stage's result, which later stages are keyed by
         entries: dict[str, str] = {}  # the key of each stage's cache entry (with its side fields)
         dirs: dict[str, Path] = {}
@@ -197,7 +234,8 @@ class BatchRunner:
                 ic.invalidate(stage.name, key)
                 done = manifest = None
             if done is None:  # made from the same image under another name (renamed, or given twice)?
-                found = ic.adopt(stage.name, key, batch=self.batch_id if self.force else None)
+                found = ic.adopt(stage.name, key, self.cache.items_of_input(input_hash),
+                                 batch=self.batch_id if self.force else None, warnings=self._warnings_of_other)
                 if found is not None:
                     done, res.reused_from[stage.name] = found
                     manifest = ic.manifest(done)
@@ -225,6 +263,9 @@ class BatchRunner:
                     logging.getLogger("o3d").removeFilter(caught)
                 if caught.messages:
                     meta = {**meta, "warnings": list(meta.get("warnings", [])) + caught.messages}
+                if meta.get("warnings"):  # kept with this item's paths as placeholders: another item may reuse them
+                    meta = {**meta, "warnings": [portable_text(w, item.source, self.out_dir / item.name)
+                                                 for w in meta["warnings"]]}
                 done = writer.commit(meta, seconds=time.perf_counter() - t0, batch=self.batch_id)
                 ctx.state.clear()
                 manifest = ic.manifest(done)
@@ -234,7 +275,8 @@ class BatchRunner:
             metas[stage.name] = manifest.get("meta", {})
             res.computed_seconds[stage.name] = manifest.get("seconds")
             res.stages[stage.name] = {k: v for k, v in metas[stage.name].items() if k != "warnings"}
-            res.warnings += [w for w in metas[stage.name].get("warnings", []) if w not in res.warnings]
+            said = [local_text(w, item.source, self.out_dir / item.name) for w in metas[stage.name].get("warnings", [])]
+            res.warnings += [w for w in said if w not in res.warnings]
             res.timings[stage.name] = round(time.perf_counter() - t0, 4)
             if made_here and isinstance(manifest.get("seconds"), (int, float)):
                 res.timings[stage.name] = manifest["seconds"]  # this batch's work, done by another process

@@ -1008,3 +1008,41 @@ def test_a_warning_that_names_no_file_is_told_with_its_input(good_images, tmp_pa
     text = " ".join(res.output.split())
     for name, d in (("fox", "a"), ("fox-2", "b")):
         assert f"! {name} ({tmp_path / d / 'fox.png'}): the image border is not a uniform background" in text, text
+
+
+def test_a_reused_stages_warnings_name_this_items_input(good_images, tmp_path, monkeypatch):
+    # the warning was kept with the first item's path: "red (…/red.png): …/tomato.png: the object is only…"
+    import o3dcli.preprocess as pp
+
+    monkeypatch.setattr(pp, "SMALL_OBJECT_PX", 100_000)  # every object "small": a warning that names the file
+    shoot, out = tmp_path / "shoot", tmp_path / "out"
+    shoot.mkdir()
+    (shoot / "tomato.png").write_bytes((good_images / "apple.png").read_bytes())
+    assert generate(shoot, "-o", out).exit_code == 0
+    (shoot / "tomato.png").rename(shoot / "red.png")
+    res = generate(shoot, "-o", out)
+    assert res.exit_code == 0, res.output
+    (item,) = report(out)["items"]
+    assert item["reused_from"] == {"preprocess": "tomato"}
+    assert item["warnings"] and all("tomato" not in w and str(shoot / "red.png") in w for w in item["warnings"]), item
+    assert "tomato" not in " ".join(res.output.split()).split("stages cached")[0].replace("as tomato", "")
+
+
+def test_an_interrupted_copy_of_another_items_entry_leaves_nothing_half_made(good_images, tmp_path, monkeypatch):
+    import o3dcli.cache as cache_mod
+
+    shoot, out = tmp_path / "shoot", tmp_path / "out"
+    shoot.mkdir()
+    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    assert generate(shoot, "-o", out).exit_code == 0
+    (shoot / "apple.png").rename(shoot / "green.png")
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod, "atomic_write_text", interrupted)  # the manifest: the copy's last write
+    assert generate(shoot, "-o", out).exit_code == 130
+    assert [p.name for p in (out / ".o3d" / "items" / "green").iterdir()] == [".lock"]
+    monkeypatch.undo()
+    res = generate(shoot, "-o", out)
+    assert res.exit_code == 0 and report(out)["items"][0]["reused_from"] == {"preprocess": "apple"}, res.output

@@ -1,5 +1,7 @@
 """o3dcli.naming: the names o3d gives its outputs fit the file system, with every name derived from them."""
 
+import json
+
 from o3dcli.naming import NAME_MAX_BYTES, clean_name, fit_name, next_free_name, safe_name
 
 DERIVED = (".{}.o3d-new-4194304", ".{}.o3d-old-4194304", ".{}_turntable.mp4.tmp-4194304", ".{}.png.tmp-4194304")
@@ -28,12 +30,29 @@ def test_names_that_fit_are_kept_and_long_ones_are_cut_with_a_hash():
     assert name[:-2] == fit_name(base)[:len(name) - 2 - 9] + fit_name(base)[-9:]  # the same hash, cut 2 bytes sooner
 
 
-def test_decomposed_accents_are_kept_and_windows_device_names_are_never_names():
+
+def test_decomposed_accents_are_kept(tmp_path, good_images):
     import unicodedata
+
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+    from o3dcli.naming import assign_names
 
     decomposed = unicodedata.normalize("NFD", "café crème")  # how older macOS file systems spell it
     assert decomposed != "café crème" and safe_name(decomposed) == "café crème"  # was "cafe_ cre_me"
-    for stem, name in (("CON", "CON_"), ("nul", "nul_"), ("com1.scan", "com1_.scan"), ("Lpt9 ", "Lpt9_"),
-                       ("AUX .v2", "AUX _.v2"), ("console", "console"), ("COM10", "COM10"), ("prn_", "prn_"),
-                       ("my con", "my con")):
-        assert safe_name(stem) == name, (stem, safe_name(stem))
+    # an asset made before keeps its folder (and cache): it is not made again under the new name
+    src = tmp_path / f"{decomposed}.png"
+    src.write_bytes((good_images / "apple.png").read_bytes())
+    out = tmp_path / "out"
+    (out / "cafe_ cre_me").mkdir(parents=True)
+    (out / "cafe_ cre_me" / "o3d-asset.json").write_text(json.dumps({"source": str(src)}))
+    assert [i.name for i in assign_names([src], out)] == ["cafe_ cre_me"]
+    res = CliRunner().invoke(app, ["generate", str(src), "-o", str(out), "--stop-after", "preprocess", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.is_dir()) == ["cafe_ cre_me"]
+    # another photo's folder of that old name is not taken
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"{decomposed}.png").write_bytes((good_images / "pear.png").read_bytes())
+    assert [i.name for i in assign_names([other / f"{decomposed}.png"], out)] == ["café crème"]

@@ -96,6 +96,8 @@ def test_the_min_deps_check_installs_exactly_the_declared_floors():
         req = Requirement(line)
         name = re.sub(r"[-_.]+", "-", req.name).lower()
         lows = [Version(s.version) for s in req.specifier if s.operator == ">="]
+        if req.marker is not None and not lows:  # a cap on some platforms (numpy<2 on Intel Macs): no floor
+            continue
         assert len(lows) == 1, f"{line}: one >= floor expected"
         floors.setdefault(name, lows[0])  # core first: the dev extra's trimesh>=5.1 is not the core floor
     pinned = {}

@@ -123,8 +123,9 @@ def test_info_with_clip_path_is_not_a_traceback(clip_model, tmp_path):
     preset = tmp_path / "mine.yaml"  # a copy of the preset holding the CLIP folder (released files not given)
     preset.write_text(dump_config(load_config("ouroboros3d-svd-lgm", [f"denoiser.clip_path={clip_model[0]}"])))
     res = CliRunner().invoke(app, ["info", "--preset", str(preset)])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output  # its weights cannot be used: the released files are not given
     assert "denoiser.image_encoder" in res.output and "Traceback" not in res.output
+    assert "weights: the model's local files are not usable" in " ".join(res.output.split())
 
 
 # -- 2./3./7. every problem with the checkpoints, up front, one line each, naming the key -----------

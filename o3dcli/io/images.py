@@ -207,6 +207,17 @@ def as_float(image: np.ndarray, copy: bool = False) -> np.ndarray:
     return np.array(image, dtype=np.float32) if copy else image
 
 
+def _tiff_bits(im) -> int | None:
+    """A TIFF's bits per sample (its first sample's), None when it does not say."""
+    try:
+        bits = im.tag_v2.get(258)
+    except AttributeError:
+        return None
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return bits if isinstance(bits, int) else None
+
+
 def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
     """Loaded PIL image (any mode) -> oriented RGBA float32 [H, W, 4] (uint8 for 8-bit data with keep_uint8)."""
     from PIL import ImageOps
@@ -220,9 +231,9 @@ def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
     if im.mode in _SIXTEEN_BIT_GRAY_MODES:
         # Keep all 16 bits: scale integer gray by the 16-bit range ("I" holds 16-bit PNG data)
         gray = np.asarray(im).astype(np.float32)
-        if im.mode == "I" and raw.format != "PNG":
-            # 32-bit integer samples (a TIFF): the range is the data's, as for float images below:
-            # 8-bit values stored wide, 16-bit ones, or beyond
+        if im.mode == "I" and raw.format == "TIFF" and _tiff_bits(raw) == 32:
+            # 32-bit integer samples: the range is the data's, as for float images below: 8-bit
+            # values stored wide, 16-bit ones, or beyond
             top = float(gray.max(initial=0.0))
             gray = np.clip(gray / (255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top), 0.0, 1.0)
         else:
