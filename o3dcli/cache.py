@@ -480,6 +480,31 @@ class Cache:
         except OSError:
             pass
 
+    def index_earlier_items(self) -> None:
+        """Index the items an o3d before the index made, once per output folder: each one's asset
+        folder records its input's SHA-256 (o3d-asset.json), so a photo renamed since is found."""
+        from o3dcli.naming import ASSET_META
+
+        marker = self.root / "inputs" / ".earlier-items-indexed"
+        if marker.exists():
+            return
+        try:
+            names = sorted(p.name for p in (self.root / "items").iterdir() if p.is_dir())
+        except OSError:
+            return
+        for name in names:
+            try:
+                digest = json.loads((self.root.parent / name / ASSET_META).read_text()).get("source_sha256")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(digest, str):
+                self.register_input(digest, name)
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError:
+            pass
+
     def items_of_input(self, input_hash: str) -> list[str]:
         """The items `register_input` noted for this input, first noted first (some may be gone)."""
         try:

@@ -102,6 +102,7 @@ class BatchRunner:
         """Whether other processes work on this batch (o3d generate --jobs): an item's failure is
         then recorded for them, so that each failing item is run once."""
         self.cache = Cache(self.out_dir)
+        self._earlier_indexed = False
         self.on_progress = on_progress or (lambda name, text: None)
         self.device = resolve_device(config.runtime.device)
         check_dtype(self.device, config.runtime.dtype)
@@ -234,6 +235,9 @@ class BatchRunner:
                 ic.invalidate(stage.name, key)
                 done = manifest = None
             if done is None:  # made from the same image under another name (renamed, or given twice)?
+                if not self._earlier_indexed:
+                    self.cache.index_earlier_items()
+                    self._earlier_indexed = True
                 found = ic.adopt(stage.name, key, self.cache.items_of_input(input_hash),
                                  batch=self.batch_id if self.force else None, warnings=self._warnings_of_other)
                 if found is not None:

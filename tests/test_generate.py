@@ -201,6 +201,17 @@ def test_a_renamed_photo_reuses_what_was_made_under_its_old_name(tmp_path, good_
     assert report(out)["items"][0]["reused_from"] == {}
 
 
+def test_a_photo_renamed_after_an_earlier_o3d_made_its_asset_is_found_too(tmp_path, good_images):
+    shoot, out = tmp_path / "shoot", tmp_path / "out"
+    shoot.mkdir()
+    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    assert generate(shoot, "-o", out).exit_code == 0
+    shutil.rmtree(out / ".o3d" / "inputs")  # as an o3d before the index left it
+    (shoot / "apple.png").rename(shoot / "green.png")
+    res = generate(shoot, "-o", out)
+    assert res.exit_code == 0 and report(out)["items"][0]["reused_from"] == {"preprocess": "apple"}, res.output
+
+
 def test_the_same_photo_twice_in_a_batch_is_made_once_even_with_force(tmp_path, good_images):
     a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
     a.mkdir(), b.mkdir()
