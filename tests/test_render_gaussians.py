@@ -291,3 +291,48 @@ def test_clamped_alpha_has_no_opacity_gradient_and_empty_scenes_render_backgroun
         assert torch.equal(out.alpha, torch.zeros(1, 1, 8, 8)) and torch.equal(out.depth, torch.zeros(1, 1, 8, 8))
         assert torch.allclose(out.rgb, torch.tensor([0.2, 0.3, 0.4])[None, :, None, None].expand(1, 3, 8, 8))
         assert out.features.shape == (1, 3, 8, 8) and not out.features.any()
+
+
+def test_views_binned_in_groups_under_a_memory_bound_render_the_same(monkeypatch):
+    # 65,536 large Gaussians at 512 px on 4 px tiles were 10^9 list entries (over 20 GB): views are
+    # now binned in groups under MAX_TILE_ENTRIES, and a view over it alone gets coarser tiles
+    import o3dcli.render.gaussians as rg
+
+    gen = torch.Generator().manual_seed(3)
+    n = 60
+    means = (torch.rand(n, 3, generator=gen, dtype=torch.float64) - 0.5) * 0.8
+    scales = 0.02 + 0.1 * torch.rand(n, 3, generator=gen, dtype=torch.float64)
+    quats = torch.nn.functional.normalize(torch.randn(n, 4, generator=gen, dtype=torch.float64), dim=-1)
+    opac = 0.2 + 0.7 * torch.rand(n, generator=gen, dtype=torch.float64)
+    colors = torch.rand(n, 3, generator=gen, dtype=torch.float64)
+    cams = orbit_cameras([0.0, 20.0, -10.0, 30.0], [0.0, 100.0, 200.0, 300.0], size=(40, 33))
+
+    def render(*tensors):
+        out = render_gaussians(Gaussians(*tensors), cams, backend="torch", tile_size=4)
+        return out.rgb, out.alpha, out.depth
+
+    inputs = [t.clone().requires_grad_() for t in (means, scales, quats, opac, colors)]
+    whole = render(*inputs)
+    grads = torch.autograd.grad(sum(o.sum() for o in whole), inputs)
+    entries = rg._tile_entries(*(t.detach() for t in _projected(inputs, cams)), cams.width, cams.height, 4).tolist()
+    assert min(entries) > 0
+    for bound in (max(entries), max(entries) // 3):  # views in groups; then each alone, on coarser tiles
+        monkeypatch.setattr(rg, "MAX_TILE_ENTRIES", bound)
+        groups = rg._view_groups(*(t.detach() for t in _projected(inputs, cams)), cams.width, cams.height, 4, bound)
+        assert len(groups) > 1 and (bound == max(entries) or any(t > 4 for _, t in groups)), groups
+        parts = render(*inputs)
+        for a, b in zip(parts, whole):
+            assert (a - b).abs().max() < 1e-9
+        for a, b in zip(torch.autograd.grad(sum(o.sum() for o in parts), inputs), grads):
+            assert (a - b).abs().max() < 1e-7
+
+
+def _projected(inputs, cams):
+    """(means2d, radii, valid) of the Gaussians in every view, as the torch backend projects them."""
+    from o3dcli.render import _raster_torch as rt
+
+    g = Gaussians(*inputs)
+    means2d, _, _, radii, valid = rt.project_gaussians(
+        g.means, g.rotation_matrices() * g.scales[:, None, :], g.opacities, cams.viewmats().to(g.means.dtype),
+        cams.K().to(g.means.dtype), cams.width, cams.height, 0.01, 100.0, rt.EPS2D)
+    return means2d, radii, valid

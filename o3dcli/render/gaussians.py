@@ -146,6 +146,14 @@ def render_gaussians(
     return _render_torch(gaussians, cameras, bg, features, near, far, tile_size, eps2d, max_pairs)
 
 
+MAX_TILE_ENTRIES = 1 << 24
+"""The most (tile, Gaussian) list entries the torch backend bins at once (about 100 bytes each
+while they are sorted: 1.7 GB). Views are binned and composited in groups under it, and a view that
+alone is over it (large Gaussians on a fine tile grid: 65,536 Gaussians of a barely trained
+reconstructor, each over a tenth of a 512 px view, are 10^9 entries of 4 px tiles) gets coarser
+tiles, which change only how pixels are grouped."""
+
+
 def _render_torch(g, cams, bg, features, near, far, tile, eps2d, max_pairs) -> GaussianRender:
     v, n, w, h = len(cams), len(g), cams.width, cams.height
     dt = g.means.dtype
@@ -153,19 +161,64 @@ def _render_torch(g, cams, bg, features, near, far, tile, eps2d, max_pairs) -> G
     means2d, conics, depths, radii, valid = rt.project_gaussians(
         g.means, g.rotation_matrices() * g.scales[:, None, :], g.opacities, viewmats, ks, w, h, near, far, eps2d
     )
-    bins = rt.bin_tiles(means2d, radii, depths, valid, w, h, tile)
     # per (view, Gaussian) channels: colour, camera z, extra features
     chans = [g.colors.expand(v, -1, -1), depths[..., None]]
     if features is not None:
         chans.append(features.expand(v, -1, -1))
     feats = torch.cat(chans, -1)
-    summed, alpha = rt.composite(
-        means2d.reshape(v * n, 2), conics.reshape(v * n, 3), g.opacities.expand(v, n).reshape(-1),
-        feats.reshape(v * n, feats.shape[-1]), bins, v, w, h, tile, max_pairs,
-    )
+    parts = []
+    for views, view_tile in _view_groups(means2d, radii, valid, w, h, tile, MAX_TILE_ENTRIES):
+        vg = v if isinstance(views, slice) else len(views)
+        bins = rt.bin_tiles(means2d[views], radii[views], depths[views], valid[views], w, h, view_tile)
+        parts.append(rt.composite(
+            means2d[views].reshape(vg * n, 2), conics[views].reshape(vg * n, 3), g.opacities.expand(vg, n).reshape(-1),
+            feats[views].reshape(vg * n, feats.shape[-1]), bins, vg, w, h, view_tile, max_pairs,
+        ))
+    summed = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+    alpha = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
     rgb = summed[:, :3] + (1.0 - alpha) * bg.reshape(1, 3, 1, 1)
     depth = summed[:, 3:4] / alpha.clamp(min=DEPTH_EPS)
     return GaussianRender(rgb, alpha, depth, summed[:, 4:] if features is not None else None)
+
+
+@torch.no_grad()
+def _tile_entries(means2d, radii, valid, width, height, tile) -> Tensor:
+    """[V] how many (tile, Gaussian) entries `bin_tiles` would make for each view."""
+    lo, hi = rt._pixel_ranges(means2d, radii, width, height)
+    span = (hi // tile - lo // tile + 1).clamp(min=0)
+    keep = valid & (lo <= hi).all(-1)
+    return (span[..., 0] * span[..., 1] * keep).sum(-1)
+
+
+def _view_groups(means2d, radii, valid, width, height, tile, max_entries):
+    """Consecutive views binned together ([view indices], tile side), each group's entries under
+    `max_entries` where a view alone allows it (else that view alone, its tiles doubled until it
+    does, up to 64 px)."""
+    entries = _tile_entries(means2d, radii, valid, width, height, tile).tolist()
+    if sum(entries) <= max_entries:
+        return [(slice(None), tile)]
+    groups: list = []
+    current: list[int] = []
+    total = 0
+    for i, e in enumerate(entries):
+        if e > max_entries:
+            if current:
+                groups.append((current, tile))
+                current, total = [], 0
+            view_tile = tile
+            while e > max_entries and view_tile < 64:
+                view_tile *= 2
+                e = int(_tile_entries(means2d[i:i + 1], radii[i:i + 1], valid[i:i + 1], width, height, view_tile)[0])
+            groups.append(([i], view_tile))
+            continue
+        if current and total + e > max_entries:
+            groups.append((current, tile))
+            current, total = [], 0
+        current.append(i)
+        total += e
+    if current:
+        groups.append((current, tile))
+    return groups
 
 
 def _render_gsplat(g, cams, bg, features, near, far, eps2d) -> GaussianRender:
