@@ -474,7 +474,8 @@ class Cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                os.write(fd, (json.dumps(name) + "\n").encode())
+                # on a line of its own even after a line cut short (a full disk): blank lines are skipped
+                os.write(fd, ("\n" + json.dumps(name) + "\n").encode())
             finally:
                 os.close(fd)
         except OSError:

@@ -50,15 +50,19 @@ that an item reusing the entry (the same image under another name) says its own.
 def _swap(text: str, path: str, mark: str) -> str:
     import re
 
-    # the whole path only: `out/apple` is not the start of `out/apple-2`
-    return re.sub(re.escape(path) + r"(?![\w.-])", lambda m: mark, text)
+    # the whole path only: not `out/apple` in `out/apple-2` or `/private/out/apple`; a sentence's
+    # full stop may follow it
+    return re.sub(r"(?<![\w.\-/\\])" + re.escape(path) + r"(?![\w-]|\.\w)", lambda m: mark, text)
 
 
 def portable_text(text: str, source, asset_dir: Path) -> str:
-    """`text` with the item's input path (as given, and resolved) and asset folder as placeholders."""
-    for path, mark in ((str(asset_dir), ASSET_MARK), (str(source) if source else "", INPUT_MARK),
-                       (str(Path(source).resolve()) if source else "", INPUT_MARK)):
-        if path:
+    """`text` with the item's input path (resolved, and as given) and asset folder as placeholders:
+    longest first, and a folder named without any separator (`-o .`: `apple`) is left alone, so
+    no plain word is taken for a path."""
+    paths = [(str(Path(source).resolve()), INPUT_MARK), (str(source), INPUT_MARK)] if source else []
+    paths += [(str(Path(asset_dir).absolute()), ASSET_MARK), (str(asset_dir), ASSET_MARK)]
+    for path, mark in sorted(paths, key=lambda pm: -len(pm[0])):
+        if any(sep in path for sep in "/\\"):
             text = _swap(text, path, mark)
     return text
 

@@ -1057,3 +1057,15 @@ def test_an_interrupted_copy_of_another_items_entry_leaves_nothing_half_made(goo
     monkeypatch.undo()
     res = generate(shoot, "-o", out)
     assert res.exit_code == 0 and report(out)["items"][0]["reused_from"] == {"preprocess": "apple"}, res.output
+
+
+def test_kept_warnings_swap_whole_paths_only():
+    from o3dcli.pipeline import local_text, portable_text
+
+    # `-o .`: the asset folder is a bare word, which a warning's text may hold too
+    kept = portable_text("/p/object.jpg: the object is only 40 px across", "/p/object.jpg", Path(".") / "object")
+    assert kept == "<o3d:input>: the object is only 40 px across"
+    kept = portable_text("see out/apple/model.stl. Not out/apple-2/x, /x/out/apple or out/apple.", "/tmp/a.jpg",
+                         Path("out/apple"))
+    assert kept == "see <o3d:asset>/model.stl. Not out/apple-2/x, /x/out/apple or <o3d:asset>."
+    assert local_text(kept, "/q/b.jpg", Path("out/b")) == "see out/b/model.stl. Not out/apple-2/x, /x/out/apple or out/b."

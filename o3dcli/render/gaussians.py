@@ -151,7 +151,7 @@ MAX_TILE_ENTRIES = 1 << 24
 while they are sorted: 1.7 GB). Views are binned and composited in groups under it, and a view that
 alone is over it (large Gaussians on a fine tile grid: 65,536 Gaussians of a barely trained
 reconstructor, each over a tenth of a 512 px view, are 10^9 entries of 4 px tiles) gets coarser
-tiles, which change only how pixels are grouped."""
+tiles (up to 64 px), which change only how pixels are grouped."""
 
 
 def _render_torch(g, cams, bg, features, near, far, tile, eps2d, max_pairs) -> GaussianRender:
