@@ -172,16 +172,24 @@ def _entries(item: Path) -> dict[str, Path]:
     return {p.name: p for p in item.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
-def test_a_renamed_photo_reuses_what_was_made_under_its_old_name(tmp_path, good_images):
-    # keys hold the image's bytes, not its name: the new asset's stages are copies of the old ones'
+def _made_then_renamed(tmp_path, good_images, old: str, new: str, between=lambda out: None):
+    """A folder holding one photo (`old`.png, the apple) generated into `out`, `between(out)` done,
+    the photo renamed `new`.png, and generated again: (shoot, out, the second run's result, its item)."""
     shoot, out = tmp_path / "shoot", tmp_path / "out"
     shoot.mkdir()
-    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    (shoot / f"{old}.png").write_bytes((good_images / "apple.png").read_bytes())
     assert generate(shoot, "-o", out).exit_code == 0
-    (shoot / "apple.png").rename(shoot / "green apple.png")
+    between(out)
+    (shoot / f"{old}.png").rename(shoot / f"{new}.png")
     res = generate(shoot, "-o", out)
     assert res.exit_code == 0, res.output
     (item,) = report(out)["items"]
+    return shoot, out, res, item
+
+
+def test_a_renamed_photo_reuses_what_was_made_under_its_old_name(tmp_path, good_images):
+    # keys hold the image's bytes, not its name: the new asset's stages are copies of the old ones'
+    shoot, out, res, item = _made_then_renamed(tmp_path, good_images, "apple", "green apple")
     assert item["name"] == "green apple" and item["cached"] == ["preprocess"]
     assert item["reused_from"] == {"preprocess": "apple"}
     assert "green apple: the same image as apple: 1 cached stage reused" in res.output
@@ -202,14 +210,10 @@ def test_a_renamed_photo_reuses_what_was_made_under_its_old_name(tmp_path, good_
 
 
 def test_a_photo_renamed_after_an_earlier_o3d_made_its_asset_is_found_too(tmp_path, good_images):
-    shoot, out = tmp_path / "shoot", tmp_path / "out"
-    shoot.mkdir()
-    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
-    assert generate(shoot, "-o", out).exit_code == 0
-    shutil.rmtree(out / ".o3d" / "inputs")  # as an o3d before the index left it
-    (shoot / "apple.png").rename(shoot / "green.png")
-    res = generate(shoot, "-o", out)
-    assert res.exit_code == 0 and report(out)["items"][0]["reused_from"] == {"preprocess": "apple"}, res.output
+    # .o3d/inputs removed: as an o3d before the index left the output folder
+    _, _, _, item = _made_then_renamed(tmp_path, good_images, "apple", "green",
+                                       between=lambda out: shutil.rmtree(out / ".o3d" / "inputs"))
+    assert item["reused_from"] == {"preprocess": "apple"}
 
 
 def test_the_same_photo_twice_in_a_batch_is_made_once_even_with_force(tmp_path, good_images):
@@ -231,19 +235,15 @@ def test_the_same_photo_twice_in_a_batch_is_made_once_even_with_force(tmp_path, 
 
 
 def test_a_damaged_entry_of_another_asset_is_not_reused(tmp_path, good_images):
-    shoot, out = tmp_path / "shoot", tmp_path / "out"
-    shoot.mkdir()
-    (shoot / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
-    assert generate(shoot, "-o", out).exit_code == 0
-    (entry,) = _entries(out / ".o3d" / "items" / "apple").values()
-    damaged = entry / "prepared.safetensors"
-    damaged.write_bytes(damaged.read_bytes()[:-10])
-    (shoot / "apple.png").rename(shoot / "pear.png")
-    res = generate(shoot, "-o", out)
-    assert res.exit_code == 0, res.output
-    (item,) = report(out)["items"]
+    def damage(out):
+        (entry,) = _entries(out / ".o3d" / "items" / "apple").values()
+        damaged = entry / "prepared.safetensors"
+        damaged.write_bytes(damaged.read_bytes()[:-10])
+
+    _, out, _, item = _made_then_renamed(tmp_path, good_images, "apple", "pear", between=damage)
     assert item["name"] == "pear" and item["cached"] == [] and item["reused_from"] == {}
-    assert sorted(p.name for p in (out / ".o3d" / "items" / "pear").iterdir()) == [".lock", entry.name]
+    assert sorted(p.name for p in (out / ".o3d" / "items" / "pear").iterdir()) == \
+        [".lock", *_entries(out / ".o3d" / "items" / "apple")]
 
 
 def test_asset_folder_holds_only_what_its_config_makes(good_images, tmp_path):
@@ -1026,14 +1026,7 @@ def test_a_reused_stages_warnings_name_this_items_input(good_images, tmp_path, m
     import o3dcli.preprocess as pp
 
     monkeypatch.setattr(pp, "SMALL_OBJECT_PX", 100_000)  # every object "small": a warning that names the file
-    shoot, out = tmp_path / "shoot", tmp_path / "out"
-    shoot.mkdir()
-    (shoot / "tomato.png").write_bytes((good_images / "apple.png").read_bytes())
-    assert generate(shoot, "-o", out).exit_code == 0
-    (shoot / "tomato.png").rename(shoot / "red.png")
-    res = generate(shoot, "-o", out)
-    assert res.exit_code == 0, res.output
-    (item,) = report(out)["items"]
+    shoot, out, res, item = _made_then_renamed(tmp_path, good_images, "tomato", "red")
     assert item["reused_from"] == {"preprocess": "tomato"}
     assert item["warnings"] and all("tomato" not in w and str(shoot / "red.png") in w for w in item["warnings"]), item
     assert "tomato" not in " ".join(res.output.split()).split("stages cached")[0].replace("as tomato", "")
