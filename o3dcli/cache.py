@@ -484,7 +484,7 @@ class Cache:
     def index_earlier_items(self) -> None:
         """Index the items an o3d before the index made, once per output folder: each one's asset
         folder records its input's SHA-256 (o3d-asset.json), so a photo renamed since is found."""
-        from o3dcli.naming import ASSET_META
+        from o3dcli.naming import asset_meta
 
         marker = self.root / "inputs" / ".earlier-items-indexed"
         if marker.exists():
@@ -494,10 +494,7 @@ class Cache:
         except OSError:
             return
         for name in names:
-            try:
-                digest = json.loads((self.root.parent / name / ASSET_META).read_text()).get("source_sha256")
-            except (OSError, ValueError, AttributeError):
-                continue
+            digest = asset_meta(self.root.parent / name).get("source_sha256")
             if isinstance(digest, str):
                 self.register_input(digest, name)
         try:

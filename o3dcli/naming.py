@@ -169,12 +169,18 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     return items
 
 
+def asset_meta(asset_dir: Path) -> dict:
+    """`asset_dir`'s o3d-asset.json, {} when there is none or it cannot be read."""
+    try:
+        meta = json.loads((Path(asset_dir) / ASSET_META).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _is_asset_of(asset_dir: Path, src: Path) -> bool:
     """Whether `asset_dir`'s o3d-asset.json names `src` as its source."""
-    try:
-        return same_file(json.loads((asset_dir / ASSET_META).read_text()).get("source"), src)
-    except (OSError, ValueError, AttributeError):
-        return False
+    return same_file(asset_meta(asset_dir).get("source"), src)
 
 
 def _owned_by_other(asset_dir: Path, src: Path) -> bool:

@@ -15,7 +15,6 @@ o3dcli.device the device it runs on.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import traceback
@@ -36,7 +35,7 @@ from o3dcli.config import Config, absolute_paths, dump_config
 from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError, disk_full
 from o3dcli import publish
-from o3dcli.naming import (ASSET_META, Item, asset_meta_text, claim_name, clean_name, drop_if_empty,
+from o3dcli.naming import (ASSET_META, Item, asset_meta, asset_meta_text, claim_name, clean_name, drop_if_empty,
                            mark_asset_dir, recorded_entries)
 from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
 from o3dcli.batch_types import Stage, StageContext, StageWarnings
@@ -191,10 +190,7 @@ class BatchRunner:
     def _warnings_of_other(self, other: str):
         """How a warning kept in another item's cache entry reads once the entry is this item's:
         one made before warnings kept placeholders names the other item's input and asset folder."""
-        try:
-            source = json.loads((self.out_dir / other / ASSET_META).read_text()).get("source")
-        except (OSError, ValueError, AttributeError):
-            source = None
+        source = asset_meta(self.out_dir / other).get("source")
         return lambda text: portable_text(text, source if isinstance(source, str) else None, self.out_dir / other)
 
     def _file_digest(self, path: Path) -> str:

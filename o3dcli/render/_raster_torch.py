@@ -97,6 +97,15 @@ def _pixel_ranges(means2d, radii, width, height):
 
 
 @torch.no_grad()
+def tile_boxes(means2d, radii, valid, width, height, tile):
+    """Per (view, Gaussian): whether it reaches a pixel, its first tile (x, y) and its box's size in
+    tiles (x, y); the last two are meaningful only where it does."""
+    lo, hi = _pixel_ranges(means2d.detach(), radii, width, height)
+    lo_t = lo // tile
+    return valid & (lo <= hi).all(-1), lo_t, hi // tile - lo_t + 1
+
+
+@torch.no_grad()
 def bin_tiles(means2d, radii, depths, valid, width, height, tile):
     """Depth-sorted Gaussian lists per tile.
 
@@ -108,12 +117,11 @@ def bin_tiles(means2d, radii, depths, valid, width, height, tile):
     """
     v, n = depths.shape
     th, tw = math.ceil(height / tile), math.ceil(width / tile)
-    lo, hi = _pixel_ranges(means2d.detach(), radii, width, height)
-    valid = valid & (lo <= hi).all(-1)
+    valid, lo_t, span = tile_boxes(means2d, radii, valid, width, height, tile)
     flat = valid.reshape(-1).nonzero().squeeze(1)
     flat = flat.index_select(0, torch.argsort(depths.detach().reshape(-1).index_select(0, flat), stable=True))
-    lo_t = lo.reshape(-1, 2).index_select(0, flat) // tile  # front to back from here on
-    span = hi.reshape(-1, 2).index_select(0, flat) // tile - lo_t + 1
+    lo_t = lo_t.reshape(-1, 2).index_select(0, flat)  # front to back from here on
+    span = span.reshape(-1, 2).index_select(0, flat)
     per = span[:, 0] * span[:, 1]
     owner = torch.repeat_interleave(torch.arange(flat.numel(), device=flat.device), per)
     # per visible Gaussian: its first tile id, its box width in tiles, its first entry; one gather

@@ -174,8 +174,7 @@ def _render_torch(g, cams, bg, features, near, far, tile, eps2d, max_pairs) -> G
             means2d[views].reshape(vg * n, 2), conics[views].reshape(vg * n, 3), g.opacities.expand(vg, n).reshape(-1),
             feats[views].reshape(vg * n, feats.shape[-1]), bins, vg, w, h, view_tile, max_pairs,
         ))
-    summed = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
-    alpha = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+    summed, alpha = (torch.cat(views) for views in zip(*parts))
     rgb = summed[:, :3] + (1.0 - alpha) * bg.reshape(1, 3, 1, 1)
     depth = summed[:, 3:4] / alpha.clamp(min=DEPTH_EPS)
     return GaussianRender(rgb, alpha, depth, summed[:, 4:] if features is not None else None)
@@ -184,9 +183,7 @@ def _render_torch(g, cams, bg, features, near, far, tile, eps2d, max_pairs) -> G
 @torch.no_grad()
 def _tile_entries(means2d, radii, valid, width, height, tile) -> Tensor:
     """[V] how many (tile, Gaussian) entries `bin_tiles` would make for each view."""
-    lo, hi = rt._pixel_ranges(means2d, radii, width, height)
-    span = (hi // tile - lo // tile + 1).clamp(min=0)
-    keep = valid & (lo <= hi).all(-1)
+    keep, _, span = rt.tile_boxes(means2d, radii, valid, width, height, tile)
     return (span[..., 0] * span[..., 1] * keep).sum(-1)
 
 
