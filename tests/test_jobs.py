@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from o3dcli.batch_types import Stage
@@ -137,8 +138,10 @@ def _manifests(out: Path, stage: str) -> list[dict]:
 def photos(good_images, tmp_path) -> Path:
     d = tmp_path / "photos"
     d.mkdir()
-    for i in range(4):
-        shutil.copy(good_images / "apple.png", d / f"apple{i}.png")  # the same photo: the same work
+    img = Image.open(good_images / "apple.png").convert("RGB")
+    for i in range(4):  # four photos, not one photo four times (that is reused, not made: see below)
+        img.putpixel((i, 0), (i, 255 - i, 7))
+        img.save(d / f"apple{i}.png")
     return d
 
 
@@ -162,6 +165,24 @@ def test_two_processes_share_a_batch(photos, tmp_path):
     assert res.exit_code == 0 and "nothing recomputed" not in res.output, res.output
     again = _manifests(out, "preprocess")
     assert len(again) == 4 and len({m["batch"] for m in again}) == 1 and again[0]["batch"] != made[0]["batch"]
+
+
+def test_the_same_photo_given_twice_with_jobs_is_made_once_per_process_and_copied(good_images, tmp_path):
+    d = tmp_path / "photos"
+    d.mkdir()
+    for i in range(3):
+        shutil.copy(good_images / "apple.png", d / f"apple{i}.png")
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["generate", str(d), "-o", str(out), "--jobs", "2", "--stop-after", "preprocess",
+                              "--no-progress"])
+    assert res.exit_code == 0 and "3/3 succeeded" in " ".join(res.output.split()), res.output
+    report = json.loads((out / "o3d-report.json").read_text())
+    made = {i["name"] for i in report["items"] if not i["cached"]}
+    assert made and len(made) <= 2  # at most one per process; the others copy what one of them made
+    names = {i["name"] for i in report["items"]}
+    for i in report["items"]:  # what an item did not make, it copied from another item of this batch
+        assert set(i["cached"]) == set(i.get("reused_from", {})) and set(i.get("reused_from", {}).values()) <= names
+    assert len({m["batch"] for m in _manifests(out, "preprocess")}) == 1
 
 
 def test_a_bad_input_fails_alone_with_jobs(good_images, tmp_path):
