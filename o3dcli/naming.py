@@ -149,22 +149,51 @@ def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] 
     return names
 
 
+def ignores_case(folder: Path) -> bool:
+    """Whether names in `folder` (or, while it does not exist, in its nearest existing parent) are
+    looked up whatever their letter case: macOS and Windows disks by default, and Windows drives
+    under WSL. Seen from an entry whose name has letters (`.o3d` in an output folder o3d has
+    written to), found again under its name in the other case; or from the folder itself in its
+    parent. False when nothing there tells."""
+    here = Path(folder).absolute()
+    while not here.is_dir() and here.parent != here:
+        here = here.parent
+    try:
+        with os.scandir(here) as entries:
+            probe = next((Path(e.path) for e in entries if e.name != e.name.swapcase()), None)
+    except OSError:
+        probe = None
+    if probe is None:
+        if here.parent == here or here.name == here.name.swapcase():
+            return False
+        probe = here
+    try:
+        a, b = os.lstat(probe), os.lstat(probe.parent / probe.name.swapcase())
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
-    """Asset names from file stems; collisions get -2, -3, ... in sorted order.
+    """Asset names from file stems; collisions get -2, -3, ... in sorted order. Where the output
+    folder's disk ignores letter case, names differing only in case collide too (`Fox.png` and
+    `fox.jpg` are `Fox` and `fox-2`), so that which input gets which name does not depend on which
+    claims its folder first (`o3d generate --jobs`).
 
     An existing asset folder that belongs to another source file (its
     o3d-asset.json says so) is never reused, so no input overwrites another's asset.
     """
+    fold = str.casefold if ignores_case(out_dir) else (lambda name: name)
     taken: set[str] = set()
     items = []
     for src in sources:
         base = clean_name(src.stem)
         legacy = legacy_name(src.stem)
-        if legacy != base and legacy not in taken and _is_asset_of(out_dir / legacy, src):
+        if legacy != base and fold(legacy) not in taken and _is_asset_of(out_dir / legacy, src):
             base = legacy  # made before names were composed: the asset keeps its folder and cache
-        name = next_free_name(base, lambda name: name in taken or name.lower() in RESERVED_NAMES
+        name = next_free_name(base, lambda name: fold(name) in taken or name.lower() in RESERVED_NAMES
                               or folder_taken(out_dir, name, src), make=lambda suffix: fit_name(base, suffix))
-        taken.add(name)
+        taken.add(fold(name))
         items.append(Item(src, name))
     return items
 

@@ -56,3 +56,28 @@ def test_decomposed_accents_are_kept(tmp_path, good_images):
     other.mkdir()
     (other / f"{decomposed}.png").write_bytes((good_images / "pear.png").read_bytes())
     assert [i.name for i in assign_names([other / f"{decomposed}.png"], out)] == ["café crème"]
+
+
+def test_names_differing_only_in_case_collide_where_the_disk_ignores_case(tmp_path):
+    from o3dcli.naming import assign_names, ignores_case
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    sources = [photos / "Fox.png", photos / "fox.jpg"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".o3d").mkdir()
+    assert not ignores_case(out) and not ignores_case(out / "new" / "deeper")  # this disk tells case apart
+    assert [i.name for i in assign_names(sources, out)] == ["Fox", "fox"]
+    (out / "fox.txt").write_text("mine")
+    (out / "Fox.txt").write_text("also mine")
+    assert not ignores_case(out)  # two files, not one file found under both cases
+    # A disk that ignores case, as seen from this one: an entry found again under its name in the
+    # other case (here a hard link: the same file under both names)
+    ci = tmp_path / "ci"
+    ci.mkdir()
+    (ci / "Notes.txt").write_text("")
+    (ci / "nOTES.TXT").hardlink_to(ci / "Notes.txt")
+    assert ignores_case(ci) and ignores_case(ci / "out")  # an output folder not made yet: its parent tells
+    assert [i.name for i in assign_names(sources, ci / "out")] == ["Fox", "fox-2"]
+    assert [i.name for i in assign_names(sources[::-1], ci / "out")] == ["fox", "Fox-2"]  # in the order given
