@@ -157,7 +157,9 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     cfg.target_faces faces with quadric edge collapse, preserving boundaries and normals.
 
     A textured mesh is decimated with the texture-aware collapse and keeps its texture
-    (and UVs); an untextured one keeps its vertex colours.
+    (and UVs); an untextured one keeps its vertex colours. A closed surface stays closed: what
+    the collapse pinches is cut out and closed again, or, where that fails (hundreds of thin
+    handles), the surface is decimated again keeping its handles, above the target if they need it.
     """
     cfg = cfg or MeshConfig()
     if mesh.has_texture:
@@ -172,14 +174,29 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
 
         diag = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
         ms.meshing_isotropic_explicit_remeshing(iterations=3, targetlen=pymeshlab.PureValue(cfg.remesh_edge_ratio * diag))
+    undecimated = ms.current_mesh_id()
+    ms.generate_copy_of_current_mesh()  # decimated as a copy: kept for a second try below
     _decimate(ms, cfg.target_faces)
     ms.meshing_remove_unreferenced_vertices()
     if closed and cfg.max_hole_edges > 0 and not _is_closed_manifold(ms) and not _reclose(ms, max(cfg.max_hole_edges, 16)):
+        # Too many pinches to cut out and close: a surface with many thin handles (a porous
+        # fusion) pinches at each one it collapses. Decimated again, never collapsing a handle.
+        pinched = ms.current_mesh_id()
+        ms.set_current_mesh(undecimated)
+        ms.generate_copy_of_current_mesh()
+        _decimate(ms, cfg.target_faces, keep_topology=True)
+        ms.meshing_remove_unreferenced_vertices()
         import logging
 
-        logging.getLogger("o3d").warning(
-            "decimation pinched the closed surface (%d edges shared by more than two faces) and the repair "
-            "failed: the mesh is kept as decimated", ms.get_topological_measures()["non_two_manifold_edges"])
+        if not _is_closed_manifold(ms):
+            ms.set_current_mesh(pinched)
+            logging.getLogger("o3d").warning(
+                "decimation pinched the closed surface (%d edges shared by more than two faces) and the repair "
+                "failed: the mesh is kept as decimated", ms.get_topological_measures()["non_two_manifold_edges"])
+        elif (faces := ms.current_mesh().face_number()) > cfg.target_faces:
+            logging.getLogger("o3d").warning(
+                "the surface has %d handles (holes through it): decimation stopped at %d faces, above the target "
+                "%d, to keep it closed", ms.get_topological_measures()["genus"], faces, cfg.target_faces)
     # after the repair, which also parts a pocket from the surface where they share a vertex
     m = ms.current_mesh()
     keep = split_off_faces(m.face_matrix(), m.vertex_matrix(), *before)
@@ -190,14 +207,16 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     return _result(ms, mesh, mesh.vertex_colors is not None)
 
 
-def _decimate(ms, target_faces: int) -> None:
-    """Quadric edge collapse of the current mesh down to `target_faces` (re-run when it stops short)."""
+def _decimate(ms, target_faces: int, keep_topology: bool = False) -> None:
+    """Quadric edge collapse of the current mesh down to `target_faces` (re-run when it stops
+    short); `keep_topology`: no collapse that would close a handle or pinch the surface."""
     for _ in range(MAX_DECIMATION_PASSES):
         if ms.current_mesh().face_number() <= target_faces:
             break
         ms.meshing_decimation_quadric_edge_collapse(
             targetfacenum=target_faces, qualitythr=QUALITY_THRESHOLD, preserveboundary=True,
             preservenormal=True, optimalplacement=True, planarquadric=True, autoclean=True,
+            preservetopology=keep_topology,
         )
 
 
