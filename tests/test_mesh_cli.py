@@ -394,3 +394,22 @@ def test_a_folder_of_photos_is_told_to_go_to_generate_and_leaves_no_output(good_
         assert res.exit_code == 1 and "a folder of images, not of 3D assets; o3d generate makes assets from photos" \
             in " ".join(res.output.split()), res.output
         assert list(work.iterdir()) == []  # no output folder (o3d-meshes/.o3d/items/<name>/.lock, renders/)
+
+
+def test_a_mesh_left_above_the_target_is_said_once(tmp_path):
+    # a surface with hundreds of handles cannot go down to 2,000 faces and stay closed: the line
+    # that says so names the input, the face counts and why, once
+    from test_mesh_pipeline import _lattice
+
+    from o3dcli.geometry.mesh import TriMesh
+
+    lattice = _lattice()
+    src = tmp_path / "lattice.glb"
+    save_mesh_glb(src, TriMesh(lattice.vertices, lattice.faces, material_color=(0.8, 0.8, 0.8)))
+    res = CliRunner().invoke(app, ["mesh", str(src), "-o", str(tmp_path / "out"), "--decimate", "2000",
+                                   "--formats", "glb"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    faces = len(load_mesh(tmp_path / "out" / "lattice" / "model.glb").faces)
+    assert faces > 2000 and said.count("above the target") == 1, said
+    assert f"! {src}: {faces} faces, above the target of 2000 (the surface has" in said

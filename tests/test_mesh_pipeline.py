@@ -364,7 +364,7 @@ def test_a_surface_with_many_handles_is_decimated_closed(caplog):
     with caplog.at_level(logging.WARNING, logger="o3d"):
         mesh = cleanup.simplify_mesh(lattice, MeshConfig(target_faces=2000))
     assert _genus_and_closed(mesh) == (genus, True) and len(mesh.faces) > 2000
-    assert f"the surface has {genus} handles" in caplog.text and f"stopped at {len(mesh.faces)} faces" in caplog.text
+    assert f"{len(mesh.faces)} faces, above the target of 2000 (the surface has {genus} handles" in caplog.text
 
 
 @pytest.mark.parametrize("scale", [50.0, 0.002])

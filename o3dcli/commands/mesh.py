@@ -207,11 +207,6 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
                                    input_view=asset_input_view(path, mesh_cfg))
     else:
         mesh = remesh_mesh(asset, mesh_cfg, fit_kept_texture=fit_kept_texture)
-    if len(mesh.faces) > mesh_cfg.target_faces:
-        from o3dcli.console import log
-
-        log.warning("%s: %d faces, above the target of %d (the simplifier stops where going on would break the surface)",
-                    src, len(mesh.faces), mesh_cfg.target_faces)
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats, stl_size_mm=mesh_cfg.stl_size_mm,
                           texture_format=mesh_cfg.texture_format, jpeg_quality=mesh_cfg.jpeg_quality,
                           draco=mesh_cfg.draco, crease_angle_deg=mesh_cfg.crease_angle_deg)

@@ -3,10 +3,14 @@ parts, isotropic remeshing and quadric edge-collapse decimation (texture-aware f
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
 from o3dcli.mesh.config import MeshConfig
+
+log = logging.getLogger("o3d")
 
 QUALITY_THRESHOLD = 0.3
 """Quadric collapse: penalise collapses that create triangles less regular than this (pymeshlab's default)."""
@@ -174,6 +178,7 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
 
         diag = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
         ms.meshing_isotropic_explicit_remeshing(iterations=3, targetlen=pymeshlab.PureValue(cfg.remesh_edge_ratio * diag))
+    why = "the simplifier stops where going on would break the surface"
     undecimated = ms.current_mesh_id()
     ms.generate_copy_of_current_mesh()  # decimated as a copy: kept for a second try below
     _decimate(ms, cfg.target_faces)
@@ -186,17 +191,13 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
         ms.generate_copy_of_current_mesh()
         _decimate(ms, cfg.target_faces, keep_topology=True)
         ms.meshing_remove_unreferenced_vertices()
-        import logging
-
         if not _is_closed_manifold(ms):
             ms.set_current_mesh(pinched)
-            logging.getLogger("o3d").warning(
+            log.warning(
                 "decimation pinched the closed surface (%d edges shared by more than two faces) and the repair "
                 "failed: the mesh is kept as decimated", ms.get_topological_measures()["non_two_manifold_edges"])
-        elif (faces := ms.current_mesh().face_number()) > cfg.target_faces:
-            logging.getLogger("o3d").warning(
-                "the surface has %d handles (holes through it): decimation stopped at %d faces, above the target "
-                "%d, to keep it closed", ms.get_topological_measures()["genus"], faces, cfg.target_faces)
+        elif ms.current_mesh().face_number() > cfg.target_faces:
+            why = f"the surface has {ms.get_topological_measures()['genus']} handles (holes through it), kept closed"
     # after the repair, which also parts a pocket from the surface where they share a vertex
     m = ms.current_mesh()
     keep = split_off_faces(m.face_matrix(), m.vertex_matrix(), *before)
@@ -204,7 +205,13 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
         colors = m.vertex_color_matrix()[:, :3] if mesh.vertex_colors is not None and m.has_vertex_color() else None
         ms = _meshset(m.vertex_matrix(), m.face_matrix()[keep], colors)
         ms.meshing_remove_unreferenced_vertices()
+    _say_if_above(ms.current_mesh().face_number(), cfg.target_faces, why)
     return _result(ms, mesh, mesh.vertex_colors is not None)
+
+
+def _say_if_above(faces: int, target: int, why: str) -> None:
+    if faces > target:
+        log.warning("%d faces, above the target of %d (%s)", faces, target, why)
 
 
 def _decimate(ms, target_faces: int, keep_topology: bool = False) -> None:
@@ -283,6 +290,7 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
     keep = split_off_faces(faces, m.vertex_matrix(), *before)
     if keep is not None:  # split_wedges keeps only the vertices the faces use
         faces, wedges = faces[keep], wedges[keep]
+    _say_if_above(len(faces), cfg.target_faces, "the simplifier stops where going on would break the surface")
     if mesh.uv.size and mesh.uv.min() >= 0.0 and mesh.uv.max() <= 1.0:
         # the collapse can move a border corner a little past the atlas (seen: u = 1.0001); where
         # the input's UVs were all in it (an atlas, not a tiled texture), they stay in it
