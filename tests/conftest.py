@@ -15,6 +15,24 @@ from gltf_validator import gltf_validator  # noqa: E402,F401  (the fixture, shar
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def signal_handling_is_left_as_found():
+    """Every test (o3d commands run in this process among them) leaves the process's handling of
+    Ctrl-C and SIGTERM as it found it: the handlers, and which signals are blocked. A process left
+    ignoring or blocking SIGINT passes that on to every process it starts, which then cannot be
+    interrupted (a Python caller's notebook, or a later test's child)."""
+    import signal
+
+    def state():
+        return (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM),
+                signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+    before = state()
+    yield
+    after = state()
+    assert after == before, f"signal handling changed: {before} -> {after}"
+
+
 def disk_rgba(size: int = 96, radius: float = 0.3, center=(0.5, 0.5), color=(200, 40, 40)) -> np.ndarray:
     """An RGBA uint8 image with an opaque disk on a transparent background."""
     yy, xx = np.mgrid[0:size, 0:size] + 0.5

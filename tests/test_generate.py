@@ -772,11 +772,11 @@ def test_real_subprocess_and_sigkill_resume(tmp_path):
     out = tmp_path / "out"
     p = _o3d("generate", imgs, "-o", out, "--no-progress")
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("*/input.png"))) < 3:
+    while time.time() < deadline and len(list(out.glob("[!.]*/input.png"))) < 3:  # not staging folders
         time.sleep(0.01)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    done_before = len(list(out.glob("*/input.png")))
+    done_before = len(list(out.glob("[!.]*/input.png")))
     assert 3 <= done_before < 40, "the kill should land mid-batch"
     p = _o3d("generate", imgs, "-o", out, "--no-progress")
     text = p.communicate(timeout=300)[0].decode()
