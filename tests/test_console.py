@@ -106,7 +106,10 @@ def test_an_interrupt_while_a_library_loads_is_acted_on_once_it_has_loaded(tmp_p
     (tmp_path / "swallow" / "__init__.py").write_text("")
     (tmp_path / "swallow" / "heavy.py").write_text(_SWALLOWING_LIBRARY.format(sig=sig))
     script = (
-        "import sys\n"
+        "import signal, sys\n"
+        # Ctrl-C as in a terminal: started in the background by a script (`cmd &`), the test run
+        # and its children inherit SIGINT ignored, and an ignored Ctrl-C rightly stops nothing
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from o3dcli import cli, console, sysinfo\n"
         "console.NATIVE_LIBRARIES = getattr(console, 'NATIVE_LIBRARIES', frozenset()) | {'swallow'}\n"
         "def collect():\n"
