@@ -150,28 +150,53 @@ def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] 
 
 
 def ignores_case(folder: Path) -> bool:
-    """Whether names in `folder` (or, while it does not exist, in its nearest existing parent) are
-    looked up whatever their letter case: macOS and Windows disks by default, and Windows drives
-    under WSL. Seen from an entry whose name has letters (`.o3d` in an output folder o3d has
-    written to), found again under its name in the other case; or from the folder itself in its
-    parent. False when nothing there tells."""
+    """Whether names in `folder` (or, while it does not exist, in its nearest existing parent, where
+    it will be made) are looked up whatever their letter case: macOS and Windows disks by default,
+    and Windows drives under WSL. Seen from an entry whose name has letters (`.o3d` in an output
+    folder o3d has written to), found again under its name in the other case; where the folder has
+    none, from a file written there for the purpose and removed. False when nothing tells (a
+    read-only folder without such an entry)."""
     here = Path(folder).absolute()
     while not here.is_dir() and here.parent != here:
         here = here.parent
+
+    def same(path: str) -> bool | None:
+        """Whether `path`'s name in the other case is the same entry; None: it is gone (another
+        process's temporary) or cannot be looked at."""
+        name = os.path.basename(path)
+        try:
+            a = os.lstat(path)
+        except OSError:
+            return None
+        try:
+            b = os.lstat(os.path.join(os.path.dirname(path), name.swapcase()))
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return None
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
     try:
         with os.scandir(here) as entries:
-            probe = next((Path(e.path) for e in entries if e.name != e.name.swapcase()), None)
-    except OSError:
-        probe = None
-    if probe is None:
-        if here.parent == here or here.name == here.name.swapcase():
-            return False
-        probe = here
-    try:
-        a, b = os.lstat(probe), os.lstat(probe.parent / probe.name.swapcase())
+            for e in entries:
+                if e.name != e.name.swapcase() and (answer := same(e.path)) is not None:
+                    return answer
     except OSError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    import tempfile
+
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".o3d-case-probe-", dir=here)
+    except OSError:
+        return False
+    try:
+        os.close(fd)
+        return bool(same(probe))
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass
 
 
 def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
@@ -183,7 +208,8 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     An existing asset folder that belongs to another source file (its
     o3d-asset.json says so) is never reused, so no input overwrites another's asset.
     """
-    fold = str.casefold if ignores_case(out_dir) else (lambda name: name)
+    # lower, not casefold: these disks keep `Straße` and `Strasse` apart
+    fold = str.lower if ignores_case(out_dir) else (lambda name: name)
     taken: set[str] = set()
     items = []
     for src in sources:

@@ -108,7 +108,7 @@ def _collapse_pinches(mesh, target: int) -> bool:
     ms.add_mesh(pymeshlab.Mesh(mesh.vertices.astype(np.float64), mesh.faces))
     ms.meshing_decimation_quadric_edge_collapse(targetfacenum=target, qualitythr=QUALITY_THRESHOLD, preserveboundary=True,
                                                 preservenormal=True, optimalplacement=True, planarquadric=True,
-                                                autoclean=True)
+                                                autoclean=True, preservetopology=False)  # pymeshlab keeps the last value given
     return bool((_edge_use(ms.current_mesh().face_matrix()) > 2).any())
 
 
