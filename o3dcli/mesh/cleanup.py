@@ -16,6 +16,8 @@ QUALITY_THRESHOLD = 0.3
 """Quadric collapse: penalise collapses that create triangles less regular than this (pymeshlab's default)."""
 MAX_DECIMATION_PASSES = 3
 """Quadric collapse sometimes stops a little above the target; it is re-run at most this often."""
+STOPS_SHORT = "the simplifier stops where going on would break the surface"
+"""Why a decimated mesh has more faces than its target, unless a more particular reason is known."""
 
 
 def _meshset(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None):
@@ -178,7 +180,7 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
 
         diag = float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
         ms.meshing_isotropic_explicit_remeshing(iterations=3, targetlen=pymeshlab.PureValue(cfg.remesh_edge_ratio * diag))
-    why = "the simplifier stops where going on would break the surface"
+    why = STOPS_SHORT
     m = ms.current_mesh()  # kept as arrays for a second try below (a copy in the MeshSet costs 7x more)
     undecimated = m.vertex_matrix(), m.face_matrix(), m.vertex_color_matrix()[:, :3] if m.has_vertex_color() else None
     _decimate(ms, cfg.target_faces)
@@ -186,12 +188,9 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     if closed and cfg.max_hole_edges > 0 and not _is_closed_manifold(ms) and not _reclose(ms, max(cfg.max_hole_edges, 16)):
         # Too many pinches to cut out and close: a surface with many thin handles (a porous
         # fusion) pinches at each one it collapses. Decimated again, never collapsing a handle.
-        import pymeshlab
-
         pinched = ms.current_mesh_id()
-        v, f, colors = undecimated
-        kw = {} if colors is None else {"v_color_matrix": np.concatenate([colors, np.ones((len(colors), 1))], 1)}
-        ms.add_mesh(pymeshlab.Mesh(v, f, **kw))
+        fresh = _meshset(*undecimated)  # held while its mesh is copied in: current_mesh() is a view into it
+        ms.add_mesh(fresh.current_mesh())
         _decimate(ms, cfg.target_faces, keep_topology=True)
         ms.meshing_remove_unreferenced_vertices()
         if not _is_closed_manifold(ms):
@@ -293,7 +292,7 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> TriMesh:
     keep = split_off_faces(faces, m.vertex_matrix(), *before)
     if keep is not None:  # split_wedges keeps only the vertices the faces use
         faces, wedges = faces[keep], wedges[keep]
-    _say_if_above(len(faces), cfg.target_faces, "the simplifier stops where going on would break the surface")
+    _say_if_above(len(faces), cfg.target_faces, STOPS_SHORT)
     if mesh.uv.size and mesh.uv.min() >= 0.0 and mesh.uv.max() <= 1.0:
         # the collapse can move a border corner a little past the atlas (seen: u = 1.0001); where
         # the input's UVs were all in it (an atlas, not a tiled texture), they stay in it

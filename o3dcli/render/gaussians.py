@@ -174,7 +174,7 @@ def _render_torch(g, cams, bg, features, near, far, tile, eps2d, max_pairs) -> G
             means2d[views].reshape(vg * n, 2), conics[views].reshape(vg * n, 3), g.opacities.expand(vg, n).reshape(-1),
             feats[views].reshape(vg * n, feats.shape[-1]), bins, vg, w, h, view_tile, max_pairs,
         ))
-    summed, alpha = (torch.cat(views) for views in zip(*parts))
+    summed, alpha = parts[0] if len(parts) == 1 else (torch.cat(views) for views in zip(*parts))  # one group: no copy
     rgb = summed[:, :3] + (1.0 - alpha) * bg.reshape(1, 3, 1, 1)
     depth = summed[:, 3:4] / alpha.clamp(min=DEPTH_EPS)
     return GaussianRender(rgb, alpha, depth, summed[:, 4:] if features is not None else None)
