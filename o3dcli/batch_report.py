@@ -36,7 +36,7 @@ from o3dcli import __version__
 from o3dcli.atomic import atomic_write_text
 from o3dcli.batch_types import ItemResult
 from o3dcli.cache import ItemLock, ItemLocked
-from o3dcli.naming import ASSET_META, REPORT_NAME
+from o3dcli.naming import ASSET_META, MESH_REPORT_NAME, REPORT_NAME
 
 log = logging.getLogger("o3d")
 
@@ -44,11 +44,14 @@ FINISHED = ("ok", "failed")
 """Statuses of an item that ran to its end; `not-run` and `interrupted` items do not replace them."""
 
 
-def write_report(out_dir: Path, cache_root: Path, device: str, results: list[ItemResult], started: float,
-                 interrupted: bool = False, run_id: str | None = None) -> Path:
+def write_report(out_dir: Path, cache_root: Path, device: str, results: list[ItemResult | dict], started: float,
+                 interrupted: bool = False, run_id: str | None = None, kind: str = "generate") -> Path:
     """Write OUT/o3d-report.json: this run's items, and those of other runs on this folder that
-    overlapped it (see the module docstring); under a lock, so concurrent runs lose nothing."""
-    path = out_dir / REPORT_NAME
+    overlapped it (see the module docstring); under a lock, so concurrent runs lose nothing.
+    `kind`: the command whose report it is (a key of REPORTS); each has its own file, lock and run
+    marks, so `o3d mesh` writing into an o3d generate output folder leaves generate's report be."""
+    report_name, lock_name, runs_dir = REPORTS[kind]
+    path = out_dir / report_name
     run_id = run_id or new_run_id(started)
     finished = time.time()
     this_run = {
@@ -61,15 +64,15 @@ def write_report(out_dir: Path, cache_root: Path, device: str, results: list[Ite
         "interrupted": interrupted,
         "summary": _count(results),
     }
-    items = [{**r.__dict__, "run": run_id} for r in results]
-    lock = ItemLock(cache_root / "report.lock")
+    items = [{**(r if isinstance(r, dict) else r.__dict__), "run": run_id} for r in results]
+    lock = ItemLock(cache_root / lock_name)
     try:
         lock.acquire(blocking=True, allow_unlocked=True)
     except OSError as e:  # its file cannot be made (no locks at all: ItemLock goes on unlocked itself)
         log.warning("could not lock the report (%s: %s); writing %s without the lock: runs on this "
                     "output folder at the same time may lose each other's items in it", lock.path, e, path)
     try:
-        since = min([started] + [t for rid, t in running_runs(cache_root).items() if rid != run_id])
+        since = min([started] + [t for rid, t in running_runs(cache_root, runs_dir).items() if rid != run_id])
         earlier = _read_json(path)
         runs = earlier.get("runs") if isinstance(earlier.get("runs"), dict) else {}
         overlapping = {rid: r for rid, r in runs.items() if rid != run_id and isinstance(r, dict)
@@ -184,6 +187,13 @@ def _read_json(path: Path) -> dict:
 
 RUNS_DIRNAME = "runs"
 
+REPORTS = {
+    "generate": (REPORT_NAME, "report.lock", RUNS_DIRNAME),
+    "mesh": (MESH_REPORT_NAME, "mesh-report.lock", "mesh-runs"),
+}
+"""Per command that writes a batch report: its file in OUT, its lock and its run marks' folder
+(under OUT/.o3d/)."""
+
 
 def new_run_id(started: float) -> str:
     """A batch run's id: when it started, and a random part (unique across processes and hosts)."""
@@ -195,9 +205,10 @@ class RunMark:
     a lock held while it runs (`OUT/.o3d/runs/<run id>.lock`, released by the kernel if the process
     dies) beside a file with its start time. See `running_runs`."""
 
-    def __init__(self, cache_root: Path, run_id: str, started: float):
-        self.lock = ItemLock(cache_root / RUNS_DIRNAME / f"{run_id}.lock")
-        self.info = cache_root / RUNS_DIRNAME / f"{run_id}.json"
+    def __init__(self, cache_root: Path, run_id: str, started: float, kind: str = "generate"):
+        runs_dir = REPORTS[kind][2]
+        self.lock = ItemLock(cache_root / runs_dir / f"{run_id}.lock")
+        self.info = cache_root / runs_dir / f"{run_id}.json"
         self.started = started
 
     def __enter__(self) -> "RunMark":
@@ -217,11 +228,11 @@ class RunMark:
         self.lock.release()
 
 
-def running_runs(cache_root: Path) -> dict[str, float]:
-    """The batch runs on this output folder that are under way: {run id: start time}. The marks of
-    runs that died (their lock is free) are removed."""
+def running_runs(cache_root: Path, runs_dir: str = RUNS_DIRNAME) -> dict[str, float]:
+    """The batch runs on this output folder that are under way (of the command whose run marks are
+    in `runs_dir`): {run id: start time}. The marks of runs that died (their lock is free) are removed."""
     found = {}
-    for info in sorted((Path(cache_root) / RUNS_DIRNAME).glob("*.json")):
+    for info in sorted((Path(cache_root) / runs_dir).glob("*.json")):
         run_id = info.stem
         probe = ItemLock(info.with_suffix(".lock"))
         try:

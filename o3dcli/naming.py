@@ -30,8 +30,9 @@ from o3dcli.atomic import atomic_write_text, sha256_file
 from o3dcli.cache import Cache, ItemLock, ItemLocked
 
 REPORT_NAME = "o3d-report.json"
+MESH_REPORT_NAME = "o3d-mesh-report.json"
 ASSET_META = "o3d-asset.json"
-RESERVED_NAMES = frozenset({REPORT_NAME})
+RESERVED_NAMES = frozenset({REPORT_NAME, MESH_REPORT_NAME})
 """Names in the output folder that belong to o3d, never to an asset."""
 RENDER_MANIFEST = "o3d-renders.json"
 """Which input each name in an `o3d render` output folder belongs to."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -111,16 +112,31 @@ def test_asset_folder_remeshes_its_gaussians_and_batch_isolates_errors(tmp_path)
     assert result.exit_code == 1, result.output
     assert "broken.ply" in result.output and "end_header" in result.output
     # (.o3d/ holds the per-name locks, shared with o3d generate)
-    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"crate", "crate-2"}
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"crate", "crate-2", "o3d-mesh-report.json"}
     mesh = load_mesh(out / "crate" / "model.obj")
     assert len(mesh.faces) <= 1000 and chamfer(mesh, source) <= 0.01  # the box, not the stale sphere
+    # the report has every input, in order, the failed one with its error
+    report = json.loads((out / "o3d-mesh-report.json").read_text())
+    assert report["summary"] == {"ok": 2, "failed": 1} and not report["interrupted"]
+    items = report["items"]
+    assert [(i["input"], i["name"], i["status"]) for i in items] == [
+        (str((asset / "gaussians.ply").resolve()), "crate", "ok"), (str(broken.resolve()), "broken", "failed"),
+        (str((other / "gaussians.ply").resolve()), "crate-2", "ok")]
+    assert "end_header" in items[1]["error"] and "Error" in items[1]["traceback"]
+    assert items[1]["outputs"] == [] and items[1]["mesh"] is None
+    assert items[0]["mesh"]["faces"] == len(mesh.faces) and items[0]["mesh"]["texture"] == [128, 128]
+    assert items[0]["mesh"]["watertight"] and items[0]["mesh"]["boundary_edges"] == 0
+    assert list(items[0]["timings"]) == ["load", "fusion", "decimation", "unwrap", "bake", "export"]
+    assert sorted(items[0]["outputs"]) == ["crate/config.yaml", "crate/model.mtl", "crate/model.obj",
+                                           "crate/model.png", "crate/o3d-asset.json"]
+    assert all((out / f).is_file() for f in items[0]["outputs"])
 
 
 def test_ctrl_c_stops_the_batch_with_130_keeping_the_finished_inputs(tmp_path, monkeypatch):
     import o3dcli.commands.mesh as mesh_cmd
 
     meshes = []
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         meshes.append(save_mesh_glb(tmp_path / f"{name}.glb", reference_shape("sphere")))
     real = mesh_cmd.mesh_one
 
@@ -134,7 +150,11 @@ def test_ctrl_c_stops_the_batch_with_130_keeping_the_finished_inputs(tmp_path, m
     res = CliRunner().invoke(app, ["mesh", *map(str, meshes), "--formats", "glb", "-o", str(out)])
     assert res.exit_code == 130, res.output
     assert "interrupted" in res.output and "b.glb" in res.output
-    assert (out / "a" / "model.glb").is_file() and not (out / "b").exists()
+    assert (out / "a" / "model.glb").is_file() and not (out / "b").exists() and not (out / "c").exists()
+    report = json.loads((out / "o3d-mesh-report.json").read_text())
+    assert report["interrupted"] and [(i["name"], i["status"]) for i in report["items"]] == [
+        ("a", "ok"), ("b", "interrupted"), ("c", "not-run")]
+    assert report["summary"] == {"ok": 1, "interrupted": 1, "not-run": 1}
 
 
 def test_usage_errors_exit_2(tmp_path):
@@ -302,7 +322,7 @@ def test_long_file_names_get_short_result_folders(tmp_path):
     res = CliRunner().invoke(app, ["mesh", *(str(tmp_path / f"{s}.obj") for s in stems), "--formats", "glb",
                                    "-o", str(out)])
     assert res.exit_code == 0, res.output
-    folders = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(folders) == 2
     for stem, name in zip(sorted(stems), folders):
         assert stem.startswith(name[:-9]) and name[-9] == "-" and len(name.encode()) <= NAME_MAX_BYTES
@@ -323,7 +343,7 @@ def test_a_folder_of_assets_meshes_each_asset_in_it(tmp_path):
                                       "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert f"{assets}: 3 assets inside" in " ".join(result.output.split())
-    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {"apple", "pear", "plum"}
+    assert {p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")} == {"apple", "pear", "plum"}
     assert len(load_mesh(out / "pear" / "model.obj").faces) <= 500
 
 
@@ -393,7 +413,8 @@ def test_a_folder_of_photos_is_told_to_go_to_generate_and_leaves_no_output(good_
         res = CliRunner().invoke(app, command)
         assert res.exit_code == 1 and "a folder of images, not of 3D assets; o3d generate makes assets from photos" \
             in " ".join(res.output.split()), res.output
-        assert list(work.iterdir()) == []  # no output folder (o3d-meshes/.o3d/items/<name>/.lock, renders/)
+        # no output folder (o3d-meshes/.o3d/items/<name>/.lock, o3d-mesh-report.json, renders/)
+        assert list(work.iterdir()) == []
 
 
 def test_a_mesh_left_above_the_target_is_said_once(tmp_path):
@@ -413,3 +434,34 @@ def test_a_mesh_left_above_the_target_is_said_once(tmp_path):
     faces = len(load_mesh(tmp_path / "out" / "lattice" / "model.glb").faces)
     assert faces > 2000 and said.count("above the target") == 1, said
     assert f"! {src}: {faces} faces, above the target of 2000 (the surface has" in said
+
+
+def test_the_report_describes_the_latest_run_and_leaves_generates_report_alone(tmp_path):
+    for name in ("tri", "quad"):
+        (tmp_path / f"{name}.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 2 4 3\n")
+    (tmp_path / "bad.obj").write_text("v 0 0 0\nf 1 2 3\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "bad.obj"), "-o", str(out)])
+    assert res.exit_code == 1, res.output
+    assert [(i["name"], i["status"]) for i in json.loads((out / "o3d-mesh-report.json").read_text())["items"]] \
+        == [("bad", "failed")]
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "tri.obj"), str(tmp_path / "quad.obj"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"2/2 succeeded; report: {out / 'o3d-mesh-report.json'}" in " ".join(res.output.split())
+    first = json.loads((out / "o3d-mesh-report.json").read_text())
+    assert first["summary"] == {"ok": 2}
+    for item in first["items"]:  # open triangles: two boundary edges each side, not watertight
+        assert item["mesh"] == {"faces": 2, "vertices": 4, "texture": None, "boundary_edges": 4,
+                                "non_manifold_edges": 0, "watertight": False}, item
+    generated = '{"items": [{"name": "tri", "status": "ok"}]}'  # o3d generate's, in the same folder
+    (out / "o3d-report.json").write_text(generated)
+    # a later run: its items only (the earlier runs ended before it began)
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "quad.obj"), str(tmp_path / "bad.obj"), "-o", str(out)])
+    assert res.exit_code == 1, res.output
+    second = json.loads((out / "o3d-mesh-report.json").read_text())
+    assert [(i["name"], i["status"]) for i in second["items"]] == [("quad", "ok"), ("bad", "failed")]
+    assert list(second["runs"]) == [second["run"]] != [first["run"]]
+    assert second["items"][1]["input"] == str((tmp_path / "bad.obj").resolve())
+    assert "outside the 1 defined" in second["items"][1]["error"]
+    assert (out / "o3d-report.json").read_text() == generated
+    assert not list((out / ".o3d" / "mesh-runs").iterdir())  # the run's mark is gone with it

@@ -303,6 +303,37 @@ def test_mesh_claims_its_folder_under_the_lock_generate_uses(tmp_path):
     assert (out / "chair-2" / "model.glb").stat().st_size > 100
 
 
+def test_two_mesh_processes_both_appear_in_the_mesh_report(tmp_path):
+    # `o3d mesh tri.obj -o out & o3d mesh quad.obj -o out`: each run's report keeps the other's item.
+    # The first process is held on its item's lock until the second has finished.
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    for name in ("tri", "quad"):
+        (tmp_path / f"{name}.obj").write_text(TRI)
+    out = tmp_path / "out"
+    lock = Cache(out).item("tri").lock()
+    lock.acquire()
+    try:
+        first = subprocess.Popen([sys.executable, "-m", "o3dcli.cli", "mesh", str(tmp_path / "tri.obj"), "-o", str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        _wait_blocked_on(first, lock.path)
+        res = CliRunner().invoke(app, ["mesh", str(tmp_path / "quad.obj"), "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        # the second run's report names the first as under way (its mark), and only its own item
+        assert [i["name"] for i in json.loads((out / "o3d-mesh-report.json").read_text())["items"]] == ["quad"]
+        assert len(list((out / ".o3d" / "mesh-runs").glob("*.json"))) == 1
+    finally:
+        lock.release()
+    text = first.communicate(timeout=300)[0].decode()
+    assert first.returncode == 0, text
+    rep = json.loads((out / "o3d-mesh-report.json").read_text())
+    assert [(i["name"], i["status"]) for i in rep["items"]] == [("tri", "ok"), ("quad", "ok")]
+    assert len(rep["runs"]) == 2 and rep["summary"] == {"ok": 2}
+    assert not (out / "o3d-report.json").exists() and not list((out / ".o3d" / "runs").glob("*"))
+
+
 # -- publishing in one step ----------------------------------------------------------------------
 
 

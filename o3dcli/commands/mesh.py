@@ -182,11 +182,14 @@ def _with_assets_export_settings(path: Path, mesh_cfg):
     return dataclasses.replace(mesh_cfg, **{k: getattr(own, k) for k in EXPORT_SETTINGS})
 
 
-def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True) -> list[Path]:
+def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True,
+             timings: dict | None = None, stats: dict | None = None) -> list[Path]:
     """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
     `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`); `fit_kept_texture`: a
-    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size)."""
+    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size).
+    `timings`, if given, receives seconds per stage; `stats`, the result's `mesh_stats`."""
     import dataclasses
+    import time
 
     import yaml
 
@@ -198,18 +201,28 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
     from o3dcli.mesh.config import EXPORT_FILES
     from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
 
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
     src = _source(path)
     asset = load_asset(src, up=up)
     if isinstance(asset, Gaussians):
         if len(asset) == 0:
             raise ValueError(f"{src}: the PLY holds no Gaussians")
-        mesh = mesh_from_gaussians(asset, mesh_cfg, silhouettes=asset_silhouettes(path, mesh_cfg),
-                                   input_view=asset_input_view(path, mesh_cfg))
+        silhouettes, view = asset_silhouettes(path, mesh_cfg), asset_input_view(path, mesh_cfg)
+        timings["load"] = time.perf_counter() - start
+        mesh = mesh_from_gaussians(asset, mesh_cfg, timings=timings, silhouettes=silhouettes, input_view=view)
     else:
+        timings["load"] = time.perf_counter() - start
+        start = time.perf_counter()
         mesh = remesh_mesh(asset, mesh_cfg, fit_kept_texture=fit_kept_texture)
+        timings["remesh"] = time.perf_counter() - start
+    start = time.perf_counter()
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats, stl_size_mm=mesh_cfg.stl_size_mm,
                           texture_format=mesh_cfg.texture_format, jpeg_quality=mesh_cfg.jpeg_quality,
                           draco=mesh_cfg.draco, crease_angle_deg=mesh_cfg.crease_angle_deg)
+    timings["export"] = time.perf_counter() - start
+    if stats is not None:
+        stats.update(mesh_stats(mesh))
     for stale in EXPORT_FILES:  # a format asked for last time, not now
         if out_dir / stale not in written:
             (out_dir / stale).unlink(missing_ok=True)
@@ -219,6 +232,19 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
         else header + yaml.safe_dump({"mesh": to_plain(dataclasses.asdict(mesh_cfg))}, sort_keys=False)
     atomic_write_text(out_dir / "config.yaml", text)
     return written + [out_dir / "config.yaml"]
+
+
+def mesh_stats(mesh) -> dict:
+    """What the report says of a result mesh: its faces, vertices, texture size ([height, width], or
+    None), and its boundary edges (of one face) and non-manifold edges (of three or more faces),
+    vertices joined by position: a watertight mesh has neither."""
+    from o3dcli.io.export import open_edges
+
+    boundary, non_manifold = open_edges(mesh)
+    return {"faces": int(len(mesh.faces)), "vertices": int(len(mesh.vertices)),
+            "texture": list(mesh.texture.shape[:2]) if mesh.texture is not None else None,
+            "boundary_edges": boundary, "non_manifold_edges": non_manifold,
+            "watertight": boundary == 0 and non_manifold == 0}
 
 
 def mesh(
@@ -236,7 +262,7 @@ def mesh(
 
     Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned, decimated, unwrapped and baked; given an asset folder (or its gaussians.ply), its input.png is also projected onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are decimated keeping their texture and its alpha (cut-outs stay see-through).
 
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from), and OUTPUT/o3d-mesh-report.json (per input: status, error, seconds per stage, files, warnings, and the mesh's faces, vertices, texture size and open edges); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
 
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
@@ -244,17 +270,19 @@ def mesh(
 
     require_file_locks("mesh")
 
-    import traceback
+    import contextlib
+    import time
 
     from rich.markup import escape
 
+    from o3dcli.batch_report import RunMark, new_run_id
+    from o3dcli.cache import Cache
     from o3dcli.commands import once_each
     from o3dcli.config import ConfigError
     from o3dcli.console import console, interrupted_exit_code, setup_logging
     from o3dcli.errors import UserError
-    from o3dcli.inputs import check_output_dir, item_message
-    from o3dcli.naming import folder_taken, unique_names
-    from o3dcli.batch_types import StageWarnings
+    from o3dcli.inputs import check_output_dir
+    from o3dcli.naming import MESH_REPORT_NAME, folder_taken, unique_names
 
     def usage_error(message: str) -> typer.Exit:
         console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
@@ -290,8 +318,7 @@ def mesh(
     refused = cannot_run("o3d mesh")
     if refused:
         raise usage_error(refused)
-    failed = 0
-    from o3dcli.io.assets import expand_asset_folders, resolve_asset_path
+    from o3dcli.io.assets import expand_asset_folders
 
     notes: list[str] = []
     inputs = [_asset_folder_of(p) for p in inputs]  # assets/chair/gaussians.ply meshes as assets/chair does
@@ -303,38 +330,119 @@ def mesh(
     inputs = once_each(inputs, lambda p: _source(p).resolve(), "meshed")
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
     names = unique_names(inputs, lambda name, path: folder_taken(output, name, _source(path).resolve()))
+    items = [_new_item(path, name) for path, name in zip(inputs, names)]
+    started = time.time()
+    run_id = new_run_id(started)
+    stopped = None
+    with contextlib.ExitStack() as marked:
+        writing: list[bool] = []
+
+        def start_writing() -> None:
+            """Make the output folder and mark this run as at work in it (for the report's merge),
+            once: not before an input gets that far, so a batch that fails whole leaves no folder."""
+            if not writing:
+                output.mkdir(parents=True, exist_ok=True)
+                marked.enter_context(RunMark(Cache(output).root, run_id, started, kind="mesh"))
+                writing.append(True)
+
+        try:
+            _mesh_all(inputs, items, output, start_writing, mesh_cfg, cfg, up, fit_kept_texture, keep_export, verbose)
+        except KeyboardInterrupt:
+            stopped = interrupted_exit_code()
+        # where no input got as far as writing, the folder is not made for the report alone
+        report_error = _write_mesh_report(output, items, started, stopped is not None, run_id) \
+            if output.is_dir() else None
+    n_ok = sum(i["status"] == "ok" for i in items)
+    if report_error:
+        console.print(f"[red]error[/red]: {escape(report_error)}; the results above are in their folders",
+                      soft_wrap=True)
+    elif items:
+        console.print(f"{n_ok}/{len(items)} succeeded; report: {escape(str(output / MESH_REPORT_NAME))}",
+                      soft_wrap=True)
+    if stopped is not None:
+        raise typer.Exit(stopped)
+    raise typer.Exit(EXIT_OK if n_ok == len(items) and not report_error else EXIT_SOME_FAILED)
+
+
+def _new_item(path: Path, name: str) -> dict:
+    """An input's entry in OUT/o3d-mesh-report.json, before it is meshed (o3d generate's report
+    items less what only generation has: cached stages, their sources, stage details; with `mesh`,
+    the result's `mesh_stats`)."""
+    return {"input": str(_source(path).resolve()), "name": name, "status": "not-run", "error": None,
+            "traceback": None, "timings": {}, "outputs": [], "warnings": [], "mesh": None}
+
+
+def _mesh_all(inputs: list[Path], items: list[dict], output: Path, start_writing, mesh_cfg, cfg, up: str,
+              fit_kept_texture: bool, keep_export: bool, verbose: bool) -> None:
+    """Mesh each input into its item (status, error, timings, outputs, warnings, mesh stats),
+    printing a line for each; one that fails never stops the others. `start_writing()` is called
+    before an input's results are first written. Ctrl-C (or SIGTERM) marks the input at work
+    `interrupted` and is raised on."""
+    import traceback
+
+    from rich.markup import escape
+
+    from o3dcli.batch_types import StageWarnings
+    from o3dcli.console import console
+    from o3dcli.inputs import item_message
+    from o3dcli.io.assets import resolve_asset_path
+    from o3dcli.naming import ASSET_META
+
     log = logging.getLogger("o3d")
-    batch = {name: _source(path).resolve() for path, name in zip(inputs, names)}
-    for path, name in zip(inputs, names):
+    batch = {item["name"]: Path(item["input"]) for item in items}
+    for path, item in zip(inputs, items):
         caught = StageWarnings({})  # told with the input they are about, after its result line
 
         def tell_warnings() -> None:
             log.removeFilter(caught)
-            for message in caught.messages:
-                console.print(f"[yellow]! {escape(str(path))}[/yellow]: {escape(item_message(path, message))}",
+            item["warnings"] = [item_message(path, message) for message in caught.messages]
+            for message in item["warnings"]:
+                console.print(f"[yellow]! {escape(str(path))}[/yellow]: {escape(message)}",
                               highlight=False, soft_wrap=True)
 
         log.addFilter(caught)
         try:
-            resolve_asset_path(_source(path))  # an input that is no asset fails before the output is touched
-            output.mkdir(parents=True, exist_ok=True)
+            resolve_asset_path(_source(path))  # an input that is no asset fails before its folder is touched
+            start_writing()
             item_cfg = _with_assets_export_settings(path, mesh_cfg) if keep_export else mesh_cfg
-            name, written = _mesh_into(path, output, name, batch, item_cfg, cfg, up, caught, fit_kept_texture)
+            stats: dict = {}
+            item["name"], written = _mesh_into(path, output, item["name"], batch, item_cfg, cfg, up, caught,
+                                               fit_kept_texture, item["timings"], stats)
+            item.update(status="ok", mesh=stats,
+                        outputs=[p.relative_to(output).as_posix() for p in written] + [f"{item['name']}/{ASSET_META}"])
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
                           + f" (+{len(written) - 1} files)", soft_wrap=True)
         except KeyboardInterrupt:
+            item["status"] = "interrupted"
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
                           "run the command again for the rest", soft_wrap=True)
             tell_warnings()
-            raise typer.Exit(interrupted_exit_code()) from None
+            raise
         except Exception as e:  # one bad input never stops the others
-            failed += 1
-            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", highlight=False,
+            item.update(status="failed", error=item_message(path, e), traceback=traceback.format_exc())
+            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item['error'])}", highlight=False,
                           soft_wrap=True)
             if verbose:
-                console.print(escape(traceback.format_exc()))
+                console.print(escape(item["traceback"]))
         tell_warnings()
-    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def _write_mesh_report(output: Path, items: list[dict], started: float, interrupted: bool, run_id: str) -> str | None:
+    """Write OUT/o3d-mesh-report.json (merged with overlapping o3d mesh runs' items, as o3d
+    generate's report is: o3dcli.batch_report). Returns why it could not be written, else None."""
+    from o3dcli.batch_report import write_report
+    from o3dcli.cache import Cache
+    from o3dcli.naming import MESH_REPORT_NAME
+
+    if not items:
+        return None
+    for item in items:
+        item["timings"] = {k: round(v, 3) for k, v in item["timings"].items()}
+    try:
+        write_report(output, Cache(output).root, "cpu", items, started, interrupted, run_id=run_id, kind="mesh")
+    except OSError as e:  # the finished results are published: only the report is lost
+        return f"cannot write {output / MESH_REPORT_NAME} ({e.strerror or e})"
+    return None
 
 
 OWN_FILES = ("config.yaml",)
@@ -342,7 +450,8 @@ OWN_FILES = ("config.yaml",)
 
 
 def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, up: str,
-               caught, fit_kept_texture: bool = True) -> tuple[str, list[Path]]:
+               caught, fit_kept_texture: bool = True, timings: dict | None = None,
+               stats: dict | None = None) -> tuple[str, list[Path]]:
     """Mesh one input into OUTPUT/<name>/ (or the next free name, when another process has made that
     folder another input's since the names were chosen). The name is claimed under its item lock,
     as o3d generate does, so two processes never write one folder; the files are made in a staging
@@ -374,7 +483,8 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
         try:
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
-                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture)
+                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture,
+                                   timings=timings, stats=stats)
                 publish.add_bytes(staged / ASSET_META, asset_meta_text(src).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, lambda rel: rel in ours)
