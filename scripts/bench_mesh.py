@@ -2,10 +2,16 @@
 
     python scripts/bench_mesh.py                      # 65,536 Gaussians -> 20,000 faces, 1024^2
     python scripts/bench_mesh.py --method tsdf --threads 1 --shape torus
+    python scripts/bench_mesh.py --gaussians 1024 --split 64   # a rough, foam-like set of 65,536
+    python scripts/bench_mesh.py --ply assets/synth_2000001/gaussians.ply --split 64   # rougher still
 
 Gaussians are sampled on a textured reference shape (o3dcli.mesh.surface_gaussians),
-so the run also reports the Chamfer distance to the true surface. Prints one row per
-stage (seconds) plus the total and the process's peak resident memory.
+so the run also reports the Chamfer distance to the true surface; `--ply` takes any 3DGS PLY
+instead (an asset's: `o3d generate --examples -o assets` makes some). `--split K` replaces each
+Gaussian by K smaller ones scattered inside it (its shape's spread, sizes divided by K^(1/3)):
+a noisy field with gaps, whose surface comes out crumpled, for the mesh stages' worst case.
+Prints one row per stage (seconds) plus the total and the process's peak resident memory, and
+how rough the result is (the median angle between neighbouring faces' normals).
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ def main() -> None:
     ap.add_argument("--texture-size", type=int, default=1024)
     ap.add_argument("--method", choices=("opacity", "tsdf"), default="opacity")
     ap.add_argument("--shape", choices=("sphere", "torus", "box"), default="sphere")
+    ap.add_argument("--ply", help="a 3DGS PLY to mesh instead of Gaussians on --shape")
+    ap.add_argument("--split", type=int, default=1, help="replace each Gaussian by this many smaller ones inside it")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the renders and the opacity splat)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from o3dcli.eval.geometry import sample_surface
     from o3dcli.io.export import export_mesh
     from o3dcli.mesh import bake, cleanup, fusion, uv, views
     from o3dcli.mesh.config import MeshConfig
@@ -38,7 +45,13 @@ def main() -> None:
 
     cfg = MeshConfig(method=args.method, target_faces=args.faces, texture_size=args.texture_size)
     source = reference_shape(args.shape, detail=2, soft=0.08)
-    gaussians = surface_gaussians(source, args.gaussians, seed=0)
+    if args.ply:
+        from o3dcli.io.ply import load_gaussians
+
+        source, gaussians = None, load_gaussians(args.ply)
+    else:
+        gaussians = surface_gaussians(source, args.gaussians, seed=0)
+    gaussians = split_gaussians(gaussians, args.split)
     times: dict[str, float] = {}
 
     def timed(name, fn, *a):
@@ -66,23 +79,65 @@ def main() -> None:
     total = time.perf_counter() - wall
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    import open3d as o3d
-
-    scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(source.vertices), o3d.core.Tensor(source.faces.astype(np.uint32)))
-    d1 = scene.compute_distance(o3d.core.Tensor(sample_surface(textured, 20000).points.astype(np.float32))).numpy()
-    scene2 = o3d.t.geometry.RaycastingScene()
-    scene2.add_triangles(o3d.core.Tensor(textured.vertices), o3d.core.Tensor(textured.faces.astype(np.uint32)))
-    d2 = scene2.compute_distance(o3d.core.Tensor(sample_surface(source, 20000).points.astype(np.float32))).numpy()
-
-    print(f"bench_mesh: {args.gaussians} Gaussians on a {args.shape} -> {args.faces} faces, "
+    split = f" split {args.split} ways ({len(gaussians)})" if args.split > 1 else ""
+    where = f"from {args.ply}" if args.ply else f"on a {args.shape}"
+    count = len(gaussians) // args.split if args.ply else args.gaussians
+    print(f"bench_mesh: {count} Gaussians{split} {where} -> {args.faces} faces, "
           f"{args.texture_size}^2 texture, method {args.method}, {args.threads} torch thread(s)")
     print(f"{'stage':<12}{'seconds':>9}")
     for name in ("render", "fusion", "cleanup", "decimation", "unwrap", "bake", "export"):
         print(f"{name:<12}{times[name]:>9.2f}")
     print(f"{'total':<12}{total:>9.2f}")
-    print(f"raw faces {len(raw.faces)}, final faces {len(textured.faces)}, vertices {len(textured.vertices)}")
-    print(f"peak memory {peak_mib:.0f} MiB; chamfer to the true surface {(d1.mean() + d2.mean()) / 2:.5f}")
+    print(f"raw faces {len(raw.faces)}, final faces {len(textured.faces)}, vertices {len(textured.vertices)} "
+          f"({len(textured.vertices) / len(small.vertices):.2f} per vertex before the unwrap: UV seams); "
+          f"median angle between neighbouring faces {median_fold_deg(small):.1f} deg")
+    print(f"peak memory {peak_mib:.0f} MiB" + ("" if source is None else
+                                               f"; chamfer to the true surface {chamfer(textured, source):.5f}"))
+
+
+def chamfer(mesh, source) -> float:
+    """The mean of the two mean distances between 20,000 points sampled on each surface and the other."""
+    import open3d as o3d
+
+    from o3dcli.eval.geometry import sample_surface
+
+    def mean_distance(points_of, to) -> float:
+        scene = o3d.t.geometry.RaycastingScene()
+        scene.add_triangles(o3d.core.Tensor(to.vertices.astype(np.float32)), o3d.core.Tensor(to.faces.astype(np.uint32)))
+        points = sample_surface(points_of, 20000).points.astype(np.float32)
+        return float(scene.compute_distance(o3d.core.Tensor(points)).numpy().mean())
+
+    return (mean_distance(mesh, source) + mean_distance(source, mesh)) / 2
+
+
+def split_gaussians(gaussians, k: int):
+    """Each Gaussian replaced by `k` smaller ones: centres drawn from it (seed 0), sizes divided by
+    k^(1/3), its rotation, opacity and colour kept."""
+    if k <= 1:
+        return gaussians
+    from o3dcli.geometry.gaussians import Gaussians
+
+    gen = torch.Generator().manual_seed(0)
+    offsets = torch.randn(len(gaussians), k, 3, generator=gen) * gaussians.scales[:, None]
+    means = gaussians.means[:, None] + torch.einsum("nij,nkj->nki", gaussians.rotation_matrices(), offsets)
+    each = lambda t: t.repeat_interleave(k, 0)  # noqa: E731
+    return Gaussians(means.reshape(-1, 3), each(gaussians.scales) / k ** (1 / 3), each(gaussians.quats),
+                     each(gaussians.opacities), each(gaussians.colors))
+
+
+def median_fold_deg(mesh) -> float:
+    """The median angle between the normals of faces sharing an edge, in degrees (a smooth surface
+    at 20,000 faces: a few degrees)."""
+    v, f = mesh.vertices.astype(np.float64), mesh.faces
+    n = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n /= np.linalg.norm(n, axis=1, keepdims=True) + 1e-30
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    face = np.tile(np.arange(len(f)), 3)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    edges, face = edges[order], face[order]
+    pair = (edges[1:] == edges[:-1]).all(1)
+    cos = (n[face[:-1][pair]] * n[face[1:][pair]]).sum(1)
+    return float(np.degrees(np.median(np.arccos(np.clip(cos, -1.0, 1.0)))))
 
 
 if __name__ == "__main__":
