@@ -268,6 +268,21 @@ class ItemCache:
     def lock(self) -> ItemLock:
         return ItemLock(self.dir / ".lock")
 
+    def busy(self) -> bool:
+        """Whether another process holds this item's lock now (its work under way). False where no
+        lock can be had (a file system that takes none, a read-only folder): not known to be busy."""
+        if not self.dir.is_dir():
+            return False
+        lock = self.lock()
+        try:
+            lock.acquire()
+        except ItemLocked:
+            return True
+        except OSError:
+            return False
+        lock.release()
+        return False
+
     def entry_name(self, stage: str, key: str) -> str:
         """The name of `stage`'s folder for `key` in this item's cache folder."""
         return f"{stage}-{key[:16]}"

@@ -83,6 +83,11 @@ DEFAULT_VALUES = Config().to_dict()
 """The built-in defaults, for a stage's side fields in the key of its result."""
 
 
+class _TwinAtWork(Exception):
+    """Raised before an item's first stage: another process is making the same image (see
+    `BatchRunner._twin_at_work`); the item is run later."""
+
+
 class BatchRunner:
     def __init__(self, out_dir: Path, config: Config, stages: list[Stage], force: bool = False,
                  on_progress: Callable[[str, str], None] | None = None, all_stages: list[Stage] | None = None,
@@ -124,10 +129,16 @@ class BatchRunner:
     def run_item(self, item: Item, blocking: bool = False) -> ItemResult:
         """Run every stage of one item; never raises for the item's own problems. The item may end
         under another name than `item.name` (the result's `name`): when, by the time its lock is
-        held, that folder has become another input's asset."""
+        held, that folder has become another input's asset.
+
+        Status `locked` (not run) when another process holds the item, or, without `blocking`, is
+        at work on a twin (`_twin_at_work`): the item is then run later, with `blocking`, which
+        waits for both and copies what the twin made instead of making it a second time."""
         res = ItemResult(str(item.source), item.name)
         self._running = None  # the stage in progress, for the report of an interrupted item
         base = clean_name(item.source.stem)
+        if blocking:  # waited for without holding this item's lock: two such waits never hold each other up
+            self._wait_for_twins(item)
         try:
             name, lock = claim_name(self.out_dir, item.source, item.name, base, blocking=blocking,
                                     taken=lambda n: self.batch_names.get(n, item.source) != item.source)
@@ -152,8 +163,11 @@ class BatchRunner:
                 res.status, res.error, res.traceback = "failed", failed["error"], failed.get("traceback")
                 return res
             mark_asset_dir(self.out_dir / item.name, item.source)
-            self._run_stages(item, ic, res)
+            self._run_stages(item, ic, res, defer_to_twins=not blocking)
             res.status = "ok"
+        except _TwinAtWork:
+            res.status = "locked"
+            drop_if_empty(self.out_dir / item.name)
         except KeyboardInterrupt:
             res.status = "interrupted"
             where = f" during {self._running}" if self._running else ""
@@ -207,7 +221,38 @@ class BatchRunner:
             self.pinned_files[key] = (before, digest)
         return self.pinned_files[key][1]
 
-    def _run_stages(self, item: Item, ic, res: ItemResult) -> None:
+    def _twins_before(self, name: str, input_hash: str) -> list[str]:
+        """The items of this batch made from the same image that the input index notes before
+        `name` (all of them, when it does not note `name`)."""
+        noted = self.cache.items_of_input(input_hash)
+        before = noted[:noted.index(name)] if name in noted else noted
+        return [n for n in before if n != name and n in self.batch_names]
+
+    def _twin_at_work(self, item: Item, input_hash: str) -> str | None:
+        """An item of this batch made from the same image (a photo given twice, under two names),
+        noted in the input index before this one, that another process is at work on now, or
+        None. Only earlier-noted twins count, so of two processes starting twins at the same
+        moment exactly one waits (o3d generate --jobs would otherwise make the image twice)."""
+        return next((n for n in self._twins_before(item.name, input_hash) if self.cache.item(n).busy()), None)
+
+    def _wait_for_twins(self, item: Item) -> None:
+        """Until no other process is at work on a twin of `item` (see `_twin_at_work`)."""
+        try:
+            input_hash = sha256_file(item.source)
+        except OSError:
+            return  # the item reports it when it runs
+        for name in self._twins_before(item.name, input_hash):
+            if not self.cache.item(name).busy():
+                continue
+            lock = self.cache.item(name).lock()
+            self.on_progress(item.name, f"waiting for another o3d process making the same image ({name})")
+            try:
+                lock.acquire(blocking=True, allow_unlocked=True)
+            except OSError:
+                continue
+            lock.release()
+
+    def _run_stages(self, item: Item, ic, res: ItemResult, defer_to_twins: bool = False) -> None:
         if item.source.exists() and not item.source.is_file():  # a pipe or a device: hashing it never ends
             raise UserError(f"{item.source}: not a regular file (a pipe or device); give the path of an image file")
         try:
@@ -215,6 +260,8 @@ class BatchRunner:
         except OSError as e:
             raise UserError(f"{item.source}: cannot read file ({e.strerror or e})") from None
         self.cache.register_input(input_hash, item.name)
+        if defer_to_twins and self._twin_at_work(item, input_hash) is not None:
+            raise _TwinAtWork()
         keys: dict[str, str] = {}  # the key of each stage's result, which later stages are keyed by
         entries: dict[str, str] = {}  # the key of each stage's cache entry (with its side fields)
         dirs: dict[str, Path] = {}

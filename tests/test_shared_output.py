@@ -573,6 +573,38 @@ def test_two_generate_processes_both_appear_in_the_report(good_images, tmp_path)
     assert sorted(i["name"] for i in report(out)["items"]) == ["chair", "pear"]
 
 
+def test_a_photo_whose_twin_another_process_is_making_waits_and_copies_it(good_images, tmp_path):
+    # one photo given twice, under two names, with --jobs: two processes made it at the same moment.
+    # An item whose twin (the same image, noted first in the input index) another process holds now
+    # is run after it, and copies what it made.
+    import shutil
+
+    from o3dcli.atomic import sha256_file
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name in ("apple0.png", "apple1.png"):
+        shutil.copy(good_images / "apple.png", d / name)
+    out = tmp_path / "out"
+    cache = Cache(out)
+    cache.register_input(sha256_file(d / "apple0.png"), "apple0")  # another process started apple0
+    lock = cache.item("apple0").lock()
+    lock.acquire()  # and is at work on it
+    try:
+        proc = _o3d("generate", d, "-o", out, "--no-progress")
+        _wait_blocked_on(proc, lock.path)
+        # apple1 is not made meanwhile: it was made at once, then the process waited for apple0
+        assert not list((out / ".o3d" / "items").glob("apple1/preprocess-*"))
+    finally:
+        lock.release()
+    text = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, text
+    items = {i["name"]: i for i in report(out)["items"]}
+    assert items["apple0"]["cached"] == [] and items["apple0"]["status"] == "ok"
+    assert items["apple1"]["reused_from"] == {"preprocess": "apple0"} and items["apple1"]["status"] == "ok"
+    assert (out / "apple1" / "input.png").read_bytes() == (out / "apple0" / "input.png").read_bytes()
+
+
 def _item(inp: Path, name: str, status: str) -> ItemResult:
     return ItemResult(str(inp), name, status=status, error=None if status in ("ok", "not-run") else "x")
 
