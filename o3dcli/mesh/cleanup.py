@@ -127,7 +127,7 @@ SPLIT_VERTEX_SHIFT = 0.01
 of the way toward the centre of its own faces: copies left at one position make the surface touch
 itself there, and a file reader that joins vertices by position (a slicer, `open_edges`) then finds
 edges of four faces (seen after decimation: 1 in 3 test objects, and on a rough published-size
-Gaussian set). 1 %: about 1e-4 of the object's size at 20,000 faces."""
+Gaussian set). 1 %: the copies end about 1e-4 of the object's size apart at 20,000 faces."""
 
 
 def _repair(ms) -> None:
