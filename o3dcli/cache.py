@@ -269,18 +269,21 @@ class ItemCache:
         return ItemLock(self.dir / ".lock")
 
     def busy(self) -> bool:
-        """Whether another process holds this item's lock now (its work under way). False where no
-        lock can be had (a file system that takes none, a read-only folder): not known to be busy."""
-        if not self.dir.is_dir():
-            return False
-        lock = self.lock()
+        """Whether a process holds this item's lock now (its work under way). Probed with a shared
+        lock on the lock file, taken and dropped at once: creates nothing, and never stops another
+        prober. False where no lock can be had (no lock file, a file system that takes none)."""
+        import fcntl
+
         try:
-            lock.acquire()
-        except ItemLocked:
-            return True
+            fd = os.open(self.dir / ".lock", os.O_RDONLY)
         except OSError:
             return False
-        lock.release()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            return e.errno in (errno.EAGAIN, errno.EACCES)
+        finally:
+            os.close(fd)  # drops the probe's lock
         return False
 
     def entry_name(self, stage: str, key: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from o3dcli import __version__
-from o3dcli.atomic import file_identity, sha256_file
+from o3dcli.atomic import file_identity
 from o3dcli.batch_report import REPORT_NAME, RunMark, adopt_others, new_run_id, write_report
 from o3dcli.cache import (
     Cache,
@@ -117,6 +117,7 @@ class BatchRunner:
         self.config_text = dump_config(absolute_paths(config), header=f"# resolved o3d {__version__} config; reuse with --preset <this file>\n")
         self.resources: dict[str, Any] = {}
         self.digests = FileDigests(self.cache.root / "digests.json")
+        self._input_digests = FileDigests()  # the inputs', in memory: an input is hashed once per process
         self.pinned_files: dict[str, tuple] = {}
         """{resolved path: (file_identity, SHA-256)} of the files stages read (model weights) as this
         batch first read them: every item is keyed by those bytes (see `_file_digest`)."""
@@ -221,31 +222,45 @@ class BatchRunner:
             self.pinned_files[key] = (before, digest)
         return self.pinned_files[key][1]
 
-    def _twins_before(self, name: str, input_hash: str) -> list[str]:
-        """The items of this batch made from the same image that the input index notes before
-        `name` (all of them, when it does not note `name`)."""
-        noted = self.cache.items_of_input(input_hash)
-        before = noted[:noted.index(name)] if name in noted else noted
-        return [n for n in before if n != name and n in self.batch_names]
+    def _twins_before(self, item: Item, input_hash: str) -> list[str]:
+        """The items before `item` in this batch's order (which every process of the batch shares)
+        made from the same image: those the input index notes for it whose input has those bytes now."""
+        noted = set(self.cache.items_of_input(input_hash))
+        twins = []
+        for name, source in self.batch_names.items():
+            if name == item.name:
+                break
+            if name in noted and self._hash_of(source) == input_hash:
+                twins.append(name)
+        return twins
+
+    def _hash_of(self, source: Path) -> str | None:
+        """The SHA-256 of an input file (read once per path, size and mtime), or None when it is not
+        a regular file (a pipe would block) or cannot be read."""
+        try:
+            return self._input_digests(source) if Path(source).is_file() else None
+        except OSError:
+            return None
 
     def _twin_at_work(self, item: Item, input_hash: str) -> str | None:
         """An item of this batch made from the same image (a photo given twice, under two names),
-        noted in the input index before this one, that another process is at work on now, or
-        None. Only earlier-noted twins count, so of two processes starting twins at the same
-        moment exactly one waits (o3d generate --jobs would otherwise make the image twice)."""
-        return next((n for n in self._twins_before(item.name, input_hash) if self.cache.item(n).busy()), None)
+        before this one in the batch, that a process is at work on now, or None. Only earlier
+        twins count, so of two processes starting twins at the same moment one waits (o3d generate
+        --jobs would otherwise make the image twice). A twin noted in the input index only after
+        this check (a process between taking its item and hashing its input, milliseconds) is
+        missed: the image is then made twice, as before."""
+        return next((n for n in self._twins_before(item, input_hash) if self.cache.item(n).busy()), None)
 
     def _wait_for_twins(self, item: Item) -> None:
-        """Until no other process is at work on a twin of `item` (see `_twin_at_work`)."""
-        try:
-            input_hash = sha256_file(item.source)
-        except OSError:
-            return  # the item reports it when it runs
-        for name in self._twins_before(item.name, input_hash):
+        """Until no process is at work on a twin of `item` (see `_twin_at_work`)."""
+        input_hash = self._hash_of(item.source)
+        if input_hash is None:
+            return  # the item says why when it runs
+        for name in self._twins_before(item, input_hash):
             if not self.cache.item(name).busy():
                 continue
-            lock = self.cache.item(name).lock()
             self.on_progress(item.name, f"waiting for another o3d process making the same image ({name})")
+            lock = self.cache.item(name).lock()
             try:
                 lock.acquire(blocking=True, allow_unlocked=True)
             except OSError:
@@ -256,7 +271,7 @@ class BatchRunner:
         if item.source.exists() and not item.source.is_file():  # a pipe or a device: hashing it never ends
             raise UserError(f"{item.source}: not a regular file (a pipe or device); give the path of an image file")
         try:
-            input_hash = sha256_file(item.source)
+            input_hash = self._input_digests(item.source)
         except OSError as e:
             raise UserError(f"{item.source}: cannot read file ({e.strerror or e})") from None
         self.cache.register_input(input_hash, item.name)

@@ -178,8 +178,9 @@ def test_the_same_photo_given_twice_with_jobs_is_made_once_and_copied(good_image
     assert res.exit_code == 0 and "3/3 succeeded" in " ".join(res.output.split()), res.output
     report = json.loads((out / "o3d-report.json").read_text())
     made = {i["name"] for i in report["items"] if not i["cached"]}
-    # one item made, whichever process started first: the other waits for it (an item waits for
-    # a twin noted before it in the input index that another process is at work on); the others copy
+    # one item made; the others copy it (a process that comes to a copy while another makes an
+    # earlier one waits for it: tests/test_shared_output.py holds that moment, which here depends
+    # on when the worker starts)
     assert len(made) == 1, report["items"]
     names = {i["name"] for i in report["items"]}
     for i in report["items"]:  # what an item did not make, it copied from another item of this batch

@@ -441,8 +441,13 @@ def test_the_report_describes_the_latest_run_and_leaves_generates_report_alone(t
         (tmp_path / f"{name}.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\nf 1 2 3\nf 2 4 3\n")
     (tmp_path / "bad.obj").write_text("v 0 0 0\nf 1 2 3\n")
     out = tmp_path / "out"
+    # an input that is no asset fails before anything is written: no folder, so no report named
+    (tmp_path / "notes.txt").write_text("x")
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "notes.txt"), "-o", str(out)])
+    assert res.exit_code == 1 and "0/1 succeeded" in res.output and "report:" not in res.output, res.output
+    assert not out.exists()
     res = CliRunner().invoke(app, ["mesh", str(tmp_path / "bad.obj"), "-o", str(out)])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 1 and "0/1 succeeded; report:" in " ".join(res.output.split()), res.output
     assert [(i["name"], i["status"]) for i in json.loads((out / "o3d-mesh-report.json").read_text())["items"]] \
         == [("bad", "failed")]
     res = CliRunner().invoke(app, ["mesh", str(tmp_path / "tri.obj"), str(tmp_path / "quad.obj"), "-o", str(out)])

@@ -44,12 +44,20 @@ def _holds_open(pid: int, path: Path) -> bool:
 
 def _wait_blocked_on(proc: subprocess.Popen, lock_path: Path, timeout: float = 240) -> None:
     """Until `proc` waits for the lock at `lock_path` (a blocking ItemLock keeps the file open while
-    it waits) or has ended: a condition, not a guess at how long start-up takes."""
+    it waits) or has ended: a condition, not a guess at how long start-up takes. The file must stay
+    open for 0.3 s: a lock tried without waiting, or probed (`ItemCache.busy`), is open for moments."""
     if not Path(f"/proc/{os.getpid()}/fd").is_dir():
         proc.kill()
         pytest.skip("needs /proc to see which files a process has open")
     deadline = time.monotonic() + timeout
-    while proc.poll() is None and not _holds_open(proc.pid, lock_path):
+    open_since = None
+    while proc.poll() is None:
+        if not _holds_open(proc.pid, lock_path):
+            open_since = None
+        elif open_since is None:
+            open_since = time.monotonic()
+        elif time.monotonic() - open_since >= 0.3:
+            return
         assert time.monotonic() < deadline, "the process neither waited for the lock nor ended"
         time.sleep(0.01)
 
@@ -573,10 +581,12 @@ def test_two_generate_processes_both_appear_in_the_report(good_images, tmp_path)
     assert sorted(i["name"] for i in report(out)["items"]) == ["chair", "pear"]
 
 
-def test_a_photo_whose_twin_another_process_is_making_waits_and_copies_it(good_images, tmp_path):
+@pytest.mark.parametrize("noted", [["apple0"], ["apple1", "apple0"]])
+def test_a_photo_whose_twin_another_process_is_making_waits_and_copies_it(good_images, tmp_path, noted):
     # one photo given twice, under two names, with --jobs: two processes made it at the same moment.
-    # An item whose twin (the same image, noted first in the input index) another process holds now
-    # is run after it, and copies what it made.
+    # An item whose twin (the same image, earlier in the batch) another process holds now is run
+    # after it, and copies what it made; whatever order the input index notes them in (an earlier
+    # run may have noted the second copy first)
     import shutil
 
     from o3dcli.atomic import sha256_file
@@ -587,9 +597,10 @@ def test_a_photo_whose_twin_another_process_is_making_waits_and_copies_it(good_i
         shutil.copy(good_images / "apple.png", d / name)
     out = tmp_path / "out"
     cache = Cache(out)
-    cache.register_input(sha256_file(d / "apple0.png"), "apple0")  # another process started apple0
+    for name in noted:
+        cache.register_input(sha256_file(d / "apple0.png"), name)
     lock = cache.item("apple0").lock()
-    lock.acquire()  # and is at work on it
+    lock.acquire()  # another process, at work on apple0
     try:
         proc = _o3d("generate", d, "-o", out, "--no-progress")
         _wait_blocked_on(proc, lock.path)
@@ -603,6 +614,58 @@ def test_a_photo_whose_twin_another_process_is_making_waits_and_copies_it(good_i
     assert items["apple0"]["cached"] == [] and items["apple0"]["status"] == "ok"
     assert items["apple1"]["reused_from"] == {"preprocess": "apple0"} and items["apple1"]["status"] == "ok"
     assert (out / "apple1" / "input.png").read_bytes() == (out / "apple0" / "input.png").read_bytes()
+
+
+def test_an_item_noted_for_an_image_it_no_longer_holds_is_no_twin(good_images, tmp_path):
+    # the input index notes apple0 for the apple's bytes, but apple0.png is a pear now: apple1 (the
+    # apple) does not wait while another process is at work on apple0
+    import shutil
+
+    from o3dcli.atomic import sha256_file
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    shutil.copy(good_images / "pear.png", d / "apple0.png")
+    shutil.copy(good_images / "apple.png", d / "apple1.png")
+    out = tmp_path / "out"
+    cache = Cache(out)
+    cache.register_input(sha256_file(good_images / "apple.png"), "apple0")
+    lock = cache.item("apple0").lock()
+    lock.acquire()
+    try:
+        proc = _o3d("generate", d, "-o", out, "--no-progress")
+        _wait_blocked_on(proc, lock.path)
+        assert list((out / ".o3d" / "items").glob("apple1/preprocess-*"))  # made before waiting for apple0
+    finally:
+        lock.release()
+    text = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, text
+    assert all(not i["reused_from"] for i in report(out)["items"])
+
+
+def test_a_pipe_among_items_run_last_fails_without_hanging(tmp_path):
+    # an item run last (another process held it) is looked at for twins before it runs: reading a
+    # named pipe to hash it blocked for ever; it fails as "not a regular file", as it does first time
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no named pipes here")
+    d = tmp_path / "photos"
+    d.mkdir()
+    os.mkfifo(d / "x.png")
+    out = tmp_path / "out"
+    lock = Cache(out).item("x").lock()
+    lock.acquire()
+    try:
+        proc = _o3d("generate", d / "x.png", "-o", out, "--no-progress")
+        _wait_blocked_on(proc, lock.path)
+    finally:
+        lock.release()
+    try:
+        text = proc.communicate(timeout=120)[0].decode()
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("o3d generate hung on the pipe") from None
+    assert proc.returncode == 1 and "not a regular file" in text, text
 
 
 def _item(inp: Path, name: str, status: str) -> ItemResult:

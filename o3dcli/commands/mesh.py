@@ -350,14 +350,14 @@ def mesh(
         except KeyboardInterrupt:
             stopped = interrupted_exit_code()
         # where no input got as far as writing, the folder is not made for the report alone
-        report_error = _write_mesh_report(output, items, started, stopped is not None, run_id) \
-            if output.is_dir() else None
+        reported = bool(items) and output.is_dir()
+        report_error = _write_mesh_report(output, items, started, stopped is not None, run_id) if reported else None
     n_ok = sum(i["status"] == "ok" for i in items)
+    if items:
+        report = f"; report: {escape(str(output / MESH_REPORT_NAME))}" if reported and not report_error else ""
+        console.print(f"{n_ok}/{len(items)} succeeded{report}", soft_wrap=True)
     if report_error:
         console.print(f"[red]error[/red]: {escape(report_error)}; the results above are in their folders",
-                      soft_wrap=True)
-    elif items:
-        console.print(f"{n_ok}/{len(items)} succeeded; report: {escape(str(output / MESH_REPORT_NAME))}",
                       soft_wrap=True)
     if stopped is not None:
         raise typer.Exit(stopped)
@@ -434,8 +434,6 @@ def _write_mesh_report(output: Path, items: list[dict], started: float, interrup
     from o3dcli.cache import Cache
     from o3dcli.naming import MESH_REPORT_NAME
 
-    if not items:
-        return None
     for item in items:
         item["timings"] = {k: round(v, 3) for k, v in item["timings"].items()}
     try:
