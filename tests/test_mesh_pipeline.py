@@ -406,6 +406,27 @@ def _tetra(centre, size: float):
     return v, f
 
 
+def test_copies_of_a_split_vertex_are_parted_toward_their_own_faces():
+    # two closed shells touching along an edge, as the repair leaves a pinch: the copies of its two
+    # vertices move apart, each into its own shell, 1 % of the way to its faces' centre; nothing
+    # else moves
+    from o3dcli.io.export import open_edges
+    from o3dcli.mesh.cleanup import SPLIT_VERTEX_SHIFT, part_copies
+
+    av, af = _tetra((0, 0, 0), 1.0)
+    bv = av * [1, -1, -1]  # turned half a turn about the x axis: the edge from 0 to 1 is shared
+    vertices, faces = np.concatenate([av, bv]).astype(np.float32), np.concatenate([af, af + 4])
+    assert open_edges(TriMesh(vertices, faces)) == (0, 1)  # joined by position: an edge of four faces
+    moved = part_copies(vertices, faces)
+    assert np.array_equal(moved[[2, 3, 6, 7]], vertices[[2, 3, 6, 7]])
+    assert np.allclose(moved[0], SPLIT_VERTEX_SHIFT * np.array([2, 2, 2]) / 9)  # its faces' centres' mean
+    assert np.allclose(moved[4], SPLIT_VERTEX_SHIFT * np.array([2, -2, -2]) / 9)
+    assert np.allclose(moved[1], [1, 0, 0] + SPLIT_VERTEX_SHIFT * (np.array([1 / 3, 2 / 9, 2 / 9]) - [1, 0, 0]))
+    assert open_edges(TriMesh(moved, faces)) == (0, 0) and len(np.unique(moved, axis=0)) == 8
+    alone = av.astype(np.float32)
+    assert np.array_equal(part_copies(alone, af), alone)  # nothing shared: nothing moves
+
+
 def test_pieces_that_decimation_splits_off_are_dropped_and_every_part_keeps_its_largest():
     from o3dcli.mesh.cleanup import split_off_faces, vertex_parts, weld_vertices
     from o3dcli.synth.objects import make_object
