@@ -50,7 +50,7 @@ def write_report(out_dir: Path, cache_root: Path, device: str, results: list[Ite
     overlapped it (see the module docstring); under a lock, so concurrent runs lose nothing.
     `kind`: the command whose report it is (a key of REPORTS); each has its own file, lock and run
     marks, so `o3d mesh` writing into an o3d generate output folder leaves generate's report be."""
-    report_name, lock_name, runs_dir = REPORTS[kind]
+    report_name, lock_name, _ = REPORTS[kind]
     path = out_dir / report_name
     run_id = run_id or new_run_id(started)
     finished = time.time()
@@ -72,7 +72,7 @@ def write_report(out_dir: Path, cache_root: Path, device: str, results: list[Ite
         log.warning("could not lock the report (%s: %s); writing %s without the lock: runs on this "
                     "output folder at the same time may lose each other's items in it", lock.path, e, path)
     try:
-        since = min([started] + [t for rid, t in running_runs(cache_root, runs_dir).items() if rid != run_id])
+        since = min([started] + [t for rid, t in running_runs(cache_root, kind).items() if rid != run_id])
         earlier = _read_json(path)
         runs = earlier.get("runs") if isinstance(earlier.get("runs"), dict) else {}
         overlapping = {rid: r for rid, r in runs.items() if rid != run_id and isinstance(r, dict)
@@ -228,11 +228,11 @@ class RunMark:
         self.lock.release()
 
 
-def running_runs(cache_root: Path, runs_dir: str = RUNS_DIRNAME) -> dict[str, float]:
-    """The batch runs on this output folder that are under way (of the command whose run marks are
-    in `runs_dir`): {run id: start time}. The marks of runs that died (their lock is free) are removed."""
+def running_runs(cache_root: Path, kind: str = "generate") -> dict[str, float]:
+    """The batch runs of command `kind` (a key of REPORTS) on this output folder that are under way:
+    {run id: start time}. The marks of runs that died (their lock is free) are removed."""
     found = {}
-    for info in sorted((Path(cache_root) / runs_dir).glob("*.json")):
+    for info in sorted((Path(cache_root) / REPORTS[kind][2]).glob("*.json")):
         run_id = info.stem
         probe = ItemLock(info.with_suffix(".lock"))
         try:
