@@ -35,6 +35,14 @@ def readable_suffixes() -> tuple[str, ...]:
     return IMAGE_SUFFIXES + tuple(x for name, suffixes in OPTIONAL_SUFFIXES.items() if name in formats for x in suffixes)
 
 
+def has_image_suffix(path: Path) -> bool:
+    """Whether `path` is named as an image (of any format o3d knows, read by this installation or
+    not): such inputs claim their asset names before other files given (`naming.claim_order`), so a
+    name does not depend on the packages installed."""
+    suffix = Path(path).suffix.lower()
+    return suffix in IMAGE_SUFFIXES or suffix in OTHER_IMAGE_SUFFIXES
+
+
 def _unread_hint(suffixes: set[str]) -> str:
     """What to do about images in the given unread formats."""
     from o3dcli.io.images import HEIF_HINT, avif_hint
@@ -163,11 +171,24 @@ def _entries(folder: Path, recursive: bool) -> list[Path]:
     folder that is gone by the time the scan goes into it is passed over: another o3d process at
     work in an output folder under `folder` moves folders as it goes (a cache stage's temporary
     folder renamed when done, an asset's staging folder swapped in), and such a folder is never
-    input (Path.glob raised FileNotFoundError there)."""
+    input (Path.glob raised FileNotFoundError there).
+
+    Links to folders are followed (a folder of photos linked in is scanned as if it were there),
+    each folder once: a link back up the tree, or to a folder already scanned, is not entered again."""
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    seen = {os.path.realpath(folder)}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=recursive):
         found += [Path(dirpath) / name for name in dirnames + filenames]
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        if not recursive:
+            dirnames[:] = []
+            continue
+        enter = []
+        for d in sorted(dirnames):  # sorted: which of two paths to one folder is scanned does not vary
+            real = os.path.realpath(os.path.join(dirpath, d))
+            if not d.startswith(".") and real not in seen:
+                seen.add(real)
+                enter.append(d)
+        dirnames[:] = enter
     return found
 
 

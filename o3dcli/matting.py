@@ -47,6 +47,8 @@ SMALL_HOLE = 0.01  # fill holes smaller than this fraction of the foreground are
 EDGE_SIGMA = 0.7  # Gaussian blur (work pixels) that softens the mask edge
 TOUCH_WARN = 0.10  # warn when the foreground covers more than this fraction of the image's outer frame
 TINY_WARN, HUGE_WARN = 0.01, 0.90  # warn when the foreground fraction is outside this range
+CARD_FILL, CARD_SPAN = 0.95, 0.90  # an alpha whose opaque part fills this much of its bounding box, which spans
+# this much of the image's width or height, is taken for a photo's card (padding, rounded corners), not an object
 
 REMBG_MODEL = "u2net"  # rembg's default session; downloaded on first use into ~/.u2net (or $U2NET_HOME)
 _REMBG_SESSIONS: dict = {}
@@ -75,8 +77,10 @@ def estimate_foreground(rgba: np.ndarray, matting: str, alpha_threshold: float, 
         raise ImageError(f"{name}: the foreground is empty (the alpha channel is transparent everywhere); "
                          "give an image whose alpha marks the object.")
     # An alpha channel is "real" when it leaves a visible part of the frame transparent.
-    if matting == "alpha" or (matting == "auto" and opaque <= full_frame):
+    if matting == "alpha":
         return Matte(np.ascontiguousarray(alpha, dtype=np.float32), "alpha")
+    if matting == "auto" and opaque <= full_frame:
+        return Matte(np.ascontiguousarray(alpha, dtype=np.float32), "alpha", _card_warning(alpha > alpha_threshold))
     del alpha  # not held beside the estimate (a large photo's frame in floats)
     if matting in ("auto", "rembg"):
         try:
@@ -95,6 +99,23 @@ def estimate_foreground(rgba: np.ndarray, matting: str, alpha_threshold: float, 
     if matting == "builtin":
         return builtin_matte(rgba[..., :3], name)
     raise ValueError(f"unknown preprocess.matting {matting!r}; use auto, alpha, rembg or builtin")
+
+
+def _card_warning(opaque: np.ndarray) -> tuple[str, ...]:
+    """A warning when the alpha channel's opaque part [H, W] (bool) looks like the photo itself, a
+    plain (rounded) rectangle across the image (a photo padded to a square, or exported with rounded
+    corners), rather than an object cut out: o3d would otherwise make a card, background and all."""
+    rows, cols = np.flatnonzero(opaque.any(1)), np.flatnonzero(opaque.any(0))
+    if len(rows) == 0:
+        return ()
+    box_h, box_w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    fill = float(np.count_nonzero(opaque)) / float(box_h * box_w)
+    spans = box_h >= CARD_SPAN * opaque.shape[0] or box_w >= CARD_SPAN * opaque.shape[1]
+    if fill < CARD_FILL or not spans:
+        return ()
+    return (f"the alpha channel keeps a plain rectangle across the image ({fill:.0%} of its bounding box is opaque): "
+            "it may mark the whole photo rather than the object; if so, use --set preprocess.matting=builtin "
+            "(or rembg) to cut the object out",)
 
 
 def _import_rembg():

@@ -132,22 +132,35 @@ def next_free_name(base: str, taken: Callable[[str], bool], make: Callable[[str]
     return name
 
 
-def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None) -> list[str]:
+def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None,
+                 preferred: Callable[[Path], bool] | None = None) -> list[str]:
     """One output name per input path (`asset_stem`, made safe and fitted to NAME_MAX_BYTES),
-    collisions suffixed -2, -3, ...
+    collisions suffixed -2, -3, ... (`preferred` paths claim theirs first: `claim_order`).
 
     `owned_by_other(name, path)` says whether an earlier run wrote `name` for another input:
     such a name is skipped too, so no input overwrites another's results.
     """
     used: set[str] = set()
-    names = []
-    for path in paths:
+    names: list[str] = [""] * len(paths)
+    for i in claim_order(paths, preferred):
+        path = paths[i]
         base = clean_name(asset_stem(path))
         name = next_free_name(base, lambda name: name in used or (
             owned_by_other is not None and owned_by_other(name, path)), make=lambda suffix: fit_name(base, suffix))
         used.add(name)
-        names.append(name)
+        names[i] = name
     return names
+
+
+def claim_order(paths: list[Path], preferred: Callable[[Path], bool] | None) -> list[int]:
+    """The order in which `paths` claim their names: those `preferred` says are of a kind the command
+    reads (an image's suffix, a mesh's) first, then the rest, each in the given order. A file given
+    beside a photo of the same stem (an iPhone's `IMG_0001.AAE` beside `IMG_0001.HEIC`) fails, and
+    it must not take the photo's name: the photo's asset would then move when the other file goes."""
+    if preferred is None:
+        return list(range(len(paths)))
+    first = [preferred(p) for p in paths]
+    return [i for i in range(len(paths)) if first[i]] + [i for i in range(len(paths)) if not first[i]]
 
 
 def ignores_case(folder: Path) -> bool:
@@ -200,8 +213,9 @@ def ignores_case(folder: Path) -> bool:
             pass
 
 
-def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
-    """Asset names from file stems; collisions get -2, -3, ... in sorted order. Where the output
+def assign_names(sources: list[Path], out_dir: Path, preferred: Callable[[Path], bool] | None = None) -> list[Item]:
+    """Asset names from file stems; collisions get -2, -3, ... in the given order, `preferred` sources
+    (those with an image's suffix) first (`claim_order`). Where the output
     folder's disk ignores letter case, names differing only in case collide too (`Fox.png` and
     `fox.jpg` are `Fox` and `fox-2`), so that which input gets which name does not depend on which
     claims its folder first (`o3d generate --jobs`).
@@ -212,8 +226,9 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
     # lower, not casefold: these disks keep `Straße` and `Strasse` apart
     fold = str.lower if ignores_case(out_dir) else (lambda name: name)
     taken: set[str] = set()
-    items = []
-    for src in sources:
+    items: list[Item | None] = [None] * len(sources)
+    for i in claim_order(sources, preferred):
+        src = sources[i]
         base = clean_name(src.stem)
         legacy = legacy_name(src.stem)
         if legacy != base and fold(legacy) not in taken and _is_asset_of(out_dir / legacy, src):
@@ -221,8 +236,8 @@ def assign_names(sources: list[Path], out_dir: Path) -> list[Item]:
         name = next_free_name(base, lambda name: fold(name) in taken or name.lower() in RESERVED_NAMES
                               or folder_taken(out_dir, name, src), make=lambda suffix: fit_name(base, suffix))
         taken.add(fold(name))
-        items.append(Item(src, name))
-    return items
+        items[i] = Item(src, name)
+    return items  # type: ignore[return-value]  # every index is claimed once
 
 
 def asset_meta(asset_dir: Path) -> dict:

@@ -403,6 +403,54 @@ def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good
     assert res.exit_code == 2 and "formats o3d does not read here (1 .heic)" in " ".join(res.output.split())
 
 
+def test_recursive_scans_follow_links_to_folders_once_each(good_images, tmp_path):
+    """A linked-in folder of photos was skipped without a word ("no image files found" when it
+    held the only ones); links that loop back up, or lead to a folder scanned already, are not
+    entered twice."""
+    from o3dcli.inputs import collect_inputs
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    top = tmp_path / "top"
+    (top / "real").mkdir(parents=True)
+    (top / "real" / "pear.png").write_bytes((good_images / "pear.png").read_bytes())
+    (top / "linked").symlink_to(elsewhere)
+    (top / "again").symlink_to(elsewhere)  # a second way to the same folder
+    (top / "real" / "loop").symlink_to(top)  # back up the tree
+    notes: list[str] = []
+    found = collect_inputs([top], recursive=True, notes=notes)
+    assert [p.relative_to(top).as_posix() for p in found] == ["again/apple.png", "real/pear.png"]
+    assert collect_inputs([top], recursive=False, notes=[]) == []
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "photos").symlink_to(elsewhere)
+    out = tmp_path / "out"
+    res = generate(only, "-r", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert [i["name"] for i in report(out)["items"]] == ["apple"]
+
+
+def test_an_input_that_now_fails_says_its_earlier_asset_is_left(good_images, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    data = (good_images / "apple.png").read_bytes()
+    (photos / "x.png").write_bytes(data)
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    before = (out / "x" / "input.png").read_bytes()
+    (photos / "x.png").write_bytes(data[: len(data) // 2])  # damaged since
+    res = generate(photos, "-o", out)
+    assert res.exit_code == 1, res.output
+    [item] = report(out)["items"]
+    assert item["status"] == "failed" and "truncated" in item["error"]
+    assert item["error"].endswith(f"(the asset an earlier run made is left as it was in {out / 'x'})")
+    assert (out / "x" / "input.png").read_bytes() == before
+    # a first run's failure has no such asset: nothing said
+    res = generate(photos, "-o", tmp_path / "fresh")
+    assert "earlier run" not in report(tmp_path / "fresh")["items"][0]["error"]
+
+
 def test_long_file_names_get_short_asset_names(good_images, tmp_path):
     # an input whose name is 250 bytes long (legal on disk): its staging folder .<name>.o3d-new-<pid>
     # was longer than 255 bytes and publishing failed ("File name too long") after preprocessing ran

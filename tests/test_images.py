@@ -29,8 +29,9 @@ def quadrant_centres(rgba: np.ndarray) -> list[np.ndarray]:
             rgba[3 * h // 4, 3 * w // 4, :3]]
 
 
-def png16(array: np.ndarray, colour_type: int) -> bytes:
-    """A minimal 16-bit PNG (Pillow cannot write 16-bit RGB): IHDR, one IDAT, IEND, filter 0."""
+def png16(array: np.ndarray, colour_type: int, trns: tuple[int, ...] = ()) -> bytes:
+    """A minimal 16-bit PNG (Pillow cannot write 16-bit RGB): IHDR, one IDAT, IEND, filter 0; with
+    ``trns``, a tRNS chunk naming that grey value (or RGB triple) transparent."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -38,7 +39,9 @@ def png16(array: np.ndarray, colour_type: int) -> bytes:
     h, w = array.shape[:2]
     raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
     header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    key = chunk(b"tRNS", struct.pack(f">{len(trns)}H", *trns)) if trns else b""
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + key + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("ext,kwargs,tol", [
@@ -120,6 +123,34 @@ def test_16bit_gray_keeps_precision(tmp_path):
         rgba = load_image(tmp_path / name)
         np.testing.assert_allclose(rgba[..., 0], values / 65535, atol=1e-7)
         assert rgba[0, 1, 0] != rgba[0, 2, 0]  # 256 and 257 share an 8-bit value but not a 16-bit one
+
+
+@pytest.mark.parametrize("colour_type,key", [(0, (0,)), (2, (0, 0, 0))])
+def test_16bit_png_transparency_key_gives_the_alpha(tmp_path, colour_type, key):
+    # a near-black object (1/255) on a black background that the tRNS chunk makes transparent
+    gray = np.zeros((6, 8), np.uint16)
+    gray[2:4, 3:6] = 257
+    values = gray if colour_type == 0 else np.repeat(gray[..., None], 3, axis=-1)
+    (tmp_path / "key.png").write_bytes(png16(values, colour_type, trns=key))
+    for keep_uint8, top in ((False, 1.0), (True, 255)):
+        rgba = load_image(tmp_path / "key.png", keep_uint8=keep_uint8)
+        np.testing.assert_array_equal(rgba[..., 3], (gray > 0) * top)
+        np.testing.assert_allclose(rgba[..., 0], gray / 65535 * top, atol=1e-6 * top)
+
+
+def test_16bit_data_is_held_as_8_bit_when_asked(tmp_path):
+    # preprocessing holds every photo as 8-bit (a 48 MP 16-bit PNG took 2.5-2.8 GB as float32)
+    values = np.array([[0, 128, 129, 40000], [65535, 383, 384, 32768]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")  # mode I;16
+    (tmp_path / "rgb16.png").write_bytes(png16(np.repeat(values[..., None], 3, axis=-1), colour_type=2))
+    for name in ("g16.png", "rgb16.png"):
+        rgba = load_image(tmp_path / name, keep_uint8=True)
+        assert rgba.dtype == np.uint8
+        np.testing.assert_array_equal(rgba[..., 3], 255)
+        # within one 8-bit step of the 16-bit value (Pillow's RGB decode keeps the high byte)
+        assert np.abs(rgba[..., 0].astype(np.int32) - values / 257).max() <= 1.0
+    g8 = load_image(tmp_path / "g16.png", keep_uint8=True)[..., 0]
+    np.testing.assert_array_equal(g8, np.round(values / 257))  # grey: rounded
 
 
 def test_32bit_integer_gray_tiffs_are_read_on_their_datas_scale(tmp_path):

@@ -194,6 +194,22 @@ def test_names_follow_the_asset_folder_never_overwrite_and_drop_stale_formats(tm
     assert not (out / "crate-3").exists()
 
 
+def test_a_mesh_file_takes_its_name_before_the_files_given_beside_it(tmp_path):
+    """`o3d mesh chair/*` on chair.mtl, chair.obj, chair.png: the OBJ's result was chair-2."""
+    from o3dcli.io.export import save_mesh_obj
+
+    folder = tmp_path / "chair"
+    folder.mkdir()
+    save_mesh_obj(folder / "chair.obj", reference_shape("box"))
+    given = sorted(folder.iterdir())
+    assert [p.name for p in given] == ["chair.mtl", "chair.obj", "chair.png"]
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mesh", *map(str, given), "-d", "500", "--texture-size", "64", "-o", str(out)])
+    assert res.exit_code == 1, res.output  # the .mtl and .png are not meshes
+    assert (out / "chair" / "model.glb").is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["chair", "o3d-mesh-report.json"]
+
+
 def test_set_overrides_the_mesh_section(tmp_path):
     from o3dcli.config import Config
 

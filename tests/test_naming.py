@@ -88,3 +88,29 @@ def test_names_differing_only_in_case_collide_where_the_disk_ignores_case(tmp_pa
     # such disks compare letters one by one: ß is not ss there
     sources = [photos / "Straße.png", photos / "Strasse.png"]
     assert [i.name for i in assign_names(sources, ci / "out")] == ["Straße", "Strasse"]
+
+
+def test_a_file_given_beside_a_photo_of_the_same_stem_never_takes_its_name(tmp_path, good_images):
+    """`o3d generate photos/*` on an iPhone folder also gets each photo's .AAE edit file: it fails,
+    and the photo's asset was IMG_0001-2, moving to IMG_0001 (a second asset) once the .AAE went."""
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+    from o3dcli.naming import assign_names, unique_names
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "IMG_0001.AAE").write_text("<?xml version='1.0'?><plist/>")
+    (photos / "IMG_0001.png").write_bytes((good_images / "apple.png").read_bytes())
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["generate", *map(str, sorted(photos.iterdir())), "-o", str(out),
+                                   "--stop-after", "preprocess", "--no-progress"])
+    assert res.exit_code == 1, res.output  # the .AAE fails, as asked
+    assert (out / "IMG_0001" / "input.png").is_file() and not (out / "IMG_0001-2").exists()
+    report = json.loads((out / "o3d-report.json").read_text())
+    assert {i["name"]: i["status"] for i in report["items"]} == {"IMG_0001": "ok", "IMG_0001-2": "failed"}
+    # the given order is kept otherwise: between files of one kind, the first claims the name
+    other = [tmp_path / "x.txt", tmp_path / "x.jpg", tmp_path / "x.png", tmp_path / "x.dat"]
+    assert [i.name for i in assign_names(other, tmp_path / "new", preferred=lambda p: p.suffix in (".jpg", ".png"))] \
+        == ["x-3", "x", "x-2", "x-4"]
+    assert unique_names(other, preferred=lambda p: p.suffix == ".png") == ["x-2", "x-3", "x", "x-4"]

@@ -166,6 +166,30 @@ def test_existing_alpha_is_used_as_is():
     assert_recentred(prep.mask[0].numpy(), 64, 0.75)
 
 
+def test_an_alpha_that_keeps_the_whole_photo_is_warned_about():
+    """A photo padded to a square with transparent bars, or exported with rounded corners, has an
+    alpha channel that marks the photo, not an object: it was used as is, background and all,
+    without a word."""
+    h, w = 200, 200
+    photo = scene(coverage(disk(100, 100, 40), h, w), "coloured")
+    padded = np.concatenate([photo, np.ones((h, w, 1), np.float32)], axis=-1)
+    padded[:30, :, 3] = padded[-30:, :, 3] = 0.0  # a 200 x 140 photo padded to a square
+    rounded = np.concatenate([photo, coverage(
+        lambda d, s: d.rounded_rectangle([0, 0, w * s - 1, h * s - 1], radius=40 * s, fill=255), h, w)[..., None]], -1)  # 97 % opaque
+    cfg = PreprocessConfig(size=32)
+    for rgba in (padded, rounded):
+        prep = preprocess_image(rgba, cfg)
+        assert prep.matting == "alpha"
+        assert len(prep.warnings) == 1 and "may mark the whole photo rather than the object" in prep.warnings[0]
+        assert "preprocess.matting=builtin" in prep.warnings[0]
+    # cut-outs are not: a disc, a square object cut out (it fills its box, but not across the image)
+    for cov in (coverage(disk(100, 100, 90), h, w), coverage(lambda d, s: d.rectangle([40 * s, 50 * s, 150 * s, 160 * s],
+                                                                                        fill=255), h, w)):
+        assert preprocess_image(rgba_array(cov, ORANGE), cfg).warnings == ()
+    # asked for (preprocess.matting=alpha): the user knows what the alpha holds
+    assert preprocess_image(padded, PreprocessConfig(size=32, matting="alpha")).warnings == ()
+
+
 def test_premultiplied_resize_has_no_dark_fringe_and_composites_on_background():
     cov = coverage(disk(100, 100, 70), 200, 200)
     cfg = PreprocessConfig(size=48, background=(1.0, 0.0, 0.0))
@@ -404,17 +428,21 @@ def test_a_crop_far_larger_than_the_outputs_is_reduced_first_with_the_same_resul
 
 
 @pytest.mark.parametrize("kind, radius, bound", [("builtin", 150, 24), ("alpha", 150, 12),
-                                                 ("builtin", 900, 24), ("alpha", 900, 14)])
+                                                 ("builtin", 900, 24), ("alpha", 900, 14), ("gray16", 900, 24)])
 def test_a_large_photo_is_not_held_in_floats(tmp_path, kind, radius, bound):
     # Peak numpy memory (tracemalloc; Pillow's own buffers aside) per pixel of the photo: floats
     # (4 bytes per channel) only where the object is, and for a large object (its crop 4 times
     # what the 256 px output needs) only after averaging it down; a whole-frame float RGBA copy
-    # alone would be 16 bytes per pixel (the code before: 49).
+    # alone would be 16 bytes per pixel (the code before: 49; a 16-bit photo's, 44).
     import tracemalloc
 
     cov = coverage(disk(1500, 1000, radius), 2000, 3000, ss=1)
     path = tmp_path / "photo.png"
-    save_photo(path, scene(cov, "white") if kind == "builtin" else rgba_array(cov, ORANGE))
+    if kind == "gray16":  # a 16-bit grey photo: held as 8-bit too
+        Image.fromarray((65535 * (0.2 + 0.6 * cov)).astype(np.uint16)).save(path)
+        kind = "builtin"
+    else:
+        save_photo(path, scene(cov, "white") if kind == "builtin" else rgba_array(cov, ORANGE))
     tracemalloc.start()
     try:
         prep = preprocess_image(path, PreprocessConfig(size=32), projection_size=256)

@@ -87,6 +87,14 @@ def _source(path: Path) -> Path:
     return path
 
 
+def _meshable(path: Path) -> bool:
+    """Whether `path` is of a kind `o3d mesh` reads (a folder, a mesh or 3DGS PLY file by its suffix):
+    such inputs claim their result names before other files given (`naming.claim_order`)."""
+    from o3dcli.io.assets import MESH_SUFFIXES
+
+    return path.is_dir() or path.suffix.lower() in MESH_SUFFIXES
+
+
 def _asset_folder_of(path: Path) -> Path:
     """An o3d asset's gaussians.ply given on its own: its asset folder, so that the mesh is made
     as from the folder (the input photo projected and the surface cut to its outline), not from
@@ -329,7 +337,8 @@ def mesh(
         console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
     inputs = once_each(inputs, lambda p: _source(p).resolve(), "meshed")
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
-    names = unique_names(inputs, lambda name, path: folder_taken(output, name, _source(path).resolve()))
+    names = unique_names(inputs, lambda name, path: folder_taken(output, name, _source(path).resolve()),
+                         preferred=_meshable)  # chair.obj is `chair`, not a chair.mtl given beside it
     items = [_new_item(path, name) for path, name in zip(inputs, names)]
     started = time.time()
     run_id = new_run_id(started)

@@ -66,8 +66,9 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS, ke
     16-bit, CMYK, LA and RGB images all become RGBA (alpha 1 where the file has
     none). Raises `ImageError` for missing, unreadable, corrupt or truncated
     files, non-images, unsupported formats and images over `max_pixels`.
-    `keep_uint8`: an image with 8 bits per channel comes back as uint8 RGBA in
-    [0, 255] instead (a quarter of the memory; read-only; `as_float` gives the float values).
+    `keep_uint8`: an image with 8 or 16 bits per channel comes back as uint8 RGBA in
+    [0, 255] instead, 16-bit data rounded to 8 bits (a quarter of the memory; read-only; `as_float`
+    gives the float values); float and 32-bit integer data stay float32.
     """
     from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -229,16 +230,24 @@ def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
         # A malformed EXIF block should not cost the image: keep it unrotated.
         im = raw
     if im.mode in _SIXTEEN_BIT_GRAY_MODES:
-        # Keep all 16 bits: scale integer gray by the 16-bit range ("I" holds 16-bit PNG data)
-        gray = np.asarray(im).astype(np.float32)
+        samples = np.asarray(im)
+        key = raw.info.get("transparency") if raw.format == "PNG" else None
+        # a PNG's tRNS chunk names one grey value (on the 16-bit scale) as transparent
+        opaque = samples != key if isinstance(key, int) else None
         if im.mode == "I" and raw.format == "TIFF" and _tiff_bits(raw) == 32:
             # 32-bit integer samples: the range is the data's, as for float images below: 8-bit
             # values stored wide, 16-bit ones, or beyond
+            gray = samples.astype(np.float32)
             top = float(gray.max(initial=0.0))
             gray = np.clip(gray / (255.0 if top <= 255.0 else 65535.0 if top <= 65535.0 else top), 0.0, 1.0)
-        else:
+        elif keep_uint8:  # rounded to 8 bits, as the caller holds every image (a quarter of float32's memory)
+            gray8 = ((np.clip(samples, 0, 65535).astype(np.uint32) + 128) // 257).astype(np.uint8)
+            alpha8 = np.full_like(gray8, 255) if opaque is None else opaque.astype(np.uint8) * np.uint8(255)
+            return np.ascontiguousarray(np.stack([gray8, gray8, gray8, alpha8], axis=-1))
+        else:  # all 16 bits, scaled by their range ("I" holds 16-bit PNG data too)
+            gray = samples.astype(np.float32)
             gray /= 65535.0
-        return _gray_to_rgba(gray, np.ones_like(gray))
+        return _gray_to_rgba(gray, np.ones_like(gray) if opaque is None else opaque.astype(np.float32))
     if im.mode == "F":
         gray = np.nan_to_num(np.asarray(im, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(gray.max(initial=0.0))
@@ -246,7 +255,8 @@ def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
             # (values just above 1 are a 0-1 image's overshoot: clipped below)
             gray = gray / (255.0 if top <= 255.0 else top)
         return _gray_to_rgba(gray, np.ones_like(gray))
-    if raw.format == "PNG" and _png_bit_depth_and_colour_type(path) == (16, 2):
+    if (not keep_uint8 and raw.format == "PNG" and "transparency" not in raw.info  # a tRNS key: Pillow's RGBA
+            and _png_bit_depth_and_colour_type(path) == (16, 2)):
         wide = _read_rgb16_png(path, raw)
         if wide is not None:
             rgb = _orient_like(wide, raw)
@@ -265,7 +275,7 @@ def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
 
 def _gray_to_rgba(gray: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     gray = np.clip(gray, 0.0, 1.0)
-    return np.ascontiguousarray(np.stack([gray, gray, gray, alpha], axis=-1).astype(np.float32))
+    return np.stack([gray, gray, gray, alpha.astype(np.float32, copy=False)], axis=-1)
 
 
 def _png_bit_depth_and_colour_type(path: Path) -> tuple[int, int]:
