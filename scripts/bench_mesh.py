@@ -4,12 +4,16 @@
     python scripts/bench_mesh.py --method tsdf --threads 1 --shape torus
     python scripts/bench_mesh.py --gaussians 1024 --split 64   # a rough, foam-like set of 65,536
     python scripts/bench_mesh.py --ply assets/synth_2000001/gaussians.ply --split 64   # rougher still
+    python scripts/bench_mesh.py --splatter 0.02 --noise-cells 8 --shape box   # the published model's form
 
 Gaussians are sampled on a textured reference shape (o3dcli.mesh.surface_gaussians),
 so the run also reports the Chamfer distance to the true surface; `--ply` takes any 3DGS PLY
 instead (an asset's: `o3d generate --examples -o assets` makes some). `--split K` replaces each
 Gaussian by K smaller ones scattered inside it (its shape's spread, sizes divided by K^(1/3)):
 a noisy field with gaps, whose surface comes out crumpled, for the mesh stages' worst case.
+`--splatter NOISE` builds the Gaussians in the form the published model's reconstructor (LGM)
+outputs: one per pixel of 4 views of 128 px (o3dcli.mesh.surface_gaussians.splatter_gaussians),
+their depths off by NOISE times the object's size, per pixel or (`--noise-cells`) smoothly per view.
 Prints one row per stage (seconds) plus the total and the process's peak resident memory, and
 how rough the result is (the median angle between neighbouring faces' normals).
 """
@@ -30,9 +34,15 @@ def main() -> None:
     ap.add_argument("--gaussians", type=int, default=65536)
     ap.add_argument("--faces", type=int, default=20000)
     ap.add_argument("--texture-size", type=int, default=1024)
-    ap.add_argument("--method", choices=("opacity", "tsdf"), default="opacity")
+    ap.add_argument("--method", choices=("opacity", "carve", "tsdf"), default="opacity")
     ap.add_argument("--shape", choices=("sphere", "torus", "box"), default="sphere")
     ap.add_argument("--ply", help="a 3DGS PLY to mesh instead of Gaussians on --shape")
+    ap.add_argument("--splatter", type=float, default=None, metavar="NOISE",
+                    help="Gaussians in the published model's form instead (one per pixel of 4 views of 128 px), "
+                         "their depths off by this fraction of the object's size (standard deviation)")
+    ap.add_argument("--noise-cells", type=int, default=0, metavar="K",
+                    help="with --splatter: a smooth depth error per view (a K x K grid of noise, interpolated) "
+                         "instead of an independent one per pixel")
     ap.add_argument("--split", type=int, default=1, help="replace each Gaussian by this many smaller ones inside it")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the renders and the opacity splat)")
     args = ap.parse_args()
@@ -41,7 +51,7 @@ def main() -> None:
     from o3dcli.io.export import export_mesh
     from o3dcli.mesh import bake, cleanup, fusion, uv, views
     from o3dcli.mesh.config import MeshConfig
-    from o3dcli.mesh.surface_gaussians import reference_shape, surface_gaussians
+    from o3dcli.mesh.surface_gaussians import reference_shape, splatter_gaussians, surface_gaussians
 
     cfg = MeshConfig(method=args.method, target_faces=args.faces, texture_size=args.texture_size)
     source = reference_shape(args.shape, detail=2, soft=0.08)
@@ -49,6 +59,8 @@ def main() -> None:
         from o3dcli.io.ply import load_gaussians
 
         source, gaussians = None, load_gaussians(args.ply)
+    elif args.splatter is not None:
+        gaussians = splatter_gaussians(source, depth_noise=args.splatter, seed=0, noise_cells=args.noise_cells)
     else:
         gaussians = surface_gaussians(source, args.gaussians, seed=0)
     gaussians = split_gaussians(gaussians, args.split)
@@ -66,7 +78,7 @@ def main() -> None:
                         cfg.fusion_fov_deg, cfg.bounds_quantile)
         raw = timed("fusion", fusion.tsdf_fuse, renders, cfg)
     else:
-        raw = timed("fusion", fusion.opacity_surface, gaussians, cfg)
+        raw = timed("fusion", fusion.carve_surface if cfg.method == "carve" else fusion.opacity_surface, gaussians, cfg)
         timed("render", views.fusion_renders, gaussians, cfg.fusion_views, cfg.fusion_size,
               cfg.fusion_fov_deg, cfg.bounds_quantile)  # for the bake
     clean = timed("cleanup", lambda m: cleanup.fill_holes(cleanup.keep_main_components(m, cfg.min_component_ratio),
@@ -81,7 +93,10 @@ def main() -> None:
 
     split = f" split {args.split} ways ({len(gaussians)})" if args.split > 1 else ""
     where = f"from {args.ply}" if args.ply else f"on a {args.shape}"
-    count = len(gaussians) // args.split if args.ply else args.gaussians
+    if args.splatter is not None and not args.ply:
+        where = (f"splatter images of a {args.shape}, depth noise {args.splatter:g}"
+                 + (f" smooth over {args.noise_cells}^2 cells" if args.noise_cells else " per pixel"))
+    count = len(gaussians) // args.split if args.ply or args.splatter is not None else args.gaussians
     print(f"bench_mesh: {count} Gaussians{split} {where} -> {args.faces} faces, "
           f"{args.texture_size}^2 texture, method {args.method}, {args.threads} torch thread(s)")
     print(f"{'stage':<12}{'seconds':>9}")

@@ -93,3 +93,63 @@ def reference_shape(kind: str, detail: int = 1, texture_size: int = 256, soft: f
         raise ValueError(f"unknown reference shape {kind!r}: choose from {', '.join(REFERENCE_SHAPES)}")
     scale = np.array([1.0, 0.6, 0.8]) if kind == "box" else np.ones(3)
     return TriMesh(prim.vertices * 0.5 * scale, prim.faces, uv=prim.uv, texture=quadrant_texture(texture_size, soft))
+
+
+def splatter_gaussians(
+    mesh: TriMesh,
+    size: int = 128,
+    depth_noise: float = 0.0,
+    seed: int = 0,
+    footprint: float = 1.5,
+    background_opacity: float = 0.02,
+    noise_cells: int = 0,
+) -> Gaussians:
+    """A stand-in for a reconstructor's output in the published model's form (LGM's splatter
+    images): one Gaussian per pixel of 4 views (azimuth 0/90/180/270, elevation 0, the published
+    cameras) of ``size`` x ``size`` pixels, 4 * size^2 in all.
+
+    A pixel whose ray hits ``mesh`` puts a round Gaussian (standard deviation ``footprint`` times
+    the pixel's footprint at that depth, opacity 0.95, the surface's colour) on the hit, moved
+    along the ray by normal noise of standard deviation ``depth_noise`` times the mesh's largest
+    side: each view's surface then lies a little in front of or behind the others', as a
+    network's predicted depths do: independent per pixel, or with ``noise_cells`` > 0 a smooth
+    field per view (noise on a ``noise_cells`` x ``noise_cells`` grid, interpolated; a whole view's
+    surface then bends away from the others'). A pixel that misses puts a faint Gaussian (opacity uniform in
+    [0, ``background_opacity``]) at a random depth inside the mesh's bounding box.
+    """
+    from o3dcli.geometry.cameras import orbit_cameras
+    from o3dcli.geometry.rays import pixel_rays
+    from o3dcli.render.mesh import MeshRaycaster
+
+    gen = torch.Generator().manual_seed(seed)
+    cams = orbit_cameras(0.0, [0.0, 90.0, 180.0, 270.0], size=size)
+    origins, dirs = (t.reshape(-1, 3) for t in pixel_rays(cams))
+    caster = MeshRaycaster(mesh)
+    hits = caster.cast_rays(origins, dirs)
+    hit = hits.hit
+    n = len(origins)
+    extent = float((mesh.vertices.max(0) - mesh.vertices.min(0)).max())
+    depth = torch.where(hit, hits.t, torch.zeros(()))
+    if noise_cells > 0:
+        coarse = torch.randn(4, 1, noise_cells, noise_cells, generator=gen)
+        err = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+        err = (err / err.std()).reshape(-1)
+    else:
+        err = torch.randn(n, generator=gen)
+    depth = depth + depth_noise * extent * err * hit
+    # misses: a random depth between the near and far planes of the bounding sphere
+    centre_dist = origins.norm(dim=-1)
+    radius = 0.5 * float(np.linalg.norm(mesh.vertices.max(0) - mesh.vertices.min(0)))
+    far_t = centre_dist - radius + 2 * radius * torch.rand(n, generator=gen)
+    depth = torch.where(hit, depth, far_t)
+    means = origins + depth[:, None] * dirs
+    focal = float(cams.fy[0])
+    sigma = footprint * depth.clamp_min(1e-3) / focal
+    colors = np.full((n, 3), 0.5, np.float32)
+    if hit.any():
+        colors[hit.numpy()] = caster.surface_color(hits.face_ids[hit].numpy(), hits.barycentrics[hit].numpy())
+    opacity = torch.where(hit, torch.full((n,), 0.95), background_opacity * torch.rand(n, generator=gen))
+    quats = torch.zeros(n, 4)
+    quats[:, 0] = 1.0
+    return Gaussians(means.float(), sigma[:, None].expand(n, 3).float().contiguous(), quats, opacity.float(),
+                     torch.from_numpy(colors))
