@@ -250,11 +250,31 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     (["--set", "diffusion.stepz=1"], "unknown key"),
     (["--views", "1", "--novel-views"], "--novel-views leaves no view to score"),
     (["--data", "."], "the synthetic benchmark makes its objects"),
+    # checked before anything is written, as o3d generate does (each object failed on them, exit 1)
+    (["--set", "model.weights=/nonexistent-o3d/w.safetensors"], "/nonexistent-o3d/w.safetensors"),
+    (["--set", "runtime.device=cpu", "--set", "runtime.dtype=float16"], "needs a CUDA device"),
+    (["--preset", "ouroboros3d-svd-lgm"], "model.published_unet"),
+    # bounded: --views 100000 took all 24 GB of the machine before scoring anything
+    (["--views", "100000"], "equal to 360"), (["--size", "100000"], "equal to 2048"),
+    (["--points", "1000000000"], "equal to 2000000"),
 ])
 def test_usage_errors_exit_2(args, message, tmp_path):
     res = run(*args, "-o", tmp_path / "out", "--no-progress")
     assert res.exit_code == 2, res.output
-    assert message in res.output
+    assert message in " ".join(res.output.split())
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_matting_tool_that_is_not_installed_is_a_usage_error(tmp_path, monkeypatch):
+    from o3dcli import matting
+
+    def missing():
+        raise matting.RembgUnavailable("rembg is not installed (test)")
+
+    monkeypatch.setattr(matting, "_import_rembg", missing)
+    res = run("--set", "preprocess.matting=rembg", "--limit", "1", "-o", tmp_path / "out", "--no-progress")
+    assert res.exit_code == 2 and "preprocess.matting=rembg but rembg is not installed" in " ".join(res.output.split())
+    assert not (tmp_path / "out").exists()
 
 
 def test_asset_option_picks_the_mesh_or_the_gaussians(tmp_path):

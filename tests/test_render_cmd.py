@@ -252,7 +252,8 @@ def test_non_finite_and_out_of_range_option_values_are_usage_errors(tmp_path):
     # --elevation nan/inf rendered blank images and reported success; --fps inf failed the item (exit 1)
     save_gaussians(tmp_path / "g.ply", _blob(60))
     for option, value in [("--fps", "121"), ("--fps", "1000"), ("--fps", "0"), ("--fps", "-5"), ("--fps", "nan"),
-                          ("--fps", "inf"), ("--elevation", "nan"), ("--elevation", "inf"), ("--elevation", "-inf")]:
+                          ("--fps", "inf"), ("--elevation", "nan"), ("--elevation", "inf"), ("--elevation", "-inf"),
+                          ("--size", "100000"), ("--frames", "100000")]:  # these two ran out of memory
         res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), "-o", str(tmp_path / "bad"), option, value])
         assert res.exit_code == 2 and option in res.output, (option, value, res.output)
         assert not (tmp_path / "bad").exists()

@@ -374,7 +374,7 @@ def test_a_damaged_index_is_an_error_naming_it(tmp_path, content):
     assert res.exit_code == 2 and "index.json" in res.output and "Traceback" not in res.output, res.output
 
 
-@pytest.mark.parametrize("args", [["-n", 10**9], ["-n", 1, "--size", 4096]])
+@pytest.mark.parametrize("args", [["-n", 10**9], ["-n", 1, "--size", 4096], ["-n", 1, "--extra-views", 100000]])
 def test_sizes_beyond_what_the_renderer_can_do_are_usage_errors(tmp_path, args):
     res = _synth_cli(*args, "-o", tmp_path / "d")
     assert res.exit_code == 2 and "Invalid value" in res.output, res.output

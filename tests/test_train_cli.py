@@ -115,6 +115,15 @@ def test_a_bad_train_init_is_a_usage_error_naming_train_init(data, tmp_path):
     assert res.exit_code == 2 and "is a folder without model.safetensors" in res.output
 
 
+def test_a_precision_the_device_cannot_run_is_a_usage_error(data, tmp_path):
+    """runtime.dtype=float16 on the CPU trained in float32 and was written into the run's
+    config.yaml, so the run could not be used as a preset there (generate refuses it)."""
+    res = train(data, tmp_path / "r", "--steps", 1, "--set", "runtime.device=cpu", "--set", "runtime.dtype=float16")
+    assert res.exit_code == 2, res.output
+    assert "runtime.dtype=float16 needs a CUDA device" in " ".join(res.output.split())
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_run_folder_names_its_weights(data, tmp_path):
     assert train(data, tmp_path / "a", "--steps", 1).exit_code == 0
     res = train(data, tmp_path / "b", "--steps", 2, "--set", f"train.init={tmp_path / 'a'}")

@@ -26,7 +26,7 @@ def synth(
     output: Path = typer.Option(..., "--output", "-o", parser=path_param, metavar="<path>", help="Dataset folder (created; re-running resumes)."),
     seed: int = typer.Option(0, "--seed", min=0, help="First seed; object i uses seed SEED+i."),
     size: int = typer.Option(128, "--size", min=8, max=2048, help="Image side in pixels (2x supersampled: 2048 px takes about 2 GB of memory per worker)."),
-    extra_views: int = typer.Option(4, "--extra-views", min=0, help="Random views per object after the 8 generation views."),
+    extra_views: int = typer.Option(4, "--extra-views", min=0, max=120, help="Random views per object after the 8 generation views."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes."),
     shading: Shading = typer.Option(Shading.lambert, "--shading", help="lambert: headlight + ambient; unlit: base colour."),
 ):

@@ -140,7 +140,7 @@ def train_cmd(
 
     from o3dcli.cli import _load_config, _usage_error
     from o3dcli.config import ConfigError
-    from o3dcli.device import resolve_device
+    from o3dcli.device import check_dtype, resolve_device
     from o3dcli.errors import UserError
     from o3dcli.models.build import resolve_weights
     from o3dcli.train.lock import RunLock
@@ -162,8 +162,14 @@ def train_cmd(
     try:
         resolve_weights(cfg.train.init, field="train.init")  # named as the user set it, before anything is written
         dev = resolve_device(cfg.runtime.device)
+        check_dtype(dev, cfg.runtime.dtype)  # the run's config.yaml is a preset: one generate would refuse
     except (UserError, ConfigError) as e:
         raise _usage_error(str(e)) from None
+    if cfg.runtime.dtype != "float32" and int(os.environ.get("RANK", 0)) == 0:
+        from o3dcli.console import console
+
+        console.print(f"note: training runs in float32; runtime.dtype={cfg.runtime.dtype} is kept in the run's "
+                      "config.yaml for sampling with it (o3d generate --preset RUN)", soft_wrap=True)
     rank_dev, note = rank_device(dev, os.environ)
     if rank_dev != dev:
         if note and int(os.environ.get("RANK", 0)) == 0:

@@ -156,9 +156,13 @@ def load_ground_truth(obj: BenchmarkObject, seen: set[str]):
 
 
 def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
-    """BatchRunners of the generating variants, built before any work (a bad device or setting
-    is a usage error). Each variant writes into OUT/assets/ (one variant) or OUT/assets/<name>/."""
+    """BatchRunners of the generating variants, built before anything is written: a bad device or
+    precision, model files that are missing or do not fit, or a matting tool that is not installed
+    (with nothing cached) is a usage error, as for o3d generate, not a failure of every object.
+    Each variant writes into OUT/assets/ (one variant) or OUT/assets/<name>/."""
     from o3dcli.errors import UserError
+    from o3dcli.matting import check_matting
+    from o3dcli.models.build import describe_weights
     from o3dcli.pipeline import BatchRunner
     from o3dcli.stages import generate_stages
 
@@ -166,11 +170,15 @@ def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
     generating = [v for v in variants if v.config is not None]
     for v in generating:
         v.assets_dir = out / "assets" if len(generating) == 1 else out / "assets" / v.name
-        v.assets_dir.mkdir(parents=True, exist_ok=True)
         try:
             runners[v.name] = BatchRunner(v.assets_dir, v.config, generate_stages())
+            if not (runners[v.name].cache.root / "items").is_dir():  # else cached inputs may still score
+                check_matting(v.config.preprocess.matting)
+            describe_weights(v.config)
         except (UserError, ValueError) as e:
             raise EvalUsageError(f"variant {v.name}: {e}") from None
+    for v in generating:
+        v.assets_dir.mkdir(parents=True, exist_ok=True)
         v.meta["seed"] = v.config.runtime.seed
         try:  # which bytes made the models: a weights file retrained in place keeps its path
             from o3dcli.stages import model_files
@@ -179,7 +187,7 @@ def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
             if files:
                 v.meta["sha256"] = {role: runners[v.name].digests(Path(p)) for role, p in files.items()}
         except (OSError, ValueError):
-            pass  # missing model files fail the generation itself, with their names
+            pass  # checked above: a file gone since fails the generation itself, with its name
     return runners
 
 
@@ -522,12 +530,12 @@ def run_eval(benchmark: str, data: Path | None, objects: list[BenchmarkObject], 
     jobs = max(1, min(jobs, len(objects)))
     threads_available = torch.get_num_threads()
     out = Path(out)
+    runners = prepare_generation(variants, out)  # its usage errors before anything is written
     out.mkdir(parents=True, exist_ok=True)
     from o3dcli.inputs import EVAL_MARKER
 
     if not (out / EVAL_MARKER).is_file():  # a folder scan (o3d generate -r) passes over eval's outputs
         (out / EVAL_MARKER).write_text("o3d eval wrote this folder: eval.json, inputs/, assets/, renders/\n")
-    runners = prepare_generation(variants, out)
     results = {(o.name, v.name): ObjectResult(o.name, v.name) for o in objects for v in variants}
     warned: set[str] = set()
     sent: list[Path] = []  # renders scoring processes were asked for (see clean_renders)
