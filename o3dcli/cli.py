@@ -297,7 +297,7 @@ def generate(
 def _generate_items(paths: list, examples: bool, output: Path, recursive: bool, notes: list[str]):
     """The batch's items (inputs and asset names) from the command's inputs; usage errors for none."""
     from o3dcli.errors import UserError
-    from o3dcli.inputs import check_output_dir, collect_inputs, has_image_suffix
+    from o3dcli.inputs import check_output_dir, collect_inputs, image_rank
     from o3dcli.naming import assign_names
 
     if examples:
@@ -319,7 +319,7 @@ def _generate_items(paths: list, examples: bool, output: Path, recursive: bool, 
             hint = f" (use --recursive: {deeper} in sub-folders)" if deeper else ""
         raise _usage_error(f"no image files found in {', '.join(map(str, paths))}{hint}"
                            + "".join(f"; {n}" for n in notes))
-    return assign_names(sources, output, preferred=has_image_suffix)
+    return assign_names(sources, output, rank=image_rank)
 
 
 def _print_summary(result) -> None:

@@ -35,12 +35,14 @@ def readable_suffixes() -> tuple[str, ...]:
     return IMAGE_SUFFIXES + tuple(x for name, suffixes in OPTIONAL_SUFFIXES.items() if name in formats for x in suffixes)
 
 
-def has_image_suffix(path: Path) -> bool:
-    """Whether `path` is named as an image (of any format o3d knows, read by this installation or
-    not): such inputs claim their asset names before other files given (`naming.claim_order`), so a
-    name does not depend on the packages installed."""
+def image_rank(path: Path) -> int:
+    """How early `path` claims its asset name (`naming.claim_order`): 0 named as an image o3d reads
+    (HEIC and AVIF too, whether this installation reads them, so that names do not depend on the
+    packages installed), 1 an image format o3d does not read (RAW, PSD, ...), 2 anything else."""
     suffix = Path(path).suffix.lower()
-    return suffix in IMAGE_SUFFIXES or suffix in OTHER_IMAGE_SUFFIXES
+    if suffix in IMAGE_SUFFIXES or any(suffix in group for group in OPTIONAL_SUFFIXES.values()):
+        return 0
+    return 1 if suffix in OTHER_IMAGE_SUFFIXES else 2
 
 
 def _unread_hint(suffixes: set[str]) -> str:
@@ -72,7 +74,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     has run yet, so failing early loses nothing and catches typos).
     """
     readable = readable_suffixes()
-    found: dict[Path, Path] = {}
+    found: dict[object, Path] = {}  # by the file's identity: one photo reached by two paths is one input
     other: dict[str, int] = {}
     outputs: set[Path] = set()
     broken: list[Path] = []
@@ -84,7 +86,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
         if not p.exists():
             raise UserError(f"input not found: {p}")
         if not p.is_dir():
-            found.setdefault(p.resolve(), p.absolute())
+            found.setdefault(_identity(p), p.absolute())
             continue
         marked: dict[Path, bool | None] = {}
 
@@ -117,7 +119,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
                 elif recorded and f.name in recorded:
                     rendered[f.parent] = rendered.get(f.parent, 0) + 1
                 else:
-                    found.setdefault(f.resolve(), f.absolute())
+                    found.setdefault(_identity(f), f.absolute())
             elif suffix in OTHER_IMAGE_SUFFIXES:
                 other[suffix] = other.get(suffix, 0) + 1
     if notes is not None:
@@ -176,7 +178,7 @@ def _entries(folder: Path, recursive: bool) -> list[Path]:
     Links to folders are followed (a folder of photos linked in is scanned as if it were there),
     each folder once: a link back up the tree, or to a folder already scanned, is not entered again."""
     found: list[Path] = []
-    seen = {os.path.realpath(folder)}
+    seen = {_identity(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=recursive):
         found += [Path(dirpath) / name for name in dirnames + filenames]
         if not recursive:
@@ -184,12 +186,25 @@ def _entries(folder: Path, recursive: bool) -> list[Path]:
             continue
         enter = []
         for d in sorted(dirnames):  # sorted: which of two paths to one folder is scanned does not vary
-            real = os.path.realpath(os.path.join(dirpath, d))
-            if not d.startswith(".") and real not in seen:
-                seen.add(real)
+            if d.startswith("."):
+                continue
+            folder_id = _identity(Path(dirpath) / d)
+            if folder_id not in seen:
+                seen.add(folder_id)
                 enter.append(d)
         dirnames[:] = enter
     return found
+
+
+def _identity(path: Path) -> object:
+    """The file or folder `path` leads to: (device, inode), which also tells two spellings of one
+    path apart from two files on a disk that ignores letter case; its resolved path where it cannot
+    be looked at."""
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return Path(path).resolve()
 
 
 def item_message(path: Path, error: BaseException) -> str:

@@ -133,34 +133,75 @@ def next_free_name(base: str, taken: Callable[[str], bool], make: Callable[[str]
 
 
 def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] | None = None,
-                 preferred: Callable[[Path], bool] | None = None) -> list[str]:
+                 rank: Callable[[Path], int] | None = None, out_dir: Path | None = None,
+                 source_of: Callable[[Path], Path] | None = None) -> list[str]:
     """One output name per input path (`asset_stem`, made safe and fitted to NAME_MAX_BYTES),
-    collisions suffixed -2, -3, ... (`preferred` paths claim theirs first: `claim_order`).
+    collisions suffixed -2, -3, ... (paths of a lower `rank` claim theirs first: `claim_order`).
 
     `owned_by_other(name, path)` says whether an earlier run wrote `name` for another input:
-    such a name is skipped too, so no input overwrites another's results.
+    such a name is skipped too, so no input overwrites another's results. With `out_dir`, a path
+    whose results an earlier run wrote there (for `source_of(path)`) keeps that folder's name
+    (`OutputFolders.kept`).
     """
+    folders = OutputFolders(out_dir, lambda name: name) if out_dir is not None else None
     used: set[str] = set()
     names: list[str] = [""] * len(paths)
-    for i in claim_order(paths, preferred):
+    for i in claim_order(paths, rank):
         path = paths[i]
         base = clean_name(asset_stem(path))
-        name = next_free_name(base, lambda name: name in used or (
-            owned_by_other is not None and owned_by_other(name, path)), make=lambda suffix: fit_name(base, suffix))
+        name = folders.kept(base, (source_of or (lambda p: p))(path), used) if folders is not None else None
+        if name is None:
+            name = next_free_name(base, lambda name: name in used or (
+                owned_by_other is not None and owned_by_other(name, path)), make=lambda suffix: fit_name(base, suffix))
         used.add(name)
         names[i] = name
     return names
 
 
-def claim_order(paths: list[Path], preferred: Callable[[Path], bool] | None) -> list[int]:
-    """The order in which `paths` claim their names: those `preferred` says are of a kind the command
-    reads (an image's suffix, a mesh's) first, then the rest, each in the given order. A file given
-    beside a photo of the same stem (an iPhone's `IMG_0001.AAE` beside `IMG_0001.HEIC`) fails, and
-    it must not take the photo's name: the photo's asset would then move when the other file goes."""
-    if preferred is None:
+def claim_order(paths: list[Path], rank: Callable[[Path], int] | None) -> list[int]:
+    """The order in which `paths` claim their names: by `rank` (lower first: a kind the command reads,
+    by its suffix, before a kind it knows but does not read, before anything else), each rank in the
+    given order. A file given beside a photo of the same stem (an iPhone's `IMG_0001.AAE` beside
+    `IMG_0001.HEIC`, a camera's `IMG_0001.CR2` beside `IMG_0001.JPG`) fails, and it must not take
+    the photo's name: the photo's asset would then move when the other file goes."""
+    if rank is None:
         return list(range(len(paths)))
-    first = [preferred(p) for p in paths]
-    return [i for i in range(len(paths)) if first[i]] + [i for i in range(len(paths)) if not first[i]]
+    ranks = [rank(p) for p in paths]
+    return sorted(range(len(paths)), key=lambda i: (ranks[i], i))
+
+
+class OutputFolders:
+    """The folders of an output folder, listed once (names compared through `fold`: str.lower where
+    the disk ignores letter case), to find the folder an input's results already have."""
+
+    def __init__(self, out_dir: Path, fold: Callable[[str], str]):
+        self.out_dir, self.fold = Path(out_dir), fold
+        try:
+            names = [e.name for e in os.scandir(self.out_dir) if e.is_dir()]
+        except OSError:  # not made yet
+            names = []
+        self.present = {fold(n): n for n in names}
+        self.numbers: dict[str, set[int]] = {}  # folded name before "-N" -> the Ns there are
+        for folded in self.present:
+            stem, dash, digits = folded.rpartition("-")
+            if dash and digits.isdigit() and digits.isascii():
+                self.numbers.setdefault(stem, set()).add(int(digits))
+
+    def kept(self, base: str, src: Path, taken: set[str]) -> str | None:
+        """The folder among `base`, `base-2`, ... (as `fit_name` makes them) that is already `src`'s
+        asset and not in `taken` (folded names this batch has given out), None when there is none: an
+        input keeps the folder it has even when a name before it has come free (another file of that
+        stem, given before, failed then and is gone now), rather than making a second asset of the
+        same photo. Only the numbers the folder's names end in are tried."""
+        candidates = {1}
+        for width in range(1, 8):  # a long name is cut shorter for a longer suffix
+            stem = self.fold(fit_name(base, "-" + "9" * width))[:-(width + 1)]
+            candidates |= {n for n in self.numbers.get(stem, ()) if len(str(n)) == width}
+        for n in sorted(candidates):
+            folded = self.fold(fit_name(base, "" if n == 1 else f"-{n}"))
+            if folded in self.present and folded not in taken and _is_asset_of(self.out_dir / self.present[folded], src):
+                return self.present[folded]
+        return None
 
 
 def ignores_case(folder: Path) -> bool:
@@ -213,9 +254,10 @@ def ignores_case(folder: Path) -> bool:
             pass
 
 
-def assign_names(sources: list[Path], out_dir: Path, preferred: Callable[[Path], bool] | None = None) -> list[Item]:
-    """Asset names from file stems; collisions get -2, -3, ... in the given order, `preferred` sources
-    (those with an image's suffix) first (`claim_order`). Where the output
+def assign_names(sources: list[Path], out_dir: Path, rank: Callable[[Path], int] | None = None) -> list[Item]:
+    """Asset names from file stems; collisions get -2, -3, ... in the given order, sources of a lower
+    `rank` (images o3d reads) first (`claim_order`). An input whose asset an earlier run made
+    keeps that folder's name (`OutputFolders.kept`). Where the output
     folder's disk ignores letter case, names differing only in case collide too (`Fox.png` and
     `fox.jpg` are `Fox` and `fox-2`), so that which input gets which name does not depend on which
     claims its folder first (`o3d generate --jobs`).
@@ -225,16 +267,19 @@ def assign_names(sources: list[Path], out_dir: Path, preferred: Callable[[Path],
     """
     # lower, not casefold: these disks keep `Straße` and `Strasse` apart
     fold = str.lower if ignores_case(out_dir) else (lambda name: name)
+    folders = OutputFolders(out_dir, fold)
     taken: set[str] = set()
     items: list[Item | None] = [None] * len(sources)
-    for i in claim_order(sources, preferred):
+    for i in claim_order(sources, rank):
         src = sources[i]
         base = clean_name(src.stem)
         legacy = legacy_name(src.stem)
         if legacy != base and fold(legacy) not in taken and _is_asset_of(out_dir / legacy, src):
             base = legacy  # made before names were composed: the asset keeps its folder and cache
-        name = next_free_name(base, lambda name: fold(name) in taken or name.lower() in RESERVED_NAMES
-                              or folder_taken(out_dir, name, src), make=lambda suffix: fit_name(base, suffix))
+        name = folders.kept(base, src, taken)
+        if name is None:
+            name = next_free_name(base, lambda name: fold(name) in taken or name.lower() in RESERVED_NAMES
+                                  or folder_taken(out_dir, name, src), make=lambda suffix: fit_name(base, suffix))
         taken.add(fold(name))
         items[i] = Item(src, name)
     return items  # type: ignore[return-value]  # every index is claimed once
@@ -399,6 +444,9 @@ def mark_asset_dir(asset_dir: Path, src: Path) -> None:
         recorded = json.loads(meta.read_text())
         mine = _asset_meta(src)
         same = {k: recorded.get(k) for k in mine} == mine  # its cache entries are the publish's to record
+        # an asset published for this input (from other bytes, or by another version) keeps the record
+        # that describes it until a new one is published: a run that fails leaves it as it was
+        same = same or (same_file(recorded.get("source"), src) and (asset_dir / "config.yaml").is_file())
     except (OSError, ValueError, AttributeError):
         same = False
     if not same:

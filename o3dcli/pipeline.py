@@ -177,7 +177,7 @@ class BatchRunner:
             res.error = (f"interrupted{where}: finished stages (and the sampler's saved steps) are cached; "
                          "run again to resume")
             drop_if_empty(self.out_dir / item.name)
-            res.error += _earlier_asset_note(self.out_dir / item.name)
+            res.error += _earlier_asset_note(self.out_dir / item.name, res.error)
             raise ItemInterrupted(res) from None
         except Exception as e:  # isolate the item: report and go on with the batch
             res.status = "failed"
@@ -187,7 +187,7 @@ class BatchRunner:
             if not isinstance(e, UserError):
                 res.traceback = traceback.format_exc()
             drop_if_empty(self.out_dir / item.name)
-            res.error += _earlier_asset_note(self.out_dir / item.name)
+            res.error += _earlier_asset_note(self.out_dir / item.name, res.error)
             if self.shared:
                 ic.record_failure(self.batch_id, item.source, res.error, res.traceback)
         finally:
@@ -488,11 +488,14 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
     return BatchResult(results, path, report_error)
 
 
-def _earlier_asset_note(asset_dir: Path) -> str:
-    """For an item's error: that `asset_dir` still holds the asset an earlier run made (a failed or
-    interrupted run leaves it whole, rather than removing it or mixing new files in), "" when none."""
+def _earlier_asset_note(asset_dir: Path, error: str) -> str:
+    """For an item's `error`: that `asset_dir` still holds the asset an earlier run published (its
+    config.yaml: every publish writes one; a failed or interrupted run leaves it whole, rather than
+    removing it or mixing new files in), "" when there is none or the error says so already."""
+    if "left as it was" in error:
+        return ""
     try:
-        kept = asset_dir.is_dir() and any(p.name != ASSET_META for p in asset_dir.iterdir())
+        kept = (asset_dir / "config.yaml").is_file()
     except OSError:
         kept = False
     return f" (the asset an earlier run made is left as it was in {asset_dir})" if kept else ""

@@ -257,6 +257,8 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     # bounded: --views 100000 took all 24 GB of the machine before scoring anything
     (["--views", "100000"], "equal to 360"), (["--size", "100000"], "equal to 2048"),
     (["--points", "1000000000"], "equal to 2000000"),
+    (["--views", "360", "--size", "2048"], "--views 360 at --size 2048 is 1,509,949,440 pixels per object"),
+    (["--views", "300", "--size", "512"], "--views 300 at --size 512"),
 ])
 def test_usage_errors_exit_2(args, message, tmp_path):
     res = run(*args, "-o", tmp_path / "out", "--no-progress")

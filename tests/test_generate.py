@@ -439,6 +439,7 @@ def test_an_input_that_now_fails_says_its_earlier_asset_is_left(good_images, tmp
     out = tmp_path / "out"
     assert generate(photos, "-o", out).exit_code == 0
     before = (out / "x" / "input.png").read_bytes()
+    record = (out / "x" / "o3d-asset.json").read_bytes()
     (photos / "x.png").write_bytes(data[: len(data) // 2])  # damaged since
     res = generate(photos, "-o", out)
     assert res.exit_code == 1, res.output
@@ -446,7 +447,11 @@ def test_an_input_that_now_fails_says_its_earlier_asset_is_left(good_images, tmp
     assert item["status"] == "failed" and "truncated" in item["error"]
     assert item["error"].endswith(f"(the asset an earlier run made is left as it was in {out / 'x'})")
     assert (out / "x" / "input.png").read_bytes() == before
-    # a first run's failure has no such asset: nothing said
+    # its record too (it lost the cache entries it is made from, and named the damaged bytes)
+    assert (out / "x" / "o3d-asset.json").read_bytes() == record
+    # a first run's failure has no such asset, nor has a folder of other files: nothing said
+    (tmp_path / "fresh" / "x").mkdir(parents=True)
+    (tmp_path / "fresh" / "x" / ".DS_Store").write_bytes(b"\0")
     res = generate(photos, "-o", tmp_path / "fresh")
     assert "earlier run" not in report(tmp_path / "fresh")["items"][0]["error"]
 

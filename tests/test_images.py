@@ -125,17 +125,21 @@ def test_16bit_gray_keeps_precision(tmp_path):
         assert rgba[0, 1, 0] != rgba[0, 2, 0]  # 256 and 257 share an 8-bit value but not a 16-bit one
 
 
-@pytest.mark.parametrize("colour_type,key", [(0, (0,)), (2, (0, 0, 0))])
-def test_16bit_png_transparency_key_gives_the_alpha(tmp_path, colour_type, key):
-    # a near-black object (1/255) on a black background that the tRNS chunk makes transparent
-    gray = np.zeros((6, 8), np.uint16)
-    gray[2:4, 3:6] = 257
+@pytest.mark.parametrize("colour_type", [0, 2])
+@pytest.mark.parametrize("background, thing", [(0, 257), (0x1234, 200), (0, 200)])
+def test_16bit_png_transparency_key_gives_the_alpha(tmp_path, colour_type, background, thing):
+    # a dark object on a background of the colour the tRNS chunk makes transparent; the key is on
+    # the 16-bit scale (Pillow's 8-bit RGB decode missed 0x1234, and took 200 for the key 0)
+    gray = np.full((6, 8), background, np.uint16)
+    gray[2:4, 3:6] = thing
     values = gray if colour_type == 0 else np.repeat(gray[..., None], 3, axis=-1)
-    (tmp_path / "key.png").write_bytes(png16(values, colour_type, trns=key))
+    (tmp_path / "key.png").write_bytes(png16(values, colour_type, trns=(background,) * (1 if colour_type == 0 else 3)))
     for keep_uint8, top in ((False, 1.0), (True, 255)):
         rgba = load_image(tmp_path / "key.png", keep_uint8=keep_uint8)
-        np.testing.assert_array_equal(rgba[..., 3], (gray > 0) * top)
-        np.testing.assert_allclose(rgba[..., 0], gray / 65535 * top, atol=1e-6 * top)
+        np.testing.assert_array_equal(rgba[..., 3], (gray == thing) * top)
+        expect = gray / 65535 if not keep_uint8 else np.round(gray / 257)
+        seen = gray == thing  # (the colour under a transparent pixel may be blanked)
+        np.testing.assert_allclose(rgba[..., 0][seen], expect[seen], atol=1e-6)
 
 
 def test_16bit_data_is_held_as_8_bit_when_asked(tmp_path):

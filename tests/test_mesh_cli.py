@@ -208,6 +208,11 @@ def test_a_mesh_file_takes_its_name_before_the_files_given_beside_it(tmp_path):
     assert res.exit_code == 1, res.output  # the .mtl and .png are not meshes
     assert (out / "chair" / "model.glb").is_file()
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["chair", "o3d-mesh-report.json"]
+    # a result an earlier run put under another name (the .mtl took `chair` then) keeps its folder
+    (out / "chair").rename(out / "chair-2")
+    res = CliRunner().invoke(app, ["mesh", *map(str, given), "-d", "500", "--texture-size", "64", "-o", str(out)])
+    assert res.exit_code == 1, res.output
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["chair-2", "o3d-mesh-report.json"]
 
 
 def test_set_overrides_the_mesh_section(tmp_path):

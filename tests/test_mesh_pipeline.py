@@ -224,17 +224,17 @@ def test_splatter_gaussians_have_the_published_form_and_the_asked_depth_error():
         assert (step > 0.01) if cells == 0 else (step < 0.004)
 
 
-def test_opacity_meshing_of_the_published_form_follows_smooth_depth_errors_without_crumpling():
+def test_opacity_meshing_of_the_published_form_follows_smooth_depth_errors_without_crumpling(monkeypatch):
     """The published model's 65,536 Gaussians in their form (one per pixel of 4 views) with each
     view's depths off smoothly: the opacity mesher's surface averages the views and stays smooth
     (with depths off independently per pixel it comes out crumpled: scripts/bench_mesh.py)."""
-    import sys
+    from pathlib import Path
 
     from o3dcli.mesh import cleanup
     from o3dcli.mesh.fusion import gaussians_to_mesh
     from o3dcli.mesh.surface_gaussians import splatter_gaussians
 
-    sys.path.insert(0, "scripts")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
     from bench_mesh import median_fold_deg
 
     sphere = reference_shape("sphere", detail=2)

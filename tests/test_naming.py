@@ -110,7 +110,65 @@ def test_a_file_given_beside_a_photo_of_the_same_stem_never_takes_its_name(tmp_p
     report = json.loads((out / "o3d-report.json").read_text())
     assert {i["name"]: i["status"] for i in report["items"]} == {"IMG_0001": "ok", "IMG_0001-2": "failed"}
     # the given order is kept otherwise: between files of one kind, the first claims the name
+    from o3dcli.inputs import image_rank
+
     other = [tmp_path / "x.txt", tmp_path / "x.jpg", tmp_path / "x.png", tmp_path / "x.dat"]
-    assert [i.name for i in assign_names(other, tmp_path / "new", preferred=lambda p: p.suffix in (".jpg", ".png"))] \
-        == ["x-3", "x", "x-2", "x-4"]
-    assert unique_names(other, preferred=lambda p: p.suffix == ".png") == ["x-2", "x-3", "x", "x-4"]
+    assert [i.name for i in assign_names(other, tmp_path / "new", rank=image_rank)] == ["x-3", "x", "x-2", "x-4"]
+    assert unique_names(other, rank=lambda p: 0 if p.suffix == ".png" else 1) == ["x-2", "x-3", "x", "x-4"]
+    # a camera's RAW (read by no o3d) beside its JPEG, an unread HEIC beside a PNG of it: the one o3d
+    # reads, or may read, claims the name; an image o3d does not read comes before other files
+    raw = [tmp_path / n for n in ("IMG_0001.CR2", "IMG_0001.JPG", "DSC_0002.ARW", "DSC_0002.jpg", "a.AAE",
+                                  "a.psd", "b.heic", "b.txt")]
+    assert [i.name for i in assign_names(raw, tmp_path / "new", rank=image_rank)] \
+        == ["IMG_0001-2", "IMG_0001", "DSC_0002-2", "DSC_0002", "a-2", "a", "b", "b-2"]
+
+
+def test_an_input_keeps_its_folder_when_the_name_before_it_comes_free(tmp_path, good_images):
+    """x.jpg (damaged) and x.png: x.jpg claims `x` and fails, x.png is made as `x-2`; with x.jpg
+    gone, x.png was made a second time, as `x`."""
+    from typer.testing import CliRunner
+
+    from o3dcli.cli import app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "x.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    (photos / "x.png").write_bytes((good_images / "apple.png").read_bytes())
+    out = tmp_path / "out"
+
+    def run():
+        return CliRunner().invoke(app, ["generate", str(photos), "-o", str(out), "--stop-after", "preprocess",
+                                        "--no-progress"])
+
+    assert run().exit_code == 1
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["x-2"]
+    (photos / "x.jpg").unlink()
+    res = run()
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["x-2"]
+    [item] = json.loads((out / "o3d-report.json").read_text())["items"]
+    assert (item["name"], item["status"], item["cached"]) == ("x-2", "ok", ["preprocess"])  # nothing made again
+
+
+def test_a_kept_folder_is_found_past_any_number_of_free_names(tmp_path):
+    from o3dcli.naming import OutputFolders, assign_names, fit_name, write_asset_meta
+
+    src = tmp_path / "x.png"
+    src.write_bytes(b"photo")
+    out = tmp_path / "out"
+    (out / "x-10").mkdir(parents=True)  # x, x-2 ... x-9 deleted by the user
+    write_asset_meta(out / "x-10", src)
+    (out / "x-11").mkdir()
+    (tmp_path / "x.jpg").write_bytes(b"another photo")
+    write_asset_meta(out / "x-11", tmp_path / "x.jpg")
+    assert [i.name for i in assign_names([tmp_path / "x.jpg", src], out)] == ["x-11", "x-10"]
+    # a long name is cut to fit with its hash, and the suffix after it
+    long = tmp_path / ("y" * 250 + ".png")
+    long.write_bytes(b"long")
+    name = fit_name("y" * 250, "-12")
+    assert name != "y" * 250 + "-12"
+    (out / name).mkdir()
+    write_asset_meta(out / name, long)
+    assert [i.name for i in assign_names([long], out)] == [name]
+    assert OutputFolders(out, str.lower).kept("X", src, set()) == "x-10"  # a disk that ignores case
+    assert OutputFolders(out, lambda n: n).kept("x", src, {"x-10"}) is None  # given out already

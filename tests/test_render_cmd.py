@@ -257,6 +257,11 @@ def test_non_finite_and_out_of_range_option_values_are_usage_errors(tmp_path):
         res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), "-o", str(tmp_path / "bad"), option, value])
         assert res.exit_code == 2 and option in res.output, (option, value, res.output)
         assert not (tmp_path / "bad").exists()
+    # each within its bound, together too much to hold (3600 frames of 4096^2: 181 GB)
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), "-o", str(tmp_path / "bad"),
+                                   "--frames", "3600", "--size", "4096"])
+    assert res.exit_code == 2 and "--frames 3600 at --size 4096 is" in " ".join(res.output.split())
+    assert not (tmp_path / "bad").exists()
 
 
 def test_mp4_keeps_a_frame_rate_above_the_gifs(tmp_path):

@@ -12,6 +12,10 @@ from o3dcli.commands import path_param
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+EVAL_MAX_VIEW_PIXELS = 1 << 26
+"""--views x --size^2 at most (the ground truth's and the prediction's views are held at once in floats,
+16 bytes a pixel or more each: about 2 GB at this bound; the default 8 x 256^2 is 0.5 M)."""
+
 def _split(text: Optional[str]) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
@@ -146,6 +150,10 @@ def eval_cmd(
             protocol = protocol.with_views(views)
     except ValueError as e:
         raise usage(str(e).removeprefix("protocol: ").replace("novel_views", "--novel-views")) from None
+    rendered = len(protocol.azimuths) * size * size
+    if rendered > EVAL_MAX_VIEW_PIXELS:  # each side's views are held at once, in floats
+        raise usage(f"--views {len(protocol.azimuths)} at --size {size} is {rendered:,} pixels per object, over the "
+                    f"{EVAL_MAX_VIEW_PIXELS:,} scored at once; give fewer views or a smaller size")
 
     from o3dcli.eval.runner import EvalUsageError, Variant, run_eval
 

@@ -87,12 +87,12 @@ def _source(path: Path) -> Path:
     return path
 
 
-def _meshable(path: Path) -> bool:
-    """Whether `path` is of a kind `o3d mesh` reads (a folder, a mesh or 3DGS PLY file by its suffix):
-    such inputs claim their result names before other files given (`naming.claim_order`)."""
+def _mesh_rank(path: Path) -> int:
+    """How early `path` claims its result's name (`naming.claim_order`): 0 for a kind `o3d mesh` reads
+    (a folder, a mesh or 3DGS PLY file by its suffix), 1 for anything else."""
     from o3dcli.io.assets import MESH_SUFFIXES
 
-    return path.is_dir() or path.suffix.lower() in MESH_SUFFIXES
+    return 0 if path.is_dir() or path.suffix.lower() in MESH_SUFFIXES else 1
 
 
 def _asset_folder_of(path: Path) -> Path:
@@ -337,8 +337,9 @@ def mesh(
         console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
     inputs = once_each(inputs, lambda p: _source(p).resolve(), "meshed")
     # a name an earlier run wrote for another input gets -2, -3, ...: nothing is overwritten
+    # chair.obj is `chair`, not a chair.mtl given beside it; a result keeps the folder it has
     names = unique_names(inputs, lambda name, path: folder_taken(output, name, _source(path).resolve()),
-                         preferred=_meshable)  # chair.obj is `chair`, not a chair.mtl given beside it
+                         rank=_mesh_rank, out_dir=output, source_of=lambda path: _source(path).resolve())
     items = [_new_item(path, name) for path, name in zip(inputs, names)]
     started = time.time()
     run_id = new_run_id(started)

@@ -47,6 +47,10 @@ class _manifest_lock:
         return False
 
 
+TURNTABLE_MAX_PIXELS = 1 << 30
+"""--frames x --size^2 at most (its frames held at once: about 3 GB, and as much again to write them)."""
+
+
 def render_names(paths: List[Path], taken) -> List[str]:
     """One name per input (`asset_stem`, made safe and fitted to NAME_MAX_BYTES), collisions in
     this batch and names `taken(name, path)` says are not free suffixed -2, -3, ..."""
@@ -104,6 +108,9 @@ def render(
             raise usage_error(f"{option} must be a finite number, got {value}")
     if fps > MP4_MAX_FPS:
         raise usage_error(f"--fps must be at most {MP4_MAX_FPS:g}, got {fps:g}")
+    if frames * size * size > TURNTABLE_MAX_PIXELS:  # the frames are held together (3 bytes a pixel, twice)
+        raise usage_error(f"--frames {frames} at --size {size} is {frames * size * size:,} pixels, over the "
+                          f"{TURNTABLE_MAX_PIXELS:,} a turntable may hold; give fewer frames or a smaller size")
     up = up.strip().lower()  # --up Z, as choices are read elsewhere
     if up not in ("auto", "y", "z"):
         raise usage_error(f"--up must be auto, y or z, got '{up}'")

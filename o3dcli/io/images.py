@@ -220,7 +220,8 @@ def _tiff_bits(im) -> int | None:
 
 
 def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
-    """Loaded PIL image (any mode) -> oriented RGBA float32 [H, W, 4] (uint8 for 8-bit data with keep_uint8)."""
+    """Loaded PIL image (any mode) -> oriented RGBA float32 [H, W, 4] (with keep_uint8: uint8 for 8- and
+    16-bit data, 16-bit values rounded or, for 16-bit RGB PNGs without a colour key, their high byte)."""
     from PIL import ImageOps
 
     raw = im
@@ -255,12 +256,18 @@ def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
             # (values just above 1 are a 0-1 image's overshoot: clipped below)
             gray = gray / (255.0 if top <= 255.0 else top)
         return _gray_to_rgba(gray, np.ones_like(gray))
-    if (not keep_uint8 and raw.format == "PNG" and "transparency" not in raw.info  # a tRNS key: Pillow's RGBA
-            and _png_bit_depth_and_colour_type(path) == (16, 2)):
-        wide = _read_rgb16_png(path, raw)
+    keyed = "transparency" in raw.info  # a tRNS colour key, on the 16-bit scale: Pillow's 8-bit decode misses it
+    if ((not keep_uint8 or keyed) and raw.format == "PNG" and _png_bit_depth_and_colour_type(path) == (16, 2)):
+        wide = _read_rgb16_png(path, raw)  # [H, W, 3], or 4 with the key's alpha
         if wide is not None:
-            rgb = _orient_like(wide, raw)
-            return np.concatenate([rgb, np.ones_like(rgb[..., :1])], axis=-1)
+            wide = _orient_like(wide, raw)
+            if wide.shape[-1] == 3:
+                wide = np.concatenate([wide, np.full_like(wide[..., :1], 65535)], axis=-1)
+            if keep_uint8:
+                return ((wide.astype(np.uint32) + 128) // 257).astype(np.uint8)
+            out = wide.astype(np.float32)
+            out /= 65535.0
+            return out
     try:
         converted = im.convert("RGBA")
     except ValueError:
@@ -287,9 +294,11 @@ def _png_bit_depth_and_colour_type(path: Path) -> tuple[int, int]:
 
 
 def _read_rgb16_png(path: Path, im8) -> np.ndarray | None:
-    """16-bit RGB PNG at full precision, or None to keep Pillow's 8-bit decode.
+    """16-bit RGB PNG at full precision (uint16 [H, W, 3]; [H, W, 4] with the alpha of a tRNS colour
+    key), or None to keep Pillow's 8-bit decode.
 
-    Pillow reduces 16-bit RGB to 8 bits; open3d's libpng reader keeps them. libpng
+    Pillow reduces 16-bit RGB to 8 bits (and then compares a tRNS key, given on the 16-bit scale,
+    with those); open3d's libpng reader keeps them and turns the key into alpha. libpng
     may apply a gamma change (gAMA/sRGB chunks), so the result is used only when its
     high bytes agree with Pillow's decode of the same file.
     """
@@ -300,11 +309,12 @@ def _read_rgb16_png(path: Path, im8) -> np.ndarray | None:
     except (ImportError, RuntimeError, OSError, ValueError):
         return None
     narrow = np.asarray(im8.convert("RGB")).astype(np.int32)
-    if wide.dtype != np.uint16 or wide.shape != narrow.shape:
+    if wide.dtype != np.uint16 or wide.shape[:2] != narrow.shape[:2] or wide.ndim != 3 or wide.shape[2] not in (3, 4):
         return None
-    if np.abs((wide.astype(np.int32) >> 8) - narrow).max() > 1:
+    seen = wide[..., 3] > 0 if wide.shape[2] == 4 else slice(None)  # libpng may blank the keyed pixels' colour
+    if np.abs((wide[..., :3][seen].astype(np.int32) >> 8) - narrow[seen]).max(initial=0) > 1:
         return None
-    return wide.astype(np.float32) / 65535.0
+    return wide
 
 
 def _orient_like(array: np.ndarray, im) -> np.ndarray:

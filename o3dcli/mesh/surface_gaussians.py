@@ -115,7 +115,7 @@ def splatter_gaussians(
     network's predicted depths do: independent per pixel, or with ``noise_cells`` > 0 a smooth
     field per view (noise on a ``noise_cells`` x ``noise_cells`` grid, interpolated; a whole view's
     surface then bends away from the others'). A pixel that misses puts a faint Gaussian (opacity uniform in
-    [0, ``background_opacity``]) at a random depth inside the mesh's bounding box.
+    [0, ``background_opacity``]) at a random depth along its ray, within the mesh's bounding sphere.
     """
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.geometry.rays import pixel_rays
