@@ -255,8 +255,8 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     (["--set", "runtime.device=cpu", "--set", "runtime.dtype=float16"], "needs a CUDA device"),
     (["--preset", "ouroboros3d-svd-lgm"], "model.published_unet"),
     # bounded: --views 100000 took all 24 GB of the machine before scoring anything
-    (["--views", "100000"], "equal to 360"), (["--size", "100000"], "equal to 2048"),
-    (["--points", "1000000000"], "equal to 2000000"),
+    # (click words the range differently from release to release: only the bound is sure to be said)
+    (["--views", "100000"], "360"), (["--size", "100000"], "2048"), (["--points", "1000000000"], "2000000"),
     (["--views", "360", "--size", "2048"], "--views 360 at --size 2048 is 1,509,949,440 pixels per object"),
     (["--views", "300", "--size", "512"], "--views 300 at --size 512"),
 ])
