@@ -212,17 +212,12 @@ def generate(
     except (UserError, ValueError) as e:
         raise _usage_error(str(e)) from None
     runner.shared = jobs > 1 or worker_of is not None
-    from o3dcli.matting import check_matting
+    from o3dcli.matting import matting_warning
 
-    unmattable = None
     try:
-        check_matting(cfg.preprocess.matting)
+        unmattable = matting_warning(cfg.preprocess.matting, cached=not force and (runner.cache.root / "items").is_dir())
     except UserError as e:
-        # with nothing cached every item would fail on it: a usage error; with a cache, items whose
-        # preprocessing is cached still run (a re-export on a machine without rembg), so a warning
-        if force or not (runner.cache.root / "items").is_dir():
-            raise _usage_error(str(e)) from None
-        unmattable = str(e)
+        raise _usage_error(str(e)) from None
     weights = None
     if any(s.name == "diffusion" for s in runner.stages):
         from o3dcli.errors import ConfigError
@@ -258,8 +253,7 @@ def generate(
     if weights is not None:
         console.print(f"model weights: {escape(weights)}", soft_wrap=True)
     if unmattable:
-        console.print(f"[yellow]warning[/yellow]: {escape(unmattable)}; the items whose preprocessing is not cached "
-                      "will fail", soft_wrap=True)
+        console.print(f"[yellow]warning[/yellow]: {escape(unmattable)}", soft_wrap=True)
 
     def on_done(r):
         if r.status == "failed":

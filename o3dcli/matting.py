@@ -140,6 +140,19 @@ def check_matting(matting: str) -> None:
                             "or use --set preprocess.matting=builtin") from None
 
 
+def matting_warning(matting: str, cached: bool) -> str | None:
+    """`check_matting` for a batch: None when the tool is there. When it is not, with nothing
+    `cached` every item would fail on it: UserError; with a cache, items whose preprocessing is
+    cached still run (a re-export on a machine without rembg): the warning to print."""
+    try:
+        check_matting(matting)
+    except UserError as e:
+        if not cached:
+            raise
+        return f"{e}; the items whose preprocessing is not cached will fail"
+    return None
+
+
 def rembg_alpha(rgb: np.ndarray, name: str) -> np.ndarray:
     """Foreground alpha [H, W] from rembg's segmentation model; raises RembgUnavailable or ImageError."""
     rembg = _import_rembg()

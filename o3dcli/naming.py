@@ -144,16 +144,28 @@ def unique_names(paths: list[Path], owned_by_other: Callable[[str, Path], bool] 
     (`OutputFolders.kept`).
     """
     folders = OutputFolders(out_dir, lambda name: name) if out_dir is not None else None
-    used: set[str] = set()
+    return _claim_names(paths, rank, lambda path, taken: clean_name(asset_stem(path)),
+                        lambda name, path: owned_by_other is not None and owned_by_other(name, path),
+                        folders, source_of or (lambda path: path))
+
+
+def _claim_names(paths: list[Path], rank: Callable[[Path], int] | None, base_of: Callable[[Path, set[str]], str],
+                 refused: Callable[[str, Path], bool], folders: OutputFolders | None,
+                 source_of: Callable[[Path], Path]) -> list[str]:
+    """The names of `paths`, claimed in `claim_order`: each its `base_of(path, taken)` (`taken`: the
+    folded names given out so far), or the folder an earlier run made for `source_of(path)`
+    (`folders.kept`), else the first of base, base-2, ... that is neither given out nor `refused`."""
+    fold = folders.fold if folders is not None else (lambda name: name)
+    taken: set[str] = set()
     names: list[str] = [""] * len(paths)
     for i in claim_order(paths, rank):
         path = paths[i]
-        base = clean_name(asset_stem(path))
-        name = folders.kept(base, (source_of or (lambda p: p))(path), used) if folders is not None else None
+        base = base_of(path, taken)
+        name = folders.kept(base, source_of(path), taken) if folders is not None else None
         if name is None:
-            name = next_free_name(base, lambda name: name in used or (
-                owned_by_other is not None and owned_by_other(name, path)), make=lambda suffix: fit_name(base, suffix))
-        used.add(name)
+            name = next_free_name(base, lambda name: fold(name) in taken or refused(name, path),
+                                  make=lambda suffix: fit_name(base, suffix))
+        taken.add(fold(name))
         names[i] = name
     return names
 
@@ -267,22 +279,26 @@ def assign_names(sources: list[Path], out_dir: Path, rank: Callable[[Path], int]
     """
     # lower, not casefold: these disks keep `Straße` and `Strasse` apart
     fold = str.lower if ignores_case(out_dir) else (lambda name: name)
-    folders = OutputFolders(out_dir, fold)
-    taken: set[str] = set()
-    items: list[Item | None] = [None] * len(sources)
-    for i in claim_order(sources, rank):
-        src = sources[i]
-        base = clean_name(src.stem)
-        legacy = legacy_name(src.stem)
+
+    def base_of(src: Path, taken: set[str]) -> str:
+        base, legacy = clean_name(src.stem), legacy_name(src.stem)
         if legacy != base and fold(legacy) not in taken and _is_asset_of(out_dir / legacy, src):
-            base = legacy  # made before names were composed: the asset keeps its folder and cache
-        name = folders.kept(base, src, taken)
-        if name is None:
-            name = next_free_name(base, lambda name: fold(name) in taken or name.lower() in RESERVED_NAMES
-                                  or folder_taken(out_dir, name, src), make=lambda suffix: fit_name(base, suffix))
-        taken.add(fold(name))
-        items[i] = Item(src, name)
-    return items  # type: ignore[return-value]  # every index is claimed once
+            return legacy  # made before names were composed: the asset keeps its folder and cache
+        return base
+
+    names = _claim_names(sources, rank, base_of,
+                         lambda name, src: name.lower() in RESERVED_NAMES or folder_taken(out_dir, name, src),
+                         OutputFolders(out_dir, fold), lambda src: src)
+    return [Item(src, name) for src, name in zip(sources, names)]
+
+
+def published(asset_dir: Path) -> bool:
+    """Whether `asset_dir` holds an asset a run published (every publish writes its config.yaml; a
+    failed or interrupted run leaves such an asset whole). False when it cannot be looked at."""
+    try:
+        return (Path(asset_dir) / "config.yaml").is_file()
+    except OSError:
+        return False
 
 
 def asset_meta(asset_dir: Path) -> dict:
@@ -446,7 +462,7 @@ def mark_asset_dir(asset_dir: Path, src: Path) -> None:
         same = {k: recorded.get(k) for k in mine} == mine  # its cache entries are the publish's to record
         # an asset published for this input (from other bytes, or by another version) keeps the record
         # that describes it until a new one is published: a run that fails leaves it as it was
-        same = same or (same_file(recorded.get("source"), src) and (asset_dir / "config.yaml").is_file())
+        same = same or (same_file(recorded.get("source"), src) and published(asset_dir))
     except (OSError, ValueError, AttributeError):
         same = False
     if not same:

@@ -36,7 +36,7 @@ from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError, disk_full
 from o3dcli import publish
 from o3dcli.naming import (ASSET_META, Item, asset_meta, asset_meta_text, claim_name, clean_name, drop_if_empty,
-                           mark_asset_dir, recorded_entries)
+                           mark_asset_dir, published, recorded_entries)
 from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
 from o3dcli.batch_types import Stage, StageContext, StageWarnings
 
@@ -489,13 +489,8 @@ def run_batch(items: list[Item], runner: BatchRunner, show_progress: bool = True
 
 
 def _earlier_asset_note(asset_dir: Path, error: str) -> str:
-    """For an item's `error`: that `asset_dir` still holds the asset an earlier run published (its
-    config.yaml: every publish writes one; a failed or interrupted run leaves it whole, rather than
-    removing it or mixing new files in), "" when there is none or the error says so already."""
-    if "left as it was" in error:
-        return ""
-    try:
-        kept = (asset_dir / "config.yaml").is_file()
-    except OSError:
-        kept = False
+    """For an item's `error`: that `asset_dir` still holds the asset an earlier run published
+    (`published`: a failed or interrupted run leaves it whole, rather than removing it or mixing new
+    files in), "" when there is none or the error says so already."""
+    kept = "left as it was" not in error and published(asset_dir)
     return f" (the asset an earlier run made is left as it was in {asset_dir})" if kept else ""

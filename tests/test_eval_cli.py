@@ -279,6 +279,21 @@ def test_a_matting_tool_that_is_not_installed_is_a_usage_error(tmp_path, monkeyp
     assert not (tmp_path / "out").exists()
 
 
+def test_a_missing_matting_tool_with_a_cache_warns_and_the_uncached_objects_fail(tmp_path, monkeypatch):
+    from o3dcli import matting
+
+    def missing():
+        raise matting.RembgUnavailable("rembg is not installed (test)")
+
+    monkeypatch.setattr(matting, "_import_rembg", missing)
+    (tmp_path / "out" / "assets" / ".o3d" / "items").mkdir(parents=True)  # an earlier run's cache
+    res = run("--set", "preprocess.matting=rembg", "--limit", "1", "-o", tmp_path / "out", *FAST)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output  # the one object is not cached: it fails, and the run says so
+    assert "preprocess.matting=rembg but rembg is not installed" in said
+    assert "the items whose preprocessing is not cached will fail" in said  # told before it runs
+
+
 def test_asset_option_picks_the_mesh_or_the_gaussians(tmp_path):
     from o3dcli.eval.geometry import sample_surface
     from o3dcli.geometry.gaussians import Gaussians

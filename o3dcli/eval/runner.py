@@ -161,7 +161,7 @@ def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
     (with nothing cached) is a usage error, as for o3d generate, not a failure of every object.
     Each variant writes into OUT/assets/ (one variant) or OUT/assets/<name>/."""
     from o3dcli.errors import UserError
-    from o3dcli.matting import check_matting
+    from o3dcli.matting import matting_warning
     from o3dcli.models.build import describe_weights
     from o3dcli.pipeline import BatchRunner
     from o3dcli.stages import generate_stages
@@ -172,11 +172,12 @@ def prepare_generation(variants: list[Variant], out: Path) -> dict[str, object]:
         v.assets_dir = out / "assets" if len(generating) == 1 else out / "assets" / v.name
         try:
             runners[v.name] = BatchRunner(v.assets_dir, v.config, generate_stages())
-            if not (runners[v.name].cache.root / "items").is_dir():  # else cached inputs may still score
-                check_matting(v.config.preprocess.matting)
+            unmattable = matting_warning(v.config.preprocess.matting, (runners[v.name].cache.root / "items").is_dir())
             describe_weights(v.config)
         except (UserError, ValueError) as e:
             raise EvalUsageError(f"variant {v.name}: {e}") from None
+        if unmattable:  # the objects whose inputs are cached still score
+            logging.getLogger("o3d").warning("variant %s: %s", v.name, unmattable)
     for v in generating:
         v.assets_dir.mkdir(parents=True, exist_ok=True)
         v.meta["seed"] = v.config.runtime.seed
