@@ -310,6 +310,16 @@ def asset_meta(asset_dir: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
+def published_files(asset_dir: Path) -> dict[str, str]:
+    """{relative path: SHA-256} of the files o3d put in `asset_dir` when it last published it, as its
+    o3d-asset.json records them ({} for a folder published before they were recorded)."""
+    files = asset_meta(asset_dir).get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {rel: digest for rel, digest in files.items() if isinstance(rel, str) and isinstance(digest, str)
+            and ".." not in Path(rel).parts and not Path(rel).is_absolute()}
+
+
 def _is_asset_of(asset_dir: Path, src: Path) -> bool:
     """Whether `asset_dir`'s o3d-asset.json names `src` as its source."""
     return same_file(asset_meta(asset_dir).get("source"), src)
@@ -496,11 +506,15 @@ def recorded_entries(asset_dir: Path) -> set[str]:
     return {e for e in entries if isinstance(e, str)} if isinstance(entries, list) else set()
 
 
-def asset_meta_text(src: Path, cache: list[str] | None = None, sha256: str | None = None) -> str:
+def asset_meta_text(src: Path, cache: list[str] | None = None, sha256: str | None = None,
+                    files: dict[str, str] | None = None) -> str:
     """The o3d-asset.json that marks a folder as `src`'s results; `cache`: the entries of the item's
     cache folder the asset was made from (`o3d cache prune` keeps those); `sha256`: the source's
-    digest where the caller has it (else it is read)."""
+    digest where the caller has it (else it is read); `files`: the SHA-256 of each file o3d put in
+    the folder (`published_files`)."""
     meta = _asset_meta(src, sha256)
     if cache is not None:
         meta["cache"] = sorted(cache)
+    if files is not None:
+        meta["files"] = dict(sorted(files.items()))
     return json.dumps(meta, indent=1)

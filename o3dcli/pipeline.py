@@ -36,7 +36,7 @@ from o3dcli.device import check_dtype, resolve_device
 from o3dcli.errors import ConfigError, UserError, disk_full
 from o3dcli import publish
 from o3dcli.naming import (ASSET_META, Item, asset_meta, asset_meta_text, claim_name, clean_name, drop_if_empty,
-                           mark_asset_dir, published, recorded_entries)
+                           mark_asset_dir, published, published_files, recorded_entries)
 from o3dcli.batch_types import BatchInterrupted, BatchResult, ItemInterrupted, ItemResult
 from o3dcli.batch_types import Stage, StageContext, StageWarnings
 
@@ -378,7 +378,10 @@ class BatchRunner:
                 files.update(self._stage_files(stage, asset_dir, item, res, {d: d for d in stage.publish.values()}))
         # the cache entries this asset is made from (o3d cache prune keeps those, and drops the rest)
         names = [ic.entry_name(stage, key) for stage, key in entries.items()]
-        self._publish(self.out_dir / item.name, item.source, files, names, input_hash)
+        for rel, backup in self._publish(self.out_dir / item.name, item.source, files, names, input_hash):
+            said = (f"{self.out_dir / item.name / rel} was changed since o3d wrote it: the edit is kept as {backup}"
+                    + (f" and o3d's {rel} takes its place" if rel in files or rel == "config.yaml" else ""))
+            res.warnings.append(said)  # told with the item, and in the report
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult,
@@ -402,18 +405,29 @@ class BatchRunner:
         return any(rel == d or rel.startswith(d + "/") for d in self._ours)
 
     def _publish(self, asset_dir: Path, source: Path, files: dict[str, Path], entries: list[str],
-                 input_hash: str) -> None:
+                 input_hash: str) -> list[tuple[str, str]]:
         """Make the asset folder hold `files` and this config.yaml (and its other, non-o3d files),
-        replacing the earlier asset in one step (o3dcli.publish)."""
+        replacing the earlier asset in one step (o3dcli.publish). An o3d file of the earlier asset
+        changed since it was published is kept under another name (`publish.keep_edits`); returns
+        [(path, kept as)] of those."""
+        published = published_files(asset_dir)
         try:
             with publish.staging(asset_dir) as staged:
                 for rel, src in files.items():
                     publish.add_file(staged / rel, src, current=asset_dir / rel, link_src=True)
                 publish.add_bytes(staged / "config.yaml", self.config_text.encode("utf-8"),
                                   current=asset_dir / "config.yaml")
-                publish.add_bytes(staged / ASSET_META, asset_meta_text(source, entries, input_hash).encode("utf-8"),
+                made = publish.digests(staged, self._is_ours)
+                for rel, src in files.items():
+                    if src.is_relative_to(asset_dir):  # kept from the asset folder as it is (an edit, maybe)
+                        made.pop(rel, None)
+                        if rel in published:
+                            made[rel] = published[rel]  # what o3d wrote there still decides
+                kept = publish.keep_edits(asset_dir, staged, published, self._is_ours)
+                publish.add_bytes(staged / ASSET_META, asset_meta_text(source, entries, input_hash, made).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, self._is_ours)
+            return kept
         except OSError as e:
             what = e.strerror or str(e)
             raise UserError(f"{asset_dir}: cannot publish the new files ({what}"

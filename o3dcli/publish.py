@@ -123,6 +123,60 @@ def add_bytes(dst: Path, data: bytes, current: Path | None = None) -> None:
         os.fsync(f.fileno())
 
 
+def digests(staged: Path, is_ours: Callable[[str], bool]) -> dict[str, str]:
+    """{relative posix path: SHA-256} of the o3d files in `staged` (o3d-asset.json records them, so
+    that the next publish can tell a file changed since: `keep_edits`)."""
+    from o3dcli.atomic import sha256_file
+    from o3dcli.naming import ASSET_META
+
+    out = {}
+    for path in sorted(p for p in staged.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(staged).as_posix()
+        if rel != ASSET_META and is_ours(rel):
+            out[rel] = sha256_file(path)
+    return out
+
+
+def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
+               is_ours: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """Before `commit`: each file o3d published in `asset_dir` (`published`: {relative path: its
+    SHA-256 then}, from the asset's o3d-asset.json) that has been changed since (a texture painted
+    over, a mesh saved over in place) and that the new asset replaces with other bytes or drops is
+    linked into `staged` under a name of the user's (`model.png` -> `model.edited.png`, then
+    `model.edited-2.png`, ...), so that the edit is kept. Returns [(path, kept as)]."""
+    from o3dcli.atomic import sha256_file
+
+    target, kept = _target(asset_dir), []
+    for rel, digest in sorted(published.items()):
+        current, new = target / rel, staged / rel
+        try:
+            if not current.is_file() or current.is_symlink():
+                continue
+            if new.is_file() and os.path.samefile(current, new):
+                continue  # the new asset holds this very file
+            if sha256_file(current) == digest or (new.is_file() and same_file_content(current, new)):
+                continue  # as o3d wrote it, or the new asset holds the same bytes
+        except OSError:
+            continue
+        backup = _edit_name(rel, is_ours, lambda name: os.path.lexists(target / name) or os.path.lexists(staged / name))
+        _copy_entry(current, staged / backup)
+        kept.append((rel, backup))
+    return kept
+
+
+def _edit_name(rel: str, is_ours: Callable[[str], bool], exists: Callable[[str], bool]) -> str:
+    """The name an edited o3d file is kept under: beside it (`model.png` -> `model.edited.png`, then
+    `model.edited-2.png`, ...), or at the top of the asset folder where its folder is o3d's, which
+    the next publish replaces (`intermediate/step_00.png` -> `intermediate_step_00.edited.png`)."""
+    from o3dcli.naming import next_free_name
+
+    suffix = Path(rel).suffix
+    stem = rel[: len(rel) - len(suffix)]
+    if is_ours(f"{stem}.edited{suffix}"):
+        stem = stem.replace("/", "_")
+    return next_free_name(f"{stem}.edited", lambda name: is_ours(name + suffix) or exists(name + suffix)) + suffix
+
+
 def commit(asset_dir: Path, staged: Path, is_ours: Callable[[str], bool]) -> bool:
     """Make `asset_dir` the staged content plus the entries of the present asset folder that are
     not o3d's (`is_ours(relative posix path)` false, and not a temporary file left by a killed

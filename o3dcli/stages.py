@@ -356,8 +356,10 @@ MESH_FUSION = Stage("mesh_fusion", 1, _mesh_fields(MESH_FUSION_FIELDS), run_mesh
 MESH_SIMPLIFY = Stage("mesh_simplify", 4, _mesh_fields(MESH_SIMPLIFY_FIELDS), run_mesh_simplify)
 MESH_UV = Stage("mesh_uv", 1, _mesh_fields(MESH_UV_FIELDS), run_mesh_uv)
 MESH_BAKE = Stage("mesh_bake", 1, _mesh_fields(MESH_BAKE_FIELDS), run_mesh_bake)
-# version 2: normals kept sharp along creases (mesh.crease_angle_deg), OBJs with vn
-EXPORT = Stage("export", 2, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
+# version 2: normals kept sharp along creases (mesh.crease_angle_deg), OBJs with vn; 3: the USDZ's
+# texture named by its bytes (one fixed name gave a Blender scene of o3d assets the first one's
+# texture), o3d named as the GLB's generator
+EXPORT = Stage("export", 3, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
                publish={f: f for f in EXPORT_FILES}, key_extra=export_key_extra)
 
 

@@ -63,6 +63,40 @@ def test_an_asset_file_edited_in_place_is_said_and_made_again(good_images, tmp_p
     assert asset.read_bytes() == published and os.path.samefile(asset, cached_input(out))
     item = json.loads((out / "o3d-report.json").read_text())["items"][0]
     assert item["cached"] == []  # the entry was recomputed
+    # the edit is not lost: kept beside it, and said
+    kept = out / "apple" / "input.edited.png"
+    assert kept.read_bytes()[len(published) // 2:][:16] == b"\x00" * 16 and len(kept.read_bytes()) == len(published)
+    assert f"{asset} was changed since o3d wrote it: the edit is kept as input.edited.png" in said
+    assert any("the edit is kept as input.edited.png" in w for w in item["warnings"])
+    assert generate(good_images / "apple.png", out).exit_code == 0  # it is the user's now: left alone
+    assert kept.is_file() and not (out / "apple" / "input.edited-2.png").exists()
+
+
+def test_an_asset_file_replaced_by_another_is_kept_when_o3d_writes_its_own_again(good_images, tmp_path):
+    # an editor that saves a new file in the old one's place: the cache is intact, and a re-run
+    # put o3d's file back without a word; a run that writes nothing new keeps no copies
+    out = tmp_path / "out"
+    assert generate(good_images / "apple.png", out).exit_code == 0
+    force = ["generate", "--no-progress", "--stop-after", "preprocess", "--force", str(good_images / "apple.png"),
+             "-o", str(out)]
+    assert runner.invoke(app, force).exit_code == 0
+    assert sorted(p.name for p in (out / "apple").iterdir()) == ["config.yaml", "input.png", "o3d-asset.json"]
+    asset = out / "apple" / "input.png"
+    published = asset.read_bytes()
+    asset.unlink()
+    asset.write_bytes(b"my own input")
+    for n in (1, 2):
+        res = runner.invoke(app, force if n == 1 else ["generate", "--no-progress", "--stop-after", "preprocess",
+                                                       str(good_images / "apple.png"), "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        assert asset.read_bytes() == published
+    assert (out / "apple" / "input.edited.png").read_bytes() == b"my own input"
+    assert not (out / "apple" / "input.edited-2.png").exists()
+    # the same for o3d's config.yaml
+    (out / "apple" / "config.yaml").write_text("# my notes\n")
+    assert generate(good_images / "apple.png", out).exit_code == 0
+    assert (out / "apple" / "config.edited.yaml").read_text() == "# my notes\n"
+    assert (out / "apple" / "config.yaml").read_text() != "# my notes\n"
 
 
 def test_prune_counts_only_what_removing_frees(tmp_path):
@@ -136,6 +170,10 @@ def test_a_stop_after_run_keeps_an_asset_file_edited_in_place(good_images, tmp_p
     assert (out / "apple" / "c.txt").read_text() == "c.txt as o3d makes it"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="o3d"):
-        assert run(2).status == "ok"
+        result = run(2)
+    assert result.status == "ok"
     assert (out / "apple" / "b.txt").read_text() == "b.txt as o3d makes it"
+    # the edit the stop-after run kept is kept still, under another name
+    assert (out / "apple" / "b.edited.txt").read_text() == "B.txt as o3d makes it"
+    assert any("the edit is kept as b.edited.txt" in w for w in result.warnings)
     assert caplog.records == []  # the damaged entry was removed: this is a plain miss

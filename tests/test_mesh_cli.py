@@ -194,6 +194,26 @@ def test_names_follow_the_asset_folder_never_overwrite_and_drop_stale_formats(tm
     assert not (out / "crate-3").exists()
 
 
+def test_a_result_file_edited_since_is_kept_when_the_folder_is_made_again(tmp_path):
+    save_gaussians(tmp_path / "crate.ply", surface_gaussians(reference_shape("sphere"), 2000, seed=1))
+    out = tmp_path / "out"
+    opts = ["-d", "500", "--texture-size", "64", "--set", "mesh.resolution=32", "--set", "mesh.fusion_size=32",
+            "-o", str(out)]
+    assert CliRunner().invoke(app, ["mesh", str(tmp_path / "crate.ply"), *opts]).exit_code == 0
+    obj = out / "crate" / "model.obj"
+    obj.write_text(obj.read_text() + "# my fix\n")  # a mesh touched up in another tool, saved in place
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "crate.ply"), "-d", "400", *opts[2:]])
+    assert res.exit_code == 0, res.output
+    assert (out / "crate" / "model.edited.obj").read_text().endswith("# my fix\n")
+    assert not obj.read_text().endswith("# my fix\n")
+    said = " ".join(res.output.split())
+    assert "model.obj was changed since o3d wrote it: the edit is kept as model.edited.obj" in said
+    report = json.loads((out / "o3d-mesh-report.json").read_text())["items"][0]
+    assert any("model.edited.obj" in w for w in report["warnings"])
+    edited = sorted(p.name for p in (out / "crate").iterdir() if ".edited" in p.name)
+    assert edited == ["model.edited.obj"]  # the files left as o3d wrote them are not copied
+
+
 def test_a_mesh_file_takes_its_name_before_the_files_given_beside_it(tmp_path):
     """`o3d mesh chair/*` on chair.mtl, chair.obj, chair.png: the OBJ's result was chair-2."""
     from o3dcli.io.export import save_mesh_obj

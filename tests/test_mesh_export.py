@@ -160,3 +160,14 @@ def test_glb_buffer_views_say_whether_they_hold_vertices_or_indices(tmp_path):
     assert {view(a)["target"] for a in prim["attributes"].values()} == {34962}  # ARRAY_BUFFER
     image = doc["bufferViews"][doc["images"][0]["bufferView"]] if doc.get("images") else {}
     assert "target" not in image
+
+
+@pytest.mark.parametrize("draco", [False, True])
+def test_glb_names_o3d_as_its_generator(tmp_path, draco):
+    # trimesh writes the file and named itself; a user's tools show the generator
+    from o3dcli import __version__
+
+    if draco:
+        pytest.importorskip("DracoPy")
+    doc, _ = read_glb(save_mesh_glb(tmp_path / "m.glb", quadrant_plane(), draco=draco))
+    assert doc["asset"]["generator"] == f"o3d {__version__}" and doc["asset"]["version"] == "2.0"

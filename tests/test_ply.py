@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from o3dcli.geometry.gaussians import Gaussians
-from o3dcli.io.ply import OPACITY_EPS, SH_C0, PlyError, load_gaussians, save_gaussians
+from o3dcli.io.ply import OPACITY_EPS, SH_C0, VIEWER_FRAME_COMMENT, PlyError, load_gaussians, save_gaussians
 
 STD_NAMES = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
              "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
@@ -97,7 +97,54 @@ def test_written_layout_is_standard_3dgs(tmp_path):
     # opacity 0 and 1 are clamped to 1e-6 and 1 - 1e-6 (float32 0.99999899), not +-inf:
     # logit(1e-6) = -13.815510, logit(0.99999899) = 13.802318
     np.testing.assert_allclose(data["opacity"][:2], [-13.815510, 13.802318], rtol=1e-6)
-    assert (data["nx"] == 0).all() and (data["rot_0"] == g.quats[:, 0].numpy()).all()
+    assert (data["nx"] == 0).all()
+    # written in the splat viewers' frame (-Y up): o3d's world turned 180 degrees about Z
+    assert b"comment " + VIEWER_FRAME_COMMENT.encode() in head
+    xyz = np.stack([data["x"], data["y"], data["z"]], 1)
+    assert np.array_equal(xyz, g.means.numpy() * np.array([-1, -1, 1], np.float32))
+    w, x, y, z = g.quats.numpy().T
+    assert np.array_equal(np.stack([data[f"rot_{i}"] for i in range(4)], 1), np.stack([-z, -y, x, w], 1))
+
+
+def rotation_matrix(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def test_the_written_gaussians_are_the_same_shapes_turned_upside_down_for_splat_viewers(tmp_path):
+    # SuperSplat and other viewers turn a PLY 180 degrees about Z on load (PLYs are mostly -Y up):
+    # each Gaussian's position and covariance in the file are o3d's turned so, and turned back on load
+    g = random_gaussians(6)
+    raw = save_gaussians(tmp_path / "g.ply", g).read_bytes()
+    data = np.frombuffer(raw.split(b"end_header\n")[1], dtype=[(n, "<f4") for n in STD_NAMES])
+    turn = np.diag([-1.0, -1.0, 1.0])
+    for i in range(len(g)):
+        q = np.array([data[f"rot_{k}"][i] for k in range(4)], np.float64)
+        sigma = np.diag(np.exp(2 * np.array([data[f"scale_{k}"][i] for k in range(3)], np.float64)))
+        ours = rotation_matrix(g.quats[i].double().numpy())
+        ours_sigma = ours @ np.diag(g.scales[i].double().numpy() ** 2) @ ours.T
+        file_sigma = rotation_matrix(q) @ sigma @ rotation_matrix(q).T
+        np.testing.assert_allclose(file_sigma, turn @ ours_sigma @ turn.T, rtol=1e-5, atol=1e-9)
+    back = load_gaussians(tmp_path / "g.ply")
+    assert torch.equal(back.means, g.means) and torch.equal(back.quats, g.quats)
+
+
+def test_a_ply_without_the_frame_comment_is_read_as_it_is(tmp_path):
+    # o3d's files from before the viewers' frame, and other tools' files: no turn
+    g = random_gaussians(5)
+    raw = save_gaussians(tmp_path / "g.ply", g).read_bytes()
+    head, body = raw.split(b"end_header\n")
+    data = np.frombuffer(body, dtype=[(n, "<f4") for n in STD_NAMES]).copy()
+    data["x"], data["y"] = -data["x"], -data["y"]
+    data["rot_0"], data["rot_1"], data["rot_2"], data["rot_3"] = (
+        data["rot_3"].copy(), data["rot_2"].copy(), -data["rot_1"], -data["rot_0"])
+    old = tmp_path / "old.ply"
+    old.write_bytes(head.replace(b"comment " + VIEWER_FRAME_COMMENT.encode() + b"\n", b"") + b"end_header\n"
+                    + data.tobytes())
+    loaded = load_gaussians(old)
+    assert torch.equal(loaded.means, g.means) and torch.equal(loaded.quats, g.quats)
 
 
 @pytest.mark.parametrize("fmt", ["ascii", "binary_big_endian", "binary_little_endian"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import struct
 import sys
 import zipfile
@@ -58,11 +59,13 @@ def test_textured_usdz_layout_geometry_texture_and_material(tmp_path, binary):
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temporary file
     archive = zipfile.ZipFile(path)
     layer = "model.usdc" if binary else "model.usda"
-    assert [i.filename for i in archive.infolist()] == [layer, "texture.png"]  # the layer first
+    texture = archive.infolist()[1].filename
+    assert [i.filename for i in archive.infolist()] == [layer, texture]  # the layer first
+    assert re.fullmatch(r"texture_[0-9a-f]{12}\.png", texture)  # named by its bytes (see below)
     assert archive.read(layer).startswith(b"PXR-USDC" if binary else b"#usda 1.0")
     assert all(i.compress_type == zipfile.ZIP_STORED for i in archive.infolist())
     assert all(offset % 64 == 0 for offset in data_offsets(path).values())
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(archive.read("texture.png")))), mesh.texture)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(archive.read(texture)))), mesh.texture)
 
     assert validation_errors(path) == []
     stage = Usd.Stage.Open(str(path))
@@ -90,8 +93,21 @@ def test_textured_usdz_layout_geometry_texture_and_material(tmp_path, binary):
     assert shader_input(stage, "/model/Materials/material0/uv", "varname").Get() == "st"  # reads that primvar
     assert tuple(shader_input(stage, "/model/Materials/material0/texture", "fallback").Get()) == (1, 1, 1, 1)
     asset = shader_input(stage, "/model/Materials/material0/texture", "file").Get()
-    assert asset.resolvedPath.endswith("model.usdz[texture.png]")  # found inside the package
+    assert asset.resolvedPath.endswith(f"model.usdz[{texture}]")  # found inside the package
     assert shader_input(stage, "/model/Materials/material0/texture", "sourceColorSpace").Get() == "sRGB"
+
+
+def test_each_texture_has_its_own_name_in_the_package(tmp_path):
+    # Blender unpacks every USDZ's texture into one folder and reuses an image already loaded under
+    # the same name: with one fixed name, a scene of several o3d assets showed the first one's texture
+    mesh = quadrant_plane()
+    other = dataclasses.replace(mesh, texture=np.ascontiguousarray(mesh.texture[::-1]))
+
+    def texture_name(m, name):
+        return zipfile.ZipFile(save_mesh_usdz(tmp_path / name, m)).infolist()[1].filename
+
+    assert texture_name(mesh, "a.usdz") != texture_name(other, "b.usdz")
+    assert texture_name(mesh, "a.usdz") == texture_name(mesh, "c.usdz")  # the same bytes: the same package
 
 
 @pytest.mark.parametrize("mode", ["MASK", "BLEND"])
@@ -108,7 +124,8 @@ def test_texture_alpha_becomes_opacity(tmp_path, mode):
     assert source.sourceName == "a"
     threshold = surface.GetInput("opacityThreshold")
     assert (threshold.Get() if threshold else None) == (0.5 if mode == "MASK" else None)
-    png = np.asarray(Image.open(io.BytesIO(zipfile.ZipFile(path).read("texture.png"))))
+    archive = zipfile.ZipFile(path)
+    png = np.asarray(Image.open(io.BytesIO(archive.read(archive.infolist()[1].filename))))
     assert png.shape[2] == 4 and np.array_equal(png[..., :3], rgba[..., :3])
     # a cut-out's alpha is cut at its cutoff in the texture itself (40 >= 0.1 * 255: kept), so
     # renderers that ignore the threshold show the same; a blend keeps its alpha as it is

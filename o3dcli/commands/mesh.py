@@ -471,7 +471,8 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
     from o3dcli.console import console
     from o3dcli.errors import UserError
     from o3dcli.mesh.config import EXPORT_FILES
-    from o3dcli.naming import ASSET_META, asset_meta_text, asset_stem, claim_name, clean_name, drop_if_empty, mark_asset_dir
+    from o3dcli.naming import (ASSET_META, asset_meta_text, asset_stem, claim_name, clean_name, drop_if_empty,
+                               mark_asset_dir, published_files)
     from o3dcli import publish
 
     src = _source(path).resolve()
@@ -493,9 +494,16 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
                 caught.paths[str(staged)] = str(asset_dir)
                 written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture,
                                    timings=timings, stats=stats)
-                publish.add_bytes(staged / ASSET_META, asset_meta_text(src).encode("utf-8"),
+                is_ours = ours.__contains__
+                made = publish.digests(staged, is_ours)
+                # an o3d file changed since this command wrote it is kept under another name
+                for rel, backup in publish.keep_edits(asset_dir, staged, published_files(asset_dir), is_ours):
+                    logging.getLogger("o3d").warning(  # told with the input (`caught`)
+                        "%s was changed since o3d wrote it: the edit is kept as %s%s", asset_dir / rel, backup,
+                        f" and o3d's {rel} takes its place" if rel in made else "")
+                publish.add_bytes(staged / ASSET_META, asset_meta_text(src, files=made).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
-                publish.commit(asset_dir, staged, lambda rel: rel in ours)
+                publish.commit(asset_dir, staged, is_ours)
         except OSError as e:
             places = (str(asset_dir), str(staging))
             if not (any(str(e.filename or "").startswith(d) for d in places)

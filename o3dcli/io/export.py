@@ -112,16 +112,20 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
         glb = _glb_with_material(glb, plain)
     if image is not None:
         glb = _glb_with_image(glb, 0, *image)
-    return _glb_with_view_targets(_glb_with_draco(glb) if draco else glb)
+    return _glb_finished(_glb_with_draco(glb) if draco else glb)
 
 
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 
-def _glb_with_view_targets(glb: bytes) -> bytes:
-    """``glb`` with each buffer view of vertex data or indices saying so (`target`: what the glTF
-    validator hints at when it is missing, and what lets a loader upload the view as it is)."""
+def _glb_finished(glb: bytes) -> bytes:
+    """``glb`` with o3d named as its generator (trimesh, which wrote it, named itself) and each
+    buffer view of vertex data or indices saying so (`target`: what the glTF validator hints at
+    when it is missing, and what lets a loader upload the view as it is)."""
+    from o3dcli import __version__
+
     doc, binary = _glb_chunks(glb)
+    doc.setdefault("asset", {"version": "2.0"})["generator"] = f"o3d {__version__}"
     kinds: dict[int, set[int]] = {}
     for m in doc.get("meshes", []):
         for prim in m.get("primitives", []):

@@ -8,6 +8,13 @@ Written layout (binary little endian, one ``vertex`` element of float32):
 with ``opacity`` = logit(alpha), ``scale_i`` = log(scale), ``rot`` = (w, x, y, z),
 ``f_dc`` = (rgb - 0.5) / SH_C0 and the normals zero (docs/design.md section 2).
 
+Frame: splat viewers take a PLY's -Y as up (most 3DGS files come from COLMAP scenes, which
+are so): SuperSplat, macOS Quick Look and others turn every PLY 180 degrees about Z on
+load. o3d's world is +Y up, so its files are written turned 180 degrees about Z,
+(x, y, z) -> (-x, -y, z), and say so in a header comment (`VIEWER_FRAME_COMMENT`): they
+open upright there, and `load_gaussians` turns them back. Files without that comment (o3d's
+before it, other tools') are read as they are.
+
 Exact round trip: the activations (exp, sigmoid, affine SH) are not injective in
 float32, so ``save_gaussians`` stores, per value, a fixed point of
 "activate on load, invert on save" (found by iterating that monotone map, which
@@ -45,6 +52,8 @@ MIN_SCALE = 1e-30
 """Scales are clamped below by this before the log (a zero scale would give -inf)."""
 QUAT_NORM_TOL = 1e-6
 """Quaternions whose norm is within this of 1 are kept as stored (exact round trip)."""
+VIEWER_FRAME_COMMENT = "o3d frame: -Y up as splat viewers take it (o3d's +Y-up world turned 180 degrees about Z)"
+"""The header comment of o3d's PLY files written in the viewers' frame (see the module's docstring)."""
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -110,6 +119,16 @@ def _unit_quats(quats: np.ndarray) -> tuple[np.ndarray, int]:
     return quats, int(off.sum())
 
 
+def _turned_about_z(means: np.ndarray, quats: np.ndarray, back: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and orientations (w, x, y, z) turned 180 degrees about Z (`back`: the inverse),
+    exactly: signs and swaps only, so a file round-trips byte for byte. The turn is the
+    quaternion (0, 0, 0, 1), applied on the left: q -> (-z, -y, x, w), and back (d, c, -b, -a)."""
+    means = np.array(means, np.float64)
+    means[:, :2] = -means[:, :2]
+    a, b, c, d = np.asarray(quats, np.float64).T
+    return means, np.stack([d, c, -b, -a] if back else [-d, -c, b, a], 1)
+
+
 def _stored_fixed_point(value: np.ndarray, activate, invert, max_iter: int = 64) -> np.ndarray:
     """The float32 to store for ``value`` such that invert(activate(stored)) == stored.
 
@@ -135,11 +154,11 @@ def save_gaussians(path: str | os.PathLike, gaussians: Gaussians) -> Path:
     for name, a in arrays.items():
         if not np.isfinite(a).all():
             raise ValueError(f"cannot save {path}: Gaussians.{name} has non-finite values")
-    quats = _unit_quats(arrays["quats"])[0]
+    means, quats = _turned_about_z(arrays["means"], _unit_quats(arrays["quats"])[0])  # the viewers' frame
     n = len(g)
     data = np.zeros(n, dtype=[(name, "<f4") for name in _WRITE_NAMES])
     for i, axis in enumerate("xyz"):
-        data[axis] = arrays["means"][:, i]
+        data[axis] = means[:, i]
     f_dc = _stored_fixed_point(arrays["colors"], _sh_to_rgb, _rgb_to_sh)
     scales = _stored_fixed_point(arrays["scales"], _exp, _log)
     quats = _f32(quats)
@@ -150,7 +169,7 @@ def save_gaussians(path: str | os.PathLike, gaussians: Gaussians) -> Path:
         data[f"rot_{i}"] = quats[:, i]
     data["opacity"] = _stored_fixed_point(arrays["opacities"], _sigmoid, _logit)
     header = ["ply", "format binary_little_endian 1.0", "comment written by o3d (3D Gaussian Splatting layout)",
-              f"element vertex {n}", *(f"property float {name}" for name in _WRITE_NAMES), "end_header"]
+              f"comment {VIEWER_FRAME_COMMENT}", f"element vertex {n}", *(f"property float {name}" for name in _WRITE_NAMES), "end_header"]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
@@ -163,15 +182,18 @@ def save_gaussians(path: str | os.PathLike, gaussians: Gaussians) -> Path:
 # ----------------------------------------------------------------------------- reading
 
 def _parse_header(path: Path, raw: bytes):
-    """(format, elements [(name, count, [(prop, dtype or ('list', count_t, item_t))])], body offset)."""
+    """(format, elements [(name, count, [(prop, dtype or ('list', count_t, item_t))])], body offset,
+    the header's comments)."""
     if not raw.startswith(b"ply"):
         raise PlyError(f"{path}: not a PLY file (it does not start with 'ply')")
     match = re.search(rb"end_header\r?\n", raw)
     if match is None:
         raise PlyError(f"{path}: PLY header has no 'end_header' line (truncated or not a PLY file)")
-    fmt, elements = None, []
+    fmt, elements, comments = None, [], []
     for line in raw[: match.start()].decode("ascii", errors="replace").splitlines()[1:]:
         words = line.split()
+        if words and words[0] == "comment":
+            comments.append(line.strip()[len("comment"):].strip())
         if not words or words[0] in ("comment", "obj_info"):
             continue
         if words[0] == "format" and len(words) >= 2:
@@ -189,7 +211,7 @@ def _parse_header(path: Path, raw: bytes):
             raise PlyError(f"{path}: malformed PLY header line {line!r}")
     if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
         raise PlyError(f"{path}: unsupported PLY format {fmt!r}")
-    return fmt, elements, match.end()
+    return fmt, elements, match.end(), comments
 
 
 def _ply_type(path: Path, name: str) -> str:
@@ -198,13 +220,13 @@ def _ply_type(path: Path, name: str) -> str:
     return _PLY_TYPES[name]
 
 
-def _read_vertices(path: Path) -> np.ndarray:
-    """The ``vertex`` element as a structured array (native byte order)."""
+def _read_vertices(path: Path) -> tuple[np.ndarray, list[str]]:
+    """The ``vertex`` element as a structured array (native byte order), and the header's comments."""
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise PlyError(f"{path}: cannot read ({e.strerror})") from e
-    fmt, elements, offset = _parse_header(path, raw)
+    fmt, elements, offset, comments = _parse_header(path, raw)
     names = [e[0] for e in elements]
     if "vertex" not in names:
         raise PlyError(f"{path}: PLY has no 'vertex' element")
@@ -222,7 +244,7 @@ def _read_vertices(path: Path) -> np.ndarray:
         out = np.zeros(count, dtype=[(name, t) for name, t in props])
         for i, (name, _) in enumerate(props):
             out[name] = table[:, i]
-        return out
+        return out, comments
     order = "<" if fmt == "binary_little_endian" else ">"
     for name, n, eprops in before:
         if any(isinstance(t, tuple) for _, t in eprops):
@@ -232,7 +254,7 @@ def _read_vertices(path: Path) -> np.ndarray:
     need = count * dtype.itemsize
     if len(raw) - offset < need:
         raise PlyError(f"{path}: truncated PLY: expected {need} bytes of vertex data, found {max(len(raw) - offset, 0)}")
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).astype(dtype.newbyteorder("="))
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).astype(dtype.newbyteorder("=")), comments
 
 
 def _columns(path: Path, v: np.ndarray, names: list[str]) -> np.ndarray:
@@ -275,7 +297,7 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     Raises ``PlyError`` naming the file for anything unreadable.
     """
     path = Path(path)
-    v = _read_vertices(path)
+    v, comments = _read_vertices(path)
     names = v.dtype.names
     means = _columns(path, v, ["x", "y", "z"])
     used = {"x", "y", "z", "nx", "ny", "nz"}
@@ -313,6 +335,8 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     if degree > 0:
         log.info("%s: SH degree %d; keeping the DC colour only (dropped %d f_rest properties)",
                  path, degree, 3 * ((degree + 1) ** 2 - 1))
+    if VIEWER_FRAME_COMMENT in comments:  # written turned for splat viewers: back into o3d's world
+        means, quats = _turned_about_z(means, quats, back=True)
     finite = np.isfinite(np.concatenate([means, scales, quats, opacities[:, None], colors], 1)).all(1)
     n_bad = int((~finite).sum())
     if n_bad == len(v) and n_bad:
@@ -329,4 +353,4 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     return gaussians, info
 
 
-__all__ = ["PlyError", "SH_C0", "OPACITY_EPS", "load_gaussians", "save_gaussians"]
+__all__ = ["PlyError", "SH_C0", "OPACITY_EPS", "VIEWER_FRAME_COMMENT", "load_gaussians", "save_gaussians"]

@@ -21,6 +21,7 @@ alignment is made with padding in each local header's extra field.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zipfile
@@ -192,8 +193,8 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = 
                jpeg_quality: int = MeshConfig.jpeg_quality,
                crease_angle_deg: float = MeshConfig.crease_angle_deg) -> bytes:
     """The mesh as a .usdz package: model.usdc (binary, `binary` True or None with usd-core
-    installed) or model.usda (text), then texture.png (or texture.jpg, as
-    `o3dcli.io.export.texture_file` says) when textured."""
+    installed) or model.usda (text), then texture_<first 12 hex digits of its SHA-256>.png (or .jpg,
+    as `o3dcli.io.export.texture_file` says) when textured."""
     from o3dcli.io.export import texture_file
 
     image = None
@@ -201,7 +202,9 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = 
         # a cut-out's alpha is made 0 or 255 at its cutoff: the same under opacityThreshold, and
         # under renderers that ignore it (Quick Look has)
         data, suffix, _ = texture_file(mesh.hard_alpha().texture, texture_format, jpeg_quality)
-        image = ("texture" + suffix, data)
+        # named by its bytes: Blender unpacks every package's texture into one folder and reuses an
+        # image it has loaded under the same name, so a fixed name gave each asset the first one's
+        image = (f"texture_{hashlib.sha256(data).hexdigest()[:12]}{suffix}", data)
     text = usda_text(mesh, image[0] if image else "texture.png", crease_angle_deg)
     usdc = _usdc_bytes(text) if binary in (None, True) else None
     if binary and usdc is None:
