@@ -1,5 +1,6 @@
 """Mesh loaders: OBJ (+MTL, texture, GSO layout), GLB via trimesh, PLY, errors."""
 
+import logging
 import sys
 
 import numpy as np
@@ -192,6 +193,151 @@ def test_ply_vertex_colors(tmp_path):
     np.testing.assert_allclose(mesh.vertices, [[0, 0, 0], [1, 0, 0], [0, 1, 0]])
     np.testing.assert_array_equal(mesh.faces, [[0, 1, 2]])
     np.testing.assert_allclose(mesh.vertex_colors, np.eye(3))
+
+
+def test_ply_texture_keeps_its_colours(tmp_path):
+    # a PLY naming its texture (MeshLab's and Metashape's `comment TextureFile`, UVs per vertex):
+    # the texture came out at 40 % (trimesh's default grey material colour multiplied it)
+    texture = np.zeros((8, 8, 3), np.uint8)
+    texture[:4], texture[4:] = (240, 240, 240), (250, 200, 0)
+    Image.fromarray(texture).save(tmp_path / "tex.png")
+    p = tmp_path / "tri.ply"
+    p.write_text(
+        "ply\nformat ascii 1.0\ncomment TextureFile tex.png\nelement vertex 3\nproperty float x\n"
+        "property float y\nproperty float z\nproperty float s\nproperty float t\nelement face 1\n"
+        "property list uchar int vertex_indices\nend_header\n"
+        "0 0 0 0.1 0.1\n1 0 0 0.9 0.1\n0 1 0 0.1 0.9\n3 0 1 2\n"
+    )
+    mesh = load_mesh(p)
+    assert mesh.texture is not None and {tuple(c) for c in mesh.texture.reshape(-1, 3)} == {(240, 240, 240),
+                                                                                             (250, 200, 0)}
+
+
+def test_a_byte_order_mark_and_capitals_are_read(tmp_path):
+    # Windows Notepad starts a file with a UTF-8 byte-order mark: the OBJ's first line (mtllib) and the
+    # MTL's first material were lost; an ASCII STL in capitals was taken for a broken binary one
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(tmp_path / "t.png")
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "m.mtl").write_bytes(bom + b"newmtl m\nKd 1 1 1\nmap_Kd t.png\n")
+    (tmp_path / "m.obj").write_bytes(bom + b"mtllib m.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
+                                     b"usemtl m\nf 1/1 2/2 3/3\n")
+    (tmp_path / "v.obj").write_bytes(bom + b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    mesh = load_mesh(tmp_path / "m.obj")
+    assert mesh.texture is not None and (mesh.texture == 200).all()
+    assert len(load_mesh(tmp_path / "v.obj").vertices) == 3
+    (tmp_path / "caps.stl").write_text(
+        "SOLID PART\nFACET NORMAL 0 0 1\nOUTER LOOP\nVERTEX 0 0 0\nVERTEX 1 0 0\nVERTEX 0 1 0\nENDLOOP\n"
+        "ENDFACET\nENDSOLID PART\n")
+    assert len(load_mesh(tmp_path / "caps.stl", up="y").faces) == 1
+
+
+def test_a_usemtl_its_mtl_does_not_define_is_said(tmp_path, caplog):
+    Image.fromarray(np.full((4, 4, 3), 200, np.uint8)).save(tmp_path / "t.png")
+    (tmp_path / "m.mtl").write_text("newmtl Brick\nKd 1 1 1\nmap_Kd t.png\nnewmtl Stone\nKd 0.5 0.5 0.5\n")
+    faces = "v 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\nusemtl {}\nf 1/1 2/2 3/3\n"
+    (tmp_path / "case.obj").write_text("mtllib m.mtl\n" + faces.format("brick"))
+    (tmp_path / "none.obj").write_text("mtllib m.mtl\n" + faces.format("glass"))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(tmp_path / "case.obj")  # differs only in case (an MTL edited on Windows): used
+        assert mesh.texture is not None and (mesh.texture == 200).all()
+        assert "usemtl brick: no such material" in caplog.text and "using Brick" in caplog.text
+        caplog.clear()
+        assert load_mesh(tmp_path / "none.obj").texture is None
+        assert "usemtl glass: no such material in its MTL files (they define Brick, Stone)" in caplog.text
+
+
+def test_gltf_files_named_by_percent_encoded_uris_and_a_missing_texture(tmp_path, caplog):
+    # glTF writes URIs percent-encoded (`box%20tex.png`); trimesh looked them up as they are: the
+    # texture was dropped without a word, the buffer not found
+    import json
+
+    from o3dcli.io.export import _glb_chunks, glb_bytes
+    from test_mesh_export import quadrant_plane
+
+    plane = quadrant_plane()
+    doc, binary = _glb_chunks(glb_bytes(plane))
+    view = doc["bufferViews"][doc["images"][0]["bufferView"]]
+    (tmp_path / "tex dir").mkdir()
+    (tmp_path / "tex dir" / "box tex.png").write_bytes(
+        binary[view.get("byteOffset", 0):view.get("byteOffset", 0) + view["byteLength"]])
+    (tmp_path / "my buffer.bin").write_bytes(binary)
+    doc["buffers"][0]["uri"] = "my%20buffer.bin"
+    doc["images"][0] = {"uri": "tex%20dir/box%20tex.png", "mimeType": "image/png"}
+    (tmp_path / "enc.gltf").write_text(json.dumps(doc))
+    mesh = load_mesh(tmp_path / "enc.gltf")
+    assert mesh.texture is not None and mesh.texture.shape == plane.texture.shape
+    doc["images"][0]["uri"] = "gone.png"
+    (tmp_path / "gone.gltf").write_text(json.dumps(doc))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        load_mesh(tmp_path / "gone.gltf")
+    assert f"texture {tmp_path / 'gone.png'} not found" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["obj", "glb"])
+def test_textures_up_to_16k_are_read_and_larger_ones_refused_naming_the_file(tmp_path, monkeypatch, caplog, kind):
+    # Pillow refuses images over 89.5 MP as decompression bombs: a photogrammetry mesh's 16K texture
+    # (268 MP) failed the input. Scaled down here: Pillow's limit under the texture, o3d's over it.
+    from PIL import Image
+
+    import o3dcli.io.mesh as mesh_io
+    from o3dcli.io.export import save_mesh_glb, save_mesh_obj
+    from test_mesh_export import quadrant_plane
+
+    plane = quadrant_plane()
+    path = (save_mesh_obj if kind == "obj" else save_mesh_glb)(tmp_path / f"m.{kind}", plane)
+    pixels = plane.texture.shape[0] * plane.texture.shape[1]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pixels // 4)  # Pillow's default, scaled
+    monkeypatch.setattr(mesh_io, "TEXTURE_MAX_PIXELS", pixels)
+    assert np.array_equal(load_mesh(path).texture, plane.texture)
+    assert Image.MAX_IMAGE_PIXELS == pixels // 4  # put back
+    monkeypatch.setattr(mesh_io, "TEXTURE_MAX_PIXELS", pixels // 4)
+    if kind == "obj":
+        with pytest.raises(MeshLoadError, match=f"{path}: .*texture"):
+            load_mesh(path)
+    else:  # trimesh drops an image it cannot open: said, the mesh loaded without it
+        with caplog.at_level(logging.WARNING, logger="o3d"):
+            assert load_mesh(path).texture is None
+        assert f"{path}: its textures cannot be read (damaged, or larger than 16K)" in caplog.text
+
+
+def test_gltf_material_parts_o3d_does_not_keep_are_said(tmp_path, caplog):
+    from o3dcli.io.export import _glb_chunks, _glb_pack, glb_bytes
+    from test_mesh_export import quadrant_plane
+
+    glb = glb_bytes(quadrant_plane())
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        (tmp_path / "ours.glb").write_bytes(glb)
+        load_mesh(tmp_path / "ours.glb")  # o3d's own material: base colour, metallic 0, roughness 1
+        assert "carries over the base colour" not in caplog.text
+        doc, binary = _glb_chunks(glb)
+        material = doc["materials"][0]
+        material["normalTexture"] = {"index": 0}
+        material["emissiveFactor"] = [1, 0.5, 0]
+        material["pbrMetallicRoughness"].update(metallicFactor=1.0, roughnessFactor=0.3)
+        (tmp_path / "metal.glb").write_bytes(_glb_pack(doc, binary))
+        assert load_mesh(tmp_path / "metal.glb").texture is not None
+    assert ("o3d carries over the base colour (and its alpha) only: emission, metallic 1, normal maps, "
+            "roughness 0.3 are not kept") in caplog.text
+
+
+@pytest.mark.parametrize("turn", range(3))
+def test_concave_polygons_are_triangulated_inside_their_outline(tmp_path, turn):
+    # an L-shaped prism with six-cornered caps: the fan from the first corner spilled outside the L
+    # (cap area 4 instead of 3); the same along each axis, and the outline starting at any corner
+    outline = np.array([[0, 0], [2, 0], [2, 1], [1, 1], [1, 2], [0, 2]], np.float64)
+    for start in range(6):
+        ring = np.roll(outline, -start, axis=0)
+        v = np.concatenate([np.c_[ring, np.zeros(6)], np.c_[ring, np.ones(6)]])
+        v = np.roll(v, turn, axis=1)  # the caps facing z, x or y
+        sides = [f"f {i + 1} {(i + 1) % 6 + 1} {(i + 1) % 6 + 7} {i + 7}" for i in range(6)]
+        lines = [f"v {a} {b} {c}" for a, b, c in v] + ["f 6 5 4 3 2 1", "f 7 8 9 10 11 12"] + sides
+        (tmp_path / "l.obj").write_text("\n".join(lines) + "\n")
+        mesh = load_mesh(tmp_path / "l.obj")
+        tri = mesh.vertices[mesh.faces].astype(np.float64)
+        area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum() / 2
+        assert area == pytest.approx(3 + 3 + 2 * 4), (start, turn)  # two caps of 3, sides 8 long, 1 high
+        volume = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6
+        assert volume == pytest.approx(3.0), (start, turn)  # closed, wound outwards
 
 
 @pytest.mark.parametrize(

@@ -403,6 +403,17 @@ def test_meshing_a_folder_into_itself_does_not_mesh_its_own_results_again(tmp_pa
         if run:
             assert "left out 2 folder(s) of results made from other inputs here" in " ".join(result.output.split())
 
+    # A holding one mesh is one asset, meshed into A/A: its result is no second input on the next run
+    single = tmp_path / "single"
+    single.mkdir()
+    save_mesh_glb(single / "s.glb", reference_shape("sphere"))
+    for run in range(2):
+        result = CliRunner().invoke(app, ["mesh", str(single), "-d", "500", "--texture-size", "64", "--formats", "glb",
+                                          "-o", str(single)])
+        assert result.exit_code == 0, result.output
+        assert {p.name for p in single.iterdir() if not p.name.startswith(".")} == {
+            "s.glb", "single", "o3d-mesh-report.json"}, result.output
+
 
 def test_a_photo_or_an_asset_stopped_before_diffusion_is_told_what_to_run(good_images, tmp_path):
     out = tmp_path / "out"

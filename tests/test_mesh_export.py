@@ -171,3 +171,15 @@ def test_glb_names_o3d_as_its_generator(tmp_path, draco):
         pytest.importorskip("DracoPy")
     doc, _ = read_glb(save_mesh_glb(tmp_path / "m.glb", quadrant_plane(), draco=draco))
     assert doc["asset"]["generator"] == f"o3d {__version__}" and doc["asset"]["version"] == "2.0"
+
+
+def test_obj_positions_keep_the_precision_of_a_small_object(tmp_path):
+    # six decimals turned a 10-micrometre sphere (in metres) into 21 distinct x values
+    from o3dcli.mesh.surface_gaussians import reference_shape
+
+    sphere = reference_shape("sphere")
+    small = sphere.replace(vertices=(sphere.vertices * 2e-5).astype(np.float32))
+    back = load_mesh(save_mesh_obj(tmp_path / "m.obj", small))
+    ours, theirs = np.unique(back.vertices, axis=0), np.unique(small.vertices, axis=0)
+    assert ours.shape == theirs.shape  # no two positions merged
+    np.testing.assert_allclose(ours, theirs, rtol=1e-7, atol=0)

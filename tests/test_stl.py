@@ -70,12 +70,12 @@ def test_stl_reads_back_in_other_tools_and_round_trips_through_load_mesh(tmp_pat
     back = load_mesh(path)
     assert len(back.vertices) == 8 and len(back.faces) == 12
     expected = (mesh.vertices - mesh.vertices.min(0)) / 0.6
-    got = (back.vertices - back.vertices.min(0)) / 100.0
+    got = (back.vertices - back.vertices.min(0)) / 0.1  # millimetres read as metres: 100 mm is 0.1
     assert np.allclose(np.sort(got, axis=0), np.sort(expected, axis=0), atol=1e-5)
     tri = back.vertices[back.faces].astype(np.float64)
     assert signed_volume(tri) > 0  # still wound outwards
     as_y = load_mesh(path, up="y")  # keeps the file's axes: the 100 mm side stays along z
-    assert as_y.vertices[:, 2].max() - as_y.vertices[:, 2].min() == pytest.approx(100.0, abs=1e-4)
+    assert as_y.vertices[:, 2].max() - as_y.vertices[:, 2].min() == pytest.approx(0.1, abs=1e-7)
     # some CAD tools start a binary STL's header with "solid", as the text form does: its size tells
     cad = tmp_path / "cad.stl"
     cad.write_bytes(b"solid SolidWorks part".ljust(80, b" ") + path.read_bytes()[80:])
@@ -94,9 +94,10 @@ def test_stl_refuses_what_cannot_be_printed(tmp_path):
     with pytest.raises(ValueError, match="no extent"):
         save_mesh_stl(tmp_path / "point.stl", flat)
     assert not list(tmp_path.iterdir())
-    for size in (0.0, -5.0, float("nan")):
+    for size in (-5.0, float("nan"), 2e6):
         with pytest.raises(ConfigError, match="mesh.stl_size_mm"):
             MeshConfig(stl_size_mm=size).check()
+    MeshConfig(stl_size_mm=0.0).check()  # 0: the mesh's own size
 
 
 def test_stl_from_both_commands_and_export_mesh(tmp_path):
@@ -117,6 +118,26 @@ def test_stl_from_both_commands_and_export_mesh(tmp_path):
     extent = glb.vertices.max(0) - glb.vertices.min(0)
     assert np.allclose(extent / extent.max(), (HI - LO) / 0.6, atol=1e-4)  # y the tallest again
     assert load_config(out / "box" / "config.yaml").mesh.stl_size_mm == 30.0
+
+
+def test_o3d_mesh_keeps_an_stl_parts_size_and_place_and_reads_its_millimetres_as_such(tmp_path):
+    # a 40 x 20 x 30 mm part at x 100..140 mm: decimated to an STL it came out 100 mm long and
+    # centred, and its GLB 40 metres long
+    import trimesh
+
+    part = trimesh.creation.box(extents=(40, 20, 30))
+    part.apply_translation((120, 10, 15))  # x 100..140, y 0..20, z 0..30: Z up, in millimetres
+    (tmp_path / "part.stl").write_bytes(part.export(file_type="stl"))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "part.stl"), "--formats", "glb,stl", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    _, _, tri, _ = read_stl(out / "part" / "model.stl")
+    corners = tri.reshape(-1, 3)
+    np.testing.assert_allclose(corners.min(0), [100, 0, 0], atol=1e-3)
+    np.testing.assert_allclose(corners.max(0), [140, 20, 30], atol=1e-3)
+    glb = load_mesh(out / "part" / "model.glb")
+    np.testing.assert_allclose(glb.vertices.max(0) - glb.vertices.min(0), [0.04, 0.03, 0.02], atol=1e-6)  # Y up, metres
+    assert load_config(out / "part" / "config.yaml").mesh.stl_size_mm == 0.0  # recorded as made
 
 
 def test_export_key_holds_format_settings_only_for_the_formats_asked_for(monkeypatch):

@@ -191,10 +191,11 @@ def _with_assets_export_settings(path: Path, mesh_cfg):
 
 
 def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True,
-             timings: dict | None = None, stats: dict | None = None) -> list[Path]:
+             timings: dict | None = None, stats: dict | None = None, stl_own_size: bool = False) -> list[Path]:
     """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
     `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`); `fit_kept_texture`: a
-    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size).
+    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size);
+    `stl_own_size`: a mesh input's STL keeps its size and place (mesh.stl_size_mm 0).
     `timings`, if given, receives seconds per stage; `stats`, the result's `mesh_stats`."""
     import dataclasses
     import time
@@ -220,6 +221,8 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
         timings["load"] = time.perf_counter() - start
         mesh = mesh_from_gaussians(asset, mesh_cfg, timings=timings, silhouettes=silhouettes, input_view=view)
     else:
+        if stl_own_size:  # a mesh has a size of its own (an STL's millimetres): kept, not made 100 mm
+            mesh_cfg = dataclasses.replace(mesh_cfg, stl_size_mm=0.0)
         timings["load"] = time.perf_counter() - start
         start = time.perf_counter()
         mesh = remesh_mesh(asset, mesh_cfg, fit_kept_texture=fit_kept_texture)
@@ -308,6 +311,8 @@ def mesh(
 
         # a mesh input's own texture keeps its size unless one is asked for (the preset's is for bakes)
         fit_kept_texture = texture_size is not None or any(parse_override(s)[0] == "mesh.texture_size" for s in sets or [])
+        # a mesh input's STL keeps the mesh's size unless a size is asked for (the preset's is for assets)
+        stl_own_size = preset is None and not any(parse_override(s)[0] == "mesh.stl_size_mm" for s in sets or [])
         # an o3d asset keeps the formats it was written in unless the command names export settings
         keep_export = formats is None and preset is None and not any(
             parse_override(s)[0] in {f"mesh.{k}" for k in EXPORT_SETTINGS} for s in sets or [])
@@ -356,7 +361,8 @@ def mesh(
                 writing.append(True)
 
         try:
-            _mesh_all(inputs, items, output, start_writing, mesh_cfg, cfg, up, fit_kept_texture, keep_export, verbose)
+            _mesh_all(inputs, items, output, start_writing, mesh_cfg, cfg, up, fit_kept_texture, keep_export, verbose,
+                      stl_own_size)
         except KeyboardInterrupt:
             stopped = interrupted_exit_code()
         # where no input got as far as writing, the folder is not made for the report alone
@@ -383,7 +389,7 @@ def _new_item(path: Path, name: str) -> dict:
 
 
 def _mesh_all(inputs: list[Path], items: list[dict], output: Path, start_writing, mesh_cfg, cfg, up: str,
-              fit_kept_texture: bool, keep_export: bool, verbose: bool) -> None:
+              fit_kept_texture: bool, keep_export: bool, verbose: bool, stl_own_size: bool = False) -> None:
     """Mesh each input into its item (status, error, timings, outputs, warnings, mesh stats),
     printing a line for each; one that fails never stops the others. `start_writing()` is called
     before an input's results are first written. Ctrl-C (or SIGTERM) marks the input at work
@@ -417,7 +423,7 @@ def _mesh_all(inputs: list[Path], items: list[dict], output: Path, start_writing
             item_cfg = _with_assets_export_settings(path, mesh_cfg) if keep_export else mesh_cfg
             stats: dict = {}
             item["name"], written = _mesh_into(path, output, item["name"], batch, item_cfg, cfg, up, caught,
-                                               fit_kept_texture, item["timings"], stats)
+                                               fit_kept_texture, item["timings"], stats, stl_own_size)
             item.update(status="ok", mesh=stats,
                         outputs=[p.relative_to(output).as_posix() for p in written] + [f"{item['name']}/{ASSET_META}"])
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
@@ -459,7 +465,7 @@ OWN_FILES = ("config.yaml",)
 
 def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, up: str,
                caught, fit_kept_texture: bool = True, timings: dict | None = None,
-               stats: dict | None = None) -> tuple[str, list[Path]]:
+               stats: dict | None = None, stl_own_size: bool = False) -> tuple[str, list[Path]]:
     """Mesh one input into OUTPUT/<name>/ (or the next free name, when another process has made that
     folder another input's since the names were chosen). The name is claimed under its item lock,
     as o3d generate does, so two processes never write one folder; the files are made in a staging
@@ -493,7 +499,7 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
                 written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture,
-                                   timings=timings, stats=stats)
+                                   timings=timings, stats=stats, stl_own_size=stl_own_size)
                 is_ours = ours.__contains__
                 made = publish.digests(staged, is_ours)
                 # an o3d file changed since this command wrote it is kept under another name

@@ -107,13 +107,28 @@ def expand_asset_folders(paths: list[Path], notes: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir() and not _asset_by_its_own_files(p):
-            inner = folder_assets(p)
+            # not a result o3d made from this very folder (`o3d mesh DIR -o DIR`, DIR holding one
+            # mesh): the folder would become a folder of two inputs, the mesh and its own result
+            inner = [i for i in folder_assets(p) if not _made_from(i, p)]
             if len(inner) > 1 or any(i.is_dir() for i in inner):  # one file alone: the folder is that asset
                 notes.append(f"{p}: {len(inner)} asset{'s' if len(inner) != 1 else ''} inside")
                 out += inner
                 continue
         out.append(p)
     return out
+
+
+def _made_from(folder: Path, source: Path) -> bool:
+    """Whether `folder` is an o3d result (its o3d-asset.json) made from `source`."""
+    import json
+
+    from o3dcli.naming import ASSET_META, same_file
+
+    try:
+        recorded = json.loads((folder / ASSET_META).read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return folder.is_dir() and isinstance(recorded, str) and same_file(recorded, source)
 
 
 def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:

@@ -326,11 +326,13 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
             mtl.append(f"map_d -imfchan m {image.name}")
     atomic_write_bytes(path.with_suffix(".mtl"), ("\n".join(mtl) + "\n").encode())
     lines = ["# written by o3d", f"mtllib {stem}.mtl"]
+    # positions to 8 significant digits, as float32 holds them (6 decimals cut a mesh in millimetres,
+    # stored in metres, to micrometre steps)
     if mesh.vertex_colors is not None and not mesh.has_texture:
         rows = np.concatenate([mesh.vertices, np.clip(mesh.vertex_colors, 0, 1)], 1)
-        lines += [f"v {a:.6f} {b:.6f} {c:.6f} {r:.4f} {g:.4f} {bl:.4f}" for a, b, c, r, g, bl in rows.tolist()]
+        lines += [f"v {a:.8g} {b:.8g} {c:.8g} {r:.4f} {g:.4f} {bl:.4f}" for a, b, c, r, g, bl in rows.tolist()]
     else:
-        lines += [f"v {a:.6f} {b:.6f} {c:.6f}" for a, b, c in mesh.vertices.tolist()]
+        lines += [f"v {a:.8g} {b:.8g} {c:.8g}" for a, b, c in mesh.vertices.tolist()]
     lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals.tolist()]
     f1 = np.concatenate([mesh.faces + 1, split.faces + 1], 1)  # [F, 6]: v of each corner, then vn
     if mesh.has_texture:
@@ -352,10 +354,13 @@ STL_FACET = np.dtype([("normal", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2"
 def stl_vertices(mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) -> np.ndarray:
     """[V, 3] float32: the mesh as printed, turned from our +Y up to +Z up (x, y, z) -> (x, -z, y)
     (what faced the camera, +Z, faces -Y: the front view of Z-up tools), scaled so its longest
-    side is ``size_mm``, centred on the origin in x and y and standing on z = 0."""
+    side is ``size_mm``, centred on the origin in x and y and standing on z = 0; ``size_mm`` 0:
+    as it is, metres written as millimetres."""
     check_exportable(mesh)
     v = mesh.vertices.astype(np.float64)
     v = np.stack([v[:, 0], -v[:, 2], v[:, 1]], axis=1)
+    if size_mm == 0:
+        return (v * 1000.0).astype(np.float32)
     used = v[np.unique(mesh.faces)]  # vertices no face uses do not count towards the size
     lo, hi = used.min(0), used.max(0)
     extent = float((hi - lo).max())

@@ -120,7 +120,78 @@ def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]
                             "quantization")
     for e in sorted(used & GLTF_APPROXIMATED.keys()):
         _log.warning("%s: uses %s: %s", path, e, GLTF_APPROXIMATED[e])
+    dropped = _dropped_material_parts(doc)
+    if dropped:
+        _log.warning("%s: o3d carries over the base colour (and its alpha) only: %s %s not kept", path,
+                     ", ".join(dropped), "is" if len(dropped) == 1 else "are")
+    for missing in _missing_images(path, doc):
+        _log.warning("%s: texture %s not found; its material is loaded without it", path, missing)
     return used, transforms
+
+
+def _dropped_material_parts(doc: dict) -> list[str]:
+    """What the glTF's materials have beyond a base colour, which o3d's meshes (base colour,
+    metallic 0, roughness 1) do not keep: maps, emission, a metallic or smooth surface."""
+    found: set[str] = set()
+    materials = doc.get("materials") if isinstance(doc.get("materials"), list) else []
+    for m in (m for m in materials if isinstance(m, dict)):
+        pbr = m.get("pbrMetallicRoughness") if isinstance(m.get("pbrMetallicRoughness"), dict) else {}
+        for key, what in (("normalTexture", "normal maps"), ("occlusionTexture", "occlusion maps"),
+                          ("emissiveTexture", "emissive maps")):
+            if key in m:
+                found.add(what)
+        if "metallicRoughnessTexture" in pbr:
+            found.add("metallic-roughness maps")
+        emissive = m.get("emissiveFactor")
+        if isinstance(emissive, list) and any(isinstance(c, (int, float)) and c > 0 for c in emissive):
+            found.add("emission")
+        metallic, rough = pbr.get("metallicFactor"), pbr.get("roughnessFactor")
+        if isinstance(metallic, (int, float)) and metallic > 0:
+            found.add(f"metallic {metallic:g}")
+        if isinstance(rough, (int, float)) and rough < 1:
+            found.add(f"roughness {rough:g}")
+    return sorted(found)
+
+
+def _missing_images(path: Path, doc: dict) -> list[Path]:
+    """The image files a .gltf names that are not there."""
+    images = doc.get("images") if isinstance(doc.get("images"), list) else []
+    uris = [image.get("uri") for image in images if isinstance(image, dict)]
+    return [_beside(path, uri) for uri in uris if isinstance(uri, str) and not uri.startswith("data:")
+            and not _beside(path, uri).is_file()]
+
+
+def _has_textures(doc: dict) -> bool:
+    """Whether a glTF document's materials name a base colour texture."""
+    materials = doc.get("materials")
+    return isinstance(materials, list) and any(
+        isinstance(m, dict) and isinstance(m.get("pbrMetallicRoughness"), dict)
+        and "baseColorTexture" in m["pbrMetallicRoughness"] for m in materials)
+
+
+def _beside(path: Path, uri: str) -> Path:
+    """The file a glTF's relative `uri` names (URIs are percent-encoded: `my%20texture.png`)."""
+    from urllib.parse import unquote
+
+    return path.parent / unquote(uri)
+
+
+def _uri_resolver(path: Path):
+    """trimesh's resolver for a .gltf's external files, which also finds percent-encoded names (as
+    the glTF specification writes URIs: trimesh looks them up as they are)."""
+    import trimesh
+    from urllib.parse import unquote
+
+    class Resolver(trimesh.resolvers.FilePathResolver):
+        def get(self, name):
+            try:
+                return super().get(name)
+            except (OSError, KeyError):
+                if unquote(name) == name:
+                    raise
+                return super().get(unquote(name))
+
+    return Resolver(str(path))
 
 
 def check_glb_header(path: Path) -> None:
@@ -148,7 +219,8 @@ def load_with_trimesh(path: Path) -> TriMesh:
     import trimesh
 
     used, transforms = _check_gltf_extensions(path) if path.suffix.lower() in (".glb", ".gltf") else (set(), {})
-    scene = trimesh.load(str(path), force="scene", process=False)
+    resolver = _uri_resolver(path) if path.suffix.lower() == ".gltf" else None
+    scene = trimesh.load(str(path), force="scene", process=False, resolver=resolver)
     parts = []
     for node in scene.graph.nodes_geometry:
         transform, geom_name = scene.graph[node]
@@ -162,11 +234,23 @@ def load_with_trimesh(path: Path) -> TriMesh:
         parts.append(_trimesh_part(geom, verts, faces, transforms))
     if not parts:
         raise MeshLoadError(f"{path}: the file holds no triangles (a point cloud or an empty scene?)")
+    doc = gltf_json(path) if path.suffix.lower() in (".glb", ".gltf") else {}
+    if _has_textures(doc) and not _missing_images(path, doc) and not any(p.texture is not None for p in parts):
+        # trimesh drops an image it cannot open, and only logs it (missing files are told above)
+        _log.warning("%s: its textures cannot be read (damaged, or larger than 16K); loaded without them", path)
     if "KHR_draco_mesh_compression" in used and all(not p.vertices.any() for p in parts):
         # trimesh leaves zeros where a decoder failed or is missing (older trimesh), and only logs it
         raise MeshLoadError(f"{path}: the Draco-compressed mesh could not be decoded (trimesh {trimesh.__version__}"
                             "; decoding needs trimesh 5.1 or later with DracoPy: pip install \"o3dcli[draco]\")")
     return merge_parts(parts)
+
+
+def _times(texture: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """A uint8 texture times a colour factor per channel, as it is where the factor is 1 (a 16K
+    texture in float64 takes 6.4 GB)."""
+    if (factor == 1).all():
+        return texture
+    return (texture * factor.astype(np.float32)).round().astype(np.uint8)
 
 
 def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict | None = None) -> TriMesh:
@@ -175,7 +259,10 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict |
         mat = vis.material
         image = getattr(mat, "baseColorTexture", None) or getattr(mat, "image", None)
         factor = getattr(mat, "baseColorFactor", None)
-        factor = getattr(mat, "diffuse", None) if factor is None else factor
+        if factor is None and image is None:
+            # a plain colour of a format without glTF's factor; beside a texture (a PLY's TextureFile)
+            # the `diffuse` is trimesh's own default grey (0.4), not the file's: it darkened the texture
+            factor = getattr(mat, "diffuse", None)
         factor = np.ones(3) if factor is None else np.asarray(factor, np.float64)[:3] / 255.0
         uv = getattr(vis, "uv", None)
         transform = (transforms or {}).get(getattr(mat, "name", None))
@@ -197,12 +284,12 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict |
                 rgba_factor = getattr(mat, "baseColorFactor", None)
                 rgba_factor = np.asarray((255,) * 4 if rgba_factor is None else rgba_factor, np.float64).reshape(-1)
                 a_factor = rgba_factor[3] / 255.0 if len(rgba_factor) > 3 else 1.0
-                tex = np.asarray(eight_bit(image).convert("RGBA"), np.float64) * np.append(factor, a_factor)
+                tex = _times(np.asarray(eight_bit(image).convert("RGBA")), np.append(factor, a_factor))
                 cutoff = getattr(mat, "alphaCutoff", None)
-                return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), alpha_mode=mode,
+                return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex, alpha_mode=mode,
                                alpha_cutoff=0.5 if cutoff is None else float(cutoff), double_sided=double)
-            tex = np.asarray(eight_bit(image).convert("RGB"), np.float64) * factor
-            return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex.round().astype(np.uint8), double_sided=double)
+            tex = _times(np.asarray(eight_bit(image).convert("RGB")), factor)
+            return TriMesh(verts, faces, uv=np.asarray(uv), texture=tex, double_sided=double)
         mode = str(getattr(mat, "alphaMode", None) or "OPAQUE").upper()
         rgba_factor = np.asarray(getattr(mat, "baseColorFactor", None) if getattr(mat, "baseColorFactor", None)
                                  is not None else (255,) * 4, np.float64).reshape(-1)

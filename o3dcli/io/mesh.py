@@ -10,6 +10,7 @@ Loaders never normalise: callers call ``TriMesh.normalized()``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -29,7 +30,8 @@ MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".ply", ".stl") + USD_SUFFIXES
 def load_mesh(path, up: str = "auto") -> TriMesh:
     """Load a mesh file, or an object folder (Google Scanned Objects: ``meshes/model.obj``).
 
-    Returns the mesh as stored (no normalisation); colour from the texture,
+    Returns the mesh as stored (no normalisation; an STL's numbers, millimetres, become metres,
+    o3d's unit); colour from the texture,
     vertex colours or material colour, in that order of preference.
     up: the file's up axis. "y" keeps coordinates (OBJ, glTF and PLY's usual
     frame, ours); "z" maps a Z-up file to our +Y-up world, (x, y, z) -> (x, z, -y);
@@ -52,14 +54,9 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     if p.stat().st_size == 0:
         raise MeshLoadError(f"{p}: empty file (0 bytes)")
 
-    declared_up = None
     try:
-        if ext == ".glb":
-            check_glb_header(p)
-        if ext in USD_SUFFIXES:
-            mesh, declared_up = _load_usd(p)
-        else:
-            mesh = load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else load_with_trimesh(p)
+        with _texture_size_limit(p):
+            mesh, declared_up = _load_file(p, ext)
     except MeshLoadError:
         raise
     except Exception as e:  # a parser failing deep inside a library: report it against the file
@@ -70,11 +67,45 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     if ext == ".stl":  # STL stores every facet's corners apart: join the corners that coincide
         from o3dcli.mesh.cleanup import weld_vertices
 
-        mesh = weld_vertices(mesh)[0]
+        # and its numbers are millimetres (3D printing's unit, and o3d's STL export): o3d's are metres
+        mesh = weld_vertices(mesh.replace(vertices=(mesh.vertices * 1e-3).astype(np.float32)))[0]
     if up == "z" or (up == "auto" and (is_gazebo_model(p) or ext == ".stl" or declared_up == "z")):
         x, y, z = mesh.vertices.T
         mesh = mesh.replace(vertices=np.stack([x, z, -y], axis=1))
     return mesh
+
+
+TEXTURE_MAX_PIXELS = 16384 * 16384
+"""The largest texture a mesh file may hold (Pillow refuses over 89.5 MP by default, as a
+decompression bomb): 16K, what photogrammetry tools export."""
+
+
+@contextlib.contextmanager
+def _texture_size_limit(path: Path):
+    """Pillow's bomb guard at TEXTURE_MAX_PIXELS while a mesh file and its textures are read (trimesh
+    and USD read them through Pillow too); over it, Pillow's warning is an error naming the limit."""
+    import warnings
+
+    from PIL import Image
+
+    from o3dcli.io.images import _pillow_bomb_limit
+
+    with _pillow_bomb_limit(TEXTURE_MAX_PIXELS), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise MeshLoadError(f"{path}: a texture is over the {TEXTURE_MAX_PIXELS:,} pixels (16K) o3d reads "
+                                f"({e}); downscale it first") from None
+
+
+def _load_file(p: Path, ext: str) -> tuple[TriMesh, str | None]:
+    """The mesh of file `p` as stored, and the up axis it declares (USD), None where it declares none."""
+    if ext == ".glb":
+        check_glb_header(p)
+    if ext in USD_SUFFIXES:
+        return _load_usd(p)
+    return load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else load_with_trimesh(p), None
 
 
 def _without_non_finite(mesh: TriMesh, path: Path) -> TriMesh:
@@ -121,10 +152,9 @@ def _load_stl(path: Path) -> TriMesh:
     read here (trimesh reads a short or over-long binary file as empty). Shape only."""
     data = path.read_bytes()
     count = int.from_bytes(data[80:84], "little") if len(data) >= 84 else None
-    head = data[:1024]
+    head = data[:1024].lower()  # keywords in capitals (SOLID, FACET NORMAL) too
     if (head.lstrip().startswith(b"solid") and (count is None or len(data) != 84 + 50 * count)
             and head.isascii() and (b"facet" in head or b"endsolid" in head)):
-
         return load_with_trimesh(path)  # text (a binary header may start with "solid" too: size and bytes tell)
     if count is None:
         raise MeshLoadError(f"{path}: not an STL file: {len(data)} bytes, shorter than a binary STL's 84-byte header")

@@ -71,7 +71,7 @@ def read_mtl(mtl_path: Path, obj_path: Path) -> dict[str, dict]:
         return {}
     out: dict[str, dict] = {}
     cur = None
-    for line in mtl_path.read_bytes().decode("utf-8", errors="replace").splitlines():
+    for line in mtl_path.read_bytes().decode("utf-8-sig", errors="replace").splitlines():
         parts = line.split()
         if not parts:
             continue

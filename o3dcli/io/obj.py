@@ -8,6 +8,7 @@ without its texture fall back to the MTL's Kd.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,12 @@ from o3dcli.io.mesh_common import MeshLoadError, solid_alpha_part
 from o3dcli.io.mesh_merge import merge_parts
 from o3dcli.io.mtl import read_alpha, read_mtl, read_texture
 
+_log = logging.getLogger("o3d")
+
 
 def load_obj(path: Path) -> TriMesh:
-    text = path.read_bytes().decode("utf-8", errors="replace")
+    # utf-8-sig: a byte-order mark (Windows Notepad writes one) is not part of the first line
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
     v_rows, vt_rows, f_rows, f_nv, f_nt, f_mat = [], [], [], [], [], []
     materials: dict[str, dict] = {}
     mat_names: list[str] = []
@@ -72,15 +76,31 @@ def load_obj(path: Path) -> TriMesh:
     if (idx[..., 1] >= len(vt)).any():
         raise MeshLoadError(f"{path}: a face refers to a texture coordinate outside the {len(vt)} defined")
     pos = pos[:, :6] if colored else pos[:, :3]
+    idx = _unfold_concave_polygons(idx, tri_face, pos[:, :3])
     face_mat = np.asarray(f_mat)[tri_face]
     parts = []
     for m in np.unique(face_mat):
         if m >= 0:
-            props = materials.get(mat_names[m], {})
+            props = materials.get(mat_names[m]) if materials else {}
+            if props is None:
+                props = _undefined_material(mat_names[m], materials, path)
         else:  # faces before any usemtl: the file's only material if it has one
             props = next(iter(materials.values())) if len(materials) == 1 else {}
         parts.append(_obj_part(idx[face_mat == m], pos, vt, colored, props, path))
     return merge_parts(parts)
+
+
+def _undefined_material(name: str, materials: dict[str, dict], path: Path) -> dict:
+    """The material a `usemtl` names that its MTL files do not define: the one whose name differs
+    only in letter case when there is one (an MTL edited on Windows), else none; with a warning."""
+    like = [m for m in materials if m.lower() == name.lower()]
+    if len(like) == 1:
+        _log.warning("%s: usemtl %s: no such material in its MTL files; using %s, which differs only in letter "
+                     "case", path, name, like[0])
+        return materials[like[0]]
+    _log.warning("%s: usemtl %s: no such material in its MTL files (they define %s); its faces get no colour "
+                 "or texture", path, name, ", ".join(sorted(materials)[:10]) + (", ..." if len(materials) > 10 else ""))
+    return {}
 
 
 def _obj_numbers(rows: list[str], dtype, min_cols: int) -> tuple[np.ndarray, bool]:
@@ -131,6 +151,66 @@ def _obj_faces(rows: list[str], nv_at: np.ndarray, nt_at: np.ndarray) -> tuple[n
     first = (np.cumsum(counts) - counts)[tri_face]
     corner = np.stack([first, first + k, first + k + 1], axis=1)  # fan (0, k, k+1)
     return np.stack([v[corner], t[corner]], axis=-1), tri_face
+
+
+def _unfold_concave_polygons(idx: np.ndarray, tri_face: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """`idx` ([T, 3, 2] corners of fan-triangulated faces, `tri_face` their faces) with each polygon
+    the fan does not cover (one of its triangles turned against the polygon's normal: a concave
+    polygon, such as an L-shaped cap, whose fan spills outside it) triangulated by ear clipping
+    instead; the same number of triangles, in the same rows."""
+    n_tri = np.bincount(tri_face)
+    if len(n_tri) == 0 or n_tri.max() < 2:
+        return idx  # triangles only
+    rows = np.flatnonzero(n_tri[tri_face] > 1)  # the triangles of polygons of 4 corners or more
+    p = pos[idx[rows, :, 0]].astype(np.float64)  # [R, 3, 3]
+    cross = np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0])
+    normal = np.zeros((len(n_tri), 3))
+    for k in range(3):  # the fan's cross products sum to the polygon's (Newell) normal
+        normal[:, k] = np.bincount(tri_face[rows], weights=cross[:, k], minlength=len(n_tri))
+    face_normal = normal[tri_face[rows]]
+    turned = (cross * face_normal).sum(1) < -1e-12 * (face_normal ** 2).sum(1)
+    bad = np.unique(tri_face[rows][turned])
+    if len(bad) == 0:
+        return idx
+    idx = idx.copy()
+    starts = np.cumsum(n_tri) - n_tri
+    for f in bad.tolist():
+        fan = np.arange(starts[f], starts[f] + n_tri[f])
+        corners = np.concatenate([idx[fan[0], :2], idx[fan, 2]])  # the polygon's corners, in order
+        order = _ear_clip(pos[corners[:, 0]].astype(np.float64), normal[f])
+        if order is not None:
+            idx[fan] = corners[order]
+    return idx
+
+
+def _ear_clip(points: np.ndarray, normal: np.ndarray) -> np.ndarray | None:
+    """Triangles [n - 2, 3] (indices into `points`, the corners of a planar polygon in order,
+    counter-clockwise about `normal`) that cover the polygon, by clipping ears; None when the
+    polygon is not simple enough to clip (the fan is kept then)."""
+    axis = int(np.argmax(np.abs(normal)))
+    xy = np.delete(points, axis, axis=1)  # projected along the normal's largest axis
+    if normal[axis] * (1 if axis != 1 else -1) < 0:
+        xy = xy[:, ::-1]  # keep the polygon counter-clockwise in the projection
+
+    def area2(a, b, c):
+        return (xy[b, 0] - xy[a, 0]) * (xy[c, 1] - xy[a, 1]) - (xy[b, 1] - xy[a, 1]) * (xy[c, 0] - xy[a, 0])
+
+    left, out = list(range(len(points))), []
+    while len(left) > 3:
+        for i in range(len(left)):
+            a, b, c = left[i - 1], left[i], left[(i + 1) % len(left)]
+            if area2(a, b, c) <= 0:
+                continue  # a reflex (or flat) corner is no ear
+            if any(area2(a, b, q) >= 0 and area2(b, c, q) >= 0 and area2(c, a, q) >= 0
+                   for q in left if q not in (a, b, c)):
+                continue  # another corner inside: cutting it off would cross the polygon
+            out.append((a, b, c))
+            del left[i]
+            break
+        else:
+            return None
+    out.append(tuple(left))
+    return np.array(out)
 
 
 def _fromstring(text: str, dtype, expected: int | None = None) -> np.ndarray:
