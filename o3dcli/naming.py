@@ -476,7 +476,10 @@ def mark_asset_dir(asset_dir: Path, src: Path) -> None:
     except (OSError, ValueError, AttributeError):
         same = False
     if not same:
-        write_asset_meta(asset_dir, src)
+        # the files o3d put here keep their record (a moved or renamed input's asset is its own still):
+        # a publish then keeps what was edited since (publish.keep_edits)
+        files = published_files(asset_dir)
+        atomic_write_text(asset_dir / ASSET_META, asset_meta_text(src, files=files or None))
 
 
 def _asset_meta(src: Path, sha256: str | None = None) -> dict:

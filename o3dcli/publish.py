@@ -147,11 +147,14 @@ def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
     from o3dcli.atomic import sha256_file
 
     target, kept = _target(asset_dir), []
+    inside = os.path.realpath(target) + os.sep
     for rel, digest in sorted(published.items()):
+        if not is_ours(rel):
+            continue  # o3d-asset.json is a file a user may edit: only o3d's files are looked at
         current, new = target / rel, staged / rel
         try:
-            if not current.is_file() or current.is_symlink():
-                continue
+            if not current.is_file() or current.is_symlink() or not os.path.realpath(current).startswith(inside):
+                continue  # a link on the way out of the folder: not o3d's file
             if new.is_file() and os.path.samefile(current, new):
                 continue  # the new asset holds this very file
             if sha256_file(current) == digest or (new.is_file() and same_file_content(current, new)):

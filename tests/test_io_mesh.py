@@ -340,6 +340,40 @@ def test_concave_polygons_are_triangulated_inside_their_outline(tmp_path, turn):
         assert volume == pytest.approx(3.0), (start, turn)  # closed, wound outwards
 
 
+def test_ear_clipping_covers_stars_keyholes_and_repeated_corners_exactly():
+    from o3dcli.io.obj import _ear_clip
+
+    def covered(ring):
+        pts = np.c_[np.asarray(ring, np.float64), np.zeros(len(ring))]
+        tris = _ear_clip(pts, np.array([0.0, 0.0, 1.0]))
+        assert tris is not None and len(tris) == len(ring) - 2
+        t = pts[tris]
+        signed = np.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])[:, 2] / 2
+        assert (signed >= -1e-12).all()  # every triangle turned as the polygon
+        return signed.sum()
+
+    n = 300
+    angle = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    radius = np.where(np.arange(n) % 2 == 0, 1.0, 0.5)  # a gear's cap: every other corner reflex
+    star = np.c_[radius * np.cos(angle), radius * np.sin(angle)]
+    assert covered(star) == pytest.approx(0.5 * abs(np.dot(star[:, 0], np.roll(star[:, 1], -1))
+                                                   - np.dot(star[:, 1], np.roll(star[:, 0], -1))))
+    # a square with a square hole, joined by a bridge whose corners repeat: 16 - 4
+    assert covered([(0, 0), (4, 0), (4, 4), (0, 4), (0, 0), (1, 1), (1, 3), (3, 3), (3, 1), (1, 1)]) == pytest.approx(12)
+    assert covered([(0, 0), (2, 0), (2, 1), (1, 1), (1, 1), (1, 2), (0, 2)]) == pytest.approx(3)  # a corner twice
+
+
+def test_a_polygon_that_cannot_be_clipped_keeps_its_fan_and_is_said(tmp_path, monkeypatch, caplog):
+    import o3dcli.io.obj as obj
+
+    monkeypatch.setattr(obj, "_ear_clip", lambda points, normal: None)  # as for a polygon crossing itself
+    (tmp_path / "l.obj").write_text("v 0 0 0\nv 2 0 0\nv 2 1 0\nv 1 1 0\nv 1 2 0\nv 0 2 0\nf 3 4 5 6 1 2\n")
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(tmp_path / "l.obj")
+    assert len(mesh.faces) == 4
+    assert "1 polygon(s) cross themselves and cannot be triangulated inside their outline" in caplog.text
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [

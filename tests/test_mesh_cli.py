@@ -214,6 +214,39 @@ def test_a_result_file_edited_since_is_kept_when_the_folder_is_made_again(tmp_pa
     assert edited == ["model.edited.obj"]  # the files left as o3d wrote them are not copied
 
 
+def test_an_edit_is_kept_when_the_input_moved_and_a_crafted_record_reads_nothing_outside(tmp_path):
+    import os
+
+    (tmp_path / "a").mkdir()
+    save_gaussians(tmp_path / "a" / "crate.ply", surface_gaussians(reference_shape("sphere"), 2000, seed=1))
+    out = tmp_path / "out"
+    opts = ["-d", "500", "--texture-size", "64", "--set", "mesh.resolution=32", "--set", "mesh.fusion_size=32",
+            "-o", str(out)]
+    assert CliRunner().invoke(app, ["mesh", str(tmp_path / "a" / "crate.ply"), *opts]).exit_code == 0
+    obj = out / "crate" / "model.obj"
+    obj.write_text(obj.read_text() + "# my fix\n")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "crate.ply").rename(tmp_path / "b" / "crate.ply")  # moved: the same asset still
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "b" / "crate.ply"), "-d", "400", *opts[2:]])
+    assert res.exit_code == 0, res.output
+    assert (out / "crate" / "model.edited.obj").read_text().endswith("# my fix\n")
+    assert not (out / "crate-2").exists()
+    # o3d-asset.json is a user's file too: a record naming a file through a link out of the folder
+    # (or a file that is not o3d's) is not read, and the folder is published as ever
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("secret")
+    os.symlink(tmp_path / "outside", out / "crate" / "lnk")
+    (out / "crate" / "notes.txt").write_text("mine")
+    meta = json.loads((out / "crate" / "o3d-asset.json").read_text())
+    meta["files"].update({"lnk/secret.txt": "0" * 64, "notes.txt": "0" * 64})
+    (out / "crate" / "o3d-asset.json").write_text(json.dumps(meta))
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "b" / "crate.ply"), "-d", "300", *opts[2:]])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "crate").iterdir() if ".edited" in p.name) == ["model.edited.obj"]
+    assert os.path.islink(out / "crate" / "lnk") and (out / "crate" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["secret.txt"]
+
+
 def test_a_mesh_file_takes_its_name_before_the_files_given_beside_it(tmp_path):
     """`o3d mesh chair/*` on chair.mtl, chair.obj, chair.png: the OBJ's result was chair-2."""
     from o3dcli.io.export import save_mesh_obj

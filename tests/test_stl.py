@@ -138,6 +138,12 @@ def test_o3d_mesh_keeps_an_stl_parts_size_and_place_and_reads_its_millimetres_as
     glb = load_mesh(out / "part" / "model.glb")
     np.testing.assert_allclose(glb.vertices.max(0) - glb.vertices.min(0), [0.04, 0.03, 0.02], atol=1e-6)  # Y up, metres
     assert load_config(out / "part" / "config.yaml").mesh.stl_size_mm == 0.0  # recorded as made
+    # an OBJ's unit is anyone's guess (this one is in millimetres): its STL is made 100 mm long
+    (tmp_path / "part.obj").write_text(part.export(file_type="obj"))
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "part.obj"), "--formats", "stl", "-o", str(tmp_path / "o2")])
+    assert res.exit_code == 0, res.output
+    corners = read_stl(tmp_path / "o2" / "part" / "model.stl")[2].reshape(-1, 3)
+    assert (corners.max(0) - corners.min(0)).max() == pytest.approx(100.0, abs=1e-3)
 
 
 def test_export_key_holds_format_settings_only_for_the_formats_asked_for(monkeypatch):

@@ -195,7 +195,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
     """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
     `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`); `fit_kept_texture`: a
     textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size);
-    `stl_own_size`: a mesh input's STL keeps its size and place (mesh.stl_size_mm 0).
+    `stl_own_size`: an STL input's STL keeps its size and place (mesh.stl_size_mm 0).
     `timings`, if given, receives seconds per stage; `stats`, the result's `mesh_stats`."""
     import dataclasses
     import time
@@ -205,7 +205,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
     from o3dcli.atomic import atomic_write_text
     from o3dcli.config import dump_config, to_plain
     from o3dcli.geometry.gaussians import Gaussians
-    from o3dcli.io.assets import load_asset
+    from o3dcli.io.assets import load_asset, resolve_asset_path
     from o3dcli.io.export import export_mesh
     from o3dcli.mesh.config import EXPORT_FILES
     from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
@@ -221,7 +221,9 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
         timings["load"] = time.perf_counter() - start
         mesh = mesh_from_gaussians(asset, mesh_cfg, timings=timings, silhouettes=silhouettes, input_view=view)
     else:
-        if stl_own_size:  # a mesh has a size of its own (an STL's millimetres): kept, not made 100 mm
+        if stl_own_size and resolve_asset_path(src).suffix.lower() == ".stl":
+            # an STL's millimetres are a size of its own: kept, not made 100 mm (other formats' units
+            # are anyone's guess: an OBJ in millimetres would print 1,000 times too large)
             mesh_cfg = dataclasses.replace(mesh_cfg, stl_size_mm=0.0)
         timings["load"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -311,7 +313,7 @@ def mesh(
 
         # a mesh input's own texture keeps its size unless one is asked for (the preset's is for bakes)
         fit_kept_texture = texture_size is not None or any(parse_override(s)[0] == "mesh.texture_size" for s in sets or [])
-        # a mesh input's STL keeps the mesh's size unless a size is asked for (the preset's is for assets)
+        # an STL input's STL keeps its size unless a size is asked for (the preset's is for assets)
         stl_own_size = preset is None and not any(parse_override(s)[0] == "mesh.stl_size_mm" for s in sets or [])
         # an o3d asset keeps the formats it was written in unless the command names export settings
         keep_export = formats is None and preset is None and not any(

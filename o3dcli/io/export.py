@@ -326,13 +326,13 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
             mtl.append(f"map_d -imfchan m {image.name}")
     atomic_write_bytes(path.with_suffix(".mtl"), ("\n".join(mtl) + "\n").encode())
     lines = ["# written by o3d", f"mtllib {stem}.mtl"]
-    # positions to 8 significant digits, as float32 holds them (6 decimals cut a mesh in millimetres,
-    # stored in metres, to micrometre steps)
+    # positions to 9 significant digits, which give a float32 back exactly (6 decimals cut a small
+    # part, stored in metres, to micrometre steps)
     if mesh.vertex_colors is not None and not mesh.has_texture:
         rows = np.concatenate([mesh.vertices, np.clip(mesh.vertex_colors, 0, 1)], 1)
-        lines += [f"v {a:.8g} {b:.8g} {c:.8g} {r:.4f} {g:.4f} {bl:.4f}" for a, b, c, r, g, bl in rows.tolist()]
+        lines += [f"v {a:.9g} {b:.9g} {c:.9g} {r:.4f} {g:.4f} {bl:.4f}" for a, b, c, r, g, bl in rows.tolist()]
     else:
-        lines += [f"v {a:.8g} {b:.8g} {c:.8g}" for a, b, c in mesh.vertices.tolist()]
+        lines += [f"v {a:.9g} {b:.9g} {c:.9g}" for a, b, c in mesh.vertices.tolist()]
     lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals.tolist()]
     f1 = np.concatenate([mesh.faces + 1, split.faces + 1], 1)  # [F, 6]: v of each corner, then vn
     if mesh.has_texture:

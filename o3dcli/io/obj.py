@@ -76,7 +76,7 @@ def load_obj(path: Path) -> TriMesh:
     if (idx[..., 1] >= len(vt)).any():
         raise MeshLoadError(f"{path}: a face refers to a texture coordinate outside the {len(vt)} defined")
     pos = pos[:, :6] if colored else pos[:, :3]
-    idx = _unfold_concave_polygons(idx, tri_face, pos[:, :3])
+    idx = _unfold_concave_polygons(idx, tri_face, pos[:, :3], path)
     face_mat = np.asarray(f_mat)[tri_face]
     parts = []
     for m in np.unique(face_mat):
@@ -153,7 +153,7 @@ def _obj_faces(rows: list[str], nv_at: np.ndarray, nt_at: np.ndarray) -> tuple[n
     return np.stack([v[corner], t[corner]], axis=-1), tri_face
 
 
-def _unfold_concave_polygons(idx: np.ndarray, tri_face: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def _unfold_concave_polygons(idx: np.ndarray, tri_face: np.ndarray, pos: np.ndarray, path: Path) -> np.ndarray:
     """`idx` ([T, 3, 2] corners of fan-triangulated faces, `tri_face` their faces) with each polygon
     the fan does not cover (one of its triangles turned against the polygon's normal: a concave
     polygon, such as an L-shaped cap, whose fan spills outside it) triangulated by ear clipping
@@ -168,47 +168,59 @@ def _unfold_concave_polygons(idx: np.ndarray, tri_face: np.ndarray, pos: np.ndar
     for k in range(3):  # the fan's cross products sum to the polygon's (Newell) normal
         normal[:, k] = np.bincount(tri_face[rows], weights=cross[:, k], minlength=len(n_tri))
     face_normal = normal[tri_face[rows]]
-    turned = (cross * face_normal).sum(1) < -1e-12 * (face_normal ** 2).sum(1)
+    # a triangle turned against the polygon by more than a sliver (a corner on its neighbours' line
+    # is not reason enough to clip)
+    turned = (cross * face_normal).sum(1) < -1e-6 * (face_normal ** 2).sum(1)
     bad = np.unique(tri_face[rows][turned])
     if len(bad) == 0:
         return idx
     idx = idx.copy()
     starts = np.cumsum(n_tri) - n_tri
+    failed = 0
     for f in bad.tolist():
         fan = np.arange(starts[f], starts[f] + n_tri[f])
         corners = np.concatenate([idx[fan[0], :2], idx[fan, 2]])  # the polygon's corners, in order
         order = _ear_clip(pos[corners[:, 0]].astype(np.float64), normal[f])
         if order is not None:
             idx[fan] = corners[order]
+        else:
+            failed += 1
+    if failed:
+        _log.warning("%s: %d polygon(s) cross themselves and cannot be triangulated inside their outline; "
+                     "fan-triangulated as they are", path, failed)
     return idx
 
 
 def _ear_clip(points: np.ndarray, normal: np.ndarray) -> np.ndarray | None:
     """Triangles [n - 2, 3] (indices into `points`, the corners of a planar polygon in order,
     counter-clockwise about `normal`) that cover the polygon, by clipping ears; None when the
-    polygon is not simple enough to clip (the fan is kept then)."""
+    polygon is not simple enough to clip (self-intersecting: the fan is kept then). A corner
+    repeated (a keyhole's bridge) does not block an ear. Each ear test is one numpy pass over the
+    corners left, and the search goes on from the last ear: 2,000 corners take a fraction of a second."""
     axis = int(np.argmax(np.abs(normal)))
     xy = np.delete(points, axis, axis=1)  # projected along the normal's largest axis
     if normal[axis] * (1 if axis != 1 else -1) < 0:
         xy = xy[:, ::-1]  # keep the polygon counter-clockwise in the projection
-
-    def area2(a, b, c):
-        return (xy[b, 0] - xy[a, 0]) * (xy[c, 1] - xy[a, 1]) - (xy[b, 1] - xy[a, 1]) * (xy[c, 0] - xy[a, 0])
-
-    left, out = list(range(len(points))), []
+    left, out, i, misses = list(range(len(points))), [], 0, 0
     while len(left) > 3:
-        for i in range(len(left)):
-            a, b, c = left[i - 1], left[i], left[(i + 1) % len(left)]
-            if area2(a, b, c) <= 0:
-                continue  # a reflex (or flat) corner is no ear
-            if any(area2(a, b, q) >= 0 and area2(b, c, q) >= 0 and area2(c, a, q) >= 0
-                   for q in left if q not in (a, b, c)):
-                continue  # another corner inside: cutting it off would cross the polygon
+        n = len(left)
+        i %= n
+        a, b, c = left[i - 1], left[i], left[(i + 1) % n]
+        pa, pb, pc = xy[a], xy[b], xy[c]
+        convex = (pb[0] - pa[0]) * (pc[1] - pa[1]) - (pb[1] - pa[1]) * (pc[0] - pa[0]) > 0
+        if convex:
+            q = xy[left]
+            edge = lambda p0, p1: (p1[0] - p0[0]) * (q[:, 1] - p0[1]) - (p1[1] - p0[1]) * (q[:, 0] - p0[0])  # noqa: E731
+            inside = (edge(pa, pb) >= 0) & (edge(pb, pc) >= 0) & (edge(pc, pa) >= 0)
+            inside &= ~((q == pa).all(1) | (q == pb).all(1) | (q == pc).all(1))  # its own corners, or copies
+        if convex and not inside.any():
             out.append((a, b, c))
             del left[i]
-            break
-        else:
-            return None
+            misses = 0
+            continue  # the next candidate is the corner that followed b
+        i, misses = i + 1, misses + 1
+        if misses > n:
+            return None  # a full turn without an ear
     out.append(tuple(left))
     return np.array(out)
 

@@ -92,7 +92,7 @@ class MeshConfig:
     crease_angle_deg: float = 60.0
     """glb, obj and usdz: normals are smoothed across edges where the faces meet at less than this angle (degrees) and kept sharp along the others, whose vertices are split ("auto smooth"; 60 is Unity's default, Blender's is 30): flat faces of a box or a CAD part stay flat, curved and generated surfaces stay smooth (on generated assets at most 0.2 % of the vertices are split at 60, a few % at 30). 180 = smooth everywhere (o3d's normals before this setting), 0 = every face flat."""
     stl_size_mm: float = 100.0
-    """stl: the printed object's longest side in millimetres (STL has no unit field; slicers read millimetres). The object is turned Z-up, centred on the origin and stood on z = 0. 0 = its own size and place, metres written as millimetres (what o3d mesh does for a mesh input unless this is set: an STL read in millimetres is written back at its size)."""
+    """stl: the printed object's longest side in millimetres (STL has no unit field; slicers read millimetres). The object is turned Z-up, centred on the origin and stood on z = 0. 0 = its own size and place, metres written as millimetres (what o3d mesh does for an STL input unless this is set: its millimetres are written back as they were)."""
 
     def check(self) -> None:
         _require(self.method in ("auto", "carve", "opacity", "tsdf"), "method", self.method, '"auto", "carve", "opacity" or "tsdf"')
