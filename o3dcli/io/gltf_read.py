@@ -153,6 +153,27 @@ def _dropped_material_parts(doc: dict) -> list[str]:
     return sorted(found)
 
 
+def _without_missing_textures(path: Path, doc: dict) -> dict:
+    """The glTF document with the base colour textures whose image files are missing taken off
+    their materials."""
+    images = doc.get("images") if isinstance(doc.get("images"), list) else []
+    gone = {i for i, image in enumerate(images) if isinstance(image, dict) and isinstance(image.get("uri"), str)
+            and not image["uri"].startswith("data:") and not _beside(path, image["uri"]).is_file()}
+    if not gone:
+        return doc
+    for i in gone:  # older trimesh reads every image, used or not: a 1-pixel stand-in, used by nothing now
+        images[i] = {"uri": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4"
+                            "//8/AAX+Av4N70a4AAAAAElFTkSuQmCC"}
+    textures = doc.get("textures") if isinstance(doc.get("textures"), list) else []
+    dead = {i for i, t in enumerate(textures) if isinstance(t, dict) and t.get("source") in gone}
+    for m in doc.get("materials", []) if isinstance(doc.get("materials"), list) else []:
+        pbr = m.get("pbrMetallicRoughness") if isinstance(m, dict) else None
+        if isinstance(pbr, dict) and isinstance(pbr.get("baseColorTexture"), dict) \
+                and pbr["baseColorTexture"].get("index") in dead:
+            del pbr["baseColorTexture"]
+    return doc
+
+
 def _missing_images(path: Path, doc: dict) -> list[Path]:
     """The image files a .gltf names that are not there."""
     images = doc.get("images") if isinstance(doc.get("images"), list) else []
@@ -219,8 +240,17 @@ def load_with_trimesh(path: Path) -> TriMesh:
     import trimesh
 
     used, transforms = _check_gltf_extensions(path) if path.suffix.lower() in (".glb", ".gltf") else (set(), {})
-    resolver = _uri_resolver(path) if path.suffix.lower() == ".gltf" else None
-    scene = trimesh.load(str(path), force="scene", process=False, resolver=resolver)
+    if path.suffix.lower() == ".gltf":
+        import io
+        import json
+
+        # the document without its textures whose files are missing (said by _check_gltf_extensions):
+        # older trimesh fails the whole file on one, newer drops it; either way the mesh loads untextured
+        doc = _without_missing_textures(path, gltf_json(path))
+        scene = trimesh.load(io.BytesIO(json.dumps(doc).encode()), file_type="gltf", force="scene", process=False,
+                             resolver=_uri_resolver(path))
+    else:
+        scene = trimesh.load(str(path), force="scene", process=False)
     parts = []
     for node in scene.graph.nodes_geometry:
         transform, geom_name = scene.graph[node]

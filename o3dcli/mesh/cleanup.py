@@ -149,12 +149,15 @@ def part_copies(vertices: np.ndarray, faces: np.ndarray, shift: float = SPLIT_VE
     return moved
 
 
-def _repair(ms) -> None:
-    """Duplicates, zero-area faces and non-manifold parts out (in that order: each can cause the next)."""
+def _repair(ms, keep_faces: bool = False) -> None:
+    """Duplicates, zero-area faces and non-manifold parts out (in that order: each can cause the next).
+    A non-manifold edge loses faces until two are left (what a pinch needs: cut out, then closed),
+    or, with `keep_faces`, has its vertices split: a fin on a closed box stays, and so does the box
+    (removing faces took one of the box's, leaving a hole)."""
     ms.meshing_remove_duplicate_vertices()
     ms.meshing_remove_duplicate_faces()
     ms.meshing_remove_null_faces()
-    ms.meshing_repair_non_manifold_edges(method="Remove Faces")
+    ms.meshing_repair_non_manifold_edges(method="Split Vertices" if keep_faces else "Remove Faces")
     ms.meshing_repair_non_manifold_vertices()
     ms.meshing_remove_unreferenced_vertices()
 
@@ -185,7 +188,7 @@ def _is_closed_manifold(ms) -> bool:
     return t["boundary_edges"] == 0 and t["non_two_manifold_edges"] == 0 and t["non_two_manifold_vertices"] == 0
 
 
-def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
+def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, keep_faces: bool = False) -> TriMesh:
     """Repair (duplicates, non-manifold parts), optionally remesh, and decimate to at most
     cfg.target_faces faces with quadric edge collapse, preserving boundaries and normals.
 
@@ -193,12 +196,14 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None) -> TriMesh:
     (and UVs); an untextured one keeps its vertex colours. A closed surface stays closed: what
     the collapse pinches is cut out and closed again, or, where that fails (hundreds of thin
     handles), the surface is decimated again keeping its handles, above the target if they need it.
+    `keep_faces`: a non-manifold edge of the input has its vertices split rather than faces
+    removed (`_repair`; a user's mesh, where removing faces punches holes).
     """
     cfg = cfg or MeshConfig()
     if mesh.has_texture:
         return _simplify_textured(mesh, cfg)
     ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
-    _repair(ms)
+    _repair(ms, keep_faces)
     closed = _is_closed_manifold(ms)
     m = ms.current_mesh()
     before = m.vertex_matrix(), vertex_parts(m.face_matrix(), m.vertex_number())

@@ -81,12 +81,12 @@ def remesh_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, fit_kept_texture: 
         if len(mesh.faces) <= cfg.target_faces:
             return fit(mesh)
         try:
-            return fit(simplify_mesh(mesh, cfg))
+            return fit(simplify_mesh(mesh, cfg, keep_faces=True))
         except pymeshlab.PyMeshLabException:
             pass  # e.g. a UV layout the texture-aware collapse refuses: re-bake below
     if not mesh.has_texture and mesh.vertex_colors is None:
         if len(mesh.faces) <= cfg.target_faces:
             return mesh
-        return simplify_mesh(weld_vertices(mesh)[0], cfg).replace(double_sided=mesh.double_sided)
-    geometry = simplify_mesh(weld_vertices(mesh)[0], cfg)
+        return simplify_mesh(weld_vertices(mesh)[0], cfg, keep_faces=True).replace(double_sided=mesh.double_sided)
+    geometry = simplify_mesh(weld_vertices(mesh)[0], cfg, keep_faces=True)
     return bake_texture_from_mesh(unwrap_uv(geometry, cfg), mesh, cfg)
