@@ -99,10 +99,10 @@ def _has_dracopy() -> bool:
     return importlib.util.find_spec("DracoPy") is not None
 
 
-def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]:
-    """Refuse glTF files whose geometry o3d cannot decode; warn about what it reads only in part.
-    Returns the extensions the file uses and its texture transforms by material name."""
-    doc = gltf_json(path)
+def _check_gltf_extensions(path: Path, doc: dict, missing: dict[int, Path]) -> tuple[set[str], dict[str, np.ndarray]]:
+    """Refuse glTF files (`doc`: their JSON) whose geometry o3d cannot decode; warn about what it
+    reads only in part, and about the `missing` image files. Returns the extensions the file uses
+    and its texture transforms by material name."""
     used, required = _extension_sets(doc)
     used |= required
     transforms = gltf_texture_transforms(doc) if "KHR_texture_transform" in used else {}
@@ -124,8 +124,8 @@ def _check_gltf_extensions(path: Path) -> tuple[set[str], dict[str, np.ndarray]]
     if dropped:
         _log.warning("%s: o3d carries over the base colour (and its alpha) only: %s %s not kept", path,
                      ", ".join(dropped), "is" if len(dropped) == 1 else "are")
-    for missing in _missing_images(path, doc):
-        _log.warning("%s: texture %s not found; its material is loaded without it", path, missing)
+    for gone in missing.values():
+        _log.warning("%s: texture %s not found; its material is loaded without it", path, gone)
     return used, transforms
 
 
@@ -153,14 +153,10 @@ def _dropped_material_parts(doc: dict) -> list[str]:
     return sorted(found)
 
 
-def _without_missing_textures(path: Path, doc: dict) -> dict:
-    """The glTF document with the base colour textures whose image files are missing taken off
-    their materials."""
+def _without_missing_textures(doc: dict, gone: set[int]) -> dict:
+    """The glTF document (changed in place) with the base colour textures whose images (indices
+    `gone`: their files are missing) taken off their materials."""
     images = doc.get("images") if isinstance(doc.get("images"), list) else []
-    gone = {i for i, image in enumerate(images) if isinstance(image, dict) and isinstance(image.get("uri"), str)
-            and not image["uri"].startswith("data:") and not _beside(path, image["uri"]).is_file()}
-    if not gone:
-        return doc
     for i in gone:  # older trimesh reads every image, used or not: a 1-pixel stand-in, used by nothing now
         images[i] = {"uri": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4"
                             "//8/AAX+Av4N70a4AAAAAElFTkSuQmCC"}
@@ -174,12 +170,12 @@ def _without_missing_textures(path: Path, doc: dict) -> dict:
     return doc
 
 
-def _missing_images(path: Path, doc: dict) -> list[Path]:
-    """The image files a .gltf names that are not there."""
+def _missing_images(path: Path, doc: dict) -> dict[int, Path]:
+    """{image index: file} of the image files a glTF names that are not there."""
     images = doc.get("images") if isinstance(doc.get("images"), list) else []
-    uris = [image.get("uri") for image in images if isinstance(image, dict)]
-    return [_beside(path, uri) for uri in uris if isinstance(uri, str) and not uri.startswith("data:")
-            and not _beside(path, uri).is_file()]
+    uris = {i: image.get("uri") for i, image in enumerate(images) if isinstance(image, dict)}
+    return {i: _beside(path, uri) for i, uri in uris.items() if isinstance(uri, str) and not uri.startswith("data:")
+            and not _beside(path, uri).is_file()}
 
 
 def _has_textures(doc: dict) -> bool:
@@ -239,14 +235,19 @@ def check_glb_header(path: Path) -> None:
 def load_with_trimesh(path: Path) -> TriMesh:
     import trimesh
 
-    used, transforms = _check_gltf_extensions(path) if path.suffix.lower() in (".glb", ".gltf") else (set(), {})
+    gltf = path.suffix.lower() in (".glb", ".gltf")
+    doc = gltf_json(path) if gltf else {}
+    missing = _missing_images(path, doc)
+    used, transforms = _check_gltf_extensions(path, doc, missing) if gltf else (set(), {})
+    # textures trimesh fails to open are dropped with a log line only: said below (missing files above)
+    unsaid_textures = _has_textures(doc) and not missing
     if path.suffix.lower() == ".gltf":
         import io
         import json
 
-        # the document without its textures whose files are missing (said by _check_gltf_extensions):
-        # older trimesh fails the whole file on one, newer drops it; either way the mesh loads untextured
-        doc = _without_missing_textures(path, gltf_json(path))
+        # the document without its textures whose files are missing: older trimesh fails the whole
+        # file on one, newer drops it; either way the mesh loads untextured
+        doc = _without_missing_textures(doc, set(missing))
         scene = trimesh.load(io.BytesIO(json.dumps(doc).encode()), file_type="gltf", force="scene", process=False,
                              resolver=_uri_resolver(path))
     else:
@@ -264,9 +265,7 @@ def load_with_trimesh(path: Path) -> TriMesh:
         parts.append(_trimesh_part(geom, verts, faces, transforms))
     if not parts:
         raise MeshLoadError(f"{path}: the file holds no triangles (a point cloud or an empty scene?)")
-    doc = gltf_json(path) if path.suffix.lower() in (".glb", ".gltf") else {}
-    if _has_textures(doc) and not _missing_images(path, doc) and not any(p.texture is not None for p in parts):
-        # trimesh drops an image it cannot open, and only logs it (missing files are told above)
+    if unsaid_textures and not any(p.texture is not None for p in parts):
         _log.warning("%s: its textures cannot be read (damaged, or larger than 16K); loaded without them", path)
     if "KHR_draco_mesh_compression" in used and all(not p.vertices.any() for p in parts):
         # trimesh leaves zeros where a decoder failed or is missing (older trimesh), and only logs it
