@@ -378,10 +378,8 @@ class BatchRunner:
                 files.update(self._stage_files(stage, asset_dir, item, res, {d: d for d in stage.publish.values()}))
         # the cache entries this asset is made from (o3d cache prune keeps those, and drops the rest)
         names = [ic.entry_name(stage, key) for stage, key in entries.items()]
-        for rel, backup in self._publish(self.out_dir / item.name, item.source, files, names, input_hash):
-            said = (f"{self.out_dir / item.name / rel} was changed since o3d wrote it: the edit is kept as {backup}"
-                    + (f" and o3d's {rel} takes its place" if rel in files or rel == "config.yaml" else ""))
-            res.warnings.append(said)  # told with the item, and in the report
+        for kept in self._publish(self.out_dir / item.name, item.source, files, names, input_hash):
+            res.warnings.append(kept.message(self.out_dir / item.name))  # told with the item, and in the report
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult,
@@ -405,11 +403,11 @@ class BatchRunner:
         return any(rel == d or rel.startswith(d + "/") for d in self._ours)
 
     def _publish(self, asset_dir: Path, source: Path, files: dict[str, Path], entries: list[str],
-                 input_hash: str) -> list[tuple[str, str]]:
+                 input_hash: str) -> list[publish.KeptEdit]:
         """Make the asset folder hold `files` and this config.yaml (and its other, non-o3d files),
         replacing the earlier asset in one step (o3dcli.publish). An o3d file of the earlier asset
         changed since it was published is kept under another name (`publish.keep_edits`); returns
-        [(path, kept as)] of those."""
+        those."""
         published = published_files(asset_dir)
         try:
             with publish.staging(asset_dir) as staged:

@@ -29,7 +29,7 @@ import signal
 import stat
 import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from o3dcli.atomic import _fsync_dir, same_file_content
 
@@ -137,13 +137,29 @@ def digests(staged: Path, is_ours: Callable[[str], bool]) -> dict[str, str]:
     return out
 
 
+class KeptEdit(NamedTuple):
+    """A file of o3d's that was edited and is kept under another name (`keep_edits`)."""
+
+    rel: str
+    """Its path in the asset folder."""
+    backup: str
+    """Where the edit is kept, in the same folder."""
+    replaced: bool
+    """The new asset has a file of that name (else it drops the file)."""
+
+    def message(self, asset_dir: Path) -> str:
+        """What the user is told (with the item, and in the report)."""
+        return (f"{asset_dir / self.rel} was changed since o3d wrote it: the edit is kept as {self.backup}"
+                + (f" and o3d's {self.rel} takes its place" if self.replaced else ""))
+
+
 def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
-               is_ours: Callable[[str], bool]) -> list[tuple[str, str]]:
+               is_ours: Callable[[str], bool]) -> list[KeptEdit]:
     """Before `commit`: each file o3d published in `asset_dir` (`published`: {relative path: its
     SHA-256 then}, from the asset's o3d-asset.json) that has been changed since (a texture painted
     over, a mesh saved over in place) and that the new asset replaces with other bytes or drops is
     linked into `staged` under a name of the user's (`model.png` -> `model.edited.png`, then
-    `model.edited-2.png`, ...), so that the edit is kept. Returns [(path, kept as)]."""
+    `model.edited-2.png`, ...), so that the edit is kept."""
     from o3dcli.atomic import sha256_file
 
     target, kept = _target(asset_dir), []
@@ -162,8 +178,9 @@ def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
         except OSError:
             continue
         backup = _edit_name(rel, is_ours, lambda name: os.path.lexists(target / name) or os.path.lexists(staged / name))
+        replaced = os.path.lexists(new)
         _copy_entry(current, staged / backup)
-        kept.append((rel, backup))
+        kept.append(KeptEdit(rel, backup, replaced))
     return kept
 
 

@@ -521,6 +521,65 @@ def test_merged_scene_keeps_repeating_textures_and_vertex_colours(tmp_path):
     assert (colours[top] == [255, 0, 0]).all() and (colours[centroids[ball_faces, 1] < 0.45] == [0, 255, 0]).all()
 
 
+def _tiled_floor_scene(path, quads: int, repeats: int):
+    """A GLB: a floor of quads x quads quads whose UVs run 0..repeats (a texture repeated that often,
+    its corners on whole numbers when quads == repeats) beside a crate with another texture.
+    Returns the floor's texture and a function: positions [N, 3] -> the floor's UVs there."""
+    import trimesh
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(2)
+    floor_tex, crate_tex = (rng.integers(0, 256, (7, 7, 3)).astype(np.uint8) for _ in range(2))
+    g = np.linspace(0.0, 1.0, quads + 1)
+    x, z = np.meshgrid(g, g, indexing="ij")
+    idx = np.arange((quads + 1) ** 2).reshape(quads + 1, quads + 1)
+    a, b, c, d = idx[:-1, :-1], idx[1:, :-1], idx[1:, 1:], idx[:-1, 1:]
+    faces = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    verts = np.stack([x.ravel(), np.zeros(x.size), z.ravel()], 1)
+    floor = trimesh.Trimesh(verts, faces, process=False)
+    uv = np.stack([x.ravel(), z.ravel()], 1) * repeats
+
+    def material(texture):
+        return trimesh.visual.material.PBRMaterial(baseColorTexture=PILImage.fromarray(texture),
+                                                   baseColorFactor=[255, 255, 255, 255])
+
+    floor.visual = trimesh.visual.TextureVisuals(uv=uv, material=material(floor_tex))
+    crate = trimesh.creation.box((0.3, 0.3, 0.3))
+    crate.apply_translation((0.5, 0.3, 0.5))
+    crate.visual = trimesh.visual.TextureVisuals(uv=rng.uniform(0, 1, (len(crate.vertices), 2)),
+                                                 material=material(crate_tex))
+    trimesh.Scene([floor, crate]).export(path)
+    from scipy.spatial import cKDTree
+
+    return floor_tex, lambda points: uv[cKDTree(verts).query(points)[1]]
+
+
+def test_a_texture_repeated_more_than_the_atlas_tiles_keeps_every_face_right(tmp_path, caplog):
+    # a floor tiling its texture 12 times, its corners on whole numbers, beside another material:
+    # each face's UVs were wrapped corner by corner, sending u = 3.0 to 0 while its face's other
+    # corners stayed near 3: the face sampled the texture backwards
+    from o3dcli.io.mesh_merge import MAX_REPEAT
+
+    assert MAX_REPEAT < 12
+    floor_tex, uv_at = _tiled_floor_scene(tmp_path / "floor.glb", 12, 12)
+    with caplog.at_level("WARNING", logger="o3d"):
+        mesh = load_mesh(tmp_path / "floor.glb")
+    assert "cross the edge of a repeat" not in caplog.text
+    on_floor = np.abs(mesh.vertices[mesh.faces][:, :, 1]).max(1) < 1e-6
+    assert on_floor.sum() == 2 * 12 * 12
+    weights = np.array([[1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1], [0.1, 0.15, 0.75]])
+    for f in np.flatnonzero(on_floor):
+        orig = uv_at(mesh.vertices[mesh.faces[f]])
+        assert np.array_equal(_sample(mesh.texture, weights @ mesh.uv[mesh.faces[f]]),
+                              _sample(floor_tex, weights @ orig)), f
+    # one quad spanning all 12 repeats cannot be shown by one texture: said, with the count
+    caplog.clear()
+    _tiled_floor_scene(tmp_path / "one.glb", 1, 12)
+    with caplog.at_level("WARNING", logger="o3d"):
+        load_mesh(tmp_path / "one.glb")
+    assert "2 of its 2 faces cross the edge of a repeat" in caplog.text
+
+
 def test_many_textures_pack_into_a_squarish_atlas_that_keeps_each_parts_colours(tmp_path):
     import trimesh
     from PIL import Image as PILImage

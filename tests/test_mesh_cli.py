@@ -555,3 +555,37 @@ def test_the_report_describes_the_latest_run_and_leaves_generates_report_alone(t
     assert "outside the 1 defined" in second["items"][1]["error"]
     assert (out / "o3d-report.json").read_text() == generated
     assert not list((out / ".o3d" / "mesh-runs").iterdir())  # the run's mark is gone with it
+
+
+
+@pytest.mark.parametrize("kind", ["glb", "obj", "usdz"])
+def test_a_mesh_with_jpeg_textures_is_written_with_a_jpeg_texture(tmp_path, kind):
+    # a scan's JPEG texture written back as PNG made its GLB six times larger: the input's format is
+    # kept (as Blender's glTF export does), unless the command names one; PNG inputs stay PNG
+    import yaml
+
+    from o3dcli.io.export import save_mesh_obj
+    from o3dcli.io.usdz import save_mesh_usdz
+    from test_mesh_export import read_glb
+
+    if kind == "usdz":
+        pytest.importorskip("pxr")
+    save = {"glb": save_mesh_glb, "obj": save_mesh_obj, "usdz": save_mesh_usdz}[kind]
+    mesh = reference_shape("sphere", soft=0.2)
+    jpeg, png = save(tmp_path / f"j.{kind}", mesh, texture_format="jpeg"), save(tmp_path / f"p.{kind}", mesh)
+
+    def written(src: Path, out: Path, *extra: str) -> tuple[str, str, str]:
+        """The result's GLB image type, OBJ texture file and config.yaml's texture_format."""
+        res = CliRunner().invoke(app, ["mesh", str(src), "--formats", "glb,obj", "-o", str(out), *extra])
+        assert res.exit_code == 0, res.output
+        folder = out / src.stem
+        doc, _ = read_glb(folder / "model.glb")
+        textures = sorted(p.name for p in folder.iterdir() if p.stem == "model" and p.suffix in (".png", ".jpg"))
+        conf = yaml.safe_load((folder / "config.yaml").read_text())["mesh"]["texture_format"]
+        return doc["images"][0]["mimeType"], ",".join(textures), conf
+
+    assert written(jpeg, tmp_path / "a") == ("image/jpeg", "model.jpg", "jpeg")
+    assert written(png, tmp_path / "b") == ("image/png", "model.png", "png")
+    # asked for: the command's choice
+    assert written(jpeg, tmp_path / "c", "--set", "mesh.texture_format=png") == ("image/png", "model.png", "png")
+    assert written(png, tmp_path / "d", "--set", "mesh.texture_format=jpeg") == ("image/jpeg", "model.jpg", "jpeg")

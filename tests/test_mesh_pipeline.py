@@ -607,3 +607,70 @@ def test_a_users_mesh_with_a_fin_on_an_edge_keeps_every_face(coloured):
     # the box whole, and its fin (the fin's copies of the split vertices are moved a hair apart, as
     # every split vertex's are: o3dcli.mesh.cleanup.part_copies; a box face lost is 0.24 or more)
     assert area(out) == pytest.approx(area(mesh), rel=1e-2)
+
+
+def _parts(mesh) -> np.ndarray:
+    from o3dcli.mesh.cleanup import face_components
+
+    return np.bincount(face_components(mesh.faces, len(mesh.vertices)))
+
+
+def _sphere_with_beads(beads: int, textured: bool) -> TriMesh:
+    """A sphere (1,280 faces) with `beads` small separate spheres (80 faces each) around it."""
+    import trimesh
+
+    rng = np.random.default_rng(3)
+    shapes = [trimesh.creation.icosphere(3, radius=1.0)]
+    for d in rng.normal(size=(beads, 3)):
+        bead = trimesh.creation.icosphere(1, radius=rng.uniform(0.02, 0.06))
+        bead.apply_translation(1.15 * d / np.linalg.norm(d))
+        shapes.append(bead)
+    joined = trimesh.util.concatenate(shapes)
+    vertices, faces = joined.vertices.astype(np.float32), joined.faces.astype(np.int32)
+    if not textured:
+        return TriMesh(vertices, faces, vertex_colors=rng.random((len(vertices), 3)).astype(np.float32))
+    texture = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+    return TriMesh(vertices, faces, uv=vertices[:, :2] * 0.4 + 0.5, texture=texture)
+
+
+@pytest.mark.parametrize("textured", [False, True])
+def test_decimation_keeps_every_small_part_within_the_target(textured, caplog):
+    # quadric collapse ranks a small bead's collapses cheapest and took beads whole; every bead
+    # now stays, closed, and the target still holds
+    import trimesh
+
+    from o3dcli.mesh.cleanup import MIN_PART_FACES, simplify_mesh
+
+    mesh = _sphere_with_beads(40, textured)
+    with caplog.at_level("WARNING", logger="o3d"):
+        out = simplify_mesh(mesh, MeshConfig(target_faces=800), keep_faces=not textured)
+    counts = _parts(out)
+    assert len(counts) == 41 and counts.min() >= MIN_PART_FACES, sorted(counts)[:5]
+    assert len(out.faces) <= 800 and "above the target" not in caplog.text
+    assert out.has_texture == textured and (out.vertex_colors is not None) == (not textured)
+    assert len(out.uv if textured else out.vertex_colors) == len(out.vertices)
+    welded = trimesh.Trimesh(out.vertices, out.faces)  # joined by position: textured seams closed
+    assert welded.is_watertight
+
+
+def test_parts_above_the_target_all_stay_and_the_report_says_why(caplog):
+    # 300 separate cubes (3,600 faces) to 600: the smallest each can be (a tetrahedron) is 1,200
+    # faces; every cube stays, at that, and the warning names the reason
+    import trimesh
+
+    from o3dcli.mesh.cleanup import MIN_PART_FACES, simplify_mesh
+
+    cubes = []
+    for k in range(300):
+        cube = trimesh.creation.box(extents=(0.05, 0.05, 0.05))
+        cube.apply_translation((0.1 * (k % 10), 0.1 * (k // 10 % 10), 0.1 * (k // 100)))
+        cubes.append(cube)
+    joined = trimesh.util.concatenate(cubes)
+    mesh = TriMesh(joined.vertices.astype(np.float32), joined.faces.astype(np.int32))
+    with caplog.at_level("WARNING", logger="o3d"):
+        out = simplify_mesh(mesh, MeshConfig(target_faces=600), keep_faces=True)
+    counts = _parts(out)
+    assert len(counts) == 300 and (counts == MIN_PART_FACES).all()
+    assert trimesh.Trimesh(out.vertices, out.faces).is_watertight
+    assert (f"{len(out.faces)} faces, above the target of 600 (300 separate parts, each kept with at least "
+            f"{MIN_PART_FACES} faces" in caplog.text)

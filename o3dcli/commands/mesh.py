@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -190,13 +191,37 @@ def _with_assets_export_settings(path: Path, mesh_cfg):
     return dataclasses.replace(mesh_cfg, **{k: getattr(own, k) for k in EXPORT_SETTINGS})
 
 
-def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kept_texture: bool = True,
-             timings: dict | None = None, stats: dict | None = None, stl_own_size: bool = False) -> list[Path]:
-    """Mesh one input into out_dir. Returns the files written; raises with a message naming the file.
-    `up`: the up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`); `fit_kept_texture`: a
-    textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size);
-    `stl_own_size`: an STL input's STL keeps its size and place (mesh.stl_size_mm 0).
-    `timings`, if given, receives seconds per stage; `stats`, the result's `mesh_stats`."""
+@dataclass(frozen=True)
+class InputRules:
+    """What a mesh input keeps of its own unless the command asks for something else."""
+
+    up: str = "auto"
+    """The up axis of a mesh input (see `o3dcli.io.mesh.load_mesh`)."""
+    fit_kept_texture: bool = True
+    """A textured mesh input's texture is scaled down to mesh.texture_size (else kept at its size)."""
+    stl_own_size: bool = False
+    """An STL input's STL keeps its size and place (mesh.stl_size_mm 0)."""
+    own_texture_format: bool = False
+    """A mesh input whose textures were all JPEG is written with a JPEG texture (mesh.texture_format)."""
+
+    @classmethod
+    def from_command(cls, up: str, preset: str | None, sets: list[str], texture_size: int | None) -> "InputRules":
+        """The rules for what the command line gives: a setting named by --set (or a preset file for
+        the sizes and format) is the command's, not the input's."""
+        from o3dcli.config import parse_override
+
+        keys = {parse_override(s)[0] for s in sets}
+        # the preset's texture size is for bakes, its STL size and texture format for assets
+        return cls(up=up, fit_kept_texture=texture_size is not None or "mesh.texture_size" in keys,
+                   stl_own_size=preset is None and "mesh.stl_size_mm" not in keys,
+                   own_texture_format=preset is None and "mesh.texture_format" not in keys)
+
+
+def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, rules: InputRules = InputRules(),
+             timings: dict | None = None, stats: dict | None = None) -> list[Path]:
+    """Mesh one input into out_dir, with `rules` for what a mesh input keeps of its own. Returns the
+    files written; raises with a message naming the file. `timings`, if given, receives seconds per
+    stage; `stats`, the result's `mesh_stats`."""
     import dataclasses
     import time
 
@@ -207,13 +232,15 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
     from o3dcli.geometry.gaussians import Gaussians
     from o3dcli.io.assets import load_asset, resolve_asset_path
     from o3dcli.io.export import export_mesh
+    from o3dcli.io.mesh_common import texture_formats_seen
     from o3dcli.mesh.config import EXPORT_FILES
     from o3dcli.mesh.run import mesh_from_gaussians, remesh_mesh
 
     timings = {} if timings is None else timings
     start = time.perf_counter()
     src = _source(path)
-    asset = load_asset(src, up=up)
+    with texture_formats_seen() as formats:
+        asset = load_asset(src, up=rules.up)
     if isinstance(asset, Gaussians):
         if len(asset) == 0:
             raise ValueError(f"{src}: the PLY holds no Gaussians")
@@ -221,13 +248,15 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, up: str = "auto", fit_kep
         timings["load"] = time.perf_counter() - start
         mesh = mesh_from_gaussians(asset, mesh_cfg, timings=timings, silhouettes=silhouettes, input_view=view)
     else:
-        if stl_own_size and resolve_asset_path(src).suffix.lower() == ".stl":
+        if rules.stl_own_size and resolve_asset_path(src).suffix.lower() == ".stl":
             # an STL's millimetres are a size of its own: kept, not made 100 mm (other formats' units
             # are anyone's guess: an OBJ in millimetres would print 1,000 times too large)
             mesh_cfg = dataclasses.replace(mesh_cfg, stl_size_mm=0.0)
+        if rules.own_texture_format and formats == {"JPEG"}:  # as Blender's glTF export does ("Automatic")
+            mesh_cfg = dataclasses.replace(mesh_cfg, texture_format="jpeg")
         timings["load"] = time.perf_counter() - start
         start = time.perf_counter()
-        mesh = remesh_mesh(asset, mesh_cfg, fit_kept_texture=fit_kept_texture)
+        mesh = remesh_mesh(asset, mesh_cfg, fit_kept_texture=rules.fit_kept_texture)
         timings["remesh"] = time.perf_counter() - start
     start = time.perf_counter()
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats, stl_size_mm=mesh_cfg.stl_size_mm,
@@ -311,10 +340,7 @@ def mesh(
         check_output_dir(output)
         from o3dcli.config import parse_override
 
-        # a mesh input's own texture keeps its size unless one is asked for (the preset's is for bakes)
-        fit_kept_texture = texture_size is not None or any(parse_override(s)[0] == "mesh.texture_size" for s in sets or [])
-        # an STL input's STL keeps its size unless a size is asked for (the preset's is for assets)
-        stl_own_size = preset is None and not any(parse_override(s)[0] == "mesh.stl_size_mm" for s in sets or [])
+        rules = InputRules.from_command(up, preset, list(sets or []), texture_size)
         # an o3d asset keeps the formats it was written in unless the command names export settings
         keep_export = formats is None and preset is None and not any(
             parse_override(s)[0] in {f"mesh.{k}" for k in EXPORT_SETTINGS} for s in sets or [])
@@ -363,8 +389,7 @@ def mesh(
                 writing.append(True)
 
         try:
-            _mesh_all(inputs, items, output, start_writing, mesh_cfg, cfg, up, fit_kept_texture, keep_export, verbose,
-                      stl_own_size)
+            _mesh_all(inputs, items, output, start_writing, mesh_cfg, cfg, rules, keep_export, verbose)
         except KeyboardInterrupt:
             stopped = interrupted_exit_code()
         # where no input got as far as writing, the folder is not made for the report alone
@@ -390,8 +415,8 @@ def _new_item(path: Path, name: str) -> dict:
             "traceback": None, "timings": {}, "outputs": [], "warnings": [], "mesh": None}
 
 
-def _mesh_all(inputs: list[Path], items: list[dict], output: Path, start_writing, mesh_cfg, cfg, up: str,
-              fit_kept_texture: bool, keep_export: bool, verbose: bool, stl_own_size: bool = False) -> None:
+def _mesh_all(inputs: list[Path], items: list[dict], output: Path, start_writing, mesh_cfg, cfg, rules: InputRules,
+              keep_export: bool, verbose: bool) -> None:
     """Mesh each input into its item (status, error, timings, outputs, warnings, mesh stats),
     printing a line for each; one that fails never stops the others. `start_writing()` is called
     before an input's results are first written. Ctrl-C (or SIGTERM) marks the input at work
@@ -424,8 +449,8 @@ def _mesh_all(inputs: list[Path], items: list[dict], output: Path, start_writing
             start_writing()
             item_cfg = _with_assets_export_settings(path, mesh_cfg) if keep_export else mesh_cfg
             stats: dict = {}
-            item["name"], written = _mesh_into(path, output, item["name"], batch, item_cfg, cfg, up, caught,
-                                               fit_kept_texture, item["timings"], stats, stl_own_size)
+            item["name"], written = _mesh_into(path, output, item["name"], batch, item_cfg, cfg, rules, caught,
+                                               item["timings"], stats)
             item.update(status="ok", mesh=stats,
                         outputs=[p.relative_to(output).as_posix() for p in written] + [f"{item['name']}/{ASSET_META}"])
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(str(p)) for p in written[:1])
@@ -465,9 +490,8 @@ OWN_FILES = ("config.yaml",)
 """What o3d mesh writes in a result folder besides the mesh files (EXPORT_FILES) and o3d-asset.json."""
 
 
-def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, up: str,
-               caught, fit_kept_texture: bool = True, timings: dict | None = None,
-               stats: dict | None = None, stl_own_size: bool = False) -> tuple[str, list[Path]]:
+def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh_cfg, cfg, rules: InputRules,
+               caught, timings: dict | None = None, stats: dict | None = None) -> tuple[str, list[Path]]:
     """Mesh one input into OUTPUT/<name>/ (or the next free name, when another process has made that
     folder another input's since the names were chosen). The name is claimed under its item lock,
     as o3d generate does, so two processes never write one folder; the files are made in a staging
@@ -500,15 +524,12 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
         try:
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
-                written = mesh_one(path, staged, mesh_cfg, cfg, up=up, fit_kept_texture=fit_kept_texture,
-                                   timings=timings, stats=stats, stl_own_size=stl_own_size)
+                written = mesh_one(path, staged, mesh_cfg, cfg, rules=rules, timings=timings, stats=stats)
                 is_ours = ours.__contains__
                 made = publish.digests(staged, is_ours)
                 # an o3d file changed since this command wrote it is kept under another name
-                for rel, backup in publish.keep_edits(asset_dir, staged, published_files(asset_dir), is_ours):
-                    logging.getLogger("o3d").warning(  # told with the input (`caught`)
-                        "%s was changed since o3d wrote it: the edit is kept as %s%s", asset_dir / rel, backup,
-                        f" and o3d's {rel} takes its place" if rel in made else "")
+                for kept in publish.keep_edits(asset_dir, staged, published_files(asset_dir), is_ours):
+                    logging.getLogger("o3d").warning("%s", kept.message(asset_dir))  # told with the input (`caught`)
                 publish.add_bytes(staged / ASSET_META, asset_meta_text(src, files=made).encode("utf-8"),
                                   current=asset_dir / ASSET_META)
                 publish.commit(asset_dir, staged, is_ours)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
-from o3dcli.io.mesh_common import MeshLoadError, eight_bit, solid_alpha_part
+from o3dcli.io.mesh_common import MeshLoadError, eight_bit, note_texture_format, solid_alpha_part
 from o3dcli.io.mesh_merge import merge_parts
 
 _log = logging.getLogger("o3d")
@@ -307,6 +307,7 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict |
             colors = colors.astype(np.float64) / scale
             return TriMesh(verts, faces, vertex_colors=colors[:, :3] * factor, double_sided=double)
         if image is not None and uv is not None and len(uv) == len(verts):
+            note_texture_format(image)
             # glTF: the base colour factor multiplies the texture (done on the stored values)
             mode = str(getattr(mat, "alphaMode", None) or "OPAQUE").upper()
             if mode in ("MASK", "BLEND"):  # alpha is used: the texture's (1 if none) x the factor's

@@ -1,9 +1,13 @@
 """What the mesh readers (o3dcli.io.mesh, obj, mtl, gltf_read, usd_read) share: the error they raise,
-8-bit conversion of texture images, and a plain see-through colour as a part. It imports nothing
-from the readers, so each of them can import it at the top.
+8-bit conversion of texture images, a plain see-through colour as a part, and the note of which
+image formats the textures read were in. It imports nothing from the readers, so each of them can
+import it at the top.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -38,3 +42,26 @@ def eight_bit(im):
     if im.mode == "F":
         return Image.fromarray((np.asarray(im, np.float64) * 255.0).round().clip(0, 255).astype(np.uint8))
     return im
+
+
+_FORMATS_SEEN: ContextVar[set[str] | None] = ContextVar("o3d_texture_formats_seen", default=None)
+
+
+@contextmanager
+def texture_formats_seen():
+    """Collects the file format of each texture image the readers decode inside the block, as
+    Pillow names it ("JPEG", "PNG"; "" where unknown): `o3d mesh` writes a mesh whose textures were
+    all JPEG with a JPEG texture (a scan's 1 MB GLB came out 6 MB as PNG)."""
+    seen: set[str] = set()
+    token = _FORMATS_SEEN.set(seen)
+    try:
+        yield seen
+    finally:
+        _FORMATS_SEEN.reset(token)
+
+
+def note_texture_format(image) -> None:
+    """Note a PIL image's file format for `texture_formats_seen` (nothing when no block collects)."""
+    seen = _FORMATS_SEEN.get()
+    if seen is not None:
+        seen.add(str(getattr(image, "format", None) or ""))

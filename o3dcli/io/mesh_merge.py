@@ -6,15 +6,20 @@ side in one atlas.
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh, scale_texture
 
+log = logging.getLogger("o3d")
+
 
 MAX_REPEAT = 8
-"""A texture repeated more often than this per axis is wrapped per vertex in a merged atlas instead
-of tiled (faces that cross a repeat boundary then sample the wrong place)."""
+"""A texture repeated more often than this per axis is not tiled in a merged atlas: each face's
+UVs are moved into one repeat instead (`_wrap_faces`), exact for faces within one repeat (the
+usual tiling: corners on whole numbers); a face that crosses a repeat's edge samples the wrong
+place, and is said."""
 MAX_TILE_SIDE = 4096
 UV_TOLERANCE = 1e-3
 """UVs this close past a whole number count as on it (exporters write 1.0000001 for 1)."""
@@ -48,13 +53,34 @@ def _unrepeat(part: TriMesh) -> TriMesh:
     if (lo == 0).all() and (reps == 1).all():
         return part.replace(uv=np.clip(part.uv, 0.0, 1.0))
     if reps.max() > MAX_REPEAT:
-        return part.replace(uv=np.where((part.uv < 0) | (part.uv > 1), part.uv - np.floor(part.uv), part.uv))
+        return _wrap_faces(part, reps)
     texture = part.texture
     h, w = texture.shape[:2]
     s = min(1.0, MAX_TILE_SIDE / max(h * reps[1], w * reps[0]))
     if s < 1.0:  # scaled before tiling: a 4096 px texture repeated 8 x 8 would be 3 GB tiled first
         texture = scale_texture(texture, s)
     return part.replace(uv=np.clip((part.uv - lo) / reps, 0.0, 1.0), texture=np.tile(texture, (reps[1], reps[0], 1)))
+
+
+def _wrap_faces(part: TriMesh, reps: np.ndarray) -> TriMesh:
+    """A textured part with each face's UVs moved by whole repeats into [0, 1] (its vertices split
+    where faces of different repeats share them). Moving vertex by vertex sent a corner on a whole
+    number (u = 3.0) to 0 while its face's other corners went to 0.5: the face then sampled half
+    the texture backwards (20 % of a tiled floor's samples were off)."""
+    eps = UV_TOLERANCE
+    corners = part.uv[part.faces].astype(np.float64)  # [F, 3, 2]
+    local = corners - np.floor(corners.min(1) + eps)[:, None]
+    across = int((local.max(1) > 1.0 + eps).any(1).sum())
+    if across:
+        log.warning("a texture repeated %d x %d times beside other materials: %d of its %d faces cross the edge of a "
+                    "repeat and show the wrong part of it (one texture holds all materials, and a texture is tiled "
+                    "in it at most %d times)", reps[0], reps[1], across, len(part.faces), MAX_REPEAT)
+    keys = np.concatenate([part.faces.reshape(-1, 1).astype(np.float64), np.clip(local, 0.0, 1.0).reshape(-1, 2)], 1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    used = uniq[:, 0].astype(np.int64)
+    colours = {} if part.vertex_colors is None else {"vertex_colors": part.vertex_colors[used]}
+    return part.replace(vertices=part.vertices[used], faces=inverse.reshape(-1, 3).astype(np.int32),
+                        uv=uniq[:, 1:].astype(np.float32), **colours)
 
 
 def merge_parts(parts: list[TriMesh]) -> TriMesh:
@@ -74,9 +100,12 @@ def merge_parts(parts: list[TriMesh]) -> TriMesh:
     if any(p.has_texture for p in parts):
         parts = [_face_colour_tiles(p) if p.vertex_colors is not None and not p.has_texture
                  and np.ptp(p.vertex_colors, axis=0).max() > 1 / 255 else p for p in parts]  # uniform: one solid tile
-    offsets = np.cumsum([0] + [len(p.vertices) for p in parts])
-    verts = np.concatenate([p.vertices for p in parts])
-    faces = np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+
+    def joined(parts: list[TriMesh]) -> tuple[np.ndarray, np.ndarray]:
+        offsets = np.cumsum([0] + [len(p.vertices) for p in parts])
+        return np.concatenate([p.vertices for p in parts]), np.concatenate([p.faces + o for p, o in zip(parts, offsets)])
+
+    verts, faces = joined(parts)
 
     def plain_color(p: TriMesh) -> np.ndarray:
         if p.vertex_colors is not None:
@@ -107,6 +136,7 @@ def merge_parts(parts: list[TriMesh]) -> TriMesh:
     if len(tiles) == 1:  # every part samples the same texture: keep UVs as they are
         return TriMesh(verts, faces, uv=np.concatenate([p.uv for p in parts]), texture=tiles[0], **style)
     parts = [_unrepeat(p) if p.has_texture else p for p in parts]
+    verts, faces = joined(parts)  # a texture repeated often has its vertices split by repeat
     tiles, tile_of = distinct_tiles(parts)
 
     pad = ATLAS_GUTTER  # each tile's edge texels repeated around it: filtering at a tile's edge
@@ -129,8 +159,8 @@ def merge_parts(parts: list[TriMesh]) -> TriMesh:
         th, tw = tiles[i].shape[:2]
         oy, ox = origin[i]
         uv = np.full((len(p.vertices), 2), 0.5)
-        if p.has_texture:  # in [0, 1] after _unrepeat, except beyond MAX_REPEAT (wrapped there)
-            uv = np.where((p.uv < 0) | (p.uv > 1), p.uv - np.floor(p.uv), p.uv)
+        if p.has_texture:  # in [0, 1] after _unrepeat
+            uv = p.uv
         uvs.append(np.stack([(ox + pad + uv[:, 0] * tw) / width,
                              1.0 - (oy + pad + (1.0 - uv[:, 1]) * th) / height], -1))
     if max(height, width) > MAX_ATLAS_SIDE:  # UVs are relative: scaling the whole image keeps them

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from o3dcli.io.mesh_common import MeshLoadError, eight_bit
+from o3dcli.io.mesh_common import MeshLoadError, eight_bit, note_texture_format
 
 _log = logging.getLogger("o3d")
 
@@ -226,6 +226,7 @@ def read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
 
     try:
         with Image.open(tex_path) as im:
+            note_texture_format(im)
             return np.asarray(eight_bit(im).convert("RGB"))
     except Exception as e:
         raise MeshLoadError(f"{mesh_path}: texture {tex_path} cannot be read ({e})") from e

@@ -10,6 +10,8 @@ import logging
 
 import numpy as np
 
+from o3dcli.io.mesh_common import note_texture_format
+
 _log = logging.getLogger("o3d")
 
 
@@ -92,6 +94,7 @@ def _read_usd_asset(resolved: str, with_alpha: bool = False) -> np.ndarray | Non
         if data is None:
             return None
         image = Image.open(io.BytesIO(data))
+        note_texture_format(image)
         alpha = with_alpha and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info)
         return np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except Exception:  # noqa: BLE001 - anything unreadable is reported by the caller
