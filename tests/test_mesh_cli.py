@@ -66,6 +66,38 @@ def test_foreign_gaussian_ply_meshes(tmp_path, gltf_validator):  # noqa: F811
     assert report["errors"] == 0 and report["warnings"] == 0, report
 
 
+def write_point_cloud(path, points: np.ndarray, colours: np.ndarray) -> None:
+    """A binary PLY of points (x y z red green blue, no faces), as scanners and photogrammetry write."""
+    data = np.zeros(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                                        ("blue", "u1")])
+    for i, k in enumerate("xyz"):
+        data[k] = points[:, i]
+    for i, k in enumerate(("red", "green", "blue")):
+        data[k] = np.round(np.clip(colours[:, i], 0, 1) * 255)
+    header = "".join(["ply\nformat binary_little_endian 1.0\n", f"element vertex {len(points)}\n",
+                      *(f"property float {k}\n" for k in "xyz"),
+                      *(f"property uchar {k}\n" for k in ("red", "green", "blue")), "end_header\n"])
+    Path(path).write_bytes(header.encode("ascii") + data.tobytes())
+
+
+def test_a_coloured_point_cloud_is_meshed_and_textured(tmp_path):
+    # a scan's point cloud was refused ("holds no triangles"); its points are now meshed as small
+    # round Gaussians, here from a Z-up file (--up z)
+    source = reference_shape("sphere", soft=0.08)
+    sampled = surface_gaussians(source, 16384, seed=3)
+    x, y, z = sampled.means.numpy().T
+    cloud = tmp_path / "cloud.ply"
+    write_point_cloud(cloud, np.stack([x, -z, y], 1), sampled.colors.numpy())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["mesh", str(cloud), "--up", "z", "-d", "2000", "--texture-size", "256",
+                                      "--formats", "glb", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    mesh = load_mesh(out / "cloud" / "model.glb")
+    assert 0 < len(mesh.faces) <= 2000 and mesh.has_texture
+    assert chamfer(mesh, source) <= 0.01
+    assert render_psnr(mesh, source) >= 25.0
+
+
 def test_textured_mesh_is_decimated_keeping_its_texture(tmp_path):
     source = reference_shape("torus", detail=2, soft=0.08)  # ~12k faces
     path = save_mesh_glb(tmp_path / "ring.glb", source)
@@ -589,3 +621,23 @@ def test_a_mesh_with_jpeg_textures_is_written_with_a_jpeg_texture(tmp_path, kind
     # asked for: the command's choice
     assert written(jpeg, tmp_path / "c", "--set", "mesh.texture_format=png") == ("image/png", "model.png", "png")
     assert written(png, tmp_path / "d", "--set", "mesh.texture_format=jpeg") == ("image/jpeg", "model.jpg", "jpeg")
+
+
+def test_a_jpeg_the_mesh_cannot_use_does_not_make_the_result_jpeg(tmp_path):
+    # an OBJ with vertex colours and no texture coordinates, whose MTL names a JPEG: the texture is
+    # not used (no UVs), the vertex colours are baked, and the bake stays lossless PNG
+    import yaml
+    from PIL import Image
+
+    mesh = reference_shape("box")
+    rows = [f"v {x:.6f} {y:.6f} {z:.6f} {x + 0.5:.3f} 0.2 0.7" for x, y, z in mesh.vertices.tolist()]
+    rows += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in mesh.faces.tolist()]
+    (tmp_path / "painted.obj").write_text("mtllib painted.mtl\nusemtl m\n" + "\n".join(rows) + "\n")
+    (tmp_path / "painted.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd photo.jpg\n")
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "photo.jpg")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "painted.obj"), "--formats", "obj", "-o", str(out),
+                                   "--texture-size", "64"])
+    assert res.exit_code == 0, res.output
+    assert (out / "painted" / "model.png").is_file() and not (out / "painted" / "model.jpg").exists()
+    assert yaml.safe_load((out / "painted" / "config.yaml").read_text())["mesh"]["texture_format"] == "png"

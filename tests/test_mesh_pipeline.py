@@ -674,3 +674,28 @@ def test_parts_above_the_target_all_stay_and_the_report_says_why(caplog):
     assert trimesh.Trimesh(out.vertices, out.faces).is_watertight
     assert (f"{len(out.faces)} faces, above the target of 600 (300 separate parts, each kept with at least "
             f"{MIN_PART_FACES} faces" in caplog.text)
+
+
+def test_a_thin_part_lying_on_another_is_kept_though_its_neighbour_lies_nearest_its_vertices():
+    # a thin closed shell ("sticker", 320 faces) on a ball of 5,120 faces, decimated to 800: the
+    # collapse takes the sticker whole, and the ball's faces under it lie nearer the sticker's dense
+    # vertices than their own, so counting faces by nearest vertex saw it kept
+    import trimesh
+
+    from o3dcli.mesh.cleanup import MIN_PART_FACES, simplify_mesh
+
+    rng = np.random.default_rng(1)
+    n = rng.normal(size=3)
+    n /= np.linalg.norm(n)
+    a = np.cross(n, [1.0, 0.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(n, a)
+    shell = trimesh.creation.icosphere(2)
+    v = shell.vertices
+    flat = v[:, :1] * a * 0.08 + v[:, 1:2] * b * 0.08 + v[:, 2:3] * n * 0.002 + n * 1.002
+    ball = trimesh.creation.icosphere(4)
+    mesh = TriMesh(np.concatenate([ball.vertices, flat]).astype(np.float32),
+                   np.concatenate([ball.faces, shell.faces + len(ball.vertices)]).astype(np.int32))
+    out = simplify_mesh(mesh, MeshConfig(target_faces=800))
+    counts = _parts(out)
+    assert len(counts) == 2 and counts.min() >= MIN_PART_FACES and len(out.faces) <= 800, counts

@@ -184,8 +184,10 @@ def test_point_cloud_ply_becomes_small_isotropic_gaussians(tmp_path):
     g, info = load_gaussians(path, return_info=True)
     assert info["point_cloud"]
     np.testing.assert_allclose(g.colors.numpy(), rgb / 255, atol=1e-7)
-    # half the nearest-neighbour distance: 0.05, 0.05, 0.5 * |(0, 0.3) - (0, 0)| = 0.15
-    np.testing.assert_allclose(g.scales[:, 0].numpy(), [0.05, 0.05, 0.15], rtol=1e-6)
+    # the RMS distance to the (here two) other points, as 3DGS starts its Gaussians from points
+    d01, d02, d12 = 0.1, 0.3, np.hypot(0.1, 0.3)
+    want = np.sqrt([(d01**2 + d02**2) / 2, (d01**2 + d12**2) / 2, (d02**2 + d12**2) / 2])
+    np.testing.assert_allclose(g.scales[:, 0].numpy(), want, rtol=1e-6)
     assert (g.opacities == 1).all() and (g.quats[:, 0] == 1).all()
 
 

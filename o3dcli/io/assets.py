@@ -16,15 +16,36 @@ class AssetError(ValueError):
     """The path is not an asset o3d can open; the message says why."""
 
 
-def is_gaussian_ply(path: Path) -> bool:
-    """True when a PLY's header has 3D Gaussian Splatting properties (opacity, scales, colour DC)."""
+def _ply_header(path: Path) -> tuple[set[bytes], dict[bytes, int]] | None:
+    """A PLY's property names and element counts ({b"vertex": 1000, b"face": 0}), or None when the
+    file does not start as a PLY with a whole header in its first 64 KiB."""
     with open(path, "rb") as f:
         head = f.read(65536)
     end = head.find(b"end_header")
     if not head.startswith(b"ply") or end < 0:
+        return None
+    lines = [line.split() for line in head[:end].split(b"\n")]
+    props = {words[-1] for words in lines if len(words) > 1 and words[0] == b"property"}
+    counts = {}
+    for words in lines:
+        if len(words) == 3 and words[0] == b"element" and words[2].isdigit():
+            counts[words[1]] = int(words[2])
+    return props, counts
+
+
+def is_gaussian_ply(path: Path) -> bool:
+    """True when a PLY's header has 3D Gaussian Splatting properties (opacity, scales, colour DC)."""
+    header = _ply_header(path)
+    return header is not None and {b"opacity", b"scale_0", b"rot_0"} <= header[0]
+
+
+def is_point_cloud_ply(path: Path) -> bool:
+    """True when a PLY holds points and no faces (a scan's or photogrammetry's point cloud)."""
+    header = _ply_header(path)
+    if header is None:
         return False
-    props = {line.split()[-1] for line in head[:end].split(b"\n") if line.startswith(b"property")}
-    return {b"opacity", b"scale_0", b"rot_0"} <= props
+    props, counts = header
+    return counts.get(b"vertex", 0) > 0 and not counts.get(b"face", 0) and {b"x", b"y", b"z"} <= props
 
 
 def resolve_asset_path(path: Path) -> Path:
@@ -147,4 +168,17 @@ def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
         from o3dcli.io.ply import load_gaussians
 
         return load_gaussians(path)
+    if path.is_file() and path.suffix.lower() == ".ply" and is_point_cloud_ply(path):
+        from o3dcli.io.ply import load_gaussians
+
+        # points become small round Gaussians (o3dcli.io.ply), which o3d mesh meshes and o3d render draws
+        points = load_gaussians(path)
+        if up == "z":  # as load_mesh turns a Z-up file; round Gaussians need no turn of their own
+            import dataclasses
+
+            import torch
+
+            x, y, z = points.means.unbind(1)
+            points = dataclasses.replace(points, means=torch.stack([x, z, -y], 1))
+        return points
     return load_mesh(path, up=up)

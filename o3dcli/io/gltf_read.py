@@ -307,7 +307,7 @@ def _trimesh_part(geom, verts: np.ndarray, faces: np.ndarray, transforms: dict |
             colors = colors.astype(np.float64) / scale
             return TriMesh(verts, faces, vertex_colors=colors[:, :3] * factor, double_sided=double)
         if image is not None and uv is not None and len(uv) == len(verts):
-            note_texture_format(image)
+            note_texture_format(getattr(image, "format", None))
             # glTF: the base colour factor multiplies the texture (done on the stored values)
             mode = str(getattr(mat, "alphaMode", None) or "OPAQUE").upper()
             if mode in ("MASK", "BLEND"):  # alpha is used: the texture's (1 if none) x the factor's

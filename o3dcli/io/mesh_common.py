@@ -60,8 +60,9 @@ def texture_formats_seen():
         _FORMATS_SEEN.reset(token)
 
 
-def note_texture_format(image) -> None:
-    """Note a PIL image's file format for `texture_formats_seen` (nothing when no block collects)."""
+def note_texture_format(name: str | None) -> None:
+    """Note the file format of a texture the mesh keeps (a PIL image's `format`) for
+    `texture_formats_seen`; nothing when no block collects."""
     seen = _FORMATS_SEEN.get()
     if seen is not None:
-        seen.add(str(getattr(image, "format", None) or ""))
+        seen.add(str(name or ""))

@@ -226,7 +226,7 @@ def read_texture(tex_path: Path, mesh_path: Path) -> np.ndarray:
 
     try:
         with Image.open(tex_path) as im:
-            note_texture_format(im)
+            note_texture_format(im.format)  # read only for a mesh part that keeps it (one with UVs)
             return np.asarray(eight_bit(im).convert("RGB"))
     except Exception as e:
         raise MeshLoadError(f"{mesh_path}: texture {tex_path} cannot be read ({e})") from e

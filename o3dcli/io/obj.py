@@ -264,10 +264,10 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
     vi, ti = uniq // (len(vt) + 1), uniq % (len(vt) + 1) - 1
     faces = inverse.reshape(-1, 3)
     uv = np.where(ti[:, None] >= 0, vt[np.maximum(ti, 0)] if len(vt) else 0.0, 0.0)
-    texture = read_texture(props["map_Kd"], path) if props.get("map_Kd") else None
+    has_uv = len(vt) > 0 and (ti >= 0).any()
+    texture = read_texture(props["map_Kd"], path) if props.get("map_Kd") and has_uv else None  # no UVs: no use
     if texture is not None:  # map_Kd -s / -o: looked up at uv * scale + offset (as Blender and three.js read them)
         uv = uv * props.get("uv_scale", 1.0) + props.get("uv_offset", 0.0)
-    has_uv = len(vt) > 0 and (ti >= 0).any()
     style = {}
     if texture is not None and has_uv and props.get("map_d"):
         alpha, mode = read_alpha(props["map_d"], texture.shape[:2], path)

@@ -10,7 +10,6 @@ import logging
 
 import numpy as np
 
-from o3dcli.io.mesh_common import note_texture_format
 
 _log = logging.getLogger("o3d")
 
@@ -22,7 +21,7 @@ def usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str,
     texture's alpha (the "a" output of the diffuse texture connected to opacity) becomes the
     texture's fourth channel, a value below 1 the style's "alpha"; the style holds alpha_mode
     ("MASK" with opacityThreshold above 0, else "BLEND") and alpha_cutoff when the material is
-    see-through, and is empty otherwise."""
+    see-through, and with a texture its "image_format" (Pillow's name: "JPEG", "PNG")."""
     from pxr import UsdShade
 
     material = UsdShade.MaterialBindingAPI(prim).ComputeBoundMaterial(UsdShade.Tokens.preview)[0]
@@ -49,12 +48,13 @@ def usd_material(prim, path) -> tuple[np.ndarray | None, np.ndarray | None, str,
             uv_name = str(varname.Get()) if varname and varname.Get() else uv_name
         asset = texture.GetInput("file").Get()
         with_alpha = style.pop("texture", None) == texture.GetPrim().GetPath()
-        image = _read_usd_asset(asset.resolvedPath, with_alpha) if asset and asset.resolvedPath else None
+        image, style["image_format"] = _read_usd_asset(asset.resolvedPath, with_alpha) if asset and asset.resolvedPath \
+            else (None, None)
         if image is None:
             _log.warning("%s: the texture %s of %s cannot be read; the mesh is loaded white", path,
                          asset.path if asset else "(none)", prim.GetPath())
         elif with_alpha and image.shape[2] == 3:
-            style = {}  # an opaque image: nothing to see through
+            style = {"image_format": style["image_format"]}  # an opaque image: nothing to see through
         return image, None, uv_name, style
     style.pop("texture", None)  # an alpha texture beside a plain colour: not read
     value = diffuse.Get()
@@ -82,9 +82,9 @@ def _usd_opacity(shader) -> dict:
     return {"alpha": float(np.clip(value, 0, 1)), **mode} if value is not None and value < 1 else {}
 
 
-def _read_usd_asset(resolved: str, with_alpha: bool = False) -> np.ndarray | None:
+def _read_usd_asset(resolved: str, with_alpha: bool = False) -> tuple[np.ndarray | None, str | None]:
     """An image USD resolved (a file, or a file inside a .usdz, nested ones too) as RGB uint8 (with
-    ``with_alpha``: RGBA when the image has alpha), or None."""
+    ``with_alpha``: RGBA when the image has alpha), or None, and its file format (Pillow's name)."""
     from PIL import Image
     from pxr import Ar
 
@@ -92,10 +92,9 @@ def _read_usd_asset(resolved: str, with_alpha: bool = False) -> np.ndarray | Non
         asset = Ar.GetResolver().OpenAsset(Ar.ResolvedPath(resolved))
         data = bytes(asset.GetBuffer()) if asset else None
         if data is None:
-            return None
+            return None, None
         image = Image.open(io.BytesIO(data))
-        note_texture_format(image)
         alpha = with_alpha and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info)
-        return np.asarray(image.convert("RGBA" if alpha else "RGB"))
+        return np.asarray(image.convert("RGBA" if alpha else "RGB")), image.format
     except Exception:  # noqa: BLE001 - anything unreadable is reported by the caller
-        return None
+        return None, None

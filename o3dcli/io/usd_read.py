@@ -10,7 +10,7 @@ import logging
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh
-from o3dcli.io.mesh_common import solid_alpha_part
+from o3dcli.io.mesh_common import note_texture_format, solid_alpha_part
 from o3dcli.io.usd_material import usd_material
 
 _log = logging.getLogger("o3d")
@@ -190,6 +190,7 @@ def _usd_mesh(prim, time, world: np.ndarray, scale: float, path) -> TriMesh | No
     double = bool(geom.GetDoubleSidedAttr().Get(time))
     uv = _usd_primvar(geom, uv_name, len(points), len(indices), counts, 2) if texture is not None else None
     if texture is not None and uv is not None:
+        note_texture_format(style.get("image_format"))
         if "alpha" in style:  # a plain opacity value over the texture
             texture = np.concatenate([texture[..., :3], np.full(texture.shape[:2] + (1,), round(style["alpha"] * 255),
                                                                 np.uint8)], -1)

@@ -101,13 +101,7 @@ def split_off_faces(faces: np.ndarray, vertices: np.ndarray, before_vertices: np
     _, nearest = cKDTree(before_vertices[used]).query(vertices[faces[:, 0]])
     face_part = before_parts[used][nearest]
     # each piece's part: the one most of its faces' first corners lie nearest
-    n_parts = int(before_parts.max()) + 1
-    pair, count = np.unique(labels.astype(np.int64) * n_parts + face_part, return_counts=True)
-    piece_of, part_of = pair // n_parts, pair % n_parts
-    order = np.lexsort((count, piece_of))  # by piece, most-voted part last
-    last = np.r_[piece_of[order][1:] != piece_of[order][:-1], True]
-    piece_part = np.empty(pieces, np.int64)
-    piece_part[piece_of[order][last]] = part_of[order][last]
+    piece_part = _piece_parts(labels, face_part, int(before_parts.max()) + 1)
     size = np.bincount(labels, minlength=pieces)
     order = np.lexsort((size, piece_part))  # by part, largest piece last
     largest = order[np.r_[piece_part[order][1:] != piece_part[order][:-1], True]]
@@ -224,14 +218,13 @@ MAX_PART_ROUNDS = 3
 def _keep_parts(mesh: TriMesh, result: TriMesh, why: str, cfg: MeshConfig, one) -> tuple[TriMesh, str]:
     """`result` (`mesh` decimated by `one` to cfg.target_faces) with no separate part of `mesh`
     below MIN_PART_FACES (or its own count). Where the collapse starved parts, they and every part
-    with no more faces than one of them are decimated one by one, each to its share of the target
-    (proportional to its faces, at least its minimum), and the other parts together to what is left;
-    parts starved in that are moved to the one-by-one set, at most MAX_PART_ROUNDS times, then every
-    part is decimated by itself. When the minimums exceed the target, the result is above it (said
-    by the caller, with `why`)."""
+    with no more faces than one of them are decimated apart from the others, each to its share of
+    the target (proportional to its faces, at least its minimum): parts of about one size together
+    (`_parts_apart`), since parts alike are collapsed evenly. The other parts keep what the collapse
+    made of them, decimated further to what is left of the target; parts starved in that join the
+    first set, at most MAX_PART_ROUNDS times, then every part is decimated apart. When the minimums
+    exceed the target, the result is above it (said by the caller, with `why`)."""
     from dataclasses import replace
-
-    from scipy.spatial import cKDTree
 
     welded, _ = weld_vertices(mesh)
     labels = face_components(welded.faces, len(welded.vertices))
@@ -239,53 +232,118 @@ def _keep_parts(mesh: TriMesh, result: TriMesh, why: str, cfg: MeshConfig, one) 
     if len(counts) == 1:
         return result, why
     floor = np.minimum(counts, MIN_PART_FACES)
-    vparts = vertex_parts(welded.faces, len(welded.vertices))
-
-    def starved(r: TriMesh, among: np.ndarray) -> np.ndarray:
-        """Parts [P] (of those in `among`) left with fewer faces than their minimum in `r`, each
-        face counted for the part of the input vertex nearest its first corner."""
-        used = np.isin(vparts, np.flatnonzero(among))
-        _, nearest = cKDTree(welded.vertices[used]).query(r.vertices[r.faces[:, 0]]) if len(r.faces) else (None, [])
-        left = np.bincount(vparts[used][nearest], minlength=len(counts))
-        return among & (left < floor)
-
-    small = starved(result, np.ones(len(counts), bool))
+    traced = _PartTracer(welded, labels)
+    current, current_parts = result, traced(result)
+    small = np.bincount(current_parts, minlength=len(counts)) < floor
     if not small.any():
         return result, why
     share = np.minimum(counts, np.maximum(floor, (counts * cfg.target_faces) // len(mesh.faces)))
-    pieces: dict[int, TriMesh] = {}
-
-    def alone(i: int) -> TriMesh:
-        """Part i decimated by itself to its share (kept whole where that is all of it, or where the
-        collapse alone still takes it below its minimum)."""
-        part = _drop_unreferenced(mesh.replace(faces=mesh.faces[labels == i]))
-        if share[i] >= counts[i]:
-            return part
-        piece, _ = one(part, replace(cfg, target_faces=int(share[i]), remesh=False))
-        return piece if len(piece.faces) >= floor[i] else part
-
+    done = np.zeros(len(counts), bool)
+    pieces: list[TriMesh] = []
     rest = None
     for round_ in range(MAX_PART_ROUNDS + 1):
         small |= counts <= counts[small].max()  # parts no larger than a starved one would starve next
         room = cfg.target_faces - int(share[small].sum())
         if round_ == MAX_PART_ROUNDS or room < floor[~small].sum():  # no room for the others' minimums
-            small[:] = True  # (or still starving): every part by itself
-        for i in np.flatnonzero(small):
-            if i not in pieces:
-                pieces[i] = alone(int(i))
+            small[:] = True  # (or still starving): every part apart
+        pieces += _parts_apart(mesh, labels, np.flatnonzero(small & ~done), share, floor, cfg, one, traced)
+        done |= small
         if small.all():
             rest = None
             break
-        others = _drop_unreferenced(mesh.replace(faces=mesh.faces[~small[labels]]))
-        rest, why = one(others, replace(cfg, target_faces=room))
-        more = starved(rest, ~small)
+        # what the parts apart came to (a collapse can stop a little above its target)
+        room = max(cfg.target_faces - sum(len(p.faces) for p in pieces), int(floor[~small].sum()))
+        rest = _faces_of(current, np.flatnonzero(~small[current_parts]))
+        if len(rest.faces) > room:
+            rest, why = one(rest, replace(cfg, target_faces=room, remesh=False))
+        current, current_parts = rest, traced(rest)
+        more = ~small & (np.bincount(current_parts, minlength=len(counts)) < floor)
         if not more.any():
             break
         small |= more
-    kept = ([rest] if rest is not None else []) + [pieces[i] for i in sorted(pieces)]
+    kept = ([rest] if rest is not None else []) + pieces
     if int(share.sum()) > cfg.target_faces or floor.sum() > cfg.target_faces:
         why = f"{len(counts)} separate parts, each kept with at least {MIN_PART_FACES} faces or all of its own"
     return _concat(kept, result), why
+
+
+class _PartTracer:
+    """Which part of a mesh each face of a decimated copy came from: each connected piece of the
+    copy (vertices joined by position) goes to the part that most of its faces' first corners lie
+    nearest (collapse never joins parts). A part the collapse took whole has no piece, even where
+    a neighbour's faces now lie nearer its vertices than to their own."""
+
+    def __init__(self, welded: TriMesh, labels: np.ndarray):
+        from scipy.spatial import cKDTree
+
+        self.parts = vertex_parts(welded.faces, len(welded.vertices))
+        used = self.parts >= 0
+        self.tree, self.used_parts, self.n = cKDTree(welded.vertices[used]), self.parts[used], int(labels.max()) + 1
+
+    def __call__(self, r: TriMesh) -> np.ndarray:
+        """The part [F] of `r`'s faces."""
+        if len(r.faces) == 0:
+            return np.zeros(0, np.int64)
+        w, _ = weld_vertices(TriMesh(r.vertices, r.faces))
+        piece = face_components(w.faces, len(w.vertices))
+        _, nearest = self.tree.query(r.vertices[r.faces[:, 0]])
+        return _piece_parts(piece, self.used_parts[nearest], self.n)[piece]
+
+
+def _piece_parts(piece: np.ndarray, face_part: np.ndarray, n_parts: int) -> np.ndarray:
+    """The part [pieces] of each piece (`piece` [F] its faces' piece): the one most of its faces
+    (`face_part` [F]) vote for."""
+    pair, count = np.unique(piece.astype(np.int64) * n_parts + face_part, return_counts=True)
+    piece_of, part_of = pair // n_parts, pair % n_parts
+    order = np.lexsort((count, piece_of))  # by piece, most-voted part last
+    last = np.r_[piece_of[order][1:] != piece_of[order][:-1], True]
+    out = np.empty(int(piece.max()) + 1, np.int64)
+    out[piece_of[order][last]] = part_of[order][last]
+    return out
+
+
+def _faces_of(mesh: TriMesh, face_index: np.ndarray) -> TriMesh:
+    """The mesh of the faces `face_index` (and only the vertices they use)."""
+    used, inverse = np.unique(mesh.faces[face_index], return_inverse=True)
+    kw = {k: getattr(mesh, k)[used] for k in ("uv", "vertex_colors") if getattr(mesh, k) is not None}
+    return mesh.replace(vertices=mesh.vertices[used], faces=inverse.reshape(-1, 3).astype(np.int32), **kw)
+
+
+def _parts_apart(mesh: TriMesh, labels: np.ndarray, parts: np.ndarray, share: np.ndarray, floor: np.ndarray,
+                 cfg: MeshConfig, one, traced: _PartTracer) -> list[TriMesh]:
+    """`parts` of `mesh` (face `labels`) decimated apart from the rest, each to its `share` and to no
+    fewer than its `floor` faces: parts whose share is all of them kept whole; the others in groups
+    of about one size (bounding-box diagonals within a factor of 2), each group decimated to the sum
+    of its shares; a part the group's collapse still starves is decimated alone, and kept whole
+    where even that takes it below its floor."""
+    from dataclasses import replace
+
+    if len(parts) == 0:
+        return []
+    order = np.argsort(labels, kind="stable")
+    starts = np.r_[0, np.cumsum(np.bincount(labels))]
+    faces_of = lambda group: np.concatenate([order[starts[i]:starts[i + 1]] for i in group])  # noqa: E731
+    whole = parts[share[parts] >= np.bincount(labels)[parts]]
+    out = [_faces_of(mesh, faces_of(whole))] if len(whole) else []
+    cut = np.setdiff1d(parts, whole)
+    if len(cut) == 0:
+        return out
+    corners = mesh.vertices[mesh.faces[faces_of(cut)]].reshape(-1, 3)
+    at = np.cumsum(np.r_[0, 3 * np.bincount(labels)[cut]])[:-1]
+    size = np.linalg.norm(np.maximum.reduceat(corners, at) - np.minimum.reduceat(corners, at), axis=1)
+    group_of = np.floor(np.log2(np.maximum(size, 1e-12))).astype(np.int64)
+    for g in np.unique(group_of):
+        group = cut[group_of == g]
+        piece, _ = one(_faces_of(mesh, faces_of(group)), replace(cfg, target_faces=int(share[group].sum()), remesh=False))
+        got = traced(piece)
+        starved = group[np.bincount(got, minlength=len(share))[group] < floor[group]]
+        if len(starved) < len(group):
+            out.append(_faces_of(piece, np.flatnonzero(~np.isin(got, starved))))
+        for i in starved:
+            part = _faces_of(mesh, faces_of([i]))
+            alone = one(part, replace(cfg, target_faces=int(share[i]), remesh=False))[0] if len(group) > 1 else piece
+            out.append(alone if len(alone.faces) >= floor[i] else part)
+    return out
 
 
 def _concat(pieces: list[TriMesh], like: TriMesh) -> TriMesh:
