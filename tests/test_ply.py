@@ -191,6 +191,25 @@ def test_point_cloud_ply_becomes_small_isotropic_gaussians(tmp_path):
     assert (g.opacities == 1).all() and (g.quats[:, 0] == 1).all()
 
 
+def test_a_large_point_cloud_is_thinned_the_same_way_on_every_read_and_3dgs_files_never(tmp_path, monkeypatch):
+    import o3dcli.io.assets as assets
+
+    rng = np.random.default_rng(0)
+    xyz = rng.random((50, 3))
+    props = [("x", "float"), ("y", "float"), ("z", "float")]
+    path = write_ply(tmp_path / "pc.ply", "binary_little_endian", props, xyz)
+    g = load_gaussians(path, max_points=20)
+    assert len(g) == 20 and torch.equal(g.means, load_gaussians(path, max_points=20).means)
+    rows = {tuple(r) for r in xyz.astype(np.float32).tolist()}
+    assert all(tuple(r) in rows for r in g.means.tolist())  # points of the file, not new ones
+    assert len(load_gaussians(path)) == 50 and len(load_gaussians(path, max_points=50)) == 50
+    splats = tmp_path / "splats.ply"
+    save_gaussians(splats, load_gaussians(path))  # a 3DGS file of the same 50: read whole
+    assert len(load_gaussians(splats, max_points=20)) == 50
+    monkeypatch.setattr(assets, "POINT_CLOUD_MAX_POINTS", 20)  # what o3d mesh and o3d render read
+    assert len(assets.load_asset(path)) == 20 and len(assets.load_asset(splats)) == 50
+
+
 def test_bad_files_raise_ply_error_naming_the_file(tmp_path):
     not_ply = tmp_path / "notes.ply"
     not_ply.write_text("hello world\n")

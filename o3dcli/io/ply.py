@@ -295,8 +295,11 @@ def _point_cloud_scales(means: np.ndarray) -> np.ndarray:
     return np.where(d > 0, d, fallback)
 
 
-def load_gaussians(path: str | os.PathLike, return_info: bool = False):
+def load_gaussians(path: str | os.PathLike, return_info: bool = False, max_points: int | None = None):
     """Read a 3DGS PLY (or a coloured point-cloud PLY) as ``Gaussians`` (float32, CPU).
+
+    ``max_points``: a point cloud with more points is thinned to that many first (a random choice,
+    the same on every read), with a note in the log; 3DGS files are read whole.
 
     With ``return_info`` also returns a dict: ``sh_degree`` (0-3 from the number of
     f_rest properties, -1 if unrecognised), ``dropped_properties`` (vertex properties
@@ -308,10 +311,13 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False):
     path = Path(path)
     v, comments = _read_vertices(path)
     names = v.dtype.names
-    means = _columns(path, v, ["x", "y", "z"])
-    used = {"x", "y", "z", "nx", "ny", "nz"}
     present = [p for p in _GAUSSIAN_PROPS if p in names]
     point_cloud = not present
+    if point_cloud and max_points is not None and len(v) > max_points:
+        log.info("%s: %d points; %d of them are used (a random choice, the same every time)", path, len(v), max_points)
+        v = v[np.sort(np.random.default_rng(0).choice(len(v), max_points, replace=False))]
+    means = _columns(path, v, ["x", "y", "z"])
+    used = {"x", "y", "z", "nx", "ny", "nz"}
     if point_cloud:
         ok = np.isfinite(means).all(1)  # non-finite points are dropped below; the neighbour search needs finite ones
         spacing = np.full(len(means), 0.01)
