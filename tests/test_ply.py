@@ -191,6 +191,19 @@ def test_point_cloud_ply_becomes_small_isotropic_gaussians(tmp_path):
     assert (g.opacities == 1).all() and (g.quats[:, 0] == 1).all()
 
 
+def test_repeated_points_do_not_shrink_a_point_clouds_gaussians(tmp_path):
+    # a cloud written twice over (merged scans): each copy sat at distance 0 from its twin, which
+    # halved (four times over: shrank to the 0.01 fallback) every Gaussian
+    rng = np.random.default_rng(1)
+    xyz = rng.normal(size=(200, 3)) * 10.0
+    props = [("x", "float"), ("y", "float"), ("z", "float")]
+    once = load_gaussians(write_ply(tmp_path / "once.ply", "binary_little_endian", props, xyz))
+    four = load_gaussians(write_ply(tmp_path / "four.ply", "binary_little_endian", props, np.tile(xyz, (4, 1))))
+    assert len(four) == 800
+    np.testing.assert_allclose(four.scales[:200].numpy(), once.scales.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(four.scales[600:].numpy(), once.scales.numpy(), rtol=1e-6)
+
+
 def test_a_large_point_cloud_is_thinned_the_same_way_on_every_read_and_3dgs_files_never(tmp_path, monkeypatch):
     import o3dcli.io.assets as assets
 

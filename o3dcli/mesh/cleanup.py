@@ -21,12 +21,16 @@ STOPS_SHORT = "the simplifier stops where going on would break the surface"
 """Why a decimated mesh has more faces than its target, unless a more particular reason is known."""
 
 
-def _meshset(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None):
+def _meshset(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray | None = None, ids: np.ndarray | None = None):
+    """A MeshSet of one mesh; `ids` [V]: a number per vertex that the collapse carries (pymeshlab's
+    vertex quality), the part each vertex belongs to."""
     import pymeshlab
 
     kw = {}
     if colors is not None:
         kw["v_color_matrix"] = np.concatenate([colors, np.ones((len(colors), 1))], 1).astype(np.float64)
+    if ids is not None:
+        kw["v_scalar_array"] = np.asarray(ids, np.float64)
     ms = pymeshlab.MeshSet()
     ms.add_mesh(pymeshlab.Mesh(vertices.astype(np.float64), faces.astype(np.int32), **kw))
     return ms
@@ -197,9 +201,11 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, keep_faces: bool
     """
     cfg = cfg or MeshConfig()
     one = _simplify_textured if mesh.has_texture else partial(_simplify_plain, keep_faces=keep_faces)
-    result, why = one(mesh, cfg)
-    if len(mesh.faces) > cfg.target_faces:
-        result, why = _keep_parts(mesh, result, why, cfg, one)
+    labels = _part_labels(mesh) if len(mesh.faces) > cfg.target_faces else None
+    if labels is None:
+        result, why, _ = one(mesh, cfg)
+    else:
+        result, why = _keep_parts(mesh, labels, cfg, one)
     _say_if_above(len(result.faces), cfg.target_faces, why)
     return result
 
@@ -212,82 +218,72 @@ whole (measured: 1,000 separate cubes decimated to 2,000 faces kept 501 of them;
 300 beads at 5,000 faces lost two beads, with the report still saying ok)."""
 MAX_PART_ROUNDS = 3
 """`_keep_parts`: how often the parts decimated together are re-run after more of them were starved
-(then every part is decimated by itself)."""
+(then every part is decimated apart)."""
 
 
-def _keep_parts(mesh: TriMesh, result: TriMesh, why: str, cfg: MeshConfig, one) -> tuple[TriMesh, str]:
-    """`result` (`mesh` decimated by `one` to cfg.target_faces) with no separate part of `mesh`
-    below MIN_PART_FACES (or its own count). Where the collapse starved parts, they and every part
-    with no more faces than one of them are decimated apart from the others, each to its share of
-    the target (proportional to its faces, at least its minimum): parts of about one size together
-    (`_parts_apart`), since parts alike are collapsed evenly. The other parts keep what the collapse
-    made of them, decimated further to what is left of the target; parts starved in that join the
-    first set, at most MAX_PART_ROUNDS times, then every part is decimated apart. When the minimums
-    exceed the target, the result is above it (said by the caller, with `why`)."""
-    from dataclasses import replace
-
+def _part_labels(mesh: TriMesh) -> np.ndarray | None:
+    """The separate part [F] of each face (vertices joined by position: a texture's seams part
+    nothing), or None for a mesh of one part."""
     welded, _ = weld_vertices(mesh)
     labels = face_components(welded.faces, len(welded.vertices))
+    return labels if len(labels) and labels.max() > 0 else None
+
+
+def _vertex_ids(mesh: TriMesh, face_ids: np.ndarray) -> np.ndarray:
+    """Per-vertex ids [V] from per-face ids [F] (the faces at a vertex share its part)."""
+    ids = np.zeros(len(mesh.vertices), np.int64)
+    ids[mesh.faces.reshape(-1)] = np.repeat(face_ids, 3)
+    return ids
+
+
+def _keep_parts(mesh: TriMesh, labels: np.ndarray, cfg: MeshConfig, one) -> tuple[TriMesh, str]:
+    """`mesh` (with separate parts `labels` [F]) decimated by `one` to cfg.target_faces, no part
+    below MIN_PART_FACES (or its own count). Each vertex carries its part through the collapse,
+    so every face of a result is known to be its part's. Where the collapse starved parts, they
+    and every part with no more faces than one of them are decimated apart from the others, each
+    to its share of the target (proportional to its faces, at least its minimum): parts of about
+    one size together (`_parts_apart`), since parts alike are collapsed evenly. The other parts
+    keep what the collapse made of them, decimated further to what is left of the target; parts
+    starved in that join the first set, at most MAX_PART_ROUNDS times, then every part is
+    decimated apart. When the minimums exceed the target, the result is above it (said by the
+    caller, with the reason returned)."""
+    from dataclasses import replace
+
     counts = np.bincount(labels)
-    if len(counts) == 1:
-        return result, why
     floor = np.minimum(counts, MIN_PART_FACES)
-    traced = _PartTracer(welded, labels)
-    current, current_parts = result, traced(result)
+    current, why, current_parts = one(mesh, cfg, _vertex_ids(mesh, labels))
     small = np.bincount(current_parts, minlength=len(counts)) < floor
     if not small.any():
-        return result, why
+        return current, why
+    result = current
     share = np.minimum(counts, np.maximum(floor, (counts * cfg.target_faces) // len(mesh.faces)))
     done = np.zeros(len(counts), bool)
     pieces: list[TriMesh] = []
     rest = None
     for round_ in range(MAX_PART_ROUNDS + 1):
         small |= counts <= counts[small].max()  # parts no larger than a starved one would starve next
-        room = cfg.target_faces - int(share[small].sum())
-        if round_ == MAX_PART_ROUNDS or room < floor[~small].sum():  # no room for the others' minimums
-            small[:] = True  # (or still starving): every part apart
-        pieces += _parts_apart(mesh, labels, np.flatnonzero(small & ~done), share, floor, cfg, one, traced)
+        if round_ == MAX_PART_ROUNDS or cfg.target_faces - int(share[small].sum()) < floor[~small].sum():
+            small[:] = True  # no room for the others' minimums (or still starving): every part apart
+        pieces += _parts_apart(mesh, labels, np.flatnonzero(small & ~done), share, floor, cfg, one)
         done |= small
         if small.all():
             rest = None
             break
         # what the parts apart came to (a collapse can stop a little above its target)
         room = max(cfg.target_faces - sum(len(p.faces) for p in pieces), int(floor[~small].sum()))
-        rest = _faces_of(current, np.flatnonzero(~small[current_parts]))
+        kept = np.flatnonzero(~small[current_parts])
+        rest, rest_parts = _faces_of(current, kept), current_parts[kept]
         if len(rest.faces) > room:
-            rest, why = one(rest, replace(cfg, target_faces=room, remesh=False))
-        current, current_parts = rest, traced(rest)
+            rest, why, rest_parts = one(rest, replace(cfg, target_faces=room, remesh=False), _vertex_ids(rest, rest_parts))
+        current, current_parts = rest, rest_parts
         more = ~small & (np.bincount(current_parts, minlength=len(counts)) < floor)
         if not more.any():
             break
         small |= more
-    kept = ([rest] if rest is not None else []) + pieces
+    kept_meshes = ([rest] if rest is not None else []) + pieces
     if int(share.sum()) > cfg.target_faces or floor.sum() > cfg.target_faces:
         why = f"{len(counts)} separate parts, each kept with at least {MIN_PART_FACES} faces or all of its own"
-    return _concat(kept, result), why
-
-
-class _PartTracer:
-    """Which part of a mesh each face of a decimated copy came from: each connected piece of the
-    copy (vertices joined by position) goes to the part that most of its faces' first corners lie
-    nearest (collapse never joins parts). A part the collapse took whole has no piece, even where
-    a neighbour's faces now lie nearer its vertices than to their own."""
-
-    def __init__(self, welded: TriMesh, labels: np.ndarray):
-        from scipy.spatial import cKDTree
-
-        self.parts = vertex_parts(welded.faces, len(welded.vertices))
-        used = self.parts >= 0
-        self.tree, self.used_parts, self.n = cKDTree(welded.vertices[used]), self.parts[used], int(labels.max()) + 1
-
-    def __call__(self, r: TriMesh) -> np.ndarray:
-        """The part [F] of `r`'s faces."""
-        if len(r.faces) == 0:
-            return np.zeros(0, np.int64)
-        w, _ = weld_vertices(TriMesh(r.vertices, r.faces))
-        piece = face_components(w.faces, len(w.vertices))
-        _, nearest = self.tree.query(r.vertices[r.faces[:, 0]])
-        return _piece_parts(piece, self.used_parts[nearest], self.n)[piece]
+    return _concat(kept_meshes, result), why
 
 
 def _piece_parts(piece: np.ndarray, face_part: np.ndarray, n_parts: int) -> np.ndarray:
@@ -303,46 +299,83 @@ def _piece_parts(piece: np.ndarray, face_part: np.ndarray, n_parts: int) -> np.n
 
 
 def _faces_of(mesh: TriMesh, face_index: np.ndarray) -> TriMesh:
-    """The mesh of the faces `face_index` (and only the vertices they use)."""
+    """The mesh of the faces `face_index`, in that order (and only the vertices they use)."""
     used, inverse = np.unique(mesh.faces[face_index], return_inverse=True)
     kw = {k: getattr(mesh, k)[used] for k in ("uv", "vertex_colors") if getattr(mesh, k) is not None}
     return mesh.replace(vertices=mesh.vertices[used], faces=inverse.reshape(-1, 3).astype(np.int32), **kw)
 
 
 def _parts_apart(mesh: TriMesh, labels: np.ndarray, parts: np.ndarray, share: np.ndarray, floor: np.ndarray,
-                 cfg: MeshConfig, one, traced: _PartTracer) -> list[TriMesh]:
-    """`parts` of `mesh` (face `labels`) decimated apart from the rest, each to its `share` and to no
-    fewer than its `floor` faces: parts whose share is all of them kept whole; the others in groups
-    of about one size (bounding-box diagonals within a factor of 2), each group decimated to the sum
-    of its shares; a part the group's collapse still starves is decimated alone, and kept whole
-    where even that takes it below its floor."""
+                 cfg: MeshConfig, one) -> list[TriMesh]:
+    """`parts` of `mesh` (face `labels`) decimated apart from the rest, each to about its `share`
+    and to no fewer than its `floor` faces: parts whose share is all of them kept whole; the others
+    in groups of about one size (bounding-box diagonals within a factor of 2), each group decimated
+    to the sum of its shares. A part the group's collapse still starves is decimated alone (kept
+    whole where even that takes it below its floor), and the group's others are decimated further
+    to what that leaves of the group's shares, in rounds while that starves more; a group still
+    above its shares after MAX_PART_ROUNDS has each of its parts decimated alone."""
     from dataclasses import replace
 
     if len(parts) == 0:
         return []
+    count = np.bincount(labels)
     order = np.argsort(labels, kind="stable")
-    starts = np.r_[0, np.cumsum(np.bincount(labels))]
+    starts = np.r_[0, np.cumsum(count)]
     faces_of = lambda group: np.concatenate([order[starts[i]:starts[i + 1]] for i in group])  # noqa: E731
-    whole = parts[share[parts] >= np.bincount(labels)[parts]]
+    whole = parts[share[parts] >= count[parts]]
     out = [_faces_of(mesh, faces_of(whole))] if len(whole) else []
     cut = np.setdiff1d(parts, whole)
     if len(cut) == 0:
         return out
     corners = mesh.vertices[mesh.faces[faces_of(cut)]].reshape(-1, 3)
-    at = np.cumsum(np.r_[0, 3 * np.bincount(labels)[cut]])[:-1]
+    at = np.cumsum(np.r_[0, 3 * count[cut]])[:-1]
     size = np.linalg.norm(np.maximum.reduceat(corners, at) - np.minimum.reduceat(corners, at), axis=1)
     group_of = np.floor(np.log2(np.maximum(size, 1e-12))).astype(np.int64)
+
+    def decimated(sub: TriMesh, sub_parts: np.ndarray, target: int) -> tuple[TriMesh, np.ndarray]:
+        out_mesh, _, out_parts = one(sub, replace(cfg, target_faces=int(target), remesh=False), _vertex_ids(sub, sub_parts))
+        return out_mesh, out_parts
+
+    def alone(i: int) -> TriMesh:
+        """Part i decimated by itself to its share; whole where even that starves it."""
+        part = _faces_of(mesh, faces_of([i]))
+        piece, _ = decimated(part, np.full(len(part.faces), i), share[i])
+        return piece if len(piece.faces) >= floor[i] else part
+
     for g in np.unique(group_of):
         group = cut[group_of == g]
-        piece, _ = one(_faces_of(mesh, faces_of(group)), replace(cfg, target_faces=int(share[group].sum()), remesh=False))
-        got = traced(piece)
-        starved = group[np.bincount(got, minlength=len(share))[group] < floor[group]]
-        if len(starved) < len(group):
-            out.append(_faces_of(piece, np.flatnonzero(~np.isin(got, starved))))
-        for i in starved:
-            part = _faces_of(mesh, faces_of([i]))
-            alone = one(part, replace(cfg, target_faces=int(share[i]), remesh=False))[0] if len(group) > 1 else piece
-            out.append(alone if len(alone.faces) >= floor[i] else part)
+        if len(group) == 1:
+            out.append(alone(int(group[0])))
+            continue
+        # the group's collapse, run again on what it made while it starves parts: those go alone
+        # and the others pay for them, until none starves (after MAX_PART_ROUNDS: the last result
+        # in which none did)
+        index = faces_of(group)
+        members, sub, sub_parts = group, _faces_of(mesh, index), labels[index]
+        apart: list[TriMesh] = []
+        kept = None
+        for _ in range(MAX_PART_ROUNDS + 1):
+            budget = int(share[group].sum()) - sum(len(p.faces) for p in apart)
+            if kept is not None and (len(kept.faces) <= budget or budget < floor[members].sum()):
+                break
+            piece, piece_parts = decimated(sub, sub_parts, budget)
+            got = np.bincount(piece_parts, minlength=len(count))
+            starved = members[got[members] < floor[members]]
+            if len(starved) == 0:
+                kept = piece
+                break
+            apart += [alone(int(i)) for i in starved]
+            members = np.setdiff1d(members, starved)
+            remain = np.flatnonzero(~np.isin(piece_parts, starved))
+            sub, sub_parts = _faces_of(piece, remain), piece_parts[remain]
+            kept = sub
+            if len(members) == 0:
+                break
+        budget = int(share[group].sum()) - sum(len(p.faces) for p in apart)
+        if len(members) and len(kept.faces) > budget >= floor[members].sum():  # still above: each alone
+            apart += [alone(int(i)) for i in members]
+            kept = None
+        out += ([kept] if kept is not None and len(kept.faces) else []) + apart
     return out
 
 
@@ -361,10 +394,11 @@ def _concat(pieces: list[TriMesh], like: TriMesh) -> TriMesh:
                         faces=np.concatenate([p.faces + o for p, o in zip(pieces, offsets)]).astype(np.int32), **kw)
 
 
-def _simplify_plain(mesh: TriMesh, cfg: MeshConfig, keep_faces: bool) -> tuple[TriMesh, str]:
-    """`simplify_mesh` of an untextured mesh, decimated as one: the mesh and why it is above the
-    target if it is."""
-    ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors)
+def _simplify_plain(mesh: TriMesh, cfg: MeshConfig, ids: np.ndarray | None = None,
+                    keep_faces: bool = False) -> tuple[TriMesh, str, np.ndarray | None]:
+    """`simplify_mesh` of an untextured mesh, decimated as one: the mesh, why it is above the
+    target if it is, and with `ids` [V] (each vertex's part) the part [F] of each of its faces."""
+    ms = _meshset(mesh.vertices, mesh.faces, mesh.vertex_colors, ids)
     _repair(ms, keep_faces)
     closed = _is_closed_manifold(ms)
     m = ms.current_mesh()
@@ -376,7 +410,8 @@ def _simplify_plain(mesh: TriMesh, cfg: MeshConfig, keep_faces: bool) -> tuple[T
         ms.meshing_isotropic_explicit_remeshing(iterations=3, targetlen=pymeshlab.PureValue(cfg.remesh_edge_ratio * diag))
     why = STOPS_SHORT
     m = ms.current_mesh()  # kept as arrays for a second try below (a copy in the MeshSet costs 7x more)
-    undecimated = m.vertex_matrix(), m.face_matrix(), m.vertex_color_matrix()[:, :3] if m.has_vertex_color() else None
+    undecimated = (m.vertex_matrix(), m.face_matrix(), m.vertex_color_matrix()[:, :3] if m.has_vertex_color() else None,
+                   m.vertex_scalar_array() if ids is not None else None)
     _decimate(ms, cfg.target_faces)
     ms.meshing_remove_unreferenced_vertices()
     if closed and cfg.max_hole_edges > 0 and not _is_closed_manifold(ms) and not _reclose(ms, max(cfg.max_hole_edges, 16)):
@@ -399,11 +434,14 @@ def _simplify_plain(mesh: TriMesh, cfg: MeshConfig, keep_faces: bool) -> tuple[T
     keep = split_off_faces(m.face_matrix(), m.vertex_matrix(), *before)
     if keep is not None:
         colors = m.vertex_color_matrix()[:, :3] if mesh.vertex_colors is not None and m.has_vertex_color() else None
-        ms = _meshset(m.vertex_matrix(), m.face_matrix()[keep], colors)
+        ms = _meshset(m.vertex_matrix(), m.face_matrix()[keep], colors, m.vertex_scalar_array() if ids is not None else None)
         ms.meshing_remove_unreferenced_vertices()
     result = _result(ms, mesh, mesh.vertex_colors is not None)
+    parts = None
+    if ids is not None:
+        parts = np.rint(ms.current_mesh().vertex_scalar_array()).astype(np.int64)[result.faces[:, 0]]
     # after the pockets are gone: a vertex split only for a pocket dropped since stays where it was
-    return result.replace(vertices=part_copies(result.vertices, result.faces)), why
+    return result.replace(vertices=part_copies(result.vertices, result.faces)), why, parts
 
 
 def _say_if_above(faces: int, target: int, why: str) -> None:
@@ -445,13 +483,17 @@ def _reclose(ms, max_hole_edges: int, attempts: int = 3) -> bool:
     return False
 
 
-def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> tuple[TriMesh, str]:
+def _simplify_textured(mesh: TriMesh, cfg: MeshConfig,
+                       ids: np.ndarray | None = None) -> tuple[TriMesh, str, np.ndarray | None]:
     """Texture-aware quadric collapse: UV seams are stored per face corner (wedges) so the
-    collapse sees one connected surface and keeps each corner's texture coordinate.
+    collapse sees one connected surface and keeps each corner's texture coordinate. Returns the
+    mesh, why it is above the target if it is, and with `ids` [V] (each vertex's part) the part
+    [F] of each of its faces.
 
     The mesh goes in through a temporary OBJ (welded positions, one vt per corner):
     pymeshlab's texture-aware collapse needs per-wedge texture indices, which only its
-    file importers set (a Mesh built from arrays is refused as "faces without texture").
+    file importers set (a Mesh built from arrays is refused as "faces without texture"). The ids
+    go in as the OBJ's vertex colours, three bytes each, which the collapse carries unchanged.
     """
     import tempfile
     from pathlib import Path
@@ -467,7 +509,15 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> tuple[TriMesh, str]:
         (Path(tmp) / "mesh.mtl").write_text("newmtl m\nKd 1 1 1\nmap_Kd tex.png\n")
         v1, t1 = old_to_new[mesh.faces] + 1, mesh.faces + 1
         lines = ["mtllib mesh.mtl"]
-        lines += [f"v {a:.9g} {b:.9g} {c:.9g}" for a, b, c in welded.vertices.tolist()]
+        if ids is None:
+            lines += [f"v {a:.9g} {b:.9g} {c:.9g}" for a, b, c in welded.vertices.tolist()]
+        else:
+            welded_ids = np.zeros(len(welded.vertices), np.int64)
+            welded_ids[old_to_new] = ids
+            # a byte b written as (b + 0.5) / 255: the importer truncates to bytes
+            rgb = (np.stack([welded_ids >> 16, welded_ids >> 8, welded_ids], 1) & 255) + 0.5
+            lines += [f"v {a:.9g} {b:.9g} {c:.9g} {r / 255:.6f} {g / 255:.6f} {u / 255:.6f}"
+                      for (a, b, c), (r, g, u) in zip(welded.vertices.tolist(), rgb.tolist())]
         lines += [f"vt {u:.9g} {v:.9g}" for u, v in mesh.uv.tolist()]
         lines.append("usemtl m")
         lines += [f"f {a}/{d} {b}/{e} {c}/{f}" for (a, b, c), (d, e, f) in zip(v1.tolist(), t1.tolist())]
@@ -491,7 +541,12 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig) -> tuple[TriMesh, str]:
         # the collapse can move a border corner a little past the atlas (seen: u = 1.0001); where
         # the input's UVs were all in it (an atlas, not a tiled texture), they stay in it
         wedges = np.clip(wedges, 0.0, 1.0)
-    return split_wedges(m.vertex_matrix(), faces, wedges, mesh.texture, mesh.material_color, **mesh.material_style), STOPS_SHORT
+    parts = None
+    if ids is not None:
+        rgb = np.rint(m.vertex_color_matrix()[:, :3] * 255).astype(np.int64)
+        parts = ((rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2])[faces[:, 0]]
+    return (split_wedges(m.vertex_matrix(), faces, wedges, mesh.texture, mesh.material_color, **mesh.material_style),
+            STOPS_SHORT, parts)
 
 
 def split_wedges(vertices, faces, wedge_uv, texture, material_color=None, **style) -> TriMesh:
