@@ -757,3 +757,54 @@ def test_boxes_of_several_sizes_meet_a_target_their_minimums_leave_room_for(capl
     counts = _parts(out)
     assert len(counts) == 300 and counts.min() >= MIN_PART_FACES
     assert len(out.faces) <= 1260 and "above the target" not in caplog.text
+
+
+def test_part_ids_pass_through_the_textured_collapse_whatever_their_bytes():
+    # ids go through the OBJ importer as vertex colours, a byte each: 255 was written as 255.5 / 255,
+    # above 1, which made the importer read all three channels as 0-255 (255 -> 1, 65535 -> 257)
+    from o3dcli.mesh.cleanup import _simplify_textured
+
+    ids = [0, 1, 255, 256, 511, 65280, 65535, 70000, (1 << 24) - 1]
+    verts, faces = [], []
+    for k, _ in enumerate(ids):
+        v, f = _tetra((3.0 * k, 0.0, 0.0), 1.0)
+        faces.append(f + 4 * k)
+        verts.append(v)
+    verts = np.concatenate(verts).astype(np.float32)
+    mesh = TriMesh(verts, np.concatenate(faces).astype(np.int32), uv=verts[:, :2] / verts[:, :2].max(),
+                   texture=np.full((4, 4, 3), 90, np.uint8))
+    out, _, parts = _simplify_textured(mesh, MeshConfig(target_faces=1000), np.repeat(ids, 4))
+    centres = out.vertices[out.faces].mean(1)
+    assert np.array_equal(parts, np.array(ids)[np.round(centres[:, 0] / 3.0).astype(int)])
+
+
+def test_shares_are_proportional_above_each_parts_minimum_and_fill_the_target():
+    from o3dcli.mesh.cleanup import _shares
+
+    counts = np.array([20480, 5120, 1280, 80, 80, 20, 3])
+    floor = np.minimum(counts, 4)
+    share = _shares(counts, floor, 600)
+    assert (share >= floor).all() and (share <= counts).all() and share.sum() <= 600 and share.sum() >= 590
+    assert share[0] > share[1] > share[2] > share[3]  # the larger, the more
+    assert _shares(counts, floor, 20).tolist() == floor.tolist()  # the minimums fill it: each at its own
+
+
+def test_a_large_part_gets_the_room_its_small_neighbours_leave(caplog):
+    # a ball of 20,480 faces and 400 separate icosahedra of several sizes to 4,000: the first
+    # collapse spent most of the target on the icosahedra; set apart at their share, they left
+    # room the ball, keeping what that collapse had given it, never used
+    import trimesh
+
+    from o3dcli.mesh.cleanup import simplify_mesh
+
+    rng = np.random.default_rng(1)
+    shapes = [trimesh.creation.icosphere(5, radius=3.0)]
+    for k in range(400):
+        ico = trimesh.creation.icosphere(0, radius=0.05 + 0.15 * rng.random())
+        ico.apply_translation((4 + 0.5 * (k % 20), 0.5 * (k // 20), 0))
+        shapes.append(ico)
+    joined = trimesh.util.concatenate(shapes)
+    mesh = TriMesh(joined.vertices.astype(np.float32), joined.faces.astype(np.int32))
+    out = simplify_mesh(mesh, MeshConfig(target_faces=4000))
+    counts = _parts(out)
+    assert len(counts) == 401 and 0.9 * 4000 <= len(out.faces) <= 4000, len(out.faces)

@@ -202,6 +202,10 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, keep_faces: bool
     cfg = cfg or MeshConfig()
     one = _simplify_textured if mesh.has_texture else partial(_simplify_plain, keep_faces=keep_faces)
     labels = _part_labels(mesh) if len(mesh.faces) > cfg.target_faces else None
+    if labels is not None and mesh.has_texture and labels.max() >= MAX_TEXTURED_PARTS:
+        log.warning("%d separate parts: more than decimation can keep apart in a textured mesh (%d); they are "
+                    "decimated as one, and small ones may go", labels.max() + 1, MAX_TEXTURED_PARTS)
+        labels = None
     if labels is None:
         result, why, _ = one(mesh, cfg)
     else:
@@ -216,6 +220,8 @@ smallest closed shape), or all of its own where it has fewer. Quadric collapse a
 collapses of the whole mesh by the error they add, and a small part's are the cheapest: it went
 whole (measured: 1,000 separate cubes decimated to 2,000 faces kept 501 of them; a sphere with
 300 beads at 5,000 faces lost two beads, with the report still saying ok)."""
+MAX_TEXTURED_PARTS = 1 << 24
+"""A textured mesh's part ids go through the collapse as three bytes of vertex colour."""
 MAX_PART_ROUNDS = 3
 """`_keep_parts`: how often the parts decimated together are re-run after more of them were starved
 (then every part is decimated apart)."""
@@ -251,12 +257,13 @@ def _keep_parts(mesh: TriMesh, labels: np.ndarray, cfg: MeshConfig, one) -> tupl
 
     counts = np.bincount(labels)
     floor = np.minimum(counts, MIN_PART_FACES)
+    too_many = f"{len(counts)} separate parts, each kept with at least {MIN_PART_FACES} faces or all of its own"
     current, why, current_parts = one(mesh, cfg, _vertex_ids(mesh, labels))
     small = np.bincount(current_parts, minlength=len(counts)) < floor
     if not small.any():
-        return current, why
+        return current, too_many if floor.sum() > cfg.target_faces else why
     result = current
-    share = np.minimum(counts, np.maximum(floor, (counts * cfg.target_faces) // len(mesh.faces)))
+    share = _shares(counts, floor, cfg.target_faces)
     done = np.zeros(len(counts), bool)
     pieces: list[TriMesh] = []
     rest = None
@@ -275,15 +282,40 @@ def _keep_parts(mesh: TriMesh, labels: np.ndarray, cfg: MeshConfig, one) -> tupl
         rest, rest_parts = _faces_of(current, kept), current_parts[kept]
         if len(rest.faces) > room:
             rest, why, rest_parts = one(rest, replace(cfg, target_faces=room, remesh=False), _vertex_ids(rest, rest_parts))
+        elif len(rest.faces) < REBUILD_BELOW * room and len(rest.faces) < counts[~small].sum():
+            # the first collapse left these parts far less than there is room for: made again from the input
+            index = np.flatnonzero(~small[labels])
+            others = _faces_of(mesh, index)
+            rest, why, rest_parts = one(others, replace(cfg, target_faces=room), _vertex_ids(others, labels[index]))
         current, current_parts = rest, rest_parts
         more = ~small & (np.bincount(current_parts, minlength=len(counts)) < floor)
         if not more.any():
             break
         small |= more
     kept_meshes = ([rest] if rest is not None else []) + pieces
-    if int(share.sum()) > cfg.target_faces or floor.sum() > cfg.target_faces:
-        why = f"{len(counts)} separate parts, each kept with at least {MIN_PART_FACES} faces or all of its own"
-    return _concat(kept_meshes, result), why
+    return _concat(kept_meshes, result), too_many if floor.sum() > cfg.target_faces else why
+
+
+REBUILD_BELOW = 0.9
+"""`_keep_parts`: parts the first collapse left with fewer than this fraction of the room they now
+have are decimated again from the input (the starved ones took less than the collapse gave up)."""
+
+
+def _shares(counts: np.ndarray, floor: np.ndarray, target: int) -> np.ndarray:
+    """Each part's share [P] of `target` faces: proportional to its faces, no less than its `floor`
+    (those set at their floor, the others share what is left, until none falls below); every part
+    at its floor where the floors fill the target."""
+    fixed = np.zeros(len(counts), bool)
+    while True:
+        room = target - int(floor[fixed].sum())
+        free = counts[~fixed].sum()
+        if free == 0 or room <= 0:
+            return floor.copy()
+        share = np.where(fixed, floor, np.minimum(counts, (counts * room) // free))
+        below = ~fixed & (share < floor)
+        if not below.any():
+            return np.maximum(share, floor)
+        fixed |= below
 
 
 def _piece_parts(piece: np.ndarray, face_part: np.ndarray, n_parts: int) -> np.ndarray:
@@ -337,10 +369,13 @@ def _parts_apart(mesh: TriMesh, labels: np.ndarray, parts: np.ndarray, share: np
         return out_mesh, out_parts
 
     def alone(i: int) -> TriMesh:
-        """Part i decimated by itself to its share; whole where even that starves it."""
+        """Part i decimated by itself to its share; whole where even that starves it (a part of
+        zero area, which the repair removes: its first `floor` faces)."""
         part = _faces_of(mesh, faces_of([i]))
         piece, _ = decimated(part, np.full(len(part.faces), i), share[i])
-        return piece if len(piece.faces) >= floor[i] else part
+        if len(piece.faces) >= floor[i]:
+            return piece
+        return _faces_of(part, np.arange(floor[i])) if part.area() == 0 else part
 
     for g in np.unique(group_of):
         group = cut[group_of == g]
@@ -515,7 +550,8 @@ def _simplify_textured(mesh: TriMesh, cfg: MeshConfig,
             welded_ids = np.zeros(len(welded.vertices), np.int64)
             welded_ids[old_to_new] = ids
             # a byte b written as (b + 0.5) / 255: the importer truncates to bytes
-            rgb = (np.stack([welded_ids >> 16, welded_ids >> 8, welded_ids], 1) & 255) + 0.5
+            # (a colour above 1 makes the importer read all three as 0-255: 255 is written as 1)
+            rgb = np.minimum((np.stack([welded_ids >> 16, welded_ids >> 8, welded_ids], 1) & 255) + 0.5, 255.0)
             lines += [f"v {a:.9g} {b:.9g} {c:.9g} {r / 255:.6f} {g / 255:.6f} {u / 255:.6f}"
                       for (a, b, c), (r, g, u) in zip(welded.vertices.tolist(), rgb.tolist())]
         lines += [f"vt {u:.9g} {v:.9g}" for u, v in mesh.uv.tolist()]
