@@ -249,10 +249,11 @@ def _keep_parts(mesh: TriMesh, labels: np.ndarray, cfg: MeshConfig, one) -> tupl
     and every part with no more faces than one of them are decimated apart from the others, each
     to its share of the target (proportional to its faces, at least its minimum): parts of about
     one size together (`_parts_apart`), since parts alike are collapsed evenly. The other parts
-    keep what the collapse made of them, decimated further to what is left of the target; parts
-    starved in that join the first set, at most MAX_PART_ROUNDS times, then every part is
-    decimated apart. When the minimums exceed the target, the result is above it (said by the
-    caller, with the reason returned)."""
+    keep what the collapse made of them, decimated further to what is left of the target (or made
+    again from the input where the collapse left them far under it, REBUILD_BELOW); parts starved
+    in that join the first set, at most MAX_PART_ROUNDS times, then every part is decimated apart.
+    When the minimums exceed the target, the result is above it (said by the caller, with the
+    reason returned)."""
     from dataclasses import replace
 
     counts = np.bincount(labels)
