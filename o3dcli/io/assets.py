@@ -40,8 +40,8 @@ def is_gaussian_ply(path: Path) -> bool:
 
 
 POINT_CLOUD_MAX_POINTS = 500_000
-"""A point cloud with more points is meshed and drawn from this many, chosen at random: about what a
-mesh of o3d's grid (mesh.resolution 256) and a 1024 px texture can show. Measured on 2 cores,
+"""A point cloud with more points is meshed and drawn from this many, chosen at random: more than a
+mesh of o3d's grid (mesh.resolution, 128 by default) and a 1024 px texture can show. Measured on 2 cores,
 o3d mesh of a box and a ball: 1,000,000 points took 71 s and 4.1 GB, 3,000,000 took 202 s and
 10.8 GB (most in the bake, which draws every point); 500,000 of the 3,000,000 took 43 s and 3.3 GB,
 their mesh as close to the true surface (0.0015 mean, 0.0027 at the 95th percentile, for a 1-unit
