@@ -16,11 +16,15 @@ class AssetError(ValueError):
     """The path is not an asset o3d can open; the message says why."""
 
 
-def _ply_header(path: Path) -> tuple[set[bytes], dict[bytes, int]] | None:
-    """A PLY's property names and element counts ({b"vertex": 1000, b"face": 0}), or None when the
-    file does not start as a PLY with a whole header in its first 64 KiB."""
+def _ply_head(path: Path) -> bytes:
+    """A file's first 64 KiB, where o3d looks for a PLY's whole header."""
     with open(path, "rb") as f:
-        head = f.read(65536)
+        return f.read(65536)
+
+
+def _ply_header(head: bytes) -> tuple[set[bytes], dict[bytes, int]] | None:
+    """A PLY's property names and element counts ({b"vertex": 1000, b"face": 0}) from its first
+    bytes (`_ply_head`), or None when they do not start as a PLY with a whole header."""
     end = head.find(b"end_header")
     if not head.startswith(b"ply") or end < 0:
         return None
@@ -33,10 +37,20 @@ def _ply_header(path: Path) -> tuple[set[bytes], dict[bytes, int]] | None:
     return props, counts
 
 
+def _has_gaussians(header: tuple[set[bytes], dict[bytes, int]] | None) -> bool:
+    return header is not None and {b"opacity", b"scale_0", b"rot_0"} <= header[0]
+
+
+def _has_points_only(header: tuple[set[bytes], dict[bytes, int]] | None) -> bool:
+    if header is None:
+        return False
+    props, counts = header
+    return counts.get(b"vertex", 0) > 0 and not counts.get(b"face", 0) and {b"x", b"y", b"z"} <= props
+
+
 def is_gaussian_ply(path: Path) -> bool:
     """True when a PLY's header has 3D Gaussian Splatting properties (opacity, scales, colour DC)."""
-    header = _ply_header(path)
-    return header is not None and {b"opacity", b"scale_0", b"rot_0"} <= header[0]
+    return _has_gaussians(_ply_header(_ply_head(path)))
 
 
 POINT_CLOUD_MAX_POINTS = 500_000
@@ -50,11 +64,7 @@ object) as the one from all 3,000,000."""
 
 def is_point_cloud_ply(path: Path) -> bool:
     """True when a PLY holds points and no faces (a scan's or photogrammetry's point cloud)."""
-    header = _ply_header(path)
-    if header is None:
-        return False
-    props, counts = header
-    return counts.get(b"vertex", 0) > 0 and not counts.get(b"face", 0) and {b"x", b"y", b"z"} <= props
+    return _has_points_only(_ply_header(_ply_head(path)))
 
 
 def resolve_asset_path(path: Path) -> Path:
@@ -168,16 +178,17 @@ def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
     from o3dcli.io.mesh import load_mesh
 
     path = resolve_asset_path(path)
+    header = None
     if path.is_file() and path.suffix.lower() == ".ply":
-        with open(path, "rb") as f:
-            head = f.read(65536)
+        head = _ply_head(path)
         if head.startswith(b"ply") and b"end_header" not in head:
             raise AssetError(f"{path}: PLY header has no 'end_header' line (truncated or not a PLY file)")
-    if path.is_file() and path.suffix.lower() == ".ply" and is_gaussian_ply(path):
+        header = _ply_header(head)
+    if _has_gaussians(header):
         from o3dcli.io.ply import load_gaussians
 
         return load_gaussians(path)
-    if path.is_file() and path.suffix.lower() == ".ply" and is_point_cloud_ply(path):
+    if _has_points_only(header):
         from o3dcli.io.ply import load_gaussians
 
         # points become small round Gaussians (o3dcli.io.ply), which o3d mesh meshes and o3d render draws

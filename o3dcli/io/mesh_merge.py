@@ -11,6 +11,7 @@ import logging
 import numpy as np
 
 from o3dcli.geometry.mesh import TriMesh, scale_texture
+from o3dcli.mesh.cleanup import split_wedges
 
 log = logging.getLogger("o3d")
 
@@ -75,12 +76,9 @@ def _wrap_faces(part: TriMesh, reps: np.ndarray) -> TriMesh:
         log.warning("a texture repeated %d x %d times beside other materials: %d of its %d faces cross the edge of a "
                     "repeat and show the wrong part of it (one texture holds all materials, and a texture is tiled "
                     "in it at most %d times)", reps[0], reps[1], across, len(part.faces), MAX_REPEAT)
-    keys = np.concatenate([part.faces.reshape(-1, 1).astype(np.float64), np.clip(local, 0.0, 1.0).reshape(-1, 2)], 1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    used = uniq[:, 0].astype(np.int64)
-    colours = {} if part.vertex_colors is None else {"vertex_colors": part.vertex_colors[used]}
-    return part.replace(vertices=part.vertices[used], faces=inverse.reshape(-1, 3).astype(np.int32),
-                        uv=uniq[:, 1:].astype(np.float32), **colours)
+    # vertex colours are not kept: a merge with textures draws only the atlas
+    return split_wedges(part.vertices, part.faces, np.clip(local, 0.0, 1.0), part.texture, part.material_color,
+                        **part.material_style)
 
 
 def merge_parts(parts: list[TriMesh]) -> TriMesh:
