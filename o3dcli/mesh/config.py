@@ -84,11 +84,11 @@ class MeshConfig:
     formats: tuple[str, ...] = DEFAULT_FORMATS
     """Files to write, any of: "glb" (glTF binary, PBR base colour), "obj" (+ .mtl + .png), "usdz" (USD package for Apple Quick Look / AR and USD tools), "stl" (binary STL for 3D printing: shape only, Z up, in millimetres, see stl_size_mm)."""
     texture_format: Literal["png", "jpeg"] = "png"
-    """Image format of the texture in glb, obj and usdz files: "png" (lossless) or "jpeg" (about a third of the size for a baked 1024 px texture at quality 90; the example assets' GLBs about a quarter smaller). A texture with alpha (cut-outs, see-through parts: `o3d mesh` inputs) always stays PNG, which JPEG cannot hold."""
+    """Image format of the texture in glb, obj and usdz files: "png" (lossless) or "jpeg" (less than half the size for a baked 1024 px texture at quality 90: 0.42-0.46 of it on the example assets, whose GLBs are a quarter smaller). A texture with alpha (cut-outs, see-through parts: `o3d mesh` inputs) always stays PNG, which JPEG cannot hold."""
     jpeg_quality: int = 90
     """texture_format "jpeg": the encoder's quality, 1-100 (higher is larger and truer)."""
     draco: bool = False
-    """glb: compress the geometry with Draco (KHR_draco_mesh_compression; positions kept to 1/16,384 of the object's size, texture coordinates to 1/4,096 of their range): the example assets' GLBs shrink from 1.28 to 0.83 MB on average, 0.48 MB with JPEG textures. three.js, Babylon.js, <model-viewer> and Blender read such files; some viewers do not (Windows 3D Viewer, Apple Quick Look). Needs DracoPy (the draco extra)."""
+    """glb: compress the geometry with Draco (KHR_draco_mesh_compression; positions kept to 1/16,384 of the object's size, texture coordinates to 1/4,096 of their range): the example assets' GLBs shrink from 1.24 to 0.79 MB on average, 0.48 MB with JPEG textures. three.js, Babylon.js, <model-viewer> and Blender read such files; some viewers do not (Windows 3D Viewer, Apple Quick Look). Needs DracoPy (the draco extra)."""
     crease_angle_deg: float = 60.0
     """glb, obj and usdz: normals are smoothed across edges where the faces meet at less than this angle (degrees) and kept sharp along the others, whose vertices are split ("auto smooth"; 60 is Unity's default, Blender's is 30): flat faces of a box or a CAD part stay flat, curved and generated surfaces stay smooth (on generated assets at most 0.2 % of the vertices are split at 60, a few % at 30). 180 = smooth everywhere (o3d's normals before this setting), 0 = every face flat."""
     stl_size_mm: float = 100.0
