@@ -21,6 +21,11 @@ def prune(out: Path, *args):
     return runner.invoke(app, ["cache", "prune", str(out), *args])
 
 
+def says(res, words: str) -> bool:
+    """`words` are in the table (its cells wrapped over lines at any width)."""
+    return "".join(words.split()) in "".join(res.output.split()).replace("│", "")
+
+
 def entries(out: Path, name: str) -> set[str]:
     return {p.name for p in (out / ".o3d" / "items" / name).iterdir() if p.name != ".lock"}
 
@@ -132,3 +137,65 @@ def test_an_entry_that_cannot_be_removed_is_named_and_the_rest_pruned(photos, tm
     stuck = out / ".o3d" / "items" / "apple" / "preprocess-0123456789abcdef"
     assert f"error: {stuck}: cannot remove it (Permission denied)" in res.stderr
     assert "(1 cache entries); 1 could not be removed (named above)" in res.stderr
+
+
+def test_a_linked_item_folder_is_left_alone_with_what_it_points_to(photos, tmp_path):
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    (elsewhere / "important.txt").write_text("precious")
+    (out / ".o3d" / "items" / "zzz").symlink_to(elsewhere, target_is_directory=True)
+    res = prune(out)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert (elsewhere / "important.txt").read_text() == "precious" and (elsewhere / "sub").is_dir()
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["important.txt", "sub"]  # not even a lock file
+    assert says(res, "all: a link to another folder, not o3d's")
+
+
+def test_an_unfinished_asset_and_a_folder_without_its_record_keep_their_cache(photos, tmp_path):
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    for name in ("apple", "pear"):
+        (out / ".o3d" / "items" / name / "preprocess-0123456789abcdef").mkdir()  # another setting's
+    # apple: as a killed run leaves it (its folder claimed: o3d-asset.json without entries, nothing published)
+    meta = out / "apple" / "o3d-asset.json"
+    claimed = {k: v for k, v in json.loads(meta.read_text()).items() if k not in ("cache", "files")}
+    shutil.rmtree(out / "apple")
+    (out / "apple").mkdir()
+    meta.write_text(json.dumps(claimed))
+    (out / "pear" / "o3d-asset.json").unlink()  # pear: its folder is there, its record is not
+    report = json.loads((out / "o3d-report.json").read_text())
+    report["items"] = []  # no report lists them unfinished
+    (out / "o3d-report.json").write_text(json.dumps(report))
+    res = prune(out)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert len(entries(out, "apple")) == 2 and len(entries(out, "pear")) == 2
+    assert says(res, "all: its asset is unfinished (run o3d generate again to finish it)") and not says(res, "made before")
+    assert says(res, "all: its asset folder has no o3d-asset.json") and not says(res, "is gone")
+
+
+def test_a_dry_run_reads_where_no_lock_can_be_taken(photos, tmp_path, monkeypatch):
+    import errno
+
+    from o3dcli.cache import ItemLock
+
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    (out / ".o3d" / "items" / "apple" / "preprocess-0123456789abcdef").mkdir()
+
+    def read_only(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(ItemLock, "acquire", read_only)
+    res = prune(out, "--dry-run")
+    assert res.exit_code == 0, res.output + res.stderr
+    assert "would free" in res.stderr and "(1 cache entries)" in res.stderr
+    res = prune(out)  # removing needs the lock
+    assert res.exit_code == 0 and says(res, "all: cannot lock it (Read-only file system)")
+    assert "preprocess-0123456789abcdef" in entries(out, "apple")
+
+
+def test_a_missing_folder_is_not_found(tmp_path):
+    res = prune(tmp_path / "nowhere")
+    assert res.exit_code == 2 and "nowhere: not found" in res.stderr

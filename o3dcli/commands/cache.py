@@ -18,7 +18,7 @@ def prune(
 ):
     """Remove the cache entries no asset is made from.
 
-    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing. Removed: the entries of other settings, seeds and inputs (earlier runs), saved states of interrupted denoising, and the whole cache of an asset folder that was deleted, unless the last batch's report lists that item unfinished (a failed or interrupted item keeps what it computed). Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched.
+    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing. Removed: the entries of other settings, seeds and inputs (earlier runs), saved states of interrupted denoising, and the whole cache of an asset folder that was deleted, unless the last batch's report lists that item unfinished (a failed or interrupted item keeps what it computed). Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched, nor anything outside OUTPUT (an item folder that is a link is left as it is).
 
     Exit code: 0 = done, 1 = some entries could not be removed (named in the table), 2 = usage error (no o3d cache in OUTPUT).
     """
@@ -37,6 +37,8 @@ def prune(
     from o3dcli.naming import ASSET_META
 
     items = output / CACHE_DIRNAME / "items"
+    if not output.exists():
+        raise _usage_error(f"{output}: not found")
     if not items.is_dir():
         raise _usage_error(f"{output}: holds no o3d cache ({CACHE_DIRNAME}/items); give the folder o3d generate wrote to")
     in_report: set[str] = set()
@@ -55,6 +57,10 @@ def prune(
     freed = removed = skipped = failed = 0
     for item_dir in sorted(p for p in items.iterdir() if p.is_dir()):
         name = item_dir.name
+        if item_dir.is_symlink():  # not o3d's: removing in it would remove outside OUTPUT
+            table.add_row(escape(name), "0", "0", "all: a link to another folder, not o3d's")
+            skipped += 1
+            continue
         if all(p.name == ".lock" for p in item_dir.iterdir()):  # nothing cached (o3d mesh locks names here too)
             continue
         lock = ItemCache(item_dir).lock()
@@ -65,9 +71,11 @@ def prune(
             skipped += 1
             continue
         except OSError as e:
-            table.add_row(escape(name), "0", "0", f"all: cannot lock it ({escape(e.strerror or str(e))})")
-            skipped += 1
-            continue
+            if not dry_run:
+                table.add_row(escape(name), "0", "0", f"all: cannot lock it ({escape(e.strerror or str(e))})")
+                skipped += 1
+                continue
+            lock = None  # a dry run only reads (a read-only disk cannot hold a lock)
         try:
             keep, why = _to_keep(output / name / ASSET_META, name in in_report)
             if keep is None:
@@ -97,7 +105,8 @@ def prune(
             removed += len(done)
             failed += len(errors)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
     out.print(table)
     verb = "would free" if dry_run else "freed"
     console.print(f"{verb} {freed / 1e6:.1f} MB ({removed} cache entries)"
@@ -112,16 +121,22 @@ def _to_keep(meta_path: Path, reported: bool) -> tuple[set[str] | None, str]:
     leave the item as it is."""
     import json
 
+    from o3dcli.naming import published
+
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
         if reported:
             return None, "all: no asset yet, and the last batch's report lists it unfinished"
+        if meta_path.parent.is_dir():
+            return None, f"all: its asset folder has no {meta_path.name}"
         return set(), "nothing: its asset folder is gone"
     except (OSError, ValueError) as e:
         return None, f"all: {meta_path.name} cannot be read ({e})"
     entries = meta.get("cache") if isinstance(meta, dict) else None
     if not (isinstance(entries, list) and all(isinstance(e, str) for e in entries)):
+        if not published(meta_path.parent):  # claimed by a run that did not finish it (killed?)
+            return None, "all: its asset is unfinished (run o3d generate again to finish it)"
         return None, "all: made before o3d recorded its entries (run o3d generate on it once)"
     return set(entries), "what its asset is made from"
 
