@@ -404,7 +404,7 @@ def presets_show(
         return
     width = out.width
     if long or selected:
-        typer.echo("\n".join(explain_lines(cfg, selected, width)))
+        typer.echo("\n".join(explain_lines(cfg, selected, width, preset_cfg=_load_config(name, None) if sets else None)))
         return
     description = " ".join(preset_description(resolve_preset_path(name)).split())
     header = [f"preset {name}{': ' + description if description else ''}",
@@ -423,7 +423,7 @@ def info(
 ):
     """Versions, device, rasterizer backend and available model weights.
 
-    With --preset or --set, also the weights those settings load; exit code 2 when they cannot be loaded, so that a script can check a setting before a run."""
+    With --preset or --set, also the weights those settings load and the device and precision they run on; exit code 2 when the weights cannot be loaded or the device or precision is not available here, so that a script can check a setting before a run."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -452,11 +452,24 @@ def info(
         for k, v in counts.items():
             ptable.add_row(k, f"{v:,}")
         out.print(ptable)
+        from o3dcli.device import check_dtype, resolve_device
+        from o3dcli.errors import UserError
+
+        failed = False
         try:
             out.print(f"weights: {escape(describe_weights(cfg))}", soft_wrap=True)
         except ConfigError as e:  # said with the rest, and the exit code says it (a check before a run)
             out.print(f"weights: {escape(str(e))}", soft_wrap=True)
-            raise typer.Exit(2) from None
+            failed = True
+        try:  # as a run checks them before it starts
+            device = resolve_device(cfg.runtime.device)
+            check_dtype(device, cfg.runtime.dtype)
+            out.print(f"runs on: {escape(device)}, {escape(cfg.runtime.dtype)}", soft_wrap=True)
+        except UserError as e:
+            out.print(f"runs on: {escape(str(e))}", soft_wrap=True)
+            failed = True
+        if failed:
+            raise typer.Exit(2)
 
 
 def _register_commands() -> None:
@@ -509,6 +522,28 @@ def main() -> None:
             console.print("[yellow]interrupted[/yellow]")
             raise SystemExit(interrupted_exit_code()) from None
         raise
+    except (ImportError, OSError) as e:
+        if problem := _torch_problem():  # a broken torch install, met before a command could check it
+            from rich.markup import escape
+
+            from o3dcli.console import console
+
+            console.print(f"[red]error:[/red] {escape(problem)}", soft_wrap=True)
+            raise SystemExit(2) from None
+        raise e
+
+
+def _torch_problem() -> str | None:
+    """Why torch does not import, when it is installed and an import of it failed."""
+    import importlib.util
+    import sys
+
+    if "torch" in sys.modules or importlib.util.find_spec("torch") is None:
+        return None
+    from o3dcli.native import library_problem
+
+    problem = library_problem("numpy")  # imports torch again, and says how it fails
+    return problem if problem and problem.startswith("torch does not import") else None
 
 
 if __name__ == "__main__":

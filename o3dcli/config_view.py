@@ -119,13 +119,16 @@ def select_keys(names: list[str] | tuple[str, ...]) -> list[str]:
     return [k for k in keys if k in wanted]
 
 
-def explain_lines(cfg, keys: list[str] | None = None, width: int = 80) -> list[str]:
+def explain_lines(cfg, keys: list[str] | None = None, width: int = 80, preset_cfg=None) -> list[str]:
     """`o3d presets show --long` (or with keys): per key, its value, type, default and full meaning,
-    wrapped to `width`; a whole section gets its own meaning as a heading (after `kubectl explain`)."""
+    wrapped to `width`; a whole section gets its own meaning as a heading (after `kubectl explain`).
+    `preset_cfg`: the preset without the command's --set overrides, where there are some: a value
+    they changed is said to be theirs."""
     width = max(int(width), 40)
     keys = valid_keys() if keys is None else keys
     wanted = set(keys)
     defaults = {k: v for k, v, _, _ in describe(Config())}
+    own = {k: v for k, v, _, _ in describe(preset_cfg)} if preset_cfg is not None else {}
     section_docs = field_docs(type(cfg))
     whole = {k.split(".", 1)[0] for k in keys if all(o in wanted for o in valid_keys() if o.split(".", 1)[0] == k.split(".", 1)[0])}
 
@@ -144,8 +147,12 @@ def explain_lines(cfg, keys: list[str] | None = None, width: int = 80) -> list[s
         section = top
         out += ([""] if out else []) + wrap(f"{key}: {value}")
         default = defaults.get(key, value)
+        preset_value = own.get(key, value)
         # a preset's own value differs from o3d's: say whose default is shown (train.p_mean: 0.0 in tiny)
-        label = "default" if default == value else "default without a preset"
-        out += wrap(f"type: {tname}; {label}: {default}", "    ")
+        label = "default" if default == preset_value else "default without a preset"
+        line = f"type: {tname}; {label}: {default}"
+        if preset_value != value:  # --set's, not the preset's
+            line += f"; set by --set ({'the preset has ' + str(preset_value) if preset_value != default else 'the preset keeps the default'})"
+        out += wrap(line, "    ")
         out += wrap(doc, "    ") if doc else []
     return out

@@ -8,13 +8,13 @@ from o3dcli.errors import UserError
 
 
 def resolve_device(name: str) -> str:
-    import torch
-
     from o3dcli.native import library_problem
 
-    problem = library_problem("numpy")
+    problem = library_problem("numpy")  # torch that does not import, or cannot exchange arrays
     if problem:
         raise UserError(problem)
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:

@@ -132,8 +132,11 @@ def _numpy_problem() -> str | None:
     newest (Intel Macs: pyproject.toml holds numpy below 2 there) or where a user keeps an older
     torch."""
     import numpy
-    import torch
 
+    try:
+        import torch
+    except Exception as e:  # a broken install: said here rather than as a traceback
+        return f"torch does not import ({type(e).__name__}: {e}); reinstall it (pip install --force-reinstall torch)"
     try:
         torch.from_numpy(numpy.zeros(1))
     except RuntimeError as e:

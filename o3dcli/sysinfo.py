@@ -26,11 +26,23 @@ def library_version(dist: str) -> str:
         return "not installed"
 
 
-def import_problem(module: str) -> str | None:
-    """None if `module` imports, else the error."""
+USED_FROM = {"diffusers": "EulerDiscreteScheduler"}
+"""What o3d takes from a library beyond importing it, where that is what breaks: diffusers loads
+its classes lazily, so a diffusers that does not work beside its dependencies (huggingface_hub)
+imports and fails at the first class taken from it."""
+
+
+def import_problem(module: str, attr: str | None = None) -> str | None:
+    """None if `module` imports (and has `attr`), else the error."""
+    import importlib
+
     try:
-        __import__(module)
-    except Exception as e:  # report any import failure, it is what the user needs to see
+        m = importlib.import_module(module)
+        if attr:
+            getattr(m, attr)
+    except BaseException as e:  # report any import failure, it is what the user needs to see
+        if isinstance(e, KeyboardInterrupt):
+            raise
         return f"{type(e).__name__}: {e}"
     return None
 
@@ -58,27 +70,44 @@ def available_weights() -> list[Path]:
 
 
 def collect_info() -> dict[str, str]:
-    import torch
-
     info: dict[str, str] = {"python": platform.python_version(), "platform": platform.platform()}
     for lib in LIBRARIES:
         v = library_version(lib)
-        if v != "not installed" and lib in ("open3d", "pymeshlab", "numpy"):
+        torch_broken = lib == "numpy" and "(fails to import" in info["torch"]  # said in torch's row
+        if v != "not installed" and lib in ("open3d", "pymeshlab", "numpy") and not torch_broken:
             from o3dcli.native import library_problem
 
             problem = library_problem(lib)  # names a missing system library and its package
             if problem:
                 v += f" (not usable: {problem})"
-        elif v != "not installed" and lib == "xatlas":
-            problem = import_problem(lib)
+        elif v != "not installed" and lib != "numpy":
+            problem = import_problem(IMPORT_NAMES.get(lib, lib), USED_FROM.get(lib))
             if problem:
                 v += f" (fails to import: {problem})"
         info[lib] = v
     for dist, extra, use in EXTRAS:
         v = library_version(dist)
-        info[f"{dist} (optional)"] = (f"not installed; {use} needs it: pip install \"o3dcli[{extra}]\""
-                                      if v == "not installed" else v)
+        if v == "not installed":
+            v = f"not installed; {use} needs it: pip install \"o3dcli[{extra}]\""
+        elif dist == "imageio-ffmpeg":
+            from o3dcli.io.media import mp4_problem
+
+            if problem := mp4_problem():
+                v += f" (not usable: {problem})"
+        info[f"{dist} (optional)"] = v
     info["input formats"] = _input_formats()
+    if "(fails to import" in info["torch"] or info["torch"] == "not installed":
+        info["device"] = info["rasterizer"] = "unknown: torch does not import (see its row)"
+    else:
+        _device_info(info)
+    weights = available_weights()
+    info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
+    return info
+
+
+def _device_info(info: dict[str, str]) -> None:
+    import torch
+
     if torch.cuda.is_available():
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
         info["device"] = f"cuda ({names}; CUDA {torch.version.cuda})"
@@ -87,9 +116,6 @@ def collect_info() -> dict[str, str]:
         info["device"] = f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
         backend = "torch (gsplat needs CUDA)"
     info["rasterizer"] = backend
-    weights = available_weights()
-    info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
-    return info
 
 
 def _input_formats() -> str:

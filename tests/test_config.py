@@ -180,6 +180,16 @@ def test_presets_show_is_yaml_one_line_a_key_at_any_width():
     assert "o3d presets show tiny KEY" in lines[1]
 
 
+def test_presets_show_says_which_values_a_set_gave():
+    flat = lambda text: " ".join(text.split())  # noqa: E731
+    res = _invoke("presets", "show", "tiny", "--set", "mesh.texture_size=512", "mesh.texture_size")
+    assert res.exit_code == 0, res.stderr  # tiny keeps o3d's 1024: the 512 is the --set's, not the preset's
+    assert "type: int; default: 1024; set by --set (the preset keeps the default)" in flat(res.stdout)
+    res = _invoke("presets", "show", "tiny", "--set", "train.p_mean=0.5", "train.p_mean")
+    assert "type: float; default without a preset: 1.0; set by --set (the preset has 0.0)" in flat(res.stdout)
+    assert "set by --set" not in _invoke("presets", "show", "tiny", "--set", "train.p_mean=0.5", "mesh.texture_size").stdout
+
+
 def test_presets_show_keys_and_long_give_the_full_text():
     rows = {key: (value, tname, doc) for key, value, tname, doc in describe(load_config("tiny"))}
     flat = lambda text: " ".join(text.split())  # noqa: E731
@@ -509,6 +519,20 @@ def test_info_exits_2_when_the_weights_a_setting_names_cannot_be_used():
     res = _runner().invoke(app, ["info", "--set", "model.weights=nonexistent"])
     assert res.exit_code == 2 and "no weights named 'nonexistent'" in " ".join(res.stdout.split())
     assert _runner().invoke(app, ["info", "--preset", "tiny"]).exit_code == 0
+
+
+def test_info_exits_2_when_a_setting_names_a_device_or_precision_a_run_would_refuse(monkeypatch):
+    import torch
+
+    from o3dcli.cli import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on this CPU-only machine
+    res = _runner().invoke(app, ["info", "--set", "runtime.device=cuda"])
+    assert res.exit_code == 2 and "runs on: runtime.device=cuda but CUDA is not available" in " ".join(res.stdout.split())
+    res = _runner().invoke(app, ["info", "--set", "runtime.dtype=float16"])
+    assert res.exit_code == 2 and "runtime.dtype=float16 needs a CUDA device (device is cpu)" in " ".join(res.stdout.split())
+    res = _runner().invoke(app, ["info", "--preset", "tiny"])
+    assert res.exit_code == 0 and "runs on: cpu, float32" in res.stdout
 
 
 @pytest.mark.parametrize("override, needle", [

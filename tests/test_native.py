@@ -139,3 +139,48 @@ def test_a_torch_built_for_numpy_1_beside_numpy_2_is_refused_up_front(tmp_path, 
         assert not (tmp_path / "out").exists(), args
     res = _o3d(["info"], env, tmp_path)
     assert res.returncode == 0 and "not usable: torch" in res.stdout and fix in " ".join(res.stdout.split())
+
+
+def _broken(tmp_path: Path, package: str, error: str) -> dict:
+    """An environment where `package` is installed (its metadata) but fails to import."""
+    fake = tmp_path / f"broken-{package}"
+    (fake / package).mkdir(parents=True)
+    (fake / package / "__init__.py").write_text(f"raise ImportError({error!r})\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)]), "COLUMNS": "400"}
+
+
+def test_a_torch_that_does_not_import_is_said_by_info_and_refused_by_the_commands(tmp_path, good_images):
+    env = _broken(tmp_path, "torch", "libtorch_cpu.so: cannot open shared object file")
+    res = _o3d(["info"], env, tmp_path)  # the diagnostics command is what a user runs then
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in res.stdout.splitlines() if line.count("│") == 3}
+    assert rows["torch"].endswith("(fails to import: ImportError: libtorch_cpu.so: cannot open shared object file)")
+    assert rows["device"] == "unknown: torch does not import (see its row)" and "fails" not in rows["numpy"]
+    (tmp_path / "m.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    (tmp_path / "data").mkdir()
+    for args in (["generate", str(good_images / "apple.png"), "-o", "out"],
+                 ["mesh", str(tmp_path / "m.obj"), "-o", "out"],
+                 ["render", str(tmp_path / "m.obj"), "-o", "out"],
+                 ["train", "--data", str(tmp_path / "data"), "-o", "out"],
+                 ["eval", "--benchmark", "synthetic", "--limit", "1", "-o", "out"],
+                 ["data", "synth", "-n", "1", "-o", "out"]):
+        res = _o3d(args, env, tmp_path)
+        text = " ".join(res.stderr.split())
+        assert res.returncode == 2 and "Traceback" not in res.stdout + res.stderr, (args, res.stderr[-2000:])
+        assert ("torch does not import (ImportError: libtorch_cpu.so: cannot open shared object file); reinstall it "
+                "(pip install --force-reinstall torch)") in text, (args, text)
+        assert not (tmp_path / "out").exists(), args
+
+
+def test_info_tries_what_o3d_takes_from_diffusers(tmp_path):
+    # diffusers loads its classes lazily: one that does not work beside its huggingface_hub imports,
+    # then fails at the first class taken from it (generate's scheduler)
+    fake = tmp_path / "lazy-diffusers"
+    (fake / "diffusers").mkdir(parents=True)
+    (fake / "diffusers" / "__init__.py").write_text(
+        "def __getattr__(name):\n    raise ImportError(\"cannot import name 'cached_download' from 'huggingface_hub'\")\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake), str(ROOT)]), "COLUMNS": "400"}
+    res = _o3d(["info"], env, tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ("(fails to import: ImportError: cannot import name 'cached_download' from 'huggingface_hub')"
+            in " ".join(res.stdout.split()))

@@ -404,3 +404,58 @@ def test_after_a_damaged_manifest_earlier_renders_stay_recorded(tmp_path):
     save_gaussians(tmp_path / "owl.ply", _blob(60, (1.0, 0.0, 0.0)))
     assert CliRunner().invoke(app, ["render", str(tmp_path / "owl.ply"), *opts]).exit_code == 0
     assert collect_inputs([out]) == []  # fox's renders are still known as renders, not photos
+
+
+def test_an_ffmpeg_that_is_not_there_leaves_the_mp4_out_and_a_failed_mp4_keeps_the_rest(tmp_path, monkeypatch):
+    import pytest
+
+    pytest.importorskip("imageio_ffmpeg", reason="the `video` extra (imageio-ffmpeg) is not installed")
+    from o3dcli.io import media
+
+    save_gaussians(tmp_path / "g.ply", _blob())
+    opts = ["-o", str(tmp_path / "r"), "--frames", "2", "--size", "16"]
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "no-ffmpeg"))
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), *opts])
+    assert res.exit_code == 0, res.output
+    assert f"MP4 needs ffmpeg, and {tmp_path / 'no-ffmpeg'} (IMAGEIO_FFMPEG_EXE) is not there; writing GIFs only" in " ".join(res.output.split())
+    assert sorted(p.name for p in (tmp_path / "r").glob("g_*")) == ["g_turntable.gif", "g_views.png"]
+    monkeypatch.delenv("IMAGEIO_FFMPEG_EXE")
+
+    def broken(path, frames, fps):  # ffmpeg is there but fails (a build without libx264)
+        raise OSError("ffmpeg exited with 1: Unknown encoder 'libx264'")
+
+    monkeypatch.setattr(media, "save_mp4", broken)
+    save_gaussians(tmp_path / "h.ply", _blob())
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "h.ply"), *opts])
+    assert res.exit_code == 1
+    assert "the MP4 could not be written (ffmpeg exited with 1: Unknown encoder 'libx264'); its GIF and views PNG are written, and --no-mp4 leaves the MP4 out" in " ".join(res.output.split())
+    assert sorted(p.name for p in (tmp_path / "r").glob("h_*")) == ["h_turntable.gif", "h_views.png"]
+
+
+def test_the_views_png_is_seen_from_the_generation_cameras(tmp_path):
+    # its 8th view was at azimuth 315, where an asset's views.png (and the published rig) has 337.5
+    import torch
+
+    from o3dcli.commands.render import GRID_AZIMUTHS
+    from o3dcli.config import CameraConfig
+    from o3dcli.geometry.cameras import orbit_cameras
+    from o3dcli.io.media import to_uint8
+    from o3dcli.render.turntable import render_asset
+
+    assert GRID_AZIMUTHS == CameraConfig().azimuths
+    # a blob with a bright marker on one side: the 8th tile must match a render at 337.5 degrees
+    blob = _blob()
+    marker = Gaussians(torch.tensor([[0.3, 0.0, 0.3]]).repeat(40, 1) + torch.randn(40, 3) * 0.02,
+                       torch.full((40, 3), 0.03), torch.tensor([[1.0, 0, 0, 0]]).repeat(40, 1),
+                       torch.full((40,), 0.95), torch.tensor([[0.1, 0.3, 1.0]]).repeat(40, 1))
+    g = Gaussians(*(torch.cat([getattr(blob, k), getattr(marker, k)]) for k in ("means", "scales", "quats", "opacities", "colors")))
+    save_gaussians(tmp_path / "g.ply", g)
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), "-o", str(tmp_path / "r"), "--frames", "2",
+                                   "--size", "32", "--no-mp4", "--elevation", "10"])
+    assert res.exit_code == 0, res.output
+    last = np.asarray(Image.open(tmp_path / "r" / "g_views.png").convert("RGB"))[32:, 96:].astype(int)
+    from o3dcli.io.ply import load_gaussians
+
+    for azimuth, same in ((337.5, True), (315.0, False)):
+        ref = to_uint8(render_asset(load_gaussians(tmp_path / "g.ply"), orbit_cameras([10.0], [azimuth], size=32)))[0]
+        assert (np.abs(last - ref.astype(int)).max() <= 1) == same, azimuth

@@ -67,6 +67,11 @@ def render_names(paths: List[Path], taken) -> List[str]:
     return names
 
 
+GRID_AZIMUTHS = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 337.5)
+"""The views PNG's azimuths: the generation cameras' (CameraConfig.azimuths; 337.5, not 315, last),
+so that its views compare one by one with an asset's views.png."""
+
+
 def render(
     inputs: List[Path] = typer.Argument(..., parser=path_param, help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), o3d asset folders, or folders of them (an o3d generate output folder: every asset in it)."),
     output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", parser=path_param, metavar="<path>", help="Folder for the renders."),
@@ -79,7 +84,7 @@ def render(
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 
-    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png; <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's; a very long one is cut short and ends in a short hash), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which) or files of that name that o3d did not write for this input are there. An MP4 an earlier run wrote for that name is removed when this run writes none (--no-mp4).
+    Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png (the 8 views at the generation cameras' azimuths, 0, 45, ..., 270 and 337.5 degrees, as in an asset's views.png, at --elevation; row by row); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's; a very long one is cut short and ends in a short hash), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which) or files of that name that o3d did not write for this input are there. An MP4 an earlier run wrote for that name is removed when this run writes none (--no-mp4).
 
     Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
@@ -96,7 +101,7 @@ def render(
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.inputs import check_output_dir, item_message
     from o3dcli.io.assets import AssetError, expand_asset_folders, load_asset, resolve_asset_path
-    from o3dcli.io.media import GIF_MAX_FPS, MP4_MAX_FPS, image_grid, mp4_available, save_gif, save_mp4, save_png, to_uint8
+    from o3dcli.io.media import GIF_MAX_FPS, MP4_MAX_FPS, image_grid, mp4_problem, save_gif, save_mp4, save_png, to_uint8
     from o3dcli.render.turntable import render_asset, turntable_frames
 
     def usage_error(message: str) -> typer.Exit:
@@ -138,8 +143,8 @@ def render(
                       f"{len(manifest)} render name(s) already there are kept, recorded with no input, and these "
                       "renders take names not in use; the file is rewritten", soft_wrap=True)
     ours: set[str] = set()  # the names this run recorded
-    if mp4 and not mp4_available():
-        console.print("note: MP4 needs the `video` extra (pip install \"o3dcli[video]\"); writing GIFs only")
+    if mp4 and (problem := mp4_problem()):
+        console.print(f"note: {escape(problem)}; writing GIFs only", soft_wrap=True)
         mp4 = False
     if fps > GIF_MAX_FPS:
         console.print(f"[yellow]warning[/yellow]: --fps {fps:g} is above the {GIF_MAX_FPS:g} a GIF can play (browsers "
@@ -169,7 +174,7 @@ def render(
         try:
             asset = load_asset(path, up=up)
             clip = turntable_frames(asset, frames, size, elevation)
-            cams = orbit_cameras([elevation] * 8, [0, 45, 90, 135, 180, 225, 270, 315], size=size)
+            cams = orbit_cameras([elevation] * len(GRID_AZIMUTHS), list(GRID_AZIMUTHS), size=size)
             grid = image_grid(to_uint8(render_asset(asset, cams)), cols=4)
             # the name is recorded before its first file is written, so files left by a run stopped
             # half-way are known as this input's, not taken for a user's own files; under a lock, merged
@@ -184,10 +189,13 @@ def render(
                 manifest[name] = source(path)
                 ours.add(name)
                 atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
-            written = [save_gif(output / f"{name}_turntable.gif", clip, fps)]
+            written = [save_gif(output / f"{name}_turntable.gif", clip, fps), save_png(output / f"{name}_views.png", grid)]
             if mp4:
-                written.append(save_mp4(output / f"{name}_turntable.mp4", clip, fps))
-            written.append(save_png(output / f"{name}_views.png", grid))
+                try:
+                    written.append(save_mp4(output / f"{name}_turntable.mp4", clip, fps))
+                except Exception as e:  # ffmpeg failed: the GIF and the grid are written
+                    raise RuntimeError(f"the MP4 could not be written ({e}); its GIF and views PNG are written, "
+                                       "and --no-mp4 leaves the MP4 out") from e
             for stale in (output / f"{name}{suffix}" for suffix in SUFFIXES):
                 if earlier and stale not in written and not stale.is_dir():  # an MP4 from before --no-mp4
                     stale.unlink(missing_ok=True)

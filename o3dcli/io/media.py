@@ -61,13 +61,25 @@ def save_gif(path: Path, frames: np.ndarray, fps: float = 12.0) -> Path:
     return Path(path)
 
 
-def mp4_available() -> bool:
+def mp4_problem() -> str | None:
+    """None when MP4s can be written here, else why not: the `video` extra is not installed, or
+    the ffmpeg it runs is not there (IMAGEIO_FFMPEG_EXE naming a missing file, or none found)."""
+    import os
+    import shutil
+
     try:
         import imageio.v2  # noqa: F401
-        import imageio_ffmpeg  # noqa: F401
+        import imageio_ffmpeg
     except ImportError:
-        return False
-    return True
+        return "MP4 needs the `video` extra (pip install \"o3dcli[video]\")"
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:
+        return f"MP4 needs ffmpeg: {e}"
+    if not (os.path.isfile(exe) or shutil.which(exe)):  # the environment variable is taken untested
+        named = " (IMAGEIO_FFMPEG_EXE)" if os.environ.get("IMAGEIO_FFMPEG_EXE") == exe else ""
+        return f"MP4 needs ffmpeg, and {exe}{named} is not there"
+    return None
 
 
 def save_mp4(path: Path, frames: np.ndarray, fps: float = 24.0) -> Path:
