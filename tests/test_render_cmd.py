@@ -245,7 +245,9 @@ def test_gif_frame_rate_is_capped_at_50_fps_with_a_warning(tmp_path):
     res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), *opts, "--fps", "50", "--no-mp4"])
     assert res.exit_code == 0 and "warning" not in res.output and delays("g_turntable.gif") == [20, 20, 20]
     res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), *opts, "--fps", "12", "--no-mp4"])
-    assert res.exit_code == 0 and delays("g_turntable.gif") == [80, 80, 80]  # as before
+    assert res.exit_code == 0 and delays("g_turntable.gif") == [80, 90, 80]  # 1/12 s on average, not 8/100 s each
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), *opts, "--frames", "12", "--fps", "12", "--no-mp4"])
+    assert res.exit_code == 0 and sum(delays("g_turntable.gif")) == 1000  # 12 frames at 12 fps: one second
 
 
 def test_non_finite_and_out_of_range_option_values_are_usage_errors(tmp_path):
@@ -459,3 +461,95 @@ def test_the_views_png_is_seen_from_the_generation_cameras(tmp_path):
     for azimuth, same in ((337.5, True), (315.0, False)):
         ref = to_uint8(render_asset(load_gaussians(tmp_path / "g.ply"), orbit_cameras([10.0], [azimuth], size=32)))[0]
         assert (np.abs(last - ref.astype(int)).max() <= 1) == same, azimuth
+
+
+def test_wide_splats_at_the_edge_stay_inside_every_turntable_frame():
+    # the view was fitted to the Gaussians' centres only: splats of generated assets reached past it
+    # and were cut off at the frame's edge in a third of the frames
+    from o3dcli.render.turntable import turntable_frames
+
+    g = torch.Generator().manual_seed(1)
+    n = 3000
+    dirs = torch.randn(n, 3, generator=g)
+    means = dirs / dirs.norm(dim=1, keepdim=True) * torch.tensor([1.0, 0.6, 0.8])  # an ellipsoid's shell
+    blob = Gaussians(means, torch.full((n, 3), 0.08), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                     torch.full((n,), 0.9), torch.tensor([[0.2, 0.3, 0.8]]).repeat(n, 1))
+    frames = turntable_frames(blob, n_frames=8, size=64)
+    border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], 1)
+    assert (border >= 250).all(), int((border < 250).any(-1).sum())
+    assert (frames[:, 32, 32] < 200).any(-1).all()  # and the object is drawn
+
+
+def test_one_gaussian_or_one_point_is_drawn_as_a_blob_not_a_filled_frame(tmp_path):
+    # a set without spread of its own was divided by a spread of 1e-8: its Gaussian filled the frame
+    one = Gaussians(torch.tensor([[0.5, 0.2, 0.1]]), torch.full((1, 3), 0.05), torch.tensor([[1.0, 0, 0, 0]]),
+                    torch.tensor([0.9]), torch.tensor([[0.9, 0.1, 0.1]]))
+    save_gaussians(tmp_path / "one.ply", one)
+    (tmp_path / "point.ply").write_text("ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
+                                        "property float z\nend_header\n0.5 0.2 0.1\n0.5 0.2 0.1\n")
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "one.ply"), str(tmp_path / "point.ply"), "-o",
+                                   str(tmp_path / "r"), "--frames", "2", "--size", "32", "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    for name in ("one", "point"):
+        tile = np.asarray(Image.open(tmp_path / "r" / f"{name}_views.png").convert("RGB"))[:32, :32].astype(int)
+        assert (tile[16, 16] < 200).any() and tile[[0, 0, -1, -1], [0, -1, 0, -1]].min() >= 250, name
+        assert 0.05 < (tile < 250).any(-1).mean() < 0.6, name
+
+
+def test_a_splat_file_from_another_tool_is_read_minus_y_up_as_splat_viewers_show_it(tmp_path):
+    # o3d's gaussians.ply records its frame in a header comment; a file without it (another tool's, or
+    # o3d's re-saved by a splat editor) was read +Y up, upside down against how every splat viewer shows it
+    from o3dcli.io.assets import load_asset
+    from o3dcli.io.ply import VIEWER_FRAME_COMMENT
+
+    g = torch.Generator().manual_seed(0)
+    n = 300
+    means = torch.randn(n, 3, generator=g) * 0.1
+    means[:50, 1] += 0.5  # a cap on top (+Y in o3d's world)
+    q = torch.randn(n, 4, generator=g)
+    scales = torch.rand(n, 3, generator=g) * 0.05 + 0.01
+    ours = Gaussians(means, scales, q / q.norm(dim=1, keepdim=True), torch.full((n,), 0.9), torch.rand(n, 3, generator=g))
+    save_gaussians(tmp_path / "ours.ply", ours)
+    raw = (tmp_path / "ours.ply").read_bytes()
+    (tmp_path / "theirs.ply").write_bytes(raw.replace(f"comment {VIEWER_FRAME_COMMENT}\n".encode(), b""))
+    assert raw != (tmp_path / "theirs.ply").read_bytes()
+
+    def top_cap_up(asset):
+        return float(asset.means[:50, 1].mean()) > 0.4
+
+    for up in ("auto", "y", "z"):
+        theirs = load_asset(tmp_path / "theirs.ply", up=up)
+        # auto: as the viewers take it, where o3d's own file is upright; y: the file's own +Y up
+        assert top_cap_up(theirs) == (up == "auto"), up
+    assert top_cap_up(load_asset(tmp_path / "ours.ply"))
+    again = load_asset(tmp_path / "theirs.ply")
+    assert torch.allclose(again.means, ours.means, atol=1e-6)  # the same Gaussians as o3d's own file gives
+    assert torch.allclose(again.covariances(), ours.covariances(), atol=1e-6)
+    assert torch.allclose(load_asset(tmp_path / "ours.ply", up="y").means, load_asset(tmp_path / "theirs.ply", up="y").means)
+    z_up = load_asset(tmp_path / "theirs.ply", up="z")  # the file's own Z taken as up
+    raw_means = load_asset(tmp_path / "theirs.ply", up="y").means
+    assert torch.allclose(z_up.means, torch.stack([raw_means[:, 0], raw_means[:, 2], -raw_means[:, 1]], 1), atol=1e-6)
+    # and o3d render draws it as it draws o3d's own file, upright
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "theirs.ply"), str(tmp_path / "ours.ply"), "-o",
+                                   str(tmp_path / "r"), "--frames", "2", "--size", "32", "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    views = {k: np.asarray(Image.open(tmp_path / "r" / f"{k}_views.png").convert("RGB")).astype(int) for k in ("theirs", "ours")}
+    assert np.abs(views["theirs"] - views["ours"]).max() <= 2 and views["ours"].min() < 200
+
+
+def test_mesh_views_rendered_in_groups_are_the_views_rendered_at_once(monkeypatch):
+    # render_asset keeps only each group's colour (8 views at 4096 px held 17 GB of maps)
+    import trimesh
+
+    from o3dcli.geometry.cameras import orbit_cameras
+    from o3dcli.geometry.mesh import TriMesh
+    from o3dcli.render import turntable
+
+    box = trimesh.creation.box(extents=(1.0, 0.6, 0.4))
+    mesh = TriMesh(box.vertices, box.faces, material_color=np.array([0.8, 0.3, 0.2]))
+    cams = orbit_cameras([15.0] * 5, [0, 60, 130, 200, 290], size=24)
+    at_once = turntable.render_asset(mesh, cams)
+    monkeypatch.setattr(turntable, "MESH_PIXELS_AT_ONCE", 2 * 24 * 24)  # groups of 2, 2 and 1 views
+    grouped = turntable.render_asset(mesh, cams)
+    assert grouped.shape == at_once.shape == (5, 3, 24, 24) and torch.equal(grouped, at_once)
+    assert (at_once < 0.9).any()

@@ -173,8 +173,9 @@ def _made_from(folder: Path, source: Path) -> bool:
 
 def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
     """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY/STL/USD, or an asset/GSO folder).
-    `up`: the mesh's up axis, "auto" (Z for GSO/Gazebo folders and STL files, else Y), "y" or "z" (Z-up files,
-    e.g. from CAD tools or Blender's OBJ export without axis conversion, are turned Y-up)."""
+    `up`: the file's up axis, "auto" (Z for GSO/Gazebo folders and STL files; for a 3DGS PLY the frame o3d's
+    header comment records, else -Y as splat viewers take it; else Y), "y" or "z" (Z-up files, e.g. from CAD
+    tools or Blender's OBJ export without axis conversion, are turned Y-up)."""
     from o3dcli.io.mesh import load_mesh
 
     path = resolve_asset_path(path)
@@ -185,20 +186,42 @@ def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
             raise AssetError(f"{path}: PLY header has no 'end_header' line (truncated or not a PLY file)")
         header = _ply_header(head)
     if _has_gaussians(header):
-        from o3dcli.io.ply import load_gaussians
+        from o3dcli.io.ply import VIEWER_FRAME_COMMENT, load_gaussians
 
-        return load_gaussians(path)
+        splats = load_gaussians(path)
+        ours = VIEWER_FRAME_COMMENT.encode() in head[: head.find(b"end_header")]
+        if up == "auto" and ours:  # o3d's file, read in the frame its header records
+            return splats
+        if ours:  # --up names the file's own axes: o3d's turn undone
+            splats = _turned(splats, TURN_Z_180)
+        # another tool's file: -Y up, as splat viewers take every PLY (`o3dcli.io.ply`)
+        return _turned(splats, TURN_Z_180 if up == "auto" else TURN_Z_UP if up == "z" else None)
     if _has_points_only(header):
         from o3dcli.io.ply import load_gaussians
 
         # points become small round Gaussians (o3dcli.io.ply), which o3d mesh meshes and o3d render draws
         points = load_gaussians(path, max_points=POINT_CLOUD_MAX_POINTS)
-        if up == "z":  # as load_mesh turns a Z-up file; round Gaussians need no turn of their own
-            import dataclasses
-
-            import torch
-
-            x, y, z = points.means.unbind(1)
-            points = dataclasses.replace(points, means=torch.stack([x, z, -y], 1))
-        return points
+        return _turned(points, TURN_Z_UP if up == "z" else None)  # as load_mesh turns a Z-up file
     return load_mesh(path, up=up)
+
+
+TURN_Z_180 = (0.0, 0.0, 0.0, 1.0)
+"""(w, x, y, z) of the half turn about Z: (x, y, z) -> (-x, -y, z), a -Y-up file's to o3d's +Y up."""
+TURN_Z_UP = (0.5 ** 0.5, -(0.5 ** 0.5), 0.0, 0.0)
+"""(w, x, y, z) of the quarter turn about X that takes a Z-up file to o3d's +Y up: (x, y, z) -> (x, z, -y)."""
+
+
+def _turned(g: Gaussians, turn: tuple[float, float, float, float] | None) -> Gaussians:
+    """Gaussians turned by the unit quaternion `turn` (w, x, y, z): positions and orientations."""
+    if turn is None:
+        return g
+    import torch
+
+    w, x, y, z = torch.tensor(turn, dtype=g.means.dtype)
+    rot = torch.stack([torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
+                       torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
+                       torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])])
+    a, b, c, d = g.quats.unbind(1)  # turn * q (Hamilton product)
+    quats = torch.stack([w * a - x * b - y * c - z * d, w * b + x * a + y * d - z * c,
+                         w * c - x * d + y * a + z * b, w * d + x * c - y * b + z * a], 1)
+    return Gaussians(g.means @ rot.T, g.scales, quats, g.opacities, g.colors)

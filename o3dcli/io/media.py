@@ -54,7 +54,10 @@ def save_gif(path: Path, frames: np.ndarray, fps: float = 12.0) -> Path:
         raise ValueError(f"GIF frame rate must be a positive number, got {fps}")
     imgs = [Image.fromarray(f[..., :3]) for f in frames]
     buf = io.BytesIO()
-    duration = int(round(1000 / min(fps, GIF_MAX_FPS)))
+    # delays are whole 1/100 s: each frame ends at its time rounded, so that they add up to the
+    # frame rate asked for (12 fps: 8, 9, 8, ... where 8 each played 12.5 fps)
+    ends = [round(100 * (i + 1) / min(fps, GIF_MAX_FPS)) for i in range(len(imgs))]
+    duration = [10 * (end - start) for start, end in zip([0] + ends[:-1], ends)]
     imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=duration, loop=0,
                  optimize=False, disposal=1)
     atomic_write_bytes(Path(path), buf.getvalue())
