@@ -240,5 +240,14 @@ def check_output_dir(path: Path) -> None:
     if not base.is_dir():
         raise UserError(f"output {path} cannot be made: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise UserError(f"output {path}: no permission to write in {base}")
+        raise UserError(f"output {path}: " + ("its disk is read-only" if _read_only_disk(base)
+                                              else f"no permission to write in {base}"))
+
+
+def _read_only_disk(path: Path) -> bool:
+    """Whether `path` is on a file system mounted read-only (where permissions are not the reason)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 

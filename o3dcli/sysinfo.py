@@ -51,7 +51,7 @@ def weights_dirs() -> list[Path]:
     """Folders searched for model weights: the package's own, then $O3D_WEIGHTS_DIR."""
     dirs = [Path(__file__).parent / "assets" / "weights"]
     if os.environ.get("O3D_WEIGHTS_DIR"):
-        dirs.append(Path(os.environ["O3D_WEIGHTS_DIR"]))
+        dirs.append(Path(os.environ["O3D_WEIGHTS_DIR"]).expanduser())  # ~ in quotes is not expanded by the shell
     return dirs
 
 
@@ -102,6 +102,9 @@ def collect_info() -> dict[str, str]:
         _device_info(info)
     weights = available_weights()
     info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
+    if os.environ.get("O3D_WEIGHTS_DIR"):
+        extra = weights_dirs()[-1]
+        info["O3D_WEIGHTS_DIR"] = str(extra) + ("" if extra.is_dir() else " (not a folder: no weights are looked up there)")
     return info
 
 

@@ -316,6 +316,19 @@ def test_every_shipped_preset_loads():
         load_config(name)
 
 
+def test_the_extra_weights_folder_takes_a_tilde_and_info_says_when_it_is_not_a_folder(monkeypatch, tmp_path):
+    from o3dcli import sysinfo
+
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "mine.safetensors").write_bytes(b"")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("O3D_WEIGHTS_DIR", "~/w")  # in quotes, the shell leaves the ~ to o3d
+    assert sysinfo.named_weights("mine") == tmp_path / "w" / "mine.safetensors"
+    assert sysinfo.collect_info()["O3D_WEIGHTS_DIR"] == str(tmp_path / "w")
+    monkeypatch.setenv("O3D_WEIGHTS_DIR", str(tmp_path / "nowhere"))
+    assert sysinfo.collect_info()["O3D_WEIGHTS_DIR"].endswith("nowhere (not a folder: no weights are looked up there)")
+
+
 def test_info_says_which_optional_packages_are_missing_and_how_to_get_them(monkeypatch):
     from o3dcli import sysinfo
 

@@ -1115,3 +1115,18 @@ def test_kept_warnings_swap_whole_paths_only():
                          Path("out/apple"))
     assert kept == "see <o3d:asset>/model.stl. Not out/apple-2/x, /x/out/apple or <o3d:asset>."
     assert local_text(kept, "/q/b.jpg", Path("out/b")) == "see out/b/model.stl. Not out/apple-2/x, /x/out/apple or out/b."
+
+
+def test_an_output_on_a_read_only_disk_is_said_to_be_so(tmp_path, monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    from o3dcli.errors import UserError
+    from o3dcli.inputs import check_output_dir
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with pytest.raises(UserError, match="no permission to write in"):
+        check_output_dir(tmp_path / "out")
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY), raising=False)
+    with pytest.raises(UserError, match=f"output {tmp_path / 'out'}: its disk is read-only"):
+        check_output_dir(tmp_path / "out")
