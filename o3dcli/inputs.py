@@ -229,8 +229,9 @@ def check_output_dir(path: Path) -> None:
         raise UserError(f"output {path} exists and is not a folder; give a folder with -o")
     cache = path / ".o3d"  # o3d's cache and locks: a folder another user made may be read-only to this one
     if cache.is_dir() and not os.access(cache, os.W_OK | os.X_OK):
-        raise UserError(f"output {path}: no permission to write in {cache} (o3d's cache and locks there); "
-                        "give another folder with -o")
+        raise UserError(f"output {path}: " + ("its disk is read-only" if _read_only_disk(cache) else
+                                              f"no permission to write in {cache} (o3d's cache and locks there)")
+                        + "; give another folder with -o")
     base = Path(os.path.abspath(path))
     while not base.exists() and base != base.parent:
         if base.is_symlink():  # a link to a missing folder, the output or above it: mkdir would fail on it
@@ -241,7 +242,7 @@ def check_output_dir(path: Path) -> None:
         raise UserError(f"output {path} cannot be made: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"output {path}: " + ("its disk is read-only" if _read_only_disk(base)
-                                              else f"no permission to write in {base}"))
+                                              else f"no permission to write in {base}") + "; give another folder with -o")
 
 
 def _read_only_disk(path: Path) -> bool:

@@ -1130,3 +1130,6 @@ def test_an_output_on_a_read_only_disk_is_said_to_be_so(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY), raising=False)
     with pytest.raises(UserError, match=f"output {tmp_path / 'out'}: its disk is read-only"):
         check_output_dir(tmp_path / "out")
+    (tmp_path / "out" / ".o3d").mkdir(parents=True)  # an earlier run's output folder, now on a read-only disk
+    with pytest.raises(UserError, match=f"output {tmp_path / 'out'}: its disk is read-only; give another"):
+        check_output_dir(tmp_path / "out")

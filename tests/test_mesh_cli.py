@@ -25,7 +25,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def write_foreign_ply(path, gaussians) -> None:
     """A PLY as other 3DGS trainers write it: SH degree 3 (45 f_rest), quaternions scaled
-    away from unit length, an extra property, logit opacity and log scales."""
+    away from unit length, an extra property, logit opacity and log scales, and -Y up, as splat
+    viewers take it (o3d's +Y-up Gaussians turned 180 degrees about Z)."""
+    from o3dcli.io.assets import TURN_Z_180, _turned
+
+    gaussians = _turned(gaussians, TURN_Z_180)
     n = len(gaussians)
     rng = np.random.default_rng(0)
     names = (["x", "y", "z", "nx", "ny", "nz"] + [f"f_dc_{i}" for i in range(3)]

@@ -497,10 +497,10 @@ def test_one_gaussian_or_one_point_is_drawn_as_a_blob_not_a_filled_frame(tmp_pat
 
 
 def test_a_splat_file_from_another_tool_is_read_minus_y_up_as_splat_viewers_show_it(tmp_path):
-    # o3d's gaussians.ply records its frame in a header comment; a file without it (another tool's, or
+    # o3d's gaussians.ply records its frame in header comments; a file without them (another tool's, or
     # o3d's re-saved by a splat editor) was read +Y up, upside down against how every splat viewer shows it
-    from o3dcli.io.assets import load_asset
-    from o3dcli.io.ply import VIEWER_FRAME_COMMENT
+    from o3dcli.io.assets import TURN_Z_180, _turned, load_asset
+    from o3dcli.io.ply import VIEWER_FRAME_COMMENT, WRITTEN_BY_COMMENT
 
     g = torch.Generator().manual_seed(0)
     n = 300
@@ -511,24 +511,29 @@ def test_a_splat_file_from_another_tool_is_read_minus_y_up_as_splat_viewers_show
     ours = Gaussians(means, scales, q / q.norm(dim=1, keepdim=True), torch.full((n,), 0.9), torch.rand(n, 3, generator=g))
     save_gaussians(tmp_path / "ours.ply", ours)
     raw = (tmp_path / "ours.ply").read_bytes()
-    (tmp_path / "theirs.ply").write_bytes(raw.replace(f"comment {VIEWER_FRAME_COMMENT}\n".encode(), b""))
-    assert raw != (tmp_path / "theirs.ply").read_bytes()
+    frame, written = f"comment {VIEWER_FRAME_COMMENT}\n".encode(), f"comment {WRITTEN_BY_COMMENT}\n".encode()
+    assert frame in raw and written in raw
+    (tmp_path / "theirs.ply").write_bytes(raw.replace(frame, b"").replace(written, b""))
+    # o3d's files from before it wrote them turned: its +Y-up world as it is, without the frame comment
+    save_gaussians(tmp_path / "older.ply", _turned(ours, TURN_Z_180))
+    (tmp_path / "older.ply").write_bytes((tmp_path / "older.ply").read_bytes().replace(frame, b""))
 
     def top_cap_up(asset):
         return float(asset.means[:50, 1].mean()) > 0.4
 
     for up in ("auto", "y", "z"):
-        theirs = load_asset(tmp_path / "theirs.ply", up=up)
         # auto: as the viewers take it, where o3d's own file is upright; y: the file's own +Y up
-        assert top_cap_up(theirs) == (up == "auto"), up
-    assert top_cap_up(load_asset(tmp_path / "ours.ply"))
+        assert top_cap_up(load_asset(tmp_path / "theirs.ply", up=up)) == (up == "auto"), up
+        for name in ("ours.ply", "older.ply"):  # o3d's own: the frame they record, whatever --up says
+            assert torch.allclose(load_asset(tmp_path / name, up=up).means, ours.means, atol=1e-6), (name, up)
+    assert not top_cap_up(load_asset(tmp_path / "theirs.ply", foreign_splats="stored"))  # o3d eval's protocol
     again = load_asset(tmp_path / "theirs.ply")
     assert torch.allclose(again.means, ours.means, atol=1e-6)  # the same Gaussians as o3d's own file gives
     assert torch.allclose(again.covariances(), ours.covariances(), atol=1e-6)
-    assert torch.allclose(load_asset(tmp_path / "ours.ply", up="y").means, load_asset(tmp_path / "theirs.ply", up="y").means)
     z_up = load_asset(tmp_path / "theirs.ply", up="z")  # the file's own Z taken as up
-    raw_means = load_asset(tmp_path / "theirs.ply", up="y").means
-    assert torch.allclose(z_up.means, torch.stack([raw_means[:, 0], raw_means[:, 2], -raw_means[:, 1]], 1), atol=1e-6)
+    stored = load_asset(tmp_path / "theirs.ply", up="y")
+    assert torch.allclose(stored.means, torch.stack([-ours.means[:, 0], -ours.means[:, 1], ours.means[:, 2]], 1), atol=1e-6)
+    assert torch.allclose(z_up.means, torch.stack([stored.means[:, 0], stored.means[:, 2], -stored.means[:, 1]], 1), atol=1e-6)
     # and o3d render draws it as it draws o3d's own file, upright
     res = CliRunner().invoke(app, ["render", str(tmp_path / "theirs.ply"), str(tmp_path / "ours.ply"), "-o",
                                    str(tmp_path / "r"), "--frames", "2", "--size", "32", "--no-mp4"])

@@ -297,7 +297,7 @@ def mesh(
     output: Path = typer.Option(Path("o3d-meshes"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: one sub-folder per input."),
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Preset name or YAML path (its mesh section is used; default: tiny)."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.method=tsdf (repeatable).", metavar="SECTION.KEY=VALUE"),
-    up: str = typer.Option("auto", "--up", help="Up axis of the inputs: auto (Z for GSO/Gazebo model folders and STL files, a USD stage's own upAxis, for o3d's 3DGS PLYs the frame their header records and for other 3DGS PLYs -Y as splat viewers take it, else Y), y, or z (a Z-up file, turned to o3d's Y-up; the output is Y-up like every glTF; an STL output is Z-up)."),
+    up: str = typer.Option("auto", "--up", help="Up axis of the inputs: auto (Z for GSO/Gazebo model folders and STL files, a USD stage's own upAxis, -Y for 3DGS PLYs that o3d did not write, as splat viewers take them, else Y), y, or z (a Z-up file, turned to o3d's Y-up; the output is Y-up like every glTF; an STL output is Z-up). o3d's own Gaussians keep the frame they record."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed inputs."),
 ):
     """Turn Gaussians or meshes into decimated, UV-textured meshes.

@@ -80,7 +80,7 @@ def render(
     elevation: float = typer.Option(15.0, "--elevation", help="Turntable camera elevation in degrees."),
     fps: float = typer.Option(12.0, "--fps", min=1.0, help="Turntable frames per second (at most 120; a GIF plays at most 50: its frame delays are whole 1/100 s)."),
     mp4: bool = typer.Option(True, "--mp4/--no-mp4", help="Also write an MP4 when imageio-ffmpeg is installed (the `video` extra)."),
-    up: str = typer.Option("auto", "--up", help="Up axis of the inputs: auto (Z for GSO/Gazebo model folders and STL files, a USD stage's own upAxis, for o3d's 3DGS PLYs the frame their header records and for other 3DGS PLYs -Y as splat viewers take it, else Y), y, or z (a Z-up file)."),
+    up: str = typer.Option("auto", "--up", help="Up axis of the inputs: auto (Z for GSO/Gazebo model folders and STL files, a USD stage's own upAxis, -Y for 3DGS PLYs that o3d did not write, as splat viewers take them, else Y), y, or z (a Z-up file). o3d's own Gaussians keep the frame they record."),
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 

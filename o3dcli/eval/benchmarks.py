@@ -305,4 +305,4 @@ def load_prediction(path: Path):
     path = Path(path)
     if path.is_dir() and (path / "meshes" / "model.obj").is_file():  # the GSO layout is Z-up, as its ground truth
         return load_asset(path, up="z")
-    return load_asset(path)
+    return load_asset(path, foreign_splats="stored")  # predictions are in o3d's frame (docs/eval-protocol.md)

@@ -171,11 +171,13 @@ def _made_from(folder: Path, source: Path) -> bool:
     return folder.is_dir() and isinstance(recorded, str) and same_file(recorded, source)
 
 
-def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
+def load_asset(path: Path, up: str = "auto", foreign_splats: str = "viewers") -> Gaussians | TriMesh:
     """Gaussians for a 3DGS PLY, else a mesh (GLB/glTF/OBJ/PLY/STL/USD, or an asset/GSO folder).
-    `up`: the file's up axis, "auto" (Z for GSO/Gazebo folders and STL files; for a 3DGS PLY the frame o3d's
-    header comment records, else -Y as splat viewers take it; else Y), "y" or "z" (Z-up files, e.g. from CAD
-    tools or Blender's OBJ export without axis conversion, are turned Y-up)."""
+    `up`: the file's up axis, "auto" (Z for GSO/Gazebo folders and STL files; else Y, but for a 3DGS PLY
+    that o3d did not write -Y, as splat viewers take it), "y" or "z" (Z-up files, e.g. from CAD tools or
+    Blender's OBJ export without axis conversion, are turned Y-up). o3d's own 3DGS PLYs are read in the
+    frame they record whatever `up` says. `foreign_splats`: "stored" reads another tool's 3DGS PLY
+    as stored where `up` is "auto" (o3d eval's protocol: predictions are in o3d's frame)."""
     from o3dcli.io.mesh import load_mesh
 
     path = resolve_asset_path(path)
@@ -186,16 +188,14 @@ def load_asset(path: Path, up: str = "auto") -> Gaussians | TriMesh:
             raise AssetError(f"{path}: PLY header has no 'end_header' line (truncated or not a PLY file)")
         header = _ply_header(head)
     if _has_gaussians(header):
-        from o3dcli.io.ply import VIEWER_FRAME_COMMENT, load_gaussians
+        from o3dcli.io.ply import WRITTEN_BY_COMMENT, load_gaussians
 
-        splats = load_gaussians(path)
-        ours = VIEWER_FRAME_COMMENT.encode() in head[: head.find(b"end_header")]
-        if up == "auto" and ours:  # o3d's file, read in the frame its header records
-            return splats
-        if ours:  # --up names the file's own axes: o3d's turn undone
-            splats = _turned(splats, TURN_Z_180)
-        # another tool's file: -Y up, as splat viewers take every PLY (`o3dcli.io.ply`)
-        return _turned(splats, TURN_Z_180 if up == "auto" else TURN_Z_UP if up == "z" else None)
+        splats = load_gaussians(path)  # o3d's files: in the frame their header records (o3dcli.io.ply)
+        if WRITTEN_BY_COMMENT.encode() in head[: head.find(b"end_header")]:
+            return splats  # o3d's own, whatever `up` says (earlier ones, without the frame comment, are +Y up)
+        if up == "auto":  # another tool's: -Y up as splat viewers take every PLY, unless kept as stored
+            return _turned(splats, TURN_Z_180 if foreign_splats == "viewers" else None)
+        return _turned(splats, TURN_Z_UP if up == "z" else None)
     if _has_points_only(header):
         from o3dcli.io.ply import load_gaussians
 

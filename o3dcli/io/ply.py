@@ -52,6 +52,9 @@ MIN_SCALE = 1e-30
 """Scales are clamped below by this before the log (a zero scale would give -inf)."""
 QUAT_NORM_TOL = 1e-6
 """Quaternions whose norm is within this of 1 are kept as stored (exact round trip)."""
+WRITTEN_BY_COMMENT = "written by o3d (3D Gaussian Splatting layout)"
+"""The header comment of every PLY o3d writes (with VIEWER_FRAME_COMMENT since it writes them turned;
+before that, in o3d's +Y-up world)."""
 VIEWER_FRAME_COMMENT = "o3d frame: -Y up as splat viewers take it (o3d's +Y-up world turned 180 degrees about Z)"
 """The header comment of o3d's PLY files written in the viewers' frame (see the module's docstring)."""
 
@@ -168,7 +171,7 @@ def save_gaussians(path: str | os.PathLike, gaussians: Gaussians) -> Path:
     for i in range(4):
         data[f"rot_{i}"] = quats[:, i]
     data["opacity"] = _stored_fixed_point(arrays["opacities"], _sigmoid, _logit)
-    header = ["ply", "format binary_little_endian 1.0", "comment written by o3d (3D Gaussian Splatting layout)",
+    header = ["ply", "format binary_little_endian 1.0", f"comment {WRITTEN_BY_COMMENT}",
               f"comment {VIEWER_FRAME_COMMENT}", f"element vertex {n}", *(f"property float {name}" for name in _WRITE_NAMES), "end_header"]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -368,4 +371,4 @@ def load_gaussians(path: str | os.PathLike, return_info: bool = False, max_point
     return gaussians, info
 
 
-__all__ = ["PlyError", "SH_C0", "OPACITY_EPS", "VIEWER_FRAME_COMMENT", "load_gaussians", "save_gaussians"]
+__all__ = ["PlyError", "SH_C0", "OPACITY_EPS", "VIEWER_FRAME_COMMENT", "WRITTEN_BY_COMMENT", "load_gaussians", "save_gaussians"]
