@@ -558,3 +558,13 @@ def test_mesh_views_rendered_in_groups_are_the_views_rendered_at_once(monkeypatc
     grouped = turntable.render_asset(mesh, cams)
     assert grouped.shape == at_once.shape == (5, 3, 24, 24) and torch.equal(grouped, at_once)
     assert (at_once < 0.9).any()
+
+
+def test_a_render_in_which_nothing_shows_says_so(tmp_path):
+    (tmp_path / "flat.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")  # a triangle without area
+    save_gaussians(tmp_path / "g.ply", _blob())
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "flat.obj"), str(tmp_path / "g.ply"), "-o",
+                                   str(tmp_path / "r"), "--frames", "2", "--size", "16", "--no-mp4"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert f"warning: {tmp_path / 'flat.obj'}: nothing shows in any view" in said and said.count("nothing shows") == 1

@@ -200,6 +200,9 @@ def render(
                 if earlier and stale not in written and not stale.is_dir():  # an MP4 from before --no-mp4
                     stale.unlink(missing_ok=True)
             console.print(f"[green]✓[/green] {escape(str(path))} -> " + ", ".join(escape(p.name) for p in written))
+            if (grid == 255).all() and (clip == 255).all():  # the white background everywhere
+                console.print(f"[yellow]warning[/yellow]: {escape(str(path))}: nothing shows in any view (a mesh "
+                              "without area, or Gaussians too faint to see?)", soft_wrap=True)
         except KeyboardInterrupt:
             console.print(f"[yellow]interrupted[/yellow] at {escape(str(path))}: the inputs before it are done; "
                           "run the command again for the rest", soft_wrap=True)
