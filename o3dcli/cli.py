@@ -540,10 +540,9 @@ def _torch_problem() -> str | None:
 
     if "torch" in sys.modules or importlib.util.find_spec("torch") is None:
         return None
-    from o3dcli.native import library_problem
+    from o3dcli.native import torch_problem
 
-    problem = library_problem("numpy")  # imports torch again, and says how it fails
-    return problem if problem and problem.startswith("torch does not import") else None
+    return torch_problem()  # imports torch again, and says how it fails
 
 
 if __name__ == "__main__":

@@ -126,6 +126,15 @@ def _pymeshlab_problem() -> str | None:
     return f"pymeshlab lacks the filters {', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''} (its plugins did not load)"
 
 
+def torch_problem() -> str | None:
+    """Why torch does not import (a broken or mismatched install), with the fix; None when it does."""
+    try:
+        import torch  # noqa: F401
+    except Exception as e:  # said as one line rather than as a traceback
+        return f"torch does not import ({type(e).__name__}: {e}); reinstall it (pip install --force-reinstall torch)"
+    return None
+
+
 def _numpy_problem() -> str | None:
     """torch before 2.3 is built for NumPy 1.x: beside NumPy 2 it imports (with a warning) but every
     exchange of arrays fails ("Numpy is not available"). pip pairs them where torch 2.2 is the
@@ -133,10 +142,10 @@ def _numpy_problem() -> str | None:
     torch."""
     import numpy
 
-    try:
-        import torch
-    except Exception as e:  # a broken install: said here rather than as a traceback
-        return f"torch does not import ({type(e).__name__}: {e}); reinstall it (pip install --force-reinstall torch)"
+    if problem := torch_problem():
+        return problem
+    import torch
+
     try:
         torch.from_numpy(numpy.zeros(1))
     except RuntimeError as e:

@@ -40,9 +40,7 @@ def import_problem(module: str, attr: str | None = None) -> str | None:
         m = importlib.import_module(module)
         if attr:
             getattr(m, attr)
-    except BaseException as e:  # report any import failure, it is what the user needs to see
-        if isinstance(e, KeyboardInterrupt):
-            raise
+    except Exception as e:  # report any import failure, it is what the user needs to see
         return f"{type(e).__name__}: {e}"
     return None
 
@@ -71,9 +69,12 @@ def available_weights() -> list[Path]:
 
 def collect_info() -> dict[str, str]:
     info: dict[str, str] = {"python": platform.python_version(), "platform": platform.platform()}
+    unusable = set()  # libraries that are not installed or fail to import
     for lib in LIBRARIES:
         v = library_version(lib)
-        torch_broken = lib == "numpy" and "(fails to import" in info["torch"]  # said in torch's row
+        if v == "not installed":
+            unusable.add(lib)
+        torch_broken = lib == "numpy" and "torch" in unusable  # said in torch's row
         if v != "not installed" and lib in ("open3d", "pymeshlab", "numpy") and not torch_broken:
             from o3dcli.native import library_problem
 
@@ -84,6 +85,7 @@ def collect_info() -> dict[str, str]:
             problem = import_problem(IMPORT_NAMES.get(lib, lib), USED_FROM.get(lib))
             if problem:
                 v += f" (fails to import: {problem})"
+                unusable.add(lib)
         info[lib] = v
     for dist, extra, use in EXTRAS:
         v = library_version(dist)
@@ -96,7 +98,7 @@ def collect_info() -> dict[str, str]:
                 v += f" (not usable: {problem})"
         info[f"{dist} (optional)"] = v
     info["input formats"] = _input_formats()
-    if "(fails to import" in info["torch"] or info["torch"] == "not installed":
+    if "torch" in unusable:
         info["device"] = info["rasterizer"] = "unknown: torch does not import (see its row)"
     else:
         _device_info(info)

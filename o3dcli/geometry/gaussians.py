@@ -58,19 +58,32 @@ class Gaussians:
 
     def rotation_matrices(self) -> Tensor:
         """[N, 3, 3] rotation matrices from the (w, x, y, z) quaternions."""
-        q = torch.nn.functional.normalize(self.quats, dim=-1)
-        w, x, y, z = q.unbind(-1)
-        return torch.stack(
-            [
-                1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-                2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-                2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-            ],
-            -1,
-        ).reshape(-1, 3, 3)
+        return quat_to_matrix(self.quats)
+
+    def turned(self, turn: Tensor) -> "Gaussians":
+        """The Gaussians turned by the unit quaternion `turn` (w, x, y, z): positions and orientations."""
+        turn = torch.as_tensor(turn, dtype=self.quats.dtype)
+        w, x, y, z = turn.unbind(-1)
+        a, b, c, d = self.quats.unbind(1)  # turn * q (Hamilton product)
+        quats = torch.stack([w * a - x * b - y * c - z * d, w * b + x * a + y * d - z * c,
+                             w * c - x * d + y * a + z * b, w * d + x * c - y * b + z * a], 1)
+        return Gaussians(self.means @ quat_to_matrix(turn).T, self.scales, quats, self.opacities, self.colors)
 
     def covariances(self) -> Tensor:
         """[N, 3, 3] world-space covariances R S S^T R^T."""
         r = self.rotation_matrices()
         rs = r * self.scales[:, None, :]
         return rs @ rs.transpose(-1, -2)
+
+
+def quat_to_matrix(quats: Tensor) -> Tensor:
+    """[..., 3, 3] rotation matrices from [..., 4] (w, x, y, z) quaternions (normalised first)."""
+    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        -1,
+    ).reshape(*quats.shape[:-1], 3, 3)

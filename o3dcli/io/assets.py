@@ -212,16 +212,5 @@ TURN_Z_UP = (0.5 ** 0.5, -(0.5 ** 0.5), 0.0, 0.0)
 
 
 def _turned(g: Gaussians, turn: tuple[float, float, float, float] | None) -> Gaussians:
-    """Gaussians turned by the unit quaternion `turn` (w, x, y, z): positions and orientations."""
-    if turn is None:
-        return g
-    import torch
-
-    w, x, y, z = torch.tensor(turn, dtype=g.means.dtype)
-    rot = torch.stack([torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
-                       torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
-                       torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)])])
-    a, b, c, d = g.quats.unbind(1)  # turn * q (Hamilton product)
-    quats = torch.stack([w * a - x * b - y * c - z * d, w * b + x * a + y * d - z * c,
-                         w * c - x * d + y * a + z * b, w * d + x * c - y * b + z * a], 1)
-    return Gaussians(g.means @ rot.T, g.scales, quats, g.opacities, g.colors)
+    """`g` turned by the unit quaternion `turn` (w, x, y, z), or as it is for None."""
+    return g if turn is None else g.turned(turn)
