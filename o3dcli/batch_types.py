@@ -56,6 +56,10 @@ class Stage:
     key_extra: Callable[[Config], dict[str, Any]] | None = None
     """What else decides the stage's output, {name: value} (e.g. a setting that matters only for one
     format, or whether an optional library is installed): added to the key when not empty."""
+    per_item: bool = False
+    """Its output carries the item's name (the export names its object and material after the
+    asset): the name goes into the key, so an item made from the same image under another name
+    does not take this one's entry."""
 
 
 class StageWarnings(logging.Filter):

@@ -194,7 +194,8 @@ class BatchRunner:
             lock.release()
         return res
 
-    def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str, result: bool = False) -> str:
+    def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str, item: Item,
+             result: bool = False) -> str:
         """The key of the stage's cache entry; `result`: the key of its result alone, which its
         downstream stages are keyed by: `stage.side_fields` at their defaults (so the keys made
         without them set are the entry's, as before they were side fields)."""
@@ -202,6 +203,8 @@ class BatchRunner:
         values = {s: config_value(DEFAULT_VALUES if result and s in stage.side_fields else cfg, s) for s in stage.sections}
         if stage.key_extra:
             values.update({f"extra:{k}": v for k, v in stage.key_extra(self.config).items()})
+        if stage.per_item:
+            values["item"] = item.name
         return stage_key(stage.name, stage.version, values, dict(keys), input_hash, files)
 
     def _warnings_of_other(self, other: str):
@@ -290,7 +293,7 @@ class BatchRunner:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
             self._running, self._running_t0 = stage.name, t0
-            key = self._key(stage, cfg, keys, input_hash)
+            key = self._key(stage, cfg, keys, input_hash, item)
             done = ic.lookup(stage.name, key)
             manifest = ic.manifest(done) if done is not None else None
             # made in this batch: by another of its processes (o3d generate --jobs), not cached
@@ -338,7 +341,7 @@ class BatchRunner:
                 ctx.state.clear()
                 manifest = ic.manifest(done)
             entries[stage.name] = key
-            keys[stage.name] = self._key(stage, cfg, keys, input_hash, result=True) if stage.side_fields else key
+            keys[stage.name] = self._key(stage, cfg, keys, input_hash, item, result=True) if stage.side_fields else key
             dirs[stage.name] = done
             metas[stage.name] = manifest.get("meta", {})
             res.computed_seconds[stage.name] = manifest.get("seconds")
@@ -364,8 +367,8 @@ class BatchRunner:
         # so that the folder holds what its config.yaml makes.
         for stage in self.all_stages[len(self.stages):]:
             try:
-                key = entries[stage.name] = self._key(stage, cfg, keys, input_hash)
-                keys[stage.name] = self._key(stage, cfg, keys, input_hash, result=True) if stage.side_fields else key
+                key = entries[stage.name] = self._key(stage, cfg, keys, input_hash, item)
+                keys[stage.name] = self._key(stage, cfg, keys, input_hash, item, result=True) if stage.side_fields else key
             except (ConfigError, OSError):  # e.g. model files not given: checked only when the stage runs
                 break
             done = ic.lookup(stage.name, key, recompute=False)

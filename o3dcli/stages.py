@@ -314,14 +314,15 @@ def run_mesh_bake(ctx: StageContext) -> dict:
 
 
 def run_export(ctx: StageContext) -> dict:
-    """model.glb (PBR base colour), model.obj/.mtl/.png, model.usdz and model.stl, as mesh.formats says."""
+    """model.glb (PBR base colour), model.obj/.mtl/.png, model.usdz and model.stl, as mesh.formats
+    says; their object and material named after the asset (the item's name)."""
     from o3dcli.io.export import export_mesh
 
     mesh = load_trimesh(ctx.upstream["mesh_bake"] / "mesh.npz")
     cfg = ctx.config.mesh
     files = export_mesh(mesh, ctx.work_dir, "model", tuple(cfg.formats), stl_size_mm=cfg.stl_size_mm,
                         texture_format=cfg.texture_format, jpeg_quality=cfg.jpeg_quality, draco=cfg.draco,
-                        crease_angle_deg=cfg.crease_angle_deg)
+                        crease_angle_deg=cfg.crease_angle_deg, name=ctx.item.name)
     return {"files": [f.name for f in files]}
 
 
@@ -358,9 +359,10 @@ MESH_UV = Stage("mesh_uv", 1, _mesh_fields(MESH_UV_FIELDS), run_mesh_uv)
 MESH_BAKE = Stage("mesh_bake", 1, _mesh_fields(MESH_BAKE_FIELDS), run_mesh_bake)
 # version 2: normals kept sharp along creases (mesh.crease_angle_deg), OBJs with vn; 3: the USDZ's
 # texture named by its bytes (one fixed name gave a Blender scene of o3d assets the first one's
-# texture), o3d named as the GLB's generator
-EXPORT = Stage("export", 3, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
-               publish={f: f for f in EXPORT_FILES}, key_extra=export_key_extra)
+# texture), o3d named as the GLB's generator; 4: the object and material named after the asset
+# (were geometry_0 and material0 in every asset)
+EXPORT = Stage("export", 4, _mesh_fields(MESH_EXPORT_FIELDS), run_export,
+               publish={f: f for f in EXPORT_FILES}, key_extra=export_key_extra, per_item=True)
 
 
 def generate_stages(stop_after: str | None = None) -> list[Stage]:

@@ -46,7 +46,7 @@ def corner_normals_of_glb(path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_a_box_keeps_flat_faces_in_glb_obj_and_usdz(tmp_path, gltf_validator):  # noqa: F811
     mesh = box()
-    files = export_mesh(mesh, tmp_path, formats=("glb", "obj", "usdz"))
+    files = export_mesh(mesh, tmp_path, formats=("glb", "obj", "usdz"), name="model")
     pos, faces, nrm = corner_normals_of_glb(tmp_path / "model.glb")
     assert len(pos) == 24  # each corner split three ways, one vertex per face it touches
     np.testing.assert_allclose(nrm[faces], np.repeat(face_normals(pos, faces)[:, None], 3, 1), atol=1e-6)

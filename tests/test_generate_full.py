@@ -75,6 +75,23 @@ def test_changing_a_mesh_setting_reuses_the_diffusion(good_images, tmp_path):
     assert rep["cached"] == ["preprocess", "diffusion", "mesh_fusion", "mesh_simplify", "mesh_uv"]
 
 
+def test_the_same_photo_under_two_names_gets_its_own_names_in_the_files(good_images, tmp_path):
+    # the copy takes the other asset's cached stages but its export, which names the object after the asset
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "out"
+    a.mkdir(), b.mkdir()
+    (a / "apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    (b / "green apple.png").write_bytes((good_images / "apple.png").read_bytes())
+    res = CliRunner().invoke(app, ["generate", str(a), str(b), "-o", str(out), "--steps", "1", "--formats",
+                                   "glb,obj", *SMALL, *MESH_SMALL])
+    assert res.exit_code == 0, res.output
+    items = {i["name"]: i for i in json.loads((out / "o3d-report.json").read_text())["items"]}
+    assert set(items["green apple"]["reused_from"]) == set(items["green apple"]["timings"]) - {"export"}
+    for name, word in (("apple", "apple"), ("green apple", "green_apple")):
+        assert f"o {word}" in (out / name / "model.obj").read_text().splitlines()
+        raw = (out / name / "model.glb").read_bytes()
+        assert f'"name":"{word}"'.encode() in raw and b"geometry_0" not in raw
+
+
 def test_same_input_and_seed_give_byte_identical_files(good_images, tmp_path):
     # the meshes used to differ from run to run (open3d's marching cubes emits vertices in hash-map order)
     outs = [tmp_path / "a", tmp_path / "b"]

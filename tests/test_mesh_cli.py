@@ -223,6 +223,11 @@ def test_names_follow_the_asset_folder_never_overwrite_and_drop_stale_formats(tm
     res = CliRunner().invoke(app, ["mesh", str(tmp_path / "b/crate/gaussians.ply"), *opts])
     assert res.exit_code == 0, res.output
     assert (out / "crate-2" / "model.glb").is_file() and (out / "crate" / "model.glb").read_bytes() == first
+    # each file's object and material are called after its folder (the files are written in a staging folder)
+    for folder in ("crate", "crate-2"):
+        assert f"o {folder}" in (out / folder / "model.obj").read_text().splitlines()
+        assert load_mesh(out / folder / "model.glb") is not None
+        assert f'"name":"{folder}"'.encode() in (out / folder / "model.glb").read_bytes()
     # the same input again, glb only: its own folder, and the obj it no longer asks for is gone
     res = CliRunner().invoke(app, ["mesh", str(tmp_path / "a/crate"), "--formats", "glb", *opts])
     assert res.exit_code == 0, res.output

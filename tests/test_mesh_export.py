@@ -173,6 +173,27 @@ def test_glb_names_o3d_as_its_generator(tmp_path, draco):
     assert doc["asset"]["generator"] == f"o3d {__version__}" and doc["asset"]["version"] == "2.0"
 
 
+@pytest.mark.parametrize("folder, word", [("green apple (2)", "green_apple_2"), ("scan-3.v2", "scan-3.v2"),
+                                          ("椅子", "椅子"), ("   ", "model")])
+def test_objects_and_materials_are_named_after_the_asset(tmp_path, gltf_validator, folder, word):
+    # trimesh named every asset's object "geometry_0" and o3d its material "material0": a scene of
+    # several assets showed them all alike, and an importer renamed them material0.001, ...
+    out = tmp_path / folder
+    out.mkdir()
+    files = {p.suffix: p for p in export_mesh(quadrant_plane(), out, formats=("glb", "obj"))}
+    doc, _ = read_glb(files[".glb"])
+    assert [e["name"] for kind in ("nodes", "meshes", "materials", "images") for e in doc[kind]] == [word] * 4
+    report = gltf_validator(files[".glb"])
+    assert (report["errors"], report["warnings"]) == (0, 0), report
+    obj, mtl = files[".obj"].read_text().splitlines(), files[".mtl"].read_text().splitlines()
+    assert f"o {word}" in obj and f"usemtl {word}" in obj and mtl[0] == f"newmtl {word}"
+    back = load_mesh(files[".obj"])  # read back, its material found by the new name
+    assert np.array_equal(back.texture, quadrant_plane().texture) and len(back.faces) == 2
+    # a name given wins over the folder's
+    doc, _ = read_glb(export_mesh(quadrant_plane(), out, formats=("glb",), name="crate")[0])
+    assert doc["meshes"][0]["name"] == "crate"
+
+
 def test_obj_positions_keep_the_precision_of_a_small_object(tmp_path):
     # six decimals turned a 10-micrometre sphere (in metres) into 21 distinct x values
     from o3dcli.mesh.surface_gaussians import reference_shape

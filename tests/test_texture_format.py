@@ -70,7 +70,7 @@ def test_jpeg_glb_is_smaller_and_keeps_geometry_and_colours(tmp_path):
 
 def test_jpeg_obj_and_usdz(tmp_path):
     mesh = textured_torus()
-    names = [p.name for p in export_mesh(mesh, tmp_path, formats=("obj", "usdz"), texture_format="jpeg")]
+    names = [p.name for p in export_mesh(mesh, tmp_path, formats=("obj", "usdz"), texture_format="jpeg", name="model")]
     assert names == ["model.obj", "model.mtl", "model.jpg", "model.usdz"]
     assert "map_Kd model.jpg" in (tmp_path / "model.mtl").read_text()
     assert not (tmp_path / "model.png").exists()
@@ -83,7 +83,7 @@ def test_jpeg_obj_and_usdz(tmp_path):
     from test_usdz import shader_input, validation_errors
 
     stage = Usd.Stage.Open(str(tmp_path / "model.usdz"))
-    asset = shader_input(stage, "/model/Materials/material0/texture", "file").Get()
+    asset = shader_input(stage, "/model/Materials/model/texture", "file").Get()
     assert asset.resolvedPath.endswith(f"model.usdz[{texture}]")  # the layer names the JPEG, found inside
     assert validation_errors(tmp_path / "model.usdz") == []
 

@@ -83,18 +83,18 @@ def test_textured_usdz_layout_geometry_texture_and_material(tmp_path, binary):
                                atol=1e-6)
     assert geom.GetDoubleSidedAttr().Get() is False
     material, _ = UsdShade.MaterialBindingAPI(geom.GetPrim()).ComputeBoundMaterial()
-    assert material.GetPath() == "/model/Materials/material0"
+    assert material.GetPath() == "/model/Materials/model"
     surface = material.ComputeSurfaceSource()[0]
     assert surface.GetIdAttr().Get() == "UsdPreviewSurface"
     assert surface.GetInput("metallic").Get() == 0 and surface.GetInput("roughness").Get() == 1
     assert not surface.GetInput("opacity")  # opaque: no opacity input
     source = surface.GetInput("diffuseColor").GetConnectedSources()[0][0]
-    assert source.source.GetPath() == "/model/Materials/material0/texture" and source.sourceName == "rgb"
-    assert shader_input(stage, "/model/Materials/material0/uv", "varname").Get() == "st"  # reads that primvar
-    assert tuple(shader_input(stage, "/model/Materials/material0/texture", "fallback").Get()) == (1, 1, 1, 1)
-    asset = shader_input(stage, "/model/Materials/material0/texture", "file").Get()
+    assert source.source.GetPath() == "/model/Materials/model/texture" and source.sourceName == "rgb"
+    assert shader_input(stage, "/model/Materials/model/uv", "varname").Get() == "st"  # reads that primvar
+    assert tuple(shader_input(stage, "/model/Materials/model/texture", "fallback").Get()) == (1, 1, 1, 1)
+    asset = shader_input(stage, "/model/Materials/model/texture", "file").Get()
     assert asset.resolvedPath.endswith(f"model.usdz[{texture}]")  # found inside the package
-    assert shader_input(stage, "/model/Materials/material0/texture", "sourceColorSpace").Get() == "sRGB"
+    assert shader_input(stage, "/model/Materials/model/texture", "sourceColorSpace").Get() == "sRGB"
 
 
 def test_each_texture_has_its_own_name_in_the_package(tmp_path):
@@ -119,7 +119,7 @@ def test_texture_alpha_becomes_opacity(tmp_path, mode):
     path = save_mesh_usdz(tmp_path / "m.usdz", mesh)
     assert validation_errors(path) == []
     stage = Usd.Stage.Open(str(path))
-    surface = UsdShade.Shader(stage.GetPrimAtPath("/model/Materials/material0/surface"))
+    surface = UsdShade.Shader(stage.GetPrimAtPath("/model/Materials/model/surface"))
     source = surface.GetInput("opacity").GetConnectedSources()[0][0]
     assert source.sourceName == "a"
     threshold = surface.GetInput("opacityThreshold")
@@ -168,7 +168,7 @@ def test_vertex_colours_and_material_colour(tmp_path):
     stage = Usd.Stage.Open(str(path))
     geom = UsdGeom.Mesh(stage.GetPrimAtPath("/model/mesh"))
     np.testing.assert_allclose(np.asarray(UsdGeom.PrimvarsAPI(geom).GetPrimvar("displayColor").Get()), colours)
-    surface = UsdShade.Shader(stage.GetPrimAtPath("/model/Materials/material0/surface"))
+    surface = UsdShade.Shader(stage.GetPrimAtPath("/model/Materials/model/surface"))
     reader = surface.GetInput("diffuseColor").GetConnectedSources()[0][0].source
     assert UsdShade.Shader(reader.GetPrim()).GetInput("varname").Get() == "displayColor"
     np.testing.assert_allclose(surface.GetInput("diffuseColor").Get(), colours.mean(0), atol=1e-6)  # for Quick Look
@@ -176,7 +176,7 @@ def test_vertex_colours_and_material_colour(tmp_path):
     path = save_mesh_usdz(tmp_path / "c.usdz", TriMesh(plane.vertices, plane.faces, material_color=(0.2, 0.5, 0.9)))
     assert validation_errors(path) == []
     stage = Usd.Stage.Open(str(path))
-    surface = UsdShade.Shader(stage.GetPrimAtPath("/model/Materials/material0/surface"))
+    surface = UsdShade.Shader(stage.GetPrimAtPath("/model/Materials/model/surface"))
     np.testing.assert_allclose(surface.GetInput("diffuseColor").Get(), (0.2, 0.5, 0.9), atol=1e-6)
 
 
@@ -193,7 +193,7 @@ def test_binary_layer_only_with_usd_installed(tmp_path, monkeypatch):
         save_mesh_usdz(tmp_path / "x.usdz", mesh, binary=True)
     monkeypatch.undo()
     a, b = (Usd.Stage.Open(str(p)) for p in (auto, text))
-    for prim in ("/model/mesh", "/model/Materials/material0/texture"):
+    for prim in ("/model/mesh", "/model/Materials/model/texture"):
         pa, pb = a.GetPrimAtPath(prim), b.GetPrimAtPath(prim)
         assert [x.GetName() for x in pa.GetAttributes()] == [x.GetName() for x in pb.GetAttributes()]
         for attr in pa.GetAttributes():
@@ -243,3 +243,15 @@ def test_generate_formats_shortcut(tmp_path):
     assert load_config(out / "red" / "config.yaml").mesh.formats == ("glb", "usdz")
     res = CliRunner().invoke(app, ["generate", str(tmp_path / "red.png"), "-o", str(out), "--formats", "glb,fbx"])
     assert res.exit_code == 2 and "mesh.formats" in res.output
+
+
+@pytest.mark.parametrize("name, prim", [("green apple", "green_apple"), ("3d-scan.v2", "_3d_scan_v2"), ("椅子", "model")])
+def test_the_default_prim_and_material_are_named_after_the_asset(tmp_path, name, prim):
+    # prim names allow ASCII letters, digits and "_" only, and no digit first
+    path = save_mesh_usdz(tmp_path / "model.usdz", quadrant_plane(), binary=True, name=name)
+    stage = Usd.Stage.Open(str(path))
+    assert stage.GetDefaultPrim().GetPath() == f"/{prim}"
+    geom = UsdGeom.Mesh(stage.GetPrimAtPath(f"/{prim}/mesh"))
+    material = UsdShade.MaterialBindingAPI(geom.GetPrim()).ComputeBoundMaterial()[0]
+    assert material.GetPath() == f"/{prim}/Materials/{prim}"
+    assert validation_errors(path) == []

@@ -218,10 +218,11 @@ class InputRules:
 
 
 def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, rules: InputRules = InputRules(),
-             timings: dict | None = None, stats: dict | None = None) -> list[Path]:
+             timings: dict | None = None, stats: dict | None = None, name: str | None = None) -> list[Path]:
     """Mesh one input into out_dir, with `rules` for what a mesh input keeps of its own. Returns the
     files written; raises with a message naming the file. `timings`, if given, receives seconds per
-    stage; `stats`, the result's `mesh_stats`."""
+    stage; `stats`, the result's `mesh_stats`; `name`, what the files call the object and material
+    (None: out_dir's name)."""
     import dataclasses
     import time
 
@@ -261,7 +262,8 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, rules: InputRules = Input
     start = time.perf_counter()
     written = export_mesh(mesh, out_dir, "model", mesh_cfg.formats, stl_size_mm=mesh_cfg.stl_size_mm,
                           texture_format=mesh_cfg.texture_format, jpeg_quality=mesh_cfg.jpeg_quality,
-                          draco=mesh_cfg.draco, crease_angle_deg=mesh_cfg.crease_angle_deg)
+                          draco=mesh_cfg.draco, crease_angle_deg=mesh_cfg.crease_angle_deg,
+                          name=name)
     timings["export"] = time.perf_counter() - start
     if stats is not None:
         stats.update(mesh_stats(mesh))
@@ -524,7 +526,8 @@ def _mesh_into(path: Path, output: Path, name: str, batch: dict[str, Path], mesh
         try:
             with publish.staging(asset_dir) as staged:
                 caught.paths[str(staged)] = str(asset_dir)
-                written = mesh_one(path, staged, mesh_cfg, cfg, rules=rules, timings=timings, stats=stats)
+                written = mesh_one(path, staged, mesh_cfg, cfg, rules=rules, timings=timings, stats=stats,
+                                   name=asset_dir.name)
                 is_ours = ours.__contains__
                 made = publish.digests(staged, is_ours)
                 # an o3d file changed since this command wrote it is kept under another name

@@ -25,6 +25,26 @@ ROUGHNESS = 1.0
 """Baked colour already holds the lighting the Gaussians saw: export it as fully rough, non-metal."""
 
 
+def object_name(name: str | None) -> str:
+    """The name an exported file gives its object and material (an asset's folder name): one
+    word, as OBJ/MTL statements need it; runs of anything but letters, digits, "-", "." and "_"
+    become one "_"; "model" when nothing is left. USD's prim names are stricter
+    (`usd_identifier`)."""
+    import re
+
+    word = re.sub(r"[^\w.-]+", "_", str(name or "")).strip("_")
+    return word or "model"
+
+
+def usd_identifier(name: str | None) -> str:
+    """`object_name` as a USD prim name: ASCII letters, digits and "_" only, not starting with a
+    digit; "model" when nothing is left."""
+    import re
+
+    word = re.sub(r"[^A-Za-z0-9_]+", "_", object_name(name)).strip("_")
+    return ("_" + word if word[:1].isdigit() else word) or "model"
+
+
 def _png_bytes(texture: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -60,13 +80,15 @@ def check_exportable(mesh: TriMesh) -> None:
 
 
 def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = MeshConfig.jpeg_quality,
-              draco: bool = False, crease_angle_deg: float = MeshConfig.crease_angle_deg) -> bytes:
+              draco: bool = False, crease_angle_deg: float = MeshConfig.crease_angle_deg,
+              name: str = "model") -> bytes:
     """The mesh as a GLB: base colour from the texture (with UVs; its alpha with the mesh's
     alphaMode; PNG, or JPEG as `texture_file` says), else vertex colours (COLOR_0, with a plain
     material), else the material colour; metallic 0, roughness 1; normals smooth across edges
     flatter than ``crease_angle_deg``, vertices split along the sharper ones
     (`o3dcli.io.normals.split_at_creases`); doubleSided as the mesh. ``draco``: the geometry
-    Draco-compressed (`_glb_with_draco`)."""
+    Draco-compressed (`_glb_with_draco`). Its node, mesh, material and image are called
+    `object_name` (``name``): what an importer names the object and material by."""
     import trimesh
     from PIL import Image
 
@@ -88,7 +110,7 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
         # in as a JPEG, trimesh gets a 1-pixel stand-in and the JPEG replaces it after
         picture = Image.new("RGB", (1, 1)) if image else Image.fromarray(mesh.texture)
         material = trimesh.visual.material.PBRMaterial(
-            name="material0", baseColorTexture=picture, metallicFactor=0.0,
+            baseColorTexture=picture, metallicFactor=0.0,
             roughnessFactor=ROUGHNESS, **style,
         )
         visual = trimesh.visual.TextureVisuals(uv=mesh.uv, material=material)
@@ -97,12 +119,12 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
         visual = trimesh.visual.ColorVisuals(vertex_colors=(np.clip(rgba, 0, 1) * 255 + 0.5).astype(np.uint8))
         # trimesh writes COLOR_0 with no material, and glTF's default material is metallic and
         # single-sided: the primitive gets the same non-metal, fully rough material as the others
-        plain = {"name": "material0", "doubleSided": bool(mesh.double_sided),
+        plain = {"doubleSided": bool(mesh.double_sided),
                  "pbrMetallicRoughness": {"metallicFactor": 0.0, "roughnessFactor": ROUGHNESS}}
     else:
         color = np.append(np.clip(mesh.material_color, 0, 1), 1.0)
         material = trimesh.visual.material.PBRMaterial(
-            name="material0", baseColorFactor=(color * 255 + 0.5).astype(np.uint8), metallicFactor=0.0,
+            baseColorFactor=(color * 255 + 0.5).astype(np.uint8), metallicFactor=0.0,
             roughnessFactor=ROUGHNESS, doubleSided=mesh.double_sided,
         )
         visual = trimesh.visual.TextureVisuals(material=material)
@@ -112,20 +134,25 @@ def glb_bytes(mesh: TriMesh, texture_format: str = "png", jpeg_quality: int = Me
         glb = _glb_with_material(glb, plain)
     if image is not None:
         glb = _glb_with_image(glb, 0, *image)
-    return _glb_finished(_glb_with_draco(glb) if draco else glb)
+    return _glb_finished(_glb_with_draco(glb) if draco else glb, object_name(name))
 
 
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 
 
-def _glb_finished(glb: bytes) -> bytes:
-    """``glb`` with o3d named as its generator (trimesh, which wrote it, named itself) and each
-    buffer view of vertex data or indices saying so (`target`: what the glTF validator hints at
-    when it is missing, and what lets a loader upload the view as it is)."""
+def _glb_finished(glb: bytes, name: str) -> bytes:
+    """``glb`` with o3d named as its generator (trimesh, which wrote it, named itself), its
+    nodes, meshes, materials and images called ``name`` (trimesh calls them "geometry_0", which
+    every asset shared once imported side by side), and each buffer view of vertex data or
+    indices saying so (`target`: what the glTF validator hints at when it is missing, and what
+    lets a loader upload the view as it is)."""
     from o3dcli import __version__
 
     doc, binary = _glb_chunks(glb)
     doc.setdefault("asset", {"version": "2.0"})["generator"] = f"o3d {__version__}"
+    for kind in ("nodes", "meshes", "materials", "images"):
+        for entry in doc.get(kind, []):
+            entry["name"] = name
     kinds: dict[int, set[int]] = {}
     for m in doc.get("meshes", []):
         for prim in m.get("primitives", []):
@@ -281,25 +308,25 @@ def _lay_out(doc: dict, views: list[dict], chunks: list[bytes]) -> bytes:
 
 def save_mesh_glb(path, mesh: TriMesh, texture_format: str = "png",
                   jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False,
-                  crease_angle_deg: float = MeshConfig.crease_angle_deg) -> Path:
-    """Write ``mesh`` to ``path`` as a GLB (atomic; the texture, compression and normals as
+                  crease_angle_deg: float = MeshConfig.crease_angle_deg, name: str = "model") -> Path:
+    """Write ``mesh`` to ``path`` as a GLB (atomic; the texture, compression, normals and names as
     `glb_bytes` says). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, glb_bytes(mesh, texture_format, jpeg_quality, draco, crease_angle_deg))
+    atomic_write_bytes(path, glb_bytes(mesh, texture_format, jpeg_quality, draco, crease_angle_deg, name))
     return path
 
 
 def save_mesh_obj(path, mesh: TriMesh, texture_format: str = "png",
                   jpeg_quality: int = MeshConfig.jpeg_quality,
-                  crease_angle_deg: float = MeshConfig.crease_angle_deg) -> Path:
+                  crease_angle_deg: float = MeshConfig.crease_angle_deg, name: str = "model") -> Path:
     """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, its texture (see
     `write_obj_files`). Returns the .obj's path."""
-    return write_obj_files(path, mesh, texture_format, jpeg_quality, crease_angle_deg)[0]
+    return write_obj_files(path, mesh, texture_format, jpeg_quality, crease_angle_deg, name)[0]
 
 
 def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
                     jpeg_quality: int = MeshConfig.jpeg_quality,
-                    crease_angle_deg: float = MeshConfig.crease_angle_deg) -> list[Path]:
+                    crease_angle_deg: float = MeshConfig.crease_angle_deg, name: str = "model") -> list[Path]:
     """Write ``mesh`` as ``path`` (.obj) with ``<stem>.mtl`` and, when textured, ``<stem>.png`` (or
     ``.jpg``, as `texture_file` says) beside it (each atomic; the texture and material first, so a
     finished .obj never points at nothing). Returns [obj, mtl(, texture)].
@@ -307,7 +334,8 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
     group, so the vertices themselves are not split.
     Untextured meshes keep vertex colours as 'v x y z r g b' and the material colour as Kd.
     Texture alpha goes in the PNG and is named by ``map_d``; a cut-out's (MASK) alpha is written
-    as 0 or 255 at its cutoff, which MTL has no field for."""
+    as 0 or 255 at its cutoff, which MTL has no field for. The object (``o``) and its material
+    are called `object_name` (``name``)."""
     from o3dcli.io.normals import split_at_creases
 
     path = Path(path)
@@ -315,7 +343,8 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
     split, normals, _ = split_at_creases(mesh, crease_angle_deg)
     stem = path.stem
     kd = " ".join(f"{c:.6f}" for c in (np.ones(3) if mesh.has_texture else mesh.material_color))
-    mtl = ["newmtl material0", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
+    name = object_name(name)
+    mtl = [f"newmtl {name}", f"Kd {kd}", "Ka 0 0 0", "Ks 0 0 0", "d 1", "illum 1"]
     if mesh.has_texture:
         # MTL cannot hold a cut-out's cutoff: it is applied to the PNG's alpha
         data, suffix, _ = texture_file(mesh.hard_alpha().texture, texture_format, jpeg_quality)
@@ -325,7 +354,7 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
         if mesh.has_alpha:  # the alpha channel of the same image (-imfchan m: its matte channel)
             mtl.append(f"map_d -imfchan m {image.name}")
     atomic_write_bytes(path.with_suffix(".mtl"), ("\n".join(mtl) + "\n").encode())
-    lines = ["# written by o3d", f"mtllib {stem}.mtl"]
+    lines = ["# written by o3d", f"mtllib {stem}.mtl", f"o {name}"]
     # positions to 9 significant digits, which give a float32 back exactly (6 decimals cut a small
     # part, stored in metres, to micrometre steps)
     if mesh.vertex_colors is not None and not mesh.has_texture:
@@ -337,10 +366,10 @@ def write_obj_files(path, mesh: TriMesh, texture_format: str = "png",
     f1 = np.concatenate([mesh.faces + 1, split.faces + 1], 1)  # [F, 6]: v of each corner, then vn
     if mesh.has_texture:
         lines += [f"vt {u:.6f} {v:.6f}" for u, v in mesh.uv.tolist()]
-        lines.append("usemtl material0")
+        lines.append(f"usemtl {name}")
         lines += [f"f {a}/{a}/{na} {b}/{b}/{nb} {c}/{c}/{nc}" for a, b, c, na, nb, nc in f1.tolist()]
     else:
-        lines.append("usemtl material0")
+        lines.append(f"usemtl {name}")
         lines += [f"f {a}//{na} {b}//{nb} {c}//{nc}" for a, b, c, na, nb, nc in f1.tolist()]
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return [path, path.with_suffix(".mtl")] + ([image] if mesh.has_texture else [])
@@ -411,18 +440,21 @@ def save_mesh_stl(path, mesh: TriMesh, size_mm: float = MeshConfig.stl_size_mm) 
 def export_mesh(mesh: TriMesh, out_dir, stem: str = "model", formats=DEFAULT_FORMATS,
                 stl_size_mm: float = MeshConfig.stl_size_mm, texture_format: str = "png",
                 jpeg_quality: int = MeshConfig.jpeg_quality, draco: bool = False,
-                crease_angle_deg: float = MeshConfig.crease_angle_deg) -> list[Path]:
+                crease_angle_deg: float = MeshConfig.crease_angle_deg, name: str | None = None) -> list[Path]:
     """Write ``mesh`` into ``out_dir`` in each of ``formats`` ("glb", "obj", "usdz", "stl"). Returns
     the files written (model.glb; model.obj, model.mtl and, when textured, model.png or model.jpg;
     model.usdz; model.stl, ``stl_size_mm`` long). Textures are PNG, or JPEG (``texture_format``
     "jpeg") where they have no alpha; ``draco`` compresses the GLB's geometry; glb, obj and usdz
-    get the same normals, smooth across edges flatter than ``crease_angle_deg`` (stl: facet normals)."""
+    get the same normals, smooth across edges flatter than ``crease_angle_deg`` (stl: facet normals).
+    glb, obj and usdz call their object and material ``name`` (`object_name`; None: the folder's
+    name), so that assets imported side by side keep theirs apart."""
     out_dir = Path(out_dir)
+    name = object_name(out_dir.name if name is None else name)
     unknown = [f for f in formats if f not in MESH_FORMATS]
     if unknown or not formats:
         raise ValueError(f"unknown mesh format(s) {unknown or list(formats)}: choose from {', '.join(MESH_FORMATS)}")
     written = []
-    image = dict(texture_format=texture_format, jpeg_quality=jpeg_quality, crease_angle_deg=crease_angle_deg)
+    image = dict(texture_format=texture_format, jpeg_quality=jpeg_quality, crease_angle_deg=crease_angle_deg, name=name)
     if "glb" in formats:
         written.append(save_mesh_glb(out_dir / f"{stem}.glb", mesh, **image, draco=draco))
     if "obj" in formats:

@@ -47,11 +47,13 @@ def _ints(values: np.ndarray) -> str:
 
 
 def usda_text(mesh: TriMesh, texture_name: str = "texture.png",
-              crease_angle_deg: float = MeshConfig.crease_angle_deg) -> str:
+              crease_angle_deg: float = MeshConfig.crease_angle_deg, name: str = "model") -> str:
     """The USD layer (usda) of the mesh; `texture_name` is the texture's path inside the package.
     Normals as the GLB's: smooth across edges flatter than ``crease_angle_deg``, the vertices
-    split along the sharper ones (`o3dcli.io.normals.split_at_creases`)."""
-    from o3dcli.io.export import ROUGHNESS, check_exportable
+    split along the sharper ones (`o3dcli.io.normals.split_at_creases`). The default prim and the
+    material are called `o3dcli.io.export.usd_identifier` (``name``): /NAME/mesh and
+    /NAME/Materials/NAME."""
+    from o3dcli.io.export import ROUGHNESS, check_exportable, usd_identifier
     from o3dcli.io.normals import split_at_creases
 
     check_exportable(mesh)
@@ -66,17 +68,18 @@ def usda_text(mesh: TriMesh, texture_name: str = "texture.png",
         v, normals = np.concatenate([v, v]), np.concatenate([normals, -normals])
         per_vertex = {k: np.concatenate([a, a]) for k, a in per_vertex.items()}
     lo, hi = v.min(0), v.max(0)
-    mat = "/model/Materials/material0"
+    prim = usd_identifier(name)
+    mat = f"/{prim}/Materials/{prim}"
     lines = [
         "#usda 1.0",
         "(",
-        '    defaultPrim = "model"',
+        f'    defaultPrim = "{prim}"',
         "    metersPerUnit = 1",
         '    upAxis = "Y"',
         '    doc = "written by o3d"',
         ")",
         "",
-        'def Xform "model" (',
+        f'def Xform "{prim}" (',
         '    kind = "component"',
         ")",
         "{",
@@ -102,7 +105,7 @@ def usda_text(mesh: TriMesh, texture_name: str = "texture.png",
         lines += [f"        color3f[] primvars:displayColor = {_floats(np.clip(per_vertex['vertex_colors'], 0, 1))} (",
                   '            interpolation = "vertex"', "        )"]
     lines += ['        uniform token subdivisionScheme = "none"', "    }", "",
-              '    def Scope "Materials"', "    {", '        def Material "material0"', "        {",
+              '    def Scope "Materials"', "    {", f'        def Material "{prim}"', "        {",
               f"            token outputs:surface.connect = <{mat}/surface.outputs:surface>", "",
               '            def Shader "surface"', "            {",
               '                uniform token info:id = "UsdPreviewSurface"']
@@ -191,10 +194,10 @@ def _usdc_bytes(text: str) -> bytes | None:
 
 def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = "png",
                jpeg_quality: int = MeshConfig.jpeg_quality,
-               crease_angle_deg: float = MeshConfig.crease_angle_deg) -> bytes:
+               crease_angle_deg: float = MeshConfig.crease_angle_deg, name: str = "model") -> bytes:
     """The mesh as a .usdz package: model.usdc (binary, `binary` True or None with usd-core
     installed) or model.usda (text), then texture_<first 12 hex digits of its SHA-256>.png (or .jpg,
-    as `o3dcli.io.export.texture_file` says) when textured."""
+    as `o3dcli.io.export.texture_file` says) when textured; prims named as `usda_text` says."""
     from o3dcli.io.export import texture_file
 
     image = None
@@ -205,7 +208,7 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = 
         # named by its bytes: Blender unpacks every package's texture into one folder and reuses an
         # image it has loaded under the same name, so a fixed name gave each asset the first one's
         image = (f"texture_{hashlib.sha256(data).hexdigest()[:12]}{suffix}", data)
-    text = usda_text(mesh, image[0] if image else "texture.png", crease_angle_deg)
+    text = usda_text(mesh, image[0] if image else "texture.png", crease_angle_deg, name)
     usdc = _usdc_bytes(text) if binary in (None, True) else None
     if binary and usdc is None:
         raise ValueError("a binary USD layer needs usd-core: pip install \"o3dcli[usd]\"")
@@ -215,8 +218,8 @@ def usdz_bytes(mesh: TriMesh, binary: bool | None = None, texture_format: str = 
 
 def save_mesh_usdz(path, mesh: TriMesh, binary: bool | None = None, texture_format: str = "png",
                    jpeg_quality: int = MeshConfig.jpeg_quality,
-                   crease_angle_deg: float = MeshConfig.crease_angle_deg) -> Path:
+                   crease_angle_deg: float = MeshConfig.crease_angle_deg, name: str = "model") -> Path:
     """Write ``mesh`` to ``path`` as a .usdz (atomic; the arguments as in `usdz_bytes`). Returns the path."""
     path = Path(path)
-    atomic_write_bytes(path, usdz_bytes(mesh, binary, texture_format, jpeg_quality, crease_angle_deg))
+    atomic_write_bytes(path, usdz_bytes(mesh, binary, texture_format, jpeg_quality, crease_angle_deg, name))
     return path
