@@ -136,7 +136,7 @@ def examples_dir() -> Path:
 
 @app.command()
 def generate(
-    inputs: Optional[List[Path]] = typer.Argument(None, help="Image files and/or folders of images.", show_default=False, parser=path_param),
+    inputs: Optional[List[Path]] = typer.Argument(None, metavar="IMAGE", help="Image files and/or folders of images.", show_default=False, parser=path_param),
     output: Path = typer.Option(Path("o3d-output"), "--output", "-o", parser=path_param, metavar="<path>", help="Output folder: one sub-folder per input image."),
     preset: str = PresetOpt,
     sets: Optional[List[str]] = SetOpt,
@@ -359,8 +359,8 @@ def presets_list():
 
 @presets_app.command("show")
 def presets_show(
-    name: str = typer.Argument("tiny", help="Preset name or YAML path (a config key here means: that key of tiny)."),
-    keys: Optional[List[str]] = typer.Argument(None, help="Config keys or sections to explain in full, e.g. mesh.texture_format or mesh.", show_default=False),
+    name: str = typer.Argument("tiny", metavar="PRESET", help="Preset name or YAML path (a config key here means: that key of tiny)."),
+    keys: Optional[List[str]] = typer.Argument(None, metavar="KEY", help="Config keys or sections to explain in full, e.g. mesh.texture_format or mesh.", show_default=False),
     sets: Optional[List[str]] = SetOpt,
     long: bool = typer.Option(False, "--long", "-l", help="Every field's full meaning, type and default, one block a key."),
     as_yaml: bool = typer.Option(False, "--yaml", help="Print the resolved config as plain YAML (usable as a preset; with KEYS, only those)."),

@@ -71,6 +71,17 @@ def test_flags_show_no_value_type_in_help(command, monkeypatch):
     assert "<int>" in res.output or "<str>" in res.output or "<path>" in res.output  # other options keep theirs
 
 
+@pytest.mark.parametrize("command, usage", [
+    (["generate"], "[IMAGE]..."), (["mesh"], "INPUT}..."), (["render"], "INPUT}..."),
+    (["presets", "show"], "[PRESET] [KEY]..."), (["cache", "prune"], "OUTPUT}")])
+def test_usage_lines_name_the_arguments_in_capitals(command, usage, monkeypatch):
+    # they read "[inputs]..." and "{inputs}..." (typer takes a parameter's own name; braces: required)
+    monkeypatch.setenv("COLUMNS", "200")
+    res = CliRunner().invoke(app, [*command, "--help"])
+    line = next(line for line in res.output.splitlines() if "Usage:" in line)
+    assert line.rstrip().endswith(usage), line
+
+
 @pytest.mark.parametrize("command", [["generate"], ["mesh"], ["render"], ["eval"], ["train"], ["info"],
                                      ["data", "synth"], ["cache", "prune"], ["presets", "show"]])
 def test_no_help_text_is_cut_short_at_80_columns(command, monkeypatch):

@@ -13,7 +13,7 @@ app = typer.Typer(help="The stage cache in an o3d generate output folder (OUTPUT
 
 @app.command("prune")
 def prune(
-    output: Path = typer.Argument(..., parser=path_param, help="An o3d generate output folder (the one given to -o).", show_default=False),
+    output: Path = typer.Argument(..., parser=path_param, metavar="OUTPUT", help="An o3d generate output folder (the one given to -o).", show_default=False),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed, and how much it frees; remove nothing."),
 ):
     """Remove the cache entries no asset is made from.

@@ -292,7 +292,7 @@ def mesh_stats(mesh) -> dict:
 
 
 def mesh(
-    inputs: List[Path] = typer.Argument(..., parser=path_param, help="o3d asset folders, Gaussian PLYs (any 3DGS tool), meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), or folders of them (an o3d generate output folder: every asset in it).", show_default=False),
+    inputs: List[Path] = typer.Argument(..., parser=path_param, metavar="INPUT", help="o3d asset folders, Gaussian PLYs (any 3DGS tool), meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), or folders of them (an o3d generate output folder: every asset in it).", show_default=False),
     decimate: Optional[int] = typer.Option(None, "--decimate", "-d", min=4, help="Target face count (shortcut for --set mesh.target_faces=N; default: the preset's, 20000 for tiny). Meshes already below it keep their faces."),
     texture_size: Optional[int] = typer.Option(None, "--texture-size", min=16, help="Baked texture side in pixels (shortcut for --set mesh.texture_size=S); given, it also bounds the textures textured mesh inputs keep (else kept at their size)."),
     formats: Optional[str] = typer.Option(None, "--formats", help="Comma-separated output formats: glb, obj, usdz, stl (default: those an o3d asset was written in, else glb,obj; stl: for 3D printing, in millimetres, see mesh.stl_size_mm)."),

@@ -73,7 +73,7 @@ so that its views compare one by one with an asset's views.png."""
 
 
 def render(
-    inputs: List[Path] = typer.Argument(..., parser=path_param, help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), o3d asset folders, or folders of them (an o3d generate output folder: every asset in it)."),
+    inputs: List[Path] = typer.Argument(..., parser=path_param, metavar="INPUT", help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), o3d asset folders, or folders of them (an o3d generate output folder: every asset in it)."),
     output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", parser=path_param, metavar="<path>", help="Folder for the renders."),
     frames: int = typer.Option(36, "--frames", min=2, max=3600, help="Turntable frames."),
     size: int = typer.Option(256, "--size", min=16, max=4096, help="Image side in pixels."),
