@@ -61,12 +61,15 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
 ):
     """o3d: image-to-3D from the command line."""
-    from o3dcli.console import hold_interrupts_in_imports, keep_logging_state, stop_on_sigterm
+    from o3dcli.console import hold_interrupts_in_imports, keep_logging_state, setup_logging, stop_on_sigterm
 
     # the caller's own SIGTERM handling, logging and imports are back once the command ends
     ctx.call_on_close(stop_on_sigterm())
     ctx.call_on_close(keep_logging_state())
     ctx.call_on_close(hold_interrupts_in_imports())
+    # warnings said while settings are read (a preset, the weights) show in every command, as the
+    # console's; generate, mesh and eval then show their progress notes too (setup_logging(verbose))
+    setup_logging(quiet=True)
     _short_openmp_spin()
 
 

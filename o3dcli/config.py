@@ -439,6 +439,17 @@ def resolve_preset_path(preset: str | Path) -> Path:
         return p / "config.yaml"  # an o3d train run: its settings, with its weights (read_preset)
     if str(preset) not in presets and (p / "o3d-asset.json").is_file() and (p / "config.yaml").is_file():
         return p / "config.yaml"  # an asset folder: the settings that made it
+    if str(preset) in presets and p.is_dir() and (training_run(p) or (p / "o3d-asset.json").is_file()):
+        import logging
+
+        logging.getLogger("o3d").warning("preset %s is o3d's preset of that name, not the folder %s here; write "
+                                         "./%s for the folder", preset, preset, preset)
+    if str(preset) not in presets and p.is_dir():
+        if any((p / name).exists() for name in ("checkpoint.pt", "losses.csv", ".o3d-train.lock")):
+            raise ConfigError(f"preset {p}: an o3d train run folder without {' or '.join(RUN_MARKERS)} (written with "
+                              "every checkpoint: none saved yet, or removed since)")
+        raise ConfigError(f"preset {p}: a folder, but neither an o3d train run (config.yaml and "
+                          f"{RUN_MARKERS[1]}) nor an asset folder (o3d-asset.json and config.yaml)")
     if str(preset) not in presets:
         close = closest_preset(str(preset), list(presets))
         hint = f"; did you mean '{close}'?" if close else ""

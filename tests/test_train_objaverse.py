@@ -64,6 +64,18 @@ def test_objaverse_layout_loads_the_same_views_as_the_o3d_folder(synth, tmp_path
     assert theirs.points is None and ours.points is not None  # no mesh in that layout
 
 
+def test_a_meta_json_with_a_byte_order_mark_loads(synth, tmp_path):
+    # Windows tools write UTF-8 with a BOM; json refused it ("Unexpected UTF-8 BOM")
+    cfg = load_config("tiny", SMALL)
+    src = objects_of(synth)[0]
+    folder = to_objaverse(src, tmp_path / "objv" / src.name)
+    plain = load_dataset(tmp_path / "objv", cfg)[0]
+    (folder / "meta.json").write_text((folder / "meta.json").read_text(), encoding="utf-8-sig")
+    assert (folder / "meta.json").read_bytes()[:3] == b"\xef\xbb\xbf"
+    (bom,) = load_dataset(tmp_path / "objv", cfg)
+    assert torch.equal(bom.views, plain.views)
+
+
 def break_render_alpha(folder):
     p = folder / "render_0003.png"
     Image.open(p).convert("RGB").save(p)

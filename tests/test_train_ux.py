@@ -185,9 +185,71 @@ def test_fewer_steps_than_the_run_has_is_nothing_to_do_and_rewrites_nothing(data
         res = train(data, run, "--steps", steps, "--set", "train.lr=0.01")
         assert res.exit_code == 0, res.output
         assert f"already has 2 steps (>= {steps}); nothing to do" in res.output
-        assert "resuming" not in res.output and "train.lr" not in res.output
+        assert "resuming" not in res.output
+        assert "settings changed since the run's" in res.output and "not applied" in res.output
+        assert "train.lr" in res.output
         assert "rewritten" not in res.output  # the weights are the checkpoint's step
     assert _run_files(run) == files
+
+
+def test_a_finished_run_says_so_before_loading_the_training_data(data, run, monkeypatch):
+    # loading a large data set (ray-cast surface points per object) took minutes before "nothing to do"
+    import o3dcli.train.data as data_module
+
+    def no_loading(*a, **k):
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(data_module, "load_dataset", no_loading)
+    res = train(data, run, "--steps", 2)
+    assert res.exit_code == 0 and "already has 2 steps (>= 2); nothing to do" in res.output, res.output
+    assert "not applied" not in res.output  # nothing changed
+    # weights behind the checkpoint (a save cut short): the trainer loads the run, and repairs them
+    monkeypatch.undo()
+    (run / "model.safetensors").unlink()
+    res = train(data, run, "--steps", 2)
+    assert res.exit_code == 0 and "rewritten from the checkpoint" in " ".join(res.output.split()), res.output
+    assert (run / "model.safetensors").is_file()
+
+
+def test_resuming_a_fine_tune_does_not_need_the_weights_it_started_from(data, run, tmp_path):
+    # train.init is read when a run starts; resuming takes every weight from the checkpoint
+    base = tmp_path / "base"
+    shutil.copytree(run, base)
+    tuned = tmp_path / "tuned"
+    res = train(data, tuned, "--steps", 1, "--set", f"train.init={base}")
+    assert res.exit_code == 0, res.output
+    shutil.rmtree(base)
+    res = train(data, tuned, "--steps", 2, "--set", f"train.init={base}")
+    assert res.exit_code == 0 and "resuming at step 1 of 2" in res.output, res.output
+    assert "settings changed" not in res.output
+    assert f"init: {base}" in (tuned / "config.yaml").read_text()  # the record of what it started from stays
+    res = train(data, tmp_path / "new", "--steps", 1, "--set", f"train.init={base}")  # a new run needs them
+    assert res.exit_code == 2 and "train.init" in _one_error_line(res.output)
+
+
+@pytest.mark.parametrize("args", [["--preset", "ouroboros3d-svd-lgm"], ["--set", "denoiser.image_encoder=clip"]])
+def test_model_files_that_are_not_there_are_a_usage_error_before_anything_is_written(data, tmp_path, args):
+    # the published preset's VAE, CLIP's folder: a traceback after the data had loaded, or at step 1
+    res = CliRunner().invoke(app, ["train", "--data", str(data), "-o", str(tmp_path / "big"), "--no-progress",
+                                   "--steps", "1", *args])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and "local files are not usable" in res.output, res.output
+    assert not (tmp_path / "big").exists()
+
+
+@pytest.mark.parametrize("kind", ["preset", "asset"])
+def test_a_config_yaml_that_is_not_a_runs_is_never_replaced(data, tmp_path, kind):
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("base: tiny\nmesh:\n  target_faces: 5000\n")
+    if kind == "asset":
+        (folder / "o3d-asset.json").write_text("{}")
+    res = train(data, folder, "--steps", 1)
+    assert res.exit_code == 2, res.output
+    line = _one_error_line(res.output)
+    assert "not an o3d train run's" in line and "another --output" in line, line
+    assert (folder / "config.yaml").read_text() == "base: tiny\nmesh:\n  target_faces: 5000\n"
+    assert not (folder / CHECKPOINT).exists() and not (folder / "model.safetensors").exists()
 
 
 def test_resuming_on_other_data_is_said(data, run, tmp_path):
@@ -339,6 +401,35 @@ def test_eval_variants_take_run_folders_and_are_named_after_their_weights(run, t
     CliRunner().invoke(app, [*base, "--variants", f"tiny,{run}"])
     CliRunner().invoke(app, [*base, "--set", f"model.weights={run}"])
     assert seen == [[("tiny", "tiny"), ("r", str(run.resolve()))], [(f"tiny-r", str(run))]]
+
+
+def test_a_run_folder_without_its_weights_or_any_folder_says_what_a_preset_folder_needs(run, tmp_path):
+    (run / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match="an o3d train run folder without config.yaml or model.safetensors"):
+        load_config(str(run))
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ConfigError, match="a folder, but neither an o3d train run .* nor an asset folder"):
+        load_config(str(tmp_path / "photos"))
+
+
+def test_a_run_named_like_shipped_weights_is_warned_about(run, tmp_path, monkeypatch):
+    # `o3d train -o tiny`, then --set model.weights=tiny or --preset tiny: o3d's, silently
+    shutil.copytree(run, tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    for args in (["--set", "model.weights=tiny"], ["--preset", "tiny"]):
+        res = CliRunner().invoke(app, ["info", *args])
+        assert "write./tinyforthefolder" in "".join(res.output.split()), (args, res.output)
+    res = CliRunner().invoke(app, ["info", "--preset", "./tiny"])
+    assert res.exit_code == 0 and "write ./tiny" not in res.output, res.output
+
+
+def test_a_runs_weights_at_other_settings_than_it_trained_with_are_warned_about(run):
+    # the run trained at 16 px (SMALL); --set model.weights=RUN takes tiny's 32 px
+    res = CliRunner().invoke(app, ["info", "--set", f"model.weights={run}"])
+    said = "".join(res.output.split())  # rich wraps the log line within the path
+    assert "wastrainedatpreprocess.size=16" in said and f"--preset{run}runsit" in said, res.output
+    res = CliRunner().invoke(app, ["info", "--preset", str(run)])
+    assert res.exit_code == 0 and "was trained at" not in res.output, res.output
 
 
 def test_a_runs_checkpoint_given_as_weights_points_to_the_run(run):

@@ -142,8 +142,9 @@ def train_cmd(
     from o3dcli.config import ConfigError
     from o3dcli.device import check_dtype, resolve_device
     from o3dcli.errors import UserError
-    from o3dcli.models.build import resolve_weights
+    from o3dcli.models.build import check_local_files, resolve_weights
     from o3dcli.train.lock import RunLock
+    from o3dcli.train.trainer import CHECKPOINT
 
     started = time.monotonic()  # the limit counts data loading too: it is the job's wall time
     limit_s = None
@@ -160,7 +161,9 @@ def train_cmd(
     # shipped weights; the run's config.yaml records what it started from.
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=cfg.train.init))
     try:
-        resolve_weights(cfg.train.init, field="train.init")  # named as the user set it, before anything is written
+        if not (output / CHECKPOINT).is_file():  # a resumed run takes its weights from its checkpoint
+            resolve_weights(cfg.train.init, field="train.init")  # named as the user set it, before anything is written
+        check_local_files(cfg)  # the VAE, the CLIP encoder, released checkpoints: before any data is loaded
         dev = resolve_device(cfg.runtime.device)
         check_dtype(dev, cfg.runtime.dtype)  # the run's config.yaml is a preset: one generate would refuse
     except (UserError, ConfigError) as e:
@@ -195,6 +198,24 @@ def train_cmd(
         _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_limit, started, limit_s)
 
 
+def finished_step(output: Path, steps: int) -> int | None:
+    """The step of the run in `output` when it already has `steps` steps and its checkpoint and EMA
+    weights are at the same step; None otherwise (the trainer then resumes it, repairing or
+    reporting what is wrong)."""
+    from o3dcli.models.checkpoints import read_metadata
+    from o3dcli.train.checkpoint import read_checkpoint
+    from o3dcli.train.trainer import CHECKPOINT, EMA_WEIGHTS
+
+    if not (output / CHECKPOINT).is_file():
+        return None
+    try:
+        step = int(read_checkpoint(output / CHECKPOINT)["step"])
+        weights_step = read_metadata(output / EMA_WEIGHTS).get("step")
+    except Exception:  # a damaged file: the trainer says what is wrong with it
+        return None
+    return step if step >= steps and weights_step == str(step) else None
+
+
 def rank_device(dev: str, env) -> tuple[str, str | None]:
     """The device of this process under torchrun (WORLD_SIZE > 1): CUDA runs one GPU per process,
     cuda:LOCAL_RANK, whatever CUDA device was asked for (with a note when one was: every rank on
@@ -216,12 +237,12 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from o3dcli.cli import _usage_error
-    from o3dcli.config import ConfigError
+    from o3dcli.config import ConfigError, training_run
     from o3dcli.console import console, interrupted_exit_code
     from o3dcli.errors import UserError, disk_full
     from o3dcli.train.data import DatasetError, load_dataset
     from o3dcli.train.lock import RunInUse
-    from o3dcli.train.trainer import RUN_CONFIG, Trainer, train
+    from o3dcli.train.trainer import CHECKPOINT, RUN_CONFIG, Trainer, train
 
     saved = output / RUN_CONFIG
     checked = False
@@ -232,6 +253,9 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         try:
             run_lock.take()
             if saved.is_file() and not checked:
+                if not ((output / CHECKPOINT).is_file() or training_run(output)):
+                    raise UserError(f"{output} holds a {RUN_CONFIG} that is not an o3d train run's (a preset, or the "
+                                    "settings of an asset), which training would replace; give another --output")
                 checked = True
                 changed = saved_settings_changes(saved, cfg)
         except (RunInUse, UserError) as e:
@@ -239,6 +263,15 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
 
     if output.is_dir():
         lock_and_check()
+        done = finished_step(output, cfg.train.steps)
+        if done is not None:  # said before the training data is loaded (minutes, for a large set)
+            if os.environ.get("RANK", "0") == "0":
+                console.print(f"{escape(str(output))} already has {done} steps (>= {cfg.train.steps}); nothing to do "
+                              "(give a larger --steps to train on)", soft_wrap=True)
+                if changed:
+                    console.print(f"settings changed since the run's {escape(str(saved))}, not applied: "
+                                  + "; ".join(f"{k} {escape(a)} -> {escape(b)}" for k, a, b in changed), soft_wrap=True)
+            raise typer.Exit(0)
     skipped = []
 
     def on_skip(folder, message):

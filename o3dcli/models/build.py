@@ -72,6 +72,9 @@ def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
     named = p.suffix != ".safetensors" and p.parent == Path(".")
     found = named_weights(spec)
     if found is not None:
+        if named and p.is_dir():  # say so: `o3d train -o tiny` makes a folder of the shipped weights' name
+            _warn_once(f"{field}={spec} takes the weights named '{spec}' ({found}), not the folder {spec} here; "
+                       f"write ./{spec} for the folder")
         return found
     if p.is_dir():
         if (p / RUN_WEIGHTS).is_file():
@@ -83,6 +86,18 @@ def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
             raise ConfigError(f"{field}: no such file {p}")
         return p
     raise ConfigError(f"{field}: no weights named '{spec}' in {', '.join(map(str, weights_dirs()))}")
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning said once per process (the weights are resolved again by each stage that needs them)."""
+    if message not in _WARNED:
+        import logging
+
+        _WARNED.add(message)
+        logging.getLogger("o3d").warning("%s", message)
 
 
 def check_local_files(cfg: Config) -> None:
@@ -148,6 +163,35 @@ def check_weights_fit(path: Path, cfg: Config) -> None:
                 + " ".join(f"--set {t}" for t in trained)
                 + (" and the others (the run's config.yaml has them all)" if len(differ) > 6 else "")
                 + ", or set model.weights=none to run this config's model untrained")
+    _warn_if_run_settings_differ(Path(path), cfg)
+
+
+def _sampling_setting(key: str) -> bool:
+    """What a run trained its model at besides the architecture: the resolution and the camera rig,
+    which the weights' metadata does not hold (only the run's config.yaml does)."""
+    return key == "preprocess.size" or key.startswith("cameras.")
+
+
+def _warn_if_run_settings_differ(path: Path, cfg: Config) -> None:
+    """Warn when `path` is a training run's weights and the run's config.yaml trained them at another
+    resolution or camera rig than `cfg` runs them at (`--set model.weights=RUN` takes the weights
+    alone; `--preset RUN` takes the settings too)."""
+    from o3dcli.config import load_config
+    from o3dcli.config_view import describe
+
+    saved = path.parent / "config.yaml"
+    if path.name != RUN_WEIGHTS or not saved.is_file():
+        return
+    try:
+        run = {k: v for k, v, _, _ in describe(load_config(saved))}
+    except Exception:  # an unreadable run config: the weights' own check is what counts
+        return
+    now = {k: v for k, v, _, _ in describe(cfg)}
+    differ = [k for k in now if _sampling_setting(k) and k in run and run[k] != now[k]]
+    if differ:
+        _warn_once(f"{path} was trained at " + ", ".join(f"{k}={run[k]}" for k in differ) + " (its run's "
+                   f"config.yaml), and runs here at " + ", ".join(f"{now[k]}" for k in differ)
+                   + f": --preset {path.parent} runs it with the settings it was trained with")
 
 
 def model_differences(a: Config, b: Config) -> list[tuple[str, str, str]]:

@@ -233,7 +233,7 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios, on_note=None) -> Tr
     from o3dcli.geometry.convert import cameras_from_blender
 
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8-sig"))  # a BOM, as Windows tools write
         mats = torch.tensor([loc["transform_matrix"] for loc in meta["locations"]], dtype=torch.float32)
         angle = float(meta["camera_angle_x"])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:

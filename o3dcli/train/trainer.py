@@ -79,7 +79,10 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", 1))
         # from train.init (default "none": a seeded random init), not from the preset's shipped weights
         built = build_models(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights="none")), device)
-        self.new_parameters = load_init_weights(built.model, cfg, cfg.train.init)
+        # a run resumed from its checkpoint takes every weight from it: train.init, which may be gone by
+        # now, is not read
+        resuming = (self.run_dir / CHECKPOINT).is_file()
+        self.new_parameters = [] if resuming else load_init_weights(built.model, cfg, cfg.train.init)
         self.model, self.codec = built.model.train(), built.codec
         if cfg.train.modules == "denoiser":  # frozen: it only renders the feedback maps
             self.model.recon.eval().requires_grad_(False)
