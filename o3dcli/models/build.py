@@ -190,7 +190,7 @@ def _warn_if_run_settings_differ(path: Path, cfg: Config) -> None:
     differ = [k for k in now if _sampling_setting(k) and k in run and run[k] != now[k]]
     if differ:
         _warn_once(f"{path} was trained at " + ", ".join(f"{k}={run[k]}" for k in differ) + " (its run's "
-                   f"config.yaml), and runs here at " + ", ".join(f"{now[k]}" for k in differ)
+                   "config.yaml), and runs here at " + ", ".join(f"{now[k]}" for k in differ)
                    + f": --preset {path.parent} runs it with the settings it was trained with")
 
 
