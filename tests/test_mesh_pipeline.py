@@ -439,6 +439,27 @@ def test_carving_works_at_any_scene_scale(scale):
     assert np.allclose(mesh.bounds()[1] / scale, unit.bounds()[1], atol=0.02)
 
 
+@pytest.mark.parametrize("textured", [False, True])
+def test_decimation_gives_the_same_shape_at_any_size(textured):
+    # pymeshlab's collapse depends on absolute size: a 3 cm part in metres (an STL read in mm, 0.03
+    # units) came out dented, a ball of 2 cm lost a quarter of its volume, with the report saying ok
+    from o3dcli.mesh.cleanup import simplify_mesh, unit_scale
+
+    ball = reference_shape("sphere", detail=2)
+    ball = ball if textured else ball.replace(uv=None, texture=None)
+    assert ball.has_texture == textured and len(ball.faces) > 2000
+    cfg = MeshConfig(target_faces=400)
+    unit = simplify_mesh(ball, cfg)
+    radius = np.linalg.norm(unit.vertices, axis=1)
+    assert radius.min() > 0.47 and len(unit.faces) <= 400  # the reference: a round ball
+    for size in (1 / 64, 1 / 1024, 64.0):  # sizes a power of two apart: the same mesh, scaled exactly
+        small = simplify_mesh(ball.replace(vertices=ball.vertices * np.float32(size)), cfg)
+        assert np.array_equal(small.faces, unit.faces) and np.array_equal(small.vertices, unit.vertices * np.float32(size))
+    assert unit_scale(ball.vertices * np.float32(0.03)) == 1 / 32 and unit_scale(ball.vertices) == 1.0
+    odd = simplify_mesh(ball.replace(vertices=ball.vertices * np.float32(0.03)), cfg)  # not a power of two
+    assert np.linalg.norm(odd.vertices, axis=1).min() / 0.03 > 0.47
+
+
 def test_no_surface_errors_suggest_settings_the_method_reads():
     from o3dcli.geometry.gaussians import Gaussians
     from o3dcli.mesh.fusion import gaussians_to_mesh
@@ -795,7 +816,7 @@ def test_a_large_part_gets_the_room_its_small_neighbours_leave(caplog):
     # room the ball, keeping what that collapse had given it, never used
     import trimesh
 
-    from o3dcli.mesh.cleanup import simplify_mesh
+    from o3dcli.mesh.cleanup import simplify_mesh, unit_scale
 
     rng = np.random.default_rng(1)
     shapes = [trimesh.creation.icosphere(5, radius=3.0)]

@@ -200,8 +200,12 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, keep_faces: bool
     removed (`_repair`; a user's mesh, where removing faces punches holes).
     """
     cfg = cfg or MeshConfig()
-    one = _simplify_textured if mesh.has_texture else partial(_simplify_plain, keep_faces=keep_faces)
     labels = _part_labels(mesh) if len(mesh.faces) > cfg.target_faces else None
+    largest = mesh.faces if labels is None else mesh.faces[labels == np.bincount(labels).argmax()]
+    scale = np.float32(unit_scale(mesh.vertices[largest.reshape(-1)]))
+    if scale != 1:  # pymeshlab's collapse is not scale-free: run at unit size, then scaled back
+        mesh = mesh.replace(vertices=mesh.vertices / scale)
+    one = _simplify_textured if mesh.has_texture else partial(_simplify_plain, keep_faces=keep_faces)
     if labels is not None and mesh.has_texture and labels.max() >= MAX_TEXTURED_PARTS:
         log.warning("%d separate parts: more than decimation can keep apart in a textured mesh (%d); they are "
                     "decimated as one, and small ones may go", labels.max() + 1, MAX_TEXTURED_PARTS)
@@ -211,7 +215,23 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, keep_faces: bool
     else:
         result, why = _keep_parts(mesh, labels, cfg, one)
     _say_if_above(len(result.faces), cfg.target_faces, why)
-    return result
+    return result if scale == 1 else result.replace(vertices=(result.vertices * scale).astype(result.vertices.dtype))
+
+
+def unit_scale(vertices: np.ndarray) -> float:
+    """The power of two that brings the largest side of the vertices' box into (0.5, 1]: 1 for
+    o3d's own meshes (in a unit box). pymeshlab's quadric collapse depends on the absolute size of
+    what it decimates (its planar quadrics' weight is not scaled with it; measured on a sphere
+    decimated to 500 faces: 1.00 of its radius kept at radius 1, 0.86 at radius 0.01): a 3 cm
+    part in metres came out dented, losing 7-24 % of its volume. `simplify_mesh` scales by the
+    largest part's (a chain's link, not the whole chain); a power of two scales there and back
+    exactly."""
+    if len(vertices) == 0:
+        return 1.0
+    side = float(np.max(np.max(vertices, 0) - np.min(vertices, 0)))
+    if not np.isfinite(side) or side <= 0:
+        return 1.0
+    return float(2.0 ** np.ceil(np.log2(side)))
 
 
 MIN_PART_FACES = 4
