@@ -226,6 +226,19 @@ def test_folder_benchmark_and_missing_predictions_exit_1(tmp_path):
     (preds / "vase" / "third.obj").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match=r"vase: holds 2 meshes \(other.ply, third.obj\), none named"):
         find_prediction(preds, "vase")
+    # --asset views or gaussians asks for what only an o3d asset folder has: another tool's mesh is
+    # refused, not scored as a mesh beside the others' views (the mean then mixed the two)
+    (preds / "chair" / "views.png").write_bytes(b"")
+    assert find_prediction(preds, "chair", "views") == preds / "chair" / "views.png"
+    assert find_prediction(preds, "chair", "mesh") == preds / "chair" / "model.obj"
+    for asset in ("views", "gaussians"):
+        with pytest.raises(FileNotFoundError, match=rf"table.stl: not .*--asset {asset} scores"):
+            find_prediction(preds, "table", asset)
+    assert find_prediction(preds, "table", "mesh") == preds / "table.stl"
+    (preds / "splats.ply").write_bytes(b"")  # a .ply may hold Gaussians: loaded, and judged, as it is
+    assert find_prediction(preds, "splats", "gaussians") == preds / "splats.ply"
+    with pytest.raises(FileNotFoundError, match="splats.ply: not views.png"):
+        find_prediction(preds, "splats", "views")
     out = tmp_path / "out"
     res = run("--benchmark", "folder", "--data", data, "--predictions", preds, "-o", out, *FAST)
     assert res.exit_code == 1, res.output

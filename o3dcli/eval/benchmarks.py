@@ -237,13 +237,26 @@ class PredictionRefused(FileNotFoundError):
 
 
 def _find_prediction(pred_dir: Path, name: str, asset: str) -> Path:
+    """`find_prediction` for one name: an o3d asset folder's file for ``asset``, else any other
+    tool's mesh (`_any_mesh`), refused when ``asset`` asks for what it cannot be."""
+    found = _any_mesh(pred_dir, name, asset)
+    if found.parent == pred_dir / name and found.name in ASSET_CHOICES[asset]:
+        return found  # an o3d asset folder's
+    if asset == "views" or (asset == "gaussians" and found.suffix.lower() != ".ply"):
+        what = "views.png" if asset == "views" else "Gaussians (a .ply)"
+        raise PredictionRefused(f"{found}: not {what}, which --asset {asset} scores (only o3d asset folders have "
+                                f"{ASSET_CHOICES[asset][0]}); --asset auto scores it as it is")
+    return found
+
+
+def _any_mesh(pred_dir: Path, name: str, asset: str) -> Path:
     folder = pred_dir / name
     several = None
     if folder.is_dir():
         for f in ASSET_CHOICES[asset]:
             if (folder / f).is_file():
                 return folder / f
-        if asset != "auto" and any((folder / f).is_file() for f in PREDICTION_FILES):
+        if asset != "auto" and any((folder / f).is_file() for f in (*PREDICTION_FILES, "views.png")):
             raise PredictionRefused(f"{folder}: no {' or '.join(ASSET_CHOICES[asset])} to score (--asset {asset})")
         if (folder / "meshes" / "model.obj").is_file():
             return folder
