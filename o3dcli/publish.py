@@ -146,10 +146,13 @@ class KeptEdit(NamedTuple):
     """Where the edit is kept, in the same folder."""
     replaced: bool
     """The new asset has a file of that name (else it drops the file)."""
+    companions: tuple[str, ...] = ()
+    """Files kept with it under names of the user's: an OBJ's material file and its textures."""
 
     def message(self, asset_dir: Path) -> str:
         """What the user is told (with the item, and in the report)."""
         return (f"{asset_dir / self.rel} was changed since o3d wrote it: the edit is kept as {self.backup}"
+                + (f" (with {', '.join(self.companions)})" if self.companions else "")
                 + (f" and o3d's {self.rel} takes its place" if self.replaced else ""))
 
 
@@ -177,11 +180,69 @@ def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
                 continue  # as o3d wrote it, or the new asset holds the same bytes
         except OSError:
             continue
-        backup = _edit_name(rel, is_ours, lambda name: os.path.lexists(target / name) or os.path.lexists(staged / name))
+        taken = lambda name: os.path.lexists(target / name) or os.path.lexists(staged / name)  # noqa: E731
+        backup = _edit_name(rel, is_ours, taken)
         replaced = os.path.lexists(new)
         _copy_entry(current, staged / backup)
-        kept.append(KeptEdit(rel, backup, replaced))
+        companions = ()
+        if rel.lower().endswith(".obj"):
+            companions = _keep_obj_materials(target, staged, backup, lambda name: _edit_name(name, is_ours, taken))
+        kept.append(KeptEdit(rel, backup, replaced, companions))
     return kept
+
+
+MTL_MAPS = {b"map_kd", b"map_ka", b"map_ks", b"map_ns", b"map_d", b"map_bump", b"bump", b"disp", b"decal", b"norm",
+            b"map_pr", b"map_pm", b"map_ps", b"map_ke"}
+"""MTL statements whose last word is an image file."""
+
+
+def _keep_obj_materials(target: Path, staged: Path, backup: str, edit_name: Callable[[str], str]) -> tuple[str, ...]:
+    """An edited OBJ kept as ``staged/backup`` names its material files (and they their textures)
+    by names the new asset drops, or fills with another mesh's: those files are kept too, as they
+    are now, under names of the user's (`model.mtl` -> `model.edited.mtl`), and the kept OBJ and
+    material files name those. Only files in the asset folder itself are followed. Returns the
+    names written."""
+    written: list[str] = []
+    renamed: dict[bytes, bytes] = {}
+
+    def keep(name: bytes, rewrite=None) -> bytes | None:
+        """The kept copy's name of the asset folder's file `name`, or None when there is none."""
+        if name in renamed:
+            return renamed[name]
+        text = name.decode("utf-8", "surrogateescape")
+        src = target / text
+        if "/" in text or "\\" in text or not src.is_file() or src.is_symlink():
+            return None
+        new = edit_name(text)
+        written.append(new)
+        renamed[name] = new.encode("utf-8", "surrogateescape")
+        data = src.read_bytes()
+        (staged / new).write_bytes(rewrite(data) if rewrite else data)
+        return renamed[name]
+
+    def relink(data: bytes, statements: set[bytes], every_word: bool) -> bytes:
+        lines = data.split(b"\n")
+        for i, line in enumerate(lines):
+            words = line.split()
+            if not words or words[0].lower() not in statements:
+                continue
+            for j in range(1, len(words)) if every_word else [len(words) - 1]:
+                kept = keep(words[j].rstrip(b"\r"))
+                if kept is not None:
+                    words[j] = kept
+            lines[i] = b" ".join(words) + (b"\r" if line.endswith(b"\r") else b"")
+        return b"\n".join(lines)
+
+    obj = staged / backup
+    data = obj.read_bytes()
+    materials = {w for line in data.split(b"\n") if line.split()[:1] == [b"mtllib"] for w in line.split()[1:]}
+    for mtl in sorted(materials):
+        keep(mtl.rstrip(b"\r"), rewrite=lambda text: relink(text, MTL_MAPS, every_word=False))
+    if written:
+        rewritten = relink(data, {b"mtllib"}, every_word=True)
+        obj.unlink()  # a link to the edited file: the copy is rewritten, not the user's file
+        obj.write_bytes(rewritten)
+    return tuple(written)
 
 
 def _edit_name(rel: str, is_ours: Callable[[str], bool], exists: Callable[[str], bool]) -> str:

@@ -249,10 +249,24 @@ def test_a_result_file_edited_since_is_kept_when_the_folder_is_made_again(tmp_pa
     assert not obj.read_text().endswith("# my fix\n")
     said = " ".join(res.output.split())
     assert "model.obj was changed since o3d wrote it: the edit is kept as model.edited.obj" in said
+    assert "(withmodel.edited.mtl,model.edited.png)" in "".join(said.split()), res.output
     report = json.loads((out / "o3d-mesh-report.json").read_text())["items"][0]
     assert any("model.edited.obj" in w for w in report["warnings"])
     edited = sorted(p.name for p in (out / "crate").iterdir() if ".edited" in p.name)
-    assert edited == ["model.edited.obj"]  # the files left as o3d wrote them are not copied
+    # the other files left as o3d wrote them are not copied; the OBJ's own material and texture
+    # are, as they were: the new model.mtl and model.png are another mesh's
+    assert edited == ["model.edited.mtl", "model.edited.obj", "model.edited.png"]
+    kept = load_mesh(out / "crate" / "model.edited.obj")
+    assert kept.has_texture and "mtllib model.edited.mtl" in (out / "crate" / "model.edited.obj").read_text()
+    # ...and when the next run drops the OBJ, the edit keeps its texture too (it lost it)
+    obj.write_text(obj.read_text() + "# second fix\n")
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "crate.ply"), "--formats", "glb", *opts])
+    assert res.exit_code == 0, res.output
+    assert not obj.exists() and not (out / "crate" / "model.mtl").exists()
+    second = out / "crate" / "model.edited-2.obj"
+    assert second.read_text().endswith("# second fix\n") and load_mesh(second).has_texture
+    assert "mtllib model.edited-2.mtl" in second.read_text()
+    assert "map_Kd model.edited-2.png" in (out / "crate" / "model.edited-2.mtl").read_text()
 
 
 def test_an_edit_is_kept_when_the_input_moved_and_a_crafted_record_reads_nothing_outside(tmp_path):
@@ -283,7 +297,8 @@ def test_an_edit_is_kept_when_the_input_moved_and_a_crafted_record_reads_nothing
     (out / "crate" / "o3d-asset.json").write_text(json.dumps(meta))
     res = CliRunner().invoke(app, ["mesh", str(tmp_path / "b" / "crate.ply"), "-d", "300", *opts[2:]])
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (out / "crate").iterdir() if ".edited" in p.name) == ["model.edited.obj"]
+    assert sorted(p.name for p in (out / "crate").iterdir() if ".edited" in p.name) == [
+        "model.edited.mtl", "model.edited.obj", "model.edited.png"]  # the edited OBJ with its material
     assert os.path.islink(out / "crate" / "lnk") and (out / "crate" / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["secret.txt"]
 
@@ -355,6 +370,34 @@ def test_asset_folder_silhouette_comes_from_its_input_image_and_config(tmp_path)
         asset_silhouettes(asset, MeshConfig())
     (asset / "input.png").unlink()
     assert asset_silhouettes(asset, MeshConfig()) is None
+
+
+def test_an_asset_whose_settings_or_photo_are_unusable_is_meshed_from_its_gaussians_with_a_warning(tmp_path):
+    # a config.yaml with a key this o3d does not know failed the asset, though only the photo's
+    # outline and projection need it; a missing input.png was passed over without a word
+    from PIL import Image
+
+    from o3dcli.config import dump_config, load_config
+
+    asset = tmp_path / "crate"
+    asset.mkdir()
+    save_gaussians(asset / "gaussians.ply", surface_gaussians(reference_shape("sphere"), 2000, seed=1))
+    (asset / "config.yaml").write_text(dump_config(load_config("tiny")).replace("mesh:\n", "mesh:\n  retired_key: 3\n", 1))
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 8:24] = 255
+    Image.fromarray(rgba, "RGBA").save(asset / "input.png")
+    opts = ["-d", "500", "--texture-size", "64", "--set", "mesh.resolution=32", "--set", "mesh.fusion_size=32",
+            "--formats", "glb"]
+    for out, expected in (("a", "retired_key"), ("b", "no input.png")):
+        if out == "b":
+            (asset / "input.png").unlink()
+        res = CliRunner().invoke(app, ["mesh", str(asset), *opts, "-o", str(tmp_path / out)])
+        said = " ".join(res.output.split())
+        assert res.exit_code == 0 and (tmp_path / out / "crate" / "model.glb").is_file(), res.output
+        assert expected in said and "meshed from its Gaussians alone" in said, res.output
+        assert said.count("meshed from its Gaussians alone") == 1, res.output  # once, though looked at twice
+        report = json.loads((tmp_path / out / "o3d-mesh-report.json").read_text())
+        assert any("Gaussians alone" in w for w in report["items"][0]["warnings"]), report
 
 
 def test_an_assets_gaussians_ply_meshes_as_its_folder_does(tmp_path, monkeypatch):

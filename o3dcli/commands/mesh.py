@@ -115,19 +115,41 @@ def _asset_input(path: Path):
 
     image, conf = path / "input.png", path / "config.yaml"
     if not look_steady(path, lambda: image.is_file() and conf.is_file()):
+        if path.is_dir() and (path / "gaussians.ply").is_file():  # an o3d asset folder short of a file
+            lacks = " and ".join(f.name for f in (image, conf) if not f.is_file())
+            _warn_once(f"{path}: no {lacks}; meshed from its Gaussians alone, without the input photo's outline "
+                       "and projection")
         return None
     import numpy as np
     import torch
     from PIL import Image
 
-    from o3dcli.config import load_config
+    from o3dcli.config import ConfigError, load_config
 
     try:
         with Image.open(image) as im:
             rgba = torch.from_numpy(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0).permute(2, 0, 1)
     except OSError as e:
         raise ValueError(f"{image}: cannot read the asset's input image ({e})") from None
-    return rgba, load_config(conf)
+    try:
+        return rgba, load_config(conf, warn_rootless=False)
+    except ConfigError as e:  # edited, or from another o3d version: the Gaussians are meshed all the same
+        _warn_once(f"{conf}: the asset's settings cannot be read ({' '.join(str(e).split())}); meshed from its "
+                   "Gaussians alone, without the input photo's outline and projection")
+        return None
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning said once per input (`mesh_one` clears the record): an asset's input is looked at
+    for its outline and again for its photo."""
+    if message not in _WARNED:
+        from o3dcli.console import log
+
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def asset_silhouettes(path: Path, mesh_cfg):
@@ -245,6 +267,7 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, rules: InputRules = Input
     if isinstance(asset, Gaussians):
         if len(asset) == 0:
             raise ValueError(f"{src}: the PLY holds no Gaussians")
+        _WARNED.clear()  # each input's own: said once for it, though its input is looked at twice
         silhouettes, view = asset_silhouettes(path, mesh_cfg), asset_input_view(path, mesh_cfg)
         timings["load"] = time.perf_counter() - start
         mesh = mesh_from_gaussians(asset, mesh_cfg, timings=timings, silhouettes=silhouettes, input_view=view)
