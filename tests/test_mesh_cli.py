@@ -545,6 +545,26 @@ def test_a_photo_or_an_asset_stopped_before_diffusion_is_told_what_to_run(good_i
         assert res.exit_code == 1 and message in " ".join(res.output.split()), res.output
 
 
+def test_an_image_of_an_asset_or_an_eval_output_says_which_folder_to_give(good_images, tmp_path):
+    # views.png of an asset was told "o3d generate .../views.png": a model's own views as a photo
+    from o3dcli.inputs import EVAL_MARKER
+
+    asset = tmp_path / "assets" / "crate"
+    asset.mkdir(parents=True)
+    save_gaussians(asset / "gaussians.ply", surface_gaussians(reference_shape("sphere"), 500, seed=1))
+    (asset / "views.png").write_bytes((good_images / "apple.png").read_bytes())
+    evaluated = tmp_path / "ev"
+    (evaluated / "assets").mkdir(parents=True)
+    (evaluated / EVAL_MARKER).write_text("o3d eval wrote this folder\n")
+    expected = {asset / "views.png": f"an image of the o3d asset {asset}, not a 3D asset; give the asset folder",
+                evaluated: f"an o3d eval output folder; its assets are in {evaluated / 'assets'}: give that folder"}
+    for path, message in expected.items():
+        for command in ("mesh", "render"):
+            res = CliRunner().invoke(app, [command, str(path), "-o", str(tmp_path / "m")])
+            assert res.exit_code == 1 and message in " ".join(res.output.split()), (command, res.output)
+            assert "o3d generate" not in res.output
+
+
 def test_an_asset_keeps_its_formats_and_the_result_records_only_mesh_settings(good_images, tmp_path):
     # an asset written as glb, stl (at 50 mm): re-meshed, the same formats and size unless asked
     # otherwise; the result's config.yaml holds the mesh section only (seed, steps, ... made nothing there)

@@ -68,7 +68,7 @@ def is_point_cloud_ply(path: Path) -> bool:
 
 
 def resolve_asset_path(path: Path) -> Path:
-    from o3dcli.inputs import IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES
+    from o3dcli.inputs import EVAL_MARKER, IMAGE_SUFFIXES, OTHER_IMAGE_SUFFIXES
 
     path = Path(path)
     if not path.exists():
@@ -89,11 +89,17 @@ def resolve_asset_path(path: Path) -> Path:
         if not files and (path / "config.yaml").is_file() and (path / "input.png").is_file():
             raise AssetError(f"{path}: an o3d asset with no Gaussians or mesh yet (made with --stop-after before "
                              "diffusion?); run o3d generate on its photo without --stop-after first")
+        if not files and (path / EVAL_MARKER).is_file() and (path / "assets").is_dir():
+            raise AssetError(f"{path}: an o3d eval output folder; its assets are in {path / 'assets'}: give that "
+                             "folder")
         if not files and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
             raise AssetError(f"{path}: a folder of images, not of 3D assets; o3d generate makes assets from photos "
                              f"(o3d generate {path} -o OUT), then o3d mesh re-meshes them")
         raise AssetError(f"{path}: folder holds none of {', '.join(ASSET_FOLDER_FILES)} (nor meshes/model.obj, "
                          f"nor a single .glb/.gltf/.obj/.ply/.stl/.usd*){found}")
+    if path.suffix.lower() in IMAGE_SUFFIXES and _asset_by_its_own_files(path.parent):
+        raise AssetError(f"{path}: an image of the o3d asset {path.parent}, not a 3D asset; give the asset folder "
+                         f"{path.parent}")
     if path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in OTHER_IMAGE_SUFFIXES:
         raise AssetError(f"{path}: an image, not a 3D asset; o3d generate makes one from a photo "
                          f"(o3d generate {path} -o OUT), then o3d mesh re-meshes it")
