@@ -302,7 +302,8 @@ def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, rules: InputRules = Input
 
 
 def mesh_stats(mesh) -> dict:
-    """What the report says of a result mesh: its faces, vertices, texture size ([height, width], or
+    """What the report says of a result mesh: its faces, vertices (before the export splits them
+    along sharp creases: `o3dcli.io.normals.split_at_creases`), texture size ([height, width], or
     None), and its boundary edges (of one face) and non-manifold edges (of three or more faces),
     vertices joined by position: a watertight mesh has neither."""
     from o3dcli.io.export import open_edges
@@ -329,7 +330,7 @@ def mesh(
 
     Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned, decimated, unwrapped and baked; given an asset folder (or its gaussians.ply), its input.png is also projected onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are decimated keeping their texture and its alpha (cut-outs stay see-through).
 
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from), and OUTPUT/o3d-mesh-report.json (per input: status, error, seconds per stage, files, warnings, and the mesh's faces, vertices, texture size and open edges); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from), and OUTPUT/o3d-mesh-report.json (per input: status, error, seconds per stage, files, warnings, and the mesh's faces, vertices (one per position and texture coordinate: a GLB or OBJ splits more along sharp creases for their normals), texture size and open edges); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
 
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """
