@@ -113,6 +113,7 @@ def _load_config(preset: str, sets: Optional[List[str]], extra: list[str] = ()):
     applied last); a shortcut that contradicts a `--set` of the same key is a usage error."""
     from o3dcli.config import ConfigError, load_config, parse_override
 
+    _warn_of_shadowed_folders(preset, sets)
     try:
         cfg = load_config(preset, list(sets or []) + list(extra))
         set_keys = {parse_override(s)[0] for s in sets or []}
@@ -131,6 +132,46 @@ def _load_config(preset: str, sets: Optional[List[str]], extra: list[str] = ()):
         return cfg
     except ConfigError as e:
         raise _usage_error(str(e)) from None
+
+
+def _current_context():
+    """The running command's click context, or None: typer 0.2x runs its own copy of click
+    (typer._click), older typers click itself."""
+    import importlib
+
+    for module in ("typer._click.globals", "click"):
+        try:
+            ctx = importlib.import_module(module).get_current_context(silent=True)
+        except (ImportError, AttributeError):
+            continue
+        if ctx is not None:
+            return ctx
+    return None
+
+
+def _warn_of_shadowed_folders(preset: str, sets: Optional[List[str]]) -> None:
+    """Warn when a name the user gave (`--preset NAME`, `--set model.weights=NAME` or
+    `train.init=NAME`) is o3d's own preset or weights and also a folder here (`o3d train -o tiny`
+    makes one): o3d's is taken, as documented; `./NAME` is the folder."""
+    from o3dcli.config import available_presets, parse_override
+    from o3dcli.console import console
+    from o3dcli.sysinfo import is_bare_name, named_weights
+
+    given = []
+    ctx = _current_context()
+    if ctx is not None and getattr(ctx.get_parameter_source("preset"), "name", None) == "COMMANDLINE":
+        given.append(("--preset", preset, str(preset) in available_presets()))
+    for text in sets or []:
+        try:
+            key, value = parse_override(text)
+        except Exception:  # load_config says what is wrong with it
+            continue
+        if key in ("model.weights", "train.init") and isinstance(value, str):
+            given.append((f"--set {key}", value, named_weights(value) is not None))
+    for option, name, ours in given:
+        if ours and is_bare_name(str(name)) and Path(name).is_dir():
+            console.print(f"[yellow]warning[/yellow]: {option} {name} takes o3d's {name}, not the folder {name} here; "
+                          f"write ./{name} for the folder", soft_wrap=True)
 
 
 def examples_dir() -> Path:
@@ -366,13 +407,13 @@ def presets_show(
     keys: Optional[List[str]] = typer.Argument(None, metavar="KEY", help="Config keys or sections to explain in full, e.g. mesh.texture_format or mesh.", show_default=False),
     sets: Optional[List[str]] = SetOpt,
     long: bool = typer.Option(False, "--long", "-l", help="Every field's full meaning, type and default, one block a key."),
-    as_yaml: bool = typer.Option(False, "--yaml", help="Print the resolved config as plain YAML (usable as a preset; with KEYS, only those)."),
+    as_yaml: bool = typer.Option(False, "--yaml", help="Print the resolved config as plain YAML (usable as a preset; with KEY, only those)."),
 ):
     """Show a preset's fields after defaults and overrides are applied.
 
     By default: the config as YAML (it loads as a preset), one field a line, each with the first sentence of its meaning as a comment cut to the terminal's width.
 
-    KEYS (a key or a section) or --long: the full text, type and default of those keys or of all of them. --yaml: the values alone.
+    KEY (a key or a section) or --long: the full text, type and default of those keys or of all of them. --yaml: the values alone.
     """
     import shlex
 

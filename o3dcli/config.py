@@ -419,6 +419,16 @@ RUN_MARKERS = ("config.yaml", "model.safetensors")
 a run shared without its checkpoint.pt is one too)."""
 
 
+RUN_TRACES = ("checkpoint.pt", "losses.csv")
+"""Files only an `o3d train` run folder holds, weights saved or not (o3dcli.train.trainer's
+CHECKPOINT and LOSS_CSV; not imported, which would load torch with the settings)."""
+
+
+def started_run(folder: Path) -> bool:
+    """Whether `folder` is an `o3d train` run folder, its weights saved yet or not."""
+    return training_run(folder) or any((folder / name).is_file() for name in RUN_TRACES)
+
+
 def training_run(folder: Path) -> bool:
     """Whether `folder` is an `o3d train` run folder with saved weights."""
     return all((folder / name).is_file() for name in RUN_MARKERS)
@@ -439,13 +449,8 @@ def resolve_preset_path(preset: str | Path) -> Path:
         return p / "config.yaml"  # an o3d train run: its settings, with its weights (read_preset)
     if str(preset) not in presets and (p / "o3d-asset.json").is_file() and (p / "config.yaml").is_file():
         return p / "config.yaml"  # an asset folder: the settings that made it
-    if str(preset) in presets and p.is_dir() and (training_run(p) or (p / "o3d-asset.json").is_file()):
-        import logging
-
-        logging.getLogger("o3d").warning("preset %s is o3d's preset of that name, not the folder %s here; write "
-                                         "./%s for the folder", preset, preset, preset)
     if str(preset) not in presets and p.is_dir():
-        if any((p / name).exists() for name in ("checkpoint.pt", "losses.csv", ".o3d-train.lock")):
+        if started_run(p):
             raise ConfigError(f"preset {p}: an o3d train run folder without {' or '.join(RUN_MARKERS)} (written with "
                               "every checkpoint: none saved yet, or removed since)")
         raise ConfigError(f"preset {p}: a folder, but neither an o3d train run (config.yaml and "

@@ -167,8 +167,10 @@ def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
 
     target, kept = _target(asset_dir), []
     inside = os.path.realpath(target) + os.sep
-    for rel, digest in sorted(published.items()):
-        if not is_ours(rel):
+    with_obj: set[str] = set()  # kept already, as it is now, with an edited OBJ that names it
+    # OBJs first: the material and textures an edited one names are kept with it, once
+    for rel, digest in sorted(published.items(), key=lambda item: (not item[0].lower().endswith(".obj"), item[0])):
+        if not is_ours(rel) or rel in with_obj:
             continue  # o3d-asset.json is a file a user may edit: only o3d's files are looked at
         current, new = target / rel, staged / rel
         try:
@@ -184,10 +186,12 @@ def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
         backup = _edit_name(rel, is_ours, taken)
         replaced = os.path.lexists(new)
         _copy_entry(current, staged / backup)
-        companions = ()
+        companions = []
         if rel.lower().endswith(".obj"):
-            companions = _keep_obj_materials(target, staged, backup, lambda name: _edit_name(name, is_ours, taken))
-        kept.append(KeptEdit(rel, backup, replaced, companions))
+            companions = _keep_obj_materials(target, staged, backup, lambda name: _edit_name(name, is_ours, taken),
+                                             is_ours)
+            with_obj.update(source for source, _ in companions)
+        kept.append(KeptEdit(rel, backup, replaced, tuple(new for _, new in companions)))
     return kept
 
 
@@ -196,13 +200,14 @@ MTL_MAPS = {b"map_kd", b"map_ka", b"map_ks", b"map_ns", b"map_d", b"map_bump", b
 """MTL statements whose last word is an image file."""
 
 
-def _keep_obj_materials(target: Path, staged: Path, backup: str, edit_name: Callable[[str], str]) -> tuple[str, ...]:
+def _keep_obj_materials(target: Path, staged: Path, backup: str, edit_name: Callable[[str], str],
+                        is_ours: Callable[[str], bool]) -> list[tuple[str, str]]:
     """An edited OBJ kept as ``staged/backup`` names its material files (and they their textures)
-    by names the new asset drops, or fills with another mesh's: those files are kept too, as they
-    are now, under names of the user's (`model.mtl` -> `model.edited.mtl`), and the kept OBJ and
-    material files name those. Only files in the asset folder itself are followed. Returns the
-    names written."""
-    written: list[str] = []
+    by names the new asset drops, or fills with another mesh's: those of o3d's files are kept too,
+    as they are now, under names of the user's (`model.mtl` -> `model.edited.mtl`), and the kept
+    OBJ and material files name those (the user's own files, which stay, keep their names). Only
+    files in the asset folder itself are followed. Returns (name, the kept copy's name) of each."""
+    written: list[tuple[str, str]] = []
     renamed: dict[bytes, bytes] = {}
 
     def keep(name: bytes, rewrite=None) -> bytes | None:
@@ -211,10 +216,10 @@ def _keep_obj_materials(target: Path, staged: Path, backup: str, edit_name: Call
             return renamed[name]
         text = name.decode("utf-8", "surrogateescape")
         src = target / text
-        if "/" in text or "\\" in text or not src.is_file() or src.is_symlink():
+        if "/" in text or "\\" in text or not is_ours(text) or not src.is_file() or src.is_symlink():
             return None
         new = edit_name(text)
-        written.append(new)
+        written.append((text, new))
         renamed[name] = new.encode("utf-8", "surrogateescape")
         data = src.read_bytes()
         (staged / new).write_bytes(rewrite(data) if rewrite else data)
@@ -242,7 +247,7 @@ def _keep_obj_materials(target: Path, staged: Path, backup: str, edit_name: Call
         rewritten = relink(data, {b"mtllib"}, every_word=True)
         obj.unlink()  # a link to the edited file: the copy is rewritten, not the user's file
         obj.write_bytes(rewritten)
-    return tuple(written)
+    return written
 
 
 def _edit_name(rel: str, is_ours: Callable[[str], bool], exists: Callable[[str], bool]) -> str:

@@ -354,7 +354,9 @@ def _mesh_fields(fields):
 
 
 MESH_FUSION = Stage("mesh_fusion", 1, _mesh_fields(MESH_FUSION_FIELDS), run_mesh_fusion)
-MESH_SIMPLIFY = Stage("mesh_simplify", 4, _mesh_fields(MESH_SIMPLIFY_FIELDS), run_mesh_simplify)
+# version 5: decimated at unit size (`o3dcli.mesh.cleanup.unit_scale`): the same for a mesh whose largest
+# part's largest side is in (0.5, 1], o3d's usual, and not otherwise
+MESH_SIMPLIFY = Stage("mesh_simplify", 5, _mesh_fields(MESH_SIMPLIFY_FIELDS), run_mesh_simplify)
 MESH_UV = Stage("mesh_uv", 1, _mesh_fields(MESH_UV_FIELDS), run_mesh_uv)
 MESH_BAKE = Stage("mesh_bake", 1, _mesh_fields(MESH_BAKE_FIELDS), run_mesh_bake)
 # version 2: normals kept sharp along creases (mesh.crease_angle_deg), OBJs with vn; 3: the USDZ's

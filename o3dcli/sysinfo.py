@@ -53,12 +53,17 @@ def weights_dirs() -> list[Path]:
     return dirs
 
 
+def is_bare_name(spec: str) -> bool:
+    """A name with no folder in it, not even "./" ("./tiny" is the folder tiny here, which pathlib
+    would read as "tiny")."""
+    return bool(spec) and "/" not in spec and os.sep not in spec and spec not in (".", "..") and not spec.startswith("~")
+
+
 def named_weights(spec: str) -> Path | None:
     """The weights file a bare name ("tiny": no folder, no .safetensors) stands for in the weights
     folders, or None when `spec` is no such name or none is there. A name wins over a file or
     folder of that name in the working folder."""
-    p = Path(spec)
-    if not spec or p.suffix == ".safetensors" or p.parent != Path("."):
+    if not is_bare_name(spec) or Path(spec).suffix == ".safetensors":
         return None
     return next((d / f"{spec}.safetensors" for d in weights_dirs() if (d / f"{spec}.safetensors").is_file()), None)
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import torch
 import pytest
 from typer.testing import CliRunner
@@ -267,6 +268,21 @@ def test_a_result_file_edited_since_is_kept_when_the_folder_is_made_again(tmp_pa
     assert second.read_text().endswith("# second fix\n") and load_mesh(second).has_texture
     assert "mtllib model.edited-2.mtl" in second.read_text()
     assert "map_Kd model.edited-2.png" in (out / "crate" / "model.edited-2.mtl").read_text()
+    # the OBJ, its material and its texture all edited (a re-export from another tool): one set kept
+    assert CliRunner().invoke(app, ["mesh", str(tmp_path / "crate.ply"), *opts]).exit_code == 0
+    before = {p.name for p in (out / "crate").iterdir()}
+    obj.write_text(obj.read_text() + "# third fix\n")
+    (out / "crate" / "model.mtl").write_text((out / "crate" / "model.mtl").read_text() + "Ns 10\n")
+    painted = np.asarray(Image.open(out / "crate" / "model.png")).copy()
+    painted[:8, :8] = 255
+    Image.fromarray(painted).save(out / "crate" / "model.png")
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "crate.ply"), "-d", "300", *opts[2:]])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (out / "crate").iterdir()} - before == {
+        "model.edited-3.obj", "model.edited-3.mtl", "model.edited-3.png"}, res.output
+    assert "Ns 10" in (out / "crate" / "model.edited-3.mtl").read_text()
+    assert "map_Kd model.edited-3.png" in (out / "crate" / "model.edited-3.mtl").read_text()
+    assert np.array_equal(np.asarray(Image.open(out / "crate" / "model.edited-3.png")), painted)
 
 
 def test_an_edit_is_kept_when_the_input_moved_and_a_crafted_record_reads_nothing_outside(tmp_path):
@@ -382,6 +398,7 @@ def test_an_asset_whose_settings_or_photo_are_unusable_is_meshed_from_its_gaussi
     asset = tmp_path / "crate"
     asset.mkdir()
     save_gaussians(asset / "gaussians.ply", surface_gaussians(reference_shape("sphere"), 2000, seed=1))
+    (asset / "o3d-asset.json").write_text("{}")
     (asset / "config.yaml").write_text(dump_config(load_config("tiny")).replace("mesh:\n", "mesh:\n  retired_key: 3\n", 1))
     rgba = np.zeros((32, 32, 4), np.uint8)
     rgba[8:24, 8:24] = 255
@@ -398,6 +415,10 @@ def test_an_asset_whose_settings_or_photo_are_unusable_is_meshed_from_its_gaussi
         assert said.count("meshed from its Gaussians alone") == 1, res.output  # once, though looked at twice
         report = json.loads((tmp_path / out / "o3d-mesh-report.json").read_text())
         assert any("Gaussians alone" in w for w in report["items"][0]["warnings"]), report
+    # another 3DGS tool's folder (no o3d-asset.json) has no input.png to miss
+    (asset / "o3d-asset.json").unlink()
+    res = CliRunner().invoke(app, ["mesh", str(asset), *opts, "-o", str(tmp_path / "c")])
+    assert res.exit_code == 0 and "Gaussians alone" not in res.output, res.output
 
 
 def test_an_assets_gaussians_ply_meshes_as_its_folder_does(tmp_path, monkeypatch):

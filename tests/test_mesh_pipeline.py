@@ -458,6 +458,13 @@ def test_decimation_gives_the_same_shape_at_any_size(textured):
     assert unit_scale(ball.vertices * np.float32(0.03)) == 1 / 32 and unit_scale(ball.vertices) == 1.0
     odd = simplify_mesh(ball.replace(vertices=ball.vertices * np.float32(0.03)), cfg)  # not a power of two
     assert np.linalg.norm(odd.vertices, axis=1).min() / 0.03 > 0.47
+    if not textured:  # a larger "part" of no extent (faces at one point) beside it: sized by the whole
+        n = len(ball.vertices)
+        fan = ball.replace(vertices=np.concatenate([ball.vertices * np.float32(0.03), np.full((3, 3), 0.05, np.float32)]),
+                           faces=np.concatenate([ball.faces, np.tile([[n, n + 1, n + 2]], (2 * len(ball.faces), 1))]))
+        kept = simplify_mesh(fan, cfg).vertices
+        radius = np.linalg.norm(kept[np.linalg.norm(kept, axis=1) < 0.03], axis=1)
+        assert radius.min() / 0.03 > 0.47
 
 
 def test_no_surface_errors_suggest_settings_the_method_reads():

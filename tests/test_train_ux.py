@@ -237,6 +237,13 @@ def test_model_files_that_are_not_there_are_a_usage_error_before_anything_is_wri
     assert not (tmp_path / "big").exists()
 
 
+def test_a_run_stripped_of_its_checkpoint_and_weights_starts_again_as_a_run(data, run):
+    (run / CHECKPOINT).unlink()
+    (run / "model.safetensors").unlink()
+    res = train(data, run, "--steps", 1)
+    assert res.exit_code == 0 and "starting at step 0" in res.output, res.output
+
+
 @pytest.mark.parametrize("kind", ["preset", "asset"])
 def test_a_config_yaml_that_is_not_a_runs_is_never_replaced(data, tmp_path, kind):
     folder = tmp_path / "proj"
@@ -404,6 +411,10 @@ def test_eval_variants_take_run_folders_and_are_named_after_their_weights(run, t
 
 
 def test_a_run_folder_without_its_weights_or_any_folder_says_what_a_preset_folder_needs(run, tmp_path):
+    from o3dcli.config import RUN_TRACES
+    from o3dcli.train.trainer import LOSS_CSV
+
+    assert RUN_TRACES == (CHECKPOINT, LOSS_CSV)  # written out in config, which imports no torch
     (run / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="an o3d train run folder without config.yaml or model.safetensors"):
         load_config(str(run))
@@ -416,11 +427,20 @@ def test_a_run_named_like_shipped_weights_is_warned_about(run, tmp_path, monkeyp
     # `o3d train -o tiny`, then --set model.weights=tiny or --preset tiny: o3d's, silently
     shutil.copytree(run, tmp_path / "tiny")
     monkeypatch.chdir(tmp_path)
-    for args in (["--set", "model.weights=tiny"], ["--preset", "tiny"]):
+    for option, args in (("--setmodel.weightstiny", ["--set", "model.weights=tiny"]), ("--presettiny", ["--preset", "tiny"])):
         res = CliRunner().invoke(app, ["info", *args])
-        assert "write./tinyforthefolder" in "".join(res.output.split()), (args, res.output)
+        said = "".join(res.output.split())
+        assert said.count(f"{option}takeso3d'stiny,notthefoldertinyhere;write./tinyforthefolder") == 1, res.output
+        assert "tiny.safetensors" in res.output  # o3d's, as documented
+    res = CliRunner().invoke(app, ["info"])  # the default preset: nothing the user named
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
+    # ./tiny is the folder, as --preset and as weights
     res = CliRunner().invoke(app, ["info", "--preset", "./tiny"])
-    assert res.exit_code == 0 and "write ./tiny" not in res.output, res.output
+    assert res.exit_code == 0 and "warning" not in res.output and "tiny.safetensors" not in res.output, res.output
+    res = CliRunner().invoke(app, ["info", "--set", "model.weights=./tiny"])
+    said = "".join(res.output.split())
+    assert "weights:tiny/model.safetensors(trainingstep2)" in said and "tiny.safetensors" not in said, res.output
+    assert "--preset./tinyrunsit" in said  # the run trained at 16 px: pointed to as ./tiny, not o3d's tiny
 
 
 def test_a_runs_weights_at_other_settings_than_it_trained_with_are_warned_about(run):

@@ -115,10 +115,10 @@ def _asset_input(path: Path):
 
     image, conf = path / "input.png", path / "config.yaml"
     if not look_steady(path, lambda: image.is_file() and conf.is_file()):
-        if path.is_dir() and (path / "gaussians.ply").is_file():  # an o3d asset folder short of a file
+        if (path / "o3d-asset.json").is_file() and (path / "gaussians.ply").is_file():  # an o3d asset short of a file
             lacks = " and ".join(f.name for f in (image, conf) if not f.is_file())
             _warn_once(f"{path}: no {lacks}; meshed from its Gaussians alone, without the input photo's outline "
-                       "and projection")
+                       "and projection, and exported with this command's settings (formats, STL size)")
         return None
     import numpy as np
     import torch
@@ -135,7 +135,8 @@ def _asset_input(path: Path):
         return rgba, load_config(conf, warn_rootless=False)
     except ConfigError as e:  # edited, or from another o3d version: the Gaussians are meshed all the same
         _warn_once(f"{conf}: the asset's settings cannot be read ({' '.join(str(e).split())}); meshed from its "
-                   "Gaussians alone, without the input photo's outline and projection")
+                   "Gaussians alone, without the input photo's outline and projection, and exported with this "
+                   "command's settings (formats, STL size)")
         return None
 
 
@@ -330,7 +331,7 @@ def mesh(
 
     Gaussians (an asset folder's gaussians.ply or any 3DGS PLY) are meshed, cleaned, decimated, unwrapped and baked; given an asset folder (or its gaussians.ply), its input.png is also projected onto the texture and cuts the surface to its outline, as in o3d generate. Meshes are decimated keeping their texture and its alpha (cut-outs stay see-through).
 
-    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from), and OUTPUT/o3d-mesh-report.json (per input: status, error, seconds per stage, files, warnings, and the mesh's faces, vertices (one per position and texture coordinate: a GLB splits more along sharp creases for its normals), texture size and open edges); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
+    Writes OUTPUT/<name>/model.glb, model.obj (+ .mtl, .png) or what --formats names, config.yaml and o3d-asset.json (the input it came from), and OUTPUT/o3d-mesh-report.json (per input: status, error, seconds per stage, files, warnings, and the mesh's faces, vertices (one per position and texture coordinate: a GLB or USDZ splits more along sharp creases for their normals), texture size and open edges); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's), with -2, -3, ... when an earlier run, or another o3d process at the same time, wrote that name for another input. A result folder is replaced whole (files you added to it are kept).
 
     Exit code: 0 = all succeeded, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
     """

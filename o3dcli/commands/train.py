@@ -202,14 +202,13 @@ def finished_step(output: Path, steps: int) -> int | None:
     """The step of the run in `output` when it already has `steps` steps and its checkpoint and EMA
     weights are at the same step; None otherwise (the trainer then resumes it, repairing or
     reporting what is wrong)."""
-    from o3dcli.models.checkpoints import read_metadata
-    from o3dcli.train.checkpoint import read_checkpoint
+    from o3dcli.models.checkpoints import load_torch_file, read_metadata
     from o3dcli.train.trainer import CHECKPOINT, EMA_WEIGHTS
 
     if not (output / CHECKPOINT).is_file():
         return None
-    try:
-        step = int(read_checkpoint(output / CHECKPOINT)["step"])
+    try:  # memory-mapped: the step is read, not the weights and optimiser state
+        step = int(load_torch_file(output / CHECKPOINT, mmap=True)["step"])
         weights_step = read_metadata(output / EMA_WEIGHTS).get("step")
     except Exception:  # a damaged file: the trainer says what is wrong with it
         return None
@@ -237,12 +236,12 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from o3dcli.cli import _usage_error
-    from o3dcli.config import ConfigError, training_run
+    from o3dcli.config import ConfigError, started_run
     from o3dcli.console import console, interrupted_exit_code
     from o3dcli.errors import UserError, disk_full
     from o3dcli.train.data import DatasetError, load_dataset
     from o3dcli.train.lock import RunInUse
-    from o3dcli.train.trainer import CHECKPOINT, RUN_CONFIG, Trainer, train
+    from o3dcli.train.trainer import RUN_CONFIG, Trainer, train
 
     saved = output / RUN_CONFIG
     checked = False
@@ -253,7 +252,7 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         try:
             run_lock.take()
             if saved.is_file() and not checked:
-                if not ((output / CHECKPOINT).is_file() or training_run(output)):
+                if not started_run(output):
                     raise UserError(f"{output} holds a {RUN_CONFIG} that is not an o3d train run's (a preset, or the "
                                     "settings of an asset), which training would replace; give another --output")
                 checked = True

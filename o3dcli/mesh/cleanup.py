@@ -202,7 +202,9 @@ def simplify_mesh(mesh: TriMesh, cfg: MeshConfig | None = None, keep_faces: bool
     cfg = cfg or MeshConfig()
     labels = _part_labels(mesh) if len(mesh.faces) > cfg.target_faces else None
     largest = mesh.faces if labels is None else mesh.faces[labels == np.bincount(labels).argmax()]
-    scale = np.float32(unit_scale(mesh.vertices[largest.reshape(-1)]))
+    part = mesh.vertices[largest.reshape(-1)]
+    # a largest part of no extent (faces fanned at one point) says nothing of the size: the whole does
+    scale = np.float32(unit_scale(part if len(part) and np.ptp(part, axis=0).max() > 0 else mesh.vertices))
     if scale != 1:  # pymeshlab's collapse is not scale-free: run at unit size, then scaled back
         mesh = mesh.replace(vertices=mesh.vertices / scale)
     one = _simplify_textured if mesh.has_texture else partial(_simplify_plain, keep_faces=keep_faces)

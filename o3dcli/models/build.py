@@ -60,7 +60,7 @@ RUN_WEIGHTS = "model.safetensors"
 def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
     """None for "none"; else the weights file for a name, a path or a training run's folder
     (ConfigError naming `field` if not found)."""
-    from o3dcli.sysinfo import named_weights, weights_dirs
+    from o3dcli.sysinfo import is_bare_name, named_weights, weights_dirs
 
     if spec in ("", "none"):
         return None
@@ -69,12 +69,9 @@ def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
                           "model.published_unet=PATH/mv_model_unet.pth and model.published_recon=PATH/recon_model.pth "
                           f"(or {field}=none to run this architecture untrained)")
     p = Path(spec).expanduser()
-    named = p.suffix != ".safetensors" and p.parent == Path(".")
+    named = p.suffix != ".safetensors" and is_bare_name(spec)
     found = named_weights(spec)
     if found is not None:
-        if named and p.is_dir():  # say so: `o3d train -o tiny` makes a folder of the shipped weights' name
-            _warn_once(f"{field}={spec} takes the weights named '{spec}' ({found}), not the folder {spec} here; "
-                       f"write ./{spec} for the folder")
         return found
     if p.is_dir():
         if (p / RUN_WEIGHTS).is_file():
@@ -131,8 +128,10 @@ def describe_weights(cfg: Config) -> str:
     return f"{path} (training step {int(step):,})" if step and str(step).isdigit() else str(path)
 
 
-def check_weights_fit(path: Path, cfg: Config) -> None:
-    """ConfigError naming the settings that differ when `path` was trained with another architecture."""
+def check_weights_fit(path: Path, cfg: Config, sampling: bool = True) -> None:
+    """ConfigError naming the settings that differ when `path` was trained with another architecture;
+    `sampling`: also warn when a run's weights are run at another resolution or camera rig than it
+    trained them at (not when they start a new training run, which may change them on purpose)."""
     from o3dcli.models.checkpoints import read_metadata
 
     try:
@@ -163,7 +162,8 @@ def check_weights_fit(path: Path, cfg: Config) -> None:
                 + " ".join(f"--set {t}" for t in trained)
                 + (" and the others (the run's config.yaml has them all)" if len(differ) > 6 else "")
                 + ", or set model.weights=none to run this config's model untrained")
-    _warn_if_run_settings_differ(Path(path), cfg)
+    if sampling:
+        _warn_if_run_settings_differ(Path(path), cfg)
 
 
 def _sampling_setting(key: str) -> bool:
@@ -189,9 +189,12 @@ def _warn_if_run_settings_differ(path: Path, cfg: Config) -> None:
     now = {k: v for k, v, _, _ in describe(cfg)}
     differ = [k for k in now if _sampling_setting(k) and k in run and run[k] != now[k]]
     if differ:
+        from o3dcli.sysinfo import is_bare_name
+
+        run_dir = f"./{path.parent}" if is_bare_name(str(path.parent)) else str(path.parent)  # not o3d's preset
         _warn_once(f"{path} was trained at " + ", ".join(f"{k}={run[k]}" for k in differ) + " (its run's "
                    "config.yaml), and runs here at " + ", ".join(f"{now[k]}" for k in differ)
-                   + f": --preset {path.parent} runs it with the settings it was trained with")
+                   + f": --preset {run_dir} runs it with the settings it was trained with")
 
 
 def model_differences(a: Config, b: Config) -> list[tuple[str, str, str]]:
@@ -319,7 +322,7 @@ def load_init_weights(model: nn.Module, cfg: Config, spec: str) -> list[str]:
     if diff.unexpected or diff.mismatched:
         raise CheckpointError(f"{path}: weights do not fit this model: {diff.describe()}")
     if not diff.missing:
-        check_weights_fit(path, cfg)
+        check_weights_fit(path, cfg, sampling=False)
     load_weights(model, path, strict=False)
     return list(diff.missing)
 
