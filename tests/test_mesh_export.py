@@ -182,7 +182,8 @@ def test_objects_and_materials_are_named_after_the_asset(tmp_path, gltf_validato
     out.mkdir()
     files = {p.suffix: p for p in export_mesh(quadrant_plane(), out, formats=("glb", "obj"))}
     doc, _ = read_glb(files[".glb"])
-    assert [e["name"] for kind in ("nodes", "meshes", "materials", "images") for e in doc[kind]] == [word] * 4
+    for kind in ("nodes", "meshes", "materials", "images"):  # (some trimesh versions add a root node)
+        assert doc[kind] and {e["name"] for e in doc[kind]} == {word}, (kind, doc[kind])
     report = gltf_validator(files[".glb"])
     assert (report["errors"], report["warnings"]) == (0, 0), report
     obj, mtl = files[".obj"].read_text().splitlines(), files[".mtl"].read_text().splitlines()
