@@ -136,6 +136,14 @@ def keep_logging_state():
     return restore
 
 
+def warn_once(message: str, said: set[str]) -> None:
+    """Log `message` as a warning unless it is in `said` (the caller's record: per process, or
+    cleared per input), then record it."""
+    if message not in said:
+        said.add(message)
+        log.warning("%s", message)
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     level = logging.DEBUG if verbose else (logging.WARNING if quiet else logging.INFO)
     log.setLevel(level)

@@ -112,13 +112,14 @@ def _asset_input(path: Path):
     when the folder lacks either file. Looked at steadily, as `_source` does: a look between the two
     renames of a republish (macOS) finds no folder, and the mesh was made without the input photo."""
     from o3dcli.atomic import look_steady
+    from o3dcli.console import warn_once
 
     image, conf = path / "input.png", path / "config.yaml"
     if not look_steady(path, lambda: image.is_file() and conf.is_file()):
         if (path / "o3d-asset.json").is_file() and (path / "gaussians.ply").is_file():  # an o3d asset short of a file
             lacks = " and ".join(f.name for f in (image, conf) if not f.is_file())
-            _warn_once(f"{path}: no {lacks}; meshed from its Gaussians alone, without the input photo's outline "
-                       "and projection, and exported with this command's settings (formats, STL size)")
+            warn_once(f"{path}: no {lacks}; meshed from its Gaussians alone, without the input photo's outline "
+                      "and projection, and exported with this command's settings (formats, STL size)", _WARNED)
         return None
     import numpy as np
     import torch
@@ -134,23 +135,15 @@ def _asset_input(path: Path):
     try:
         return rgba, load_config(conf, warn_rootless=False)
     except ConfigError as e:  # edited, or from another o3d version: the Gaussians are meshed all the same
-        _warn_once(f"{conf}: the asset's settings cannot be read ({' '.join(str(e).split())}); meshed from its "
-                   "Gaussians alone, without the input photo's outline and projection, and exported with this "
-                   "command's settings (formats, STL size)")
+        warn_once(f"{conf}: the asset's settings cannot be read ({' '.join(str(e).split())}); meshed from its "
+                  "Gaussians alone, without the input photo's outline and projection, and exported with this "
+                  "command's settings (formats, STL size)", _WARNED)
         return None
 
 
 _WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """A warning said once per input (`mesh_one` clears the record): an asset's input is looked at
-    for its outline and again for its photo."""
-    if message not in _WARNED:
-        from o3dcli.console import log
-
-        _WARNED.add(message)
-        log.warning("%s", message)
+"""Warnings said for the input being meshed (`mesh_one` clears it): an asset's input is looked at
+for its outline and again for its photo."""
 
 
 def asset_silhouettes(path: Path, mesh_cfg):

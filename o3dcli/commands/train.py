@@ -215,6 +215,12 @@ def finished_step(output: Path, steps: int) -> int | None:
     return step if step >= steps and weights_step == str(step) else None
 
 
+def _nothing_to_do(output: Path, done: int, steps: int) -> str:
+    from rich.markup import escape
+
+    return f"{escape(str(output))} already has {done} steps (>= {steps}); nothing to do (give a larger --steps to train on)"
+
+
 def rank_device(dev: str, env) -> tuple[str, str | None]:
     """The device of this process under torchrun (WORLD_SIZE > 1): CUDA runs one GPU per process,
     cuda:LOCAL_RANK, whatever CUDA device was asked for (with a note when one was: every rank on
@@ -265,8 +271,7 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         done = finished_step(output, cfg.train.steps)
         if done is not None:  # said before the training data is loaded (minutes, for a large set)
             if os.environ.get("RANK", "0") == "0":
-                console.print(f"{escape(str(output))} already has {done} steps (>= {cfg.train.steps}); nothing to do "
-                              "(give a larger --steps to train on)", soft_wrap=True)
+                console.print(_nothing_to_do(output, done, cfg.train.steps), soft_wrap=True)
                 if changed:
                     console.print(f"settings changed since the run's {escape(str(saved))}, not applied: "
                                   + "; ".join(f"{k} {escape(a)} -> {escape(b)}" for k, a, b in changed), soft_wrap=True)
@@ -309,8 +314,7 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         say(f"{escape(str(output / 'model.safetensors'))} {trainer.repaired_weights}, not at the checkpoint's step "
             f"{trainer.step_count} (a save was cut short): rewritten from the checkpoint's EMA weights", soft_wrap=True)
     if resumed and trainer.step_count >= cfg.train.steps:  # nothing to train: the run's files stay as they are
-        say(f"{escape(str(output))} already has {trainer.step_count} steps (>= {cfg.train.steps}); nothing to do "
-            "(give a larger --steps to train on)", soft_wrap=True)
+        say(_nothing_to_do(output, trainer.step_count, cfg.train.steps), soft_wrap=True)
         raise typer.Exit(0)
     if skipped:
         shown = "the reasons are above" if len(skipped) <= SKIPS_SHOWN else f"the first {SKIPS_SHOWN} reasons are above"

@@ -86,15 +86,7 @@ def resolve_weights(spec: str, field: str = "model.weights") -> Path | None:
 
 
 _WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """A warning said once per process (the weights are resolved again by each stage that needs them)."""
-    if message not in _WARNED:
-        import logging
-
-        _WARNED.add(message)
-        logging.getLogger("o3d").warning("%s", message)
+"""Warnings said in this process (the weights are resolved again by each stage that needs them)."""
 
 
 def check_local_files(cfg: Config) -> None:
@@ -189,12 +181,13 @@ def _warn_if_run_settings_differ(path: Path, cfg: Config) -> None:
     now = {k: v for k, v, _, _ in describe(cfg)}
     differ = [k for k in now if _sampling_setting(k) and k in run and run[k] != now[k]]
     if differ:
+        from o3dcli.console import warn_once
         from o3dcli.sysinfo import is_bare_name
 
         run_dir = f"./{path.parent}" if is_bare_name(str(path.parent)) else str(path.parent)  # not o3d's preset
-        _warn_once(f"{path} was trained at " + ", ".join(f"{k}={run[k]}" for k in differ) + " (its run's "
-                   "config.yaml), and runs here at " + ", ".join(f"{now[k]}" for k in differ)
-                   + f": --preset {run_dir} runs it with the settings it was trained with")
+        warn_once(f"{path} was trained at " + ", ".join(f"{k}={run[k]}" for k in differ) + " (its run's "
+                  "config.yaml), and runs here at " + ", ".join(f"{now[k]}" for k in differ)
+                  + f": --preset {run_dir} runs it with the settings it was trained with", _WARNED)
 
 
 def model_differences(a: Config, b: Config) -> list[tuple[str, str, str]]:
