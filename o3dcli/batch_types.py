@@ -100,6 +100,8 @@ class ItemResult:
     computed_seconds: dict[str, float | None] = field(default_factory=dict)
     """Seconds each stage took when it was computed: in this run, or for a cached stage in the run
     that computed it (None for caches written before o3d recorded it). `timings` is this run's."""
+    stage: str | None = None
+    """The stage a failed item failed in (None when it failed before its first stage)."""
     reused_from: dict[str, str] = field(default_factory=dict)
     """Cached stages copied from another asset's cache made from the same image ({stage: that
     asset's name}): a photo renamed, or given twice."""

@@ -7,6 +7,7 @@ Layout under the output folder::
         <stage>-<key16>/           a finished stage: its files + manifest.json
         <stage>-<key16>.state/     resumable intermediate state of an unfinished stage
         .tmp-<stage>-<key16>-<pid>/  a stage being written (renamed when complete)
+        unfinished.json            the entries of a run that has not yet published the asset
 
 A stage key is the SHA-256 of (stage name, stage format version, the stage's
 resolved config, the upstream stage keys, the input file's hash, and the hashes of
@@ -50,6 +51,9 @@ from o3dcli.cache_integrity import (
 )
 
 CACHE_DIRNAME = ".o3d"
+UNFINISHED = "unfinished.json"
+"""In an item's cache folder while a run that has not published its asset is under way or was
+stopped (ItemCache.note_unfinished): the entries that run uses."""
 log = logging.getLogger("o3d")
 
 
@@ -427,6 +431,29 @@ class ItemCache:
             shutil.rmtree(p, ignore_errors=True)
             n += 1
         return n
+
+    def note_unfinished(self, names: list[str]) -> None:
+        """Record, before a stage is computed, the entries the run making this item's asset uses
+        (`names`, the one about to be made among them): until the asset is published
+        (`forget_unfinished`), `o3d cache prune` keeps them and their saved states, so that an
+        interrupted or failed run resumes where it stopped whatever ran since. Best effort, as
+        `record_failure`."""
+        try:
+            atomic_write_text(self.dir / UNFINISHED, json.dumps({"entries": sorted(set(names))}))
+        except OSError:
+            pass
+
+    def unfinished(self) -> set[str] | None:
+        """The entries `note_unfinished` recorded (None: no unfinished run, or made before o3d
+        recorded them)."""
+        try:
+            entries = json.loads((self.dir / UNFINISHED).read_text()).get("entries")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return {e for e in entries if isinstance(e, str)} if isinstance(entries, list) else None
+
+    def forget_unfinished(self) -> None:
+        (self.dir / UNFINISHED).unlink(missing_ok=True)
 
     def record_failure(self, batch: str, source: Path, error: str | None, trace: str | None) -> None:
         """Record that this item failed in `batch` (o3d generate --jobs: the other processes of the

@@ -195,7 +195,7 @@ def generate(
     save_intermediate: bool = typer.Option(False, "--save-intermediate", help="Also write every denoising step's views and RGB/CCM feedback maps (asset/intermediate/)."),
     stop_after: Optional[str] = typer.Option(None, "--stop-after", help="Run the stages up to this one only, in order: preprocess, diffusion (the views and Gaussians), mesh_fusion, mesh_simplify, mesh_uv, mesh_bake, export."),
     force: bool = typer.Option(False, "--force", help="Recompute every stage for these settings even when a cached result exists (cached results of other settings are kept)."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars (plain log lines only)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar: a line per finished item instead (what o3d does where its output is not a terminal: a log file, a pipe, a batch job)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks of failed items."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Processes working on the batch at once, each on the next item no other holds (each loads the model: N times the memory); torch's threads are divided among them unless runtime.threads is set. On CUDA without a device index, spread over the visible GPUs."),
     worker_of: Optional[str] = typer.Option(None, "--worker-of", hidden=True),
@@ -299,16 +299,27 @@ def generate(
     if unmattable:
         console.print(f"[yellow]warning[/yellow]: {escape(unmattable)}", soft_wrap=True)
 
+    # no bar where it cannot be drawn (rich draws it once, at the end, into a log file or a pipe):
+    # a line per finished item instead, so that a long batch's log says how far it got
+    plain = no_progress or not console.is_terminal
+    finished = []
+
     def on_done(r):
+        finished.append(r.name)
+        count = f"[{len(finished)}/{len(items)}] " if plain else ""
         if r.status == "failed":
             # a later stage's error names no file: say which input the item is
             source = "" if r.input in (r.error or "") else f" ({escape(r.input)})"
-            console.print(f"[red]✗ {escape(r.name)}[/red]{source}: {escape(r.error or '')}", soft_wrap=True)
+            console.print(f"{count}[red]✗ {escape(r.name)}[/red]{source}: {escape(r.error or '')}", soft_wrap=True)
             if verbose and r.traceback:
                 console.print(escape(r.traceback))
         for w in r.warnings:  # which input, as for an error (same-named inputs get fox, fox-2, ...)
             source = "" if r.input in w else f" ({escape(r.input)})"
             console.print(f"[yellow]! {escape(r.name)}[/yellow]{source}: {escape(w)}", soft_wrap=True)
+        if plain and r.status == "ok":
+            source = f" ({escape(r.input)})" if _renamed(r) else ""
+            console.print(f"{count}[green]✓ {escape(r.name)}[/green]{source}: ok in {sum(r.timings.values()):.1f} s, "
+                          f"{_cached_text(r)}", soft_wrap=True)
 
     workers = None
     if jobs > 1:
@@ -317,7 +328,7 @@ def generate(
         workers = start_workers(jobs - 1, items, output, preset, list(sets or []) + extra, stop_after, force,
                                 None if cfg.runtime.threads else threads, cfg, runner)
     try:
-        result = run_batch(items, runner, show_progress=not no_progress, on_item_done=on_done,
+        result = run_batch(items, runner, show_progress=not plain, on_item_done=on_done,
                            before_report=lambda interrupted: end_workers(workers, stop=interrupted))
     except BatchInterrupted as e:
         end_workers(workers, stop=True)
@@ -360,6 +371,26 @@ def _generate_items(paths: list, examples: bool, output: Path, recursive: bool, 
     return assign_names(sources, output, rank=image_rank)
 
 
+def _renamed(r) -> bool:
+    """Whether item result `r`'s asset is named otherwise than its input (`a-2` for a.jpg beside
+    a.png, a name taken by a folder not o3d's): the summary then says which input it is."""
+    from o3dcli.naming import clean_name
+
+    return r.name != clean_name(Path(r.input).stem)
+
+
+def _cached_text(r, short: bool = False) -> str:
+    """How many of item result `r`'s stages came from the cache ("2/7", "2 of 7 stages cached"),
+    and, where this run resumed its denoising, from which step."""
+    if not r.timings:
+        return "-"
+    text = f"{len(r.cached)}/{len(r.timings)}" if short else f"{len(r.cached)} of {len(r.timings)} stages cached"
+    resumed = r.stages.get("diffusion", {}).get("resumed_from") if "diffusion" not in r.cached else None
+    if isinstance(resumed, int) and resumed > 0:
+        text += f" (denoising resumed at step {resumed})" if not short else f", resumed at step {resumed}"
+    return text
+
+
 def _print_summary(result) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -371,8 +402,10 @@ def _print_summary(result) -> None:
         table.add_column(col, overflow="fold")
     for r in result.items:
         colour = {"ok": "green", "failed": "red"}.get(r.status, "yellow")
-        cached = f"{len(r.cached)}/{len(r.timings)}" if r.timings else "-"
-        table.add_row(escape(r.name), f"[{colour}]{r.status}[/{colour}]", f"{sum(r.timings.values()):.2f}", cached, escape(r.error or ""))
+        status = f"{r.status} in {r.stage}" if r.stage and r.status == "failed" else r.status
+        name = escape(r.name) + (f"\n[dim]<- {escape(r.input)}[/dim]" if _renamed(r) else "")
+        table.add_row(name, f"[{colour}]{escape(status)}[/{colour}]", f"{sum(r.timings.values()):.2f}",
+                      _cached_text(r, short=True), escape(r.error or ""))
     console.print(table)
     n_ok = sum(r.status == "ok" for r in result.items)
     if result.items and result.computed_stages == 0 and n_ok == len(result.items):

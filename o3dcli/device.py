@@ -35,6 +35,19 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def device_key(setting: str, device: str) -> str:
+    """runtime.device as stage keys hold it, for a run on `device` (the setting resolved): "auto"
+    when `device` is of the type "auto" picks on this machine, else the type ("cpu", "cuda", "mps").
+    The results of one device type differ only in the last bits (as with another thread count), so
+    `--device cpu` where there is no CUDA, or `--device cuda:1` beside "auto" on a CUDA machine,
+    reuses what "auto" made instead of recomputing it; keys made before held the setting's text,
+    "auto" in most, which this keeps."""
+    kind = device.split(":")[0]
+    if setting == "auto" or kind == resolve_device("auto"):
+        return "auto"
+    return kind
+
+
 def check_dtype(device: str, dtype: str) -> None:
     if dtype != "float32" and not device.startswith("cuda"):
         raise UserError(f"runtime.dtype={dtype} needs a CUDA device (device is {device}); use float32 on the CPU")

@@ -32,7 +32,7 @@ from o3dcli.cache import (
     stage_key,
 )
 from o3dcli.config import Config, absolute_paths, dump_config
-from o3dcli.device import check_dtype, resolve_device
+from o3dcli.device import check_dtype, device_key, resolve_device
 from o3dcli.errors import ConfigError, UserError, disk_full
 from o3dcli import publish
 from o3dcli.naming import (ASSET_META, Item, asset_meta, asset_meta_text, claim_name, clean_name, drop_if_empty,
@@ -81,6 +81,12 @@ def config_value(cfg: dict, dotted: str):
 
 DEFAULT_VALUES = Config().to_dict()
 """The built-in defaults, for a stage's side fields in the key of its result."""
+
+
+KEYED_AT_DEFAULT = ("preprocess.max_pixels",)
+"""Settings that decide whether an item is made, never what it is made into: every key holds them
+at their default, so that raising `preprocess.max_pixels` for one large photo, as its error
+advises, reuses what the rest of the batch made (keys made before held the default there too)."""
 
 
 class _TwinAtWork(Exception):
@@ -180,7 +186,9 @@ class BatchRunner:
             res.error += _earlier_asset_note(self.out_dir / item.name, res.error)
             raise ItemInterrupted(res) from None
         except Exception as e:  # isolate the item: report and go on with the batch
-            res.status = "failed"
+            res.status, res.stage = "failed", self._running
+            if self._running and self._running not in res.timings:  # the time spent on it counts too
+                res.timings[self._running] = round(time.perf_counter() - self._running_t0, 4)
             res.error = str(e) if isinstance(e, (UserError, ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}"
             if disk_full(e):
                 res.error = f"out of disk space ({res.error}); free some space and run again"
@@ -193,6 +201,18 @@ class BatchRunner:
         finally:
             lock.release()
         return res
+
+    def _key_config(self) -> dict:
+        """The settings as stage keys hold them: paths absolute, as config.yaml writes them (`--preset
+        <asset>/config.yaml` finds the entries of the command that made the asset, whatever folder it
+        ran in); the device as `device_key` gives it; the KEYED_AT_DEFAULT fields at their defaults."""
+        cfg = absolute_paths(self.config).to_dict()
+        cfg["runtime"]["device"] = device_key(self.config.runtime.device, self.device)
+        for dotted in KEYED_AT_DEFAULT:
+            *parents, last = dotted.split(".")
+            section = config_value(cfg, ".".join(parents))
+            section[last] = config_value(DEFAULT_VALUES, dotted)
+        return cfg
 
     def _key(self, stage: Stage, cfg: dict, keys: dict[str, str], input_hash: str, item: Item,
              result: bool = False) -> str:
@@ -286,9 +306,7 @@ class BatchRunner:
         entries: dict[str, str] = {}  # the key of each stage's cache entry (with its side fields)
         dirs: dict[str, Path] = {}
         metas: dict[str, dict] = {}
-        # paths keyed absolute, as config.yaml writes them: `--preset <asset>/config.yaml` finds the
-        # entries of the command that made the asset, whatever folder it ran in
-        cfg = absolute_paths(self.config).to_dict()
+        cfg = self._key_config()
         for stage in self.stages:
             t0 = time.perf_counter()
             self.on_progress(item.name, stage.name)
@@ -314,6 +332,7 @@ class BatchRunner:
                 if not made_here:
                     res.cached.append(stage.name)
             else:
+                ic.note_unfinished([ic.entry_name(s, k) for s, k in {**entries, stage.name: key}.items()])
                 writer = ic.begin(stage.name, key)
                 ctx = StageContext(item, self.config, writer.dir, dict(dirs), ic.state(stage.name, key), input_hash,
                                    self.device, lambda text, s=stage.name: self.on_progress(item.name, f"{s}: {text}"), dict(metas),
@@ -383,6 +402,7 @@ class BatchRunner:
         names = [ic.entry_name(stage, key) for stage, key in entries.items()]
         for kept in self._publish(self.out_dir / item.name, item.source, files, names, input_hash):
             res.warnings.append(kept.message(self.out_dir / item.name))  # told with the item, and in the report
+        ic.forget_unfinished()  # the asset records its entries now
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult,

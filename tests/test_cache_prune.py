@@ -191,9 +191,49 @@ def test_a_dry_run_reads_where_no_lock_can_be_taken(photos, tmp_path, monkeypatc
     res = prune(out, "--dry-run")
     assert res.exit_code == 0, res.output + res.stderr
     assert "would free" in res.stderr and "(1 cache entries)" in res.stderr
-    res = prune(out)  # removing needs the lock
-    assert res.exit_code == 0 and says(res, "all: cannot lock it (Read-only file system)")
+    res = prune(out)  # removing needs the lock: nothing removed, and the exit code says so
+    assert res.exit_code == 1 and says(res, "all: cannot lock it (Read-only file system)")
+    assert "2 item(s) could not be pruned" in " ".join(res.stderr.split())
     assert "preprocess-0123456789abcdef" in entries(out, "apple")
+
+
+def test_what_an_unfinished_run_made_is_kept_whatever_ran_since(photos, good_images, tmp_path, monkeypatch):
+    import dataclasses
+
+    import o3dcli.stages as stages
+
+    out = tmp_path / "out"
+    steps = ["--stop-after", "diffusion", "--steps", "1", "--set", "preprocess.size=16"]
+    run_diffusion = stages.DIFFUSION.run
+
+    def failing(ctx):
+        raise ValueError("stopped here")
+
+    # a new item whose denoising failed (or was interrupted): no asset, its preprocessing cached
+    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=failing))
+    assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 1
+    # and an asset whose rerun with other settings failed the same way
+    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=run_diffusion))
+    assert generate(photos / "pear.png", "-o", out, *steps).exit_code == 0
+    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=failing))
+    assert generate(photos / "pear.png", "-o", out, *steps, "--seed", "5",
+                    "--set", "preprocess.foreground_ratio=0.7").exit_code == 1
+    apple, pear = entries(out, "apple"), entries(out, "pear")
+    (out / ".o3d" / "items" / "apple" / "preprocess-0123456789abcdef").mkdir()  # another setting's
+    # any later run (the last report then lists neither as unfinished) changes nothing of that
+    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=run_diffusion))
+    assert generate(good_images / "plum.jpg", "-o", out, *steps).exit_code == 0
+    res = prune(out)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert entries(out, "apple") == apple and entries(out, "pear") == pear
+    assert len([e for e in pear if e.startswith("preprocess-")]) == 2  # the asset's and the rerun's
+    assert says(res, "what an unfinished run made (run it again to resume)")
+    # the run again resumes from them, and then its asset records them instead
+    assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 0
+    assert cached(out) == {"apple": ["preprocess"]}
+    # --drop-unfinished lets them go
+    res = prune(out, "--drop-unfinished")
+    assert res.exit_code == 0 and entries(out, "pear") < pear and len(entries(out, "pear")) == 2
 
 
 def test_a_missing_folder_is_not_found(tmp_path):

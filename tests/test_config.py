@@ -116,6 +116,9 @@ def test_choices_and_formats_are_read_in_any_case():
     # what --formats already did for `--formats GLB,usdz`, --set and presets do too
     cfg = load_config("tiny", ["mesh.formats=GLB, stl,glb", "mesh.method=Carve", "mesh.texture_format=PNG"])
     assert cfg.mesh.formats == ("glb", "stl") and cfg.mesh.method == "carve" and cfg.mesh.texture_format == "png"
+    # one choice in one order (the export is keyed by it): `obj,glb` is what `glb,obj` makes
+    assert load_config("tiny", ["mesh.formats=stl,OBJ,usdz,glb"]).mesh.formats == ("glb", "obj", "usdz", "stl")
+    assert load_config("tiny", ["mesh.formats=obj,glb"]).mesh.formats == load_config("tiny", []).mesh.formats
     with pytest.raises(ConfigError, match="did you mean 'carve'"):
         load_config("tiny", ["mesh.method=Carv"])
     cfg = load_config("tiny", ["train.modules=Recon", "train.sigma_sampling=Schedule", "train.cond_image=View"])

@@ -767,6 +767,38 @@ def test_device_index_and_name_are_checked(monkeypatch):
         resolve_device("cuda:x")
 
 
+def test_naming_the_device_auto_picks_or_raising_the_pixel_limit_recomputes_nothing(good_images, tmp_path):
+    out = tmp_path / "out"
+    apple = str(good_images / "apple.png")
+    args = ["generate", "--no-progress", apple, "-o", str(out), "--stop-after", "diffusion", "--steps", "1",
+            "--set", "preprocess.size=16"]
+    assert runner.invoke(app, args).exit_code == 0
+    views = (out / "apple" / "views.png").read_bytes()
+    # the device "auto" picks here (no CUDA in tests) makes the same results: not made again
+    res = runner.invoke(app, [*args, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert report(out)["items"][0]["cached"] == ["preprocess", "diffusion"]
+    # a limit that lets a large photo through, as its error advises, changes no result either
+    res = runner.invoke(app, [*args, "--set", "preprocess.max_pixels=60000000"])
+    assert res.exit_code == 0, res.output
+    assert report(out)["items"][0]["cached"] == ["preprocess", "diffusion"]
+    assert (out / "apple" / "views.png").read_bytes() == views
+    # a limit the photo is over still refuses it where nothing is cached for it
+    res = runner.invoke(app, [*args, "--set", "preprocess.max_pixels=5000", "--set", "runtime.seed=1", "--force"])
+    assert res.exit_code == 1 and "over the limit of 5,000" in report(out)["items"][0]["error"]
+
+
+def test_stage_keys_hold_the_device_type_or_auto_where_it_is_the_type_auto_picks(monkeypatch):
+    import o3dcli.device as device
+
+    monkeypatch.setattr(device, "resolve_device", lambda name: "cuda" if name == "auto" else name)
+    assert device.device_key("auto", "cuda") == "auto"
+    assert device.device_key("cuda:1", "cuda:1") == device.device_key("cuda", "cuda") == "auto"
+    assert device.device_key("cpu", "cpu") == "cpu"  # another device type: its own results
+    monkeypatch.setattr(device, "resolve_device", lambda name: "cpu" if name == "auto" else name)
+    assert device.device_key("cpu", "cpu") == "auto" and device.device_key("mps", "mps") == "mps"
+
+
 def test_the_recursive_hint_is_given_only_for_images_in_sub_folders(good_images, tmp_path):
     top = tmp_path / "top"
     (top / "sub").mkdir(parents=True)
@@ -1006,6 +1038,38 @@ def test_a_failure_that_names_no_file_is_told_with_the_input(good_images, tmp_pa
     assert res.exit_code == 1
     assert f"✗ pear ({(good_images / 'pear.png').absolute()}): carve meshing found no surface" in " ".join(
         res.output.split())
+    # the summary says which stage it failed in, and the time spent there
+    assert "failedinpreprocess" in "".join(res.output.split())
+    pear = next(i for i in report(tmp_path / "out")["items"] if i["name"] == "pear")
+    assert pear["stage"] == "preprocess" and pear["timings"]["preprocess"] > 0
+
+
+def test_without_a_terminal_each_finished_item_gets_a_line(good_images, tmp_path):
+    # CliRunner's output is not a terminal, as a log file or a pipe is not: no bar (rich would draw
+    # it once, at the end), a line per item as it finishes
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["generate", "--stop-after", "preprocess", str(good_images), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for k, name in enumerate(("apple", "pear", "plum"), 1):
+        assert f"[{k}/3] ✓ {name}: ok in " in text and "0 of 1 stages cached" in text
+    assert "generated" not in res.output and "3/3 0:0" not in text  # no bar (its last words, count, time)
+    res = runner.invoke(app, ["generate", "--stop-after", "preprocess", str(good_images), "-o", str(out)])
+    assert "[3/3] ✓ plum: ok in" in " ".join(res.output.split()) and "1 of 1 stages cached" in res.output
+
+
+def test_an_asset_named_otherwise_than_its_input_says_which_input_it_is(good_images, tmp_path):
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "fox.png").write_bytes((good_images / "apple.png").read_bytes())
+    (a / "fox.jpg").write_bytes((good_images / "plum.jpg").read_bytes())
+    res = generate(a, "-o", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    second = next(i for i in report(tmp_path / "out")["items"] if i["name"] == "fox-2")
+    flat = "".join(res.output.split())
+    assert f"✓fox-2({second['input']}):okin".replace(" ", "") in flat  # its line
+    assert res.output.count("<-") == 1  # and its row of the summary (fox-2, over its input: the path folds)
+    assert "✓fox:okin" in flat  # named after its own input: no more said
 
 
 def test_a_heic_photo_from_a_phone_is_an_input(good_images, tmp_path):

@@ -15,10 +15,11 @@ app = typer.Typer(help="The stage cache in an o3d generate output folder (OUTPUT
 def prune(
     output: Path = typer.Argument(..., parser=path_param, metavar="OUTPUT", help="An o3d generate output folder (the one given to -o).", show_default=False),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed, and how much it frees; remove nothing."),
+    drop_unfinished: bool = typer.Option(False, "--drop-unfinished", help="Also remove what interrupted or failed runs made towards assets they did not finish (kept by default, so that running them again resumes)."),
 ):
     """Remove the cache entries no asset is made from.
 
-    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing. Removed: the entries of other settings, seeds and inputs (earlier runs), saved states of interrupted denoising, and the whole cache of an asset folder that was deleted, unless the last batch's report lists that item unfinished (a failed or interrupted item keeps what it computed). Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched, nor anything outside OUTPUT (an item folder that is a link is left as it is).
+    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing; and what an interrupted or failed run made towards the asset it did not finish, its denoising's saved steps included, so that running it again resumes (--drop-unfinished removes that too). Removed: the entries of other settings, seeds and inputs (earlier runs), and the whole cache of an asset folder that was deleted. Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched, nor anything outside OUTPUT (an item folder that is a link is left as it is).
 
     Exit code: 0 = done, 1 = some entries could not be removed (named in the table), 2 = usage error (no o3d cache in OUTPUT).
     """
@@ -54,11 +55,11 @@ def prune(
     table = Table(title=f"o3d cache prune{' --dry-run' if dry_run else ''}: {escape(str(output))}")
     for column in ("item", "entries removed", "MB freed", "kept"):
         table.add_column(column, justify="right" if column in ("entries removed", "MB freed") else "left")
-    freed = removed = skipped = failed = 0
+    freed = removed = skipped = failed = unlockable = 0
     for item_dir in sorted(p for p in items.iterdir() if p.is_dir()):
         name = item_dir.name
         if item_dir.is_symlink():  # not o3d's: removing in it would remove outside OUTPUT
-            table.add_row(escape(name), "0", "0", "all: a link to another folder, not o3d's")
+            table.add_row(escape(name), "0", "0.0", "all: a link to another folder, not o3d's")
             skipped += 1
             continue
         if all(p.name == ".lock" for p in item_dir.iterdir()):  # nothing cached (o3d mesh locks names here too)
@@ -67,19 +68,20 @@ def prune(
         try:
             lock.acquire()
         except ItemLocked:
-            table.add_row(escape(name), "0", "0", "all: an o3d process is working on it")
+            table.add_row(escape(name), "0", "0.0", "all: an o3d process is working on it")
             skipped += 1
             continue
         except OSError as e:
-            if not dry_run:
-                table.add_row(escape(name), "0", "0", f"all: cannot lock it ({escape(e.strerror or str(e))})")
-                skipped += 1
+            if not dry_run:  # a read-only disk, a cache of another user's: nothing can be removed there
+                table.add_row(escape(name), "0", "0.0", f"all: cannot lock it ({escape(e.strerror or str(e))})")
+                unlockable += 1
                 continue
             lock = None  # a dry run only reads (a read-only disk cannot hold a lock)
         try:
-            keep, why = _to_keep(output / name / ASSET_META, name in in_report)
+            unfinished = None if drop_unfinished else ItemCache(item_dir).unfinished()
+            keep, why = _to_keep(output / name / ASSET_META, name in in_report and not drop_unfinished, unfinished)
             if keep is None:
-                table.add_row(escape(name), "0", "0", why)
+                table.add_row(escape(name), "0", "0.0", why)
                 skipped += 1
                 continue
             gone = [p for p in sorted(item_dir.iterdir()) if p.name != ".lock" and p.name not in keep]
@@ -111,21 +113,29 @@ def prune(
     verb = "would free" if dry_run else "freed"
     console.print(f"{verb} {freed / 1e6:.1f} MB ({removed} cache entries)"
                   + (f"; {skipped} item(s) left as they are" if skipped else "")
-                  + (f"; {failed} could not be removed (named above)" if failed else ""), soft_wrap=True)
-    if failed:
+                  + (f"; {failed} could not be removed (named above)" if failed else "")
+                  + (f"; {unlockable} item(s) could not be pruned (see above)" if unlockable else ""), soft_wrap=True)
+    if failed or unlockable:
         raise typer.Exit(1)
 
 
-def _to_keep(meta_path: Path, reported: bool) -> tuple[set[str] | None, str]:
+def _to_keep(meta_path: Path, reported: bool, unfinished: set[str] | None = None) -> tuple[set[str] | None, str]:
     """The names of an item's cache entries to keep, and what is kept in words; (None, why) to
-    leave the item as it is."""
+    leave the item as it is. `reported`: the last batch's report lists the item unfinished (what
+    told an unfinished run before runs recorded their entries); `unfinished`: the entries an
+    unfinished run recorded (ItemCache.unfinished), kept with their saved states."""
     import json
 
+    from o3dcli.cache import UNFINISHED
     from o3dcli.naming import published
 
+    kept_too = set() if not unfinished else unfinished | {f"{e}.state" for e in unfinished} | {UNFINISHED}
+    run = "what an unfinished run made (run it again to resume)"
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
+        if kept_too:
+            return kept_too, run
         if reported:
             return None, "all: no asset yet, and the last batch's report lists it unfinished"
         if meta_path.parent.is_dir():
@@ -135,10 +145,12 @@ def _to_keep(meta_path: Path, reported: bool) -> tuple[set[str] | None, str]:
         return None, f"all: {meta_path.name} cannot be read ({e})"
     entries = meta.get("cache") if isinstance(meta, dict) else None
     if not (isinstance(entries, list) and all(isinstance(e, str) for e in entries)):
-        if not published(meta_path.parent):  # claimed by a run that did not finish it (killed?)
-            return None, "all: its asset is unfinished (run o3d generate again to finish it)"
-        return None, "all: made before o3d recorded its entries (run o3d generate on it once)"
-    return set(entries), "what its asset is made from"
+        if published(meta_path.parent):
+            return None, "all: made before o3d recorded its entries (run o3d generate on it once)"
+        if kept_too:  # claimed by a run that did not finish it (killed?)
+            return kept_too, run
+        return None, "all: its asset is unfinished (run o3d generate again to finish it)"
+    return set(entries) | kept_too, "what its asset is made from" + (f", and {run}" if kept_too else "")
 
 
 def _size(path: Path) -> int:

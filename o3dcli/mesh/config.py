@@ -143,4 +143,6 @@ class MeshConfig:
             close = [m for f in bad for m in difflib.get_close_matches(str(f).strip().lower(), MESH_FORMATS, n=1)]
             raise ConfigError(f"bad value for 'mesh.formats': {', '.join(map(str, bad)) or 'none given'}; give one or more "
                               f"of {', '.join(MESH_FORMATS)}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        self.formats = tuple(dict.fromkeys(f.strip().lower() for f in given))
+        # in o3d's order, whatever order they were given in: `obj,glb` is what `glb,obj` makes
+        chosen = {f.strip().lower() for f in given}
+        self.formats = tuple(f for f in MESH_FORMATS if f in chosen)
