@@ -46,7 +46,7 @@ presets_app = typer.Typer(help="List and inspect configuration presets.", no_arg
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 PresetOpt = typer.Option("tiny", "--preset", "-p", help="Preset name (see `o3d presets list`), a YAML file, an asset folder (its config.yaml: the settings that made it) or an `o3d train` run folder.")
-SetOpt = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set preprocess.size=128 (repeatable).", metavar="SECTION.KEY=VALUE")
+SetOpt = typer.Option(None, "--set", "-s", help="Override one config field, e.g. --set mesh.target_faces=20000 (repeatable).", metavar="SECTION.KEY=VALUE")
 
 
 def _version_callback(value: bool):

@@ -61,8 +61,9 @@ def _unread_hint(suffixes: set[str]) -> str:
 
 def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str] | None = None) -> list[Path]:
     """Files given directly plus image files inside given folders, sorted, without duplicates
-    (a file reached twice, e.g. through a link, counts once, under the first path it was found by;
-    paths are kept as given, so a link names its asset, not its target).
+    (a file reached twice, e.g. through a link, counts once, under the first path it was found by,
+    but where a folder scan finds both a file and a link to it, under the file's; paths are kept
+    as given, so a link names its asset, not its target).
 
     A folder scan skips hidden files and everything inside hidden folders (o3d's cache
     `.o3d/`, `.git/`, ...) and o3d's own outputs: asset folders and `o3d eval`'s output folders
@@ -81,6 +82,7 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
     rendered: dict[Path, int] = {}  # render folder -> renders skipped there
     guessed: dict[Path, list[Path]] = {}  # render folder with an unreadable manifest -> files skipped by name
     render_files: dict[Path, set[str] | None] = {}
+    scanned_links: set[Path] = set()  # the links to files a folder scan found (not those given by name)
     for p in inputs:
         p = Path(p)
         if not p.exists():
@@ -119,7 +121,13 @@ def collect_inputs(inputs: list[Path], recursive: bool = False, notes: list[str]
                 elif recorded and f.name in recorded:
                     rendered[f.parent] = rendered.get(f.parent, 0) + 1
                 else:
-                    found.setdefault(_identity(f), f.absolute())
+                    key = _identity(f)
+                    if key in found and found[key] in scanned_links and not f.is_symlink():
+                        del found[key]  # a file and a link to it in a scan: the file names the asset
+                    if key not in found:
+                        found[key] = f.absolute()
+                        if f.is_symlink():
+                            scanned_links.add(f.absolute())
             elif suffix in OTHER_IMAGE_SUFFIXES:
                 other[suffix] = other.get(suffix, 0) + 1
     if notes is not None:

@@ -154,6 +154,19 @@ def _remove_orphaned_files(log_dir: Path) -> None:
             pass
 
 
+def worker_command(args: list[str]) -> list[str]:
+    """The command line of a worker process running `o3d ARGS`: this Python, with the folder o3dcli
+    is imported from, and not the working folder, on its path (`python -m` would put the working
+    folder first, where a script of the user's named like a module, `grp.py`, would be imported
+    instead of Python's own; the `o3d` command does not look there either)."""
+    import o3dcli
+
+    root = str(Path(o3dcli.__file__).resolve().parent.parent)
+    start = (f"import sys; sys.path.pop(0); sys.path.append({root!r}) if {root!r} not in sys.path else None; "
+             "sys.argv[0] = 'o3d'; from o3dcli.cli import main; main()")
+    return [sys.executable, "-c", start, *args]
+
+
 @dataclass
 class Workers:
     """The worker processes of one batch."""
@@ -182,8 +195,8 @@ class Workers:
                 with open(log_path, "wb") as log_file:
                     # a session of its own: Ctrl-C in the terminal reaches the command only, which
                     # passes it on once (a second signal could cut short a worker's own tidying up)
-                    proc = subprocess.Popen([sys.executable, "-m", "o3dcli", *args, "--worker-items",
-                                             str(self._items_file)], stdin=subprocess.DEVNULL, stdout=log_file,
+                    proc = subprocess.Popen(worker_command([*args, "--worker-items", str(self._items_file)]),
+                                            stdin=subprocess.DEVNULL, stdout=log_file,
                                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
             except OSError as e:  # too many processes, no memory left to start one, ...
                 log_path.unlink(missing_ok=True)

@@ -68,8 +68,19 @@ def named_weights(spec: str) -> Path | None:
     return next((d / f"{spec}.safetensors" for d in weights_dirs() if (d / f"{spec}.safetensors").is_file()), None)
 
 
-def available_weights() -> list[Path]:
-    return sorted(p for d in weights_dirs() if d.is_dir() for p in d.glob("*.safetensors"))
+def available_weights(shadowed: list[Path] | None = None) -> list[Path]:
+    """The weights files `model.weights NAME` takes, one per name, from the first folder of
+    `weights_dirs` that has it; files further on with a name taken already are appended to
+    `shadowed` (when given). Folders and broken links named *.safetensors are no weights."""
+    found: dict[str, Path] = {}
+    for d in weights_dirs():
+        for p in sorted(d.glob("*.safetensors")) if d.is_dir() else []:
+            if not p.is_file():
+                continue
+            if p.stem in found and shadowed is not None:
+                shadowed.append(p)
+            found.setdefault(p.stem, p)
+    return sorted(found.values())
 
 
 def collect_info() -> dict[str, str]:
@@ -107,8 +118,11 @@ def collect_info() -> dict[str, str]:
         info["device"] = info["rasterizer"] = "unknown: torch does not import (see its row)"
     else:
         _device_info(info)
-    weights = available_weights()
+    shadowed: list[Path] = []
+    weights = available_weights(shadowed)
     info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
+    if shadowed:
+        info["model weights"] += "; not used, their names taken by the files before: " + ", ".join(map(str, shadowed))
     if os.environ.get("O3D_WEIGHTS_DIR"):
         extra = weights_dirs()[-1]
         info["O3D_WEIGHTS_DIR"] = str(extra) + ("" if extra.is_dir() else " (not a folder: no weights are looked up there)")

@@ -332,6 +332,25 @@ def test_the_extra_weights_folder_takes_a_tilde_and_info_says_when_it_is_not_a_f
     assert sysinfo.collect_info()["O3D_WEIGHTS_DIR"].endswith("nowhere (not a folder: no weights are looked up there)")
 
 
+def test_info_lists_the_weights_files_names_take_and_only_those(monkeypatch, tmp_path):
+    from o3dcli import sysinfo
+
+    w = tmp_path / "w"
+    w.mkdir()
+    (w / "mine.safetensors").write_bytes(b"")
+    (w / "tiny.safetensors").write_bytes(b"")  # its name is the shipped weights'
+    (w / "sub.safetensors").mkdir()  # a folder, and a broken link: no weights
+    (w / "broken.safetensors").symlink_to(tmp_path / "nowhere")
+    monkeypatch.setenv("O3D_WEIGHTS_DIR", str(w))
+    shadowed = []
+    names = [p.name for p in sysinfo.available_weights(shadowed)]
+    assert sorted(names) == ["mine.safetensors", "tiny.safetensors"] and shadowed == [w / "tiny.safetensors"]
+    assert sysinfo.named_weights("tiny") != w / "tiny.safetensors"  # what info says is what a name takes
+    line = sysinfo.collect_info()["model weights"]
+    assert "sub.safetensors" not in line and "broken" not in line
+    assert line.endswith(f"; not used, their names taken by the files before: {w / 'tiny.safetensors'}")
+
+
 def test_info_says_which_optional_packages_are_missing_and_how_to_get_them(monkeypatch):
     from o3dcli import sysinfo
 

@@ -403,6 +403,19 @@ def test_links_name_assets_after_themselves_and_unread_formats_are_reported(good
     assert res.exit_code == 2 and "formats o3d does not read here (1 .heic)" in " ".join(res.output.split())
 
 
+def test_a_file_and_a_link_to_it_in_one_scan_make_one_asset_named_after_the_file(good_images, tmp_path):
+    from o3dcli.inputs import collect_inputs
+
+    d = tmp_path / "odd"
+    d.mkdir()
+    (d / "same.png").write_bytes((good_images / "apple.png").read_bytes())
+    (d / "a_link.png").symlink_to(d / "same.png")  # found first, in name order
+    (d / "b.png").symlink_to(good_images / "pear.png")  # a link to a file outside: named after itself
+    assert [p.name for p in collect_inputs([d])] == ["b.png", "same.png"]
+    # a link given by name is what the user asked for
+    assert [p.name for p in collect_inputs([d / "a_link.png", d])] == ["a_link.png", "b.png"]
+
+
 def test_recursive_scans_follow_links_to_folders_once_each(good_images, tmp_path):
     """A linked-in folder of photos was skipped without a word ("no image files found" when it
     held the only ones); links that loop back up, or lead to a folder scanned already, are not

@@ -269,3 +269,19 @@ def test_an_interrupted_commands_summary_has_what_the_workers_got_to(good_images
         run_batch(items, r, show_progress=False, before_report=worker_reports)
     assert [(i.name, i.status) for i in e.value.result.items] == [("apple", "interrupted"), ("pear", "ok")]
     assert e.value.result.items[1].timings == {"make": 1.5}
+
+
+def test_workers_do_not_import_the_working_folders_scripts(tmp_path):
+    # a script of the user's named like one of Python's modules, beside where o3d runs
+    import subprocess
+
+    from o3dcli import __version__
+    from o3dcli.jobs import worker_command
+
+    (tmp_path / "grp.py").write_text("raise ImportError('the user script was imported')\n")
+    (tmp_path / "colorsys.py").write_text("raise ImportError('the user script was imported')\n")  # rich imports it
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")  # as the command's own (tests may set it)
+    res = subprocess.run(worker_command(["--version"]), cwd=tmp_path, capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert res.returncode == 0 and __version__ in res.stdout, res.stdout + res.stderr

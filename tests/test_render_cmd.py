@@ -568,3 +568,21 @@ def test_a_render_in_which_nothing_shows_says_so(tmp_path):
     assert res.exit_code == 0, res.output
     said = " ".join(res.output.split())
     assert f"warning: {tmp_path / 'flat.obj'}: nothing shows in any view" in said and said.count("nothing shows") == 1
+
+
+def test_an_mp4_stopped_while_encoding_leaves_no_hidden_file(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import pytest
+
+    iio = pytest.importorskip("imageio.v2", reason="the `video` extra (imageio, imageio-ffmpeg) is not installed")
+    from o3dcli.io import media
+
+    def cut_short(path, frames, **kw):  # part of the file written, then Ctrl-C
+        Path(path).write_bytes(b"\0" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(iio, "mimwrite", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        media.save_mp4(tmp_path / "x.mp4", np.zeros((2, 16, 16, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []

@@ -423,3 +423,42 @@ def test_a_large_n_starts_rendering_without_looking_at_every_folder_first(tmp_pa
     with pytest.raises(FirstRender) as caught:
         synthesize(tmp_path / "d", 100_000, 0, size=16, extra_views=0)
     assert caught.value.args[0] <= 1
+
+
+def test_an_incomplete_object_folder_is_replaced_and_one_holding_other_files_is_named(tmp_path):
+    import shutil
+
+    a = tmp_path / "a"
+    synthesize(a, 2, 5, **SMALL)
+    good = {p.relative_to(a / "synth_00000006"): p.read_bytes() for p in (a / "synth_00000006").rglob("*") if p.is_file()}
+    (a / "synth_00000006" / "cameras.json").unlink()  # a copy of the dataset cut short
+    synthesize(a, 2, 5, **SMALL)
+    assert {p.relative_to(a / "synth_00000006"): p.read_bytes()
+            for p in (a / "synth_00000006").rglob("*") if p.is_file()} == good
+    # one that holds files of someone else's is not removed: named, with what to do
+    (a / "synth_00000006" / "cameras.json").unlink()
+    (a / "synth_00000006" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"synth_00000006: an incomplete object folder .*\(notes.txt\): move or remove it"):
+        synthesize(a, 2, 5, **SMALL)
+    assert (a / "synth_00000006" / "notes.txt").read_text() == "mine"
+    shutil.rmtree(a / "synth_00000006")
+    (a / "synth_00000006").write_text("a file")
+    with pytest.raises(ValueError, match="synth_00000006: in the way"):
+        synthesize(a, 2, 5, **SMALL)
+
+
+def test_a_json_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path, monkeypatch):
+    import errno
+
+    from o3dcli.synth import dataset
+
+    def full(self, data, *a, **k):  # the disk fills up part way through
+        with open(self, "w") as f:
+            f.write(data[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(OSError):
+        dataset._write_json(tmp_path / "index.json", {"a": 1})
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []

@@ -460,3 +460,12 @@ def test_a_runs_checkpoint_given_as_weights_points_to_the_run(run):
 
     with pytest.raises(ConfigError, match=rf"checkpoint.pt is the training run's checkpoint.*--set model.weights={run}$"):
         check_weights_fit(run / CHECKPOINT, load_config("tiny"))
+
+
+def test_the_shipped_model_at_other_settings_than_it_trained_with_is_warned_about():
+    res = CliRunner().invoke(app, ["info", "--set", "preprocess.size=40"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "the tiny model (shipped with o3d) was trained at preprocess.size=32 (its preset's) and runs here at 40" in said
+    res = CliRunner().invoke(app, ["info", "--set", "mesh.target_faces=20000"])
+    assert res.exit_code == 0 and "was trained at" not in res.output, res.output

@@ -96,6 +96,10 @@ def save_mp4(path: Path, frames: np.ndarray, fps: float = 24.0) -> Path:
     frames = frames[:, : h - h % 2, : w - w % 2, :3]  # yuv420p needs even sides
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.mp4")
-    imageio.mimwrite(tmp, list(frames), fps=fps, codec="libx264", quality=8, macro_block_size=1)
-    tmp.replace(path)
+    try:
+        imageio.mimwrite(tmp, list(frames), fps=fps, codec="libx264", quality=8, macro_block_size=1)
+        tmp.replace(path)
+    except BaseException:  # Ctrl-C while encoding, a full disk: no hidden half file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path

@@ -171,8 +171,12 @@ def _warn_if_run_settings_differ(path: Path, cfg: Config) -> None:
     from o3dcli.config import load_config
     from o3dcli.config_view import describe
 
-    saved = path.parent / "config.yaml"
-    if path.name != RUN_WEIGHTS or not saved.is_file():
+    from o3dcli.config import available_presets
+    from o3dcli.sysinfo import weights_dirs
+
+    shipped = path.parent.resolve() == weights_dirs()[0].resolve() and path.stem in available_presets()
+    saved = available_presets()[path.stem] if shipped else path.parent / "config.yaml"
+    if not shipped and (path.name != RUN_WEIGHTS or not saved.is_file()):
         return
     try:
         run = {k: v for k, v, _, _ in describe(load_config(saved))}
@@ -184,10 +188,16 @@ def _warn_if_run_settings_differ(path: Path, cfg: Config) -> None:
         from o3dcli.console import warn_once
         from o3dcli.sysinfo import is_bare_name
 
+        trained = ", ".join(f"{k}={run[k]}" for k in differ)
+        here = ", ".join(f"{now[k]}" for k in differ)
+        if shipped:  # the weights o3d ships, trained at their preset's settings
+            warn_once(f"the {path.stem} model (shipped with o3d) was trained at {trained} (its preset's) and "
+                      f"runs here at {here}: expect worse results there; its preset's values are what it was "
+                      "made for (a higher resolution does not add detail it never learned)", _WARNED)
+            return
         run_dir = f"./{path.parent}" if is_bare_name(str(path.parent)) else str(path.parent)  # not o3d's preset
-        warn_once(f"{path} was trained at " + ", ".join(f"{k}={run[k]}" for k in differ) + " (its run's "
-                  "config.yaml), and runs here at " + ", ".join(f"{now[k]}" for k in differ)
-                  + f": --preset {run_dir} runs it with the settings it was trained with", _WARNED)
+        warn_once(f"{path} was trained at {trained} (its run's config.yaml), and runs here at {here}"
+                  f": --preset {run_dir} runs it with the settings it was trained with", _WARNED)
 
 
 def model_differences(a: Config, b: Config) -> list[tuple[str, str, str]]:

@@ -123,8 +123,12 @@ def _dumps(data: dict) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(_dumps(data))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(_dumps(data))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C: no stray temporary file left beside it
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -270,9 +274,12 @@ def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, m
         try:
             os.rename(tmp, final)
         except OSError:
-            if not is_complete(final):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer got there first
+            if is_complete(final):
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer got there first
+            else:  # left incomplete by something else (a copy cut short): replaced if it is o3d's
+                _check_replaceable(final)
+                shutil.rmtree(final)
+                os.rename(tmp, final)
     except BaseException:  # an error or Ctrl-C: no half object left in .tmp
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -280,6 +287,28 @@ def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, m
         lock.unlink(missing_ok=True)  # before the lock goes: no other process takes it on the way
         os.close(fd)
     return final
+
+
+OBJECT_FILES = frozenset({"cameras.json", "mesh.obj", "mesh.mtl", "mesh_texture.png", "spec.json", "rgba"})
+"""The names an object folder holds (its images in rgba/)."""
+
+
+def _check_replaceable(folder: Path) -> None:
+    """Raise ValueError naming `folder` unless it is an incomplete object folder holding only files
+    an object folder holds (what an interrupted copy of a dataset leaves), which may be replaced."""
+    if not folder.is_dir() or folder.is_symlink():
+        raise ValueError(f"{folder}: in the way of the object of that name (not an object folder): move or remove "
+                         "it, then run the same command again")
+    images = folder / "rgba"
+    other = sorted(p.name for p in folder.iterdir() if p.name not in OBJECT_FILES)
+    if images.is_dir() and not images.is_symlink():
+        other += sorted(f"rgba/{p.name}" for p in images.iterdir() if p.suffix != ".png" or not p.is_file())
+    elif images.exists() or images.is_symlink():
+        other.append("rgba")
+    if other:
+        raise ValueError(f"{folder}: an incomplete object folder (no cameras.json) holding files o3d does not write "
+                         f"({', '.join(other[:5])}{', ...' if len(other) > 5 else ''}): move or remove it, then run "
+                         "the same command again")
 
 
 def _write_object_files(tmp: Path, final: Path, rgba: np.ndarray, meta: dict, mesh: TriMesh,

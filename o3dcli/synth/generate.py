@@ -128,7 +128,13 @@ def synthesize_object(root: Path, seed: int, settings: SynthSettings) -> tuple[P
 
 
 def _init_worker() -> None:
+    import signal
+
     import torch
+
+    # Ctrl-C reaches the whole process group: the parent stops the pool (SIGTERM), and a worker
+    # that took the SIGINT itself would print its own traceback first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     torch.set_num_threads(1)  # one process per core; nested thread pools would oversubscribe
 
