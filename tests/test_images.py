@@ -374,3 +374,63 @@ def test_reads_in_threads_leave_pillows_limit_as_it_was(tmp_path, monkeypatch):
     with ThreadPoolExecutor(8) as pool:
         shapes = list(pool.map(lambda i: load_image(path, max_pixels=2000 + 500 * i).shape, range(64)))
     assert shapes == [(40, 40, 4)] * 64 and Image.MAX_IMAGE_PIXELS == 1000
+
+
+def matrix_profile(description: str, colorants, gamma: float = 2.2) -> bytes:
+    """An ICC v2 RGB display profile (matrix + gamma curves) with the given D50 colorants
+    ((X, Y, Z) of red, green and blue), built by hand: o3d's tests carry no profile files."""
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    def xyz(x, y, z) -> bytes:
+        return b"XYZ \0\0\0\0" + s15(x) + s15(y) + s15(z)
+
+    text = description.encode("ascii") + b"\0"
+    tags = {
+        b"desc": b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + b"\0" * 4 + b"\0" * 4 + b"\0" * 3 + b"\0" * 67,
+        b"cprt": b"text\0\0\0\0" + b"none\0",
+        b"wtpt": xyz(0.9642, 1.0, 0.8249),
+        b"rXYZ": xyz(*colorants[0]), b"gXYZ": xyz(*colorants[1]), b"bXYZ": xyz(*colorants[2]),
+    }
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags.update({b"rTRC": curve, b"gTRC": curve, b"bTRC": curve})
+    table, data = b"", b""
+    offset = 128 + 4 + 12 * len(tags)
+    for sig, body in tags.items():
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = (struct.pack(">I", size) + b"\0" * 4 + bytes([2, 0x10, 0, 0]) + b"mntrRGB XYZ " + b"\0" * 12 + b"acsp"
+              + b"\0" * 24 + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+# Display P3's colorants adapted to D50 (as in the profiles phones embed)
+P3 = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+
+
+def test_a_photo_with_a_wide_gamut_profile_is_read_in_srgb(tmp_path, caplog):
+    from PIL import ImageCms
+
+    colour = (200, 120, 60)  # a saturated orange, as a phone stores it in Display P3
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., :3], rgba[..., 3] = colour, 255
+    rgba[0, 0, 3] = 0
+    im = Image.fromarray(rgba, "RGBA")
+    im.save(tmp_path / "p3.png", icc_profile=matrix_profile("Display P3 (test)", P3))
+    im.convert("RGB").save(tmp_path / "p3.jpg", quality=100, icc_profile=matrix_profile("Display P3 (test)", P3))
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    im.save(tmp_path / "srgb.png", icc_profile=srgb)
+    im.save(tmp_path / "broken.png", icc_profile=b"not a profile at all")
+    im.save(tmp_path / "none.png")
+    # in sRGB's smaller gamut the same colour has more red and less blue: (214.3, 115.8, 37.6) by the
+    # profiles' matrices (P3 linear -> XYZ D50 -> sRGB linear) and curves (gamma 2.2 -> sRGB's)
+    for name, tol in (("p3.png", 1.5), ("p3.jpg", 3)):
+        px = load_image(tmp_path / name, keep_uint8=True)[4, 4].astype(float)
+        assert np.abs(px - (214.3, 115.8, 37.6, 255)).max() <= tol, (name, px)
+    assert load_image(tmp_path / "p3.png", keep_uint8=True)[0, 0, 3] == 0  # alpha kept as it was
+    # no profile, an sRGB one, or one that cannot be used: the values as stored
+    for name in ("none.png", "srgb.png", "broken.png"):
+        assert tuple(load_image(tmp_path / name, keep_uint8=True)[4, 4]) == (*colour, 255), name
+    assert "broken.png: its embedded colour profile cannot be used" in caplog.text

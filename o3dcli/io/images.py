@@ -219,6 +219,35 @@ def _tiff_bits(im) -> int | None:
     return bits if isinstance(bits, int) else None
 
 
+def _to_srgb(path: Path, im, icc: bytes | None):
+    """An RGB(A) image `im` whose file embeds the colour profile `icc` (a phone's Display P3, Adobe
+    RGB from a camera), converted to sRGB, which the model and the texture take every image to be;
+    unchanged without a profile, with an sRGB one, in other modes, or where the profile cannot be
+    used (said in a warning). Alpha is kept as it is."""
+    if not icc or im.mode not in ("RGB", "RGBA"):
+        return im
+    import io
+    import logging
+
+    try:
+        from PIL import ImageCms
+    except ImportError:  # a Pillow built without LittleCMS
+        return im
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if "srgb" in ImageCms.getProfileDescription(source).lower().replace(" ", ""):
+            return im  # most photos: nothing to do
+        rgb = ImageCms.profileToProfile(im.convert("RGB"), source, ImageCms.createProfile("sRGB"),
+                                        renderingIntent=1, outputMode="RGB")  # 1: relative colorimetric
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as err:
+        logging.getLogger("o3d").warning("%s: its embedded colour profile cannot be used (%s); its colours are "
+                                         "read as sRGB", path, err)
+        return im
+    if im.mode == "RGBA":
+        rgb.putalpha(im.getchannel("A"))
+    return rgb
+
+
 def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
     """Loaded PIL image (any mode) -> oriented RGBA float32 [H, W, 4] (with keep_uint8: uint8 for 8- and
     16-bit data, 16-bit values rounded or, for 16-bit RGB PNGs without a colour key, their high byte)."""
@@ -268,6 +297,7 @@ def _to_rgba(path: Path, im, keep_uint8: bool = False) -> np.ndarray:
             out = wide.astype(np.float32)
             out /= 65535.0
             return out
+    im = _to_srgb(path, im, raw.info.get("icc_profile"))
     try:
         converted = im.convert("RGBA")
     except ValueError:
