@@ -116,6 +116,16 @@ def test_a_folder_without_a_cache_is_a_usage_error(tmp_path):
     assert runner.invoke(app, ["cache", "prune", "--help"]).exit_code == 0
 
 
+def test_a_file_an_asset_folder_or_the_cache_given_say_what_to_give(photos, tmp_path):
+    out = tmp_path / "out"
+    assert generate(photos, "-o", out).exit_code == 0
+    for given, said in ((out / "apple" / "input.png", "a file, not a folder"),
+                        (out / "apple", f"an asset folder; give the output folder it is in, {out}"),
+                        (out / ".o3d", f"the cache itself; give the output folder it is in, {out}")):
+        res = prune(given)
+        assert res.exit_code == 2 and said in " ".join(res.stderr.split()), res.stderr
+
+
 def test_an_entry_that_cannot_be_removed_is_named_and_the_rest_pruned(photos, tmp_path, monkeypatch):
     import shutil as shutil_module
 

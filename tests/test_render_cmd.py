@@ -586,3 +586,21 @@ def test_an_mp4_stopped_while_encoding_leaves_no_hidden_file(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         media.save_mp4(tmp_path / "x.mp4", np.zeros((2, 16, 16, 3), np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_said_to_be_one(tmp_path, monkeypatch):
+    import errno
+
+    from o3dcli.io import media
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(media, "save_gif", full)
+    save_gaussians(tmp_path / "g.ply", _blob())
+    out = tmp_path / "r"
+    res = CliRunner().invoke(app, ["render", str(tmp_path / "g.ply"), "-o", str(out), "--frames", "2", "--size", "16",
+                                   "--no-mp4"])
+    assert res.exit_code == 1
+    assert (f"out of disk space writing its renders in {out} ([Errno 28] No space left on device); free some "
+            "space and run again") in " ".join(res.output.split())

@@ -333,7 +333,7 @@ def test_synth_seeds_of_the_benchmark_are_warned_about_in_synth_and_train(tmp_pa
     res = CliRunner().invoke(app, ["data", "synth", "-n", "2", "-o", str(out), "--seed", "999999", "--size", "16",
                                    "--extra-views", "0"])
     assert res.exit_code == 0, res.output
-    assert "seeds 1,000,000-1,000,000 are the synthetic benchmark's objects" in " ".join(res.output.split())
+    assert "seed 1,000,000 is one of the synthetic benchmark's objects" in " ".join(res.output.split())
     clean = CliRunner().invoke(app, ["data", "synth", "-n", "1", "-o", str(tmp_path / "ok"), "--seed", "999998",
                                      "--size", "16", "--extra-views", "0"])
     assert clean.exit_code == 0 and "benchmark" not in clean.output
@@ -462,3 +462,19 @@ def test_a_json_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path, m
         dataset._write_json(tmp_path / "index.json", {"a": 1})
     monkeypatch.undo()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_of_other_files_is_not_taken_for_a_dataset(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "chair.jpg").write_bytes(b"a photo")
+    (photos / ".DS_Store").write_bytes(b"")
+    res = _synth_cli("-n", 1, "--size", 16, "--extra-views", 0, "-o", photos)
+    assert res.exit_code == 2, res.output
+    assert f"{photos}: holds other files (chair.jpg) and is not a dataset" in " ".join(res.output.split())
+    assert sorted(p.name for p in photos.iterdir()) == [".DS_Store", "chair.jpg"]  # nothing written
+    # an empty folder, and a dataset that lost its index.json, are taken
+    (tmp_path / "empty").mkdir()
+    assert _synth_cli("-n", 1, "--size", 16, "--extra-views", 0, "-o", tmp_path / "empty").exit_code == 0
+    (tmp_path / "empty" / "index.json").unlink()
+    assert _synth_cli("-n", 2, "--size", 16, "--extra-views", 0, "-o", tmp_path / "empty").exit_code == 0

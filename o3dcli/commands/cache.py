@@ -40,7 +40,14 @@ def prune(
     items = output / CACHE_DIRNAME / "items"
     if not output.exists():
         raise _usage_error(f"{output}: not found")
+    if not output.is_dir():
+        raise _usage_error(f"{output}: a file, not a folder; give the folder o3d generate wrote to")
     if not items.is_dir():
+        parent = output.absolute().parent
+        if output.absolute().name == CACHE_DIRNAME and (output / "items").is_dir():
+            raise _usage_error(f"{output}: the cache itself; give the output folder it is in, {parent}")
+        if (parent / CACHE_DIRNAME / "items" / output.absolute().name).is_dir():
+            raise _usage_error(f"{output}: an asset folder; give the output folder it is in, {parent}")
         raise _usage_error(f"{output}: holds no o3d cache ({CACHE_DIRNAME}/items); give the folder o3d generate wrote to")
     in_report: set[str] = set()
     try:

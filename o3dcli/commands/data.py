@@ -52,6 +52,7 @@ def synth(
 
     try:
         check_output_dir(output)
+        _check_not_foreign(output)
     except UserError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -59,7 +60,8 @@ def synth(
 
     if seed + n > SYNTHETIC_FIRST_SEED:
         first = max(seed, SYNTHETIC_FIRST_SEED)
-        console.print(f"[yellow]warning[/yellow]: seeds {first:,}-{seed + n - 1:,} are the synthetic benchmark's "
+        seeds = f"seed {first:,} is one of" if first == seed + n - 1 else f"seeds {first:,}-{seed + n - 1:,} are"
+        console.print(f"[yellow]warning[/yellow]: {seeds} the synthetic benchmark's "
                       "objects (o3d eval --benchmark synthetic scores models on seeds from 1,000,000 on): keep them "
                       "out of training data (o3d train warns about them too)", soft_wrap=True)
     counts = {"made": 0, "skipped": 0, "seconds": 0.0}
@@ -99,3 +101,18 @@ def synth(
     per = f", {counts['seconds'] / counts['made']:.2f} s/object" if counts["made"] else ""
     console.print(f"[green]✓[/green] {counts['made']} made, {counts['skipped']} already complete in "
                   f"{escape(str(output))} ({wall:.1f} s{per})")
+
+
+def _check_not_foreign(output: Path) -> None:
+    """Raise UserError for an existing folder that holds files of other kinds and is no dataset
+    (no index.json): a folder of photos, an o3d generate output. Its objects would be written in
+    among them; a new or empty folder, or a dataset to add to, is what the command takes."""
+    from o3dcli.errors import UserError
+
+    if not output.is_dir() or (output / "index.json").exists():
+        return
+    other = sorted(p.name for p in output.iterdir() if not p.name.startswith((".", "synth_")))
+    if other:
+        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        raise UserError(f"{output}: holds other files ({shown}) and is not a dataset o3d data synth made (no "
+                        "index.json): give a new or empty folder, or a dataset to add objects to")

@@ -84,6 +84,8 @@ def render(
 ):
     """Render a turntable (GIF, and MP4 with the `video` extra) and an 8-view grid PNG of each input.
 
+    An o3d asset folder is rendered from its mesh (model.glb, else model.obj), or from its gaussians.ply where it has no mesh (o3d generate --stop-after diffusion); give the file to render the other.
+
     Writes OUTPUT/<name>_turntable.gif, OUTPUT/<name>_turntable.mp4 and OUTPUT/<name>_views.png (the 8 views at the generation cameras' azimuths, 0, 45, ..., 270 and 337.5 degrees, as in an asset's views.png, at --elevation; row by row); <name> is the input's name (for an asset's gaussians.ply or model.glb, its folder's; a very long one is cut short and ends in a short hash), with -2, -3, ... when an earlier run wrote that name for another input (OUTPUT/o3d-renders.json records which) or files of that name that o3d did not write for this input are there. An MP4 an earlier run wrote for that name is removed when this run writes none (--no-mp4).
 
     Exit code: 0 = all rendered, 1 = some failed, 2 = usage error, 130 = interrupted (Ctrl-C; 143 = SIGTERM).
@@ -97,7 +99,7 @@ def render(
     from o3dcli.atomic import atomic_write_text
     from o3dcli.commands import once_each
     from o3dcli.console import console, interrupted_exit_code
-    from o3dcli.errors import UserError
+    from o3dcli.errors import UserError, disk_full
     from o3dcli.geometry.cameras import orbit_cameras
     from o3dcli.inputs import check_output_dir, item_message
     from o3dcli.io.assets import AssetError, expand_asset_folders, load_asset, resolve_asset_path
@@ -209,7 +211,10 @@ def render(
             raise typer.Exit(interrupted_exit_code()) from None
         except Exception as e:  # one bad asset never stops the others
             failed += 1
-            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(item_message(path, e))}", soft_wrap=True)
+            message = item_message(path, e)
+            if disk_full(e):
+                message = f"out of disk space writing its renders in {output} ({message}); free some space and run again"
+            console.print(f"[red]✗ {escape(str(path))}[/red]: {escape(message)}", soft_wrap=True)
     if created:
         try:
             output.rmdir()  # only when empty: every input failed

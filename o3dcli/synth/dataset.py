@@ -27,7 +27,7 @@ cameras.json::
                 "fx", "fy", "cx", "cy" (pixels, pixel centres at +0.5),
                 "elevation", "azimuth" (degrees, docs/design.md orbit convention), "radius",
                 "kind": "generation" | "extra"}, ...],
-     "shading": "lambert" | "unlit", "ambient": 0.3, "light": "headlight",
+     "shading": "lambert" | "unlit", "ambient": 0.3, "light": "headlight" (both null when unlit),
      "ssaa": 2, "seed": 42, "background": [1, 1, 1], "mesh": "mesh.obj"}
 
 Views of kind "generation" come first, in the order of the generation cameras

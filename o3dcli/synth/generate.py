@@ -121,7 +121,8 @@ def synthesize_object(root: Path, seed: int, settings: SynthSettings) -> tuple[P
             view[k] = float(getattr(cameras, k)[i])
     order = ("file", "kind", "elevation", "azimuth", "radius", "c2w", "fx", "fy", "cx", "cy")
     meta = {"views": [{k: v[k] for k in order} for v in views], "shading": settings.shading,
-            "ambient": settings.ambient if settings.shading == "lambert" else None, "light": "headlight",
+            "ambient": settings.ambient if settings.shading == "lambert" else None,
+            "light": "headlight" if settings.shading == "lambert" else None,
             "ssaa": settings.ssaa, "fov_deg": settings.fov_deg, "seed": int(seed), "background": [1.0, 1.0, 1.0]}
     write_rendered_object(root, final.name, rgba, meta, mesh, spec)
     return final, False, time.perf_counter() - start
