@@ -497,6 +497,7 @@ def presets_show(
 def info(
     preset: Optional[str] = typer.Option(None, "--preset", "-p", help="Also build this preset's models on the meta device and print parameter counts per module, and the weights it loads."),
     sets: Optional[List[str]] = typer.Option(None, "--set", "-s", help="Override one field of the preset (tiny unless --preset is given), e.g. --set model.weights=runs/mine (repeatable).", metavar="SECTION.KEY=VALUE"),
+    as_json: bool = typer.Option(False, "--json", help="Print the same as one JSON object (for scripts and bug reports), tables left out."),
 ):
     """Versions, device, rasterizer backend and available model weights.
 
@@ -511,6 +512,8 @@ def info(
         preset = "tiny"
     cfg = _load_config(preset, sets) if preset is not None else None  # a bad preset is an error before any output
     data = collect_info()
+    if as_json:
+        return _info_json(data, cfg, preset, sets)
     table = Table(title=f"o3d {__version__}", show_header=False)
     table.add_column("what")
     table.add_column("value", overflow="fold")
@@ -547,6 +550,37 @@ def info(
             failed = True
         if failed:
             raise typer.Exit(2)
+
+
+def _info_json(data: dict, cfg, preset: str | None, sets) -> None:
+    """`o3d info --json`: what the tables say, as one JSON object on stdout ("o3d": the version;
+    with settings, "settings": their parameter counts, weights and device, each problem as the text
+    the tables give); exit code 2 as without --json."""
+    import json
+    import sys
+
+    result = {"o3d": __version__, **data}
+    failed = False
+    if cfg is not None:
+        from o3dcli.device import check_dtype, resolve_device
+        from o3dcli.errors import ConfigError, UserError
+        from o3dcli.models.build import describe_parameters, describe_weights
+
+        settings = {"preset": preset, "set": list(sets or []), "parameters": describe_parameters(cfg)}
+        try:
+            settings["weights"] = describe_weights(cfg)
+        except ConfigError as e:
+            settings["weights_problem"], failed = str(e), True
+        try:
+            device = resolve_device(cfg.runtime.device)
+            check_dtype(device, cfg.runtime.dtype)
+            settings["runs_on"] = {"device": device, "dtype": cfg.runtime.dtype}
+        except UserError as e:
+            settings["runs_on_problem"], failed = str(e), True
+        result["settings"] = settings
+    sys.stdout.write(json.dumps(result, indent=1) + "\n")
+    if failed:
+        raise typer.Exit(2)
 
 
 def _register_commands() -> None:

@@ -556,6 +556,31 @@ def test_info_exits_2_when_the_weights_a_setting_names_cannot_be_used():
     assert _runner().invoke(app, ["info", "--preset", "tiny"]).exit_code == 0
 
 
+def test_info_as_json_says_the_same_for_scripts(monkeypatch):
+    import json
+
+    import torch
+
+    from o3dcli import __version__
+    from o3dcli.cli import app
+    from o3dcli.sysinfo import collect_info
+
+    res = _runner().invoke(app, ["info", "--json"])
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["o3d"] == __version__ and data["torch"] == torch.__version__ and "settings" not in data
+    assert set(data) == {"o3d", *collect_info()}
+    res = _runner().invoke(app, ["info", "--json", "--preset", "tiny"])
+    settings = json.loads(res.stdout)["settings"]
+    assert res.exit_code == 0 and settings["runs_on"] == {"device": "cpu", "dtype": "float32"}
+    assert "tiny.safetensors (training step " in settings["weights"] and settings["parameters"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = _runner().invoke(app, ["info", "--json", "--set", "runtime.device=cuda", "--set", "model.weights=nope"])
+    settings = json.loads(res.stdout)["settings"]
+    assert res.exit_code == 2 and "CUDA is not available" in settings["runs_on_problem"]
+    assert "no weights named 'nope'" in settings["weights_problem"] and "runs_on" not in settings
+
+
 def test_info_exits_2_when_a_setting_names_a_device_or_precision_a_run_would_refuse(monkeypatch):
     import torch
 
