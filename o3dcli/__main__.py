@@ -1,4 +1,4 @@
-"""`python -m o3dcli ...`: the same as the `o3d` command (o3d generate --jobs starts its workers so)."""
+"""`python -m o3dcli ...`: the same as the `o3d` command."""
 
 from o3dcli.cli import main
 

@@ -415,8 +415,8 @@ class ItemCache:
     def clean_stale(self) -> int:
         """Tidy the temporary folders left by processes that died or were interrupted (call with the
         lock held): one whose manifest was written holds a finished stage that was not yet renamed
-        (stopped during its commit), and is kept as that stage; the rest are removed. Returns how
-        many were removed."""
+        (stopped during its commit), and is kept as that stage; the rest are removed, as are the
+        temporary files of the item's records. Returns how many folders were removed."""
         n = 0
         for p in self.dir.glob(".tmp-*"):
             name = p.name[len(".tmp-"):].rsplit("-", 1)[0]  # .tmp-<stage>-<key16>-<pid>
@@ -430,38 +430,64 @@ class ItemCache:
                     pass
             shutil.rmtree(p, ignore_errors=True)
             n += 1
+        for p in self.dir.glob(".*.tmp-*"):  # a record (unfinished.json, failed-*.json) cut short by a kill
+            if p.is_file():
+                p.unlink(missing_ok=True)
         return n
 
-    def note_unfinished(self, names: list[str]) -> None:
-        """Record, before a stage is computed, the entries the run making this item's asset uses
-        (`names`, the one about to be made among them): until the asset is published
-        (`forget_unfinished`), `o3d cache prune` keeps them and their saved states, so that an
-        interrupted or failed run resumes where it stopped whatever ran since. Best effort, as
-        `record_failure`."""
+    def note_unfinished(self, names: list[str], source: Path) -> None:
+        """Record, before a stage is computed, the entries the run making this item's asset from
+        `source` uses (`names`, the one about to be made among them), beside those earlier
+        unfinished runs recorded: until they are finished (`forget_finished`), `o3d cache prune`
+        keeps them and their saved states, so that an interrupted or failed run resumes where it
+        stopped whatever ran since. Best effort, as `record_failure`."""
         try:
-            atomic_write_text(self.dir / UNFINISHED, json.dumps({"entries": sorted(set(names))}))
+            entries = sorted((self.unfinished() or set()) | set(names))
+            atomic_write_text(self.dir / UNFINISHED, json.dumps({"entries": entries, "source": str(source)}))
         except OSError:
             pass
 
     def unfinished(self) -> set[str] | None:
         """The entries `note_unfinished` recorded (None: no unfinished run, or made before o3d
         recorded them)."""
-        try:
-            entries = json.loads((self.dir / UNFINISHED).read_text()).get("entries")
-        except (OSError, ValueError, AttributeError):
-            return None
+        entries = self._unfinished_record().get("entries")
         return {e for e in entries if isinstance(e, str)} if isinstance(entries, list) else None
 
-    def forget_unfinished(self) -> None:
-        (self.dir / UNFINISHED).unlink(missing_ok=True)
+    def unfinished_source(self) -> str | None:
+        """The input the last unfinished run was making this item from, as it recorded it."""
+        source = self._unfinished_record().get("source")
+        return source if isinstance(source, str) else None
 
-    def record_failure(self, batch: str, source: Path, error: str | None, trace: str | None) -> None:
+    def _unfinished_record(self) -> dict:
+        try:
+            record = json.loads((self.dir / UNFINISHED).read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def forget_finished(self) -> None:
+        """Drop the recorded entries that are finished now (an asset was published: it records
+        them itself), and the record once none is left."""
+        left = {e for e in self.unfinished() or set() if not (self.dir / e / MANIFEST).is_file()}
+        try:
+            if left:
+                atomic_write_text(self.dir / UNFINISHED, json.dumps({"entries": sorted(left),
+                                                                      "source": self.unfinished_source()}))
+            else:
+                (self.dir / UNFINISHED).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def record_failure(self, batch: str, source: Path, error: str | None, trace: str | None,
+                       stage: str | None = None, timings: dict[str, float] | None = None) -> None:
         """Record that this item failed in `batch` (o3d generate --jobs: the other processes of the
-        batch report it without running it again). Best effort: a folder that cannot be written
-        means only that another process may try the item too."""
+        batch report it without running it again), with the stage it failed in and the seconds
+        each stage took. Best effort: a folder that cannot be written means only that another
+        process may try the item too."""
         try:
             atomic_write_text(self.dir / f"failed-{batch}.json",
-                              json.dumps({"source": str(source), "error": error, "traceback": trace}))
+                              json.dumps({"source": str(source), "error": error, "traceback": trace,
+                                          "stage": stage, "timings": timings or {}}))
         except OSError:
             pass
 

@@ -162,8 +162,12 @@ def worker_command(args: list[str]) -> list[str]:
     import o3dcli
 
     root = str(Path(o3dcli.__file__).resolve().parent.parent)
-    start = (f"import sys; sys.path.pop(0); sys.path.append({root!r}) if {root!r} not in sys.path else None; "
-             "sys.argv[0] = 'o3d'; from o3dcli.cli import main; main()")
+    # the working folder's entry (absent with PYTHONSAFEPATH) goes; o3dcli's folder comes first
+    # where it is not on the path already (a checkout run as `python -m o3dcli`)
+    start = ("import os, sys\n"
+             "if sys.path and sys.path[0] in ('', os.getcwd()):\n    del sys.path[0]\n"
+             f"if {root!r} not in sys.path:\n    sys.path.insert(0, {root!r})\n"
+             "sys.argv[0] = 'o3d'\nfrom o3dcli.cli import main\nmain()\n")
     return [sys.executable, "-c", start, *args]
 
 

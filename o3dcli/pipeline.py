@@ -168,6 +168,10 @@ class BatchRunner:
             if self.shared and (failed := ic.recorded_failure(self.batch_id, item.source)) is not None:
                 # another process of this batch ran it and it failed: said once, not run again
                 res.status, res.error, res.traceback = "failed", failed["error"], failed.get("traceback")
+                if isinstance(failed.get("stage"), str):
+                    res.stage = failed["stage"]
+                if isinstance(failed.get("timings"), dict):
+                    res.timings = {k: v for k, v in failed["timings"].items() if isinstance(v, (int, float))}
                 return res
             mark_asset_dir(self.out_dir / item.name, item.source)
             self._run_stages(item, ic, res, defer_to_twins=not blocking)
@@ -197,7 +201,7 @@ class BatchRunner:
             drop_if_empty(self.out_dir / item.name)
             res.error += _earlier_asset_note(self.out_dir / item.name, res.error)
             if self.shared:
-                ic.record_failure(self.batch_id, item.source, res.error, res.traceback)
+                ic.record_failure(self.batch_id, item.source, res.error, res.traceback, res.stage, res.timings)
         finally:
             lock.release()
         return res
@@ -332,7 +336,7 @@ class BatchRunner:
                 if not made_here:
                     res.cached.append(stage.name)
             else:
-                ic.note_unfinished([ic.entry_name(s, k) for s, k in {**entries, stage.name: key}.items()])
+                ic.note_unfinished([ic.entry_name(s, k) for s, k in {**entries, stage.name: key}.items()], item.source)
                 writer = ic.begin(stage.name, key)
                 ctx = StageContext(item, self.config, writer.dir, dict(dirs), ic.state(stage.name, key), input_hash,
                                    self.device, lambda text, s=stage.name: self.on_progress(item.name, f"{s}: {text}"), dict(metas),
@@ -402,7 +406,7 @@ class BatchRunner:
         names = [ic.entry_name(stage, key) for stage, key in entries.items()]
         for kept in self._publish(self.out_dir / item.name, item.source, files, names, input_hash):
             res.warnings.append(kept.message(self.out_dir / item.name))  # told with the item, and in the report
-        ic.forget_unfinished()  # the asset records its entries now
+        ic.forget_finished()  # the asset records those it is made from now
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult,

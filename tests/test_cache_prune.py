@@ -249,3 +249,34 @@ def test_what_an_unfinished_run_made_is_kept_whatever_ran_since(photos, good_ima
 def test_a_missing_folder_is_not_found(tmp_path):
     res = prune(tmp_path / "nowhere")
     assert res.exit_code == 2 and "nowhere: not found" in res.stderr
+
+
+def test_saved_steps_stay_through_later_runs_of_the_same_item(photos, tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    import o3dcli.stages as stages
+
+    out = tmp_path / "out"
+    steps = ["--stop-after", "diffusion", "--steps", "1", "--set", "preprocess.size=16"]
+    run_diffusion = stages.DIFFUSION.run
+
+    def stopped(ctx):  # denoising that saved its state, then stopped (as Ctrl-C stops it)
+        ctx.state.save({"x": torch.zeros(1)}, {"next_step": 1})
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=stopped))
+    assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 1
+    state = next(e for e in entries(out, "apple") if e.endswith(".state"))
+    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=run_diffusion))
+    # the crops checked with the same settings (the asset now records the unmade diffusion entry) ...
+    assert generate(photos / "apple.png", "-o", out, "--set", "preprocess.size=16").exit_code == 0
+    # ... and a whole run with another seed: the saved steps are still the first settings' progress
+    assert generate(photos / "apple.png", "-o", out, *steps, "--seed", "7").exit_code == 0
+    res = prune(out)
+    assert res.exit_code == 0, res.output + res.stderr
+    assert state in entries(out, "apple") and says(res, "what an unfinished run made")
+    # running the first settings again finishes them; the record of them goes
+    assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 0
+    assert "unfinished.json" not in entries(out, "apple")

@@ -348,7 +348,8 @@ def test_info_lists_the_weights_files_names_take_and_only_those(monkeypatch, tmp
     assert sysinfo.named_weights("tiny") != w / "tiny.safetensors"  # what info says is what a name takes
     line = sysinfo.collect_info()["model weights"]
     assert "sub.safetensors" not in line and "broken" not in line
-    assert line.endswith(f"; not used, their names taken by the files before: {w / 'tiny.safetensors'}")
+    assert line.endswith(f"; not taken by their names, which the files before take (their paths take them): "
+                         f"{w / 'tiny.safetensors'}")
 
 
 def test_info_says_which_optional_packages_are_missing_and_how_to_get_them(monkeypatch):

@@ -780,6 +780,8 @@ def test_device_index_and_name_are_checked(monkeypatch):
         resolve_device("cuda:x")
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="on a CUDA machine auto picks CUDA, and "
+                    "--device cpu is another device type, with its own results")
 def test_naming_the_device_auto_picks_or_raising_the_pixel_limit_recomputes_nothing(good_images, tmp_path):
     out = tmp_path / "out"
     apple = str(good_images / "apple.png")

@@ -138,6 +138,8 @@ def test_killed_mid_denoising_resumes_to_the_same_result(good_images, tmp_path):
     assert again.returncode == 0, text
     item = json.loads((out / "o3d-report.json").read_text())["items"][0]
     assert item["stages"]["diffusion"]["resumed_from"] >= 4
+    # said where the run's output goes: its line (no terminal here) and its summary
+    assert f"(denoising resumed at step {item['stages']['diffusion']['resumed_from']})" in " ".join(text.split())
     a, b = load_gaussians(tmp_path / "ref" / "pear" / "gaussians.ply"), load_gaussians(out / "pear" / "gaussians.ply")
     assert float((a.means - b.means).abs().max()) <= 1e-6
     assert float((a.colors - b.colors).abs().max()) <= 1e-6
@@ -176,9 +178,12 @@ def test_every_setting_is_in_some_stage_key():
                 keyed.add(s)
             else:
                 keyed |= {f"{sec}.{f.name}" for f in dataclasses.fields(getattr(Config(), sec))}
+    from o3dcli.pipeline import KEYED_AT_DEFAULT
+
+    keyed -= set(KEYED_AT_DEFAULT)  # in the key, but always at the default
     unkeyed = {f"{sec.name}.{f.name}" for sec in dataclasses.fields(Config) if sec.name != "train"
                for f in dataclasses.fields(getattr(Config(), sec.name))} - keyed
-    assert unkeyed == {"runtime.threads", "diffusion.save_every"}
+    assert unkeyed == {"runtime.threads", "diffusion.save_every", "preprocess.max_pixels"}
 
 
 def test_shipped_weights_refuse_another_architecture(good_images, tmp_path):

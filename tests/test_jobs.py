@@ -105,6 +105,8 @@ def test_an_item_that_failed_in_the_batch_is_reported_not_run_again(good_images,
     second = run_batch(items, runner_("B"), show_progress=False).items[0]
     assert calls == [1] and first.status == second.status == "failed"
     assert second.error == first.error == "RuntimeError: the model ran out of memory"
+    # where it failed, and the time it took there, as the process that ran it said
+    assert second.stage == first.stage == "make" and second.timings == first.timings and first.timings["make"] > 0
     third = run_batch(items, runner_("C"), show_progress=False).items[0]  # another batch: run again
     assert calls == [1, 1] and third.status == "failed"
     assert [p.name for p in (out / ".o3d" / "items" / "apple").glob("failed-*")] == ["failed-C.json"]

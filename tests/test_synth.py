@@ -478,3 +478,23 @@ def test_a_folder_of_other_files_is_not_taken_for_a_dataset(tmp_path):
     assert _synth_cli("-n", 1, "--size", 16, "--extra-views", 0, "-o", tmp_path / "empty").exit_code == 0
     (tmp_path / "empty" / "index.json").unlink()
     assert _synth_cli("-n", 2, "--size", 16, "--extra-views", 0, "-o", tmp_path / "empty").exit_code == 0
+
+
+def test_two_processes_replacing_one_incomplete_folder_end_with_one_object(tmp_path):
+    from o3dcli.synth.dataset import _replace_incomplete
+
+    def folder(name, complete):
+        d = tmp_path / name
+        (d / "rgba").mkdir(parents=True)
+        (d / "rgba" / "000.png").write_bytes(name.encode())
+        if complete:
+            (d / "cameras.json").write_text("{}")
+        return d
+
+    final = tmp_path / "synth_00000001"
+    # the other process moved the incomplete folder aside already, and has not put its own in yet
+    _replace_incomplete(final, folder("mine", True), tmp_path / "aside")
+    assert (final / "rgba" / "000.png").read_bytes() == b"mine" and not (tmp_path / "mine").exists()
+    # the other process put its own in first: this one's copy goes, the other's is kept
+    _replace_incomplete(final, folder("late", True), tmp_path / "aside")
+    assert (final / "rgba" / "000.png").read_bytes() == b"mine" and not (tmp_path / "late").exists()

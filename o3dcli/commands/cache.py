@@ -19,7 +19,7 @@ def prune(
 ):
     """Remove the cache entries no asset is made from.
 
-    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing; and what an interrupted or failed run made towards the asset it did not finish, its denoising's saved steps included, so that running it again resumes (--drop-unfinished removes that too). Removed: the entries of other settings, seeds and inputs (earlier runs), and the whole cache of an asset folder that was deleted. Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched, nor anything outside OUTPUT (an item folder that is a link is left as it is).
+    Kept, for each asset folder: the cache entries its files were made from (recorded in its o3d-asset.json by o3d generate), so running the same command again still recomputes nothing; and what interrupted or failed runs made towards assets they did not finish, their denoising's saved steps included, so that running them again resumes (--drop-unfinished removes that too; for a cache o3d made before it recorded such runs: while the last batch's report lists the item unfinished). Removed: the entries of other settings, seeds and inputs (earlier runs), and the whole cache of an asset folder that was deleted. Assets that o3d generate made before it recorded their entries are left as they are: run o3d generate on them once. Items an o3d process is working on are skipped. The asset folders themselves are never touched, nor anything outside OUTPUT (an item folder that is a link is left as it is).
 
     Exit code: 0 = done, 1 = some entries could not be removed (named in the table), 2 = usage error (no o3d cache in OUTPUT).
     """
@@ -85,8 +85,12 @@ def prune(
                 continue
             lock = None  # a dry run only reads (a read-only disk cannot hold a lock)
         try:
-            unfinished = None if drop_unfinished else ItemCache(item_dir).unfinished()
+            ic = ItemCache(item_dir)
+            unfinished = None if drop_unfinished else ic.unfinished()
             keep, why = _to_keep(output / name / ASSET_META, name in in_report and not drop_unfinished, unfinished)
+            source = ic.unfinished_source() if unfinished else None
+            if source and not Path(source).exists():
+                why += f"; its input {source} is no longer there: --drop-unfinished removes it"
             if keep is None:
                 table.add_row(escape(name), "0", "0.0", why)
                 skipped += 1
@@ -157,7 +161,10 @@ def _to_keep(meta_path: Path, reported: bool, unfinished: set[str] | None = None
         if kept_too:  # claimed by a run that did not finish it (killed?)
             return kept_too, run
         return None, "all: its asset is unfinished (run o3d generate again to finish it)"
-    return set(entries) | kept_too, "what its asset is made from" + (f", and {run}" if kept_too else "")
+    # with the saved state of a stage it records but was not made (a --stop-after run that left it
+    # out after an interrupted one): the progress towards this asset's own settings
+    return set(entries) | {f"{e}.state" for e in entries} | kept_too, \
+        "what its asset is made from" + (f", and {run}" if kept_too else "")
 
 
 def _size(path: Path) -> int:

@@ -277,9 +277,7 @@ def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, m
             if is_complete(final):
                 shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer got there first
             else:  # left incomplete by something else (a copy cut short): replaced if it is o3d's
-                _check_replaceable(final)
-                shutil.rmtree(final)
-                os.rename(tmp, final)
+                _replace_incomplete(final, tmp, root / STAGING / f"{name}.{os.getpid()}.incomplete")
     except BaseException:  # an error or Ctrl-C: no half object left in .tmp
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -291,6 +289,30 @@ def write_rendered_object(root: Path, name: str, rgba: np.ndarray, meta: dict, m
 
 OBJECT_FILES = frozenset({"cameras.json", "mesh.obj", "mesh.mtl", "mesh_texture.png", "spec.json", "rgba"})
 """The names an object folder holds (its images in rgba/)."""
+
+
+def _replace_incomplete(final: Path, new: Path, aside: Path) -> None:
+    """Put the object folder `new` in place of the incomplete `final` (checked by
+    `_check_replaceable`): `final` is moved aside in one rename, so that another process doing the
+    same finds either it or nothing there, never a folder half removed; whichever renames its own
+    in first wins, and the other's copy (the same object) goes."""
+    if is_complete(final):  # another process got there first
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    if final.exists() or final.is_symlink():
+        _check_replaceable(final)
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:  # another process moved it aside first
+            pass
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.rename(new, final)
+    except OSError:
+        if not is_complete(final):
+            raise
+        shutil.rmtree(new, ignore_errors=True)
 
 
 def _check_replaceable(folder: Path) -> None:

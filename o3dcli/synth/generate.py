@@ -131,13 +131,32 @@ def synthesize_object(root: Path, seed: int, settings: SynthSettings) -> tuple[P
 def _init_worker() -> None:
     import signal
 
+    # Ctrl-C reaches the whole process group: the parent stops the pool (SIGTERM), and a worker
+    # that took the SIGINT itself would print its own traceback first (the workers start with
+    # SIGINT ignored, `_ignoring_sigint`; this keeps it so for any start method)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
-    # Ctrl-C reaches the whole process group: the parent stops the pool (SIGTERM), and a worker
-    # that took the SIGINT itself would print its own traceback first
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
     torch.set_num_threads(1)  # one process per core; nested thread pools would oversubscribe
+
+
+@contextlib.contextmanager
+def _ignoring_sigint():
+    """SIGINT ignored in this process meanwhile, where it can be set (the main thread): processes
+    started meanwhile keep it ignored (an ignored signal stays so across exec, and Python then
+    installs no handler of its own), so a Ctrl-C while they import torch prints no traceback of
+    theirs. Held only while the pool starts its processes (milliseconds)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _work(args) -> tuple[Path, bool, float]:
@@ -197,7 +216,9 @@ def synthesize(
             import multiprocessing as mp
 
             # spawn: the parent may hold torch / open3d thread pools that fork would copy broken
-            with mp.get_context("spawn").Pool(min(workers, len(left)), initializer=_init_worker) as pool:
+            with _ignoring_sigint():  # the workers start with it ignored (kept across exec)
+                pool = mp.get_context("spawn").Pool(min(workers, len(left)), initializer=_init_worker)
+            with pool:
                 for result in pool.imap_unordered(_work, [(root, s, settings) for s in left]):
                     if on_object is not None:
                         on_object(*result)
