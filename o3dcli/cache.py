@@ -7,7 +7,7 @@ Layout under the output folder::
         <stage>-<key16>/           a finished stage: its files + manifest.json
         <stage>-<key16>.state/     resumable intermediate state of an unfinished stage
         .tmp-<stage>-<key16>-<pid>/  a stage being written (renamed when complete)
-        unfinished.json            the entries of a run that has not yet published the asset
+        unfinished.json            the entries runs began and have not finished (kept by prune)
 
 A stage key is the SHA-256 of (stage name, stage format version, the stage's
 resolved config, the upstream stage keys, the input file's hash, and the hashes of
@@ -52,8 +52,8 @@ from o3dcli.cache_integrity import (
 
 CACHE_DIRNAME = ".o3d"
 UNFINISHED = "unfinished.json"
-"""In an item's cache folder while a run that has not published its asset is under way or was
-stopped (ItemCache.note_unfinished): the entries that run uses."""
+"""In an item's cache folder while runs that were under way or stopped have entries not finished
+(ItemCache.note_unfinished, forget_finished): those entries, and the input of the last such run."""
 log = logging.getLogger("o3d")
 
 

@@ -521,8 +521,7 @@ def info(
         table.add_row(k, escape(str(v)))
     out.print(table)
     if cfg is not None:
-        from o3dcli.errors import ConfigError
-        from o3dcli.models.build import describe_parameters, describe_weights
+        from o3dcli.models.build import describe_parameters
 
         counts = describe_parameters(cfg)
         title = " ".join([f"preset {preset}"] + [f"--set {x}" for x in sets or []])
@@ -532,24 +531,34 @@ def info(
         for k, v in counts.items():
             ptable.add_row(k, f"{v:,}")
         out.print(ptable)
-        from o3dcli.device import check_dtype, resolve_device
-        from o3dcli.errors import UserError
-
-        failed = False
-        try:
-            out.print(f"weights: {escape(describe_weights(cfg))}", soft_wrap=True)
-        except ConfigError as e:  # said with the rest, and the exit code says it (a check before a run)
-            out.print(f"weights: {escape(str(e))}", soft_wrap=True)
-            failed = True
-        try:  # as a run checks them before it starts
-            device = resolve_device(cfg.runtime.device)
-            check_dtype(device, cfg.runtime.dtype)
-            out.print(f"runs on: {escape(device)}, {escape(cfg.runtime.dtype)}", soft_wrap=True)
-        except UserError as e:
-            out.print(f"runs on: {escape(str(e))}", soft_wrap=True)
-            failed = True
-        if failed:
+        checked = _check_settings(cfg)  # problems said with the rest; the exit code says them (a check before a run)
+        out.print(f"weights: {escape(checked.get('weights') or checked['weights_problem'])}", soft_wrap=True)
+        runs_on = checked.get("runs_on")
+        out.print(f"runs on: {escape(f'{runs_on[0]}, {runs_on[1]}' if runs_on else checked['runs_on_problem'])}",
+                  soft_wrap=True)
+        if "weights" not in checked or not runs_on:
             raise typer.Exit(2)
+
+
+def _check_settings(cfg) -> dict:
+    """What `o3d info` says of settings, checked as a run checks them before it starts: "weights"
+    (where they come from) or "weights_problem", "runs_on" ((device, dtype)) or "runs_on_problem"."""
+    from o3dcli.device import check_dtype, resolve_device
+    from o3dcli.errors import ConfigError, UserError
+    from o3dcli.models.build import describe_weights
+
+    checked = {}
+    try:
+        checked["weights"] = describe_weights(cfg)
+    except ConfigError as e:
+        checked["weights_problem"] = str(e)
+    try:
+        device = resolve_device(cfg.runtime.device)
+        check_dtype(device, cfg.runtime.dtype)
+        checked["runs_on"] = (device, cfg.runtime.dtype)
+    except UserError as e:
+        checked["runs_on_problem"] = str(e)
+    return checked
 
 
 def _info_json(data: dict, cfg, preset: str | None, sets) -> None:
@@ -562,22 +571,14 @@ def _info_json(data: dict, cfg, preset: str | None, sets) -> None:
     result = {"o3d": __version__, **data}
     failed = False
     if cfg is not None:
-        from o3dcli.device import check_dtype, resolve_device
-        from o3dcli.errors import ConfigError, UserError
-        from o3dcli.models.build import describe_parameters, describe_weights
+        from o3dcli.models.build import describe_parameters
 
-        settings = {"preset": preset, "set": list(sets or []), "parameters": describe_parameters(cfg)}
-        try:
-            settings["weights"] = describe_weights(cfg)
-        except ConfigError as e:
-            settings["weights_problem"], failed = str(e), True
-        try:
-            device = resolve_device(cfg.runtime.device)
-            check_dtype(device, cfg.runtime.dtype)
-            settings["runs_on"] = {"device": device, "dtype": cfg.runtime.dtype}
-        except UserError as e:
-            settings["runs_on_problem"], failed = str(e), True
-        result["settings"] = settings
+        checked = _check_settings(cfg)
+        if "runs_on" in checked:
+            checked["runs_on"] = dict(zip(("device", "dtype"), checked["runs_on"]))
+        failed = "weights" not in checked or "runs_on" not in checked
+        result["settings"] = {"preset": preset, "set": list(sets or []), "parameters": describe_parameters(cfg),
+                              **checked}
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
     if failed:
         raise typer.Exit(2)
