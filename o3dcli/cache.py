@@ -465,10 +465,13 @@ class ItemCache:
             return {}
         return record if isinstance(record, dict) else {}
 
-    def forget_finished(self) -> None:
-        """Drop the recorded entries that are finished now (an asset was published: it records
-        them itself), and the record once none is left."""
-        left = {e for e in self.unfinished() or set() if not (self.dir / e / MANIFEST).is_file()}
+    def forget_finished(self, names: list[str]) -> None:
+        """Drop the recorded entries an asset just published is made from (`names`: it records them
+        itself), and the record once none is left; those of other runs stay recorded."""
+        recorded = self.unfinished()
+        if recorded is None:
+            return
+        left = recorded - set(names)
         try:
             if left:
                 atomic_write_text(self.dir / UNFINISHED, json.dumps({"entries": sorted(left),

@@ -166,7 +166,7 @@ def worker_command(args: list[str]) -> list[str]:
     # where it is not on the path already (a checkout run as `python -m o3dcli`)
     start = ("import os, sys\n"
              "if sys.path and sys.path[0] in ('', os.getcwd()):\n    del sys.path[0]\n"
-             f"if {root!r} not in sys.path:\n    sys.path.insert(0, {root!r})\n"
+             f"if {root!r} not in {{os.path.realpath(p) for p in sys.path}}:\n    sys.path.insert(0, {root!r})\n"
              "sys.argv[0] = 'o3d'\nfrom o3dcli.cli import main\nmain()\n")
     return [sys.executable, "-c", start, *args]
 

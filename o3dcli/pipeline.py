@@ -406,7 +406,7 @@ class BatchRunner:
         names = [ic.entry_name(stage, key) for stage, key in entries.items()]
         for kept in self._publish(self.out_dir / item.name, item.source, files, names, input_hash):
             res.warnings.append(kept.message(self.out_dir / item.name))  # told with the item, and in the report
-        ic.forget_finished()  # the asset records those it is made from now
+        ic.forget_finished(names)  # the asset records those it is made from now
         res.outputs.append(f"{item.name}/config.yaml")
 
     def _stage_files(self, stage: Stage, done: Path, item: Item, res: ItemResult,

@@ -122,8 +122,8 @@ def collect_info() -> dict[str, str]:
     weights = available_weights(shadowed)
     info["model weights"] = ", ".join(str(p) for p in weights) if weights else "none found (models start from a seeded random init)"
     if shadowed:
-        info["model weights"] += ("; not taken by their names, which the files before take (their paths take them): "
-                                  + ", ".join(map(str, shadowed)))
+        info["model weights"] += ("; not used by name (a file before has that name; give the full path to use "
+                                  "them): " + ", ".join(map(str, shadowed)))
     if os.environ.get("O3D_WEIGHTS_DIR"):
         extra = weights_dirs()[-1]
         info["O3D_WEIGHTS_DIR"] = str(extra) + ("" if extra.is_dir() else " (not a folder: no weights are looked up there)")

@@ -280,3 +280,62 @@ def test_saved_steps_stay_through_later_runs_of_the_same_item(photos, tmp_path, 
     # running the first settings again finishes them; the record of them goes
     assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 0
     assert "unfinished.json" not in entries(out, "apple")
+
+
+def test_an_unfinished_runs_finished_stages_stay_when_another_run_of_the_item_publishes(photos, tmp_path,
+                                                                                          monkeypatch):
+    import dataclasses
+
+    import o3dcli.stages as stages
+
+    out = tmp_path / "out"
+    steps = ["--steps", "1", "--set", "preprocess.size=16", "--stop-after", "mesh_fusion"]
+    run_fusion = stages.MESH_FUSION.run
+
+    def failing(ctx):
+        raise ValueError("stopped here")
+
+    # a run that failed after its denoising was done, then another seed's run that finished
+    monkeypatch.setattr(stages, "MESH_FUSION", dataclasses.replace(stages.MESH_FUSION, run=failing))
+    assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 1
+    first = {e for e in entries(out, "apple") if e.startswith("diffusion-")}
+    monkeypatch.setattr(stages, "MESH_FUSION", dataclasses.replace(stages.MESH_FUSION, run=run_fusion))
+    assert generate(photos / "apple.png", "-o", out, *steps, "--seed", "7").exit_code == 0
+    assert prune(out).exit_code == 0
+    assert first <= entries(out, "apple")  # the first run's denoising stays for it
+    assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 0
+    assert cached(out) == {"apple": ["preprocess", "diffusion"]}
+
+
+def test_drop_unfinished_removes_what_a_killed_run_left_whose_input_is_gone(photos, tmp_path, monkeypatch):
+    import dataclasses
+
+    import o3dcli.stages as stages
+    from o3dcli.naming import mark_asset_dir
+
+    out = tmp_path / "out"
+    photo = tmp_path / "kiwi.png"
+    shutil.copy(photos / "apple.png", photo)
+
+    def failing(ctx):
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=failing))
+    assert generate(photo, "-o", out, "--stop-after", "diffusion", "--set", "preprocess.size=16").exit_code == 1
+    mark_asset_dir(out / "kiwi", photo)  # as a killed run leaves its folder: claimed, never published
+    # a record cut short by a kill is tidied by the next run that takes the item
+    (out / ".o3d" / "items" / "kiwi" / ".unfinished.json.tmp-99999").write_text("{")
+    photo.unlink()
+    res = prune(out)
+    assert res.exit_code == 0 and says(res, f"its input {photo} is no longer there: --drop-unfinished removes it"), res.output
+    assert any(e.startswith("preprocess-") for e in entries(out, "kiwi"))
+    res = prune(out, "--drop-unfinished")
+    assert res.exit_code == 0 and entries(out, "kiwi") == set(), res.output
+    from o3dcli.cache import Cache
+
+    ic = Cache(out).item("apple")
+    ic.dir.mkdir(parents=True)
+    (ic.dir / ".unfinished.json.tmp-99999").write_text("{")
+    (ic.dir / ".tmp-preprocess-0123456789abcdef-99999").mkdir()
+    ic.clean_stale()
+    assert list(ic.dir.iterdir()) == []

@@ -348,7 +348,7 @@ def test_info_lists_the_weights_files_names_take_and_only_those(monkeypatch, tmp
     assert sysinfo.named_weights("tiny") != w / "tiny.safetensors"  # what info says is what a name takes
     line = sysinfo.collect_info()["model weights"]
     assert "sub.safetensors" not in line and "broken" not in line
-    assert line.endswith(f"; not taken by their names, which the files before take (their paths take them): "
+    assert line.endswith("; not used by name (a file before has that name; give the full path to use them): "
                          f"{w / 'tiny.safetensors'}")
 
 

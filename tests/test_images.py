@@ -423,6 +423,11 @@ def test_a_photo_with_a_wide_gamut_profile_is_read_in_srgb(tmp_path, caplog):
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     im.save(tmp_path / "srgb.png", icc_profile=srgb)
     im.save(tmp_path / "broken.png", icc_profile=b"not a profile at all")
+    # linear light with sRGB's primaries (what GIMP embeds in its linear exports): named sRGB, not sRGB
+    srgb_colorants = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7141))
+    grey = np.full((4, 4, 3), 64, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "linear.png", icc_profile=matrix_profile("Linear sRGB", srgb_colorants, 1.0))
+    assert np.abs(load_image(tmp_path / "linear.png", keep_uint8=True)[0, 0, :3].astype(int) - 137).max() <= 1
     im.save(tmp_path / "none.png")
     # in sRGB's smaller gamut the same colour has more red and less blue: (214.3, 115.8, 37.6) by the
     # profiles' matrices (P3 linear -> XYZ D50 -> sRGB linear) and curves (gamma 2.2 -> sRGB's)

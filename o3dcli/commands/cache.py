@@ -61,7 +61,8 @@ def prune(
 
     table = Table(title=f"o3d cache prune{' --dry-run' if dry_run else ''}: {escape(str(output))}")
     for column in ("item", "entries removed", "MB freed", "kept"):
-        table.add_column(column, justify="right" if column in ("entries removed", "MB freed") else "left")
+        table.add_column(column, justify="right" if column in ("entries removed", "MB freed") else "left",
+                         overflow="fold")  # a path in full, over lines
     freed = removed = skipped = failed = unlockable = 0
     for item_dir in sorted(p for p in items.iterdir() if p.is_dir()):
         name = item_dir.name
@@ -87,7 +88,7 @@ def prune(
         try:
             ic = ItemCache(item_dir)
             unfinished = None if drop_unfinished else ic.unfinished()
-            keep, why = _to_keep(output / name / ASSET_META, name in in_report and not drop_unfinished, unfinished)
+            keep, why = _to_keep(output / name / ASSET_META, name in in_report, unfinished, drop_unfinished)
             source = ic.unfinished_source() if unfinished else None
             if source and not Path(source).exists():
                 why += f"; its input {source} is no longer there: --drop-unfinished removes it"
@@ -130,11 +131,13 @@ def prune(
         raise typer.Exit(1)
 
 
-def _to_keep(meta_path: Path, reported: bool, unfinished: set[str] | None = None) -> tuple[set[str] | None, str]:
+def _to_keep(meta_path: Path, reported: bool, unfinished: set[str] | None = None,
+             drop_unfinished: bool = False) -> tuple[set[str] | None, str]:
     """The names of an item's cache entries to keep, and what is kept in words; (None, why) to
     leave the item as it is. `reported`: the last batch's report lists the item unfinished (what
     told an unfinished run before runs recorded their entries); `unfinished`: the entries an
-    unfinished run recorded (ItemCache.unfinished), kept with their saved states."""
+    unfinished run recorded (ItemCache.unfinished), kept with their saved states;
+    `drop_unfinished`: keep only what assets are made from."""
     import json
 
     from o3dcli.cache import UNFINISHED
@@ -147,7 +150,7 @@ def _to_keep(meta_path: Path, reported: bool, unfinished: set[str] | None = None
     except FileNotFoundError:
         if kept_too:
             return kept_too, run
-        if reported:
+        if reported and not drop_unfinished:
             return None, "all: no asset yet, and the last batch's report lists it unfinished"
         if meta_path.parent.is_dir():
             return None, f"all: its asset folder has no {meta_path.name}"
@@ -160,11 +163,13 @@ def _to_keep(meta_path: Path, reported: bool, unfinished: set[str] | None = None
             return None, "all: made before o3d recorded its entries (run o3d generate on it once)"
         if kept_too:  # claimed by a run that did not finish it (killed?)
             return kept_too, run
+        if drop_unfinished:
+            return set(), "nothing: its asset was never finished"
         return None, "all: its asset is unfinished (run o3d generate again to finish it)"
     # with the saved state of a stage it records but was not made (a --stop-after run that left it
     # out after an interrupted one): the progress towards this asset's own settings
-    return set(entries) | {f"{e}.state" for e in entries} | kept_too, \
-        "what its asset is made from" + (f", and {run}" if kept_too else "")
+    states = set() if drop_unfinished else {f"{e}.state" for e in entries}
+    return set(entries) | states | kept_too, "what its asset is made from" + (f", and {run}" if kept_too else "")
 
 
 def _size(path: Path) -> int:

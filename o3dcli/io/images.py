@@ -229,16 +229,24 @@ def _to_srgb(path: Path, im, icc: bytes | None):
     import io
     import logging
 
+    from PIL import Image
+
     try:
         from PIL import ImageCms
     except ImportError:  # a Pillow built without LittleCMS
         return im
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        if "srgb" in ImageCms.getProfileDescription(source).lower().replace(" ", ""):
-            return im  # most photos: nothing to do
-        rgb = ImageCms.profileToProfile(im.convert("RGB"), source, ImageCms.createProfile("sRGB"),
-                                        renderingIntent=1, outputMode="RGB")  # 1: relative colorimetric
+        transform = ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), "RGB", "RGB",
+                                            renderingIntent=1)  # 1: relative colorimetric
+        # most photos carry an sRGB profile: told by what it does (a name such as "Linear sRGB"
+        # says little), on 125 colours, and then left as they are
+        levels = np.array([0, 40, 100, 180, 255], np.uint8)
+        probe = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 3)
+        moved = np.asarray(ImageCms.applyTransform(Image.fromarray(probe, "RGB"), transform), np.int16) - probe
+        if np.abs(moved).max() <= 1:
+            return im
+        rgb = ImageCms.applyTransform(im.convert("RGB"), transform)
     except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as err:
         logging.getLogger("o3d").warning("%s: its embedded colour profile cannot be used (%s); its colours are "
                                          "read as sRGB", path, err)

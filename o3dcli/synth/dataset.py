@@ -300,10 +300,10 @@ def _replace_incomplete(final: Path, new: Path, aside: Path) -> None:
         shutil.rmtree(new, ignore_errors=True)
         return
     if final.exists() or final.is_symlink():
-        _check_replaceable(final)
         try:
+            _check_replaceable(final)
             os.rename(final, aside)
-        except FileNotFoundError:  # another process moved it aside first
+        except FileNotFoundError:  # another process moved it aside first (while it was looked at)
             pass
         else:
             shutil.rmtree(aside, ignore_errors=True)
