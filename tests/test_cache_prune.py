@@ -34,6 +34,21 @@ def cached(out: Path) -> dict[str, list[str]]:
     return {i["name"]: i["cached"] for i in json.loads((out / "o3d-report.json").read_text())["items"]}
 
 
+def run_stage_as(monkeypatch, name: str, run=None):
+    """Make o3dcli.stages' stage `name` ("DIFFUSION", "MESH_FUSION") run `run`, or fail as a run that
+    stopped there ("stopped here"); returns the stage's own run, to put back the same way."""
+    import dataclasses
+
+    import o3dcli.stages as stages
+
+    def failing(ctx):
+        raise ValueError("stopped here")
+
+    real = getattr(stages, name)
+    monkeypatch.setattr(stages, name, dataclasses.replace(real, run=run or failing))
+    return real.run
+
+
 @pytest.fixture
 def photos(good_images, tmp_path) -> Path:
     """A folder of two photos, apple.png and pear.png."""
@@ -208,30 +223,21 @@ def test_a_dry_run_reads_where_no_lock_can_be_taken(photos, tmp_path, monkeypatc
 
 
 def test_what_an_unfinished_run_made_is_kept_whatever_ran_since(photos, good_images, tmp_path, monkeypatch):
-    import dataclasses
-
-    import o3dcli.stages as stages
-
     out = tmp_path / "out"
     steps = ["--stop-after", "diffusion", "--steps", "1", "--set", "preprocess.size=16"]
-    run_diffusion = stages.DIFFUSION.run
-
-    def failing(ctx):
-        raise ValueError("stopped here")
-
     # a new item whose denoising failed (or was interrupted): no asset, its preprocessing cached
-    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=failing))
+    run_diffusion = run_stage_as(monkeypatch, "DIFFUSION")
     assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 1
     # and an asset whose rerun with other settings failed the same way
-    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=run_diffusion))
+    run_stage_as(monkeypatch, "DIFFUSION", run_diffusion)
     assert generate(photos / "pear.png", "-o", out, *steps).exit_code == 0
-    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=failing))
+    run_stage_as(monkeypatch, "DIFFUSION")
     assert generate(photos / "pear.png", "-o", out, *steps, "--seed", "5",
                     "--set", "preprocess.foreground_ratio=0.7").exit_code == 1
     apple, pear = entries(out, "apple"), entries(out, "pear")
     (out / ".o3d" / "items" / "apple" / "preprocess-0123456789abcdef").mkdir()  # another setting's
     # any later run (the last report then lists neither as unfinished) changes nothing of that
-    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=run_diffusion))
+    run_stage_as(monkeypatch, "DIFFUSION", run_diffusion)
     assert generate(good_images / "plum.jpg", "-o", out, *steps).exit_code == 0
     res = prune(out)
     assert res.exit_code == 0, res.output + res.stderr
@@ -252,24 +258,19 @@ def test_a_missing_folder_is_not_found(tmp_path):
 
 
 def test_saved_steps_stay_through_later_runs_of_the_same_item(photos, tmp_path, monkeypatch):
-    import dataclasses
-
     import torch
-
-    import o3dcli.stages as stages
 
     out = tmp_path / "out"
     steps = ["--stop-after", "diffusion", "--steps", "1", "--set", "preprocess.size=16"]
-    run_diffusion = stages.DIFFUSION.run
 
     def stopped(ctx):  # denoising that saved its state, then stopped (as Ctrl-C stops it)
         ctx.state.save({"x": torch.zeros(1)}, {"next_step": 1})
         raise ValueError("stopped here")
 
-    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=stopped))
+    run_diffusion = run_stage_as(monkeypatch, "DIFFUSION", stopped)
     assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 1
     state = next(e for e in entries(out, "apple") if e.endswith(".state"))
-    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=run_diffusion))
+    run_stage_as(monkeypatch, "DIFFUSION", run_diffusion)
     # the crops checked with the same settings (the asset now records the unmade diffusion entry) ...
     assert generate(photos / "apple.png", "-o", out, "--set", "preprocess.size=16").exit_code == 0
     # ... and a whole run with another seed: the saved steps are still the first settings' progress
@@ -284,22 +285,13 @@ def test_saved_steps_stay_through_later_runs_of_the_same_item(photos, tmp_path, 
 
 def test_an_unfinished_runs_finished_stages_stay_when_another_run_of_the_item_publishes(photos, tmp_path,
                                                                                           monkeypatch):
-    import dataclasses
-
-    import o3dcli.stages as stages
-
     out = tmp_path / "out"
     steps = ["--steps", "1", "--set", "preprocess.size=16", "--stop-after", "mesh_fusion"]
-    run_fusion = stages.MESH_FUSION.run
-
-    def failing(ctx):
-        raise ValueError("stopped here")
-
     # a run that failed after its denoising was done, then another seed's run that finished
-    monkeypatch.setattr(stages, "MESH_FUSION", dataclasses.replace(stages.MESH_FUSION, run=failing))
+    run_fusion = run_stage_as(monkeypatch, "MESH_FUSION")
     assert generate(photos / "apple.png", "-o", out, *steps).exit_code == 1
     first = {e for e in entries(out, "apple") if e.startswith("diffusion-")}
-    monkeypatch.setattr(stages, "MESH_FUSION", dataclasses.replace(stages.MESH_FUSION, run=run_fusion))
+    run_stage_as(monkeypatch, "MESH_FUSION", run_fusion)
     assert generate(photos / "apple.png", "-o", out, *steps, "--seed", "7").exit_code == 0
     assert prune(out).exit_code == 0
     assert first <= entries(out, "apple")  # the first run's denoising stays for it
@@ -308,19 +300,13 @@ def test_an_unfinished_runs_finished_stages_stay_when_another_run_of_the_item_pu
 
 
 def test_drop_unfinished_removes_what_a_killed_run_left_whose_input_is_gone(photos, tmp_path, monkeypatch):
-    import dataclasses
-
-    import o3dcli.stages as stages
     from o3dcli.naming import mark_asset_dir
 
     out = tmp_path / "out"
     photo = tmp_path / "kiwi.png"
     shutil.copy(photos / "apple.png", photo)
 
-    def failing(ctx):
-        raise ValueError("stopped here")
-
-    monkeypatch.setattr(stages, "DIFFUSION", dataclasses.replace(stages.DIFFUSION, run=failing))
+    run_stage_as(monkeypatch, "DIFFUSION")
     assert generate(photo, "-o", out, "--stop-after", "diffusion", "--set", "preprocess.size=16").exit_code == 1
     mark_asset_dir(out / "kiwi", photo)  # as a killed run leaves its folder: claimed, never published
     # a record cut short by a kill is tidied by the next run that takes the item
