@@ -569,8 +569,8 @@ def test_info_as_json_says_the_same_for_scripts(monkeypatch):
     res = _runner().invoke(app, ["info", "--json"])
     assert res.exit_code == 0, res.stderr
     data = json.loads(res.stdout)
-    assert data["o3d"] == __version__ and data["torch"] == torch.__version__ and "settings" not in data
-    assert set(data) == {"o3d", *collect_info()}
+    assert data == {"o3d": __version__, **collect_info()}  # what the table shows, torch's version included
+    assert data["torch"] != "not installed" and "settings" not in data
     res = _runner().invoke(app, ["info", "--json", "--preset", "tiny"])
     settings = json.loads(res.stdout)["settings"]
     assert res.exit_code == 0 and settings["runs_on"] == {"device": "cpu", "dtype": "float32"}
