@@ -452,15 +452,17 @@ def test_a_json_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path, m
 
     from o3dcli.synth import dataset
 
-    def full(self, data, *a, **k):  # the disk fills up part way through
-        with open(self, "w") as f:
-            f.write(data[:3])
+    written = []
+
+    def full(src, dst):  # the file is written; its rename fails (a full disk, a quota)
+        written.append(json.loads(Path(src).read_text()))
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(os, "replace", full)
     with pytest.raises(OSError):
         dataset._write_json(tmp_path / "index.json", {"a": 1})
     monkeypatch.undo()
+    assert written == [{"a": 1}]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from o3dcli.atomic import atomic_write_text
 from o3dcli.geometry.mesh import TriMesh
 
 if TYPE_CHECKING:  # torch stays out of this module's import cost
@@ -122,13 +123,7 @@ def _dumps(data: dict) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        tmp.write_text(_dumps(data))
-        os.replace(tmp, path)
-    except BaseException:  # a full disk, Ctrl-C: no stray temporary file left beside it
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, _dumps(data))
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
