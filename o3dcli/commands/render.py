@@ -76,7 +76,7 @@ def render(
     inputs: List[Path] = typer.Argument(..., parser=path_param, metavar="INPUT", help="Gaussian PLYs, meshes (GLB/glTF/OBJ/PLY/STL; USD with the usd extra), o3d asset folders, or folders of them (an o3d generate output folder: every asset in it)."),
     output: Path = typer.Option(Path("o3d-renders"), "--output", "-o", parser=path_param, metavar="<path>", help="Folder for the renders."),
     frames: int = typer.Option(36, "--frames", min=2, max=3600, help="Turntable frames."),
-    size: int = typer.Option(256, "--size", min=16, max=4096, help="Image side in pixels."),
+    size: int = typer.Option(256, "--size", min=16, max=4096, help="Image side in pixels (the MP4's is rounded down to an even number: H.264 needs even sides)."),
     elevation: float = typer.Option(15.0, "--elevation", help="Turntable camera elevation in degrees."),
     fps: float = typer.Option(12.0, "--fps", min=1.0, help="Turntable frames per second (at most 120; a GIF plays at most 50: its frame delays are whole 1/100 s)."),
     mp4: bool = typer.Option(True, "--mp4/--no-mp4", help="Also write an MP4 when imageio-ffmpeg is installed (the `video` extra)."),
