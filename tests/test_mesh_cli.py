@@ -388,6 +388,49 @@ def test_asset_folder_silhouette_comes_from_its_input_image_and_config(tmp_path)
     assert asset_silhouettes(asset, MeshConfig()) is None
 
 
+def test_an_assets_outline_is_the_one_o3d_generate_cut_its_mesh_with(tmp_path):
+    # o3d mesh took the outline from input.png (the 1024 px crop) averaged down to the model's
+    # size, where o3d generate cuts with the crop made from the source photo: up to 0.2 apart in
+    # alpha, which cut a chair's legs off when re-meshed with the same settings
+    import shutil
+
+    from PIL import ImageDraw
+    from safetensors.torch import save_file
+
+    from o3dcli.commands.mesh import asset_silhouettes
+    from o3dcli.config import dump_config, load_config
+    from o3dcli.mesh.config import MeshConfig
+    from o3dcli.preprocess import preprocess_image
+    from o3dcli.stages import PHOTO_SIZE
+
+    cfg = load_config("tiny")
+    photo = Image.new("RGBA", (900, 900), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(photo)
+    draw.rectangle((300, 200, 600, 500), fill=(200, 100, 50, 255))
+    for k in range(6):  # thin legs: a pixel or two wide at the model's size
+        draw.line((320 + 40 * k, 500, 310 + 45 * k, 780), fill=(90, 60, 30, 255), width=9)
+    prepared = preprocess_image(np.asarray(photo), cfg.preprocess, PHOTO_SIZE)
+    cut_with = prepared.rgba[3].numpy()
+    asset, entry = tmp_path / "out" / "chair", tmp_path / "out" / ".o3d" / "items" / "chair" / "preprocess-0123"
+    for folder in (asset, entry):
+        folder.mkdir(parents=True)
+        Image.fromarray((prepared.rgba_projection.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+                        "RGBA").save(folder / "input.png")
+    (asset / "config.yaml").write_text(dump_config(cfg))
+    (asset / "o3d-asset.json").write_text(json.dumps({"cache": ["diffusion-4567", "preprocess-0123"]}))
+    save_file({"rgba": prepared.rgba.contiguous()}, str(entry / "prepared.safetensors"))
+    # the output folder still holds the asset's preprocessing: the very outline
+    assert np.array_equal(asset_silhouettes(asset, MeshConfig()).alpha[0], cut_with)
+    # without it (pruned, the asset copied elsewhere, another input's entry), input.png resampled as
+    # preprocessing resamples: the same outline within a few hundredths
+    (entry / "input.png").write_bytes(b"another input's crop")
+    for _ in range(2):
+        alpha = asset_silhouettes(asset, MeshConfig()).alpha[0]
+        assert np.abs(alpha - cut_with).max() < 0.05
+        assert np.array_equal(alpha > 0.5, cut_with > 0.5)
+        shutil.rmtree(entry.parent, ignore_errors=True)
+
+
 def test_an_asset_whose_settings_or_photo_are_unusable_is_meshed_from_its_gaussians_with_a_warning(tmp_path):
     # a config.yaml with a key this o3d does not know failed the asset, though only the photo's
     # outline and projection need it; a missing input.png was passed over without a word

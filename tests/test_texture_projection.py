@@ -138,7 +138,9 @@ def test_asset_folder_input_photo_for_mesh_command(tmp_path):
     assert torch.allclose(view.cameras.c2w, generation_cameras(cfg, 512)[:1].c2w)
     sil = asset_silhouettes(tmp_path, MeshConfig())
     assert sil.alpha.shape == (1, 32, 32) and sil.cameras.width == 32  # cfg.preprocess.size
-    assert sil.alpha[0, 8:24, 10:22].min() == 1.0 and sil.alpha.sum() == pytest.approx(16 * 12, abs=1e-3)
+    box = np.zeros((32, 32), bool)
+    box[8:24, 10:22] = True  # resampled as preprocessing resamples (Lanczos: edges ring a little)
+    assert np.array_equal(sil.alpha[0] > 0.5, box) and sil.alpha.sum() == pytest.approx(16 * 12, rel=0.02)
     assert asset_input_view(tmp_path, dataclasses.replace(MeshConfig(), input_weight=0.0)) is None
 
 

@@ -155,15 +155,54 @@ def asset_silhouettes(path: Path, mesh_cfg):
     found = _asset_input(path)
     if found is None:
         return None
-    import torch.nn.functional as F
-
     from o3dcli.stages import input_silhouettes
 
     rgba, cfg = found
     size = cfg.preprocess.size
-    if rgba.shape[-1] > size:  # input.png is the larger projection copy of the same crop
-        rgba = F.interpolate(rgba[None], size=(size, size), mode="area")[0]
+    cached = _cached_model_input(path, size)
+    if cached is not None:
+        rgba = cached
+    elif rgba.shape[-1] > size:  # input.png is the larger projection copy of the same crop
+        rgba = _lanczos_alpha(rgba, size)
     return input_silhouettes(rgba, cfg)
+
+
+def _cached_model_input(path: Path, size: int):
+    """The model-size RGBA [4, size, size] that o3d generate cut an asset's mesh with: its preprocess
+    cache entry's prepared.safetensors, where the asset's output folder still holds it and the
+    entry's input.png is the asset's own; else None. (Made from the source photo, which input.png,
+    its 1024 px copy, only approximates: an outline pixel or two differ, which can cut a thin part.)"""
+    import json
+
+    from o3dcli.cache import CACHE_DIRNAME
+    from o3dcli.naming import ASSET_META
+
+    try:
+        entries = json.loads((path / ASSET_META).read_text())["cache"]
+        entry = next(e for e in entries if isinstance(e, str) and e.startswith("preprocess-"))
+        cached = path.parent / CACHE_DIRNAME / "items" / path.name / entry
+        if (cached / "input.png").read_bytes() != (path / "input.png").read_bytes():
+            return None  # the asset's input is another (a folder renamed over another's name)
+        from safetensors.torch import load_file
+
+        rgba = load_file(str(cached / "prepared.safetensors"))["rgba"]
+    except Exception:  # no record, pruned, damaged (safetensors raises its own error types): input.png
+        return None
+    return rgba.float() if tuple(rgba.shape) == (4, size, size) else None
+
+
+def _lanczos_alpha(rgba, size: int):
+    """`rgba` [4, S, S] at `size`, its alpha resampled as preprocessing resamples the source (Lanczos),
+    the colour by area (only the outline is used)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    out = F.interpolate(rgba[None], size=(size, size), mode="area")[0]
+    alpha = Image.fromarray(np.ascontiguousarray(rgba[3].numpy(), dtype=np.float32), "F")
+    out[3] = torch.from_numpy(np.array(alpha.resize((size, size), Image.Resampling.LANCZOS), np.float32)).clamp(0, 1)
+    return out
 
 
 def asset_input_view(path: Path, mesh_cfg):
