@@ -186,3 +186,56 @@ def test_under_torchrun_each_process_takes_its_own_gpu():
     assert rank_device("cpu", ranks) == ("cpu", None)  # gloo ranks share the CPU
     assert rank_device("cuda:1", {"WORLD_SIZE": "1"}) == ("cuda:1", None)  # one process: as asked
     assert rank_device("cuda:1", {}) == ("cuda:1", None)
+
+
+@pytest.mark.parametrize("broken", ["loss", "gradient norm"])
+def test_a_step_whose_loss_or_gradients_are_not_finite_stops_the_run_before_it_changes_the_weights(
+        data, tmp_path, monkeypatch, broken):
+    # a NaN from one bad object (or a learning rate too high) turned every weight into NaN, was saved
+    # over the last good checkpoint, and the run exited 0
+    import torch
+
+    from o3dcli.models.checkpoints import read_metadata
+    from o3dcli.train.trainer import Trainer
+
+    run = tmp_path / "r"
+    assert train(data, run, "--steps", 2).exit_code == 0
+    real, calls = Trainer.losses, []
+
+    def losses(self, batch):
+        total, parts = real(self, batch)
+        calls.append(1)
+        if len(calls) == 2:  # the run's step 4
+            if broken == "loss":
+                total = total * float("nan")
+            else:  # finite, with a NaN gradient: d sqrt(x) / dx at 0, times 0
+                weight = next(self.model.parameters())
+                total = total + torch.sqrt(weight.sum() * 0)
+        return total, parts
+
+    monkeypatch.setattr(Trainer, "losses", losses)
+    res = train(data, run, "--steps", 6, "--set", "train.checkpoint_every=1")
+    said = " ".join(res.output.split())
+    assert res.exit_code == 1, res.output
+    assert f"step 4: the {broken} is nan, not a finite number; the batch held synth_0000000" in said, said
+    assert f"{run / 'checkpoint.pt'} (step 3) is unchanged" in said, said
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert int(state["step"]) == 3 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert read_metadata(run / "model.safetensors")["step"] == "3"
+    monkeypatch.setattr(Trainer, "losses", real)
+    res = train(data, run, "--steps", 4)  # the cause mended, the same command goes on from there
+    assert res.exit_code == 0 and "resuming at step 3 of 4" in res.output, res.output
+
+
+def test_changing_what_a_run_trains_is_refused_before_the_data_loads_pointing_at_train_init(data, tmp_path, monkeypatch):
+    # it failed after loading the whole dataset, advising to delete the run
+    import o3dcli.train.data as train_data
+
+    run = tmp_path / "r"
+    assert train(data, run, "--steps", 1).exit_code == 0
+    monkeypatch.setattr(train_data, "load_dataset", lambda *a, **k: pytest.fail("the data was loaded"))
+    res = train(data, run, "--steps", 2, "--set", "train.modules=recon")
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert "trains train.modules=all; a run cannot change what it trains" in said, said
+    assert f"give a new --output and --set train.init={run / 'model.safetensors'}" in said and "delete" not in said

@@ -104,7 +104,54 @@ def missing_render(folder):
     (folder / "render_0004.png").unlink()
 
 
+def edit_meta(folder, change):
+    meta = json.loads((folder / "meta.json").read_text())
+    change(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))  # NaN written as NaN, as Python's json reads it
+
+
+def nan_in_extra_view(folder):  # NaN compared false with every tolerance: it passed, and trained, made every weight NaN
+    edit_meta(folder, lambda m: m["locations"][9]["transform_matrix"][0].__setitem__(0, float("nan")))
+
+
+def infinite_position(folder):
+    edit_meta(folder, lambda m: m["locations"][2]["transform_matrix"][1].__setitem__(3, float("inf")))
+
+
+def nan_angle(folder):
+    edit_meta(folder, lambda m: m.__setitem__("camera_angle_x", float("nan")))
+
+
+def opencv_axes(folder):  # the matrices in OpenCV's camera axes, not Blender's: every camera looks away
+    def flip(m):
+        for loc in m["locations"]:
+            loc["transform_matrix"] = (torch.tensor(loc["transform_matrix"]) @ torch.diag(torch.tensor(
+                [1.0, -1.0, -1.0, 1.0]))).tolist()
+    edit_meta(folder, flip)
+
+
+def rolled_rig_view(folder):  # a rig view upside down (turned 180 degrees about its forward axis)
+    def roll(m):
+        mat = torch.tensor(m["locations"][1]["transform_matrix"])
+        mat[:3, :2] *= -1
+        m["locations"][1]["transform_matrix"] = mat.tolist()
+    edit_meta(folder, roll)
+
+
+def opaque_view(folder):  # an alpha channel that marks the whole frame: the mask would be everything
+    p = folder / "render_0003.png"
+    im = Image.open(p)
+    im.putalpha(255)
+    im.save(p)
+
+
 @pytest.mark.parametrize("mistake, expected", [
+    (nan_in_extra_view, "locations[9].transform_matrix holds a value that is not a finite number"),
+    (infinite_position, "locations[2].transform_matrix holds a value that is not a finite number"),
+    (nan_angle, "camera_angle_x is nan"),
+    (opencv_axes, "render_0000.png's transform_matrix: the camera looks 180 degrees away"),
+    (rolled_rig_view, "render_0001.png's transform_matrix: the camera is rolled (upside down"),
+    (opaque_view, "render_0003.png: its alpha is opaque everywhere"),
     (dict(angle_scale=1.25), "field of view"),
     (dict(angle_in_degrees=True), "looks like degrees"),
     (dict(radius_scale=1.5), "cameras.radius"),
@@ -180,3 +227,24 @@ def test_train_reports_skipped_objects_and_trains_on_the_rest(synth, tmp_path):
                                    "--no-progress", *sets])
     assert res.exit_code == 2 and "no alpha channel" in res.output
     assert not (tmp_path / "run2").exists()
+
+
+@pytest.mark.parametrize("key, value", [("c2w", float("nan")), ("fx", float("inf")), ("fx", 0.0)])
+def test_an_o3d_object_with_a_camera_value_that_is_not_finite_is_skipped_naming_the_view(synth, tmp_path, key, value):
+    cfg = load_config("tiny", SMALL)
+    good, bad, _ = objects_of(synth)
+    root = tmp_path / "data"
+    for src in (good, bad):
+        shutil.copytree(src, root / src.name)
+    meta = json.loads((root / bad.name / "cameras.json").read_text())
+    view = meta["views"][9]
+    if key == "c2w":
+        view["c2w"][0][0] = value
+    else:
+        view[key] = value
+    (root / bad.name / "cameras.json").write_text(json.dumps(meta))
+    skipped = []
+    objs = load_dataset(root, cfg, on_skip=lambda folder, message: skipped.append(message))
+    assert [o.name for o in objs] == [good.name]
+    assert len(skipped) == 1 and f"{bad.name}/cameras.json: view 9 ({view['file']}): a camera value is not a finite" \
+        in skipped[0], skipped

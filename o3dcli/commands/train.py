@@ -247,7 +247,7 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
     from o3dcli.errors import UserError, disk_full
     from o3dcli.train.data import DatasetError, load_dataset
     from o3dcli.train.lock import RunInUse
-    from o3dcli.train.trainer import RUN_CONFIG, Trainer, train
+    from o3dcli.train.trainer import CHECKPOINT, EMA_WEIGHTS, RUN_CONFIG, NonFiniteLoss, Trainer, train
 
     saved = output / RUN_CONFIG
     checked = False
@@ -263,6 +263,11 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
                                     "settings of an asset), which training would replace; give another --output")
                 checked = True
                 changed = saved_settings_changes(saved, cfg)
+                modules = next(((a, b) for k, a, b in changed if k == "train.modules"), None)
+                if modules and (output / CHECKPOINT).is_file():  # its optimiser state is for the other modules
+                    raise UserError(f"{output} trains train.modules={modules[0]}; a run cannot change what it trains. "
+                                    f"To go on from its weights training {modules[1]}, give a new --output and "
+                                    f"--set train.init={output / EMA_WEIGHTS}")
         except (RunInUse, UserError) as e:
             raise _usage_error(str(e)) from None
 
@@ -374,7 +379,8 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
             raise KeyboardInterrupt
         stop["flag"] = True
         stop["signal"] = signum
-        say("stopping after this step; saving a checkpoint (Ctrl-C again to abort without saving)")
+        again = "Ctrl-C again" if signum == signal.SIGINT else "a second signal"
+        say(f"stopping after this step; saving a checkpoint ({again} to abort without saving)")
 
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
@@ -396,6 +402,15 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
                  else "no checkpoint had been saved yet: the next run starts at step 0")
         say(f"[yellow]aborted[/yellow] without saving; {where}", soft_wrap=True)
         raise typer.Exit(interrupted_exit_code()) from None
+    except NonFiniteLoss as e:  # a bad object, a learning rate too high: never saved over a good checkpoint
+        saved = trainer.saved_step
+        kept = (f"the checkpoint in {output / 'checkpoint.pt'} (step {saved}) is unchanged" if saved is not None
+                else "no checkpoint had been saved yet")
+        console.print(f"[red]error[/red]: {escape(str(e))}. Training stopped before the step changed the weights; "
+                      f"{escape(kept)}. Look for extreme values in those objects' renders and cameras (and take them "
+                      "out of the data), or lower train.lr, then run the same command again to continue",
+                      soft_wrap=True)
+        raise typer.Exit(1) from None
     except Exception as e:  # a full disk while saving: said plainly; what was saved before stays
         if not (isinstance(e, OSError) or disk_full(e)):
             raise

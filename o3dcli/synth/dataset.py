@@ -352,9 +352,21 @@ def cameras_from_meta(meta: dict, where: Path):
         views = meta["views"]
         c2w = torch.tensor([v["c2w"] for v in views], dtype=torch.float32).reshape(-1, 4, 4)
         intr = {k: torch.tensor([float(v[k]) for v in views], dtype=torch.float32) for k in ("fx", "fy", "cx", "cy")}
-        return Cameras(c2w, intr["fx"], intr["fy"], intr["cx"], intr["cy"], int(meta["width"]), int(meta["height"]))
+        cameras = Cameras(c2w, intr["fx"], intr["fy"], intr["cx"], intr["cy"], int(meta["width"]), int(meta["height"]))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise RenderedObjectError(f"{where}: malformed camera entry ({e!r})") from e
+    # a NaN or infinity would pass every later check (comparisons with NaN are false) and, trained
+    # on, turn every weight of the model into NaN
+    finite = torch.isfinite(c2w.flatten(1)).all(1)
+    for k in ("fx", "fy", "cx", "cy"):
+        finite &= torch.isfinite(intr[k]) & ((intr[k] > 0) if k in ("fx", "fy") else True)
+    if not bool(finite.all()):
+        bad = [i for i in range(len(views)) if not bool(finite[i])]
+        listed = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise RenderedObjectError(f"{where}: view{'s' if len(bad) > 1 else ''} {listed} ({views[bad[0]].get('file')}"
+                                  f"{', ...' if len(bad) > 1 else ''}): a camera value is not a finite number "
+                                  "(NaN or infinity; fx and fy must be above 0)")
+    return cameras
 
 
 def load_rendered_object(obj_dir: str | os.PathLike) -> RenderedObject:

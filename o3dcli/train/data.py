@@ -133,6 +133,49 @@ def describe_views(c2ws: Tensor) -> str:
     return f"{len(params)} views at elevation {el_text} degrees, distance {min(rs):.3g}-{max(rs):.3g}"
 
 
+AIM_TOLERANCE_DEG = 5.0
+"""How far a rig view's forward axis may be from the object's centre (the origin), and its right
+axis from level: the model's rig cameras look at the origin, unrolled."""
+EXTRA_AIM_LIMIT_DEG = 45.0
+"""How far an extra view's forward axis may be from the origin: beyond it the object is out of frame."""
+
+
+def check_poses(where: Path, c2ws: Tensor, rig: list[int], labels: list[str], axes: str) -> None:
+    """DatasetError naming the view when a camera is not a rotation, does not look at the object
+    (the origin; a rig view within AIM_TOLERANCE_DEG, another within EXTRA_AIM_LIMIT_DEG) or a rig
+    view is rolled: the usual signs of a matrix in the other camera convention (`axes`, the
+    convention the file should be in, says which). `labels[i]` names view i."""
+    for i, m in enumerate(c2ws):
+        rot, centre = m[:3, :3].double(), m[:3, 3].double()
+        hint = f"; the matrix should be camera-to-world in {axes} camera axes"
+        if (rot.T @ rot - torch.eye(3, dtype=rot.dtype)).abs().max() > 1e-2 or float(torch.linalg.det(rot)) < 0:
+            raise DatasetError(f"{where}: {labels[i]}: its rotation is not one (scaled, sheared or mirrored){hint}")
+        dist = float(centre.norm())
+        if dist < 1e-6:
+            raise DatasetError(f"{where}: {labels[i]}: the camera is at the object's centre (the origin)")
+        off = math.degrees(math.acos(max(-1.0, min(1.0, float(rot[:, 2] @ -centre) / dist))))
+        limit = AIM_TOLERANCE_DEG if i in rig else EXTRA_AIM_LIMIT_DEG
+        if off > limit:
+            raise DatasetError(f"{where}: {labels[i]}: the camera looks {off:.0f} degrees away from the object's "
+                               f"centre (the origin; at most {limit:g}){hint}")
+        level = math.degrees(math.asin(min(1.0, abs(float(rot[1, 0])))))  # the right axis' tilt
+        if i in rig and abs(float(centre[1])) / dist < 0.99 and (level > AIM_TOLERANCE_DEG or float(rot[1, 1]) > 0):
+            raise DatasetError(f"{where}: {labels[i]}: the camera is rolled ({'upside down' if float(rot[1, 1]) > 0 else f'{level:.0f} degrees'}; "
+                               f"the preset's rig cameras are level){hint}")
+
+
+def check_alpha(images: Tensor, labels: list[str]) -> None:
+    """DatasetError naming the render whose alpha is opaque everywhere (the whole frame would be the
+    object's mask: a render without a transparent background) or transparent everywhere (the object
+    is not in it). `images`: straight RGBA [V, 4, H, W] in [0, 1]; `labels[i]` names render i."""
+    for i, alpha in enumerate(images[:, 3]):
+        if float(alpha.min()) >= 254.5 / 255:
+            raise DatasetError(f"{labels[i]}: its alpha is opaque everywhere; training renders need a transparent "
+                               "background, the object's mask is read from it")
+        if float(alpha.max()) < 0.5 / 255:
+            raise DatasetError(f"{labels[i]}: its alpha is transparent everywhere: the object is not in this render")
+
+
 def check_intrinsics(where: Path, fov_deg: float, c2ws: Tensor, cfg: Config) -> None:
     """DatasetError when the rig views' field of view or distance is not the preset's: the model
     has one fixed rig, and views taken otherwise would teach it the wrong geometry."""
@@ -198,6 +241,9 @@ def load_o3d_object(folder: Path, cfg: Config, ratios) -> TrainObject:
     check_intrinsics(folder / "cameras.json", math.degrees(2 * math.atan(0.5 * cams.width / float(cams.fx[rig[0]]))),
                      cams.c2w[rig], cfg)
     extra = [i for i, k in enumerate(obj.kinds) if k == "extra"]
+    check_poses(folder / "cameras.json", cams.c2w[rig + extra], list(range(len(rig))),
+                [f"view {i} ({obj.meta['views'][i].get('file')})" for i in rig + extra], "OpenCV")
+    check_alpha(obj.images[rig + extra], [str(folder / obj.meta["views"][i].get("file")) for i in rig + extra])
     size = cfg.preprocess.size
     views = resize_rgba(obj.images[rig], size)
     full0 = obj.images[rig[0]]
@@ -240,6 +286,19 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios, on_note=None) -> Tr
         raise DatasetError(f"{folder / 'meta.json'}: cannot read camera_angle_x / locations[].transform_matrix ({e})") from e
     if len(mats) == 0:
         raise DatasetError(f"{folder / 'meta.json'}: no locations (no views)")
+    if mats.shape[1:] != (4, 4):
+        raise DatasetError(f"{folder / 'meta.json'}: locations[].transform_matrix must be 4x4, got "
+                           f"{'x'.join(map(str, mats.shape[1:]))}")
+    # a NaN or infinity would pass every later check (comparisons with NaN are false) and, trained
+    # on, turn every weight of the model into NaN
+    bad = [i for i in range(len(mats)) if not bool(torch.isfinite(mats[i]).all())]
+    if bad:
+        raise DatasetError(f"{folder / 'meta.json'}: locations[{bad[0]}].transform_matrix"
+                           f"{f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''} holds a value that is not a "
+                           "finite number (NaN or infinity)")
+    if not (math.isfinite(angle) and angle > 0):
+        raise DatasetError(f"{folder / 'meta.json'}: camera_angle_x is {angle}; it must be the horizontal field of "
+                           "view in radians, above 0")
     try:
         present = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
     except OSError as e:
@@ -277,6 +336,9 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios, on_note=None) -> Tr
     rig = matches[0]
     check_intrinsics(folder / "meta.json", math.degrees(angle), cams.c2w[rig], cfg)
     extra = [i for i in range(len(files)) if i not in rig]
+    check_poses(folder / "meta.json", cams.c2w[rig + extra], list(range(len(rig))),
+                [f"{p.name}'s transform_matrix" for p in [files[i] for i in rig + extra]], "Blender's (OpenGL)")
+    check_alpha(images[rig + extra], [str(files[i]) for i in rig + extra])
     size = cfg.preprocess.size
     return TrainObject(folder.name, resize_rgba(images[rig], size), prepare_cond(images[rig[0]], cfg, ratios),
                        resize_rgba(images[extra], size) if extra else torch.zeros(0, 4, size, size),
@@ -358,6 +420,7 @@ class Batch:
     points: Tensor | None      # [B, Vin, 3, s, s], zeros for objects without a mesh
     point_mask: Tensor | None  # [B, Vin, 1, s, s]
     has_points: Tensor | None  # [B] bool: which objects have surface points (None: none has)
+    names: tuple[str, ...] = ()  # the objects' folder names, for messages
 
 
 def sample_batch(objects: list[TrainObject], batch_size: int, extra: int, gen: torch.Generator) -> Batch:
@@ -382,4 +445,5 @@ def sample_batch(objects: list[TrainObject], batch_size: int, extra: int, gen: t
         pmask = torch.stack([o.point_mask if o.points is not None else torch.zeros_like(like.point_mask)
                              for o in chosen])
         has = torch.tensor([o.points is not None for o in chosen])
-    return Batch(torch.stack([o.views for o in chosen]), torch.stack(conds), ev, ec, pts, pmask, has)
+    return Batch(torch.stack([o.views for o in chosen]), torch.stack(conds), ev, ec, pts, pmask, has,
+                 tuple(o.name for o in chosen))

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from o3dcli.diffusion.edm import loss_weight
@@ -64,7 +63,9 @@ def direct_loss(params: dict[str, Tensor], points: Tensor, mask: Tensor, has_poi
     pts = points.permute(0, 1, 3, 4, 2).reshape(B, -1, 3)[has_points]
     m = mask.reshape(B, -1)[has_points]
     opacity = params["opacities"][has_points].clamp(1e-5, 1 - 1e-5)
-    l_opacity = F.binary_cross_entropy(opacity, m)
+    # binary cross-entropy, written out: F.binary_cross_entropy raises on a NaN opacity, where the
+    # trainer's check of the loss says which step and objects went wrong
+    l_opacity = ((m - 1) * torch.log1p(-opacity) - m * torch.log(opacity)).mean()
     hit = m > 0.5
     l_pos = (params["means"][has_points] - pts).abs().sum(-1)[hit].mean() if hit.any() else opacity.sum() * 0
     return (l_opacity + l_pos) * share

@@ -54,6 +54,11 @@ RUN_CONFIG = "config.yaml"
 LOSS_FIELDS = ("step", "loss", "diffusion", "recon_gt", "recon_pred", "direct", "feedback", "sigma", "lr", "seconds")
 
 
+class NonFiniteLoss(RuntimeError):
+    """A training step's loss or gradients were not finite numbers; the step was not applied (the
+    weights, EMA and optimiser are as after the step before)."""
+
+
 @dataclass
 class StepLosses:
     loss: float
@@ -96,6 +101,8 @@ class Trainer:
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         self.gen = torch.Generator().manual_seed(cfg.runtime.seed * 1000 + self.rank)
         self.step_count = 0
+        self.saved_step: int | None = None
+        """The step of the run folder's checkpoint (None: none saved or resumed from yet)."""
         self.interval: list[list[float]] = []
         """Per step since the last losses.csv row: its losses, feedback (0/1), ln sigma and seconds."""
         self.repaired_weights: str | None = None
@@ -293,15 +300,28 @@ class Trainer:
             group["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
         total, parts = self.losses(batch)
+        self._check_finite("loss", total.detach(), batch)
         total.backward()
         if self.world > 1:
             self._average_gradients()
-        if t.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        # the gradients' norm (clipped to train.grad_clip where set): one NaN in it would make every weight NaN
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+        self._check_finite("gradient norm", norm, batch)
         self.opt.step()
         self._update_ema()
         self.step_count += 1
         return parts
+
+    def _check_finite(self, what: str, value: Tensor, batch) -> None:
+        """NonFiniteLoss, on every rank, when `value` is not finite on any: the step stops before
+        the weights change."""
+        bad = not bool(torch.isfinite(value).all())
+        if self.any_rank(bad):
+            if not bad:
+                raise NonFiniteLoss(f"step {self.step_count + 1}: the {what} is not a finite number in another "
+                                    "process of the run (torchrun rank)")
+            objects = f"; the batch held {', '.join(sorted(set(batch.names)))}" if batch.names else ""
+            raise NonFiniteLoss(f"step {self.step_count + 1}: the {what} is {float(value)}, not a finite number{objects}")
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -342,6 +362,7 @@ class Trainer:
         self._save_ema_weights()
         atomic_write_text(self.run_dir / RUN_CONFIG, dump_config(self.cfg))
         atomic_write_bytes(self.run_dir / CHECKPOINT, buf.getvalue())  # last: the commit point
+        self.saved_step = self.step_count
         return self.run_dir / CHECKPOINT
 
     def _save_ema_weights(self) -> None:
@@ -392,7 +413,9 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, TypeError) as e:  # other trainable parameters (train.modules changed?)
             raise CheckpointError(f"{path}: its optimizer state does not fit this run's trainable parameters "
-                                  f"({e}; was train.modules changed?); {START_OVER}") from None
+                                  f"({e}; was train.modules changed? To go on from this run's weights training "
+                                  f"other modules, give a new --output and --set train.init={self.run_dir / EMA_WEIGHTS}); "
+                                  f"{START_OVER}") from None
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         gens = state["generators"]
@@ -400,7 +423,7 @@ class Trainer:
             self.gen.set_state(gens[self.rank])
         else:  # more ranks than the run was saved with: a fresh stream per rank and step
             self.gen.manual_seed(self.cfg.runtime.seed * 1000 + self.rank + 1_000_003 * state["step"])
-        self.step_count = state["step"]
+        self.step_count = self.saved_step = int(state["step"])
         # the steps since the last losses.csv row (absent from checkpoints of o3d before 2026-12-06)
         self.interval = state["log_interval"].tolist() if "log_interval" in state else []
         if self.rank == 0:
