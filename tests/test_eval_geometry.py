@@ -112,6 +112,18 @@ def test_gaussian_points_keep_opaque_means_and_shortest_axis_normals():
         gaussian_points(g, 0.95)
 
 
+def test_a_point_clouds_round_gaussians_have_no_normals_so_normal_consistency_is_not_scored():
+    # their "shortest axis" was the first one, world x for all: NC measured the ground truth's
+    # normals against x (0.46 for exact samples of the true surface) instead of saying n/a
+    means = torch.from_numpy(sample_surface(icosphere(0.5), 2000, seed=1).points).float()
+    n = len(means)  # as o3d reads a point-cloud PLY: round, opaque, unrotated
+    round_ = Gaussians(means, torch.full((n, 3), 0.02), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1),
+                       torch.ones(n), torch.rand(n, 3))
+    assert gaussian_points(round_, 0.5).normals is None
+    metrics = surface_metrics(gaussian_points(round_, 0.5), sample_surface(icosphere(0.5), N, seed=2))
+    assert metrics["normal_consistency"] is None and metrics["fscore@0.05"] > 0.99
+
+
 def _similarity(scale, angle_deg, t):
     a = math.radians(angle_deg)
     r = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
@@ -218,3 +230,38 @@ def test_kd_tree_queries_and_ray_casts_use_torchs_thread_count(monkeypatch):
         if pool:
             pool(0)
     assert sorted(set(asked)) == [("kd-tree", 1), ("scene", 1)] and len(asked) == 4
+
+
+def test_nearest_queries_in_chunks_with_ctrl_c_held_until_each_ends(monkeypatch):
+    # a Ctrl-C inside a query that runs on several threads killed eval with a segmentation fault
+    # (scipy's workers wrote on into freed memory): it is acted on between chunks
+    import signal
+
+    from scipy.spatial import cKDTree
+
+    from o3dcli.eval import geometry
+
+    rng = np.random.default_rng(0)
+    ref, pts = rng.random((500, 3)), rng.random((1000, 3))
+    monkeypatch.setattr(geometry, "QUERY_CHUNK", 300)
+    tree = cKDTree(ref)
+    dist, index = geometry.nearest(tree, pts, 2)
+    expected = tree.query(pts)
+    assert np.array_equal(dist, expected[0]) and np.array_equal(index, expected[1])
+
+    finished = []
+
+    class Interrupted:  # Ctrl-C arrives while the second chunk's query runs
+        def query(self, chunk, workers):
+            if len(finished) == 1:
+                signal.raise_signal(signal.SIGINT)
+            finished.append(len(chunk))
+            return tree.query(chunk, workers=workers)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            geometry.nearest(Interrupted(), pts, 2)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert finished == [300, 300]  # the query it came in was let finish; no later one started

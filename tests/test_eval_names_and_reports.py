@@ -158,8 +158,24 @@ def test_an_identical_object_gives_a_capped_psnr_and_finite_means(tmp_path):
     rows = {r["object"]: r for r in csv.DictReader((out / "eval.csv").open())}
     assert rows["MEAN"]["psnr"] == f"{mean:.2f}"
     md = (out / "eval.md").read_text()
-    assert f"| **mean** |  |  | {mean:.2f} |" in md and "capped at 60 dB" in md
+    assert f"| **mean** | 2/2 |  | {mean:.2f} |" in md and "capped at 60 dB" in md
     assert f"{mean:.2f}" in res.output and not re.search(r"\binf\b", res.output)
+    assert rows["MEAN"]["error"] == "" and "scored)" not in res.output  # every object scored: nothing to say
+
+
+def test_means_over_fewer_objects_than_the_benchmark_say_so_in_every_report(tmp_path):
+    # one object scored of two gave a perfect-looking mean row (PSNR 60) with no count beside it
+    from o3dcli.eval.benchmarks import synthetic_objects
+
+    objs = synthetic_objects(limit=2)
+    pred = _predictions(tmp_path, "pred", {objs[0].name: objs[0].load()})  # the other is missing
+    out = tmp_path / "out"
+    res = run("--benchmark", "synthetic", "--limit", "2", "--predictions", pred, "-o", out, *FAST)
+    assert res.exit_code == 1, res.output
+    rows = {r["object"]: r for r in csv.DictReader((out / "eval.csv").open())}
+    assert rows["MEAN"]["error"] == "mean of the 1/2 objects scored; 1 failed" and rows["MEAN"]["psnr"] == "60.00"
+    assert "| **mean** | 1/2 |" in (out / "eval.md").read_text()
+    assert "mean (1/2" in res.output and "scored)" in res.output, res.output  # the table's mean row (folds)
 
 
 def test_a_rerun_leaves_only_its_own_renders(tmp_path):
@@ -333,3 +349,28 @@ def test_what_scoring_processes_log_is_told_by_the_command(tmp_path):
     assert res.exit_code == 0, res.output
     told = [m for m in records.messages if "texture gone.png not found" in m]
     assert sorted(Path(m.split(":")[0]).name for m in told) == ["a.mtl", "b.mtl"]
+
+
+def test_an_interrupted_scoring_of_predictions_says_nothing_was_written_and_that_the_reports_there_are_old(
+        tmp_path, monkeypatch):
+    # it said "generated stages are cached; run the same command again to resume" with nothing
+    # generated, beside the earlier run's eval.json that read as this one's
+    from o3dcli.eval import runner
+    from o3dcli.eval.benchmarks import synthetic_objects
+
+    objs = synthetic_objects(limit=1)
+    pred = _predictions(tmp_path, "pred", {objs[0].name: objs[0].load()})
+    out = tmp_path / "out"
+    assert run("--benchmark", "synthetic", "--limit", "1", "--predictions", pred, "-o", out, *FAST).exit_code == 0
+    before = (out / "eval.json").read_bytes()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_eval", interrupted)
+    res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", pred, "-o", out, *FAST)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 130, res.output
+    assert "interrupted: no scores were written (they are when every object is scored)" in said, said
+    assert f"the eval.json, eval.csv, eval.md in {out} are an earlier run's, not this one's" in said, said
+    assert "cached" not in said and (out / "eval.json").read_bytes() == before

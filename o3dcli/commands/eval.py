@@ -220,7 +220,15 @@ def eval_cmd(
     except EvalUsageError as e:
         raise usage(str(e)) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/yellow]: generated stages are cached; run the same command again to resume.")
+        from o3dcli.eval.report import REPORT_FILES
+
+        # the reports are written once every object is scored: say what is kept and what is not
+        kept = ("the assets generated so far are cached, so running the same command again resumes; "
+                if any(v.config is not None for v in chosen) else "")
+        earlier = [name for name in REPORT_FILES if (output / name).is_file()]
+        stale = (f"; the {', '.join(earlier)} in {output} are an earlier run's, not this one's" if earlier else "")
+        console.print(f"[yellow]interrupted[/yellow]: {kept}no scores were written (they are when every object is "
+                      f"scored){escape(stale)}", soft_wrap=True)
         raise typer.Exit(interrupted_exit_code()) from None
 
     from o3dcli.eval.report import comparison_table, object_table, write_reports

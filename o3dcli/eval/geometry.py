@@ -18,6 +18,23 @@ import numpy as np
 from o3dcli.geometry.mesh import TriMesh
 
 DEFAULT_THRESHOLDS = (0.02, 0.05, 0.1)
+QUERY_CHUNK = 16384
+"""Points per nearest-neighbour query: Ctrl-C and SIGTERM are held while one runs (see `nearest`)."""
+
+
+def nearest(tree, points: np.ndarray, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """`tree.query(points, workers=workers)` (distances, indices), QUERY_CHUNK points at a time with
+    Ctrl-C and SIGTERM held during each: interrupted inside a query that runs on several threads,
+    scipy's workers go on writing into freed memory and the process dies of a segmentation fault
+    (exit 139, no "interrupted") instead of stopping as it says."""
+    from o3dcli.publish import signals_deferred
+
+    dist, index = np.empty(len(points)), np.empty(len(points), np.intp)
+    for start in range(0, len(points), QUERY_CHUNK):
+        with signals_deferred():
+            dist[start:start + QUERY_CHUNK], index[start:start + QUERY_CHUNK] = tree.query(
+                points[start:start + QUERY_CHUNK], workers=workers)
+    return dist, index
 
 
 @dataclass(frozen=True)
@@ -53,17 +70,26 @@ def sample_surface(mesh: TriMesh, n: int, seed: int = 0) -> PointSet:
 def gaussian_points(gaussians, min_opacity: float = 0.5) -> PointSet:
     """Surface samples of a Gaussian set that has no mesh: the means of the Gaussians with
     opacity > ``min_opacity``; a normal is each Gaussian's shortest axis (a flat Gaussian's
-    normal; its sign is irrelevant because normal consistency uses |cos|)."""
+    normal; its sign is irrelevant because normal consistency uses |cos|). No normals (normal
+    consistency n/a) when most of them are round (shortest axis over FLAT_RATIO of the longest),
+    as a point cloud's Gaussians are: their "shortest axis" is whichever comes first."""
     import torch
 
     keep = gaussians.opacities > min_opacity
     if int(keep.sum()) == 0:
         raise ValueError(f"no Gaussian has opacity > {min_opacity}: no surface to measure")
     g = gaussians[keep]
+    low, high = g.scales.min(dim=1).values, g.scales.max(dim=1).values
+    if float((low < FLAT_RATIO * high).double().mean()) < 0.5:
+        return PointSet(g.means.double().numpy(), None)
     rot = g.rotation_matrices().double()
     axis = g.scales.argmin(dim=1)
     normals = rot[torch.arange(len(g)), :, axis]  # column = that local axis in world space
     return PointSet(g.means.double().numpy(), normals.numpy())
+
+
+FLAT_RATIO = 0.9
+"""A Gaussian whose shortest axis is under this share of its longest has that axis for a normal."""
 
 
 def surface_metrics(pred: PointSet, gt: PointSet, thresholds=DEFAULT_THRESHOLDS) -> dict[str, float | None]:
@@ -85,8 +111,8 @@ def surface_metrics(pred: PointSet, gt: PointSet, thresholds=DEFAULT_THRESHOLDS)
     if len(pred.points) == 0 or len(gt.points) == 0:
         raise ValueError("surface metrics need non-empty point sets")
     threads = library_threads()
-    d_pg, i_pg = cKDTree(gt.points).query(pred.points, workers=threads)
-    d_gp, i_gp = cKDTree(pred.points).query(gt.points, workers=threads)
+    d_pg, i_pg = nearest(cKDTree(gt.points), pred.points, threads)
+    d_gp, i_gp = nearest(cKDTree(pred.points), gt.points, threads)
     acc, comp = float(d_pg.mean()), float(d_gp.mean())
     out: dict[str, float | None] = {"chamfer": (acc + comp) / 2, "chamfer_pred_to_gt": acc, "chamfer_gt_to_pred": comp}
     for t in thresholds:

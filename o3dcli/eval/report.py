@@ -84,6 +84,14 @@ def scored_text(s: dict) -> str:
     return f"{s['objects_ok']}/{s['objects_ok'] + s['objects_failed']}"
 
 
+def partial_mean_text(s: dict) -> str:
+    """For a variant_summary with failed objects, what its means are over ("" when none failed):
+    a tool that fails on the hard objects must not read as scoring better."""
+    if not s["objects_failed"]:
+        return ""
+    return f"mean of the {scored_text(s)} objects scored; {s['objects_failed']} failed"
+
+
 def different_objects_note(run: EvalRun) -> str:
     """One sentence for a comparison whose variants scored different objects ("" when they did not)."""
     if same_objects(run):
@@ -154,8 +162,9 @@ def _csv(key: str, value) -> str:
 
 
 def to_csv(run: EvalRun) -> str:
-    """One row per object and variant, then each variant's MEAN row (status "mean"); an empty cell
-    is a metric that does not apply or was not computed."""
+    """One row per object and variant, then each variant's MEAN row (status "mean"; where objects
+    failed, its error cell says over how many it is); an empty cell is a metric that does not apply
+    or was not computed."""
     keys = run.protocol.metric_keys()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -169,7 +178,8 @@ def to_csv(run: EvalRun) -> str:
                         _csv("seconds", r.eval_seconds), scale, r.error or ""])
         s = variant_summary(run, v)
         w.writerow([v.name, "MEAN", "mean", "", *(_csv(k, s["mean"][k]) for k in keys),
-                    _csv("seconds", s["gen_seconds_mean"]), "", _csv("seconds", s["eval_seconds_mean"]), "", ""])
+                    _csv("seconds", s["gen_seconds_mean"]), "", _csv("seconds", s["eval_seconds_mean"]), "",
+                    partial_mean_text(s)])
     return buf.getvalue()
 
 
@@ -218,7 +228,8 @@ def to_markdown(run: EvalRun) -> str:
         for r in (r for r in run.results if r.variant == v.name):
             rows.append([r.object, r.status, r.kind or "", *(fmt(k, r.metrics.get(k)) for k in keys),
                          fmt("seconds", r.gen_seconds), " ".join((r.error or "").split())])
-        rows.append(["**mean**", "", "", *(fmt(k, s["mean"][k]) for k in keys), fmt("seconds", s["gen_seconds_mean"]), ""])
+        rows.append(["**mean**", scored_text(s), "", *(fmt(k, s["mean"][k]) for k in keys),
+                     fmt("seconds", s["gen_seconds_mean"]), partial_mean_text(s)])
         out += [_md_table(["object", "status", "kind", *map(header, keys), "gen s", "error"], rows), ""]
     out += ["## Columns", "", *column_key(run), ""]
     out += ["## Versions", "", ", ".join(f"{k} {val}" for k, val in versions().items()), ""]
@@ -259,12 +270,15 @@ def column_key(run: EvalRun) -> list[str]:
     ]
 
 
+REPORT_FILES = ("eval.json", "eval.csv", "eval.md")
+
+
 def write_reports(run: EvalRun, out: Path) -> list[Path]:
     """eval.json, eval.csv and eval.md in ``out`` (written atomically)."""
     from o3dcli.atomic import atomic_write_text
 
     out = Path(out)
-    paths = [out / "eval.json", out / "eval.csv", out / "eval.md"]
+    paths = [out / name for name in REPORT_FILES]
     atomic_write_text(paths[0], json.dumps(to_json(run), indent=1, allow_nan=False))
     atomic_write_text(paths[1], to_csv(run))
     atomic_write_text(paths[2], to_markdown(run))
@@ -322,7 +336,8 @@ def object_table(run: EvalRun, v: Variant):
     s = variant_summary(run, v)
     gen = [fmt("seconds", s["gen_seconds_mean"])] if show_gen else []
     t.add_section()
-    t.add_row("[bold]mean[/bold]", *_cells(run, s["mean"]), *gen)
+    t.add_row(f"[bold]mean[/bold]{f' ({scored_text(s)} scored)' if s['objects_failed'] else ''}",
+              *_cells(run, s["mean"]), *gen)
     return t
 
 
