@@ -64,6 +64,32 @@ def test_obj_missing_texture_falls_back_to_kd(tmp_path):
     np.testing.assert_allclose(mesh.material_color, [0.2, 0.4, 0.6])
 
 
+def test_an_obj_texture_its_faces_cannot_use_is_said(tmp_path, caplog):
+    # a texture with no vt lines was dropped, and faces without vt took the corner colour, unsaid
+    folder = tmp_path / "none"
+    path = write_textured_obj(folder)
+    path.write_text("\n".join(ln for ln in SEAM_OBJ.splitlines() if not ln.startswith("vt"))
+                    .replace("/1/", "//").replace("/2/", "//").replace("/3/", "//").replace("/4/", "//")
+                    .replace("/5/", "//"))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(path)
+    assert not mesh.has_texture
+    assert "texture quad.png is not used: the faces of its material have no texture coordinates (vt)" in caplog.text
+    caplog.clear()
+    path = write_textured_obj(tmp_path / "half")
+    lines = SEAM_OBJ.splitlines()
+    last = next(i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith("f "))
+    lines[last] = "f " + " ".join(c.split("/")[0] for c in lines[last].split()[1:])  # one face without vt
+    path.write_text("\n".join(lines))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        mesh = load_mesh(path)
+    assert mesh.has_texture
+    assert "1 of the 2 faces textured with quad.png have no texture coordinates (vt)" in caplog.text
+    caplog.clear()
+    load_mesh(write_textured_obj(tmp_path / "whole"))
+    assert "texture coordinates" not in caplog.text
+
+
 def test_obj_polygons_negative_indices_and_vertex_colors(tmp_path):
     p = tmp_path / "poly.obj"
     p.write_text("v 0 0 0 1 0 0\nv 1 0 0 0 1 0\nv 1 1 0 0 0 1\nv 0 1 0 1 1 1\nf -4//1 -3//1 -2//1 -1//1\n")
@@ -318,6 +344,19 @@ def test_gltf_material_parts_o3d_does_not_keep_are_said(tmp_path, caplog):
         assert load_mesh(tmp_path / "metal.glb").texture is not None
     assert ("o3d carries over the base colour (and its alpha) only: emission, metallic 1, normal maps, "
             "roughness 0.3 are not kept") in caplog.text
+    # unlit and glass materials, and samplers: an unlit scan came out shaded, glass opaque, pixel art
+    # blurred, unsaid
+    caplog.clear()
+    doc, binary = _glb_chunks(glb)
+    doc["materials"][0]["extensions"] = {"KHR_materials_unlit": {}, "KHR_materials_sheen": {}}
+    doc["samplers"] = [{"wrapS": 33648, "magFilter": 9728}]
+    for texture in doc["textures"]:
+        texture["sampler"] = 0
+    (tmp_path / "unlit.glb").write_bytes(_glb_pack(doc, binary))
+    with caplog.at_level(logging.WARNING, logger="o3d"):
+        load_mesh(tmp_path / "unlit.glb")
+    assert ("only: KHR_materials_sheen, nearest-pixel texture filtering, texture wrap modes (mirrored or clamped; "
+            "o3d's textures repeat), unlit shading (KHR_materials_unlit) are not kept") in caplog.text
 
 
 @pytest.mark.parametrize("turn", range(3))
@@ -707,3 +746,33 @@ def test_mtl_colour_and_opacity_statements_in_any_case_and_form(tmp_path, caplog
     assert mats["xyz"]["d"] == pytest.approx(0.25)
     assert "Kd" not in mats["spectral"] and mats["spectral"]["d"] == 0.5
     assert "'Kd spectral leaf.rfl 1.0' is not an RGB colour" in caplog.text
+
+
+def test_a_mesh_too_far_from_the_origin_for_32_bit_positions_is_refused_naming_the_file(tmp_path):
+    # a 2 m part in survey coordinates (5,000 km out) came out blocky, or flat, or with no faces
+    cube = "\n".join(f"v {x} {y} {z}" for x in (0, 2) for y in (0, 2) for z in (0, 2))
+    faces = "f 1 2 4\nf 1 4 3\nf 5 7 8\nf 5 8 6\nf 1 5 6\nf 1 6 2\nf 3 4 8\nf 3 8 7\nf 1 3 7\nf 1 7 5\nf 2 6 8\nf 2 8 4\n"
+    for offset, usable in ((100.0, True), (5e6, False)):
+        lines = [f"v {float(a) + offset} {b} {float(c) + offset}" for a, b, c in
+                 (ln.split()[1:] for ln in cube.splitlines())]
+        path = tmp_path / f"part-{offset:g}.obj"
+        path.write_text("\n".join(lines) + "\n" + faces)
+        if usable:
+            mesh = load_mesh(path)
+            np.testing.assert_allclose(np.ptp(mesh.vertices, axis=0), [2, 2, 2], atol=1e-3)
+        else:
+            with pytest.raises(MeshLoadError, match=r"part-5e\+06.obj: its positions lie up to 5e\+06 from the origin"):
+                load_mesh(path)
+
+
+def test_another_mesh_format_named_obj_is_said_to_be_one(tmp_path):
+    from o3dcli.io.export import glb_bytes
+    from test_mesh_export import quadrant_plane
+
+    (tmp_path / "scan.obj").write_bytes(glb_bytes(quadrant_plane()))
+    with pytest.raises(MeshLoadError, match=r"scan.obj: the file holds no faces \(a binary glTF \(GLB\) file named "
+                                            r"\.obj\? Rename it \.glb\)"):
+        load_mesh(tmp_path / "scan.obj")
+    (tmp_path / "notes.obj").write_text("just some notes\n")
+    with pytest.raises(MeshLoadError, match=r"notes.obj: the file holds no faces \(is it an OBJ file\?\)"):
+        load_mesh(tmp_path / "notes.obj")

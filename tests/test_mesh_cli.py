@@ -653,9 +653,13 @@ def test_an_asset_keeps_its_formats_and_the_result_records_only_mesh_settings(go
                                    "--preset", str(made / "config.yaml")])  # the result's settings, reused
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, ["mesh", str(out / "apple"), "-d", "500", "--preset", "tiny", "-o", str(tmp_path / "t")])
-    assert res.exit_code == 0, res.output  # a preset named: its formats (tiny's glb, obj), not the asset's
-    assert sorted(p.name for p in (tmp_path / "t" / "apple").glob("model.*")) == ["model.glb", "model.mtl", "model.obj",
-                                                                                   "model.png"]
+    assert res.exit_code == 0, res.output  # the default preset named: as without it (tiny sets no formats)
+    assert sorted(p.name for p in (tmp_path / "t" / "apple").glob("model.*")) == ["model.glb", "model.stl"]
+    (tmp_path / "objs.yaml").write_text("base: tiny\nmesh:\n  formats: [obj]\n")
+    res = CliRunner().invoke(app, ["mesh", str(out / "apple"), "-d", "500", "--preset", str(tmp_path / "objs.yaml"),
+                                   "-o", str(tmp_path / "p")])
+    assert res.exit_code == 0, res.output  # a preset that sets formats: its own, not the asset's
+    assert sorted(p.name for p in (tmp_path / "p" / "apple").glob("model.*")) == ["model.mtl", "model.obj", "model.png"]
 
 
 def test_a_folder_of_photos_is_told_to_go_to_generate_and_leaves_no_output(good_images, tmp_path, monkeypatch):

@@ -146,6 +146,23 @@ def test_o3d_mesh_keeps_an_stl_parts_size_and_place_and_reads_its_millimetres_as
     assert (corners.max(0) - corners.min(0)).max() == pytest.approx(100.0, abs=1e-3)
 
 
+def test_naming_the_default_preset_leaves_an_stl_its_size_and_a_preset_that_sets_one_scales_it(tmp_path):
+    # -p tiny (the default) made a 20 x 20 x 40 mm part 50 x 50 x 100 mm: any preset given counted as
+    # setting mesh.stl_size_mm, though tiny sets none
+    import trimesh
+
+    part = trimesh.creation.box(extents=(20, 20, 40))
+    (tmp_path / "part.stl").write_bytes(part.export(file_type="stl"))
+    (tmp_path / "print.yaml").write_text("base: tiny\nmesh:\n  stl_size_mm: 80\n")
+    for preset, longest in ((None, 40.0), ("tiny", 40.0), (str(tmp_path / "print.yaml"), 80.0)):
+        out = tmp_path / f"out-{longest}-{preset is None}"
+        res = CliRunner().invoke(app, ["mesh", str(tmp_path / "part.stl"), "--formats", "stl", "-o", str(out),
+                                       *(["-p", preset] if preset else [])])
+        assert res.exit_code == 0, res.output
+        corners = read_stl(out / "part" / "model.stl")[2].reshape(-1, 3)
+        assert (corners.max(0) - corners.min(0)).max() == pytest.approx(longest, abs=1e-3), preset
+
+
 def test_export_key_holds_format_settings_only_for_the_formats_asked_for(monkeypatch):
     from o3dcli.stages import export_key_extra
 

@@ -265,11 +265,27 @@ class InputRules:
         the sizes and format) is the command's, not the input's."""
         from o3dcli.config import parse_override
 
-        keys = {parse_override(s)[0] for s in sets}
+        keys = {parse_override(s)[0] for s in sets} | preset_keys(preset)
         # the preset's texture size is for bakes, its STL size and texture format for assets
-        return cls(up=up, fit_kept_texture=texture_size is not None or "mesh.texture_size" in keys,
-                   stl_own_size=preset is None and "mesh.stl_size_mm" not in keys,
-                   own_texture_format=preset is None and "mesh.texture_format" not in keys)
+        return cls(up=up, fit_kept_texture=texture_size is not None or "mesh.texture_size" in {
+                       parse_override(s)[0] for s in sets},
+                   stl_own_size="mesh.stl_size_mm" not in keys,
+                   own_texture_format="mesh.texture_format" not in keys)
+
+
+def preset_keys(preset: str | None) -> set[str]:
+    """The settings ("section.key") a preset's file (and its base chain) writes out: `-p tiny`, which
+    sets no STL size, leaves an STL its own as no preset does; an asset's config.yaml sets them all."""
+    if preset is None:
+        return set()
+    from o3dcli.config import ConfigError, read_preset
+
+    try:
+        chain = read_preset(preset, warn_rootless=False)
+    except ConfigError:  # said where the preset is loaded
+        return set()
+    return {f"{section}.{key}" for _, data in chain for section, values in data.items()
+            if isinstance(values, dict) for key in values}
 
 
 def mesh_one(path: Path, out_dir: Path, mesh_cfg, cfg, rules: InputRules = InputRules(),
@@ -401,8 +417,8 @@ def mesh(
 
         rules = InputRules.from_command(up, preset, list(sets or []), texture_size)
         # an o3d asset keeps the formats it was written in unless the command names export settings
-        keep_export = formats is None and preset is None and not any(
-            parse_override(s)[0] in {f"mesh.{k}" for k in EXPORT_SETTINGS} for s in sets or [])
+        keep_export = formats is None and not (
+            {parse_override(s)[0] for s in sets or []} | preset_keys(preset)) & {f"mesh.{k}" for k in EXPORT_SETTINGS}
     except (ConfigError, UserError) as e:
         raise usage_error(str(e)) from None
     missing = [str(p) for p in inputs if not p.exists()]

@@ -150,7 +150,30 @@ def _dropped_material_parts(doc: dict) -> list[str]:
             found.add(f"metallic {metallic:g}")
         if isinstance(rough, (int, float)) and rough < 1:
             found.add(f"roughness {rough:g}")
+        extensions = m.get("extensions") if isinstance(m.get("extensions"), dict) else {}
+        for name in extensions:  # unlit scans come out shaded, glass opaque: say so
+            found.add(MATERIAL_EXTENSIONS.get(name, name))
+    textures = doc.get("textures") if isinstance(doc.get("textures"), list) else []
+    samplers = doc.get("samplers") if isinstance(doc.get("samplers"), list) else []
+    for t in (t for t in textures if isinstance(t, dict)):
+        sampler = t.get("sampler")
+        sampler = samplers[sampler] if isinstance(sampler, int) and 0 <= sampler < len(samplers) else {}
+        if not isinstance(sampler, dict):
+            continue
+        if any(sampler.get(k, REPEAT) != REPEAT for k in ("wrapS", "wrapT")):
+            found.add("texture wrap modes (mirrored or clamped; o3d's textures repeat)")
+        if sampler.get("magFilter") == NEAREST:
+            found.add("nearest-pixel texture filtering")
     return sorted(found)
+
+
+REPEAT, NEAREST = 10497, 9728
+"""glTF sampler values: the default wrap mode (REPEAT) and the magnification filter NEAREST."""
+MATERIAL_EXTENSIONS = {
+    "KHR_materials_unlit": "unlit shading (KHR_materials_unlit)",
+    "KHR_materials_transmission": "transmission (KHR_materials_transmission)",
+}
+"""What a material extension is called in the warning (others by their own name)."""
 
 
 def _without_missing_textures(doc: dict, gone: set[int]) -> dict:

@@ -64,6 +64,7 @@ def load_mesh(path, up: str = "auto") -> TriMesh:
     if len(mesh.faces) == 0:
         raise MeshLoadError(f"{p}: the file holds no triangles")
     mesh = _without_non_finite(mesh, p)
+    _check_precision(mesh, p)
     if ext == ".stl":  # STL stores every facet's corners apart: join the corners that coincide
         from o3dcli.mesh.cleanup import weld_vertices
 
@@ -106,6 +107,26 @@ def _load_file(p: Path, ext: str) -> tuple[TriMesh, str | None]:
     if ext in USD_SUFFIXES:
         return _load_usd(p)
     return load_obj(p) if ext == ".obj" else _load_stl(p) if ext == ".stl" else load_with_trimesh(p), None
+
+
+PRECISION_STEPS = 4096
+"""The fewest steps of 32-bit float positions across a mesh that keep its shape (about 0.025 %)."""
+
+
+def _check_precision(mesh: TriMesh, path: Path) -> None:
+    """MeshLoadError when the mesh lies so far from the origin, for its size, that its positions as
+    32-bit floats (as o3d holds them and glTF stores them) keep fewer than PRECISION_STEPS steps
+    across it: a scan in survey coordinates came out blocky or flat, or with no faces, unsaid."""
+    v = mesh.vertices[np.unique(mesh.faces)]
+    extent = float((v.max(0).astype(np.float64) - v.min(0)).max())
+    far = float(np.abs(v).max())
+    step = float(np.spacing(np.float32(far)))
+    if extent > 0 and step * PRECISION_STEPS > extent:
+        raise MeshLoadError(
+            f"{path}: its positions lie up to {far:.4g} from the origin, {far / extent:.3g} times the mesh's own size "
+            f"({extent:.3g}); read as 32-bit floats (as o3d holds them and glTF stores them) they keep only steps of "
+            f"{step:.2g} there, and its shape would be lost. Move it near the origin in the tool that made it (in "
+            "Blender: Object > Set Origin > Origin to Geometry, then Alt+G) and give it again")
 
 
 def _without_non_finite(mesh: TriMesh, path: Path) -> TriMesh:

@@ -63,7 +63,7 @@ def load_obj(path: Path) -> TriMesh:
             for mtl in [rest] if (path.parent / rest).is_file() else rest.split():
                 materials.update(read_mtl(path.parent / mtl, path))
     if not f_rows:
-        raise MeshLoadError(f"{path}: the file holds no faces (is it an OBJ file?)")
+        raise MeshLoadError(f"{path}: the file holds no faces ({_what_it_is(path)})")
     try:
         pos, colored = _obj_numbers(v_rows, float, min_cols=3)
         vt, _ = _obj_numbers(vt_rows, float, min_cols=1)
@@ -239,6 +239,23 @@ def _fromstring(text: str, dtype, expected: int | None = None) -> np.ndarray:
     return out
 
 
+FILE_SIGNATURES = ((b"glTF", "a binary glTF (GLB) file named .obj? Rename it .glb"),
+                   (b"ply", "a PLY file named .obj? Rename it .ply"),
+                   (b"PK\x03\x04", "a ZIP archive (a USDZ?) named .obj"),
+                   (b"solid", "an ASCII STL file named .obj? Rename it .stl"))
+"""How other mesh files begin, for a .obj that holds no OBJ faces."""
+
+
+def _what_it_is(path: Path) -> str:
+    """What a .obj without faces seems to be, by its first bytes (else the plain question)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        head = b""
+    return next((what for magic, what in FILE_SIGNATURES if head.startswith(magic)), "is it an OBJ file?")
+
+
 def _locate_parse_error(text: str, path: Path) -> MeshLoadError:
     """Re-read line by line (only after the bulk parse failed) to name the offending line."""
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -266,6 +283,14 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
     uv = np.where(ti[:, None] >= 0, vt[np.maximum(ti, 0)] if len(vt) else 0.0, 0.0)
     has_uv = len(vt) > 0 and (ti >= 0).any()
     texture = read_texture(props["map_Kd"], path) if props.get("map_Kd") and has_uv else None  # no UVs: no use
+    if props.get("map_Kd") and not has_uv:
+        _log.warning("%s: texture %s is not used: the faces of its material have no texture coordinates (vt); "
+                     "they take the material's colour", path, Path(props["map_Kd"]).name)
+    elif texture is not None and (idx[..., 1] < 0).any():
+        bare = int((idx[..., 1] < 0).any(axis=-1).sum())
+        _log.warning("%s: %d of the %d faces textured with %s have no texture coordinates (vt); they take the "
+                     "colour at the texture's corner (0, 0), as other tools show them", path, bare, len(idx),
+                     Path(props["map_Kd"]).name)
     if texture is not None:  # map_Kd -s / -o: looked up at uv * scale + offset (as Blender and three.js read them)
         uv = uv * props.get("uv_scale", 1.0) + props.get("uv_offset", 0.0)
     style = {}
