@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -374,3 +375,29 @@ def test_an_interrupted_scoring_of_predictions_says_nothing_was_written_and_that
     assert "interrupted: no scores were written (they are when every object is scored)" in said, said
     assert f"the eval.json, eval.csv, eval.md in {out} are an earlier run's, not this one's" in said, said
     assert "cached" not in said and (out / "eval.json").read_bytes() == before
+
+
+def test_an_output_folder_that_is_the_data_or_a_predictions_folder_is_a_usage_error(tmp_path):
+    from o3dcli.eval.benchmarks import synthetic_objects
+
+    objs = synthetic_objects(limit=1)
+    pred = _predictions(tmp_path, "pred", {objs[0].name: objs[0].load()})
+    listed = sorted(p.name for p in pred.iterdir())
+    res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", pred, "-o", pred, *FAST)
+    assert res.exit_code == 2, res.output
+    assert f"-o {pred} is the --predictions folder" in " ".join(res.output.split()), res.output
+    assert sorted(p.name for p in pred.iterdir()) == listed  # nothing written there
+
+
+def test_a_prediction_that_cannot_be_scored_is_named_in_its_error(tmp_path):
+    # "cannot sample the surface of a mesh with zero area": which file?
+    from o3dcli.eval.benchmarks import synthetic_objects
+    from o3dcli.geometry.mesh import TriMesh
+
+    objs = synthetic_objects(limit=1)
+    flat = TriMesh(np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0]], np.float32), np.array([[0, 1, 2]]))
+    pred = _predictions(tmp_path, "pred", {objs[0].name: flat})
+    res = run("--benchmark", "synthetic", "--limit", "1", "--predictions", pred, "-o", tmp_path / "out", *FAST)
+    assert res.exit_code == 1, res.output
+    (row,) = report(tmp_path / "out")["results"]
+    assert row["error"] == f"{pred / (objs[0].name + '.obj')}: cannot sample the surface of a mesh with zero area"

@@ -135,6 +135,12 @@ def eval_cmd(
         check_output_dir(output)
     except UserError as e:
         raise usage(str(e)) from None
+    given = [("--data", data, "the ground truth")] if data is not None else []
+    given += [("--predictions", Path(p), "the predictions") for p in _split(predictions)]
+    for option, folder, what in given:  # eval.*, renders/ and .o3d-eval written in among them
+        if folder.is_dir() and output.resolve() == folder.resolve():
+            raise usage(f"-o {output} is the {option} folder: the reports and renders would be written among "
+                        f"{what}; give another -o")
     try:
         objs = benchmark_objects(benchmark, data, _split(objects) or None, limit)
     except BenchmarkError as e:

@@ -98,7 +98,7 @@ def surface_metrics(pred: PointSet, gt: PointSet, thresholds=DEFAULT_THRESHOLDS)
     With d(p, S) the distance from p to the nearest point of set S:
     - ``chamfer_pred_to_gt`` (accuracy) = mean over pred points of d(p, GT);
     - ``chamfer_gt_to_pred`` (completeness) = mean over GT points of d(g, pred);
-    - ``chamfer`` = the mean of the two (a copy offset by a constant gap d scores d);
+    - ``chamfer`` = the mean of the two (a surface offset along its normals by a gap d scores d);
     - ``fscore@t`` = 2 P R / (P + R) with precision P = share of pred points with
       d(p, GT) < t and recall R = share of GT points with d(g, pred) < t (0 if both are 0);
     - ``normal_consistency`` = the mean of the two one-sided means of |n_p . n_q|,

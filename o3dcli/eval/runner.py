@@ -327,6 +327,8 @@ def _score_object(obj: BenchmarkObject, todo: list[tuple[Variant, ObjectResult]]
             res.render, res.status = str(render), "ok"
         except Exception as e:  # isolate the object: record and go on
             _fail(res, e)
+            if res.asset and res.error and Path(res.asset).name not in res.error:  # which file, where it did not say
+                res.error = f"{res.asset}: {res.error}"
         res.eval_seconds = round(time.perf_counter() - t0, 3)
 
 
