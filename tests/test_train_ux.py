@@ -275,6 +275,24 @@ def test_resuming_on_other_data_is_said(data, run, tmp_path):
     assert res.exit_code == 0 and f"data {data.resolve()} -> {other.resolve()}" in " ".join(res.output.split())
 
 
+def test_each_start_is_kept_in_the_runs_history_and_a_new_seed_is_said_to_change_nothing(data, run):
+    # config.yaml and data.json are rewritten at each start: that steps 0-2 ran at another learning
+    # rate was lost, and "runtime.seed 0 -> 5" read as if the new seed were used
+    import json
+
+    (first,) = [json.loads(ln) for ln in (run / "starts.jsonl").read_text().splitlines()]
+    assert first["step"] == 0 and first["settings_changed"] == {} and first["device"] == "cpu"
+    res = train(data, run, "--steps", 3, "--set", "train.lr=0.01", "--seed", 5)
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    assert "(runtime.seed changes nothing in a resumed run: its random state is the checkpoint's)" in said, said
+    assert f"each start's changes are kept in {run / 'starts.jsonl'}" in said
+    lines = [json.loads(ln) for ln in (run / "starts.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[1]["step"] == 2
+    assert lines[1]["settings_changed"]["train.lr"][1] == "0.01" and lines[1]["settings_changed"]["runtime.seed"][1] == "5"
+    assert lines[1]["data_changed"] == {} and lines[1]["time"] >= first["time"]
+
+
 def test_resuming_with_other_settings_names_each_change(data, run):
     lr = load_config("tiny", SMALL).train.lr
     res = train(data, run, "--steps", 3, "--set", "train.lr=0.01", "--set", "train.feedback_p=0.25")

@@ -67,6 +67,26 @@ def record_run_data(path: Path, data: Path, limit, objects: int, resumed: bool) 
     return [(k, before.get(k), now[k]) for k in now if before.get(k) != now[k]]
 
 
+RUN_HISTORY = "starts.jsonl"
+"""A run folder's history: a JSON line per start (time, step, o3d version, device, the settings and
+data changed since the start before), where config.yaml and data.json hold only the latest."""
+
+
+def record_start(path: Path, step: int, device: str, changed: list, data_changes: list) -> None:
+    """Append this start's line to the run's RUN_HISTORY (see there)."""
+    import datetime
+    import json
+
+    from o3dcli import __version__
+
+    line = {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "step": step,
+            "o3d": __version__, "device": device,
+            "settings_changed": {k: [a, b] for k, a, b in changed},
+            "data_changed": {k: [a, b] for k, a, b in data_changes}}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
 def saved_settings_changes(saved: Path, cfg) -> list[tuple[str, str, str]]:
     """The settings changed since a run's config.yaml (`changed_settings`); UserError, in one line,
     when the file cannot be read (an empty one included) or holds another model architecture."""
@@ -346,13 +366,19 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         + (f"resuming at step {trainer.step_count}" if resumed else "starting at step 0")
         + f" of {cfg.train.steps} (device {dev})", soft_wrap=True)
     if changed:
+        seeded = " (runtime.seed changes nothing in a resumed run: its random state is the checkpoint's)" \
+            if resumed and any(k == "runtime.seed" for k, _, _ in changed) else ""
         say(f"settings changed since the run's {escape(str(saved))}: "
-            + "; ".join(f"{k} {escape(a)} -> {escape(b)}" for k, a, b in changed), soft_wrap=True)
+            + "; ".join(f"{k} {escape(a)} -> {escape(b)}" for k, a, b in changed) + seeded
+            + f"; each start's changes are kept in {escape(str(output / RUN_HISTORY))}", soft_wrap=True)
     if trainer.rank == 0:
+        written = output / RUN_DATA
         try:
-            data_changes = record_run_data(output / RUN_DATA, data, limit, len(objects), resumed)
+            data_changes = record_run_data(written, data, limit, len(objects), resumed)
+            written = output / RUN_HISTORY
+            record_start(written, trainer.step_count, str(dev), changed, data_changes)
         except OSError as e:  # a full disk at start-up: said before any training
-            console.print(f"[red]error[/red]: cannot write {escape(str(output / RUN_DATA))}: {escape(e.strerror or str(e))}",
+            console.print(f"[red]error[/red]: cannot write {escape(str(written))}: {escape(e.strerror or str(e))}",
                           soft_wrap=True)
             raise typer.Exit(1) from None
         if data_changes:
@@ -394,7 +420,7 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
                         f"rec {parts.recon_gt:.4f}/{parts.recon_pred:.4f} {dt:.2f}s/step")
                 prog.update(task, completed=step, info=info)
                 if no_progress and step % cfg.train.checkpoint_every == 0:  # a line per checkpoint for logs
-                    say(f"step {step}/{cfg.train.steps}: {info}; checkpoint saved")
+                    say(f"step {step}/{cfg.train.steps}: {info} (this step's; losses.csv holds means); checkpoint saved")
 
             done = train(trainer, cfg.train.steps, on_step, should_stop=should_stop)
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, without saving
