@@ -167,9 +167,10 @@ def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
 
     target, kept = _target(asset_dir), []
     inside = os.path.realpath(target) + os.sep
-    with_obj: set[str] = set()  # kept already, as it is now, with an edited OBJ that names it
-    # OBJs first: the material and textures an edited one names are kept with it, once
-    for rel, digest in sorted(published.items(), key=lambda item: (not item[0].lower().endswith(".obj"), item[0])):
+    with_obj: set[str] = set()  # kept already, as it is now, with an edited OBJ or MTL that names it
+    # OBJs, then MTLs: the materials and textures an edited one names are kept with it, once
+    order = {".obj": 0, ".mtl": 1}
+    for rel, digest in sorted(published.items(), key=lambda item: (order.get(Path(item[0]).suffix.lower(), 2), item[0])):
         if not is_ours(rel) or rel in with_obj:
             continue  # o3d-asset.json is a file a user may edit: only o3d's files are looked at
         current, new = target / rel, staged / rel
@@ -187,7 +188,7 @@ def keep_edits(asset_dir: Path, staged: Path, published: dict[str, str],
         replaced = os.path.lexists(new)
         _copy_entry(current, staged / backup)
         companions = []
-        if rel.lower().endswith(".obj"):
+        if rel.lower().endswith((".obj", ".mtl")):
             companions = _keep_obj_materials(target, staged, backup, lambda name: _edit_name(name, is_ours, taken),
                                              is_ours)
             with_obj.update(source for source, _ in companions)
@@ -205,8 +206,9 @@ def _keep_obj_materials(target: Path, staged: Path, backup: str, edit_name: Call
     """An edited OBJ kept as ``staged/backup`` names its material files (and they their textures)
     by names the new asset drops, or fills with another mesh's: those of o3d's files are kept too,
     as they are now, under names of the user's (`model.mtl` -> `model.edited.mtl`), and the kept
-    OBJ and material files name those (the user's own files, which stay, keep their names). Only
-    files in the asset folder itself are followed. Returns (name, the kept copy's name) of each."""
+    OBJ and material files name those (the user's own files, which stay, keep their names). An
+    edited MTL kept alone likewise keeps the textures it names. Only files in the asset folder
+    itself are followed. Returns (name, the kept copy's name) of each."""
     written: list[tuple[str, str]] = []
     renamed: dict[bytes, bytes] = {}
 
@@ -238,15 +240,18 @@ def _keep_obj_materials(target: Path, staged: Path, backup: str, edit_name: Call
             lines[i] = b" ".join(words) + (b"\r" if line.endswith(b"\r") else b"")
         return b"\n".join(lines)
 
-    obj = staged / backup
-    data = obj.read_bytes()
-    materials = {w for line in data.split(b"\n") if line.split()[:1] == [b"mtllib"] for w in line.split()[1:]}
-    for mtl in sorted(materials):
-        keep(mtl.rstrip(b"\r"), rewrite=lambda text: relink(text, MTL_MAPS, every_word=False))
+    kept_file = staged / backup
+    data = kept_file.read_bytes()
+    if backup.lower().endswith(".mtl"):
+        rewritten = relink(data, MTL_MAPS, every_word=False)
+    else:
+        materials = {w for line in data.split(b"\n") if line.split()[:1] == [b"mtllib"] for w in line.split()[1:]}
+        for mtl in sorted(materials):
+            keep(mtl.rstrip(b"\r"), rewrite=lambda text: relink(text, MTL_MAPS, every_word=False))
+        rewritten = relink(data, {b"mtllib"}, every_word=True) if written else data
     if written:
-        rewritten = relink(data, {b"mtllib"}, every_word=True)
-        obj.unlink()  # a link to the edited file: the copy is rewritten, not the user's file
-        obj.write_bytes(rewritten)
+        kept_file.unlink()  # a link to the edited file: the copy is rewritten, not the user's file
+        kept_file.write_bytes(rewritten)
     return written
 
 

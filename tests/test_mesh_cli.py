@@ -283,6 +283,19 @@ def test_a_result_file_edited_since_is_kept_when_the_folder_is_made_again(tmp_pa
     assert "Ns 10" in (out / "crate" / "model.edited-3.mtl").read_text()
     assert "map_Kd model.edited-3.png" in (out / "crate" / "model.edited-3.mtl").read_text()
     assert np.array_equal(np.asarray(Image.open(out / "crate" / "model.edited-3.png")), painted)
+    # the material and its texture edited, the OBJ not: the kept material names the kept texture (it
+    # named model.png, the new asset's, or, with --formats glb, a file no longer there)
+    before = {p.name for p in (out / "crate").iterdir()}
+    (out / "crate" / "model.mtl").write_text((out / "crate" / "model.mtl").read_text() + "Ns 20\n")
+    painted = np.asarray(Image.open(out / "crate" / "model.png")).copy()
+    painted[-8:, -8:] = 0
+    Image.fromarray(painted).save(out / "crate" / "model.png")
+    res = CliRunner().invoke(app, ["mesh", str(tmp_path / "crate.ply"), "--formats", "glb", *opts])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in (out / "crate").iterdir()} - before == {"model.edited-4.mtl", "model.edited-4.png"}
+    material = (out / "crate" / "model.edited-4.mtl").read_text()
+    assert "Ns 20" in material and "map_Kd model.edited-4.png" in material, material
+    assert np.array_equal(np.asarray(Image.open(out / "crate" / "model.edited-4.png")), painted)
 
 
 def test_an_edit_is_kept_when_the_input_moved_and_a_crafted_record_reads_nothing_outside(tmp_path):
