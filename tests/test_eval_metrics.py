@@ -144,3 +144,9 @@ def test_lpips_errors_name_the_file_and_missing_tensors(tmp_path):
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     with pytest.raises(LpipsWeightsError, match="junk.pth"):
         load_lpips(tmp_path / "junk.pth")
+    # a pickle torch will not read with weights_only: its problem in one line, not torch's page of advice
+    (tmp_path / "bad.pth").write_bytes(b"\x80\x02xgarbage")
+    with pytest.raises(LpipsWeightsError) as caught:
+        load_lpips(tmp_path / "bad.pth")
+    assert "bad.pth: not a readable checkpoint" in str(caught.value) and "\n" not in str(caught.value)
+    assert "weights_only" not in str(caught.value)

@@ -401,3 +401,11 @@ def test_a_prediction_that_cannot_be_scored_is_named_in_its_error(tmp_path):
     assert res.exit_code == 1, res.output
     (row,) = report(tmp_path / "out")["results"]
     assert row["error"] == f"{pred / (objs[0].name + '.obj')}: cannot sample the surface of a mesh with zero area"
+
+
+def test_a_huge_metric_is_shown_in_a_few_digits():
+    # a prediction at another scale scored a Chamfer distance printed as 30 digits, breaking the table
+    from o3dcli.eval.report import fmt
+
+    assert fmt("chamfer", 5.6826626e29) == "5.68e+29" and fmt("chamfer", 0.0123456) == "0.01235"
+    assert fmt("psnr", 12.3456) == "12.35" and fmt("fscore@0.05", 0.5) == "0.5000"

@@ -89,9 +89,14 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        sd = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as e:
         raise LpipsWeightsError(f"{path}: cannot read LPIPS weights ({type(e).__name__}: {e})") from None
+    from o3dcli.models.checkpoints import CheckpointError, load_torch_file
+
+    try:
+        sd = load_torch_file(path)  # weights_only: never unpickle code; its problem in one line
+    except CheckpointError as e:
+        raise LpipsWeightsError(f"cannot read LPIPS weights: {e}") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):

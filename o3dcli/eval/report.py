@@ -142,6 +142,8 @@ def fmt(key: str, value) -> str:
         return "n/a"
     if isinstance(value, float) and math.isinf(value):
         return "inf"
+    if abs(value) >= 1e6:  # a prediction at another scale (--align none): 1.2e+29, not 30 digits
+        return f"{value:.3g}"
     if key.startswith("psnr"):
         return f"{value:.2f}"
     if key.startswith("chamfer"):
@@ -314,8 +316,8 @@ def _new_table(run: EvalRun, title: str, first: str, names: list[str], show_gen:
 
 
 def _cells(run: EvalRun, values: dict) -> list[str]:
-    return [fmt(k, values.get(k)) if k != "chamfer" or values.get(k) is None else f"{values[k]:.4f}"
-            for k in _table_keys(run)]
+    return [fmt(k, values.get(k)) if k != "chamfer" or values.get(k) is None or abs(values[k]) >= 1e6
+            else f"{values[k]:.4f}" for k in _table_keys(run)]
 
 
 def object_table(run: EvalRun, v: Variant):
