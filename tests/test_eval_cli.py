@@ -186,7 +186,7 @@ def test_synthetic_predictions_with_gt_meshes_and_lpips(tmp_path):
     assert rows[0]["psnr"] == "60.00" and rows[0]["lpips"] == "0.0000" and rows[0]["gen_seconds"] == ""
     assert rows[2]["status"] == "mean" and float(rows[2]["chamfer"]) == 0.0  # numeric columns stay numeric
     md = (out / "eval.md").read_text()
-    assert "o3d-eval-1" in md and "| **mean** |" in md and "synth_01000001" in md
+    assert "o3d-eval-2" in md and "| **mean** |" in md and "synth_01000001" in md
     assert "## Columns" in md and "fscore@t** (t = 0.02, 0.05, 0.1)" in md
     assert "synth_01000000" in res.output and "mean" in res.output
 

@@ -84,7 +84,7 @@ def test_an_obj_texture_its_faces_cannot_use_is_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="o3d"):
         mesh = load_mesh(path)
     assert mesh.has_texture
-    assert "1 of the 2 faces textured with quad.png have no texture coordinates (vt)" in caplog.text
+    assert "1 of the 2 triangles textured with quad.png have no texture coordinates (vt)" in caplog.text
     caplog.clear()
     load_mesh(write_textured_obj(tmp_path / "whole"))
     assert "texture coordinates" not in caplog.text
@@ -750,16 +750,15 @@ def test_mtl_colour_and_opacity_statements_in_any_case_and_form(tmp_path, caplog
 
 def test_a_mesh_too_far_from_the_origin_for_32_bit_positions_is_refused_naming_the_file(tmp_path):
     # a 2 m part in survey coordinates (5,000 km out) came out blocky, or flat, or with no faces
-    cube = "\n".join(f"v {x} {y} {z}" for x in (0, 2) for y in (0, 2) for z in (0, 2))
     faces = "f 1 2 4\nf 1 4 3\nf 5 7 8\nf 5 8 6\nf 1 5 6\nf 1 6 2\nf 3 4 8\nf 3 8 7\nf 1 3 7\nf 1 7 5\nf 2 6 8\nf 2 8 4\n"
-    for offset, usable in ((100.0, True), (5e6, False)):
-        lines = [f"v {float(a) + offset} {b} {float(c) + offset}" for a, b, c in
-                 (ln.split()[1:] for ln in cube.splitlines())]
+    # a 2 m part 100 m out, a 1 cm bolt 60 m out (a BIM scene's part: about 2,600 float steps across)
+    for size, offset, usable in ((2.0, 100.0, True), (0.01, 60.0, True), (2.0, 5e6, False)):
+        lines = [f"v {x + offset} {y} {z + offset}" for x in (0, size) for y in (0, size) for z in (0, size)]
         path = tmp_path / f"part-{offset:g}.obj"
         path.write_text("\n".join(lines) + "\n" + faces)
         if usable:
             mesh = load_mesh(path)
-            np.testing.assert_allclose(np.ptp(mesh.vertices, axis=0), [2, 2, 2], atol=1e-3)
+            np.testing.assert_allclose(np.ptp(mesh.vertices, axis=0), [size] * 3, rtol=1e-3)
         else:
             with pytest.raises(MeshLoadError, match=r"part-5e\+06.obj: its positions lie up to 5e\+06 from the origin"):
                 load_mesh(path)

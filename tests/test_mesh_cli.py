@@ -405,6 +405,7 @@ def test_an_assets_outline_is_the_one_o3d_generate_cut_its_mesh_with(tmp_path):
     # o3d mesh took the outline from input.png (the 1024 px crop) averaged down to the model's
     # size, where o3d generate cuts with the crop made from the source photo: up to 0.2 apart in
     # alpha, which cut a chair's legs off when re-meshed with the same settings
+    import os
     import shutil
 
     from PIL import ImageDraw
@@ -424,24 +425,43 @@ def test_an_assets_outline_is_the_one_o3d_generate_cut_its_mesh_with(tmp_path):
         draw.line((320 + 40 * k, 500, 310 + 45 * k, 780), fill=(90, 60, 30, 255), width=9)
     prepared = preprocess_image(np.asarray(photo), cfg.preprocess, PHOTO_SIZE)
     cut_with = prepared.rgba[3].numpy()
+    from o3dcli.atomic import sha256_file
+
     asset, entry = tmp_path / "out" / "chair", tmp_path / "out" / ".o3d" / "items" / "chair" / "preprocess-0123"
-    for folder in (asset, entry):
-        folder.mkdir(parents=True)
-        Image.fromarray((prepared.rgba_projection.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
-                        "RGBA").save(folder / "input.png")
+    asset.mkdir(parents=True)
     (asset / "config.yaml").write_text(dump_config(cfg))
-    (asset / "o3d-asset.json").write_text(json.dumps({"cache": ["diffusion-4567", "preprocess-0123"]}))
-    save_file({"rgba": prepared.rgba.contiguous()}, str(entry / "prepared.safetensors"))
-    # the output folder still holds the asset's preprocessing: the very outline
-    assert np.array_equal(asset_silhouettes(asset, MeshConfig()).alpha[0], cut_with)
-    # without it (pruned, the asset copied elsewhere, another input's entry), input.png resampled as
-    # preprocessing resamples: the same outline within a few hundredths
-    (entry / "input.png").write_bytes(b"another input's crop")
-    for _ in range(2):
+
+    def publish():  # the cache entry and the asset's input.png, hard-linked to it, as o3d generate leaves them
+        shutil.rmtree(entry, ignore_errors=True)
+        entry.mkdir(parents=True)
+        Image.fromarray((prepared.rgba_projection.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8),
+                        "RGBA").save(entry / "input.png")
+        save_file({"rgba": prepared.rgba.contiguous()}, str(entry / "prepared.safetensors"))
+        files = ["input.png", "prepared.safetensors"]
+        (entry / "manifest.json").write_text(json.dumps({
+            "complete": True, "files": files, "sizes": {f: (entry / f).stat().st_size for f in files},
+            "sha256": {f: sha256_file(entry / f) for f in files}}))
+        (asset / "input.png").unlink(missing_ok=True)
+        os.link(entry / "input.png", asset / "input.png")
+        (asset / "o3d-asset.json").write_text(json.dumps({"cache": ["diffusion-4567", "preprocess-0123"],
+                                                          "files": {"input.png": sha256_file(asset / "input.png")}}))
+
+    def close_to_it():  # input.png resampled as preprocessing resamples: within a few hundredths
         alpha = asset_silhouettes(asset, MeshConfig()).alpha[0]
-        assert np.abs(alpha - cut_with).max() < 0.05
-        assert np.array_equal(alpha > 0.5, cut_with > 0.5)
-        shutil.rmtree(entry.parent, ignore_errors=True)
+        return np.abs(alpha - cut_with).max() < 0.05 and np.array_equal(alpha > 0.5, cut_with > 0.5)
+
+    publish()  # the output folder still holds the asset's preprocessing: the very outline
+    assert np.array_equal(asset_silhouettes(asset, MeshConfig()).alpha[0], cut_with)
+    (entry / "prepared.safetensors").write_bytes(b"damaged")  # not what the entry's manifest records
+    assert close_to_it()
+    shutil.rmtree(entry.parent)  # pruned, or the asset copied elsewhere
+    assert close_to_it()
+    publish()  # input.png edited in place (the cache's hard-linked copy with it): the edit counts
+    erased = np.asarray(Image.open(asset / "input.png")).copy()
+    erased[erased.shape[0] // 3:, :, 3] = 0  # most of it rubbed out
+    Image.fromarray(erased).save(asset / "input.png")
+    assert os.path.samefile(asset / "input.png", entry / "input.png")
+    assert asset_silhouettes(asset, MeshConfig()).alpha[0].sum() < 0.8 * cut_with.sum()
 
 
 def test_an_asset_whose_settings_or_photo_are_unusable_is_meshed_from_its_gaussians_with_a_warning(tmp_path):

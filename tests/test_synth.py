@@ -455,6 +455,7 @@ def test_a_json_file_that_cannot_be_written_leaves_no_temporary_file(tmp_path, m
     written = []
 
     def full(src, dst):  # the file is written; its rename fails (a full disk, a quota)
+        assert Path(src).name.startswith(".index.json.tmp-")  # hidden: a dataset folder's listing skips it
         written.append(json.loads(Path(src).read_text()))
         raise OSError(errno.ENOSPC, "No space left on device")
 

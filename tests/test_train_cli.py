@@ -233,9 +233,14 @@ def test_changing_what_a_run_trains_is_refused_before_the_data_loads_pointing_at
 
     run = tmp_path / "r"
     assert train(data, run, "--steps", 1).exit_code == 0
+    real = train_data.load_dataset
     monkeypatch.setattr(train_data, "load_dataset", lambda *a, **k: pytest.fail("the data was loaded"))
-    res = train(data, run, "--steps", 2, "--set", "train.modules=recon")
+    res = train(data, run, "--steps", 2, "--set", "train.modules=denoiser")
     said = " ".join(res.output.split())
     assert res.exit_code == 2, res.output
-    assert "trains train.modules=all; a run cannot change what it trains" in said, said
+    assert "trains train.modules=all; a run cannot change to or from train.modules=denoiser" in said, said
     assert f"give a new --output and --set train.init={run / 'model.safetensors'}" in said and "delete" not in said
+    # all and recon train the same parameters: a run goes from one to the other (a curriculum)
+    monkeypatch.setattr(train_data, "load_dataset", real)
+    res = train(data, run, "--steps", 2, "--set", "train.modules=recon")
+    assert res.exit_code == 0 and "resuming at step 1 of 2" in res.output, res.output

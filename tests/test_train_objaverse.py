@@ -181,6 +181,24 @@ def test_an_unusable_object_is_skipped_with_its_reason_and_the_others_load(synth
     assert [o.name for o in load_dataset(root, cfg, limit=2, on_skip=lambda *a: None)] == [good.name, also_good.name]
 
 
+def test_an_extra_view_whose_alpha_is_empty_or_opaque_is_left_out_with_a_note(synth, tmp_path):
+    # one such extra view skipped the whole object, where a missing one is left out
+    cfg = load_config("tiny", SMALL)
+    src = objects_of(synth)[0]
+    folder = to_objaverse(src, tmp_path / "objv" / src.name)
+    for name, alpha in (("render_0008.png", 0), ("render_0009.png", 255)):  # the 2 extra views
+        im = Image.open(folder / name)
+        im.putalpha(alpha)
+        im.save(folder / name)
+    notes, skipped = [], []
+    (obj,) = load_dataset(tmp_path / "objv", cfg, on_skip=lambda *a: skipped.append(a), on_note=notes.append)
+    assert skipped == [] and obj.extra_c2w.shape == (0, 4, 4)
+    assert [n.split(": ", 1)[1] for n in notes] == [
+        "its alpha is transparent everywhere: the object is not in this render; this extra view is left out",
+        "its alpha is opaque everywhere; training renders need a transparent background, the object's mask is "
+        "read from it; this extra view is left out"]
+
+
 def test_a_missing_extra_view_is_left_out_and_names_are_matched_in_any_case(synth, tmp_path):
     cfg = load_config("tiny", SMALL)
     src = objects_of(synth)[0]
@@ -246,5 +264,5 @@ def test_an_o3d_object_with_a_camera_value_that_is_not_finite_is_skipped_naming_
     skipped = []
     objs = load_dataset(root, cfg, on_skip=lambda folder, message: skipped.append(message))
     assert [o.name for o in objs] == [good.name]
-    assert len(skipped) == 1 and f"{bad.name}/cameras.json: view 9 ({view['file']}): a camera value is not a finite" \
-        in skipped[0], skipped
+    what = "its focal length (fx, fy) is not above 0" if value == 0 else "a camera value is not a finite number"
+    assert len(skipped) == 1 and f"{bad.name}/cameras.json: view 9 ({view['file']}): {what}" in skipped[0], skipped

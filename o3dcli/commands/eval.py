@@ -232,7 +232,8 @@ def eval_cmd(
         kept = ("the assets generated so far are cached, so running the same command again resumes; "
                 if any(v.config is not None for v in chosen) else "")
         earlier = [name for name in REPORT_FILES if (output / name).is_file()]
-        stale = (f"; the {', '.join(earlier)} in {output} are an earlier run's, not this one's" if earlier else "")
+        stale = (f"; the {', '.join(earlier)} in {output} {'is' if len(earlier) == 1 else 'are'} an earlier run's, "
+                 "not this one's" if earlier else "")
         console.print(f"[yellow]interrupted[/yellow]: {kept}no scores were written (they are when every object is "
                       f"scored){escape(stale)}", soft_wrap=True)
         raise typer.Exit(interrupted_exit_code()) from None

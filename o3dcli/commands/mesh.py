@@ -177,12 +177,20 @@ def _cached_model_input(path: Path, size: int):
     from o3dcli.cache import CACHE_DIRNAME
     from o3dcli.naming import ASSET_META
 
+    from o3dcli.atomic import sha256_file
+
     try:
-        entries = json.loads((path / ASSET_META).read_text())["cache"]
-        entry = next(e for e in entries if isinstance(e, str) and e.startswith("preprocess-"))
+        meta = json.loads((path / ASSET_META).read_text())
+        entry = next(e for e in meta["cache"] if isinstance(e, str) and e.startswith("preprocess-"))
         cached = path.parent / CACHE_DIRNAME / "items" / path.name / entry
-        if (cached / "input.png").read_bytes() != (path / "input.png").read_bytes():
-            return None  # the asset's input is another (a folder renamed over another's name)
+        # input.png as o3d published it (an edit saved in place changes the cache's hard-linked copy
+        # too), and the entry's the same (not another input's, under a folder renamed over its name)
+        if not sha256_file(path / "input.png") == meta["files"]["input.png"] == sha256_file(cached / "input.png"):
+            return None
+        from o3dcli.cache_integrity import check_stage_dir
+
+        if check_stage_dir(cached)[0] is None:  # unfinished or damaged: not what its manifest records
+            return None
         from safetensors.torch import load_file
 
         rgba = load_file(str(cached / "prepared.safetensors"))["rgba"]
@@ -265,10 +273,10 @@ class InputRules:
         the sizes and format) is the command's, not the input's."""
         from o3dcli.config import parse_override
 
-        keys = {parse_override(s)[0] for s in sets} | preset_keys(preset)
+        given = {parse_override(s)[0] for s in sets}
+        keys = given | preset_keys(preset)
         # the preset's texture size is for bakes, its STL size and texture format for assets
-        return cls(up=up, fit_kept_texture=texture_size is not None or "mesh.texture_size" in {
-                       parse_override(s)[0] for s in sets},
+        return cls(up=up, fit_kept_texture=texture_size is not None or "mesh.texture_size" in given,
                    stl_own_size="mesh.stl_size_mm" not in keys,
                    own_texture_format="mesh.texture_format" not in keys)
 

@@ -284,9 +284,13 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
                 checked = True
                 changed = saved_settings_changes(saved, cfg)
                 modules = next(((a, b) for k, a, b in changed if k == "train.modules"), None)
-                if modules and (output / CHECKPOINT).is_file():  # its optimiser state is for the other modules
-                    raise UserError(f"{output} trains train.modules={modules[0]}; a run cannot change what it trains. "
-                                    f"To go on from its weights training {modules[1]}, give a new --output and "
+                # "denoiser" freezes the reconstructor: its optimiser state fits no other mode's (all and
+                # recon train the same parameters, and a run may go from one to the other)
+                if modules and "denoiser" in modules and (output / CHECKPOINT).is_file() \
+                        and finished_step(output, cfg.train.steps) is None:
+                    raise UserError(f"{output} trains train.modules={modules[0]}; a run cannot change to or from "
+                                    f"train.modules=denoiser, which trains other parameters. To go on from its "
+                                    f"weights training {modules[1]}, give a new --output and "
                                     f"--set train.init={output / EMA_WEIGHTS}")
         except (RunInUse, UserError) as e:
             raise _usage_error(str(e)) from None
@@ -429,13 +433,13 @@ def _train_locked(run_lock, cfg, dev, data, output, limit, no_progress, time_lim
         say(f"[yellow]aborted[/yellow] without saving; {where}", soft_wrap=True)
         raise typer.Exit(interrupted_exit_code()) from None
     except NonFiniteLoss as e:  # a bad object, a learning rate too high: never saved over a good checkpoint
-        saved = trainer.saved_step
-        kept = (f"the checkpoint in {output / 'checkpoint.pt'} (step {saved}) is unchanged" if saved is not None
+        step = trainer.saved_step
+        kept = (f"the checkpoint in {output / CHECKPOINT} (step {step}) is unchanged" if step is not None
                 else "no checkpoint had been saved yet")
-        console.print(f"[red]error[/red]: {escape(str(e))}. Training stopped before the step changed the weights; "
-                      f"{escape(kept)}. Look for extreme values in those objects' renders and cameras (and take them "
-                      "out of the data), or lower train.lr, then run the same command again to continue",
-                      soft_wrap=True)
+        say(f"[red]error[/red]: {escape(str(e))}. Training stopped before the step changed the weights; "
+            f"{escape(kept)}. Look for extreme values in those objects' renders and cameras and take them out of "
+            "the data, or lower the learning rate (--set train.lr=...), then run again to continue from there",
+            soft_wrap=True)
         raise typer.Exit(1) from None
     except Exception as e:  # a full disk while saving: said plainly; what was saved before stays
         if not (isinstance(e, OSError) or disk_full(e)):

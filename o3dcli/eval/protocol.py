@@ -21,7 +21,8 @@ from o3dcli.geometry.cameras import Cameras, orbit_cameras
 from o3dcli.geometry.gaussians import Gaussians
 from o3dcli.geometry.mesh import TriMesh
 
-PROTOCOL_VERSION = "o3d-eval-1"
+PROTOCOL_VERSION = "o3d-eval-2"
+"""Changed with the protocol's numbers (docs/eval-protocol.md, section 9)."""
 # The published Ouroboros3D generation cameras (docs/design.md section 1), which are also the tiny preset's.
 VIEW_AZIMUTHS = (0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 337.5)
 

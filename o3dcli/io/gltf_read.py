@@ -155,7 +155,13 @@ def _dropped_material_parts(doc: dict) -> list[str]:
             found.add(MATERIAL_EXTENSIONS.get(name, name))
     textures = doc.get("textures") if isinstance(doc.get("textures"), list) else []
     samplers = doc.get("samplers") if isinstance(doc.get("samplers"), list) else []
-    for t in (t for t in textures if isinstance(t, dict)):
+    colour = set()  # the base colour textures: o3d keeps those (and drops the others, said above)
+    for m in (m for m in materials if isinstance(m, dict)):
+        pbr = m.get("pbrMetallicRoughness") if isinstance(m.get("pbrMetallicRoughness"), dict) else {}
+        info = pbr.get("baseColorTexture")
+        if isinstance(info, dict) and isinstance(info.get("index"), int):
+            colour.add(info["index"])
+    for t in (textures[i] for i in sorted(colour) if 0 <= i < len(textures) and isinstance(textures[i], dict)):
         sampler = t.get("sampler")
         sampler = samplers[sampler] if isinstance(sampler, int) and 0 <= sampler < len(samplers) else {}
         if not isinstance(sampler, dict):

@@ -288,8 +288,8 @@ def _obj_part(idx: np.ndarray, pos, vt, colored: bool, props: dict, path: Path) 
                      "they take the material's colour", path, Path(props["map_Kd"]).name)
     elif texture is not None and (idx[..., 1] < 0).any():
         bare = int((idx[..., 1] < 0).any(axis=-1).sum())
-        _log.warning("%s: %d of the %d faces textured with %s have no texture coordinates (vt); they take the "
-                     "colour at the texture's corner (0, 0), as other tools show them", path, bare, len(idx),
+        _log.warning("%s: %d of the %d triangles textured with %s have no texture coordinates (vt); they take "
+                     "the colour at texture coordinate (0, 0), as other tools show them", path, bare, len(idx),
                      Path(props["map_Kd"]).name)
     if texture is not None:  # map_Kd -s / -o: looked up at uv * scale + offset (as Blender and three.js read them)
         uv = uv * props.get("uv_scale", 1.0) + props.get("uv_offset", 0.0)

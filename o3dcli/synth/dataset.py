@@ -359,13 +359,15 @@ def cameras_from_meta(meta: dict, where: Path):
     # on, turn every weight of the model into NaN
     finite = torch.isfinite(c2w.flatten(1)).all(1)
     for k in ("fx", "fy", "cx", "cy"):
-        finite &= torch.isfinite(intr[k]) & ((intr[k] > 0) if k in ("fx", "fy") else True)
-    if not bool(finite.all()):
-        bad = [i for i in range(len(views)) if not bool(finite[i])]
-        listed = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise RenderedObjectError(f"{where}: view{'s' if len(bad) > 1 else ''} {listed} ({views[bad[0]].get('file')}"
-                                  f"{', ...' if len(bad) > 1 else ''}): a camera value is not a finite number "
-                                  "(NaN or infinity; fx and fy must be above 0)")
+        finite &= torch.isfinite(intr[k])
+    focal = (intr["fx"] > 0) & (intr["fy"] > 0)
+    for ok, what in ((finite, "a camera value is not a finite number (NaN or infinity)"),
+                     (focal, "its focal length (fx, fy) is not above 0")):
+        if not bool(ok.all()):
+            bad = [i for i in range(len(views)) if not bool(ok[i])]
+            listed = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            raise RenderedObjectError(f"{where}: view{'s' if len(bad) > 1 else ''} {listed} "
+                                      f"({views[bad[0]].get('file')}{', ...' if len(bad) > 1 else ''}): {what}")
     return cameras
 
 

@@ -164,16 +164,33 @@ def check_poses(where: Path, c2ws: Tensor, rig: list[int], labels: list[str], ax
                                f"the preset's rig cameras are level){hint}")
 
 
-def check_alpha(images: Tensor, labels: list[str]) -> None:
-    """DatasetError naming the render whose alpha is opaque everywhere (the whole frame would be the
-    object's mask: a render without a transparent background) or transparent everywhere (the object
-    is not in it). `images`: straight RGBA [V, 4, H, W] in [0, 1]; `labels[i]` names render i."""
-    for i, alpha in enumerate(images[:, 3]):
-        if float(alpha.min()) >= 254.5 / 255:
-            raise DatasetError(f"{labels[i]}: its alpha is opaque everywhere; training renders need a transparent "
-                               "background, the object's mask is read from it")
-        if float(alpha.max()) < 0.5 / 255:
-            raise DatasetError(f"{labels[i]}: its alpha is transparent everywhere: the object is not in this render")
+def alpha_problem(alpha: Tensor) -> str | None:
+    """What is wrong with a render's alpha [H, W] in [0, 1] as the object's mask, or None: opaque
+    everywhere (a render without a transparent background) or transparent everywhere (the object is
+    not in it)."""
+    if float(alpha.min()) >= 254.5 / 255:
+        return "its alpha is opaque everywhere; training renders need a transparent background, the object's " \
+               "mask is read from it"
+    if float(alpha.max()) < 0.5 / 255:
+        return "its alpha is transparent everywhere: the object is not in this render"
+    return None
+
+
+def usable_extra_views(images: Tensor, extra: list[int], labels: list[str], rig: list[int], on_note=None) -> list[int]:
+    """DatasetError naming the first rig view whose alpha cannot be its mask (`alpha_problem`); the
+    `extra` views whose alpha cannot are left out, `on_note(message)` told. `labels[i]` names view i."""
+    for i in rig:
+        problem = alpha_problem(images[i, 3])
+        if problem:
+            raise DatasetError(f"{labels[i]}: {problem}")
+    kept = []
+    for i in extra:
+        problem = alpha_problem(images[i, 3])
+        if problem is None:
+            kept.append(i)
+        elif on_note is not None:
+            on_note(f"{labels[i]}: {problem}; this extra view is left out")
+    return kept
 
 
 def check_intrinsics(where: Path, fov_deg: float, c2ws: Tensor, cfg: Config) -> None:
@@ -223,7 +240,7 @@ def prepare_cond(view0: Tensor, cfg: Config, ratios: tuple[float, ...]) -> list[
     return out
 
 
-def load_o3d_object(folder: Path, cfg: Config, ratios) -> TrainObject:
+def load_o3d_object(folder: Path, cfg: Config, ratios, on_note=None) -> TrainObject:
     from o3dcli.synth.dataset import RenderedObjectError, load_rendered_object
 
     try:
@@ -243,7 +260,8 @@ def load_o3d_object(folder: Path, cfg: Config, ratios) -> TrainObject:
     extra = [i for i, k in enumerate(obj.kinds) if k == "extra"]
     check_poses(folder / "cameras.json", cams.c2w[rig + extra], list(range(len(rig))),
                 [f"view {i} ({obj.meta['views'][i].get('file')})" for i in rig + extra], "OpenCV")
-    check_alpha(obj.images[rig + extra], [str(folder / obj.meta["views"][i].get("file")) for i in rig + extra])
+    extra = usable_extra_views(obj.images, extra, [str(folder / v.get("file")) for v in obj.meta["views"]], rig,
+                               on_note)
     size = cfg.preprocess.size
     views = resize_rgba(obj.images[rig], size)
     full0 = obj.images[rig[0]]
@@ -286,8 +304,8 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios, on_note=None) -> Tr
         raise DatasetError(f"{folder / 'meta.json'}: cannot read camera_angle_x / locations[].transform_matrix ({e})") from e
     if len(mats) == 0:
         raise DatasetError(f"{folder / 'meta.json'}: no locations (no views)")
-    if mats.shape[1:] != (4, 4):
-        raise DatasetError(f"{folder / 'meta.json'}: locations[].transform_matrix must be 4x4, got "
+    if mats.shape[1:] not in ((4, 4), (3, 4)):
+        raise DatasetError(f"{folder / 'meta.json'}: locations[].transform_matrix must be 4x4 (or 3x4), got "
                            f"{'x'.join(map(str, mats.shape[1:]))}")
     # a NaN or infinity would pass every later check (comparisons with NaN are false) and, trained
     # on, turn every weight of the model into NaN
@@ -338,7 +356,7 @@ def load_objaverse_object(folder: Path, cfg: Config, ratios, on_note=None) -> Tr
     extra = [i for i in range(len(files)) if i not in rig]
     check_poses(folder / "meta.json", cams.c2w[rig + extra], list(range(len(rig))),
                 [f"{p.name}'s transform_matrix" for p in [files[i] for i in rig + extra]], "Blender's (OpenGL)")
-    check_alpha(images[rig + extra], [str(files[i]) for i in rig + extra])
+    extra = usable_extra_views(images, extra, [str(f) for f in files], rig, on_note)
     size = cfg.preprocess.size
     return TrainObject(folder.name, resize_rgba(images[rig], size), prepare_cond(images[rig[0]], cfg, ratios),
                        resize_rgba(images[extra], size) if extra else torch.zeros(0, 4, size, size),
@@ -391,7 +409,7 @@ def load_dataset(root: Path, cfg: Config, ratios: tuple[float, ...] | None = Non
             break
         try:
             if (p / "cameras.json").is_file():
-                obj = load_o3d_object(p, cfg, ratios)
+                obj = load_o3d_object(p, cfg, ratios, on_note=on_note)
             else:
                 obj = load_objaverse_object(p, cfg, ratios, on_note=on_note)
         except Exception as e:  # DatasetError, an image the preprocessing refuses, a broken mesh or metadata

@@ -300,28 +300,37 @@ class Trainer:
             group["lr"] = self.lr_at(self.step_count)
         self.opt.zero_grad(set_to_none=True)
         total, parts = self.losses(batch)
-        self._check_finite("loss", total.detach(), batch)
         total.backward()
         if self.world > 1:
             self._average_gradients()
         # the gradients' norm (clipped to train.grad_clip where set): one NaN in it would make every weight NaN
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
-        self._check_finite("gradient norm", norm, batch)
+        self._check_finite(total.detach(), norm, batch)
         self.opt.step()
         self._update_ema()
         self.step_count += 1
         return parts
 
-    def _check_finite(self, what: str, value: Tensor, batch) -> None:
-        """NonFiniteLoss, on every rank, when `value` is not finite on any: the step stops before
-        the weights change."""
-        bad = not bool(torch.isfinite(value).all())
-        if self.any_rank(bad):
-            if not bad:
-                raise NonFiniteLoss(f"step {self.step_count + 1}: the {what} is not a finite number in another "
-                                    "process of the run (torchrun rank)")
-            objects = f"; the batch held {', '.join(sorted(set(batch.names)))}" if batch.names else ""
-            raise NonFiniteLoss(f"step {self.step_count + 1}: the {what} is {float(value)}, not a finite number{objects}")
+    def _check_finite(self, loss: Tensor, norm: Tensor, batch) -> None:
+        """NonFiniteLoss, on every rank alike, when the loss or the gradients' norm is not finite on
+        any (one reduction a step): the step stops before the weights change. The message names the
+        batches of the ranks whose loss was not finite (the gradients are averaged over all ranks)."""
+        finite_loss, finite_norm = bool(torch.isfinite(loss)), bool(torch.isfinite(norm))
+        if not self.any_rank(not (finite_loss and finite_norm)):
+            return
+        what, value = ("loss", float(loss)) if not finite_loss else ("gradient norm", float(norm))
+        mine = None if finite_loss and finite_norm else (what, value, sorted(set(batch.names)))
+        found = [mine]
+        if self.world > 1:  # every rank is here: the gather is safe
+            import torch.distributed as dist
+
+            found = [None] * self.world
+            dist.all_gather_object(found, mine)
+        bad = [f for f in found if f is not None]
+        what, value = next(((w, v) for w, v, _ in bad if w == "loss"), bad[0][:2])
+        names = sorted({n for w, _, ns in bad if w == what for n in ns})
+        objects = f"; the batch held {', '.join(names)}" if names else ""
+        raise NonFiniteLoss(f"step {self.step_count + 1}: the {what} is {value}, not a finite number{objects}")
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -346,6 +355,7 @@ class Trainer:
             gens = [None] * self.world
             dist.all_gather_object(gens, self.gen.get_state())
         if self.rank != 0:
+            self.saved_step = self.step_count  # rank 0 writes it
             return self.run_dir / CHECKPOINT
         self.run_dir.mkdir(parents=True, exist_ok=True)
         state = {
