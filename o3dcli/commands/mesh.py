@@ -174,10 +174,10 @@ def _cached_model_input(path: Path, size: int):
     its 1024 px copy, only approximates: an outline pixel or two differ, which can cut a thin part.)"""
     import json
 
-    from o3dcli.cache import CACHE_DIRNAME
-    from o3dcli.naming import ASSET_META
-
     from o3dcli.atomic import sha256_file
+    from o3dcli.cache import CACHE_DIRNAME
+    from o3dcli.cache_integrity import check_stage_dir
+    from o3dcli.naming import ASSET_META
 
     try:
         meta = json.loads((path / ASSET_META).read_text())
@@ -187,8 +187,6 @@ def _cached_model_input(path: Path, size: int):
         # too), and the entry's the same (not another input's, under a folder renamed over its name)
         if not sha256_file(path / "input.png") == meta["files"]["input.png"] == sha256_file(cached / "input.png"):
             return None
-        from o3dcli.cache_integrity import check_stage_dir
-
         if check_stage_dir(cached)[0] is None:  # unfinished or damaged: not what its manifest records
             return None
         from safetensors.torch import load_file

@@ -159,9 +159,11 @@ def check_poses(where: Path, c2ws: Tensor, rig: list[int], labels: list[str], ax
             raise DatasetError(f"{where}: {labels[i]}: the camera looks {off:.0f} degrees away from the object's "
                                f"centre (the origin; at most {limit:g}){hint}")
         level = math.degrees(math.asin(min(1.0, abs(float(rot[1, 0])))))  # the right axis' tilt
-        if i in rig and abs(float(centre[1])) / dist < 0.99 and (level > AIM_TOLERANCE_DEG or float(rot[1, 1]) > 0):
-            raise DatasetError(f"{where}: {labels[i]}: the camera is rolled ({'upside down' if float(rot[1, 1]) > 0 else f'{level:.0f} degrees'}; "
-                               f"the preset's rig cameras are level){hint}")
+        upside_down = float(rot[1, 1]) > 0  # the image's down axis points up the world
+        if i in rig and abs(float(centre[1])) / dist < 0.99 and (level > AIM_TOLERANCE_DEG or upside_down):
+            how = "upside down" if upside_down else f"{level:.0f} degrees"
+            raise DatasetError(f"{where}: {labels[i]}: the camera is rolled ({how}; the preset's rig cameras are "
+                               f"level){hint}")
 
 
 def alpha_problem(alpha: Tensor) -> str | None:
