@@ -175,14 +175,14 @@ def _cached_model_input(path: Path, size: int):
     import json
 
     from o3dcli.atomic import sha256_file
-    from o3dcli.cache import CACHE_DIRNAME
+    from o3dcli.cache import Cache
     from o3dcli.cache_integrity import check_stage_dir
     from o3dcli.naming import ASSET_META
 
     try:
         meta = json.loads((path / ASSET_META).read_text())
         entry = next(e for e in meta["cache"] if isinstance(e, str) and e.startswith("preprocess-"))
-        cached = path.parent / CACHE_DIRNAME / "items" / path.name / entry
+        cached = Cache(path.parent).item(path.name).dir / entry
         # input.png as o3d published it (an edit saved in place changes the cache's hard-linked copy
         # too), and the entry's the same (not another input's, under a folder renamed over its name)
         if not sha256_file(path / "input.png") == meta["files"]["input.png"] == sha256_file(cached / "input.png"):

@@ -136,13 +136,18 @@ def to_json(run: EvalRun) -> dict:
     })
 
 
+HUGE = 1e6
+"""From here a metric is shown in 3 significant digits (a prediction at another scale, --align none:
+1.2e+29, not 30 digits across the table)."""
+
+
 def fmt(key: str, value) -> str:
     """A metric for people: n/a, inf, or rounded to what its scale needs."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if isinstance(value, float) and math.isinf(value):
         return "inf"
-    if abs(value) >= 1e6:  # a prediction at another scale (--align none): 1.2e+29, not 30 digits
+    if abs(value) >= HUGE:
         return f"{value:.3g}"
     if key.startswith("psnr"):
         return f"{value:.2f}"
@@ -316,7 +321,7 @@ def _new_table(run: EvalRun, title: str, first: str, names: list[str], show_gen:
 
 
 def _cells(run: EvalRun, values: dict) -> list[str]:
-    return [fmt(k, values.get(k)) if k != "chamfer" or values.get(k) is None or abs(values[k]) >= 1e6
+    return [fmt(k, values.get(k)) if k != "chamfer" or values.get(k) is None or abs(values[k]) >= HUGE
             else f"{values[k]:.4f}" for k in _table_keys(run)]
 
 

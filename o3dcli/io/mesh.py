@@ -118,7 +118,9 @@ def _check_precision(mesh: TriMesh, path: Path) -> None:
     """MeshLoadError when the mesh lies so far from the origin, for its size, that its positions as
     32-bit floats (as o3d holds them and glTF stores them) keep fewer than PRECISION_STEPS steps
     across it: a scan in survey coordinates came out blocky or flat, or with no faces, unsaid."""
-    v = mesh.vertices[np.unique(mesh.faces)]
+    used = np.zeros(len(mesh.vertices), bool)  # the vertices faces use: a mask, not a sort of every face
+    used[mesh.faces.reshape(-1)] = True
+    v = mesh.vertices[used]
     extent = float((v.max(0).astype(np.float64) - v.min(0)).max())
     far = float(np.abs(v).max())
     step = float(np.spacing(np.float32(far)))
